@@ -1,0 +1,3 @@
+from spinbot.cli import main
+
+main()

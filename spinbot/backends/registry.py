@@ -1,0 +1,43 @@
+"""Pick a task's backend by configuration (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from spinbot.errors import BackendUnavailable
+from spinbot.settings import get_settings
+
+# task -> backend name -> "module:factory"; a name that is missing here is not implemented yet.
+_BACKENDS: dict[str, dict[str, str]] = {
+    "f5_to_tts": {},
+    "infinite_talk": {},
+    "upscale_video": {},
+}
+
+_SETTING_FOR_TASK = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
+_PLANNED = {
+    ("f5_to_tts", "native"): "the F5-TTS backend (spinbot[gpu], F5TTS_v1_Base in SPINBOT_MODELS_DIR/F5-TTS)",
+    ("infinite_talk", "native"): "the InfiniteTalk / Wan2.1-I2V-14B backend",
+    ("upscale_video", "native"): "the RealESRGAN + CodeFormer backend (spandrel)",
+}
+
+
+def backend_name(task: str) -> str:
+    return getattr(get_settings(), _SETTING_FOR_TASK[task])
+
+
+def get_backend(task: str, name: str | None = None) -> Any:
+    """Instantiate the configured backend for a task, or fail with one line naming what is missing."""
+    name = name or backend_name(task)
+    target = _BACKENDS[task].get(name)
+    if target is None:
+        what = _PLANNED.get((task, name), f"a '{name}' backend")
+        setting = "SPINBOT_" + _SETTING_FOR_TASK[task].upper()
+        available = ", ".join(sorted(_BACKENDS[task])) or "none yet"
+        raise BackendUnavailable(
+            f"{task}: backend '{name}' is not implemented ({what} is missing); "
+            f"set {setting} to one of: {available}"
+        )
+    module_name, factory = target.split(":")
+    return getattr(importlib.import_module(module_name), factory)()

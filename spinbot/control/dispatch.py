@@ -1,0 +1,71 @@
+"""Hand python-plane tasks to the data plane. Embedded: run in this process. Distributed: the Redis queue."""
+
+from __future__ import annotations
+
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, Field
+
+from spinbot.storage.base import ArtifactStore
+from spinbot.tasks.base import NodeOutput, TaskContext, validate_params
+from spinbot.tasks.catalog import load_task
+
+
+class TaskRequest(BaseModel):
+    """Everything a worker needs to run one node; serializable, so it can travel through a queue."""
+
+    job_id: str
+    node_id: str
+    task: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    values: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.job_id}:{self.node_id}"
+
+
+def execute_task(
+    request: TaskRequest,
+    store: ArtifactStore,
+    report: Callable[[float, str], None] = lambda f, m: None,
+    is_cancelled: Callable[[], bool] = lambda: False,
+    workdir_root: Path | None = None,
+) -> NodeOutput:
+    """Run one task by name: validate its params, give it a work folder, return its output."""
+    task = load_task(request.task)
+    params = validate_params(request.node_id, task.params_model, request.params)
+    workdir = Path(tempfile.mkdtemp(prefix=f"spinbot-{request.node_id}-", dir=workdir_root))
+    ctx = TaskContext(
+        job_id=request.job_id,
+        node_id=request.node_id,
+        store=store,
+        workdir=workdir,
+        values=dict(request.values),
+        artifacts=dict(request.artifacts),
+        report=report,
+        is_cancelled=is_cancelled,
+    )
+    try:
+        return task.run(ctx, params)
+    finally:
+        ctx.cleanup()
+
+
+class Dispatcher(ABC):
+    @abstractmethod
+    def run(self, request: TaskRequest, report: Callable[[float, str], None],
+            is_cancelled: Callable[[], bool]) -> NodeOutput:
+        """Run the task to the end (wherever it runs) and return its output; raise on failure."""
+
+
+class InProcessDispatcher(Dispatcher):
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+
+    def run(self, request, report, is_cancelled):
+        return execute_task(request, self.store, report, is_cancelled)

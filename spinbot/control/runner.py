@@ -1,0 +1,220 @@
+"""Start, run, resume and cancel jobs: the LangGraph graph drives the nodes, the store records every state."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
+from spinbot.errors import InputError, ParamsError, TaskFailed
+from spinbot.pipelines.planner import compile_graph
+from spinbot.pipelines.spec import PipelineSpec, get_pipeline
+from spinbot.settings import Settings, get_settings
+from spinbot.state import store as st
+from spinbot.state.db import get_engine
+from spinbot.state.events import Event, EventBus
+from spinbot.storage.base import ArtifactStore, artifact_key, open_store
+from spinbot.tasks.base import Cancelled, NodeOutput, validate_params
+from spinbot.tasks.catalog import load_task
+
+log = logging.getLogger(__name__)
+
+INPUTS_NODE = "inputs"  # job inputs are stored as if a node named "inputs" had produced them
+PROGRESS_DB_INTERVAL = 0.25  # seconds between progress writes to the database, per node
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class Runner:
+    """The control plane in one object; the CLI and the API both drive jobs through it."""
+
+    def __init__(self, settings: Settings | None = None, dispatcher: Dispatcher | None = None,
+                 events: EventBus | None = None, artifacts: ArtifactStore | None = None):
+        self.settings = settings or get_settings()
+        self.jobs = st.JobStore(get_engine(self.settings.resolved_database_url))
+        self.artifacts = artifacts or open_store(self.settings.resolved_storage_url)
+        self.dispatcher = dispatcher or InProcessDispatcher(self.artifacts)
+        self.events = events or EventBus()
+        self._progress_written: dict[tuple[str, str], float] = {}
+
+    # ---- creating jobs ----------------------------------------------------------------------------------------
+    def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Refuse params for unknown nodes, unknown names and ill-typed values; keep only what was given."""
+        for node_id, node_params in params.items():
+            if node_id not in spec.nodes_by_id:
+                raise ParamsError(f"{node_id}: no such node in pipeline '{spec.name}' "
+                                  f"(nodes: {', '.join(spec.nodes_by_id)})")
+            if not isinstance(node_params, dict):
+                raise ParamsError(f"{node_id}: params must be an object")
+            task = load_task(spec.node(node_id).task)
+            validated = validate_params(node_id, task.params_model, node_params)
+            params[node_id] = validated.model_dump(include=set(node_params))
+        return params
+
+    def create_job(self, pipeline: str, prompt: str, image: Path | None = None, voice: Path | None = None,
+                   ref_text: str | None = None, params: dict[str, dict[str, Any]] | None = None,
+                   owner: str | None = None, input_keys: dict[str, str] | None = None) -> str:
+        """Validate everything first, then store the inputs and the job: bad input writes nothing."""
+        from spinbot.media.audio import load_audio
+        from spinbot.media.image import load_image
+
+        spec = get_pipeline(pipeline, self.settings.pipelines)
+        params = self.validate_params(spec, dict(params or {}))
+        if not prompt or not prompt.strip():
+            raise InputError("prompt is empty")
+        if image is not None:
+            load_image(image)
+        if voice is not None:
+            load_audio(voice)
+        job_id = self.jobs.new_id()
+        artifacts = dict(input_keys or {})
+        for name, path in (("source_image", image), ("narrator_voice", voice)):
+            if path is not None:
+                key = artifact_key(job_id, INPUTS_NODE, f"{name}{Path(path).suffix.lower() or '.bin'}")
+                self.artifacts.upload(Path(path), key, content_type=mimetypes.guess_type(str(path))[0])
+                artifacts[name] = key
+        inputs = {"values": {"prompt": prompt, "ref_text": ref_text or ""}, "artifacts": artifacts}
+        nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
+        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, owner)
+        self.events.publish(Event(job_id, "job", st.PENDING))
+        return job_id
+
+    # ---- running ------------------------------------------------------------------------------------------------
+    @contextmanager
+    def _graph(self, spec: PipelineSpec) -> Iterator[Any]:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        self.settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.settings.checkpoint_path), check_same_thread=False, timeout=30)
+        try:
+            yield compile_graph(spec, self.run_node, SqliteSaver(conn))
+        finally:
+            conn.close()
+
+    def run(self, job_id: str) -> st.JobView:
+        """Run (or resume) a job to the end in this process; returns its final view."""
+        job = self.jobs.get(job_id)
+        if job.status in st.FINAL_STATES and job.status != st.FAILED:
+            return job
+        spec = get_pipeline(job.pipeline, self.settings.pipelines)
+        config = {"configurable": {"thread_id": job_id}}
+        self.jobs.set_job_status(job_id, st.RUNNING)
+        self.events.publish(Event(job_id, "job", st.RUNNING))
+        try:
+            with self._graph(spec) as graph:
+                snapshot = graph.get_state(config)
+                if snapshot.values and not snapshot.next:
+                    pass  # every node finished before the process stopped: only the job row is behind
+                elif snapshot.values:
+                    graph.invoke(None, config)  # resume from the last checkpoint
+                else:
+                    graph.invoke({"job_id": job_id, "outputs": {}}, config)
+        except JobCancelled as err:
+            self._finish(job_id, st.CANCELLED, str(err))
+        except Exception as err:
+            self._finish(job_id, st.FAILED, str(err) or type(err).__name__)
+        else:
+            self._finish(job_id, st.SUCCEEDED)
+        return self.jobs.get(job_id)
+
+    def _finish(self, job_id: str, status: str, error: str | None = None) -> None:
+        self.jobs.set_job_status(job_id, status, error)
+        for node in self.jobs.get(job_id).nodes:
+            if status == st.CANCELLED and node.status in (st.PENDING, st.QUEUED, st.RUNNING):
+                self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
+        self.events.publish(Event(job_id, "job", status, message=error))
+
+    def cancel(self, job_id: str) -> None:
+        self.jobs.request_cancel(job_id)
+        job = self.jobs.get(job_id)
+        if job.status == st.PENDING:
+            self._finish(job_id, st.CANCELLED, "cancelled before it started")
+
+    def run_node(self, job_id: str, node_id: str, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """One pipeline node: never re-run a finished node; record states, progress, output and artifacts."""
+        job = self.jobs.get(job_id)
+        node = job.node(node_id)
+        if node.status == st.SUCCEEDED and node.output is not None:
+            return node.output
+        if job.cancel_requested:
+            raise JobCancelled(f"job cancelled before node '{node_id}'")
+        request = self._request(job, node, upstream)
+        report = self._reporter(job_id, node_id)
+        is_cancelled = lambda: self.jobs.is_cancel_requested(job_id)  # noqa: E731
+        inline = node.plane == "node"
+        self.jobs.node_started(job_id, node_id, st.RUNNING if inline else st.QUEUED)
+        self.events.publish(Event(job_id, "node", st.RUNNING if inline else st.QUEUED, node_id))
+        started = time.monotonic()
+        try:
+            if inline:
+                output = execute_task(request, self.artifacts, report, is_cancelled)
+            else:
+                output = self.dispatcher.run(request, report, is_cancelled)
+        except Cancelled as err:
+            self.jobs.node_status(job_id, node_id, st.CANCELLED, error=str(err))
+            self.events.publish(Event(job_id, "node", st.CANCELLED, node_id))
+            raise JobCancelled(str(err)) from None
+        except Exception as err:
+            message = f"node '{node_id}' ({node.task}) failed: {err}"
+            log.exception("node failed", extra={"job_id": job_id, "node_id": node_id})
+            self.jobs.node_status(job_id, node_id, st.FAILED, error=str(err))
+            self.events.publish(Event(job_id, "node", st.FAILED, node_id, message=str(err)))
+            raise TaskFailed(message) from err
+        result = self._record(job_id, node_id, output, time.monotonic() - started)
+        self.events.publish(Event(job_id, "node", st.SUCCEEDED, node_id, progress=1.0))
+        return result
+
+    def _request(self, job: st.JobView, node: st.NodeView, upstream: dict[str, dict[str, Any]]) -> TaskRequest:
+        values = dict(job.inputs.get("values", {}))
+        artifacts = dict(job.inputs.get("artifacts", {}))
+        for output in upstream.values():  # ancestors in topological order: nearer nodes win
+            values.update(output.get("values", {}))
+            artifacts.update(output.get("artifacts", {}))
+        return TaskRequest(job_id=job.id, node_id=node.node_id, task=node.task,
+                           params=job.params.get(node.node_id, {}), values=values, artifacts=artifacts)
+
+    def _record(self, job_id: str, node_id: str, output: NodeOutput, seconds: float) -> dict[str, Any]:
+        output.meta.setdefault("seconds", round(seconds, 3))
+        records = []
+        for name, key in output.artifacts.items():
+            if key.startswith(f"jobs/{job_id}/{node_id}/"):
+                records.append({"name": name, "key": key, "size": self.artifacts.size(key),
+                                "content_type": mimetypes.guess_type(key)[0]})
+        result = output.model_dump()
+        self.jobs.node_succeeded(job_id, node_id, result, records)
+        return result
+
+    def _reporter(self, job_id: str, node_id: str) -> Callable[[float, str], None]:
+        lock = threading.Lock()
+
+        def report(fraction: float, message: str) -> None:
+            self.events.publish(Event(job_id, "node", st.RUNNING, node_id, progress=fraction, message=message))
+            now = time.monotonic()
+            with lock:
+                last = self._progress_written.get((job_id, node_id), 0.0)
+                if now - last < PROGRESS_DB_INTERVAL and fraction < 1.0:
+                    return
+                self._progress_written[(job_id, node_id)] = now
+            self.jobs.node_progress(job_id, node_id, fraction, message)
+            self.jobs.node_status(job_id, node_id, st.RUNNING)
+
+        return report
+
+    # ---- reading ------------------------------------------------------------------------------------------------
+    def final_artifact(self, job: st.JobView) -> str | None:
+        """The key of the last node's video (or any last artifact)."""
+        spec = get_pipeline(job.pipeline, self.settings.pipelines)
+        for node_id in reversed(spec.topological_order()):
+            out = job.node(node_id).output or {}
+            arts = out.get("artifacts", {})
+            if arts:
+                return arts.get("video") or next(iter(arts.values()))
+        return None

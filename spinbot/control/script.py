@@ -1,0 +1,78 @@
+"""script.generateScript (plane "node"): an Ollama LLM writes the spoken script; any failure -> deterministic text."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pydantic import Field
+
+from spinbot.settings import get_settings
+from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "Write the spoken script for a short talking-head video about the topic below. "
+    "About {words} words, first person, plain sentences that read well aloud. "
+    "No title, no stage directions, no lists, no emojis, no markdown: only the words to speak.\n\nTopic: {prompt}"
+)
+
+
+class ScriptParams(TaskParams):
+    # A script written by the user is used as it is, and no LLM is called.
+    text: str | None = None
+    # The LLM is asked for about this many words (about 150 words a minute of speech).
+    words: int = Field(default=30, ge=5, le=2000)
+
+
+def fallback_script(prompt: str) -> str:
+    """The deterministic text used whenever the LLM cannot give a script: same prompt, same text."""
+    topic = " ".join(prompt.split()).strip(" .!?") or "something worth sharing"
+    return (
+        f"Hello, and welcome. Today I want to talk about {topic}. "
+        "It matters more than you might think, so let us take a closer look together."
+    )
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"[*_#`>\[\]]+", "", text)  # markdown marks would be read aloud
+    text = re.sub(r"\((?:[^()]*)\)", "", text)  # (stage directions)
+    return " ".join(text.split())
+
+
+def ask_ollama(prompt: str, words: int) -> str:
+    """One generate call on the configured Ollama server; raises on any failure or an unusable answer."""
+    import ollama
+
+    settings = get_settings()
+    client = ollama.Client(host=settings.ollama_host, timeout=settings.ollama_timeout)
+    answer = client.generate(model=settings.ollama_model, prompt=INSTRUCTIONS.format(words=words, prompt=prompt))
+    text = _clean(getattr(answer, "response", None) or "")
+    if len(text.split()) < 3:
+        raise ValueError(f"unusable answer from the model: {text[:80]!r}")
+    return text
+
+
+def generate_script(prompt: str, words: int = 30) -> tuple[str, dict[str, str]]:
+    settings = get_settings()
+    try:
+        text = ask_ollama(prompt, words)
+        return text, {"source": "ollama", "model": settings.ollama_model, "host": settings.ollama_host}
+    except Exception as err:  # no server, timeout, HTTP error, garbage: the pipeline goes on with the fallback
+        reason = f"{type(err).__name__}: {err}".strip()[:300]
+        log.warning("script: Ollama failed, using the fallback text", extra={"reason": reason})
+        return fallback_script(prompt), {"source": "fallback", "reason": reason, "model": settings.ollama_model,
+                                         "host": settings.ollama_host}
+
+
+def run(ctx: TaskContext, params: ScriptParams) -> NodeOutput:
+    if params.text:
+        return NodeOutput(values={"text": params.text}, meta={"source": "user"})
+    ctx.progress(0.1, "asking the LLM for a script")
+    text, meta = generate_script(ctx.value("prompt"), params.words)
+    ctx.progress(1.0, f"script from {meta['source']}")
+    return NodeOutput(values={"text": text}, meta=meta)
+
+
+TASK = TaskDef(name="script.generateScript", params_model=ScriptParams, run=run)

@@ -1,0 +1,33 @@
+"""Errors that carry one clear line for the user (CLI exit message, API 4xx body)."""
+
+
+class SpinBotError(Exception):
+    """Base class: str(err) is the one line shown to the user."""
+
+
+class InputError(SpinBotError):
+    """Bad user input: a missing file, a file of the wrong kind, an unknown param."""
+
+
+class PipelineError(SpinBotError):
+    """A pipelines.json that cannot be used."""
+
+
+class ParamsError(InputError):
+    """A node param that is unknown or ill-typed."""
+
+
+class StorageKeyError(InputError):
+    """An artifact key that would leave the store root."""
+
+
+class BackendUnavailable(SpinBotError):
+    """A backend that is not implemented or whose files/packages are missing."""
+
+
+class TaskFailed(SpinBotError):
+    """A task that ran and failed; the message names the node."""
+
+
+class JobNotFound(SpinBotError):
+    pass

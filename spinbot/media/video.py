@@ -1,0 +1,136 @@
+"""Video through PyAV (its wheels bundle FFmpeg with libx264): probe, streaming decode, H.264 + AAC encode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from spinbot.errors import InputError
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration: float
+    audio_rate: int | None
+    audio_duration: float | None
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Count frames by demuxing packets (exact, cheap: no decode)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError(f"not a video file (no video stream): {path}")
+            vs = container.streams.video[0]
+            width, height = vs.codec_context.width, vs.codec_context.height
+            fps = float(vs.average_rate or vs.guessed_rate or 0)
+            frames = sum(1 for p in container.demux(vs) if p.size)
+        audio_rate = audio_duration = None
+        with av.open(str(path)) as container:
+            if container.streams.audio:
+                aus = container.streams.audio[0]
+                audio_rate = aus.codec_context.sample_rate
+                samples = sum(f.samples for f in container.decode(aus))
+                audio_duration = samples / audio_rate
+    except InputError:
+        raise
+    except av.error.FFmpegError as err:
+        raise InputError(f"not a readable video: {path} ({err})") from None
+    return VideoInfo(width, height, fps, frames, frames / fps if fps else 0.0, audio_rate, audio_duration)
+
+
+def iter_frames(path: Path | str, cap: int = 0) -> Iterator[np.ndarray]:
+    """Decode RGB frames one at a time; stop after `cap` frames when cap > 0. Never holds the video."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(stream)):
+            if cap and i >= cap:
+                break
+            yield frame.to_ndarray(format="rgb24")
+
+
+def read_audio(path: Path | str) -> tuple[np.ndarray, int] | None:
+    """The first audio stream of a media file as float32 (samples, channels), or None if there is none."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        chunks = [f.to_ndarray(format="fltp") for f in container.decode(stream)]
+        rate = stream.codec_context.sample_rate
+    if not chunks:
+        return None
+    return np.concatenate(chunks, axis=1).T.astype(np.float32), int(rate)
+
+
+class VideoWriter:
+    """H.264 yuv420p mp4 at a fixed fps; audio (float32 mono or (n, ch)) is AAC-encoded and muxed on close."""
+
+    def __init__(self, path: Path | str, fps: int, width: int, height: int, crf: int = 18,
+                 preset: str = "veryfast", audio: tuple[np.ndarray, int] | None = None):
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = fps
+        self.frames = 0
+        self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart"})
+        self._video = self._container.add_stream("libx264", rate=fps)
+        self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
+        self._video.time_base = Fraction(1, fps)
+        self._video.options = {"crf": str(crf), "preset": preset}
+        # Every stream must exist before the first packet is muxed (the header is written then).
+        self._audio = audio
+        self._audio_stream = self._add_audio_stream(*audio) if audio is not None else None
+
+    def _add_audio_stream(self, audio: np.ndarray, rate: int):
+        stream = self._container.add_stream("aac", rate=rate)
+        stream.layout = "mono" if audio.ndim == 1 or audio.shape[1] == 1 else "stereo"
+        stream.time_base = Fraction(1, rate)
+        return stream
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+        frame.pts = self.frames
+        self.frames += 1
+        for packet in self._video.encode(frame):
+            self._container.mux(packet)
+
+    def _mux_audio(self, audio: np.ndarray, rate: int) -> None:
+        stream = self._audio_stream
+        layout = stream.layout.name
+        audio = audio.reshape(len(audio), -1).astype(np.float32)[:, : (1 if layout == "mono" else 2)]
+        block = 1024
+        for start in range(0, len(audio), block):
+            chunk = np.ascontiguousarray(audio[start:start + block].T)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                self._container.mux(packet)
+        for packet in stream.encode(None):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._video.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._mux_audio(*self._audio)
+        self._container.close()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._container.close()

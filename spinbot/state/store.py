@@ -1,0 +1,187 @@
+"""Job state: create jobs, move nodes through their states, record outputs and artifacts."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from spinbot.errors import JobNotFound
+from spinbot.state.models import Artifact, Job, NodeRun, utcnow
+
+PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "queued", "running", "succeeded", "failed", "cancelled"
+NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node_id: str
+    task: str
+    plane: str
+    status: str
+    progress: float
+    message: str | None
+    attempts: int
+    error: str | None
+    output: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    pipeline: str
+    status: str
+    owner: str | None
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+    error: str | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    nodes: tuple[NodeView, ...]
+    artifacts: tuple[dict[str, Any], ...]
+
+    def node(self, node_id: str) -> NodeView:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+
+def _view(job: Job) -> JobView:
+    nodes = tuple(
+        NodeView(n.node_id, n.task, n.plane, n.status, n.progress, n.message, n.attempts, n.error, n.output,
+                 n.started_at, n.finished_at)
+        for n in job.nodes
+    )
+    arts = tuple(
+        {"node_id": a.node_id, "name": a.name, "key": a.key, "size": a.size, "content_type": a.content_type}
+        for a in job.artifacts
+    )
+    return JobView(job.id, job.pipeline, job.status, job.owner, job.inputs, job.params, job.error,
+                   job.cancel_requested, job.created_at, job.started_at, job.finished_at, nodes, arts)
+
+
+class JobStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def new_id() -> str:
+        return uuid.uuid4().hex
+
+    def create_job(self, job_id: str, pipeline: str, nodes: Iterable[tuple[str, str, str]],
+                   inputs: dict[str, Any], params: dict[str, Any], owner: str | None = None) -> JobView:
+        with self.session() as s, s.begin():
+            job = Job(id=job_id, pipeline=pipeline, status=PENDING, owner=owner, inputs=inputs, params=params,
+                      created_at=utcnow())
+            s.add(job)
+            for pos, (node_id, task, plane) in enumerate(nodes):
+                s.add(NodeRun(job_id=job_id, node_id=node_id, position=pos, task=task, plane=plane, status=PENDING,
+                              progress=0.0, attempts=0))
+        return self.get(job_id)
+
+    def get(self, job_id: str, owner: str | None = None) -> JobView:
+        with self.session() as s:
+            job = s.scalars(
+                select(Job).where(Job.id == job_id).options(selectinload(Job.nodes), selectinload(Job.artifacts))
+            ).first()
+            if job is None or (owner is not None and job.owner != owner):
+                raise JobNotFound(f"job '{job_id}' not found")
+            return _view(job)
+
+    def list(self, owner: str | None = None, limit: int = 20, offset: int = 0) -> tuple[list[JobView], int]:
+        with self.session() as s:
+            q = select(Job).options(selectinload(Job.nodes), selectinload(Job.artifacts))
+            count_q = select(func.count()).select_from(Job)
+            if owner is not None:
+                q = q.where(Job.owner == owner)
+                count_q = count_q.where(Job.owner == owner)
+            jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
+            return [_view(j) for j in jobs], s.scalar(count_q) or 0
+
+    def unfinished_job_ids(self) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(Job.id).where(Job.status.not_in(FINAL_STATES)).order_by(Job.created_at)))
+
+    def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if status == RUNNING:
+            values["started_at"] = func.coalesce(Job.started_at, utcnow())
+            values["error"] = None
+            values["finished_at"] = None
+        if status in FINAL_STATES:
+            values["finished_at"] = utcnow()
+        if error is not None:
+            values["error"] = error
+        with self.session() as s, s.begin():
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
+
+    def request_cancel(self, job_id: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+    def node_started(self, job_id: str, node_id: str, status: str = RUNNING) -> None:
+        """Count an attempt and mark the node queued or running; a retry clears the last error."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(NodeRun)
+                .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
+                .values(status=status, attempts=NodeRun.attempts + 1, started_at=utcnow(), finished_at=None,
+                        error=None, progress=0.0, message=None)
+            )
+
+    def node_status(self, job_id: str, node_id: str, status: str, *, error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status}
+        if status in FINAL_STATES:
+            values["finished_at"] = utcnow()
+        if error is not None:
+            values["error"] = error
+        with self.session() as s, s.begin():
+            s.execute(update(NodeRun).where(NodeRun.job_id == job_id, NodeRun.node_id == node_id).values(**values))
+
+    def node_progress(self, job_id: str, node_id: str, progress: float, message: str | None) -> None:
+        with self.session() as s, s.begin():
+            s.execute(
+                update(NodeRun)
+                .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
+                .values(progress=progress, message=message)
+            )
+
+    def node_succeeded(self, job_id: str, node_id: str, output: dict[str, Any],
+                       artifacts: list[dict[str, Any]]) -> None:
+        """Record a node's output and its artifacts in one transaction (a replay replaces, never duplicates)."""
+        with self.session() as s, s.begin():
+            s.execute(
+                update(NodeRun)
+                .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
+                .values(status=SUCCEEDED, output=output, progress=1.0, finished_at=utcnow(), error=None)
+            )
+            existing = {a.key: a for a in s.scalars(select(Artifact).where(Artifact.job_id == job_id,
+                                                                            Artifact.node_id == node_id))}
+            for art in artifacts:
+                row = existing.pop(art["key"], None)
+                if row is None:
+                    s.add(Artifact(job_id=job_id, node_id=node_id, created_at=utcnow(), **art))
+                else:
+                    row.size, row.content_type, row.name = art["size"], art.get("content_type"), art["name"]
+            for stale in existing.values():
+                s.delete(stale)

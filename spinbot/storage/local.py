@@ -1,0 +1,78 @@
+"""The embedded artifact store: a local folder. Every path is resolved and checked to stay under the root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from spinbot.errors import StorageKeyError
+from spinbot.storage.base import ArtifactStore, check_key
+
+
+class LocalStore(ArtifactStore):
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = f"file://{self.root}"
+
+    def path(self, key: str) -> Path:
+        check_key(key)
+        path = (self.root / key).resolve()
+        # Symlinks inside the root could still point out of it: check the resolved path too.
+        if not path.is_relative_to(self.root):
+            raise StorageKeyError(f"artifact key '{key}' leaves the store root")
+        return path
+
+    def _write_atomic(self, key: str, writer) -> None:
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                writer(out)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def upload(self, src: Path, key: str, content_type: str | None = None) -> None:
+        with open(src, "rb") as fin:
+            self._write_atomic(key, lambda out: shutil.copyfileobj(fin, out, 1 << 20))
+
+    def download(self, key: str, dest: Path) -> None:
+        src = self.path(key)
+        if not src.is_file():
+            raise FileNotFoundError(f"artifact '{key}' not found")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+
+    def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self._write_atomic(key, lambda out: out.write(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        src = self.path(key)
+        if not src.is_file():
+            raise FileNotFoundError(f"artifact '{key}' not found")
+        return src.read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.list(prefix)
+        for key in keys:
+            self.path(key).unlink(missing_ok=True)
+        return len(keys)
+
+    def size(self, key: str) -> int:
+        return self.path(key).stat().st_size

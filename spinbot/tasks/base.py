@@ -1,0 +1,108 @@
+"""What every task gets (TaskContext) and returns (NodeOutput), and how its params are validated."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from spinbot.errors import InputError, ParamsError
+from spinbot.storage.base import ArtifactStore, artifact_key
+
+
+class TaskParams(BaseModel):
+    """Base for every params model: unknown names are refused, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class NodeOutput(BaseModel):
+    """What a node hands downstream: plain values, artifact keys by name, and metadata for the record."""
+
+    values: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Cancelled(Exception):
+    """Raised inside a task when its job was cancelled."""
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class TaskContext:
+    job_id: str
+    node_id: str
+    store: ArtifactStore
+    workdir: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    report: ProgressFn = lambda fraction, message: None
+    is_cancelled: Callable[[], bool] = lambda: False
+
+    def value(self, name: str) -> Any:
+        if name not in self.values:
+            raise InputError(f"node '{self.node_id}' needs input value '{name}', which no upstream node produced")
+        return self.values[name]
+
+    def input_path(self, name: str) -> Path:
+        """Fetch the named input artifact into the work folder and return its local path."""
+        if name not in self.artifacts:
+            raise InputError(f"node '{self.node_id}' needs input artifact '{name}', which no upstream node produced")
+        return self.fetch(self.artifacts[name])
+
+    def fetch(self, key: str) -> Path:
+        dest = self.workdir / "in" / key.replace("/", "__")
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.store.download(key, dest)
+        return dest
+
+    def output_path(self, name: str) -> Path:
+        """A local path to write an output file to before save()."""
+        path = self.workdir / "out" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save(self, name: str, path: Path, content_type: str | None = None) -> str:
+        key = artifact_key(self.job_id, self.node_id, name)
+        self.store.upload(path, key, content_type=content_type)
+        return key
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        if self.is_cancelled():
+            raise Cancelled(f"node '{self.node_id}' cancelled")
+        self.report(max(0.0, min(1.0, fraction)), message)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    name: str
+    params_model: type[TaskParams]
+    run: Callable[[TaskContext, Any], NodeOutput]
+
+
+def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) -> TaskParams:
+    """Validate one node's params; the error names node and field in one line."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        fieldname = ".".join(str(p) for p in first["loc"]) or "params"
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            raise ParamsError(f"{node_id}.{fieldname}: unknown param (allowed: {allowed})") from None
+        raise ParamsError(f"{node_id}.{fieldname}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def ignored_params(params: TaskParams, honoured: set[str]) -> dict[str, Any]:
+    """Params a backend validated but cannot honour: reported in the node output, never dropped silently."""
+    return {k: v for k, v in params.model_dump().items() if k not in honoured}
