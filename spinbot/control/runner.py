@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
-from spinbot.errors import InputError, ParamsError, TaskFailed
+from spinbot.errors import InputError, ParamsError, SpinBotError, TaskFailed
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -164,7 +164,9 @@ class Runner:
             raise JobCancelled(str(err)) from None
         except Exception as err:
             message = f"node '{node_id}' ({node.task}) failed: {err}"
-            log.exception("node failed", extra={"job_id": job_id, "node_id": node_id})
+            # Expected failures (bad input, missing backend) are one line; anything else keeps its traceback.
+            log.warning("node failed", extra={"job_id": job_id, "node_id": node_id, "error": str(err)},
+                        exc_info=not isinstance(err, SpinBotError))
             self.jobs.node_status(job_id, node_id, st.FAILED, error=str(err))
             self.events.publish(Event(job_id, "node", st.FAILED, node_id, message=str(err)))
             raise TaskFailed(message) from err

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from spinbot.settings import reset_settings
+
+
+@pytest.fixture
+def spinbot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Embedded defaults in a temporary data dir; no Ollama server (a closed port), lite backends."""
+    data = tmp_path / "data"
+    monkeypatch.setenv("SPINBOT_DATA_DIR", str(data))
+    monkeypatch.setenv("SPINBOT_OLLAMA_HOST", "http://127.0.0.1:9")
+    monkeypatch.setenv("SPINBOT_OLLAMA_TIMEOUT", "2")
+    for name in ("SPINBOT_DATABASE_URL", "SPINBOT_STORAGE_URL", "SPINBOT_REDIS_URL", "SPINBOT_PIPELINES"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    yield data
+    reset_settings()
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")

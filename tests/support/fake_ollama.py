@@ -1,0 +1,62 @@
+"""A local HTTP server that speaks Ollama's /api/generate and /api/chat wire format, or misbehaves on purpose."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOllama:
+    """mode: "ok" (a script), "hang" (never answers in time), "garbage" (not JSON), "empty" (empty response)."""
+
+    def __init__(self, mode: str = "ok", text: str = "Hello there. This is a script written by the model."):
+        self.mode, self.text, self.requests = mode, text, []
+        self.release = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                owner.requests.append((self.path, body))
+                if owner.mode == "hang":
+                    owner.release.wait(30)
+                    return
+                if owner.mode == "garbage":
+                    payload = b"<html>502 bad gateway, definitely not json"
+                else:
+                    text = "" if owner.mode == "empty" else owner.text
+                    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    if self.path == "/api/chat":
+                        msg = {"model": body.get("model"), "created_at": now,
+                               "message": {"role": "assistant", "content": text}, "done": True}
+                    else:
+                        msg = {"model": body.get("model"), "created_at": now, "response": text, "done": True,
+                               "done_reason": "stop"}
+                    payload = json.dumps(msg).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "FakeOllama":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,88 @@
+import socket
+import time
+
+import pytest
+
+from spinbot.control.script import fallback_script, generate_script
+from spinbot.settings import reset_settings
+from tests.support.fake_ollama import FakeOllama
+
+
+@pytest.fixture
+def ollama_at(monkeypatch, spinbot_env):
+    def point(url: str, timeout: float = 2.0) -> None:
+        monkeypatch.setenv("SPINBOT_OLLAMA_HOST", url)
+        monkeypatch.setenv("SPINBOT_OLLAMA_TIMEOUT", str(timeout))
+        monkeypatch.setenv("SPINBOT_OLLAMA_MODEL", "tiny-test-model")
+        reset_settings()
+
+    return point
+
+
+def test_script_from_the_model_when_the_server_answers(ollama_at):
+    with FakeOllama("ok", "**Hello** there. (smiles) This script came from the model.") as server:
+        ollama_at(server.url)
+        text, meta = generate_script("learning to fail")
+    assert text == "Hello there. This script came from the model."
+    assert meta["source"] == "ollama" and meta["model"] == "tiny-test-model"
+    path, body = server.requests[0]
+    assert path == "/api/generate" and body["model"] == "tiny-test-model"
+    assert "learning to fail" in body["prompt"]
+
+
+def test_hanging_server_falls_back_after_the_timeout(ollama_at):
+    with FakeOllama("hang") as server:
+        ollama_at(server.url, timeout=1.0)
+        started = time.monotonic()
+        text, meta = generate_script("learning to fail")
+        elapsed = time.monotonic() - started
+    assert elapsed < 5
+    assert meta["source"] == "fallback" and "timed out" in meta["reason"].lower()
+    assert text == fallback_script("learning to fail")
+
+
+def test_garbage_answer_falls_back(ollama_at):
+    with FakeOllama("garbage") as server:
+        ollama_at(server.url)
+        text, meta = generate_script("learning to fail")
+    assert meta["source"] == "fallback" and meta["reason"]
+    assert text == fallback_script("learning to fail")
+
+
+def test_empty_answer_falls_back(ollama_at):
+    with FakeOllama("empty") as server:
+        ollama_at(server.url)
+        _, meta = generate_script("learning to fail")
+    assert meta["source"] == "fallback" and "unusable answer" in meta["reason"]
+
+
+def test_refused_connection_falls_back(ollama_at):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    ollama_at(f"http://127.0.0.1:{port}")
+    text, meta = generate_script("learning to fail")
+    assert meta["source"] == "fallback" and "connect" in meta["reason"].lower()
+    assert "learning to fail" in text
+
+
+def test_fallback_is_deterministic_and_built_from_the_prompt():
+    assert fallback_script("  the  ocean ") == fallback_script("the ocean")
+    assert "the ocean" in fallback_script("the ocean")
+    assert fallback_script("the ocean") != fallback_script("the desert")
+
+
+def test_job_records_which_script_was_used_and_why(ollama_at, tmp_path):
+    from spinbot.control.runner import Runner
+    from spinbot.samples import portrait_path, voice_path
+
+    with FakeOllama("garbage") as server:
+        ollama_at(server.url)
+        runner = Runner()
+        job_id = runner.create_job("f5tts_infinitetalk", "the ocean", portrait_path(tmp_path), voice_path(), "x")
+        output = runner.run_node(job_id, "script", {})
+    assert output["values"]["text"] == fallback_script("the ocean")
+    stored = runner.jobs.get(job_id).node("script")
+    assert stored.status == "succeeded" and stored.output["meta"]["source"] == "fallback"
+    assert stored.output["meta"]["reason"]
