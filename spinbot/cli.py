@@ -163,6 +163,31 @@ def pipelines_validate(file: Path) -> None:
     typer.echo(f"ok: {len(pipelines)} pipeline(s): {', '.join(pipelines)}")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(8000, help="Port to bind."),
+) -> None:
+    """Start the HTTP API (and the web page) with uvicorn; jobs run in this process's control plane."""
+    import ipaddress
+
+    import uvicorn
+
+    from spinbot.api.app import create_app
+    from spinbot.logs import setup_logging
+    from spinbot.settings import get_settings
+
+    settings = get_settings()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.api_key_list:
+        fail(f"refusing to serve on {host} without API keys: set SPINBOT_API_KEYS (comma-separated)")
+    setup_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
 def main() -> None:  # python -m spinbot
     app()
 

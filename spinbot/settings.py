@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None  # unset: in-process dispatch
     pipelines: Path | None = None  # unset: the pipelines.json shipped with the package
 
+    # S3 artifact store (storage_url s3://BUCKET[/prefix]); credentials come from boto3's usual AWS chain.
+    s3_endpoint_url: str | None = None  # MinIO or another S3-compatible server; path-style addressing when set
+    s3_region: str | None = None  # unset: AWS_REGION / AWS_DEFAULT_REGION / profile, else us-east-1
+    # S3 refuses multipart parts under 5 MiB (all but the last), so neither may go lower.
+    s3_multipart_threshold: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_multipart_chunksize: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)  # SigV4 caps presigned URLs at 7 days
+
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
     ollama_timeout: float = 30.0
@@ -33,6 +41,15 @@ class Settings(BaseSettings):
     talk_max_pixels: int = Field(default=832 * 480, ge=64 * 64)
 
     log_level: str = "INFO"
+
+    # HTTP API
+    api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    api_job_threads: int = Field(default=2, ge=1)
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
 
     @property
     def resolved_database_url(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import mimetypes
-import sqlite3
 import threading
 import time
 from contextlib import contextmanager
@@ -18,7 +17,8 @@ from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
 from spinbot.state import store as st
 from spinbot.state.db import get_engine
-from spinbot.state.events import Event, EventBus
+from spinbot.state.checkpoints import open_checkpointer
+from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
 from spinbot.tasks.base import Cancelled, NodeOutput, validate_params
 from spinbot.tasks.catalog import load_task
@@ -33,6 +33,15 @@ class JobCancelled(Exception):
     pass
 
 
+def make_dispatcher(settings: Settings, artifacts: ArtifactStore) -> Dispatcher:
+    """The Redis queue when SPINBOT_REDIS_URL is set, else in-process."""
+    if settings.redis_url:
+        from spinbot.queue.dispatcher import QueueDispatcher
+
+        return QueueDispatcher(settings)
+    return InProcessDispatcher(artifacts)
+
+
 class Runner:
     """The control plane in one object; the CLI and the API both drive jobs through it."""
 
@@ -41,8 +50,8 @@ class Runner:
         self.settings = settings or get_settings()
         self.jobs = st.JobStore(get_engine(self.settings.resolved_database_url))
         self.artifacts = artifacts or open_store(self.settings.resolved_storage_url)
-        self.dispatcher = dispatcher or InProcessDispatcher(self.artifacts)
-        self.events = events or EventBus()
+        self.dispatcher = dispatcher or make_dispatcher(self.settings, self.artifacts)
+        self.events = events or make_event_bus(self.settings.redis_url)
         self._progress_written: dict[tuple[str, str], float] = {}
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
@@ -90,14 +99,8 @@ class Runner:
     # ---- running ------------------------------------------------------------------------------------------------
     @contextmanager
     def _graph(self, spec: PipelineSpec) -> Iterator[Any]:
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        self.settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.settings.checkpoint_path), check_same_thread=False, timeout=30)
-        try:
-            yield compile_graph(spec, self.run_node, SqliteSaver(conn))
-        finally:
-            conn.close()
+        with open_checkpointer(self.settings) as saver:
+            yield compile_graph(spec, self.run_node, saver)
 
     def run(self, job_id: str) -> st.JobView:
         """Run (or resume) a job to the end in this process; returns its final view."""

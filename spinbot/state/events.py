@@ -1,11 +1,17 @@
-"""Progress and state events for live readers (CLI progress bars, the API's server-sent events)."""
+"""Progress and state events for live readers (CLI progress bars, the API's server-sent events).
+
+Two buses with the same methods: in-process (embedded) and Redis streams (one stream per job, so a reader that
+connects late still gets every event of the job in order, then follows new ones).
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 
 @dataclass(frozen=True)
@@ -21,30 +27,100 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Event":
+        return cls(**{k: data.get(k) for k in ("job_id", "kind", "status", "node_id", "progress", "message", "ts")})
+
 
 Listener = Callable[[Event], None]
+FINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 
 
 class EventBus:
-    """In-process publish/subscribe; the Redis-backed bus of the services issue has the same two methods."""
+    """In-process publish/subscribe with a bounded per-job history for late readers."""
+
+    history_limit = 2000
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self._lock = threading.Lock()
+        self._history: dict[str, list[Event]] = defaultdict(list)
+        self._cond = threading.Condition()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        with self._lock:
+        with self._cond:
             self._listeners.append(listener)
 
         def unsubscribe() -> None:
-            with self._lock:
+            with self._cond:
                 if listener in self._listeners:
                     self._listeners.remove(listener)
 
         return unsubscribe
 
     def publish(self, event: Event) -> None:
-        with self._lock:
+        with self._cond:
+            history = self._history[event.job_id]
+            history.append(event)
+            del history[: max(0, len(history) - self.history_limit)]
+            listeners = list(self._listeners)
+            self._cond.notify_all()
+        for listener in listeners:
+            listener(event)
+
+    def follow(self, job_id: str, timeout: float = 15.0) -> Iterator[Event | None]:
+        """Every event of the job from the start, then new ones; yields None after `timeout` s of silence."""
+        seen = 0
+        while True:
+            with self._cond:
+                history = self._history[job_id]
+                if seen >= len(history):
+                    self._cond.wait(timeout)
+                fresh, seen = history[seen:], len(history)
+            if not fresh:
+                yield None
+            for event in fresh:
+                yield event
+
+    def close(self) -> None:
+        pass
+
+
+class RedisEventBus(EventBus):
+    """Events in a Redis stream per job (XADD, capped), read with XREAD from the first entry on."""
+
+    def __init__(self, url: str, prefix: str = "spinbot:events:", ttl_seconds: int = 7 * 24 * 3600) -> None:
+        super().__init__()
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=5, health_check_interval=15)
+        self.prefix = prefix
+        self.ttl = ttl_seconds
+
+    def publish(self, event: Event) -> None:
+        key = self.prefix + event.job_id
+        pipe = self.redis.pipeline()
+        pipe.xadd(key, {"e": json.dumps(event.to_dict())}, maxlen=self.history_limit, approximate=True)
+        pipe.expire(key, self.ttl)
+        pipe.execute()
+        with self._cond:
             listeners = list(self._listeners)
         for listener in listeners:
             listener(event)
+
+    def follow(self, job_id: str, timeout: float = 15.0) -> Iterator[Event | None]:
+        key, last = self.prefix + job_id, "0-0"
+        while True:
+            reply = self.redis.xread({key: last}, count=100, block=int(timeout * 1000))
+            if not reply:
+                yield None
+                continue
+            for entry_id, fields in reply[0][1]:
+                last = entry_id
+                yield Event.from_dict(json.loads(fields[b"e"]))
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def make_event_bus(redis_url: str | None) -> EventBus:
+    return RedisEventBus(redis_url) if redis_url else EventBus()
