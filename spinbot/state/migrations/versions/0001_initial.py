@@ -58,7 +58,7 @@ def upgrade() -> None:
         sa.Column("node_id", sa.String(200), nullable=False),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("key", sa.String(1000), nullable=False, unique=True),
-        sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("content_type", sa.String(100)),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
