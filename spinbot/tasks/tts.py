@@ -1,13 +1,35 @@
 """f5_to_tts: script text + narrator voice -> speech WAV (24 kHz mono, RMS-normalized).
 
-The seed's workflow: F5TTSNode.generate_speech -> resample & normalize -> WAV artifact.
+The seed's workflow: F5TTSNode.generate_speech -> resample & normalize -> WAV artifact. Here the workflow is the
+task's own and shared by every backend: the text is split into sentence chunks, the backend speaks each chunk in
+the narrator's voice, the chunks are joined with an equal-power cross-fade, resampled to 24 kHz mono, normalized to
+target_rms under a peak limiter and written as a WAV artifact.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 from pydantic import Field
 
-from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams
+from spinbot.backends.tts.base import Reference, SpeechBackend, Voice
+from spinbot.errors import InputError
+from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
+
+log = logging.getLogger(__name__)
+
+OUTPUT_RATE = 24000
+PEAK_CEILING = 0.95  # about -0.45 dBFS: no sample reaches full scale
+# Silence kept between chunks: a sentence end, and a comma where a long sentence was split.
+SENTENCE_PAUSE_S = 0.3
+CLAUSE_PAUSE_S = 0.15
+EDGE_PAD_S = 0.1  # silence before the first word and after the last
+# Params the workflow itself acts on, whatever the backend.
+WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_fade_duration"})
 
 
 class TextToSpeechParams(TaskParams):
@@ -27,11 +49,138 @@ class TextToSpeechParams(TaskParams):
     seed: int = 290381
 
 
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    pause_after: float  # seconds of silence before the next chunk
+
+
+def plan_chunks(text: str, max_chars: int) -> list[Chunk]:
+    """One chunk per sentence; a sentence longer than max_chars is split at commas (then between words)."""
+    chunks = []
+    for sentence in re.split(r"(?<=[.!?…])\s+", " ".join(text.split())):
+        if not re.search(r"\w", sentence):
+            continue  # stray punctuation: nothing to say
+        pieces = _pack(re.split(r"(?<=[,;:])\s+", sentence), max_chars)
+        chunks += [Chunk(p, CLAUSE_PAUSE_S) for p in pieces[:-1]] + [Chunk(pieces[-1], SENTENCE_PAUSE_S)]
+    return chunks
+
+
+def _pack(parts: list[str], max_chars: int) -> list[str]:
+    """Greedily join consecutive parts up to max_chars; a part longer than that is split between words."""
+    packed: list[str] = []
+    for part in parts:
+        for piece in _split_words(part, max_chars):
+            if packed and len(packed[-1]) + 1 + len(piece) <= max_chars:
+                packed[-1] += " " + piece
+            else:
+                packed.append(piece)
+    return packed
+
+
+def _split_words(part: str, max_chars: int) -> list[str]:
+    pieces = [""]
+    for word in part.split():
+        if pieces[-1] and len(pieces[-1]) + 1 + len(word) > max_chars:
+            pieces.append(word)
+        else:
+            pieces[-1] = f"{pieces[-1]} {word}".strip()
+    return pieces
+
+
+def _script_text(ctx: TaskContext) -> str:
+    text = ctx.value("text")
+    if not isinstance(text, str):
+        raise InputError(f"{ctx.node_id}: the script text must be a string (got {type(text).__name__})")
+    if not re.search(r"\w", text):
+        raise InputError(f"{ctx.node_id}: the script text is empty: there is nothing to speak")
+    return text
+
+
+def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
+    """The narrator voice: a storage key in the params, else the job's uploaded voice; and its transcript."""
+    from spinbot.media.audio import load_audio
+
+    if params.narrator_voice:
+        try:
+            path = ctx.fetch(params.narrator_voice)
+        except FileNotFoundError:
+            message = f"{ctx.node_id}: narrator_voice '{params.narrator_voice}' is not in the artifact store"
+            raise InputError(message) from None
+    else:
+        path = ctx.input_path("narrator_voice")
+    audio, sr = load_audio(path)
+    text = params.ref_text if params.ref_text is not None else ctx.values.get("ref_text") or ""
+    return Reference(audio, sr, str(text))
+
+
+def _speak(ctx: TaskContext, backend: SpeechBackend, voice: Voice, chunks: list[Chunk],
+           params: TextToSpeechParams) -> list[np.ndarray]:
+    """Each chunk trimmed to its speech and given the silence its pauses need, half on either side of each join;
+    cross-fades then overlap inside that silence instead of eating into the words."""
+    from spinbot.media.audio import active_bounds
+
+    sr, fade = backend.sample_rate, params.cross_fade_duration
+    pieces = []
+    for i, chunk in enumerate(chunks):
+        ctx.progress(i / len(chunks), f"speaking chunk {i + 1}/{len(chunks)}")
+        audio = backend.synthesize(chunk.text, voice, params)
+        start, end = active_bounds(audio, sr)
+        if end <= start:
+            raise InputError(f"{ctx.node_id}: the backend produced no sound for {chunk.text!r}")
+        before = EDGE_PAD_S if i == 0 else chunks[i - 1].pause_after / 2 + fade / 2
+        after = EDGE_PAD_S if i == len(chunks) - 1 else chunk.pause_after / 2 + fade / 2
+        pieces.append(_with_margins(audio, start, end, int(before * sr), int(after * sr)))
+    return pieces
+
+
+def _with_margins(audio: np.ndarray, start: int, end: int, before: int, after: int) -> np.ndarray:
+    """audio[start:end] with `before` and `after` samples around it: the original signal where there is some
+    (the decay of the last sound), zeros beyond."""
+    lo, hi = max(0, start - before), min(len(audio), end + after)
+    return np.concatenate([np.zeros(before - (start - lo), np.float32), audio[lo:hi].astype(np.float32),
+                           np.zeros(after - (hi - end), np.float32)])
+
+
+def _level_meta(audio: np.ndarray, target: float) -> dict[str, Any]:
+    from spinbot.media.audio import rms
+
+    achieved, warnings = rms(audio), []
+    if abs(achieved / target - 1.0) > 0.02:
+        warnings.append(f"target_rms {target} is too loud to reach under the {PEAK_CEILING} peak ceiling by "
+                        f"limiting alone; the speech has RMS {achieved:.3f}")
+        log.warning(warnings[-1])
+    return {"sample_rate": OUTPUT_RATE, "rms": round(achieved, 4), "peak": round(float(np.abs(audio).max()), 4),
+            "warnings": warnings}
+
+
 def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
     from spinbot.backends.registry import get_backend
+    from spinbot.media.audio import crossfade_concat, normalize_rms, resample, write_wav
 
+    text = _script_text(ctx)
     backend = get_backend("f5_to_tts")
-    raise NotImplementedError(f"f5_to_tts workflow for backend {backend!r}")
+    chunks = plan_chunks(text, backend.max_chunk_chars)
+    voice = backend.prepare(_reference(ctx, params), params)
+    pieces = _speak(ctx, backend, voice, chunks, params)
+    joined, joins = crossfade_concat(pieces, backend.sample_rate, params.cross_fade_duration)
+    ctx.progress(0.95, "resampling and normalizing")
+    audio = resample(joined, backend.sample_rate, OUTPUT_RATE)
+    audio = normalize_rms(audio, OUTPUT_RATE, params.target_rms, PEAK_CEILING)
+    key = ctx.save("speech.wav", write_wav(ctx.output_path("speech.wav"), audio, OUTPUT_RATE), "audio/wav")
+    ctx.progress(1.0, "speech written")
+    honoured = backend.honoured | WORKFLOW_PARAMS
+    meta = {
+        "backend": backend.name,
+        "honoured_params": sorted(honoured),
+        "ignored_params": ignored_params(params, set(honoured)),
+        **voice.as_meta(),
+        "chunks": [{"text": c.text, "pause_after": c.pause_after} for c in chunks],
+        "joins_s": [round(j / backend.sample_rate, 3) for j in joins],
+        **_level_meta(audio, params.target_rms),
+    }
+    duration = round(len(audio) / OUTPUT_RATE, 3)
+    return NodeOutput(artifacts={"audio": key}, values={"audio_duration": duration}, meta=meta)
 
 
 TASK = TaskDef(name="f5_to_tts", params_model=TextToSpeechParams, run=run)

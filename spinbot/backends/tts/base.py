@@ -1,0 +1,43 @@
+"""The speech backend interface shared by the lite (espeak-ng) and native (F5-TTS) backends.
+
+The task owns the workflow (reference, chunking, joining, resampling, levels); a backend only turns one chunk of
+text into speech in the reference's voice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The narrator voice: mono float audio and its transcript ("" when unknown)."""
+
+    audio: np.ndarray
+    sample_rate: int
+    text: str
+
+
+class Voice(Protocol):
+    """Whatever a backend derives from the reference once per job (voice settings, prompt features)."""
+
+    def as_meta(self) -> dict[str, Any]:
+        """What was derived, for the node's output metadata."""
+
+
+class SpeechBackend(Protocol):
+    name: str
+    sample_rate: int
+    # Params of TextToSpeechParams this backend acts on; the rest are reported as ignored.
+    honoured: frozenset[str]
+    # The longest chunk of text the backend synthesizes well in one go.
+    max_chunk_chars: int
+
+    def prepare(self, reference: Reference, params: Any) -> Voice:
+        """Analyse the reference voice once per job."""
+
+    def synthesize(self, text: str, voice: Voice, params: Any) -> np.ndarray:
+        """One chunk of text as float32 mono audio at sample_rate; the same inputs and seed give the same samples."""
