@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -51,9 +52,12 @@ def execute_task(
         is_cancelled=is_cancelled,
     )
     try:
-        return task.run(ctx, params)
+        output = task.run(ctx, params)
     finally:
         ctx.cleanup()
+    # Peak RSS of the process that ran the task, so far: in a fresh worker or CLI run, the task's own peak.
+    output.meta.setdefault("peak_rss_mib", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    return output
 
 
 class Dispatcher(ABC):
