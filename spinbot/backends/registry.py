@@ -10,9 +10,9 @@ from spinbot.settings import get_settings
 
 # task -> backend name -> "module:factory"; a name that is missing here is not implemented yet.
 _BACKENDS: dict[str, dict[str, str]] = {
-    "f5_to_tts": {},
-    "infinite_talk": {},
-    "upscale_video": {},
+    "f5_to_tts": {"lite": "spinbot.backends.tts.espeak:EspeakBackend"},
+    "infinite_talk": {"lite": "spinbot.backends.talk.animator:AnimatorBackend"},
+    "upscale_video": {"lite": "spinbot.backends.upscale.resample:ResampleUpscaler"},
 }
 
 _SETTING_FOR_TASK = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}

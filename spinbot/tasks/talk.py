@@ -1,10 +1,30 @@
-"""infinite_talk: portrait + speech -> lip-synced talking-head video (H.264 mp4 with the speech muxed)."""
+"""infinite_talk: portrait + speech -> lip-synced talking-head video (H.264 mp4 with the speech muxed).
+
+The seed's workflow, shared by every backend: audio crop to the speech -> speech separation -> loudness
+normalization -> per-frame audio features; image resize; generation in sliding windows (spinbot.tasks.windows)
+through the backend, each window's frames streamed to the encoder as it finishes; video combine.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
-from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
+
+from spinbot.backends.talk.base import SpeechTrack, TalkBackend
+from spinbot.errors import InputError
+from spinbot.media.audio import load_audio, resample
+from spinbot.media.features import Loudness, fit_length, frame_features, highpass, normalize_loudness, speech_bounds
+from spinbot.media.image import fit_size, load_image, resize_to
+from spinbot.media.video import VideoWriter
+from spinbot.settings import get_settings
+from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
+from spinbot.tasks.windows import Window, frame_count, plan_windows
+
+TARGET_LUFS = -23.0  # EBU R 128
+MUX_RATE = 48000  # AAC pads its last 1024-sample block: at 48 kHz that stays under half a frame at 25 fps
 
 
 class InfiniteTalkParams(TaskParams):
@@ -30,12 +50,117 @@ class InfiniteTalkParams(TaskParams):
     audio_scale: float = Field(default=1.6, ge=0)
     audio_cfg_scale: float = Field(default=1, ge=0)
 
+    @field_validator("motion_frame")
+    @classmethod
+    def _context_fits_in_window(cls, motion_frame: int, info: ValidationInfo) -> int:
+        window = info.data.get("frame_window_size")
+        if window is not None and motion_frame >= window:
+            raise ValueError(f"must be smaller than frame_window_size ({window})")
+        return motion_frame
+
 
 def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     from spinbot.backends.registry import get_backend
 
     backend = get_backend("infinite_talk")
-    raise NotImplementedError(f"infinite_talk workflow for backend {backend!r}")
+    speech, steps, warnings = prepare_speech(ctx.input_path("audio"), params)
+    image, resize_step = prepare_image(ctx.input_path("source_image"))
+    steps.append(resize_step)
+    windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
+    ctx.progress(0.05, "speech and portrait ready")
+    state = backend.prepare(image, speech, params)
+    video = ctx.output_path("talk.mp4")
+    combine_video(ctx, video, backend, state, windows, speech, image.shape)
+    steps.append({"step": "generate", "backend": backend.name, "windows": len(windows)})
+    steps.append({"step": "video_combine", "video": "h264 yuv420p mp4", "audio": f"aac {MUX_RATE} Hz",
+                  "frames": speech.frames})
+    described = backend.describe(state)
+    warnings += described.pop("warnings", [])
+    meta = {
+        "backend": backend.name,
+        "ignored_params": ignored_params(params, set(backend.honoured_params)),
+        "steps": steps,
+        "windows": {"frame_window_size": params.frame_window_size, "motion_frame": params.motion_frame,
+                    "count": len(windows), "plan": [[w.start, w.end] for w in windows]},
+        **described,
+        "warnings": warnings,
+    }
+    key = ctx.save("talk.mp4", video, content_type="video/mp4")
+    ctx.progress(1.0, "video written")
+    return NodeOutput(values={"video_duration": speech.frames / speech.fps}, artifacts={"video": key}, meta=meta)
+
+
+def prepare_speech(path: Path, params: InfiniteTalkParams) -> tuple[SpeechTrack, list[dict[str, Any]], list[str]]:
+    """The seed's audio chain: crop to the speech, separation (lite: a high-pass), loudness, per-frame features.
+    The result lasts exactly frames / fps seconds, frames = round(cropped duration x fps)."""
+    audio, sr = _named_input("audio", load_audio, path)
+    steps, warnings = [], []
+    bounds = speech_bounds(audio, sr)
+    if bounds is None:
+        warnings.append("no speech found above the silence threshold: kept the whole audio")
+        bounds = (0, len(audio))
+    steps.append({"step": "audio_crop", "input_s": round(len(audio) / sr, 3),
+                  "start_s": bounds[0] / sr, "end_s": bounds[1] / sr})
+    audio = highpass(audio[bounds[0]:bounds[1]], sr)
+    steps.append({"step": "speech_separation", "method": "80 Hz high-pass (lite: no source separation)"})
+    if params.normalize_loudness:
+        audio, loudness = normalize_loudness(audio, sr, TARGET_LUFS)
+        steps.append(_loudness_step(loudness))
+    else:
+        steps.append({"step": "loudness_normalization", "skipped": "normalize_loudness is false"})
+    frames = frame_count(len(audio) / sr, params.fps)
+    if frames < 1:
+        raise InputError(f"the speech lasts {len(audio) / sr:.3f} s, shorter than one frame at {params.fps} fps")
+    audio = fit_length(audio, round(frames * sr / params.fps))
+    features = frame_features(audio, sr, params.fps, frames)
+    steps.append({"step": "audio_features", "fps": params.fps, "frames": frames, "features": ["rms", "centroid"]})
+    return SpeechTrack(audio, sr, params.fps, frames, features), steps, warnings
+
+
+def _loudness_step(loudness: Loudness) -> dict[str, Any]:
+    step = {"step": "loudness_normalization", "standard": "ITU-R BS.1770", "target_lufs": TARGET_LUFS}
+    if loudness.skipped:
+        return step | {"skipped": loudness.skipped}
+    return step | {"measured_lufs": round(loudness.measured_lufs, 2), "gain_db": round(loudness.gain_db, 2),
+                   "peak_limited": loudness.peak_limited}
+
+
+def prepare_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """The portrait at the output size: at most talk_max_pixels, multiples of 16, aspect kept (centre crop)."""
+    image = _named_input("source_image", load_image, path)
+    h0, w0 = image.shape[:2]
+    width, height = fit_size(w0, h0, get_settings().talk_max_pixels)
+    return resize_to(image, width, height), {"step": "image_resize", "from": [w0, h0], "to": [width, height]}
+
+
+def _named_input(name: str, load: Callable[[Path], Any], path: Path) -> Any:
+    """Load an input; a file of the wrong kind is a one-line error that names the input."""
+    try:
+        return load(path)
+    except InputError as err:
+        raise InputError(f"infinite_talk input '{name}': {err}") from None
+
+
+def combine_video(ctx: TaskContext, path: Path, backend: TalkBackend, state: Any, windows: list[Window],
+                  speech: SpeechTrack, shape: tuple[int, ...]) -> None:
+    """Encode each window's frames as the backend yields them, with the speech muxed at exactly frames / fps."""
+    mux_audio = fit_length(resample(speech.audio, speech.sample_rate, MUX_RATE),
+                           round(speech.frames * MUX_RATE / speech.fps))
+    with VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer:
+        for window in windows:
+            _write_window(writer, backend.render_window(state, window), window, backend.name)
+            ctx.progress(0.05 + 0.9 * (window.index + 1) / len(windows),
+                         f"window {window.index + 1}/{len(windows)}")
+
+
+def _write_window(writer: VideoWriter, frames: Iterable[np.ndarray], window: Window, backend: str) -> None:
+    written = 0
+    for frame in frames:
+        writer.write(frame)
+        written += 1
+    if written != len(window.new_frames):
+        raise RuntimeError(f"infinite_talk backend '{backend}' gave {written} frames for window {window.index}, "
+                           f"expected {len(window.new_frames)}")
 
 
 TASK = TaskDef(name="infinite_talk", params_model=InfiniteTalkParams, run=run)

@@ -1,0 +1,73 @@
+"""The sliding-window scheduler for talking-head generation, shared by every infinite_talk backend.
+
+A video of N frames is generated in windows of W frames. Window 0 covers output frames [0, W). Every later window
+starts M frames (`motion_frame`) before the previous window's end: those M frames were already produced and are
+the motion context that keeps the windows continuous; they are dropped from its output. The last window runs past
+N (its audio padded with silence) and is trimmed. So every output frame is produced by exactly one window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Window:
+    index: int
+    start: int  # first frame the window generates, context included (output coordinates)
+    end: int  # exclusive; start + W, so it may run past the video's end
+    context: int  # leading frames that are motion context, already produced by the previous window
+    new_start: int  # the frames this window adds to the output: [new_start, new_end)
+    new_end: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def new_frames(self) -> range:
+        return range(self.new_start, self.new_end)
+
+    @property
+    def keep(self) -> slice:
+        """Which of the window's own W frames go to the output (context dropped, padding trimmed)."""
+        return slice(self.new_start - self.start, self.new_end - self.start)
+
+
+def frame_count(duration_s: float, fps: int) -> int:
+    """Frames of a video that lasts as long as its audio: round(duration x fps)."""
+    return int(round(duration_s * fps))
+
+
+def plan_windows(total_frames: int, window_size: int, motion_frames: int) -> list[Window]:
+    """The windows that produce frames [0, total_frames), each exactly once."""
+    if total_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {total_frames}")
+    if window_size < 1:
+        raise ValueError(f"frame_window_size must be at least 1, got {window_size}")
+    if not 0 <= motion_frames < window_size:
+        raise ValueError(
+            f"motion_frame must be >= 0 and smaller than frame_window_size ({window_size}), got {motion_frames}")
+    windows = [Window(0, 0, window_size, 0, 0, min(window_size, total_frames))]
+    while windows[-1].end < total_frames:
+        prev = windows[-1]
+        start = prev.end - motion_frames
+        end = start + window_size
+        windows.append(Window(prev.index + 1, start, end, motion_frames, prev.end, min(end, total_frames)))
+    return windows
+
+
+def take_padded(values: np.ndarray, start: int, end: int) -> np.ndarray:
+    """values[start:end] along the first axis, zero-padded (silence) where the range runs past either end."""
+    out = np.zeros((end - start,) + values.shape[1:], dtype=values.dtype)
+    lo, hi = max(start, 0), min(end, len(values))
+    if hi > lo:
+        out[lo - start:hi - start] = values[lo:hi]
+    return out
+
+
+def sample_range(window: Window, sample_rate: int, fps: int) -> tuple[int, int]:
+    """The audio samples that play during a window's frames (past the audio's end: padded with silence)."""
+    return round(window.start * sample_rate / fps), round(window.end * sample_rate / fps)

@@ -1,0 +1,101 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from spinbot.tasks.windows import Window, frame_count, plan_windows, sample_range, take_padded
+
+COMBOS = [
+    (n, w, m)
+    for n, w, m in itertools.product([1, 2, 5, 19, 20, 21, 80, 81, 82, 250, 1000, 10_007],
+                                     [1, 2, 5, 20, 81], [0, 1, 4, 5, 19, 25, 80])
+    if m < w
+]
+
+
+def produced_frames(windows: list[Window]) -> list[int]:
+    return [frame for w in windows for frame in w.new_frames]
+
+
+@pytest.mark.parametrize("n,w,m", COMBOS)
+def test_every_output_frame_is_produced_exactly_once_in_order(n, w, m):
+    windows = plan_windows(n, w, m)
+    assert produced_frames(windows) == list(range(n))
+
+
+@pytest.mark.parametrize("n,w,m", COMBOS)
+def test_windows_have_the_size_the_context_and_the_overlap_asked_for(n, w, m):
+    windows = plan_windows(n, w, m)
+    assert [win.index for win in windows] == list(range(len(windows)))
+    assert all(win.size == w for win in windows)
+    assert windows[0].start == 0 and windows[0].context == 0
+    for prev, win in zip(windows, windows[1:], strict=False):
+        assert win.start == prev.end - m  # the motion context: the previous window's last m frames
+        assert win.context == m
+        assert win.new_start == win.start + m == prev.new_end
+    # Only the last window may run past the video; it is trimmed to it.
+    assert all(win.end <= n for win in windows[:-1])
+    assert windows[-1].end >= n and windows[-1].new_end == n
+
+
+@pytest.mark.parametrize("n,w,m", [(1, 81, 25), (80, 81, 25), (81, 81, 25), (82, 81, 25), (57, 20, 5)])
+def test_keep_selects_the_new_frames_of_a_fully_generated_window(n, w, m):
+    for win in plan_windows(n, w, m):
+        generated = np.arange(win.start, win.end)  # a backend that generates all w frames of the window
+        assert generated[win.keep].tolist() == list(win.new_frames)
+
+
+def test_short_and_exact_videos_take_one_window():
+    assert plan_windows(1, 81, 25) == [Window(0, 0, 81, 0, 0, 1)]
+    assert plan_windows(81, 81, 25) == [Window(0, 0, 81, 0, 0, 81)]
+    two = plan_windows(82, 81, 25)
+    assert len(two) == 2 and two[1] == Window(1, 56, 137, 25, 81, 82)
+
+
+def test_the_last_window_is_padded_past_the_end_and_trimmed():
+    windows = plan_windows(250, 81, 25)
+    last = windows[-1]
+    assert (last.start, last.end, last.new_start, last.new_end) == (224, 305, 249, 250)
+    assert last.end - 250 == 55  # padding frames, generated on silence and dropped
+
+
+def test_large_videos_scale_linearly():
+    windows = plan_windows(90_000, 81, 25)  # an hour at 25 fps
+    assert len(windows) == 1 + -(-(90_000 - 81) // 56)
+    assert produced_frames(windows) == list(range(90_000))
+
+
+@pytest.mark.parametrize("duration", [0.021, 0.5, 1.0, 3.2, 9.963, 61.7, 600.0])
+@pytest.mark.parametrize("fps", [24, 25, 30])
+def test_windows_cover_any_audio_length(duration, fps):
+    sr = 16_000
+    audio = np.random.default_rng(0).standard_normal(round(duration * sr)).astype(np.float32)
+    frames = frame_count(len(audio) / sr, fps)
+    assert frames == round(duration * fps)
+    windows = plan_windows(frames, 81, 25)
+    assert produced_frames(windows) == list(range(frames))
+    first, last = sample_range(windows[0], sr, fps), sample_range(windows[-1], sr, fps)
+    assert first[0] == 0
+    assert last[1] >= round(frames * sr / fps)  # the audio the video plays, up to its last sample
+    chunk = take_padded(audio, *last)
+    assert len(chunk) == last[1] - last[0]
+    assert not chunk[len(audio) - last[0]:].any()  # past the audio's end: silence
+
+
+def test_take_padded_pads_with_zeros_on_both_sides():
+    values = np.arange(1, 6, dtype=np.float32).reshape(5, 1)
+    assert take_padded(values, -2, 3)[:, 0].tolist() == [0, 0, 1, 2, 3]
+    assert take_padded(values, 3, 8)[:, 0].tolist() == [4, 5, 0, 0, 0]
+    assert take_padded(values, 7, 9)[:, 0].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("n,w,m,message", [
+    (10, 20, 20, "motion_frame"),
+    (10, 20, 25, "motion_frame"),
+    (10, 20, -1, "motion_frame"),
+    (10, 0, 0, "frame_window_size"),
+    (0, 20, 5, "at least one frame"),
+])
+def test_bad_window_plans_are_refused_with_a_clear_message(n, w, m, message):
+    with pytest.raises(ValueError, match=message):
+        plan_windows(n, w, m)
