@@ -29,23 +29,18 @@ def load_audio(path: Path | str, sr: int | None = None, mono: bool = True) -> tu
 
 
 def _decode_with_av(path: Path) -> tuple[np.ndarray, int]:
+    """Compressed formats soundfile cannot read (mp3, m4a, the audio of a video) through FFmpeg."""
     import av
 
+    from spinbot.media.video import read_audio
+
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise InputError(f"not an audio file (no audio stream): {path}")
-            stream = container.streams.audio[0]
-            chunks = [f.to_ndarray(format="fltp") for f in container.decode(stream)]
-            rate = stream.codec_context.sample_rate
-    except InputError:
-        raise
-    except Exception:
+        decoded = read_audio(path)
+    except (av.error.FFmpegError, ValueError, OSError):
         raise InputError(f"not a readable audio file: {path}") from None
-    if not chunks:
-        raise InputError(f"audio file has no samples: {path}")
-    planar = np.concatenate([c.reshape(c.shape[0], -1) for c in chunks], axis=1)
-    return planar.T.astype(np.float32), int(rate)
+    if decoded is None:
+        raise InputError(f"not a readable audio file: {path}")
+    return decoded
 
 
 def resample(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -48,6 +48,16 @@ def probe(path: Path | str) -> VideoInfo:
     return VideoInfo(width, height, fps, frames, frames / fps if fps else 0.0, audio_rate, audio_duration)
 
 
+def frame_rate(path: Path | str) -> Fraction:
+    """The video stream's exact frame rate (30000/1001 stays exact, where probe's float would not)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        raise InputError(f"video has no frame rate: {path}")
+    return Fraction(rate)
+
+
 def iter_frames(path: Path | str, cap: int = 0) -> Iterator[np.ndarray]:
     """Decode RGB frames one at a time; stop after `cap` frames when cap > 0. Never holds the video."""
     with av.open(str(path)) as container:
@@ -59,13 +69,21 @@ def iter_frames(path: Path | str, cap: int = 0) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
+def _planar_float_chunks(container, stream) -> list[np.ndarray]:
+    """Decoded audio as float32 (channels, samples) blocks, whatever the codec's sample format.
+    (PyAV 18's AudioFrame.to_ndarray takes no format: convert through a resampler.)"""
+    resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.codec_context.sample_rate)
+    frames = [out for frame in container.decode(stream) for out in resampler.resample(frame)]
+    return [f.to_ndarray() for f in frames + resampler.resample(None)]
+
+
 def read_audio(path: Path | str) -> tuple[np.ndarray, int] | None:
     """The first audio stream of a media file as float32 (samples, channels), or None if there is none."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        chunks = [f.to_ndarray(format="fltp") for f in container.decode(stream)]
+        chunks = _planar_float_chunks(container, stream)
         rate = stream.codec_context.sample_rate
     if not chunks:
         return None
@@ -75,7 +93,7 @@ def read_audio(path: Path | str) -> tuple[np.ndarray, int] | None:
 class VideoWriter:
     """H.264 yuv420p mp4 at a fixed fps; audio (float32 mono or (n, ch)) is AAC-encoded and muxed on close."""
 
-    def __init__(self, path: Path | str, fps: int, width: int, height: int, crf: int = 18,
+    def __init__(self, path: Path | str, fps: int | Fraction, width: int, height: int, crf: int = 18,
                  preset: str = "veryfast", audio: tuple[np.ndarray, int] | None = None):
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
