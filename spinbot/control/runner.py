@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 import threading
@@ -31,6 +32,15 @@ PROGRESS_DB_INTERVAL = 0.25  # seconds between progress writes to the database, 
 
 class JobCancelled(Exception):
     pass
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (and Paths) that tasks put in their metadata, as JSON-ready values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"node output holds a {type(value).__name__}, which cannot be stored")
 
 
 def make_dispatcher(settings: Settings, artifacts: ArtifactStore) -> Dispatcher:
@@ -193,7 +203,8 @@ class Runner:
             if key.startswith(f"jobs/{job_id}/{node_id}/"):
                 records.append({"name": name, "key": key, "size": self.artifacts.size(key),
                                 "content_type": mimetypes.guess_type(key)[0]})
-        result = output.model_dump()
+        # Round-trip through JSON: the database, the checkpointer and the queue all need plain types.
+        result = json.loads(json.dumps(output.model_dump(), default=_plain))
         self.jobs.node_succeeded(job_id, node_id, result, records)
         return result
 
