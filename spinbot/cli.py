@@ -188,6 +188,24 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
+@app.command()
+def worker(
+    queues: Optional[str] = typer.Option(None, help="Comma-separated queues to serve (default: "
+                                                    "SPINBOT_WORKER_QUEUES, gpu,cpu)."),
+) -> None:
+    """Run python-plane tasks from the Redis queues (SPINBOT_REDIS_URL) until SIGTERM."""
+    from spinbot.logs import setup_logging
+    from spinbot.settings import get_settings
+    from spinbot.worker.main import run_worker
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    try:
+        run_worker([q.strip() for q in queues.split(",") if q.strip()] if queues else None, settings)
+    except SpinBotError as err:
+        fail(str(err))
+
+
 def main() -> None:  # python -m spinbot
     app()
 

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Redis queue and workers (docs/queue-choice.md). Routes add to or override the default task -> queue table.
+    queue_routes: dict[str, str] = Field(default_factory=dict)
+    queue_default: str = "cpu"
+    queue_lock_seconds: float = Field(default=30.0, gt=0)  # a dead worker's job is redelivered after about this
+    queue_stalled_check_seconds: float = Field(default=15.0, gt=0)
+    queue_max_stalled: int = Field(default=2, ge=0)  # redeliveries after dead workers before the node fails
+    queue_redis_retry_seconds: float = Field(default=60.0, gt=0)  # Redis unreachable this long: the node fails
+    queue_result_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    worker_queues: str = "gpu,cpu"
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    extra_tasks: str = ""  # comma-separated modules, each with a TASK, that workers may also run (tests, plugins)
+    model_cache_bytes: int = Field(default=24 * 1024**3, ge=0)
+
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

@@ -182,6 +182,7 @@ def _routes(app: FastAPI, settings: Settings, runner: Runner, executor: JobExecu
         job = _owned_job(runner, job_id, owner)
         if job.status != "failed":
             raise InputError(f"job '{job_id}' is {job.status}; only failed jobs can be retried")
+        runner.reopen(job_id)  # pending again, with an event, before 202: live readers follow the new run
         executor.submit(job_id)
         return job_json(runner.jobs.get(job_id))
 

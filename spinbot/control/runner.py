@@ -48,7 +48,7 @@ def make_dispatcher(settings: Settings, artifacts: ArtifactStore) -> Dispatcher:
     if settings.redis_url:
         from spinbot.queue.dispatcher import QueueDispatcher
 
-        return QueueDispatcher(settings)
+        return QueueDispatcher.from_settings(settings)
     return InProcessDispatcher(artifacts)
 
 
@@ -144,6 +144,11 @@ class Runner:
             if status == st.CANCELLED and node.status in (st.PENDING, st.QUEUED, st.RUNNING):
                 self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
         self.events.publish(Event(job_id, "job", status, message=error))
+
+    def reopen(self, job_id: str) -> None:
+        """Mark a failed job pending again (a retry); its finished nodes stay finished."""
+        self.jobs.set_job_status(job_id, st.PENDING)
+        self.events.publish(Event(job_id, "job", st.PENDING))
 
     def cancel(self, job_id: str) -> None:
         self.jobs.request_cancel(job_id)

@@ -26,6 +26,12 @@ _TASK_MODULES: dict[str, str] = {
 }
 
 
+def register_task(name: str, module: str, plane: str = "python") -> None:
+    """Add a task from outside the package (plugins; the queue tests' no-op tasks). Built-in names win."""
+    TASK_PLANES.setdefault(name, plane)
+    _TASK_MODULES.setdefault(name, module)
+
+
 def load_task(name: str) -> "TaskDef":
     try:
         module = importlib.import_module(_TASK_MODULES[name])

@@ -1,0 +1,241 @@
+// The job view: per-node status and progress from the server-sent events of GET /v1/jobs/{id}/events, elapsed
+// time, the script once written, the speech as soon as its node finishes, the video when the job is done, and
+// cancel / retry.
+
+import { api, isFinal, jobEvents, withKey } from "./api.js";
+import { el, formatSeconds, parseTime, setSource } from "./dom.js";
+
+// A later state never gives way to an earlier one that arrives late (a GET answer overtaken by events).
+const STATE_ORDER = { pending: 0, queued: 1, running: 2, succeeded: 3, failed: 3, cancelled: 3 };
+
+function newer(shown, incoming) {
+  if (!shown) return incoming;
+  const order = (state) => STATE_ORDER[state.status] ?? 0;
+  if (order(incoming) !== order(shown)) return order(incoming) > order(shown) ? incoming : shown;
+  if (incoming.status === "running" && (incoming.progress ?? 0) < (shown.progress ?? 0)) {
+    return { ...incoming, progress: shown.progress, message: incoming.message || shown.message };
+  }
+  return incoming;
+}
+
+const percent = (progress) => `${Math.round((progress || 0) * 100)}%`;
+
+function speechArtifact(job) {
+  return job.artifacts.find((artifact) => (artifact.content_type || "").startsWith("audio/"));
+}
+
+/** The video of the last node that made one: the pipeline's result. */
+export function finalVideo(job) {
+  const order = job.nodes.map((node) => node.id);
+  const videos = job.artifacts.filter((artifact) => (artifact.content_type || "").startsWith("video/"));
+  return videos.sort((a, b) => order.indexOf(a.node_id) - order.indexOf(b.node_id)).at(-1);
+}
+
+export class JobView {
+  constructor(root, { onChange = () => {} } = {}) {
+    this.root = root;
+    this.onChange = onChange; // called with the job whenever its status changes
+    this.job = null;
+    this.nodes = new Map(); // node id -> {status, progress, message, error, seconds}
+    this.events = null;
+    this.timer = null;
+    this.$ = (selector) => root.querySelector(selector);
+    this.$("#cancel-job").addEventListener("click", () => this.act("cancel"));
+    this.$("#retry-job").addEventListener("click", () => this.act("retry"));
+  }
+
+  get id() {
+    return this.job?.id;
+  }
+
+  /** Show a job (from the API) and follow its events until it ends. */
+  open(job) {
+    this.close();
+    this.job = null;
+    this.nodes.clear();
+    this.$("#nodes").replaceChildren(...job.nodes.map((node) => this.nodeRow(node)));
+    this.$("#job-error").textContent = "";
+    for (const media of this.root.querySelectorAll("audio, video")) unload(media);
+    this.root.hidden = false;
+    this.update(job);
+    this.follow();
+  }
+
+  close() {
+    this.events?.close();
+    this.events = null;
+    clearInterval(this.timer);
+  }
+
+  // ---- following -------------------------------------------------------------------------------------------
+  follow() {
+    if (isFinal(this.job.status)) return;
+    this.timer = setInterval(() => this.showElapsed(), 200);
+    const events = jobEvents(this.job.id);
+    this.events = events;
+    events.addEventListener("snapshot", (message) => this.onSnapshot(JSON.parse(message.data)));
+    events.addEventListener("node", (message) => this.onNodeEvent(JSON.parse(message.data)));
+    events.addEventListener("job", (message) => this.onJobEvent(JSON.parse(message.data)));
+    events.addEventListener("error", () => this.onStreamError(events));
+  }
+
+  // The stream ends after a final snapshot or job event, and only those say that the whole job is recorded: a GET
+  // answer can catch the job between its final status and its last node updates.
+  onSnapshot(job) {
+    this.update(job);
+    if (isFinal(job.status)) this.close();
+  }
+
+  onNodeEvent(event) {
+    this.showNode(event.node_id, { status: event.status, progress: event.progress, message: event.message,
+      error: event.status === "failed" ? event.message : undefined });
+    // Artifacts, the script and errors are in the job: read it again whenever a node ends.
+    if (isFinal(event.status)) this.refresh();
+  }
+
+  onJobEvent(event) {
+    this.showStatus(event.status, event.message);
+    if (!isFinal(event.status)) return;
+    this.close();
+    this.refresh();
+  }
+
+  onStreamError(events) {
+    if (events !== this.events || isFinal(this.job.status)) return;
+    // EventSource reconnects by itself (and gets a snapshot first); only a refused stream stays closed.
+    if (events.readyState === EventSource.CLOSED) {
+      this.$("#job-error").textContent = "lost the live updates of this job; showing its last known state";
+      this.refresh();
+    }
+  }
+
+  async refresh() {
+    const id = this.job.id;
+    try {
+      const job = await api.job(id);
+      if (this.job?.id === id) this.update(job);
+    } catch (err) {
+      if (this.job?.id === id) this.$("#job-error").textContent = err.message;
+    }
+  }
+
+  async act(action) {
+    const button = this.$(`#${action}-job`);
+    button.disabled = true;
+    this.$("#job-error").textContent = "";
+    try {
+      if (action === "retry") this.open(await this.retried(this.job));
+      else this.update(await api.cancel(this.job.id));
+    } catch (err) {
+      this.$("#job-error").textContent = `${action} failed: ${err.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  /** Retry a failed job and wait until it has started again (or failed again), so that its events can be followed. */
+  async retried(failed) {
+    await api.retry(failed.id);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const job = await api.job(failed.id);
+      const restarted = job.status !== "failed" || job.finished_at !== failed.finished_at;
+      if (restarted || Date.now() > deadline) return job;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+
+  // ---- showing ---------------------------------------------------------------------------------------------
+  /** Show a whole job (a GET answer or a snapshot event). */
+  update(job) {
+    const previous = this.job;
+    const status = previous && !isFinal(job.status) ? newer({ status: previous.status }, job).status : job.status;
+    this.job = { ...job, status };
+    this.$("#job-id").textContent = job.id;
+    this.$("#job-prompt").textContent = job.prompt || "";
+    for (const node of job.nodes) this.showNode(node.id, node);
+    this.showStatus(this.job.status, job.error);
+    this.showScript(job.script);
+    this.showSpeech(job);
+    this.showVideo(job);
+  }
+
+  showStatus(status, error) {
+    const changed = this.job.status !== status || this.$("#job-status").textContent !== status;
+    this.job.status = status;
+    const badge = this.$("#job-status");
+    badge.textContent = status;
+    badge.dataset.status = status;
+    this.$("#cancel-job").hidden = isFinal(status);
+    this.$("#retry-job").hidden = status !== "failed";
+    if (error && status === "failed") this.$("#job-error").textContent = error;
+    if (isFinal(status)) this.showElapsed();
+    if (changed) this.onChange(this.job);
+  }
+
+  nodeRow(node) {
+    return el("li", { class: "node", dataset: { node: node.id, status: node.status } },
+      el("span", { class: "node-name" }, node.id),
+      el("span", { class: "status node-status" }, node.status),
+      el("progress", { max: 1, value: node.progress || 0 }),
+      el("span", { class: "node-percent" }, percent(node.progress)),
+      el("span", { class: "node-seconds" }),
+      el("span", { class: "node-message" }),
+      el("p", { class: "field-error node-error", role: "alert" }));
+  }
+
+  showNode(id, incoming) {
+    const row = this.$(`.node[data-node="${CSS.escape(id)}"]`);
+    if (!row) return;
+    const state = newer(this.nodes.get(id), { ...this.nodes.get(id), ...defined(incoming) });
+    this.nodes.set(id, state);
+    const progress = state.status === "succeeded" ? 1 : state.progress || 0;
+    row.dataset.status = state.status;
+    row.querySelector(".node-status").textContent = state.status;
+    row.querySelector("progress").value = progress;
+    row.querySelector(".node-percent").textContent = percent(progress);
+    row.querySelector(".node-message").textContent = state.status === "failed" ? "" : state.message || "";
+    row.querySelector(".node-seconds").textContent = state.seconds ? formatSeconds(state.seconds) : "";
+    row.querySelector(".node-error").textContent = state.status === "failed" ? state.error || "" : "";
+  }
+
+  showElapsed() {
+    if (!this.job) return;
+    const start = parseTime(this.job.started_at) ?? parseTime(this.job.created_at);
+    const end = parseTime(this.job.finished_at) ?? (isFinal(this.job.status) ? null : Date.now());
+    if (start === null || end === null) return;
+    this.$("#job-elapsed").textContent = formatSeconds(Math.max(0, end - start) / 1000);
+  }
+
+  showScript(script) {
+    this.$("#job-script").hidden = !script;
+    this.$("#job-script-text").textContent = script || "";
+  }
+
+  showSpeech(job) {
+    const speech = speechArtifact(job);
+    this.$("#job-speech").hidden = !speech;
+    if (speech) setSource(this.$("#tts-audio"), withKey(speech.url));
+  }
+
+  showVideo(job) {
+    const video = job.status === "succeeded" ? finalVideo(job) : null;
+    this.$("#job-video").hidden = !video;
+    if (!video) return;
+    const url = withKey(video.url);
+    setSource(this.$("#final-video"), url);
+    this.$("#final-video-link").href = url;
+  }
+}
+
+/** Stop a media element and forget its source (the last job's speech must not play on under the next job). */
+function unload(media) {
+  media.pause();
+  media.removeAttribute("src");
+  media.removeAttribute("data-src");
+  media.load();
+}
+
+function defined(object) {
+  return Object.fromEntries(Object.entries(object).filter(([, value]) => value !== undefined && value !== null));
+}

@@ -1,0 +1,65 @@
+// A file field that uploads as soon as a file is chosen (POST /v1/uploads), previews it, and shows the API's
+// verdict next to it: the server judges the file by its content, so its error is the one to show.
+
+import { api } from "./api.js";
+import { clearError, showError } from "./dom.js";
+
+export class UploadField {
+  /** kind: "portrait" or "voice"; key: the job field ("image" or "voice") whose errors it shows. */
+  constructor(form, { kind, key, input, preview }) {
+    Object.assign(this, { form, kind, key, input, preview });
+    this.state = form.querySelector(`.upload-state[data-state-for="${key}"]`);
+    this.upload = null; // the promise of the chosen file's upload id
+    input.addEventListener("change", () => this.choose());
+    preview.addEventListener("error", () => (preview.hidden = true));
+    preview.addEventListener(preview.tagName === "IMG" ? "load" : "loadedmetadata", () => (preview.hidden = false));
+  }
+
+  get file() {
+    return this.input.files[0];
+  }
+
+  choose() {
+    clearError(this.form, this.key);
+    this.showPreview();
+    this.upload = this.file ? this.send(this.file) : null;
+    this.upload?.catch(() => {}); // shown next to the field already; id() tries again
+  }
+
+  showPreview() {
+    if (this.preview.src) URL.revokeObjectURL(this.preview.src);
+    this.preview.hidden = true;
+    if (this.file) this.preview.src = URL.createObjectURL(this.file);
+    else this.preview.removeAttribute("src");
+  }
+
+  async send(file) {
+    this.state.textContent = `uploading ${file.name}…`;
+    try {
+      const { id } = await api.upload(this.kind, file);
+      this.state.textContent = `uploaded ${file.name}`;
+      return id;
+    } catch (err) {
+      this.state.textContent = "";
+      this.preview.hidden = true;
+      showError(this.form, this.key, err.message);
+      throw err;
+    }
+  }
+
+  /** The upload id for the job; uploads again when the last try failed (a key may have been given since). */
+  async id() {
+    if (!this.file) {
+      const message = `choose a ${this.kind} file`;
+      showError(this.form, this.key, message);
+      throw new Error(message);
+    }
+    try {
+      return await this.upload;
+    } catch {
+      clearError(this.form, this.key);
+      this.upload = this.send(this.file);
+      return await this.upload;
+    }
+  }
+}

@@ -1,0 +1,41 @@
+"""What travels through Redis besides the job itself: a node's final record and its progress events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from spinbot.errors import SpinBotError
+from spinbot.tasks.base import NodeOutput
+
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+
+STARTED, PROGRESS, DONE = "started", "progress", "done"
+
+
+class NodeResult(BaseModel):
+    """The one record of a finished run of a node; its presence means 'finished, do not run again'."""
+
+    status: Literal["succeeded", "failed", "cancelled"]
+    output: NodeOutput | None = None
+    error: str | None = None
+    worker: str | None = None
+    finished_at: float = Field(default_factory=time.time)
+
+
+def event(kind: str, **fields: Any) -> dict[str, str]:
+    """A stream entry: flat string fields, stamped with the wall clock (latency is measured across processes)."""
+    entry = {"type": kind, "ts": repr(time.time())}
+    entry.update({k: str(v) for k, v in fields.items() if v is not None})
+    return entry
+
+
+def one_line(err: BaseException) -> str:
+    """The error as one line for the control plane; the worker's log keeps the traceback."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(err, SpinBotError) and text:
+        return text  # already written for the user
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,0 +1,123 @@
+"""`spinbot worker`: serve python-plane tasks from the Redis queues until SIGTERM.
+
+One BullMQ worker per queue, one job at a time on each; tasks run in threads of this one process, so models
+loaded by a backend (model_cache) stay in memory for the next job.
+
+Stopping: the first SIGTERM (or Ctrl-C) stops taking jobs and lets the running ones finish; a second one stops
+the running tasks at their next progress call and puts their jobs back in the queue. A worker killed outright
+(SIGKILL, a lost machine) stops renewing its job locks, and another worker takes the jobs over once the lock
+expires (queue_lock_seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from bullmq import Worker
+from bullmq.custom_errors import DelayedError
+
+from spinbot.queue.config import QueueOptions
+from spinbot.queue.keys import BULL_PREFIX, worker_key
+from spinbot.settings import Settings, get_settings
+from spinbot.storage.base import open_store
+from spinbot.worker.executor import REQUEUE, NodeExecutor
+from spinbot.worker.heartbeat import WorkerState, beat
+from spinbot.worker.model_cache import get_model_cache
+from spinbot.worker.registry import install_extra_tasks
+
+log = logging.getLogger(__name__)
+
+
+class WorkerService:
+    def __init__(self, settings: Settings, queues: list[str]):
+        self.settings = settings
+        self.options = QueueOptions.from_settings(settings)
+        self.queues = queues
+        self.state = WorkerState(queues)
+        self.executor = NodeExecutor(
+            redis.Redis.from_url(self.options.redis_url, socket_connect_timeout=3, socket_timeout=10),
+            open_store(settings.resolved_storage_url), self.state, self.options.result_ttl_seconds,
+            self.options.redis_retry_seconds, self.options.redis_url)
+        self._stopping: asyncio.Event | None = None
+
+    async def serve(self) -> None:
+        self._stopping = asyncio.Event()
+        workers = [self._bull_worker(queue) for queue in self.queues]
+        runs = [asyncio.ensure_future(w.run()) for w in workers]
+        heartbeat = asyncio.ensure_future(self._heartbeat())
+        self._handle_signals()
+        log.info("worker ready", extra={"worker": self.state.id, "queues": self.queues})
+        await self._stopping.wait()
+        log.info("worker stopping: running jobs finish first", extra={"worker": self.state.id})
+        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
+        await asyncio.gather(*runs, return_exceptions=True)
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await self._forget_heartbeat()
+        log.info("worker stopped", extra={"worker": self.state.id, "finished": self.state.info.finished})
+
+    def _bull_worker(self, queue: str) -> Worker:
+        opts = {"connection": self.options.redis_url, "prefix": BULL_PREFIX, "autorun": False,
+                "name": self.state.id, "concurrency": 1, **self.options.worker_opts()}
+        return Worker(queue, self._processor(queue), opts)
+
+    def _processor(self, queue: str):
+        async def process(job: Any, token: str) -> str:
+            # A thread keeps the event loop free to renew the job's lock while the task runs for hours.
+            outcome = await asyncio.to_thread(self.executor.handle, job.data, queue)
+            if outcome == REQUEUE:
+                await job.moveToDelayed(int(time.time() * 1000), token)  # due now: back in line for any worker
+                raise DelayedError()
+            return outcome
+
+        return process
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self) -> None:
+        if not self._stopping.is_set():
+            self._stopping.set()
+        else:
+            log.info("worker stopping now: running jobs go back to the queue", extra={"worker": self.state.id})
+            self.executor.stop_now.set()
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.worker_heartbeat_seconds
+        client = aioredis.from_url(self.options.redis_url, socket_connect_timeout=3, socket_timeout=10)
+        try:
+            while True:
+                models = [f"{path} ({dtype})" for path, dtype in get_model_cache().keys()]
+                try:
+                    await beat(client, self.state.snapshot(models), ttl_seconds=max(3 * interval, 1.0))
+                except Exception as err:  # Redis away: try again next beat
+                    log.warning("heartbeat not written", extra={"error": str(err)})
+                await asyncio.sleep(interval)
+        finally:
+            await client.aclose()
+
+    async def _forget_heartbeat(self) -> None:
+        client = aioredis.from_url(self.options.redis_url, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            await client.delete(worker_key(self.state.id))
+        except Exception:
+            pass  # it expires on its own
+        finally:
+            await client.aclose()
+
+
+def run_worker(queues: list[str] | None = None, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    queues = queues or [q.strip() for q in settings.worker_queues.split(",") if q.strip()]
+    extra = install_extra_tasks(settings.extra_tasks)
+    if extra:
+        log.info("extra tasks installed", extra={"tasks": extra})
+    asyncio.run(WorkerService(settings, queues).serve())
