@@ -26,7 +26,7 @@ from spinbot.api.jobs import JobExecutor
 from spinbot.api.metrics import Metrics
 from spinbot.control.runner import Runner
 from spinbot.errors import InputError, JobNotFound, SpinBotError
-from spinbot.pipelines.spec import load_pipelines
+from spinbot.pipelines.spec import get_pipeline, load_pipelines
 from spinbot.settings import Settings, get_settings
 from spinbot.state.store import FINAL_STATES, JobView
 
@@ -151,6 +151,8 @@ def _routes(app: FastAPI, settings: Settings, runner: Runner, executor: JobExecu
 
     @app.post("/v1/jobs", status_code=201)
     def create_job(body: JobCreate, owner: str | None = Depends(current_owner)) -> dict[str, Any]:
+        spec = get_pipeline(body.pipeline, settings.pipelines)  # the pipeline, then params, then uploads
+        runner.validate_params(spec, dict(body.params))
         image = _upload_key(store, owner, body.image, "portrait")
         voice = _upload_key(store, owner, body.voice, "voice")
         job_id = runner.create_job(body.pipeline, body.prompt, ref_text=body.ref_text, params=body.params,
