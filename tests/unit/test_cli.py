@@ -66,3 +66,10 @@ def test_missing_required_options_are_named(spinbot_env):
 def test_resume_of_unknown_job_is_a_clear_error(spinbot_env):
     code, lines = run_cli("run", "--resume", "0" * 32)
     assert code != 0 and lines == [f"error: job '{'0' * 32}' not found"]
+
+
+def test_serve_refuses_a_public_address_without_api_keys(spinbot_env, monkeypatch):
+    monkeypatch.delenv("SPINBOT_API_KEYS", raising=False)
+    code, lines = run_cli("serve", "--host", "0.0.0.0", "--port", "1")
+    assert code != 0 and lines == ["error: refusing to serve on 0.0.0.0 without API keys: set SPINBOT_API_KEYS "
+                                   "(comma-separated)"]
