@@ -91,6 +91,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="NODE.PARAM=VALUE, repeatable."),
     out: Optional[Path] = typer.Option(None, help="Where to copy the final video."),
     resume: Optional[str] = typer.Option(None, help="Continue job JOB_ID from its last finished node."),
+    priority: Optional[int] = typer.Option(None, min=1, help="Queue priority of the job's tasks (1 runs first)."),
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
@@ -101,7 +102,7 @@ def run(
             missing = [name for name, v in (("--prompt", prompt), ("--image", image), ("--voice", voice)) if not v]
             if missing:
                 raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")
-            job_id = runner.create_job(pipeline, prompt, image, voice, ref_text, parse_sets(set_))
+            job_id = runner.create_job(pipeline, prompt, image, voice, ref_text, parse_sets(set_), priority=priority)
             err_console.print(f"job {job_id}", highlight=False)
         job = _run_with_progress(runner, job_id)
         _finish(runner, job, out)

@@ -46,6 +46,7 @@ class JobCreate(BaseModel):
     voice: str = Field(description="upload id of the narrator voice")
     ref_text: str = ""
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    priority: int | None = Field(default=None, ge=1, le=2_097_152, description="queue priority, 1 runs first")
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -156,7 +157,8 @@ def _routes(app: FastAPI, settings: Settings, runner: Runner, executor: JobExecu
         image = _upload_key(store, owner, body.image, "portrait")
         voice = _upload_key(store, owner, body.voice, "voice")
         job_id = runner.create_job(body.pipeline, body.prompt, ref_text=body.ref_text, params=body.params,
-                                   owner=owner, input_keys={"source_image": image, "narrator_voice": voice})
+                                   owner=owner, input_keys={"source_image": image, "narrator_voice": voice},
+                                   priority=body.priority)
         metrics.jobs_created.inc()
         executor.submit(job_id)
         return job_json(runner.jobs.get(job_id))
@@ -279,6 +281,7 @@ def job_json(job: JobView) -> dict[str, Any]:
         "id": job.id,
         "pipeline": job.pipeline,
         "status": job.status,
+        "priority": job.priority,
         "error": job.error,
         "prompt": job.inputs.get("values", {}).get("prompt"),
         "ref_text": job.inputs.get("values", {}).get("ref_text"),

@@ -24,6 +24,7 @@ class TaskRequest(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
     values: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    priority: int | None = Field(default=None, ge=1)  # queue priority, 1 runs first; None: the task's default
 
     @property
     def idempotency_key(self) -> str:

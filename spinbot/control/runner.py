@@ -80,7 +80,8 @@ class Runner:
 
     def create_job(self, pipeline: str, prompt: str, image: Path | None = None, voice: Path | None = None,
                    ref_text: str | None = None, params: dict[str, dict[str, Any]] | None = None,
-                   owner: str | None = None, input_keys: dict[str, str] | None = None) -> str:
+                   owner: str | None = None, input_keys: dict[str, str] | None = None,
+                   priority: int | None = None) -> str:
         """Validate everything first, then store the inputs and the job: bad input writes nothing."""
         from spinbot.media.audio import load_audio
         from spinbot.media.image import load_image
@@ -102,7 +103,7 @@ class Runner:
                 artifacts[name] = key
         inputs = {"values": {"prompt": prompt, "ref_text": ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
-        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, owner)
+        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, owner, priority)
         self.events.publish(Event(job_id, "job", st.PENDING))
         return job_id
 
@@ -199,7 +200,8 @@ class Runner:
             values.update(output.get("values", {}))
             artifacts.update(output.get("artifacts", {}))
         return TaskRequest(job_id=job.id, node_id=node.node_id, task=node.task,
-                           params=job.params.get(node.node_id, {}), values=values, artifacts=artifacts)
+                           params=job.params.get(node.node_id, {}), values=values, artifacts=artifacts,
+                           priority=job.priority)
 
     def _record(self, job_id: str, node_id: str, output: NodeOutput, seconds: float) -> dict[str, Any]:
         output.meta.setdefault("seconds", round(seconds, 3))

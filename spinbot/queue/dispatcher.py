@@ -56,7 +56,7 @@ class QueueDispatcher(Dispatcher):
     def run(self, request: TaskRequest, report: Callable[[float, str], None], is_cancelled: Callable[[], bool],
             *, priority: int | None = None) -> NodeOutput:
         """Enqueue (unless already queued, running or finished), relay progress, return the output or raise."""
-        priority = check_priority(priority or self.priorities.get(request.task, PRIORITY_NORMAL))
+        priority = check_priority(priority or request.priority or self.priorities.get(request.task, PRIORITY_NORMAL))
         node = self.channel(request)
         clock = OutageClock(self.options.redis_retry_seconds, self.options.redis_url,
                             f"running node '{request.node_id}' of job {request.job_id}")

@@ -24,6 +24,7 @@ class Job(Base):
     pipeline: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), index=True)
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
+    priority: Mapped[int | None] = mapped_column(Integer)  # queue priority, 1 runs first; None: the task's default
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)

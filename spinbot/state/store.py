@@ -45,6 +45,7 @@ class JobView:
     pipeline: str
     status: str
     owner: str | None
+    priority: int | None
     inputs: dict[str, Any]
     params: dict[str, Any]
     error: str | None
@@ -69,7 +70,7 @@ def _view(job: Job) -> JobView:
         {"node_id": a.node_id, "name": a.name, "key": a.key, "size": a.size, "content_type": a.content_type}
         for a in job.artifacts
     )
-    return JobView(job.id, job.pipeline, job.status, job.owner, job.inputs, job.params, job.error,
+    return JobView(job.id, job.pipeline, job.status, job.owner, job.priority, job.inputs, job.params, job.error,
                    job.cancel_requested, job.created_at, job.started_at, job.finished_at, nodes, arts)
 
 
@@ -85,10 +86,11 @@ class JobStore:
         return uuid.uuid4().hex
 
     def create_job(self, job_id: str, pipeline: str, nodes: Iterable[tuple[str, str, str]],
-                   inputs: dict[str, Any], params: dict[str, Any], owner: str | None = None) -> JobView:
+                   inputs: dict[str, Any], params: dict[str, Any], owner: str | None = None,
+                   priority: int | None = None) -> JobView:
         with self.session() as s, s.begin():
-            job = Job(id=job_id, pipeline=pipeline, status=PENDING, owner=owner, inputs=inputs, params=params,
-                      created_at=utcnow())
+            job = Job(id=job_id, pipeline=pipeline, status=PENDING, owner=owner, priority=priority, inputs=inputs,
+                      params=params, created_at=utcnow())
             s.add(job)
             for pos, (node_id, task, plane) in enumerate(nodes):
                 s.add(NodeRun(job_id=job_id, node_id=node_id, position=pos, task=task, plane=plane, status=PENDING,

@@ -1,0 +1,49 @@
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect, text
+
+from spinbot.control.runner import Runner
+from spinbot.samples import portrait_path, voice_path
+from spinbot.state.db import get_engine
+
+
+def alembic_config(conn) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("spinbot.state") / "migrations"))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+        conn.execute(text("INSERT INTO jobs (id, pipeline, status, inputs, params, cancel_requested, created_at) "
+                          "VALUES ('a' , 'p', 'succeeded', '{}', '{}', 0, '2026-01-01')"))
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    assert "priority" in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, priority FROM jobs")).all() == [("a", None)]
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "base")
+    assert inspect(engine).get_table_names() == ["alembic_version"]
+
+
+def test_job_priority_travels_to_every_python_task_request(spinbot_env, tmp_path):
+    runner = Runner()
+    job_id = runner.create_job("f5tts_infinitetalk", "hello", portrait_path(tmp_path), voice_path(), "x", priority=3)
+    job = runner.jobs.get(job_id)
+    assert job.priority == 3
+    request = runner._request(job, job.node("f5_to_tts"), {"script": {"values": {"text": "Hi."}}})
+    assert request.priority == 3 and request.values["text"] == "Hi." and request.idempotency_key.endswith(":f5_to_tts")
+
+
+def test_engine_migrates_a_new_database_once(spinbot_env):
+    from spinbot.settings import get_settings
+
+    engine = get_engine(get_settings().resolved_database_url)
+    tables = set(inspect(engine).get_table_names())
+    assert {"jobs", "node_runs", "artifacts", "alembic_version"} <= tables
