@@ -21,8 +21,17 @@ def _claim_database(server: redis.Redis) -> int:
     pytest.fail("no free Redis database for tests (all of 1-15 claimed in database 0)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def machine_services_up():
+    """Redis and PostgreSQL running for the integration tests (started here if stopped, and stopped after)."""
+    from tests.support.services import machine_services
+
+    with machine_services():
+        yield
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url(machine_services_up) -> str:
     """The URL of an empty Redis database, flushed before and after the session; unreachable Redis fails in CI."""
     server = redis.Redis.from_url(f"{REDIS_BASE}/0", socket_connect_timeout=2)
     try:
