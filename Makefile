@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.spinbot-installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,gpu]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,1 @@
+"""The native InfiniteTalk backend (Wan2.1 I2V 14B + InfiniteTalk audio conditioning) on PyTorch; needs torch."""
