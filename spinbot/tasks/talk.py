@@ -146,6 +146,9 @@ def combine_video(ctx: TaskContext, path: Path, backend: TalkBackend, state: Any
     """Encode each window's frames as the backend yields them, with the speech muxed at exactly frames / fps."""
     mux_audio = fit_length(resample(speech.audio, speech.sample_rate, MUX_RATE),
                            round(speech.frames * MUX_RATE / speech.fps))
+    if hasattr(backend, "on_step"):  # diffusion backends report every denoising step inside a window
+        backend.on_step = lambda index, done, total: ctx.progress(
+            0.05 + 0.9 * (index + done / total) / len(windows), f"window {index + 1}/{len(windows)}, step {done}/{total}")
     with VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer:
         for window in windows:
             _write_window(writer, backend.render_window(state, window), window, backend.name)

@@ -1,0 +1,88 @@
+"""Speech -> InfiniteTalk's audio condition: wav2vec2 features per video frame, cut into per-window windows.
+
+Model: chinese-wav2vec2-base (`wav2vec_model`), a transformers folder (config.json, the weights as
+model.safetensors or pytorch_model.bin, preprocessor_config.json) loaded with transformers' `Wav2Vec2Model`; the
+feature extractor follows the folder's preprocessor_config.json, as the official code's `from_pretrained` does
+(ComfyUI-WanVideoWrapper hard-codes do_normalize off instead).
+
+Embedding (official `get_embedding` + its Wav2Vec2Model subclass): the 16 kHz speech goes through the CNN feature
+encoder; the CNN features (50 per second) are linearly interpolated (align_corners) to one per video frame before
+the transformer; the outputs of all 12 transformer layers are stacked: [frames, 12, 768]. Here the interpolation is
+a forward hook on the stock model's feature encoder, so transformers' forward is used as it is.
+
+Windows (official `generate_infinitetalk`): each video frame of a window takes the features of frames -2..+2 around
+it, clamped at the track's start; past the track's end the track continues as its own reversed tail (the official
+code appends the flipped last frames before clamping), so the last window's padding frames hear the speech's end
+played backwards rather than silence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spinbot.backends.talk.infinitetalk.compat import ensure_hf_importable
+from spinbot.backends.talk.infinitetalk.loader import CheckpointError
+
+SAMPLE_RATE = 16000
+AUDIO_WINDOW = 5  # wav2vec2 frames around each video frame
+UNUSED_KEYS = ("masked_spec_embed",)  # only used for masked pre-training
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, model: nn.Module, feature_extractor):
+        super().__init__()
+        self.model = model
+        self.feature_extractor = feature_extractor
+
+    @torch.no_grad()
+    def forward(self, speech: np.ndarray, frames: int) -> torch.Tensor:
+        """16 kHz mono float speech -> [frames, layers, width] float32, one row per video frame."""
+        values = self.feature_extractor(speech, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
+        param = next(self.model.parameters())
+
+        def per_video_frame(module, inputs, features):  # [B, C, T] at 50 Hz -> [B, C, frames]
+            return F.interpolate(features, size=frames, mode="linear", align_corners=True)
+
+        hook = self.model.feature_extractor.register_forward_hook(per_video_frame)
+        try:
+            out = self.model(values.to(param.device, param.dtype), output_hidden_states=True)
+        finally:
+            hook.remove()
+        return torch.stack(out.hidden_states[1:], dim=2)[0].float()  # [B, frames, layers, width] -> one track
+
+
+def audio_windows(embedding: torch.Tensor, start: int, length: int, window: int = AUDIO_WINDOW) -> torch.Tensor:
+    """[N, layers, width] per video frame -> [length, window, layers, width] for video frames [start, start+length)."""
+    n = embedding.shape[0]
+    offsets = torch.arange(window) - window // 2
+    index = torch.arange(start, start + length)[:, None] + offsets[None, :]
+    index = torch.where(index >= n, 2 * n - 1 - index, index)  # past the end: the reversed tail
+    return embedding[index.clamp(0, n - 1)]
+
+
+def load_audio_encoder(folder: Path, dtype: torch.dtype = torch.float32,
+                       device: str | torch.device = "cpu") -> AudioEncoder:
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"wav2vec2 model not found: {folder} needs config.json and the weights "
+                              "(a transformers folder)")
+    ensure_hf_importable()
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    try:
+        model, info = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True, dtype=dtype,
+                                                    output_loading_info=True)
+    except OSError as err:  # no weights file, or an unreadable one
+        raise CheckpointError(f"wav2vec2 model {folder.name}: {str(err).splitlines()[0]}") from None
+    missing = sorted(k for k in info["missing_keys"] if not k.endswith(UNUSED_KEYS))
+    if missing:  # transformers would leave them randomly initialised, with a warning
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(f"wav2vec2 checkpoint in {folder} is missing '{missing[0]}'{more}")
+    has_preprocessor = (folder / "preprocessor_config.json").is_file()
+    extractor = (Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True) if has_preprocessor
+                 else Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE))
+    return AudioEncoder(model.eval().requires_grad_(False).to(device), extractor)

@@ -1,0 +1,99 @@
+"""The native infinite_talk backend: InfiniteTalk (Wan2.1-I2V-14B + audio adapter) in-process on PyTorch.
+
+Implements spinbot.backends.talk.base.TalkBackend; the task (spinbot.tasks.talk) prepares the speech and the
+portrait, plans the windows and streams each window's frames to the encoder. Models come from SPINBOT_MODELS_DIR
+(loading.py) and stay in the worker's model cache between jobs. On CUDA the transformer runs in bfloat16 (norms
+and modulations in float32), the VAE, UMT5 and CLIP in bfloat16, UMT5 and CLIP kept on the CPU between jobs; on
+the CPU everything is float32 (the CI's tiny models).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from spinbot.backends.talk.base import SpeechTrack
+from spinbot.errors import BackendUnavailable
+from spinbot.tasks.windows import Window
+
+try:
+    import torch
+except ImportError:  # the registry imports this module by name: say what to install, in one line
+    raise BackendUnavailable("infinite_talk native needs PyTorch: pip install 'spinbot[gpu]'") from None
+
+from spinbot.backends.talk.infinitetalk import pipeline  # noqa: E402
+from spinbot.backends.talk.infinitetalk.loading import Precision, load_models  # noqa: E402
+
+if TYPE_CHECKING:
+    from spinbot.tasks.talk import InfiniteTalkParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NativeTalkConfig:
+    device: str | None = None  # None: CUDA when available, else the CPU
+    seed: int = 290381  # InfiniteTalkParams has no seed yet; a params field `seed` takes precedence
+    lora_strength: float = 1.0  # ComfyUI's default for the distillation LoRA; no param names it
+    color_strength: float = 1.0  # the official default for the per-window Lab colour transfer
+
+
+DEFAULT_CONFIG = NativeTalkConfig()
+
+
+class NativeTalkBackend:
+    name = "native"
+    honoured_params = frozenset({
+        "infinitetalk_model", "vae_model", "t5_text_encoder_model", "wav2vec_model", "lora_model",
+        "clip_vision_model", "wan_video_model", "fps", "positive_prompt", "negative_prompt", "sampling_steps",
+        "sampling_cfg", "sampling_scheduler", "frame_window_size", "motion_frame", "normalize_loudness",
+        "audio_scale", "audio_cfg_scale",
+    })
+
+    def __init__(self, config: NativeTalkConfig | None = None, models_dir: Path | None = None):
+        self.config = config or DEFAULT_CONFIG
+        self.models_dir = models_dir
+        self.on_step: pipeline.StepReport | None = None  # progress inside a window, (window, done, total)
+
+    def prepare(self, image: np.ndarray, speech: SpeechTrack, params: InfiniteTalkParams) -> pipeline.TalkState:
+        settings = pipeline.settings_from(params, image.shape, self.config.seed, self.config.color_strength)
+        device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        models = load_models(params, self._models_dir(), Precision.for_device(device), self.config.lora_strength)
+        return pipeline.prepare(models, image, speech, params, settings)
+
+    def render_window(self, state: pipeline.TalkState, window: Window) -> Iterator[np.ndarray]:
+        return pipeline.render(state, window, self.on_step or _log_step)
+
+    def describe(self, state: pipeline.TalkState) -> dict[str, Any]:
+        s, models = state.settings, state.models
+        param = models.transformer.patch_embedding.weight
+        steps = state.step_seconds
+        return {
+            "device": str(param.device),
+            "transformer_dtype": str(param.dtype).removeprefix("torch."),
+            "scheduler": s.scheduler, "sampling_steps": s.steps, "shift": s.shift, "seed": s.seed,
+            "guidance": {"text": s.guidance.text_scale, "audio": s.guidance.audio_scale,
+                         "passes_per_step": list(s.guidance.passes)},
+            "audio_scale": s.audio_scale,
+            "frames_per_window": s.generated,
+            "lora": None if models.lora is None else {"file": models.lora.file, "strength": models.lora.strength,
+                                                      "tensors": models.lora.tensors},
+            "color_correction": s.color_strength,
+            "seconds_per_window": [round(t, 3) for t in state.window_seconds],
+            "seconds_per_step": round(sum(steps) / len(steps), 4) if steps else None,
+            "warnings": list(state.warnings),
+        }
+
+    def _models_dir(self) -> Path:
+        from spinbot.settings import get_settings
+
+        return Path(self.models_dir or get_settings().models_dir)
+
+
+def _log_step(window: int, done: int, total: int) -> None:
+    log.debug("infinite_talk window %d: step %d/%d", window, done, total)
+

@@ -1,0 +1,125 @@
+"""The Wan 2.1 VAE through diffusers' `AutoencoderKLWan`, loaded from a file under the original Wan key names.
+
+File format: one safetensors file with the official Wan 2.1 VAE keys (`encoder.conv1.*`,
+`encoder.downsamples.N.residual.K.*`, `encoder.middle.*`, `encoder.head.*`, `conv1.*`, `conv2.*`, `decoder.*`), as
+`Wan2.1_VAE.pth` holds them and Kijai's `Wan2_1_VAE_bf16.safetensors` repackages them (ComfyUI-WanVideoWrapper
+accepts them with or without a `model.` prefix, so does this loader); diffusers' single-file
+converter (`convert_wan_vae_to_diffusers`) maps them to diffusers' names. A file already in diffusers' names
+(`encoder.conv_in.*`) loads as it is. The converter knows one layout (4 levels, 2 residual blocks per level): widths
+(`base_dim`, from `encoder.conv1`) and the latent size (`z_dim`, from `conv2`) are read from the file, the rest is
+Wan 2.1's.
+
+Latents are normalised as the official `WanVAE` does: (mu - mean) / std per channel with Wan 2.1's constants
+(diffusers keeps them in the config but leaves the scaling to its pipelines), and encoding takes the mean, no
+sampling. Video is [B, 3, T, H, W] in [-1, 1]; T = 1 + 4k frames map to 1 + k latent frames, 8x smaller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spinbot.backends.talk.infinitetalk.compat import ensure_hf_importable
+from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
+
+TEMPORAL_STRIDE = 4
+SPATIAL_STRIDE = 8
+RESIDUAL_PARTS = {"norm1.gamma": "residual.0.gamma", "conv1.": "residual.2.", "norm2.gamma": "residual.3.gamma",
+                  "conv2.": "residual.6.", "conv_shortcut.": "shortcut."}
+
+
+@dataclass(frozen=True)
+class WanVAEConfig:
+    base_dim: int = 96
+    z_dim: int = 16
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> WanVAEConfig:
+        """Widths from the file (diffusers' names); a missing key keeps the default and is reported by the load."""
+        conv_in, post_quant = state.get("encoder.conv_in.weight"), state.get("post_quant_conv.weight")
+        return cls(base_dim=cls.base_dim if conv_in is None else conv_in.shape[0],
+                   z_dim=cls.z_dim if post_quant is None else post_quant.shape[0])
+
+
+class WanVAE(nn.Module):
+    """AutoencoderKLWan with the official latent normalisation."""
+
+    def __init__(self, autoencoder: nn.Module):
+        super().__init__()
+        self.autoencoder = autoencoder
+        config = autoencoder.config
+        self.register_buffer("mean", torch.tensor(config.latents_mean).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.latents_std).view(1, -1, 1, 1, 1), persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.autoencoder.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 1 + 4k, H, W] in [-1, 1] -> normalised latents [B, z, 1 + k, H / 8, W / 8], float32."""
+        mu = self.autoencoder.encode(video.to(self.dtype)).latent_dist.mode().float()
+        return (mu - self.mean) / self.std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B, z, 1 + k, h, w] -> video [B, 3, 1 + 4k, 8h, 8w] in [-1, 1], float32."""
+        z = latents.float() * self.std + self.mean
+        return self.autoencoder.decode(z.to(self.dtype)).sample.float().clamp_(-1, 1)
+
+
+def wan_name(key: str) -> str:
+    """diffusers' AutoencoderKLWan name -> the official Wan name: the inverse of diffusers'
+    convert_wan_vae_to_diffusers for Wan 2.1's layout (3 residual blocks and 1 upsampler per decoder level)."""
+    for diffusers, wan in (("quant_conv.", "conv1."), ("post_quant_conv.", "conv2.")):
+        if key.startswith(diffusers):
+            return wan + key[len(diffusers):]
+    side, rest = key.split(".", 1)
+    for diffusers, wan in (("conv_in.", "conv1."), ("norm_out.", "head.0."), ("conv_out.", "head.2.")):
+        if rest.startswith(diffusers):
+            return f"{side}.{wan}{rest[len(diffusers):]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", rest):
+        return f"{side}.middle.{2 * int(m[1])}.{_residual_part(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", rest):
+        return f"{side}.middle.1.{m[1]}"
+    if m := re.match(r"down_blocks\.(\d+)\.(.*)", rest):
+        return f"{side}.downsamples.{m[1]}.{_residual_part(m[2])}"
+    if m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", rest):
+        return f"{side}.upsamples.{4 * int(m[1]) + int(m[2])}.{_residual_part(m[3])}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.(.*)", rest):
+        return f"{side}.upsamples.{4 * int(m[1]) + 3}.{m[2]}"
+    return key
+
+
+def _residual_part(name: str) -> str:
+    for diffusers, wan in RESIDUAL_PARTS.items():
+        if name.startswith(diffusers):
+            return wan + name[len(diffusers):]
+    return name  # resample / time_conv keep their names
+
+
+def to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official Wan names -> diffusers' (a file already in diffusers' names passes through)."""
+    if "encoder.conv_in.weight" in state:
+        return state
+    ensure_hf_importable()  # diffusers' single-file module imports transformers
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    return convert_wan_vae_to_diffusers(state)
+
+
+def load_vae(path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> WanVAE:
+    original = strip_prefix(read_safetensors(path, "Wan VAE"), ("model.", "vae.", "first_stage_model."))
+    state = to_diffusers_names(original)
+    config = WanVAEConfig.from_state(state)
+    ensure_hf_importable()
+    from diffusers import AutoencoderKLWan
+
+    with uninitialised(dtype):
+        autoencoder = AutoencoderKLWan(base_dim=config.base_dim, z_dim=config.z_dim)
+    load_checked(autoencoder, state, "Wan VAE", path, file_name=lambda k: k if state is original else wan_name(k))
+    return WanVAE(autoencoder.eval().requires_grad_(False)).to(device)
