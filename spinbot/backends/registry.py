@@ -11,15 +11,19 @@ from spinbot.settings import get_settings
 # task -> backend name -> "module:factory"; a name that is missing here is not implemented yet.
 _BACKENDS: dict[str, dict[str, str]] = {
     "f5_to_tts": {"lite": "spinbot.backends.tts.espeak:EspeakBackend"},
-    "infinite_talk": {"lite": "spinbot.backends.talk.animator:AnimatorBackend"},
-    "upscale_video": {"lite": "spinbot.backends.upscale.resample:ResampleUpscaler"},
+    "infinite_talk": {
+        "lite": "spinbot.backends.talk.animator:AnimatorBackend",
+        "native": "spinbot.backends.talk.infinitetalk.backend:NativeTalkBackend",
+    },
+    "upscale_video": {
+        "lite": "spinbot.backends.upscale.resample:ResampleUpscaler",
+        "native": "spinbot.backends.upscale.native:NativeUpscaler",
+    },
 }
 
 _SETTING_FOR_TASK = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
 _PLANNED = {
     ("f5_to_tts", "native"): "the F5-TTS backend (spinbot[gpu], F5TTS_v1_Base in SPINBOT_MODELS_DIR/F5-TTS)",
-    ("infinite_talk", "native"): "the InfiniteTalk / Wan2.1-I2V-14B backend",
-    ("upscale_video", "native"): "the RealESRGAN + CodeFormer backend (spandrel)",
 }
 
 

@@ -7,6 +7,7 @@ encoding each batch as soon as it is done, so memory holds one batch, never the 
 
 from __future__ import annotations
 
+from contextlib import closing
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
@@ -109,7 +110,7 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
             "frames": frames,
             "size": [width, height],
             "faces_restored": restored,  # face restorations summed over frames
-            "face_detection_every": DETECT_EVERY,
+            "face_detection_every": getattr(backend, "face_detection_every", DETECT_EVERY),
             "ignored_params": ignored_params(params, backend.honoured),
         },
     )
@@ -119,18 +120,30 @@ def upscale_stream(ctx: TaskContext, backend: UpscaleBackend, params: AIUpscaler
                    total: int, writer: VideoWriter, size: tuple[int, int]) -> tuple[int, int]:
     """Decode, upscale and restore batch by batch, writing each batch before decoding the next.
     Returns the frames written and the face restorations made."""
-    faces = FaceTrack(backend.detect_faces)
+    frames = iter_frames(source, params.frame_load_cap)
+    results = backend.stream(frames, params.codeformer_fidelity) if hasattr(backend, "stream") \
+        else _batched_results(backend, params, frames)
     done = restored = 0
-    for batch in batched(iter_frames(source, params.frame_load_cap), params.batch_size):
+    with closing(results):
+        for frame, faces in results:
+            writer.write(frame[: size[1], : size[0]])
+            done, restored = done + 1, restored + faces
+            if done % params.batch_size == 0 or done == total:
+                ctx.progress(done / total, f"upscaled {done}/{total} frames")
+    return done, restored
+
+
+def _batched_results(backend: UpscaleBackend, params: AIUpscalerParams,
+                     frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
+    """The plain path: one batch at a time through upscale_batch and restore_faces, faces tracked between
+    detections. (Backends that overlap decoding, device work and encoding provide `stream` instead.)"""
+    faces = FaceTrack(backend.detect_faces)
+    for batch in batched(frames, params.batch_size):
         boxes = [[scale_box(b, backend.scale) for b in faces.boxes(frame)] for frame in batch]
         for frame, frame_boxes in zip(backend.upscale_batch(batch), boxes):
             if frame_boxes:
                 frame = backend.restore_faces(frame, frame_boxes, params.codeformer_fidelity)
-                restored += len(frame_boxes)
-            writer.write(frame[: size[1], : size[0]])
-        done += len(batch)
-        ctx.progress(done / total, f"upscaled {done}/{total} frames")
-    return done, restored
+            yield frame, len(frame_boxes)
 
 
 TASK = TaskDef(name="upscale_video", params_model=AIUpscalerParams, run=run)

@@ -66,6 +66,9 @@ class UpscaleBackend(ABC):
         blend them back with a feathered mask. fidelity 1 stays closest to the upscaled input, 0 applies the most
         restoration (CodeFormer's w)."""
 
+    # Optional: `stream(frames, fidelity) -> Iterator[(upscaled frame, faces restored)]`. A backend that overlaps
+    # decoding, device work and encoding itself provides it, and the task uses it instead of its own batch loop.
+
 
 def feathered_ellipse(height: int, width: int, feather: float) -> np.ndarray:
     """A float32 mask in [0, 1]: 1 inside the ellipse inscribed in the box, falling smoothly to 0 at its edge

@@ -221,6 +221,37 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
+class PendingFaces:
+    """Detections on their way to the CPU: the device work and the copy are queued; result() waits for them
+    alone (not for work queued after them) and then suppresses overlapping boxes."""
+
+    def __init__(self, boxes: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor, threshold: float,
+                 iou: float):
+        self._tensors = [_to_host(t) for t in (boxes, scores, landmarks)]
+        self._ready = torch.cuda.Event() if boxes.is_cuda else None
+        if self._ready is not None:
+            self._ready.record()
+        self._threshold, self._iou = threshold, iou
+
+    def result(self) -> list[Faces]:
+        if self._ready is not None:
+            self._ready.synchronize()
+        boxes, scores, landmarks = (t.numpy() for t in self._tensors)
+        faces = []
+        for frame_boxes, frame_scores, frame_points in zip(boxes, scores, landmarks):
+            above = frame_scores > self._threshold  # strict, as facexlib: a threshold of 1 finds nothing
+            kept = nms(frame_boxes[above], frame_scores[above], self._iou)
+            faces.append(Faces(frame_boxes[above][kept], frame_scores[above][kept], frame_points[above][kept]))
+        return faces
+
+
+def _to_host(tensor: torch.Tensor) -> torch.Tensor:
+    if not tensor.is_cuda:
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
+
+
 class RetinaFaceDetector:
     """The network plus pre- and post-processing: RGB frames in, Faces out."""
 
@@ -229,38 +260,39 @@ class RetinaFaceDetector:
         self.config = config
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        mean = torch.tensor(config.mean_bgr, device=self.device).view(1, 3, 1, 1)
-        self._mean = mean.to(self.dtype)
+        self._mean = torch.tensor(config.mean_bgr, device=self.device).view(1, 3, 1, 1).to(self.dtype)
+        self._priors: dict[tuple[int, int], torch.Tensor] = {}
 
-    @torch.inference_mode()
     def detect(self, frames: torch.Tensor, confidence: float | None = None) -> list[Faces]:
         """frames: (batch, 3, H, W) RGB in [0, 1] on the model's device. One Faces per frame."""
+        return self.launch(frames, confidence).result()
+
+    @torch.inference_mode()
+    def launch(self, frames: torch.Tensor, confidence: float | None = None) -> PendingFaces:
+        """Queue the detection of `frames` without waiting for it."""
         height, width = frames.shape[-2:]
         x = frames.flip(1).to(self.dtype) * 255 - self._mean  # RGB -> BGR, 0-255, minus the means
         x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
         offsets, scores, landmark_offsets = self.model(x)
-        anchors = priors(height, width, self.config).to(self.device)
-        boxes, landmarks = decode(offsets.float(), landmark_offsets.float(), anchors, self.config.variances)
-        scale = torch.tensor([width, height], device=self.device, dtype=torch.float32)
-        boxes, landmarks = boxes * scale.repeat(2), landmarks * scale
-        threshold = self.config.confidence if confidence is None else confidence
-        return self._select(boxes, scores, landmarks, threshold)
-
-    def _select(self, boxes: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor,
-                threshold: float) -> list[Faces]:
-        # The best top_k candidates per frame go to the CPU in one transfer (one sync per batch, not per frame).
+        boxes, landmarks = decode(offsets.float(), landmark_offsets.float(), self._anchors(height, width),
+                                  self.config.variances)
+        boxes[..., 0::2] *= width
+        boxes[..., 1::2] *= height
+        landmarks[..., 0] *= width
+        landmarks[..., 1] *= height
+        # The best top_k candidates per frame go to the CPU together: one transfer per batch.
         k = min(self.config.top_k, scores.shape[1])
         top, index = scores.topk(k, dim=1)
-        pick = index[..., None]
-        boxes = boxes.gather(1, pick.expand(-1, -1, 4)).cpu().numpy()
-        landmarks = landmarks.gather(1, pick[..., None].expand(-1, -1, 5, 2)).cpu().numpy()
-        top = top.cpu().numpy()
-        faces = []
-        for frame_boxes, frame_scores, frame_points in zip(boxes, top, landmarks):
-            above = frame_scores > threshold  # strict, as facexlib: a threshold of 1 finds nothing
-            kept = nms(frame_boxes[above], frame_scores[above], self.config.nms_iou)
-            faces.append(Faces(frame_boxes[above][kept], frame_scores[above][kept], frame_points[above][kept]))
-        return faces
+        boxes = boxes.gather(1, index[..., None].expand(-1, -1, 4))
+        landmarks = landmarks.gather(1, index[..., None, None].expand(-1, -1, 5, 2))
+        threshold = self.config.confidence if confidence is None else confidence
+        return PendingFaces(boxes, top, landmarks, threshold, self.config.nms_iou)
+
+    def _anchors(self, height: int, width: int) -> torch.Tensor:
+        # Kept on the device: a copy from pageable memory would stall this thread until the device is idle.
+        if (height, width) not in self._priors:
+            self._priors[(height, width)] = priors(height, width, self.config).to(self.device)
+        return self._priors[(height, width)]
 
 
 def load_retinaface(path: Path, device: torch.device, dtype: torch.dtype) -> RetinaFace:

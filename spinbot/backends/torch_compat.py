@@ -1,6 +1,6 @@
-"""Make transformers and diffusers importable on machines whose torchvision wheel does not fit their torch.
+"""Make torchvision importable on machines whose torchvision wheel does not fit their torch.
 
-transformers (and diffusers through it) import torchvision whenever it is installed. The PyPI torchvision wheel is
+spandrel imports torchvision, and transformers (and diffusers through it) import it whenever it is installed. The PyPI torchvision wheel is
 built against the CUDA torch: beside the CPU torch wheel (this project's CI and development machines) its compiled
 ops fail to load, and torchvision 0.28's import then fails registering a fake kernel for `torchvision::nms`, which
 makes every transformers model class unimportable. Declaring that op's schema first lets the import go through;
@@ -20,7 +20,7 @@ _lock = threading.Lock()
 _library: torch.library.Library | None = None  # kept alive: the declared schemas live as long as this object
 
 
-def ensure_hf_importable() -> None:
+def ensure_torchvision_importable() -> None:
     """Import torchvision once, declaring its missing ops if its compiled part does not load."""
     global _library
     with _lock:
@@ -39,5 +39,5 @@ def ensure_hf_importable() -> None:
             try:
                 _library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
             except RuntimeError:
-                pass  # declared already (the upscale backend's workaround ran first)
+                pass  # declared already
         importlib.import_module("torchvision")
