@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     queue_result_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     worker_queues: str = "gpu,cpu"
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    worker_watchdog_seconds: float = Field(default=10.0, gt=0)  # restart a queue worker idle while jobs wait
     extra_tasks: str = ""  # comma-separated modules, each with a TASK, that workers may also run (tests, plugins)
     model_cache_bytes: int = Field(default=24 * 1024**3, ge=0)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 from typing import Any
 
@@ -45,20 +46,24 @@ class WorkerService:
             open_store(settings.resolved_storage_url), self.state, self.options.result_ttl_seconds,
             self.options.redis_retry_seconds, self.options.redis_url)
         self._stopping: asyncio.Event | None = None
+        self.bull: dict[str, Worker] = {}
+        self.runs: dict[str, asyncio.Future] = {}
+        self.restarts = 0
 
     async def serve(self) -> None:
         self._stopping = asyncio.Event()
-        workers = [self._bull_worker(queue) for queue in self.queues]
-        runs = [asyncio.ensure_future(w.run()) for w in workers]
-        heartbeat = asyncio.ensure_future(self._heartbeat())
+        self.bull = {queue: self._bull_worker(queue) for queue in self.queues}
+        self.runs = {queue: asyncio.ensure_future(w.run()) for queue, w in self.bull.items()}
+        background = [asyncio.ensure_future(self._heartbeat()), asyncio.ensure_future(self._watchdog())]
         self._handle_signals()
         log.info("worker ready", extra={"worker": self.state.id, "queues": self.queues})
         await self._stopping.wait()
         log.info("worker stopping: running jobs finish first", extra={"worker": self.state.id})
-        await asyncio.gather(*(w.close() for w in workers), return_exceptions=True)
-        await asyncio.gather(*runs, return_exceptions=True)
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        await asyncio.gather(*(w.close() for w in self.bull.values()), return_exceptions=True)
+        await asyncio.gather(*self.runs.values(), return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await self._forget_heartbeat()
         log.info("worker stopped", extra={"worker": self.state.id, "finished": self.state.info.finished})
 
@@ -66,6 +71,58 @@ class WorkerService:
         opts = {"connection": self.options.redis_url, "prefix": BULL_PREFIX, "autorun": False,
                 "name": self.state.id, "concurrency": 1, **self.options.worker_opts()}
         return Worker(queue, self._processor(queue), opts)
+
+    async def _watchdog(self) -> None:
+        """Restart a queue's BullMQ worker that sits idle while its queue has jobs waiting.
+
+        Seen here (bullmq 3.4.4, rarely): a worker's fetch loop stops waiting on the queue's marker and never takes
+        a job again, while the process and its heartbeat live on. Jobs would wait forever; a fresh BullMQ worker on
+        the same queue takes them. Two looks in a row, `worker_watchdog_seconds` apart, so a job that was just
+        added and is about to be taken does not trigger it.
+        """
+        interval = self.settings.worker_watchdog_seconds
+        suspects: set[str] = set()
+        client = aioredis.from_url(self.options.redis_url, socket_connect_timeout=3, socket_timeout=10)
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await self._watch_once(client, suspects)
+        finally:
+            await client.aclose()
+
+    async def _watch_once(self, client: aioredis.Redis, suspects: set[str]) -> None:
+        for queue in self.queues:
+            if not await self._idle_with_jobs_waiting(client, queue):
+                suspects.discard(queue)
+            elif queue in suspects:
+                suspects.discard(queue)
+                await self._restart_bull_worker(queue)
+            else:
+                suspects.add(queue)
+
+    async def _idle_with_jobs_waiting(self, client: aioredis.Redis, queue: str) -> bool:
+        if any(node.queue == queue for node in self.state.snapshot([]).running):
+            return False
+        try:
+            counts = await client.eval(
+                "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])", 2,
+                f"{BULL_PREFIX}:{queue}:wait", f"{BULL_PREFIX}:{queue}:prioritized")
+        except Exception:  # Redis away: the worker's own retries handle that
+            return False
+        return int(counts) > 0
+
+    async def _restart_bull_worker(self, queue: str) -> None:
+        log.warning("queue worker idle while jobs wait: restarting it", extra={"worker": self.state.id, "queue": queue})
+        old, run = self.bull[queue], self.runs[queue]
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        try:
+            await asyncio.wait_for(old.close(force=True), timeout=10)
+        except Exception as err:
+            log.warning("old queue worker did not close cleanly", extra={"queue": queue, "error": str(err)})
+        self.restarts += 1
+        self.bull[queue] = self._bull_worker(queue)
+        self.runs[queue] = asyncio.ensure_future(self.bull[queue].run())
 
     def _processor(self, queue: str):
         async def process(job: Any, token: str) -> str:
@@ -79,6 +136,8 @@ class WorkerService:
         return process
 
     def _handle_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers belong to the main thread (tests run a service in a thread)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop_signal)

@@ -5,6 +5,7 @@ own, so workers started for one test never take another test's jobs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -26,8 +27,11 @@ from spinbot.queue.dispatcher import QueueDispatcher
 from spinbot.queue.errors import QueueUnavailable, WorkerTaskError
 from spinbot.queue.keys import bull_job_id
 from spinbot.storage.local import LocalStore
+from spinbot.settings import Settings, reset_settings
 from spinbot.tasks.base import Cancelled
 from spinbot.worker.heartbeat import WorkerInfo, list_workers
+from spinbot.worker.main import WorkerService
+from spinbot.worker.registry import install_extra_tasks
 from tests.integration.queue_tasks import trace_key
 
 pytestmark = pytest.mark.integration
@@ -465,3 +469,29 @@ def _settings(**env: str):
 
 def test_queue_job_ids_have_no_colon():
     assert ":" not in bull_job_id("job:1", "node:2")
+
+
+# ---- self-healing -----------------------------------------------------------------------------------------------------
+def test_watchdog_restarts_a_queue_worker_whose_fetch_loop_stopped(redis_url, store_dir, make_dispatcher, background,
+                                                                   monkeypatch):
+    """A BullMQ worker whose fetch loop stops (process and heartbeat alive) would leave jobs waiting forever."""
+    monkeypatch.setenv("SPINBOT_REDIS_URL", redis_url)  # the test tasks record their runs there
+    reset_settings()
+    install_extra_tasks(EXTRA_TASKS)
+    settings = Settings(redis_url=redis_url, storage_url=f"file://{store_dir}", worker_watchdog_seconds=0.3,
+                        worker_heartbeat_seconds=HEARTBEAT_SECONDS, data_dir=store_dir.parent / "watchdog-data")
+    service = WorkerService(settings, ["watchdog"])
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(service.serve(),), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "watchdog" in service.runs, 10, "the service to start")
+        loop.call_soon_threadsafe(service.runs["watchdog"].cancel)  # the fetch loop is gone, nothing else is
+        dispatcher = make_dispatcher({"test.echo": "watchdog"})
+        output = background(dispatcher.run, request("test.echo", text="still served"), quiet, never).result(20)
+        assert output.values["echo"] == "still served"
+        assert service.restarts == 1
+    finally:
+        loop.call_soon_threadsafe(service._stopping.set)
+        thread.join(20)
+        reset_settings()
