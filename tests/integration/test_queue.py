@@ -185,6 +185,7 @@ def worker_env(redis_url: str, store_dir: Path) -> dict[str, str]:
         "SPINBOT_QUEUE_LOCK_SECONDS": str(LOCK_SECONDS),
         "SPINBOT_QUEUE_STALLED_CHECK_SECONDS": str(STALLED_CHECK_SECONDS),
         "SPINBOT_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+        "SPINBOT_WORKER_WATCHDOG_SECONDS": "2",
         "SPINBOT_LOG_LEVEL": "INFO",
     })
     return env

@@ -57,6 +57,7 @@ class Stack:
             "SPINBOT_QUEUE_STALLED_CHECK_SECONDS": "1",
             "SPINBOT_QUEUE_REDIS_RETRY_SECONDS": "20",
             "SPINBOT_WORKER_HEARTBEAT_SECONDS": "0.3",
+            "SPINBOT_WORKER_WATCHDOG_SECONDS": "2",
             "SPINBOT_LOG_LEVEL": "WARNING",
         }
         self.s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
