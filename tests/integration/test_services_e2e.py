@@ -301,8 +301,10 @@ def test_other_keys_get_404_and_bad_requests_write_nothing(stack):
     huge = stack.tmp / "huge.wav"
     huge.write_bytes(b"\0" * (51 * 1024 * 1024))
     assert stack.upload("voice", huge).status_code == 413
-    bad = [(b"{oops", "malformed JSON"), (json.dumps({"prompt": "x", "image": "0" * 32, "voice": "0" * 32,
-                                                      "pipeline": "nope"}).encode(), "unknown pipeline")]
+    body = {"prompt": "x", "image": "0" * 32, "voice": "0" * 32}
+    bad = [(b"{oops", "malformed JSON"),
+           (json.dumps({**body, "pipeline": "nope"}).encode(), "unknown pipeline"),
+           (json.dumps({**body, "params": {"upscale_video": {"scale": 4}}}).encode(), "upscale_video.scale: unknown")]
     for raw, message in bad:
         r = stack.call("POST", "/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
         assert 400 <= r.status_code < 500 and message in r.json()["error"]
