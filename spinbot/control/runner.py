@@ -62,7 +62,6 @@ class Runner:
         self.artifacts = artifacts or open_store(self.settings.resolved_storage_url)
         self.dispatcher = dispatcher or make_dispatcher(self.settings, self.artifacts)
         self.events = events or make_event_bus(self.settings.redis_url)
-        self._progress_written: dict[tuple[str, str], float] = {}
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
     def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -217,15 +216,15 @@ class Runner:
 
     def _reporter(self, job_id: str, node_id: str) -> Callable[[float, str], None]:
         lock = threading.Lock()
+        last_written = [0.0]  # when this node's progress last went to the database
 
         def report(fraction: float, message: str) -> None:
             self.events.publish(Event(job_id, "node", st.RUNNING, node_id, progress=fraction, message=message))
             now = time.monotonic()
             with lock:
-                last = self._progress_written.get((job_id, node_id), 0.0)
-                if now - last < PROGRESS_DB_INTERVAL and fraction < 1.0:
+                if now - last_written[0] < PROGRESS_DB_INTERVAL and fraction < 1.0:
                     return
-                self._progress_written[(job_id, node_id)] = now
+                last_written[0] = now
             self.jobs.node_progress(job_id, node_id, fraction, message)
             self.jobs.node_status(job_id, node_id, st.RUNNING)
 
