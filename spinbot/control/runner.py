@@ -123,13 +123,17 @@ class Runner:
         self.events.publish(Event(job_id, "job", st.RUNNING))
         try:
             with self._graph(spec) as graph:
-                snapshot = graph.get_state(config)
-                if snapshot.values and not snapshot.next:
-                    pass  # every node finished before the process stopped: only the job row is behind
-                elif snapshot.values:
-                    graph.invoke(None, config)  # resume from the last checkpoint
-                else:
-                    graph.invoke({"job_id": job_id, "outputs": {}}, config)
+                # durability="sync": each step's checkpoint is written before the next step starts, so a process
+                # killed mid-node resumes from the node before it.
+                if graph.get_state(config).next:
+                    graph.invoke(None, config, durability="sync")  # resume from the last checkpoint
+                elif self._unfinished_nodes(job_id):
+                    # No checkpoint yet, or one that ended before the job's records did: run the graph from its
+                    # start. Nodes that finished return their recorded output without running again.
+                    graph.invoke({"job_id": job_id, "outputs": {}}, config, durability="sync")
+            unfinished = self._unfinished_nodes(job_id)
+            if unfinished:
+                raise TaskFailed(f"the pipeline ended with nodes that did not finish: {', '.join(unfinished)}")
         except JobCancelled as err:
             self._finish(job_id, st.CANCELLED, str(err))
         except Exception as err:
@@ -137,6 +141,9 @@ class Runner:
         else:
             self._finish(job_id, st.SUCCEEDED)
         return self.jobs.get(job_id)
+
+    def _unfinished_nodes(self, job_id: str) -> list[str]:
+        return [n.node_id for n in self.jobs.get(job_id).nodes if n.status != st.SUCCEEDED]
 
     def _finish(self, job_id: str, status: str, error: str | None = None) -> None:
         self.jobs.set_job_status(job_id, status, error)
