@@ -1,6 +1,5 @@
 """The HTTP API on embedded defaults (SQLite, local store, in-process queue), through FastAPI's TestClient."""
 
-import io
 import json
 import time
 from pathlib import Path
