@@ -396,20 +396,6 @@ def test_sde_sampler_draws_its_noise_from_the_generator():
 # ---- audio windows, audio scale, VAE names ------------------------------------------------------------------------
 
 
-def test_audio_scale_multiplies_each_blocks_audio_cross_attention_output_only_inside():
-    from spinbot.backends.talk.infinitetalk.pipeline import scaled_audio_attention
-
-    model = random_transformer()
-    attention = model.blocks[1].audio_cross_attn
-    x, audio = torch.randn(1, 3 * 4, 256), torch.randn(1, 3, 4, 32)
-    with torch.no_grad():
-        plain = attention(x, audio)
-        with scaled_audio_attention(model, 1.6):
-            scaled = attention(x, audio)
-        after = attention(x, audio)
-    assert torch.allclose(scaled, 1.6 * plain) and torch.equal(after, plain)
-
-
 def test_audio_windows_clamp_at_the_start_and_reverse_past_the_end():
     embedding = torch.arange(6.0)[:, None, None]  # frame i holds i
     windows = audio_windows(embedding, start=0, length=2)[..., 0, 0]

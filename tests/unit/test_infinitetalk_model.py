@@ -107,6 +107,21 @@ def test_audio_changes_the_output(reference: dict) -> None:
     assert error > 10 * FLOAT32_BOUND
 
 
+def test_audio_scale_weighs_the_audio_path(reference: dict) -> None:
+    """audio_scale multiplies every block's audio cross-attention output: at 0 the audio no longer matters."""
+    model = load_model([reference["path"]], reference["config"], prefix="weights.")
+    i = reference["inputs"]
+
+    def forward(audio: torch.Tensor, scale: float) -> torch.Tensor:
+        with torch.no_grad():
+            return model(i["x"][None], i["t"], i["context"][None], i["clip_fea"], i["y"][None], audio, scale)
+
+    silence = torch.zeros_like(i["audio"])
+    assert relative_error(forward(i["audio"], 1.0), reference["out"]) < FLOAT32_BOUND
+    assert torch.allclose(forward(i["audio"], 0.0), forward(silence, 0.0), atol=1e-6)
+    assert relative_error(forward(i["audio"], 1.6), reference["out"]) > 10 * FLOAT32_BOUND
+
+
 def test_missing_key_is_named(reference: dict, tmp_path: Path) -> None:
     weights = dict(reference["weights"])
     del weights["blocks.1.audio_cross_attn.kv_linear.weight"]

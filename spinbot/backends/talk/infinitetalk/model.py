@@ -260,14 +260,15 @@ class Block(nn.Module):
         self.norm_x = LayerNorm(dim, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+                image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor, audio_scale: float = 1.0
+                ) -> torch.Tensor:
         dtype = x.dtype
         # shift/scale/gate for attention and FFN, in float32 from the timestep embedding e [B, 6, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
         y = self.self_attn((self.norm1(x).float() * (1 + scale1) + shift1).to(dtype), rope)
         x = (x + y.float() * gate1).to(dtype)
         x = x + self.cross_attn(self.norm3(x), image, text)
-        x = x + self.audio_cross_attn(self.norm_x(x), audio)
+        x = x + self.audio_cross_attn(self.norm_x(x), audio) * audio_scale
         y = self.ffn((self.norm2(x).float() * (1 + scale2) + shift2).to(dtype))
         return (x + y.float() * gate2).to(dtype)
 
@@ -351,13 +352,14 @@ class InfiniteTalkModel(nn.Module):
         return names
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor,
-                y: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+                y: torch.Tensor, audio: torch.Tensor, audio_scale: float = 1.0) -> torch.Tensor:
         """One denoising prediction.
 
         x [B, 16, T, H, W] noisy latent; t [B] (or [1]) timesteps in [0, 1000]; context [B, L <= text_len,
         text_dim] text features, zero-padded here to text_len; clip_fea [B, 257, 1280]; y [B, 20, T, H, W] mask +
         image latent; audio [B, 1 + vae_scale*(T-1), audio_window, 12, 768] wav2vec2 windows per video frame,
-        one speaker. Returns the flow prediction [B, 16, T, H, W] in float32.
+        one speaker; audio_scale multiplies every block's audio cross-attention output (ComfyUI-WanVideoWrapper's
+        `audio_scale`; 1.0 is the official model). Returns the flow prediction [B, 16, T, H, W] in float32.
         """
         cfg, dtype = self.config, self.patch_embedding.weight.dtype
         tokens = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))
@@ -372,7 +374,7 @@ class InfiniteTalkModel(nn.Module):
         rope = rope_tables(cfg.head_dim, grid, tokens.device)
 
         for block in self.blocks:
-            tokens = block(tokens, e0, rope, image, text, audio_tokens)
+            tokens = block(tokens, e0, rope, image, text, audio_tokens, audio_scale)
         return self.unpatchify(self.head(tokens, e), grid)
 
     def _pad_text(self, context: torch.Tensor) -> torch.Tensor:

@@ -181,8 +181,7 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
         if on_step is not None:
             on_step(window.index, done, total)
 
-    with scaled_audio_attention(models.transformer, s.audio_scale):
-        return denoise(noise, sampler, s.guidance, predict, pin, report, state.generator)
+    return denoise(noise, sampler, s.guidance, predict, pin, report, state.generator)
 
 
 def predict_pass(model: InfiniteTalkModel, state: TalkState, name: str, latent: torch.Tensor, t: float,
@@ -191,7 +190,7 @@ def predict_pass(model: InfiniteTalkModel, state: TalkState, name: str, latent: 
     keep_text, keep_audio = PASSES[name]
     timestep = torch.tensor([t], device=latent.device, dtype=torch.float32)
     return model(latent, timestep, state.text[keep_text][None], state.clip, state.y,
-                 audio if keep_audio else torch.zeros_like(audio))
+                 audio if keep_audio else torch.zeros_like(audio), state.settings.audio_scale)
 
 
 def motion_latents(state: TalkState, window: Window) -> torch.Tensor:
@@ -200,22 +199,6 @@ def motion_latents(state: TalkState, window: Window) -> torch.Tensor:
     if state.motion is None:
         return state.y[:, MASK_CHANNELS:, :1].clone()
     return state.models.vae.encode(state.motion)
-
-
-@contextmanager
-def scaled_audio_attention(model: InfiniteTalkModel, scale: float) -> Iterator[None]:
-    """`audio_scale`, as ComfyUI-WanVideoWrapper applies it: every block adds audio_scale x its audio
-    cross-attention's output (x + x_a * audio_scale). model.py has no such argument: a forward hook scales it."""
-    if scale == 1.0:
-        yield
-        return
-    handles = [block.audio_cross_attn.register_forward_hook(lambda module, args, out: out * scale)
-               for block in model.blocks]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager
