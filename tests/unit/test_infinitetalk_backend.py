@@ -38,12 +38,11 @@ from spinbot.backends.talk.infinitetalk.sampler import (  # noqa: E402
     FlowSampler, Guidance, default_shift, denoise, shifted, sigma_schedule)
 from spinbot.backends.talk.infinitetalk.t5 import hf_to_wan  # noqa: E402
 from spinbot.backends.talk.infinitetalk.vae import load_vae, wan_name  # noqa: E402
-from spinbot.control.dispatch import TaskRequest, execute_task  # noqa: E402
 from spinbot.errors import BackendUnavailable  # noqa: E402
 from spinbot.media.audio import write_wav  # noqa: E402
 from spinbot.media.video import iter_frames  # noqa: E402
-from spinbot.storage.local import LocalStore  # noqa: E402
 from spinbot.tasks.talk import InfiniteTalkParams  # noqa: E402
+from tests.support.tasks import run_talk
 
 DEFAULTS = InfiniteTalkParams()
 TINY = InfiniteTalkConfig(dim=256, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32, text_dim=32,
@@ -176,22 +175,13 @@ def native(models_dir: Path, monkeypatch: pytest.MonkeyPatch, spinbot_env) -> Pa
     return models_dir
 
 
-def run_talk(folder: Path, inputs: tuple[Path, Path], **params):
-    image, audio = inputs
-    store = LocalStore(folder / "store")
-    store.upload(image, "inputs/" + image.name)
-    store.upload(audio, "inputs/" + audio.name)
-    request = TaskRequest(job_id="job1", node_id="infinite_talk", task="infinite_talk", params=params,
-                          artifacts={"source_image": "inputs/" + image.name, "audio": "inputs/" + audio.name})
-    out = execute_task(request, store, workdir_root=folder)
-    return out, store.path(out.artifacts["video"])
 
 
 # ---- the task through the backend --------------------------------------------------------------------------------
 
 
 def test_task_generates_a_multi_window_video_with_one_frame_per_frame_of_speech(native, inputs, tmp_path):
-    out, video = run_talk(tmp_path, inputs, **RUN)
+    out, video = run_talk(tmp_path, *inputs, **RUN)
     crop = out.meta["steps"][0]
     expected = round((crop["end_s"] - crop["start_s"]) * 25)
     frames = list(iter_frames(video))
@@ -252,7 +242,7 @@ def test_a_key_missing_from_a_checkpoint_is_named(native, inputs, tmp_path, monk
     monkeypatch.setenv("SPINBOT_MODELS_DIR", str(broken))
     reset_settings()
     with pytest.raises(CheckpointError) as err:
-        run_talk(tmp_path, inputs, **RUN)
+        run_talk(tmp_path, *inputs, **RUN)
     assert "missing 'blocks.1.audio_cross_attn.kv_linear.weight'" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -276,7 +266,7 @@ def test_a_missing_file_is_named_with_its_folder(native, inputs, tmp_path, monke
     monkeypatch.setenv("SPINBOT_MODELS_DIR", str(partial))
     reset_settings()
     with pytest.raises(BackendUnavailable) as err:
-        run_talk(tmp_path, inputs, **RUN)
+        run_talk(tmp_path, *inputs, **RUN)
     message = str(err.value)
     expected = partial / "clip_vision" / DEFAULTS.clip_vision_model
     assert f"clip_vision_model file {DEFAULTS.clip_vision_model} not found: looked for {expected}" in message

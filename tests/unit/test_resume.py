@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import get_settings
 from spinbot.state.db import get_engine
@@ -62,9 +64,9 @@ def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path,
     assert stored == sorted(a["key"] for a in done.artifacts)
 
 
-def test_a_node_recorded_before_its_checkpoint_was_written_is_not_run_again(tmp_path: Path, spinbot_env,
-                                                                            monkeypatch):
-    """A kill can land after a node's result is recorded but before LangGraph's checkpoint of that step."""
+@pytest.fixture
+def small_job(tmp_path: Path, spinbot_env, monkeypatch):
+    """An in-process runner and a short job of the seed pipeline (small frames, a one-line script)."""
     from spinbot.control.runner import Runner
     from spinbot.settings import reset_settings
 
@@ -73,6 +75,12 @@ def test_a_node_recorded_before_its_checkpoint_was_written_is_not_run_again(tmp_
     runner = Runner()
     job_id = runner.create_job("f5tts_infinitetalk", "resume", portrait_path(tmp_path), voice_path(), "x",
                                {"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}})
+    return runner, job_id
+
+
+def test_a_node_recorded_before_its_checkpoint_was_written_is_not_run_again(small_job):
+    """A kill can land after a node's result is recorded but before LangGraph's checkpoint of that step."""
+    runner, job_id = small_job
     runner.run_node(job_id, "script", {})  # recorded in the database; no checkpoint exists yet
     done = runner.run(job_id)
     assert done.status == "succeeded", done.error
@@ -80,18 +88,11 @@ def test_a_node_recorded_before_its_checkpoint_was_written_is_not_run_again(tmp_
     assert runner.final_artifact(done).endswith("upscale_video/upscaled.mp4")
 
 
-def test_a_checkpoint_ahead_of_the_records_never_reports_unfinished_nodes_as_done(tmp_path: Path, spinbot_env,
-                                                                                  monkeypatch):
+def test_a_checkpoint_ahead_of_the_records_never_reports_unfinished_nodes_as_done(small_job):
     """If the graph's checkpoint says "finished" while a node's record does not, that node runs again."""
-    from spinbot.control.runner import Runner
-    from spinbot.settings import reset_settings
     from spinbot.state import store as st
 
-    monkeypatch.setenv("SPINBOT_TALK_MAX_PIXELS", str(128 * 128))
-    reset_settings()
-    runner = Runner()
-    job_id = runner.create_job("f5tts_infinitetalk", "resume", portrait_path(tmp_path), voice_path(), "x",
-                               {"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}})
+    runner, job_id = small_job
     assert runner.run(job_id).status == "succeeded"
     runner.jobs.node_status(job_id, "upscale_video", st.PENDING)  # its result never made it to the database
     runner.jobs.set_job_status(job_id, st.FAILED, "interrupted")

@@ -10,7 +10,6 @@ import pytest
 
 from spinbot.backends.talk.animator import AnimatorBackend, blinks, motion_tracks, mouth_opening
 from spinbot.backends.talk.base import SpeechTrack
-from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.errors import InputError, ParamsError
 from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.faces import detect_faces
@@ -18,19 +17,11 @@ from spinbot.media.features import frame_features, normalize_loudness, speech_bo
 from spinbot.media.image import load_image
 from spinbot.media.video import iter_frames, probe, read_audio
 from spinbot.samples import portrait_path, voice_path
-from spinbot.storage.local import LocalStore
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.windows import plan_windows
+from tests.support.tasks import run_talk
 
 
-def run_talk(folder: Path, image: Path, audio: Path, **params):
-    store = LocalStore(folder / "store")
-    store.upload(image, "inputs/" + image.name)
-    store.upload(audio, "inputs/" + audio.name)
-    request = TaskRequest(job_id="job1", node_id="infinite_talk", task="infinite_talk", params=params,
-                          artifacts={"source_image": "inputs/" + image.name, "audio": "inputs/" + audio.name})
-    out = execute_task(request, store, workdir_root=folder)
-    return out, store.path(out.artifacts["video"])
 
 
 def cropped_duration(meta: dict) -> float:
