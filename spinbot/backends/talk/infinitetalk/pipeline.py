@@ -72,7 +72,7 @@ class TalkState:
     settings: Settings
     models: Models
     image: torch.Tensor  # [1, 3, H, W] in [-1, 1]
-    colors: tuple[np.ndarray, np.ndarray]  # the portrait's Lab statistics
+    colors: tuple[torch.Tensor, torch.Tensor]  # the portrait's Lab statistics
     text: dict[bool, torch.Tensor]  # with the prompt (True) or the negative prompt (False): [tokens, text_dim]
     clip: torch.Tensor  # [1, 257, 1280]
     audio: torch.Tensor  # [frames, 12, 768]
@@ -119,8 +119,9 @@ def prepare(models: Models, image: np.ndarray, speech: SpeechTrack, params: Any,
             clip = models.clip(portrait)
         audio = models.audio(resample(speech.audio, speech.sample_rate, SAMPLE_RATE), speech.frames)
         y = image_condition(models, portrait, settings.generated)
+        colors = reference_stats((portrait[0].permute(1, 2, 0) + 1.0) / 2.0)
     generator = torch.Generator("cpu").manual_seed(settings.seed)  # CPU noise: the same on every device
-    return TalkState(settings, models, portrait, reference_stats(image / 255.0), text, clip, audio, y,
+    return TalkState(settings, models, portrait, colors, text, clip, audio, y,
                      generator=generator, warnings=stride_warnings(settings))
 
 
@@ -149,13 +150,12 @@ def render(state: TalkState, window: Window, on_step: StepReport | None = None) 
     with torch.inference_mode():
         latent = sample_window(state, window, on_step)
         video = state.models.vae.decode(latent)  # [1, 3, G, H, W]
-        frames = match_colors(((video[0].permute(1, 2, 3, 0) + 1.0) / 2.0).cpu().numpy(), state.colors,
-                              s.color_strength)
+        frames = match_colors((video[0].permute(1, 2, 3, 0).float() + 1.0) / 2.0, state.colors, s.color_strength)
         tail = frames[s.window - s.motion:s.window]  # output frames [window.end - M, window.end)
-        state.motion = torch.from_numpy(tail * 2.0 - 1.0).float().permute(3, 0, 1, 2)[None].to(latent.device)
+        state.motion = (tail * 2.0 - 1.0).permute(3, 0, 1, 2)[None].contiguous()
+        out = (frames[window.keep] * 255.0).round_().to(torch.uint8).cpu().numpy()
     state.window_seconds.append(time.perf_counter() - started)
     log.info("infinite_talk window %d: %.1f s", window.index, state.window_seconds[-1])
-    out = np.clip(np.rint(frames[window.keep] * 255.0), 0, 255).astype(np.uint8)
     yield from out
 
 
