@@ -175,12 +175,6 @@ def inputs(cfg: InfiniteTalkConfig, size: tuple[int, int], batch: int, device: t
             "audio": rand(batch, FRAMES, cfg.audio_window, WAV2VEC_LAYERS, WAV2VEC_DIM)}
 
 
-def compile_blocks(model: InfiniteTalkModel) -> None:
-    """torch.compile each block in place; the blocks share one graph (parameters are inputs to it)."""
-    for block in model.blocks:
-        block.compile(dynamic=False)
-
-
 # ---- the official model -----------------------------------------------------------------------------------------
 
 
@@ -400,7 +394,7 @@ def bench_size(label: str, model, official, cfg, device, args, vae, out: dict) -
     if args.compile:
         compiled_before = out.get("compiled", False)
         if not compiled_before:
-            compile_blocks(model)
+            model.compile_blocks()
             out["compiled"] = True
         started = time.perf_counter()
         with torch.inference_mode():

@@ -10,7 +10,10 @@ from spinbot.settings import get_settings
 
 # task -> backend name -> "module:factory"; a name that is missing here is not implemented yet.
 _BACKENDS: dict[str, dict[str, str]] = {
-    "f5_to_tts": {"lite": "spinbot.backends.tts.espeak:EspeakBackend"},
+    "f5_to_tts": {
+        "lite": "spinbot.backends.tts.espeak:EspeakBackend",
+        "native": "spinbot.backends.tts.f5.backend:NativeF5Backend",
+    },
     "infinite_talk": {
         "lite": "spinbot.backends.talk.animator:AnimatorBackend",
         "native": "spinbot.backends.talk.infinitetalk.backend:NativeTalkBackend",
@@ -22,9 +25,7 @@ _BACKENDS: dict[str, dict[str, str]] = {
 }
 
 _SETTING_FOR_TASK = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
-_PLANNED = {
-    ("f5_to_tts", "native"): "the F5-TTS backend (spinbot[gpu], F5TTS_v1_Base in SPINBOT_MODELS_DIR/F5-TTS)",
-}
+_PLANNED: dict[tuple[str, str], str] = {}
 
 
 def backend_name(task: str) -> str:

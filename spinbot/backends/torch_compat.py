@@ -1,43 +1,18 @@
-"""Make torchvision importable on machines whose torchvision wheel does not fit their torch.
+"""Import torchvision where the native backends need it imported first (spandrel, transformers, diffusers).
 
-spandrel imports torchvision, and transformers (and diffusers through it) import it whenever it is installed. The PyPI torchvision wheel is
-built against the CUDA torch: beside the CPU torch wheel (this project's CI and development machines) its compiled
-ops fail to load, and torchvision 0.28's import then fails registering a fake kernel for `torchvision::nms`, which
-makes every transformers model class unimportable. Declaring that op's schema first lets the import go through;
-torchvision's ops stay unavailable, and nothing here needs them. On a GPU host with a matching torchvision this is
-a no-op. (The upscale backend carries the same workaround for spandrel.)
+Until the gpu extra pinned matched builds, the PyPI torchvision (a CUDA build) sat beside a CPU torch, its compiled
+ops failed to load and its import had to be rescued by declaring the missing `torchvision::nms` schema. With torch
+2.14.1 and torchvision 0.29.1 (both PyPI's CUDA 13 builds, which run on the CPU too) the import simply works, so
+this is now a plain import; the callers keep calling it, so an environment that pairs mismatched builds again fails
+here, at one place, with torchvision's own error.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import threading
-
-import torch
-
-_lock = threading.Lock()
-_library: torch.library.Library | None = None  # kept alive: the declared schemas live as long as this object
-
 
 def ensure_torchvision_importable() -> None:
-    """Import torchvision once, declaring its missing ops if its compiled part does not load."""
-    global _library
-    with _lock:
-        try:
-            import torchvision  # noqa: F401
-            return
-        except ImportError:
-            return  # not installed: transformers does not try to use it
-        except RuntimeError as err:
-            if "torchvision::" not in str(err):
-                raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]  # the failed import left half-initialised modules behind
-        _library = torch.library.Library("torchvision", "FRAGMENT")
-        for op in ("nms", "qnms"):
-            try:
-                _library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            except RuntimeError:
-                pass  # declared already
-        importlib.import_module("torchvision")
+    """Import torchvision if it is installed (transformers imports it whenever it is)."""
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass  # not installed: transformers does not try to use it

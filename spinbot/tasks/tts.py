@@ -3,7 +3,9 @@
 The seed's workflow: F5TTSNode.generate_speech -> resample & normalize -> WAV artifact. Here the workflow is the
 task's own and shared by every backend: the text is split into sentence chunks, the backend speaks each chunk in
 the narrator's voice, the chunks are joined with an equal-power cross-fade, resampled to 24 kHz mono, normalized to
-target_rms under a peak limiter and written as a WAV artifact.
+target_rms under a peak limiter and written as a WAV artifact. A backend whose model has its own long-text inference
+(the native F5-TTS backend: spinbot.backends.tts.base.ScriptSpeaker) plans, speaks and joins the chunks itself; its
+chunk plan goes into the node output the same way, and the task still resamples and normalizes.
 """
 
 from __future__ import annotations
@@ -160,10 +162,15 @@ def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
 
     text = _script_text(ctx)
     backend = get_backend("f5_to_tts")
-    chunks = plan_chunks(text, backend.max_chunk_chars)
     voice = backend.prepare(_reference(ctx, params), params)
-    pieces = _speak(ctx, backend, voice, chunks, params)
-    joined, joins = crossfade_concat(pieces, backend.sample_rate, params.cross_fade_duration)
+    if hasattr(backend, "speak_script"):  # the model's own chunk plan and joins (F5-TTS)
+        spoken = backend.speak_script(text, voice, params, lambda f, m: ctx.progress(0.95 * f, m))
+        joined, joins, chunk_plan = spoken.audio, spoken.joins, spoken.chunks
+    else:
+        chunks = plan_chunks(text, backend.max_chunk_chars)
+        pieces = _speak(ctx, backend, voice, chunks, params)
+        joined, joins = crossfade_concat(pieces, backend.sample_rate, params.cross_fade_duration)
+        chunk_plan = [{"text": c.text, "pause_after": c.pause_after} for c in chunks]
     ctx.progress(0.95, "resampling and normalizing")
     audio = resample(joined, backend.sample_rate, OUTPUT_RATE)
     audio = normalize_rms(audio, OUTPUT_RATE, params.target_rms, PEAK_CEILING)
@@ -175,7 +182,7 @@ def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
         "honoured_params": sorted(honoured),
         "ignored_params": ignored_params(params, set(honoured)),
         **voice.as_meta(),
-        "chunks": [{"text": c.text, "pause_after": c.pause_after} for c in chunks],
+        "chunks": chunk_plan,
         "joins_s": [round(j / backend.sample_rate, 3) for j in joins],
         **_level_meta(audio, params.target_rms),
     }

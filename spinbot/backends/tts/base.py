@@ -1,13 +1,14 @@
 """The speech backend interface shared by the lite (espeak-ng) and native (F5-TTS) backends.
 
 The task owns the workflow (reference, chunking, joining, resampling, levels); a backend only turns one chunk of
-text into speech in the reference's voice.
+text into speech in the reference's voice. A backend whose model has its own long-text inference (ScriptSpeaker)
+speaks the whole script instead, with its own chunk plan and joins; the task still resamples and sets the levels.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -41,3 +42,21 @@ class SpeechBackend(Protocol):
 
     def synthesize(self, text: str, voice: Voice, params: Any) -> np.ndarray:
         """One chunk of text as float32 mono audio at sample_rate; the same inputs and seed give the same samples."""
+
+
+@dataclass(frozen=True)
+class SpokenScript:
+    """A whole script spoken by a backend that chunks and joins as its model's own inference does."""
+
+    audio: np.ndarray  # float32 mono at the backend's sample_rate, chunks joined
+    chunks: list[dict[str, Any]]  # the chunk plan, for the node output (at least each chunk's "text")
+    joins: list[int]  # sample where each join is centred
+
+
+class ScriptSpeaker(SpeechBackend, Protocol):
+    """A SpeechBackend that speaks a whole script itself (F5-TTS: its own chunk plan from the reference's speaking
+    rate, chunks batched through the model, its own cross-fade). The task then only resamples and sets levels."""
+
+    def speak_script(self, text: str, voice: Voice, params: Any,
+                     progress: Callable[[float, str], None]) -> SpokenScript:
+        """The script as one waveform; progress(fraction, message) as it goes."""

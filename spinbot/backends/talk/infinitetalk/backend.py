@@ -40,6 +40,7 @@ class NativeTalkConfig:
     seed: int = 290381  # InfiniteTalkParams has no seed yet; a params field `seed` takes precedence
     lora_strength: float = 1.0  # ComfyUI's default for the distillation LoRA; no param names it
     color_strength: float = 1.0  # the official default for the per-window Lab colour transfer
+    compile: bool = True  # on CUDA, torch.compile the transformer's blocks (InfiniteTalkModel.compile_blocks)
 
 
 DEFAULT_CONFIG = NativeTalkConfig()
@@ -63,6 +64,8 @@ class NativeTalkBackend:
         settings = pipeline.settings_from(params, image.shape, self.config.seed, self.config.color_strength)
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         models = load_models(params, self._models_dir(), Precision.for_device(device), self.config.lora_strength)
+        if device.type == "cuda" and self.config.compile:
+            models.transformer.compile_blocks()
         return pipeline.prepare(models, image, speech, params, settings)
 
     def render_window(self, state: pipeline.TalkState, window: Window) -> Iterator[np.ndarray]:

@@ -1,0 +1,199 @@
+"""Find the F5-TTS files in SPINBOT_MODELS_DIR and load them, kept in the worker's model cache between jobs.
+
+Layout (docs/models.md), for the `model` param NAME (default F5TTS_v1_Base):
+  F5-TTS/NAME/model_<step>.safetensors   (or .pt; the highest step wins) the official checkpoint
+  F5-TTS/NAME/vocab.txt                  the tokenizer's vocabulary
+  F5-TTS/NAME/config.yaml                optional: the package's config format (model.backbone, model.arch,
+                                         model.mel_spec); without it, the package's own f5_tts/configs/NAME.yaml
+  F5-TTS/vocos-mel-24khz/config.yaml + pytorch_model.bin   the Vocos vocoder (charactr/vocos-mel-24khz)
+Every file is checked before any is read; nothing is fetched from a hub.
+
+The model is built from the package's own classes (f5_tts.model.CFM around its backbone, e.g. DiT) and loaded the
+way f5_tts.infer.utils_infer.load_checkpoint loads it (EMA weights, `ema_model.` prefix, .pt or .safetensors).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib.resources import files as package_files
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+
+from spinbot.backends.tts.f5.attention import use_key_padding_attention
+from spinbot.errors import BackendUnavailable
+
+T = TypeVar("T")
+
+FOLDER = "F5-TTS"
+VOCODER = "vocos-mel-24khz"
+# Keys of old checkpoints that the current MelSpec no longer has (utils_infer.load_checkpoint drops them too).
+STALE_KEYS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window")
+
+
+@dataclass(frozen=True)
+class F5Files:
+    checkpoint: Path
+    vocab: Path
+    config: Path  # beside the checkpoint, or the package's own
+    vocoder: Path  # folder with config.yaml and pytorch_model.bin
+
+
+@dataclass
+class F5Models:
+    cfm: Any  # f5_tts.model.CFM: transformer in `dtype`, mel spectrogram in float32
+    vocoder: Any  # vocos.Vocos, float32
+    device: torch.device
+    dtype: torch.dtype
+    files: F5Files
+    mel: dict[str, Any]  # the config's mel_spec section (sample rate, hop length, ...)
+
+
+def _missing(what: str, name: str, folder: Path, models_dir: Path) -> BackendUnavailable:
+    return BackendUnavailable(f"f5_to_tts native: {what} {name} not found in {folder} "
+                              f"(SPINBOT_MODELS_DIR={models_dir})")
+
+
+def find_checkpoint(folder: Path, models_dir: Path) -> Path:
+    """model_<step>.safetensors or .pt with the highest step (safetensors first on a tie)."""
+    found = [p for p in folder.glob("model_*") if p.suffix in (".safetensors", ".pt") and p.is_file()]
+    if not found:
+        raise _missing("checkpoint", "model_*.safetensors (or .pt)", folder, models_dir)
+
+    def rank(p: Path) -> tuple[int, int]:
+        step = re.fullmatch(r"model_(\d+)", p.stem)
+        return (int(step.group(1)) if step else -1, p.suffix == ".safetensors")
+
+    return max(found, key=rank)
+
+
+def resolve_files(model: str, models_dir: Path) -> F5Files:
+    folder = models_dir / FOLDER / model
+    checkpoint = find_checkpoint(folder, models_dir)
+    vocab = folder / "vocab.txt"
+    if not vocab.is_file():
+        raise _missing("vocabulary", "vocab.txt", folder, models_dir)
+    config = folder / "config.yaml"
+    if not config.is_file():
+        config = Path(str(package_files("f5_tts").joinpath(f"configs/{model}.yaml")))
+        if not config.is_file():
+            raise BackendUnavailable(f"f5_to_tts native: no config.yaml in {folder} and f5-tts has no built-in "
+                                     f"config for model '{model}'")
+    vocoder = models_dir / FOLDER / VOCODER
+    for name in ("config.yaml", "pytorch_model.bin"):
+        if not (vocoder / name).is_file():
+            raise _missing("vocoder file", name, vocoder, models_dir)
+    return F5Files(checkpoint, vocab, config, vocoder)
+
+
+def model_config(path: Path) -> dict[str, Any]:
+    """The `model` section of an f5-tts config (backbone, arch, mel_spec), as plain dicts."""
+    import yaml
+
+    config = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+    missing = [k for k in ("backbone", "arch", "mel_spec") if k not in config]
+    if missing:
+        raise BackendUnavailable(f"f5_to_tts native: {path} lacks model.{', model.'.join(missing)}")
+    if config["mel_spec"].get("mel_spec_type", "vocos") != "vocos":
+        raise BackendUnavailable(f"f5_to_tts native: {path} wants the {config['mel_spec']['mel_spec_type']} "
+                                 "vocoder; only Vocos is supported")
+    return config
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """float32 on the CPU (its half-precision kernels are slow); float16 on CUDA, as the package itself does.
+    Not bfloat16: CFM.sample builds its time grid in the conditioning's dtype, and bfloat16's 8-bit mantissa
+    merges neighbouring steps near t = 1 (torchdiffeq then refuses the grid: "t must be strictly increasing")."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+# torch.compile mode for the DiT blocks on CUDA (None: eager). The blocks are small (dim 1024) and many (22 x 2
+# passes x 32 steps), so kernel launches, not FLOPs, bound the eager model; Inductor fuses the element-wise work
+# around each matmul. dynamic=True: every job has its own length, which must not trigger a recompile.
+COMPILE_MODE: str | None = "default"
+
+
+def compile_blocks(transformer: Any, mode: str | None) -> None:
+    if mode is None:
+        return
+    for block in transformer.transformer_blocks:
+        block.compile(mode=mode, dynamic=True)
+
+
+def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The EMA weights without their `ema_model.` prefix, as utils_infer.load_checkpoint reads them."""
+    if checkpoint.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        ema = load_file(str(checkpoint), device="cpu")
+    else:
+        ema = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        ema = ema.get("ema_model_state_dict", ema)
+    state = {k.replace("ema_model.", "", 1): v for k, v in ema.items() if k not in ("initted", "step")}
+    for key in STALE_KEYS:
+        state.pop(key, None)
+    return state
+
+
+def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
+    import f5_tts.model as f5_model
+    from f5_tts.model import CFM
+    from f5_tts.model.utils import get_tokenizer
+
+    config = model_config(files.config)
+    backbone = getattr(f5_model, config["backbone"], None)
+    if backbone is None:
+        raise BackendUnavailable(f"f5_to_tts native: {files.config} names backbone {config['backbone']!r}, "
+                                 "which f5_tts.model does not have")
+    vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
+    mel = dict(config["mel_spec"])
+    mel_kwargs = {k: mel[k] for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate",
+                                      "mel_spec_type")}
+    transformer = backbone(**config["arch"], text_num_embeds=vocab_size, mel_dim=mel["n_mel_channels"])
+    cfm = CFM(transformer=transformer, mel_spec_kwargs=mel_kwargs, odeint_kwargs={"method": "euler"},
+              vocab_char_map=vocab_char_map)
+    try:
+        cfm.load_state_dict(read_state(files.checkpoint))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise BackendUnavailable(f"f5_to_tts native: {files.checkpoint} does not fit {files.config}: "
+                                 f"{first}") from None
+    use_key_padding_attention(cfm.transformer)  # batches of chunks: padding masked (attention.py)
+    # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
+    cfm.transformer.to(device=device, dtype=dtype)
+    if device.type == "cuda":
+        compile_blocks(cfm.transformer, COMPILE_MODE)
+    return cfm.to(device).eval(), mel
+
+
+def load_vocoder(folder: Path, device: torch.device) -> Any:
+    """Vocos from config.yaml + pytorch_model.bin, the local branch of utils_infer.load_vocoder."""
+    from vocos import Vocos
+
+    vocoder = Vocos.from_hparams(str(folder / "config.yaml"))
+    state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    try:
+        vocoder.load_state_dict(state)
+    except RuntimeError as err:
+        raise BackendUnavailable(f"f5_to_tts native: {folder / 'pytorch_model.bin'} does not fit "
+                                 f"{folder / 'config.yaml'}: {str(err).splitlines()[0]}") from None
+    return vocoder.eval().to(device)
+
+
+def cached(role: str, path: Path, tag: str, load: Callable[[], T], size: int | None = None) -> T:
+    """The worker's model cache (shared with the other backends), keyed by the file, the role and everything that
+    changes the loaded weights (device, dtype, vocabulary, config)."""
+    from spinbot.worker.model_cache import get_model_cache
+
+    return get_model_cache().get(path, f"f5tts-{role}:{tag}", load, size=size)
+
+
+def load_models(model: str, models_dir: Path, device: torch.device) -> F5Models:
+    files = resolve_files(model, models_dir)
+    dtype = compute_dtype(device)
+    cfm, mel = cached("cfm", files.checkpoint, f"{device}:{dtype}:{files.vocab}:{files.config}",
+                      lambda: build_cfm(files, device, dtype))
+    vocoder = cached("vocos", files.vocoder, f"{device}:float32", lambda: load_vocoder(files.vocoder, device))
+    return F5Models(cfm, vocoder, device, dtype, files, mel)

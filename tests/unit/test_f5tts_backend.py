@@ -1,0 +1,271 @@
+"""The native f5_to_tts backend end to end on a tiny F5-TTS (CPU, CI).
+
+The checkpoint is the real format: the package's own CFM around its DiT (same classes, same key names, the
+`ema_model.` prefix of the official EMA checkpoints) at tiny sizes with random weights, described by a config.yaml
+of the package's format beside it, with the package's vocab.txt; the vocoder is a tiny vocos.Vocos saved as
+config.yaml + pytorch_model.bin. All in a temporary SPINBOT_MODELS_DIR in the layout of docs/models.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib.resources import files as package_files
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from tests.conftest import in_ci
+
+if in_ci():
+    import torch  # CI installs the gpu extra: its absence is a failure there, not a skip
+else:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("f5_tts")
+    pytest.importorskip("vocos")
+
+from safetensors.torch import save_file  # noqa: E402
+
+from spinbot.backends.tts.base import Reference  # noqa: E402
+from spinbot.backends.tts.f5 import backend as f5  # noqa: E402
+from spinbot.backends.tts.f5.loading import load_models  # noqa: E402
+from spinbot.control.dispatch import TaskRequest, execute_task  # noqa: E402
+from spinbot.errors import BackendUnavailable, TaskFailed  # noqa: E402
+from spinbot.media.audio import load_audio, rms  # noqa: E402
+from spinbot.samples import BECKETT_TRANSCRIPT, voice_path  # noqa: E402
+from spinbot.storage.local import LocalStore  # noqa: E402
+from spinbot.tasks.tts import TextToSpeechParams  # noqa: E402
+from spinbot.worker.model_cache import get_model_cache  # noqa: E402
+
+VOICE_KEY = "jobs/job1/inputs/narrator_voice.wav"
+SHORT = "Every expert was once a beginner."
+LONG = (SHORT + " Failure is not the opposite of learning, it is part of it. Each mistake shows you something the "
+        "book could not, so try again, and fail a little better each time.")
+TINY_ARCH = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2, "text_dim": 16, "text_mask_padding": True,
+             "qk_norm": None, "conv_layers": 1, "pe_attn_head": None, "attn_backend": "torch",
+             "attn_mask_enabled": False, "checkpoint_activations": False}
+MEL = {"target_sample_rate": 24000, "n_mel_channels": 100, "hop_length": 256, "win_length": 1024, "n_fft": 1024,
+       "mel_spec_type": "vocos"}
+VOCOS = {
+    "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+                          "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
+                                        "padding": "center"}},
+    "backbone": {"class_path": "vocos.models.VocosBackbone",
+                 "init_args": {"input_channels": 100, "dim": 32, "intermediate_dim": 64, "num_layers": 1}},
+    "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {"dim": 32, "n_fft": 1024, "hop_length": 256,
+                                                                 "padding": "same"}},
+}
+RUN = {"device": "cpu", "nfe_step": 2}
+
+
+# ---- tiny models in the official formats -------------------------------------------------------------------------
+
+
+def tiny_cfm(vocab: Path):
+    from f5_tts.model import CFM, DiT
+    from f5_tts.model.utils import get_tokenizer
+
+    torch.manual_seed(0)
+    vocab_map, vocab_size = get_tokenizer(str(vocab), "custom")
+    mel_kwargs = {k: MEL[k] for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate",
+                                      "mel_spec_type")}
+    cfm = CFM(transformer=DiT(**TINY_ARCH, text_num_embeds=vocab_size, mel_dim=100), mel_spec_kwargs=mel_kwargs,
+              vocab_char_map=vocab_map)
+    with torch.no_grad():
+        for p in cfm.parameters():
+            p.normal_(0.0, 0.1)  # the zero-initialised output and modulations too, so every path is live
+    return cfm
+
+
+def write_models(models: Path, fmt: str = "safetensors") -> Path:
+    folder = models / "F5-TTS" / "F5TTS_v1_Base"
+    folder.mkdir(parents=True)
+    shutil.copy(str(package_files("f5_tts").joinpath("infer/examples/vocab.txt")), folder / "vocab.txt")
+    config = {"model": {"name": "tiny", "backbone": "DiT", "arch": TINY_ARCH, "mel_spec": MEL}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    # The official EMA checkpoint: every key under `ema_model.`, plus the EMA wrapper's own counters.
+    ema = {f"ema_model.{k}": v.contiguous() for k, v in tiny_cfm(folder / "vocab.txt").state_dict().items()}
+    if fmt == "safetensors":
+        save_file(ema, str(folder / "model_1250000.safetensors"))
+    else:
+        ema.update({"initted": torch.tensor(True), "step": torch.tensor(1)})
+        torch.save({"ema_model_state_dict": ema}, folder / "model_1250000.pt")
+    write_vocoder(models / "F5-TTS" / "vocos-mel-24khz")
+    return models
+
+
+def write_vocoder(folder: Path) -> None:
+    from vocos import Vocos
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(VOCOS))
+    torch.manual_seed(1)
+    vocoder = Vocos.from_hparams(str(folder / "config.yaml"))
+    torch.save(vocoder.state_dict(), folder / "pytorch_model.bin")
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return write_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def native(monkeypatch, spinbot_env, models_dir) -> Path:
+    monkeypatch.setenv("SPINBOT_TTS_BACKEND", "native")
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_dir))
+    from spinbot.settings import reset_settings
+
+    reset_settings()
+    return models_dir
+
+
+def speak(folder: Path, text: str = SHORT, **params):
+    """The f5_to_tts task as the worker runs it; returns the WAV's samples, rate and the node output."""
+    store = LocalStore(folder / "store")
+    store.upload(voice_path(), VOICE_KEY)
+    request = TaskRequest(job_id="job1", node_id="f5_to_tts", task="f5_to_tts", params={**RUN, **params},
+                          values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
+                          artifacts={"narrator_voice": VOICE_KEY})
+    out = execute_task(request, store, workdir_root=folder, report=lambda f, m: None)
+    audio, sr = sf.read(store.path(out.artifacts["audio"]), dtype="float32")
+    return audio, sr, out
+
+
+# ---- the task end to end ------------------------------------------------------------------------------------------
+
+
+def test_wav_rate_level_and_the_unused_temperature_are_reported(native, tmp_path):
+    audio, sr, out = speak(tmp_path, target_rms=0.05, temperature=0.3)
+    info = sf.info(tmp_path / "store" / out.artifacts["audio"])
+    assert (info.samplerate, info.channels, sr) == (24000, 1, 24000)
+    assert rms(audio) == pytest.approx(0.05, rel=0.05)
+    assert out.meta["backend"] == "native"
+    assert out.meta["ignored_params"] == {"temperature": 0.3}
+    assert "temperature" not in out.meta["honoured_params"] and "nfe_step" in out.meta["honoured_params"]
+    assert any(n.startswith("temperature:") for n in out.meta["notes"])
+
+
+def test_length_follows_the_reference_rate_and_grows_with_text_and_one_over_speed(native, tmp_path):
+    short, _, out = speak(tmp_path / "a", SHORT)
+    long, _, long_out = speak(tmp_path / "b", LONG)
+    slow, _, _ = speak(tmp_path / "c", SHORT, speed=0.5)
+    ref_audio, ref_sr = load_audio(voice_path())
+    voice = f5.prepare_reference(Reference(ref_audio, ref_sr, BECKETT_TRANSCRIPT), 0.1, 1.0)
+    # F5's duration rule: reference frames per byte of its transcript x the chunk's bytes / speed.
+    expected = int(len(voice.audio) // 256 / len(voice.text.encode()) * len(SHORT.encode())) * 256
+    assert len(short) == pytest.approx(expected, abs=256 * 2)
+    assert len(slow) == pytest.approx(2 * len(short), rel=0.02)
+    assert len(long) > 3 * len(short)
+    assert [c["text"] for c in out.meta["chunks"]] == [SHORT]
+    assert len(long_out.meta["chunks"]) >= 2  # the Beckett voice is slow: about 90 characters per chunk
+    assert " ".join(c["text"] for c in long_out.meta["chunks"]) == LONG
+    assert long_out.meta["chunking"]["max_chars"] == voice.max_chars
+
+
+def test_same_seed_same_samples_other_seed_other_samples(native, tmp_path):
+    first, _, _ = speak(tmp_path / "a", seed=7)
+    again, _, _ = speak(tmp_path / "b", seed=7)
+    other, _, _ = speak(tmp_path / "c", seed=8)
+    np.testing.assert_array_equal(first, again)
+    assert len(other) == len(first)
+    assert np.abs(other - first).mean() > 0.01 * np.abs(first).mean()
+
+
+def test_nfe_step_and_cfg_strength_change_the_speech(native, tmp_path):
+    base, _, _ = speak(tmp_path / "a")
+    steps, _, _ = speak(tmp_path / "b", nfe_step=3)
+    cfg, _, _ = speak(tmp_path / "c", cfg_strength=0.0)
+    assert not np.array_equal(base, steps) and not np.array_equal(base, cfg)
+
+
+def test_the_model_stays_loaded_between_jobs(native, tmp_path):
+    speak(tmp_path / "a")
+    cache = get_model_cache()
+    hits = cache.hits
+    speak(tmp_path / "b")
+    assert cache.hits == hits + 2  # the CFM and the vocoder
+    assert any(key[1].startswith("f5tts-cfm:cpu:torch.float32") for key in cache.keys())
+
+
+# ---- pieces -------------------------------------------------------------------------------------------------------
+
+
+def test_a_chunk_comes_out_the_same_alone_or_in_a_batch(native):
+    ref_audio, ref_sr = load_audio(voice_path())
+    voice = f5.prepare_reference(Reference(ref_audio, ref_sr, BECKETT_TRANSCRIPT), 0.1, 1.0)
+    chunks = f5.plan(LONG, voice, 1.0, 256)
+    models = load_models("F5TTS_v1_Base", native, torch.device("cpu"))
+    params = TextToSpeechParams(**RUN)
+    with torch.inference_mode():
+        cond = f5.reference_mel(models, voice)
+        together = f5.sample_batch(models, cond, voice, chunks, params)
+        alone = [f5.sample_batch(models, cond, voice, [c], params)[0] for c in chunks]
+    assert len({c.frames for c in chunks}) > 1  # different lengths: the batch is padded
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_the_pt_checkpoint_loads_to_the_same_weights(tmp_path):
+    pt = write_models(tmp_path / "pt", fmt="pt")
+    st = write_models(tmp_path / "st")
+    a = load_models("F5TTS_v1_Base", pt, torch.device("cpu")).cfm.state_dict()
+    b = load_models("F5TTS_v1_Base", st, torch.device("cpu")).cfm.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_reference_text_gets_the_package_endings():
+    assert f5.f5_ref_text("Fail better") == "Fail better. "
+    assert f5.f5_ref_text("Fail better.") == "Fail better. "
+    assert f5.f5_ref_text("再试一次。") == "再试一次。"
+
+
+def test_the_linear_cross_fade_overlaps_by_the_fade():
+    a, b = np.ones(1000, np.float32), np.ones(800, np.float32)
+    out, joins = f5.crossfade_linear([a, b], 100)
+    assert len(out) == 1700 and joins == [950]
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)  # linear fades of equal signals sum to the signal
+
+
+# ---- errors: one line naming the file and the folder ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing, named", [
+    ("F5TTS_v1_Base/model_1250000.safetensors", "model_*.safetensors (or .pt)"),
+    ("F5TTS_v1_Base/vocab.txt", "vocab.txt"),
+    ("vocos-mel-24khz/pytorch_model.bin", "pytorch_model.bin"),
+])
+def test_a_missing_file_fails_with_one_line_naming_it(native, tmp_path, monkeypatch, missing, named):
+    partial = tmp_path / "partial"
+    shutil.copytree(native, partial)
+    (partial / "F5-TTS" / missing).unlink()
+    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(partial))
+    from spinbot.settings import reset_settings
+
+    reset_settings()
+    with pytest.raises((BackendUnavailable, TaskFailed)) as err:
+        speak(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert named in message and str((partial / "F5-TTS" / missing).parent) in message
+
+
+def test_cuda_on_a_machine_without_one_says_so(native, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises((BackendUnavailable, TaskFailed), match="device=cpu"):
+        speak(tmp_path, device="cuda")
+
+
+def test_reference_edges_are_trimmed_as_the_package_trims_them():
+    from pydub import AudioSegment, silence
+
+    from spinbot.media.audio import resample
+
+    segment = AudioSegment.from_file(str(voice_path()))
+    lead = silence.detect_leading_silence(segment, silence_threshold=-42) / 1000
+    end = (len(segment) - silence.detect_leading_silence(segment.reverse(), silence_threshold=-42)) / 1000
+    audio, sr = load_audio(voice_path())
+    start_s, end_s = (i / 24000 for i in f5.trim_silence_edges(resample(audio, sr, 24000)))
+    assert start_s == pytest.approx(lead, abs=0.011) and end_s == pytest.approx(end, abs=0.011)
