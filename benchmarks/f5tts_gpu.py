@@ -2,7 +2,8 @@
 
 Device command (from the repository root; the .whl-f5 folder must travel with it: carry [".whl-f5"]):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/extra/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
-Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. Here: `python benchmarks/f5tts_gpu.py --smoke`
+Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. `--profile` times our path 3 more times and
+prints a torch.profiler table of one call. Here: `python benchmarks/f5tts_gpu.py --smoke`
 checks the plumbing on the CPU with a tiny model (writes nothing). .whl-f5 holds py3.12 wheels of what the device
 lacks (f5-tts, vocos, x_transformers and its deps, torchdiffeq, ema_pytorch, pypinyin, rjieba, pydub, hydra-core,
 omegaconf, antlr4, soundfile + cffi, soxr, pydantic(-settings), ...), the Beckett sample (beckett.wav), and in
@@ -17,7 +18,8 @@ config.yaml + pytorch_model.bin) into a temporary SPINBOT_MODELS_DIR. Random wei
 but the work is the same: durations come from the texts and the reference, not from the weights.
 
 What is timed, each after a warm-up call on the same inputs, one model set resident at a time:
-- ours: NativeF5Backend.prepare + speak_script (chunks batched, padding masked, bfloat16 transformer);
+- ours: NativeF5Backend.prepare + speak_script (chunks batched, padding masked, float16 transformer, blocks compiled);
+- ours_eager: the same without torch.compile;
 - ours_sequential: the same with one chunk per forward pass (the batching's share of the speed);
 - package: f5_tts.api.F5TTS(model="F5TTS_v1_Base", ckpt_file, vocab_file, vocoder_local_path, device="cuda").infer
   (float16, one thread per chunk), seed fixed, no files written.
@@ -265,6 +267,10 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     started = time.perf_counter()
     seconds, peak, spoken = timed(device, call)
     first_call = time.perf_counter() - started - seconds  # the warm-up call: loading and compiling
+    extra = {}
+    if PROFILE:
+        extra["repeat_seconds"] = [round(timed(device, call)[0], 4) for _ in range(3)]
+        extra["profile"] = profile(device, call)
     get_model_cache().clear()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -272,7 +278,31 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),
             "peak_vram_mib": round(peak, 1), "first_call_seconds": round(first_call, 1),
             "batch_frames": f5.BATCH_FRAMES[device], "compile": compile_mode if device == "cuda" else None,
-            "chunks": spoken.chunks}
+            "chunks": spoken.chunks, **extra}
+
+
+PROFILE = False  # --profile
+
+
+def profile(device: str, call) -> dict:
+    """Where one call's time goes: the CUDA kernels' total against the wall time, and the top kernels."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    started = time.perf_counter()
+    with torch_profile(activities=activities) as prof:
+        call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - started
+    events = prof.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
+    table = events.table(sort_by="self_cuda_time_total" if device == "cuda" else "self_cpu_time_total",
+                         row_limit=25, max_name_column_width=70)
+    print(table, flush=True)
+    return {"wall_s_profiled": round(wall, 3), "cuda_kernel_s": round(kernel_us / 1e6, 3), "top": table}
 
 
 def f5_batch_frames(device: str) -> int:
@@ -323,6 +353,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU, nothing written")
     parser.add_argument("--out", type=Path, default=None, help=f"result file (default {RESULTS})")
+    parser.add_argument("--profile", action="store_true", help="only our batched path: 3 more timed calls and a "
+                        "torch.profiler table of one")
     args = parser.parse_args()
     stand_ins = install_stand_ins()
     preflight()
@@ -343,6 +375,12 @@ def main() -> None:
         files = write_models(workdir / "models", tiny=args.smoke)
         results["model_params"] = files.pop("params")
         default_frames = f5_batch_frames(device)
+        if args.profile:
+            global PROFILE
+            PROFILE = True
+            run_step(results, "ours", run_ours, device, text, nfe, default_frames, "default")
+            print(json.dumps(results["ours"], indent=1)[:3000])
+            return
         run_step(results, "ours", run_ours, device, text, nfe, default_frames, "default")
         run_step(results, "ours_eager", run_ours, device, text, nfe, default_frames, None)
         run_step(results, "ours_sequential", run_ours, device, text, nfe, 1, "default")

@@ -6,8 +6,10 @@ expanded to [batch, heads, frames, frames]; SDPA turns a boolean mask into a flo
 30 s of speech in one batch: 8 x 16 x 1,640^2 half floats, 690 MB), written and read again in every block of every
 step. This processor computes the same attention (same projections, q/k norms, rotary embedding, output projection
 and zeroed padding rows) with the mask as a [batch, 1, 1, frames] additive bias that SDPA broadcasts over heads and
-queries. Its rows are allocated 16-aligned, because the memory-efficient kernel otherwise pads, and thereby
-materialises, the broadcast bias.
+queries (rows allocated 16-aligned: the memory-efficient kernel otherwise pads, and thereby materialises, the
+broadcast bias). On an H100, 30 s of speech in one batch: 1.61 s with the package's processor, 0.95 s with this
+one (both compiled). Also measured, and slower (1.05 s): one unmasked (flash) SDPA call per sample, whose lengths
+must come back to the host in every block.
 """
 
 from __future__ import annotations
