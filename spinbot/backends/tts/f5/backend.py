@@ -239,16 +239,19 @@ def sample_batch(models: Any, cond: Any, voice: F5Voice, group: list[ChunkJob], 
     import torch
     from f5_tts.model.utils import convert_char_to_pinyin
 
+    from spinbot.backends.tts.f5.attention import known_lengths
+
     text = convert_char_to_pinyin([voice.text + c.text for c in group])
     ref_frames = cond.shape[1]
+    # CFM.sample lengthens a duration shorter than the text (+1): the same rule gives each chunk's end, which is
+    # also the length of its unpadded rows in the batch (known_lengths lets attention skip the padding on the host)
+    ends = [max(len(t) + 1, ref_frames + 1, c.frames) for t, c in zip(text, group)]
     duration = torch.tensor([c.frames for c in group], device=models.device)
-    with _sample_lock:
+    with _sample_lock, known_lengths(models.cfm.transformer, ends):
         out, _ = models.cfm.sample(cond=cond.expand(len(group), -1, -1), text=text, duration=duration,
                                    lens=torch.full((len(group),), ref_frames, device=models.device),
                                    steps=params.nfe_step, cfg_strength=params.cfg_strength,
                                    sway_sampling_coef=SWAY_SAMPLING_COEF, seed=params.seed)
-    # CFM.sample lengthens a duration shorter than the text (+1): the same rule gives each chunk's end.
-    ends = [max(len(t) + 1, ref_frames + 1, c.frames) for t, c in zip(text, group)]
     return [out[i, ref_frames:end] for i, end in enumerate(ends)]
 
 
