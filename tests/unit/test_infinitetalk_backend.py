@@ -30,7 +30,6 @@ import cv2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from spinbot.backends.talk.infinitetalk.audio import audio_windows  # noqa: E402
-from spinbot.backends.torch_compat import ensure_torchvision_importable  # noqa: E402
 from spinbot.backends.talk.infinitetalk.loader import CheckpointError  # noqa: E402
 from spinbot.backends.talk.infinitetalk.lora import merge_lora  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
@@ -140,7 +139,6 @@ def save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    ensure_torchvision_importable()
     models = tmp_path_factory.mktemp("models")
     write_transformer(models, random_transformer())
     write_vae(models)
@@ -395,7 +393,6 @@ def test_audio_windows_clamp_at_the_start_and_reverse_past_the_end():
 
 
 def test_vae_names_invert_diffusers_converter_at_full_size():
-    ensure_torchvision_importable()
     from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 

@@ -52,7 +52,6 @@ try:
 except ImportError:  # the registry imports this module by name: say what to install, in one line
     raise BackendUnavailable("upscale_video native needs PyTorch: pip install 'spinbot[gpu]'") from None
 
-from spinbot.backends.torch_compat import ensure_torchvision_importable  # noqa: E402
 from spinbot.backends.upscale.base import UpscaleBackend  # noqa: E402
 from spinbot.backends.upscale.retinaface import (  # noqa: E402
     Faces, PendingFaces, RetinaFaceConfig, RetinaFaceDetector, load_retinaface)
@@ -639,10 +638,9 @@ _spandrel_lock = threading.Lock()
 
 
 def import_spandrel() -> Any:
-    """spandrel with CodeFormer registered (spandrel imports torchvision: see spinbot.backends.torch_compat)."""
+    """spandrel with CodeFormer registered."""
     with _spandrel_lock:
         try:
-            ensure_torchvision_importable()
             import spandrel
             import spandrel_extra_arches
         except ImportError as err:

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinbot.backends.torch_compat import ensure_torchvision_importable
 from spinbot.backends.talk.infinitetalk.loader import CheckpointError
 
 SAMPLE_RATE = 16000
@@ -70,7 +69,6 @@ def load_audio_encoder(folder: Path, dtype: torch.dtype = torch.float32,
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"wav2vec2 model not found: {folder} needs config.json and the weights "
                               "(a transformers folder)")
-    ensure_torchvision_importable()
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     try:

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinbot.backends.torch_compat import ensure_torchvision_importable
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -86,7 +85,6 @@ def load_clip_vision(path: Path, dtype: torch.dtype = torch.float32,
                      device: str | torch.device = "cpu") -> ClipImageEncoder:
     state = strip_prefix(read_safetensors(path, "CLIP vision"), ("clip_vision.",))
     state = {k.removeprefix("vision_model."): v for k, v in state.items()}
-    ensure_torchvision_importable()
     from transformers import CLIPVisionModel
 
     with uninitialised(dtype):

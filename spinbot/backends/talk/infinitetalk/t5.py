@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spinbot.backends.torch_compat import ensure_torchvision_importable
 from spinbot.backends.talk.infinitetalk.loader import CheckpointError
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
 
@@ -154,7 +153,6 @@ def load_text_encoder(path: Path, dtype: torch.dtype = torch.float32,
     tokenizer = load_tokenizer(path)
     original = strip_prefix(read_safetensors(path, "UMT5 text encoder"), ("model.",))
     state = hf_names(original)
-    ensure_torchvision_importable()
     from transformers import UMT5EncoderModel
 
     with uninitialised(dtype):

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spinbot.backends.torch_compat import ensure_torchvision_importable
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
 
 TEMPORAL_STRIDE = 4
@@ -106,7 +105,6 @@ def to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     """Official Wan names -> diffusers' (a file already in diffusers' names passes through)."""
     if "encoder.conv_in.weight" in state:
         return state
-    ensure_torchvision_importable()  # diffusers' single-file module imports transformers
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
     return convert_wan_vae_to_diffusers(state)
@@ -116,7 +114,6 @@ def load_vae(path: Path, dtype: torch.dtype = torch.float32, device: str | torch
     original = strip_prefix(read_safetensors(path, "Wan VAE"), ("model.", "vae.", "first_stage_model."))
     state = to_diffusers_names(original)
     config = WanVAEConfig.from_state(state)
-    ensure_torchvision_importable()
     from diffusers import AutoencoderKLWan
 
     with uninitialised(dtype):

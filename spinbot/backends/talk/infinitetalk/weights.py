@@ -15,7 +15,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from spinbot.backends.torch_compat import ensure_torchvision_importable
 from spinbot.backends.talk.infinitetalk.loader import CheckpointError
 
 
@@ -25,7 +24,6 @@ def uninitialised(dtype: torch.dtype) -> Iterator[None]:
     overwritten from the file next, and UMT5-XXL's 5.7 B parameters would spend minutes in it (and twice the
     memory, built in float32 first). Buffers computed in __init__ (position ids) are still computed.
     transformers' no_init_weights patches torch.nn.init for the process while it is active."""
-    ensure_torchvision_importable()
     from transformers.initialization import no_init_weights
 
     previous = torch.get_default_dtype()
