@@ -422,6 +422,36 @@ def bench_size(label: str, model, official, cfg, device, args, vae, out: dict) -
     flush(out, args)
 
 
+def fp8_run(model: InfiniteTalkModel, cfg: InfiniteTalkConfig, device: torch.device, args, out: dict) -> None:
+    """The blocks' linears in e4m3: forward time (compiled) and relative error against the bf16 forward."""
+    from spinbot.backends.talk.infinitetalk.fp8 import use_fp8
+
+    labels = args.sizes.split(",")
+    batches = {label: inputs(cfg, SIZES[label], 1, device) for label in labels}
+    with torch.inference_mode():
+        reference = {label: model(**batches[label]).cpu() for label in labels}
+    out["fp8"] = {"layers": use_fp8(model), "weights_gib": round(
+        sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**30, 2)}
+    torch.cuda.empty_cache()
+    for label in labels:
+        res = out["fp8"].setdefault(label, {})
+        reset_peak()
+        try:
+            with torch.inference_mode():
+                got = model(**batches[label]).cpu()
+                res["rel_err_vs_bf16"] = float((got - reference[label]).norm() / reference[label].norm())
+                res["forward"] = timed(lambda: model(**batches[label]), 2)
+            res["peak_vram_gib"] = peak_gib()
+            bf16 = out["sizes"][label].get("ours_best_forward_s")
+            if bf16:
+                res["speedup_vs_bf16"] = round(bf16 / res["forward"]["mean_s"], 2)
+        except Exception as error:
+            res["error"] = f"{type(error).__name__}: {error}"
+            traceback.print_exc()
+        print(label, "fp8", res, flush=True)
+        flush(out, args)
+
+
 def flush(out: dict, args) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -447,6 +477,12 @@ def smoke(official_checkout: Path | None) -> None:
                               clip_fea=batch["clip_fea"], y=batch["y"], audio=batch["audio"],
                               ref_target_masks=masks)
         print("smoke: ours vs official, float32 relative error", float((ours - theirs).norm() / theirs.norm()))
+    from spinbot.backends.talk.infinitetalk.fp8 import use_fp8
+
+    with torch.inference_mode():
+        swapped = use_fp8(model)
+        fp8 = model(**batch).float()
+    print("smoke: fp8 layers", swapped, "relative error", float((fp8 - ours).norm() / ours.norm()))
     vae = random_vae(device, torch.float32, base_dim=8)
     print("smoke: windows", window_run(model, vae, (64, 48), 2, device))
 
@@ -457,6 +493,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="480p,720p")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-windows", dest="windows", action="store_false")
+    parser.add_argument("--fp8", action="store_true", help="after the sizes: the blocks' linears in e4m3 (fp8.py), "
+                        "time and error against the bf16 output, per size")
     parser.add_argument("--out", help="results JSON (written after every measurement)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
@@ -496,6 +534,8 @@ def main() -> None:
     print(json.dumps({k: v for k, v in out.items() if k != "sizes"}), flush=True)
     for label in args.sizes.split(","):
         bench_size(label, model, official, cfg, device, args, vae, out)
+    if args.fp8:
+        fp8_run(model, cfg, device, args, out)
     print(json.dumps(out, indent=2))
 
 

@@ -1,0 +1,68 @@
+"""FP8 (e4m3) matmuls for the transformer's big linear layers, an option (NativeTalkConfig.fp8) with its error
+measured by benchmarks/infinitetalk_gpu.py against the bfloat16 model.
+
+Hopper runs e4m3 matmuls at about twice the bfloat16 rate (`torch._scaled_mm`). Weights are quantized once, per
+output row (each row's absmax maps to e4m3's largest value, 448); activations per token, when the layer runs
+(the same absmax rule, computed on the fly; under torch.compile it fuses into the op before). The product comes back
+in bfloat16 with the bias added. Only the blocks' attention, cross-attention, audio-attention and FFN projections are
+quantized (the 40 x 10 large matrices, ~98% of the matmul FLOPs); embeddings, the timestep path and the head stay as
+they are.
+
+Where `_scaled_mm` has no kernel (the CPU), the same quantized numbers are multiplied in float32: the tests check
+the quantization, the device run checks the kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = 448.0
+BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o",
+                 "audio_cross_attn.q_linear", "audio_cross_attn.proj", "ffn.0", "ffn.2")
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[rows, k] -> e4m3 values and float32 scales [rows, 1] with x ~ values * scales."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-12) / E4M3_MAX
+    return (x.float() / scale).to(E4M3), scale
+
+
+class FP8Linear(nn.Module):
+    """nn.Linear with an e4m3 weight (row scales) and e4m3 activations (token scales)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        weight, scale = quantize_rows(linear.weight.detach())
+        self.register_buffer("weight", weight)  # [out, in]
+        self.register_buffer("weight_scale", scale.T.contiguous())  # [1, out]
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.out_dtype = linear.weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        values, scale = quantize_rows(rows)
+        if values.is_cuda:  # row-wise scales: the kernel returns bfloat16 (the bias add fuses under compile)
+            out = torch._scaled_mm(values, self.weight.T, scale_a=scale, scale_b=self.weight_scale,
+                                   out_dtype=torch.bfloat16)
+        else:  # no e4m3 kernel: the same numbers in float32
+            out = F.linear(values.float() * scale, self.weight.float() * self.weight_scale.T)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.to(self.out_dtype).reshape(*x.shape[:-1], out.shape[-1])
+
+
+def use_fp8(model: nn.Module) -> int:
+    """Swap the blocks' large linear layers for FP8Linear in place; returns how many were swapped."""
+    swapped = 0
+    for block in model.blocks:
+        for path in BLOCK_LINEARS:
+            parent_path, _, name = path.rpartition(".")
+            parent = block.get_submodule(parent_path)
+            layer = getattr(parent, name)
+            if isinstance(layer, nn.Linear):
+                setattr(parent, name, FP8Linear(layer))
+                swapped += 1
+    return swapped
