@@ -260,15 +260,15 @@ class Block(nn.Module):
         self.norm_x = LayerNorm(dim, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor, audio_scale: float = 1.0
-                ) -> torch.Tensor:
+                image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor,
+                audio_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
         dtype = x.dtype
         # shift/scale/gate for attention and FFN, in float32 from the timestep embedding e [B, 6, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
         y = self.self_attn((self.norm1(x).float() * (1 + scale1) + shift1).to(dtype), rope)
         x = (x + y.float() * gate1).to(dtype)
         x = x + self.cross_attn(self.norm3(x), image, text)
-        x = x + self.audio_cross_attn(self.norm_x(x), audio) * audio_scale
+        x = x + (self.audio_cross_attn(self.norm_x(x), audio) * audio_scale).to(dtype)
         y = self.ffn((self.norm2(x).float() * (1 + scale2) + shift2).to(dtype))
         return (x + y.float() * gate2).to(dtype)
 
@@ -383,6 +383,8 @@ class InfiniteTalkModel(nn.Module):
         image = self.img_emb(clip_fea.to(dtype))
         audio_tokens = self.audio_tokens(audio.to(dtype), grid[0])
         rope = rope_tables(cfg.head_dim, grid, tokens.device)
+        # a tensor, not a Python float: compiled blocks would specialise on the float's value and recompile for each
+        audio_scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=tokens.device)
 
         for block in self.blocks:
             tokens = block(tokens, e0, rope, image, text, audio_tokens, audio_scale)
