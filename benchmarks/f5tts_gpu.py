@@ -19,6 +19,7 @@ but the work is the same: durations come from the texts and the reference, not f
 
 What is timed, each after a warm-up call on the same inputs, one model set resident at a time:
 - ours: NativeF5Backend.prepare + speak_script (chunks batched, padding masked, float16 transformer, blocks compiled);
+- ours_fp8: the same with the blocks' linears in e4m3 (spinbot.backends.fp8; CUDA only);
 - ours_eager: the same without torch.compile;
 - ours_sequential: the same with one chunk per forward pass (the batching's share of the speed);
 - package: f5_tts.api.F5TTS(model="F5TTS_v1_Base", ckpt_file, vocab_file, vocoder_local_path, device="cuda").infer
@@ -241,8 +242,8 @@ def timed(device: str, call) -> tuple[float, float, object]:
     return seconds, peak, result
 
 
-def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile_mode: str | None = "default"
-             ) -> dict:
+def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile_mode: str | None = "default",
+             fp8: bool = False) -> dict:
     import torch
 
     from spinbot.backends.tts.f5 import loading
@@ -256,6 +257,7 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     if batch_frames is not None:
         f5.BATCH_FRAMES[device] = batch_frames
     loading.COMPILE_MODE = compile_mode
+    loading.USE_FP8 = fp8
     audio, sr = load_audio(voice_path())
     params = TextToSpeechParams(device=device, nfe_step=nfe, seed=SEED)
     native = f5.NativeF5Backend()
@@ -278,6 +280,7 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),
             "peak_vram_mib": round(peak, 1), "first_call_seconds": round(first_call, 1),
             "batch_frames": f5.BATCH_FRAMES[device], "compile": compile_mode if device == "cuda" else None,
+            "fp8": fp8 and device == "cuda",
             "chunks": spoken.chunks, **extra}
 
 
@@ -382,6 +385,7 @@ def main() -> None:
             print(json.dumps(results["ours"], indent=1)[:3000])
             return
         run_step(results, "ours", run_ours, device, text, nfe, default_frames, "default")
+        run_step(results, "ours_fp8", run_ours, device, text, nfe, default_frames, "default", True)
         run_step(results, "ours_eager", run_ours, device, text, nfe, default_frames, None)
         run_step(results, "ours_sequential", run_ours, device, text, nfe, 1, "default")
         run_step(results, "package", run_package, device, text, nfe, files)

@@ -424,13 +424,13 @@ def bench_size(label: str, model, official, cfg, device, args, vae, out: dict) -
 
 def fp8_run(model: InfiniteTalkModel, cfg: InfiniteTalkConfig, device: torch.device, args, out: dict) -> None:
     """The blocks' linears in e4m3: forward time (compiled) and relative error against the bf16 forward."""
-    from spinbot.backends.talk.infinitetalk.fp8 import use_fp8
+    from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 
     labels = args.sizes.split(",")
     batches = {label: inputs(cfg, SIZES[label], 1, device) for label in labels}
     with torch.inference_mode():
         reference = {label: model(**batches[label]).cpu() for label in labels}
-    out["fp8"] = {"layers": use_fp8(model), "weights_gib": round(
+    out["fp8"] = {"layers": use_fp8(model.blocks, INFINITETALK_LINEARS), "weights_gib": round(
         sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**30, 2)}
     torch.cuda.empty_cache()
     for label in labels:
@@ -477,10 +477,10 @@ def smoke(official_checkout: Path | None) -> None:
                               clip_fea=batch["clip_fea"], y=batch["y"], audio=batch["audio"],
                               ref_target_masks=masks)
         print("smoke: ours vs official, float32 relative error", float((ours - theirs).norm() / theirs.norm()))
-    from spinbot.backends.talk.infinitetalk.fp8 import use_fp8
+    from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 
     with torch.inference_mode():
-        swapped = use_fp8(model)
+        swapped = use_fp8(model.blocks, INFINITETALK_LINEARS)
         fp8 = model(**batch).float()
     print("smoke: fp8 layers", swapped, "relative error", float((fp8 - ours).norm() / ours.norm()))
     vae = random_vae(device, torch.float32, base_dim=8)
@@ -493,7 +493,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="480p,720p")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-windows", dest="windows", action="store_false")
-    parser.add_argument("--fp8", action="store_true", help="after the sizes: the blocks' linears in e4m3 (fp8.py), "
+    parser.add_argument("--fp8", action="store_true", help="after the sizes: the blocks' linears in e4m3 (spinbot/backends/fp8.py), "
                         "time and error against the bf16 output, per size")
     parser.add_argument("--out", help="results JSON (written after every measurement)")
     parser.add_argument("--smoke", action="store_true")

@@ -26,7 +26,7 @@ except ImportError:  # the registry imports this module by name: say what to ins
     raise BackendUnavailable("infinite_talk native needs PyTorch: pip install 'spinbot[gpu]'") from None
 
 from spinbot.backends.talk.infinitetalk import pipeline  # noqa: E402
-from spinbot.backends.talk.infinitetalk.fp8 import use_fp8  # noqa: E402
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8  # noqa: E402
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models  # noqa: E402
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class NativeTalkConfig:
     lora_strength: float = 1.0  # ComfyUI's default for the distillation LoRA; no param names it
     color_strength: float = 1.0  # the official default for the per-window Lab colour transfer
     compile: bool = True  # on CUDA, torch.compile the transformer's blocks (InfiniteTalkModel.compile_blocks)
-    fp8: bool = False  # on CUDA, the blocks' linears in e4m3 (fp8.py): 1.14x a step, 5% output error, -13 GB
+    fp8: bool = False  # on CUDA, the blocks' linears in e4m3 (spinbot.backends.fp8): 1.14x a step, 5% output error, -13 GB
 
 
 DEFAULT_CONFIG = NativeTalkConfig()
@@ -67,7 +67,7 @@ class NativeTalkBackend:
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         models = load_models(params, self._models_dir(), Precision.for_device(device), self.config.lora_strength)
         if device.type == "cuda" and self.config.fp8 and not getattr(models.transformer, "fp8", False):
-            use_fp8(models.transformer)  # the cached model itself: later jobs find it converted
+            use_fp8(models.transformer.blocks, INFINITETALK_LINEARS)  # the cached model: later jobs find it converted
             models.transformer.fp8 = True
         if device.type == "cuda" and self.config.compile:
             models.transformer.compile_blocks()

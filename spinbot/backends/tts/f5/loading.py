@@ -22,6 +22,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from spinbot.backends.fp8 import F5_LINEARS, use_fp8
 from spinbot.backends.tts.f5.attention import use_key_padding_attention
 from spinbot.errors import BackendUnavailable
 
@@ -115,6 +116,11 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 COMPILE_MODE: str | None = "default"
 
 
+# e4m3 matmuls in the DiT blocks on CUDA (spinbot.backends.fp8); off until measured on the GPU (f5tts_gpu.py
+# times it as ours_fp8: the matmuls are about 30% of the GPU time of a job).
+USE_FP8 = False
+
+
 def compile_blocks(transformer: Any, mode: str | None) -> None:
     if mode is None:
         return
@@ -164,6 +170,8 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype) -> tuple
     # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
     cfm.transformer.to(device=device, dtype=dtype)
     if device.type == "cuda":
+        if USE_FP8:
+            use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
         compile_blocks(cfm.transformer, COMPILE_MODE)
     return cfm.to(device).eval(), mel
 

@@ -1,12 +1,11 @@
-"""FP8 (e4m3) matmuls for the transformer's big linear layers, an option (NativeTalkConfig.fp8) with its error
-measured by benchmarks/infinitetalk_gpu.py against the bfloat16 model.
+"""FP8 (e4m3) matmuls for a transformer's big linear layers: an option of the native backends, with its error
+measured by their GPU benchmarks against the 16-bit model.
 
 Hopper runs e4m3 matmuls at about twice the bfloat16 rate (`torch._scaled_mm`). Weights are quantized once, per
 output row (each row's absmax maps to e4m3's largest value, 448); activations per token, when the layer runs
 (the same absmax rule, computed on the fly; under torch.compile it fuses into the op before). The product comes back
-in bfloat16 with the bias added. Only the blocks' attention, cross-attention, audio-attention and FFN projections are
-quantized (the 40 x 10 large matrices, ~98% of the matmul FLOPs); embeddings, the timestep path and the head stay as
-they are.
+in bfloat16 (the kernel's output with row-wise scales), then the bias is added and the layer's own dtype restored.
+Each backend names the layers (InfiniteTalk: INFINITETALK_LINEARS; F5-TTS: F5_LINEARS).
 
 Where `_scaled_mm` has no kernel (the CPU), the same quantized numbers are multiplied in float32: the tests check
 the quantization, the device run checks the kernel.
@@ -20,8 +19,12 @@ from torch import nn
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
-BLOCK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o",
-                 "audio_cross_attn.q_linear", "audio_cross_attn.proj", "ffn.0", "ffn.2")
+# InfiniteTalk: every block's attention, cross-attention, audio-attention and FFN projections (the 40 x 10 large
+# matrices, ~98% of the matmul FLOPs); embeddings, the timestep path and the head stay as they are.
+INFINITETALK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o",
+                        "audio_cross_attn.q_linear", "audio_cross_attn.proj", "ffn.0", "ffn.2")
+# F5-TTS DiT blocks: attention and feed-forward (the adaptive norm's linear works on one time embedding a sample)
+F5_LINEARS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "ff.ff.0.0", "ff.ff.2")
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,14 +57,14 @@ class FP8Linear(nn.Module):
         return out.to(self.out_dtype).reshape(*x.shape[:-1], out.shape[-1])
 
 
-def use_fp8(model: nn.Module) -> int:
-    """Swap the blocks' large linear layers for FP8Linear in place; returns how many were swapped."""
+def use_fp8(blocks: nn.ModuleList, paths: tuple[str, ...]) -> int:
+    """Swap each block's linear layers at `paths` for FP8Linear in place; returns how many were swapped."""
     swapped = 0
-    for block in model.blocks:
-        for path in BLOCK_LINEARS:
+    for block in blocks:
+        for path in paths:
             parent_path, _, name = path.rpartition(".")
             parent = block.get_submodule(parent_path)
-            layer = getattr(parent, name)
+            layer = getattr(parent, name)  # a Sequential's children too: their names are "0", "1", ...
             if isinstance(layer, nn.Linear):
                 setattr(parent, name, FP8Linear(layer))
                 swapped += 1
