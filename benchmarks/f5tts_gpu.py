@@ -341,8 +341,13 @@ def run_package(device: str, text: str, nfe: int, files: dict) -> dict:
             "peak_vram_mib": round(peak, 1), "dtype": "float16 (the package's choice on CUDA)"}
 
 
+ONLY: set[str] | None = None  # --only
+
+
 def run_step(results: dict, name: str, fn, *args) -> None:
     """One path; a failure is recorded and printed, and the other paths still run."""
+    if ONLY is not None and name not in ONLY:
+        return
     print(f"--- {name}", flush=True)
     try:
         results[name] = fn(*args)
@@ -356,9 +361,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU, nothing written")
     parser.add_argument("--out", type=Path, default=None, help=f"result file (default {RESULTS})")
+    parser.add_argument("--only", default=None, help="comma-separated paths to time (default: all)")
     parser.add_argument("--profile", action="store_true", help="only our batched path: 3 more timed calls and a "
                         "torch.profiler table of one")
     args = parser.parse_args()
+    global ONLY
+    ONLY = set(args.only.split(",")) if args.only else None
     stand_ins = install_stand_ins()
     preflight()
     import torch
