@@ -7,6 +7,17 @@ from spinbot.settings import reset_settings
 
 
 @pytest.fixture
+def use_settings(monkeypatch: pytest.MonkeyPatch):
+    """use_settings(models_dir=path, talk_backend="native"): set SPINBOT_* variables for this test and reload the
+    settings object."""
+    def apply(**values: object) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"SPINBOT_{name.upper()}", str(value))
+        reset_settings()
+    return apply
+
+
+@pytest.fixture
 def spinbot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Embedded defaults in a temporary data dir; no Ollama server (a closed port), lite backends."""
     data = tmp_path / "data"

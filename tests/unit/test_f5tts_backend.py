@@ -112,12 +112,8 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def native(monkeypatch, spinbot_env, models_dir) -> Path:
-    monkeypatch.setenv("SPINBOT_TTS_BACKEND", "native")
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_dir))
-    from spinbot.settings import reset_settings
-
-    reset_settings()
+def native(use_settings, spinbot_env, models_dir) -> Path:
+    use_settings(tts_backend="native", models_dir=models_dir)
     return models_dir
 
 
@@ -236,14 +232,11 @@ def test_the_linear_cross_fade_overlaps_by_the_fade():
     ("F5TTS_v1_Base/vocab.txt", "vocab.txt"),
     ("vocos-mel-24khz/pytorch_model.bin", "pytorch_model.bin"),
 ])
-def test_a_missing_file_fails_with_one_line_naming_it(native, tmp_path, monkeypatch, missing, named):
+def test_a_missing_file_fails_with_one_line_naming_it(native, tmp_path, use_settings, missing, named):
     partial = tmp_path / "partial"
     shutil.copytree(native, partial)
     (partial / "F5-TTS" / missing).unlink()
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(partial))
-    from spinbot.settings import reset_settings
-
-    reset_settings()
+    use_settings(models_dir=partial)
     with pytest.raises((BackendUnavailable, TaskFailed)) as err:
         speak(tmp_path)
     message = str(err.value)

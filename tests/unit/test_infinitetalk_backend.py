@@ -164,12 +164,8 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def native(models_dir: Path, monkeypatch: pytest.MonkeyPatch, spinbot_env) -> Path:
-    from spinbot.settings import reset_settings
-
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_dir))
-    monkeypatch.setenv("SPINBOT_TALK_BACKEND", "native")
-    reset_settings()
+def native(models_dir: Path, use_settings, spinbot_env) -> Path:
+    use_settings(models_dir=models_dir, talk_backend="native")
     return models_dir
 
 
@@ -226,10 +222,8 @@ def test_same_seed_same_frames_and_windows_follow_the_vae_stride(native, inputs)
     assert any("motion_frame 4 is not 1 + 4k" in w for w in described["warnings"])
 
 
-def test_a_key_missing_from_a_checkpoint_is_named(native, inputs, tmp_path, monkeypatch):
+def test_a_key_missing_from_a_checkpoint_is_named(native, inputs, tmp_path, use_settings):
     from safetensors.torch import load_file
-
-    from spinbot.settings import reset_settings
 
     broken = tmp_path / "models"
     shutil.copytree(native, broken, symlinks=True)
@@ -237,8 +231,7 @@ def test_a_key_missing_from_a_checkpoint_is_named(native, inputs, tmp_path, monk
     state = load_file(str(talk))
     del state["blocks.1.audio_cross_attn.kv_linear.weight"]
     save(talk, state)
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(broken))
-    reset_settings()
+    use_settings(models_dir=broken)
     with pytest.raises(CheckpointError) as err:
         run_talk(tmp_path, *inputs, **RUN)
     assert "missing 'blocks.1.audio_cross_attn.kv_linear.weight'" in str(err.value)
@@ -255,14 +248,11 @@ def test_a_key_missing_from_the_vae_is_named_as_the_file_names_it(models_dir, tm
         load_vae(tmp_path / "vae.safetensors")
 
 
-def test_a_missing_file_is_named_with_its_folder(native, inputs, tmp_path, monkeypatch):
-    from spinbot.settings import reset_settings
-
+def test_a_missing_file_is_named_with_its_folder(native, inputs, tmp_path, use_settings):
     partial = tmp_path / "models"
     shutil.copytree(native, partial, symlinks=True)
     (partial / "clip_vision" / DEFAULTS.clip_vision_model).unlink()
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(partial))
-    reset_settings()
+    use_settings(models_dir=partial)
     with pytest.raises(BackendUnavailable) as err:
         run_talk(tmp_path, *inputs, **RUN)
     message = str(err.value)

@@ -96,14 +96,11 @@ def test_bad_json_and_empty_files_are_one_line_errors(tmp_path: Path):
         parse_pipelines({"empty": {"nodes": [], "edges": []}})
 
 
-def test_spinbot_pipelines_env_points_at_users_file(tmp_path, monkeypatch, spinbot_env):
-    from spinbot.settings import reset_settings
-
+def test_spinbot_pipelines_env_points_at_users_file(tmp_path, use_settings, spinbot_env):
     data = {"mine": copy.deepcopy(SEED["f5tts_infinitetalk"])}
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(data))
-    monkeypatch.setenv("SPINBOT_PIPELINES", str(path))
-    reset_settings()
+    use_settings(pipelines=path)
     assert list(load_pipelines()) == ["mine"]
 
 

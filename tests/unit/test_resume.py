@@ -65,13 +65,11 @@ def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path,
 
 
 @pytest.fixture
-def small_job(tmp_path: Path, spinbot_env, monkeypatch):
+def small_job(tmp_path: Path, spinbot_env, use_settings):
     """An in-process runner and a short job of the seed pipeline (small frames, a one-line script)."""
     from spinbot.control.runner import Runner
-    from spinbot.settings import reset_settings
 
-    monkeypatch.setenv("SPINBOT_TALK_MAX_PIXELS", str(128 * 128))
-    reset_settings()
+    use_settings(talk_max_pixels=128 * 128)
     runner = Runner()
     job_id = runner.create_job("f5tts_infinitetalk", "resume", portrait_path(tmp_path), voice_path(), "x",
                                {"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}})

@@ -54,12 +54,8 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def use_models(models_dir: Path, monkeypatch: pytest.MonkeyPatch, spinbot_env) -> Path:
-    from spinbot.settings import reset_settings
-
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models_dir))
-    monkeypatch.setenv("SPINBOT_UPSCALE_BACKEND", "native")
-    reset_settings()
+def use_models(models_dir: Path, use_settings, spinbot_env) -> Path:
+    use_settings(models_dir=models_dir, upscale_backend="native")
     return models_dir
 
 
@@ -125,16 +121,13 @@ def test_a_missing_file_is_one_clear_line(use_models, param, value, folder):
     assert value in message and str(use_models / folder / value) in message
 
 
-def test_a_missing_detector_file_names_it(use_models, tmp_path, monkeypatch):
-    from spinbot.settings import reset_settings
-
+def test_a_missing_detector_file_names_it(use_models, tmp_path, use_settings):
     write_dir = tmp_path / "models"
     (write_dir / "upscale_models").mkdir(parents=True)
     (write_dir / "facerestore_models").mkdir()
     for folder, name in (("upscale_models", "RealESRGAN_x2.pth"), ("facerestore_models", "codeformer.pth")):
         (write_dir / folder / name).symlink_to(use_models / folder / name)
-    monkeypatch.setenv("SPINBOT_MODELS_DIR", str(write_dir))
-    reset_settings()
+    use_settings(models_dir=write_dir)
     expected = "detection_Resnet50_Final.pth not found: looked for .*facedetection"
     with pytest.raises(BackendUnavailable, match=expected):
         loaded()
