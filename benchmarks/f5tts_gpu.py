@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import machine  # noqa: E402
+from stand_ins import importable, stand_in  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "f5tts_gpu.json"
 COMMAND = "python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json (device command in the docstring)"
@@ -89,29 +90,16 @@ def install_stand_ins() -> list[str]:
     that probe for optional packages (transformers, accelerate) are imported first, so that they see the machine
     as it is, not the stand-ins; each stand-in also gets a module spec, which such probes read."""
     import importlib
-    import importlib.machinery
 
     for probe in ("transformers", "accelerate"):
         importlib.import_module(probe)
-    used = []
-    for name, attrs in STAND_INS.items():
-        try:
-            importlib.import_module(name)
-            continue
-        except ImportError:
-            pass
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-        module.__dict__.update(attrs)
-        sys.modules[name] = module
-        used.append(name)
-        if name == "librosa":
-            sys.modules["librosa.filters"] = module.filters = types.ModuleType("librosa.filters")
-            module.filters.__spec__ = importlib.machinery.ModuleSpec("librosa.filters", loader=None)
-            module.filters.mel = _unavailable("librosa.filters.mel (BigVGAN only)")
-        if name == "matplotlib":
-            sys.modules["matplotlib.pylab"] = module.pylab = types.ModuleType("matplotlib.pylab")
-            module.pylab.__spec__ = importlib.machinery.ModuleSpec("matplotlib.pylab", loader=None)
+    used = [name for name in STAND_INS if not importable(name)]
+    for name in used:
+        stand_in(name, **STAND_INS[name])
+    if "librosa" in used:
+        stand_in("librosa.filters", mel=_unavailable("librosa.filters.mel (BigVGAN only)"))
+    if "matplotlib" in used:
+        stand_in("matplotlib.pylab")
     return used
 
 
@@ -242,22 +230,21 @@ def timed(device: str, call) -> tuple[float, float, object]:
     return seconds, peak, result
 
 
-def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile_mode: str | None = "default",
+def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile: bool = True,
              fp8: bool = False) -> dict:
     import torch
-
-    from spinbot.backends.tts.f5 import loading
 
     from spinbot.backends.tts.base import Reference
     from spinbot.backends.tts.f5 import backend as f5
     from spinbot.media.audio import load_audio
+    from spinbot.settings import reset_settings
     from spinbot.tasks.tts import TextToSpeechParams
     from spinbot.worker.model_cache import get_model_cache
 
     if batch_frames is not None:
         f5.BATCH_FRAMES[device] = batch_frames
-    loading.COMPILE_MODE = compile_mode
-    loading.USE_FP8 = fp8
+    os.environ.update(SPINBOT_TTS_COMPILE=str(compile), SPINBOT_TTS_FP8=str(fp8))
+    reset_settings()
     audio, sr = load_audio(voice_path())
     params = TextToSpeechParams(device=device, nfe_step=nfe, seed=SEED)
     native = f5.NativeF5Backend()
@@ -279,7 +266,7 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     speech = len(spoken.audio) / f5.SAMPLE_RATE
     return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),
             "peak_vram_mib": round(peak, 1), "first_call_seconds": round(first_call, 1),
-            "batch_frames": f5.BATCH_FRAMES[device], "compile": compile_mode if device == "cuda" else None,
+            "batch_frames": f5.BATCH_FRAMES[device], "compile": compile and device == "cuda",
             "fp8": fp8 and device == "cuda",
             "chunks": spoken.chunks, **extra}
 
@@ -389,13 +376,13 @@ def main() -> None:
         if args.profile:
             global PROFILE
             PROFILE = True
-            run_step(results, "ours", run_ours, device, text, nfe, default_frames, "default")
+            run_step(results, "ours", run_ours, device, text, nfe, default_frames)
             print(json.dumps(results["ours"], indent=1)[:3000])
             return
-        run_step(results, "ours", run_ours, device, text, nfe, default_frames, "default")
-        run_step(results, "ours_fp8", run_ours, device, text, nfe, default_frames, "default", True)
-        run_step(results, "ours_eager", run_ours, device, text, nfe, default_frames, None)
-        run_step(results, "ours_sequential", run_ours, device, text, nfe, 1, "default")
+        run_step(results, "ours", run_ours, device, text, nfe, default_frames)
+        run_step(results, "ours_fp8", run_ours, device, text, nfe, default_frames, True, True)
+        run_step(results, "ours_eager", run_ours, device, text, nfe, default_frames, False)
+        run_step(results, "ours_sequential", run_ours, device, text, nfe, 1)
         run_step(results, "package", run_package, device, text, nfe, files)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     talk_backend: Literal["lite", "native", "comfyui"] = "lite"
     upscale_backend: Literal["lite", "native", "comfyui"] = "lite"
 
+    # Native backends on CUDA: torch.compile the transformer blocks; e4m3 (FP8) matmuls in them (spinbot.backends.fp8;
+    # InfiniteTalk measured 1.14x a step at 4.9% output error, F5-TTS not measured yet: both off by default).
+    talk_compile: bool = True
+    talk_fp8: bool = False
+    tts_compile: bool = True
+    tts_fp8: bool = False
+
     # Lite talking-head output: the portrait is shrunk (never enlarged) to fit this many pixels.
     talk_max_pixels: int = Field(default=832 * 480, ge=64 * 64)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from spinbot.backends.talk.base import SpeechTrack
 from spinbot.errors import BackendUnavailable
+from spinbot.settings import get_settings
 from spinbot.tasks.windows import Window
 
 try:
@@ -26,7 +27,6 @@ except ImportError:  # the registry imports this module by name: say what to ins
     raise BackendUnavailable("infinite_talk native needs PyTorch: pip install 'spinbot[gpu]'") from None
 
 from spinbot.backends.talk.infinitetalk import pipeline  # noqa: E402
-from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8  # noqa: E402
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models  # noqa: E402
 
 if TYPE_CHECKING:
@@ -41,8 +41,6 @@ class NativeTalkConfig:
     seed: int = 290381  # InfiniteTalkParams has no seed yet; a params field `seed` takes precedence
     lora_strength: float = 1.0  # ComfyUI's default for the distillation LoRA; no param names it
     color_strength: float = 1.0  # the official default for the per-window Lab colour transfer
-    compile: bool = True  # on CUDA, torch.compile the transformer's blocks (InfiniteTalkModel.compile_blocks)
-    fp8: bool = False  # on CUDA, the blocks' linears in e4m3 (spinbot.backends.fp8): 1.14x a step, 5% output error, -13 GB
 
 
 DEFAULT_CONFIG = NativeTalkConfig()
@@ -65,11 +63,10 @@ class NativeTalkBackend:
     def prepare(self, image: np.ndarray, speech: SpeechTrack, params: InfiniteTalkParams) -> pipeline.TalkState:
         settings = pipeline.settings_from(params, image.shape, self.config.seed, self.config.color_strength)
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        models = load_models(params, self._models_dir(), Precision.for_device(device), self.config.lora_strength)
-        if device.type == "cuda" and self.config.fp8 and not getattr(models.transformer, "fp8", False):
-            use_fp8(models.transformer.blocks, INFINITETALK_LINEARS)  # the cached model: later jobs find it converted
-            models.transformer.fp8 = True
-        if device.type == "cuda" and self.config.compile:
+        env = get_settings()
+        precision = Precision.for_device(device, fp8=env.talk_fp8)
+        models = load_models(params, self._models_dir(), precision, self.config.lora_strength)
+        if device.type == "cuda" and env.talk_compile:
             models.transformer.compile_blocks()
         return pipeline.prepare(models, image, speech, params, settings)
 
@@ -97,8 +94,6 @@ class NativeTalkBackend:
         }
 
     def _models_dir(self) -> Path:
-        from spinbot.settings import get_settings
-
         return Path(self.models_dir or get_settings().models_dir)
 
 

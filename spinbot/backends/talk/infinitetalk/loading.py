@@ -24,6 +24,7 @@ from typing import Any, Callable, TypeVar
 import torch
 from safetensors import safe_open
 
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
 from spinbot.backends.talk.infinitetalk.loader import CheckpointError, load_model
@@ -54,11 +55,12 @@ class Precision:
     transformer: torch.dtype  # matmul weights; norms and modulations stay float32 (loader.py)
     encoders: torch.dtype  # VAE, UMT5, CLIP
     audio: torch.dtype = torch.float32  # wav2vec2 is small and its features feed every window
+    fp8: bool = False  # CUDA: the blocks' big linears in e4m3 (spinbot.backends.fp8), after the LoRA merge
 
     @classmethod
-    def for_device(cls, device: torch.device) -> Precision:
+    def for_device(cls, device: torch.device, fp8: bool = False) -> Precision:
         half = torch.bfloat16 if device.type == "cuda" else torch.float32  # CPU bfloat16 kernels are slow
-        return cls(device, half, half)
+        return cls(device, half, half, fp8=fp8 and device.type == "cuda")
 
 
 @dataclass
@@ -91,7 +93,8 @@ def resolve_files(params: Any, models_dir: Path) -> dict[str, Path]:
 def load_models(params: Any, models_dir: Path, precision: Precision, lora_strength: float = 1.0) -> Models:
     files = resolve_files(params, models_dir)
     p, device = precision, precision.device
-    talk_tag = f"{device}:{p.transformer}:{files['infinitetalk_model']}:{files.get('lora_model')}:{lora_strength}"
+    talk_tag = (f"{device}:{p.transformer}:fp8={p.fp8}:{files['infinitetalk_model']}:{files.get('lora_model')}:"
+                f"{lora_strength}")
     transformer, lora = cached("transformer", files["wan_video_model"], talk_tag,
                                lambda: load_transformer(files, p, lora_strength),
                                size=_size(files, "wan_video_model", "infinitetalk_model"))
@@ -114,6 +117,8 @@ def load_transformer(files: dict[str, Path], precision: Precision,
     config = transformer_config(paths, prefix)
     model = load_model(paths, config, precision.transformer, precision.device, prefix)
     lora = merge_lora(model, files["lora_model"], lora_strength) if "lora_model" in files else None
+    if precision.fp8:
+        use_fp8(model.blocks, INFINITETALK_LINEARS)
     return model, lora
 
 

@@ -88,9 +88,11 @@ class NativeF5Backend:
                      progress: Callable[[float, str], None]) -> SpokenScript:
         from spinbot.settings import get_settings
 
-        from spinbot.backends.tts.f5.loading import load_models
+        from spinbot.backends.tts.f5.loading import Speedups, load_models
 
-        models = load_models(params.model, get_settings().models_dir, _device(params.device))
+        settings = get_settings()
+        models = load_models(params.model, settings.models_dir, _device(params.device),
+                             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8))
         chunks = plan(text, voice, params.speed, models.mel["hop_length"])
         waves = synthesize_chunks(models, voice, chunks, params, progress)
         audio, joins = crossfade_linear(waves, int(params.cross_fade_duration * SAMPLE_RATE))

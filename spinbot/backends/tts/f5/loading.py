@@ -110,22 +110,25 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-# torch.compile mode for the DiT blocks on CUDA (None: eager). The blocks are small (dim 1024) and many (22 x 2
-# passes x 32 steps), so kernel launches, not FLOPs, bound the eager model; Inductor fuses the element-wise work
-# around each matmul. dynamic=True: every job has its own length, which must not trigger a recompile.
-COMPILE_MODE: str | None = "default"
+@dataclass(frozen=True)
+class Speedups:
+    """CUDA-only options (SPINBOT_TTS_COMPILE, SPINBOT_TTS_FP8), part of the cached model's key.
+
+    compile: torch.compile each DiT block. The blocks are small (dim 1024) and many (22 x 2 passes x 32 steps), so
+    the eager model is bound by kernel launches; Inductor fuses the element-wise work around each matmul.
+    dynamic=True: every job has its own length, which must not trigger a recompile (1.63 -> 0.88 s on the H100).
+    fp8: e4m3 matmuls in the blocks (spinbot.backends.fp8); f5tts_gpu.py times it as ours_fp8."""
+
+    compile: bool = True
+    fp8: bool = False
 
 
-# e4m3 matmuls in the DiT blocks on CUDA (spinbot.backends.fp8); off until measured on the GPU (f5tts_gpu.py
-# times it as ours_fp8: the matmuls are about 30% of the GPU time of a job).
-USE_FP8 = False
-
-
-def compile_blocks(transformer: Any, mode: str | None) -> None:
-    if mode is None:
-        return
-    for block in transformer.transformer_blocks:
-        block.compile(mode=mode, dynamic=True)
+def speed_up(transformer: Any, speedups: Speedups) -> None:
+    if speedups.fp8:
+        use_fp8(transformer.transformer_blocks, F5_LINEARS)
+    if speedups.compile:
+        for block in transformer.transformer_blocks:
+            block.compile(dynamic=True)
 
 
 def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -143,7 +146,8 @@ def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
+def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups: Speedups
+              ) -> tuple[Any, dict[str, Any]]:
     import f5_tts.model as f5_model
     from f5_tts.model import CFM
     from f5_tts.model.utils import get_tokenizer
@@ -170,9 +174,7 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype) -> tuple
     # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
     cfm.transformer.to(device=device, dtype=dtype)
     if device.type == "cuda":
-        if USE_FP8:
-            use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
-        compile_blocks(cfm.transformer, COMPILE_MODE)
+        speed_up(cfm.transformer, speedups)
     return cfm.to(device).eval(), mel
 
 
@@ -198,10 +200,11 @@ def cached(role: str, path: Path, tag: str, load: Callable[[], T], size: int | N
     return get_model_cache().get(path, f"f5tts-{role}:{tag}", load, size=size)
 
 
-def load_models(model: str, models_dir: Path, device: torch.device) -> F5Models:
+def load_models(model: str, models_dir: Path, device: torch.device, speedups: Speedups = Speedups()) -> F5Models:
     files = resolve_files(model, models_dir)
     dtype = compute_dtype(device)
-    cfm, mel = cached("cfm", files.checkpoint, f"{device}:{dtype}:{files.vocab}:{files.config}",
-                      lambda: build_cfm(files, device, dtype))
+    speedups = speedups if device.type == "cuda" else Speedups(compile=False)
+    cfm, mel = cached("cfm", files.checkpoint, f"{device}:{dtype}:{files.vocab}:{files.config}:{speedups}",
+                      lambda: build_cfm(files, device, dtype, speedups))
     vocoder = cached("vocos", files.vocoder, f"{device}:float32", lambda: load_vocoder(files.vocoder, device))
     return F5Models(cfm, vocoder, device, dtype, files, mel)
