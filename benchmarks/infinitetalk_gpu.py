@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.machinery
 import json
 import math
 import sys
@@ -48,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import machine  # noqa: E402
+from stand_ins import importable, stand_in  # noqa: E402
 
 from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
     CLIP_DIM, WAV2VEC_DIM, WAV2VEC_LAYERS, InfiniteTalkConfig, InfiniteTalkModel, LayerNorm, RMSNorm)
@@ -183,47 +183,27 @@ def official_stubs() -> list[str]:
     import diffusers.models.modeling_utils  # noqa: F401  (probes for xformers at import: before any stand-in)
 
     added = []
-
-    def stand_in(name: str) -> types.ModuleType:
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, loader=None)
-        sys.modules[name] = module
-        return module
-
-    def missing(name: str) -> bool:
-        try:
-            importlib.import_module(name)
-            return False
-        except ImportError:
-            return True
-
-    if missing("xfuser"):
+    if not importable("xfuser"):
         for name in ("xfuser", "xfuser.core"):
             stand_in(name)
-        dist = stand_in("xfuser.core.distributed")
-        dist.get_sequence_parallel_rank = lambda: 0
-        dist.get_sequence_parallel_world_size = lambda: 1
-        dist.get_sp_group = lambda: None
+        stand_in("xfuser.core.distributed", get_sequence_parallel_rank=lambda: 0,
+                 get_sequence_parallel_world_size=lambda: 1, get_sp_group=lambda: None)
         added.append("xfuser (sequence-parallel queries: world size 1)")
-    if missing("xformers"):
-        ops = stand_in("xformers.ops")
-
+    if not importable("xformers"):
         def memory_efficient_attention(q, k, v, attn_bias=None, op=None):  # [B, M, H, K] layout
             if attn_bias is not None:
                 raise NotImplementedError("block-diagonal bias (sequence parallel only)")
             return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                   v.transpose(1, 2)).transpose(1, 2)
 
-        ops.memory_efficient_attention = memory_efficient_attention
-        ops.fmha = types.SimpleNamespace(attn_bias=types.SimpleNamespace(BlockDiagonalMask=None))
-        stand_in("xformers").ops = ops
+        stand_in("xformers")
+        stand_in("xformers.ops", memory_efficient_attention=memory_efficient_attention,
+                 fmha=types.SimpleNamespace(attn_bias=types.SimpleNamespace(BlockDiagonalMask=None)))
         added.append("xformers.ops.memory_efficient_attention = torch SDPA")
     for name in ("imageio", "soundfile", "torchvision", "skimage", "skimage.color"):
-        if missing(name):  # used by the official utils' video / colour helpers, not by the forward
+        if not importable(name):  # used by the official utils' video / colour helpers, not by the forward
             stand_in(name)
             added.append(f"{name} (unused by the forward)")
-    if "skimage" in sys.modules and not hasattr(sys.modules["skimage"], "color"):
-        sys.modules["skimage"].color = sys.modules.get("skimage.color", types.ModuleType("skimage.color"))
     return added
 
 
@@ -392,10 +372,7 @@ def bench_size(label: str, model, official, cfg, device, args, vae, out: dict) -
         two = inputs(cfg, size, 2, device)
         record("ours_eager_batch2", lambda: model(**two))
     if args.compile:
-        compiled_before = out.get("compiled", False)
-        if not compiled_before:
-            model.compile_blocks()
-            out["compiled"] = True
+        model.compile_blocks()  # once; a later size compiles its own shapes in the warm-up below
         started = time.perf_counter()
         with torch.inference_mode():
             model(**one)
