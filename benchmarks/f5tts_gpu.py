@@ -2,8 +2,8 @@
 
 Device command (from the repository root; the .whl-f5 folder must travel with it: carry [".whl-f5"]):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/extra/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
-Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. `--profile` times our path 3 more times and
-prints a torch.profiler table of one call. Here: `python benchmarks/f5tts_gpu.py --smoke`
+Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. `--profile` adds a torch.profiler table of one
+call of our path. Here: `python benchmarks/f5tts_gpu.py --smoke`
 checks the plumbing on the CPU with a tiny model (writes nothing). .whl-f5 holds py3.12 wheels of what the device
 lacks (f5-tts, vocos, x_transformers and its deps, torchdiffeq, ema_pytorch, pypinyin, rjieba, pydub, hydra-core,
 omegaconf, antlr4, soundfile + cffi, soxr, pydantic(-settings), ...), the Beckett sample (beckett.wav), and in
@@ -17,8 +17,8 @@ architectures with random weights, written in the official formats (EMA safetens
 config.yaml + pytorch_model.bin) into a temporary SPINBOT_MODELS_DIR. Random weights make noise instead of speech,
 but the work is the same: durations come from the texts and the reference, not from the weights.
 
-What is timed, each after a warm-up call on the same inputs, one model set resident at a time:
-- ours: NativeF5Backend.prepare + speak_script (chunks batched, padding masked, float16 transformer, blocks compiled);
+What is timed (the median of 5 calls after a warm-up call on the same inputs, one model set resident at a time):
+- ours: NativeF5Backend.prepare + speak_script (chunks batched and packed without padding, float16, blocks compiled);
 - ours_fp8: the same with the blocks' linears in e4m3 (spinbot.backends.fp8; CUDA only);
 - ours_eager: the same without torch.compile;
 - ours_sequential: the same with one chunk per forward pass (the batching's share of the speed);
@@ -213,21 +213,54 @@ def write_vocoder(folder: Path, sizes: dict[str, int]) -> Path:
 # ---- the timed paths ------------------------------------------------------------------------------------------------
 
 
-def timed(device: str, call) -> tuple[float, float, object]:
-    """Wall seconds and peak MiB of call(), after a warm-up call."""
+REPEATS = 5  # timed calls after the warm-up; the median is the figure
+
+
+def timed(device: str, call) -> tuple[float, float, object, list[float]]:
+    """Median wall seconds of REPEATS calls of call() after a warm-up call, peak MiB over them, the last result,
+    and every call's seconds."""
+    import statistics
+
     import torch
 
     call()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    result = call()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        result = call()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0
-    return seconds, peak, result
+    return statistics.median(times), peak, result, times
+
+
+def packed_error(models, device: str) -> dict:
+    """The packed blocks (compiled) against the package's own DiT.forward (its mask switched on) on one padded
+    CFG batch of the benchmark's shapes: the relative error over the real frames, in the model's dtype."""
+    import torch
+
+    from spinbot.backends.tts.f5.packed import known_lengths
+
+    dit = models.cfm.transformer
+    lengths = [1355, 1631, 1727, 1884] if device == "cuda" else [40, 31]
+    frames, mel = max(lengths), models.mel["n_mel_channels"]
+    generator = torch.Generator().manual_seed(3)
+    x, cond = (torch.randn(len(lengths), frames, mel, generator=generator).to(device, models.dtype) for _ in "xc")
+    text = torch.randint(0, 100, (len(lengths), 300), generator=generator).to(device)
+    mask = torch.arange(frames, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
+    args = dict(x=x, cond=cond, text=text, time=torch.tensor(0.4, device=device, dtype=models.dtype), mask=mask,
+                cfg_infer=True)
+    with torch.inference_mode():
+        expected = dit.forward.package_forward(**args)
+        with known_lengths(dit, lengths):
+            got = dit(**args)
+    valid = torch.cat([mask, mask])
+    diff = (got[valid].float() - expected[valid].float()).norm() / expected[valid].float().norm()
+    return {"lengths": lengths, "relative_error": float(f"{float(diff):.3g}")}
 
 
 def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile: bool = True,
@@ -254,11 +287,17 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
         return native.speak_script(text, voice, params, lambda f, m: None)
 
     started = time.perf_counter()
-    seconds, peak, spoken = timed(device, call)
-    first_call = time.perf_counter() - started - seconds  # the warm-up call: loading and compiling
-    extra = {}
+    seconds, peak, spoken, times = timed(device, call)
+    first_call = time.perf_counter() - started - sum(times)  # the warm-up call: loading and compiling
+    extra = {"each_call_seconds": [round(t, 4) for t in times]}
+    if not fp8:
+        from spinbot.backends.tts.f5.loading import Speedups, load_models
+        from spinbot.settings import get_settings
+
+        models = load_models(params.model, get_settings().models_dir, torch.device(device),
+                             Speedups(compile=compile, fp8=fp8))
+        extra["packed_vs_package_forward"] = packed_error(models, device)
     if PROFILE:
-        extra["repeat_seconds"] = [round(timed(device, call)[0], 4) for _ in range(3)]
         extra["profile"] = profile(device, call)
     get_model_cache().clear()
     if device == "cuda":
@@ -319,13 +358,14 @@ def run_package(device: str, text: str, nfe: int, files: dict) -> dict:
     def call():
         return tts.infer(str(voice_path()), REF_TEXT, text, nfe_step=nfe, seed=SEED, **quiet)
 
-    seconds, peak, (wave, sr, _) = timed(device, call)
+    seconds, peak, (wave, sr, _), times = timed(device, call)
     speech = len(wave) / sr
     del tts
     if device == "cuda":
         torch.cuda.empty_cache()
     return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),
-            "peak_vram_mib": round(peak, 1), "dtype": "float16 (the package's choice on CUDA)"}
+            "peak_vram_mib": round(peak, 1), "dtype": "float16 (the package's choice on CUDA)",
+            "each_call_seconds": [round(t, 4) for t in times]}
 
 
 ONLY: set[str] | None = None  # --only

@@ -12,7 +12,7 @@ by step instead of the lite workflow's sentence chunks:
   initial noise of every chunk the same way whatever the batch (CFM.sample re-seeds per item);
 - the chunks' mel spectrograms through Vocos, joined with the package's linear cross-fade of cross_fade_duration.
 Unlike the package (one thread per chunk, one chunk per forward pass) the chunks of a job go through the model
-in batches, with the padding masked in attention, so one chunk's samples do not depend on the batch it is in.
+in batches, packed without their padding (packed.py), so one chunk's samples do not depend on the batch it is in.
 """
 
 from __future__ import annotations
@@ -241,12 +241,12 @@ def sample_batch(models: Any, cond: Any, voice: F5Voice, group: list[ChunkJob], 
     import torch
     from f5_tts.model.utils import convert_char_to_pinyin
 
-    from spinbot.backends.tts.f5.attention import known_lengths
+    from spinbot.backends.tts.f5.packed import known_lengths
 
     text = convert_char_to_pinyin([voice.text + c.text for c in group])
     ref_frames = cond.shape[1]
     # CFM.sample lengthens a duration shorter than the text (+1): the same rule gives each chunk's end, which is
-    # also the length of its unpadded rows in the batch (known_lengths lets attention skip the padding on the host)
+    # also the length of its real rows in the batch (known_lengths: the packed blocks run those frames only)
     ends = [max(len(t) + 1, ref_frames + 1, c.frames) for t, c in zip(text, group)]
     duration = torch.tensor([c.frames for c in group], device=models.device)
     with _sample_lock, known_lengths(models.cfm.transformer, ends):

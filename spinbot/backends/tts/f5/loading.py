@@ -23,7 +23,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from spinbot.backends.fp8 import F5_LINEARS, use_fp8
-from spinbot.backends.tts.f5.attention import use_key_padding_attention
+from spinbot.backends.tts.f5.packed import use_packing
 from spinbot.errors import BackendUnavailable
 
 T = TypeVar("T")
@@ -114,21 +114,15 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 class Speedups:
     """CUDA-only options (SPINBOT_TTS_COMPILE, SPINBOT_TTS_FP8), part of the cached model's key.
 
-    compile: torch.compile each DiT block. The blocks are small (dim 1024) and many (22 x 2 passes x 32 steps), so
-    the eager model is bound by kernel launches; Inductor fuses the element-wise work around each matmul.
-    dynamic=True: every job has its own length, which must not trigger a recompile (1.63 -> 0.88 s on the H100).
+    compile: torch.compile the packed DiT block (packed.py). The blocks are small (dim 1024) and many (22 x 32
+    steps), so the eager model is bound by kernel launches; Inductor fuses the element-wise work around each matmul
+    (the per-block compile of the padded model took the 30 s benchmark from 1.63 to 0.88 s on the H100).
     fp8: e4m3 matmuls in the blocks (spinbot.backends.fp8); f5tts_gpu.py times it as ours_fp8."""
 
     compile: bool = True
     fp8: bool = False
 
 
-def speed_up(transformer: Any, speedups: Speedups) -> None:
-    if speedups.fp8:
-        use_fp8(transformer.transformer_blocks, F5_LINEARS)
-    if speedups.compile:
-        for block in transformer.transformer_blocks:
-            block.compile(dynamic=True)
 
 
 def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -170,11 +164,12 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise BackendUnavailable(f"f5_to_tts native: {files.checkpoint} does not fit {files.config}: "
                                  f"{first}") from None
-    use_key_padding_attention(cfm.transformer)  # batches of chunks: padding masked (attention.py)
     # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
     cfm.transformer.to(device=device, dtype=dtype)
-    if device.type == "cuda":
-        speed_up(cfm.transformer, speedups)
+    cuda = device.type == "cuda"
+    if cuda and speedups.fp8:
+        use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
+    use_packing(cfm.transformer, compile=cuda and speedups.compile)  # batches of chunks, no padding (packed.py)
     return cfm.to(device).eval(), mel
 
 

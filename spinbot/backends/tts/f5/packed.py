@@ -1,0 +1,158 @@
+"""The DiT's transformer blocks on the real frames only: a batch of chunks packed back to back, one attention call.
+
+CFM.sample hands the DiT a padded batch ([rows, frames, dim], rows = chunks x 2 under classifier-free guidance) and
+a prefix mask. Everything in a DiT block but attention works frame by frame, and under CFM.sample every row shares
+one time step (so one time embedding modulates them all). So the blocks can run on the real frames alone, packed
+into one sequence of `total` frames, with attention kept inside each row by variable-length attention (CUDA:
+FlashAttention's varlen kernel through `aten._flash_attention_forward`, offsets on the GPU, one graph per block
+under torch.compile; CPU: one SDPA call per row). Padding costs nothing, and no mask is built, expanded or read.
+The input embedding (with its masked convolutions) and the text embedding stay the package's, on the padded batch;
+the output goes back to the padded layout with zeros on the padding (CFM.sample never reads those frames into a real
+one: its attention and convolutions are masked).
+
+On an H200, the 30 s benchmark's attention alone (8 rows of 1,355-1,884 frames, 16 heads of 64): 0.38 ms a block
+packed (varlen flash), against 0.42-0.51 ms for one cuDNN or flash SDPA call per row and 0.52 ms for one call with a
+padding bias (benchmarks/results/f5tts_kernels_gpu.json).
+
+The rows' lengths come from the backend, which planned them (known_lengths): reading them from the mask would stall
+the GPU until the host catches up. Without a plan, or with a per-row time, the package's own forward runs (with its
+processor's mask switched on, so that a padded batch is still right: only slower).
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from x_transformers.x_transformers import apply_rotary_pos_emb
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """Where each row's real frames sit in the packed sequence, planned on the host for one CFM.sample call."""
+
+    lengths: list[int]  # real frames per row ([cond rows..., uncond rows...] under CFG)
+    frames: int  # the padded length of the batch
+    index: torch.Tensor  # [total] row * frames + position: the packed frames in the flattened padded batch
+    offsets: torch.Tensor  # [rows + 1] int32: where each row starts in the packed sequence (cu_seqlens)
+    freqs: torch.Tensor  # [1, total, rotary dim]: each frame's rotary angles, by its position within its row
+
+    @classmethod
+    def plan(cls, lengths: list[int], rotary: Any, device: torch.device) -> "PackedLayout":
+        frames = max(lengths)
+        index = torch.cat([torch.arange(length) + row * frames for row, length in enumerate(lengths)])
+        positions = torch.cat([torch.arange(length) for length in lengths])
+        offsets = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+        freqs, _ = rotary(positions.to(device))
+        return cls(list(lengths), frames, index.to(device), offsets.to(device), freqs)
+
+
+class PackedDiT:
+    """Installed as a DiT's forward (use_packing); the same arguments and output as DiT.forward."""
+
+    def __init__(self, dit: Any, compile: bool):
+        self.dit = dit
+        self.package_forward = dit.forward
+        self.layouts: dict[int, PackedLayout] = {}  # by rows, for the CFM.sample call under way (known_lengths)
+        # dynamic=True: every job has other lengths, which must not compile again (one graph serves all blocks)
+        self.block = torch.compile(packed_block, dynamic=True) if compile else packed_block
+
+    def __call__(self, x: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, time: torch.Tensor,
+                 mask: torch.Tensor | None = None, drop_audio_cond: bool = False, drop_text: bool = False,
+                 cfg_infer: bool = False, cache: bool = False) -> torch.Tensor:
+        dit, rows = self.dit, x.shape[0] * (2 if cfg_infer else 1)
+        layout = self.layouts.get(rows)
+        if (layout is None or layout.frames != x.shape[1] or time.ndim != 0
+                or dit.long_skip_connection is not None):
+            return self.package_forward(x=x, cond=cond, text=text, time=time, mask=mask,
+                                        drop_audio_cond=drop_audio_cond, drop_text=drop_text, cfg_infer=cfg_infer,
+                                        cache=cache)
+        t = dit.time_embed(time.reshape(1))  # [1, dim]: one time step for every row
+        drops = [(False, False), (True, True)] if cfg_infer else [(drop_audio_cond, drop_text)]
+        padded = torch.cat([dit.get_input_embed(x, cond, text, drop_audio_cond=audio, drop_text=txt, cache=cache,
+                                                audio_mask=mask) for audio, txt in drops])
+        h = padded.flatten(0, 1).index_select(0, layout.index)[None]  # [1, total, dim]
+        bounds = None if flash_varlen_fits(h) else layout.offsets.tolist()
+        longest = max(layout.lengths)
+        for block in dit.transformer_blocks:
+            h = self.block(block, h, t, layout.freqs, layout.offsets, longest, bounds)
+        out = dit.proj_out(dit.norm_out(h, t))[0]  # [total, mel]
+        full = out.new_zeros(rows * layout.frames, out.shape[-1]).index_copy_(0, layout.index, out)
+        return full.view(rows, layout.frames, -1)
+
+
+def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, offsets: torch.Tensor,
+                 longest: int, bounds: list[int] | None) -> torch.Tensor:
+    """DiTBlock.forward on [1, total, dim] packed frames (same modules, same order)."""
+    norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.attn_norm(x, emb=t)
+    x = x + gate_msa.unsqueeze(1) * packed_attention(block.attn, norm, freqs, offsets, longest, bounds)
+    norm = block.ff_norm(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+    return x + gate_mlp.unsqueeze(1) * block.ff(norm)
+
+
+def packed_attention(attn: Any, x: torch.Tensor, freqs: torch.Tensor, offsets: torch.Tensor, longest: int,
+                     bounds: list[int] | None) -> torch.Tensor:
+    """The package's AttnProcessor (projections, q/k norms, rotary embedding on the first pe_attn_head heads,
+    output projection) with each row attending over its own frames."""
+    q, k, v = (proj(x[0]).unflatten(-1, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    if attn.q_norm is not None:
+        q = attn.q_norm(q)
+    if attn.k_norm is not None:
+        k = attn.k_norm(k)
+    rotated = getattr(attn.processor, "pe_attn_head", None) or attn.heads
+    q, k = (torch.cat([rotate(part[:, :rotated], freqs), part[:, rotated:]], dim=1) for part in (q, k))
+    out = varlen_attention(q, k, v, offsets, longest, bounds)
+    return attn.to_out[1](attn.to_out[0](out.flatten(1).to(q.dtype)))[None]
+
+
+def rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """x_transformers' rotary embedding (as the package applies it) on [total, heads, head_dim]."""
+    return apply_rotary_pos_emb(x.transpose(0, 1), freqs, 1.0).transpose(0, 1)
+
+
+def flash_varlen_fits(x: torch.Tensor) -> bool:
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
+                     bounds: list[int] | None) -> torch.Tensor:
+    """Attention of [total, heads, head_dim] packed rows, each row over its own frames: FlashAttention's varlen
+    kernel, or (bounds: the offsets on the host, where it has no kernel) one SDPA call per row."""
+    if bounds is None:
+        return torch.ops.aten._flash_attention_forward(q, k, v, offsets, offsets, longest, longest, 0.0, False,
+                                                       False)[0]
+    parts = [F.scaled_dot_product_attention(*(t[start:end].transpose(0, 1) for t in (q, k, v))).transpose(0, 1)
+             for start, end in itertools.pairwise(bounds)]
+    return torch.cat(parts)
+
+
+def use_packing(dit: Any, compile: bool) -> PackedDiT:
+    """Give the DiT the packed forward. The package's processors get their mask switched on for the unplanned
+    fallback (attn_mask_enabled is off in the v1 configs: a padded batch would attend to its padding)."""
+    for block in dit.transformer_blocks:
+        if hasattr(block.attn.processor, "attn_mask_enabled"):
+            block.attn.processor.attn_mask_enabled = True
+    packed = PackedDiT(dit, compile)
+    dit.forward = packed
+    return packed
+
+
+@contextmanager
+def known_lengths(dit: Any, lengths: list[int]) -> Iterator[None]:
+    """Each sample's real frames for one CFM.sample call (its lens_to_mask(duration) prefix). Two layouts: the
+    samples' rows, and the rows doubled as DiT.forward(cfg_infer=True) doubles them (conditional, unconditional)."""
+    packed = dit.forward if isinstance(dit.forward, PackedDiT) else None
+    if packed is None:
+        yield
+        return
+    device = dit.proj_out.weight.device
+    packed.layouts = {len(rows): PackedLayout.plan(rows, dit.rotary_embed, device)
+                      for rows in (list(lengths), list(lengths) * 2)}
+    try:
+        yield
+    finally:
+        packed.layouts = {}

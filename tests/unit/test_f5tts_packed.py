@@ -1,0 +1,82 @@
+"""The packed DiT forward computes what the package's DiT computes on a padded batch with its mask switched on."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from f5_tts.model import DiT
+
+from spinbot.backends.tts.f5.packed import PackedDiT, known_lengths, use_packing
+
+
+def tiny_dit(**arch) -> DiT:
+    torch.manual_seed(0)
+    model = DiT(dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1, text_num_embeds=40,
+                mel_dim=20, attn_mask_enabled=True, **arch).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)  # zero-initialised layers too: every path does work
+    return model
+
+
+def batch(lengths: list[int]):
+    frames = max(lengths)
+    mask = torch.arange(frames)[None] < torch.tensor(lengths)[:, None]
+    x, cond = torch.randn(len(lengths), frames, 20), torch.randn(len(lengths), frames, 20)
+    return x, cond, torch.randint(0, 40, (len(lengths), 25)), mask
+
+
+@pytest.mark.parametrize("cfg_infer", [True, False])
+@pytest.mark.parametrize("arch", [{}, {"pe_attn_head": 1}, {"qk_norm": "rms_norm"}])
+def test_same_output_as_the_packages_masked_forward(arch, cfg_infer):
+    package = tiny_dit(**arch)
+    ours = copy.deepcopy(package)
+    packed = use_packing(ours, compile=False)
+    lengths = [37, 29, 18]
+    x, cond, text, mask = batch(lengths)
+    calls, block = [], packed.block
+
+    def counted(*args):
+        calls.append(1)
+        return block(*args)
+
+    packed.block = counted
+    with torch.inference_mode():
+        expected = package(x=x, cond=cond, text=text, time=torch.tensor(0.3), mask=mask, cfg_infer=cfg_infer)
+        with known_lengths(ours, lengths):
+            got = ours(x=x, cond=cond, text=text, time=torch.tensor(0.3), mask=mask, cfg_infer=cfg_infer)
+    assert len(calls) == 2, "the packed blocks ran"
+    rows = torch.cat([mask, mask]) if cfg_infer else mask  # cfg_infer: the conditional rows, then the others
+    valid = rows[..., None].expand_as(got)
+    torch.testing.assert_close(got[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    assert torch.count_nonzero(got[~valid]) == 0  # the padding comes back as zeros
+
+
+def test_a_chunk_alone_equals_the_chunk_in_a_batch():
+    model = tiny_dit()
+    use_packing(model, compile=False)
+    x, cond, text, mask = batch([30, 21])
+    with torch.inference_mode():
+        with known_lengths(model, [30, 21]):
+            together = model(x=x, cond=cond, text=text, time=torch.tensor(0.5), mask=mask, cfg_infer=True)
+        with known_lengths(model, [21]):
+            alone = model(x=x[1:, :21], cond=cond[1:, :21], text=text[1:], time=torch.tensor(0.5), cfg_infer=True)
+    torch.testing.assert_close(together[1, :21], alone[0, :21], rtol=1e-4, atol=1e-4)  # conditional rows
+    torch.testing.assert_close(together[3, :21], alone[1, :21], rtol=1e-4, atol=1e-4)  # unconditional rows
+
+
+def test_without_a_plan_the_packages_forward_runs_with_its_mask_on():
+    package = tiny_dit()
+    ours = copy.deepcopy(package)
+    for block in ours.transformer_blocks:
+        block.attn.processor.attn_mask_enabled = False  # as the v1 configs ship it
+    packed = use_packing(ours, compile=False)
+    assert isinstance(ours.forward, PackedDiT) and packed.layouts == {}
+    assert all(block.attn.processor.attn_mask_enabled for block in ours.transformer_blocks)
+    x, cond, text, mask = batch([25, 12])
+    with torch.inference_mode():
+        expected = package(x=x, cond=cond, text=text, time=torch.full((2,), 0.4), mask=mask)
+        got = ours(x=x, cond=cond, text=text, time=torch.full((2,), 0.4), mask=mask)  # a time per row: unplanned
+    torch.testing.assert_close(got[mask], expected[mask])
