@@ -1,7 +1,7 @@
 """Benchmark the native f5_to_tts backend on a CUDA GPU against the f5-tts package's own F5TTS.infer.
 
 Device command (from the repository root; the .whl-f5 folder must travel with it: carry [".whl-f5"]):
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/extra/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-scipy/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
 Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. `--profile` adds a torch.profiler table of one
 call of our path. Here: `python benchmarks/f5tts_gpu.py --smoke`
 checks the plumbing on the CPU with a tiny model (writes nothing). .whl-f5 holds py3.12 wheels of what the device
@@ -19,6 +19,7 @@ but the work is the same: durations come from the texts and the reference, not f
 
 What is timed (the median of 5 calls after a warm-up call on the same inputs, one model set resident at a time):
 - ours: NativeF5Backend.prepare + speak_script (chunks batched and packed without padding, float16, blocks compiled);
+- ours_flash2: the same with torch's FlashAttention 2 (ours takes FlashAttention 4 where flash-attn-4 is there);
 - ours_fp8: the same with the blocks' linears in e4m3 (spinbot.backends.fp8; CUDA only);
 - ours_eager: the same without torch.compile;
 - ours_sequential: the same with one chunk per forward pass (the batching's share of the speed);
@@ -264,7 +265,7 @@ def packed_error(models, device: str) -> dict:
 
 
 def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile: bool = True,
-             fp8: bool = False) -> dict:
+             fp8: bool = False, attention: str = "auto") -> dict:
     import torch
 
     from spinbot.backends.tts.base import Reference
@@ -276,7 +277,7 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
 
     if batch_frames is not None:
         f5.BATCH_FRAMES[device] = batch_frames
-    os.environ.update(SPINBOT_TTS_COMPILE=str(compile), SPINBOT_TTS_FP8=str(fp8))
+    os.environ.update(SPINBOT_TTS_COMPILE=str(compile), SPINBOT_TTS_FP8=str(fp8), SPINBOT_TTS_ATTENTION=attention)
     reset_settings()
     audio, sr = load_audio(voice_path())
     params = TextToSpeechParams(device=device, nfe_step=nfe, seed=SEED)
@@ -290,12 +291,13 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     seconds, peak, spoken, times = timed(device, call)
     first_call = time.perf_counter() - started - sum(times)  # the warm-up call: loading and compiling
     extra = {"each_call_seconds": [round(t, 4) for t in times]}
-    if not fp8:
-        from spinbot.backends.tts.f5.loading import Speedups, load_models
-        from spinbot.settings import get_settings
+    from spinbot.backends.tts.f5.loading import Speedups, load_models
+    from spinbot.settings import get_settings
 
-        models = load_models(params.model, get_settings().models_dir, torch.device(device),
-                             Speedups(compile=compile, fp8=fp8))
+    models = load_models(params.model, get_settings().models_dir, torch.device(device),
+                         Speedups(compile=compile, fp8=fp8, attention=attention))
+    extra["attention_kernel"] = models.cfm.transformer.forward.kernel
+    if not fp8:
         extra["packed_vs_package_forward"] = packed_error(models, device)
     if PROFILE:
         extra["profile"] = profile(device, call)
@@ -420,6 +422,7 @@ def main() -> None:
             print(json.dumps(results["ours"], indent=1)[:3000])
             return
         run_step(results, "ours", run_ours, device, text, nfe, default_frames)
+        run_step(results, "ours_flash2", run_ours, device, text, nfe, default_frames, True, False, "flash2")
         run_step(results, "ours_fp8", run_ours, device, text, nfe, default_frames, True, True)
         run_step(results, "ours_eager", run_ours, device, text, nfe, default_frames, False)
         run_step(results, "ours_sequential", run_ours, device, text, nfe, 1)

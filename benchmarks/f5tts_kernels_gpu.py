@@ -97,6 +97,19 @@ def main() -> None:
             return compiled(q, k, v, block_mask=block_mask)
         return run
 
+    def fa4(flash2):
+        """The packed rows through FlashAttention 4's varlen forward (flash-attn-4, CuTe DSL kernels)."""
+        from flash_attn.cute.interface import flash_attn_varlen_func
+
+        flat, cu = flash2.flat, flash2.cu
+
+        def run():
+            out = flash_attn_varlen_func(*flat, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=frames,
+                                         max_seqlen_k=frames)
+            return out[0] if isinstance(out, tuple) else out
+        run.unpack = flash2.unpack
+        return run
+
     def packed(kind):
         starts = [i * frames for i in range(rows)]
         index = torch.cat([torch.arange(s, s + n, device=dev) for s, n in zip(starts, lengths)])
@@ -114,7 +127,7 @@ def main() -> None:
             else:
                 out = torch.ops.aten._cudnn_attention_forward(*flat, None, cu, cu, frames, frames, False)[0]
             return out
-        run.unpack = unpack
+        run.unpack, run.flat, run.cu = unpack, flat, cu
         return run
 
     variants = {
@@ -137,6 +150,10 @@ def main() -> None:
                      "machine": machine(), "torch": torch.__version__, "lengths": lengths, "heads": HEADS,
                      "head_dim": HEAD_DIM, "dtype": "float16", "useful_tflop_per_call": round(flops / 1e12, 4),
                      "variants": {}}
+    try:
+        variants["packed_varlen_fa4"] = fa4(variants["packed_varlen_flash"])
+    except ImportError as exc:
+        print("no FlashAttention 4:", exc)
     for name, run in variants.items():
         try:
             out = run()

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     talk_fp8: bool = False
     tts_compile: bool = True
     tts_fp8: bool = False
+    # F5-TTS's packed attention on CUDA: FlashAttention 2 (built into torch), FlashAttention 4 (the flash-attn-4
+    # package, the `fa4` extra; Hopper and Blackwell), or auto: 4 where it is installed and the GPU takes it.
+    tts_attention: Literal["auto", "flash2", "flash4"] = "auto"
 
     # Lite talking-head output: the portrait is shrunk (never enlarged) to fit this many pixels.
     talk_max_pixels: int = Field(default=832 * 480, ge=64 * 64)

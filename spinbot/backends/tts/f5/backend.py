@@ -92,7 +92,8 @@ class NativeF5Backend:
 
         settings = get_settings()
         models = load_models(params.model, settings.models_dir, _device(params.device),
-                             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8))
+                             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8,
+                                      attention=settings.tts_attention))
         chunks = plan(text, voice, params.speed, models.mel["hop_length"])
         waves = synthesize_chunks(models, voice, chunks, params, progress)
         audio, joins = crossfade_linear(waves, int(params.cross_fade_duration * SAMPLE_RATE))

@@ -23,7 +23,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from spinbot.backends.fp8 import F5_LINEARS, use_fp8
-from spinbot.backends.tts.f5.packed import use_packing
+from spinbot.backends.tts.f5.packed import attention_kernel, use_packing
 from spinbot.errors import BackendUnavailable
 
 T = TypeVar("T")
@@ -103,6 +103,29 @@ def model_config(path: Path) -> dict[str, Any]:
     return config
 
 
+def import_f5_model() -> Any:
+    """f5_tts.model, imported so that flash-attn-4 (the fa4 extra) does not break it. f5-tts imports FlashAttention
+    2's flash_attn_func whenever a `flash_attn` package exists, and flash-attn-4 installs only flash_attn.cute, as a
+    namespace package (no __init__, so no origin). There, f5-tts's probe is told that there is no flash_attn for
+    the length of its import; its flash_attn backend is never used here (packed.py calls the kernels itself)."""
+    import importlib.util
+    import sys
+    from unittest import mock
+
+    if "f5_tts.model" in sys.modules:
+        return sys.modules["f5_tts.model"]
+    spec = importlib.util.find_spec("flash_attn")
+    if spec is None or spec.origin is not None:
+        return importlib.import_module("f5_tts.model")
+    find_spec = importlib.util.find_spec
+
+    def without_flash_attn(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name == "flash_attn" else find_spec(name, *args, **kwargs)
+
+    with mock.patch("importlib.util.find_spec", without_flash_attn):
+        return importlib.import_module("f5_tts.model")
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
     """float32 on the CPU (its half-precision kernels are slow); float16 on CUDA, as the package itself does.
     Not bfloat16: CFM.sample builds its time grid in the conditioning's dtype, and bfloat16's 8-bit mantissa
@@ -117,10 +140,12 @@ class Speedups:
     compile: torch.compile the packed DiT block (packed.py). The blocks are small (dim 1024) and many (22 x 32
     steps), so the eager model is bound by kernel launches; Inductor fuses the element-wise work around each matmul
     (the per-block compile of the padded model took the 30 s benchmark from 1.63 to 0.88 s on the H100).
-    fp8: e4m3 matmuls in the blocks (spinbot.backends.fp8); f5tts_gpu.py times it as ours_fp8."""
+    fp8: e4m3 matmuls in the blocks (spinbot.backends.fp8); f5tts_gpu.py times it as ours_fp8.
+    attention: the packed attention's kernel on CUDA (auto | flash2 | flash4; packed.attention_kernel)."""
 
     compile: bool = True
     fp8: bool = False
+    attention: str = "auto"
 
 
 
@@ -169,7 +194,8 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups
     cuda = device.type == "cuda"
     if cuda and speedups.fp8:
         use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
-    use_packing(cfm.transformer, compile=cuda and speedups.compile)  # batches of chunks, no padding (packed.py)
+    kernel = attention_kernel(speedups.attention, device)
+    use_packing(cfm.transformer, compile=cuda and speedups.compile, kernel=kernel)  # no padding (packed.py)
     return cfm.to(device).eval(), mel
 
 
@@ -196,9 +222,10 @@ def cached(role: str, path: Path, tag: str, load: Callable[[], T], size: int | N
 
 
 def load_models(model: str, models_dir: Path, device: torch.device, speedups: Speedups = Speedups()) -> F5Models:
+    import_f5_model()
     files = resolve_files(model, models_dir)
     dtype = compute_dtype(device)
-    speedups = speedups if device.type == "cuda" else Speedups(compile=False)
+    speedups = speedups if device.type == "cuda" else Speedups(compile=False, attention="flash2")
     cfm, mel = cached("cfm", files.checkpoint, f"{device}:{dtype}:{files.vocab}:{files.config}:{speedups}",
                       lambda: build_cfm(files, device, dtype, speedups))
     vocoder = cached("vocos", files.vocoder, f"{device}:float32", lambda: load_vocoder(files.vocoder, device))

@@ -4,8 +4,9 @@ CFM.sample hands the DiT a padded batch ([rows, frames, dim], rows = chunks x 2 
 a prefix mask. Everything in a DiT block but attention works frame by frame, and under CFM.sample every row shares
 one time step (so one time embedding modulates them all). So the blocks can run on the real frames alone, packed
 into one sequence of `total` frames, with attention kept inside each row by variable-length attention (CUDA:
-FlashAttention's varlen kernel through `aten._flash_attention_forward`, offsets on the GPU, one graph per block
-under torch.compile; CPU: one SDPA call per row). Padding costs nothing, and no mask is built, expanded or read.
+a FlashAttention varlen kernel with the offsets on the GPU, one graph per block under torch.compile: torch's own
+FlashAttention 2 (`aten._flash_attention_forward`) or FlashAttention 4 (the flash-attn-4 package, Hopper and
+Blackwell kernels); CPU: one SDPA call per row). Padding costs nothing, and no mask is built, expanded or read.
 The input embedding (with its masked convolutions) and the text embedding stay the package's, on the padded batch;
 the output goes back to the padded layout with zeros on the padding (CFM.sample never reads those frames into a real
 one: its attention and convolutions are masked).
@@ -28,7 +29,8 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from x_transformers.x_transformers import apply_rotary_pos_emb
+
+from spinbot.backends.tts.f5.layers import feed_forward, fuse_projections, project_qkv, rotate, use_channels_last_conv
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class PackedLayout:
     frames: int  # the padded length of the batch
     index: torch.Tensor  # [total] row * frames + position: the packed frames in the flattened padded batch
     offsets: torch.Tensor  # [rows + 1] int32: where each row starts in the packed sequence (cu_seqlens)
-    freqs: torch.Tensor  # [1, total, rotary dim]: each frame's rotary angles, by its position within its row
+    rope: tuple[torch.Tensor, torch.Tensor]  # [total, 1, rotary dim] float32 cos and sin of each frame's angles
 
     @classmethod
     def plan(cls, lengths: list[int], rotary: Any, device: torch.device) -> "PackedLayout":
@@ -47,15 +49,17 @@ class PackedLayout:
         index = torch.cat([torch.arange(length) + row * frames for row, length in enumerate(lengths)])
         positions = torch.cat([torch.arange(length) for length in lengths])
         offsets = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
-        freqs, _ = rotary(positions.to(device))
-        return cls(list(lengths), frames, index.to(device), offsets.to(device), freqs)
+        freqs, _ = rotary(positions.to(device))  # by each frame's position within its row; once per sample() call
+        rope = (freqs[0, :, None].cos(), freqs[0, :, None].sin())
+        return cls(list(lengths), frames, index.to(device), offsets.to(device), rope)
 
 
 class PackedDiT:
     """Installed as a DiT's forward (use_packing); the same arguments and output as DiT.forward."""
 
-    def __init__(self, dit: Any, compile: bool):
+    def __init__(self, dit: Any, compile: bool, kernel: str = "flash2"):
         self.dit = dit
+        self.kernel = kernel  # flash2 | flash4: the varlen attention kernel on CUDA
         self.package_forward = dit.forward
         self.layouts: dict[int, PackedLayout] = {}  # by rows, for the CFM.sample call under way (known_lengths)
         # dynamic=True: every job has other lengths, which must not compile again (one graph serves all blocks)
@@ -79,39 +83,35 @@ class PackedDiT:
         bounds = None if flash_varlen_fits(h) else layout.offsets.tolist()
         longest = max(layout.lengths)
         for block in dit.transformer_blocks:
-            h = self.block(block, h, t, layout.freqs, layout.offsets, longest, bounds)
+            h = self.block(block, h, t, layout.rope, layout.offsets, longest, bounds, self.kernel)
         out = dit.proj_out(dit.norm_out(h, t))[0]  # [total, mel]
         full = out.new_zeros(rows * layout.frames, out.shape[-1]).index_copy_(0, layout.index, out)
         return full.view(rows, layout.frames, -1)
 
 
-def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, offsets: torch.Tensor,
-                 longest: int, bounds: list[int] | None) -> torch.Tensor:
+def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                 offsets: torch.Tensor, longest: int, bounds: list[int] | None, kernel: str = "flash2"
+                 ) -> torch.Tensor:
     """DiTBlock.forward on [1, total, dim] packed frames (same modules, same order)."""
     norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.attn_norm(x, emb=t)
-    x = x + gate_msa.unsqueeze(1) * packed_attention(block.attn, norm, freqs, offsets, longest, bounds)
+    x = x + gate_msa.unsqueeze(1) * packed_attention(block.attn, norm, rope, offsets, longest, bounds, kernel)
     norm = block.ff_norm(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-    return x + gate_mlp.unsqueeze(1) * block.ff(norm)
+    return x + gate_mlp.unsqueeze(1) * feed_forward(block.ff, norm[0])[None]
 
 
-def packed_attention(attn: Any, x: torch.Tensor, freqs: torch.Tensor, offsets: torch.Tensor, longest: int,
-                     bounds: list[int] | None) -> torch.Tensor:
+def packed_attention(attn: Any, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], offsets: torch.Tensor,
+                     longest: int, bounds: list[int] | None, kernel: str = "flash2") -> torch.Tensor:
     """The package's AttnProcessor (projections, q/k norms, rotary embedding on the first pe_attn_head heads,
     output projection) with each row attending over its own frames."""
-    q, k, v = (proj(x[0]).unflatten(-1, (attn.heads, -1)) for proj in (attn.to_q, attn.to_k, attn.to_v))
+    q, k, v = project_qkv(attn, x[0])
     if attn.q_norm is not None:
         q = attn.q_norm(q)
     if attn.k_norm is not None:
         k = attn.k_norm(k)
     rotated = getattr(attn.processor, "pe_attn_head", None) or attn.heads
-    q, k = (torch.cat([rotate(part[:, :rotated], freqs), part[:, rotated:]], dim=1) for part in (q, k))
-    out = varlen_attention(q, k, v, offsets, longest, bounds)
+    q, k = (torch.cat([rotate(part[:, :rotated], *rope), part[:, rotated:]], dim=1) for part in (q, k))
+    out = varlen_attention(q, k, v, offsets, longest, bounds, kernel)
     return attn.to_out[1](attn.to_out[0](out.flatten(1).to(q.dtype)))[None]
-
-
-def rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """x_transformers' rotary embedding (as the package applies it) on [total, heads, head_dim]."""
-    return apply_rotary_pos_emb(x.transpose(0, 1), freqs, 1.0).transpose(0, 1)
 
 
 def flash_varlen_fits(x: torch.Tensor) -> bool:
@@ -119,9 +119,11 @@ def flash_varlen_fits(x: torch.Tensor) -> bool:
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
-                     bounds: list[int] | None) -> torch.Tensor:
-    """Attention of [total, heads, head_dim] packed rows, each row over its own frames: FlashAttention's varlen
-    kernel, or (bounds: the offsets on the host, where it has no kernel) one SDPA call per row."""
+                     bounds: list[int] | None, kernel: str = "flash2") -> torch.Tensor:
+    """Attention of [total, heads, head_dim] packed rows, each row over its own frames: a FlashAttention varlen
+    kernel, or (bounds: the offsets on the host, where there is no kernel) one SDPA call per row."""
+    if bounds is None and kernel == "flash4":
+        return torch.ops.spinbot.flash4_varlen(q, k, v, offsets, longest)
     if bounds is None:
         return torch.ops.aten._flash_attention_forward(q, k, v, offsets, offsets, longest, longest, 0.0, False,
                                                        False)[0]
@@ -130,13 +132,52 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets:
     return torch.cat(parts)
 
 
-def use_packing(dit: Any, compile: bool) -> PackedDiT:
+@torch.library.custom_op("spinbot::flash4_varlen", mutates_args=())
+def flash4_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int
+                  ) -> torch.Tensor:
+    """FlashAttention 4's varlen forward as one opaque op (its CuTe DSL launcher is Python that torch.compile must
+    not trace; it compiles each kernel once per shape class and caches it)."""
+    from flash_attn.cute.interface import flash_attn_varlen_func
+
+    out = flash_attn_varlen_func(q, k, v, cu_seqlens_q=offsets, cu_seqlens_k=offsets, max_seqlen_q=longest,
+                                 max_seqlen_k=longest)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@flash4_varlen.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int) -> torch.Tensor:
+    return torch.empty_like(q)
+
+
+def attention_kernel(choice: str, device: torch.device) -> str:
+    """flash2 or flash4 for the settings' tts_attention (auto: flash4 where flash-attn-4 imports and the GPU is a
+    Hopper or Blackwell one). Asking for flash4 where it cannot run is an error naming what is missing."""
+    if device.type != "cuda" or choice == "flash2":
+        return "flash2"
+    major = torch.cuda.get_device_capability(device)[0]
+    try:
+        import flash_attn.cute.interface  # noqa: F401
+        missing = None if major in (9, 10) else f"a Hopper or Blackwell GPU (this one is sm{major}x)"
+    except ImportError as err:
+        missing = f"the flash-attn-4 package (pip install 'spinbot[fa4]'; {err})"
+    if missing is None:
+        return "flash4"
+    if choice == "flash4":
+        from spinbot.errors import BackendUnavailable
+
+        raise BackendUnavailable(f"f5_to_tts native: SPINBOT_TTS_ATTENTION=flash4 needs {missing}")
+    return "flash2"
+
+
+def use_packing(dit: Any, compile: bool, kernel: str = "flash2") -> PackedDiT:
     """Give the DiT the packed forward. The package's processors get their mask switched on for the unplanned
     fallback (attn_mask_enabled is off in the v1 configs: a padded batch would attend to its padding)."""
+    use_channels_last_conv(dit.input_embed.conv_pos_embed)
     for block in dit.transformer_blocks:
+        fuse_projections(block.attn)
         if hasattr(block.attn.processor, "attn_mask_enabled"):
             block.attn.processor.attn_mask_enabled = True
-    packed = PackedDiT(dit, compile)
+    packed = PackedDiT(dit, compile, kernel)
     dit.forward = packed
     return packed
 
