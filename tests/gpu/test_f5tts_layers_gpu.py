@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("f5_tts")
+pytest.importorskip("f5_tts")  # the package only: f5_tts.model goes through import_f5_model (flash-attn-4)
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -17,16 +17,32 @@ pytestmark = [
 
 
 def test_the_gelu_epilogue_equals_the_feed_forward_module():
-    from f5_tts.model.modules import FeedForward
-
     from spinbot.backends.tts.f5.layers import feed_forward
+    from spinbot.backends.tts.f5.loading import import_f5_model
+
+    FeedForward = import_f5_model().modules.FeedForward
 
     torch.manual_seed(0)
     ff = FeedForward(dim=1024, mult=2, approximate="tanh").cuda().half().eval()
     x = torch.randn(3000, 1024, device="cuda", dtype=torch.float16)
     with torch.inference_mode():
         got, expected = feed_forward(ff, x), ff(x)
-    assert (got.float() - expected.float()).norm() / expected.float().norm() < 2e-3
+    error = float((got.float() - expected.float()).norm() / expected.float().norm())
+    assert error < 2e-3, f"relative error {error:.3g}"
+
+
+def test_the_grouped_conv_kernel_equals_cudnn_conv_mish_mask():
+    from spinbot.backends.tts.f5.grouped_conv import grouped_conv_mish, tap_major_weight
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(1024, 1024, 31, groups=16, padding=15).cuda().half()
+    keep = torch.arange(1884, device="cuda")[None] < torch.tensor([1884, 1355, 1700], device="cuda")[:, None]
+    x = torch.randn(3, 1884, 1024, device="cuda", dtype=torch.float16).masked_fill(~keep[..., None], 0.0)
+    with torch.inference_mode():
+        got = grouped_conv_mish(x, tap_major_weight(conv), conv.bias, keep)
+        expected = torch.nn.functional.mish(conv(x.permute(0, 2, 1)).permute(0, 2, 1)).masked_fill(~keep[..., None], 0)
+    error = float((got.float() - expected.float()).norm() / expected.float().norm())
+    assert error < 2e-3, f"relative error {error:.3g}"
 
 
 def test_flash_varlen_equals_one_sdpa_call_per_row():

@@ -65,31 +65,32 @@ def fuse_projections(attn: Any) -> bool:
     return True
 
 
-def use_channels_last_conv(conv_pos: Any) -> bool:
-    """ConvPositionEmbedding (grouped Conv1d, Mish, grouped Conv1d, Mish; padding zeroed before each conv and
-    after it) with its convolutions run as 2-D ones on [b, n, d] memory as it is (channels last): the package's
-    permute to [b, d, n] makes cuDNN transpose to NHWC and back around every convolution, which cost as much as
-    the convolutions themselves."""
+def use_fused_conv_position(conv_pos: Any) -> bool:
+    """ConvPositionEmbedding (padding zeroed; grouped Conv1d, Mish, padding zeroed; the same again) on CUDA as two
+    calls of one Triton kernel each (grouped_conv.py: convolution, bias, Mish and mask in one pass, no layout
+    changes). The CPU keeps the package's forward."""
     layers = list(conv_pos.conv1d)
-    if not [type(layer) for layer in layers] == [nn.Conv1d, nn.Mish, nn.Conv1d, nn.Mish]:
+    if [type(layer) for layer in layers] != [nn.Conv1d, nn.Mish, nn.Conv1d, nn.Mish]:
         return False
+    convs = (layers[0], layers[2])
+    if any(conv.padding[0] != conv.kernel_size[0] // 2 or conv.stride[0] != 1 or conv.dilation[0] != 1
+           or conv.bias is None or conv.in_channels != conv.out_channels for conv in convs):
+        return False
+    package_forward = conv_pos.forward
+    weights: dict[torch.device, list[torch.Tensor]] = {}
 
     def forward(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        keep = None if mask is None else mask[..., None]
-        h = x if keep is None else x.masked_fill(~keep, 0.0)
-        for conv, act in ((layers[0], layers[1]), (layers[2], layers[3])):
-            h = act(conv_channels_last(conv, h))
-            h = h if keep is None else h.masked_fill(~keep, 0.0)
+        if not x.is_cuda:
+            return package_forward(x, mask=mask)
+        from spinbot.backends.tts.f5.grouped_conv import grouped_conv_mish, tap_major_weight
+
+        if x.device not in weights:  # made once (the model does not change while loaded)
+            weights[x.device] = [tap_major_weight(conv) for conv in convs]
+        keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+        h = x.masked_fill(~keep[..., None], 0.0).contiguous()
+        for conv, weight in zip(convs, weights[x.device]):
+            h = grouped_conv_mish(h, weight, conv.bias, keep)
         return h
 
     conv_pos.forward = forward
     return True
-
-
-def conv_channels_last(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """conv(x.permute(0, 2, 1)).permute(0, 2, 1) for x: [b, n, d], without moving x: a [b, d, 1, n] view of it is
-    an NCHW tensor in channels-last memory, which cuDNN convolves as it lies."""
-    image = x.transpose(1, 2)[:, :, None, :]
-    out = F.conv2d(image, conv.weight[:, :, None, :], conv.bias, stride=(1, conv.stride[0]),
-                   padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups)
-    return out[:, :, 0, :].transpose(1, 2)

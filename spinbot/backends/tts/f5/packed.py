@@ -30,7 +30,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from spinbot.backends.tts.f5.layers import feed_forward, fuse_projections, project_qkv, rotate, use_channels_last_conv
+from spinbot.backends.tts.f5.layers import feed_forward, fuse_projections, project_qkv, rotate, use_fused_conv_position
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def attention_kernel(choice: str, device: torch.device) -> str:
 def use_packing(dit: Any, compile: bool, kernel: str = "flash2") -> PackedDiT:
     """Give the DiT the packed forward. The package's processors get their mask switched on for the unplanned
     fallback (attn_mask_enabled is off in the v1 configs: a padded batch would attend to its padding)."""
-    use_channels_last_conv(dit.input_embed.conv_pos_embed)
+    use_fused_conv_position(dit.input_embed.conv_pos_embed)
     for block in dit.transformer_blocks:
         fuse_projections(block.attn)
         if hasattr(block.attn.processor, "attn_mask_enabled"):
