@@ -397,6 +397,9 @@ def main() -> None:
     global ONLY
     ONLY = set(args.only.split(",")) if args.only else None
     stand_ins = install_stand_ins()
+    from spinbot.backends.tts.f5.loading import import_f5_model
+
+    import_f5_model()  # first: beside flash-attn-4, a plain `import f5_tts.model` fails (see import_f5_model)
     preflight()
     import torch
 

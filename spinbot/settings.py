@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     upscale_backend: Literal["lite", "native", "comfyui"] = "lite"
 
     # Native backends on CUDA: torch.compile the transformer blocks; e4m3 (FP8) matmuls in them (spinbot.backends.fp8;
-    # InfiniteTalk measured 1.14x a step at 4.9% output error, F5-TTS not measured yet: both off by default).
+    # InfiniteTalk measured 1.14x a step at 4.9% output error; F5-TTS is slower with them, its matmuls are narrow).
     talk_compile: bool = True
     talk_fp8: bool = False
     tts_compile: bool = True

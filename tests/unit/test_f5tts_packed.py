@@ -137,3 +137,18 @@ def test_f5tts_imports_beside_flash_attn_4(tmp_path):
                                "print(import_f5_model().CFM.__name__)"], env=env, capture_output=True, text=True)
     assert shielded.returncode == 0, shielded.stderr[-500:]
     assert shielded.stdout.strip() == "CFM"
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (9, 0)])
+def test_flash4_asked_for_where_it_cannot_run_is_one_clear_error(monkeypatch, capability):
+    from spinbot.backends.tts.f5.packed import attention_kernel
+    from spinbot.errors import BackendUnavailable
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setitem(__import__("sys").modules, "flash_attn.cute.interface", None)  # not installed (CI)
+    cuda = torch.device("cuda")
+    assert attention_kernel("auto", cuda) == "flash2"
+    assert attention_kernel("flash2", cuda) == "flash2"
+    assert attention_kernel("flash4", torch.device("cpu")) == "flash2"  # the CPU attends row by row anyway
+    with pytest.raises(BackendUnavailable, match="SPINBOT_TTS_ATTENTION=flash4 needs the flash-attn-4 package"):
+        attention_kernel("flash4", cuda)
