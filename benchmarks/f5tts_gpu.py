@@ -2,12 +2,18 @@
 
 Device command (from the repository root; the .whl-f5 folder must travel with it: carry [".whl-f5"]):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-scipy/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
-Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. `--profile` adds a torch.profiler table of one
-call of our path. Here: `python benchmarks/f5tts_gpu.py --smoke`
+Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. FlashAttention 4 (the fa4 extra) is too big
+for one call's carry (76 MB as .tar.xz): the committed result carried it in two calls on one warm machine, the
+first copying .fa4/fa4.tar.xz.part00 to /tmp/fa4/, the second (carry [".fa4/fa4.tar.xz.part01", ".whl-f5"])
+unpacking `cat /tmp/fa4/fa4.tar.xz.part00 .fa4/fa4.tar.xz.part01 | xz -d | tar x -C /tmp/fa4site` and adding
+/tmp/fa4site and /tmp/fa4site/nvidia_cutlass_dsl/dsl_packages to PYTHONPATH before the command above. The tarball
+holds the fa4 extra's wheels for py3.12 unpacked (flash-attn-4, nvidia-cutlass-dsl and its libs-base, -core and
+-cu12, quack-kernels, apache-tvm-ffi, torch-c-dlpack-ext, cuda-bindings); split with `split -b 38M -d`.
+`--profile` adds a torch.profiler table of one call of our path. Here: `python benchmarks/f5tts_gpu.py --smoke`
 checks the plumbing on the CPU with a tiny model (writes nothing). .whl-f5 holds py3.12 wheels of what the device
 lacks (f5-tts, vocos, x_transformers and its deps, torchdiffeq, ema_pytorch, pypinyin, rjieba, pydub, hydra-core,
-omegaconf, antlr4, soundfile + cffi, soxr, pydantic(-settings), ...), the Beckett sample (beckett.wav), and in
-extra/ scipy (34 MB), installed only where the device has none.
+omegaconf, antlr4, soundfile + cffi, soxr, pydantic(-settings), torch-einops-utils, ...) and the Beckett sample
+(beckett.wav); .whl-scipy holds scipy (34 MB), installed only where the device has none (it has one).
 
 Target (issue 6): real-time factor (synthesis wall seconds / seconds of speech) under 0.02 for about 30 s of speech
 at nfe_step=32, and not slower than the package's own path, timed in the same run on the same inputs.
