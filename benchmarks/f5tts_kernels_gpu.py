@@ -221,6 +221,15 @@ def conv_variants(dev, rows: int, frames: int) -> dict:
         return out[:, :, 0, :].permute(0, 2, 1)
 
     compiled = torch.compile(as_package)
+    sys.path.insert(0, str(ROOT))
+    from spinbot.backends.tts.f5.grouped_conv import grouped_conv_mish, tap_major_weight
+
+    keep = torch.ones(x.shape[:2], dtype=torch.bool, device=dev)
+    tap_major = tap_major_weight(conv)
+
+    def triton_kernel():  # grouped_conv.py without the Mish (compared with the bare convolution here)
+        return grouped_conv_mish(x, tap_major, conv.bias, keep, mish=False)
+
     truth = torch.nn.functional.conv1d(x.permute(0, 2, 1).float(), conv.weight.float(), conv.bias.float(),
                                        padding=15, groups=16).permute(0, 2, 1)
     out: dict = {}
@@ -228,7 +237,7 @@ def conv_variants(dev, rows: int, frames: int) -> dict:
                                                                     True),
                             ("channels_last_2d", channels_last, False),
                             ("channels_last_2d_cudnn_benchmark", channels_last, True),
-                            ("inductor", compiled, True)):
+                            ("inductor", compiled, True), ("spinbot_triton_kernel", triton_kernel, False)):
         torch.backends.cudnn.benchmark = bench
         try:
             err = float((fn().float() - truth).abs().max())
