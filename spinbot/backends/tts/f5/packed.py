@@ -7,13 +7,14 @@ into one sequence of `total` frames, with attention kept inside each row by vari
 a FlashAttention varlen kernel with the offsets on the GPU, one graph per block under torch.compile: torch's own
 FlashAttention 2 (`aten._flash_attention_forward`) or FlashAttention 4 (the flash-attn-4 package, Hopper and
 Blackwell kernels); CPU: one SDPA call per row). Padding costs nothing, and no mask is built, expanded or read.
-The input embedding (with its masked convolutions) and the text embedding stay the package's, on the padded batch;
+The input and text embeddings stay the package's, on the padded batch (the position convolution through one Triton
+kernel on CUDA: layers.use_fused_conv_position);
 the output goes back to the padded layout with zeros on the padding (CFM.sample never reads those frames into a real
 one: its attention and convolutions are masked).
 
-On an H200, the 30 s benchmark's attention alone (8 rows of 1,355-1,884 frames, 16 heads of 64): 0.38 ms a block
-packed (varlen flash), against 0.42-0.51 ms for one cuDNN or flash SDPA call per row and 0.52 ms for one call with a
-padding bias (benchmarks/results/f5tts_kernels_gpu.json).
+On an H100, the 30 s benchmark's attention alone (8 rows of 1,355-1,884 frames, 16 heads of 64): 0.30 ms a block
+packed with FlashAttention 4, 0.36 ms with FlashAttention 2, against 0.42 ms for one cuDNN SDPA call per row and
+0.52 ms for one call with a padding bias (benchmarks/results/f5tts_kernels_gpu.json).
 
 The rows' lengths come from the backend, which planned them (known_lengths): reading them from the mask would stall
 the GPU until the host catches up. Without a plan, or with a per-row time, the package's own forward runs (with its
@@ -80,7 +81,7 @@ class PackedDiT:
         padded = torch.cat([dit.get_input_embed(x, cond, text, drop_audio_cond=audio, drop_text=txt, cache=cache,
                                                 audio_mask=mask) for audio, txt in drops])
         h = padded.flatten(0, 1).index_select(0, layout.index)[None]  # [1, total, dim]
-        bounds = None if flash_varlen_fits(h) else layout.offsets.tolist()
+        bounds = None if flash_varlen_fits(h) else [0, *itertools.accumulate(layout.lengths)]
         longest = max(layout.lengths)
         for block in dit.transformer_blocks:
             h = self.block(block, h, t, layout.rope, layout.offsets, longest, bounds, self.kernel)
