@@ -10,7 +10,7 @@ reference plus each chunk), doubled by classifier-free guidance to 8 rows padded
 float16. Each variant computes the attention of every row over its own frames only (padding excluded) and is
 checked against a float32 reference on the real frames before it is timed. "packed" variants hold only the real
 frames, back to back ([frames, heads, head_dim], as a projection makes them), with one sequence per row. Time per call (one DiT block's
-attention), median of 50 after 10 warm-ups, and the share of one job (22 blocks x 32 steps).
+attention), median of 50 after 10 warm-ups (convolutions: of 30), and the share of one job (22 blocks x 32 steps).
 """
 
 from __future__ import annotations
@@ -159,16 +159,7 @@ def main() -> None:
             out = run()
             out = run.unpack(out) if hasattr(run, "unpack") else out
             err = max(float((out[i, :, :n].float() - truth[i, :, :n]).abs().max()) for i, n in enumerate(lengths))
-            times = []
-            for j in range(60):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                run()
-                end.record()
-                end.synchronize()
-                if j >= 10:
-                    times.append(start.elapsed_time(end))
-            ms = statistics.median(times)
+            ms = median_ms(run, timed=50)
             results["variants"][name] = {"ms_per_call": round(ms, 4), "max_abs_error": round(err, 5),
                                          "useful_tflops": round(flops / ms / 1e9, 1),
                                          "seconds_per_job": round(ms * CALLS_PER_JOB / 1e3, 4)}
@@ -180,6 +171,22 @@ def main() -> None:
     results["conv"] = conv_variants(dev, rows, frames)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def median_ms(fn, timed: int, warmup: int = 10) -> float:
+    """Median CUDA-event milliseconds of `timed` calls of fn() after `warmup` calls."""
+    import torch
+
+    times = []
+    for j in range(warmup + timed):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        if j >= warmup:
+            times.append(start.elapsed_time(end))
+    return statistics.median(times)
 
 
 def compiled_varlen_check(dev) -> dict:
@@ -241,16 +248,7 @@ def conv_variants(dev, rows: int, frames: int) -> dict:
         torch.backends.cudnn.benchmark = bench
         try:
             err = float((fn().float() - truth).abs().max())
-            times = []
-            for j in range(40):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                if j >= 10:
-                    times.append(start.elapsed_time(end))
-            ms = statistics.median(times)
+            ms = median_ms(fn, timed=30)
             out[name] = {"ms_per_call": round(ms, 4), "max_abs_error": round(err, 4),
                          "seconds_per_job": round(ms * 4 * 32 / 1e3, 4)}
         except Exception as exc:  # noqa: BLE001
