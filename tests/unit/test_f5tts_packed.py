@@ -152,3 +152,14 @@ def test_flash4_asked_for_where_it_cannot_run_is_one_clear_error(monkeypatch, ca
     assert attention_kernel("flash4", torch.device("cpu")) == "flash2"  # the CPU attends row by row anyway
     with pytest.raises(BackendUnavailable, match="SPINBOT_TTS_ATTENTION=flash4 needs the flash-attn-4 package"):
         attention_kernel("flash4", cuda)
+
+
+@pytest.mark.parametrize(("device", "dtype", "capability", "fits"), [
+    ("cuda", torch.float16, (9, 0), True), ("cuda", torch.bfloat16, (8, 0), True),
+    ("cuda", torch.float16, (7, 5), False),  # no FlashAttention in torch before Ampere: one SDPA call per row
+    ("cuda", torch.float32, (9, 0), False), ("cpu", torch.float16, (9, 0), False)])
+def test_flash_varlen_only_where_torch_has_the_kernel(monkeypatch, device, dtype, capability, fits):
+    from spinbot.backends.tts.f5.packed import flash_varlen_fits
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert flash_varlen_fits(torch.device(device), dtype) is fits

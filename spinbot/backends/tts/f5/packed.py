@@ -81,7 +81,7 @@ class PackedDiT:
         padded = torch.cat([dit.get_input_embed(x, cond, text, drop_audio_cond=audio, drop_text=txt, cache=cache,
                                                 audio_mask=mask) for audio, txt in drops])
         h = padded.flatten(0, 1).index_select(0, layout.index)[None]  # [1, total, dim]
-        bounds = None if flash_varlen_fits(h) else [0, *itertools.accumulate(layout.lengths)]
+        bounds = None if flash_varlen_fits(h.device, h.dtype) else [0, *itertools.accumulate(layout.lengths)]
         longest = max(layout.lengths)
         for block in dit.transformer_blocks:
             h = self.block(block, h, t, layout.rope, layout.offsets, longest, bounds, self.kernel)
@@ -115,8 +115,11 @@ def packed_attention(attn: Any, x: torch.Tensor, rope: tuple[torch.Tensor, torch
     return attn.to_out[1](attn.to_out[0](out.flatten(1).to(q.dtype)))[None]
 
 
-def flash_varlen_fits(x: torch.Tensor) -> bool:
-    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+def flash_varlen_fits(device: torch.device, dtype: torch.dtype) -> bool:
+    """FlashAttention's varlen kernels take 16-bit inputs on Ampere or newer (torch has none for older GPUs)."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
