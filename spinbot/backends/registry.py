@@ -25,7 +25,6 @@ _BACKENDS: dict[str, dict[str, str]] = {
 }
 
 _SETTING_FOR_TASK = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
-_PLANNED: dict[tuple[str, str], str] = {}
 
 
 def backend_name(task: str) -> str:
@@ -37,11 +36,10 @@ def get_backend(task: str, name: str | None = None) -> Any:
     name = name or backend_name(task)
     target = _BACKENDS[task].get(name)
     if target is None:
-        what = _PLANNED.get((task, name), f"a '{name}' backend")
         setting = "SPINBOT_" + _SETTING_FOR_TASK[task].upper()
         available = ", ".join(sorted(_BACKENDS[task])) or "none yet"
         raise BackendUnavailable(
-            f"{task}: backend '{name}' is not implemented ({what} is missing); "
+            f"{task}: backend '{name}' is not implemented; "
             f"set {setting} to one of: {available}"
         )
     module_name, factory = target.split(":")

@@ -56,6 +56,6 @@ def test_flash_varlen_equals_one_sdpa_call_per_row():
     lengths = [300, 170, 255]
     q, k, v = (torch.randn(sum(lengths), 16, 64, device="cuda", dtype=torch.float16) for _ in range(3))
     offsets = torch.tensor([0, 300, 470, 725], device="cuda", dtype=torch.int32)
-    flash = varlen_attention(q, k, v, offsets, max(lengths), None)
-    rows = varlen_attention(q.float(), k.float(), v.float(), offsets, max(lengths), [0, 300, 470, 725])
+    flash = varlen_attention(q, k, v, offsets, max(lengths), None, "flash2")
+    rows = varlen_attention(q.float(), k.float(), v.float(), offsets, max(lengths), [0, 300, 470, 725], "rows")
     torch.testing.assert_close(flash.float(), rows, rtol=2e-3, atol=2e-3)

@@ -139,6 +139,19 @@ def test_f5tts_imports_beside_flash_attn_4(tmp_path):
     assert shielded.stdout.strip() == "CFM"
 
 
+@pytest.mark.parametrize(("device", "dtype", "capability", "kernel"), [
+    ("cuda", torch.float16, (9, 0), "flash2"), ("cuda", torch.bfloat16, (8, 0), "flash2"),
+    ("cuda", torch.float16, (7, 5), "rows"),  # no FlashAttention in torch before Ampere: one SDPA call per row
+    ("cuda", torch.float32, (9, 0), "rows"), ("cpu", torch.float32, (9, 0), "rows")])
+def test_the_attention_kernel_is_one_that_runs_there(monkeypatch, device, dtype, capability, kernel):
+    from spinbot.backends.tts.f5.packed import attention_kernel
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setitem(__import__("sys").modules, "flash_attn.cute.interface", None)  # not installed (CI)
+    assert attention_kernel("auto", torch.device(device), dtype) == kernel
+    assert attention_kernel("flash2", torch.device(device), dtype) == kernel
+
+
 @pytest.mark.parametrize("capability", [(8, 0), (9, 0)])
 def test_flash4_asked_for_where_it_cannot_run_is_one_clear_error(monkeypatch, capability):
     from spinbot.backends.tts.f5.packed import attention_kernel
@@ -146,20 +159,6 @@ def test_flash4_asked_for_where_it_cannot_run_is_one_clear_error(monkeypatch, ca
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setitem(__import__("sys").modules, "flash_attn.cute.interface", None)  # not installed (CI)
-    cuda = torch.device("cuda")
-    assert attention_kernel("auto", cuda) == "flash2"
-    assert attention_kernel("flash2", cuda) == "flash2"
-    assert attention_kernel("flash4", torch.device("cpu")) == "flash2"  # the CPU attends row by row anyway
+    assert attention_kernel("flash4", torch.device("cpu"), torch.float32) == "rows"  # the CPU attends row by row
     with pytest.raises(BackendUnavailable, match="SPINBOT_TTS_ATTENTION=flash4 needs the flash-attn-4 package"):
-        attention_kernel("flash4", cuda)
-
-
-@pytest.mark.parametrize(("device", "dtype", "capability", "fits"), [
-    ("cuda", torch.float16, (9, 0), True), ("cuda", torch.bfloat16, (8, 0), True),
-    ("cuda", torch.float16, (7, 5), False),  # no FlashAttention in torch before Ampere: one SDPA call per row
-    ("cuda", torch.float32, (9, 0), False), ("cpu", torch.float16, (9, 0), False)])
-def test_flash_varlen_only_where_torch_has_the_kernel(monkeypatch, device, dtype, capability, fits):
-    from spinbot.backends.tts.f5.packed import flash_varlen_fits
-
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert flash_varlen_fits(torch.device(device), dtype) is fits
+        attention_kernel("flash4", torch.device("cuda"), torch.float16)

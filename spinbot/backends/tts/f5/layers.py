@@ -68,29 +68,32 @@ def fuse_projections(attn: Any) -> bool:
 def use_fused_conv_position(conv_pos: Any) -> bool:
     """ConvPositionEmbedding (padding zeroed; grouped Conv1d, Mish, padding zeroed; the same again) on CUDA as two
     calls of one Triton kernel each (grouped_conv.py: convolution, bias, Mish and mask in one pass, no layout
-    changes). The CPU keeps the package's forward."""
+    changes). Only for a module on a CUDA device whose convolutions the kernel takes; the others keep theirs."""
     layers = list(conv_pos.conv1d)
     if [type(layer) for layer in layers] != [nn.Conv1d, nn.Mish, nn.Conv1d, nn.Mish]:
         return False
     convs = (layers[0], layers[2])
-    if any(conv.padding[0] != conv.kernel_size[0] // 2 or conv.stride[0] != 1 or conv.dilation[0] != 1
-           or conv.bias is None or conv.in_channels != conv.out_channels for conv in convs):
+    if not all(fused_conv_fits(conv) for conv in convs):
         return False
-    package_forward = conv_pos.forward
-    weights: dict[torch.device, list[torch.Tensor]] = {}
+    from spinbot.backends.tts.f5.grouped_conv import grouped_conv_mish, tap_major_weight
+
+    weights = [tap_major_weight(conv) for conv in convs]  # once: the model does not change while loaded
 
     def forward(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if not x.is_cuda:
-            return package_forward(x, mask=mask)
-        from spinbot.backends.tts.f5.grouped_conv import grouped_conv_mish, tap_major_weight
-
-        if x.device not in weights:  # made once (the model does not change while loaded)
-            weights[x.device] = [tap_major_weight(conv) for conv in convs]
         keep = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
         h = x.masked_fill(~keep[..., None], 0.0).contiguous()
-        for conv, weight in zip(convs, weights[x.device]):
+        for conv, weight in zip(convs, weights):
             h = grouped_conv_mish(h, weight, conv.bias, keep)
         return h
 
     conv_pos.forward = forward
     return True
+
+
+def fused_conv_fits(conv: nn.Conv1d) -> bool:
+    """The kernel's case: CUDA, "same" padding, stride and dilation 1, a bias, as many channels out as in, and
+    groups of a power of two >= 16 channels (its tiles are one group wide; tensor-core tiles start at 16)."""
+    group = conv.in_channels // conv.groups
+    return (conv.weight.is_cuda and conv.bias is not None and conv.in_channels == conv.out_channels
+            and conv.padding[0] == conv.kernel_size[0] // 2 and conv.stride[0] == 1 and conv.dilation[0] == 1
+            and group >= 16 and group & (group - 1) == 0)

@@ -167,8 +167,7 @@ def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups: Speedups
               ) -> tuple[Any, dict[str, Any]]:
-    import f5_tts.model as f5_model
-    from f5_tts.model import CFM
+    f5_model = import_f5_model()
     from f5_tts.model.utils import get_tokenizer
 
     config = model_config(files.config)
@@ -181,7 +180,7 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups
     mel_kwargs = {k: mel[k] for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate",
                                       "mel_spec_type")}
     transformer = backbone(**config["arch"], text_num_embeds=vocab_size, mel_dim=mel["n_mel_channels"])
-    cfm = CFM(transformer=transformer, mel_spec_kwargs=mel_kwargs, odeint_kwargs={"method": "euler"},
+    cfm = f5_model.CFM(transformer=transformer, mel_spec_kwargs=mel_kwargs, odeint_kwargs={"method": "euler"},
               vocab_char_map=vocab_char_map)
     try:
         cfm.load_state_dict(read_state(files.checkpoint))
@@ -194,7 +193,7 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups
     cuda = device.type == "cuda"
     if cuda and speedups.fp8:
         use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
-    kernel = attention_kernel(speedups.attention, device)
+    kernel = attention_kernel(speedups.attention, device, dtype)
     use_packing(cfm.transformer, compile=cuda and speedups.compile, kernel=kernel)  # no padding (packed.py)
     return cfm.to(device).eval(), mel
 
@@ -222,10 +221,9 @@ def cached(role: str, path: Path, tag: str, load: Callable[[], T], size: int | N
 
 
 def load_models(model: str, models_dir: Path, device: torch.device, speedups: Speedups = Speedups()) -> F5Models:
-    import_f5_model()
     files = resolve_files(model, models_dir)
     dtype = compute_dtype(device)
-    speedups = speedups if device.type == "cuda" else Speedups(compile=False, attention="flash2")
+    speedups = speedups if device.type == "cuda" else Speedups(compile=False)
     cfm, mel = cached("cfm", files.checkpoint, f"{device}:{dtype}:{files.vocab}:{files.config}:{speedups}",
                       lambda: build_cfm(files, device, dtype, speedups))
     vocoder = cached("vocos", files.vocoder, f"{device}:float32", lambda: load_vocoder(files.vocoder, device))

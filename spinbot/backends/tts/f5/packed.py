@@ -38,29 +38,30 @@ from spinbot.backends.tts.f5.layers import feed_forward, fuse_projections, proje
 class PackedLayout:
     """Where each row's real frames sit in the packed sequence, planned on the host for one CFM.sample call."""
 
-    lengths: list[int]  # real frames per row ([cond rows..., uncond rows...] under CFG)
-    frames: int  # the padded length of the batch
+    frames: int  # the padded length of the batch: the longest row's real frames
+    bounds: list[int]  # [rows + 1] where each row starts in the packed sequence, on the host
     index: torch.Tensor  # [total] row * frames + position: the packed frames in the flattened padded batch
-    offsets: torch.Tensor  # [rows + 1] int32: where each row starts in the packed sequence (cu_seqlens)
+    offsets: torch.Tensor  # bounds as an int32 tensor on the model's device (the kernels' cu_seqlens)
     rope: tuple[torch.Tensor, torch.Tensor]  # [total, 1, rotary dim] float32 cos and sin of each frame's angles
 
     @classmethod
     def plan(cls, lengths: list[int], rotary: Any, device: torch.device) -> "PackedLayout":
         frames = max(lengths)
+        bounds = [0, *itertools.accumulate(lengths)]
         index = torch.cat([torch.arange(length) + row * frames for row, length in enumerate(lengths)])
         positions = torch.cat([torch.arange(length) for length in lengths])
-        offsets = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
         freqs, _ = rotary(positions.to(device))  # by each frame's position within its row; once per sample() call
         rope = (freqs[0, :, None].cos(), freqs[0, :, None].sin())
-        return cls(list(lengths), frames, index.to(device), offsets.to(device), rope)
+        return cls(frames, bounds, index.to(device),
+                   torch.tensor(bounds, dtype=torch.int32, device=device), rope)
 
 
 class PackedDiT:
     """Installed as a DiT's forward (use_packing); the same arguments and output as DiT.forward."""
 
-    def __init__(self, dit: Any, compile: bool, kernel: str = "flash2"):
+    def __init__(self, dit: Any, compile: bool, kernel: str = "rows"):
         self.dit = dit
-        self.kernel = kernel  # flash2 | flash4: the varlen attention kernel on CUDA
+        self.kernel = kernel  # flash2 | flash4 | rows (attention_kernel)
         self.package_forward = dit.forward
         self.layouts: dict[int, PackedLayout] = {}  # by rows, for the CFM.sample call under way (known_lengths)
         # dynamic=True: every job has other lengths, which must not compile again (one graph serves all blocks)
@@ -81,18 +82,17 @@ class PackedDiT:
         padded = torch.cat([dit.get_input_embed(x, cond, text, drop_audio_cond=audio, drop_text=txt, cache=cache,
                                                 audio_mask=mask) for audio, txt in drops])
         h = padded.flatten(0, 1).index_select(0, layout.index)[None]  # [1, total, dim]
-        bounds = None if flash_varlen_fits(h.device, h.dtype) else [0, *itertools.accumulate(layout.lengths)]
-        longest = max(layout.lengths)
+        # the row loop takes the bounds on the host; the compiled kernels' graphs take only tensors and ints
+        bounds = layout.bounds if self.kernel == "rows" else None
         for block in dit.transformer_blocks:
-            h = self.block(block, h, t, layout.rope, layout.offsets, longest, bounds, self.kernel)
+            h = self.block(block, h, t, layout.rope, layout.offsets, layout.frames, bounds, self.kernel)
         out = dit.proj_out(dit.norm_out(h, t))[0]  # [total, mel]
         full = out.new_zeros(rows * layout.frames, out.shape[-1]).index_copy_(0, layout.index, out)
         return full.view(rows, layout.frames, -1)
 
 
 def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                 offsets: torch.Tensor, longest: int, bounds: list[int] | None, kernel: str = "flash2"
-                 ) -> torch.Tensor:
+                 offsets: torch.Tensor, longest: int, bounds: list[int] | None, kernel: str) -> torch.Tensor:
     """DiTBlock.forward on [1, total, dim] packed frames (same modules, same order)."""
     norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.attn_norm(x, emb=t)
     x = x + gate_msa.unsqueeze(1) * packed_attention(block.attn, norm, rope, offsets, longest, bounds, kernel)
@@ -101,7 +101,7 @@ def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, rope: tuple[torch
 
 
 def packed_attention(attn: Any, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], offsets: torch.Tensor,
-                     longest: int, bounds: list[int] | None, kernel: str = "flash2") -> torch.Tensor:
+                     longest: int, bounds: list[int] | None, kernel: str) -> torch.Tensor:
     """The package's AttnProcessor (projections, q/k norms, rotary embedding on the first pe_attn_head heads,
     output projection) with each row attending over its own frames."""
     q, k, v = project_qkv(attn, x[0])
@@ -115,20 +115,13 @@ def packed_attention(attn: Any, x: torch.Tensor, rope: tuple[torch.Tensor, torch
     return attn.to_out[1](attn.to_out[0](out.flatten(1).to(q.dtype)))[None]
 
 
-def flash_varlen_fits(device: torch.device, dtype: torch.dtype) -> bool:
-    """FlashAttention's varlen kernels take 16-bit inputs on Ampere or newer (torch has none for older GPUs)."""
-    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
-        return False
-    return torch.cuda.get_device_capability(device)[0] >= 8
-
-
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
-                     bounds: list[int] | None, kernel: str = "flash2") -> torch.Tensor:
+                     bounds: list[int] | None, kernel: str) -> torch.Tensor:
     """Attention of [total, heads, head_dim] packed rows, each row over its own frames: a FlashAttention varlen
-    kernel, or (bounds: the offsets on the host, where there is no kernel) one SDPA call per row."""
-    if bounds is None and kernel == "flash4":
+    kernel, or (rows: where there is none; bounds are the offsets on the host) one SDPA call per row."""
+    if kernel == "flash4":
         return torch.ops.spinbot.flash4_varlen(q, k, v, offsets, longest)
-    if bounds is None:
+    if kernel == "flash2":
         return torch.ops.aten._flash_attention_forward(q, k, v, offsets, offsets, longest, longest, 0.0, False,
                                                        False)[0]
     parts = [F.scaled_dot_product_attention(*(t[start:end].transpose(0, 1) for t in (q, k, v))).transpose(0, 1)
@@ -153,12 +146,18 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, 
     return torch.empty_like(q)
 
 
-def attention_kernel(choice: str, device: torch.device) -> str:
-    """flash2 or flash4 for the settings' tts_attention (auto: flash4 where flash-attn-4 imports and the GPU is a
-    Hopper or Blackwell one). Asking for flash4 where it cannot run is an error naming what is missing."""
-    if device.type != "cuda" or choice == "flash2":
-        return "flash2"
+def attention_kernel(choice: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The packed attention's kernel for the settings' tts_attention: flash4 (flash-attn-4 installed, a Hopper or
+    Blackwell GPU; auto takes it there), flash2 (torch's FlashAttention: 16-bit inputs on Ampere or newer), or rows
+    (one SDPA call per row: the CPU, older GPUs, float32). Asking for flash4 where it cannot run is an error naming
+    what is missing."""
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        return "rows"
     major = torch.cuda.get_device_capability(device)[0]
+    if major < 8:
+        return "rows"
+    if choice == "flash2":
+        return "flash2"
     try:
         import flash_attn.cute.interface  # noqa: F401
         missing = None if major in (9, 10) else f"a Hopper or Blackwell GPU (this one is sm{major}x)"
@@ -173,7 +172,7 @@ def attention_kernel(choice: str, device: torch.device) -> str:
     return "flash2"
 
 
-def use_packing(dit: Any, compile: bool, kernel: str = "flash2") -> PackedDiT:
+def use_packing(dit: Any, compile: bool, kernel: str = "rows") -> PackedDiT:
     """Give the DiT the packed forward. The package's processors get their mask switched on for the unplanned
     fallback (attn_mask_enabled is off in the v1 configs: a padded batch would attend to its padding)."""
     use_fused_conv_position(dit.input_embed.conv_pos_embed)
