@@ -64,7 +64,12 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     worker_watchdog_seconds: float = Field(default=10.0, gt=0)  # restart a queue worker idle while jobs wait
     extra_tasks: str = ""  # comma-separated modules, each with a TASK, that workers may also run (tests, plugins)
-    model_cache_bytes: int = Field(default=24 * 1024**3, ge=0)
+    # Models kept loaded between jobs (host and GPU memory together). The native set of the seed's defaults takes
+    # about 52 GB (docs/models.md): below that the 14B transformer is reloaded for every job.
+    model_cache_bytes: int = Field(default=64 * 1024**3, ge=0)
+    # Cap this process's share of each CUDA device's memory (native backends; unset: no cap). 0.56 of an H200 is an
+    # 80 GB card.
+    gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1)
 
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses

@@ -42,5 +42,9 @@ def get_backend(task: str, name: str | None = None) -> Any:
             f"{task}: backend '{name}' is not implemented; "
             f"set {setting} to one of: {available}"
         )
+    if name == "native":
+        from spinbot.backends.gpu import apply_process_limits
+
+        apply_process_limits(get_settings().gpu_memory_fraction)
     module_name, factory = target.split(":")
     return getattr(importlib.import_module(module_name), factory)()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,13 @@ class ModelCache:
             value = self._lookup(key)
             if value is not None:
                 return value
+            started = time.perf_counter()
             value = load()
-            self._insert(key, _Entry(value, size if size is not None else estimate_bytes(value), on_evict))
+            entry = _Entry(value, size if size is not None else estimate_bytes(value), on_evict)
+            # One line per load: what a job paid for a model the cache did not hold (benchmarks read it back).
+            log.info("model loaded", extra={"model": key[0], "dtype": key[1], "bytes": entry.size,
+                                            "seconds": round(time.perf_counter() - started, 3)})
+            self._insert(key, entry)
             return value
 
     def evict(self, path: str | Path, dtype: Any) -> bool:
