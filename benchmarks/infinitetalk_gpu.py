@@ -12,7 +12,7 @@ when flash-attn is absent, as on the device).
 
 Model: the full-size 14B architecture with random weights (no files): dim 5120, 40 blocks, 40 heads, FFN 13824, and
 the audio adapter; bf16 matmul weights, norms / modulations / timestep MLPs / head in float32 (as loaded by
-loader.py). The official WanModel is built on the meta device and given the same tensors (`assign=True`, no copy;
+transformer_checkpoint.py). The official WanModel is built on the meta device and given the same tensors (`assign=True`, no copy;
 its float32 parameters as bf16 copies, as the official pipeline's `to_param_dtype_fp32only` casts them).
 
 Measured per size (480p = 832x480, 720p = 1280x720, 81 frames = 21 latent frames):

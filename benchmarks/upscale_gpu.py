@@ -183,7 +183,7 @@ def stage_times(backend, clip: Path, batch: int, fidelity: float) -> dict:
     """Milliseconds per frame (per face for the restoration) of each step, measured alone."""
     import torch
 
-    from spinbot.backends.upscale.native import similarity, upscaled_points
+    from spinbot.backends.upscale.face_alignment import similarity, upscaled_points
     from spinbot.media.video import VideoWriter, iter_frames
 
     started = time.perf_counter()

@@ -126,7 +126,8 @@ def test_compiled_fast_path_matches_eager(backend):
     import time
     from dataclasses import replace
 
-    from spinbot.backends.upscale.native import NativeUpscaler, paste_region, similarity, upscaled_points
+    from spinbot.backends.upscale.face_alignment import paste_region, similarity, upscaled_points
+    from spinbot.backends.upscale.native import NativeUpscaler
     from spinbot.tasks.upscale import AIUpscalerParams
 
     compiled = NativeUpscaler(config=replace(backend.config, compile=True))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spinbot.backends.upscale import native
+from spinbot.backends.upscale.model_loading import import_spandrel
 
 
 def _conv(generator: torch.Generator, cout: int, cin: int, k: int, gain: float = 1.0) -> torch.Tensor:
@@ -45,7 +45,7 @@ def realesrgan_state_dict(scale: int = 2, num_feat: int = 64, num_block: int = 2
 def codeformer_state_dict(seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """codeformer.pth's layout: the CodeFormer network (dim 512, 9 transformer layers, 1024 codes, fusion at 32-256
     px) under params_ema, random weights."""
-    native.import_spandrel()  # spandrel's torchvision import needs its guard (see there)
+    import_spandrel()  # registers CodeFormer with spandrel
     from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
     torch.manual_seed(seed)

@@ -30,7 +30,7 @@ import cv2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from spinbot.backends.talk.infinitetalk.audio import audio_windows  # noqa: E402
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError  # noqa: E402
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError  # noqa: E402
 from spinbot.backends.talk.infinitetalk.lora import merge_lora  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
 from spinbot.backends.talk.infinitetalk.sampler import (  # noqa: E402

@@ -22,7 +22,7 @@ else:
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError, load_model  # noqa: E402
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError, load_model  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig  # noqa: E402
 
 REFERENCE_NAME = Path("shared/reference/infinitetalk/forward-small.safetensors")

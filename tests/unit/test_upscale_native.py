@@ -33,8 +33,10 @@ if any(importlib.util.find_spec(name) is None for name in ("torch", "spandrel", 
 
 import torch  # noqa: E402
 
-from spinbot.backends.upscale import native  # noqa: E402
-from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler, similarity  # noqa: E402
+from spinbot.backends.upscale import face_alignment, model_loading, native  # noqa: E402
+from spinbot.backends.upscale.face_alignment import similarity  # noqa: E402
+from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler  # noqa: E402
+from spinbot.backends.upscale.prefetch import prefetch  # noqa: E402
 from spinbot.errors import BackendUnavailable, ParamsError  # noqa: E402
 from tests.support.upscale_checkpoints import retinaface_state_dict, write_models  # noqa: E402
 
@@ -82,7 +84,7 @@ ONE_FACE = NativeConfig(max_faces=1)
 
 
 def test_spandrel_reads_the_x2plus_layout_as_realesrgan_x2(use_models):
-    spandrel = native.import_spandrel()
+    spandrel = model_loading.import_spandrel()
     descriptor = spandrel.ModelLoader("cpu").load_from_file(use_models / "upscale_models" / "RealESRGAN_x2.pth")
     assert descriptor.architecture.id == "ESRGAN"
     assert descriptor.scale == 2 and "unshuffle" in descriptor.tags
@@ -184,8 +186,8 @@ def test_stream_restores_the_face_inside_its_region_only(use_models):
     assert changed.any()
     # Nothing changes outside the region the aligned crop covers.
     faces = backend._detect(backend._to_device(torch.from_numpy(frame[None])))[0]
-    matrix = similarity(native.upscaled_points(faces.landmarks[0], 2), backend._template())
-    x0, y0, x1, y1 = native.paste_region(matrix, 512, plain.shape[:2])
+    matrix = similarity(face_alignment.upscaled_points(faces.landmarks[0], 2), backend._template())
+    x0, y0, x1, y1 = face_alignment.paste_region(matrix, 512, plain.shape[:2])
     outside = changed.copy()
     outside[y0:y1, x0:x1] = False
     assert not outside.any()
@@ -203,7 +205,7 @@ def test_protocol_path_restores_the_face_it_detected(use_models):
     changed = np.any(restored != upscaled, axis=2)
     assert changed.any()
     matrix = similarity(backend._landmarks[big], backend._template())
-    x0, y0, x1, y1 = native.paste_region(matrix, 512, upscaled.shape[:2])
+    x0, y0, x1, y1 = face_alignment.paste_region(matrix, 512, upscaled.shape[:2])
     changed[y0:y1, x0:x1] = False
     assert not changed.any()
 
@@ -246,15 +248,16 @@ def test_crop_then_paste_round_trips_a_frame_region():
 
     g = torch.Generator().manual_seed(0)
     frame = F.interpolate(torch.rand(1, 3, 24, 32, generator=g), size=(96, 128), mode="bilinear")
-    matrix = similarity(np.array([[50.0, 40], [78, 42], [64, 56], [54, 70], [75, 71]]), native.FFHQ_TEMPLATE_512)
-    theta = torch.from_numpy(native.crop_theta(matrix, (96, 128), 512)).float()[None]
+    landmarks = np.array([[50.0, 40], [78, 42], [64, 56], [54, 70], [75, 71]])
+    matrix = similarity(landmarks, face_alignment.FFHQ_TEMPLATE_512)
+    theta = torch.from_numpy(face_alignment.crop_theta(matrix, (96, 128), 512)).float()[None]
     crop = F.grid_sample(frame, F.affine_grid(theta, [1, 3, 512, 512], align_corners=False), align_corners=False)
-    region = native.paste_region(matrix, 512, (96, 128))
+    region = face_alignment.paste_region(matrix, 512, (96, 128))
     x0, y0, x1, y1 = region
-    back_theta = torch.from_numpy(native.paste_theta(matrix, region, 512)).float()[None]
+    back_theta = torch.from_numpy(face_alignment.paste_theta(matrix, region, 512)).float()[None]
     grid = F.affine_grid(back_theta, [1, 3, y1 - y0, x1 - x0], align_corners=False)
     back = F.grid_sample(crop, grid, align_corners=False)
-    mask = F.grid_sample(native.feathered_square(512, 0.04, 0.12)[None, None], grid, align_corners=False)
+    mask = F.grid_sample(face_alignment.feathered_square(512, 0.04, 0.12)[None, None], grid, align_corners=False)
     solid = mask[0, 0] > 0.99
     assert solid.sum() > 100
     error = (back - frame[..., y0:y1, x0:x1]).abs()[0].amax(0)[solid]
@@ -262,7 +265,7 @@ def test_crop_then_paste_round_trips_a_frame_region():
 
 
 def test_feathered_square_is_zero_at_the_border_and_one_inside():
-    mask = native.feathered_square(512, 0.04, 0.12)
+    mask = face_alignment.feathered_square(512, 0.04, 0.12)
     assert mask[0].max() == 0 and mask[:, -1].max() == 0
     assert mask[256, 256] == 1
     assert torch.all(torch.diff(mask[256, :256]) >= 0)
@@ -270,7 +273,7 @@ def test_feathered_square_is_zero_at_the_border_and_one_inside():
 
 def test_upscaled_points_keep_pixel_centres():
     # Pixel 0's centre in a 2x frame lies between output pixels 0 and 1.
-    np.testing.assert_allclose(native.upscaled_points(np.array([[0.0, 0.0], [10.0, 4.0]]), 2),
+    np.testing.assert_allclose(face_alignment.upscaled_points(np.array([[0.0, 0.0], [10.0, 4.0]]), 2),
                                [[0.5, 0.5], [20.5, 8.5]])
 
 
@@ -290,7 +293,7 @@ def test_codebook_lookup_gives_codeformers_own_codes(use_models):
     original = type(restorer.quantize).get_codebook_feat
     indices = torch.randint(0, 1024, (2 * 256, 1))
     expected = original(restorer.quantize, indices, [2, 16, 16, 256])
-    np.testing.assert_array_equal(native.codebook_lookup(restorer.quantize, indices, [2, 16, 16, 256]), expected)
+    np.testing.assert_array_equal(model_loading.codebook_lookup(restorer.quantize, indices, [2, 16, 16, 256]), expected)
 
 
 def test_pipeline_raises_errors_from_its_threads():
@@ -299,7 +302,7 @@ def test_pipeline_raises_errors_from_its_threads():
         raise ValueError("decoder broke")
 
     with pytest.raises(ValueError, match="decoder broke"):
-        list(native.prefetch(frames(), 2, lambda batch: batch, group=1))
+        list(prefetch(frames(), 2, lambda batch: batch, group=1))
 
 
 def test_pipeline_stops_its_threads_when_closed_early():
@@ -313,7 +316,7 @@ def test_pipeline_stops_its_threads_when_closed_early():
             yield i
 
     before = threading.active_count()
-    stream = native.prefetch(native.prefetch(frames(), 2, lambda x: x, group=4), 2, lambda b: b)
+    stream = prefetch(prefetch(frames(), 2, lambda x: x, group=4), 2, lambda b: b)
     assert next(stream) == [0, 1, 2, 3]
     stream.close()
     assert threading.active_count() == before

@@ -2,9 +2,9 @@
 
 Loads the official checkpoint (`detection_Resnet50_Final.pth`, the Pytorch_Retinaface weights as facexlib ships
 them) by its key names: the backbone is torchvision's ResNet-50 as `body.*` (up to layer4, no fc), then
-`fpn.*`, `ssh1-3.*` and the `ClassHead` / `BboxHead` / `LandmarkHead` lists of 1x1 convolutions. Written here
-rather than taken from torchvision or facexlib: torchvision's wheels from PyPI do not load beside the CPU torch
-wheel, and facexlib downloads its weights at run time.
+`fpn.*`, `ssh1-3.*` and the `ClassHead` / `BboxHead` / `LandmarkHead` lists of 1x1 convolutions. The backbone and
+the suppression (`torchvision.ops.nms`) are torchvision's; the neck and heads are written here because no library
+ships them outside facexlib, which downloads its weights at run time.
 
 The landmarks are, in order: left eye, right eye, nose tip, left and right mouth corner (as seen in the image).
 """
@@ -22,6 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinbot.errors import BackendUnavailable
+
+try:
+    from torchvision.models import resnet50
+    from torchvision.models.feature_extraction import create_feature_extractor
+    from torchvision.ops import nms
+except ImportError:  # the native upscaler imports this module: say what to install, in one line
+    raise BackendUnavailable("upscale_video native needs torchvision: pip install 'spinbot[gpu]'") from None
 
 
 @dataclass(frozen=True)
@@ -59,56 +66,10 @@ def _conv_bn(cin: int, cout: int, kernel: int = 3, relu: bool = True) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-class Bottleneck(nn.Module):
-    """torchvision's ResNet-50 block (stride on the 3x3 conv), with its attribute names."""
-
-    def __init__(self, cin: int, width: int, stride: int):
-        super().__init__()
-        cout = width * 4
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + shortcut)
-
-
-class ResNet50Body(nn.Module):
-    """The backbone up to layer4; returns the outputs of layer2, layer3 and layer4 (strides 8, 16, 32)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._layer(64, 64, 3, 1)
-        self.layer2 = self._layer(256, 128, 4, 2)
-        self.layer3 = self._layer(512, 256, 6, 2)
-        self.layer4 = self._layer(1024, 512, 3, 2)
-
-    @staticmethod
-    def _layer(cin: int, width: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = [Bottleneck(cin, width, stride)]
-        layers += [Bottleneck(width * 4, width, 1) for _ in range(blocks - 1)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        c2 = self.layer2(self.layer1(x))
-        c3 = self.layer3(c2)
-        return [c2, c3, self.layer4(c3)]
+def resnet50_body() -> nn.Module:
+    """torchvision's ResNet-50 up to layer4, returning the outputs of layer2, layer3 and layer4 (strides 8, 16, 32)
+    under the keys "0", "1", "2", its parameters under torchvision's names (conv1, bn1, layer1..layer4)."""
+    return create_feature_extractor(resnet50(weights=None), {"layer2": "0", "layer3": "1", "layer4": "2"})
 
 
 class FPN(nn.Module):
@@ -160,7 +121,7 @@ class Head(nn.Module):
 class RetinaFace(nn.Module):
     def __init__(self, channels: int = 256, anchors: int = 2):
         super().__init__()
-        self.body = ResNet50Body()
+        self.body = resnet50_body()
         self.fpn = FPN((512, 1024, 2048), channels)
         self.ssh1, self.ssh2, self.ssh3 = SSH(channels, channels), SSH(channels, channels), SSH(channels, channels)
         self.ClassHead = nn.ModuleList(Head(channels, anchors, 2) for _ in range(3))
@@ -170,7 +131,7 @@ class RetinaFace(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (batch, 3, H, W), BGR minus the means. Returns box offsets (b, A, 4), face probability (b, A) and
         landmark offsets (b, A, 10) for the A anchors of priors()."""
-        levels = self.fpn(self.body(x))
+        levels = self.fpn(list(self.body(x).values()))
         feats = [self.ssh1(levels[0]), self.ssh2(levels[1]), self.ssh3(levels[2])]
         boxes = torch.cat([head(f) for head, f in zip(self.BboxHead, feats)], 1)
         logits = torch.cat([head(f) for head, f in zip(self.ClassHead, feats)], 1)
@@ -204,23 +165,6 @@ def decode(offsets: torch.Tensor, landmark_offsets: torch.Tensor, anchors: torch
     return boxes, landmarks
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression; indices kept, best score first. A frame has a few hundred candidates at
-    most, so this runs on the CPU without needing torchvision's compiled ops."""
-    order = np.argsort(-scores)
-    area = np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 0), axis=1)
-    keep = []
-    while order.size:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        top_left = np.maximum(boxes[best, :2], boxes[rest, :2])
-        bottom_right = np.minimum(boxes[best, 2:], boxes[rest, 2:])
-        inter = np.prod(np.maximum(bottom_right - top_left, 0), axis=1)
-        overlap = inter / np.maximum(area[best] + area[rest] - inter, 1e-9)
-        order = rest[overlap <= iou]
-    return np.asarray(keep, dtype=np.int64)
-
-
 class PendingFaces:
     """Detections on their way to the CPU: the device work and the copy are queued; result() waits for them
     alone (not for work queued after them) and then suppresses overlapping boxes."""
@@ -240,7 +184,8 @@ class PendingFaces:
         faces = []
         for frame_boxes, frame_scores, frame_points in zip(boxes, scores, landmarks):
             above = frame_scores > self._threshold  # strict, as facexlib: a threshold of 1 finds nothing
-            kept = nms(frame_boxes[above], frame_scores[above], self._iou)
+            kept = nms(torch.from_numpy(frame_boxes[above]), torch.from_numpy(frame_scores[above]),
+                       self._iou).numpy()
             faces.append(Faces(frame_boxes[above][kept], frame_scores[above][kept], frame_points[above][kept]))
         return faces
 

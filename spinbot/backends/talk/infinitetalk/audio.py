@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
 
 SAMPLE_RATE = 16000
 AUDIO_WINDOW = 5  # wav2vec2 frames around each video frame

@@ -1,7 +1,8 @@
 """Find the files InfiniteTalkParams names in SPINBOT_MODELS_DIR and load every model, kept in the worker's cache.
 
 Where each param is looked up (ComfyUI's models/ layout, docs/models.md):
-  wan_video_model, infinitetalk_model -> diffusion_models/<path>   (merged into one transformer, see loader.py)
+  wan_video_model, infinitetalk_model -> diffusion_models/<path>   (merged into one transformer:
+                                                                     transformer_checkpoint.py)
   lora_model                          -> loras/<path>              (empty: no LoRA)
   vae_model                           -> vae/<path>
   t5_text_encoder_model               -> text_encoders/<path>      (+ tokenizer.json beside it)
@@ -27,7 +28,7 @@ from safetensors import safe_open
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError, load_model
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError, load_model
 from spinbot.backends.talk.infinitetalk.lora import LoraReport, merge_lora
 from spinbot.backends.talk.infinitetalk.model import WAV2VEC_DIM, WAV2VEC_LAYERS, InfiniteTalkConfig, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.t5 import TextEncoder, load_text_encoder
@@ -52,7 +53,7 @@ FOLDERS = {  # param -> (folder in SPINBOT_MODELS_DIR, is a directory)
 @dataclass(frozen=True)
 class Precision:
     device: torch.device
-    transformer: torch.dtype  # matmul weights; norms and modulations stay float32 (loader.py)
+    transformer: torch.dtype  # matmul weights; norms and modulations stay float32 (transformer_checkpoint.py)
     encoders: torch.dtype  # VAE, UMT5, CLIP
     audio: torch.dtype = torch.float32  # wav2vec2 is small and its features feed every window
     fp8: bool = False  # CUDA: the blocks' big linears in e4m3 (spinbot.backends.fp8), after the LoRA merge

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
 from spinbot.backends.talk.infinitetalk.weights import read_safetensors
 
 PREFIXES = ("diffusion_model.", "model.diffusion_model.")

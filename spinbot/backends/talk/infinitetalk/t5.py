@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
 
 TEXT_LEN = 512

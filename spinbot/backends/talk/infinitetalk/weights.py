@@ -1,8 +1,8 @@
 """Reading the encoders' and the VAE's safetensors files, with one-line errors that name the file and the key.
 
-The transformer has its own loader (loader.py, meta-device build, header-first checks); these models are small
-enough (the largest, UMT5-XXL's encoder, is 11 GB in bfloat16) to be read whole and then checked against the
-module before `load_state_dict`, which would otherwise report every problem at once in a multi-line message.
+The transformer has its own loader (transformer_checkpoint.py, meta-device build, header-first checks); these
+models are small enough (the largest, UMT5-XXL's encoder, is 11 GB in bfloat16) to be read whole and then checked
+against the module before `load_state_dict`, which would otherwise report every problem at once in a multi-line message.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from spinbot.backends.talk.infinitetalk.loader import CheckpointError
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
 
 
 @contextmanager
