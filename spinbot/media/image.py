@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +39,11 @@ def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
             with Image.open(path) as image:
                 header = ImageHeader(image.format or "unknown", int(image.size[0]), int(image.size[1]))
-    except Image.DecompressionBombError:  # Pillow's own ceiling, above any limit the settings allow
-        raise InputTooLarge(f"the image claims more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, over the limit of "
-                            f"{max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)") from None
+    except Image.DecompressionBombError as err:  # Pillow's own ceiling, above any limit the settings allow
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * Image.MAX_IMAGE_PIXELS:,}"
+        raise InputTooLarge(f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels "
+                            "(SPINBOT_MAX_IMAGE_PIXELS)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InputError(f"not a readable image: {path}") from None
     if header.pixels > max_pixels:
