@@ -31,3 +31,11 @@ class TaskFailed(SpinBotError):
 
 class JobNotFound(SpinBotError):
     pass
+
+
+class InputTooLarge(InputError):
+    """An input over one of its limits (bytes, pixels, seconds); the message names the limit."""
+
+
+class Conflict(SpinBotError):
+    """A request that the job's current state forbids (retrying a job that is not failed, deleting a running one)."""

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     s3_multipart_threshold: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
     s3_multipart_chunksize: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     s3_presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)  # SigV4 caps presigned URLs at 7 days
+    # The S3 endpoint as clients reach it (e.g. https://media.example.com). Set: artifact downloads redirect to URLs
+    # presigned for it. Unset: the API streams artifacts itself, so no client ever sees the internal endpoint.
+    s3_public_url: str | None = None
 
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
@@ -74,6 +77,14 @@ class Settings(BaseSettings):
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # Inputs are judged by their headers before any decode: a small file can claim a huge image or hours of audio.
+    # Pillow refuses headers past 2 x its own MAX_IMAGE_PIXELS (178,956,970) by itself, so the limit stays under it.
+    max_image_pixels: int = Field(default=40_000_000, ge=64 * 64, le=178_956_970)  # 40 MP: 8000 x 5000
+    max_voice_seconds: float = Field(default=60.0, gt=0, le=3600)  # the narrator voice sample
+    # The page's media and event streams authenticate with a short-lived cookie signed with the key, never the key.
+    media_cookie_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Who may read /metrics besides the API keys (a Prometheus scraper's bearer token); unset: the API keys only.
+    metrics_key: str | None = None
     api_job_threads: int = Field(default=2, ge=1)
 
     @property

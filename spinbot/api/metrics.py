@@ -25,3 +25,23 @@ class Metrics:
             self.jobs_finished.labels(event.status).inc()
         elif event.kind == "node" and event.status in ("succeeded", "failed", "cancelled"):
             self.node_finished.labels(event.node_id or "", event.status).inc()
+
+
+class RequestCounter:
+    """Counts answers by method, route and status (pure ASGI: an open event stream costs no task here)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message) -> None:
+            if message["type"] == "http.response.start":
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.requests.labels(scope["method"], route, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

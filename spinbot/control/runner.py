@@ -152,10 +152,13 @@ class Runner:
                 self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
         self.events.publish(Event(job_id, "job", status, message=error))
 
-    def reopen(self, job_id: str) -> None:
-        """Mark a failed job pending again (a retry); its finished nodes stay finished."""
-        self.jobs.set_job_status(job_id, st.PENDING)
+    def reopen(self, job_id: str) -> bool:
+        """Mark a failed job pending again (a retry); its finished nodes stay finished. False when the job was not
+        failed at that moment: of concurrent retries, exactly one reopens it."""
+        if not self.jobs.reopen_failed(job_id):
+            return False
         self.events.publish(Event(job_id, "job", st.PENDING))
+        return True
 
     def cancel(self, job_id: str) -> None:
         self.jobs.request_cancel(job_id)

@@ -1,25 +1,100 @@
-"""Audio I/O (soundfile, PyAV for compressed formats), resampling (soxr) and level helpers."""
+"""Audio I/O (soundfile, PyAV for compressed formats), header probes, resampling (soxr) and level helpers."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from spinbot.errors import InputError
+from spinbot.errors import InputError, InputTooLarge
+
+# Beyond any microphone or codec a voice sample comes from; a header claiming more is an attempt on memory
+# (seconds x rate x channels float32 samples are allocated by the decode).
+MAX_SAMPLE_RATE = 384_000
+MAX_CHANNELS = 8
+_UNKNOWN_FRAMES = 2**62  # libsndfile reports about 2**63 frames for a stream whose header leaves the length open
 
 
-def load_audio(path: Path | str, sr: int | None = None, mono: bool = True) -> tuple[np.ndarray, int]:
-    """Decode any audio file to float32 (mono by default), optionally resampled to `sr`."""
+@dataclass(frozen=True)
+class AudioHeader:
+    format: str
+    sample_rate: int
+    channels: int
+    seconds: float | None  # None: the header does not say; the decode then stops at the limit itself
+
+
+def probe_audio(path: Path | str) -> AudioHeader:
+    """Format, rate, channels and duration from the file's header (libsndfile), else from the container's header
+    as FFmpeg probes it (PyAV); no sample is decoded."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio not found: {path}")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(str(path))
+    except Exception:  # not a libsndfile format (mp3 in some builds, m4a, a video's audio): ask FFmpeg
+        return _probe_with_av(path)
+    known = 0 < info.frames < _UNKNOWN_FRAMES and info.samplerate > 0
+    seconds = info.frames / info.samplerate if known else None
+    return AudioHeader(info.format, int(info.samplerate), int(info.channels), seconds)
+
+
+def _probe_with_av(path: Path) -> AudioHeader:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise InputError(f"not a readable audio file: {path}")
+            stream = container.streams.audio[0]
+            seconds = None
+            if stream.duration is not None and stream.time_base is not None:
+                seconds = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                seconds = container.duration / av.time_base
+            ctx = stream.codec_context
+            return AudioHeader(container.format.name, int(ctx.sample_rate or 0), int(ctx.channels or 0), seconds)
+    except (av.error.FFmpegError, ValueError, OSError):
+        raise InputError(f"not a readable audio file: {path}") from None
+
+
+def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
+    """Refuse, before any decode, audio whose header claims more than a voice sample may hold."""
+    if header.seconds is not None and header.seconds > max_seconds:
+        raise InputTooLarge(f"the audio lasts {header.seconds:.1f} s, over the limit of {max_seconds:g} s "
+                            "(SPINBOT_MAX_VOICE_SECONDS)")
+    if not 0 < header.sample_rate <= MAX_SAMPLE_RATE:
+        raise InputError(f"the audio's sample rate {header.sample_rate} Hz is outside 1..{MAX_SAMPLE_RATE} Hz")
+    if not 0 < header.channels <= MAX_CHANNELS:
+        raise InputError(f"the audio has {header.channels} channels; at most {MAX_CHANNELS} are accepted")
+
+
+def load_voice(path: Path | str, sr: int | None = None) -> tuple[np.ndarray, int]:
+    """A narrator voice sample: its header checked against SPINBOT_MAX_VOICE_SECONDS first, then a decode that
+    also stops at that length (a header may not tell, or may lie)."""
+    from spinbot.settings import get_settings
+
+    limit = get_settings().max_voice_seconds
+    check_voice_header(probe_audio(path), limit)
+    return load_audio(path, sr, max_seconds=limit)
+
+
+def load_audio(path: Path | str, sr: int | None = None, mono: bool = True,
+               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode any audio file to float32 (mono by default), optionally resampled to `sr`; with `max_seconds`, the
+    decode stops with an error as soon as the audio passes that length."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"audio not found: {path}")
+    try:
+        data, rate = _read_with_soundfile(path, max_seconds)
+    except InputTooLarge:
+        raise
     except Exception:
-        data, rate = _decode_with_av(path)
+        data, rate = _decode_with_av(path, max_seconds)
     if data.size == 0:
         raise InputError(f"audio file has no samples: {path}")
     audio = data.mean(axis=1) if mono else data
@@ -28,14 +103,30 @@ def load_audio(path: Path | str, sr: int | None = None, mono: bool = True) -> tu
     return np.ascontiguousarray(audio, dtype=np.float32), int(rate)
 
 
-def _decode_with_av(path: Path) -> tuple[np.ndarray, int]:
+def _read_with_soundfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(str(path)) as f:
+        rate = f.samplerate
+        limit = -1 if max_seconds is None else math.ceil(max_seconds * rate)
+        data = f.read(frames=-1 if limit < 0 else limit + 1, dtype="float32", always_2d=True)
+    if 0 <= limit < len(data):
+        raise _too_long(max_seconds)
+    return data, rate
+
+
+def _too_long(max_seconds: float | None) -> InputTooLarge:
+    return InputTooLarge(f"the audio lasts more than the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)")
+
+
+def _decode_with_av(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """Compressed formats soundfile cannot read (mp3, m4a, the audio of a video) through FFmpeg."""
     import av
 
-    from spinbot.media.video import read_audio
+    from spinbot.media.video import AudioTooLong, read_audio
 
     try:
-        decoded = read_audio(path)
+        decoded = read_audio(path, max_seconds=max_seconds)
+    except AudioTooLong:
+        raise _too_long(max_seconds) from None
     except (av.error.FFmpegError, ValueError, OSError):
         raise InputError(f"not a readable audio file: {path}") from None
     if decoded is None:

@@ -1,23 +1,71 @@
-"""Image input: decode with a clear error, and sizes for the models (multiples of 16, aspect kept)."""
+"""Image input: the header checked before any decode, a decode with a clear error, and sizes for the models
+(multiples of 16, aspect kept)."""
 
 from __future__ import annotations
 
 import math
+import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from spinbot.errors import InputError
+from spinbot.errors import InputError, InputTooLarge
 
 
-def load_image(path: Path | str) -> np.ndarray:
-    """Decode an image file to RGB uint8 (H, W, 3); anything that is not an image is a one-line error."""
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
+    """Format and size from the file's header, refused when over max_pixels. No pixel is decoded (Pillow's open
+    reads the header only), so a small file that claims 30000x30000 costs nothing here."""
+    from PIL import Image, UnidentifiedImageError
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
+            with Image.open(path) as image:
+                header = ImageHeader(image.format or "unknown", int(image.size[0]), int(image.size[1]))
+    except Image.DecompressionBombError as err:  # Pillow's own ceiling, above any limit the settings allow
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * Image.MAX_IMAGE_PIXELS:,}"
+        raise InputTooLarge(f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels "
+                            "(SPINBOT_MAX_IMAGE_PIXELS)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError(f"not a readable image: {path}") from None
+    if header.pixels > max_pixels:
+        raise InputTooLarge(f"the image is {header.width}x{header.height} ({header.pixels:,} pixels), over the limit "
+                            f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)")
+    return header
+
+
+def load_image(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
+    """Decode an image file to RGB uint8 (H, W, 3) after its header passed the pixel limit (default: the
+    SPINBOT_MAX_IMAGE_PIXELS setting); anything that is not an image, or not one OpenCV decodes, is a one-line
+    error."""
+    if max_pixels is None:
+        from spinbot.settings import get_settings
+
+        max_pixels = get_settings().max_image_pixels
+    probe_image(path, max_pixels)
     data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error:  # a stream OpenCV refuses (its own pixel limit, corrupt data)
+        img = None
     if img is None:
         raise InputError(f"not a readable image: {path}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -69,22 +70,35 @@ def iter_frames(path: Path | str, cap: int = 0) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
-def _planar_float_chunks(container, stream) -> list[np.ndarray]:
-    """Decoded audio as float32 (channels, samples) blocks, whatever the codec's sample format.
+class AudioTooLong(ValueError):
+    """The decode passed the length it was allowed."""
+
+
+def _planar_float_chunks(container, stream, max_samples: int | None = None) -> list[np.ndarray]:
+    """Decoded audio as float32 (channels, samples) blocks, whatever the codec's sample format; with max_samples,
+    AudioTooLong as soon as more than that many were decoded (a header cannot be trusted to tell the length).
     (PyAV 18's AudioFrame.to_ndarray takes no format: convert through a resampler.)"""
     resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.codec_context.sample_rate)
-    frames = [out for frame in container.decode(stream) for out in resampler.resample(frame)]
-    return [f.to_ndarray() for f in frames + resampler.resample(None)]
+    chunks, total = [], 0
+    for frame in itertools.chain(container.decode(stream), [None]):  # None flushes the resampler
+        for out in resampler.resample(frame):
+            chunks.append(out.to_ndarray())
+            total += chunks[-1].shape[1]
+            if max_samples is not None and total > max_samples:
+                raise AudioTooLong(f"more than {max_samples} samples")
+    return chunks
 
 
-def read_audio(path: Path | str) -> tuple[np.ndarray, int] | None:
-    """The first audio stream of a media file as float32 (samples, channels), or None if there is none."""
+def read_audio(path: Path | str, max_seconds: float | None = None) -> tuple[np.ndarray, int] | None:
+    """The first audio stream of a media file as float32 (samples, channels), or None if there is none; with
+    max_seconds, AudioTooLong once the decode passes that length."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
-        chunks = _planar_float_chunks(container, stream)
         rate = stream.codec_context.sample_rate
+        limit = None if max_seconds is None else int(max_seconds * rate) + 1
+        chunks = _planar_float_chunks(container, stream, limit)
     if not chunks:
         return None
     return np.concatenate(chunks, axis=1).T.astype(np.float32), int(rate)

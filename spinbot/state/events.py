@@ -57,6 +57,12 @@ class EventBus:
 
         return unsubscribe
 
+    def subscribe_after_history(self, job_id: str, listener: Listener) -> tuple[list[Event], Callable[[], None]]:
+        """The job's events so far and a subscription to every later one, taken together so that no event falls
+        between them or comes twice."""
+        with self._cond:
+            return list(self._history.get(job_id, ())), self.subscribe(listener)
+
     def publish(self, event: Event) -> None:
         with self._cond:
             history = self._history[event.job_id]

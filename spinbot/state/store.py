@@ -133,6 +133,12 @@ class JobStore:
         with self.session() as s, s.begin():
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
+    def reopen_failed(self, job_id: str) -> bool:
+        """failed -> pending in one conditional UPDATE; True only for the caller whose update changed the row."""
+        with self.session() as s, s.begin():
+            result = s.execute(update(Job).where(Job.id == job_id, Job.status == FAILED).values(status=PENDING))
+            return result.rowcount == 1
+
     def request_cancel(self, job_id: str) -> None:
         with self.session() as s, s.begin():
             s.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -28,6 +29,21 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys a call
 _MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer-lived URLs
+
+
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    chunks: Iterator[bytes]
+    length: int  # bytes in `chunks`
+    content_range: str | None  # "bytes a-b/total" when a range was asked for
+    content_type: str | None
+
+
+class RangeNotSatisfiable(SpinBotError):
+    """A Range header outside the object."""
 
 
 class StorageUnavailable(SpinBotError):
@@ -83,6 +99,7 @@ class S3Store(ArtifactStore):
         self.presign_seconds = presign_seconds
         self.client = _make_client(endpoint_url, region)
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
+        self._public_client = None  # made on first use by public_presigned_url
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> S3Store:
@@ -168,6 +185,25 @@ class S3Store(ArtifactStore):
                 "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=seconds
             )
 
+    def public_presigned_url(self, key: str, public_url: str, seconds: int | None = None) -> str:
+        """presigned_url for the endpoint that clients reach (SPINBOT_S3_PUBLIC_URL): SigV4 signs the host, so the
+        URL is signed by a client that names that endpoint (it makes no request)."""
+        if self._public_client is None or self._public_client.meta.endpoint_url != public_url.rstrip("/"):
+            self._public_client = _make_client(public_url.rstrip("/"), self.client.meta.region_name)
+        name, seconds = self._object_key(key), seconds or self.presign_seconds
+        with self._errors(key):
+            return self._public_client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=seconds
+            )
+
+    def open_read(self, key: str, byte_range: str | None = None) -> ObjectRead:
+        """The object (or one `bytes=a-b` range of it) as a stream of chunks, for the API to pass on."""
+        extra = {"Range": byte_range} if byte_range else {}
+        with self._errors(key):
+            reply = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key), **extra)
+        return ObjectRead(reply["Body"].iter_chunks(_READ_CHUNK), reply["ContentLength"], reply.get("ContentRange"),
+                          reply.get("ContentType"))
+
     def ensure_bucket(self) -> bool:
         """Create the bucket if it is missing; True when this call created it. Never called implicitly: a typo in
         SPINBOT_STORAGE_URL must fail loudly rather than quietly fill a new bucket."""
@@ -244,6 +280,8 @@ class S3Store(ArtifactStore):
             )
         if code in _NOT_FOUND:
             return FileNotFoundError(f"artifact '{key}' not found")
+        if code == "InvalidRange":
+            return RangeNotSatisfiable(f"the requested range is outside artifact '{key}'")
         message = err.response.get("Error", {}).get("Message") or "no message"
         return StorageUnavailable(f"S3 error on {self.url}: {code}: {message}")
 

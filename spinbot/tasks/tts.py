@@ -101,7 +101,7 @@ def _script_text(ctx: TaskContext) -> str:
 
 def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
     """The narrator voice: a storage key in the params, else the job's uploaded voice; and its transcript."""
-    from spinbot.media.audio import load_audio
+    from spinbot.media.audio import load_voice
 
     if params.narrator_voice:
         try:
@@ -111,7 +111,7 @@ def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
             raise InputError(message) from None
     else:
         path = ctx.input_path("narrator_voice")
-    audio, sr = load_audio(path)
+    audio, sr = load_voice(path)
     text = params.ref_text if params.ref_text is not None else ctx.values.get("ref_text") or ""
     return Reference(audio, sr, str(text))
 

@@ -40,9 +40,9 @@ def stored(data_dir: Path) -> list[str]:
 
 def test_health_pipelines_and_metrics(client):
     assert client.get("/healthz").json()["status"] == "ok"
-    names = [p["name"] for p in client.get("/v1/pipelines").json()["pipelines"]]
+    names = [p["name"] for p in client.get("/v1/pipelines", headers=auth(KEY_A)).json()["pipelines"]]
     assert names == ["f5tts_infinitetalk"]
-    assert "spinbot_http_requests_total" in client.get("/metrics").text
+    assert "spinbot_http_requests_total" in client.get("/metrics", headers=auth(KEY_B)).text
 
 
 def test_requests_without_a_known_key_are_refused(client):

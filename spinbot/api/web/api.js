@@ -1,5 +1,7 @@
-// The public SpinBot HTTP API as the page uses it. The API key (kept in localStorage) travels as a Bearer header,
-// or as ?api_key= where the browser cannot send headers (EventSource, <audio>, <video>).
+// The public SpinBot HTTP API as the page uses it. The API key (kept in localStorage) travels only as a Bearer header.
+// Elements that load by URL (EventSource, <audio>, <video>) cannot send it: every keyed answer sets a short-lived,
+// HttpOnly media cookie (signed with the key, not the key) that the event and artifact routes accept, so their URLs
+// are plain and no key ever lands in a URL or an access log.
 
 const KEY_STORAGE = "spinbot.apiKey";
 
@@ -74,18 +76,17 @@ export const api = {
   retry: (id) => request("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`),
 };
 
-/** The URL with the API key as a query parameter (kept before any #fragment), for elements that load by URL. */
-export function withKey(url) {
-  const key = apiKey.get();
-  if (!key) return url;
-  const hashAt = url.indexOf("#");
-  const [path, fragment] = hashAt < 0 ? [url, ""] : [url.slice(0, hashAt), url.slice(hashAt)];
-  const separator = path.includes("?") ? "&" : "?";
-  return `${path}${separator}api_key=${encodeURIComponent(key)}${fragment}`;
+/** The URL an element loads (events, audio, video): unchanged, as the media cookie authorizes it. The page has
+ * fetched with its key before it shows a job, so the cookie is there by then. */
+export function mediaUrl(url) {
+  return url;
 }
 
+/** The old name of mediaUrl, kept until the page's modules use the new one. */
+export const withKey = mediaUrl;
+
 export function jobEvents(id) {
-  return new EventSource(withKey(`/v1/jobs/${encodeURIComponent(id)}/events`));
+  return new EventSource(mediaUrl(`/v1/jobs/${encodeURIComponent(id)}/events`));
 }
 
 export const FINAL_STATES = ["succeeded", "failed", "cancelled"];

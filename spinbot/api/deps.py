@@ -1,0 +1,44 @@
+"""What the route modules share: the app's services and the owner of the request, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from spinbot.api.auth import current_owner, media_owner
+from spinbot.api.executor import JobExecutor
+from spinbot.api.metrics import Metrics
+from spinbot.api.readiness import Readiness
+from spinbot.control.runner import Runner
+from spinbot.errors import JobNotFound
+from spinbot.settings import Settings
+from spinbot.state.event_feed import LocalEventFeed, RedisEventFeed
+from spinbot.state.store import JobView
+
+
+@dataclass
+class Services:
+    settings: Settings
+    runner: Runner
+    executor: JobExecutor
+    metrics: Metrics
+    feed: LocalEventFeed | RedisEventFeed
+    readiness: Readiness
+
+    def owned_job(self, job_id: str, owner: str | None) -> JobView:
+        """The job, if this owner may see it; another owner's job is as missing as one that never was."""
+        if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+            raise JobNotFound(f"job '{job_id}' not found")
+        return self.runner.jobs.get(job_id, owner=owner) if owner is not None else self.runner.jobs.get(job_id)
+
+
+async def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+Owner = Annotated[str | None, Depends(current_owner)]
+MediaOwner = Annotated[str | None, Depends(media_owner)]  # header key or media cookie: routes loaded by URL

@@ -1,0 +1,88 @@
+"""Every error the API answers is JSON {"error": "one line"} with a status that says whose fault it was; nothing
+internal (a traceback, a storage endpoint, an object key) reaches the client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spinbot.api.auth import Unauthorized
+from spinbot.api.public_errors import public_error
+from spinbot.errors import Conflict, InputError, JobNotFound, SpinBotError
+
+log = logging.getLogger(__name__)
+
+
+class UploadTooLarge(InputError):
+    """An upload body past SPINBOT_MAX_UPLOAD_BYTES (413)."""
+
+
+class InvalidField(InputError):
+    """A request field missing or out of its values (422), where FastAPI does not check it itself."""
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what went wrong, in one line")
+
+
+_MEANINGS = {
+    400: "bad input: the message names the field or file and the rule",
+    401: "missing or unknown API key",
+    404: "no such job, upload or artifact for this key",
+    409: "the job's state forbids this now",
+    413: "the upload is larger than SPINBOT_MAX_UPLOAD_BYTES",
+    422: "a field is missing or has the wrong type",
+    501: "not available in this version",
+    503: "a service the API needs (storage, database) is unavailable",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, for its `responses=`."""
+    return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _status_for(err: SpinBotError) -> int:
+    from spinbot.storage.s3 import RangeNotSatisfiable, StorageUnavailable
+
+    for kind, status in ((Unauthorized, 401), (JobNotFound, 404), (Conflict, 409), (UploadTooLarge, 413),
+                         (RangeNotSatisfiable, 416), (InvalidField, 422), (StorageUnavailable, 503)):
+        if isinstance(err, kind):
+            return status
+    return 400
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SpinBotError)
+    async def _spinbot_error(request: Request, err: SpinBotError):
+        status = _status_for(err)
+        if status == 503:
+            log.warning("service unavailable", extra={"path": request.url.path, "error": str(err)})
+        return error(status, public_error(str(err)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError):
+        first = err.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}")
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return error(422, f"{where}: {first['msg']}" if where else first["msg"])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException):
+        return error(err.status_code, str(err.detail), getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        # Starlette raises the error again after this answer, so the server log gets its traceback.
+        return error(500, "internal error; the server log has the details")

@@ -1,0 +1,77 @@
+"""/readyz: each dependency's state (database, Redis, storage), checked at once and bounded in time.
+
+The checks are blocking client calls, so they run on a small pool of their own: a dependency that hangs ties up at
+most one of its threads (a check still running is reported as timed out, never started twice), and never the
+threads that serve requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from spinbot.api.schemas import DependencyState, ReadyOut
+from spinbot.control.runner import Runner
+from spinbot.settings import Settings
+
+CHECK_TIMEOUT_SECONDS = 3.0
+
+
+class Readiness:
+    def __init__(self, settings: Settings, runner: Runner):
+        self.settings, self.runner = settings, runner
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="spinbot-readyz")
+        self._running: dict[str, Future] = {}
+        self._redis = None
+
+    def _checks(self) -> dict[str, Callable[[], None] | None]:
+        return {"database": self._database, "redis": self._redis_ping if self.settings.redis_url else None,
+                "storage": self._storage}
+
+    async def check(self) -> ReadyOut:
+        names, checks = zip(*self._checks().items())
+        states = await asyncio.gather(*(self._run(name, check) for name, check in zip(names, checks)))
+        ready = all(s.ok for s in states)
+        return ReadyOut(status="ready" if ready else "unavailable", dependencies=dict(zip(names, states)))
+
+    async def _run(self, name: str, check: Callable[[], None] | None) -> DependencyState:
+        if check is None:
+            return DependencyState(ok=True, ms=0.0, detail="not configured")
+        started = time.perf_counter()
+        future = self._running.get(name)
+        if future is None or future.done():
+            future = self._running[name] = self._pool.submit(check)
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), CHECK_TIMEOUT_SECONDS)
+            detail = "ok"
+        except TimeoutError:
+            detail = "timed out"
+        except Exception:  # what failed goes to the operator's own tools, not to an unauthenticated probe
+            detail = "unreachable"
+        return DependencyState(ok=detail == "ok", ms=round((time.perf_counter() - started) * 1000, 1), detail=detail)
+
+    def _database(self) -> None:
+        self.runner.jobs.list(limit=1)
+
+    def _redis_ping(self) -> None:
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=CHECK_TIMEOUT_SECONDS,
+                                               socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
+        self._redis.ping()
+
+    def _storage(self) -> None:
+        store = self.runner.artifacts
+        if hasattr(store, "check_bucket"):
+            store.check_bucket()
+        elif not os.access(store.root, os.W_OK):
+            raise OSError("the artifact folder is not writable")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._redis is not None:
+            self._redis.close()

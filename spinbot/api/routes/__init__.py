@@ -1,0 +1,1 @@
+"""One APIRouter per resource: uploads, jobs, artifacts, meta (health, metrics, pipelines, params)."""

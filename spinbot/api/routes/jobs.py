@@ -1,0 +1,129 @@
+"""Jobs: create, list, read, follow (server-sent events), cancel, retry, delete."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, HTTPException, Query, Response
+from sse_starlette.sse import EventSourceResponse
+
+from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
+from spinbot.api.errors import error_responses
+from spinbot.api.public_errors import public_error
+from spinbot.api.schemas import JobCreate, JobOut, JobPage
+from spinbot.errors import Conflict, InputError
+from spinbot.pipelines.spec import get_pipeline
+from spinbot.state.store import FINAL_STATES, JobView
+
+router = APIRouter(tags=["jobs"])
+
+# With no event for this long, the stream looks at the job's row: a job whose process died without a final event
+# still ends its streams. SSE pings (every 10 s) keep idle connections open meanwhile.
+IDLE_CHECK_SECONDS = 15.0
+
+
+@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422))
+def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
+    runner, store = services.runner, services.runner.artifacts
+    spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
+    runner.validate_params(spec, dict(body.params))
+    image = _upload_key(store, owner, body.image, "portrait")
+    voice = _upload_key(store, owner, body.voice, "voice")
+    job_id = runner.create_job(body.pipeline, body.prompt, ref_text=body.ref_text, params=body.params,
+                               owner=owner, input_keys={"source_image": image, "narrator_voice": voice},
+                               priority=body.priority)
+    services.metrics.jobs_created.inc()
+    services.executor.submit(job_id)
+    return JobOut.of(runner.jobs.get(job_id))
+
+
+@router.get("/v1/jobs", response_model=JobPage, responses=error_responses(401, 422))
+def list_jobs(services: ServicesDep, owner: Owner, limit: int = Query(20, ge=1, le=200),
+              offset: int = Query(0, ge=0)) -> JobPage:
+    jobs, total = services.runner.jobs.list(owner=owner, limit=limit, offset=offset)
+    return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobOut, responses=error_responses(401, 404, 422))
+def get_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
+    return JobOut.of(services.owned_job(job_id, owner))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut,
+             responses=error_responses(401, 404, 422))
+def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
+    job = services.owned_job(job_id, owner)
+    if job.status not in FINAL_STATES:
+        services.runner.cancel(job_id)
+    return JobOut.of(services.runner.jobs.get(job_id))
+
+
+@router.post("/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut,
+             responses=error_responses(401, 404, 409, 422))
+def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
+    """Run a failed job again from its first unfinished node. Of concurrent retries one wins; the others get 409."""
+    job = services.owned_job(job_id, owner)
+    # pending again, with an event, before 202 (live readers follow the new run); only if it is still failed now
+    if not services.runner.reopen(job_id):
+        status = services.runner.jobs.get(job_id).status if job.status == "failed" else job.status
+        raise Conflict(f"job '{job_id}' is {status}; only failed jobs can be retried")
+    services.executor.submit(job_id)
+    return JobOut.of(services.runner.jobs.get(job_id))
+
+
+@router.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response,
+               responses=error_responses(401, 404, 409, 422, 501))
+def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
+    """Delete a finished job: its record, artifacts and the uploads it used (409 while it runs)."""
+    services.owned_job(job_id, owner)
+    delete = getattr(services.runner, "delete_job", None)
+    if delete is None:  # Runner.delete_job lands with the artifact lifecycle
+        raise HTTPException(501, "deleting jobs is not available in this version")
+    delete(job_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "a `snapshot` (the job as GET returns it), then `node` and `job` "
+                                            "events until the job ends"},
+                       **error_responses(401, 404, 422)})
+async def job_events(job_id: str, services: ServicesDep, owner: MediaOwner) -> EventSourceResponse:
+    """Server-sent events; the header key or the media cookie (EventSource cannot send a header)."""
+    job = await anyio.to_thread.run_sync(services.owned_job, job_id, owner)
+    return EventSourceResponse(_event_stream(services, job), ping=10)
+
+
+async def _event_stream(services: Services, job: JobView) -> AsyncIterator[dict[str, Any]]:
+    """A snapshot first, then every event of the job in order until it ends; no thread is held while waiting."""
+    yield _snapshot(job)
+    if job.status in FINAL_STATES:
+        return
+    async for event in services.feed.follow(job.id, idle=IDLE_CHECK_SECONDS):
+        if event is None:
+            current = await anyio.to_thread.run_sync(services.runner.jobs.get, job.id)
+            if current.status in FINAL_STATES:
+                yield _snapshot(current)
+                return
+            continue
+        yield {"event": event.kind, "data": json.dumps({**event.to_dict(), "message": public_error(event.message)})}
+        if event.kind == "job" and event.status in FINAL_STATES:
+            return
+
+
+def _snapshot(job: JobView) -> dict[str, Any]:
+    return {"event": "snapshot", "data": JobOut.of(job).model_dump_json()}
+
+
+def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{32}", upload_id or ""):
+        raise InputError(f"unknown {kind} upload '{upload_id}'")
+    keys = [k for k in store.list(f"uploads/{owner or 'local'}/{upload_id}") if Path(k).stem == kind]
+    if not keys:
+        raise InputError(f"unknown {kind} upload '{upload_id}'")
+    return keys[0]

@@ -1,0 +1,85 @@
+"""POST /v1/uploads: a portrait or a voice, with the key checked before the body is read and the size limit
+enforced while it arrives; the content is judged from its header first, then by decoding it."""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Request
+from pydantic import TypeAdapter, ValidationError
+
+from spinbot.api.deps import Owner, ServicesDep
+from spinbot.api.errors import InvalidField, error_responses
+from spinbot.api.schemas import UploadKind, UploadOut
+from spinbot.api.upload_body import receive_upload
+from spinbot.errors import InputError, InputTooLarge
+from spinbot.settings import Settings
+
+router = APIRouter(tags=["uploads"])
+log = logging.getLogger(__name__)
+
+# The body is read by the route itself (spinbot.api.upload_body), so its form is described here for /openapi.json.
+_FORM = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["kind", "file"],
+        "properties": {"kind": {"type": "string", "enum": ["portrait", "voice"]},
+                       "file": {"type": "string", "format": "binary"}},
+    }}}},
+}
+_KIND = TypeAdapter(UploadKind)
+
+
+@router.post("/v1/uploads", status_code=201, response_model=UploadOut, openapi_extra=_FORM,
+             responses=error_responses(400, 401, 413, 422))
+async def upload(request: Request, services: ServicesDep, owner: Owner) -> UploadOut:
+    settings, store = services.settings, services.runner.artifacts
+    with tempfile.TemporaryDirectory(prefix="spinbot-upload-") as tmp:
+        received = await receive_upload(request, Path(tmp) / "upload", settings.max_upload_bytes)
+        kind = _kind(received.fields.get("kind"))
+        if received.path is None:
+            raise InvalidField("file: Field required")
+        if received.size == 0:
+            raise InputError("upload is empty")
+        local = received.path.rename(received.path.with_suffix(_safe_suffix(received.filename)))
+        await anyio.to_thread.run_sync(check_content, kind, local, settings)
+        upload_id = uuid.uuid4().hex
+        key = f"uploads/{owner or 'local'}/{upload_id}/{kind}{local.suffix}"
+        await anyio.to_thread.run_sync(lambda: store.upload(local, key, content_type=received.content_type))
+    services.metrics.upload_bytes.observe(received.size)
+    return UploadOut(id=upload_id, kind=kind, size=received.size, filename=received.filename)
+
+
+def _kind(value: str | None) -> UploadKind:
+    if value is None:
+        raise InvalidField("kind: Field required")
+    try:
+        return _KIND.validate_python(value)
+    except ValidationError as err:
+        raise InvalidField(f"kind: {err.errors()[0]['msg']}") from None
+
+
+def _safe_suffix(filename: str | None) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".bin"
+
+
+def check_content(kind: str, path: Path, settings: Settings) -> None:
+    """Judge the file by its content, never its name: the header against the limits first (no decode of a file
+    that claims 30000x30000 or two hours), then a full decode. Every failure is a 400 that says why."""
+    from spinbot.media.audio import load_voice
+    from spinbot.media.image import load_image
+
+    try:
+        load_image(path, settings.max_image_pixels) if kind == "portrait" else load_voice(path)
+    except InputTooLarge as err:
+        raise InputTooLarge(f"the {kind} upload is refused: {err}") from None
+    except Exception as err:  # InputError, or anything a decoder raised on a hostile file
+        if not isinstance(err, InputError):
+            log.warning("decoder failed on an upload", extra={"kind": kind, "error": repr(err)})
+        what = "an image" if kind == "portrait" else "audio"
+        raise InputError(f"the {kind} upload is not {what} that can be decoded") from None

@@ -1,0 +1,123 @@
+"""The API's request and response bodies, so /openapi.json documents every one of them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spinbot.api.public_errors import public_error
+from spinbot.state.store import JobView
+
+UploadKind = Literal["portrait", "voice"]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: str = "f5tts_infinitetalk"
+    prompt: str = Field(min_length=1, max_length=4000)
+    image: str = Field(description="upload id of the portrait")
+    voice: str = Field(description="upload id of the narrator voice")
+    ref_text: str = ""
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    priority: int | None = Field(default=None, ge=1, le=2_097_152, description="queue priority, 1 runs first")
+
+
+class UploadOut(BaseModel):
+    id: str = Field(description="the upload id a job names as its image or voice")
+    kind: UploadKind
+    size: int = Field(description="bytes")
+    filename: str | None
+
+
+class NodeOut(BaseModel):
+    id: str
+    task: str
+    plane: str
+    status: str
+    progress: float
+    message: str | None
+    attempts: int
+    error: str | None
+    seconds: float | None
+    meta: dict[str, Any] | None
+    values: dict[str, Any] | None
+
+
+class ArtifactOut(BaseModel):
+    node_id: str
+    name: str
+    size: int | None
+    content_type: str | None
+    url: str = Field(description="GET it with the API key, or the media cookie that every keyed answer sets")
+
+
+class JobOut(BaseModel):
+    id: str
+    pipeline: str
+    status: str
+    priority: int | None
+    error: str | None
+    prompt: str | None
+    ref_text: str | None
+    script: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    params: dict[str, Any]
+    nodes: list[NodeOut]
+    artifacts: list[ArtifactOut]
+
+    @classmethod
+    def of(cls, job: JobView) -> JobOut:
+        base = f"/v1/jobs/{job.id}/artifacts"
+        script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
+        values = job.inputs.get("values", {})
+        return cls(
+            id=job.id, pipeline=job.pipeline, status=job.status, priority=job.priority,
+            error=public_error(job.error), prompt=values.get("prompt"), ref_text=values.get("ref_text"),
+            script=(script or {}).get("values", {}).get("text"), created_at=job.created_at,
+            started_at=job.started_at, finished_at=job.finished_at, params=job.params,
+            nodes=[NodeOut(id=n.node_id, task=n.task, plane=n.plane, status=n.status, progress=n.progress,
+                           message=n.message, attempts=n.attempts, error=public_error(n.error), seconds=n.seconds,
+                           meta=(n.output or {}).get("meta"), values=(n.output or {}).get("values"))
+                   for n in job.nodes],
+            artifacts=[ArtifactOut(node_id=a["node_id"], name=a["name"], size=a["size"],
+                                   content_type=a["content_type"], url=f"{base}/{a['node_id']}/{a['name']}")
+                       for a in job.artifacts],
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PipelineOut(BaseModel):
+    name: str
+    nodes: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+
+
+class PipelinesOut(BaseModel):
+    pipelines: list[PipelineOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class DependencyState(BaseModel):
+    ok: bool
+    ms: float = Field(description="how long the check took")
+    detail: str = Field(description="'ok', 'not configured', 'unreachable' or 'timed out'")
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    dependencies: dict[str, DependencyState] = Field(description="database, redis, storage")

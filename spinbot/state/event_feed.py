@@ -1,0 +1,134 @@
+"""Job events for asyncio readers (the API's server-sent events), without a thread per reader.
+
+A blocking `EventBus.follow` in a worker thread per open stream used up the API's thread pool: with 50 streams open,
+every other route waited seconds for a thread. Here the in-process bus hands events to each reader's asyncio queue
+from the publishing thread, and on Redis one reader task serves every open stream with one XREAD over all their
+streams, fanning the entries out to the readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from spinbot.state.events import Event, EventBus, RedisEventBus
+
+log = logging.getLogger(__name__)
+
+BLOCK_MS = 250  # how long one XREAD waits; a stream that opens meanwhile joins the next one
+REDIS_RETRY_SECONDS = 1.0
+
+
+async def _queued(queue: asyncio.Queue[Event], idle: float) -> AsyncIterator[Event | None]:
+    """Events from the queue; None after `idle` seconds without one."""
+    while True:
+        try:
+            yield await asyncio.wait_for(queue.get(), idle)
+        except TimeoutError:
+            yield None
+
+
+class LocalEventFeed:
+    """The in-process bus: its history first, then new events, handed over from the publishing thread."""
+
+    def __init__(self, bus: EventBus):
+        self.bus = bus
+
+    async def follow(self, job_id: str, idle: float = 15.0) -> AsyncIterator[Event | None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+
+        def deliver(event: Event) -> None:
+            if event.job_id == job_id:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+                except RuntimeError:  # the API's loop has closed
+                    pass
+
+        history, unsubscribe = self.bus.subscribe_after_history(job_id, deliver)
+        for event in history:
+            queue.put_nowait(event)
+        try:
+            async for event in _queued(queue, idle):
+                yield event
+        finally:
+            unsubscribe()
+
+    async def close(self) -> None:
+        pass
+
+
+def _entry_id(raw: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(eq=False)
+class _Reader:
+    job_id: str
+    last: tuple[int, int] = (0, 0)  # the last entry handed to this reader
+    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+
+
+class RedisEventFeed:
+    """One XREAD loop for all open streams of this process, on one connection."""
+
+    def __init__(self, url: str, prefix: str):
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=BLOCK_MS / 1000 + 10)
+        self.prefix = prefix
+        self._readers: dict[str, set[_Reader]] = {}
+        self._task: asyncio.Task | None = None
+
+    async def follow(self, job_id: str, idle: float = 15.0) -> AsyncIterator[Event | None]:
+        reader = _Reader(job_id)
+        self._readers.setdefault(job_id, set()).add(reader)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._read_all(), name="spinbot-event-feed")
+        try:
+            async for event in _queued(reader.queue, idle):
+                yield event
+        finally:
+            readers = self._readers.get(job_id)
+            if readers is not None:
+                readers.discard(reader)
+                if not readers:
+                    del self._readers[job_id]
+
+    async def _read_all(self) -> None:
+        while self._readers:
+            # Each stream from the oldest position one of its readers still needs (a new reader starts at 0).
+            streams = {self.prefix + job: "%d-%d" % min(r.last for r in readers)
+                       for job, readers in self._readers.items()}
+            try:
+                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS)
+            except Exception as err:  # Redis down or restarting: readers see idle ticks until it is back
+                log.warning("event feed cannot read Redis", extra={"error": str(err)})
+                await asyncio.sleep(REDIS_RETRY_SECONDS)
+                continue
+            for key, entries in reply or []:
+                self._fan_out(key.decode()[len(self.prefix):], entries)
+
+    def _fan_out(self, job_id: str, entries: list) -> None:
+        for raw_id, fields in entries:
+            entry = _entry_id(raw_id)
+            event = Event.from_dict(json.loads(fields[b"e"]))
+            for reader in self._readers.get(job_id, ()):
+                if entry > reader.last:
+                    reader.last = entry
+                    reader.queue.put_nowait(event)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.redis.aclose()
+
+
+def make_event_feed(bus: EventBus, redis_url: str | None) -> LocalEventFeed | RedisEventFeed:
+    if isinstance(bus, RedisEventBus) and redis_url:
+        return RedisEventFeed(redis_url, bus.prefix)
+    return LocalEventFeed(bus)
