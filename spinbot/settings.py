@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     s3_multipart_threshold: int = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024)
     s3_multipart_chunksize: int = Field(default=16 * 1024 * 1024, ge=5 * 1024 * 1024)
     s3_presign_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)  # SigV4 caps presigned URLs at 7 days
+    # Transient S3 errors (refused or dropped connections, 5xx, throttling) are retried by botocore with jittered
+    # exponential backoff (50 ms doubling up to 20 s a wait); 12 attempts ride out about half a minute of outage.
+    s3_retry_mode: Literal["standard", "adaptive"] = "standard"
+    s3_max_attempts: int = Field(default=12, ge=1, le=50)
+
 
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
