@@ -23,6 +23,7 @@ from spinbot import __version__
 from spinbot.api.auth import Unauthorized, current_owner
 from spinbot.api.jobs import JobExecutor
 from spinbot.api.metrics import Metrics
+from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.errors import InputError, JobNotFound, SpinBotError
 from spinbot.pipelines.spec import get_pipeline, load_pipelines
@@ -155,9 +156,9 @@ def _routes(app: FastAPI, settings: Settings, runner: Runner, executor: JobExecu
         runner.validate_params(spec, dict(body.params))
         image = _upload_key(store, owner, body.image, "portrait")
         voice = _upload_key(store, owner, body.voice, "voice")
-        job_id = runner.create_job(body.pipeline, body.prompt, ref_text=body.ref_text, params=body.params,
-                                   owner=owner, input_keys={"source_image": image, "narrator_voice": voice},
-                                   priority=body.priority)
+        job_id = runner.create_job(JobRequest(pipeline=body.pipeline, prompt=body.prompt, ref_text=body.ref_text,
+                                              params=body.params, owner=owner, priority=body.priority,
+                                              input_keys={"source_image": image, "narrator_voice": voice}))
         metrics.jobs_created.inc()
         executor.submit(job_id)
         return job_json(runner.jobs.get(job_id))
