@@ -11,13 +11,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import InputError, SpinBotError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SpinBot: prompt + portrait + voice -> video.")
 pipelines_app = typer.Typer(no_args_is_help=True, help="List, show and validate pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
 err_console = Console(stderr=True)
-DEFAULT_PIPELINE = "f5tts_infinitetalk"
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -101,7 +101,8 @@ def run(
             missing = [name for name, v in (("--prompt", prompt), ("--image", image), ("--voice", voice)) if not v]
             if missing:
                 raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")
-            job_id = runner.create_job(pipeline, prompt, image, voice, ref_text, parse_sets(set_), priority=priority)
+            job_id = runner.create_job(JobRequest(pipeline=pipeline, prompt=prompt, image=image, voice=voice,
+                                                  ref_text=ref_text, params=parse_sets(set_), priority=priority))
             err_console.print(f"job {job_id}", highlight=False)
         job = _run_with_progress(runner, job_id)
         _finish(runner, job, out)
@@ -121,8 +122,9 @@ def demo(
     try:
         runner = _runner()
         image = samples.portrait_path(runner.settings.data_dir / "samples")
-        job_id = runner.create_job(DEFAULT_PIPELINE, prompt or samples.DEMO_PROMPT, image, samples.voice_path(),
-                                   samples.BECKETT_TRANSCRIPT, parse_sets(set_))
+        job_id = runner.create_job(JobRequest(prompt=prompt or samples.DEMO_PROMPT, image=image,
+                                              voice=samples.voice_path(), ref_text=samples.BECKETT_TRANSCRIPT,
+                                              params=parse_sets(set_)))
         err_console.print(f"job {job_id}", highlight=False)
         job = _run_with_progress(runner, job_id)
         _finish(runner, job, out)

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # The S3 endpoint as clients reach it (e.g. https://media.example.com). Set: artifact downloads redirect to URLs
     # presigned for it. Unset: the API streams artifacts itself, so no client ever sees the internal endpoint.
     s3_public_url: str | None = None
+    # Transient S3 errors (refused or dropped connections, 5xx, throttling) are retried by botocore with jittered
+    # exponential backoff (50 ms doubling up to 20 s a wait); 12 attempts ride out about half a minute of outage.
+    s3_retry_mode: Literal["standard", "adaptive"] = "standard"
+    s3_max_attempts: int = Field(default=12, ge=1, le=50)
 
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
@@ -73,6 +77,20 @@ class Settings(BaseSettings):
     # Cap this process's share of each CUDA device's memory (native backends; unset: no cap). 0.56 of an H200 is an
     # 80 GB card.
     gpu_memory_fraction: float | None = Field(default=None, gt=0, le=1)
+
+    # What a job may ask for, checked when it is submitted (spinbot.control.admission).
+    max_prompt_chars: int = Field(default=4000, ge=1)
+    max_script_chars: int = Field(default=10_000, ge=1)  # script.text, a script written by the user
+    max_ref_text_chars: int = Field(default=1000, ge=1)  # the transcript of the narrator voice
+    max_speech_seconds: float = Field(default=300.0, gt=0)  # the speech a job may produce (sets the video's length)
+    min_voice_seconds: float = Field(default=1.0, ge=0)  # the narrator voice sample, and it must hold sound
+
+    # One owner per job: the process driving a job renews its lease every third of this; another process takes the
+    # job over only after the lease expired (spinbot.control.lease).
+    job_lease_seconds: float = Field(default=30.0, ge=1)
+    # Finished jobs (and their artifacts and uploads) older than this are deleted by `spinbot gc` and by the API's
+    # hourly sweep; unset: kept until deleted.
+    job_retention_days: float | None = Field(default=None, gt=0)
 
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses

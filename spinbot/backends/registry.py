@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 from spinbot.errors import BackendUnavailable
-from spinbot.settings import get_settings
+from spinbot.settings import Settings, get_settings
 
 # task -> backend name -> "module:factory"; a name that is missing here is not implemented yet.
 _BACKENDS: dict[str, dict[str, str]] = {
@@ -27,8 +27,8 @@ _BACKENDS: dict[str, dict[str, str]] = {
 _SETTING_FOR_TASK = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
 
 
-def backend_name(task: str) -> str:
-    return getattr(get_settings(), _SETTING_FOR_TASK[task])
+def backend_name(task: str, settings: Settings | None = None) -> str:
+    return getattr(settings or get_settings(), _SETTING_FOR_TASK[task])
 
 
 def get_backend(task: str, name: str | None = None) -> Any:

@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from spinbot.control.admission import Admission
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
-from spinbot.errors import InputError, ParamsError, SpinBotError, TaskFailed
+from spinbot.control.requests import JobRequest
+from spinbot.errors import ParamsError, SpinBotError, TaskFailed
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -77,32 +79,22 @@ class Runner:
             params[node_id] = validated.model_dump(include=set(node_params))
         return params
 
-    def create_job(self, pipeline: str, prompt: str, image: Path | None = None, voice: Path | None = None,
-                   ref_text: str | None = None, params: dict[str, dict[str, Any]] | None = None,
-                   owner: str | None = None, input_keys: dict[str, str] | None = None,
-                   priority: int | None = None) -> str:
-        """Validate everything first, then store the inputs and the job: bad input writes nothing."""
-        from spinbot.media.audio import load_audio
-        from spinbot.media.image import load_image
-
-        spec = get_pipeline(pipeline, self.settings.pipelines)
-        params = self.validate_params(spec, dict(params or {}))
-        if not prompt or not prompt.strip():
-            raise InputError("prompt is empty")
-        if image is not None:
-            load_image(image)
-        if voice is not None:
-            load_audio(voice)
+    def create_job(self, request: JobRequest) -> str:
+        """Validate everything first (spinbot.control.admission), then store the inputs and the job: bad input
+        writes nothing."""
+        spec = get_pipeline(request.pipeline, self.settings.pipelines)
+        params = self.validate_params(spec, dict(request.params))
+        Admission(self.settings, self.artifacts).check(spec, params, request)
         job_id = self.jobs.new_id()
-        artifacts = dict(input_keys or {})
-        for name, path in (("source_image", image), ("narrator_voice", voice)):
+        artifacts = dict(request.input_keys)
+        for name, path in (("source_image", request.image), ("narrator_voice", request.voice)):
             if path is not None:
                 key = artifact_key(job_id, INPUTS_NODE, f"{name}{Path(path).suffix.lower() or '.bin'}")
                 self.artifacts.upload(Path(path), key, content_type=mimetypes.guess_type(str(path))[0])
                 artifacts[name] = key
-        inputs = {"values": {"prompt": prompt, "ref_text": ref_text or ""}, "artifacts": artifacts}
+        inputs = {"values": {"prompt": request.prompt, "ref_text": request.ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
-        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, owner, priority)
+        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, request.owner, request.priority)
         self.events.publish(Event(job_id, "job", st.PENDING))
         return job_id
 

@@ -7,7 +7,7 @@ from collections import deque
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -92,7 +92,21 @@ def _fail(pipeline: str, msg: str, node: str | None = None) -> PipelineError:
 
 
 def validate_pipeline(name: str, raw: Any) -> PipelineSpec:
-    """Build a PipelineSpec and refuse anything the planner could not run."""
+    """Build a PipelineSpec and refuse anything the planner could not run: the first rule broken is the error."""
+    spec = _parse(name, raw)
+    for index, node in enumerate(spec.nodes):
+        for node_rule in NODE_RULES:
+            node_rule(spec, index, node)
+    for edge in spec.edges:
+        for edge_rule in EDGE_RULES:
+            edge_rule(spec, edge)
+    for graph_rule in GRAPH_RULES:
+        graph_rule(spec)
+    return spec
+
+
+def _parse(name: str, raw: Any) -> PipelineSpec:
+    """The file's shape: an object with nodes, each node with an id, a task and a plane."""
     if not isinstance(raw, dict):
         raise _fail(name, "must be an object with 'nodes' and 'edges'")
     if not raw.get("nodes"):
@@ -106,45 +120,66 @@ def validate_pipeline(name: str, raw: Any) -> PipelineSpec:
             field = ".".join(str(p) for p in first["loc"]) or "node"
             raise _fail(name, f"{field}: {first['msg']}", label or f"#{i}") from None
     try:
-        spec = PipelineSpec.model_validate({**raw, "name": name})
+        return PipelineSpec.model_validate({**raw, "name": name})
     except ValidationError as err:
         first = err.errors()[0]
         raise _fail(name, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
-    ids: set[str] = set()
-    for node in spec.nodes:
-        if node.id in ids:
-            raise _fail(name, "duplicate node id", node.id)
-        ids.add(node.id)
-        if node.plane not in PLANES:
-            raise _fail(name, f"unknown plane '{node.plane}' (expected one of: {', '.join(PLANES)})", node.id)
-        plane = TASK_PLANES.get(node.task)
-        if plane is None:
-            known = ", ".join(sorted(TASK_PLANES))
-            raise _fail(name, f"unknown task '{node.task}' (known: {known})", node.id)
-        if plane != node.plane:
-            raise _fail(name, f"task '{node.task}' runs on plane '{plane}', not '{node.plane}'", node.id)
-    for edge in spec.edges:
-        for end in (edge.source, edge.target):
-            if end not in ids:
-                raise _fail(name, f"edge {edge.source} -> {edge.target} names unknown node '{end}'")
-        if edge.source == edge.target:
-            raise _fail(name, "edge from a node to itself (cycle)", edge.source)
-    _refuse_cycles(spec)
-    _refuse_unreachable(spec)
-    return spec
+
+# ---- rules for each node, in the order they are listed ------------------------------------------------------------
 
 
-def _refuse_cycles(spec: PipelineSpec) -> None:
+def node_id_is_unique(spec: PipelineSpec, index: int, node: NodeSpec) -> None:
+    if any(earlier.id == node.id for earlier in spec.nodes[:index]):
+        raise _fail(spec.name, "duplicate node id", node.id)
+
+
+def plane_is_known(spec: PipelineSpec, index: int, node: NodeSpec) -> None:
+    if node.plane not in PLANES:
+        raise _fail(spec.name, f"unknown plane '{node.plane}' (expected one of: {', '.join(PLANES)})", node.id)
+
+
+def task_is_known(spec: PipelineSpec, index: int, node: NodeSpec) -> None:
+    if node.task not in TASK_PLANES:
+        raise _fail(spec.name, f"unknown task '{node.task}' (known: {', '.join(sorted(TASK_PLANES))})", node.id)
+
+
+def task_runs_on_its_plane(spec: PipelineSpec, index: int, node: NodeSpec) -> None:
+    plane = TASK_PLANES[node.task]
+    if plane != node.plane:
+        raise _fail(spec.name, f"task '{node.task}' runs on plane '{plane}', not '{node.plane}'", node.id)
+
+
+# ---- rules for each edge ------------------------------------------------------------------------------------------
+
+
+def edge_ends_are_nodes(spec: PipelineSpec, edge: EdgeSpec) -> None:
+    for end in (edge.source, edge.target):
+        if end not in spec.nodes_by_id:
+            raise _fail(spec.name, f"edge {edge.source} -> {edge.target} names unknown node '{end}'")
+
+
+def edge_is_not_a_loop(spec: PipelineSpec, edge: EdgeSpec) -> None:
+    if edge.source == edge.target:
+        raise _fail(spec.name, "edge from a node to itself (cycle)", edge.source)
+
+
+# ---- rules for the whole graph ------------------------------------------------------------------------------------
+
+
+def graph_is_acyclic(spec: PipelineSpec) -> None:
     order = spec.topological_order()
     if len(order) != len(spec.nodes):
         stuck = next(n.id for n in spec.nodes if n.id not in order)
         raise _fail(spec.name, "is part of a cycle", stuck)
 
 
-def _refuse_unreachable(spec: PipelineSpec) -> None:
+def start_has_no_inputs(spec: PipelineSpec) -> None:
     if spec.upstream(spec.start):
         raise _fail(spec.name, "the start node (listed first) must have no incoming edge", spec.start)
+
+
+def every_node_is_reachable(spec: PipelineSpec) -> None:
     reached = {spec.start}
     todo = deque([spec.start])
     while todo:
@@ -155,6 +190,12 @@ def _refuse_unreachable(spec: PipelineSpec) -> None:
     for node in spec.nodes:
         if node.id not in reached:
             raise _fail(spec.name, f"unreachable from the start node '{spec.start}'", node.id)
+
+
+NODE_RULES: tuple[Callable[[PipelineSpec, int, NodeSpec], None], ...] = (
+    node_id_is_unique, plane_is_known, task_is_known, task_runs_on_its_plane)
+EDGE_RULES: tuple[Callable[[PipelineSpec, EdgeSpec], None], ...] = (edge_ends_are_nodes, edge_is_not_a_loop)
+GRAPH_RULES: tuple[Callable[[PipelineSpec], None], ...] = (graph_is_acyclic, start_has_no_inputs, every_node_is_reachable)
 
 
 def parse_pipelines(data: Any, source: str = "pipelines.json") -> dict[str, PipelineSpec]:

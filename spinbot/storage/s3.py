@@ -58,7 +58,7 @@ def _code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
-def _make_client(endpoint_url: str | None, region: str | None):
+def _make_client(endpoint_url: str | None, region: str | None, retry_mode: str = "standard", max_attempts: int = 12):
     session = boto3.session.Session()
     region = region or session.region_name or "us-east-1"
     options: dict = {}
@@ -69,7 +69,9 @@ def _make_client(endpoint_url: str | None, region: str | None):
     config = Config(
         signature_version="s3v4",  # presigned URLs for MinIO and newer AWS regions need SigV4
         s3={"addressing_style": "path" if endpoint_url else "auto"},
-        retries={"mode": "standard", "max_attempts": 5},
+        # Both modes retry refused and dropped connections, timeouts, 5xx and throttling with jittered exponential
+        # backoff; "adaptive" also slows the client's own request rate while the server throttles.
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=120,
         **options,
@@ -88,6 +90,8 @@ class S3Store(ArtifactStore):
         multipart_threshold: int = 64 * 1024 * 1024,
         multipart_chunksize: int = 16 * 1024 * 1024,
         presign_seconds: int = 3600,
+        retry_mode: str = "standard",
+        max_attempts: int = 12,
     ):
         if not _BUCKET.match(bucket):
             raise StorageKeyError(f"invalid S3 bucket name '{bucket}' (3-63 lowercase letters, digits, '.', '-')")
@@ -97,7 +101,7 @@ class S3Store(ArtifactStore):
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = endpoint_url
         self.presign_seconds = presign_seconds
-        self.client = _make_client(endpoint_url, region)
+        self.client = _make_client(endpoint_url, region, retry_mode, max_attempts)
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
         self._public_client = None  # made on first use by public_presigned_url
 
@@ -114,6 +118,8 @@ class S3Store(ArtifactStore):
             multipart_threshold=settings.s3_multipart_threshold,
             multipart_chunksize=settings.s3_multipart_chunksize,
             presign_seconds=settings.s3_presign_seconds,
+            retry_mode=settings.s3_retry_mode,
+            max_attempts=settings.s3_max_attempts,
         )
 
     # --- the ArtifactStore interface -------------------------------------------------------------------------------

@@ -96,7 +96,9 @@ def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) 
         return model.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        fieldname = ".".join(str(p) for p in first["loc"]) or "params"
+        if not first["loc"]:  # a rule across fields (a model validator): its message names the fields
+            raise ParamsError(f"{node_id}: {first['msg'].removeprefix('Value error, ')}") from None
+        fieldname = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
             allowed = ", ".join(model.model_fields)
             raise ParamsError(f"{node_id}.{fieldname}: unknown param (allowed: {allowed})") from None

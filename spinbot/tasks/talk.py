@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, model_validator
 
 from spinbot.backends.talk.base import SpeechTrack, TalkBackend
 from spinbot.errors import InputError
@@ -50,13 +50,13 @@ class InfiniteTalkParams(TaskParams):
     audio_scale: float = Field(default=1.6, ge=0)
     audio_cfg_scale: float = Field(default=1, ge=0)
 
-    @field_validator("motion_frame")
-    @classmethod
-    def _context_fits_in_window(cls, motion_frame: int, info: ValidationInfo) -> int:
-        window = info.data.get("frame_window_size")
-        if window is not None and motion_frame >= window:
-            raise ValueError(f"must be smaller than frame_window_size ({window})")
-        return motion_frame
+    @model_validator(mode="after")
+    def _context_fits_in_window(self) -> "InfiniteTalkParams":
+        # A model validator, so the rule holds for defaults too: frame_window_size=2 alone meets motion_frame=25.
+        if self.motion_frame >= self.frame_window_size:
+            raise ValueError(f"motion_frame ({self.motion_frame}) must be smaller than frame_window_size "
+                             f"({self.frame_window_size}): each window repeats motion_frame frames of the one before")
+        return self
 
 
 def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:

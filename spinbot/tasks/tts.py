@@ -20,7 +20,9 @@ from pydantic import Field
 
 from spinbot.backends.tts.base import Reference, SpeechBackend, Voice
 from spinbot.errors import InputError
+from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
+from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +119,14 @@ def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
 
 
 def _speak(ctx: TaskContext, backend: SpeechBackend, voice: Voice, chunks: list[Chunk],
-           params: TextToSpeechParams) -> list[np.ndarray]:
+           params: TextToSpeechParams, limit_s: float) -> list[np.ndarray]:
     """Each chunk trimmed to its speech and given the silence its pauses need, half on either side of each join;
-    cross-fades then overlap inside that silence instead of eating into the words."""
+    cross-fades then overlap inside that silence instead of eating into the words. Stops as soon as the speech
+    so far is longer than limit_s."""
     from spinbot.media.audio import active_bounds
 
     sr, fade = backend.sample_rate, params.cross_fade_duration
-    pieces = []
+    pieces: list[np.ndarray] = []
     for i, chunk in enumerate(chunks):
         ctx.progress(i / len(chunks), f"speaking chunk {i + 1}/{len(chunks)}")
         audio = backend.synthesize(chunk.text, voice, params)
@@ -133,6 +136,9 @@ def _speak(ctx: TaskContext, backend: SpeechBackend, voice: Voice, chunks: list[
         before = EDGE_PAD_S if i == 0 else chunks[i - 1].pause_after / 2 + fade / 2
         after = EDGE_PAD_S if i == len(chunks) - 1 else chunk.pause_after / 2 + fade / 2
         pieces.append(_with_margins(audio, start, end, int(before * sr), int(after * sr)))
+        spoken = sum(len(p) for p in pieces) / sr - fade * (len(pieces) - 1)
+        refuse_over_limit(spoken, limit_s, f"{ctx.node_id}: the script, after {i + 1} of {len(chunks)} chunks",
+                          estimated=False)
     return pieces
 
 
@@ -161,6 +167,9 @@ def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
     from spinbot.media.audio import crossfade_concat, normalize_rms, resample, write_wav
 
     text = _script_text(ctx)
+    limit_s = get_settings().max_speech_seconds
+    # The script may come from an LLM that wrote more than it was asked for: refuse before speaking a word of it.
+    refuse_over_limit(estimate_seconds(len(text), params.speed), limit_s, f"{ctx.node_id}: the script")
     backend = get_backend("f5_to_tts")
     voice = backend.prepare(_reference(ctx, params), params)
     if hasattr(backend, "speak_script"):  # the model's own chunk plan and joins (F5-TTS)
@@ -168,11 +177,12 @@ def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
         joined, joins, chunk_plan = spoken.audio, spoken.joins, spoken.chunks
     else:
         chunks = plan_chunks(text, backend.max_chunk_chars)
-        pieces = _speak(ctx, backend, voice, chunks, params)
+        pieces = _speak(ctx, backend, voice, chunks, params, limit_s)
         joined, joins = crossfade_concat(pieces, backend.sample_rate, params.cross_fade_duration)
         chunk_plan = [{"text": c.text, "pause_after": c.pause_after} for c in chunks]
     ctx.progress(0.95, "resampling and normalizing")
     audio = resample(joined, backend.sample_rate, OUTPUT_RATE)
+    refuse_over_limit(len(audio) / OUTPUT_RATE, limit_s, f"{ctx.node_id}: the spoken script", estimated=False)
     audio = normalize_rms(audio, OUTPUT_RATE, params.target_rms, PEAK_CEILING)
     key = ctx.save("speech.wav", write_wav(ctx.output_path("speech.wav"), audio, OUTPUT_RATE), "audio/wav")
     ctx.progress(1.0, "speech written")

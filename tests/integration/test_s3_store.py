@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -214,3 +215,42 @@ def test_invalid_bucket_names_are_refused_without_a_request():
     for url in ("s3://", "s3://UPPER", "s3://a", "s3://bad_bucket"):
         with pytest.raises(StorageKeyError, match="invalid S3 bucket name"):
             S3Store.from_url(url)
+
+
+def test_a_refused_connection_is_retried_with_backoff_until_the_server_is_back(s3_env, use_settings):
+    """The S3 server is down (its port refuses connections) when a node writes, and back 2 s later: the write
+    waits it out. botocore's old 5 attempts at 50 ms steps gave up within about half a second."""
+    from moto.server import ThreadedMotoServer
+
+    bucket = new_bucket()
+    S3Store(bucket, endpoint_url=s3_env).ensure_bucket()  # moto keeps one state per process, shared by its servers
+    port = services.free_port()
+    assert not services.port_open(port)
+    use_settings(s3_endpoint_url=f"http://127.0.0.1:{port}")
+    store = S3Store.from_url(f"s3://{bucket}")
+    sent = count_requests(store)
+    restarted = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    timer = threading.Timer(2.0, restarted.start)
+    timer.start()
+    try:
+        store.put_bytes("jobs/j1/node/out.bin", b"written after the outage")
+        assert store.get_bytes("jobs/j1/node/out.bin") == b"written after the outage"
+    finally:
+        timer.cancel()
+        timer.join()
+        restarted.stop() if services.port_open(port) else None
+        store.close()
+    assert len(sent) > 2, "the write went through without any retry: the server was not down"
+
+
+def test_retry_mode_and_attempts_come_from_settings(s3_env, use_settings):
+    use_settings(s3_retry_mode="adaptive", s3_max_attempts=3)
+    store = S3Store.from_url(f"s3://{new_bucket()}")
+    retries = store.client.meta.config.retries
+    assert retries["mode"] == "adaptive" and retries["total_max_attempts"] == 3
+    use_settings(s3_endpoint_url="http://127.0.0.1:9")  # nothing listens on the discard port
+    store = S3Store.from_url(f"s3://{new_bucket()}")
+    sent = count_requests(store)
+    with pytest.raises(Exception, match="cannot reach the S3 endpoint"):
+        store.put_bytes("jobs/j1/node/out.bin", b"x")
+    assert len(sent) == 3

@@ -67,12 +67,13 @@ def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path,
 @pytest.fixture
 def small_job(tmp_path: Path, spinbot_env, use_settings):
     """An in-process runner and a short job of the seed pipeline (small frames, a one-line script)."""
+    from spinbot.control.requests import JobRequest
     from spinbot.control.runner import Runner
 
     use_settings(talk_max_pixels=128 * 128)
     runner = Runner()
-    job_id = runner.create_job("f5tts_infinitetalk", "resume", portrait_path(tmp_path), voice_path(), "x",
-                               {"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}})
+    job_id = runner.create_job(JobRequest(prompt="resume", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x",
+                                          params={"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}}))
     return runner, job_id
 
 

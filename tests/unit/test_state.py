@@ -4,6 +4,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
+from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.samples import portrait_path, voice_path
 from spinbot.state.db import get_engine
@@ -34,7 +35,8 @@ def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
 
 def test_job_priority_travels_to_every_python_task_request(spinbot_env, tmp_path):
     runner = Runner()
-    job_id = runner.create_job("f5tts_infinitetalk", "hello", portrait_path(tmp_path), voice_path(), "x", priority=3)
+    job_id = runner.create_job(JobRequest(prompt="hello", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x",
+                                         priority=3))
     job = runner.jobs.get(job_id)
     assert job.priority == 3
     request = runner._request(job, job.node("f5_to_tts"), {"script": {"values": {"text": "Hi."}}})

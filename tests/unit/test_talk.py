@@ -232,7 +232,7 @@ def test_an_unreadable_image_is_a_clear_input_error(tmp_path, beckett_excerpt):
 
 
 def test_motion_context_must_fit_in_the_window(tmp_path, portrait, beckett_excerpt):
-    with pytest.raises(ParamsError, match="motion_frame: .*smaller than frame_window_size"):
+    with pytest.raises(ParamsError, match=r"motion_frame \(20\) must be smaller than frame_window_size \(20\)"):
         run_talk(tmp_path, portrait, beckett_excerpt, frame_window_size=20, motion_frame=20)
 
 

@@ -16,6 +16,7 @@ from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
 from spinbot.api.errors import error_responses
 from spinbot.api.public_errors import public_error
 from spinbot.api.schemas import JobCreate, JobOut, JobPage
+from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError
 from spinbot.pipelines.spec import get_pipeline
 from spinbot.state.store import FINAL_STATES, JobView
@@ -34,9 +35,9 @@ def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
     runner.validate_params(spec, dict(body.params))
     image = _upload_key(store, owner, body.image, "portrait")
     voice = _upload_key(store, owner, body.voice, "voice")
-    job_id = runner.create_job(body.pipeline, body.prompt, ref_text=body.ref_text, params=body.params,
-                               owner=owner, input_keys={"source_image": image, "narrator_voice": voice},
-                               priority=body.priority)
+    job_id = runner.create_job(JobRequest(pipeline=body.pipeline, prompt=body.prompt, ref_text=body.ref_text,
+                                          params=body.params, owner=owner, priority=body.priority,
+                                          input_keys={"source_image": image, "narrator_voice": voice}))
     services.metrics.jobs_created.inc()
     services.executor.submit(job_id)
     return JobOut.of(runner.jobs.get(job_id))

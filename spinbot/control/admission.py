@@ -1,0 +1,133 @@
+"""Every check a job can fail before any of its work starts, run by Runner.create_job for the CLI and the API alike.
+
+A job that would fail on its inputs is refused at submission with one line (CLI exit 2, API 400) and nothing is
+stored; it is never found out by a node after others ran. The checks, in order: text lengths, the length of the
+speech the script would make, what the configured backends need of their params, the stored files that params
+name, and the input files themselves (a portrait that decodes, a narrator voice long enough and not silent).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from spinbot.backends.registry import backend_name
+from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
+from spinbot.control.requests import JobRequest
+from spinbot.errors import InputError, ParamsError
+from spinbot.pipelines.spec import PipelineSpec
+from spinbot.settings import Settings
+from spinbot.storage.base import ArtifactStore, check_key
+from spinbot.tasks.base import TaskParams
+from spinbot.tasks.catalog import load_task
+from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
+
+SCRIPT_TASK, TTS_TASK = "script.generateScript", "f5_to_tts"
+
+
+class Admission:
+    def __init__(self, settings: Settings, store: ArtifactStore):
+        self.settings = settings
+        self.store = store
+
+    def check(self, spec: PipelineSpec, params: dict[str, dict[str, Any]], request: JobRequest) -> None:
+        """Raise InputError (or ParamsError) with one line for the first thing wrong with the job."""
+        nodes = {n.id: load_task(n.task).params_model.model_validate(params.get(n.id, {})) for n in spec.nodes}
+        self.check_texts(spec, nodes, request)
+        self.check_speech_length(spec, nodes)
+        self.check_backends(spec, nodes, request)
+        self.check_files(spec, nodes, request)
+
+    # ---- texts ----------------------------------------------------------------------------------------------------
+    def check_texts(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
+        if not request.prompt.strip():
+            raise InputError("prompt is empty")
+        s = self.settings
+        _refuse_long(request.prompt, s.max_prompt_chars, "prompt", "SPINBOT_MAX_PROMPT_CHARS")
+        _refuse_long(request.ref_text or "", s.max_ref_text_chars, "ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
+        for node in spec.nodes:
+            given = nodes[node.id]
+            if node.task == SCRIPT_TASK and given.text:
+                _refuse_long(given.text, s.max_script_chars, f"{node.id}.text", "SPINBOT_MAX_SCRIPT_CHARS")
+            if node.task == TTS_TASK and given.ref_text:
+                _refuse_long(given.ref_text, s.max_ref_text_chars, f"{node.id}.ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
+
+    def check_speech_length(self, spec: PipelineSpec, nodes: dict[str, TaskParams]) -> None:
+        """Each speech node's script (the user's text, or the words asked of the LLM) at that node's speed."""
+        for node in spec.nodes:
+            if node.task != TTS_TASK:
+                continue
+            script = next((a for a in reversed(spec.ancestors(node.id)) if spec.node(a).task == SCRIPT_TASK), None)
+            if script is None:
+                continue  # a pipeline whose text comes from elsewhere: the task checks it when it runs
+            given = nodes[script]
+            if given.text:
+                chars, what = len(given.text), f"{script}.text"
+            else:
+                chars, what = words_to_chars(given.words), f"{script}.words ({given.words} words asked of the LLM)"
+            seconds = estimate_seconds(chars, nodes[node.id].speed)
+            refuse_over_limit(seconds, self.settings.max_speech_seconds, what)
+
+    def check_backends(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
+        values = {"ref_text": request.ref_text or ""}
+        for node in spec.nodes:
+            if node.task in REQUIREMENTS:
+                backend = backend_name(node.task, self.settings)
+                check_backend_params(node.task, backend, node.id, nodes[node.id], values)
+
+    # ---- files ----------------------------------------------------------------------------------------------------
+    def check_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
+        """A local portrait decodes; the job's narrator voice and any other voice a speech node names are long
+        enough and not silent (stored ones are fetched to be checked)."""
+        from spinbot.media.image import load_image
+
+        if request.image is not None:
+            load_image(request.image)
+        with tempfile.TemporaryDirectory(prefix="spinbot-admission-") as tmp:
+            if request.voice is not None:
+                check_voice(request.voice, self.settings.min_voice_seconds, "the narrator voice")
+            elif "narrator_voice" in request.input_keys:
+                path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
+                check_voice(path, self.settings.min_voice_seconds, "the narrator voice")
+            for node in spec.nodes:
+                key = getattr(nodes[node.id], "narrator_voice", None) if node.task == TTS_TASK else None
+                if key:
+                    path = self._fetch(self._named_key(node.id, key, request.owner), Path(tmp) / node.id)
+                    check_voice(path, self.settings.min_voice_seconds, f"{node.id}.narrator_voice")
+
+    def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
+        """A stored file a param names: it exists, and with API keys it is one of the owner's uploads."""
+        try:
+            check_key(key)
+        except InputError as err:
+            raise ParamsError(f"{node_id}.narrator_voice: {err}") from None
+        if owner is not None and not key.startswith(f"uploads/{owner}/"):
+            raise ParamsError(f"{node_id}.narrator_voice: '{key}' is not one of your uploads")
+        if not self.store.exists(key):
+            raise ParamsError(f"{node_id}.narrator_voice: '{key}' is not in the artifact store")
+        return key
+
+    def _fetch(self, key: str, dest: Path) -> Path:
+        dest = dest.with_suffix(Path(key).suffix)
+        self.store.download(key, dest)
+        return dest
+
+
+def check_voice(path: Path, min_seconds: float, what: str) -> None:
+    """A voice sample too short or silent to clone; decoding errors are one line too."""
+    from spinbot.media.audio import load_audio
+    from spinbot.media.features import speech_bounds
+
+    audio, sr = load_audio(path)
+    seconds = len(audio) / sr
+    if seconds < min_seconds:
+        raise InputError(f"{what} lasts {seconds:.2f} s, under the minimum of {min_seconds:g} s "
+                         "(SPINBOT_MIN_VOICE_SECONDS)")
+    if speech_bounds(audio, sr) is None:
+        raise InputError(f"{what} is silent: nothing in it rises above the noise floor")
+
+
+def _refuse_long(text: str, limit: int, what: str, setting: str) -> None:
+    if len(text) > limit:
+        raise InputError(f"{what} has {len(text)} characters, over the limit of {limit} ({setting})")

@@ -1,0 +1,28 @@
+"""What a job is made of, as the CLI and the API hand it to Runner.create_job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PIPELINE = "f5tts_infinitetalk"
+INPUT_ARTIFACTS = ("source_image", "narrator_voice")  # the job's input files, by the names tasks ask for
+
+
+class JobRequest(BaseModel):
+    """One job to create. Inputs come as local files (`image`, `voice`: the CLI) or as keys of files already in
+    the artifact store (`input_keys`: the API's uploads); lengths and limits are checked by Runner.create_job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipeline: str = DEFAULT_PIPELINE
+    prompt: str
+    image: Path | None = None
+    voice: Path | None = None
+    ref_text: str | None = None  # the transcript of the narrator voice
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # node -> param -> value
+    owner: str | None = None  # the API key's owner; None for local jobs
+    input_keys: dict[str, str] = Field(default_factory=dict)  # source_image / narrator_voice -> stored key
+    priority: int | None = Field(default=None, ge=1)  # queue priority of the job's tasks, 1 runs first

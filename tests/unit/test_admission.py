@@ -1,0 +1,221 @@
+"""Everything a job can fail on its inputs is refused at submission (CLI exit 2, API 400, one line naming the field
+and the limit), and nothing is stored: long texts, speech over the length limit, parameter combinations that no
+window plan or backend accepts, a voice sample too short or silent to clone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from spinbot.api.app import create_app
+from spinbot.cli import app as cli_app
+from spinbot.control.dispatch import TaskRequest, execute_task
+from spinbot.control.requests import JobRequest
+from spinbot.errors import InputError, ParamsError
+from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
+from spinbot.settings import reset_settings
+from spinbot.storage.local import LocalStore
+from spinbot.tasks.speech_length import SpeechTooLong, estimate_seconds
+
+KEY_A, KEY_B = "key-a-123", "key-b-456"
+SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better. "
+
+
+def stored(data_dir: Path) -> list[str]:
+    return sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")
+                  if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs"))
+
+
+def write_voice(path: Path, seconds: float, amplitude: float = 0.3, rate: int = 24000) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (amplitude * np.sin(2 * np.pi * 180 * t)).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
+    reset_settings()
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def auth(key: str = KEY_A) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def upload(client, kind: str, path: Path, key: str = KEY_A) -> str:
+    with open(path, "rb") as f:
+        r = client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=auth(key))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture
+def uploaded(client, tmp_path):
+    return {"image": upload(client, "portrait", portrait_path(tmp_path)), "voice": upload(client, "voice", voice_path())}
+
+
+def submit(client, uploaded, key: str = KEY_A, **body):
+    return client.post("/v1/jobs", json={"prompt": "failing better", **uploaded, **body}, headers=auth(key))
+
+
+def refused(client, uploaded, spinbot_env, expected: str, **body) -> str:
+    before = stored(spinbot_env)
+    r = submit(client, uploaded, **body)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]
+    assert expected in message and "\n" not in message
+    assert stored(spinbot_env) == before
+    assert client.get("/v1/jobs", headers=auth()).json()["total"] == 0
+    return message
+
+
+# ---- defect 4: bounded texts and a bounded speech length --------------------------------------------------------
+
+
+def test_long_script_and_ref_text_are_refused_naming_the_limit(client, uploaded, spinbot_env, use_settings):
+    refused(client, uploaded, spinbot_env, "script.text has 10001 characters, over the limit of 10000 "
+            "(SPINBOT_MAX_SCRIPT_CHARS)", params={"script": {"text": "a" * 10_001}})
+    refused(client, uploaded, spinbot_env, "ref_text has 1001 characters, over the limit of 1000 "
+            "(SPINBOT_MAX_REF_TEXT_CHARS)", ref_text="b" * 1001)
+    refused(client, uploaded, spinbot_env, "f5_to_tts.ref_text has 1001 characters",
+            params={"f5_to_tts": {"ref_text": "b" * 1001}})
+
+
+def test_a_script_that_would_speak_past_the_limit_is_refused_before_it_runs(client, uploaded, spinbot_env):
+    script = SENTENCE * 70  # 5,040 characters: under the character limit, about 336 s of speech
+    message = refused(client, uploaded, spinbot_env, "over the limit of 300 s (SPINBOT_MAX_SPEECH_SECONDS)",
+                      params={"script": {"text": script}})
+    assert message.startswith("script.text: about 336 s of speech")
+    # Slower speech is longer: 1,800 characters (120 s at speed 1) at speed 0.3 are over the limit.
+    refused(client, uploaded, spinbot_env, "script.text: about 400 s", params={
+        "script": {"text": SENTENCE * 25}, "f5_to_tts": {"speed": 0.3}})
+    # An LLM asked for 2000 words would write about 800 s.
+    refused(client, uploaded, spinbot_env, "script.words (2000 words asked of the LLM): about 800 s",
+            params={"script": {"words": 2000}})
+    assert submit(client, uploaded, params={"script": {"text": SENTENCE * 25}}).status_code == 201
+
+
+def test_the_cli_refuses_a_long_script_with_one_line(spinbot_env, tmp_path):
+    result = CliRunner().invoke(cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)),
+                                          "--voice", str(voice_path()), "--set", f"script.text={SENTENCE * 70}"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1
+    assert "SPINBOT_MAX_SPEECH_SECONDS" in lines[0]
+    assert not (spinbot_env / "jobs").exists()
+
+
+@pytest.fixture
+def voice_store(tmp_path) -> LocalStore:
+    store = LocalStore(tmp_path / "store")
+    store.upload(voice_path(), "jobs/job1/inputs/narrator_voice.wav")
+    return store
+
+
+def speak(store: LocalStore, text: str):
+    request = TaskRequest(job_id="job1", node_id="f5_to_tts", task="f5_to_tts", values={
+        "text": text, "ref_text": BECKETT_TRANSCRIPT}, artifacts={"narrator_voice": "jobs/job1/inputs/narrator_voice.wav"})
+    return execute_task(request, store)
+
+
+def test_the_speech_task_enforces_the_limit_on_the_final_script_and_on_what_it_spoke(voice_store, use_settings):
+    # An LLM's script over the estimate: refused before a word is spoken.
+    use_settings(max_speech_seconds=20)
+    with pytest.raises(SpeechTooLong, match=r"f5_to_tts: the script: about 34 s of speech, over the limit of 20 s"):
+        speak(voice_store, SENTENCE * 7)
+    assert voice_store.list("jobs/job1/f5_to_tts") == []
+    # The estimate is a lower bound (a brisk pace); speech that comes out longer is stopped by its real length.
+    text = SENTENCE * 2
+    use_settings(max_speech_seconds=300)
+    spoken = speak(voice_store, text).values["audio_duration"]
+    estimate = estimate_seconds(len(text))
+    assert spoken > estimate
+    use_settings(max_speech_seconds=(spoken + estimate) / 2)
+    with pytest.raises(SpeechTooLong, match=r"f5_to_tts: the script, after \d+ of \d+ chunks: [\d.]+ s of speech"):
+        speak(voice_store, text)
+
+
+# ---- defect 5: every check that can run at submission runs there ------------------------------------------------
+
+
+def test_a_window_smaller_than_its_motion_context_is_refused_at_submission(client, uploaded, spinbot_env):
+    refused(client, uploaded, spinbot_env, "infinite_talk: motion_frame (25) must be smaller than "
+            "frame_window_size (2)", params={"infinite_talk": {"frame_window_size": 2}})
+
+
+@pytest.mark.parametrize("seconds, amplitude, expected", [
+    (0.02, 0.3, "the narrator voice lasts 0.02 s, under the minimum of 1 s (SPINBOT_MIN_VOICE_SECONDS)"),
+    (2.0, 0.0, "the narrator voice is silent"),
+])
+def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(client, spinbot_env, tmp_path, seconds,
+                                                                        amplitude, expected):
+    voice = write_voice(tmp_path / "voice.wav", seconds, amplitude)
+    assert voice.stat().st_size < 100_000
+    ids = {"image": upload(client, "portrait", portrait_path(tmp_path)), "voice": upload(client, "voice", voice)}
+    refused(client, ids, spinbot_env, expected)
+    result = CliRunner().invoke(cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)),
+                                          "--voice", str(voice)])
+    assert result.exit_code == 2 and expected in result.output
+
+
+def test_what_the_configured_backend_needs_is_checked_at_submission(client, uploaded, spinbot_env, use_settings):
+    refused(client, uploaded, spinbot_env, "upscale_video.model_name_0 'codeformer.pth' names no upscale factor",
+            params={"upscale_video": {"model_name_0": "codeformer.pth"}})
+    use_settings(tts_backend="native", talk_backend="native", upscale_backend="native")
+    with TestClient(create_app()) as native:  # the same data folder, so the same uploads
+        refused(native, uploaded, spinbot_env, "f5_to_tts: ref_text (the transcript of the narrator voice) is empty")
+        body = {"ref_text": BECKETT_TRANSCRIPT}
+        refused(native, uploaded, spinbot_env, "infinite_talk.sampling_scheduler: 'ddim' is not available",
+                params={"infinite_talk": {"sampling_scheduler": "ddim"}}, **body)
+        refused(native, uploaded, spinbot_env, "infinite_talk.motion_frame: the native backend needs at least 1",
+                params={"infinite_talk": {"motion_frame": 0}}, **body)
+        refused(native, uploaded, spinbot_env, "upscale_video.facedetection: 'yolo' is not available",
+                params={"upscale_video": {"facedetection": "yolo"}}, **body)
+
+
+def stored_key(data_dir: Path, upload_id: str) -> str:
+    return next(p.relative_to(data_dir).as_posix() for p in (data_dir / "uploads").rglob("*")
+                if p.is_file() and upload_id in p.parts)
+
+
+def test_a_narrator_voice_param_must_name_one_of_the_owners_stored_voices(client, uploaded, spinbot_env, tmp_path):
+    other_key = stored_key(spinbot_env, upload(client, "voice", voice_path(), key=KEY_B))
+    refused(client, uploaded, spinbot_env, f"f5_to_tts.narrator_voice: '{other_key}' is not one of your uploads",
+            params={"f5_to_tts": {"narrator_voice": other_key, "ref_text": "x"}})
+    owner_a = stored_key(spinbot_env, uploaded["voice"]).split("/")[1]
+    refused(client, uploaded, spinbot_env, "is not in the artifact store",
+            params={"f5_to_tts": {"narrator_voice": f"uploads/{owner_a}/{'0' * 32}/voice.wav"}})
+    short_key = stored_key(spinbot_env, upload(client, "voice", write_voice(tmp_path / "short.wav", 0.2)))
+    refused(client, uploaded, spinbot_env, "f5_to_tts.narrator_voice lasts 0.20 s",
+            params={"f5_to_tts": {"narrator_voice": short_key}})
+
+
+def test_the_backend_names_match_the_backends_own_tables():
+    pytest.importorskip("torch")
+    from spinbot.backends.requirements import NATIVE_FACE_DETECTORS, NATIVE_TALK_SCHEDULERS
+    from spinbot.backends.talk.infinitetalk.sampler import SCHEDULERS
+    from spinbot.backends.upscale.native import DETECTOR_FILES
+
+    assert NATIVE_TALK_SCHEDULERS == SCHEDULERS and NATIVE_FACE_DETECTORS == tuple(DETECTOR_FILES)
+
+
+def test_a_job_request_is_one_object(spinbot_env, tmp_path):
+    from spinbot.control.runner import Runner
+
+    runner = Runner()
+    request = JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x", priority=2,
+                         params={"infinite_talk": {"fps": "10"}})
+    job = runner.jobs.get(runner.create_job(request))
+    assert job.priority == 2 and job.params == {"infinite_talk": {"fps": 10}} and job.inputs["values"]["ref_text"] == "x"
+    with pytest.raises(ParamsError, match="infinite_talk: motion_frame"):
+        runner.create_job(request.model_copy(update={"params": {"infinite_talk": {"frame_window_size": "3"}}}))
+    with pytest.raises(InputError, match="prompt is empty"):
+        runner.create_job(request.model_copy(update={"prompt": "  "}))
+    assert len(runner.jobs.list()[0]) == 1
