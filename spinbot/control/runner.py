@@ -21,7 +21,7 @@ from spinbot.state.db import get_engine
 from spinbot.state.checkpoints import open_checkpointer
 from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
-from spinbot.tasks.base import Cancelled, NodeOutput, validate_params
+from spinbot.tasks.base import Cancelled, NodeOutput, did_you_mean, validate_params
 from spinbot.tasks.catalog import load_task
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"node output holds a {type(value).__name__}, which cannot be stored")
+
+
+def own_script(spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> bool:
+    """Whether the user wrote the script (a script node's `text`): then no prompt is needed."""
+    return any(node.task == "script.generateScript" and str(params.get(node.id, {}).get("text") or "").strip()
+               for node in spec.nodes)
 
 
 def make_dispatcher(settings: Settings, artifacts: ArtifactStore) -> Dispatcher:
@@ -65,16 +71,25 @@ class Runner:
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
     def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Refuse params for unknown nodes, unknown names and ill-typed values; keep only what was given."""
+        """Refuse params for unknown nodes, unknown names, ill-typed values, and settings that cannot work with the
+        configured backends (every node's, defaults included); keep only what was given."""
         for node_id, node_params in params.items():
             if node_id not in spec.nodes_by_id:
-                raise ParamsError(f"{node_id}: no such node in pipeline '{spec.name}' "
-                                  f"(nodes: {', '.join(spec.nodes_by_id)})")
+                raise ParamsError(f"{node_id}: no such node in pipeline '{spec.name}'"
+                                  f"{did_you_mean(node_id, spec.nodes_by_id)} (nodes: {', '.join(spec.nodes_by_id)})")
             if not isinstance(node_params, dict):
                 raise ParamsError(f"{node_id}: params must be an object")
-            task = load_task(spec.node(node_id).task)
-            validated = validate_params(node_id, task.params_model, node_params)
-            params[node_id] = validated.model_dump(include=set(node_params))
+        for node in spec.nodes:
+            task = load_task(node.task)
+            given = params.get(node.id, {})
+            validated = validate_params(node.id, task.params_model, given)
+            if task.check:
+                try:
+                    task.check(validated)
+                except ParamsError as err:
+                    raise ParamsError(f"{node.id}.{err}") from None
+            if node.id in params:
+                params[node.id] = validated.model_dump(include=set(given))
         return params
 
     def create_job(self, pipeline: str, prompt: str, image: Path | None = None, voice: Path | None = None,
@@ -87,8 +102,8 @@ class Runner:
 
         spec = get_pipeline(pipeline, self.settings.pipelines)
         params = self.validate_params(spec, dict(params or {}))
-        if not prompt or not prompt.strip():
-            raise InputError("prompt is empty")
+        if not (prompt or "").strip() and not own_script(spec, params):
+            raise InputError("prompt is empty: give a prompt, or your own script (script.text)")
         if image is not None:
             load_image(image)
         if voice is not None:
@@ -100,7 +115,7 @@ class Runner:
                 key = artifact_key(job_id, INPUTS_NODE, f"{name}{Path(path).suffix.lower() or '.bin'}")
                 self.artifacts.upload(Path(path), key, content_type=mimetypes.guess_type(str(path))[0])
                 artifacts[name] = key
-        inputs = {"values": {"prompt": prompt, "ref_text": ref_text or ""}, "artifacts": artifacts}
+        inputs = {"values": {"prompt": prompt or "", "ref_text": ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
         self.jobs.create_job(job_id, spec.name, nodes, inputs, params, owner, priority)
         self.events.publish(Event(job_id, "job", st.PENDING))
