@@ -30,6 +30,7 @@ from spinbot.settings import Settings, get_settings
 from spinbot.state.store import FINAL_STATES, JobView
 
 UPLOAD_KINDS = ("portrait", "voice")
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 
 class UploadTooLarge(InputError):
@@ -104,8 +105,10 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         return response
 
     _routes(app, settings, runner, executor, metrics)
+    from spinbot.api.form import router as form_router
     from spinbot.api.web import mount_web
 
+    app.include_router(form_router)
     mount_web(app)
     return app
 
@@ -165,8 +168,9 @@ def _routes(app: FastAPI, settings: Settings, runner: Runner, executor: JobExecu
 
     @app.get("/v1/jobs")
     def list_jobs(limit: int = Query(20, ge=1, le=200), offset: int = Query(0, ge=0),
+                  status: JobStatus | None = Query(None, description="only jobs in this state"),
                   owner: str | None = Depends(current_owner)) -> dict[str, Any]:
-        jobs, total = runner.jobs.list(owner=owner, limit=limit, offset=offset)
+        jobs, total = runner.jobs.list(owner=owner, limit=limit, offset=offset, status=status)
         return {"items": [job_json(j) for j in jobs], "total": total, "limit": limit, "offset": offset}
 
     @app.get("/v1/jobs/{job_id}")

@@ -38,7 +38,7 @@ class Box:
     def area(self) -> int:
         return self.w * self.h
 
-    def scaled(self, factor: float) -> "Box":
+    def scaled(self, factor: float) -> Box:
         return Box(round(self.x * factor), round(self.y * factor), round(self.w * factor), round(self.h * factor))
 
 

@@ -178,8 +178,8 @@ def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(inp
     --resume finishes it showing each node finished before the resume with its own recorded time."""
     import sqlalchemy as sa
 
-    from spinbot.state.db import get_engine
     from spinbot.settings import get_settings
+    from spinbot.state.db import get_engine
     from spinbot.tasks import upscale
 
     def broken(ctx, params):
