@@ -1,28 +1,110 @@
-"""spinbot run | demo | pipelines (list, show, validate)."""
+"""spinbot run | demo | params | pipelines (list, show, validate) | serve | worker."""
 
 from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn
+from rich.text import Text
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
+from typer.core import TyperCommand, TyperGroup
 
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
+from spinbot import __version__
 from spinbot.errors import InputError, SpinBotError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="SpinBot: prompt + portrait + voice -> video.")
-pipelines_app = typer.Typer(no_args_is_help=True, help="List, show and validate pipelines.")
-app.add_typer(pipelines_app, name="pipelines")
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """The CLI's one error style: one line on stderr, "error: ...", and a non-zero exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
+
+
+class FlagsWithoutType:
+    """Help in plain words: no type for the -h/--help flag (typer shows <bool>), and an argument's metavar (NAME,
+    FILE) instead of a Python type (typer shows <str>)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar:
+                param.display_type_rich = lambda ctx: ""
+        return option
+
+
+class Command(FlagsWithoutType, TyperCommand):
+    pass
+
+
+class OneErrorStyle(FlagsWithoutType, TyperGroup):
+    """Usage errors (an unknown option, a missing value, a bad number) in the same one-line style as every other
+    error, instead of click's boxed message."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as err:
+            typer.echo(err.ctx.get_help())
+            result = 0
+        except typer.TyperException as err:  # click's exceptions (typer vendors click): usage and bad values
+            ctx = getattr(err, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if isinstance(err, UsageError) and ctx else ""
+            message = _first_lower(err.format_message()).rstrip(".")
+            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False,
+                              soft_wrap=True, markup=True)
+            result = err.exit_code
+        except typer.Abort:
+            err_console.print("[bold red]error:[/] aborted", highlight=False)
+            result = 1
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _first_lower(message: str) -> str:
+    return message[:1].lower() + message[1:]
+
+
+HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=OneErrorStyle, add_completion=False, no_args_is_help=True, context_settings=HELP,
+                  help="SpinBot: prompt + portrait + voice -> video.")
+pipelines_app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and validate pipelines.")
+app.add_typer(pipelines_app, name="pipelines")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spinbot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version, metavar="",
+                                       help="Print the version and exit.")) -> None:
+    """SpinBot: prompt + portrait + voice -> video."""
+
+
+class NodeTimeColumn(ProgressColumn):
+    """A node's own time: the recorded seconds of a finished node (also one that finished before --resume), the
+    time since it started while it runs, nothing before it starts."""
+
+    def render(self, task: Task) -> Text:
+        seconds = task.fields.get("seconds")
+        if seconds is None:
+            if not task.started:
+                return Text("-:--:--", style="progress.elapsed")
+            seconds = task.elapsed or 0
+        return Text(str(timedelta(seconds=int(seconds))), style="progress.elapsed")
 
 
 def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
@@ -40,17 +122,23 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
 def _run_with_progress(runner, job_id: str) -> Any:
     job = runner.jobs.get(job_id)
     with Progress(TextColumn("{task.fields[node]:<14}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.fields[status]:<10}"), TimeElapsedColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.fields[status]:<10}"), NodeTimeColumn(), TextColumn("{task.description}"),
                   console=err_console, transient=False) as progress:
-        bars = {n.node_id: progress.add_task(n.message or "", total=1.0, node=n.node_id, status=n.status,
-                                             completed=1.0 if n.status == "succeeded" else 0.0)
+        bars = {n.node_id: progress.add_task(
+                    n.message or "", total=1.0, node=n.node_id, status=n.status, start=False,
+                    completed=1.0 if n.status == "succeeded" else 0.0,
+                    seconds=n.seconds if n.status == "succeeded" else None)
                 for n in job.nodes}
 
         def on_event(event) -> None:
-            if event.kind == "node" and event.node_id in bars:
-                done = 1.0 if event.status == "succeeded" else event.progress
-                progress.update(bars[event.node_id], completed=done, status=event.status,
-                                description=(event.message or "")[:60])
+            if event.kind != "node" or event.node_id not in bars:
+                return
+            bar = bars[event.node_id]
+            progress.start_task(bar)  # the node's clock starts at its first event (no-op once started)
+            done = 1.0 if event.status == "succeeded" else event.progress
+            seconds = runner.jobs.get(job_id).node(event.node_id).seconds if event.status == "succeeded" else None
+            progress.update(bar, completed=done, status=event.status, description=(event.message or "")[:60],
+                            seconds=seconds)
 
         unsubscribe = runner.events.subscribe(on_event)
         try:
@@ -80,17 +168,25 @@ def _runner():
     return Runner(get_settings())
 
 
-@app.command()
+SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
+
+
+@app.command(cls=Command)
 def run(
-    prompt: Optional[str] = typer.Option(None, help="What the video is about (the LLM writes the script from it)."),
-    image: Optional[Path] = typer.Option(None, help="Portrait image."),
-    voice: Optional[Path] = typer.Option(None, help="Narrator voice sample to clone."),
-    ref_text: Optional[str] = typer.Option(None, "--ref-text", help="Transcript of the voice sample."),
-    pipeline: str = typer.Option(DEFAULT_PIPELINE, help="Pipeline name from pipelines.json."),
-    set_: list[str] = typer.Option([], "--set", help="NODE.PARAM=VALUE, repeatable."),
-    out: Optional[Path] = typer.Option(None, help="Where to copy the final video."),
-    resume: Optional[str] = typer.Option(None, help="Continue job JOB_ID from its last finished node."),
-    priority: Optional[int] = typer.Option(None, min=1, help="Queue priority of the job's tasks (1 runs first)."),
+    prompt: Optional[str] = typer.Option(None, metavar="TEXT", help="What the video is about (the LLM writes the "
+                                         "script from it). (required unless --resume or --set script.text=...)"),
+    image: Optional[Path] = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
+    voice: Optional[Path] = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. "
+                                         "(required unless --resume)"),
+    ref_text: Optional[str] = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice "
+                                           "sample."),
+    pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
+    set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
+    out: Optional[Path] = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
+    resume: Optional[str] = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished "
+                                         "node."),
+    priority: Optional[int] = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
+                                           "(1 runs first)."),
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
@@ -98,11 +194,14 @@ def run(
         if resume:
             job_id = runner.jobs.get(resume).id
         else:
-            missing = [name for name, v in (("--prompt", prompt), ("--image", image), ("--voice", voice)) if not v]
+            params = parse_sets(set_)
+            own_script = str(params.get("script", {}).get("text") or "").strip()
+            given = (("--prompt", prompt or own_script), ("--image", image), ("--voice", voice))
+            missing = [name for name, value in given if not value]
             if missing:
                 raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")
-            job_id = runner.create_job(JobRequest(pipeline=pipeline, prompt=prompt, image=image, voice=voice,
-                                                  ref_text=ref_text, params=parse_sets(set_), priority=priority))
+            job_id = runner.create_job(JobRequest(pipeline=pipeline, prompt=prompt or "", image=image, voice=voice,
+                                                  ref_text=ref_text, params=params, priority=priority))
             err_console.print(f"job {job_id}", highlight=False)
         job = _run_with_progress(runner, job_id)
         _finish(runner, job, out)
@@ -110,11 +209,12 @@ def run(
         fail(str(err))
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
-    out: Path = typer.Option(Path("spinbot-out/demo.mp4"), help="Where to write the demo video."),
-    prompt: str = typer.Option(None, help="Prompt for the script (default: a short one about learning)."),
-    set_: list[str] = typer.Option([], "--set", help="NODE.PARAM=VALUE, repeatable."),
+    out: Path = typer.Option(Path("spinbot-out/demo.mp4"), metavar="FILE", help="Where to write the demo video."),
+    prompt: str = typer.Option(None, metavar="TEXT", help="Prompt for the script (default: a short one about "
+                               "learning)."),
+    set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
 ) -> None:
     """Run the default pipeline on sample inputs (scikit-image's astronaut, the Beckett speech sample)."""
     from spinbot import samples
@@ -132,8 +232,48 @@ def demo(
         fail(str(err))
 
 
-@pipelines_app.command("list")
+@app.command(cls=Command)
+def params(task: Optional[str] = typer.Argument(None, metavar="TASK", help="A task (infinite_talk) or a node of the "
+                                                "default pipeline (script); all when left out.")) -> None:
+    """Every parameter that --set takes, with its type, default and description."""
+    from spinbot.tasks.base import did_you_mean
+    from spinbot.tasks.catalog import load_task
+    from spinbot.tasks.describe import describe_params
+
+    try:
+        tasks = _tasks_by_name()
+        if task is not None and task not in tasks:
+            raise InputError(f"unknown task '{task}'{did_you_mean(task, tasks)} (tasks: {', '.join(tasks)})")
+        wanted = {tasks[task]} if task else dict.fromkeys(tasks.values())
+        for node_id, task_name in wanted:
+            _print_params(node_id, task_name, describe_params(load_task(task_name).params_model))
+    except SpinBotError as err:
+        fail(str(err))
+
+
+def _tasks_by_name() -> dict[str, tuple[str, str]]:
+    """What `spinbot params` accepts: node id (the --set prefix) -> (node id, task), task names too."""
+    from spinbot.pipelines.spec import get_pipeline
+
+    nodes = {n.id: (n.id, n.task) for n in get_pipeline(DEFAULT_PIPELINE).nodes}
+    return nodes | {task: (node, task) for node, task in nodes.values()}
+
+
+def _print_params(node_id: str, task: str, infos: list) -> None:
+    from spinbot.tasks.describe import plain_value
+
+    typer.echo(f"{node_id}" + (f" (task {task})" if task != node_id else "") + f": --set {node_id}.PARAM=VALUE")
+    for info in infos:
+        kind = " | ".join(map(str, info.choices)) if info.choices else info.type
+        limits = f", {info.bounds}" if info.bounds else ""
+        typer.echo(f"  {info.name:<22} {kind}{limits}; default {plain_value(info.default)}")
+        typer.echo(f"  {'':<22} {info.description}")
+    typer.echo("")
+
+
+@pipelines_app.command("list", cls=Command)
 def pipelines_list() -> None:
+    """Every pipeline, with its nodes in order."""
     from spinbot.pipelines.spec import load_pipelines
 
     try:
@@ -143,8 +283,9 @@ def pipelines_list() -> None:
         fail(str(err))
 
 
-@pipelines_app.command("show")
-def pipelines_show(name: str) -> None:
+@pipelines_app.command("show", cls=Command)
+def pipelines_show(name: str = typer.Argument(..., metavar="NAME", help="A pipeline name.")) -> None:
+    """Print a pipeline as JSON."""
     from spinbot.pipelines.spec import get_pipeline
 
     try:
@@ -154,8 +295,9 @@ def pipelines_show(name: str) -> None:
     typer.echo(json.dumps(spec.model_dump(by_alias=True, exclude={"name"}), indent=2))
 
 
-@pipelines_app.command("validate")
-def pipelines_validate(file: Path) -> None:
+@pipelines_app.command("validate", cls=Command)
+def pipelines_validate(file: Path = typer.Argument(..., metavar="FILE", help="A pipelines.json to check.")) -> None:
+    """Check a pipelines file: its format, its tasks and its graph."""
     from spinbot.pipelines.spec import load_pipelines_file
 
     try:
@@ -165,10 +307,10 @@ def pipelines_validate(file: Path) -> None:
     typer.echo(f"ok: {len(pipelines)} pipeline(s): {', '.join(pipelines)}")
 
 
-@app.command()
+@app.command(cls=Command)
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
-    port: int = typer.Option(8000, help="Port to bind."),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to bind."),
+    port: int = typer.Option(8000, metavar="INTEGER", help="Port to bind."),
 ) -> None:
     """Start the HTTP API (and the web page) with uvicorn; jobs run in this process's control plane."""
     import ipaddress
@@ -190,9 +332,9 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
-@app.command()
+@app.command(cls=Command)
 def worker(
-    queues: Optional[str] = typer.Option(None, help="Comma-separated queues to serve (default: "
+    queues: Optional[str] = typer.Option(None, metavar="NAMES", help="Comma-separated queues to serve (default: "
                                                     "SPINBOT_WORKER_QUEUES, gpu,cpu)."),
 ) -> None:
     """Run python-plane tasks from the Redis queues (SPINBOT_REDIS_URL) until SIGTERM."""

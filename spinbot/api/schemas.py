@@ -17,7 +17,8 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pipeline: str = "f5tts_infinitetalk"
-    prompt: str = Field(min_length=1, max_length=4000)
+    prompt: str = Field(default="", max_length=4000, description="what the video is about; may be empty when "
+                                                                 "params.script.text gives your own script")
     image: str = Field(description="upload id of the portrait")
     voice: str = Field(description="upload id of the narrator voice")
     ref_text: str = ""

@@ -18,7 +18,7 @@ class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pipeline: str = DEFAULT_PIPELINE
-    prompt: str
+    prompt: str = ""  # may be empty when the params carry the user's own script (script.text)
     image: Path | None = None
     voice: Path | None = None
     ref_text: str | None = None  # the transcript of the narrator voice

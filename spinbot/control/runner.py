@@ -23,7 +23,7 @@ from spinbot.state.db import get_engine
 from spinbot.state.checkpoints import open_checkpointer
 from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
-from spinbot.tasks.base import Cancelled, NodeOutput, validate_params
+from spinbot.tasks.base import Cancelled, NodeOutput, did_you_mean, validate_params
 from spinbot.tasks.catalog import load_task
 
 log = logging.getLogger(__name__)
@@ -67,16 +67,25 @@ class Runner:
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
     def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Refuse params for unknown nodes, unknown names and ill-typed values; keep only what was given."""
+        """Refuse params for unknown nodes, unknown names, ill-typed values, and settings that cannot work with the
+        configured backends (every node's, defaults included); keep only what was given."""
         for node_id, node_params in params.items():
             if node_id not in spec.nodes_by_id:
-                raise ParamsError(f"{node_id}: no such node in pipeline '{spec.name}' "
-                                  f"(nodes: {', '.join(spec.nodes_by_id)})")
+                raise ParamsError(f"{node_id}: no such node in pipeline '{spec.name}'"
+                                  f"{did_you_mean(node_id, spec.nodes_by_id)} (nodes: {', '.join(spec.nodes_by_id)})")
             if not isinstance(node_params, dict):
                 raise ParamsError(f"{node_id}: params must be an object")
-            task = load_task(spec.node(node_id).task)
-            validated = validate_params(node_id, task.params_model, node_params)
-            params[node_id] = validated.model_dump(include=set(node_params))
+        for node in spec.nodes:
+            task = load_task(node.task)
+            given = params.get(node.id, {})
+            validated = validate_params(node.id, task.params_model, given)
+            if task.check:
+                try:
+                    task.check(validated)
+                except ParamsError as err:
+                    raise ParamsError(f"{node.id}.{err}") from None
+            if node.id in params:
+                params[node.id] = validated.model_dump(include=set(given))
         return params
 
     def create_job(self, request: JobRequest) -> str:

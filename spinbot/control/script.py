@@ -20,10 +20,10 @@ INSTRUCTIONS = (
 
 
 class ScriptParams(TaskParams):
-    # A script written by the user is used as it is, and no LLM is called.
-    text: str | None = None
-    # The LLM is asked for about this many words (about 150 words a minute of speech).
-    words: int = Field(default=30, ge=5, le=2000)
+    text: str | None = Field(default=None, max_length=20_000,
+                             description="Your own script: spoken as it is, and no LLM is called.")
+    words: int = Field(default=30, ge=5, le=2000,
+                       description="About how many words the LLM writes (about 150 words a minute of speech).")
 
 
 def fallback_script(prompt: str) -> str:

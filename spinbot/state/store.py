@@ -106,13 +106,17 @@ class JobStore:
                 raise JobNotFound(f"job '{job_id}' not found")
             return _view(job)
 
-    def list(self, owner: str | None = None, limit: int = 20, offset: int = 0) -> tuple[list[JobView], int]:
+    def list(self, owner: str | None = None, limit: int = 20, offset: int = 0,
+             status: str | None = None) -> tuple[list[JobView], int]:
         with self.session() as s:
             q = select(Job).options(selectinload(Job.nodes), selectinload(Job.artifacts))
             count_q = select(func.count()).select_from(Job)
             if owner is not None:
                 q = q.where(Job.owner == owner)
                 count_q = count_q.where(Job.owner == owner)
+            if status is not None:
+                q = q.where(Job.status == status)
+                count_q = count_q.where(Job.status == status)
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
             return [_view(j) for j in jobs], s.scalar(count_q) or 0
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -88,6 +89,9 @@ class TaskDef:
     name: str
     params_model: type[TaskParams]
     run: Callable[[TaskContext, Any], NodeOutput]
+    # Settings that validate but cannot work with the configured backend (a model file missing from the models
+    # folder): raises ParamsError("PARAM: why") when the job is submitted, before anything is stored.
+    check: Callable[[Any], None] | None = None
 
 
 def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) -> TaskParams:
@@ -100,9 +104,15 @@ def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) 
             raise ParamsError(f"{node_id}: {first['msg'].removeprefix('Value error, ')}") from None
         fieldname = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
-            allowed = ", ".join(model.model_fields)
-            raise ParamsError(f"{node_id}.{fieldname}: unknown param (allowed: {allowed})") from None
+            raise ParamsError(f"{node_id}.{fieldname}: unknown param{did_you_mean(fieldname, model.model_fields)} "
+                              f"(allowed: {', '.join(model.model_fields)})") from None
         raise ParamsError(f"{node_id}.{fieldname}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean fps?" for a misspelled name, or "" when nothing is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def ignored_params(params: TaskParams, honoured: set[str]) -> dict[str, Any]:

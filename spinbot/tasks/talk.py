@@ -8,7 +8,7 @@ through the backend, each window's frames streamed to the encoder as it finishes
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -24,31 +24,47 @@ from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ign
 from spinbot.tasks.windows import Window, frame_count, plan_windows
 
 TARGET_LUFS = -23.0  # EBU R 128
+# The samplers the native backend implements (spinbot.backends.talk.infinitetalk.sampler.SCHEDULERS).
+Scheduler = Literal["euler", "unipc", "dpm++_sde"]
 MUX_RATE = 48000  # AAC pads its last 1024-sample block: at 48 kHz that stays under half a frame at 25 fps
 
 
 class InfiniteTalkParams(TaskParams):
     # Model loading (paths relative to SPINBOT_MODELS_DIR, laid out as ComfyUI's models/ folder)
-    infinitetalk_model: str = "wanvideo/infinite_talk/Wan2_1-InfiniTetalk-Single_fp16.safetensors"
-    vae_model: str = "wanvideo/Wan2_1_VAE_bf16.safetensors"
-    t5_text_encoder_model: str = "umt5/umt5-xxl-enc-bf16.safetensors"
-    wav2vec_model: str = "TencentGameMate/chinese-wav2vec2-base"
-    lora_model: str = "wanvideo/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
-    clip_vision_model: str = "wanvideo/clip_vision_h.safetensors"
-    wan_video_model: str = "wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors"
+    infinitetalk_model: str = Field(default="wanvideo/infinite_talk/Wan2_1-InfiniTetalk-Single_fp16.safetensors",
+                                    description="InfiniteTalk audio adapter, in diffusion_models/.")
+    vae_model: str = Field(default="wanvideo/Wan2_1_VAE_bf16.safetensors", description="Wan video VAE, in vae/.")
+    t5_text_encoder_model: str = Field(default="umt5/umt5-xxl-enc-bf16.safetensors",
+                                       description="UMT5 text encoder for the prompts, in text_encoders/.")
+    wav2vec_model: str = Field(default="TencentGameMate/chinese-wav2vec2-base",
+                               description="wav2vec2 model folder for the audio features, in wav2vec2/.")
+    lora_model: str = Field(default="wanvideo/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+                            description="LoRA merged into the video model at load, in loras/ (empty: none).")
+    clip_vision_model: str = Field(default="wanvideo/clip_vision_h.safetensors",
+                                   description="CLIP vision encoder for the portrait, in clip_vision/.")
+    wan_video_model: str = Field(default="wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors",
+                                 description="Wan 2.1 image-to-video diffusion model, in diffusion_models/.")
     # Sampling & generation
-    fps: int = Field(default=25, ge=1, le=120)
-    positive_prompt: str = "a man is talking to the camera, natural facial expressions, clear lip movement"
-    negative_prompt: str = "blurry, distorted, deformed face, bad teeth, static, low quality, watermark, text"
-    sampling_steps: int = Field(default=6, ge=1, le=200)
-    sampling_cfg: float = Field(default=1.0, ge=0)
-    sampling_scheduler: str = "dpm++_sde"
-    frame_window_size: int = Field(default=81, ge=2)
-    motion_frame: int = Field(default=25, ge=0)
+    fps: int = Field(default=25, ge=1, le=120, description="Frames per second of the video.")
+    positive_prompt: str = Field(
+        default="a man is talking to the camera, natural facial expressions, clear lip movement",
+        description="What the video should show.")
+    negative_prompt: str = Field(
+        default="blurry, distorted, deformed face, bad teeth, static, low quality, watermark, text",
+        description="What the video should avoid.")
+    sampling_steps: int = Field(default=6, ge=1, le=200,
+                                description="Denoising steps per window: fewer is faster, more may look better.")
+    sampling_cfg: float = Field(default=1.0, ge=0, description="Guidance scale: how closely the video follows the "
+                                                               "prompts (1: no guidance pass).")
+    sampling_scheduler: Scheduler = Field(default="dpm++_sde", description="Sampler scheduler algorithm.")
+    frame_window_size: int = Field(default=81, ge=2, description="Frames generated per sliding window.")
+    motion_frame: int = Field(default=25, ge=0, description="Frames of each window carried over from the one "
+                                                            "before, for smooth motion.")
     # Audio processing
-    normalize_loudness: bool = True
-    audio_scale: float = Field(default=1.6, ge=0)
-    audio_cfg_scale: float = Field(default=1, ge=0)
+    normalize_loudness: bool = Field(default=True, description="Normalize the speech loudness before animating.")
+    audio_scale: float = Field(default=1.6, ge=0, description="How strongly the speech drives the lips and face.")
+    audio_cfg_scale: float = Field(default=1, ge=0, description="Guidance scale of the audio: how closely the "
+                                                                "motion follows the speech.")
 
     @model_validator(mode="after")
     def _context_fits_in_window(self) -> "InfiniteTalkParams":

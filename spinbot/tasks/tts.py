@@ -37,20 +37,23 @@ WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_
 
 
 class TextToSpeechParams(TaskParams):
-    model: str = "F5TTS_v1_Base"
-    device: str = "cuda"
-    temperature: float = 0.8
+    model: str = Field(default="F5TTS_v1_Base", description="Text-to-speech model: a folder in the models folder's F5-TTS/.")
+    device: str = Field(default="cuda", description='Device the model runs on ("cuda", "cuda:1", "cpu").')
+    temperature: float = Field(default=0.8, description="Sampling temperature: lower is steadier, higher more expressive.")
     # The seed's table types speed as int (default 1); F5-TTS takes a float factor, so 0.9 is accepted too.
-    speed: float = Field(default=1, gt=0.1, le=4)
-    target_rms: float = Field(default=0.1, gt=0, le=1)
-    cross_fade_duration: float = Field(default=0.15, ge=0, le=2)
-    nfe_step: int = Field(default=32, ge=1, le=256)
-    cfg_strength: float = 2
-    # Storage key of the reference voice; unset: the job's uploaded narrator voice.
-    narrator_voice: str | None = None
-    # Transcript of narrator_voice; unset: the job's ref_text input.
-    ref_text: str | None = None
-    seed: int = 290381
+    speed: float = Field(default=1, gt=0.1, le=4, description="Speaking speed factor (1 is the voice's own pace).")
+    target_rms: float = Field(default=0.1, gt=0, le=1, description="Loudness of the speech as its target RMS level.")
+    cross_fade_duration: float = Field(default=0.15, ge=0, le=2,
+                                       description="Seconds of cross-fade between spoken chunks.")
+    nfe_step: int = Field(default=32, ge=1, le=256,
+                          description="Denoising steps of the model: more is slower and cleaner.")
+    cfg_strength: float = Field(default=2, description="Guidance strength: how closely the speech follows the text "
+                                                       "and the reference voice.")
+    narrator_voice: str | None = Field(default=None, description="Storage key of another reference voice; unset: "
+                                                                 "the job's uploaded voice sample.")
+    ref_text: str | None = Field(default=None, description="Transcript of that reference voice; unset: the job's "
+                                                           "ref_text.")
+    seed: int = Field(default=290381, description="Random seed: the same seed gives the same speech.")
 
 
 @dataclass(frozen=True)

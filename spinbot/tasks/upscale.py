@@ -11,13 +11,13 @@ from contextlib import closing
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import Field
 
 from spinbot.backends.upscale.base import UpscaleBackend
-from spinbot.errors import InputError
+from spinbot.errors import InputError, ParamsError
 from spinbot.media.faces import Box
 from spinbot.media.video import VideoWriter, frame_rate, iter_frames, probe, read_audio
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
@@ -28,15 +28,21 @@ from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ign
 # restoration flicker off and on.
 DETECT_EVERY = 10
 HOLD_MISSES = 2
+# The face detectors the native backend loads (spinbot.backends.upscale.native.DETECTOR_FILES).
+FaceDetector = Literal["retinaface_resnet50"]
 
 
 class AIUpscalerParams(TaskParams):
-    model_name_0: str = "RealESRGAN_x2.pth"
-    model_name_1: str = "codeformer.pth"
-    batch_size: int = Field(default=50, ge=1, le=10_000)
-    facedetection: str = "retinaface_resnet50"
-    codeformer_fidelity: float = Field(default=1, ge=0, le=1)
-    frame_load_cap: int = Field(default=0, ge=0)
+    model_name_0: str = Field(default="RealESRGAN_x2.pth", description="Upscaler model file, in upscale_models/; "
+                                                                       "its name gives the factor (x2, x4).")
+    model_name_1: str = Field(default="codeformer.pth", description="Face restoration model file, in "
+                                                                    "facerestore_models/.")
+    batch_size: int = Field(default=50, ge=1, le=10_000, description="Frames processed at a time (memory use).")
+    facedetection: FaceDetector = Field(default="retinaface_resnet50",
+                                        description="Face detector that finds the faces to restore.")
+    codeformer_fidelity: float = Field(default=1, ge=0, le=1, description="Face restoration: 1 keeps closest to "
+                                                                          "the input, 0 restores the most.")
+    frame_load_cap: int = Field(default=0, ge=0, description="Upscale at most this many frames (0: all).")
 
 
 class FaceTrack:
@@ -146,4 +152,24 @@ def _batched_results(backend: UpscaleBackend, params: AIUpscalerParams,
             yield frame, len(frame_boxes)
 
 
-TASK = TaskDef(name="upscale_video", params_model=AIUpscalerParams, run=run)
+def check(params: AIUpscalerParams) -> None:
+    """Refused at submission: a model_name_0 without a factor (lite), or a model file that the native backend
+    would not find in the models folder."""
+    from spinbot.backends.registry import backend_name
+    from spinbot.backends.upscale.base import scale_from_model_name
+    from spinbot.settings import get_settings
+    from spinbot.tasks.model_files import missing_model
+
+    if backend_name("upscale_video") != "native":
+        try:
+            scale_from_model_name(params.model_name_0)
+        except ParamsError as err:
+            raise ParamsError(f"model_name_0: {str(err).removeprefix('model_name_0 ')}") from None
+        return
+    for param in ("model_name_0", "model_name_1"):
+        why = missing_model(get_settings().models_dir, "upscale_video", param, getattr(params, param))
+        if why:
+            raise ParamsError(f"{param}: {why}; the native upscaler needs it")
+
+
+TASK = TaskDef(name="upscale_video", params_model=AIUpscalerParams, run=run, check=check)

@@ -73,3 +73,134 @@ def test_serve_refuses_a_public_address_without_api_keys(spinbot_env, monkeypatc
     code, lines = run_cli("serve", "--host", "0.0.0.0", "--port", "1")
     assert code != 0 and lines == ["error: refusing to serve on 0.0.0.0 without API keys: set SPINBOT_API_KEYS "
                                    "(comma-separated)"]
+
+
+# ---- help, version and the one error style -------------------------------------------------------------------
+
+COMMANDS = [[], ["run"], ["demo"], ["params"], ["serve"], ["worker"], ["pipelines"], ["pipelines", "list"],
+            ["pipelines", "show"], ["pipelines", "validate"]]
+
+
+def test_version_prints_the_package_version():
+    from spinbot import __version__
+
+    assert run_cli("--version") == (0, [f"spinbot {__version__}"])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "spinbot")
+def test_help_answers_to_h_in_plain_type_names(command):
+    code, short = run_cli(*command, "-h")
+    assert code == 0 and any("Usage:" in line for line in short)
+    assert (code, short) == run_cli(*command, "--help")
+    text = "\n".join(short)
+    for python_name in ("list[", "<str>", "<path>", "<int", "<bool>", "<float>"):
+        assert python_name not in text, (command, python_name, text)
+
+
+def test_run_help_marks_what_is_required(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "220")  # one line per option
+    code, lines = run_cli("run", "-h")
+    text = " ".join(" ".join(lines).replace("│", " ").split())
+    assert code == 0
+    assert "--prompt TEXT" in text and "(required unless --resume or --set script.text=...)" in text
+    assert text.count("(required unless --resume)") == 2  # --image, --voice
+    code, lines = run_cli("pipelines", "show", "-h")
+    assert code == 0 and "[required]" in " ".join(lines)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["run", "--bogus"], "error: no such option: --bogus"),
+    (["run", "--priority", "first"], "error: invalid value for '--priority'"),
+    (["run", "--prompt"], "error: option '--prompt' requires an argument"),
+    (["pipelines", "show"], "error: missing argument 'NAME'"),
+    (["nonsense"], "error: no such command 'nonsense'"),
+    (["params", "infinite_tlk"], "error: unknown task 'infinite_tlk'; did you mean infinite_talk?"),
+])
+def test_usage_errors_are_one_line_in_the_same_style(spinbot_env, args, expected):
+    code, lines = run_cli(*args)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(expected), lines
+
+
+def test_a_misspelled_param_gets_a_suggestion(inputs, spinbot_env):
+    code, lines = run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice",
+                          str(inputs["voice"]), "--set", "infinite_talk.fpss=30")
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: infinite_talk.fpss: unknown param; did you mean fps? (allowed: ")
+    code, lines = run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice",
+                          str(inputs["voice"]), "--set", "infinite_tallk.fps=30")
+    assert code == 2 and "did you mean infinite_talk?" in lines[0]
+    assert stored_files(spinbot_env) == []
+
+
+def test_an_unknown_scheduler_is_refused_with_the_choices(inputs, spinbot_env):
+    code, lines = run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice",
+                          str(inputs["voice"]), "--set", "infinite_talk.sampling_scheduler=ddim")
+    assert code == 2 and lines == ["error: infinite_talk.sampling_scheduler: Input should be 'euler', 'unipc' or "
+                                   "'dpm++_sde' (got 'ddim')"]
+
+
+# ---- spinbot params -------------------------------------------------------------------------------------------
+
+def test_params_lists_every_parameter_with_its_default_and_description():
+    from spinbot.tasks.catalog import TASK_PLANES, load_task
+
+    code, lines = run_cli("params")
+    assert code == 0
+    text = "\n".join(lines)
+    for task in TASK_PLANES:
+        model = load_task(task).params_model
+        for name, field in model.model_fields.items():
+            row = next((line for line in lines if line.split()[:1] == [name]), None)
+            assert row is not None, (task, name)
+            assert field.description and field.description in text, (task, name)
+    assert "  fps                    integer, >= 1, <= 120; default 25" in lines
+    assert "  sampling_scheduler     euler | unipc | dpm++_sde; default dpm++_sde" in lines
+
+
+def test_params_of_one_task_by_task_or_node_name():
+    code, lines = run_cli("params", "infinite_talk")
+    assert code == 0 and lines[0] == "infinite_talk: --set infinite_talk.PARAM=VALUE"
+    assert not any(line.startswith("upscale_video") for line in lines)
+    code, lines = run_cli("params", "script.generateScript")
+    assert code == 0 and lines[0] == "script (task script.generateScript): --set script.PARAM=VALUE"
+    assert run_cli("params", "script") == (code, lines)
+
+
+# ---- own script, resume -----------------------------------------------------------------------------------------
+
+OWN_SCRIPT = "Ever tried. Ever failed."
+
+
+def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(inputs, spinbot_env, monkeypatch,
+                                                                             tmp_path):
+    """A job with --set script.text and no --prompt runs; it fails in upscale_video (a task that raises), and
+    --resume finishes it showing each node finished before the resume with its own recorded time."""
+    import sqlalchemy as sa
+
+    from spinbot.settings import get_settings
+    from spinbot.state.db import get_engine
+    from spinbot.tasks import upscale
+
+    def broken(ctx, params):
+        raise RuntimeError("the upscaler broke")
+
+    monkeypatch.setattr(upscale, "TASK", upscale.TaskDef("upscale_video", upscale.AIUpscalerParams, broken))
+    code, lines = run_cli("run", "--image", str(inputs["image"]), "--voice", str(inputs["voice"]),
+                          "--set", f"script.text={OWN_SCRIPT}", "--out", str(tmp_path / "out.mp4"))
+    assert code == 1 and lines[-1].startswith("error: job ") and "the upscaler broke" in lines[-1], lines
+    job_id = lines[0].removeprefix("job ")
+    monkeypatch.undo()
+
+    # Make the finished nodes' recorded times unmistakable: 1 h 2 min 5 s for infinite_talk.
+    engine = get_engine(get_settings().resolved_database_url)
+    with engine.begin() as db:
+        db.execute(sa.text("UPDATE node_runs SET started_at = datetime(finished_at, '-3725 seconds') "
+                           "WHERE job_id = :job AND node_id = 'infinite_talk'"), {"job": job_id})
+    code, lines = run_cli("run", "--resume", job_id, "--out", str(tmp_path / "out.mp4"))
+    assert code == 0 and lines[-1] == str(tmp_path / "out.mp4"), lines
+    rows = {line.split()[0]: line for line in lines if line.split()[0] in ("script", "f5_to_tts", "infinite_talk",
+                                                                           "upscale_video")}
+    assert "succeeded  1:02:05" in rows["infinite_talk"], rows
+    assert "succeeded  0:00:00" in rows["script"], rows  # the user's script took no time
+    assert "1:02:05" not in rows["upscale_video"]

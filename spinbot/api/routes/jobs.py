@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -22,6 +22,7 @@ from spinbot.pipelines.spec import get_pipeline
 from spinbot.state.store import FINAL_STATES, JobView
 
 router = APIRouter(tags=["jobs"])
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 
 # With no event for this long, the stream looks at the job's row: a job whose process died without a final event
 # still ends its streams. SSE pings (every 10 s) keep idle connections open meanwhile.
@@ -45,8 +46,9 @@ def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
 
 @router.get("/v1/jobs", response_model=JobPage, responses=error_responses(401, 422))
 def list_jobs(services: ServicesDep, owner: Owner, limit: int = Query(20, ge=1, le=200),
-              offset: int = Query(0, ge=0)) -> JobPage:
-    jobs, total = services.runner.jobs.list(owner=owner, limit=limit, offset=offset)
+              offset: int = Query(0, ge=0),
+              status: JobStatus | None = Query(None, description="only jobs in this state")) -> JobPage:
+    jobs, total = services.runner.jobs.list(owner=owner, limit=limit, offset=offset, status=status)
     return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from spinbot.backends.talk.base import SpeechTrack
-from spinbot.media.faces import Box, detect_eyes, detect_faces
+from spinbot.media.faces import Box, detect_eyes, detect_faces, face_candidates
 from spinbot.media.features import FrameFeatures
 from spinbot.tasks.windows import Window
 
@@ -67,7 +67,9 @@ class FaceLayout:
 def locate_face(image: np.ndarray) -> FaceLayout:
     """The largest face, its eyes and its mouth; a centred estimate when no face is found."""
     h, w = image.shape[:2]
-    faces = detect_faces(image)
+    # A face confirmed by an eye; else the cascade's largest candidate (a face with its eyes hidden), which beats
+    # a guess at the centre.
+    faces = detect_faces(image) or face_candidates(image)[:1]
     face = faces[0] if faces else _centred_face(w, h)
     eye_boxes = detect_eyes(image, face) if faces else []
     if len(eye_boxes) == 2:

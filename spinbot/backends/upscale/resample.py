@@ -12,7 +12,8 @@ CPU per frame to upscale and 1-5 ms per face, depending on its size):
    neighbourhood before sharpening, so edges steepen without overshoot: no halos, no ringing.
    The same luminance correction is added to R, G and B, so colours are not shifted and no colour fringes appear.
 3. **Face care** (standing in for CodeFormer): faces are found with OpenCV's Haar cascade (on a copy of at most
-   320 px, which finds talking-head faces at a third of the cost). In each face region, skin is smoothed with an
+   320 px, which finds talking-head faces at a third of the cost), each confirmed by an eye inside it
+   (spinbot.media.faces), so face-like texture is left alone. In each face region, skin is smoothed with an
    edge-preserving guided filter: texture and noise below a contrast threshold (the sharpening grain, compression
    noise) are smoothed, while eyes, brows, lips and the face outline stay sharp. The result is blended back with
    a feathered elliptical mask, so the face gets gentler sharpening than the rest of the frame and no seam.
@@ -61,14 +62,7 @@ class ResampleUpscaler(UpscaleBackend):
         self.scale = scale_from_model_name(params.model_name_0)
 
     def detect_faces(self, frame: np.ndarray) -> list[Box]:
-        height, width = frame.shape[:2]
-        shrink = min(1.0, DETECT_MAX_SIDE / max(height, width))
-        if shrink == 1.0:
-            return detect_faces(frame)
-        small = cv2.resize(frame, (round(width * shrink), round(height * shrink)), interpolation=cv2.INTER_AREA)
-        grow = 1 / shrink
-        return [Box(round(b.x * grow), round(b.y * grow), round(b.w * grow), round(b.h * grow))
-                for b in detect_faces(small)]
+        return detect_faces(frame, max_side=DETECT_MAX_SIDE)
 
     def upscale_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         return [self._upscale(frame) for frame in frames]

@@ -1,0 +1,82 @@
+"""What the page needs beyond the params' JSON schemas (GET /v1/params): per task, a one-line description, the
+backend this server runs it on, and the model files each file param may take from the models folder; and a
+past job's inputs (the portrait and the voice sample), so that the page can show them and reuse them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, RedirectResponse
+
+from spinbot.api.auth import media_owner
+from spinbot.errors import JobNotFound
+from spinbot.state.store import JobView
+
+router = APIRouter()
+
+# The setting that picks each python-plane task's backend (spinbot.backends.registry).
+BACKEND_SETTINGS = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
+JOB_INPUTS = ("source_image", "narrator_voice")
+
+
+@router.get("/v1/params/form")
+def params_form(request: Request) -> dict[str, Any]:
+    """Per task: `description` (one line), `backend` and the `setting` that picks it (python-plane tasks), and
+    `files`: for each param that names a model file, the files present in the models folder (`choices`) when the
+    configured backend loads them, or why the list is empty."""
+    from spinbot.tasks.catalog import TASK_PLANES, load_task
+
+    settings = request.app.state.settings
+    return {name: _task_form(name, load_task(name), settings) for name in TASK_PLANES}
+
+
+def _task_form(name: str, task: Any, settings: Any) -> dict[str, Any]:
+    import sys
+
+    from spinbot.tasks.model_files import MODEL_SLOTS, present_models
+
+    doc = (sys.modules[task.run.__module__].__doc__ or "").strip().splitlines()
+    form: dict[str, Any] = {"description": _one_line(name, doc[0] if doc else "")}
+    setting = BACKEND_SETTINGS.get(name)
+    if setting is None:
+        return form
+    backend = getattr(settings, setting)
+    form |= {"backend": backend, "setting": f"SPINBOT_{setting.upper()}", "files": {}}
+    for param, slot in MODEL_SLOTS.get(name, {}).items():
+        where = f"{slot.folder}/ in SPINBOT_MODELS_DIR ({settings.models_dir})"
+        if backend != "native":
+            form["files"][param] = {"choices": [], "note": f"the {backend} backend loads no model file"}
+            continue
+        choices = present_models(settings.models_dir, slot)
+        form["files"][param] = {"choices": choices, "note": f"files in {where}" if choices else f"no file in {where}"}
+    return form
+
+
+def _one_line(name: str, line: str) -> str:
+    """A module docstring's first line without the task name it starts with."""
+    text = re.sub(rf"^{re.escape(name)}(\s*\([^)]*\))?:\s*", "", line).strip()
+    return text[:1].upper() + text[1:]
+
+
+@router.get("/v1/jobs/{job_id}/inputs/{name}")
+def job_input(job_id: str, name: Literal["source_image", "narrator_voice"], request: Request,
+              owner: str | None = Depends(media_owner)):
+    """A job's portrait (`source_image`) or voice sample (`narrator_voice`) as it was submitted."""
+    runner = request.app.state.services.runner
+    job = owned_job(runner, job_id, owner)
+    key = job.inputs.get("artifacts", {}).get(name)
+    if not key or not runner.artifacts.exists(key):
+        raise JobNotFound(f"job '{job_id}' has no input '{name}' any more")
+    store = runner.artifacts
+    if hasattr(store, "path"):
+        return FileResponse(store.path(key), filename=Path(key).name)
+    return RedirectResponse(store.presigned_url(key), status_code=307)
+
+
+def owned_job(runner: Any, job_id: str, owner: str | None) -> JobView:
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise JobNotFound(f"job '{job_id}' not found")
+    return runner.jobs.get(job_id, owner=owner) if owner is not None else runner.jobs.get(job_id)
