@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from spinbot import __version__
 from spinbot.api.auth import Unauthorized, current_owner
 from spinbot.api.jobs import JobExecutor
+from spinbot.api.live import router as live_router
 from spinbot.api.metrics import Metrics
 from spinbot.control.runner import Runner
 from spinbot.errors import InputError, JobNotFound, SpinBotError
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         return response
 
     _routes(app, settings, runner, executor, metrics)
+    app.include_router(live_router)
     from spinbot.api.web import mount_web
 
     mount_web(app)
