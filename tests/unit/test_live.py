@@ -101,6 +101,10 @@ def test_segments_join_into_the_whole_video_with_continuous_timestamps_and_audio
             starts.append(packets[0].pts)
             counts.append(len(packets))
     assert counts == [25, 20, 25]
+    with av.open(str(published.folder / "seg-00000.ts")) as container:
+        video_start, audio_start = (container.streams.video[0].start_time, container.streams.audio[0].start_time)
+    # The AAC priming block comes first, so the speech's first sample plays with the first frame.
+    assert video_start - audio_start == 1024 * 90_000 // RATE
     ticks = 90_000 // FPS  # MPEG-TS timestamps are in 1/90000 s
     assert [s - starts[0] for s in starts] == [0, 25 * ticks, 45 * ticks], "timestamps run on across segments"
 
