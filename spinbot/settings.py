@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Lite talking-head output: the portrait is shrunk (never enlarged) to fit this many pixels.
     talk_max_pixels: int = Field(default=832 * 480, ge=64 * 64)
 
+    # Live output: infinite_talk and upscale_video also write their video as HLS segments while they run
+    # (jobs/<job>/<node>/live/, served by GET /v1/jobs/{id}/live/{node}/index.m3u8), one per window or batch.
+    live_output: bool = True
+
     log_level: str = "INFO"
 
     # Redis queue and workers (docs/queue-choice.md). Routes add to or override the default task -> queue table.

@@ -16,7 +16,7 @@ from spinbot.api.executor import JobExecutor
 from spinbot.api.headers import ResponseHeaders
 from spinbot.api.metrics import Metrics, RequestCounter
 from spinbot.api.readiness import Readiness
-from spinbot.api import form
+from spinbot.api import form, live
 from spinbot.api.routes import artifacts, jobs, meta, uploads
 from spinbot.control.runner import Runner
 from spinbot.settings import Settings, get_settings
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
                          static_url="/docs/assets")
     app.state.settings, app.state.services = settings, services
     install_error_handlers(app)
-    for router in (meta.router, uploads.router, jobs.router, artifacts.router, form.router):
+    for router in (meta.router, uploads.router, jobs.router, artifacts.router, form.router, live.router):
         app.include_router(router)
     from spinbot.api.web import mount_web
 

@@ -75,6 +75,10 @@ class TaskContext:
         self.store.upload(path, key, content_type=content_type)
         return key
 
+    def discard(self, folder: str) -> int:
+        """Delete what an earlier attempt of this node left under jobs/<job>/<node>/<folder>/."""
+        return self.store.delete_prefix(artifact_key(self.job_id, self.node_id, folder) + "/")
+
     def progress(self, fraction: float, message: str = "") -> None:
         if self.is_cancelled():
             raise Cancelled(f"node '{self.node_id}' cancelled")

@@ -21,6 +21,7 @@ from spinbot.media.image import fit_size, load_image, resize_to
 from spinbot.media.video import VideoWriter
 from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
+from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.windows import Window, frame_count, plan_windows
 
 TARGET_LUFS = -23.0  # EBU R 128
@@ -86,7 +87,7 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     ctx.progress(0.05, "speech and portrait ready")
     state = backend.prepare(image, speech, params)
     video = ctx.output_path("talk.mp4")
-    combine_video(ctx, video, backend, state, windows, speech, image.shape)
+    live = combine_video(ctx, video, backend, state, windows, speech, image.shape)
     steps.append({"step": "generate", "backend": backend.name, "windows": len(windows)})
     steps.append({"step": "video_combine", "video": "h264 yuv420p mp4", "audio": f"aac {MUX_RATE} Hz",
                   "frames": speech.frames})
@@ -99,6 +100,7 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
         "windows": {"frame_window_size": params.frame_window_size, "motion_frame": params.motion_frame,
                     "count": len(windows), "plan": [[w.start, w.end] for w in windows]},
         **described,
+        "live": live,
         "warnings": warnings,
     }
     key = ctx.save("talk.mp4", video, content_type="video/mp4")
@@ -158,24 +160,32 @@ def _named_input(name: str, load: Callable[[Path], Any], path: Path) -> Any:
 
 
 def combine_video(ctx: TaskContext, path: Path, backend: TalkBackend, state: Any, windows: list[Window],
-                  speech: SpeechTrack, shape: tuple[int, ...]) -> None:
-    """Encode each window's frames as the backend yields them, with the speech muxed at exactly frames / fps."""
+                  speech: SpeechTrack, shape: tuple[int, ...]) -> dict[str, Any]:
+    """Encode each window's frames as the backend yields them, with the speech muxed at exactly frames / fps.
+    Each window is also published as a live segment as soon as it is done; returns what the live output made."""
     mux_audio = fit_length(resample(speech.audio, speech.sample_rate, MUX_RATE),
                            round(speech.frames * MUX_RATE / speech.fps))
     if hasattr(backend, "on_step"):  # diffusion backends report every denoising step inside a window
         backend.on_step = lambda index, done, total: ctx.progress(
             0.05 + 0.9 * (index + done / total) / len(windows), f"window {index + 1}/{len(windows)}, step {done}/{total}")
-    with VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer:
+    longest = max(len(window.new_frames) for window in windows)
+    with VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer, \
+            LiveOutput(ctx, speech.fps, shape[1], shape[0], longest, (mux_audio, MUX_RATE)) as live:
         for window in windows:
-            _write_window(writer, backend.render_window(state, window), window, backend.name)
+            _write_window(writer, live, backend.render_window(state, window), window, backend.name)
+            live.cut()  # before the progress event: "window i/n" means its segment is there to play
             ctx.progress(0.05 + 0.9 * (window.index + 1) / len(windows),
                          f"window {window.index + 1}/{len(windows)}")
+        live.finish()
+    return live.describe()
 
 
-def _write_window(writer: VideoWriter, frames: Iterable[np.ndarray], window: Window, backend: str) -> None:
+def _write_window(writer: VideoWriter, live: LiveOutput, frames: Iterable[np.ndarray], window: Window,
+                  backend: str) -> None:
     written = 0
     for frame in frames:
         writer.write(frame)
+        live.write(frame)
         written += 1
     if written != len(window.new_frames):
         raise RuntimeError(f"infinite_talk backend '{backend}' gave {written} frames for window {window.index}, "

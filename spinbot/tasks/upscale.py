@@ -21,6 +21,7 @@ from spinbot.errors import InputError, ParamsError
 from spinbot.media.faces import Box
 from spinbot.media.video import VideoWriter, frame_rate, iter_frames, probe, read_audio
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
+from spinbot.tasks.live import LiveOutput
 
 # Faces are detected on every DETECT_EVERY-th frame and their boxes reused in between (0.4 s at 25 fps: a
 # talking head moves little in that time, and the padded, feathered face region absorbs it). A detection that
@@ -105,8 +106,12 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
     # H.264 in yuv420p needs even sizes; only an odd-sized input at an odd factor (x3) loses its last pixel.
     width, height = info.width * backend.scale // 2 * 2, info.height * backend.scale // 2 * 2
     out_path = ctx.output_path("upscaled.mp4")
-    with VideoWriter(out_path, fps, width, height, audio=source_audio(source, fps, params.frame_load_cap)) as writer:
-        frames, restored = upscale_stream(ctx, backend, params, source, total, writer, (width, height))
+    audio = source_audio(source, fps, params.frame_load_cap)
+    with VideoWriter(out_path, fps, width, height, audio=audio) as writer, \
+            LiveOutput(ctx, fps, width, height, params.batch_size, audio) as live:
+        frames, restored = upscale_stream(ctx, backend, params, source, total, writer, (width, height),
+                                           live=live)
+        live.finish()
     key = ctx.save("upscaled.mp4", out_path, content_type="video/mp4")
     return NodeOutput(
         artifacts={"video": key},
@@ -118,21 +123,27 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
             "faces_restored": restored,  # face restorations summed over frames
             "face_detection_every": getattr(backend, "face_detection_every", DETECT_EVERY),
             "ignored_params": ignored_params(params, backend.honoured),
+            "live": live.describe(),
         },
     )
 
 
 def upscale_stream(ctx: TaskContext, backend: UpscaleBackend, params: AIUpscalerParams, source: Path,
-                   total: int, writer: VideoWriter, size: tuple[int, int]) -> tuple[int, int]:
-    """Decode, upscale and restore batch by batch, writing each batch before decoding the next.
-    Returns the frames written and the face restorations made."""
+                   total: int, writer: VideoWriter, size: tuple[int, int], *,
+                   live: LiveOutput | None = None) -> tuple[int, int]:
+    """Decode, upscale and restore batch by batch, writing each batch before decoding the next (to the video, and
+    to the live output, which makes a segment of each batch). Returns the frames written and the face restorations
+    made."""
     frames = iter_frames(source, params.frame_load_cap)
     results = backend.stream(frames, params.codeformer_fidelity) if hasattr(backend, "stream") \
         else _batched_results(backend, params, frames)
     done = restored = 0
     with closing(results):
         for frame, faces in results:
-            writer.write(frame[: size[1], : size[0]])
+            frame = frame[: size[1], : size[0]]
+            writer.write(frame)
+            if live is not None:  # a segment ends by itself every batch_size frames
+                live.write(frame)
             done, restored = done + 1, restored + faces
             if done % params.batch_size == 0 or done == total:
                 ctx.progress(done / total, f"upscaled {done}/{total} frames")

@@ -1,9 +1,10 @@
 // The job view: per-node status and progress from the server-sent events of GET /v1/jobs/{id}/events, elapsed
-// time, the script once written, the speech as soon as its node finishes, the video when the job is done, and
-// cancel / retry.
+// time, the script once written, the speech as soon as its node finishes, the video as it renders (player.js) and
+// when the job is done, and cancel / retry.
 
 import { api, isFinal, jobEvents, withKey } from "./api.js";
 import { el, formatSeconds, parseTime, setSource } from "./dom.js";
+import { LivePlayer } from "./player.js";
 
 // A later state never gives way to an earlier one that arrives late (a GET answer overtaken by events).
 const STATE_ORDER = { pending: 0, queued: 1, running: 2, succeeded: 3, failed: 3, cancelled: 3 };
@@ -40,6 +41,7 @@ export class JobView {
     this.events = null;
     this.timer = null;
     this.$ = (selector) => root.querySelector(selector);
+    this.player = new LivePlayer(this.$("#job-video"), this.$("#final-video"), this.$("#video-note"));
     this.$("#cancel-job").addEventListener("click", () => this.act("cancel"));
     this.$("#retry-job").addEventListener("click", () => this.act("retry"));
   }
@@ -55,6 +57,7 @@ export class JobView {
     this.nodes.clear();
     this.$("#nodes").replaceChildren(...job.nodes.map((node) => this.nodeRow(node)));
     this.$("#job-error").textContent = "";
+    this.player.stop(job.id);
     for (const media of this.root.querySelectorAll("audio, video")) unload(media);
     this.root.hidden = false;
     this.update(job);
@@ -89,6 +92,7 @@ export class JobView {
   onNodeEvent(event) {
     this.showNode(event.node_id, { status: event.status, progress: event.progress, message: event.message,
       error: event.status === "failed" ? event.message : undefined });
+    this.player.onNodeEvent(event);
     // Artifacts, the script and errors are in the job: read it again whenever a node ends.
     if (isFinal(event.status)) this.refresh();
   }
@@ -220,9 +224,11 @@ export class JobView {
 
   showVideo(job) {
     const video = job.status === "succeeded" ? finalVideo(job) : null;
+    const url = video && withKey(video.url);
+    this.$("#final-video-link").hidden = !video;
+    if (this.player.show(job, url)) return; // the live output plays until the final video is there
     this.$("#job-video").hidden = !video;
     if (!video) return;
-    const url = withKey(video.url);
     setSource(this.$("#final-video"), url);
     this.$("#final-video-link").href = url;
   }

@@ -1,0 +1,179 @@
+"""Live output: a video as HLS (MPEG-TS segments and a growing playlist) while its frames are still being made.
+
+Each segment is a self-contained MPEG-TS file with its own H.264 encoder, so it is complete (playable) the moment
+its last frame is written: a segment is a talking head's window or an upscaler's batch. The speech is known before
+the first frame, so it is AAC-encoded once, in one continuous stream (no priming gap at segment joins), and each
+segment carries the audio packets of its own time span. Timestamps run on across segments, so a player needs no
+discontinuity. The writer makes local files and hands each to `publish(name, path, content_type)` (the segment
+first, then the playlist that lists it); where they go is the caller's business.
+
+(FFmpeg's own HLS muxer cuts a segment only when the next one's first packet arrives, a whole window late: hence
+this small segmenter.)
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+
+PLAYLIST = "index.m3u8"
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+SEGMENT_TYPE = "video/mp2t"
+ENDLIST = "#EXT-X-ENDLIST"
+# Every timestamp is shifted by about this much, so that none is negative (AAC priming starts 1024 samples early):
+# MPEG-TS timestamps cannot be negative, and FFmpeg would otherwise shift the first segment alone.
+LEAD_SECONDS = 1
+AAC_BLOCK = 1024
+
+Publish = Callable[[str, Path, str], None]
+
+
+def segment_name(index: int) -> str:
+    return f"seg-{index:05d}.ts"
+
+
+def playlist_text(durations: list[float], target_seconds: int, ended: bool) -> str:
+    """An HLS media playlist of the EVENT type: segments are only ever added, and ENDLIST closes it."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-PLAYLIST-TYPE:EVENT", f"#EXT-X-TARGETDURATION:{target_seconds}",
+             "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for index, seconds in enumerate(durations):
+        lines += [f"#EXTINF:{seconds:.6f},", segment_name(index)]
+    if ended:
+        lines.append(ENDLIST)
+    return "\n".join(lines) + "\n"
+
+
+def _layout(audio: np.ndarray) -> str:
+    return "mono" if audio.ndim == 1 or audio.shape[1] == 1 else "stereo"
+
+
+class AudioPackets:
+    """The whole audio as AAC packets of one continuous encode, handed out by the span of samples they start in."""
+
+    def __init__(self, audio: np.ndarray, rate: int, lead_samples: int):
+        self.rate, self.layout = rate, _layout(audio)
+        samples = audio.reshape(len(audio), -1).astype(np.float32)[:, : (1 if self.layout == "mono" else 2)]
+        encoder = av.CodecContext.create("aac", "w")
+        encoder.sample_rate, encoder.layout, encoder.format = rate, self.layout, "fltp"
+        encoder.time_base = Fraction(1, rate)
+        encoder.open()
+        self._packets = []
+        for start in range(0, len(samples), AAC_BLOCK):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[start:start + AAC_BLOCK].T),
+                                               format="fltp", layout=self.layout)
+            frame.sample_rate, frame.pts = rate, start
+            self._packets += encoder.encode(frame)
+        self._packets += encoder.encode(None)
+        for packet in self._packets:
+            packet.pts += lead_samples
+            packet.dts += lead_samples
+        self._lead = lead_samples
+        self._next = 0
+
+    def until(self, sample: int) -> list[av.Packet]:
+        """The packets not handed out yet that start before `sample` (audio past the video's end is left out)."""
+        taken = self._next
+        while taken < len(self._packets) and self._packets[taken].pts - self._lead < sample:
+            taken += 1
+        packets, self._next = self._packets[self._next:taken], taken
+        return packets
+
+
+class HlsSegmenter:
+    """Frames in, MPEG-TS segments and a playlist out. `cut()` ends a segment (a window, a batch); a segment also
+    ends by itself at `max_segment_frames`, which sets the playlist's target duration. `finish()` closes the
+    playlist; `close()` without it leaves the playlist open (the stream stopped early)."""
+
+    def __init__(self, folder: Path, fps: int | Fraction, width: int, height: int, max_segment_frames: int,
+                 publish: Publish, audio: tuple[np.ndarray, int] | None = None, crf: int = 23,
+                 preset: str = "veryfast"):
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fps = Fraction(fps)
+        self.width, self.height = width, height
+        self.max_segment_frames = max_segment_frames
+        self.target_seconds = max(1, math.ceil(max_segment_frames / self.fps))
+        self.publish = publish
+        self.encoder_options = {"crf": str(crf), "preset": preset, "bframes": "0"}  # no B-frames: DTS = PTS
+        self.lead_frames = math.ceil(LEAD_SECONDS * self.fps)
+        lead_seconds = self.lead_frames / self.fps
+        self.audio = AudioPackets(audio[0], audio[1], round(lead_seconds * audio[1])) if audio is not None else None
+        self.frames = 0  # frames written, over all segments
+        self.durations: list[float] = []
+        self._segment = None  # (container, video stream, audio stream, first frame, path)
+
+    @property
+    def segments(self) -> int:
+        return len(self.durations)
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        if self._segment is None:
+            self._open_segment()
+        container, video = self._segment[0], self._segment[1]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+        frame.pts = self.lead_frames + self.frames
+        self.frames += 1
+        for packet in video.encode(frame):
+            container.mux(packet)
+        if self.frames - self._segment[3] >= self.max_segment_frames:
+            self.cut()
+
+    def cut(self) -> None:
+        """End the segment being written (if any frame is in it) and publish it, then the playlist."""
+        if self._end_segment():
+            self._publish_playlist(ended=False)
+
+    def finish(self) -> None:
+        """The last segment, and the playlist closed with ENDLIST: the stream is complete."""
+        self._end_segment()
+        self._publish_playlist(ended=True)
+
+    def _end_segment(self) -> bool:
+        if self._segment is None:
+            return False
+        container, video, audio_stream, first, path = self._segment
+        self._segment = None
+        for packet in video.encode(None):
+            container.mux(packet)
+        if self.audio is not None:  # the audio that starts before the segment's last frame ends
+            for packet in self.audio.until(round(self.frames * self.audio.rate / self.fps)):
+                packet.stream = audio_stream
+                container.mux(packet)
+        container.close()
+        self.publish(path.name, path, SEGMENT_TYPE)
+        path.unlink(missing_ok=True)
+        self.durations.append(float((self.frames - first) / self.fps))
+        return True
+
+    def close(self) -> None:
+        """Stop without publishing what is half written (an error or a cancel): the playlist stays open."""
+        if self._segment is not None:
+            self._segment[0].close()
+            self._segment[4].unlink(missing_ok=True)
+            self._segment = None
+
+    def _open_segment(self) -> None:
+        path = self.folder / segment_name(self.segments)
+        container = av.open(str(path), mode="w", format="mpegts")
+        video = container.add_stream("libx264", rate=self.fps)
+        video.width, video.height, video.pix_fmt = self.width, self.height, "yuv420p"
+        video.time_base = 1 / self.fps
+        video.options = dict(self.encoder_options)
+        audio = None
+        if self.audio is not None:
+            # Opened by the muxer with the same settings as AudioPackets' encoder: the same AAC configuration.
+            audio = container.add_stream("aac", rate=self.audio.rate)
+            audio.layout = self.audio.layout
+        self._segment = (container, video, audio, self.frames, path)
+
+    def _publish_playlist(self, ended: bool) -> None:
+        path = self.folder / PLAYLIST
+        path.write_text(playlist_text(self.durations, self.target_seconds, ended))
+        self.publish(PLAYLIST, path, PLAYLIST_TYPE)

@@ -1,0 +1,96 @@
+"""A task's video as it is made: HLS segments and a playlist under jobs/<job>/<node>/live/ (spinbot.media.segments).
+
+The live output is a preview of the node's real output, so a failure to write or store it stops the live output
+with a warning in the node's metadata; it never fails the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from spinbot.media.segments import PLAYLIST, HlsSegmenter
+from spinbot.settings import get_settings
+from spinbot.storage.base import artifact_key
+from spinbot.tasks.base import TaskContext
+
+log = logging.getLogger(__name__)
+
+LIVE_FOLDER = "live"
+LIVE_TASKS = frozenset({"infinite_talk", "upscale_video"})  # the tasks that write a live output
+
+
+def live_key(job_id: str, node_id: str, name: str = PLAYLIST) -> str:
+    """The store key of a node's live playlist (or of one of its segments)."""
+    return artifact_key(job_id, node_id, f"{LIVE_FOLDER}/{name}")
+
+
+class LiveOutput:
+    """HlsSegmenter publishing through the task context, or nothing when SPINBOT_LIVE_OUTPUT is off."""
+
+    def __init__(self, ctx: TaskContext, fps: int | Fraction, width: int, height: int, max_segment_frames: int,
+                 audio: tuple[np.ndarray, int] | None):
+        self.ctx = ctx
+        self.warning: str | None = None
+        self._segmenter: HlsSegmenter | None = None
+        self._made: HlsSegmenter | None = None
+        if not get_settings().live_output:
+            return
+        if self._guard(lambda: ctx.discard(LIVE_FOLDER)) is None:  # an earlier attempt's segments and playlist
+            return
+        self._segmenter = self._guard(lambda: HlsSegmenter(
+            ctx.output_path(LIVE_FOLDER), fps, width, height, max_segment_frames, self._publish, audio=audio))
+        self._made = self._segmenter  # kept after a stop, for describe()
+
+    def _publish(self, name: str, path, content_type: str) -> None:
+        self.ctx.save(f"{LIVE_FOLDER}/{name}", path, content_type=content_type)
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._segmenter is not None:
+            self._guard(lambda: self._segmenter.write(frame))
+
+    def cut(self) -> None:
+        """End the current segment (a window, a batch) and publish it."""
+        if self._segmenter is not None:
+            self._guard(self._segmenter.cut)
+
+    def finish(self) -> None:
+        if self._segmenter is not None:
+            self._guard(self._segmenter.finish)
+
+    def describe(self) -> dict[str, Any]:
+        """For the node's metadata."""
+        if self._made is None and self.warning is None:
+            return {}
+        described: dict[str, Any] = {"playlist": live_key(self.ctx.job_id, self.ctx.node_id)}
+        if self._made is not None:
+            described |= {"segments": self._made.segments, "format": "hls, mpeg-ts, h264 + aac"}
+        if self.warning:
+            described["warning"] = self.warning
+        return described
+
+    def _guard(self, action):
+        try:
+            return action()
+        except Exception as err:  # noqa: BLE001 - a preview must not fail the render (module docstring)
+            log.warning("live output of %s/%s stopped: %s", self.ctx.job_id, self.ctx.node_id, err, exc_info=True)
+            self.warning = f"the live output stopped: {err}"
+            self._stop()
+            return None
+
+    def _stop(self) -> None:
+        segmenter, self._segmenter = self._segmenter, None
+        if segmenter is not None:
+            try:
+                segmenter.close()
+            except Exception:  # noqa: BLE001 - already stopping after an error
+                pass
+
+    def __enter__(self) -> "LiveOutput":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop()  # after finish() there is nothing left to close; after an error it drops a half segment

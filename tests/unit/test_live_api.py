@@ -1,0 +1,112 @@
+"""GET /v1/jobs/{id}/live/{node}/index.m3u8 and its segments: the artifacts' auth, a live playlist while the node
+runs, ENDLIST once it has ended, the segments' bytes from the store."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.api.auth import owner_of
+from spinbot.media.segments import ENDLIST, playlist_text
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import reset_settings
+from spinbot.tasks.live import live_key
+
+KEY_A, KEY_B = "key-a-123", "key-b-456"
+SEGMENT = b"G" + bytes(187)  # one MPEG-TS packet's worth of bytes
+
+
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
+    reset_settings()
+    with TestClient(create_app()) as c:
+        yield c
+
+
+@pytest.fixture
+def job_id(client, tmp_path) -> str:
+    """A job of key A that is not run: the test plays the talk node's part by writing its live output."""
+    runner = client.app.state.runner
+    return runner.create_job("f5tts_infinitetalk", "the sea", portrait_path(tmp_path), voice_path(),
+                             owner=owner_of(KEY_A))
+
+
+def write_live(client, job_id: str, segments: int, ended: bool) -> None:
+    store = client.app.state.runner.artifacts
+    for index in range(segments):
+        store.put_bytes(live_key(job_id, "infinite_talk", f"seg-{index:05d}.ts"), SEGMENT, "video/mp2t")
+    store.put_bytes(live_key(job_id, "infinite_talk"), playlist_text([1.0] * segments, 1, ended).encode())
+
+
+def url(job_id: str, name: str = "index.m3u8", node: str = "infinite_talk") -> str:
+    return f"/v1/jobs/{job_id}/live/{node}/{name}"
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_the_playlist_is_404_until_the_first_segment_and_then_stays_open_while_the_node_runs(client, job_id):
+    missing = client.get(url(job_id), headers=auth(KEY_A))
+    assert missing.status_code == 404 and "no live output yet" in missing.json()["error"]
+    client.app.state.runner.jobs.node_started(job_id, "infinite_talk")
+    write_live(client, job_id, segments=2, ended=False)
+    got = client.get(url(job_id), headers=auth(KEY_A))
+    assert got.status_code == 200
+    assert got.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+    assert got.headers["cache-control"] == "no-cache"
+    assert "seg-00001.ts" in got.text and ENDLIST not in got.text
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+def test_a_node_that_ended_early_gets_its_playlist_closed(client, job_id, status):
+    write_live(client, job_id, segments=2, ended=False)
+    client.app.state.runner.jobs.node_status(job_id, "infinite_talk", status, error="stopped")
+    text = client.get(url(job_id), headers=auth(KEY_A)).text
+    assert text.count(ENDLIST) == 1 and text.rstrip().endswith(ENDLIST)
+
+
+def test_a_complete_playlist_is_served_as_written(client, job_id):
+    write_live(client, job_id, segments=3, ended=True)
+    assert client.get(url(job_id), headers=auth(KEY_A)).text == playlist_text([1.0] * 3, 1, True)
+
+
+def test_segments_are_served_with_the_same_auth_as_artifacts(client, job_id):
+    write_live(client, job_id, segments=1, ended=False)
+    got = client.get(url(job_id, "seg-00000.ts"), headers=auth(KEY_A))
+    assert got.status_code == 200 and got.content == SEGMENT
+    assert got.headers["content-type"] == "video/mp2t"
+    assert client.get(url(job_id, "seg-00000.ts"), params={"api_key": KEY_A}).status_code == 200
+    for path in (url(job_id), url(job_id, "seg-00000.ts")):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=auth("nope")).status_code == 401
+        other = client.get(path, headers=auth(KEY_B))
+        assert other.status_code == 404 and "not found" in other.json()["error"]
+
+
+def test_a_playlist_asked_for_with_a_key_in_the_query_passes_it_on_to_its_segments(client, job_id):
+    """Players that cannot send headers (Safari's native HLS) fetch the segments with the playlist's query."""
+    write_live(client, job_id, segments=2, ended=False)
+    text = client.get(url(job_id), params={"api_key": KEY_A}).text
+    segments = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert segments == [f"seg-00000.ts?api_key={KEY_A}", f"seg-00001.ts?api_key={KEY_A}"]
+
+
+@pytest.mark.parametrize("node, name", [
+    ("infinite_talk", "seg-00007.ts"),  # not written
+    ("infinite_talk", "..%2F..%2Finputs%2Fsource_image.png"),
+    ("infinite_talk", "talk.mp4"),  # not a segment name
+    ("nope", "seg-00000.ts"),  # no such node
+    ("nope", "index.m3u8"),
+])
+def test_anything_but_a_written_segment_of_a_node_is_404(client, job_id, node, name):
+    write_live(client, job_id, segments=1, ended=False)
+    got = client.get(url(job_id, name, node), headers=auth(KEY_A))
+    assert got.status_code == 404 and got.json()["error"]
+
+
+def test_an_unknown_job_is_404(client):
+    assert client.get(url("0" * 32), headers=auth(KEY_A)).status_code == 404
+    assert client.get(url("not-a-job-id"), headers=auth(KEY_A)).status_code == 404
