@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from spinbot.errors import InputError, SpinBotError
+from spinbot.models.cli import app as models_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SpinBot: prompt + portrait + voice -> video.")
 pipelines_app = typer.Typer(no_args_is_help=True, help="List, show and validate pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(models_app, name="models")
 err_console = Console(stderr=True)
 DEFAULT_PIPELINE = "f5tts_infinitetalk"
 
