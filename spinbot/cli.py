@@ -18,6 +18,7 @@ from typer.core import TyperCommand, TyperGroup
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot import __version__
 from spinbot.errors import InputError, SpinBotError
+from spinbot.models.cli import app as models_app
 
 err_console = Console(stderr=True)
 
@@ -80,6 +81,7 @@ app = typer.Typer(cls=OneErrorStyle, add_completion=False, no_args_is_help=True,
                   help="SpinBot: prompt + portrait + voice -> video.")
 pipelines_app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and validate pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
+app.add_typer(models_app, name="models")
 
 
 def _show_version(value: bool) -> None:

@@ -13,7 +13,8 @@ and the folder.
 
 The transformer's sizes are read from the checkpoint headers (a 14B checkpoint and a tiny test one load through the
 same code); heads are 128 wide, as in every Wan 2.1 model, since no shape tells the head count. The ComfyUI
-repackagings may nest the keys under `model.diffusion_model.` or `diffusion_model.`: the prefix is found per file.
+repackagings may nest the keys under `model.diffusion_model.` or `diffusion_model.`: the prefix is found per file, so
+a prefixed Wan file and Kijai's unprefixed InfiniteTalk file load together.
 """
 
 from __future__ import annotations
@@ -113,33 +114,35 @@ def load_models(params: Any, models_dir: Path, precision: Precision, lora_streng
 
 def load_transformer(files: dict[str, Path], precision: Precision,
                      lora_strength: float) -> tuple[InfiniteTalkModel, LoraReport | None]:
-    paths = [files["wan_video_model"], files["infinitetalk_model"]]
-    prefix = common_prefix(paths)
-    config = transformer_config(paths, prefix)
-    model = load_model(paths, config, precision.transformer, precision.device, prefix)
+    paths = transformer_paths(files)
+    prefixes = file_prefixes(paths)
+    config = transformer_config(paths, prefixes)
+    model = load_model(paths, config, precision.transformer, precision.device, prefixes)
     lora = merge_lora(model, files["lora_model"], lora_strength) if "lora_model" in files else None
     if precision.fp8:
         use_fp8(model.blocks, INFINITETALK_LINEARS)
     return model, lora
 
 
-def common_prefix(paths: list[Path]) -> str:
-    """The key prefix the checkpoints share ('' when none), one-line error when they nest their keys differently."""
-    found = {}
+def transformer_paths(files: dict[str, Path]) -> list[Path]:
+    """The files merged into the transformer, in merge order (later keys win)."""
+    return [files["wan_video_model"], files["infinitetalk_model"]]
+
+
+def file_prefixes(paths: list[Path]) -> list[str]:
+    """Each file's key prefix: the first of KEY_PREFIXES that all its keys share, '' when none does."""
+    prefixes = []
     for path in paths:
         keys = list(_header(path))
-        found[path] = next((p for p in KEY_PREFIXES if keys and all(k.startswith(p) for k in keys)), "")
-    if len(set(found.values())) > 1:
-        detail = ", ".join(f"{p.name}: '{v}'" for p, v in found.items())
-        raise CheckpointError(f"InfiniteTalk checkpoints nest their keys under different prefixes ({detail})")
-    return next(iter(found.values()))
+        prefixes.append(next((p for p in KEY_PREFIXES if keys and all(k.startswith(p) for k in keys)), ""))
+    return prefixes
 
 
-def transformer_config(paths: list[Path], prefix: str = "") -> InfiniteTalkConfig:
+def transformer_config(paths: list[Path], prefixes: str | list[str] = "") -> InfiniteTalkConfig:
     """InfiniteTalkConfig from the checkpoints' tensor shapes; a key it needs that is absent keeps the 14B default,
     and the load then names it as missing."""
     shapes: dict[str, tuple[int, ...]] = {}
-    for path in paths:
+    for path, prefix in zip(paths, [prefixes] * len(paths) if isinstance(prefixes, str) else prefixes):
         shapes.update({k[len(prefix):]: v for k, v in _header(path).items() if k.startswith(prefix)})
     default = InfiniteTalkConfig()
 

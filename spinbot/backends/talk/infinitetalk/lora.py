@@ -69,7 +69,7 @@ def parse(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, LowRank
     diffs: dict[str, tuple[str, torch.Tensor]] = {}
     for key, value in state.items():
         name = next((key[len(p):] for p in PREFIXES if key.startswith(p)), key)
-        module, kind = _split(name)
+        module, kind = split_key(name)
         if kind in LOW_RANK:
             parts = low_rank.setdefault(module, LowRank(key))
             if LOW_RANK[kind] == "alpha":
@@ -104,7 +104,7 @@ def _add(param: nn.Parameter, delta: torch.Tensor, strength: float, name: str, p
     param.copy_(merged.to(param.dtype))
 
 
-def _split(name: str) -> tuple[str, str]:
+def split_key(name: str) -> tuple[str, str]:
     """'blocks.0.self_attn.q.lora_down.weight' -> ('blocks.0.self_attn.q', 'lora_down.weight')."""
     for kind in (*LOW_RANK, *DIFFS):
         if name.endswith("." + kind):

@@ -155,10 +155,15 @@ def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     if checkpoint.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        ema = load_file(str(checkpoint), device="cpu")
-    else:
-        ema = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        ema = ema.get("ema_model_state_dict", ema)
+        return ema_weights(load_file(str(checkpoint), device="cpu"))
+    return ema_weights(torch.load(checkpoint, map_location="cpu", weights_only=True))
+
+
+def ema_weights(raw: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's top level -> the CFM's state dict: the `.pt`'s `ema_model_state_dict` unwrapped, the
+    `ema_model.` prefix and the EMA wrapper's counters dropped, stale mel-spectrogram buffers dropped. Works on
+    tensors and on header entries alike (spinbot.models checks the layout through it)."""
+    ema = raw.get("ema_model_state_dict", raw)
     state = {k.replace("ema_model.", "", 1): v for k, v in ema.items() if k not in ("initted", "step")}
     for key in STALE_KEYS:
         state.pop(key, None)
@@ -167,6 +172,26 @@ def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
 
 def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups: Speedups
               ) -> tuple[Any, dict[str, Any]]:
+    cfm, mel = new_cfm(files)
+    try:
+        cfm.load_state_dict(read_state(files.checkpoint))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise BackendUnavailable(f"f5_to_tts native: {files.checkpoint} does not fit {files.config}: "
+                                 f"{first}") from None
+    # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
+    cfm.transformer.to(device=device, dtype=dtype)
+    cuda = device.type == "cuda"
+    if cuda and speedups.fp8:
+        use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
+    kernel = attention_kernel(speedups.attention, device, dtype)
+    use_packing(cfm.transformer, compile=cuda and speedups.compile, kernel=kernel)  # no padding (packed.py)
+    return cfm.to(device).eval(), mel
+
+
+def new_cfm(files: F5Files) -> tuple[Any, dict[str, Any]]:
+    """The CFM that the config and the vocabulary describe, freshly initialised on the default device (under
+    torch.device("meta") it costs no memory: spinbot.models lays the checkpoint out against it)."""
     f5_model = import_f5_model()
     from f5_tts.model.utils import get_tokenizer
 
@@ -182,20 +207,7 @@ def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups
     transformer = backbone(**config["arch"], text_num_embeds=vocab_size, mel_dim=mel["n_mel_channels"])
     cfm = f5_model.CFM(transformer=transformer, mel_spec_kwargs=mel_kwargs, odeint_kwargs={"method": "euler"},
               vocab_char_map=vocab_char_map)
-    try:
-        cfm.load_state_dict(read_state(files.checkpoint))
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise BackendUnavailable(f"f5_to_tts native: {files.checkpoint} does not fit {files.config}: "
-                                 f"{first}") from None
-    # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
-    cfm.transformer.to(device=device, dtype=dtype)
-    cuda = device.type == "cuda"
-    if cuda and speedups.fp8:
-        use_fp8(cfm.transformer.transformer_blocks, F5_LINEARS)
-    kernel = attention_kernel(speedups.attention, device, dtype)
-    use_packing(cfm.transformer, compile=cuda and speedups.compile, kernel=kernel)  # no padding (packed.py)
-    return cfm.to(device).eval(), mel
+    return cfm, mel
 
 
 def load_vocoder(folder: Path, device: torch.device) -> Any:

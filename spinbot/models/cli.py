@@ -1,0 +1,133 @@
+"""`spinbot models list | check | pull`: the native backends' model files in SPINBOT_MODELS_DIR."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from spinbot.errors import SpinBotError
+
+app = typer.Typer(no_args_is_help=True, help="List, check and pull the native backends' model files.")
+
+TASK_HELP = "Task whose files to handle (repeatable): f5_to_tts, infinite_talk, upscale_video. Default: the tasks " \
+            "whose backend is native (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND)."
+SET_HELP = "NODE.PARAM=VALUE, repeatable: a file param other than the default (e.g. upscale_video.model_name_0=x.pth)."
+DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
+
+
+def _context(tasks: list[str], sets: list[str], models_dir: Optional[Path]):
+    from spinbot.cli import parse_sets
+    from spinbot.models.selection import select_tasks
+    from spinbot.settings import get_settings
+
+    settings = get_settings()
+    return select_tasks(settings, tasks), (models_dir or settings.models_dir), parse_sets(sets)
+
+
+def _none_selected() -> str:
+    return ("no task uses a native backend (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND are "
+            "all lite); name one with --task")
+
+
+@app.command("list")
+def list_files(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
+               set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+               models_dir: Optional[Path] = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+    """Every file the selected backends need: where it is looked up, present or missing, its size, its source."""
+    from spinbot.cli import fail
+    from spinbot.models.selection import required_files
+
+    try:
+        tasks, root, overrides = _context(task, set_, models_dir)
+        if not tasks:
+            typer.echo(_none_selected())
+            return
+        needed = required_files(tasks, root, overrides)
+    except SpinBotError as err:
+        fail(str(err))
+    typer.echo(f"SPINBOT_MODELS_DIR={root}")
+    for f in needed:
+        status = "present" if f.present else ("missing" if f.required else "absent (optional)")
+        size = f.size if f.present else (f.source.size if f.source else None)
+        source = f.source.describe() if f.source else "no known source"
+        note = f"  [{f.note}]" if f.note else ""
+        typer.echo(f"{status:<18} {_human(size):>9}  {f.relpath}  ({f.task}.{f.param})  <- {source}{note}")
+    missing = [f for f in needed if f.required and not f.present]
+    typer.echo(f"{len(needed)} files, {len(missing)} missing" + ("; `spinbot models pull` fetches them" if missing
+                                                                else ""))
+
+
+@app.command()
+def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
+          set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+          models_dir: Optional[Path] = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+    """Every file's keys and shapes against the architecture the backend builds, from the headers only."""
+    from spinbot.cli import err_console, fail
+    from spinbot.models.selection import check_tasks, required_files
+
+    start = time.monotonic()
+    try:
+        tasks, root, overrides = _context(task, set_, models_dir)
+        if not tasks:
+            fail(_none_selected())
+        problems = check_tasks(tasks, root, overrides)
+        count = len([f for f in required_files(tasks, root, overrides) if f.present])
+    except SpinBotError as err:
+        fail(str(err))
+    except ImportError as err:
+        fail(f"checking the native backends' files needs the gpu extra (pip install 'spinbot[gpu]'): {err}")
+    for problem in problems:
+        typer.echo(problem.line(root))
+    seconds = time.monotonic() - start
+    if problems:
+        err_console.print(f"{len(problems)} problem(s) in the model files of {', '.join(tasks)} ({seconds:.1f} s)",
+                          highlight=False)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {count} files of {', '.join(tasks)} fit their architectures ({seconds:.1f} s)")
+
+
+@app.command()
+def pull(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
+         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+         models_dir: Optional[Path] = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+    """Download every missing file from its source (HF_TOKEN, HF_ENDPOINT honoured), sha256-verified."""
+    from spinbot.cli import err_console, fail
+    from spinbot.models.pull import PullError, pull_file
+    from spinbot.models.selection import required_files
+
+    try:
+        tasks, root, overrides = _context(task, set_, models_dir)
+        if not tasks:
+            fail(_none_selected())
+        needed = required_files(tasks, root, overrides)
+    except SpinBotError as err:
+        fail(str(err))
+    failures = []
+    for f in needed:
+        if f.present or (not f.required and f.source is None):
+            continue
+        try:
+            done = pull_file(f)
+        except PullError as err:
+            failures.append(str(err))
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            continue
+        how = f"verified against the {done.verified_against}" if done.verified_against else "no published hash"
+        commit = f", commit {done.commit}" if done.commit else ""
+        typer.echo(f"pulled {f.relpath} (sha256 {done.sha256}, {how}{commit})")
+    if failures:
+        raise typer.Exit(1)
+    typer.echo(f"ok: every file of {', '.join(tasks)} is in {root}")
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return str(size)

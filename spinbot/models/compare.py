@@ -1,0 +1,87 @@
+"""A checkpoint's header against the layout a backend's architecture expects: one Problem per difference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from spinbot.models.headers import FLOAT_DTYPES, TensorSpec
+
+Layout = Mapping[str, TensorSpec]  # key -> shape and dtype, in the model's names
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path  # the file (or folder) the problem is in
+    message: str
+
+    def line(self, models_dir: Path | None = None) -> str:
+        shown = self.path
+        if models_dir is not None:
+            try:
+                shown = self.path.relative_to(models_dir)
+            except ValueError:
+                pass
+        return f"{shown}: {self.message}"
+
+
+def compare_layout(path: Path, expected: Layout, found: Layout, *, file_name: Callable[[str], str] = lambda key: key,
+                   unexpected_ok: bool = False, dtypes: frozenset[str] = FLOAT_DTYPES,
+                   path_of: Callable[[str], Path] | None = None) -> list[Problem]:
+    """Every missing key, unexpected key (unless the loader ignores extra keys), misshapen key, and key of a dtype
+    the loader cannot use (a float parameter must be one of `dtypes`; an integer buffer any integer type).
+    `expected` and `found` use the model's names; `file_name` maps a model key back to the name the file uses, so a
+    problem names what the user would find in the file; `path_of` names the file a key belongs in, where several
+    files merge into one model."""
+    where = path_of or (lambda key: path)
+    problems = [Problem(where(k), f"missing key '{file_name(k)}' (shape {list(spec.shape)})")
+                for k, spec in sorted(expected.items()) if k not in found]
+    if not unexpected_ok:
+        problems += [Problem(where(k), f"unexpected key '{file_name(k)}'")
+                     for k in sorted(set(found) - set(expected))]
+    for key in sorted(set(expected) & set(found)):
+        spec, need = found[key], expected[key]
+        if tuple(spec.shape) != tuple(need.shape):
+            problems.append(Problem(where(key), f"key '{file_name(key)}' has shape {list(spec.shape)}, the model "
+                                                f"needs {list(need.shape)}"))
+        elif not _dtype_fits(spec.dtype, need.dtype, dtypes):
+            allowed = ", ".join(sorted(dtypes)) if is_float(need.dtype) else "an integer type"
+            problems.append(Problem(where(key), f"key '{file_name(key)}' is {spec.dtype}, the loader needs "
+                                                f"{allowed}"))
+    return problems
+
+
+def is_float(dtype: str) -> bool:
+    return dtype.startswith(("F", "BF"))
+
+
+def _dtype_fits(found: str, needed: str, floats: frozenset[str]) -> bool:
+    return found in floats if is_float(needed) else not is_float(found)
+
+
+def module_layout(module) -> dict[str, TensorSpec]:
+    """A module's state dict (built on the meta device: no memory) as key -> TensorSpec."""
+    from spinbot.models.headers import torch_dtype_name
+
+    return {k: TensorSpec(tuple(v.shape), torch_dtype_name(v.dtype)) for k, v in module.state_dict().items()}
+
+
+def problems_from_error(path: Path, err: BaseException) -> list[Problem]:
+    """torch's load_state_dict error (all missing, unexpected and misshapen keys in one message) as one Problem
+    per key; any other error as one Problem with its first line."""
+    text = str(err)
+    problems = []
+    for line in text.splitlines():
+        line = line.strip().rstrip(".")
+        for prefix, what in (("Missing key(s) in state_dict: ", "missing key"),
+                             ("Unexpected key(s) in state_dict: ", "unexpected key")):
+            if line.startswith(prefix):
+                problems += [Problem(path, f"{what} '{key}'") for key in _quoted(line[len(prefix):])]
+        if line.startswith("size mismatch for "):
+            problems.append(Problem(path, line))
+    return problems or [Problem(path, text.strip().splitlines()[0] if text.strip() else type(err).__name__)]
+
+
+def _quoted(names: str) -> Iterable[str]:
+    return [part.strip().strip('"') for part in names.split(",") if part.strip()]

@@ -1,0 +1,95 @@
+"""upscale_video (native): the upscaler, CodeFormer and RetinaFace files and the key layout each must have.
+
+The upscaler and CodeFormer load through spandrel, which detects the architecture from the keys and shapes: the
+check runs spandrel's own detection and load on meta tensors made from the header (the wrappers `params_ema`,
+`params`, `state_dict` and the `module.` prefix unwrapped by spandrel's canonicalisation, as the loader does), so it
+accepts exactly what the loader accepts. RetinaFace is the backend's own module, built on the meta device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spinbot.models.compare import Problem, compare_layout, module_layout, problems_from_error
+from spinbot.models.files import ModelFile, model_file
+from spinbot.models.headers import TensorSpec, UnreadableCheckpoint, as_meta, read_tree
+
+TASK = "upscale_video"
+
+
+def files(params: Any, models_dir: Path) -> list[ModelFile]:
+    from spinbot.backends.upscale.native import DETECTOR_FILES
+
+    detector = DETECTOR_FILES.get(params.facedetection, f"<no native detector '{params.facedetection}'>")
+    return [model_file(TASK, "model_name_0", models_dir, "upscale_models", params.model_name_0),
+            model_file(TASK, "model_name_1", models_dir, "facerestore_models", params.model_name_1),
+            model_file(TASK, "facedetection", models_dir, "facedetection", detector)]
+
+
+def check(params: Any, models_dir: Path) -> list[Problem]:
+    needed = files(params, models_dir)
+    problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
+    if problems:
+        return problems
+    upscaler, restorer, detector = (f.path for f in needed)
+    for path, run in ((upscaler, lambda: upscaler_problems(upscaler)), (restorer, lambda: restorer_problems(restorer)),
+                      (detector, lambda: retinaface_problems(detector))):
+        try:
+            problems += run()
+        except UnreadableCheckpoint as err:
+            problems.append(Problem(path, str(err)))
+    return problems
+
+
+def spandrel_layout(path: Path) -> tuple[Any, list[Problem]]:
+    """spandrel's descriptor for the file's architecture, built on the meta device, or the problems that stop it."""
+    from spandrel.__helpers.canonicalize import canonicalize_state_dict
+
+    from spinbot.backends.upscale.native import import_spandrel
+
+    spandrel = import_spandrel()
+    state = canonicalize_state_dict(read_tree(path))
+    header = {k: v for k, v in state.items() if isinstance(v, TensorSpec)}
+    try:
+        with torch.device("meta"):
+            return spandrel.MAIN_REGISTRY.load(as_meta(header)), []
+    except spandrel.UnsupportedModelError:
+        return None, [Problem(path, "spandrel does not recognise this checkpoint's architecture")]
+    except Exception as err:  # torch's load_state_dict error: every missing/unexpected/misshapen key
+        return None, problems_from_error(path, err)
+
+
+def upscaler_problems(path: Path) -> list[Problem]:
+    descriptor, problems = spandrel_layout(path)
+    if descriptor is not None and (descriptor.input_channels != 3 or descriptor.output_channels != 3
+                                   or descriptor.scale < 1):
+        problems.append(Problem(path, f"not an RGB upscaler ({descriptor.architecture.name})"))
+    return problems
+
+
+def restorer_problems(path: Path) -> list[Problem]:
+    descriptor, problems = spandrel_layout(path)
+    if descriptor is not None and descriptor.architecture.id != "CodeFormer":
+        problems.append(Problem(path, f"a {descriptor.architecture.name} model; the native backend restores faces "
+                                      "with CodeFormer"))
+    return problems
+
+
+def retinaface_layout() -> dict[str, TensorSpec]:
+    from spinbot.backends.upscale.retinaface import RetinaFace
+
+    with torch.device("meta"):
+        return module_layout(RetinaFace())
+
+
+def retinaface_problems(path: Path) -> list[Problem]:
+    """As load_retinaface reads it: a `state_dict` wrapper unwrapped, DataParallel's `module.` prefix dropped."""
+    tree = read_tree(path)
+    if isinstance(tree.get("state_dict"), dict):
+        tree = tree["state_dict"]
+    found = {k.removeprefix("module."): v for k, v in tree.items() if isinstance(v, TensorSpec)}
+    prefixed = any(k.startswith("module.") for k in tree)
+    return compare_layout(path, retinaface_layout(), found, file_name=lambda k: f"module.{k}" if prefixed else k)

@@ -1,0 +1,54 @@
+"""Which tasks' model files to list, check or pull, with which params (defaults, then --set overrides)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spinbot.errors import InputError
+from spinbot.models.compare import Problem
+from spinbot.models.files import ModelFile
+from spinbot.models.layouts import LAYOUTS, layout_for
+
+BACKEND_SETTING = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
+
+
+def native_tasks(settings: Any) -> list[str]:
+    """The tasks whose configured backend is `native` (the only ones with model files)."""
+    return [task for task, field in BACKEND_SETTING.items() if getattr(settings, field) == "native"]
+
+
+def select_tasks(settings: Any, tasks: list[str] | None) -> list[str]:
+    """The named tasks, or the settings' native ones; an unknown name is one line listing the known ones."""
+    if not tasks:
+        return native_tasks(settings)
+    unknown = [t for t in tasks if t not in LAYOUTS]
+    if unknown:
+        raise InputError(f"unknown task '{unknown[0]}' (tasks with model files: {', '.join(LAYOUTS)})")
+    return list(dict.fromkeys(tasks))
+
+
+def task_params(task: str, overrides: dict[str, dict[str, Any]]) -> Any:
+    """The task's params: defaults, then the --set values for its node (node id = task name, as in the default
+    pipeline), validated by the task's own params model."""
+    from spinbot.tasks.base import validate_params
+    from spinbot.tasks.catalog import load_task
+
+    return validate_params(task, load_task(task).params_model, overrides.get(task, {}))
+
+
+def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
+    unknown = [node for node in overrides if node not in LAYOUTS and node != "script"]
+    if unknown:
+        raise InputError(f"--set names node '{unknown[0]}', which has no model files "
+                         f"(nodes: {', '.join(LAYOUTS)})")
+
+
+def required_files(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[ModelFile]:
+    check_overrides(overrides)
+    return [f for task in tasks for f in layout_for(task).files(task_params(task, overrides), models_dir)]
+
+
+def check_tasks(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[Problem]:
+    check_overrides(overrides)
+    return [p for task in tasks for p in layout_for(task).check(task_params(task, overrides), models_dir)]
