@@ -283,7 +283,7 @@ def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: in
 
     width, height = size
     params = seed_default_params()
-    settings = pipeline.settings_from(params, (height, width, 3), seed=290381, color_strength=1.0)
+    settings = pipeline.settings_from(params, seed=290381)
     frames_total = 1 + (FRAMES - params.motion_frame) * windows + params.motion_frame
     models = Models(model, vae, None, None, None, None, {})
     rng = np.random.default_rng(0)

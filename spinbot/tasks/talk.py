@@ -17,9 +17,8 @@ from spinbot.backends.talk.base import SpeechTrack, TalkBackend
 from spinbot.errors import InputError
 from spinbot.media.audio import load_audio, resample
 from spinbot.media.features import Loudness, fit_length, frame_features, highpass, normalize_loudness, speech_bounds
-from spinbot.media.image import fit_size, load_image, resize_to
+from spinbot.media.image import load_image
 from spinbot.media.video import VideoWriter
-from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.windows import Window, frame_count, plan_windows
@@ -66,6 +65,22 @@ class InfiniteTalkParams(TaskParams):
     audio_scale: float = Field(default=1.6, ge=0, description="How strongly the speech drives the lips and face.")
     audio_cfg_scale: float = Field(default=1, ge=0, description="Guidance scale of the audio: how closely the "
                                                                 "motion follows the speech.")
+    # Beside the seed's table: what its ComfyUI graph fixes in nodes that have no param here (docs/infinitetalk-notes.md)
+    resolution: Literal["480p", "720p"] = Field(
+        default="480p",
+        description="InfiniteTalk's output size bucket set (official --size infinitetalk-480 / infinitetalk-720): the "
+                    "portrait is snapped to the bucket of the nearest aspect ratio, scaled to cover it (small "
+                    "portraits are enlarged) and centre-cropped. The native backend only; lite keeps "
+                    "SPINBOT_TALK_MAX_PIXELS.")
+    sampling_shift: float = Field(
+        default=11.0, gt=0.0, le=100.0,
+        description="Flow-matching timestep shift (sigma' = shift sigma / (1 + (shift - 1) sigma)). 11 is what the "
+                    "seed's ComfyUI setup samples with (WanVideoWrapper's InfiniteTalk example: 6 steps, dpm++_sde, "
+                    "lightx2v LoRA); the official 40-step recipe uses 7 at 480p and 11 at 720p.")
+    color_correction: float = Field(
+        default=1.0, ge=0.0, le=1.0,
+        description="Strength of the per-window Lab colour transfer to the portrait that keeps long videos from "
+                    "drifting (official color_correction_strength): 1 fully corrected, 0 off.")
 
     @model_validator(mode="after")
     def _context_fits_in_window(self) -> "InfiniteTalkParams":
@@ -81,7 +96,7 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
 
     backend = get_backend("infinite_talk")
     speech, steps, warnings = prepare_speech(ctx.input_path("audio"), params)
-    image, resize_step = prepare_image(ctx.input_path("source_image"))
+    image, resize_step = prepare_image(ctx.input_path("source_image"), backend, params)
     steps.append(resize_step)
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     ctx.progress(0.05, "speech and portrait ready")
@@ -143,12 +158,13 @@ def _loudness_step(loudness: Loudness) -> dict[str, Any]:
                    "peak_limited": loudness.peak_limited}
 
 
-def prepare_image(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
-    """The portrait at the output size: at most talk_max_pixels, multiples of 16, aspect kept (centre crop)."""
+def prepare_image(path: Path, backend: TalkBackend, params: InfiniteTalkParams) -> tuple[np.ndarray, dict[str, Any]]:
+    """The portrait at the output size the backend chooses (aspect kept, centre crop)."""
     image = _named_input("source_image", load_image, path)
     h0, w0 = image.shape[:2]
-    width, height = fit_size(w0, h0, get_settings().talk_max_pixels)
-    return resize_to(image, width, height), {"step": "image_resize", "from": [w0, h0], "to": [width, height]}
+    fitted, rule = backend.fit_portrait(image, params)
+    height, width = fitted.shape[:2]
+    return fitted, {"step": "image_resize", "from": [w0, h0], "to": [width, height], "rule": rule}
 
 
 def _named_input(name: str, load: Callable[[Path], Any], path: Path) -> Any:

@@ -29,12 +29,12 @@ else:
 import cv2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from spinbot.backends.talk.infinitetalk.audio import audio_windows  # noqa: E402
+from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR, audio_windows  # noqa: E402
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError  # noqa: E402
 from spinbot.backends.talk.infinitetalk.lora import merge_lora  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
 from spinbot.backends.talk.infinitetalk.sampler import (  # noqa: E402
-    FlowSampler, Guidance, default_shift, denoise, shifted, sigma_schedule)
+    FlowSampler, Guidance, denoise, shifted, sigma_schedule)
 from spinbot.backends.talk.infinitetalk.t5 import hf_to_wan  # noqa: E402
 from spinbot.backends.talk.infinitetalk.vae import load_vae, wan_name  # noqa: E402
 from spinbot.errors import BackendUnavailable  # noqa: E402
@@ -49,6 +49,7 @@ TINY = InfiniteTalkConfig(dim=256, num_heads=2, num_layers=2, ffn_dim=64, freq_d
 AUDIO_KEYS = ("audio_proj.", ".audio_cross_attn.", ".norm_x.")
 LORA_TARGETS = ("blocks.0.self_attn.q", "blocks.1.ffn.0")
 RUN = {"frame_window_size": 13, "motion_frame": 5, "sampling_steps": 2, "audio_cfg_scale": 2.0}
+TINY_BUCKETS = {"0.50": (32, 64), "1.00": (64, 64), "2.00": (64, 32)}  # (height, width), as the official tables
 
 
 # ---- tiny models in the official formats -------------------------------------------------------------------------
@@ -129,7 +130,7 @@ def write_wav2vec(models: Path) -> None:
                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
     folder = models / "wav2vec2" / DEFAULTS.wav2vec_model
     Wav2Vec2Model(config).half().save_pretrained(str(folder))
-    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(str(folder))
+    Wav2Vec2FeatureExtractor(**OFFICIAL_PREPROCESSOR).save_pretrained(str(folder))
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -164,8 +165,11 @@ def inputs(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def native(models_dir: Path, use_settings, spinbot_env) -> Path:
+def native(models_dir: Path, use_settings, spinbot_env, monkeypatch) -> Path:
+    from spinbot.backends.talk.infinitetalk.sizing import BUCKETS
+
     use_settings(models_dir=models_dir, talk_backend="native")
+    monkeypatch.setitem(BUCKETS, "480p", TINY_BUCKETS)  # the official rule at a size the CPU renders in seconds
     return models_dir
 
 
@@ -187,7 +191,10 @@ def test_task_generates_a_multi_window_video_with_one_frame_per_frame_of_speech(
     assert out.meta["windows"]["count"] == len(plan) == 4
     assert out.meta["guidance"]["passes_per_step"] == ["cond", "no_audio"]  # text scale 1, audio scale 2
     assert out.meta["lora"] == {"file": Path(DEFAULTS.lora_model).name, "strength": 1.0, "tensors": 4}
-    assert out.meta["frames_per_window"] == 13 and out.meta["shift"] == 7.0
+    assert out.meta["frames_per_window"] == 13 and out.meta["shift"] == DEFAULTS.sampling_shift == 11.0
+    assert out.meta["wav2vec2_normalizes_waveform"] is False  # the official preprocessor_config.json
+    assert out.meta["steps"][4] == {"step": "image_resize", "from": [64, 64], "to": [64, 64],
+                                    "rule": "480p bucket 64x64 (official InfiniteTalk sizes)"}
     assert len(out.meta["seconds_per_window"]) == out.meta["windows"]["count"]
 
 
@@ -199,7 +206,8 @@ def test_same_seed_same_frames_and_windows_follow_the_vae_stride(native, inputs)
 
     params = InfiniteTalkParams(**(RUN | {"frame_window_size": 12, "motion_frame": 4, "sampling_scheduler": "unipc"}))
     speech, _, _ = prepare_speech(inputs[1], params)
-    image, _ = prepare_image(inputs[0])
+    backend = NativeTalkBackend()
+    image, _ = prepare_image(inputs[0], backend, params)
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     assert len(windows) >= 2
 
@@ -353,7 +361,6 @@ def test_euler_steps_a_linear_field_by_the_sigma_differences():
 
 
 def test_schedules_and_shift():
-    assert default_shift(832, 480) == 7.0 and default_shift(1280, 720) == 11.0 and default_shift(64, 64) == 7.0
     for name in ("unipc", "dpm++_sde"):
         sampler = FlowSampler(name, 4, 7.0)
         expected = shifted(np.linspace(float(shifted(0.999, 7.0)), 0.0, 5)[:-1], 7.0)

@@ -45,7 +45,24 @@ def test_infinite_talk_defaults_match_the_seed_table():
     assert p.normalize_loudness is True
     assert p.audio_scale == 1.6
     assert p.audio_cfg_scale == 1
-    assert len(InfiniteTalkParams.model_fields) == 18
+    # beside the seed's 18: what its ComfyUI graph fixes in nodes without a param (docs/infinitetalk-notes.md)
+    assert (p.resolution, p.sampling_shift, p.color_correction) == ("480p", 11.0, 1.0)
+    assert len(InfiniteTalkParams.model_fields) == 21
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"resolution": "1080p"}, "infinite_talk.resolution: Input should be '480p' or '720p'"),
+    ({"sampling_shift": 0}, "infinite_talk.sampling_shift: Input should be greater than 0"),
+    ({"color_correction": 1.5}, "infinite_talk.color_correction: Input should be less than or equal to 1"),
+])
+def test_the_extra_infinite_talk_params_have_limits(raw, expected):
+    with pytest.raises(ParamsError, match=expected):
+        validate_params("infinite_talk", InfiniteTalkParams, raw)
+
+
+def test_every_infinite_talk_extra_param_is_documented():
+    for name in ("resolution", "sampling_shift", "color_correction"):
+        assert len(InfiniteTalkParams.model_fields[name].description) > 40
 
 
 def test_ai_upscaler_defaults_match_the_seed_table():

@@ -21,6 +21,8 @@ import numpy as np
 from spinbot.backends.talk.base import SpeechTrack
 from spinbot.media.faces import Box, detect_eyes, detect_faces, face_candidates
 from spinbot.media.features import FrameFeatures
+from spinbot.media.image import fit_size, resize_to
+from spinbot.settings import get_settings
 from spinbot.tasks.windows import Window
 
 log = logging.getLogger(__name__)
@@ -355,6 +357,13 @@ class AnimatorState:
 class AnimatorBackend:
     name = "lite"
     honoured_params = frozenset({"fps", "frame_window_size", "motion_frame", "normalize_loudness", "audio_scale"})
+
+    def fit_portrait(self, image: np.ndarray, params: Any) -> tuple[np.ndarray, str]:
+        """Shrunk (never enlarged) to at most SPINBOT_TALK_MAX_PIXELS, multiples of 16, centre-cropped: any size
+        suits a 2-D animator, so the portrait keeps as much of its own as the budget allows."""
+        budget = get_settings().talk_max_pixels
+        width, height = fit_size(image.shape[1], image.shape[0], budget)
+        return resize_to(image, width, height), f"at most {budget} pixels (SPINBOT_TALK_MAX_PIXELS), never enlarged"
 
     def prepare(self, image: np.ndarray, speech: SpeechTrack, params: Any) -> AnimatorState:
         layout = locate_face(image)

@@ -34,6 +34,10 @@ class TalkBackend(Protocol):
     # Params the backend acts on; every other param is validated anyway and reported as ignored.
     honoured_params: frozenset[str]
 
+    def fit_portrait(self, image: np.ndarray, params: InfiniteTalkParams) -> tuple[np.ndarray, str]:
+        """The portrait (RGB uint8) at the output frame size, and the sizing rule in a few words (the backend
+        decides: its model may only know some sizes)."""
+
     def prepare(self, image: np.ndarray, speech: SpeechTrack, params: InfiniteTalkParams) -> Any:
         """Everything that does not change from frame to frame (models, face geometry, motion tracks).
         `image` is RGB uint8 at the output size."""

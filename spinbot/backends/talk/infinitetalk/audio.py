@@ -1,9 +1,14 @@
 """Speech -> InfiniteTalk's audio condition: wav2vec2 features per video frame, cut into per-window windows.
 
 Model: chinese-wav2vec2-base (`wav2vec_model`), a transformers folder (config.json, the weights as
-model.safetensors or pytorch_model.bin, preprocessor_config.json) loaded with transformers' `Wav2Vec2Model`; the
-feature extractor follows the folder's preprocessor_config.json, as the official code's `from_pretrained` does
-(ComfyUI-WanVideoWrapper hard-codes do_normalize off instead).
+model.safetensors or pytorch_model.bin, preprocessor_config.json) loaded with transformers' `Wav2Vec2Model`.
+
+Waveform normalization (zero mean, unit variance before the CNN): the feature extractor follows the folder's
+preprocessor_config.json, as the official code's `Wav2Vec2FeatureExtractor.from_pretrained` does. The official
+folder's file (TencentGameMate/chinese-wav2vec2-base, 160 bytes, sha256 c1707926...1c09) says do_normalize false,
+and ComfyUI-WanVideoWrapper agrees: its folder loader reads that file and its single-file loader hard-codes
+do_normalize False. A folder without the file gets those same values (OFFICIAL_PREPROCESSOR), never transformers'
+own default (do_normalize True); the choice made is reported (`normalizes`).
 
 Embedding (official `get_embedding` + its Wav2Vec2Model subclass): the 16 kHz speech goes through the CNN feature
 encoder; the CNN features (50 per second) are linearly interpolated (align_corners) to one per video frame before
@@ -32,11 +37,21 @@ AUDIO_WINDOW = 5  # wav2vec2 frames around each video frame
 UNUSED_KEYS = ("masked_spec_embed",)  # only used for masked pre-training
 
 
+# chinese-wav2vec2-base's preprocessor_config.json, as published (docs/infinitetalk-notes.md)
+OFFICIAL_PREPROCESSOR = {"do_normalize": False, "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
+                         "return_attention_mask": False, "sampling_rate": SAMPLE_RATE}
+
+
 class AudioEncoder(nn.Module):
     def __init__(self, model: nn.Module, feature_extractor):
         super().__init__()
         self.model = model
         self.feature_extractor = feature_extractor
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether the waveform is normalized to zero mean and unit variance before the model."""
+        return bool(self.feature_extractor.do_normalize)
 
     @torch.no_grad()
     def forward(self, speech: np.ndarray, frames: int) -> torch.Tensor:
@@ -82,5 +97,5 @@ def load_audio_encoder(folder: Path, dtype: torch.dtype = torch.float32,
         raise CheckpointError(f"wav2vec2 checkpoint in {folder} is missing '{missing[0]}'{more}")
     has_preprocessor = (folder / "preprocessor_config.json").is_file()
     extractor = (Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True) if has_preprocessor
-                 else Wav2Vec2FeatureExtractor(sampling_rate=SAMPLE_RATE))
+                 else Wav2Vec2FeatureExtractor(**OFFICIAL_PREPROCESSOR))
     return AudioEncoder(model.eval().requires_grad_(False).to(device), extractor)

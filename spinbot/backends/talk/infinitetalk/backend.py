@@ -28,6 +28,7 @@ except ImportError:  # the registry imports this module by name: say what to ins
 
 from spinbot.backends.talk.infinitetalk import pipeline  # noqa: E402
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models  # noqa: E402
+from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait  # noqa: E402
 
 if TYPE_CHECKING:
     from spinbot.tasks.talk import InfiniteTalkParams
@@ -40,7 +41,6 @@ class NativeTalkConfig:
     device: str | None = None  # None: CUDA when available, else the CPU
     seed: int = 290381  # InfiniteTalkParams has no seed yet; a params field `seed` takes precedence
     lora_strength: float = 1.0  # ComfyUI's default for the distillation LoRA; no param names it
-    color_strength: float = 1.0  # the official default for the per-window Lab colour transfer
 
 
 DEFAULT_CONFIG = NativeTalkConfig()
@@ -52,7 +52,7 @@ class NativeTalkBackend:
         "infinitetalk_model", "vae_model", "t5_text_encoder_model", "wav2vec_model", "lora_model",
         "clip_vision_model", "wan_video_model", "fps", "positive_prompt", "negative_prompt", "sampling_steps",
         "sampling_cfg", "sampling_scheduler", "frame_window_size", "motion_frame", "normalize_loudness",
-        "audio_scale", "audio_cfg_scale",
+        "audio_scale", "audio_cfg_scale", "resolution", "sampling_shift", "color_correction",
     })
 
     def __init__(self, config: NativeTalkConfig | None = None, models_dir: Path | None = None):
@@ -60,8 +60,13 @@ class NativeTalkBackend:
         self.models_dir = models_dir
         self.on_step: pipeline.StepReport | None = None  # progress inside a window, (window, done, total)
 
+    def fit_portrait(self, image: np.ndarray, params: InfiniteTalkParams) -> tuple[np.ndarray, str]:
+        """The official rule: the nearest-aspect bucket of the `resolution` set, covered and centre-cropped."""
+        fitted = fit_portrait(image, BUCKETS[params.resolution])
+        return fitted, f"{params.resolution} bucket {fitted.shape[1]}x{fitted.shape[0]} (official InfiniteTalk sizes)"
+
     def prepare(self, image: np.ndarray, speech: SpeechTrack, params: InfiniteTalkParams) -> pipeline.TalkState:
-        settings = pipeline.settings_from(params, image.shape, self.config.seed, self.config.color_strength)
+        settings = pipeline.settings_from(params, self.config.seed)
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         env = get_settings()
         precision = Precision.for_device(device, fp8=env.talk_fp8)
@@ -88,6 +93,7 @@ class NativeTalkBackend:
             "lora": None if models.lora is None else {"file": models.lora.file, "strength": models.lora.strength,
                                                       "tensors": models.lora.tensors},
             "color_correction": s.color_strength,
+            "wav2vec2_normalizes_waveform": models.audio.normalizes,
             "seconds_per_window": [round(t, 3) for t in state.window_seconds],
             "seconds_per_step": round(sum(steps) / len(steps), 4) if steps else None,
             "warnings": list(state.warnings),

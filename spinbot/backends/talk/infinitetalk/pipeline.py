@@ -40,7 +40,7 @@ from spinbot.backends.talk.infinitetalk.color import match_colors, reference_sta
 from spinbot.backends.talk.infinitetalk.loading import Models
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.sampler import (
-    PASSES, SCHEDULERS, FlowSampler, Guidance, default_shift, denoise)
+    PASSES, SCHEDULERS, FlowSampler, Guidance, denoise)
 from spinbot.backends.talk.infinitetalk.vae import SPATIAL_STRIDE, TEMPORAL_STRIDE
 from spinbot.errors import ParamsError
 from spinbot.media.audio import resample
@@ -61,7 +61,7 @@ class Settings:
     guidance: Guidance
     audio_scale: float
     seed: int
-    color_strength: float
+    color_strength: float  # color_correction
     window: int  # frame_window_size
     motion: int  # motion_frame
     generated: int  # frames each window generates: 1 + 4k >= window
@@ -79,6 +79,8 @@ class TalkState:
     y: torch.Tensor  # [1, 20, T, h, w]
     motion: torch.Tensor | None = None  # the next window's motion frames [1, 3, M, H, W] in [-1, 1]
     generator: torch.Generator = field(default_factory=torch.Generator)
+    # Each window's initial noise for a shape; None: drawn from `generator`. A reference run replays recorded noise.
+    noise: Callable[[tuple[int, ...]], torch.Tensor] | None = None
     window_seconds: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -87,23 +89,22 @@ class TalkState:
 StepReport = Callable[[int, int, int], None]  # (window index, steps done, steps in the window)
 
 
-def settings_from(params: Any, image_shape: tuple[int, ...], seed: int, color_strength: float) -> Settings:
+def settings_from(params: Any, seed: int) -> Settings:
+    """The sampler's settings from the params; `seed` where the params have none (InfiniteTalkParams has no seed
+    field: a `seed` attribute, if one appears, takes precedence)."""
     if params.sampling_scheduler not in SCHEDULERS:
         raise ParamsError(f"sampling_scheduler {params.sampling_scheduler!r} is not available in the native "
                           f"backend; use one of: {', '.join(SCHEDULERS)}")
     if params.motion_frame < 1:
         raise ParamsError("the native backend needs motion_frame >= 1: each window continues from the last frames "
                           "of the one before")
-    height, width = image_shape[:2]
     window = params.frame_window_size
-    # InfiniteTalkParams has no seed or shift field (yet): the backend's seed, the official shift for the size
-    params_seed, params_shift = getattr(params, "seed", None), getattr(params, "shift", None)
+    params_seed = getattr(params, "seed", None)
     return Settings(
-        scheduler=params.sampling_scheduler, steps=params.sampling_steps,
-        shift=float(params_shift if params_shift is not None else default_shift(width, height)),
+        scheduler=params.sampling_scheduler, steps=params.sampling_steps, shift=float(params.sampling_shift),
         guidance=Guidance(params.sampling_cfg, params.audio_cfg_scale), audio_scale=params.audio_scale,
         seed=int(params_seed if params_seed is not None else seed),
-        color_strength=color_strength, window=window, motion=params.motion_frame,
+        color_strength=float(params.color_correction), window=window, motion=params.motion_frame,
         generated=1 + TEMPORAL_STRIDE * math.ceil((window - 1) / TEMPORAL_STRIDE))
 
 
@@ -113,7 +114,7 @@ def prepare(models: Models, image: np.ndarray, speech: SpeechTrack, params: Any,
     if height % (2 * SPATIAL_STRIDE) or width % (2 * SPATIAL_STRIDE):
         raise ParamsError(f"the portrait is {width}x{height}; the native backend needs multiples of 16")
     with torch.inference_mode():
-        portrait = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        portrait = to_unit_range(image, device)
         text = encode_prompts(models, params, settings.guidance, device)
         with on_device(models.clip, device):
             clip = models.clip(portrait)
@@ -123,6 +124,11 @@ def prepare(models: Models, image: np.ndarray, speech: SpeechTrack, params: Any,
     generator = torch.Generator("cpu").manual_seed(settings.seed)  # CPU noise: the same on every device
     return TalkState(settings, models, portrait, colors, text, clip, audio, y,
                      generator=generator, warnings=stride_warnings(settings))
+
+
+def to_unit_range(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """RGB uint8 [H, W, 3] -> [1, 3, H, W] float32 in [-1, 1], with the official arithmetic ((x / 255 - 0.5) * 2)."""
+    return (torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255 - 0.5) * 2
 
 
 def encode_prompts(models: Models, params: Any, guidance: Guidance, device: torch.device) -> dict[bool, torch.Tensor]:
@@ -163,7 +169,8 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
     s, models = state.settings, state.models
     motion = motion_latents(state, window)
     audio = audio_windows(state.audio, window.start, s.generated)[None].to(state.y.device)
-    noise = torch.randn(state.y[:, MASK_CHANNELS:].shape, generator=state.generator).to(state.y.device)
+    shape = tuple(state.y[:, MASK_CHANNELS:].shape)
+    noise = (state.noise(shape) if state.noise else torch.randn(shape, generator=state.generator)).to(state.y.device)
     sampler = FlowSampler(s.scheduler, s.steps, s.shift)
     last = [time.perf_counter()]
 

@@ -2,8 +2,9 @@
 
 The model predicts the flow velocity v = noise - clean at noise level sigma (x_sigma = (1 - sigma) clean +
 sigma noise); sampling goes from sigma = 1 (pure noise) to 0. Every scheduler's sigmas are shifted as
-sigma' = shift sigma / (1 + (shift - 1) sigma), which spends more steps at high noise; the official defaults are
-shift 7 at 480p and 11 at 720p. The model's timestep is 1000 sigma'.
+sigma' = shift sigma / (1 + (shift - 1) sigma), which spends more steps at high noise (`sampling_shift`: 11 by
+default, as the seed's ComfyUI setup samples; the official 40-step recipe uses 7 at 480p and 11 at 720p). The model's
+timestep is 1000 sigma'.
 
 Schedulers (diffusers' classes, fed the sigmas below, which makes them reproduce the reference implementations
 exactly: checked step by step against Wan's own FlowUniPC / FlowDPMSolver classes, difference 0):
@@ -35,18 +36,10 @@ import torch
 
 SCHEDULERS = ("euler", "unipc", "dpm++_sde")
 TRAIN_STEPS = 1000
-SHIFT_480P, SHIFT_720P = 7.0, 11.0
-AREA_480P, AREA_720P = 832 * 480, 1280 * 720
 
 # Which conditions each forward pass keeps: (text prompt, audio)
 PASSES = {"cond": (True, True), "no_text": (False, True), "no_audio": (True, False),
           "no_text_no_audio": (False, False)}
-
-
-def default_shift(width: int, height: int) -> float:
-    """The official shift for the closer of the two trained resolutions (by pixel count)."""
-    area = width * height
-    return SHIFT_720P if abs(area - AREA_720P) < abs(area - AREA_480P) else SHIFT_480P
 
 
 def shifted(sigma: np.ndarray | float, shift: float) -> np.ndarray:
