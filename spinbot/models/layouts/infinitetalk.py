@@ -89,7 +89,7 @@ def transformer_layout(config) -> dict[str, TensorSpec]:
 
 
 def transformer_problems(wan: Path, talk: Path, lora: Path | None) -> list[Problem]:
-    from spinbot.backends.talk.infinitetalk.loader import index_checkpoints
+    from spinbot.backends.talk.infinitetalk.transformer_checkpoint import index_checkpoints
     from spinbot.backends.talk.infinitetalk.loading import file_prefixes, transformer_config
 
     paths = [wan, talk]
