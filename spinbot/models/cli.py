@@ -84,7 +84,7 @@ def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
     seconds = time.monotonic() - start
     if problems:
         err_console.print(f"{len(problems)} problem(s) in the model files of {', '.join(tasks)} ({seconds:.1f} s)",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     typer.echo(f"ok: {count} files of {', '.join(tasks)} fit their architectures ({seconds:.1f} s)")
 

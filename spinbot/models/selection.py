@@ -52,3 +52,29 @@ def required_files(tasks: list[str], models_dir: Path, overrides: dict[str, dict
 def check_tasks(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[Problem]:
     check_overrides(overrides)
     return [p for task in tasks for p in layout_for(task).check(task_params(task, overrides), models_dir)]
+
+
+def startup_problems(settings: Any, queues: list[str]) -> tuple[list[str], list[Problem]]:
+    """The native tasks a worker on `queues` serves, and the problems in their default files (what `spinbot
+    models check --task T` prints for them)."""
+    from spinbot.queue.config import DEFAULT_ROUTES
+
+    routes = {**DEFAULT_ROUTES, **settings.queue_routes}
+    served = [t for t in native_tasks(settings) if routes.get(t, settings.queue_default) in queues]
+    return served, check_tasks(served, settings.models_dir, {}) if served else []
+
+
+def refuse_on_problems(settings: Any, queues: list[str]) -> None:
+    """Raise one clear SpinBotError (every problem on its own line) when the served tasks' files do not fit."""
+    from spinbot.errors import SpinBotError
+
+    try:
+        served, problems = startup_problems(settings, queues)
+    except ImportError as err:
+        raise SpinBotError(f"refusing to start: the native backends need the gpu extra "
+                           f"(pip install 'spinbot[gpu]'): {err}") from None
+    if problems:
+        lines = "\n".join(p.line(settings.models_dir) for p in problems)
+        raise SpinBotError(f"refusing to start: {len(problems)} problem(s) in the model files of "
+                           f"{', '.join(served)} (SPINBOT_MODELS_DIR={settings.models_dir}; `spinbot models "
+                           f"pull` fetches missing files):\n{lines}")

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from bullmq import Worker
 from bullmq.custom_errors import DelayedError
 
+from spinbot.models.selection import refuse_on_problems
 from spinbot.queue.config import QueueOptions
 from spinbot.queue.keys import BULL_PREFIX, worker_key
 from spinbot.settings import Settings, get_settings
@@ -176,6 +177,7 @@ class WorkerService:
 def run_worker(queues: list[str] | None = None, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     queues = queues or [q.strip() for q in settings.worker_queues.split(",") if q.strip()]
+    refuse_on_problems(settings, queues)  # the native backends' model files, before any job is taken
     extra = install_extra_tasks(settings.extra_tasks)
     if extra:
         log.info("extra tasks installed", extra={"tasks": extra})

@@ -71,17 +71,28 @@ def _meta_transformer(config: InfiniteTalkConfig) -> InfiniteTalkModel:
 
 
 def write_transformer(wan: Path, talk: Path, model: InfiniteTalkModel, seed: int, device: torch.device) -> None:
+    wan_items, adapter_items = transformer_entries(model)
+    write_safetensors(wan, wan_items, seed, device)
+    write_safetensors(talk, adapter_items, seed, device)
+
+
+def transformer_entries(model: InfiniteTalkModel) -> tuple[list[Entry], list[Entry]]:
+    """The Wan file's entries (bf16) and the InfiniteTalk file's (fp16 matrices, fp32 vectors and audio_proj)."""
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     adapter = {k for k in state if any(part in k for part in ADAPTER_KEYS)}
-    write_safetensors(wan, [Entry(k, s, torch.bfloat16) for k, s in state.items() if k not in adapter], seed, device)
 
     def adapter_dtype(key: str, shape: tuple[int, ...]) -> torch.dtype:
         return torch.float16 if len(shape) == 2 and not key.startswith("audio_proj.") else torch.float32
 
-    write_safetensors(talk, [Entry(k, state[k], adapter_dtype(k, state[k])) for k in sorted(adapter)], seed, device)
+    return ([Entry(k, s, torch.bfloat16) for k, s in state.items() if k not in adapter],
+            [Entry(k, state[k], adapter_dtype(k, state[k])) for k in sorted(adapter)])
 
 
 def write_lora(path: Path, model: InfiniteTalkModel, rank: int, seed: int, device: torch.device) -> None:
+    write_safetensors(path, lora_entries(model, rank), seed, device)
+
+
+def lora_entries(model: InfiniteTalkModel, rank: int) -> list[Entry]:
     items = []
     for name, module in model.named_modules():
         if any(part.strip(".") in name for part in ADAPTER_KEYS):
@@ -91,35 +102,41 @@ def write_lora(path: Path, model: InfiniteTalkModel, rank: int, seed: int, devic
             items += [Entry(f"{key}.lora_down.weight", (rank, module.in_features), torch.bfloat16),
                       Entry(f"{key}.lora_up.weight", (module.out_features, rank), torch.bfloat16, kind="small"),
                       Entry(f"{key}.diff_b", (module.out_features,), torch.bfloat16)]
-        elif isinstance(module, nn.Conv3d) or (getattr(module, "weight", None) is not None and module.weight.dim() == 1
-                                               and not isinstance(module, nn.Linear)):
+        elif isinstance(module, nn.Conv3d) or (getattr(module, "weight", None) is not None and module.weight.dim() == 1):
             items.append(Entry(f"{key}.diff", tuple(module.weight.shape), torch.bfloat16, kind="small"))
             if getattr(module, "bias", None) is not None:
                 items.append(Entry(f"{key}.diff_b", tuple(module.bias.shape), torch.bfloat16))
         if isinstance(getattr(module, "modulation", None), nn.Parameter):
             items.append(Entry(f"{key}.diff_m", tuple(module.modulation.shape), torch.bfloat16))
-    write_safetensors(path, items, seed, device)
+    return items
 
 
 def write_vae(path: Path, base_dim: int, seed: int, device: torch.device) -> None:
+    write_safetensors(path, vae_entries(base_dim), seed, device)
+
+
+def vae_entries(base_dim: int) -> list[Entry]:
     from diffusers import AutoencoderKLWan
 
     with torch.device("meta"):
         vae = AutoencoderKLWan(base_dim=base_dim, z_dim=16)
-    write_safetensors(path, [Entry(wan_name(k), tuple(v.shape), torch.bfloat16) for k, v in vae.state_dict().items()],
-                      seed, device)
+    return [Entry(wan_name(k), tuple(v.shape), torch.bfloat16) for k, v in vae.state_dict().items()]
 
 
 def write_umt5(path: Path, size: UMT5Size, seed: int, device: torch.device) -> None:
+    write_safetensors(path, umt5_entries(size), seed, device, metadata={"format": "pt"})  # as the real file
+    write_tokenizer(path.parent / "tokenizer.json", size.vocab_size)
+
+
+def umt5_entries(size: UMT5Size) -> list[Entry]:
     from transformers import UMT5EncoderModel
 
     from spinbot.backends.talk.infinitetalk.weights import uninitialised
 
     with torch.device("meta"), uninitialised(torch.float32):
         state = UMT5EncoderModel(size.config()).state_dict()
-    write_safetensors(path, [Entry(hf_to_wan(k), tuple(v.shape), torch.bfloat16) for k, v in state.items()
-                             if k != "encoder.embed_tokens.weight"], seed, device)
-    write_tokenizer(path.parent / "tokenizer.json", size.vocab_size)
+    return [Entry(hf_to_wan(k), tuple(v.shape), torch.bfloat16) for k, v in state.items()
+            if k != "encoder.embed_tokens.weight"]
 
 
 def write_tokenizer(path: Path, vocab_size: int) -> None:
@@ -147,6 +164,10 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
 
 
 def write_clip(path: Path, size: ClipVisionSize, seed: int, device: torch.device) -> None:
+    write_safetensors(path, clip_entries(size), seed, device)
+
+
+def clip_entries(size: ClipVisionSize) -> list[Entry]:
     from transformers import CLIPVisionModel
 
     with torch.device("meta"):
@@ -154,9 +175,8 @@ def write_clip(path: Path, size: ClipVisionSize, seed: int, device: torch.device
     items = [Entry(f"vision_model.{k.removeprefix('vision_model.')}", tuple(v.shape), torch.float16)
              for k, v in state.items()]
     positions = (size.image_size // size.patch_size) ** 2 + 1
-    items += [Entry("visual_projection.weight", (CLIP_PROJECTION, size.hidden_size), torch.float16),
-              Entry("vision_model.embeddings.position_ids", (1, positions), torch.int64, kind="arange")]
-    write_safetensors(path, items, seed, device)
+    return items + [Entry("visual_projection.weight", (CLIP_PROJECTION, size.hidden_size), torch.float16),
+                    Entry("vision_model.embeddings.position_ids", (1, positions), torch.int64, kind="arange")]
 
 
 def write_wav2vec(folder: Path, config_kwargs: dict, seed: int) -> None:

@@ -80,15 +80,7 @@ def write_safetensors(path: Path, items: Iterable[Entry], seed: int = 0, device:
     """Write a safetensors file tensor by tensor (see the module docstring); the file appears under its name only
     when complete."""
     device = torch.device(device)
-    ordered = sorted(items, key=lambda e: (-_itemsize(e.dtype), e.name))
-    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
-    offset = 0
-    for e in ordered:
-        nbytes = _numel(e.shape) * _itemsize(e.dtype)
-        header[e.name] = {"dtype": ST_NAMES[e.dtype], "shape": list(e.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
+    ordered, blob = plan(items, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
@@ -98,6 +90,25 @@ def write_safetensors(path: Path, items: Iterable[Entry], seed: int = 0, device:
             f.write(_bytes(make(e, seed, device)))
     os.replace(tmp, path)
     return path
+
+
+def plan(items: Iterable[Entry], metadata: dict[str, str] | None = None) -> tuple[list[Entry], bytes]:
+    """The tensors in file order and the padded JSON header."""
+    ordered = sorted(items, key=lambda e: (-_itemsize(e.dtype), e.name))
+    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for e in ordered:
+        nbytes = _numel(e.shape) * _itemsize(e.dtype)
+        header[e.name] = {"dtype": ST_NAMES[e.dtype], "shape": list(e.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    return ordered, blob + b" " * (-len(blob) % 8)
+
+
+def planned_size(items: Iterable[Entry], metadata: dict[str, str] | None = None) -> int:
+    """The byte size write_safetensors would give these entries, without producing any tensor."""
+    ordered, blob = plan(items, metadata)
+    return 8 + len(blob) + sum(_numel(e.shape) * _itemsize(e.dtype) for e in ordered)
 
 
 def _bytes(tensor: torch.Tensor) -> memoryview:

@@ -1,0 +1,152 @@
+"""`spinbot models list | check` on a tiny models folder in the seed files' real layouts (tests/support/model_folder),
+and on a copy with one fault in each file: one line per problem, exit 1; the worker refuses to start on them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import in_ci
+
+if in_ci():
+    import torch  # CI installs the gpu extra: its absence is a failure there, not a skip
+else:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("diffusers")
+    pytest.importorskip("f5_tts")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from spinbot.cli import app  # noqa: E402
+from tests.support.model_folder import write_model_folder  # noqa: E402
+
+TASKS = ["--task", "f5_to_tts", "--task", "infinite_talk", "--task", "upscale_video"]
+WAN = "diffusion_models/wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors"
+TALK = "diffusion_models/wanvideo/infinite_talk/Wan2_1-InfiniTetalk-Single_fp16.safetensors"
+LORA = "loras/wanvideo/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+VAE = "vae/wanvideo/Wan2_1_VAE_bf16.safetensors"
+UMT5 = "text_encoders/umt5/umt5-xxl-enc-bf16.safetensors"
+CLIP = "clip_vision/wanvideo/clip_vision_h.safetensors"
+F5 = "F5-TTS/F5TTS_v1_Base/model_1250000.safetensors"
+UPSCALER = "upscale_models/RealESRGAN_x2.pth"
+DETECTOR = "facedetection/detection_Resnet50_Final.pth"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_model_folder(tmp_path_factory.mktemp("models"), scale="tiny", log=lambda message: None)
+
+
+def run(*args: str) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, [line for line in result.output.splitlines() if line.strip()]
+
+
+def linked_copy(source: Path, target: Path) -> Path:
+    """A models folder whose files are symlinks to `source`'s: a fault replaces one link by a real file."""
+    for path in source.rglob("*"):
+        if path.is_file():
+            link = target / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    return target
+
+
+def rewrite(root: Path, relpath: str, change) -> None:
+    """Load a small safetensors file, change its dict, save it in place of the link."""
+    path = root / relpath
+    state = load_file(str(path))
+    change(state)
+    path.unlink()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+
+
+def test_list_names_every_file_with_its_place_status_size_and_source(tiny, tmp_path):
+    shutil.copytree(tiny / "upscale_models", tmp_path / "upscale_models")
+    code, lines = run("models", "list", *TASKS, "--models-dir", str(tmp_path), "--set",
+                      "upscale_video.model_name_1=mine.pth")
+    assert code == 0
+    assert lines[0] == f"SPINBOT_MODELS_DIR={tmp_path}"
+    upscaler = next(line for line in lines if UPSCALER in line)
+    assert upscaler.startswith("present") and "(upscale_video.model_name_0)" in upscaler
+    assert "hf://ai-forever/Real-ESRGAN@ce23cf9d8a90d83437421b8c37811dec0e522924/RealESRGAN_x2.pth" in upscaler
+    assert next(line for line in lines if WAN in line).split()[:3] == ["missing", "32.8", "GB"]
+    mine = next(line for line in lines if "facerestore_models/mine.pth" in line)
+    assert mine.startswith("missing") and "no known source" in mine
+    assert lines[-1] == "18 files, 15 missing; `spinbot models pull` fetches them"  # 2 of the absent are optional
+
+
+def test_list_refuses_a_node_without_model_files(tiny):
+    code, lines = run("models", "list", "--models-dir", str(tiny), "--task", "upscale_video", "--set", "script.x=1",
+                      "--set", "nonode.model=x")
+    assert code == 2 and "'nonode', which has no model files" in lines[-1]
+
+
+def test_check_passes_on_the_real_layouts(tiny):
+    code, lines = run("models", "check", *TASKS, "--models-dir", str(tiny))
+    assert code == 0, lines
+    assert lines[-1].startswith("ok: 18 files of f5_to_tts, infinite_talk, upscale_video fit their architectures")
+
+
+def test_check_names_every_fault_on_its_own_line(tiny, tmp_path):
+    root = linked_copy(tiny, tmp_path / "broken")
+    rewrite(root, WAN, lambda s: s.pop("blocks.1.ffn.0.weight"))
+    rewrite(root, TALK, lambda s: s.update({"blocks.0.audio_cross_attn.q_linear.weight": torch.zeros(8, 8)}))
+    rewrite(root, UMT5, lambda s: s.update({"blocks.0.attn.q.weight": s["blocks.0.attn.q.weight"].to(torch.int8)}))
+    rewrite(root, F5, lambda s: s.update({"ema_model.transformer.extra": torch.zeros(2)}))
+    rewrite(root, LORA, lambda s: s.update({"diffusion_model.blocks.9.self_attn.q.lora_down.weight": torch.zeros(4, 8),
+                                            "diffusion_model.blocks.9.self_attn.q.lora_up.weight": torch.zeros(8, 4)}))
+    (root / VAE).unlink()
+    clip = root / CLIP
+    data = clip.read_bytes()[:1000]
+    clip.unlink()
+    clip.write_bytes(data)  # a download cut short
+    for relpath, wrapper in ((UPSCALER, "params_ema"), (DETECTOR, None)):
+        state = torch.load(root / relpath, weights_only=True)
+        inner = state[wrapper] if wrapper else state
+        inner.pop(sorted(inner)[3])
+        (root / relpath).unlink()
+        torch.save(state, root / relpath)
+
+    code, lines = run("models", "check", *TASKS, "--models-dir", str(root))
+
+    assert code == 1
+    assert f"{VAE}: missing (vae_model)" in lines
+    assert "problem(s) in the model files of f5_to_tts, infinite_talk, upscale_video (" in lines[-1]
+    # Without the VAE the infinite_talk files are not opened; with it back, every other fault shows.
+    (root / VAE).symlink_to(tiny / VAE)
+    code, lines = run("models", "check", *TASKS, "--models-dir", str(root))
+    assert code == 1
+    expected = [
+        f"{WAN}: missing key 'blocks.1.ffn.0.weight' (shape [64, 256])",
+        f"{TALK}: key 'blocks.0.audio_cross_attn.q_linear.weight' has shape [8, 8], the model needs [256, 256]",
+        f"{UMT5}: key 'blocks.0.attn.q.weight' is I8, the loader needs BF16, F16, F32, F64",
+        f"{F5}: unexpected key 'ema_model.transformer.extra'",
+        f"{LORA}: 'diffusion_model.blocks.9.self_attn.q.lora_down.weight' targets 'blocks.9.self_attn.q.weight', "
+        "which the model does not have",
+    ]
+    for line in expected:
+        assert line in lines, (line, lines)
+    assert any(line.startswith(f"{CLIP}: not a readable safetensors file") for line in lines)
+    assert any(line.startswith(f"{UPSCALER}: missing key") for line in lines)
+    assert any(line.startswith(f"{DETECTOR}: missing key 'module.") for line in lines)
+    assert len(lines) == len(expected) + 3 + 1  # one line per fault, then the count
+
+
+def test_the_worker_refuses_to_start_on_files_that_do_not_fit(tmp_path, use_settings, spinbot_env):
+    use_settings(models_dir=tmp_path, tts_backend="native", redis_url="redis://127.0.0.1:9/0")
+    code, lines = run("worker", "--queues", "gpu")
+    assert code == 2
+    assert "refusing to start: 4 problem(s) in the model files of f5_to_tts" in lines[0]
+    assert any("F5-TTS/F5TTS_v1_Base/model_1250000.safetensors: missing (model)" in line for line in lines)
+
+
+def test_a_worker_that_serves_no_native_task_starts_without_model_files(tmp_path, use_settings, spinbot_env):
+    from spinbot.models.selection import startup_problems
+    from spinbot.settings import get_settings
+
+    use_settings(models_dir=tmp_path, tts_backend="native", redis_url="redis://127.0.0.1:9/0")
+    assert startup_problems(get_settings(), ["cpu"]) == ([], [])  # f5_to_tts runs on the gpu queue
