@@ -16,6 +16,7 @@ TASK_HELP = "Task whose files to handle (repeatable): f5_to_tts, infinite_talk, 
             "whose backend is native (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND)."
 SET_HELP = "NODE.PARAM=VALUE, repeatable: a file param other than the default (e.g. upscale_video.model_name_0=x.pth)."
 DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
+GPU_EXTRA = "the native backends' model files need the gpu extra (pip install 'spinbot[gpu]'): {err}"
 
 
 def _context(tasks: list[str], sets: list[str], models_dir: Optional[Path]):
@@ -48,6 +49,8 @@ def list_files(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
         needed = required_files(tasks, root, overrides)
     except SpinBotError as err:
         fail(str(err))
+    except ImportError as err:
+        fail(GPU_EXTRA.format(err=err))
     typer.echo(f"SPINBOT_MODELS_DIR={root}")
     for f in needed:
         status = "present" if f.present else ("missing" if f.required else "absent (optional)")
@@ -78,7 +81,7 @@ def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
     except SpinBotError as err:
         fail(str(err))
     except ImportError as err:
-        fail(f"checking the native backends' files needs the gpu extra (pip install 'spinbot[gpu]'): {err}")
+        fail(GPU_EXTRA.format(err=err))
     for problem in problems:
         typer.echo(problem.line(root))
     seconds = time.monotonic() - start
@@ -105,6 +108,8 @@ def pull(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
         needed = required_files(tasks, root, overrides)
     except SpinBotError as err:
         fail(str(err))
+    except ImportError as err:
+        fail(GPU_EXTRA.format(err=err))
     failures = []
     for f in needed:
         if f.present or (not f.required and f.source is None):
