@@ -125,8 +125,8 @@ def test_check_names_every_fault_on_its_own_line(tiny, tmp_path):
         f"{TALK}: key 'blocks.0.audio_cross_attn.q_linear.weight' has shape [8, 8], the model needs [256, 256]",
         f"{UMT5}: key 'blocks.0.attn.q.weight' is I8, the loader needs BF16, F16, F32, F64",
         f"{F5}: unexpected key 'ema_model.transformer.extra'",
-        f"{LORA}: 'diffusion_model.blocks.9.self_attn.q.lora_down.weight' targets 'blocks.9.self_attn.q.weight', "
-        "which the model does not have",
+        (f"{LORA}: 'diffusion_model.blocks.9.self_attn.q.lora_down.weight' targets 'blocks.9.self_attn.q.weight', "
+         "which the model does not have"),
     ]
     for line in expected:
         assert line in lines, (line, lines)

@@ -47,9 +47,9 @@ TINY = TalkSizes(
     lora_rank=4, vae_base_dim=8,
     umt5=UMT5Size(vocab_size=64, d_model=32, d_ff=48, num_heads=4, num_layers=2, num_buckets=32),
     clip=ClipVisionSize(hidden_size=1280, intermediate_size=64, num_layers=2, patch_size=14, image_size=28),
-    wav2vec=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=32,
-                 conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16,
-                 codevector_dim=16, proj_codevector_dim=16, num_codevectors_per_group=8))
+    wav2vec={"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 32,
+             "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 16,
+             "codevector_dim": 16, "proj_codevector_dim": 16, "num_codevectors_per_group": 8})
 FULL = TalkSizes(transformer=InfiniteTalkConfig(), lora_rank=64, vae_base_dim=96, umt5=UMT5Size(),
                  clip=ClipVisionSize(), wav2vec={})
 
