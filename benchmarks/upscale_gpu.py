@@ -8,7 +8,7 @@ Target (issue 7): at least 30 frames per second end to end (decode -> upscale ->
 audio), and at least 3x a plain per-frame loop over the same models, timed in the same run.
 
 The models are the real-size architectures with random weights, written in the official checkpoint layouts
-(tests/support/upscale_checkpoints.py builds them): RealESRGAN_x2plus (RRDBNet, 23 blocks, 64 features), CodeFormer,
+(spinbot/models/synth/upscale.py builds them): RealESRGAN_x2plus (RRDBNet, 23 blocks, 64 features), CodeFormer,
 RetinaFace-ResNet50. A random detector finds no real face, so its three 1x1 heads are set (zero weights, chosen
 biases) to report one 256-px face with a frontal landmark layout on every frame; the rest of the detector is
 random and runs in full. max_faces=1: a talking head has one face, restored on every frame.
@@ -268,7 +268,7 @@ def main() -> None:
         sys.exit("needs a CUDA GPU")
     # cudnn.benchmark stays off: PyTorch keeps cuDNN's tuned plans per thread, so the pipeline's device thread
     # (a new one for each video) would tune again every time; measured: 9.9 fps with it, 24.2 without (eager).
-    from tests.support.upscale_checkpoints import write_models
+    from spinbot.models.synth.upscale import write_models
 
     from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler
     from spinbot.settings import reset_settings

@@ -23,7 +23,7 @@ FACE_HEAD = (2, 0)  # the detector's 256 px anchors report a face (see tests/uni
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.upscale_checkpoints import write_models
+    from spinbot.models.synth.upscale import write_models
 
     return write_models(tmp_path_factory.mktemp("models"), num_feat=64, num_block=23, face=FACE_HEAD)
 

@@ -22,12 +22,12 @@ else:
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from spinbot.backends.talk.infinitetalk.loader import load_model  # noqa: E402
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import load_model  # noqa: E402
 from spinbot.backends.talk.infinitetalk.loading import file_prefixes, transformer_config  # noqa: E402
 from spinbot.models.layouts.infinitetalk import transformer_problems, wav2vec_problems  # noqa: E402
 from spinbot.models.layouts.upscale import upscaler_problems  # noqa: E402
-from tests.support.model_folder.talk import FULL, TINY, _meta_transformer, transformer_entries, write_wav2vec  # noqa
-from tests.support.model_folder.tensors import planned_size, write_safetensors  # noqa: E402
+from spinbot.models.synth.talk import FULL, TINY, _meta_transformer, transformer_entries, write_wav2vec  # noqa
+from spinbot.models.synth.tensors import planned_size, write_safetensors  # noqa: E402
 
 PUBLISHED = {  # bytes, from the Hub's LFS pointers (spinbot/models/manifest.py)
     "wan2.1_i2v_720p_14B_bf16": 32789894024, "InfiniteTalk single fp16": 5125258232,
@@ -78,8 +78,8 @@ def test_fp8_and_scaled_fp8_weights_are_read_as_weight_times_scale(tiny_transfor
 
 @pytest.mark.parametrize("wrapper", ["params", "params_ema", None])
 def test_realesrgan_loads_under_each_released_wrapper(tmp_path, wrapper):
-    from spinbot.backends.upscale.native import load_upscaler
-    from tests.support.upscale_checkpoints import realesrgan_state_dict
+    from spinbot.backends.upscale.model_loading import load_upscaler
+    from spinbot.models.synth.upscale import realesrgan_state_dict
 
     state = realesrgan_state_dict(num_feat=16, num_block=2)["params_ema"]
     path = tmp_path / "RealESRGAN_x2.pth"
@@ -106,7 +106,7 @@ def test_a_wav2vec2_pretraining_checkpoint_loads_as_the_encoder(tmp_path):
 def test_full_size_files_have_the_published_sizes():
     """A safetensors file's size is its header plus its tensors, so equal sizes mean the same keys, shapes and
     dtypes (up to the header's metadata, which the real files carry and these do not all)."""
-    from tests.support.model_folder.talk import clip_entries, umt5_entries
+    from spinbot.models.synth.talk import clip_entries, umt5_entries
 
     wan, adapter = transformer_entries(_meta_transformer(FULL.transformer))
     assert planned_size(wan) == PUBLISHED["wan2.1_i2v_720p_14B_bf16"]

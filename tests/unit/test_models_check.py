@@ -1,4 +1,4 @@
-"""`spinbot models list | check` on a tiny models folder in the seed files' real layouts (tests/support/model_folder),
+"""`spinbot models list | check` on a tiny models folder in the seed files' real layouts (spinbot/models/synth),
 and on a copy with one fault in each file: one line per problem, exit 1; the worker refuses to start on them."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ else:
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from spinbot.cli import app  # noqa: E402
-from tests.support.model_folder import write_model_folder  # noqa: E402
+from spinbot.models.synth import write_model_folder  # noqa: E402
 
 TASKS = ["--task", "f5_to_tts", "--task", "infinite_talk", "--task", "upscale_video"]
 WAN = "diffusion_models/wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors"
@@ -37,7 +37,10 @@ DETECTOR = "facedetection/detection_Resnet50_Final.pth"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    return write_model_folder(tmp_path_factory.mktemp("models"), scale="tiny", log=lambda message: None)
+    root = tmp_path_factory.mktemp("models")
+    written = write_model_folder(root, scale="tiny", log=lambda message: None)
+    assert len(written) == 18 and all(size > 0 for size in written.values())
+    return root
 
 
 def run(*args: str) -> tuple[int, list[str]]:

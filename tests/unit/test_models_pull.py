@@ -46,8 +46,8 @@ def hub(monkeypatch):
 
 @pytest.fixture
 def sources(monkeypatch):
-    """Replace the manifest's sources for the upscale files; returns a setter."""
-    table = dict(manifest.SOURCES)
+    """An empty manifest (no test ever reaches a real source) and a setter for the sources a test serves."""
+    table: dict[str, Source] = {}
     monkeypatch.setattr(manifest, "SOURCES", table)
 
     def put(relpath: str, source: Source) -> None:
@@ -113,19 +113,20 @@ def test_a_hash_that_differs_is_refused_and_leaves_no_file(hub, sources, tmp_pat
 
 
 def test_a_plain_url_download_cut_short_in_an_earlier_run_resumes(hub, sources, tmp_path):
-    data = blob(5 * MB, 6)
-    url = hub.add_url_file("codeformer.pth", data)
-    sources(RESTORER, Source(url=url, sha256=sha(data), size=len(data)))
+    data, detector = blob(5 * MB, 6), blob(1000, 7)
+    sources(RESTORER, Source(url=hub.add_url_file("codeformer.pth", data), sha256=sha(data), size=len(data)))
+    sources(DETECTOR, Source(url=hub.add_url_file("detector.pth", detector), sha256=sha(detector)))
     part = tmp_path / (RESTORER + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(data[: 3 * MB])
 
-    code, output = pull(tmp_path, "--set", "upscale_video.model_name_0=", "--set", "upscale_video.facedetection=x")
+    code, output = pull(tmp_path, "--set", "upscale_video.model_name_0=mine.pth")
 
     assert (tmp_path / RESTORER).read_bytes() == data
     assert hub.ranged_gets("codeformer.pth") == [f"bytes={3 * MB}-"]
     assert not part.exists()
-    assert code == 1 and "no known source" in output  # the two files the overrides name have no source
+    assert (tmp_path / DETECTOR).read_bytes() == detector
+    assert code == 1 and "upscale_models/mine.pth: no known source" in output  # the override names no seed file
 
 
 def test_a_file_missing_from_the_hub_is_one_line(hub, sources, tmp_path):

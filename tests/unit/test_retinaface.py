@@ -24,7 +24,7 @@ if any(importlib.util.find_spec(name) is None for name in ("torch", "torchvision
 import torch  # noqa: E402
 
 from spinbot.backends.upscale.retinaface import RetinaFace, RetinaFaceDetector, load_retinaface  # noqa: E402
-from tests.support.upscale_checkpoints import retinaface_state_dict  # noqa: E402
+from spinbot.models.synth.upscale import retinaface_state_dict  # noqa: E402
 from tests.unit.test_upscale_native import frame_with_texture  # noqa: E402
 
 RECORDED = Path(__file__).parents[1] / "support" / "retinaface_detections.npz"

@@ -38,7 +38,7 @@ from spinbot.backends.upscale.face_alignment import similarity  # noqa: E402
 from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler  # noqa: E402
 from spinbot.backends.upscale.prefetch import prefetch  # noqa: E402
 from spinbot.errors import BackendUnavailable, ParamsError  # noqa: E402
-from tests.support.upscale_checkpoints import retinaface_state_dict, write_models  # noqa: E402
+from spinbot.models.synth.upscale import retinaface_state_dict, write_models  # noqa: E402
 
 SIDE_W, SIDE_H = 96, 64  # input frame size in the CPU tests
 FACE_LEVEL, FACE_ANCHOR = 1, 0  # the 64 px anchors (stride 16) are faces in the `face` detector checkpoint

@@ -21,7 +21,7 @@ TASK = "upscale_video"
 
 
 def files(params: Any, models_dir: Path) -> list[ModelFile]:
-    from spinbot.backends.upscale.native import DETECTOR_FILES
+    from spinbot.backends.upscale.model_loading import DETECTOR_FILES
 
     detector = DETECTOR_FILES.get(params.facedetection, f"<no native detector '{params.facedetection}'>")
     return [model_file(TASK, "model_name_0", models_dir, "upscale_models", params.model_name_0),
@@ -48,7 +48,7 @@ def spandrel_layout(path: Path) -> tuple[Any, list[Problem]]:
     """spandrel's descriptor for the file's architecture, built on the meta device, or the problems that stop it."""
     from spandrel.__helpers.canonicalize import canonicalize_state_dict
 
-    from spinbot.backends.upscale.native import import_spandrel
+    from spinbot.backends.upscale.model_loading import import_spandrel
 
     spandrel = import_spandrel()
     state = canonicalize_state_dict(read_tree(path))

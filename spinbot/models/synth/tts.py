@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from tests.support.model_folder.tensors import Entry, write_safetensors
+from spinbot.models.synth.tensors import Entry, write_safetensors
 
 MEL = {"target_sample_rate": 24000, "n_mel_channels": 100, "hop_length": 256, "win_length": 1024, "n_fft": 1024,
        "mel_spec_type": "vocos"}

@@ -1,4 +1,4 @@
-"""python -m tests.support.model_folder ROOT [--scale tiny|full] [--device cuda] [--task T ...]
+"""python -m spinbot.models.synth ROOT [--scale tiny|full] [--device cuda] [--task T ...]
 
 Writes the random-weight models folder (see __init__.py), then prints each file's size and the total."""
 
@@ -8,7 +8,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tests.support.model_folder import SCALES, TASKS, write_model_folder
+from spinbot.models.synth import SCALES, TASKS, write_model_folder
 
 
 def main() -> None:
@@ -20,12 +20,10 @@ def main() -> None:
     parser.add_argument("--task", action="append", choices=TASKS, help="repeatable; default: all three")
     args = parser.parse_args()
     start = time.monotonic()
-    write_model_folder(args.root, args.scale, args.device, args.seed, tuple(args.task or TASKS))
-    files = sorted(p for p in args.root.rglob("*") if p.is_file())
-    for path in files:
-        print(f"{path.stat().st_size / 1e9:9.3f} GB  {path.relative_to(args.root)}")
-    total = sum(p.stat().st_size for p in files)
-    print(f"{total / 1e9:.1f} GB in {len(files)} files, {time.monotonic() - start:.0f} s")
+    written = write_model_folder(args.root, args.scale, args.device, args.seed, tuple(args.task or TASKS))
+    for path, size in written.items():
+        print(f"{size / 1e9:9.3f} GB  {path}")
+    print(f"{sum(written.values()) / 1e9:.1f} GB in {len(written)} files, {time.monotonic() - start:.0f} s")
 
 
 if __name__ == "__main__":

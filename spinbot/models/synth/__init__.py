@@ -1,8 +1,11 @@
 """A complete SPINBOT_MODELS_DIR with random weights, in the real layouts, names and dtypes of every seed default.
 
-    from tests.support.model_folder import write_model_folder
-    write_model_folder(Path("/data/models"), scale="full", device="cuda")   # the GPU end-to-end run: ~53 GB
+    from spinbot.models.synth import write_model_folder
+    write_model_folder(Path("/data/models"), scale="full", device="cuda")   # the GPU end-to-end run: 54 GB
     write_model_folder(tmp_path, scale="tiny")                              # CI: small configs the backends accept
+
+or `python -m spinbot.models.synth ROOT --scale full --device cuda`. Not used by the backends: a tool for tests,
+benchmarks and the GPU end-to-end run, kept in the package so that those import it the same way everywhere.
 
 "full" writes the real sizes (Wan 2.1 I2V 14B, the InfiniteTalk adapter, the rank-64 LoRA, UMT5-XXL's encoder,
 CLIP ViT-H, the Wan VAE, chinese-wav2vec2-base, F5TTS_v1_Base + Vocos, RealESRGAN x2, CodeFormer, RetinaFace);
@@ -26,11 +29,12 @@ TASKS = ("f5_to_tts", "infinite_talk", "upscale_video")
 
 
 def write_model_folder(root: Path, scale: str = "tiny", device: str | torch.device = "cpu", seed: int = 0,
-                       tasks: tuple[str, ...] = TASKS, log=print) -> Path:
-    """Write every file the native backends' default params name under `root`; returns `root`."""
-    from tests.support.model_folder.talk import FULL, TINY, write_talk
-    from tests.support.model_folder.tts import write_tts
-    from tests.support.model_folder.upscale import write_upscale
+                       tasks: tuple[str, ...] = TASKS, log=print) -> dict[Path, int]:
+    """Write every file the native backends' default params name under `root`; returns each file written (relative
+    to `root`) with its size in bytes."""
+    from spinbot.models.synth.talk import FULL, TINY, write_talk
+    from spinbot.models.synth.tts import write_tts
+    from spinbot.models.synth.upscale import write_upscale
 
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -46,7 +50,7 @@ def write_model_folder(root: Path, scale: str = "tiny", device: str | torch.devi
         else:
             write_upscale(paths, tiny, seed)
         log(f"{task}: {scale} files written in {time.monotonic() - start:.0f} s")
-    return root
+    return {p.relative_to(root): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def default_paths(task: str, root: Path) -> dict[str, Path]:

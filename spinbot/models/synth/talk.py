@@ -26,7 +26,7 @@ from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, Infinit
 from spinbot.backends.talk.infinitetalk.t5 import UMT5Size, hf_to_wan
 from spinbot.backends.talk.infinitetalk.vae import wan_name
 from spinbot.models.layouts.infinitetalk import ADAPTER_KEYS
-from tests.support.model_folder.tensors import Entry, write_safetensors
+from spinbot.models.synth.tensors import Entry, write_safetensors
 
 CLIP_PROJECTION = 1024  # ViT-H/14's projection width (in the file, unused)
 

@@ -1,5 +1,7 @@
-"""Random-weight checkpoints in the official layouts of RealESRGAN_x2plus.pth, codeformer.pth and
-detection_Resnet50_Final.pth, for the native upscale backend's CPU tests, GPU test and GPU benchmark.
+"""Random-weight checkpoints in the released layouts of upscale_video's files, for the models-folder writer, the
+native upscale backend's CPU tests, GPU test and GPU benchmark: RealESRGAN_x2.pth (RRDBNet with its 2x2
+pixel-unshuffle input, under `params_ema`), codeformer.pth (CodeFormer under `params_ema`),
+detection_Resnet50_Final.pth (RetinaFace-ResNet50 with DataParallel's `module.` prefix), float32 torch.save files.
 (See tests/unit/test_upscale_native.py's docstring for how each file is laid out and how faces are planted.)"""
 
 from __future__ import annotations
@@ -141,3 +143,14 @@ def write_models(root: Path, num_feat: int = 16, num_block: int = 2, face: tuple
     torch.save(codeformer_state_dict(), root / "facerestore_models" / "codeformer.pth")
     torch.save(retinaface_state_dict(face), root / "facedetection" / "detection_Resnet50_Final.pth")
     return root
+
+
+def write_upscale(paths: dict[str, Path], tiny: bool, seed: int) -> None:
+    """The models folder's three files (param -> path); tiny: a 2-block, 16-feature RRDBNet (CodeFormer and
+    RetinaFace have one size)."""
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    feat, blocks = (16, 2) if tiny else (64, 23)
+    torch.save(realesrgan_state_dict(scale=2, num_feat=feat, num_block=blocks, seed=seed), paths["model_name_0"])
+    torch.save(codeformer_state_dict(seed=seed), paths["model_name_1"])
+    torch.save(retinaface_state_dict(seed=seed), paths["facedetection"])
