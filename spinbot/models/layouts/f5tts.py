@@ -47,21 +47,31 @@ def _checkpoint_name(folder: Path, model: str) -> str:
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:
+    """Every missing file, then the CFM's layout (checkpoint + vocabulary present) and the vocoder's."""
+    from spinbot.backends.tts.f5.loading import F5Files
+
     needed = files(params, models_dir)
     problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
-    if problems:
-        return problems
-    from spinbot.backends.tts.f5.loading import resolve_files
+    missing = {p.path for p in problems}
+    checkpoint, vocab, config, vocoder_config, vocoder_weights = (f.path for f in needed)
+    if not {checkpoint, vocab} & missing:
+        config = config if config.is_file() else package_config(params.model)
+        if not config.is_file():
+            problems.append(Problem(checkpoint.parent / "config.yaml",
+                                    f"missing, and f5-tts has no built-in config for model '{params.model}'"))
+        else:
+            found = F5Files(checkpoint, vocab, config, vocoder_config.parent)
+            problems += _guarded(checkpoint, lambda: cfm_problems(found))
+    if not {vocoder_config, vocoder_weights} & missing:
+        problems += _guarded(vocoder_weights, lambda: vocoder_problems(vocoder_config.parent))
+    return problems
 
-    found = resolve_files(params.model, models_dir)
+
+def _guarded(path: Path, run) -> list[Problem]:
     try:
-        problems = cfm_problems(found)
+        return run()
     except UnreadableCheckpoint as err:
-        problems = [Problem(found.checkpoint, str(err))]
-    try:
-        return problems + vocoder_problems(found.vocoder)
-    except UnreadableCheckpoint as err:
-        return problems + [Problem(found.vocoder / "pytorch_model.bin", str(err))]
+        return [Problem(path, str(err))]
 
 
 def cfm_layout(found) -> dict:

@@ -54,18 +54,24 @@ def _wav2vec_files(models_dir: Path, folder: str, name: str) -> list[ModelFile]:
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:
+    """Every missing file, then the layout of every file whose group (what one loader reads) is complete."""
     needed = files(params, models_dir)
     problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
-    if problems:
-        return problems
     paths = {f.param: f.path for f in needed}
-    problems += _guarded(paths["wan_video_model"], lambda: transformer_problems(
-        paths["wan_video_model"], paths["infinitetalk_model"], paths.get("lora_model")))
-    problems += _guarded(paths["vae_model"], lambda: vae_problems(paths["vae_model"]))
-    problems += _guarded(paths["t5_text_encoder_model"], lambda: umt5_problems(paths["t5_text_encoder_model"]))
-    problems += _guarded(paths["clip_vision_model"], lambda: clip_problems(paths["clip_vision_model"]))
+    lora = paths.get("lora_model")
     folder = models_dir / "wav2vec2" / params.wav2vec_model
-    problems += _guarded(folder, lambda: wav2vec_problems(folder))
+    groups = [
+        (["wan_video_model", "infinitetalk_model", "lora_model"], paths["wan_video_model"],
+         lambda: transformer_problems(paths["wan_video_model"], paths["infinitetalk_model"], lora)),
+        (["vae_model"], paths["vae_model"], lambda: vae_problems(paths["vae_model"])),
+        (["t5_text_encoder_model", "t5_text_encoder_model (tokenizer)"], paths["t5_text_encoder_model"],
+         lambda: umt5_problems(paths["t5_text_encoder_model"])),
+        (["clip_vision_model"], paths["clip_vision_model"], lambda: clip_problems(paths["clip_vision_model"])),
+        (["wav2vec_model"], folder, lambda: wav2vec_problems(folder)),
+    ]
+    for params_read, path, run in groups:
+        if all(f.present or not f.required for f in needed if f.param in params_read):
+            problems += _guarded(path, run)
     return problems
 
 

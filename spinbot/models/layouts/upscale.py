@@ -32,15 +32,12 @@ def files(params: Any, models_dir: Path) -> list[ModelFile]:
 def check(params: Any, models_dir: Path) -> list[Problem]:
     needed = files(params, models_dir)
     problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
-    if problems:
-        return problems
-    upscaler, restorer, detector = (f.path for f in needed)
-    for path, run in ((upscaler, lambda: upscaler_problems(upscaler)), (restorer, lambda: restorer_problems(restorer)),
-                      (detector, lambda: retinaface_problems(detector))):
-        try:
-            problems += run()
-        except UnreadableCheckpoint as err:
-            problems.append(Problem(path, str(err)))
+    for f, run in zip(needed, (upscaler_problems, restorer_problems, retinaface_problems)):
+        if f.present:
+            try:
+                problems += run(f.path)
+            except UnreadableCheckpoint as err:
+                problems.append(Problem(f.path, str(err)))
     return problems
 
 
