@@ -46,7 +46,9 @@ def tiny_transformer(tmp_path_factory) -> tuple[Path, Path]:
 def test_a_prefixed_wan_file_loads_beside_an_unprefixed_adapter(tiny_transformer, tmp_path):
     wan, talk = tiny_transformer
     prefixed = tmp_path / "wan.safetensors"
-    save_file({f"model.diffusion_model.{k}": v for k, v in load_file(str(wan)).items()}, str(prefixed))
+    state = {f"model.diffusion_model.{k}": v for k, v in load_file(str(wan)).items()}
+    state["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)  # ComfyUI's marker stays outside the prefix
+    save_file(state, str(prefixed))
     paths = [prefixed, talk]
 
     assert file_prefixes(paths) == ["model.diffusion_model.", ""]

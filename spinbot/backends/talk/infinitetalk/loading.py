@@ -29,7 +29,7 @@ from safetensors import safe_open
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
-from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError, load_model
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import MARKER_KEYS, CheckpointError, load_model
 from spinbot.backends.talk.infinitetalk.lora import LoraReport, merge_lora
 from spinbot.backends.talk.infinitetalk.model import WAV2VEC_DIM, WAV2VEC_LAYERS, InfiniteTalkConfig, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.t5 import TextEncoder, load_text_encoder
@@ -130,10 +130,11 @@ def transformer_paths(files: dict[str, Path]) -> list[Path]:
 
 
 def file_prefixes(paths: list[Path]) -> list[str]:
-    """Each file's key prefix: the first of KEY_PREFIXES that all its keys share, '' when none does."""
+    """Each file's key prefix: the first of KEY_PREFIXES that all its keys share (a scaled-fp8 marker aside), ''
+    when none does."""
     prefixes = []
     for path in paths:
-        keys = list(_header(path))
+        keys = [k for k in _header(path) if k not in MARKER_KEYS]
         prefixes.append(next((p for p in KEY_PREFIXES if keys and all(k.startswith(p) for k in keys)), ""))
     return prefixes
 
