@@ -28,7 +28,7 @@ function jobItem(job, onOpen) {
   const open = el("button", { type: "button", class: "open-job", title: "show this job" },
     thumbnail(job),
     el("span", { class: "job-summary" },
-      el("span", { class: "job-prompt" }, job.prompt || "(no prompt)"),
+      el("span", { class: "job-prompt" }, job.prompt || job.script || "(own script)"),
       el("span", { class: "status", dataset: { status: job.status } }, job.status),
       el("time", { datetime: job.created_at }, describeTime(job)),
       job.error ? el("span", { class: "job-item-error" }, job.error) : null));

@@ -27,13 +27,16 @@ export function scriptMeta(job) {
   return job.nodes.find((node) => node.task === SCRIPT_TASK)?.meta || null;
 }
 
-function artifactLabel(artifact, job) {
+/** [label, file name to save as] for an artifact. */
+function describeArtifact(artifact, job) {
   const type = artifact.content_type || "";
+  const extension = { "audio/wav": "wav", "audio/x-wav": "wav", "video/mp4": "mp4" }[type] || type.split("/")[1] || "bin";
   const last = job.nodes.at(-1)?.id;
-  if (type.startsWith("audio/")) return "Speech";
-  if (type.startsWith("video/") && artifact.node_id === last) return "Final video";
-  if (type.startsWith("video/")) return "Talking head before upscaling";
-  return `${artifact.node_id} ${artifact.name}`;
+  const short = job.id.slice(0, 8);
+  if (type.startsWith("audio/")) return ["Speech", `speech-${short}.${extension}`];
+  if (type.startsWith("video/") && artifact.node_id === last) return ["Final video", `video-${short}.${extension}`];
+  if (type.startsWith("video/")) return ["Talking head before upscaling", `talking-head-${short}.${extension}`];
+  return [`${artifact.node_id} ${artifact.name}`, `${artifact.node_id}-${artifact.name}-${short}.${extension}`];
 }
 
 function describeSize(bytes) {
@@ -43,10 +46,12 @@ function describeSize(bytes) {
 
 /** A download link per artifact the job has, whatever its status (a failed job keeps what it made). */
 export function downloadItems(job) {
-  return job.artifacts.map((artifact) => el("li", { dataset: { node: artifact.node_id, name: artifact.name } },
-    el("a", { href: mediaUrl(artifact.url), download: artifact.name },
-      `${artifactLabel(artifact, job)} (${artifact.name})`),
-    el("small", { class: "muted" }, ` ${describeSize(artifact.size)}`)));
+  return job.artifacts.map((artifact) => {
+    const [label, filename] = describeArtifact(artifact, job);
+    return el("li", { dataset: { node: artifact.node_id, name: artifact.name } },
+      el("a", { href: mediaUrl(artifact.url), download: filename }, label),
+      el("small", { class: "muted" }, ` ${filename.split(".").at(-1).toUpperCase()}, ${describeSize(artifact.size)}`));
+  });
 }
 
 /** The talking head before upscaling: the first node's video. */

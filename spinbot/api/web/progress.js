@@ -27,13 +27,15 @@ export class OverallProgress {
   reset(order) {
     this.order = order;
     this.windows = []; // {node, time, done, total}: one per window event, in arrival order
-    this.started = new Map(); // node id -> time this page first saw it running
+    this.firstSeen = new Map(); // node id -> {time, progress} when this page first saw it running
     this.shownEta = "";
   }
 
   /** Record a node event's window count (and when it came). */
   onNodeEvent(event, now = performance.now()) {
-    if (event.status === "running" && !this.started.has(event.node_id)) this.started.set(event.node_id, now);
+    if (event.status === "running" && !this.firstSeen.has(event.node_id)) {
+      this.firstSeen.set(event.node_id, { time: now, progress: event.progress || 0 });
+    }
     const windows = windowsDone(event.message);
     if (windows) this.windows.push({ node: event.node_id, time: now, ...windows });
   }
@@ -73,11 +75,12 @@ export class OverallProgress {
       return `About ${formatSeconds(left)} left for ${running} (${formatSeconds(perWindow)} a window, `
         + `${Math.floor(last.done)} of ${last.total} windows done)${then}.`;
     }
+    // Any other node: its progress rate since this page first saw it run (a node reports its set-up at once).
     const progress = states.get(running)?.progress || 0;
-    const since = this.started.get(running);
-    if (since !== undefined && progress >= 0.05) {
-      const elapsed = (now - since) / 1000;
-      return `About ${formatSeconds((elapsed * (1 - progress)) / progress)} left for ${running}${then}.`;
+    const first = this.firstSeen.get(running);
+    if (first && progress - first.progress >= 0.05) {
+      const rate = (progress - first.progress) / ((now - first.time) / 1000);
+      return `About ${formatSeconds((1 - progress) / rate)} left for ${running}${then}.`;
     }
     return `Estimating the time left for ${running}…`;
   }
