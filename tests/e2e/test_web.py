@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
+from tests.e2e.views import check_view
 
 try:
     from playwright.sync_api import Page, expect
@@ -217,7 +219,14 @@ def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, scr
     assert wait_for_node(page, "infinite_talk", ("running",)) == "running", job_error(page, server)
     expect(page.locator("#job-speech")).to_be_visible()  # the speech is there while the video is being made
     expect(page.locator("#cancel-job")).to_be_visible()
+    # The overall time estimate, from the time the windows measured so far took.
+    eta = page.locator("#overall-eta")
+    expect(eta).to_have_text(re.compile(r"^About .+ left for infinite_talk \(\d+\.\d s a window, \d+ of \d+ windows "
+                                        r"done\), then upscale_video\.$"), timeout=JOB_SECONDS * 1000)
+    overall = page.locator("#overall-progress").evaluate("bar => bar.value")
+    assert 0.5 <= overall < 0.75, overall  # two of four nodes done, the third under way
     screenshot(page, "job-running")
+    check_view(page, screenshot, "job-running")
 
     page.click("#cancel-job")
     assert wait_for_job_end(page) == "cancelled", job_error(page, server)

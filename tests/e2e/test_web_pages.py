@@ -15,51 +15,17 @@ import pytest
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from tests.e2e.conftest import API_KEY, Server, free_port, require, server_env, stop, wait_until_healthy
 from tests.e2e.test_web import JOB_SECONDS, SHORT_SCRIPT, job_error, open_page, param_input, wait_for_job_end
+from tests.e2e.views import check_view
 
 try:
-    from axe_playwright_python.sync_playwright import Axe
     from playwright.sync_api import Page, expect
 except ImportError:  # every test needs the page fixture, which fails (CI) or skips with the install hint
-    Axe = Page = expect = None
-
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-SERIOUS = ("serious", "critical")
-
+    Page = expect = None
 
 @pytest.fixture(autouse=True)
 def no_script_errors(page):
     yield
     assert page.script_errors == [], f"the page threw: {page.script_errors}"
-
-
-def at_size(page: Page, size: str) -> None:
-    page.set_viewport_size(SIZES[size])
-
-
-def fits_the_screen(page: Page) -> None:
-    overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.offsetParent !== null
-        && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
-        .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)""")
-    assert overflow <= 0 and not wide, f"wider than the screen by {overflow} px: {wide}"
-
-
-def accessible(page: Page, where: str) -> None:
-    require(Axe is not None, "axe-playwright-python is missing: pip install -c constraints.txt -e '.[test]'")
-    violations = Axe().run(page).response["violations"]
-    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in violations
-               if v["impact"] in SERIOUS]
-    assert not serious, f"axe-core on {where}: {serious}"
-
-
-def check_view(page: Page, screenshot, name: str) -> None:
-    """At both sizes: nothing wider than the screen, no serious accessibility violation, a screenshot."""
-    for size in SIZES:
-        at_size(page, size)
-        fits_the_screen(page)
-        accessible(page, f"{name} ({size})")
-        screenshot(page, f"{name}-{size}")
-    at_size(page, "desktop")
 
 
 def choose_inputs(page: Page, folder: Path) -> None:

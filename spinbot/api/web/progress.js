@@ -70,6 +70,7 @@ export class OverallProgress {
     const then = later.length ? `, then ${later.join(", ")}` : "";
     const last = this.windows.at(-1);
     const perWindow = this.secondsPerWindow();
+    if (last?.node === running && last.done >= last.total) return `Finishing ${running}${then}.`;
     if (last?.node === running && perWindow !== null) {
       const left = Math.max(0, last.total - last.done) * perWindow;
       return `About ${formatSeconds(left)} left for ${running} (${formatSeconds(perWindow)} a window, `
