@@ -234,5 +234,8 @@ def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, scr
                         "upscale_video": "cancelled"})
     expect(page.locator("#cancel-job")).to_be_hidden()
     expect(page.locator("#retry-job")).to_be_hidden()  # only failed jobs can be retried
-    expect(page.locator("#job-video")).to_be_hidden()
+    # Cancelled while the talking head was being made: no video file (the live output may still show what was
+    # rendered), only the speech to download.
+    expect(page.locator("#final-video-link")).to_be_hidden()
+    expect(page.locator("#downloads a")).to_have_text(["Speech"])
     screenshot(page, "job-cancelled")

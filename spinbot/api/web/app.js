@@ -1,7 +1,7 @@
 // The page: the new-video form, the live view of one job, and the list of past jobs, wired to the public API.
 
 import { api, apiKey, onUnauthorized } from "./api.js";
-import { clearErrors, el, showError, tieErrors } from "./dom.js";
+import { clearError, clearErrors, el, showError, tieErrors } from "./dom.js";
 import { JobHistory } from "./history.js";
 import { JobView } from "./live.js";
 import { AdvancedParams } from "./params.js";
@@ -41,7 +41,8 @@ async function useKey(event) {
   clearErrors($("#key-form"));
   $("#key-panel").hidden = true;
   $("#change-key").hidden = !apiKey.get();
-  await jobs.load(0);
+  // The form's data needs the key too: load what the refused first try could not.
+  await Promise.all([advanced ? null : loadForm(), jobs.load(0)]);
   await openJobFromAddress();
 }
 
@@ -54,6 +55,7 @@ async function loadForm() {
     // The own script has its field at the top of the form, not in Advanced.
     advanced = new AdvancedParams($("#params"), schemas, about, (key) => key === scriptKey());
     showPipelineParams();
+    clearError(form, "form");
   } catch (err) {
     showError(form, "form", `cannot load the form: ${err.message}`);
   }
