@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
-from spinbot.tasks.catalog import TASK_PLANES, load_task
+from spinbot.tasks.catalog import TASK_PLANES
 from tests.unit.test_api import KEY_A, KEY_B, auth, stored, upload
 
 
