@@ -29,9 +29,19 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+# typer 0.29 shows Python types in help (<str>, <list[str]>, <path>): the plain names a user types instead.
+PLAIN_TYPES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER", "bool": ""}
+
+
+def plain_type(label: str | None) -> str:
+    """"<list[str]>" -> "TEXT", "<int range>" -> "INTEGER", "<bool>" (a flag) -> ""."""
+    inner = (label or "").strip("<>").removeprefix("list[").removesuffix("]").removesuffix(" range")
+    return PLAIN_TYPES.get(inner, inner.upper())
+
+
 class FlagsWithoutType:
-    """Help in plain words: no type for the -h/--help flag (typer shows <bool>), and an argument's metavar (NAME,
-    FILE) instead of a Python type (typer shows <str>)."""
+    """Help in plain words: no type for flags (-h/--help included), an argument's metavar (NAME, FILE), and plain
+    type names (TEXT, PATH, INTEGER) for every other param."""
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)
@@ -40,6 +50,9 @@ class FlagsWithoutType:
         for param in self.params:
             if param.param_type_name == "argument" and param.metavar:
                 param.display_type_rich = lambda ctx: ""
+            elif param.metavar is None:
+                typed = param.display_type_rich
+                param.display_type_rich = lambda ctx, typed=typed: plain_type(typed(ctx))
         return option
 
 
@@ -81,7 +94,10 @@ app = typer.Typer(cls=OneErrorStyle, add_completion=False, no_args_is_help=True,
                   help="SpinBot: prompt + portrait + voice -> video.")
 pipelines_app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and validate pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
-app.add_typer(models_app, name="models")
+for _command in models_app.registered_commands:  # the same help and errors under `spinbot models`
+    if _command.cls in (None, TyperCommand):
+        _command.cls = Command
+app.add_typer(models_app, name="models", cls=OneErrorStyle)
 
 
 def _show_version(value: bool) -> None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
 from spinbot.api.auth import media_owner
+from spinbot.api.deps import Owner
 from spinbot.errors import JobNotFound
 from spinbot.state.store import JobView
 
@@ -23,7 +24,7 @@ JOB_INPUTS = ("source_image", "narrator_voice")
 
 
 @router.get("/v1/params/form")
-def params_form(request: Request) -> dict[str, Any]:
+def params_form(request: Request, owner: Owner) -> dict[str, Any]:
     """Per task: `description` (one line), `backend` and the `setting` that picks it (python-plane tasks), and
     `files`: for each param that names a model file, the files present in the models folder (`choices`) when the
     configured backend loads them, or why the list is empty."""

@@ -74,7 +74,8 @@ def seconds_between(start: str, end: str) -> float:
 def test_the_job_view_plays_the_video_while_later_windows_render(page, server, screenshot, tmp_path):
     open_page(page, server)
     fill_the_form(page, tmp_path)
-    param_input(page, "script.text").fill(SCRIPT)
+    page.fill("#script_text", SCRIPT)
+    page.click("#advanced summary")
     param_input(page, "infinite_talk.frame_window_size").fill(str(WINDOW))
     param_input(page, "infinite_talk.motion_frame").fill(str(MOTION))
     page.click("#advanced summary")

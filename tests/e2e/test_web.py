@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
+from tests.e2e.views import check_view
 
 try:
     from playwright.sync_api import Page, expect
@@ -37,7 +39,7 @@ def open_page(page: Page, server) -> None:
 
 
 def param_input(page: Page, key: str):
-    return page.locator(f'input[data-param="{key}"]')
+    return page.locator(f'[data-param="{key}"]:is(input, select)')
 
 
 def fill_the_form(page: Page, folder: Path) -> None:
@@ -49,8 +51,7 @@ def fill_the_form(page: Page, folder: Path) -> None:
     expect(page.locator(".upload-state[data-state-for=voice]")).to_contain_text("uploaded")
     expect(page.locator("#portrait-preview")).to_be_visible()
     expect(page.locator("#voice-player")).to_be_visible()
-    page.click("#advanced summary")
-    param_input(page, "script.text").fill(SHORT_SCRIPT)  # a short script keeps the job short
+    page.fill("#script_text", SHORT_SCRIPT)  # a short script keeps the job short
 
 
 def node_states(page: Page) -> list[dict]:
@@ -104,6 +105,8 @@ def shown_value(field):
     if field.get_attribute("type") == "checkbox":
         return field.is_checked()
     text = field.input_value()
+    if field.evaluate("e => e.tagName") == "SELECT":
+        return text
     if field.get_attribute("inputmode") in ("numeric", "decimal"):
         return float(text)
     return text or None
@@ -115,6 +118,9 @@ def test_the_advanced_section_shows_every_param_with_its_default(page, server):
     nodes = server.get("/v1/pipelines")["pipelines"][0]["nodes"]
     for node in nodes:
         for name, schema in schemas[node["task"]]["properties"].items():
+            if f"{node['id']}.{name}" == "script.text":
+                expect(param_input(page, "script.text")).to_have_count(0)  # the own-script field stands for it
+                continue
             field = param_input(page, f"{node['id']}.{name}")
             expect(field).to_have_count(1)
             assert shown_value(field) == schema.get("default"), (node["id"], name)
@@ -133,7 +139,8 @@ def test_the_advanced_section_shows_every_param_with_its_default(page, server):
     page.click("#advanced summary")  # folded: submitting opens it again to show the errors
     page.click("#submit")
     expect(page.locator("#advanced")).to_have_attribute("open", "")
-    expect(page.locator('.field-error[data-for="prompt"]')).to_have_text("prompt is empty")
+    expect(page.locator('.field-error[data-for="prompt"]')).to_have_text(
+        "prompt is empty: give a prompt, or your own script")
     param_input(page, "script.words").fill("60")
     expect(page.locator('.field-error[data-for="script.words"]')).to_be_empty()
 
@@ -149,7 +156,6 @@ def test_a_job_made_on_the_page_runs_to_a_video_as_long_as_its_speech(page, serv
     expect(page.locator("#job")).to_be_visible()
     expect(page.locator("#nodes .node")).to_have_count(4)
     job_id = page.text_content("#job-id")
-    page.click("#advanced summary")  # folded, so that the screenshots show the job
 
     page.wait_for_function("""() => document.querySelector('#nodes .node[data-status=running]')
         || ['succeeded', 'failed', 'cancelled'].includes(document.querySelector('#job-status').dataset.status)""",
@@ -207,14 +213,20 @@ def test_a_text_file_as_portrait_shows_the_api_error_and_sends_no_job(page, serv
 def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, screenshot, tmp_path):
     open_page(page, server)
     fill_the_form(page, tmp_path)
-    param_input(page, "script.text").fill(LONG_SCRIPT)
+    page.fill("#script_text", LONG_SCRIPT)
     page.click("#submit")
     expect(page.locator("#job")).to_be_visible()
-    page.click("#advanced summary")
     assert wait_for_node(page, "infinite_talk", ("running",)) == "running", job_error(page, server)
     expect(page.locator("#job-speech")).to_be_visible()  # the speech is there while the video is being made
     expect(page.locator("#cancel-job")).to_be_visible()
+    # The overall time estimate, from the time the windows measured so far took.
+    eta = page.locator("#overall-eta")
+    expect(eta).to_have_text(re.compile(r"^About .+ left for infinite_talk \(\d+\.\d s a window, \d+ of \d+ windows "
+                                        r"done\), then upscale_video\.$"), timeout=JOB_SECONDS * 1000)
+    overall = page.locator("#overall-progress").evaluate("bar => bar.value")
+    assert 0.5 <= overall < 0.75, overall  # two of four nodes done, the third under way
     screenshot(page, "job-running")
+    check_view(page, screenshot, "job-running")
 
     page.click("#cancel-job")
     assert wait_for_job_end(page) == "cancelled", job_error(page, server)
@@ -222,5 +234,8 @@ def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, scr
                         "upscale_video": "cancelled"})
     expect(page.locator("#cancel-job")).to_be_hidden()
     expect(page.locator("#retry-job")).to_be_hidden()  # only failed jobs can be retried
-    expect(page.locator("#job-video")).to_be_hidden()
+    # Cancelled while the talking head was being made: no video file (the live output may still show what was
+    # rendered), only the speech to download.
+    expect(page.locator("#final-video-link")).to_be_hidden()
+    expect(page.locator("#downloads a")).to_have_text(["Speech"])
     screenshot(page, "job-cancelled")

@@ -9,13 +9,14 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
-from spinbot.tasks.catalog import TASK_PLANES, load_task
+from spinbot.tasks.catalog import TASK_PLANES
 from tests.unit.test_api import KEY_A, KEY_B, auth, stored, upload
 
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
+    monkeypatch.setenv("SPINBOT_API_JOB_THREADS", "1")
     reset_settings()
     with TestClient(create_app()) as c:
         yield c
@@ -48,7 +49,7 @@ def wait_for_end(client, job_id: str, key: str = KEY_A) -> dict:
 
 
 def test_every_param_of_every_task_has_a_description(client):
-    schemas = client.get("/v1/params").json()
+    schemas = client.get("/v1/params", headers=auth(KEY_A)).json()
     for task in TASK_PLANES:
         for name, prop in schemas[task]["properties"].items():
             assert prop.get("description"), (task, name)
@@ -56,7 +57,7 @@ def test_every_param_of_every_task_has_a_description(client):
 
 
 def test_the_form_data_names_each_task_its_backend_and_no_files_for_lite(client):
-    form = client.get("/v1/params/form").json()
+    form = client.get("/v1/params/form", headers=auth(KEY_A)).json()
     assert set(form) == set(TASK_PLANES)
     assert form["infinite_talk"]["description"].startswith("Portrait + speech -> lip-synced talking-head video")
     assert "backend" not in form["script.generateScript"]  # runs in the control plane, no backend to pick
@@ -66,7 +67,7 @@ def test_the_form_data_names_each_task_its_backend_and_no_files_for_lite(client)
 
 
 def test_the_form_data_lists_the_model_files_a_native_backend_finds(native_upscaler):
-    files = native_upscaler.get("/v1/params/form").json()["upscale_video"]["files"]
+    files = native_upscaler.get("/v1/params/form", headers=auth(KEY_A)).json()["upscale_video"]["files"]
     assert files["model_name_0"]["choices"] == ["4x-UltraSharp.pth", "RealESRGAN_x2.pth"]
     assert files["model_name_1"]["choices"] == ["codeformer.pth"]
 
@@ -122,15 +123,15 @@ def test_an_own_script_needs_no_prompt_and_the_inputs_come_back(client, tmp_path
     assert job["status"] == "succeeded" and job["prompt"] == "" and job["script"] == "Hi there."
 
 
-def test_the_job_list_filters_by_status(client, tmp_path):
+def test_the_job_list_filters_by_status(client, tmp_path, monkeypatch):
     image = upload(client, "portrait", portrait_path(tmp_path)).json()["id"]
     voice = upload(client, "voice", voice_path()).json()["id"]
     body = {"image": image, "voice": voice, "params": {"script": {"text": "Hi."}}}
     done = client.post("/v1/jobs", json=body, headers=auth(KEY_A)).json()["id"]
-    wait_for_end(client, done)
-    stopped = client.post("/v1/jobs", json={**body, "params": {"script": {"text": "Hi. " * 400}}},
-                          headers=auth(KEY_A)).json()["id"]
+    # One job thread (the fixture's app): the second job waits behind the first, and is cancelled before it starts.
+    stopped = client.post("/v1/jobs", json=body, headers=auth(KEY_A)).json()["id"]
     client.post(f"/v1/jobs/{stopped}/cancel", headers=auth(KEY_A))
+    assert wait_for_end(client, done)["status"] == "succeeded"
     assert wait_for_end(client, stopped)["status"] == "cancelled"
     for status, ids in (("succeeded", [done]), ("cancelled", [stopped]), ("failed", [])):
         page = client.get(f"/v1/jobs?status={status}", headers=auth(KEY_A)).json()

@@ -78,7 +78,8 @@ def test_serve_refuses_a_public_address_without_api_keys(spinbot_env, monkeypatc
 # ---- help, version and the one error style -------------------------------------------------------------------
 
 COMMANDS = [[], ["run"], ["demo"], ["params"], ["serve"], ["worker"], ["pipelines"], ["pipelines", "list"],
-            ["pipelines", "show"], ["pipelines", "validate"]]
+            ["pipelines", "show"], ["pipelines", "validate"], ["models"], ["models", "list"], ["models", "check"],
+            ["models", "pull"]]
 
 
 def test_version_prints_the_package_version():

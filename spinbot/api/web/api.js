@@ -68,18 +68,42 @@ function uploadForm(kind, file) {
 export const api = {
   pipelines: () => request("GET", "/v1/pipelines"),
   paramSchemas: () => request("GET", "/v1/params"),
+  paramForm: () => request("GET", "/v1/params/form"),
   upload: (kind, file) => request("POST", "/v1/uploads", uploadForm(kind, file)),
   createJob: (body) => request("POST", "/v1/jobs", body),
-  listJobs: (limit, offset) => request("GET", `/v1/jobs?limit=${limit}&offset=${offset}`),
+  listJobs: (limit, offset, status = "") =>
+    request("GET", `/v1/jobs?limit=${limit}&offset=${offset}${status ? `&status=${encodeURIComponent(status)}` : ""}`),
   job: (id) => request("GET", `/v1/jobs/${encodeURIComponent(id)}`),
   cancel: (id) => request("POST", `/v1/jobs/${encodeURIComponent(id)}/cancel`),
   retry: (id) => request("POST", `/v1/jobs/${encodeURIComponent(id)}/retry`),
+  deleteJob: (id) => request("DELETE", `/v1/jobs/${encodeURIComponent(id)}`),
+  /** A job's portrait ("source_image") or voice sample ("narrator_voice") as a File, to submit again. */
+  inputFile: async (id, name) => {
+    const path = jobInputUrl(id, name);
+    let response;
+    try {
+      response = await fetch(path, { headers: authHeaders() });
+    } catch (err) {
+      throw new ApiError(0, `cannot reach the server (${err.message})`);
+    }
+    if (!response.ok) {
+      const data = await readJson(response);
+      throw new ApiError(response.status, data?.error || `${response.status} ${response.statusText}`);
+    }
+    const blob = await response.blob();
+    const extension = (blob.type.split("/")[1] || "bin").replace(/^x-/, "").replace("mpeg", "mp3");
+    return new File([blob], `${name === "source_image" ? "portrait" : "voice"}.${extension}`, { type: blob.type });
+  },
 };
 
 /** The URL an element loads (events, audio, video): unchanged, as the media cookie authorizes it. The page has
  * fetched with its key before it shows a job, so the cookie is there by then. */
 export function mediaUrl(url) {
   return url;
+}
+
+export function jobInputUrl(id, name) {
+  return `/v1/jobs/${encodeURIComponent(id)}/inputs/${name}`;
 }
 
 /** The old name of mediaUrl, kept until the page's modules use the new one. */

@@ -1,7 +1,7 @@
 // The page: the new-video form, the live view of one job, and the list of past jobs, wired to the public API.
 
 import { api, apiKey, onUnauthorized } from "./api.js";
-import { clearErrors, el, showError } from "./dom.js";
+import { clearError, clearErrors, el, showError, tieErrors } from "./dom.js";
 import { JobHistory } from "./history.js";
 import { JobView } from "./live.js";
 import { AdvancedParams } from "./params.js";
@@ -11,8 +11,10 @@ const $ = (selector) => document.querySelector(selector);
 const form = $("#job-form");
 const JOB_FIELDS = ["pipeline", "prompt", "image", "voice", "ref_text"];
 
+const SCRIPT_TASK = "script.generateScript";
+
 const jobs = new JobHistory($("#history"), { onOpen: (job) => openJob(job.id) });
-const jobView = new JobView($("#job"), { onChange: () => jobs.load() });
+const jobView = new JobView($("#job"), { onChange: () => jobs.load(), onReuse: reuseJob, onDelete: jobDeleted });
 const portrait = new UploadField(form, { kind: "portrait", key: "image", input: $("#portrait"),
   preview: $("#portrait-preview") });
 const voice = new UploadField(form, { kind: "voice", key: "voice", input: $("#voice"), preview: $("#voice-player") });
@@ -39,26 +41,42 @@ async function useKey(event) {
   clearErrors($("#key-form"));
   $("#key-panel").hidden = true;
   $("#change-key").hidden = !apiKey.get();
-  await jobs.load(0);
+  // The form's data needs the key too: load what the refused first try could not.
+  await Promise.all([advanced ? null : loadForm(), jobs.load(0)]);
   await openJobFromAddress();
 }
 
 // ---- the form ------------------------------------------------------------------------------------------------
 async function loadForm() {
   try {
-    const [catalog, schemas] = await Promise.all([api.pipelines(), api.paramSchemas()]);
+    const [catalog, schemas, about] = await Promise.all([api.pipelines(), api.paramSchemas(), api.paramForm()]);
     pipelines = catalog.pipelines;
     $("#pipeline").replaceChildren(...pipelines.map(({ name }) => el("option", { value: name }, name)));
-    advanced = new AdvancedParams($("#params"), schemas);
+    // The own script has its field at the top of the form, not in Advanced.
+    advanced = new AdvancedParams($("#params"), schemas, about, (key) => key === scriptKey());
     showPipelineParams();
+    clearError(form, "form");
   } catch (err) {
     showError(form, "form", `cannot load the form: ${err.message}`);
   }
 }
 
+function currentPipeline() {
+  return pipelines.find(({ name }) => name === $("#pipeline").value);
+}
+
+/** "script.text": the param the own-script field stands for (the pipeline's script node), or null. */
+function scriptKey() {
+  const node = currentPipeline()?.nodes.find(({ task }) => task === SCRIPT_TASK);
+  return node ? `${node.id}.text` : null;
+}
+
 function showPipelineParams() {
-  const pipeline = pipelines.find(({ name }) => name === $("#pipeline").value);
+  const pipeline = currentPipeline();
   advanced.show(pipeline ? pipeline.nodes : []);
+  $("#script-field").hidden = !scriptKey();
+  $("#script-field .field-error").dataset.for = scriptKey() || "script.text";
+  tieErrors(form);
 }
 
 function showErrors(errors) {
@@ -71,7 +89,7 @@ function showErrors(errors) {
 /** Which field an API error is about: "f5_to_tts.nfe_step: ...", "prompt: ...", "unknown portrait upload ...". */
 function fieldOfError(message) {
   const named = /^([\w.]+): /.exec(message)?.[1];
-  if (named && (JOB_FIELDS.includes(named) || advanced?.has(named))) return named;
+  if (named && (JOB_FIELDS.includes(named) || named === scriptKey() || advanced?.has(named))) return named;
   if (message.startsWith("unknown pipeline")) return "pipeline";
   if (message.startsWith("prompt ")) return "prompt";
   const upload = /^unknown (portrait|voice) upload/.exec(message)?.[1];
@@ -107,13 +125,19 @@ async function submitJob(event) {
   clearErrors(form);
   if (!advanced) return showError(form, "form", "the form is not ready: the server's pipelines did not load");
   const { params, errors } = advanced.collect();
-  if (!$("#prompt").value.trim()) errors.prompt = "prompt is empty";
+  const script = $("#script_text").value.trim();
+  if (script && scriptKey()) {
+    const [node, name] = scriptKey().split(".");
+    (params[node] ||= {})[name] = $("#script_text").value;
+  }
+  if (!$("#prompt").value.trim() && !script) errors.prompt = "prompt is empty: give a prompt, or your own script";
   if (Object.keys(errors).length) return showErrors(errors);
   setBusy(true);
   try {
     const ids = await uploadIds();
     if (!ids) return showError(form, "form", "the job was not sent: see the upload errors above");
     const job = await api.createJob(jobRequest(...ids, params));
+    $("#form-note").textContent = "";
     showJob(job);
     await jobs.load(0);
   } catch (err) {
@@ -121,6 +145,38 @@ async function submitJob(event) {
   } finally {
     setBusy(false);
   }
+}
+
+// ---- reusing a past job's settings -----------------------------------------------------------------------------
+/** Put a past job's inputs and settings into the form (its portrait and voice are uploaded again), to submit
+ * as they are or edited. */
+async function reuseJob(job, { edit = false } = {}) {
+  clearErrors(form);
+  if (pipelines.some(({ name }) => name === job.pipeline)) {
+    $("#pipeline").value = job.pipeline;
+    showPipelineParams();
+  }
+  $("#prompt").value = job.prompt || "";
+  $("#ref_text").value = job.ref_text || "";
+  const [scriptNode, scriptName] = (scriptKey() || ".").split(".");
+  const { [scriptNode]: scriptParams = {}, ...others } = job.params || {};
+  const { [scriptName]: ownScript = "", ...scriptOthers } = scriptParams;
+  $("#script_text").value = ownScript || "";
+  advanced.fill({ ...others, [scriptNode]: scriptOthers });
+  if (Object.keys(others).length || Object.keys(scriptOthers).length) advanced.reveal();
+  $("#form-note").textContent = `${edit ? "Editing" : "Reusing"} the settings of job ${job.id}: change what you want `
+    + "and make the video.";
+  $("#create").scrollIntoView({ behavior: "smooth", block: "start" });
+  $("#prompt").focus({ preventScroll: true });
+  await Promise.all([
+    portrait.reuse(() => api.inputFile(job.id, "source_image")),
+    voice.reuse(() => api.inputFile(job.id, "narrator_voice")),
+  ]);
+}
+
+function jobDeleted(id) {
+  if (jobIdFromAddress() === id) history.replaceState(null, "", location.pathname);
+  jobs.load();
 }
 
 // ---- one job -------------------------------------------------------------------------------------------------

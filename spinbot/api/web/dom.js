@@ -18,12 +18,30 @@ export function errorSlot(root, key) {
   return root.querySelector(`.field-error[data-for="${CSS.escape(key)}"]`);
 }
 
+/** The input, textarea or select whose error a slot shows (the one in the slot's field). */
+function controlOf(slot) {
+  return slot.closest(".field, .param")?.querySelector("input, textarea, select") || null;
+}
+
+let slotIds = 0;
+
+/** Tie an error slot to its control once: the control is described by the slot (aria-describedby). */
+function tie(slot) {
+  const control = controlOf(slot);
+  if (!control) return null;
+  slot.id ||= `error-${++slotIds}`;
+  const described = (control.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+  if (!described.includes(slot.id)) control.setAttribute("aria-describedby", [...described, slot.id].join(" "));
+  return control;
+}
+
 /** Show a message next to its field; true when that field has a slot on the page. */
 export function showError(root, key, message) {
   const slot = errorSlot(root, key);
   if (!slot) return false;
   slot.textContent = message;
   slot.closest(".field, .param")?.classList.add("invalid");
+  tie(slot)?.setAttribute("aria-invalid", "true");
   return true;
 }
 
@@ -32,6 +50,12 @@ export function clearError(root, key) {
   if (!slot) return;
   slot.textContent = "";
   slot.closest(".field, .param")?.classList.remove("invalid");
+  tie(slot)?.removeAttribute("aria-invalid");
+}
+
+/** Tie every error slot under root to its control (run once the form is built). */
+export function tieErrors(root) {
+  for (const slot of root.querySelectorAll(".field-error[data-for]")) tie(slot);
 }
 
 export function clearErrors(root) {

@@ -28,7 +28,7 @@ function jobItem(job, onOpen) {
   const open = el("button", { type: "button", class: "open-job", title: "show this job" },
     thumbnail(job),
     el("span", { class: "job-summary" },
-      el("span", { class: "job-prompt" }, job.prompt || "(no prompt)"),
+      el("span", { class: "job-prompt" }, job.prompt || job.script || "(own script)"),
       el("span", { class: "status", dataset: { status: job.status } }, job.status),
       el("time", { datetime: job.created_at }, describeTime(job)),
       job.error ? el("span", { class: "job-item-error" }, job.error) : null));
@@ -44,13 +44,14 @@ export class JobHistory {
     this.total = 0;
     this.$ = (selector) => root.querySelector(selector);
     this.$("#refresh-jobs").addEventListener("click", () => this.load());
+    this.$("#jobs-status").addEventListener("change", () => this.load(0));
     this.$("#older-jobs").addEventListener("click", () => this.load(this.offset + PAGE_SIZE));
     this.$("#newer-jobs").addEventListener("click", () => this.load(Math.max(0, this.offset - PAGE_SIZE)));
   }
 
   async load(offset = this.offset) {
     try {
-      const page = await api.listJobs(PAGE_SIZE, offset);
+      const page = await api.listJobs(PAGE_SIZE, offset, this.$("#jobs-status").value);
       clearError(this.root, "history");
       this.offset = offset;
       this.total = page.total;
@@ -63,7 +64,8 @@ export class JobHistory {
   render(jobs) {
     const list = this.$("#jobs");
     list.replaceChildren(...jobs.map((job) => jobItem(job, this.onOpen)));
-    if (!jobs.length) list.append(el("li", { class: "muted" }, "No jobs yet."));
+    const status = this.$("#jobs-status").value;
+    if (!jobs.length) list.append(el("li", { class: "muted" }, status ? `No ${status} jobs.` : "No jobs yet."));
     this.$("#newer-jobs").hidden = this.offset === 0;
     this.$("#older-jobs").hidden = this.offset + jobs.length >= this.total;
     this.$("#jobs-range").textContent = jobs.length

@@ -1,10 +1,15 @@
-// The job view: per-node status and progress from the server-sent events of GET /v1/jobs/{id}/events, elapsed
-// time, the script once written, the speech as soon as its node finishes, the video as it renders (player.js) and
-// when the job is done, and cancel / retry.
+// The job view: per-node status and progress from the server-sent events of GET /v1/jobs/{id}/events, the overall
+// progress with its time estimate, elapsed time, the script once written (and where it came from), the speech as
+// soon as its node finishes, the video as it renders (player.js) and when the job is done (the talking head of a
+// job that stopped after it), each node's backend, the downloads, the job's inputs and settings, and cancel /
+// retry / reuse / delete.
 
 import { api, isFinal, jobEvents, withKey } from "./api.js";
 import { el, formatSeconds, parseTime, setSource } from "./dom.js";
+import { downloadItems, inputItems, inputUrl, nodeDetails, scriptMeta, scriptOrigin, settingItems, talkingHead }
+  from "./jobinfo.js";
 import { LivePlayer } from "./player.js";
+import { OverallProgress } from "./progress.js";
 
 // A later state never gives way to an earlier one that arrives late (a GET answer overtaken by events).
 const STATE_ORDER = { pending: 0, queued: 1, running: 2, succeeded: 3, failed: 3, cancelled: 3 };
@@ -33,9 +38,12 @@ export function finalVideo(job) {
 }
 
 export class JobView {
-  constructor(root, { onChange = () => {} } = {}) {
+  constructor(root, { onChange = () => {}, onReuse = () => {}, onDelete = () => {} } = {}) {
     this.root = root;
     this.onChange = onChange; // called with the job whenever its status changes
+    this.onReuse = onReuse; // called with the job and {edit} to put its settings into the form
+    this.onDelete = onDelete; // called with the id of a job deleted here
+    this.overall = new OverallProgress(root);
     this.job = null;
     this.nodes = new Map(); // node id -> {status, progress, message, error, seconds}
     this.events = null;
@@ -44,6 +52,12 @@ export class JobView {
     this.player = new LivePlayer(this.$("#job-video"), this.$("#final-video"), this.$("#video-note"));
     this.$("#cancel-job").addEventListener("click", () => this.act("cancel"));
     this.$("#retry-job").addEventListener("click", () => this.act("retry"));
+    this.$("#delete-job").addEventListener("click", () => this.act("delete"));
+    this.$("#reuse-job").addEventListener("click", () => this.onReuse(this.job));
+    this.$("#edit-job").addEventListener("click", () => this.onReuse(this.job, { edit: true }));
+    for (const media of ["#job-portrait", "#job-voice"]) {
+      this.$(media).addEventListener("error", () => (this.$(media).hidden = true));
+    }
   }
 
   get id() {
@@ -55,12 +69,14 @@ export class JobView {
     this.close();
     this.job = null;
     this.nodes.clear();
+    this.overall.reset(job.nodes.map((node) => node.id));
     this.$("#nodes").replaceChildren(...job.nodes.map((node) => this.nodeRow(node)));
     this.$("#job-error").textContent = "";
     this.player.stop(job.id);
     for (const media of this.root.querySelectorAll("audio, video")) unload(media);
     this.root.hidden = false;
     this.update(job);
+    this.showInputs(job);
     this.follow();
   }
 
@@ -90,9 +106,11 @@ export class JobView {
   }
 
   onNodeEvent(event) {
+    this.overall.onNodeEvent(event);
     this.showNode(event.node_id, { status: event.status, progress: event.progress, message: event.message,
       error: event.status === "failed" ? event.message : undefined });
     this.player.onNodeEvent(event);
+    this.showOverall();
     // Artifacts, the script and errors are in the job: read it again whenever a node ends.
     if (isFinal(event.status)) this.refresh();
   }
@@ -129,12 +147,24 @@ export class JobView {
     this.$("#job-error").textContent = "";
     try {
       if (action === "retry") this.open(await this.retried(this.job));
+      else if (action === "delete") await this.delete();
       else this.update(await api.cancel(this.job.id));
     } catch (err) {
       this.$("#job-error").textContent = `${action} failed: ${err.message}`;
     } finally {
       button.disabled = false;
     }
+  }
+
+  async delete() {
+    const id = this.job.id;
+    await api.deleteJob(id);
+    this.close();
+    this.player.stop();
+    this.job = null;
+    for (const media of this.root.querySelectorAll("audio, video")) unload(media);
+    this.root.hidden = true;
+    this.onDelete(id);
   }
 
   /** Retry a failed job and wait until it has started again (or failed again), so that its events can be followed. */
@@ -159,9 +189,12 @@ export class JobView {
     this.$("#job-prompt").textContent = job.prompt || "";
     for (const node of job.nodes) this.showNode(node.id, node);
     this.showStatus(this.job.status, job.error);
-    this.showScript(job.script);
+    this.showScript(job.script, scriptMeta(job));
     this.showSpeech(job);
     this.showVideo(job);
+    this.showDownloads(job);
+    for (const node of job.nodes) this.showDetails(node);
+    this.showOverall();
   }
 
   showStatus(status, error) {
@@ -172,6 +205,9 @@ export class JobView {
     badge.dataset.status = status;
     this.$("#cancel-job").hidden = isFinal(status);
     this.$("#retry-job").hidden = status !== "failed";
+    this.$("#edit-job").hidden = status !== "failed";
+    this.$("#delete-job").hidden = !isFinal(status);
+    this.showOverall();
     if (error && status === "failed") this.$("#job-error").textContent = error;
     if (isFinal(status)) this.showElapsed();
     if (changed) this.onChange(this.job);
@@ -181,11 +217,21 @@ export class JobView {
     return el("li", { class: "node", dataset: { node: node.id, status: node.status } },
       el("span", { class: "node-name" }, node.id),
       el("span", { class: "status node-status" }, node.status),
-      el("progress", { max: 1, value: node.progress || 0 }),
+      el("progress", { max: 1, value: node.progress || 0, "aria-label": `${node.id} progress` }),
       el("span", { class: "node-percent" }, percent(node.progress)),
       el("span", { class: "node-seconds" }),
       el("span", { class: "node-message" }),
+      el("span", { class: "node-details" }),
       el("p", { class: "field-error node-error", role: "alert" }));
+  }
+
+  showDetails(node) {
+    const row = this.$(`.node[data-node="${CSS.escape(node.id)}"]`);
+    if (row) row.querySelector(".node-details").textContent = nodeDetails(node);
+  }
+
+  showOverall() {
+    if (this.job) this.overall.show(this.nodes, this.job.status);
   }
 
   showNode(id, incoming) {
@@ -211,9 +257,12 @@ export class JobView {
     this.$("#job-elapsed").textContent = formatSeconds(Math.max(0, end - start) / 1000);
   }
 
-  showScript(script) {
+  showScript(script, meta) {
     this.$("#job-script").hidden = !script;
     this.$("#job-script-text").textContent = script || "";
+    const origin = meta ? scriptOrigin(meta) : "";
+    this.$("#job-script-source").textContent = origin ? `Script: ${origin}.` : "";
+    this.$("#job-script-source").dataset.source = meta?.source || "";
   }
 
   showSpeech(job) {
@@ -222,15 +271,35 @@ export class JobView {
     if (speech) setSource(this.$("#tts-audio"), withKey(speech.url));
   }
 
+  /** The final video of a job that succeeded; the talking head before upscaling of one that stopped after it. */
   showVideo(job) {
-    const video = job.status === "succeeded" ? finalVideo(job) : null;
+    const done = job.status === "succeeded";
+    const video = done ? finalVideo(job) : isFinal(job.status) ? talkingHead(job) : null;
     const url = video && withKey(video.url);
     this.$("#final-video-link").hidden = !video;
+    this.$("#job-video-title").textContent = done || !video ? "Video" : "Talking head (before upscaling)";
     if (this.player.show(job, url)) return; // the live output plays until the final video is there
     this.$("#job-video").hidden = !video;
     if (!video) return;
     setSource(this.$("#final-video"), url);
     this.$("#final-video-link").href = url;
+    this.$("#final-video-link").textContent = done ? "Download the video" : "Download the talking head";
+  }
+
+  showDownloads(job) {
+    this.$("#job-downloads").hidden = !job.artifacts.length;
+    this.$("#downloads").replaceChildren(...downloadItems(job));
+  }
+
+  /** The job's prompt, transcript, portrait, voice and changed settings. */
+  showInputs(job) {
+    this.$("#job-input-values").replaceChildren(...inputItems(job));
+    this.$("#job-settings").replaceChildren(...settingItems(job));
+    for (const [selector, name] of [["#job-portrait", "source_image"], ["#job-voice", "narrator_voice"]]) {
+      const media = this.$(selector);
+      media.hidden = false;
+      setSource(media, inputUrl(job, name));
+    }
   }
 }
 

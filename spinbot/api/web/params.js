@@ -1,6 +1,8 @@
-// The Advanced section: one fieldset per pipeline node and one input per param of its task, built from the JSON
-// schemas of GET /v1/params. Values are checked with the API's rules and messages (pydantic's), and only values
-// that differ from the defaults are sent.
+// The Advanced section: one fieldset per pipeline node (its task's one-line description and the backend this server
+// runs it on) and one row per param of its task (its description, type, default and bounds), built from the JSON
+// schemas of GET /v1/params and GET /v1/params/form. Choices are selects: a schema's enum (schedulers, detectors)
+// and, for a native backend, the model files present in the models folder. Values are checked with the API's
+// rules and messages (pydantic's), and only values that differ from the defaults are sent.
 
 import { clearError, el, showError } from "./dom.js";
 
@@ -17,6 +19,8 @@ export function describeParam(node, name, schema) {
     nullable: types.includes("null"),
     defaultValue: schema.default === undefined ? null : schema.default,
     bounds,
+    description: schema.description || "",
+    choices: variants.flatMap((variant) => variant.enum || ("const" in variant ? [variant.const] : [])),
   };
 }
 
@@ -92,12 +96,25 @@ function describeDefault(value) {
   return value === null ? "unset" : JSON.stringify(value);
 }
 
-function inputFor(param) {
+/** A select of the choices; the default stays selectable (marked) when it is not among them. */
+function selectFor(param, common, choices, missingNote) {
+  const options = choices.map((choice) => el("option", { value: String(choice) }, String(choice)));
+  if (param.defaultValue !== null && !choices.includes(param.defaultValue)) {
+    options.unshift(el("option", { value: String(param.defaultValue) }, `${param.defaultValue} (${missingNote})`));
+  }
+  const select = el("select", common, ...options);
+  select.value = param.defaultValue === null ? "" : String(param.defaultValue);
+  return select;
+}
+
+function inputFor(param, files) {
   const id = `param-${param.node}-${param.name}`;
   const common = { id, name: param.key, dataset: { param: param.key } };
   if (param.type === "boolean") {
     return el("input", { ...common, type: "checkbox", checked: param.defaultValue === true });
   }
+  if (param.choices.length) return selectFor(param, common, param.choices, "default");
+  if (files?.choices.length) return selectFor(param, common, files.choices, "default; not in the models folder");
   const numeric = param.type === "integer" || param.type === "number";
   const text = param.defaultValue === null ? "" : String(param.defaultValue);
   return el("input", {
@@ -110,22 +127,25 @@ function inputFor(param) {
   });
 }
 
-function paramRow(param) {
-  const input = inputFor(param);
-  const hint = [param.type, `default ${describeDefault(param.defaultValue)}`, describeBounds(param.bounds)]
+function paramRow(param, files) {
+  const input = inputFor(param, files);
+  const hint = [param.type, `default ${describeDefault(param.defaultValue)}`, describeBounds(param.bounds), files?.note]
     .filter(Boolean).join(" · ");
+  const hintId = `${input.id}-hint`;
+  input.setAttribute("aria-describedby", hintId);
   return el("div", { class: "param", dataset: { param: param.key } },
     el("label", { for: input.id }, param.name),
     input,
-    el("small", { class: "hint" }, hint),
+    el("p", { class: "hint", id: hintId }, el("span", { class: "description" }, param.description), " ",
+      el("small", {}, hint)),
     el("p", { class: "field-error", dataset: { for: param.key }, role: "alert" }));
 }
 
 export class AdvancedParams {
-  /** root: the container; schemas: GET /v1/params (task name -> JSON schema). */
-  constructor(root, schemas) {
-    this.root = root;
-    this.schemas = schemas;
+  /** root: the container; schemas: GET /v1/params (task -> JSON schema); form: GET /v1/params/form (task ->
+   * description, backend, model files); skip: param keys shown elsewhere on the page (the own script). */
+  constructor(root, schemas, form = {}, skip = () => false) {
+    Object.assign(this, { root, schemas, form, skip });
     this.params = [];
     root.addEventListener("input", (event) => this.recheck(event.target));
     root.addEventListener("change", (event) => this.recheck(event.target));
@@ -140,15 +160,23 @@ export class AdvancedParams {
 
   fieldset(node) {
     const schema = this.schemas[node.task];
+    const about = this.form[node.task] || {};
     const legend = el("legend", {}, node.id, " ", el("small", {}, node.id === node.task ? "" : node.task));
+    const backend = about.backend
+      ? el("span", { class: "backend" }, ` · runs on the ${about.backend} backend (${about.setting})`) : null;
+    const description = el("p", { class: "node-description muted" }, about.description || "", backend);
     if (!schema) return el("fieldset", { class: "node-params" }, legend, el("p", { class: "muted" }, "no params"));
-    const params = Object.entries(schema.properties || {}).map(([name, prop]) => describeParam(node.id, name, prop));
+    const params = Object.entries(schema.properties || {})
+      .map(([name, prop]) => describeParam(node.id, name, prop))
+      .filter((param) => !this.skip(param.key, node));
     this.params.push(...params);
-    return el("fieldset", { class: "node-params", dataset: { node: node.id } }, legend, ...params.map(paramRow));
+    const files = about.files || {};
+    return el("fieldset", { class: "node-params", dataset: { node: node.id } }, legend, description,
+      ...params.map((param) => paramRow(param, files[param.name])));
   }
 
   input(param) {
-    return this.root.querySelector(`input[data-param="${CSS.escape(param.key)}"]`);
+    return this.root.querySelector(`[data-param="${CSS.escape(param.key)}"]:is(input, select)`);
   }
 
   recheck(input) {
@@ -169,6 +197,23 @@ export class AdvancedParams {
       else if (value !== param.defaultValue) (params[param.node] ||= {})[param.name] = value;
     }
     return { params, errors };
+  }
+
+  /** Show a past job's params ({node: {name: value}}): every other param back to its default. */
+  fill(values) {
+    for (const param of this.params) {
+      const given = values?.[param.node]?.[param.name];
+      const value = given === undefined ? param.defaultValue : given;
+      const input = this.input(param);
+      if (param.type === "boolean") input.checked = value === true;
+      else {
+        if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === String(value ?? ""))) {
+          input.append(el("option", { value: String(value) }, String(value)));
+        }
+        input.value = value === null ? "" : String(value);
+      }
+      clearError(this.root, param.key);
+    }
   }
 
   has(key) {

@@ -47,6 +47,22 @@ export class UploadField {
     }
   }
 
+  /** Choose a file fetched from elsewhere (a past job's input) as if the user had picked it. */
+  async reuse(fetchFile) {
+    clearError(this.form, this.key);
+    this.state.textContent = `fetching the ${this.kind} of that job…`;
+    try {
+      const file = await fetchFile();
+      const chosen = new DataTransfer();
+      chosen.items.add(file);
+      this.input.files = chosen.files;
+      this.choose();
+    } catch (err) {
+      this.state.textContent = "";
+      showError(this.form, this.key, `cannot reuse the ${this.kind}: ${err.message}; choose the file again`);
+    }
+  }
+
   /** The upload id for the job; uploads again when the last try failed (a key may have been given since). */
   async id() {
     if (!this.file) {
