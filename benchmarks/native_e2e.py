@@ -41,8 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import machine  # noqa: E402
 
 # About 10 s of speech at the Beckett reference's pace (F5-TTS sizes a chunk from the reference's characters/s).
-SCRIPT = ("Sleep is when the brain files the day away. Rest well tonight, and you will wake up ready to learn "
-          "again.")
+SCRIPT = "Sleep is when the brain files the day away. Rest well, and wake up ready."
 REF_TEXT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 NODES = ("script", "f5_to_tts", "infinite_talk", "upscale_video")
 
@@ -142,18 +141,18 @@ def probe(path: Path) -> dict:
         frames = sum(1 for _ in container.decode(video))
         audio = container.streams.audio[0] if container.streams.audio else None
         return {"frames": frames, "width": video.codec_context.width, "height": video.codec_context.height,
-                "fps": float(video.average_rate), "audio": None if audio is None else
+                "fps": float(video.average_rate or 0), "audio": None if audio is None else
                 {"codec": audio.codec_context.name, "rate": audio.codec_context.sample_rate,
                  "seconds": float(audio.duration * audio.time_base) if audio.duration else None}}
 
 
 def run_job(index: int, env: dict[str, str], inputs: dict[str, Path], data_dir: Path, work: Path,
-            sampler: Sampler, worker_log: Path, log_offset: int) -> tuple[dict, int]:
+            sampler: Sampler, worker_log: Path, log_offset: int, sets: list[str]) -> tuple[dict, int]:
     sampler.reset()
     out = work / f"job{index}.mp4"
     seconds, proc = spinbot("run", "--prompt", "why sleep matters", "--image", str(inputs["image"]),
                             "--voice", str(inputs["voice"]), "--ref-text", REF_TEXT,
-                            "--set", f"script.text={SCRIPT}", "--out", str(out),
+                            "--set", f"script.text={SCRIPT}", *sets, "--out", str(out),
                             env=env, log=work / f"run{index}.log")
     record = job_record(data_dir, _last_job_id(data_dir))
     loads, log_offset = model_loads(worker_log, log_offset)
@@ -195,9 +194,9 @@ def _last_job_id(data_dir: Path) -> str:
 def sample_inputs(work: Path, voice: Path | None) -> dict[str, Path]:
     """scikit-image's astronaut and the Beckett sample (the demo's inputs); `voice` where the moonshine wheel that
     ships Beckett is not installed (the GPU machine: the harness carries the WAV)."""
-    from spinbot.samples import astronaut_png, beckett_wav
+    from spinbot.samples import portrait_path, voice_path
 
-    return {"image": astronaut_png(work), "voice": voice or beckett_wav()}
+    return {"image": portrait_path(work), "voice": voice or voice_path()}
 
 
 def main() -> None:
@@ -258,9 +257,11 @@ def main() -> None:
     sampler.start()
     try:
         inputs = sample_inputs(work, args.voice)
+        # f5_to_tts's seed default is device=cuda; the CPU smoke asks for the CPU (the other backends follow torch)
+        sets = ["--set", "f5_to_tts.device=cpu"] if args.smoke else []
         offset, jobs = 0, []
         for index in range(1, args.jobs + 1):
-            job, offset = run_job(index, env, inputs, data_dir, work, sampler, worker_log, offset)
+            job, offset = run_job(index, env, inputs, data_dir, work, sampler, worker_log, offset, sets)
             jobs.append(job)
             print(f"job {index}: {job['status']} in {job['wall_seconds']} s, nodes {job['node_seconds']}, "
                   f"{len(job['model_loads'])} model loads, checks {job['checks']}", flush=True)

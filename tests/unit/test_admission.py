@@ -166,7 +166,7 @@ def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(client, s
 
 
 def test_what_the_configured_backend_needs_is_checked_at_submission(client, uploaded, spinbot_env, use_settings):
-    refused(client, uploaded, spinbot_env, "upscale_video.model_name_0 'codeformer.pth' names no upscale factor",
+    refused(client, uploaded, spinbot_env, "upscale_video.model_name_0: 'codeformer.pth' names no upscale factor",
             params={"upscale_video": {"model_name_0": "codeformer.pth"}})
     use_settings(tts_backend="native", talk_backend="native", upscale_backend="native")
     with TestClient(create_app()) as native:  # the same data folder, so the same uploads
