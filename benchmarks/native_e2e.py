@@ -278,6 +278,7 @@ def main() -> None:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2, default=str))
+            shutil.copy(worker_log, args.out.with_name(args.out.stem + "_worker.log"))
         if not args.models:
             shutil.rmtree(work, ignore_errors=True)
     summary = {k: result[k] for k in ("write_seconds", "second_job_reloads") if k in result}
