@@ -50,7 +50,7 @@ class FlagsWithoutType:
         for param in self.params:
             if param.param_type_name == "argument" and param.metavar:
                 param.display_type_rich = lambda ctx: ""
-            elif param.metavar is None:
+            elif param.metavar is None and hasattr(param, "display_type_rich"):  # typer builds without rich help lack it
                 typed = param.display_type_rich
                 param.display_type_rich = lambda ctx, typed=typed: plain_type(typed(ctx))
         return option
