@@ -102,23 +102,26 @@ class RedisEventFeed:
     async def _read_all(self) -> None:
         while self._readers:
             # Each stream from the oldest position one of its readers still needs (a new reader starts at 0).
-            streams = {self.prefix + job: "%d-%d" % min(r.last for r in readers)
-                       for job, readers in self._readers.items()}
+            starts = {job: min(r.last for r in readers) for job, readers in self._readers.items()}
             try:
-                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS)
+                reply = await self.redis.xread({self.prefix + job: "%d-%d" % start for job, start in starts.items()},
+                                               count=500, block=BLOCK_MS)
             except Exception as err:  # Redis down or restarting: readers see idle ticks until it is back
                 log.warning("event feed cannot read Redis", extra={"error": str(err)})
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
                 continue
             for key, entries in reply or []:
-                self._fan_out(key.decode()[len(self.prefix):], entries)
+                job_id = key.decode()[len(self.prefix):]
+                self._fan_out(job_id, entries, starts[job_id])
 
-    def _fan_out(self, job_id: str, entries: list) -> None:
+    def _fan_out(self, job_id: str, entries: list, start: tuple[int, int]) -> None:
+        """Entries after `start` go to the readers that were at `start` or later when the read began; a reader that
+        joined during the read is further back, and the next read starts from its position."""
         for raw_id, fields in entries:
             entry = _entry_id(raw_id)
             event = Event.from_dict(json.loads(fields[b"e"]))
             for reader in self._readers.get(job_id, ()):
-                if entry > reader.last:
+                if reader.last >= start and entry > reader.last:
                     reader.last = entry
                     reader.queue.put_nowait(event)
 
