@@ -113,7 +113,7 @@ class Server:
                     "SPINBOT_LOG_LEVEL": "WARNING", "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9"})
         if redis_url:
             env["SPINBOT_REDIS_URL"] = redis_url
-        self.log = open(folder / "server.log", "wb")
+        self.log = open(folder / "server.log", "wb")  # noqa: SIM115 - the server writes to it until stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "spinbot", "serve", "--port", str(self.port)], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_SECONDS

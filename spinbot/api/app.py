@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from spinbot import __version__
+from spinbot.api import form, live
 from spinbot.api.auth import redact_access_log
 from spinbot.api.deps import Services
 from spinbot.api.errors import install_error_handlers
@@ -16,7 +17,6 @@ from spinbot.api.executor import JobExecutor
 from spinbot.api.headers import ResponseHeaders
 from spinbot.api.metrics import Metrics, RequestCounter
 from spinbot.api.readiness import Readiness
-from spinbot.api import form, live
 from spinbot.api.routes import artifacts, jobs, meta, uploads
 from spinbot.control.runner import Runner
 from spinbot.settings import Settings, get_settings

@@ -35,7 +35,7 @@ def probe_audio(path: Path | str) -> AudioHeader:
         raise InputError(f"audio not found: {path}")
     try:
         info = sf.info(str(path))
-    except Exception:  # not a libsndfile format (mp3 in some builds, m4a, a video's audio): ask FFmpeg
+    except Exception:  # noqa: BLE001 - not a libsndfile format (mp3 in some builds, m4a, a video's audio): FFmpeg
         return _probe_with_av(path)
     known = 0 < info.frames < _UNKNOWN_FRAMES and info.samplerate > 0
     seconds = info.frames / info.samplerate if known else None
@@ -93,7 +93,7 @@ def load_audio(path: Path | str, sr: int | None = None, mono: bool = True,
         data, rate = _read_with_soundfile(path, max_seconds)
     except InputTooLarge:
         raise
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything libsndfile cannot read goes to FFmpeg, which says if it can
         data, rate = _decode_with_av(path, max_seconds)
     if data.size == 0:
         raise InputError(f"audio file has no samples: {path}")

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from spinbot.state.events import Event, EventBus, RedisEventBus
 
@@ -49,8 +50,8 @@ class LocalEventFeed:
                     pass
 
         history, unsubscribe = self.bus.subscribe_after_history(job_id, deliver)
-        for event in history:
-            queue.put_nowait(event)
+        for past in history:
+            queue.put_nowait(past)
         try:
             async for event in _queued(queue, idle):
                 yield event
@@ -103,10 +104,10 @@ class RedisEventFeed:
         while self._readers:
             # Each stream from the oldest position one of its readers still needs (a new reader starts at 0).
             starts = {job: min(r.last for r in readers) for job, readers in self._readers.items()}
+            streams: dict[Any, Any] = {self.prefix + job: f"{ms}-{seq}" for job, (ms, seq) in starts.items()}
             try:
-                reply = await self.redis.xread({self.prefix + job: "%d-%d" % start for job, start in starts.items()},
-                                               count=500, block=BLOCK_MS)
-            except Exception as err:  # Redis down or restarting: readers see idle ticks until it is back
+                reply: Any = await self.redis.xread(streams, count=500, block=BLOCK_MS)
+            except Exception as err:  # noqa: BLE001 - Redis down or restarting: idle ticks until it is back
                 log.warning("event feed cannot read Redis", extra={"error": str(err)})
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
                 continue

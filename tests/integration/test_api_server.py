@@ -107,7 +107,7 @@ MULTIPART = "Content-Type: multipart/form-data; boundary=b"
 
 def test_upload_without_a_key_gets_its_401_before_any_body_is_sent(server):
     started = time.monotonic()
-    answer, sent = post_upload(server, [MULTIPART, f"Content-Length: {1 << 30}"], body_chunks=[])
+    answer, _ = post_upload(server, [MULTIPART, f"Content-Length: {1 << 30}"], body_chunks=[])
     assert answer.startswith(b"HTTP/1.1 401") and b"connection: close" in answer.lower()
     assert time.monotonic() - started < 5 and server.spooled_bytes() == 0
 
