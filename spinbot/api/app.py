@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     app = FastAPIOffline(title="SpinBot", version=__version__, lifespan=lifespan, redoc_url=None,
                          static_url="/docs/assets")
     app.state.settings, app.state.services = settings, services
+    app.state.runner = runner  # a shortcut that tests and route modules use
     install_error_handlers(app)
     for router in (meta.router, uploads.router, jobs.router, artifacts.router, form.router, live.router):
         app.include_router(router)
