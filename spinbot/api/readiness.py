@@ -21,6 +21,14 @@ from spinbot.settings import Settings
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
+def ping_database(runner: Runner) -> None:
+    """One `SELECT 1` on a pooled connection: the cheapest question the database must answer."""
+    from sqlalchemy import text
+
+    with runner.jobs.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 class Readiness:
     def __init__(self, settings: Settings, runner: Runner):
         self.settings, self.runner = settings, runner
@@ -55,7 +63,7 @@ class Readiness:
         return DependencyState(ok=detail == "ok", ms=round((time.perf_counter() - started) * 1000, 1), detail=detail)
 
     def _database(self) -> None:
-        self.runner.jobs.list(limit=1)
+        ping_database(self.runner)
 
     def _redis_ping(self) -> None:
         if self._redis is None:
