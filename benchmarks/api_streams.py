@@ -1,19 +1,22 @@
 """The API under open event streams, and the upload path under a refused 1 GiB body; loopback only, bounded time.
 
     python benchmarks/api_streams.py [--streams 0,50,200] [--probes 300] [--redis-url redis://127.0.0.1:6379/0]
-                                     [--no-redis] [--upload-mib 1024] [--out benchmarks/results/api_streams.json]
+                                     [--no-redis] [--upload-mib 1024] [--nice N]
+                                     [--out benchmarks/results/api_streams.json]
 
 Starts `spinbot serve` (SQLite and a local store in a temporary folder; events through Redis unless --no-redis;
 its TMPDIR a folder of its own, so what an upload spools there can be measured) and:
 - creates jobs that stay `running` (rows only; nothing runs them) and holds N `/v1/jobs/{id}/events` streams open
-  from a separate process, while this process publishes one progress event a second to every followed job, so the
+  from a separate process, which also publishes one progress event a second to every job it follows, so the
   streams carry traffic; then times `/healthz` (a new connection for each probe, like a load balancer), 20 ms
   apart, and reports p50/p99/max for each N. Target: p99 under 50 ms at 200 streams.
 - sends `POST /v1/uploads` bodies of 1 GiB from a raw socket (no key with a Content-Length; a key with a
   Content-Length; a key with no length, chunked), a chunk at a time, stopping when the server answers or closes; it
   reports the status, how long the answer took, how much of the body went out before it, the peak bytes under the
   server's TMPDIR and its upload folder, and the server's resident memory peak. Target: nothing written.
-Writes the JSON with the machine (benchmarks/machine.py) and the command.
+Writes the JSON with the machine (benchmarks/machine.py), the load average and the command. On a shared machine,
+`--nice -10` (root) runs the benchmark and every process it starts (server, stream clients, publisher) ahead of the
+machine's other work, so the figures are the API's and not the neighbours'; the JSON records the value.
 """
 
 from __future__ import annotations
@@ -64,25 +67,31 @@ async def _hold_one(port: int, job_id: str, counts: dict[str, int], ready: async
             counts["events"] += 1
 
 
-async def _hold(port: int, ids: list[str]) -> None:
+async def _hold(port: int, ids: list[str], redis_url: str) -> None:
     counts, ready, opened = {"wanted": len(ids), "events": 0}, asyncio.Event(), []
     tasks = [asyncio.create_task(_hold_one(port, job_id, counts, ready, opened)) for job_id in ids]
     await asyncio.wait_for(ready.wait(), 60)
+    publisher = Publisher(redis_url, ids) if redis_url else None
+    if publisher is not None:
+        publisher.start()
     print(json.dumps({"ready": len(opened)}), flush=True)
     # Report the events received each time the parent asks (a line on stdin), until stdin closes.
     loop = asyncio.get_running_loop()
     while await loop.run_in_executor(None, sys.stdin.readline):
         failed = sum(1 for t in tasks if t.done())
         print(json.dumps({"events": counts["events"], "closed": failed}), flush=True)
+    if publisher is not None:
+        publisher.stop.set()
+        await loop.run_in_executor(None, publisher.join)
     for task in tasks:
         task.cancel()
 
 
 class StreamHolder:
-    def __init__(self, port: int, ids: list[str], folder: Path):
+    def __init__(self, port: int, ids: list[str], folder: Path, redis_url: str | None):
         ids_file = folder / f"ids-{len(ids)}-{time.monotonic_ns()}.json"
         ids_file.write_text(json.dumps(ids))
-        self.proc = subprocess.Popen([sys.executable, __file__, "--hold", str(port), str(ids_file)],
+        self.proc = subprocess.Popen([sys.executable, __file__, "--hold", str(port), str(ids_file), redis_url or ""],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line or json.loads(line).get("ready") != len(ids):
@@ -183,30 +192,26 @@ def _running_jobs(data_dir: Path, count: int) -> list[str]:
 
 
 class Publisher(threading.Thread):
-    """One progress event a second for every followed job, through the bus the server reads."""
+    """One progress event a second for each of `ids`, through the bus the server reads, spread over the second as
+    independent jobs publish them. It runs in the stream holder's process, so that it takes no time from the probes."""
 
-    def __init__(self, redis_url: str | None, data_dir: Path):
+    def __init__(self, redis_url: str, ids: list[str]):
         super().__init__(daemon=True)
         from spinbot.state.events import RedisEventBus
 
-        self.bus = RedisEventBus(redis_url) if redis_url else None
-        self.ids: list[str] = []
-        self.published = 0
+        self.bus, self.ids = RedisEventBus(redis_url), ids
         self.stop = threading.Event()
 
     def run(self) -> None:
         from spinbot.state.events import Event
 
-        while not self.stop.wait(1.0):
-            if self.bus is None:
-                continue
-            for job_id in list(self.ids):
+        while not self.stop.is_set():
+            for job_id in self.ids:
                 self.bus.publish(Event(job_id, "node", "running", "f5_to_tts", progress=0.5, message="bench"))
-                self.published += 1
-
-    def forget(self) -> None:
-        if self.bus is not None and self.ids:
-            self.bus.redis.delete(*[self.bus.prefix + job_id for job_id in self.ids])
+                if self.stop.wait(1.0 / len(self.ids)):
+                    break
+        self.bus.redis.delete(*[self.bus.prefix + job_id for job_id in self.ids])
+        self.bus.close()
 
 
 def _probe(port: int, count: int) -> dict[str, float]:
@@ -222,14 +227,13 @@ def _probe(port: int, count: int) -> dict[str, float]:
             "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 2), "max_ms": round(times[-1], 2)}
 
 
-def bench_streams(server: Server, publisher: Publisher, levels: list[int], probes: int, folder: Path) -> list[dict]:
+def bench_streams(server: Server, redis_url: str | None, levels: list[int], probes: int, folder: Path) -> list[dict]:
     results, holders, open_now = [], [], 0
     try:
         for level in levels:
             if level > open_now:
                 ids = _running_jobs(server.data, level - open_now)
-                holders.append(StreamHolder(server.port, ids, folder))
-                publisher.ids += ids
+                holders.append(StreamHolder(server.port, ids, folder, redis_url))
                 open_now = level
                 time.sleep(2.0)  # a couple of publish rounds before the probes
             before = [h.counts()["events"] for h in holders]
@@ -357,21 +361,19 @@ def bench_upload(server: Server, total: int) -> list[dict]:
 def main() -> None:
     args = _parse_args()
     if args.hold:
-        asyncio.run(_hold(int(args.hold[0]), json.loads(Path(args.hold[1]).read_text())))
+        asyncio.run(_hold(int(args.hold[0]), json.loads(Path(args.hold[1]).read_text()), args.hold[2]))
         return
     redis_url = None if args.no_redis else args.redis_url
+    if args.nice:
+        os.nice(args.nice)  # inherited by the server and the stream holders
     started, load_at_start = time.time(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="spinbot-bench-api-") as tmp:
         folder = Path(tmp)
         server = Server(folder, redis_url)
-        publisher = Publisher(redis_url, server.data)
-        publisher.start()
         try:
-            streams = bench_streams(server, publisher, args.streams, args.probes, folder)
+            streams = bench_streams(server, redis_url, args.streams, args.probes, folder)
             upload = bench_upload(server, args.upload_mib * MiB)
         finally:
-            publisher.stop.set()
-            publisher.forget()
             server.stop()
     report = {
         "benchmark": "api_streams",
@@ -380,6 +382,7 @@ def main() -> None:
         "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
         "events": "redis" if redis_url else "in-process",
+        "nice": args.nice,
         "healthz_under_event_streams": streams,
         "healthz_p99_target_ms": 50,
         "refused_upload": upload,
@@ -398,8 +401,9 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--no-redis", action="store_true", help="events through the in-process bus")
     p.add_argument("--upload-mib", type=int, default=1024)
+    p.add_argument("--nice", type=int, default=0, help="scheduling priority change for every benchmark process")
     p.add_argument("--out", type=Path, default=HERE / "results" / "api_streams.json")
-    p.add_argument("--hold", nargs=2, metavar=("PORT", "IDS_FILE"), help=argparse.SUPPRESS)
+    p.add_argument("--hold", nargs=3, metavar=("PORT", "IDS_FILE", "REDIS_URL"), help=argparse.SUPPRESS)
     return p.parse_args()
 
 

@@ -20,6 +20,9 @@ from spinbot.state.events import Event, EventBus, RedisEventBus
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 250  # how long one XREAD waits; a stream that opens meanwhile joins the next one
+# One XREAD names every open stream, so its cost grows with them: reads are at least this far apart, and the events of
+# that time come together (a progress display does not need them sooner).
+MIN_READ_SECONDS = 0.1
 REDIS_RETRY_SECONDS = 1.0
 
 
@@ -27,9 +30,12 @@ async def _queued(queue: asyncio.Queue[Event], idle: float) -> AsyncIterator[Eve
     """Events from the queue; None after `idle` seconds without one."""
     while True:
         try:
-            yield await asyncio.wait_for(queue.get(), idle)
+            async with asyncio.timeout(idle):  # a timer, not the task per wait that wait_for makes
+                event = await queue.get()
         except TimeoutError:
             yield None
+            continue
+        yield event
 
 
 class LocalEventFeed:
@@ -101,7 +107,9 @@ class RedisEventFeed:
                     del self._readers[job_id]
 
     async def _read_all(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._readers:
+            started = loop.time()
             # Each stream from the oldest position one of its readers still needs (a new reader starts at 0).
             starts = {job: min(r.last for r in readers) for job, readers in self._readers.items()}
             streams: dict[Any, Any] = {self.prefix + job: f"{ms}-{seq}" for job, (ms, seq) in starts.items()}
@@ -114,6 +122,8 @@ class RedisEventFeed:
             for key, entries in reply or []:
                 job_id = key.decode()[len(self.prefix):]
                 self._fan_out(job_id, entries, starts[job_id])
+            if reply:
+                await asyncio.sleep(MIN_READ_SECONDS - (loop.time() - started))
 
     def _fan_out(self, job_id: str, entries: list, start: tuple[int, int]) -> None:
         """Entries after `start` go to the readers that were at `start` or later when the read began; a reader that
