@@ -3,10 +3,8 @@
 so every answer to a header-authenticated call refreshes a short-lived media cookie, signed with the key, that the
 event and artifact routes also accept: the key itself never appears in a URL, and so never in an access log.
 
-Routes without a key, none of which holds user data: the page and its files; /healthz and /readyz (probes);
-/docs, /openapi.json, /v1/pipelines and /v1/params (what the server offers; the page builds its form from them
-before it has a key). /metrics takes an API key or SPINBOT_METRICS_KEY. Everything about jobs, uploads and
-artifacts needs a key and shows only that key's own.
+Routes without a key: the page and its files, /healthz and /readyz (probes; no user data), /docs and
+/openapi.json (the API's own description). /metrics takes an API key or SPINBOT_METRICS_KEY.
 """
 
 from __future__ import annotations

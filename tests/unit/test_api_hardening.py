@@ -180,7 +180,7 @@ def test_voice_over_the_limit_is_refused_and_a_real_voice_is_accepted(client, tm
 # ---- 8. no key in URLs or logs; the media cookie -------------------------------------------------------------
 def test_api_key_in_the_query_string_is_refused_on_every_keyed_route(client):
     job_id = make_job(client)
-    for path in ("/v1/jobs", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events", "/metrics",
+    for path in ("/v1/jobs", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events", "/v1/pipelines", "/metrics",
                  f"/v1/jobs/{job_id}/artifacts/f5_to_tts/speech.wav"):
         client.cookies.clear()
         r = client.get(f"{path}?api_key={KEY_A}")
@@ -234,13 +234,12 @@ def test_page_script_puts_no_key_in_urls():
 
 # ---- 9. auth decided per route -------------------------------------------------------------------------------
 def test_each_route_asks_for_what_it_documents(client):
-    for path in ("/metrics", "/v1/jobs"):
+    for path in ("/v1/pipelines", "/v1/params", "/metrics", "/v1/jobs"):
         assert client.get(path).status_code == 401, path
         assert client.get(path, headers=auth()).status_code == 200, path
     assert client.get("/metrics", headers=auth(METRICS_KEY)).status_code == 200
     assert client.get("/v1/jobs", headers=auth(METRICS_KEY)).status_code == 401  # the metrics key is only that
-    # no key: probes, and what the server offers (no user data in any of them)
-    for path in ("/healthz", "/readyz", "/docs", "/openapi.json", "/", "/v1/pipelines", "/v1/params"):
+    for path in ("/healthz", "/readyz", "/docs", "/openapi.json", "/"):
         assert client.get(path).status_code == 200, path
 
 

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spinbot import __version__
 from spinbot.api.auth import metrics_access
-from spinbot.api.deps import ServicesDep
+from spinbot.api.deps import Owner, ServicesDep
 from spinbot.api.errors import error, error_responses
 from spinbot.api.readiness import ping_database
 from spinbot.api.schemas import HealthOut, PipelineOut, PipelinesOut, ReadyOut
@@ -45,10 +45,8 @@ async def prometheus(services: ServicesDep) -> Response:
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/pipelines", response_model=PipelinesOut)
-def pipelines(services: ServicesDep) -> PipelinesOut:
-    """The pipelines this server runs, no key: like /openapi.json they describe the server and hold no user data,
-    and the page builds its form from them before it has a key."""
+@router.get("/v1/pipelines", response_model=PipelinesOut, responses=error_responses(401))
+def pipelines(services: ServicesDep, owner: Owner) -> PipelinesOut:
     return PipelinesOut(pipelines=[
         PipelineOut(name=name, nodes=[n.model_dump() for n in spec.nodes],
                     edges=[e.model_dump(by_alias=True) for e in spec.edges])
@@ -56,10 +54,9 @@ def pipelines(services: ServicesDep) -> PipelinesOut:
     ])
 
 
-@router.get("/v1/params", response_model=dict[str, dict[str, Any]])
-def params_schema() -> dict[str, dict[str, Any]]:
-    """JSON schemas of every task's params, so clients can build forms with the seed's names and defaults; no key,
-    like /v1/pipelines."""
+@router.get("/v1/params", response_model=dict[str, dict[str, Any]], responses=error_responses(401))
+def params_schema(owner: Owner) -> dict[str, dict[str, Any]]:
+    """JSON schemas of every task's params, so clients can build forms with the seed's names and defaults."""
     from spinbot.tasks.catalog import TASK_PLANES, load_task
 
     return {name: load_task(name).params_model.model_json_schema() for name in TASK_PLANES}
