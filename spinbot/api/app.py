@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from spinbot import __version__
+from spinbot.api import form, live
 from spinbot.api.auth import redact_access_log
 from spinbot.api.deps import Services
 from spinbot.api.errors import install_error_handlers
@@ -16,7 +17,6 @@ from spinbot.api.executor import JobExecutor
 from spinbot.api.headers import ResponseHeaders
 from spinbot.api.metrics import Metrics, RequestCounter
 from spinbot.api.readiness import Readiness
-from spinbot.api import form, live
 from spinbot.api.routes import artifacts, jobs, meta, uploads
 from spinbot.control.runner import Runner
 from spinbot.settings import Settings, get_settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     app = FastAPIOffline(title="SpinBot", version=__version__, lifespan=lifespan, redoc_url=None,
                          static_url="/docs/assets")
     app.state.settings, app.state.services = settings, services
+    app.state.runner = runner  # a shortcut that tests and route modules use
     install_error_handlers(app)
     for router in (meta.router, uploads.router, jobs.router, artifacts.router, form.router, live.router):
         app.include_router(router)

@@ -15,6 +15,8 @@ import hmac
 import logging
 import re
 import time
+from collections.abc import MutableMapping
+from typing import Any
 
 from fastapi import Request
 
@@ -120,7 +122,7 @@ def _renew_media_cookie(request: Request, key: str) -> None:
         request.state.media_cookie = (media_token(key, expires), lifetime)
 
 
-def media_cookie_header(scope: dict) -> bytes | None:
+def media_cookie_header(scope: MutableMapping[str, Any]) -> bytes | None:
     """The Set-Cookie value a request asked for, if any (HttpOnly: no script reads it; SameSite=Strict: no other
     site's page sends it)."""
     wanted = scope.get("state", {}).get("media_cookie")

@@ -62,13 +62,38 @@ def _status_for(err: SpinBotError) -> int:
     return 400
 
 
+def document_validation_errors(app: FastAPI) -> None:
+    """FastAPI documents a 422 it adds by itself as its own HTTPValidationError; the handler below answers every
+    422 as ErrorBody, so /openapi.json says so for every route, including ones that list no errors."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
+                reply = operation.get("responses", {}).get("422")
+                if reply and "HTTPValidationError" in str(reply):
+                    reply.update(description=_MEANINGS[422], content={"application/json": {"schema": {
+                        "$ref": "#/components/schemas/ErrorBody"}}})
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    document_validation_errors(app)
+
     @app.exception_handler(SpinBotError)
     async def _spinbot_error(request: Request, err: SpinBotError):
         status = _status_for(err)
         if status == 503:
             log.warning("service unavailable", extra={"path": request.url.path, "error": str(err)})
-        return error(status, public_error(str(err)))
+        return error(status, public_error(str(err)) or type(err).__name__)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, err: RequestValidationError):

@@ -5,11 +5,9 @@ past job's inputs (the portrait and the voice sample), so that the page can show
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, RedirectResponse
 
 from spinbot.api.auth import media_owner
 from spinbot.api.deps import Owner
@@ -71,10 +69,9 @@ def job_input(job_id: str, name: Literal["source_image", "narrator_voice"], requ
     key = job.inputs.get("artifacts", {}).get(name)
     if not key or not runner.artifacts.exists(key):
         raise JobNotFound(f"job '{job_id}' has no input '{name}' any more")
-    store = runner.artifacts
-    if hasattr(store, "path"):
-        return FileResponse(store.path(key), filename=Path(key).name)
-    return RedirectResponse(store.presigned_url(key), status_code=307)
+    from spinbot.api.routes.artifacts import stored_file  # S3: streamed or presigned for the public endpoint only
+
+    return stored_file(request.app.state.services, key, None, request)
 
 
 def owned_job(runner: Any, job_id: str, owner: str | None) -> JobView:

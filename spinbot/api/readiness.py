@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from spinbot.api.schemas import DependencyState, ReadyOut
 from spinbot.control.runner import Runner
@@ -20,12 +21,20 @@ from spinbot.settings import Settings
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
+def ping_database(runner: Runner) -> None:
+    """One `SELECT 1` on a pooled connection: the cheapest question the database must answer."""
+    from sqlalchemy import text
+
+    with runner.jobs.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
 class Readiness:
     def __init__(self, settings: Settings, runner: Runner):
         self.settings, self.runner = settings, runner
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="spinbot-readyz")
         self._running: dict[str, Future] = {}
-        self._redis = None
+        self._redis: Any = None
 
     def _checks(self) -> dict[str, Callable[[], None] | None]:
         return {"database": self._database, "redis": self._redis_ping if self.settings.redis_url else None,
@@ -49,26 +58,29 @@ class Readiness:
             detail = "ok"
         except TimeoutError:
             detail = "timed out"
-        except Exception:  # what failed goes to the operator's own tools, not to an unauthenticated probe
+        except Exception:  # noqa: BLE001 - any failure is 'unreachable'; the details are not for an open probe
             detail = "unreachable"
         return DependencyState(ok=detail == "ok", ms=round((time.perf_counter() - started) * 1000, 1), detail=detail)
 
     def _database(self) -> None:
-        self.runner.jobs.list(limit=1)
+        ping_database(self.runner)
 
     def _redis_ping(self) -> None:
         if self._redis is None:
             import redis
 
-            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=CHECK_TIMEOUT_SECONDS,
+            self._redis = redis.Redis.from_url(str(self.settings.redis_url), socket_timeout=CHECK_TIMEOUT_SECONDS,
                                                socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
         self._redis.ping()
 
     def _storage(self) -> None:
+        from spinbot.storage.local import LocalStore
+        from spinbot.storage.s3 import S3Store
+
         store = self.runner.artifacts
-        if hasattr(store, "check_bucket"):
-            store.check_bucket()
-        elif not os.access(store.root, os.W_OK):
+        if isinstance(store, S3Store):
+            store.check_bucket()  # one HEAD of the bucket
+        elif isinstance(store, LocalStore) and not os.access(store.root, os.W_OK):
             raise OSError("the artifact folder is not writable")
 
     def close(self) -> None:

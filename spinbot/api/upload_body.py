@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -79,7 +79,7 @@ class _Collector:
             raise MalformedUpload("an upload carries exactly one file, in the part named 'file'")
         self.result.filename = options[b"filename"].decode("utf-8", "replace")
         self.result.content_type = self._headers.get(b"content-type", b"").decode("latin-1") or None
-        self._file = open(self.dest, "wb")
+        self._file = open(self.dest, "wb")  # noqa: SIM115 - open across callbacks; closed at part end or close()
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._file is None:
@@ -124,7 +124,7 @@ async def receive_upload(request: Request, dest: Path, max_file_bytes: int) -> R
     if kind != b"multipart/form-data" or not boundary:
         raise MalformedUpload("an upload is a multipart/form-data body with the fields 'kind' and 'file'")
     collector = _Collector(dest, max_file_bytes)
-    parser = MultipartParser(boundary, collector.callbacks())
+    parser = MultipartParser(boundary, cast(Any, collector.callbacks()))
     received, body_limit = 0, max_file_bytes + FRAMING_BYTES
     try:
         async for chunk in request.stream():

@@ -35,7 +35,7 @@ def probe_audio(path: Path | str) -> AudioHeader:
         raise InputError(f"audio not found: {path}")
     try:
         info = sf.info(str(path))
-    except Exception:  # not a libsndfile format (mp3 in some builds, m4a, a video's audio): ask FFmpeg
+    except Exception:  # noqa: BLE001 - not a libsndfile format (mp3 in some builds, m4a, a video's audio): FFmpeg
         return _probe_with_av(path)
     known = 0 < info.frames < _UNKNOWN_FRAMES and info.samplerate > 0
     seconds = info.frames / info.samplerate if known else None
@@ -72,12 +72,12 @@ def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
         raise InputError(f"the audio has {header.channels} channels; at most {MAX_CHANNELS} are accepted")
 
 
-def load_voice(path: Path | str, sr: int | None = None) -> tuple[np.ndarray, int]:
-    """A narrator voice sample: its header checked against SPINBOT_MAX_VOICE_SECONDS first, then a decode that
-    also stops at that length (a header may not tell, or may lie)."""
+def load_voice(path: Path | str, sr: int | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """A narrator voice sample: its header checked against max_seconds (default: SPINBOT_MAX_VOICE_SECONDS) first,
+    then a decode that also stops at that length (a header may not tell, or may lie)."""
     from spinbot.settings import get_settings
 
-    limit = get_settings().max_voice_seconds
+    limit = max_seconds if max_seconds is not None else get_settings().max_voice_seconds
     check_voice_header(probe_audio(path), limit)
     return load_audio(path, sr, max_seconds=limit)
 
@@ -93,7 +93,7 @@ def load_audio(path: Path | str, sr: int | None = None, mono: bool = True,
         data, rate = _read_with_soundfile(path, max_seconds)
     except InputTooLarge:
         raise
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything libsndfile cannot read goes to FFmpeg, which says if it can
         data, rate = _decode_with_av(path, max_seconds)
     if data.size == 0:
         raise InputError(f"audio file has no samples: {path}")

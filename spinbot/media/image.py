@@ -41,7 +41,7 @@ def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
                 header = ImageHeader(image.format or "unknown", int(image.size[0]), int(image.size[1]))
     except Image.DecompressionBombError as err:  # Pillow's own ceiling, above any limit the settings allow
         claimed = re.search(r"\((\d+) pixels\)", str(err))
-        count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * Image.MAX_IMAGE_PIXELS:,}"
+        count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
         raise InputTooLarge(f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels "
                             "(SPINBOT_MAX_IMAGE_PIXELS)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):

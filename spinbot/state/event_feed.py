@@ -13,12 +13,16 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from spinbot.state.events import Event, EventBus, RedisEventBus
 
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 250  # how long one XREAD waits; a stream that opens meanwhile joins the next one
+# One XREAD names every open stream, so its cost grows with them: reads are at least this far apart, and the events of
+# that time come together (a progress display does not need them sooner).
+MIN_READ_SECONDS = 0.1
 REDIS_RETRY_SECONDS = 1.0
 
 
@@ -26,9 +30,12 @@ async def _queued(queue: asyncio.Queue[Event], idle: float) -> AsyncIterator[Eve
     """Events from the queue; None after `idle` seconds without one."""
     while True:
         try:
-            yield await asyncio.wait_for(queue.get(), idle)
+            async with asyncio.timeout(idle):  # a timer, not the task per wait that wait_for makes
+                event = await queue.get()
         except TimeoutError:
             yield None
+            continue
+        yield event
 
 
 class LocalEventFeed:
@@ -49,8 +56,8 @@ class LocalEventFeed:
                     pass
 
         history, unsubscribe = self.bus.subscribe_after_history(job_id, deliver)
-        for event in history:
-            queue.put_nowait(event)
+        for past in history:
+            queue.put_nowait(past)
         try:
             async for event in _queued(queue, idle):
                 yield event
@@ -100,25 +107,32 @@ class RedisEventFeed:
                     del self._readers[job_id]
 
     async def _read_all(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._readers:
+            started = loop.time()
             # Each stream from the oldest position one of its readers still needs (a new reader starts at 0).
-            streams = {self.prefix + job: "%d-%d" % min(r.last for r in readers)
-                       for job, readers in self._readers.items()}
+            starts = {job: min(r.last for r in readers) for job, readers in self._readers.items()}
+            streams: dict[Any, Any] = {self.prefix + job: f"{ms}-{seq}" for job, (ms, seq) in starts.items()}
             try:
-                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS)
-            except Exception as err:  # Redis down or restarting: readers see idle ticks until it is back
+                reply: Any = await self.redis.xread(streams, count=500, block=BLOCK_MS)
+            except Exception as err:  # noqa: BLE001 - Redis down or restarting: idle ticks until it is back
                 log.warning("event feed cannot read Redis", extra={"error": str(err)})
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
                 continue
             for key, entries in reply or []:
-                self._fan_out(key.decode()[len(self.prefix):], entries)
+                job_id = key.decode()[len(self.prefix):]
+                self._fan_out(job_id, entries, starts[job_id])
+            if reply:
+                await asyncio.sleep(MIN_READ_SECONDS - (loop.time() - started))
 
-    def _fan_out(self, job_id: str, entries: list) -> None:
+    def _fan_out(self, job_id: str, entries: list, start: tuple[int, int]) -> None:
+        """Entries after `start` go to the readers that were at `start` or later when the read began; a reader that
+        joined during the read is further back, and the next read starts from its position."""
         for raw_id, fields in entries:
             entry = _entry_id(raw_id)
             event = Event.from_dict(json.loads(fields[b"e"]))
             for reader in self._readers.get(job_id, ()):
-                if entry > reader.last:
+                if reader.last >= start and entry > reader.last:
                     reader.last = entry
                     reader.queue.put_nowait(event)
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -103,7 +104,7 @@ class S3Store(ArtifactStore):
         self.presign_seconds = presign_seconds
         self.client = _make_client(endpoint_url, region, retry_mode, max_attempts)
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=multipart_chunksize)
-        self._public_client = None  # made on first use by public_presigned_url
+        self._public_client: Any = None  # made on first use by public_presigned_url
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> S3Store:

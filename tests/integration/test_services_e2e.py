@@ -226,7 +226,7 @@ def test_job_runs_through_two_workers_with_artifacts_in_s3_states_in_postgres_an
         assert progress and progress == sorted(progress), f"{n}: progress {progress}"
         assert node_events[last[n]]["status"] == "succeeded"
     assert events[-1]["kind"] == "job" and events[-1]["status"] == "succeeded"
-    # The final video can be downloaded (a redirect to a presigned S3 URL).
+    # The final video can be downloaded (streamed from S3 by the API).
     video = next(a for a in job["artifacts"] if a["node_id"] == "upscale_video")
     got = httpx.get(stack.url + video["url"], headers={"Authorization": f"Bearer {KEY_A}"}, follow_redirects=True)
     assert got.status_code == 200 and len(got.content) == video["size"]

@@ -5,15 +5,18 @@ the internal endpoint never reaches a client."""
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from spinbot.api.deps import MediaOwner, ServicesDep
+from spinbot.api.deps import MediaOwner, Services, ServicesDep
 from spinbot.api.errors import error_responses
 from spinbot.errors import JobNotFound
+from spinbot.storage.local import LocalStore
+from spinbot.storage.s3 import S3Store
 
 router = APIRouter(tags=["artifacts"])
 
@@ -30,10 +33,18 @@ def artifact(job_id: str, node_id: str, name: str, request: Request, services: S
     record = next((a for a in job.artifacts if a["node_id"] == node_id and a["name"] == name), None)
     if record is None:
         raise JobNotFound(f"artifact '{node_id}/{name}' not found for job '{job_id}'")
-    store, key = services.runner.artifacts, record["key"]
-    media_type = record["content_type"] or "application/octet-stream"
-    if hasattr(store, "path"):
+    return stored_file(services, record["key"], record["content_type"], request)
+
+
+def stored_file(services: Services, key: str, content_type: str | None, request: Request) -> Response:
+    """A stored file as its answer: served from a local store's folder, or from S3 by redirect to the public
+    endpoint (SPINBOT_S3_PUBLIC_URL) or streamed through the API; never a URL of the internal endpoint."""
+    store = services.runner.artifacts
+    media_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
+    if isinstance(store, LocalStore):
         return FileResponse(store.path(key), media_type=media_type, filename=Path(key).name)
+    if not isinstance(store, S3Store):
+        raise TypeError(f"no way to serve files from a {type(store).__name__}")
     public_url = services.settings.s3_public_url
     if public_url:
         return RedirectResponse(store.public_presigned_url(key, public_url), status_code=307)

@@ -13,6 +13,7 @@ from spinbot import __version__
 from spinbot.api.auth import metrics_access
 from spinbot.api.deps import Owner, ServicesDep
 from spinbot.api.errors import error, error_responses
+from spinbot.api.readiness import ping_database
 from spinbot.api.schemas import HealthOut, PipelineOut, PipelinesOut, ReadyOut
 from spinbot.pipelines.spec import load_pipelines
 
@@ -23,8 +24,8 @@ router = APIRouter(tags=["meta"])
 async def healthz(services: ServicesDep) -> HealthOut | JSONResponse:
     """Liveness, no key: the process answers and its database does."""
     try:
-        await anyio.to_thread.run_sync(lambda: services.runner.jobs.list(limit=1))
-    except Exception:
+        await anyio.to_thread.run_sync(ping_database, services.runner)
+    except Exception:  # noqa: BLE001 - whatever the driver raised, the database does not answer
         return error(503, "the database is unavailable")
     return HealthOut(status="ok", version=__version__)
 

@@ -75,10 +75,13 @@ def check_content(kind: str, path: Path, settings: Settings) -> None:
     from spinbot.media.image import load_image
 
     try:
-        load_image(path, settings.max_image_pixels) if kind == "portrait" else load_voice(path)
+        if kind == "portrait":
+            load_image(path, settings.max_image_pixels)
+        else:
+            load_voice(path, max_seconds=settings.max_voice_seconds)
     except InputTooLarge as err:
         raise InputTooLarge(f"the {kind} upload is refused: {err}") from None
-    except Exception as err:  # InputError, or anything a decoder raised on a hostile file
+    except Exception as err:  # noqa: BLE001 - InputError, or anything a decoder raised on a hostile file
         if not isinstance(err, InputError):
             log.warning("decoder failed on an upload", extra={"kind": kind, "error": repr(err)})
         what = "an image" if kind == "portrait" else "audio"
