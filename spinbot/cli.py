@@ -165,6 +165,16 @@ def _run_with_progress(runner, job_id: str) -> Any:
             unsubscribe()
 
 
+def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
+    """With --watch: say where the live playlists are (and serve them from S3) while the job runs."""
+    if not watch:
+        return _run_with_progress(runner, job_id)
+    from spinbot.watch import watch as live_places
+
+    with live_places(runner, job_id, lambda line: err_console.print(line, highlight=False, soft_wrap=True), port):
+        return _run_with_progress(runner, job_id)
+
+
 def _finish(runner, job, out: Optional[Path]) -> None:
     if job.status != "succeeded":
         fail(f"job {job.id} {job.status}: {job.error}", code=1)
@@ -205,6 +215,10 @@ def run(
                                          "node."),
     priority: Optional[int] = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
                                            "(1 runs first)."),
+    watch: bool = typer.Option(False, "--watch", help="Watch the video while it renders: prints each live HLS "
+                               "playlist's path (local storage) or serves it on a loopback URL (S3)."),
+    watch_port: int = typer.Option(0, "--watch-port", min=0, max=65535, metavar="INTEGER",
+                                   help="Port for --watch on S3 (0: any free port)."),
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
@@ -221,7 +235,7 @@ def run(
             job_id = runner.create_job(JobRequest(pipeline=pipeline, prompt=prompt or "", image=image, voice=voice,
                                                   ref_text=ref_text, params=params, priority=priority))
             err_console.print(f"job {job_id}", highlight=False)
-        job = _run_with_progress(runner, job_id)
+        job = _run_watched(runner, job_id, watch, watch_port)
         _finish(runner, job, out)
     except SpinBotError as err:
         fail(str(err))
