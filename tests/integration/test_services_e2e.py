@@ -242,8 +242,15 @@ def test_killed_worker_job_finishes_on_the_other_worker_with_one_artifact_set(st
     stack.kill(proc)
     job = stack.wait_job(job_id, lambda j: j["status"] in FINAL)
     assert job["status"] == "succeeded", job
-    assert stack.bucket_keys(f"jobs/{job_id}/upscale_video/") == [f"jobs/{job_id}/upscale_video/upscaled.mp4"]
-    assert len(stack.bucket_keys(f"jobs/{job_id}/")) == 3
+    artifacts = [key for key in stack.bucket_keys(f"jobs/{job_id}/") if "/live/" not in key]
+    assert [key for key in artifacts if "/upscale_video/" in key] == [f"jobs/{job_id}/upscale_video/upscaled.mp4"]
+    assert len(artifacts) == 3
+    # The live output is one set too: the second attempt's, which replaced what the killed one had written.
+    live = f"jobs/{job_id}/upscale_video/live/"
+    playlist = stack.s3.get_object(Bucket=BUCKET, Key=live + "index.m3u8")["Body"].read().decode()
+    listed = [live + line for line in playlist.splitlines() if line.startswith("seg-")]
+    assert listed and sorted(listed + [live + "index.m3u8"]) == stack.bucket_keys(live)
+    assert playlist.rstrip().endswith("#EXT-X-ENDLIST")
     stack.start_worker()  # back to two for the next tests
 
 
