@@ -209,9 +209,14 @@ def test_job_runs_through_two_workers_with_artifacts_in_s3_states_in_postgres_an
     assert done.wait(30), "the event stream did not end with the job"
 
     # Artifacts are in the bucket, under the job's prefix, one per recorded artifact.
-    keys = stack.bucket_keys(f"jobs/{job_id}/")
+    keys = [k for k in stack.bucket_keys(f"jobs/{job_id}/") if "/live/" not in k]
     assert {k.split("/")[2] for k in keys} == {"f5_to_tts", "infinite_talk", "upscale_video"}
     assert len(keys) == len(job["artifacts"]) == 3
+    # Beside them, the live output that the workers wrote as the video rendered, served by the API.
+    for node_id in ("infinite_talk", "upscale_video"):
+        got = httpx.get(f"{stack.url}/v1/jobs/{job_id}/live/{node_id}/index.m3u8",
+                        headers={"Authorization": f"Bearer {KEY_A}"})
+        assert got.status_code == 200 and got.text.rstrip().endswith("#EXT-X-ENDLIST"), got.text
     # States are in PostgreSQL.
     stored = JobStore(get_engine(stack.database_url)).get(job_id)
     assert stored.status == "succeeded" and [n.status for n in stored.nodes] == ["succeeded"] * 4
