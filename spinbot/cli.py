@@ -187,13 +187,15 @@ def _finish(runner, job, out: Optional[Path]) -> None:
     typer.echo(str(out))
 
 
-def _runner():
+def _runner(watch: bool = False):
+    """The control plane in this process; jobs it runs write their live output only when watched (--watch)."""
     from spinbot.control.runner import Runner
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
     setup_logging("WARNING")
-    return Runner(get_settings())
+    settings = get_settings()
+    return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
 
 
 SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
@@ -222,7 +224,7 @@ def run(
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
-        runner = _runner()
+        runner = _runner(watch)
         if resume:
             job_id = runner.jobs.get(resume).id
         else:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from spinbot.errors import SpinBotError
 from spinbot.tasks.live import LIVE_TASKS, live_key

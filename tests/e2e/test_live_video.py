@@ -8,11 +8,19 @@ import json
 import re
 import urllib.request
 from datetime import datetime
-from pathlib import Path
 
 from tests.e2e.conftest import SCREENSHOTS
-from tests.e2e.test_web import (FINAL, JOB_SECONDS, SHORT_SCRIPT, expect, fill_the_form, job_error, open_page,
-                                param_input, wait_for_job_end)
+from tests.e2e.test_web import (
+    FINAL,
+    JOB_SECONDS,
+    SHORT_SCRIPT,
+    expect,
+    fill_the_form,
+    job_error,
+    open_page,
+    param_input,
+    wait_for_job_end,
+)
 
 ARTIFACTS = SCREENSHOTS.parent
 # About 12 s of speech in windows of 25 frames (1 s at 25 fps) with 5 of motion context: 1 s, then 0.8 s a window.
@@ -22,7 +30,7 @@ MAX_SHIFT_S = 0.15  # how far after a window's end the page may see it buffered 
 
 # Runs in the page from just before the submit: what the <video> plays and has buffered every 50 ms, and when the
 # first frame of the live stream is presented (requestVideoFrameCallback).
-RECORDER = """() => {
+RECORDER = """(finalStates) => {
   const video = document.querySelector("#final-video");
   const t0 = performance.now();
   const seconds = () => (performance.now() - t0) / 1000;
@@ -32,7 +40,7 @@ RECORDER = """() => {
   setInterval(() => {
     const buffered = video.buffered;
     const status = document.querySelector("#job-status").dataset.status;
-    if (record.jobEnded === null && %s.includes(status)) record.jobEnded = seconds();
+    if (record.jobEnded === null && finalStates.includes(status)) record.jobEnded = seconds();
     record.samples.push({ t: seconds(), live: isLive(), src: video.currentSrc, time: video.currentTime,
       buffered: buffered.length ? buffered.end(buffered.length - 1) : 0, status });
   }, 50);
@@ -41,7 +49,7 @@ RECORDER = """() => {
     else video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
-}""" % json.dumps(list(FINAL))
+}"""
 
 
 def raw_get(server, path: str) -> bytes:
@@ -79,7 +87,7 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     param_input(page, "infinite_talk.frame_window_size").fill(str(WINDOW))
     param_input(page, "infinite_talk.motion_frame").fill(str(MOTION))
     page.click("#advanced summary")
-    page.evaluate(RECORDER)
+    page.evaluate(RECORDER, list(FINAL))
     page.click("#submit")
     expect(page.locator("#job")).to_be_visible()
     job_id = page.text_content("#job-id")

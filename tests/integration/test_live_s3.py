@@ -59,7 +59,7 @@ def test_the_talk_tasks_live_output_goes_to_s3_and_plays_from_the_api(s3_app, tm
     base = f"/v1/jobs/{job_id}/live/infinite_talk"
     playlist = s3_app.get(f"{base}/index.m3u8", headers=headers)
     assert playlist.status_code == 200 and playlist.text.rstrip().endswith(ENDLIST)
-    names = re.findall(r"^seg-\d{5}\.ts$", playlist.text, flags=re.M)
+    names = re.findall(r"^seg-\d{5}\.ts$", playlist.text, flags=re.MULTILINE)
     assert len(names) == output.meta["live"]["segments"]
     joined = tmp_path / "joined.ts"
     with open(joined, "wb") as out:
