@@ -1,9 +1,9 @@
 """A node's live output over HTTP: GET /v1/jobs/{id}/live/{node}/index.m3u8 and the segments it lists.
 
 The same auth as artifacts: the caller's key (header, or ?api_key= for players that cannot send headers) sees only
-its own jobs. The playlist is an HLS EVENT playlist that the task extends window by window; it ends with ENDLIST
-when the stream is complete, and a node that ended without completing it (failed, cancelled) gets ENDLIST added
-here, so that a player stops waiting. Segments go through the API from any store: they are small, and players
+its own jobs. The playlist is an HLS EVENT playlist that the task extends window by window. It ends with ENDLIST
+exactly when the node has ended: held back while the node still runs (its last segment is written a moment before
+the node ends), and added for a node that ended without finishing it (failed, cancelled), so a player stops waiting. Segments go through the API from any store: they are small, and players
 fetch them by XHR, which a redirect to S3 would expose to the bucket's CORS rules.
 """
 
@@ -33,7 +33,8 @@ def live_playlist(job_id: str, node_id: str, request: Request, owner: str | None
     node = _node(job, node_id)
     text = _stored(request, live_key(job.id, node.node_id), f"node '{node_id}' of job '{job_id}' has no live output "
                    "yet").decode()
-    if node.status in FINAL_STATES and ENDLIST not in text:
+    text = "".join(line for line in text.splitlines(keepends=True) if line.strip() != ENDLIST)
+    if node.status in FINAL_STATES:
         text += ENDLIST + "\n"
     return Response(_with_query(text, request.url.query), media_type=PLAYLIST_TYPE, headers=NO_STORE)
 

@@ -68,8 +68,11 @@ def test_a_node_that_ended_early_gets_its_playlist_closed(client, job_id, status
     assert text.count(ENDLIST) == 1 and text.rstrip().endswith(ENDLIST)
 
 
-def test_a_complete_playlist_is_served_as_written(client, job_id):
+def test_a_complete_playlist_ends_only_once_the_node_has_ended(client, job_id):
     write_live(client, job_id, segments=3, ended=True)
+    client.app.state.runner.jobs.node_started(job_id, "infinite_talk")
+    assert client.get(url(job_id), headers=auth(KEY_A)).text == playlist_text([1.0] * 3, 1, False)
+    client.app.state.runner.jobs.node_status(job_id, "infinite_talk", "succeeded")
     assert client.get(url(job_id), headers=auth(KEY_A)).text == playlist_text([1.0] * 3, 1, True)
 
 
