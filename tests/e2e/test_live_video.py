@@ -126,14 +126,15 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     assert record["firstLiveFrame"] < record["jobEnded"], f"it plays before the job finishes: {timings}"
     # The buffer grows window by window: every buffered end the page saw is a window's end (all shifted alike: hls.js
     # starts its timeline at the audio's AAC priming), each a later window than the one before, at least three of
-    # them before the whole talking head.
-    assert len(buffered) >= 3, timings
+    # them before the whole talking head. (Once the stream ends, the last end moves to the longer of its audio and
+    # video: the last window may be seen twice.)
     nearest = [min(range(len(ends)), key=lambda i: abs(end - ends[i])) for end in buffered]
     offsets = [end - ends[i] for end, i in zip(buffered, nearest)]
-    assert nearest == sorted(set(nearest)), timings
-    assert nearest[-1] == len(ends) - 1, timings
+    before_last = [i for i in nearest if i < len(ends) - 1]
+    assert len(before_last) >= 2 and nearest[-1] == len(ends) - 1, timings
+    assert before_last == sorted(set(before_last)), timings
     assert all(-0.02 <= offset < MAX_SHIFT_S for offset in offsets), (offsets, timings)
-    assert max(offsets[:-1]) - min(offsets[:-1]) < 0.01, (offsets, timings)
+    assert max(offsets[:len(before_last)]) - min(offsets[:len(before_last)]) < 0.01, (offsets, timings)
     # It played on past the first window while later ones were still rendering or being upscaled.
     assert timings["played_until_job_end_s"] > ends[0], timings
     assert played == sorted(played) and len(played) > 10, timings
