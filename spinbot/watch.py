@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from spinbot.errors import SpinBotError
 from spinbot.tasks.live import LIVE_TASKS, live_key
@@ -40,23 +41,32 @@ def watch(runner, job_id: str, say: Callable[[str], None], port: int = 0) -> Ite
         yield places
 
 
+@dataclass
+class _LiveServices:
+    """What the live routes use of the API's services: the runner, and who may see a job (anyone: no keys)."""
+
+    runner: object
+
+    def owned_job(self, job_id: str, owner: str | None):
+        from spinbot.api.deps import Services
+
+        return Services.owned_job(self, job_id, owner)  # the API's own check (job id form, owner), on this runner
+
+
 @contextmanager
 def _serve(runner, port: int) -> Iterator[str]:
     """The live routes on a loopback port, in a thread of this process; yields the server's base URL."""
     import uvicorn
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi import FastAPI
 
+    from spinbot.api.errors import install_error_handlers
     from spinbot.api.live import router
 
     app = FastAPI(title="SpinBot live output", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.runner = runner
     app.state.settings = runner.settings.model_copy(update={"api_keys": None})  # loopback only, like `serve`
+    app.state.services = _LiveServices(runner)
+    install_error_handlers(app)
     app.include_router(router)
-
-    @app.exception_handler(SpinBotError)
-    async def _not_found(request: Request, err: SpinBotError):
-        return JSONResponse({"error": str(err)}, status_code=404)
 
     sock = socket.socket()
     sock.bind((LOOPBACK, port))

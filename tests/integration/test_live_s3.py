@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.control.dispatch import TaskRequest, execute_task
+from spinbot.control.requests import JobRequest
 from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.segments import ENDLIST
 from spinbot.media.video import iter_frames
@@ -38,16 +39,17 @@ def s3_app(spinbot_env, monkeypatch):
         monkeypatch.setenv("SPINBOT_TALK_MAX_PIXELS", str(192 * 192))
         reset_settings()
         app = create_app()
-        app.state.runner.artifacts.ensure_bucket()
+        app.state.services.runner.artifacts.ensure_bucket()
         with TestClient(app) as client:
             yield client
 
 
 def test_the_talk_tasks_live_output_goes_to_s3_and_plays_from_the_api(s3_app, tmp_path: Path):
-    runner = s3_app.app.state.runner
+    runner = s3_app.app.state.services.runner
     audio, rate = load_audio(voice_path())
     speech = write_wav(tmp_path / "speech.wav", audio[: int(2.5 * rate)], rate)
-    job_id = runner.create_job("f5tts_infinitetalk", "the sea", portrait_path(tmp_path), speech, owner=owner_of(KEY))
+    job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=speech,
+                                          owner=owner_of(KEY)))
     inputs = runner.jobs.get(job_id).inputs["artifacts"]
     request = TaskRequest(job_id=job_id, node_id="infinite_talk", task="infinite_talk",
                           params={"frame_window_size": 20, "motion_frame": 4},
@@ -82,10 +84,11 @@ def test_run_watch_serves_the_live_playlist_from_s3_while_the_job_runs(s3_app, t
 
     from spinbot.watch import watch
 
-    runner = s3_app.app.state.runner
-    job_id = runner.create_job("f5tts_infinitetalk", "the sea", portrait_path(tmp_path), voice_path(),
-                               params={"script": {"text": "Ever tried. Ever failed. No matter. Try again."},
-                                       "infinite_talk": {"frame_window_size": 10, "motion_frame": 2}})
+    runner = s3_app.app.state.services.runner
+    job_id = runner.create_job(JobRequest(
+        prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(),
+        params={"script": {"text": "Ever tried. Ever failed. No matter. Try again."},
+                "infinite_talk": {"frame_window_size": 10, "motion_frame": 2}}))
     said: list[str] = []
     seen: list[str] = []
     with watch(runner, job_id, said.append) as places:

@@ -284,10 +284,11 @@ def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(
 
 def test_jobs_of_spinbot_run_ask_for_live_output_only_when_watched(spinbot_env, tmp_path):
     from spinbot.cli import _runner
+    from spinbot.control.requests import JobRequest
     from spinbot.samples import portrait_path, voice_path
 
     for watched in (False, True):
         runner = _runner(watch=watched)
-        job_id = runner.create_job("f5tts_infinitetalk", "the sea", portrait_path(tmp_path), voice_path())
+        job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path()))
         job = runner.jobs.get(job_id)
         assert runner._request(job, job.node("infinite_talk"), {}).live_output is watched

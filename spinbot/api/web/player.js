@@ -3,7 +3,7 @@
 // job's final video once it has one, at the same place. Chromium and Firefox have no native HLS: hls.js (vendored,
 // see vendor/README.md) feeds the segments to the <video> through Media Source Extensions.
 
-import { apiKey, isFinal, withKey } from "./api.js";
+import { apiKey, isFinal, mediaUrl } from "./api.js";
 import { setSource } from "./dom.js";
 
 const LIVE_TASK = "infinite_talk"; // the node whose live output is the talking head
@@ -115,8 +115,8 @@ export class LivePlayer {
       this.hls.loadSource(url);
       this.hls.attachMedia(this.video);
     } else if (this.video.canPlayType("application/vnd.apple.mpegurl")) {
-      this.native = true; // the API passes ?api_key= on to the segments
-      setSource(this.video, withKey(url));
+      this.native = true; // the page's media cookie goes with the playlist and segment requests
+      setSource(this.video, mediaUrl(url));
       this.play();
     } else {
       this.setNote("This browser cannot play the live video; the finished video appears here when the job is done.");
