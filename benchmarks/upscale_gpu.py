@@ -17,7 +17,8 @@ What is timed, each on the same warm models:
 - pipelined: NativeUpscaler.stream(), the fast path (decode, GPU and encode threads overlapping, compiled
   models), after two warm-up batches that compile them (first_two_batches_seconds);
 - task_batch_by_batch: spinbot.tasks.upscale.upscale_stream as it is now (the protocol methods, batch by batch,
-  no overlap; faces detected every 10th frame);
+  no overlap; faces detected every 10th frame); task_with_live_output: the same, also writing the live HLS
+  segments that the task writes while it runs (SPINBOT_LIVE_OUTPUT, on by default);
 - plain_loop: per frame, in one thread: decode, detect, upscale, restore, encode, with the same models and
   precision (eager: the protocol methods), and the same in float32 (plain_loop_fp32), over --plain-frames frames;
 - stages: GPU milliseconds per frame of each step, and CPU milliseconds per frame to decode and encode.
@@ -121,7 +122,9 @@ def run_pipelined(backend, clip: Path, out: Path, fidelity: float, cap: int = 0)
             "gpu_busy": sampler.busy, "faces_restored": faces}
 
 
-def run_task_path(backend, params, clip: Path, out: Path, total: int) -> dict:
+def run_task_path(backend, params, clip: Path, out: Path, total: int, live: bool = False) -> dict:
+    """The task's loop; with live, also the live HLS output the task writes (each batch a segment, not stored)."""
+    from spinbot.media.segments import HlsSegmenter
     from spinbot.media.video import VideoWriter, read_audio
     from spinbot.tasks.upscale import upscale_stream
 
@@ -133,7 +136,12 @@ def run_task_path(backend, params, clip: Path, out: Path, total: int) -> dict:
     started = time.perf_counter()
     with BusySampler() as sampler:
         with VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2, audio=read_audio(clip)) as writer:
-            frames, faces = upscale_stream(Ctx(), backend, params, clip, total, writer, (WIDTH * 2, HEIGHT * 2))
+            segments = HlsSegmenter(out.with_suffix(".live"), FPS, WIDTH * 2, HEIGHT * 2, params.batch_size,
+                                    lambda name, path, content_type: None, audio=read_audio(clip)) if live else None
+            frames, faces = upscale_stream(Ctx(), backend, params, clip, total, writer, (WIDTH * 2, HEIGHT * 2),
+                                           live=segments)
+            if segments is not None:
+                segments.finish()
     seconds = time.perf_counter() - started
     return {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 1),
             "gpu_busy": sampler.busy, "faces_restored": faces, "batch_size": params.batch_size}
@@ -305,6 +313,8 @@ def main() -> None:
     if not args.skip_task_path:
         results["task_batch_by_batch"] = run_task_path(backend, params, clip, tmp / "task.mp4", args.frames)
         print("task batch by batch:", results["task_batch_by_batch"], flush=True)
+        results["task_with_live_output"] = run_task_path(backend, params, clip, tmp / "live.mp4", args.frames, True)
+        print("task with the live output:", results["task_with_live_output"], flush=True)
     results["plain_loop"] = run_plain_loop(backend, clip, tmp / "plain.mp4", args.fidelity, args.plain_frames)
     print("plain loop:", results["plain_loop"], flush=True)
     fp32 = NativeUpscaler(config=replace(config, half=False))

@@ -165,6 +165,16 @@ def _run_with_progress(runner, job_id: str) -> Any:
             unsubscribe()
 
 
+def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
+    """With --watch: say where the live playlists are (and serve them from S3) while the job runs."""
+    if not watch:
+        return _run_with_progress(runner, job_id)
+    from spinbot.watch import watch as live_places
+
+    with live_places(runner, job_id, lambda line: err_console.print(line, highlight=False, soft_wrap=True), port):
+        return _run_with_progress(runner, job_id)
+
+
 def _finish(runner, job, out: Optional[Path]) -> None:
     if job.status != "succeeded":
         fail(f"job {job.id} {job.status}: {job.error}", code=1)
@@ -177,13 +187,15 @@ def _finish(runner, job, out: Optional[Path]) -> None:
     typer.echo(str(out))
 
 
-def _runner():
+def _runner(watch: bool = False):
+    """The control plane in this process; jobs it runs write their live output only when watched (--watch)."""
     from spinbot.control.runner import Runner
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
     setup_logging("WARNING")
-    return Runner(get_settings())
+    settings = get_settings()
+    return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
 
 
 SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
@@ -205,10 +217,14 @@ def run(
                                          "node."),
     priority: Optional[int] = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
                                            "(1 runs first)."),
+    watch: bool = typer.Option(False, "--watch", help="Watch the video while it renders: prints each live HLS "
+                               "playlist's path (local storage) or serves it on a loopback URL (S3)."),
+    watch_port: int = typer.Option(0, "--watch-port", min=0, max=65535, metavar="INTEGER",
+                                   help="Port for --watch on S3 (0: any free port)."),
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
-        runner = _runner()
+        runner = _runner(watch)
         if resume:
             job_id = runner.jobs.get(resume).id
         else:
@@ -221,7 +237,7 @@ def run(
             job_id = runner.create_job(JobRequest(pipeline=pipeline, prompt=prompt or "", image=image, voice=voice,
                                                   ref_text=ref_text, params=params, priority=priority))
             err_console.print(f"job {job_id}", highlight=False)
-        job = _run_with_progress(runner, job_id)
+        job = _run_watched(runner, job_id, watch, watch_port)
         _finish(runner, job, out)
     except SpinBotError as err:
         fail(str(err))

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
 
     # Live output: infinite_talk and upscale_video also write their video as HLS segments while they run
     # (jobs/<job>/<node>/live/, served by GET /v1/jobs/{id}/live/{node}/index.m3u8), one per window or batch.
+    # Read where jobs are run from (the API, `spinbot run`), which asks the tasks for it; `spinbot run` asks only
+    # with --watch, since nothing else plays it there.
     live_output: bool = True
 
     log_level: str = "INFO"

@@ -25,6 +25,7 @@ class TaskRequest(BaseModel):
     values: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
     priority: int | None = Field(default=None, ge=1)  # queue priority, 1 runs first; None: the task's default
+    live_output: bool = True  # the video also as live HLS while it renders, from the tasks that can (tasks/live.py)
 
     @property
     def idempotency_key(self) -> str:
@@ -51,6 +52,7 @@ def execute_task(
         artifacts=dict(request.artifacts),
         report=report,
         is_cancelled=is_cancelled,
+        live_output=request.live_output,
     )
     try:
         output = task.run(ctx, params)

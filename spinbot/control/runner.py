@@ -211,7 +211,7 @@ class Runner:
             artifacts.update(output.get("artifacts", {}))
         return TaskRequest(job_id=job.id, node_id=node.node_id, task=node.task,
                            params=job.params.get(node.node_id, {}), values=values, artifacts=artifacts,
-                           priority=job.priority)
+                           priority=job.priority, live_output=self.settings.live_output)
 
     def _record(self, job_id: str, node_id: str, output: NodeOutput, seconds: float) -> dict[str, Any]:
         output.meta.setdefault("seconds", round(seconds, 3))

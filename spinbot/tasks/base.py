@@ -45,6 +45,7 @@ class TaskContext:
     artifacts: dict[str, str] = field(default_factory=dict)
     report: ProgressFn = lambda fraction, message: None
     is_cancelled: Callable[[], bool] = lambda: False
+    live_output: bool = True  # the job wants its video as live HLS while it renders (tasks/live.py)
 
     def value(self, name: str) -> Any:
         if name not in self.values:

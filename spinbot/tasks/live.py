@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from spinbot.media.segments import PLAYLIST, HlsSegmenter
-from spinbot.settings import get_settings
 from spinbot.storage.base import artifact_key
 from spinbot.tasks.base import TaskContext
 
@@ -29,7 +28,8 @@ def live_key(job_id: str, node_id: str, name: str = PLAYLIST) -> str:
 
 
 class LiveOutput:
-    """HlsSegmenter publishing through the task context, or nothing when SPINBOT_LIVE_OUTPUT is off."""
+    """HlsSegmenter publishing through the task context, or nothing when the job wants no live output (the control
+    plane's SPINBOT_LIVE_OUTPUT; `spinbot run` without --watch)."""
 
     def __init__(self, ctx: TaskContext, fps: int | Fraction, width: int, height: int, max_segment_frames: int,
                  audio: tuple[np.ndarray, int] | None):
@@ -37,7 +37,7 @@ class LiveOutput:
         self.warning: str | None = None
         self._segmenter: HlsSegmenter | None = None
         self._made: HlsSegmenter | None = None
-        if not get_settings().live_output:
+        if not ctx.live_output:
             return
         if self._guard(lambda: ctx.discard(LIVE_FOLDER)) is None:  # an earlier attempt's segments and playlist
             return
@@ -75,7 +75,7 @@ class LiveOutput:
     def _guard(self, action):
         try:
             return action()
-        except Exception as err:  # noqa: BLE001 - a preview must not fail the render (module docstring)
+        except Exception as err:  # a preview must not fail the render (module docstring)
             log.warning("live output of %s/%s stopped: %s", self.ctx.job_id, self.ctx.node_id, err, exc_info=True)
             self.warning = f"the live output stopped: {err}"
             self._stop()
@@ -86,10 +86,10 @@ class LiveOutput:
         if segmenter is not None:
             try:
                 segmenter.close()
-            except Exception:  # noqa: BLE001 - already stopping after an error
-                pass
+            except Exception as err:  # noqa: BLE001 - already stopping after an error
+                log.debug("live output: closing after an error failed too: %s", err)
 
-    def __enter__(self) -> "LiveOutput":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -8,11 +8,19 @@ import json
 import re
 import urllib.request
 from datetime import datetime
-from pathlib import Path
 
 from tests.e2e.conftest import SCREENSHOTS
-from tests.e2e.test_web import (FINAL, JOB_SECONDS, SHORT_SCRIPT, expect, fill_the_form, job_error, open_page,
-                                param_input, wait_for_job_end)
+from tests.e2e.test_web import (
+    FINAL,
+    JOB_SECONDS,
+    SHORT_SCRIPT,
+    expect,
+    fill_the_form,
+    job_error,
+    open_page,
+    param_input,
+    wait_for_job_end,
+)
 
 ARTIFACTS = SCREENSHOTS.parent
 # About 12 s of speech in windows of 25 frames (1 s at 25 fps) with 5 of motion context: 1 s, then 0.8 s a window.
@@ -22,7 +30,7 @@ MAX_SHIFT_S = 0.15  # how far after a window's end the page may see it buffered 
 
 # Runs in the page from just before the submit: what the <video> plays and has buffered every 50 ms, and when the
 # first frame of the live stream is presented (requestVideoFrameCallback).
-RECORDER = """() => {
+RECORDER = """(finalStates) => {
   const video = document.querySelector("#final-video");
   const t0 = performance.now();
   const seconds = () => (performance.now() - t0) / 1000;
@@ -32,7 +40,7 @@ RECORDER = """() => {
   setInterval(() => {
     const buffered = video.buffered;
     const status = document.querySelector("#job-status").dataset.status;
-    if (record.jobEnded === null && %s.includes(status)) record.jobEnded = seconds();
+    if (record.jobEnded === null && finalStates.includes(status)) record.jobEnded = seconds();
     record.samples.push({ t: seconds(), live: isLive(), src: video.currentSrc, time: video.currentTime,
       buffered: buffered.length ? buffered.end(buffered.length - 1) : 0, status });
   }, 50);
@@ -41,7 +49,7 @@ RECORDER = """() => {
     else video.requestVideoFrameCallback(onFrame);
   };
   video.requestVideoFrameCallback(onFrame);
-}""" % json.dumps(list(FINAL))
+}"""
 
 
 def raw_get(server, path: str) -> bytes:
@@ -79,7 +87,7 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     param_input(page, "infinite_talk.frame_window_size").fill(str(WINDOW))
     param_input(page, "infinite_talk.motion_frame").fill(str(MOTION))
     page.click("#advanced summary")
-    page.evaluate(RECORDER)
+    page.evaluate(RECORDER, list(FINAL))
     page.click("#submit")
     expect(page.locator("#job")).to_be_visible()
     job_id = page.text_content("#job-id")
@@ -118,14 +126,15 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     assert record["firstLiveFrame"] < record["jobEnded"], f"it plays before the job finishes: {timings}"
     # The buffer grows window by window: every buffered end the page saw is a window's end (all shifted alike: hls.js
     # starts its timeline at the audio's AAC priming), each a later window than the one before, at least three of
-    # them before the whole talking head.
-    assert len(buffered) >= 3, timings
+    # them before the whole talking head. (Once the stream ends, the last end moves to the longer of its audio and
+    # video: the last window may be seen twice.)
     nearest = [min(range(len(ends)), key=lambda i: abs(end - ends[i])) for end in buffered]
     offsets = [end - ends[i] for end, i in zip(buffered, nearest)]
-    assert nearest == sorted(set(nearest)), timings
-    assert nearest[-1] == len(ends) - 1, timings
+    before_last = [i for i in nearest if i < len(ends) - 1]
+    assert len(before_last) >= 2 and nearest[-1] == len(ends) - 1, timings
+    assert before_last == sorted(set(before_last)), timings
     assert all(-0.02 <= offset < MAX_SHIFT_S for offset in offsets), (offsets, timings)
-    assert max(offsets[:-1]) - min(offsets[:-1]) < 0.01, (offsets, timings)
+    assert max(offsets[:len(before_last)]) - min(offsets[:len(before_last)]) < 0.01, (offsets, timings)
     # It played on past the first window while later ones were still rendering or being upscaled.
     assert timings["played_until_job_end_s"] > ends[0], timings
     assert played == sorted(played) and len(played) > 10, timings

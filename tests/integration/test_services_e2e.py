@@ -209,9 +209,14 @@ def test_job_runs_through_two_workers_with_artifacts_in_s3_states_in_postgres_an
     assert done.wait(30), "the event stream did not end with the job"
 
     # Artifacts are in the bucket, under the job's prefix, one per recorded artifact.
-    keys = stack.bucket_keys(f"jobs/{job_id}/")
+    keys = [k for k in stack.bucket_keys(f"jobs/{job_id}/") if "/live/" not in k]
     assert {k.split("/")[2] for k in keys} == {"f5_to_tts", "infinite_talk", "upscale_video"}
     assert len(keys) == len(job["artifacts"]) == 3
+    # Beside them, the live output that the workers wrote as the video rendered, served by the API.
+    for node_id in ("infinite_talk", "upscale_video"):
+        got = httpx.get(f"{stack.url}/v1/jobs/{job_id}/live/{node_id}/index.m3u8",
+                        headers={"Authorization": f"Bearer {KEY_A}"})
+        assert got.status_code == 200 and got.text.rstrip().endswith("#EXT-X-ENDLIST"), got.text
     # States are in PostgreSQL.
     stored = JobStore(get_engine(stack.database_url)).get(job_id)
     assert stored.status == "succeeded" and [n.status for n in stored.nodes] == ["succeeded"] * 4
@@ -242,8 +247,15 @@ def test_killed_worker_job_finishes_on_the_other_worker_with_one_artifact_set(st
     stack.kill(proc)
     job = stack.wait_job(job_id, lambda j: j["status"] in FINAL)
     assert job["status"] == "succeeded", job
-    assert stack.bucket_keys(f"jobs/{job_id}/upscale_video/") == [f"jobs/{job_id}/upscale_video/upscaled.mp4"]
-    assert len(stack.bucket_keys(f"jobs/{job_id}/")) == 3
+    artifacts = [key for key in stack.bucket_keys(f"jobs/{job_id}/") if "/live/" not in key]
+    assert [key for key in artifacts if "/upscale_video/" in key] == [f"jobs/{job_id}/upscale_video/upscaled.mp4"]
+    assert len(artifacts) == 3
+    # The live output is one set too: the second attempt's, which replaced what the killed one had written.
+    live = f"jobs/{job_id}/upscale_video/live/"
+    playlist = stack.s3.get_object(Bucket=BUCKET, Key=live + "index.m3u8")["Body"].read().decode()
+    listed = [live + line for line in playlist.splitlines() if line.startswith("seg-")]
+    assert listed and sorted(listed + [live + "index.m3u8"]) == stack.bucket_keys(live)
+    assert playlist.rstrip().endswith("#EXT-X-ENDLIST")
     stack.start_worker()  # back to two for the next tests
 
 

@@ -9,12 +9,13 @@ from spinbot.storage.local import LocalStore
 from spinbot.tasks.base import NodeOutput
 
 
-def run_talk(folder: Path, image: Path, audio: Path, **params) -> tuple[NodeOutput, Path]:
+def run_talk(folder: Path, image: Path, audio: Path, live_output: bool = True, **params) -> tuple[NodeOutput, Path]:
     """The infinite_talk task on these inputs; returns its output and the local path of its video."""
     store = LocalStore(folder / "store")
     store.upload(image, "inputs/" + image.name)
     store.upload(audio, "inputs/" + audio.name)
     request = TaskRequest(job_id="job1", node_id="infinite_talk", task="infinite_talk", params=params,
-                          artifacts={"source_image": "inputs/" + image.name, "audio": "inputs/" + audio.name})
+                          artifacts={"source_image": "inputs/" + image.name, "audio": "inputs/" + audio.name},
+                          live_output=live_output)
     out = execute_task(request, store, workdir_root=folder)
     return out, store.path(out.artifacts["video"])

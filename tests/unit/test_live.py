@@ -12,10 +12,12 @@ import av
 import numpy as np
 import pytest
 
+from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.segments import ENDLIST, PLAYLIST, HlsSegmenter
 from spinbot.media.video import VideoWriter, iter_frames, read_audio
 from spinbot.samples import portrait_path, voice_path
+from spinbot.storage.local import LocalStore
 from spinbot.tasks.live import live_key
 from spinbot.tasks.windows import plan_windows
 from tests.support.tasks import run_talk
@@ -122,7 +124,7 @@ def test_segments_join_into_the_whole_video_with_continuous_timestamps_and_audio
     def misfit(delay: int) -> float:  # AAC decoding starts with the encoder's and the decoder's delay
         return float(np.mean((audio[delay:delay + RATE, 0] - expected[:RATE]) ** 2))
 
-    delay = min(range(0, 4096), key=misfit)
+    delay = min(range(4096), key=misfit)
     error = audio[delay:delay + len(expected), 0] - expected[: len(audio) - delay]
     block = RATE // 50
     rms = [float(np.sqrt(np.mean(error[s:s + block] ** 2))) for s in range(0, len(error) - block, block)]
@@ -213,12 +215,11 @@ def assert_same_video(with_live: Path, without: Path, frames_with: list[str], fr
 
 
 def test_the_final_talk_video_is_the_same_with_and_without_live_output(tmp_path, talk_inputs, use_settings, encoded):
-    use_settings(talk_max_pixels=192 * 192, live_output="false")
-    without, video_without = run_talk(tmp_path / "off", *talk_inputs, **WINDOWS)
+    use_settings(talk_max_pixels=192 * 192)
+    without, video_without = run_talk(tmp_path / "off", *talk_inputs, live_output=False, **WINDOWS)
     frames_without = encoded.pop("talk.mp4")
     assert without.meta["live"] == {}
     assert not list((tmp_path / "off" / "store").rglob("*.ts"))
-    use_settings(talk_max_pixels=192 * 192, live_output="true")
     with_live, video_with = run_talk(tmp_path / "on", *talk_inputs, **WINDOWS)
     assert with_live.meta["live"]["segments"] >= 3
     assert_same_video(video_with, video_without, encoded["talk.mp4"], frames_without)
@@ -253,15 +254,22 @@ def test_a_store_that_refuses_the_live_output_does_not_fail_the_render(tmp_path,
     assert len(list(iter_frames(video))) > 0
 
 
-def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(tmp_path, use_settings, encoded):
-    from tests.unit.test_upscale import upscale, write_clip
+def upscale(clip: Path, store_root: Path, live_output: bool, **params):
+    store = LocalStore(store_root)
+    store.upload(clip, "inputs/talk.mp4")
+    request = TaskRequest(job_id="job", node_id="upscale_video", task="upscale_video", params=params,
+                          artifacts={"video": "inputs/talk.mp4"}, live_output=live_output)
+    output = execute_task(request, store, workdir_root=store_root)
+    return store.path(output.artifacts["video"]), output
+
+
+def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(tmp_path, encoded):
+    from tests.unit.test_upscale import write_clip
 
     clip = write_clip(tmp_path / "talk.mp4", frames=45, side=96)
-    use_settings(live_output="false")
-    video_without, without = upscale(clip, tmp_path / "off", batch_size=20)
+    video_without, without = upscale(clip, tmp_path / "off", live_output=False, batch_size=20)
     frames_without = encoded.pop("upscaled.mp4")
-    use_settings(live_output="true")
-    video_with, with_live = upscale(clip, tmp_path / "on", batch_size=20)
+    video_with, with_live = upscale(clip, tmp_path / "on", live_output=True, batch_size=20)
     assert without.meta["live"] == {}
     live = with_live.meta["live"]
     assert live["segments"] == 3 and live["playlist"] == "jobs/job/upscale_video/live/index.m3u8"
@@ -272,3 +280,15 @@ def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(
         assert (container.streams.video[0].width, container.streams.video[0].height) == (192, 192)
         assert container.streams.audio, "the segment carries its audio"
     assert_same_video(video_with, video_without, encoded["upscaled.mp4"], frames_without)
+
+
+def test_jobs_of_spinbot_run_ask_for_live_output_only_when_watched(spinbot_env, tmp_path):
+    from spinbot.cli import _runner
+    from spinbot.control.requests import JobRequest
+    from spinbot.samples import portrait_path, voice_path
+
+    for watched in (False, True):
+        runner = _runner(watch=watched)
+        job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path()))
+        job = runner.jobs.get(job_id)
+        assert runner._request(job, job.node("infinite_talk"), {}).live_output is watched

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
+from spinbot.control.requests import JobRequest
 from spinbot.media.segments import ENDLIST, playlist_text
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
@@ -28,13 +29,13 @@ def client(spinbot_env, monkeypatch):
 @pytest.fixture
 def job_id(client, tmp_path) -> str:
     """A job of key A that is not run: the test plays the talk node's part by writing its live output."""
-    runner = client.app.state.runner
-    return runner.create_job("f5tts_infinitetalk", "the sea", portrait_path(tmp_path), voice_path(),
-                             owner=owner_of(KEY_A))
+    runner = client.app.state.services.runner
+    return runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(),
+                                        owner=owner_of(KEY_A)))
 
 
 def write_live(client, job_id: str, segments: int, ended: bool) -> None:
-    store = client.app.state.runner.artifacts
+    store = client.app.state.services.runner.artifacts
     for index in range(segments):
         store.put_bytes(live_key(job_id, "infinite_talk", f"seg-{index:05d}.ts"), SEGMENT, "video/mp2t")
     store.put_bytes(live_key(job_id, "infinite_talk"), playlist_text([1.0] * segments, 1, ended).encode())
@@ -51,7 +52,7 @@ def auth(key: str) -> dict[str, str]:
 def test_the_playlist_is_404_until_the_first_segment_and_then_stays_open_while_the_node_runs(client, job_id):
     missing = client.get(url(job_id), headers=auth(KEY_A))
     assert missing.status_code == 404 and "no live output yet" in missing.json()["error"]
-    client.app.state.runner.jobs.node_started(job_id, "infinite_talk")
+    client.app.state.services.runner.jobs.node_started(job_id, "infinite_talk")
     write_live(client, job_id, segments=2, ended=False)
     got = client.get(url(job_id), headers=auth(KEY_A))
     assert got.status_code == 200
@@ -63,35 +64,45 @@ def test_the_playlist_is_404_until_the_first_segment_and_then_stays_open_while_t
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
 def test_a_node_that_ended_early_gets_its_playlist_closed(client, job_id, status):
     write_live(client, job_id, segments=2, ended=False)
-    client.app.state.runner.jobs.node_status(job_id, "infinite_talk", status, error="stopped")
+    client.app.state.services.runner.jobs.node_status(job_id, "infinite_talk", status, error="stopped")
     text = client.get(url(job_id), headers=auth(KEY_A)).text
     assert text.count(ENDLIST) == 1 and text.rstrip().endswith(ENDLIST)
 
 
-def test_a_complete_playlist_is_served_as_written(client, job_id):
+def test_a_complete_playlist_ends_only_once_the_node_has_ended(client, job_id):
     write_live(client, job_id, segments=3, ended=True)
+    client.app.state.services.runner.jobs.node_started(job_id, "infinite_talk")
+    assert client.get(url(job_id), headers=auth(KEY_A)).text == playlist_text([1.0] * 3, 1, False)
+    client.app.state.services.runner.jobs.node_status(job_id, "infinite_talk", "succeeded")
     assert client.get(url(job_id), headers=auth(KEY_A)).text == playlist_text([1.0] * 3, 1, True)
 
 
 def test_segments_are_served_with_the_same_auth_as_artifacts(client, job_id):
     write_live(client, job_id, segments=1, ended=False)
+    for path in (url(job_id), url(job_id, "seg-00000.ts")):
+        client.cookies.clear()
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers=auth("nope")).status_code == 401
+        assert client.get(path, params={"api_key": KEY_A}).status_code == 401  # never a key in a URL
+        other = client.get(path, headers=auth(KEY_B))
+        assert other.status_code == 404 and "not found" in other.json()["error"]
+    client.cookies.clear()
     got = client.get(url(job_id, "seg-00000.ts"), headers=auth(KEY_A))
     assert got.status_code == 200 and got.content == SEGMENT
     assert got.headers["content-type"] == "video/mp2t"
-    assert client.get(url(job_id, "seg-00000.ts"), params={"api_key": KEY_A}).status_code == 200
-    for path in (url(job_id), url(job_id, "seg-00000.ts")):
-        assert client.get(path).status_code == 401
-        assert client.get(path, headers=auth("nope")).status_code == 401
-        other = client.get(path, headers=auth(KEY_B))
-        assert other.status_code == 404 and "not found" in other.json()["error"]
 
 
-def test_a_playlist_asked_for_with_a_key_in_the_query_passes_it_on_to_its_segments(client, job_id):
-    """Players that cannot send headers (Safari's native HLS) fetch the segments with the playlist's query."""
+def test_players_that_load_by_url_get_the_playlist_and_segments_by_the_media_cookie(client, job_id):
+    """hls.js sends the key in a header; a player that cannot (Safari's own HLS) has the page's media cookie."""
     write_live(client, job_id, segments=2, ended=False)
-    text = client.get(url(job_id), params={"api_key": KEY_A}).text
-    segments = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert segments == [f"seg-00000.ts?api_key={KEY_A}", f"seg-00001.ts?api_key={KEY_A}"]
+    client.cookies.clear()
+    assert client.get(url(job_id)).status_code == 401
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth(KEY_A)).status_code == 200  # sets the media cookie
+    playlist = client.get(url(job_id))
+    assert playlist.status_code == 200
+    segments = [line for line in playlist.text.splitlines() if line and not line.startswith("#")]
+    assert segments == ["seg-00000.ts", "seg-00001.ts"], "relative URIs: the cookie goes with them"
+    assert client.get(url(job_id, segments[1])).content == SEGMENT
 
 
 @pytest.mark.parametrize("node, name", [

@@ -3,13 +3,15 @@
 // job's final video once it has one, at the same place. Chromium and Firefox have no native HLS: hls.js (vendored,
 // see vendor/README.md) feeds the segments to the <video> through Media Source Extensions.
 
-import Hls from "./vendor/hls.light.min.mjs";
-import { apiKey, isFinal, withKey } from "./api.js";
+import { apiKey, isFinal, mediaUrl } from "./api.js";
 import { setSource } from "./dom.js";
 
 const LIVE_TASK = "infinite_talk"; // the node whose live output is the talking head
 const WAITING = ["pending", "queued"];
 const PLAYLIST_POLL_MS = 500;
+
+let hlsModule = null; // hls.js is loaded the first time a live stream plays (it is 370 kB)
+const loadHls = () => (hlsModule ??= import("./vendor/hls.light.min.mjs").then((module) => module.default));
 
 export function livePlaylistUrl(jobId, nodeId) {
   return `/v1/jobs/${encodeURIComponent(jobId)}/live/${encodeURIComponent(nodeId)}/index.m3u8`;
@@ -91,29 +93,37 @@ export class LivePlayer {
     }
     if (generation !== this.generation) return;
     if (!ready) return again();
+    let Hls;
+    try {
+      Hls = await loadHls();
+    } catch (err) {
+      this.timer = null;
+      return this.setNote(`The live video cannot play here (${err.message}); the finished video appears when done.`);
+    }
+    if (generation !== this.generation) return;
     this.timer = null;
-    this.attach(url);
+    this.attach(Hls, url);
   }
 
-  attach(url) {
+  attach(Hls, url) {
     this.section.hidden = false;
     this.setNote("Live: the windows rendered so far. The finished video replaces it when the job is done.");
     if (Hls.isSupported()) {
       this.hls = new Hls({ startPosition: 0, xhrSetup: authorize });
-      this.hls.on(Hls.Events.ERROR, (_, data) => this.onError(data));
+      this.hls.on(Hls.Events.ERROR, (_, data) => this.onError(Hls, data));
       this.hls.on(Hls.Events.MANIFEST_PARSED, () => this.play());
       this.hls.loadSource(url);
       this.hls.attachMedia(this.video);
     } else if (this.video.canPlayType("application/vnd.apple.mpegurl")) {
-      this.native = true; // the API passes ?api_key= on to the segments
-      setSource(this.video, withKey(url));
+      this.native = true; // the page's media cookie goes with the playlist and segment requests
+      setSource(this.video, mediaUrl(url));
       this.play();
     } else {
       this.setNote("This browser cannot play the live video; the finished video appears here when the job is done.");
     }
   }
 
-  onError(data) {
+  onError(Hls, data) {
     if (!data.fatal) return; // hls.js retries those itself
     if (data.type === Hls.ErrorTypes.NETWORK_ERROR) this.hls.startLoad();
     else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) this.hls.recoverMediaError();
@@ -133,7 +143,7 @@ export class LivePlayer {
   // ---- the final video -------------------------------------------------------------------------------------
   /** Replace the live stream by the final video, at the same time, still playing if it was. */
   handOver(finalUrl) {
-    if (!this.live) return;
+    if (!this.live) return this.stop(this.jobId); // no longer wait for a playlist: the final video is here
     const { currentTime, paused, ended } = this.video;
     this.stop(this.jobId);
     setSource(this.video, finalUrl);
