@@ -125,7 +125,7 @@ expected = sdpa_attention(q, k, v)
 results = {}
 for qk_format, split in INTERPRETER_CASES:
     x = eight_bit.quantize(q, k, v, qk_format, block=32)
-    got = eight_bit.launch(x, split, torch.float32)
+    got = eight_bit.launch(x, torch.float32, {"EXP2_SPLIT": split})
     results[f"{qk_format}-{split}"] = [relative_error(got, expected), relative_error(got, eight_bit.emulate(x))]
 q1, k1, v1 = qkv(tokens=40, heads=1)  # through the custom op, as the model calls it
 results["op"] = [relative_error(eight_bit.fp8_attention(q1, k1, v1), sdpa_attention(q1, k1, v1)), 0.0]

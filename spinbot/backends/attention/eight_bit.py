@@ -75,12 +75,11 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, 
     return Quantized(q8, k8, vt, q_scale, k_scale, v_scale, v_mean.flatten(0, 1), tokens, heads, block)
 
 
-def attention_8bit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str = "int8",
-                   exp2_split: bool = False) -> torch.Tensor:
+def attention_8bit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str = "int8") -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v over [B, L, heads, D] tensors with 8-bit Q K^T and P V; output in q's dtype."""
     x = quantize(q, k, v, qk_format, block=SCALE_BLOCK if q.is_cuda else min(SCALE_BLOCK, 32))
     return torch.ops.spinbot.attention_8bit(x.q, x.k, x.vt, x.q_scale, x.k_scale, x.v_scale, x.v_mean, x.tokens,
-                                            x.heads, x.block, exp2_split, q.dtype)
+                                            x.heads, x.block, q.dtype)
 
 
 def int8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -96,24 +95,23 @@ def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 @torch.library.custom_op("spinbot::attention_8bit", mutates_args=())
 def _attention_8bit_op(q: torch.Tensor, k: torch.Tensor, vt: torch.Tensor, q_scale: torch.Tensor,
                        k_scale: torch.Tensor, v_scale: torch.Tensor, v_mean: torch.Tensor, tokens: int, heads: int,
-                       block: int, exp2_split: bool, out_dtype: torch.dtype) -> torch.Tensor:
+                       block: int, out_dtype: torch.dtype) -> torch.Tensor:
     x = Quantized(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block)
     from spinbot.backends.attention.eight_bit_kernel import interpreted
 
     if q.is_cuda or interpreted():
-        return launch(x, exp2_split, out_dtype)
+        return launch(x, out_dtype)
     return emulate(x, out_dtype)
 
 
 @_attention_8bit_op.register_fake
-def _(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block, exp2_split, out_dtype):
+def _(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block, out_dtype):
     return q.new_empty((q.shape[0] // heads, tokens, heads, q.shape[2]), dtype=out_dtype)
 
 
-def launch(x: Quantized, exp2_split: bool = False, out_dtype: torch.dtype = torch.bfloat16,
-           config: dict | None = None) -> torch.Tensor:
-    """The Triton kernel: autotuned on the GPU (or one fixed `config`: BLOCK_M, BLOCK_N, num_warps, num_stages);
-    in the interpreter, 16-token tiles."""
+def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
+    """The Triton kernel: autotuned on the GPU, or one fixed `config` (BLOCK_M, BLOCK_N, EXP2_SPLIT, num_warps,
+    num_stages); in the interpreter, 16-token tiles unless `config` says otherwise."""
     import triton
 
     from spinbot.backends.attention import eight_bit_kernel as kernels
@@ -122,10 +120,11 @@ def launch(x: Quantized, exp2_split: bool = False, out_dtype: torch.dtype = torc
     out = torch.empty(bh // x.heads, x.tokens, x.heads, dim, dtype=out_dtype, device=x.q.device)
     args = (x.q, x.k, x.vt, x.q_scale, x.k_scale, x.v_scale, x.v_mean, out, LOG2E / math.sqrt(dim), x.tokens,
             padded, x.heads, out.stride(0), out.stride(1), out.stride(2))
-    constants = {"HEAD_DIM": dim, "SCALE_BLOCK": x.block, "QK_INT8": x.q.dtype == torch.int8,
-                 "EXP2_SPLIT": exp2_split, "P_SHIFT": P_SHIFT}
+    constants = {"HEAD_DIM": dim, "SCALE_BLOCK": x.block, "QK_INT8": x.q.dtype == torch.int8, "P_SHIFT": P_SHIFT}
     if kernels.interpreted() or config is not None:
-        config = config or {"BLOCK_M": 16, "BLOCK_N": 16, "ROUND_P": True}
+        config = {"BLOCK_M": 16, "BLOCK_N": 16} | (config or {})
+        if kernels.interpreted():
+            config["ROUND_P"] = True
         grid = (triton.cdiv(x.tokens, config["BLOCK_M"]), bh)
         kernels.attention_8bit_kernel[grid](*args, **constants, **config)
     else:

@@ -22,11 +22,15 @@ polynomial's 2e-4 relative error is far below e4m3's rounding of P.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import triton
 import triton.language as tl
 
+
+
+log = logging.getLogger(__name__)
 
 
 @triton.jit
@@ -93,8 +97,8 @@ def _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, lo, hi, 
 def attention_8bit_kernel(Q, K, Vt, QScale, KScale, VScale, VMean, Out, softmax_scale_log2, n_ctx, n_pad, heads,
                           stride_ob, stride_ol, stride_oh,
                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          SCALE_BLOCK: tl.constexpr, QK_INT8: tl.constexpr, EXP2_SPLIT: tl.constexpr,
-                          P_SHIFT: tl.constexpr, ROUND_P: tl.constexpr = False):
+                          SCALE_BLOCK: tl.constexpr, QK_INT8: tl.constexpr, P_SHIFT: tl.constexpr,
+                          EXP2_SPLIT: tl.constexpr = False, ROUND_P: tl.constexpr = False):
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
     blocks = n_pad // SCALE_BLOCK
@@ -135,14 +139,29 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format); all tiles are at
-# most SCALE_BLOCK tokens so that each tile has one Q and one K scale.
+def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
+    """The autotuner's first pass: only the configurations that compile for this call's arguments (a config that
+    fails to lower on some Triton version is dropped, instead of failing the attention); compiling here fills the
+    kernel cache that the timing runs then use."""
+    usable = []
+    for config in configs:
+        try:
+            attention_8bit_kernel.warmup(**named_args, **kwargs, **config.all_kwargs(), grid=(1,))
+            usable.append(config)
+        except Exception as error:  # noqa: BLE001 (any lowering failure: the config is not usable here)
+            log.warning("8-bit attention: config %s does not compile here: %s", config,
+                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+    if not usable:
+        raise RuntimeError("8-bit attention: no kernel configuration compiles on this GPU / Triton")
+    return usable
+
+
+# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format): tiles of at most
+# SCALE_BLOCK tokens (one Q and one K scale per tile), with and without the split exponentials.
 GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=4),
-    triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n, "EXP2_SPLIT": split}, num_warps=warps, num_stages=stages)
+    for m, n, warps, stages in ((128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2))
+    for split in (False, True)
 ]
-tuned_kernel = triton.autotune(configs=GPU_CONFIGS, key=["n_ctx", "HEAD_DIM", "QK_INT8", "EXP2_SPLIT"])(
-    attention_8bit_kernel)
+tuned_kernel = triton.autotune(configs=GPU_CONFIGS, key=["n_ctx", "HEAD_DIM", "QK_INT8"],
+                               prune_configs_by={"early_config_prune": compiling_configs})(attention_8bit_kernel)
