@@ -15,8 +15,7 @@ if in_ci():
 else:
     torch = pytest.importorskip("torch")
 
-from spinbot.backends.attention import ATTENTION_KERNELS, select_attention  # noqa: E402
-from spinbot.backends.attention import eight_bit  # noqa: E402
+from spinbot.backends.attention import ATTENTION_KERNELS, eight_bit, select_attention  # noqa: E402
 from spinbot.backends.attention.sdpa import sdpa_attention  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
 from spinbot.errors import SettingsError  # noqa: E402
@@ -146,7 +145,7 @@ def interpreted() -> dict[str, list[float]]:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
     run = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=600, cwd=root)
+                         timeout=600, cwd=root, check=False)
     assert run.returncode == 0, run.stderr[-1500:]
     return json.loads(run.stdout.splitlines()[-1])
 
@@ -207,3 +206,28 @@ def test_the_model_runs_with_8bit_attention_and_fp8_linears(name, fp8_linears):
         got = model(**inputs)
     assert all(block.self_attn.attend is select_attention(name, torch.device("cpu")) for block in model.blocks)
     assert relative_error(got, expected) < (0.08 if fp8_linears else 0.03)
+
+
+def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
+    """The first pass of the GPU autotuner (its timing runs need a GPU): a configuration whose compile fails is
+    dropped, the launch's own grid is not passed on, and none compiling is a clear error."""
+    pytest.importorskip("triton")
+    from spinbot.backends.attention import eight_bit_kernel as kernels
+
+    calls = []
+
+    class Kernel:
+        @staticmethod
+        def warmup(**kwargs):
+            calls.append(kwargs)
+            if kwargs["BLOCK_N"] == 64:
+                raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(kernels, "attention_8bit_kernel", Kernel)
+    kept = kernels.compiling_configs(kernels.GPU_CONFIGS, {"Q": "q"}, grid=lambda meta: (1,), warmup=False,
+                                     HEAD_DIM=128)
+    assert kept and all(c.kwargs["BLOCK_N"] != 64 for c in kept)
+    assert len(kept) == len([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] != 64])
+    assert all(call["grid"] == (1,) and call["Q"] == "q" and call["HEAD_DIM"] == 128 for call in calls)
+    with pytest.raises(RuntimeError, match="no kernel configuration compiles"):
+        kernels.compiling_configs([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] == 64], {}, HEAD_DIM=128)

@@ -12,7 +12,7 @@ run as a float32 emulation of the same quantized arithmetic (slow; for tests).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

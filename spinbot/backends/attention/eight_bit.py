@@ -51,7 +51,7 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, 
              ) -> Quantized:
     """q, k, v [B, L, heads, D] -> Quantized (see the module docstring for the scheme)."""
     dtype, top = QK_FORMATS[qk_format]
-    batch, tokens, heads, dim = q.shape
+    tokens, heads = q.shape[1], q.shape[2]
     pad = (-tokens) % block
 
     def head_major(x: torch.Tensor) -> torch.Tensor:  # [B, L, H, D] -> [B*H, Lp, D] float32, zero rows padded
@@ -138,7 +138,7 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
 def emulate(x: Quantized, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The kernel's arithmetic in float32 PyTorch: the same quantized Q, K, V and e4m3 P (against each row's final
     maximum instead of the kernel's running one)."""
-    bh, padded, dim = x.q.shape
+    dim = x.q.shape[2]
     q = x.q.float() * x.q_scale.repeat_interleave(x.block, dim=1)[..., None]
     k = x.k.float() * x.k_scale.repeat_interleave(x.block, dim=1)[..., None]
     scores = (q @ k.transpose(1, 2)) * (LOG2E / math.sqrt(dim))  # [BH, Lp, Lp], base 2

@@ -28,8 +28,6 @@ import os
 import triton
 import triton.language as tl
 
-
-
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +91,7 @@ def _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, lo, hi, 
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_ctx"])  # one binary for every sequence length
 def attention_8bit_kernel(Q, K, Vt, QScale, KScale, VScale, VMean, Out, softmax_scale_log2, n_ctx, n_pad, heads,
                           stride_ob, stride_ol, stride_oh,
                           HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -144,9 +142,10 @@ def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
     fails to lower on some Triton version is dropped, instead of failing the attention); compiling here fills the
     kernel cache that the timing runs then use."""
     usable = []
+    launch = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}  # the autotuner passes its launch's
     for config in configs:
         try:
-            attention_8bit_kernel.warmup(**named_args, **kwargs, **config.all_kwargs(), grid=(1,))
+            attention_8bit_kernel.warmup(**named_args, **launch, **config.all_kwargs(), grid=(1,))
             usable.append(config)
         except Exception as error:  # noqa: BLE001 (any lowering failure: the config is not usable here)
             log.warning("8-bit attention: config %s does not compile here: %s", config,

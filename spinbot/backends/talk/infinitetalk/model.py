@@ -392,12 +392,11 @@ class InfiniteTalkModel(nn.Module):
         (benchmarks/results/infinitetalk_gpu.json). The blocks share one graph (their parameters are its inputs);
         a new resolution compiles again (about 12 s). `mode` is torch.compile's (None: the default; "reduce-overhead"
         replays each block as a CUDA graph, "max-autotune-no-cudagraphs" searches matmul kernels)."""
-        if getattr(self, "_blocks_compiled", False):
+        if getattr(self, "_compile_mode", "not compiled") == mode:
             return
         for block in self.blocks:
             block.compile(dynamic=False, mode=mode)
-        self._blocks_compiled = True
-        self._cuda_graphs = mode == "reduce-overhead"
+        self._compile_mode = mode
 
     def token_grid(self, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, int, int]:
         """(frames, rows, columns) of tokens for a latent [B, C, T, H, W]."""
@@ -439,7 +438,7 @@ class InfiniteTalkModel(nn.Module):
         e0 = run_fp32(self.time_projection, e).unflatten(1, (6, cfg.dim))
         # a tensor, not a Python float: compiled blocks would specialise on the float's value and recompile for each
         audio_scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=tokens.device)
-        if getattr(self, "_cuda_graphs", False):
+        if getattr(self, "_compile_mode", None) == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new forward: the last one's graph outputs are consumed
         for block, block_context in zip(self.blocks, conditions.blocks):
             tokens = block(tokens, e0, conditions.rope, block_context, audio_scale)
