@@ -273,8 +273,10 @@ def random_vae(device: torch.device, dtype: torch.dtype, **config):
     return WanVAE(autoencoder.to(dtype)).to(device).eval().requires_grad_(False)
 
 
-def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device) -> dict:
-    """The backend's render() for the first `windows` windows of a long speech, seed-default params."""
+def make_window_state(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device,
+                      params=None):
+    """A TalkState for the first `windows` windows of a long speech (seed-default params unless given, random
+    portrait, text, CLIP features and audio, fixed seeds) and the window plan: render()'s input without encoders."""
     import numpy as np
 
     from spinbot.backends.talk.infinitetalk import pipeline
@@ -282,9 +284,9 @@ def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: in
     from spinbot.tasks.windows import plan_windows
 
     width, height = size
-    params = seed_default_params()
+    params = params or seed_default_params()
     settings = pipeline.settings_from(params, seed=290381)
-    frames_total = 1 + (FRAMES - params.motion_frame) * windows + params.motion_frame
+    frames_total = 1 + (params.frame_window_size - params.motion_frame) * windows + params.motion_frame
     models = Models(model, vae, None, None, None, None, {})
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -299,6 +301,15 @@ def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: in
         torch.randn(frames_total, WAV2VEC_LAYERS, WAV2VEC_DIM, generator=gen, device=device), y,
         generator=torch.Generator("cpu").manual_seed(settings.seed))
     plan = plan_windows(frames_total, params.frame_window_size, params.motion_frame)[:windows]
+    return state, plan, params
+
+
+def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device,
+               params=None) -> dict:
+    """The backend's render() for the first `windows` windows of a long speech, seed-default params unless given."""
+    from spinbot.backends.talk.infinitetalk import pipeline
+
+    state, plan, params = make_window_state(model, vae, size, windows, device, params)
     reset_peak()
     per_window = []
     for window in plan:
@@ -327,7 +338,7 @@ def seed_default_params():
         return types.SimpleNamespace(
             source="seed table (spinbot.tasks.talk not importable)", sampling_scheduler="dpm++_sde",
             sampling_steps=6, sampling_cfg=1.0, audio_cfg_scale=1.0, audio_scale=1.6, frame_window_size=81,
-            motion_frame=25)
+            motion_frame=25, sampling_shift=11.0, color_correction=1.0)
 
 
 # ---- main -------------------------------------------------------------------------------------------------------

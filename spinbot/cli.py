@@ -385,7 +385,13 @@ def worker(
 
 
 def main() -> None:  # python -m spinbot
-    app()
+    from spinbot.errors import SettingsError
+
+    try:
+        app()
+    except SettingsError as err:  # raised wherever a command first reads the settings
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ class InputError(SpinBotError):
     """Bad user input: a missing file, a file of the wrong kind, an unknown param."""
 
 
+class SettingsError(SpinBotError):
+    """A SPINBOT_* environment variable with a value the settings refuse."""
+
+
 class PipelineError(SpinBotError):
     """A pipelines.json that cannot be used."""
 

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from spinbot.errors import SettingsError
 
 
 class Settings(BaseSettings):
@@ -46,8 +48,12 @@ class Settings(BaseSettings):
 
     # Native backends on CUDA: torch.compile the transformer blocks; e4m3 (FP8) matmuls in them (spinbot.backends.fp8;
     # InfiniteTalk measured 1.14x a step at 4.9% output error; F5-TTS is slower with them, its matmuls are narrow).
-    talk_compile: bool = True
+    talk_compile: bool = True  # InfiniteTalk: also the VAE's norms, with its convolutions channels-last
+    talk_compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
     talk_fp8: bool = False
+    # InfiniteTalk's self-attention kernel (spinbot.backends.attention): PyTorch SDPA in bfloat16, or 8-bit attention
+    # (int8: INT8 Q K^T + FP8 P V, fp8: FP8 Q K^T + FP8 P V) through our Triton kernel; 8-bit needs sm89+ on CUDA.
+    talk_attention: Literal["sdpa", "int8", "fp8"] = "sdpa"
     tts_compile: bool = True
     tts_fp8: bool = False
     # F5-TTS's packed attention on CUDA: FlashAttention 2 (built into torch), FlashAttention 4 (the flash-attn-4
@@ -130,7 +136,18 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; a refused value raises SettingsError with one line naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise SettingsError(one_line(err)) from None
+
+
+def one_line(err: ValidationError) -> str:
+    first, more = err.errors()[0], len(err.errors()) - 1
+    name = "SPINBOT_" + "_".join(str(part) for part in first["loc"]).upper()
+    tail = f" (and {more} more)" if more else ""
+    return f"{name}={first.get('input')!r} refused: {first['msg']}{tail}"
 
 
 def reset_settings() -> None:

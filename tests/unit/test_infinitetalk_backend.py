@@ -407,3 +407,16 @@ def test_tiny_config_is_read_from_the_checkpoints(models_dir):
              models_dir / "diffusion_models" / DEFAULTS.infinitetalk_model]
     assert transformer_config(paths) == TINY
     assert math.prod(TINY.patch_size) == 4
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "int8"])
+def test_the_attention_setting_reaches_every_block_at_load(models_dir, attention):
+    from spinbot.backends.attention import select_attention
+    from spinbot.backends.talk.infinitetalk.loading import Precision, load_transformer, resolve_files
+
+    files = resolve_files(DEFAULTS, models_dir)
+    precision = Precision.for_device(torch.device("cpu"), attention=attention, fast_vae=True)
+    model, _ = load_transformer(files, precision, 1.0)
+    kernel = select_attention(attention, torch.device("cpu"))
+    assert all(block.self_attn.attend is kernel for block in model.blocks)
+    assert not precision.fast_vae  # the VAE's GPU layout and compiled norms are for CUDA only

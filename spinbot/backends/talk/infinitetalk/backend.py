@@ -69,10 +69,11 @@ class NativeTalkBackend:
         settings = pipeline.settings_from(params, self.config.seed)
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         env = get_settings()
-        precision = Precision.for_device(device, fp8=env.talk_fp8)
+        precision = Precision.for_device(device, fp8=env.talk_fp8, attention=env.talk_attention,
+                                         fast_vae=env.talk_compile)
         models = load_models(params, self._models_dir(), precision, self.config.lora_strength)
         if device.type == "cuda" and env.talk_compile:
-            models.transformer.compile_blocks()
+            models.transformer.compile_blocks(None if env.talk_compile_mode == "default" else env.talk_compile_mode)
         return pipeline.prepare(models, image, speech, params, settings)
 
     def render_window(self, state: pipeline.TalkState, window: Window) -> Iterator[np.ndarray]:
@@ -81,10 +82,12 @@ class NativeTalkBackend:
     def describe(self, state: pipeline.TalkState) -> dict[str, Any]:
         s, models = state.settings, state.models
         param = models.transformer.patch_embedding.weight
+        attend = models.transformer.blocks[0].self_attn.attend
         steps = state.step_seconds
         return {
             "device": str(param.device),
             "transformer_dtype": str(param.dtype).removeprefix("torch."),
+            "self_attention": getattr(attend, "__name__", type(attend).__name__),
             "scheduler": s.scheduler, "sampling_steps": s.steps, "shift": s.shift, "seed": s.seed,
             "guidance": {"text": s.guidance.text_scale, "audio": s.guidance.audio_scale,
                          "passes_per_step": list(s.guidance.passes)},

@@ -26,6 +26,7 @@ from typing import Any, Callable, TypeVar
 import torch
 from safetensors import safe_open
 
+from spinbot.backends.attention import select_attention
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
@@ -58,11 +59,15 @@ class Precision:
     encoders: torch.dtype  # VAE, UMT5, CLIP
     audio: torch.dtype = torch.float32  # wav2vec2 is small and its features feed every window
     fp8: bool = False  # CUDA: the blocks' big linears in e4m3 (spinbot.backends.fp8), after the LoRA merge
+    attention: str = "sdpa"  # the self-attention kernel (spinbot.backends.attention: sdpa, int8, fp8)
+    fast_vae: bool = False  # CUDA: the VAE's convolutions channels-last, its norms compiled (WanVAE.speed_up)
 
     @classmethod
-    def for_device(cls, device: torch.device, fp8: bool = False) -> Precision:
+    def for_device(cls, device: torch.device, fp8: bool = False, attention: str = "sdpa",
+                   fast_vae: bool = False) -> Precision:
         half = torch.bfloat16 if device.type == "cuda" else torch.float32  # CPU bfloat16 kernels are slow
-        return cls(device, half, half, fp8=fp8 and device.type == "cuda")
+        cuda = device.type == "cuda"
+        return cls(device, half, half, fp8=fp8 and cuda, attention=attention, fast_vae=fast_vae and cuda)
 
 
 @dataclass
@@ -95,13 +100,13 @@ def resolve_files(params: Any, models_dir: Path) -> dict[str, Path]:
 def load_models(params: Any, models_dir: Path, precision: Precision, lora_strength: float = 1.0) -> Models:
     files = resolve_files(params, models_dir)
     p, device = precision, precision.device
-    talk_tag = (f"{device}:{p.transformer}:fp8={p.fp8}:{files['infinitetalk_model']}:{files.get('lora_model')}:"
-                f"{lora_strength}")
+    talk_tag = (f"{device}:{p.transformer}:fp8={p.fp8}:attention={p.attention}:{files['infinitetalk_model']}:"
+                f"{files.get('lora_model')}:{lora_strength}")
     transformer, lora = cached("transformer", files["wan_video_model"], talk_tag,
                                lambda: load_transformer(files, p, lora_strength),
                                size=_size(files, "wan_video_model", "infinitetalk_model"))
-    vae = cached("vae", files["vae_model"], f"{device}:{p.encoders}",
-                 lambda: load_vae(files["vae_model"], p.encoders, device))
+    vae = cached("vae", files["vae_model"], f"{device}:{p.encoders}:fast={p.fast_vae}",
+                 lambda: load_vae(files["vae_model"], p.encoders, device, fast=p.fast_vae))
     # UMT5 (11 GB) and CLIP are used once per job: they live on the CPU and visit the GPU (pipeline.on_device)
     text = cached("umt5", files["t5_text_encoder_model"], f"cpu:{p.encoders}",
                   lambda: load_text_encoder(files["t5_text_encoder_model"], p.encoders, "cpu"))
@@ -121,6 +126,7 @@ def load_transformer(files: dict[str, Path], precision: Precision,
     lora = merge_lora(model, files["lora_model"], lora_strength) if "lora_model" in files else None
     if precision.fp8:
         use_fp8(model.blocks, INFINITETALK_LINEARS)
+    model.use_attention(select_attention(precision.attention, precision.device, "SPINBOT_TALK_ATTENTION"))
     return model, lora
 
 

@@ -19,12 +19,16 @@ The function is the official forward for one speaker. Differences that do not ch
 Dtypes: the matmul weights may be bfloat16; the timestep path, the modulation arithmetic, norms and the output head
 run in float32 (as the official code does under `autocast(float32)`), and `fp32_param_names` lists the parameters
 worth keeping in float32 when the rest is cast down.
+
+One file of about 470 lines, as the official model and transformers' modeling files are: the layers read top to
+bottom in the order the forward uses them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +140,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
     return out.transpose(1, 2)
 
 
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # attention()'s contract
+
+
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
     """[B] timesteps -> [B, dim] (cos | sin), computed in float64 as the official code does."""
     half = dim // 2
@@ -180,11 +187,14 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
 
 
 class SelfAttention(nn.Module):
-    """Full self-attention over all video tokens with q/k RMSNorm (over the whole width) and 3-D RoPE."""
+    """Full self-attention over all video tokens with q/k RMSNorm (over the whole width) and 3-D RoPE. The kernel
+    is `self.attend` (attention() by default; InfiniteTalkModel.use_attention swaps it, e.g. for 8-bit attention
+    or a sequence-parallel wrapper): the only place the video tokens attend to each other."""
 
     def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
         super().__init__()
         self.num_heads = num_heads
+        self.attend: Attention = attention
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
@@ -197,7 +207,7 @@ class SelfAttention(nn.Module):
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope).to(x.dtype)
         k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope).to(x.dtype)
         v = self.v(x).unflatten(-1, heads)
-        return self.o(attention(q, k, v).flatten(2))
+        return self.o(self.attend(q, k, v).flatten(2))
 
 
 class ImageTextCrossAttention(SelfAttention):
@@ -210,13 +220,16 @@ class ImageTextCrossAttention(SelfAttention):
         self.v_img = nn.Linear(dim, dim)
         self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def context(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Keys and values of the text and image tokens [B, len, heads, d]: the same for every step of a window."""
         heads = (self.num_heads, -1)
-        q = self.norm_q(self.q(x)).unflatten(-1, heads)
-        out = attention(q, self.norm_k(self.k(text)).unflatten(-1, heads), self.v(text).unflatten(-1, heads))
-        out_img = attention(q, self.norm_k_img(self.k_img(image)).unflatten(-1, heads),
-                            self.v_img(image).unflatten(-1, heads))
-        return self.o((out + out_img).flatten(2))
+        return (self.norm_k(self.k(text)).unflatten(-1, heads), self.v(text).unflatten(-1, heads),
+                self.norm_k_img(self.k_img(image)).unflatten(-1, heads), self.v_img(image).unflatten(-1, heads))
+
+    def forward(self, x: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        k, v, k_img, v_img = context
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        return self.o((attention(q, k, v) + attention(q, k_img, v_img)).flatten(2))
 
 
 class AudioCrossAttention(nn.Module):
@@ -230,14 +243,18 @@ class AudioCrossAttention(nn.Module):
         self.kv_linear = nn.Linear(audio_dim, dim * 2)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """x [B, frames * S, dim]; audio [B, frames, M, audio_dim]."""
-        batch, frames = audio.shape[:2]
-        x = x.unflatten(1, (frames, -1)).flatten(0, 1)  # one attention problem per latent frame
+    def context(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """audio [B, frames, M, audio_dim] -> keys and values [B * frames, M, heads, d], fixed for a window."""
+        return self.kv_linear(audio.flatten(0, 1)).unflatten(-1, (2, self.num_heads, -1)).unbind(2)
+
+    def forward(self, x: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """x [B, frames * S, dim]; context from `context()`."""
+        k, v = context
+        batch = x.shape[0]
+        x = x.unflatten(1, (k.shape[0] // batch, -1)).flatten(0, 1)  # one attention problem per latent frame
         q = self.q_linear(x).unflatten(-1, (self.num_heads, -1))
-        k, v = self.kv_linear(audio.flatten(0, 1)).unflatten(-1, (2, self.num_heads, -1)).unbind(2)
         out = self.proj(attention(q, k, v).flatten(2))
-        return out.unflatten(0, (batch, frames)).flatten(1, 2)
+        return out.unflatten(0, (batch, -1)).flatten(1, 2)
 
 
 # ---- block, head, projections -----------------------------------------------------------------------------------
@@ -259,16 +276,19 @@ class Block(nn.Module):
         self.audio_cross_attn = AudioCrossAttention(dim, cfg.output_dim, cfg.num_heads)
         self.norm_x = LayerNorm(dim, cfg.eps, elementwise_affine=True) if cfg.norm_input_visual else nn.Identity()
 
+    def context(self, image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The cross-attentions' keys and values (text, image, audio): computed once per window."""
+        return (*self.cross_attn.context(image, text), *self.audio_cross_attn.context(audio))
+
     def forward(self, x: torch.Tensor, e: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                image: torch.Tensor, text: torch.Tensor, audio: torch.Tensor,
-                audio_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+                context: tuple[torch.Tensor, ...], audio_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
         dtype = x.dtype
         # shift/scale/gate for attention and FFN, in float32 from the timestep embedding e [B, 6, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
         y = self.self_attn((self.norm1(x).float() * (1 + scale1) + shift1).to(dtype), rope)
         x = (x + y.float() * gate1).to(dtype)
-        x = x + self.cross_attn(self.norm3(x), image, text)
-        x = x + (self.audio_cross_attn(self.norm_x(x), audio) * audio_scale).to(dtype)
+        x = x + self.cross_attn(self.norm3(x), context[:4])
+        x = x + (self.audio_cross_attn(self.norm_x(x), context[4:]) * audio_scale).to(dtype)
         y = self.ffn((self.norm2(x).float() * (1 + scale2) + shift2).to(dtype))
         return (x + y.float() * gate2).to(dtype)
 
@@ -325,6 +345,15 @@ class AudioProjection(nn.Module):
 # ---- the model --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Conditions:
+    """A window's fixed inputs, made once for all its steps (InfiniteTalkModel.conditions)."""
+
+    grid: tuple[int, int, int]  # token frames, rows, columns
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin [tokens, head_dim / 2]
+    blocks: list[tuple[torch.Tensor, ...]]  # per block: text k, v, image k, v, audio k, v
+
+
 class InfiniteTalkModel(nn.Module):
     def __init__(self, cfg: InfiniteTalkConfig):
         super().__init__()
@@ -351,43 +380,68 @@ class InfiniteTalkModel(nn.Module):
                     names.add(f"{prefix}.{name}" if prefix else name)
         return names
 
-    def compile_blocks(self) -> None:
+    def use_attention(self, attend: Attention) -> None:
+        """Every block's self-attention kernel (e.g. spinbot.backends.attention's 8-bit kernels, or a sequence-
+        parallel wrapper around one). Compiled blocks compile again for a new kernel."""
+        for block in self.blocks:
+            block.self_attn.attend = attend
+
+    def compile_blocks(self, mode: str | None = None) -> None:
         """torch.compile each block in place, once. On CUDA Inductor fuses the float32 modulation, norms and RoPE
         around the matmuls: 4.37 -> 3.14 s a forward at 480p, 14.98 -> 11.99 s at 720p on an H100
         (benchmarks/results/infinitetalk_gpu.json). The blocks share one graph (their parameters are its inputs);
-        a new resolution compiles again (about 12 s)."""
-        if getattr(self, "_blocks_compiled", False):
+        a new resolution compiles again (about 12 s). `mode` is torch.compile's (None: the default; "reduce-overhead"
+        replays each block as a CUDA graph, "max-autotune-no-cudagraphs" searches matmul kernels)."""
+        if getattr(self, "_compile_mode", "not compiled") == mode:
             return
         for block in self.blocks:
-            block.compile(dynamic=False)
-        self._blocks_compiled = True
+            block.compile(dynamic=False, mode=mode)
+        self._compile_mode = mode
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, clip_fea: torch.Tensor,
-                y: torch.Tensor, audio: torch.Tensor, audio_scale: float = 1.0) -> torch.Tensor:
+    def token_grid(self, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, int, int]:
+        """(frames, rows, columns) of tokens for a latent [B, C, T, H, W]."""
+        return tuple(size // patch for size, patch in zip(latent_shape[2:], self.config.patch_size))
+
+    def conditions(self, context: torch.Tensor, clip_fea: torch.Tensor, audio: torch.Tensor,
+                   grid: tuple[int, int, int]) -> Conditions:
+        """What every step of a window shares: the text, image and audio tokens projected to each block's cross-
+        attention keys and values, and the RoPE tables (inputs as in forward)."""
+        dtype = self.patch_embedding.weight.dtype
+        text = self.text_embedding(self._pad_text(context).to(dtype))
+        image = self.img_emb(clip_fea.to(dtype))
+        audio_tokens = self.audio_tokens(audio.to(dtype), grid[0])
+        rope = rope_tables(self.config.head_dim, grid, text.device)
+        return Conditions(grid, rope, [block.context(image, text, audio_tokens) for block in self.blocks])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, clip_fea: torch.Tensor | None,
+                y: torch.Tensor, audio: torch.Tensor | None, audio_scale: float = 1.0,
+                conditions: Conditions | None = None) -> torch.Tensor:
         """One denoising prediction.
 
         x [B, 16, T, H, W] noisy latent; t [B] (or [1]) timesteps in [0, 1000]; context [B, L <= text_len,
         text_dim] text features, zero-padded here to text_len; clip_fea [B, 257, 1280]; y [B, 20, T, H, W] mask +
         image latent; audio [B, 1 + vae_scale*(T-1), audio_window, 12, 768] wav2vec2 windows per video frame,
         one speaker; audio_scale multiplies every block's audio cross-attention output (ComfyUI-WanVideoWrapper's
-        `audio_scale`; 1.0 is the official model). Returns the flow prediction [B, 16, T, H, W] in float32.
+        `audio_scale`; 1.0 is the official model). `conditions` (from `conditions()`, once per window) replaces
+        context, clip_fea and audio. Returns the flow prediction [B, 16, T, H, W] in float32.
         """
         cfg, dtype = self.config, self.patch_embedding.weight.dtype
         tokens = self.patch_embedding(torch.cat([x, y], dim=1).to(dtype))
         grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2)
+        if conditions is None:
+            conditions = self.conditions(context, clip_fea, audio, grid)
+        elif conditions.grid != grid:
+            raise ValueError(f"conditions were made for a {conditions.grid} token grid, the latent has {grid}")
 
         e = run_fp32(self.time_embedding, sinusoidal_embedding(cfg.freq_dim, t))
         e0 = run_fp32(self.time_projection, e).unflatten(1, (6, cfg.dim))
-        text = self.text_embedding(self._pad_text(context).to(dtype))
-        image = self.img_emb(clip_fea.to(dtype))
-        audio_tokens = self.audio_tokens(audio.to(dtype), grid[0])
-        rope = rope_tables(cfg.head_dim, grid, tokens.device)
         # a tensor, not a Python float: compiled blocks would specialise on the float's value and recompile for each
         audio_scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=tokens.device)
-
-        for block in self.blocks:
-            tokens = block(tokens, e0, rope, image, text, audio_tokens, audio_scale)
+        if getattr(self, "_compile_mode", None) == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new forward: the last one's graph outputs are consumed
+        for block, block_context in zip(self.blocks, conditions.blocks):
+            tokens = block(tokens, e0, conditions.rope, block_context, audio_scale)
         return self.unpatchify(self.head(tokens, e), grid)
 
     def _pad_text(self, context: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,10 @@ Per window (`render`), for the task's window plan (spinbot.tasks.windows):
 1. The window's audio: per-frame 5-frame wav2vec2 windows for its frames (audio.py).
 2. Motion latents: the first window uses the portrait's latent (one latent frame); each later window VAE-encodes its
    first `motion_frame` frames, which the previous window generated (1 + (M - 1) // 4 latent frames).
-3. Fresh noise from the job's seeded generator; the sampler runs `sampling_steps` steps, the motion latents written
-   over the first latent frames before and after every step (the official code also writes a noised copy first,
-   which that write replaces entirely).
+3. Fresh noise from the job's seeded generator; the text, image and audio conditions of each guidance pass
+   projected once (InfiniteTalkModel.conditions); the sampler runs `sampling_steps` steps, the motion latents
+   written over the first latent frames before and after every step (the official code also writes a noised copy
+   first, which that write replaces entirely).
 4. VAE decode, Lab colour transfer to the portrait, and the frames the window adds (its motion frames are already
    in the video) go to the writer; its last `motion_frame` frames, colour-corrected, are the next window's motion.
 
@@ -38,7 +39,7 @@ from spinbot.backends.talk.base import SpeechTrack
 from spinbot.backends.talk.infinitetalk.audio import SAMPLE_RATE, audio_windows
 from spinbot.backends.talk.infinitetalk.color import match_colors, reference_stats
 from spinbot.backends.talk.infinitetalk.loading import Models
-from spinbot.backends.talk.infinitetalk.model import InfiniteTalkModel
+from spinbot.backends.talk.infinitetalk.model import Conditions, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.sampler import (
     PASSES, SCHEDULERS, FlowSampler, Guidance, denoise)
 from spinbot.backends.talk.infinitetalk.vae import SPATIAL_STRIDE, TEMPORAL_STRIDE
@@ -172,6 +173,7 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
     shape = tuple(state.y[:, MASK_CHANNELS:].shape)
     noise = (state.noise(shape) if state.noise else torch.randn(shape, generator=state.generator)).to(state.y.device)
     sampler = FlowSampler(s.scheduler, s.steps, s.shift)
+    conditions = window_conditions(models.transformer, state, s.guidance.passes, audio)
     last = [time.perf_counter()]
 
     def pin(latent: torch.Tensor) -> torch.Tensor:
@@ -179,7 +181,9 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
         return latent
 
     def predict(name: str, latent: torch.Tensor, t: float) -> torch.Tensor:
-        return predict_pass(models.transformer, state, name, latent, t, audio)
+        timestep = torch.tensor([t], device=latent.device, dtype=torch.float32)
+        return models.transformer(latent, timestep, None, None, state.y, None, s.audio_scale,
+                                  conditions=conditions[name])
 
     def report(done: int, total: int) -> None:
         now = time.perf_counter()
@@ -191,13 +195,14 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
     return denoise(noise, sampler, s.guidance, predict, pin, report, state.generator)
 
 
-def predict_pass(model: InfiniteTalkModel, state: TalkState, name: str, latent: torch.Tensor, t: float,
-                 audio: torch.Tensor) -> torch.Tensor:
-    """One forward pass of a guidance pass: the prompt or the negative prompt, the audio or zeros (official)."""
-    keep_text, keep_audio = PASSES[name]
-    timestep = torch.tensor([t], device=latent.device, dtype=torch.float32)
-    return model(latent, timestep, state.text[keep_text][None], state.clip, state.y,
-                 audio if keep_audio else torch.zeros_like(audio), state.settings.audio_scale)
+def window_conditions(model: InfiniteTalkModel, state: TalkState, passes: tuple[str, ...], audio: torch.Tensor
+                      ) -> dict[str, Conditions]:
+    """Each guidance pass's conditions for the whole window (official): the prompt or the negative prompt, the
+    window's audio or zeros; projected once, not at every step."""
+    grid = model.token_grid(state.y.shape)
+    return {name: model.conditions(state.text[PASSES[name][0]][None], state.clip,
+                                   audio if PASSES[name][1] else torch.zeros_like(audio), grid)
+            for name in passes}
 
 
 def motion_latents(state: TalkState, window: Window) -> torch.Tensor:

@@ -1,0 +1,58 @@
+"""The 8-bit attention's Triton kernel on a CUDA GPU (FP8 tensor cores: Ada or Hopper) against SDPA, eager and
+inside torch.compile (the custom op with its PyTorch quantization fused by Inductor).
+
+Run on the GPU machine: python -m pytest -q -m gpu tests/gpu/test_attention_gpu.py
+Skipped where torch.cuda.is_available() is false (CI has no GPU).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                       reason="needs a CUDA GPU with FP8 tensor cores"),
+]
+
+
+def qkv(tokens: int = 3000, heads: int = 4, dim: int = 128):
+    gen = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, tokens, heads, dim, generator=gen, device="cuda") for _ in range(3))
+    k = k + 2.0 * torch.randn(heads, dim, generator=gen, device="cuda")  # a shared key offset
+    v = v + torch.randn(heads, dim, generator=gen, device="cuda")
+    return q.bfloat16(), k.bfloat16(), v.bfloat16()
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.float() - expected.float()).norm() / expected.float().norm())
+
+
+@pytest.mark.parametrize("name", ["int8", "fp8"])
+def test_the_kernel_matches_float32_attention(name):
+    from spinbot.backends.attention import select_attention
+    from spinbot.backends.attention.sdpa import sdpa_attention
+
+    q, k, v = qkv()
+    attend = select_attention(name, torch.device("cuda"))
+    with torch.inference_mode():
+        got = attend(q, k, v)
+        expected = sdpa_attention(q.float(), k.float(), v.float())
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    assert relative_error(got, expected) < (2e-2 if name == "int8" else 4e-2)
+
+
+def test_the_kernel_runs_inside_a_compiled_function():
+    from spinbot.backends.attention.eight_bit import int8_attention
+
+    q, k, v = qkv(tokens=1000)
+
+    def block(q, k, v):
+        return int8_attention(q * 1.5, k, v) + 1.0
+
+    with torch.inference_mode():
+        expected = block(q, k, v)
+        got = torch.compile(block, fullgraph=True)(q, k, v)
+    assert relative_error(got, expected) < 1e-2

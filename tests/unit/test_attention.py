@@ -1,0 +1,233 @@
+"""Self-attention kernels (spinbot.backends.attention): the choice and its one-line refusals, the 8-bit quantization,
+the Triton kernel in Triton's interpreter and the CPU emulation against SDPA, and the InfiniteTalk model with each
+kernel. The GPU's own timings and errors: benchmarks/infinitetalk_speed_gpu.py."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import in_ci
+
+if in_ci():
+    import torch  # CI installs torch: its absence is a failure there, not a skip
+else:
+    torch = pytest.importorskip("torch")
+
+from spinbot.backends.attention import ATTENTION_KERNELS, eight_bit, select_attention  # noqa: E402
+from spinbot.backends.attention.sdpa import sdpa_attention  # noqa: E402
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
+from spinbot.errors import SettingsError  # noqa: E402
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.float() - expected.float()).norm() / expected.float().norm())
+
+
+def qkv(batch: int = 1, tokens: int = 77, heads: int = 2, dim: int = 32, key_offset: float = 3.0, seed: int = 0):
+    """Random q, k, v [B, L, H, D]; the keys share a per-channel offset and the values a mean, as trained DiTs'
+    do (what SageAttention's smoothing is for)."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, tokens, heads, dim, generator=gen)
+    k = torch.randn(batch, tokens, heads, dim, generator=gen) + key_offset * torch.randn(dim, generator=gen)
+    v = torch.randn(batch, tokens, heads, dim, generator=gen) + 1.0
+    return q, k, v
+
+
+# ---- the choice -------------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_kernel_is_refused_in_one_line():
+    with pytest.raises(ValueError) as err:
+        select_attention("flash9", torch.device("cpu"), "SPINBOT_TALK_ATTENTION")
+    message = str(err.value)
+    assert "\n" not in message and "SPINBOT_TALK_ATTENTION='flash9'" in message
+    assert all(name in message for name in ATTENTION_KERNELS)
+
+
+def test_the_setting_refuses_an_unknown_kernel_in_one_line(use_settings):
+    from spinbot.settings import get_settings
+
+    use_settings(talk_attention="int4")
+    with pytest.raises(SettingsError) as err:
+        get_settings()
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("SPINBOT_TALK_ATTENTION='int4' refused")
+    assert "'sdpa', 'int8' or 'fp8'" in message
+
+
+def test_the_cli_prints_the_refusal_in_one_line_and_fails(use_settings, monkeypatch, capsys):
+    from spinbot import cli
+
+    use_settings(talk_attention="int4")
+    monkeypatch.setattr(sys, "argv", ["spinbot", "pipelines", "list"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "SPINBOT_TALK_ATTENTION='int4' refused" in lines[0]
+
+
+@pytest.mark.parametrize("name", ATTENTION_KERNELS)
+def test_each_kernel_is_chosen_by_name(name, use_settings):
+    from spinbot.settings import get_settings
+
+    use_settings(talk_attention=name)
+    attend = select_attention(get_settings().talk_attention, torch.device("cpu"))
+    q, k, v = qkv()
+    assert relative_error(attend(q, k, v), sdpa_attention(q, k, v)) < 2e-2
+
+
+# ---- the 8-bit quantization ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("qk_format", ["int8", "fp8"])
+def test_quantization_smooths_k_and_v_and_scales_each_block(qk_format):
+    q, k, v = qkv(tokens=70)
+    x = eight_bit.quantize(q, k, v, qk_format, block=32)
+    dtype, top = eight_bit.QK_FORMATS[qk_format]
+    assert x.q.dtype == x.k.dtype == dtype and x.vt.dtype == eight_bit.E4M3
+    assert x.q.shape == (2, 96, 32) and x.vt.shape == (2, 32, 96) and x.q_scale.shape == (2, 3)
+    assert (x.q[:, 70:].float() == 0).all() and (x.vt[:, :, 70:].float() == 0).all()  # padded tokens
+    assert (x.q.float().abs().amax(dim=2)[:, :64].unflatten(1, (2, 32)).amax(dim=2) == top).all()  # full range
+    # K comes back without its mean over the tokens, V's mean is kept aside
+    k_back = (x.k.float() * x.k_scale.repeat_interleave(32, dim=1)[..., None])[:, :70]
+    k_smooth = (k - k.mean(dim=1, keepdim=True)).transpose(1, 2).flatten(0, 1)
+    assert relative_error(k_back, k_smooth) < (0.01 if qk_format == "int8" else 0.05)
+    assert torch.allclose(x.v_mean, v.mean(dim=1).flatten(0, 1))
+    v_back = (x.vt.float() * x.v_scale[..., None]).transpose(1, 2)[:, :70]
+    assert relative_error(v_back, (v - v.mean(dim=1, keepdim=True)).transpose(1, 2).flatten(0, 1)) < 0.05
+
+
+@pytest.mark.parametrize("qk_format", ["int8", "fp8"])
+def test_the_cpu_emulation_stays_close_to_sdpa_despite_a_large_key_offset(qk_format):
+    """A key offset 30x the keys' spread: without smoothing it would take the 8-bit range."""
+    q, k, v = qkv(batch=2, tokens=90, heads=3, key_offset=30.0)
+    got = eight_bit.attention_8bit(q, k, v, qk_format)
+    assert got.shape == q.shape and got.dtype == q.dtype
+    assert relative_error(got, sdpa_attention(q, k, v)) < 2e-2
+
+
+# ---- the Triton kernel, in Triton's interpreter -------------------------------------------------------------------
+
+INTERPRETER_CASES = [("int8", False), ("fp8", False), ("int8", True), ("fp8", True)]
+INTERPRETER_SCRIPT = """
+import json, sys
+import torch
+from spinbot.backends.attention import eight_bit
+from spinbot.backends.attention.sdpa import sdpa_attention
+from tests.unit.test_attention import INTERPRETER_CASES, qkv, relative_error
+
+q, k, v = qkv(tokens=77)  # 16-token tiles: a partial last tile; 32-token scale blocks: a partial last block
+expected = sdpa_attention(q, k, v)
+results = {}
+for qk_format, split in INTERPRETER_CASES:
+    x = eight_bit.quantize(q, k, v, qk_format, block=32)
+    got = eight_bit.launch(x, torch.float32, {"EXP2_SPLIT": split})
+    results[f"{qk_format}-{split}"] = [relative_error(got, expected), relative_error(got, eight_bit.emulate(x))]
+q1, k1, v1 = qkv(tokens=40, heads=1)  # through the custom op, as the model calls it
+results["op"] = [relative_error(eight_bit.fp8_attention(q1, k1, v1), sdpa_attention(q1, k1, v1)), 0.0]
+json.dump(results, sys.stdout)
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict[str, list[float]]:
+    """The kernel run by Triton's interpreter in a subprocess (Triton reads TRITON_INTERPRET when it is imported):
+    {case: [error against SDPA, error against the emulation]}."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    run = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=600, cwd=root, check=False)
+    assert run.returncode == 0, run.stderr[-1500:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize(("qk_format", "exp2_split"), INTERPRETER_CASES)
+def test_the_triton_kernel_matches_sdpa_and_its_emulation(interpreted, qk_format, exp2_split):
+    to_sdpa, to_emulation = interpreted[f"{qk_format}-{exp2_split}"]
+    assert to_sdpa < 2e-2
+    assert to_emulation < 1e-2  # P rounded against the running, not the final, row maximum
+
+
+def test_the_custom_op_runs_the_kernel_under_the_interpreter(interpreted):
+    assert interpreted["op"][0] < 2e-2
+
+
+# ---- the model with each kernel -----------------------------------------------------------------------------------
+
+
+def tiny_model() -> tuple[InfiniteTalkModel, dict]:
+    cfg = InfiniteTalkConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, freq_dim=32,
+                             intermediate_dim=16, output_dim=32, context_tokens=4)
+    torch.manual_seed(0)
+    model = InfiniteTalkModel(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("modulation"):
+                p.normal_(0.0, 0.1)
+            elif "head.head" in name:
+                p.normal_(0.0, 0.05)
+    frames, h, w = 3, 8, 12
+    inputs = {"x": torch.randn(1, 16, frames, h, w), "t": torch.tensor([700.0]),
+              "context": torch.randn(1, 7, 32), "clip_fea": torch.randn(1, 257, 1280),
+              "y": torch.randn(1, 20, frames, h, w), "audio": torch.randn(1, 9, 5, 12, 768)}
+    return model, inputs
+
+
+def test_conditions_made_once_give_the_same_forward():
+    model, inputs = tiny_model()
+    with torch.inference_mode():
+        expected = model(**inputs)
+        conditions = model.conditions(inputs["context"], inputs["clip_fea"], inputs["audio"],
+                                      model.token_grid(inputs["x"].shape))
+        got = model(inputs["x"], inputs["t"], None, None, inputs["y"], None, conditions=conditions)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["int8", "fp8"])
+@pytest.mark.parametrize("fp8_linears", [False, True])
+def test_the_model_runs_with_8bit_attention_and_fp8_linears(name, fp8_linears):
+    from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
+
+    model, inputs = tiny_model()
+    with torch.inference_mode():
+        expected = model(**inputs)
+        if fp8_linears:
+            use_fp8(model.blocks, INFINITETALK_LINEARS)
+        model.use_attention(select_attention(name, torch.device("cpu")))
+        got = model(**inputs)
+    assert all(block.self_attn.attend is select_attention(name, torch.device("cpu")) for block in model.blocks)
+    assert relative_error(got, expected) < (0.08 if fp8_linears else 0.03)
+
+
+def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
+    """The first pass of the GPU autotuner (its timing runs need a GPU): a configuration whose compile fails is
+    dropped, the launch's own grid is not passed on, and none compiling is a clear error."""
+    pytest.importorskip("triton")
+    from spinbot.backends.attention import eight_bit_kernel as kernels
+
+    calls = []
+
+    class Kernel:
+        @staticmethod
+        def warmup(**kwargs):
+            calls.append(kwargs)
+            if kwargs["BLOCK_N"] == 64:
+                raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(kernels, "attention_8bit_kernel", Kernel)
+    kept = kernels.compiling_configs(kernels.GPU_CONFIGS, {"Q": "q"}, grid=lambda meta: (1,), warmup=False,
+                                     HEAD_DIM=128)
+    assert kept and all(c.kwargs["BLOCK_N"] != 64 for c in kept)
+    assert len(kept) == len([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] != 64])
+    assert all(call["grid"] == (1,) and call["Q"] == "q" and call["HEAD_DIM"] == 128 for call in calls)
+    with pytest.raises(RuntimeError, match="no kernel configuration compiles"):
+        kernels.compiling_configs([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] == 64], {}, HEAD_DIM=128)
