@@ -26,7 +26,8 @@ audio windows and colour correction (wan/multitalk.py). What is given instead:
   T5EncoderModel, which is never built).
 The official wav2vec2 subclass relies on transformers 4 (in 5 its encoder no longer returns hidden states), and
 diffusers 0.42 needs huggingface_hub >= 1.32, which transformers 4 refuses: so the audio embedding runs in a child
-process with transformers 4.49.0 (the official requirements' minimum) first on its path (--transformers4), the generation in this one.
+process with transformers 4.49.0 (the official requirements' minimum) first on its path (--transformers4), the
+generation in this one.
 """
 
 from __future__ import annotations
