@@ -497,7 +497,7 @@ def main() -> None:
     vae = None
     if args.windows:
         try:
-            vae = random_vae(device, dtype)
+            vae = random_vae(device, torch.float32)  # as the backend runs it (loading.Precision.vae)
         except Exception as error:
             out["vae_error"] = f"{type(error).__name__}: {error}"
             traceback.print_exc()
