@@ -41,13 +41,12 @@ from datetime import date
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import machine  # noqa: E402
-from stand_ins import importable, stand_in  # noqa: E402
+from stand_ins import importable, infinitetalk_official, stand_in  # noqa: E402
 
 from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
     CLIP_DIM, WAV2VEC_DIM, WAV2VEC_LAYERS, InfiniteTalkConfig, InfiniteTalkModel, LayerNorm, RMSNorm)
@@ -182,24 +181,7 @@ def official_stubs() -> list[str]:
     """Register stand-ins for the official code's import-time dependencies that are absent here."""
     import diffusers.models.modeling_utils  # noqa: F401  (probes for xformers at import: before any stand-in)
 
-    added = []
-    if not importable("xfuser"):
-        for name in ("xfuser", "xfuser.core"):
-            stand_in(name)
-        stand_in("xfuser.core.distributed", get_sequence_parallel_rank=lambda: 0,
-                 get_sequence_parallel_world_size=lambda: 1, get_sp_group=lambda: None)
-        added.append("xfuser (sequence-parallel queries: world size 1)")
-    if not importable("xformers"):
-        def memory_efficient_attention(q, k, v, attn_bias=None, op=None):  # [B, M, H, K] layout
-            if attn_bias is not None:
-                raise NotImplementedError("block-diagonal bias (sequence parallel only)")
-            return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                                  v.transpose(1, 2)).transpose(1, 2)
-
-        stand_in("xformers")
-        stand_in("xformers.ops", memory_efficient_attention=memory_efficient_attention,
-                 fmha=types.SimpleNamespace(attn_bias=types.SimpleNamespace(BlockDiagonalMask=None)))
-        added.append("xformers.ops.memory_efficient_attention = torch SDPA")
+    added = infinitetalk_official()
     for name in ("imageio", "soundfile", "torchvision", "skimage", "skimage.color"):
         if not importable(name):  # used by the official utils' video / colour helpers, not by the forward
             stand_in(name)
@@ -515,7 +497,7 @@ def main() -> None:
     vae = None
     if args.windows:
         try:
-            vae = random_vae(device, dtype)
+            vae = random_vae(device, torch.float32)  # as the backend runs it (loading.Precision.vae)
         except Exception as error:
             out["vae_error"] = f"{type(error).__name__}: {error}"
             traceback.print_exc()

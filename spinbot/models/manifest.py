@@ -96,7 +96,8 @@ SOURCES: dict[str, Source] = {
         sha256="64a7ef761bfccbadbaa3da77366aac4185a6c58fa5de5f589b42a65bcc21f161", size=1264219396),
     "wav2vec2/TencentGameMate/chinese-wav2vec2-base/config.json": Source(WAV2VEC, WAV2VEC_REV, "config.json"),
     "wav2vec2/TencentGameMate/chinese-wav2vec2-base/preprocessor_config.json": Source(
-        WAV2VEC, WAV2VEC_REV, "preprocessor_config.json"),
+        WAV2VEC, WAV2VEC_REV, "preprocessor_config.json", size=160,
+        sha256="c1707926644954affc391ab09ccfaf470ccd80af218d11350991090711441c09"),  # do_normalize false
     "wav2vec2/TencentGameMate/chinese-wav2vec2-base/pytorch_model.bin": Source(
         WAV2VEC, WAV2VEC_REV, "pytorch_model.bin", note="sha256 from the hub's LFS etag"),
     # upscale_video

@@ -65,7 +65,7 @@ class InfiniteTalkParams(TaskParams):
     audio_scale: float = Field(default=1.6, ge=0, description="How strongly the speech drives the lips and face.")
     audio_cfg_scale: float = Field(default=1, ge=0, description="Guidance scale of the audio: how closely the "
                                                                 "motion follows the speech.")
-    # Beside the seed's table: what its ComfyUI graph fixes in nodes that have no param here (docs/infinitetalk-notes.md)
+    # Beside the seed's table: what its ComfyUI graph fixes in nodes without a param here (docs/infinitetalk-notes.md)
     resolution: Literal["480p", "720p"] = Field(
         default="480p",
         description="InfiniteTalk's output size bucket set (official --size infinitetalk-480 / infinitetalk-720): the "

@@ -420,3 +420,25 @@ def test_the_attention_setting_reaches_every_block_at_load(models_dir, attention
     kernel = select_attention(attention, torch.device("cpu"))
     assert all(block.self_attn.attend is kernel for block in model.blocks)
     assert not precision.fast_vae  # the VAE's GPU layout and compiled norms are for CUDA only
+
+
+def test_wav2vec2_without_a_preprocessor_file_uses_the_official_values(models_dir, tmp_path):
+    """Never transformers' default (do_normalize True): chinese-wav2vec2-base's file says false."""
+    from spinbot.backends.talk.infinitetalk.audio import load_audio_encoder
+
+    folder = tmp_path / "wav2vec2"
+    shutil.copytree(models_dir / "wav2vec2" / DEFAULTS.wav2vec_model, folder)
+    (folder / "preprocessor_config.json").unlink()
+    encoder = load_audio_encoder(folder)
+    assert encoder.normalizes is False
+    speech = (0.3 + 0.1 * np.sin(np.arange(1600) / 7)).astype(np.float32)  # an offset the normalization would remove
+    values = encoder.feature_extractor(speech, sampling_rate=16000, return_tensors="pt").input_values[0]
+    assert torch.equal(values, torch.from_numpy(speech))
+
+
+def test_the_vae_runs_in_float32_on_cuda_as_the_official_pipeline():
+    from spinbot.backends.talk.infinitetalk.loading import Precision
+
+    cuda = Precision.for_device(torch.device("cuda"))
+    assert (cuda.transformer, cuda.encoders, cuda.vae, cuda.audio) == (
+        torch.bfloat16, torch.bfloat16, torch.float32, torch.float32)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR
 from spinbot.backends.talk.infinitetalk.clip import ClipVisionSize
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.t5 import UMT5Size, hf_to_wan
@@ -189,10 +190,8 @@ def write_wav2vec(folder: Path, config_kwargs: dict, seed: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config.to_json_file(str(folder / "config.json"))
     torch.save(state, folder / "pytorch_model.bin")
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "do_normalize": True, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
-        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000,
-    }, indent=2))
+    # the official file, byte for byte (160 bytes, the Hub's sha256): no waveform normalization
+    (folder / "preprocessor_config.json").write_text(json.dumps(OFFICIAL_PREPROCESSOR, indent=2) + "\n")
 
 
 def _old_weight_norm(key: str) -> str:

@@ -3,8 +3,8 @@
 Implements spinbot.backends.talk.base.TalkBackend; the task (spinbot.tasks.talk) prepares the speech and the
 portrait, plans the windows and streams each window's frames to the encoder. Models come from SPINBOT_MODELS_DIR
 (loading.py) and stay in the worker's model cache between jobs. On CUDA the transformer runs in bfloat16 (norms
-and modulations in float32), the VAE, UMT5 and CLIP in bfloat16, UMT5 and CLIP kept on the CPU between jobs; on
-the CPU everything is float32 (the CI's tiny models).
+and modulations in float32), UMT5 and CLIP in bfloat16 (kept on the CPU between jobs), the VAE and wav2vec2 in
+float32 (as the official pipeline); on the CPU everything is float32 (the CI's tiny models).
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class NativeTalkBackend:
             "device": str(param.device),
             "transformer_dtype": str(param.dtype).removeprefix("torch."),
             "self_attention": getattr(attend, "__name__", type(attend).__name__),
+            "vae_dtype": str(models.vae.dtype).removeprefix("torch."),
             "scheduler": s.scheduler, "sampling_steps": s.steps, "shift": s.shift, "seed": s.seed,
             "guidance": {"text": s.guidance.text_scale, "audio": s.guidance.audio_scale,
                          "passes_per_step": list(s.guidance.passes)},

@@ -56,8 +56,11 @@ FOLDERS = {  # param -> (folder in SPINBOT_MODELS_DIR, is a directory)
 class Precision:
     device: torch.device
     transformer: torch.dtype  # matmul weights; norms and modulations stay float32 (transformer_checkpoint.py)
-    encoders: torch.dtype  # VAE, UMT5, CLIP
+    encoders: torch.dtype  # UMT5, CLIP
     audio: torch.dtype = torch.float32  # wav2vec2 is small and its features feed every window
+    # The VAE in float32, as the official pipeline runs it: each window re-encodes the last one's frames, and
+    # bfloat16 put 0.65 levels (mean) / 4 levels (max) of rounding into every decode (docs/infinitetalk-notes.md)
+    vae: torch.dtype = torch.float32
     fp8: bool = False  # CUDA: the blocks' big linears in e4m3 (spinbot.backends.fp8), after the LoRA merge
     attention: str = "sdpa"  # the self-attention kernel (spinbot.backends.attention: sdpa, int8, fp8)
     fast_vae: bool = False  # CUDA: the VAE's convolutions channels-last, its norms compiled (WanVAE.speed_up)
@@ -105,8 +108,8 @@ def load_models(params: Any, models_dir: Path, precision: Precision, lora_streng
     transformer, lora = cached("transformer", files["wan_video_model"], talk_tag,
                                lambda: load_transformer(files, p, lora_strength),
                                size=_size(files, "wan_video_model", "infinitetalk_model"))
-    vae = cached("vae", files["vae_model"], f"{device}:{p.encoders}:fast={p.fast_vae}",
-                 lambda: load_vae(files["vae_model"], p.encoders, device, fast=p.fast_vae))
+    vae = cached("vae", files["vae_model"], f"{device}:{p.vae}:fast={p.fast_vae}",
+                 lambda: load_vae(files["vae_model"], p.vae, device, fast=p.fast_vae))
     # UMT5 (11 GB) and CLIP are used once per job: they live on the CPU and visit the GPU (pipeline.on_device)
     text = cached("umt5", files["t5_text_encoder_model"], f"cpu:{p.encoders}",
                   lambda: load_text_encoder(files["t5_text_encoder_model"], p.encoders, "cpu"))
