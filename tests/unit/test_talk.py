@@ -8,7 +8,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from spinbot.backends.talk.animator import AnimatorBackend, blinks, motion_tracks, mouth_opening
+from spinbot.backends.talk.animator import AnimatorBackend
+from spinbot.backends.talk.motion import blinks, motion_tracks, mouth_opening
 from spinbot.backends.talk.base import SpeechTrack
 from spinbot.errors import InputError, ParamsError
 from spinbot.media.audio import load_audio, write_wav
