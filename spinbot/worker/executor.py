@@ -16,7 +16,7 @@ import redis
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.errors import SpinBotError
 from spinbot.queue.channel import NodeChannel
-from spinbot.queue.outage import REDIS_ERRORS, OutageClock
+from spinbot.queue.outage import REDIS_ERRORS, ride_out_outage
 from spinbot.queue.records import CANCELLED, FAILED, PROGRESS, STARTED, SUCCEEDED, NodeResult, event, one_line
 from spinbot.storage.base import ArtifactStore
 from spinbot.tasks.base import Cancelled
@@ -122,13 +122,8 @@ class NodeExecutor:
 
     def _store(self, node: NodeChannel, result: NodeResult) -> None:
         """Store the result, riding out a short Redis outage: the work behind it may have taken hours."""
-        clock = OutageClock(self.redis_retry_seconds, self.redis_url, "storing a node result")
-        while True:
-            try:
-                node.save_result(result)
-                return
-            except REDIS_ERRORS as err:
-                clock.failed(err)
+        ride_out_outage(lambda: node.save_result(result), self.redis_retry_seconds, self.redis_url,
+                        "storing a node result")
 
 
 def _ids(request: TaskRequest) -> dict[str, str]:
