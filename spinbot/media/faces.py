@@ -31,10 +31,6 @@ class Box:
     h: int
 
     @property
-    def center(self) -> tuple[float, float]:
-        return self.x + self.w / 2.0, self.y + self.h / 2.0
-
-    @property
     def area(self) -> int:
         return self.w * self.h
 
