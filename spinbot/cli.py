@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn
 from rich.text import Text
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
+if TYPE_CHECKING:  # the mixin below only ever joins click's Command
+    from typer._click.core import Command as _ClickCommand
+else:
+    _ClickCommand = object
+
 from spinbot import __version__
+from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import InputError, SpinBotError
 from spinbot.models.cli import app as models_app
 
@@ -39,7 +45,7 @@ def plain_type(label: str | None) -> str:
     return PLAIN_TYPES.get(inner, inner.upper())
 
 
-class FlagsWithoutType:
+class FlagsWithoutType(_ClickCommand):
     """Help in plain words: no type for flags (-h/--help included), an argument's metavar (NAME, FILE), and plain
     type names (TEXT, PATH, INTEGER) for every other param."""
 
@@ -47,13 +53,21 @@ class FlagsWithoutType:
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
+        # Typer has no hook for the help's type column: each param's own method is replaced.
         for param in self.params:
+            if not isinstance(param, (TyperArgument, TyperOption)):
+                continue
             if param.param_type_name == "argument" and param.metavar:
-                param.display_type_rich = lambda ctx: ""
-            elif param.metavar is None and hasattr(param, "display_type_rich"):  # typer builds without rich help lack it
-                typed = param.display_type_rich
-                param.display_type_rich = lambda ctx, typed=typed: plain_type(typed(ctx))
+                param.display_type_rich = lambda ctx: ""  # type: ignore[method-assign]
+            # (typer builds without rich help have no display_type_rich)
+            elif param.metavar is None and hasattr(param, "display_type_rich"):
+                param.display_type_rich = _plain(param.display_type_rich)  # type: ignore[method-assign,assignment]
         return option
+
+
+def _plain(typed: Callable[[Any], str | None]) -> Callable[[Any], str]:
+    """A param's type column in plain words: TEXT, PATH, INTEGER."""
+    return lambda ctx: plain_type(typed(ctx))
 
 
 class Command(FlagsWithoutType, TyperCommand):
@@ -64,9 +78,11 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
     """Usage errors (an unknown option, a missing value, a bad number) in the same one-line style as every other
     error, instead of click's boxed message."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
         except NoArgsIsHelpError as err:
             typer.echo(err.ctx.get_help())
             result = 0
@@ -144,7 +160,7 @@ def _run_with_progress(runner, job_id: str) -> Any:
                   console=err_console, transient=False) as progress:
         bars = {n.node_id: progress.add_task(
                     n.message or "", total=1.0, node=n.node_id, status=n.status, start=False,
-                    completed=1.0 if n.status == "succeeded" else 0.0,
+                    completed=1 if n.status == "succeeded" else 0,
                     seconds=n.seconds if n.status == "succeeded" else None)
                 for n in job.nodes}
 
@@ -175,7 +191,7 @@ def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
         return _run_with_progress(runner, job_id)
 
 
-def _finish(runner, job, out: Optional[Path]) -> None:
+def _finish(runner, job, out: Path | None) -> None:
     if job.status != "succeeded":
         fail(f"job {job.id} {job.status}: {job.error}", code=1)
     key = runner.final_artifact(job)
@@ -203,19 +219,19 @@ SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
 
 @app.command(cls=Command)
 def run(
-    prompt: Optional[str] = typer.Option(None, metavar="TEXT", help="What the video is about (the LLM writes the "
+    prompt: str | None = typer.Option(None, metavar="TEXT", help="What the video is about (the LLM writes the "
                                          "script from it). (required unless --resume or --set script.text=...)"),
-    image: Optional[Path] = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
-    voice: Optional[Path] = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. "
+    image: Path | None = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
+    voice: Path | None = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. "
                                          "(required unless --resume)"),
-    ref_text: Optional[str] = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice "
+    ref_text: str | None = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice "
                                            "sample."),
     pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
     set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
-    out: Optional[Path] = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
-    resume: Optional[str] = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished "
+    out: Path | None = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
+    resume: str | None = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished "
                                          "node."),
-    priority: Optional[int] = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
+    priority: int | None = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
                                            "(1 runs first)."),
     watch: bool = typer.Option(False, "--watch", help="Watch the video while it renders: prints each live HLS "
                                "playlist's path (local storage) or serves it on a loopback URL (S3)."),
@@ -267,7 +283,7 @@ def demo(
 
 
 @app.command(cls=Command)
-def params(task: Optional[str] = typer.Argument(None, metavar="TASK", help="A task (infinite_talk) or a node of the "
+def params(task: str | None = typer.Argument(None, metavar="TASK", help="A task (infinite_talk) or a node of the "
                                                 "default pipeline (script); all when left out.")) -> None:
     """Every parameter that --set takes, with its type, default and description."""
     from spinbot.tasks.base import did_you_mean
@@ -368,7 +384,7 @@ def serve(
 
 @app.command(cls=Command)
 def worker(
-    queues: Optional[str] = typer.Option(None, metavar="NAMES", help="Comma-separated queues to serve (default: "
+    queues: str | None = typer.Option(None, metavar="NAMES", help="Comma-separated queues to serve (default: "
                                                     "SPINBOT_WORKER_QUEUES, gpu,cpu)."),
 ) -> None:
     """Run python-plane tasks from the Redis queues (SPINBOT_REDIS_URL) until SIGTERM."""
@@ -395,4 +411,4 @@ def main() -> None:  # python -m spinbot
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

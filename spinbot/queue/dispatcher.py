@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -51,7 +52,7 @@ class QueueDispatcher(Dispatcher):
         self._bull = BullQueues(options.redis_url)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "QueueDispatcher":
+    def from_settings(cls, settings: Settings | None = None) -> QueueDispatcher:
         return cls(QueueOptions.from_settings(settings or get_settings()))
 
     def run(self, request: TaskRequest, report: Callable[[float, str], None], is_cancelled: Callable[[], bool],
@@ -132,7 +133,7 @@ class QueueDispatcher(Dispatcher):
     def close(self) -> None:
         try:
             self._loop.call(self._bull.close, 5)
-        except Exception:  # closing after Redis went away: nothing left to flush
+        except Exception:  # noqa: BLE001 - closing after Redis went away: nothing left to flush
             pass
         self._loop.close()
         self.redis.close()

@@ -9,7 +9,8 @@ count does not express. The clients keep redis-py's retry off (`Retry(NoBackoff(
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -31,7 +32,7 @@ def ride_out_outage(step: Callable[[], T], limit_seconds: float, redis_url: str,
     backoff = wait_exponential(multiplier=FIRST_WAIT_SECONDS, max=LONGEST_WAIT_SECONDS)
 
     def wait(state: RetryCallState) -> float:
-        return max(0.0, min(backoff(state), limit_seconds - state.seconds_since_start))
+        return max(0.0, min(backoff(state), limit_seconds - (state.seconds_since_start or 0.0)))
 
     retrying = Retrying(retry=retry_if_exception_type(REDIS_ERRORS), wait=wait, stop=stop_after_delay(limit_seconds))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -28,14 +29,14 @@ def failing(times: int, error: BaseException):
 def test_a_short_outage_is_ridden_out_with_a_doubling_wait():
     step, calls = failing(3, redis.ConnectionError("refused"))
     assert ride_out_outage(step, 5.0, URL, "testing") == "done"
-    waits = [b - a for a, b in zip(calls, calls[1:])]
+    waits = [b - a for a, b in itertools.pairwise(calls)]
     assert len(calls) == 4
     assert waits[0] == pytest.approx(0.1, abs=0.05) and waits[1] == pytest.approx(0.2, abs=0.05)
     assert waits[2] == pytest.approx(0.4, abs=0.05)
 
 
 def test_a_long_outage_is_one_line_naming_redis_without_its_password():
-    step, calls = failing(1000, redis.TimeoutError("timed out"))
+    step, _ = failing(1000, redis.TimeoutError("timed out"))
     started = time.monotonic()
     with pytest.raises(QueueUnavailable) as err:
         ride_out_outage(step, 1.0, URL, "storing a node result")

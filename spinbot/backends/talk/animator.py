@@ -12,7 +12,8 @@ displacement fields and head masks), motion.py (the per-frame tracks from the sp
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 

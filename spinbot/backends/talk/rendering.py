@@ -134,7 +134,7 @@ def _draw_cavity(frame: np.ndarray, state: AnimatorState, gap: float, spread: fl
 def _draw_lash_lines(frame: np.ndarray, state: AnimatorState, blink: float, shift: tuple[int, int],
                      p: FaceProportions) -> None:
     """Where the lids meet, the lashes show as a soft dark curve, sagging a little in the middle."""
-    strength = float(smoothstep(0.5, 1.0, np.float32(blink)))
+    strength = float(smoothstep(0.5, 1.0, np.array(blink, dtype=np.float32)))
     if strength == 0.0:
         return
     for ex, ey, eye_size in state.layout.eyes:
