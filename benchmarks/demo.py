@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine  # noqa: E402
+from machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "demo.json"
@@ -50,7 +50,8 @@ def _node_timings(env: dict[str, str]) -> dict[str, dict[str, object]]:
     from spinbot.state.store import JobStore
 
     job = JobStore(get_engine(get_settings().resolved_database_url)).list(limit=1)[0][0]
-    return {n.node_id: {"seconds": round(n.seconds or 0, 2), "meta_seconds": (n.output or {}).get("meta", {}).get("seconds"),
+    return {n.node_id: {"seconds": round(n.seconds or 0, 2),
+                        "meta_seconds": (n.output or {}).get("meta", {}).get("seconds"),
                         "peak_rss_mib_after": (n.output or {}).get("meta", {}).get("peak_rss_mib")} for n in job.nodes}
 
 

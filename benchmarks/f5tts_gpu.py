@@ -43,6 +43,7 @@ where it fails, the package path reads the reference WAV with soundfile instead 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -166,11 +167,12 @@ def voice_path() -> Path:
 
 def write_models(models: Path, tiny: bool) -> dict[str, Path]:
     """A random F5TTS_v1_Base (or a tiny one) and a random Vocos, as SPINBOT_MODELS_DIR/F5-TTS expects them."""
+    from importlib.resources import files
+
     import torch
     import yaml
     from f5_tts.model import CFM, DiT
     from f5_tts.model.utils import get_tokenizer
-    from importlib.resources import files
     from safetensors.torch import save_file
 
     folder = models / "F5-TTS" / "F5TTS_v1_Base"
@@ -259,8 +261,8 @@ def packed_error(models, device: str) -> dict:
     x, cond = (torch.randn(len(lengths), frames, mel, generator=generator).to(device, models.dtype) for _ in "xc")
     text = torch.randint(0, 100, (len(lengths), 300), generator=generator).to(device)
     mask = torch.arange(frames, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
-    args = dict(x=x, cond=cond, text=text, time=torch.tensor(0.4, device=device, dtype=models.dtype), mask=mask,
-                cfg_infer=True)
+    args = {"x": x, "cond": cond, "text": text, "time": torch.tensor(0.4, device=device, dtype=models.dtype),
+            "mask": mask, "cfg_infer": True}
     with torch.inference_mode():
         expected = dit.forward.package_forward(**args)
         with known_lengths(dit, lengths):
@@ -363,12 +365,10 @@ def run_package(device: str, text: str, nfe: int, files: dict) -> dict:
                 vocoder_local_path=str(files["vocoder"]), device=device)
     quiet = {"show_info": lambda *a, **k: None, "progress": None}
 
-    def call():
-        return tts.infer(str(voice_path()), REF_TEXT, text, nfe_step=nfe, seed=SEED, **quiet)
-
+    call = functools.partial(tts.infer, str(voice_path()), REF_TEXT, text, nfe_step=nfe, seed=SEED, **quiet)
     seconds, peak, (wave, sr, _), times = timed(device, call)
     speech = len(wave) / sr
-    del tts
+    del call, tts
     if device == "cuda":
         torch.cuda.empty_cache()
     return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),

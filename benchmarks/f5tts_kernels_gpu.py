@@ -9,8 +9,9 @@ The shapes are those of the f5tts_gpu benchmark's one batch: 4 chunks of 1,355 t
 reference plus each chunk), doubled by classifier-free guidance to 8 rows padded to 1,884 frames; 16 heads of 64,
 float16. Each variant computes the attention of every row over its own frames only (padding excluded) and is
 checked against a float32 reference on the real frames before it is timed. "packed" variants hold only the real
-frames, back to back ([frames, heads, head_dim], as a projection makes them), with one sequence per row. Time per call (one DiT block's
-attention), median of 50 after 10 warm-ups (convolutions: of 30), and the share of one job (22 blocks x 32 steps).
+frames, back to back ([frames, heads, head_dim], as a projection makes them), with one sequence per row. Time per
+call (one DiT block's attention), median of 50 after 10 warm-ups (convolutions: of 30), and the share of one job
+(22 blocks x 32 steps).
 """
 
 from __future__ import annotations
@@ -212,7 +213,8 @@ def compiled_varlen_check(dev) -> dict:
 
 
 def conv_variants(dev, rows: int, frames: int) -> dict:
-    """ConvPositionEmbedding's Conv1d(1024, 1024, 31, groups=16, padding=15), float16, on one CFG half: [chunks, 1024, frames]."""
+    """ConvPositionEmbedding's Conv1d(1024, 1024, 31, groups=16, padding=15), float16, on one CFG half:
+    [chunks, 1024, frames]."""
     import torch
 
     conv = torch.nn.Conv1d(1024, 1024, 31, groups=16, padding=15).to(dev, torch.float16)

@@ -51,14 +51,32 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from infinitetalk_gpu import (  # noqa: E402
-    SIZES, forward_flops, inputs, make_window_state, matmul_rate, peak_gib, random_model, random_vae, reset_peak,
-    seed_default_params, sync, timed, window_run)
+    SIZES,
+    forward_flops,
+    inputs,
+    make_window_state,
+    matmul_rate,
+    peak_gib,
+    random_model,
+    random_vae,
+    reset_peak,
+    seed_default_params,
+    sync,
+    timed,
+    window_run,
+)
 from machine import machine  # noqa: E402
 
 from spinbot.backends.attention import select_attention  # noqa: E402
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8Linear  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
-    InfiniteTalkConfig, InfiniteTalkModel, LayerNorm, RMSNorm, apply_rope, rope_tables)
+    InfiniteTalkConfig,
+    InfiniteTalkModel,
+    LayerNorm,
+    RMSNorm,
+    apply_rope,
+    rope_tables,
+)
 
 PARTS = ("kernels", "vae", "matrix", "errors", "720p", "modes")
 # (linears, attention); the first is every error's reference, the second the candidate for the defaults
@@ -596,7 +614,7 @@ def summary(out: dict) -> str:
             lines.append(f"{key:<12}{e.get('step', {}).get('mean_s', e.get('error', '-'))!s:>8}{win[0]:>9}"
                          f"{win[1]:>9}{e.get('first_call_s', '-')!s:>8}"
                          f"{e.get('rel_err_vs_bf16_sdpa_t900', float('nan')):>10.4f}{e.get('peak_vram_gib', '-')!s:>7}"
-                         f"{len(e.get('window', {}).get('recompiles_transformer', [])) if 'window' in e else '-'!s:>11}")
+                         f"{len(e['window'].get('recompiles_transformer', [])) if 'window' in e else '-'!s:>11}")
     for label, row in out.get("kernels", {}).items():
         for key in ("sdpa_cudnn", "sdpa_flash", "int8", "fp8"):
             e = row.get(key, {})
@@ -612,8 +630,8 @@ def summary(out: dict) -> str:
         for key, e in out.get("errors", {}).get(weights, {}).items():
             if "rel_err_by_timestep" in e:
                 worst = max(e["rel_err_by_timestep"].values())
-                lines.append(f"error {weights:<10} {key:<12} forward max {worst:.4f}  decoded {e['decoded_rel_err']:.4f}"
-                             f" ({e['decoded_psnr_db']} dB)")
+                lines.append(f"error {weights:<10} {key:<12} forward max {worst:.4f}"
+                             f"  decoded {e['decoded_rel_err']:.4f} ({e['decoded_psnr_db']} dB)")
     for key, e in out.get("720p", {}).items():
         if isinstance(e, dict) and "step" in e:
             lines.append(f"720p {key:<12} step {e['step']['mean_s']} s  err {e['rel_err_vs_bf16_sdpa_t900']:.4f}  "

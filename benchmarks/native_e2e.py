@@ -22,8 +22,8 @@ round(speech seconds x fps), 2x the talking head's size, an audio stream.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
 import os
 import shutil
 import socket
@@ -92,11 +92,9 @@ def free_port() -> int:
 def spinbot(*args: str, env: dict[str, str], log: Path | None = None, check: bool = True,
             timeout: float = 1800) -> tuple[float, subprocess.CompletedProcess]:
     started = time.perf_counter()
-    out = open(log, "a") if log else subprocess.PIPE
-    proc = subprocess.run([sys.executable, "-m", "spinbot", *args], env=env, cwd=ROOT, text=True, timeout=timeout,
-                          stdout=subprocess.PIPE, stderr=out)
-    if log:
-        out.close()
+    with open(log, "a") if log else contextlib.nullcontext(subprocess.PIPE) as out:
+        proc = subprocess.run([sys.executable, "-m", "spinbot", *args], env=env, cwd=ROOT, text=True,
+                              timeout=timeout, stdout=subprocess.PIPE, stderr=out)
     if check and proc.returncode != 0:
         tail = (proc.stderr or (log.read_text()[-3000:] if log else "")) + proc.stdout
         raise RuntimeError(f"spinbot {' '.join(args[:2])} exited {proc.returncode}:\n{tail[-3000:]}")
@@ -150,14 +148,13 @@ def run_job(index: int, env: dict[str, str], inputs: dict[str, Path], data_dir: 
             sampler: Sampler, worker_log: Path, log_offset: int, sets: list[str]) -> tuple[dict, int]:
     sampler.reset()
     out = work / f"job{index}.mp4"
-    seconds, proc = spinbot("run", "--prompt", "why sleep matters", "--image", str(inputs["image"]),
+    seconds, _ = spinbot("run", "--prompt", "why sleep matters", "--image", str(inputs["image"]),
                             "--voice", str(inputs["voice"]), "--ref-text", REF_TEXT,
                             "--set", f"script.text={SCRIPT}", *sets, "--out", str(out),
                             env=env, log=work / f"run{index}.log")
     record = job_record(data_dir, _last_job_id(data_dir))
     loads, log_offset = model_loads(worker_log, log_offset)
     nodes = {n["node_id"]: n for n in record["nodes"]}
-    talk = nodes["infinite_talk"]
     outputs = {k: json.loads(v["output"]) if isinstance(v["output"], str) else v["output"] for k, v in nodes.items()}
     speech_seconds = outputs["infinite_talk"]["values"]["video_duration"]
     fps = float(outputs["infinite_talk"].get("meta", {}).get("fps") or 25)
@@ -251,8 +248,9 @@ def main() -> None:
     redis = subprocess.Popen([args.redis_server, "--port", str(port), "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker_log = work / "worker.log"
-    worker = subprocess.Popen([sys.executable, "-m", "spinbot", "worker"], env=env, cwd=ROOT,
-                              stdout=open(worker_log, "w"), stderr=subprocess.STDOUT)
+    with open(worker_log, "w") as worker_out:  # the worker keeps its own copy of the descriptor
+        worker = subprocess.Popen([sys.executable, "-m", "spinbot", "worker"], env=env, cwd=ROOT, stdout=worker_out,
+                                  stderr=subprocess.STDOUT)
     sampler = Sampler(worker.pid)
     sampler.start()
     try:

@@ -14,6 +14,7 @@ gives the workers the no-op task (SPINBOT_EXTRA_TASKS=queue_latency, with this f
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -132,7 +133,7 @@ def _run_jobs(args: argparse.Namespace, queue: str) -> tuple[list[list[dict]], f
 
 def _report(args: argparse.Namespace, timings: list[list[dict]], seconds: float) -> dict:
     to_start = [n["started_at"] - n["enqueued_at"] for job in timings for n in job]
-    to_next = [b["started_at"] - a["finished_at"] for job in timings for a, b in zip(job, job[1:])]
+    to_next = [b["started_at"] - a["finished_at"] for job in timings for a, b in itertools.pairwise(job)]
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": _machine(),

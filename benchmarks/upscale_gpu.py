@@ -83,11 +83,12 @@ class BusySampler:
             import pynvml
 
             pynvml.nvmlInit()
-            self._read = lambda h=pynvml.nvmlDeviceGetHandleByIndex(0): pynvml.nvmlDeviceGetUtilizationRates(h).gpu
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            self._read = lambda: pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
         except Exception:  # noqa: BLE001 - no NVML: no busy figure, the rest still runs
             self._read = None
 
-    def __enter__(self) -> "BusySampler":
+    def __enter__(self) -> BusySampler:
         if self._read is not None:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -112,11 +113,10 @@ def run_pipelined(backend, clip: Path, out: Path, fidelity: float, cap: int = 0)
 
     frames = faces = 0
     started = time.perf_counter()
-    with BusySampler() as sampler:
-        with VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2, audio=read_audio(clip)) as writer:
-            for frame, count in backend.stream(iter_frames(clip, cap), fidelity):
-                writer.write(frame)
-                frames, faces = frames + 1, faces + count
+    with BusySampler() as sampler, VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2, audio=read_audio(clip)) as writer:
+        for frame, count in backend.stream(iter_frames(clip, cap), fidelity):
+            writer.write(frame)
+            frames, faces = frames + 1, faces + count
     seconds = time.perf_counter() - started
     return {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 1),
             "gpu_busy": sampler.busy, "faces_restored": faces}
@@ -134,14 +134,13 @@ def run_task_path(backend, params, clip: Path, out: Path, total: int, live: bool
             pass
 
     started = time.perf_counter()
-    with BusySampler() as sampler:
-        with VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2, audio=read_audio(clip)) as writer:
-            segments = HlsSegmenter(out.with_suffix(".live"), FPS, WIDTH * 2, HEIGHT * 2, params.batch_size,
-                                    lambda name, path, content_type: None, audio=read_audio(clip)) if live else None
-            frames, faces = upscale_stream(Ctx(), backend, params, clip, total, writer, (WIDTH * 2, HEIGHT * 2),
-                                           live=segments)
-            if segments is not None:
-                segments.finish()
+    with BusySampler() as sampler, VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2, audio=read_audio(clip)) as writer:
+        segments = HlsSegmenter(out.with_suffix(".live"), FPS, WIDTH * 2, HEIGHT * 2, params.batch_size,
+                                lambda name, path, content_type: None, audio=read_audio(clip)) if live else None
+        frames, faces = upscale_stream(Ctx(), backend, params, clip, total, writer, (WIDTH * 2, HEIGHT * 2),
+                                       live=segments)
+        if segments is not None:
+            segments.finish()
     seconds = time.perf_counter() - started
     return {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 1),
             "gpu_busy": sampler.busy, "faces_restored": faces, "batch_size": params.batch_size}
@@ -155,15 +154,14 @@ def run_plain_loop(backend, clip: Path, out: Path, fidelity: float, frames: int)
     s = backend.scale
     done = faces = 0
     started = time.perf_counter()
-    with BusySampler() as sampler:
-        with VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2) as writer:
-            for frame in iter_frames(clip, frames):
-                boxes = [Box(b.x * s, b.y * s, b.w * s, b.h * s) for b in backend.detect_faces(frame)]
-                upscaled = backend.upscale_batch([frame])[0]
-                if boxes:
-                    upscaled = backend.restore_faces(upscaled, boxes, fidelity)
-                writer.write(upscaled)
-                done, faces = done + 1, faces + len(boxes)
+    with BusySampler() as sampler, VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2) as writer:
+        for frame in iter_frames(clip, frames):
+            boxes = [Box(b.x * s, b.y * s, b.w * s, b.h * s) for b in backend.detect_faces(frame)]
+            upscaled = backend.upscale_batch([frame])[0]
+            if boxes:
+                upscaled = backend.restore_faces(upscaled, boxes, fidelity)
+            writer.write(upscaled)
+            done, faces = done + 1, faces + len(boxes)
     seconds = time.perf_counter() - started
     return {"frames": done, "seconds": round(seconds, 2), "fps": round(done / seconds, 1),
             "gpu_busy": sampler.busy, "faces_restored": faces}
@@ -276,17 +274,16 @@ def main() -> None:
         sys.exit("needs a CUDA GPU")
     # cudnn.benchmark stays off: PyTorch keeps cuDNN's tuned plans per thread, so the pipeline's device thread
     # (a new one for each video) would tune again every time; measured: 9.9 fps with it, 24.2 without (eager).
-    from spinbot.models.synth.upscale import write_models
-
     from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler
+    from spinbot.models.synth.upscale import write_models
     from spinbot.settings import reset_settings
     from spinbot.tasks.upscale import AIUpscalerParams
 
     tmp = Path(tempfile.mkdtemp(prefix="upscale-gpu-"))
     started = time.perf_counter()
-    size = dict(num_feat=64, num_block=23, face=FACE_HEAD)
+    size = {"num_feat": 64, "num_block": 23, "face": FACE_HEAD}
     if args.smoke:
-        size = dict(num_feat=16, num_block=1, face=None)
+        size = {"num_feat": 16, "num_block": 1, "face": None}
     write_models(tmp / "models", **size)
     os.environ["SPINBOT_MODELS_DIR"] = str(tmp / "models")
     reset_settings()

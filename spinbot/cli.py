@@ -6,90 +6,19 @@ import json
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn
 from rich.text import Text
-from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperCommand
 
-from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot import __version__
+from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail
+from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import InputError, SpinBotError
 from spinbot.models.cli import app as models_app
 
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """The CLI's one error style: one line on stderr, "error: ...", and a non-zero exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
-    raise typer.Exit(code)
-
-
-# typer 0.29 shows Python types in help (<str>, <list[str]>, <path>): the plain names a user types instead.
-PLAIN_TYPES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER", "bool": ""}
-
-
-def plain_type(label: str | None) -> str:
-    """"<list[str]>" -> "TEXT", "<int range>" -> "INTEGER", "<bool>" (a flag) -> ""."""
-    inner = (label or "").strip("<>").removeprefix("list[").removesuffix("]").removesuffix(" range")
-    return PLAIN_TYPES.get(inner, inner.upper())
-
-
-class FlagsWithoutType:
-    """Help in plain words: no type for flags (-h/--help included), an argument's metavar (NAME, FILE), and plain
-    type names (TEXT, PATH, INTEGER) for every other param."""
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        for param in self.params:
-            if param.param_type_name == "argument" and param.metavar:
-                param.display_type_rich = lambda ctx: ""
-            elif param.metavar is None and hasattr(param, "display_type_rich"):  # typer builds without rich help lack it
-                typed = param.display_type_rich
-                param.display_type_rich = lambda ctx, typed=typed: plain_type(typed(ctx))
-        return option
-
-
-class Command(FlagsWithoutType, TyperCommand):
-    pass
-
-
-class OneErrorStyle(FlagsWithoutType, TyperGroup):
-    """Usage errors (an unknown option, a missing value, a bad number) in the same one-line style as every other
-    error, instead of click's boxed message."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
-        try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
-        except NoArgsIsHelpError as err:
-            typer.echo(err.ctx.get_help())
-            result = 0
-        except typer.TyperException as err:  # click's exceptions (typer vendors click): usage and bad values
-            ctx = getattr(err, "ctx", None)
-            hint = f" (see '{ctx.command_path} --help')" if isinstance(err, UsageError) and ctx else ""
-            message = _first_lower(err.format_message()).rstrip(".")
-            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False,
-                              soft_wrap=True, markup=True)
-            result = err.exit_code
-        except typer.Abort:
-            err_console.print("[bold red]error:[/] aborted", highlight=False)
-            result = 1
-        if not standalone_mode:
-            return result
-        sys.exit(result if isinstance(result, int) else 0)
-
-
-def _first_lower(message: str) -> str:
-    return message[:1].lower() + message[1:]
-
-
-HELP = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(cls=OneErrorStyle, add_completion=False, no_args_is_help=True, context_settings=HELP,
                   help="SpinBot: prompt + portrait + voice -> video.")
 pipelines_app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and validate pipelines.")
@@ -144,7 +73,7 @@ def _run_with_progress(runner, job_id: str) -> Any:
                   console=err_console, transient=False) as progress:
         bars = {n.node_id: progress.add_task(
                     n.message or "", total=1.0, node=n.node_id, status=n.status, start=False,
-                    completed=1.0 if n.status == "succeeded" else 0.0,
+                    completed=1 if n.status == "succeeded" else 0,
                     seconds=n.seconds if n.status == "succeeded" else None)
                 for n in job.nodes}
 
@@ -175,7 +104,7 @@ def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
         return _run_with_progress(runner, job_id)
 
 
-def _finish(runner, job, out: Optional[Path]) -> None:
+def _finish(runner, job, out: Path | None) -> None:
     if job.status != "succeeded":
         fail(f"job {job.id} {job.status}: {job.error}", code=1)
     key = runner.final_artifact(job)
@@ -203,19 +132,19 @@ SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
 
 @app.command(cls=Command)
 def run(
-    prompt: Optional[str] = typer.Option(None, metavar="TEXT", help="What the video is about (the LLM writes the "
+    prompt: str | None = typer.Option(None, metavar="TEXT", help="What the video is about (the LLM writes the "
                                          "script from it). (required unless --resume or --set script.text=...)"),
-    image: Optional[Path] = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
-    voice: Optional[Path] = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. "
+    image: Path | None = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
+    voice: Path | None = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. "
                                          "(required unless --resume)"),
-    ref_text: Optional[str] = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice "
+    ref_text: str | None = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice "
                                            "sample."),
     pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
     set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
-    out: Optional[Path] = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
-    resume: Optional[str] = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished "
+    out: Path | None = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
+    resume: str | None = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished "
                                          "node."),
-    priority: Optional[int] = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
+    priority: int | None = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
                                            "(1 runs first)."),
     watch: bool = typer.Option(False, "--watch", help="Watch the video while it renders: prints each live HLS "
                                "playlist's path (local storage) or serves it on a loopback URL (S3)."),
@@ -267,7 +196,7 @@ def demo(
 
 
 @app.command(cls=Command)
-def params(task: Optional[str] = typer.Argument(None, metavar="TASK", help="A task (infinite_talk) or a node of the "
+def params(task: str | None = typer.Argument(None, metavar="TASK", help="A task (infinite_talk) or a node of the "
                                                 "default pipeline (script); all when left out.")) -> None:
     """Every parameter that --set takes, with its type, default and description."""
     from spinbot.tasks.base import did_you_mean
@@ -368,7 +297,7 @@ def serve(
 
 @app.command(cls=Command)
 def worker(
-    queues: Optional[str] = typer.Option(None, metavar="NAMES", help="Comma-separated queues to serve (default: "
+    queues: str | None = typer.Option(None, metavar="NAMES", help="Comma-separated queues to serve (default: "
                                                     "SPINBOT_WORKER_QUEUES, gpu,cpu)."),
 ) -> None:
     """Run python-plane tasks from the Redis queues (SPINBOT_REDIS_URL) until SIGTERM."""
@@ -395,4 +324,4 @@ def main() -> None:  # python -m spinbot
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

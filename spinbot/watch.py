@@ -50,7 +50,8 @@ class _LiveServices:
     def owned_job(self, job_id: str, owner: str | None):
         from spinbot.api.deps import Services
 
-        return Services.owned_job(self, job_id, owner)  # the API's own check (job id form, owner), on this runner
+        # The API's own check (job id form, owner), on this runner: it reads nothing of Services but .runner.
+        return Services.owned_job(self, job_id, owner)  # type: ignore[arg-type]
 
 
 @contextmanager

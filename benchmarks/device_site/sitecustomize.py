@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from stand_ins import importable, stand_in  # noqa: E402
+from stand_ins import importable, stand_in
 
 for _probe in ("transformers", "accelerate"):
     try:

@@ -36,6 +36,9 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class FP8Linear(nn.Module):
     """nn.Linear with an e4m3 weight (row scales) and e4m3 activations (token scales)."""
 
+    weight: torch.Tensor  # buffers, declared for the type checker
+    weight_scale: torch.Tensor
+
     def __init__(self, linear: nn.Linear):
         super().__init__()
         weight, scale = quantize_rows(linear.weight.detach())

@@ -40,7 +40,8 @@ class Admission:
         self.check_files(spec, nodes, request)
 
     # ---- texts ----------------------------------------------------------------------------------------------------
-    def check_texts(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
+    # `nodes`: each node's params, of its task's own model (ScriptParams, TextToSpeechParams, ...), picked by task.
+    def check_texts(self, spec: PipelineSpec, nodes: dict[str, Any], request: JobRequest) -> None:
         if not request.prompt.strip() and not any(
                 node.task == SCRIPT_TASK and (nodes[node.id].text or "").strip() for node in spec.nodes):
             raise InputError("prompt is empty: give a prompt, or your own script (script.text)")
@@ -54,7 +55,7 @@ class Admission:
             if node.task == TTS_TASK and given.ref_text:
                 _refuse_long(given.ref_text, s.max_ref_text_chars, f"{node.id}.ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
 
-    def check_speech_length(self, spec: PipelineSpec, nodes: dict[str, TaskParams]) -> None:
+    def check_speech_length(self, spec: PipelineSpec, nodes: dict[str, Any]) -> None:
         """Each speech node's script (the user's text, or the words asked of the LLM) at that node's speed."""
         for node in spec.nodes:
             if node.task != TTS_TASK:
@@ -63,6 +64,7 @@ class Admission:
             if script is None:
                 continue  # a pipeline whose text comes from elsewhere: the task checks it when it runs
             given = nodes[script]
+            chars: float
             if given.text:
                 chars, what = len(given.text), f"{script}.text"
             else:

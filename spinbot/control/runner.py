@@ -7,9 +7,10 @@ import logging
 import mimetypes
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from spinbot.control.admission import Admission
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
@@ -19,8 +20,8 @@ from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
 from spinbot.state import store as st
-from spinbot.state.db import get_engine
 from spinbot.state.checkpoints import open_checkpointer
+from spinbot.state.db import get_engine
 from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
 from spinbot.tasks.base import Cancelled, NodeOutput, did_you_mean, validate_params
@@ -137,7 +138,7 @@ class Runner:
                 raise TaskFailed(f"the pipeline ended with nodes that did not finish: {', '.join(unfinished)}")
         except JobCancelled as err:
             self._finish(job_id, st.CANCELLED, str(err))
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure ends the job as failed, with its message
             self._finish(job_id, st.FAILED, str(err) or type(err).__name__)
         else:
             self._finish(job_id, st.SUCCEEDED)

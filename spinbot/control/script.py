@@ -59,7 +59,7 @@ def generate_script(prompt: str, words: int = 30) -> tuple[str, dict[str, str]]:
     try:
         text = ask_ollama(prompt, words)
         return text, {"source": "ollama", "model": settings.ollama_model, "host": settings.ollama_host}
-    except Exception as err:  # no server, timeout, HTTP error, garbage: the pipeline goes on with the fallback
+    except Exception as err:  # noqa: BLE001 - no server, timeout, HTTP error, garbage: the fallback text goes on
         reason = f"{type(err).__name__}: {err}".strip()[:300]
         log.warning("script: Ollama failed, using the fallback text", extra={"reason": reason})
         return fallback_script(prompt), {"source": "fallback", "reason": reason, "model": settings.ollama_model,

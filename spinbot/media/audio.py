@@ -176,7 +176,7 @@ def crossfade_concat(chunks: list[np.ndarray], sr: int, fade_s: float) -> tuple[
     joins = []
     for chunk in chunks[1:]:
         chunk = np.asarray(chunk, dtype=np.float32)
-        overlap = min(int(round(fade_s * sr)), len(out), len(chunk))
+        overlap = min(round(fade_s * sr), len(out), len(chunk))
         t = (np.arange(overlap, dtype=np.float64) + 0.5) / max(overlap, 1)
         mixed = out[len(out) - overlap:] * np.cos(0.5 * np.pi * t) + chunk[:overlap] * np.sin(0.5 * np.pi * t)
         joins.append(len(out) - overlap // 2)

@@ -31,10 +31,6 @@ class Box:
     h: int
 
     @property
-    def center(self) -> tuple[float, float]:
-        return self.x + self.w / 2.0, self.y + self.h / 2.0
-
-    @property
     def area(self) -> int:
         return self.w * self.h
 
@@ -44,7 +40,7 @@ class Box:
 
 @lru_cache(maxsize=4)
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]  # not in cv2's stubs
     if cascade.empty():
         raise RuntimeError(f"OpenCV cascade {name} is missing from the cv2 wheel")
     return cascade

@@ -17,9 +17,18 @@ import math
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
+
+if TYPE_CHECKING:
+    from av.audio.stream import AudioStream
+    from av.container import OutputContainer
+    from av.video.stream import VideoStream
+
+    # (container, video stream, audio stream, first frame, path)
+    Segment = tuple[OutputContainer, VideoStream, AudioStream | None, int, Path]
 
 PLAYLIST = "index.m3u8"
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
@@ -52,6 +61,11 @@ def _layout(audio: np.ndarray) -> str:
     return "mono" if audio.ndim == 1 or audio.shape[1] == 1 else "stereo"
 
 
+def _stamp(value: int | None) -> int:
+    assert value is not None, "the AAC encoder stamps every packet"
+    return value
+
+
 class AudioPackets:
     """The whole audio as AAC packets of one continuous encode, handed out by the span of samples they start in."""
 
@@ -62,7 +76,7 @@ class AudioPackets:
         encoder.sample_rate, encoder.layout, encoder.format = rate, self.layout, "fltp"
         encoder.time_base = Fraction(1, rate)
         encoder.open()
-        self._packets = []
+        self._packets: list[av.Packet] = []
         for start in range(0, len(samples), AAC_BLOCK):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[start:start + AAC_BLOCK].T),
                                                format="fltp", layout=self.layout)
@@ -70,15 +84,14 @@ class AudioPackets:
             self._packets += encoder.encode(frame)
         self._packets += encoder.encode(None)
         for packet in self._packets:
-            packet.pts += lead_samples
-            packet.dts += lead_samples
+            packet.pts, packet.dts = _stamp(packet.pts) + lead_samples, _stamp(packet.dts) + lead_samples
         self._lead = lead_samples
         self._next = 0
 
     def until(self, sample: int) -> list[av.Packet]:
         """The packets not handed out yet that start before `sample` (audio past the video's end is left out)."""
         taken = self._next
-        while taken < len(self._packets) and self._packets[taken].pts - self._lead < sample:
+        while taken < len(self._packets) and _stamp(self._packets[taken].pts) - self._lead < sample:
             taken += 1
         packets, self._next = self._packets[self._next:taken], taken
         return packets
@@ -107,22 +120,21 @@ class HlsSegmenter:
         self.audio = AudioPackets(audio[0], audio[1], round(lead_seconds * audio[1])) if audio is not None else None
         self.frames = 0  # frames written, over all segments
         self.durations: list[float] = []
-        self._segment = None  # (container, video stream, audio stream, first frame, path)
+        self._segment: Segment | None = None
 
     @property
     def segments(self) -> int:
         return len(self.durations)
 
     def write(self, frame_rgb: np.ndarray) -> None:
-        if self._segment is None:
-            self._open_segment()
-        container, video = self._segment[0], self._segment[1]
+        segment = self._segment or self._open_segment()
+        container, video = segment[0], segment[1]
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
         frame.pts = self.lead_frames + self.frames
         self.frames += 1
         for packet in video.encode(frame):
             container.mux(packet)
-        if self.frames - self._segment[3] >= self.max_segment_frames:
+        if self.frames - segment[3] >= self.max_segment_frames:
             self.cut()
 
     def cut(self) -> None:
@@ -159,7 +171,7 @@ class HlsSegmenter:
             self._segment[4].unlink(missing_ok=True)
             self._segment = None
 
-    def _open_segment(self) -> None:
+    def _open_segment(self) -> Segment:
         path = self.folder / segment_name(self.segments)
         container = av.open(str(path), mode="w", format="mpegts")
         video = container.add_stream("libx264", rate=self.fps)
@@ -172,6 +184,7 @@ class HlsSegmenter:
             audio = container.add_stream("aac", rate=self.audio.rate)
             audio.layout = self.audio.layout
         self._segment = (container, video, audio, self.frames, path)
+        return self._segment
 
     def _publish_playlist(self, ended: bool) -> None:
         path = self.folder / PLAYLIST

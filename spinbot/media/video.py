@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
@@ -139,6 +139,7 @@ class VideoWriter:
 
     def _mux_audio(self, audio: np.ndarray, rate: int) -> None:
         stream = self._audio_stream
+        assert stream is not None, "made in __init__ whenever there is audio"
         layout = stream.layout.name
         audio = audio.reshape(len(audio), -1).astype(np.float32)[:, : (1 if layout == "mono" else 2)]
         block = 1024
@@ -158,7 +159,7 @@ class VideoWriter:
             self._mux_audio(*self._audio)
         self._container.close()
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

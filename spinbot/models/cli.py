@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,7 +18,7 @@ DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
 GPU_EXTRA = "the native backends' model files need the gpu extra (pip install 'spinbot[gpu]'): {err}"
 
 
-def _context(tasks: list[str], sets: list[str], models_dir: Optional[Path]):
+def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
     from spinbot.cli import parse_sets
     from spinbot.models.selection import select_tasks
     from spinbot.settings import get_settings
@@ -36,7 +35,7 @@ def _none_selected() -> str:
 @app.command("list")
 def list_files(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
                set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-               models_dir: Optional[Path] = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+               models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
     """Every file the selected backends need: where it is looked up, present or missing, its size, its source."""
     from spinbot.cli import fail
     from spinbot.models.selection import required_files
@@ -66,7 +65,7 @@ def list_files(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
 @app.command()
 def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
           set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-          models_dir: Optional[Path] = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+          models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
     """Every file's keys and shapes against the architecture the backend builds, from the headers only."""
     from spinbot.cli import err_console, fail
     from spinbot.models.selection import check_tasks, required_files
@@ -95,7 +94,7 @@ def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
 @app.command()
 def pull(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
          set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-         models_dir: Optional[Path] = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+         models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
     """Download every missing file from its source (HF_TOKEN, HF_ENDPOINT honoured), sha256-verified."""
     from spinbot.cli import err_console, fail
     from spinbot.models.pull import PullError, pull_file
@@ -128,9 +127,10 @@ def pull(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
     typer.echo(f"ok: every file of {', '.join(tasks)} is in {root}")
 
 
-def _human(size: int | None) -> str:
-    if size is None:
+def _human(count: int | None) -> str:
+    if count is None:
         return "?"
+    size = float(count)
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

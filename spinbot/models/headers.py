@@ -53,7 +53,7 @@ def _safetensors_header(path: Path) -> Header:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: TensorSpec(tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-    except Exception as err:  # safetensors raises several types for a bad header
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
         raise UnreadableCheckpoint(f"not a readable safetensors file: {_first_line(err)}") from None
 
 
@@ -66,7 +66,7 @@ def _torch_tree(path: Path) -> dict[str, Any]:
         if "mmap" not in str(err) and "zip" not in str(err):
             raise UnreadableCheckpoint(f"not a readable torch checkpoint: {_first_line(err)}") from None
         loaded = _legacy_load(path)
-    except Exception as err:  # pickle errors, truncated archives, refused globals
+    except Exception as err:  # noqa: BLE001 - pickle errors, truncated archives, refused globals
         raise UnreadableCheckpoint(f"not a readable torch checkpoint: {_first_line(err)}") from None
     if not isinstance(loaded, dict):
         raise UnreadableCheckpoint(f"holds a {type(loaded).__name__}, not a mapping of tensors")
@@ -78,7 +78,7 @@ def _legacy_load(path: Path) -> Any:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - as above: torch.load fails in many ways
         raise UnreadableCheckpoint(f"not a readable torch checkpoint: {_first_line(err)}") from None
 
 

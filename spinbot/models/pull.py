@@ -57,6 +57,7 @@ def _pull_hub(file: ModelFile, source: Source) -> Pulled:
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    assert source.repo is not None and source.path is not None, "a Hub source names its repository and path"
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, not at huggingface_hub's import
     token = os.environ.get("HF_TOKEN") or None
     staging = file.models_dir / STAGING / uuid.uuid4().hex
@@ -94,6 +95,7 @@ def _pull_url(file: ModelFile, source: Source) -> Pulled:
     """GET with Range from `<name>.part`'s length: a run cut short resumes in the next run, and a connection
     dropped mid-file is resumed in this one (up to HTTP_RETRIES times). Hand-written because huggingface_hub's
     resumable download only serves Hub URLs."""
+    assert source.url is not None, "a plain source has its URL"
     part = file.path.with_name(file.path.name + ".part")
     try:
         _download(source.url, part, source.size, file.relpath)

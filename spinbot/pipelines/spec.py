@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -195,7 +196,8 @@ def every_node_is_reachable(spec: PipelineSpec) -> None:
 NODE_RULES: tuple[Callable[[PipelineSpec, int, NodeSpec], None], ...] = (
     node_id_is_unique, plane_is_known, task_is_known, task_runs_on_its_plane)
 EDGE_RULES: tuple[Callable[[PipelineSpec, EdgeSpec], None], ...] = (edge_ends_are_nodes, edge_is_not_a_loop)
-GRAPH_RULES: tuple[Callable[[PipelineSpec], None], ...] = (graph_is_acyclic, start_has_no_inputs, every_node_is_reachable)
+GRAPH_RULES: tuple[Callable[[PipelineSpec], None], ...] = (graph_is_acyclic, start_has_no_inputs,
+                                                          every_node_is_reachable)
 
 
 def parse_pipelines(data: Any, source: str = "pipelines.json") -> dict[str, PipelineSpec]:

@@ -4,5 +4,14 @@ from spinbot.queue.config import DEFAULT_ROUTES, PRIORITY_HIGH, PRIORITY_LOW, PR
 from spinbot.queue.dispatcher import QueueDispatcher
 from spinbot.queue.errors import QueueJobLost, QueueUnavailable, WorkerTaskError
 
-__all__ = ["DEFAULT_ROUTES", "PRIORITY_HIGH", "PRIORITY_LOW", "PRIORITY_NORMAL", "QueueOptions", "QueueDispatcher",
-           "QueueJobLost", "QueueUnavailable", "WorkerTaskError"]
+__all__ = [
+           "DEFAULT_ROUTES",
+           "PRIORITY_HIGH",
+           "PRIORITY_LOW",
+           "PRIORITY_NORMAL",
+           "QueueDispatcher",
+           "QueueJobLost",
+           "QueueOptions",
+           "QueueUnavailable",
+           "WorkerTaskError",
+]

@@ -30,7 +30,7 @@ class QueueOptions:
     result_ttl_seconds: int = 7 * 24 * 3600
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "QueueOptions":
+    def from_settings(cls, settings: Settings) -> QueueOptions:
         if not settings.redis_url:
             raise SpinBotError("SPINBOT_REDIS_URL is not set: the queue needs a Redis server")
         return cls(

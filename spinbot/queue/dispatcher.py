@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,11 +25,12 @@ from spinbot.queue.channel import NodeChannel
 from spinbot.queue.config import PRIORITY_NORMAL, QueueOptions, check_priority
 from spinbot.queue.errors import QueueJobLost, WorkerTaskError
 from spinbot.queue.keys import bull_job_id
-from spinbot.queue.outage import REDIS_ERRORS, OutageClock
+from spinbot.queue.outage import ride_out_outage
 from spinbot.queue.records import CANCELLED, DONE, PROGRESS, STARTED, SUCCEEDED, NodeResult
 from spinbot.settings import Settings, get_settings
 from spinbot.tasks.base import Cancelled, NodeOutput
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 250  # the longest a cancel request waits to be noticed, besides is_cancelled's own cost
@@ -50,7 +52,7 @@ class QueueDispatcher(Dispatcher):
         self._bull = BullQueues(options.redis_url)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "QueueDispatcher":
+    def from_settings(cls, settings: Settings | None = None) -> QueueDispatcher:
         return cls(QueueOptions.from_settings(settings or get_settings()))
 
     def run(self, request: TaskRequest, report: Callable[[float, str], None], is_cancelled: Callable[[], bool],
@@ -58,12 +60,15 @@ class QueueDispatcher(Dispatcher):
         """Enqueue (unless already queued, running or finished), relay progress, return the output or raise."""
         priority = check_priority(priority or request.priority or self.priorities.get(request.task, PRIORITY_NORMAL))
         node = self.channel(request)
-        clock = OutageClock(self.options.redis_retry_seconds, self.options.redis_url,
-                            f"running node '{request.node_id}' of job {request.job_id}")
-        result = self._retrying(clock, lambda: self.submit(request, node, priority))
+        what = f"running node '{request.node_id}' of job {request.job_id}"
+        result = self.ride_out(lambda: self.submit(request, node, priority), what)
         if result is None:
-            result = _NodeWait(self, request, node, priority, report, is_cancelled).until_done(clock)
+            result = _NodeWait(self, request, node, priority, report, is_cancelled).until_done(what)
         return _outcome(request, result)
+
+    def ride_out(self, step: Callable[[], T], what: str) -> T:
+        """step(), retried while Redis is away, up to redis_retry_seconds (spinbot.queue.outage)."""
+        return ride_out_outage(step, self.options.redis_retry_seconds, self.options.redis_url, what)
 
     # ---- building blocks (also used by tests and the benchmark) ------------------------------------------------------
     def channel(self, request: TaskRequest) -> NodeChannel:
@@ -128,21 +133,10 @@ class QueueDispatcher(Dispatcher):
     def close(self) -> None:
         try:
             self._loop.call(self._bull.close, 5)
-        except Exception:  # closing after Redis went away: nothing left to flush
+        except Exception:  # noqa: BLE001 - closing after Redis went away: nothing left to flush
             pass
         self._loop.close()
         self.redis.close()
-
-    @staticmethod
-    def _retrying(clock: OutageClock, step):
-        while True:
-            try:
-                value = step()
-            except REDIS_ERRORS as err:
-                clock.failed(err)
-                continue
-            clock.ok()
-            return value
 
 
 class _NodeWait:
@@ -162,14 +156,9 @@ class _NodeWait:
         self.next_queue_check = time.monotonic() + QUEUE_CHECK_SECONDS
         self.readds = 0
 
-    def until_done(self, clock: OutageClock) -> NodeResult:
+    def until_done(self, what: str) -> NodeResult:
         while True:
-            try:
-                result = self.step()
-            except REDIS_ERRORS as err:
-                clock.failed(err)
-                continue
-            clock.ok()
+            result = self.dispatcher.ride_out(self.step, what)
             if result is not None:
                 return result
 

@@ -1,43 +1,47 @@
-"""Bounded patience with Redis: retry with backoff while it is away, give up with a clear error after a while."""
+"""Bounded patience with Redis: retry with backoff while it is away, give up with a clear error after a while.
+
+tenacity, around whole steps rather than redis-py's own `Retry` around each command: a step (submitting a node,
+one poll of its events, storing a result) is several commands and BullMQ scripts across the event-loop bridge, is
+safe to repeat as a whole, and its patience is a time (SPINBOT_QUEUE_REDIS_RETRY_SECONDS), which a per-command
+count does not express. The clients keep redis-py's retry off (`Retry(NoBackoff(), 0)`) so the waits do not stack.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from spinbot.queue.errors import QueueUnavailable
 
-# What a dropped or refused connection looks like, from redis-py (sync and asyncio) and from the loop bridge.
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError, asyncio.TimeoutError)
+T = TypeVar("T")
+
+# What a dropped or refused connection looks like, from redis-py (sync and asyncio: it wraps the socket's errors)
+# and from the loop bridge (a BullMQ call that timed out). Other errors, OSError included, are not an outage.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, asyncio.TimeoutError)
+
+FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.1, 2.0
 
 
-class OutageClock:
-    """Counts how long Redis has been failing in a row; raises once that passes the limit."""
+def ride_out_outage(step: Callable[[], T], limit_seconds: float, redis_url: str, what: str) -> T:
+    """step(), tried again with a doubling wait (0.1 s up to 2 s) while Redis is unreachable; QueueUnavailable
+    once it has been unreachable for `limit_seconds` (the last wait is cut short to try once more at the limit)."""
+    backoff = wait_exponential(multiplier=FIRST_WAIT_SECONDS, max=LONGEST_WAIT_SECONDS)
 
-    def __init__(self, limit_seconds: float, redis_url: str, what: str):
-        self.limit = limit_seconds
-        self.redis_url = redis_url
-        self.what = what
-        self.since: float | None = None
-        self.delay = 0.1
+    def wait(state: RetryCallState) -> float:
+        return max(0.0, min(backoff(state), limit_seconds - (state.seconds_since_start or 0.0)))
 
-    def ok(self) -> None:
-        self.since = None
-        self.delay = 0.1
-
-    def failed(self, err: BaseException) -> None:
-        """Sleep before the next try, or raise QueueUnavailable when the outage lasted too long."""
-        now = time.monotonic()
-        if self.since is None:
-            self.since = now
-        waited = now - self.since
-        if waited >= self.limit:
-            raise QueueUnavailable(f"Redis at {_safe(self.redis_url)} unreachable for {waited:.0f} s while "
-                                   f"{self.what}: {type(err).__name__}: {err}") from err
-        time.sleep(min(self.delay, self.limit - waited))
-        self.delay = min(self.delay * 2, 2.0)
+    retrying = Retrying(retry=retry_if_exception_type(REDIS_ERRORS), wait=wait, stop=stop_after_delay(limit_seconds))
+    try:
+        return retrying(step)
+    except RetryError as gave_up:
+        err = gave_up.last_attempt.exception()
+        waited = retrying.statistics.get("delay_since_first_attempt", limit_seconds)
+        raise QueueUnavailable(f"Redis at {_safe(redis_url)} unreachable for {waited:.0f} s while {what}: "
+                               f"{type(err).__name__}: {err}") from err
 
 
 def _safe(url: str) -> str:

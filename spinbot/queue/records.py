@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
 from spinbot.errors import SpinBotError
 from spinbot.tasks.base import NodeOutput
 
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+Status = Literal["succeeded", "failed", "cancelled"]
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
 
 STARTED, PROGRESS, DONE = "started", "progress", "done"
 
@@ -18,7 +21,7 @@ STARTED, PROGRESS, DONE = "started", "progress", "done"
 class NodeResult(BaseModel):
     """The one record of a finished run of a node; its presence means 'finished, do not run again'."""
 
-    status: Literal["succeeded", "failed", "cancelled"]
+    status: Status
     output: NodeOutput | None = None
     error: str | None = None
     worker: str | None = None

@@ -10,8 +10,9 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, cast
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class Event:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Event":
-        return cls(**{k: data.get(k) for k in ("job_id", "kind", "status", "node_id", "progress", "message", "ts")})
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        fields: dict[str, Any] = {k: data.get(k) for k in ("job_id", "kind", "status", "node_id", "progress",
+                                                             "message", "ts")}
+        return cls(**fields)
 
 
 Listener = Callable[[Event], None]
@@ -73,7 +76,7 @@ class EventBus:
         for listener in listeners:
             listener(event)
 
-    def follow(self, job_id: str, timeout: float = 15.0) -> Iterator[Event | None]:
+    def follow(self, job_id: str, timeout: float = 15.0) -> Generator[Event | None, None, None]:
         """Every event of the job from the start, then new ones; yields None after `timeout` s of silence."""
         seen = 0
         while True:
@@ -84,8 +87,7 @@ class EventBus:
                 fresh, seen = history[seen:], len(history)
             if not fresh:
                 yield None
-            for event in fresh:
-                yield event
+            yield from fresh
 
     def close(self) -> None:
         pass
@@ -113,10 +115,11 @@ class RedisEventBus(EventBus):
         for listener in listeners:
             listener(event)
 
-    def follow(self, job_id: str, timeout: float = 15.0) -> Iterator[Event | None]:
+    def follow(self, job_id: str, timeout: float = 15.0) -> Generator[Event | None, None, None]:
         key, last = self.prefix + job_id, "0-0"
         while True:
-            reply = self.redis.xread({key: last}, count=100, block=int(timeout * 1000))
+            reply = cast("list[tuple[bytes, list[tuple[str, dict[bytes, bytes]]]]]",  # one stream's entries
+                         self.redis.xread({key: last}, count=100, block=int(timeout * 1000)))
             if not reply:
                 yield None
                 continue

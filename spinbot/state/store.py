@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import CursorResult, Engine, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from spinbot.errors import JobNotFound
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
 
-PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "queued", "running", "succeeded", "failed", "cancelled"
+PENDING, QUEUED, RUNNING = "pending", "queued", "running"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
@@ -120,7 +123,7 @@ class JobStore:
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
             return [_view(j) for j in jobs], s.scalar(count_q) or 0
 
-    def unfinished_job_ids(self) -> list[str]:
+    def unfinished_job_ids(self) -> builtins.list[str]:  # `list` is a method here
         with self.session() as s:
             return list(s.scalars(select(Job.id).where(Job.status.not_in(FINAL_STATES)).order_by(Job.created_at)))
 
@@ -140,7 +143,8 @@ class JobStore:
     def reopen_failed(self, job_id: str) -> bool:
         """failed -> pending in one conditional UPDATE; True only for the caller whose update changed the row."""
         with self.session() as s, s.begin():
-            result = s.execute(update(Job).where(Job.id == job_id, Job.status == FAILED).values(status=PENDING))
+            result = cast("CursorResult[Any]",  # an UPDATE's result: it has rowcount
+                          s.execute(update(Job).where(Job.id == job_id, Job.status == FAILED).values(status=PENDING)))
             return result.rowcount == 1
 
     def request_cancel(self, job_id: str) -> None:
@@ -179,7 +183,7 @@ class JobStore:
             )
 
     def node_succeeded(self, job_id: str, node_id: str, output: dict[str, Any],
-                       artifacts: list[dict[str, Any]]) -> None:
+                       artifacts: builtins.list[dict[str, Any]]) -> None:
         """Record a node's output and its artifacts in one transaction (a replay replaces, never duplicates)."""
         with self.session() as s, s.begin():
             s.execute(

@@ -63,7 +63,7 @@ def open_store(url: str) -> ArtifactStore:
 
         return LocalStore(Path(url.removeprefix("file://")))
     if url.startswith("s3://"):
-        from spinbot.storage.s3 import S3Store  # noqa: F401  (lands with the services issue)
+        from spinbot.storage.s3 import S3Store
 
         return S3Store.from_url(url)
     raise StorageKeyError(f"unsupported storage URL '{url}' (expected file://PATH or s3://BUCKET)")

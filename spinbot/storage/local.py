@@ -65,7 +65,9 @@ class LocalStore(ArtifactStore):
         if not base.exists():
             return []
         return sorted(
-            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-")
         )
 
     def delete_prefix(self, prefix: str) -> int:

@@ -7,6 +7,7 @@ chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles ..
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -302,7 +303,7 @@ class S3Store(ArtifactStore):
             return False
         return False
 
-    def _raise_delete_errors(self, errors: list[dict]) -> None:
+    def _raise_delete_errors(self, errors: builtins.list[dict]) -> None:  # `list` is a method here
         if errors:
             first = errors[0]
             raise StorageUnavailable(

@@ -32,7 +32,7 @@ def register_task(name: str, module: str, plane: str = "python") -> None:
     _TASK_MODULES.setdefault(name, module)
 
 
-def load_task(name: str) -> "TaskDef":
+def load_task(name: str) -> TaskDef:
     try:
         module = importlib.import_module(_TASK_MODULES[name])
     except KeyError:

@@ -7,8 +7,9 @@ through the backend, each window's frames streamed to the encoder as it finishes
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -65,7 +66,8 @@ class InfiniteTalkParams(TaskParams):
     audio_scale: float = Field(default=1.6, ge=0, description="How strongly the speech drives the lips and face.")
     audio_cfg_scale: float = Field(default=1, ge=0, description="Guidance scale of the audio: how closely the "
                                                                 "motion follows the speech.")
-    # Beside the seed's table: what its ComfyUI graph fixes in nodes without a param here (docs/infinitetalk-notes.md)
+    # Beside the seed's table: what its ComfyUI graph fixes in nodes that have no param here
+    # (docs/infinitetalk-notes.md)
     resolution: Literal["480p", "720p"] = Field(
         default="480p",
         description="InfiniteTalk's output size bucket set (official --size infinitetalk-480 / infinitetalk-720): the "
@@ -83,7 +85,7 @@ class InfiniteTalkParams(TaskParams):
                     "drifting (official color_correction_strength): 1 fully corrected, 0 off.")
 
     @model_validator(mode="after")
-    def _context_fits_in_window(self) -> "InfiniteTalkParams":
+    def _context_fits_in_window(self) -> InfiniteTalkParams:
         # A model validator, so the rule holds for defaults too: frame_window_size=2 alone meets motion_frame=25.
         if self.motion_frame >= self.frame_window_size:
             raise ValueError(f"motion_frame ({self.motion_frame}) must be smaller than frame_window_size "
@@ -154,6 +156,7 @@ def _loudness_step(loudness: Loudness) -> dict[str, Any]:
     step = {"step": "loudness_normalization", "standard": "ITU-R BS.1770", "target_lufs": TARGET_LUFS}
     if loudness.skipped:
         return step | {"skipped": loudness.skipped}
+    assert loudness.measured_lufs is not None, "measured whenever the step was not skipped"
     return step | {"measured_lufs": round(loudness.measured_lufs, 2), "gain_db": round(loudness.gain_db, 2),
                    "peak_limited": loudness.peak_limited}
 
@@ -183,7 +186,8 @@ def combine_video(ctx: TaskContext, path: Path, backend: TalkBackend, state: Any
                            round(speech.frames * MUX_RATE / speech.fps))
     if hasattr(backend, "on_step"):  # diffusion backends report every denoising step inside a window
         backend.on_step = lambda index, done, total: ctx.progress(
-            0.05 + 0.9 * (index + done / total) / len(windows), f"window {index + 1}/{len(windows)}, step {done}/{total}")
+            0.05 + 0.9 * (index + done / total) / len(windows),
+            f"window {index + 1}/{len(windows)}, step {done}/{total}")
     longest = max(len(window.new_frames) for window in windows)
     with VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer, \
             LiveOutput(ctx, speech.fps, shape[1], shape[0], longest, (mux_audio, MUX_RATE)) as live:

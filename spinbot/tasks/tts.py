@@ -37,9 +37,11 @@ WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_
 
 
 class TextToSpeechParams(TaskParams):
-    model: str = Field(default="F5TTS_v1_Base", description="Text-to-speech model: a folder in the models folder's F5-TTS/.")
+    model: str = Field(default="F5TTS_v1_Base",
+                       description="Text-to-speech model: a folder in the models folder's F5-TTS/.")
     device: str = Field(default="cuda", description='Device the model runs on ("cuda", "cuda:1", "cpu").')
-    temperature: float = Field(default=0.8, description="Sampling temperature: lower is steadier, higher more expressive.")
+    temperature: float = Field(default=0.8,
+                               description="Sampling temperature: lower is steadier, higher more expressive.")
     # The seed's table types speed as int (default 1); F5-TTS takes a float factor, so 0.9 is accepted too.
     speed: float = Field(default=1, gt=0.1, le=4, description="Speaking speed factor (1 is the voice's own pace).")
     target_rms: float = Field(default=0.1, gt=0, le=1, description="Loudness of the speech as its target RMS level.")

@@ -7,11 +7,12 @@ encoding each batch as soon as it is done, so memory holds one batch, never the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from fractions import Fraction
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -151,7 +152,7 @@ def upscale_stream(ctx: TaskContext, backend: UpscaleBackend, params: AIUpscaler
 
 
 def _batched_results(backend: UpscaleBackend, params: AIUpscalerParams,
-                     frames: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, int]]:
+                     frames: Iterator[np.ndarray]) -> Generator[tuple[np.ndarray, int], None, None]:
     """The plain path: one batch at a time through upscale_batch and restore_faces, faces tracked between
     detections. (Backends that overlap decoding, device work and encoding provide `stream` instead.)"""
     faces = FaceTrack(backend.detect_faces)

@@ -38,7 +38,7 @@ class Window:
 
 def frame_count(duration_s: float, fps: int) -> int:
     """Frames of a video that lasts as long as its audio: round(duration x fps)."""
-    return int(round(duration_s * fps))
+    return round(duration_s * fps)
 
 
 def plan_windows(total_frames: int, window_size: int, motion_frames: int) -> list[Window]:

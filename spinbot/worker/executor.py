@@ -16,8 +16,8 @@ import redis
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.errors import SpinBotError
 from spinbot.queue.channel import NodeChannel
-from spinbot.queue.outage import REDIS_ERRORS, OutageClock
-from spinbot.queue.records import CANCELLED, FAILED, PROGRESS, STARTED, SUCCEEDED, NodeResult, event, one_line
+from spinbot.queue.outage import REDIS_ERRORS, ride_out_outage
+from spinbot.queue.records import CANCELLED, FAILED, PROGRESS, STARTED, SUCCEEDED, NodeResult, Status, event, one_line
 from spinbot.storage.base import ArtifactStore
 from spinbot.tasks.base import Cancelled
 from spinbot.worker.heartbeat import RunningNode, WorkerState
@@ -108,7 +108,7 @@ class NodeExecutor:
         log.info("node finished", extra={**_ids(request), "seconds": round(finished_at - started_at, 3)})
         return self._result(SUCCEEDED, output=output)
 
-    def _result(self, status: str, **fields: Any) -> NodeResult:
+    def _result(self, status: Status, **fields: Any) -> NodeResult:
         return NodeResult(status=status, worker=self.state.id, **fields)
 
     def _reporter(self, node: NodeChannel):
@@ -122,13 +122,8 @@ class NodeExecutor:
 
     def _store(self, node: NodeChannel, result: NodeResult) -> None:
         """Store the result, riding out a short Redis outage: the work behind it may have taken hours."""
-        clock = OutageClock(self.redis_retry_seconds, self.redis_url, "storing a node result")
-        while True:
-            try:
-                node.save_result(result)
-                return
-            except REDIS_ERRORS as err:
-                clock.failed(err)
+        ride_out_outage(lambda: node.save_result(result), self.redis_retry_seconds, self.redis_url,
+                        "storing a node result")
 
 
 def _ids(request: TaskRequest) -> dict[str, str]:

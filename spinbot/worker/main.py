@@ -108,7 +108,7 @@ class WorkerService:
             counts = await client.eval(
                 "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])", 2,
                 f"{BULL_PREFIX}:{queue}:wait", f"{BULL_PREFIX}:{queue}:prioritized")
-        except Exception:  # Redis away: the worker's own retries handle that
+        except Exception:  # noqa: BLE001 - Redis away: the worker's own retries handle that
             return False
         return int(counts) > 0
 
@@ -119,7 +119,7 @@ class WorkerService:
         await asyncio.gather(run, return_exceptions=True)
         try:
             await asyncio.wait_for(old.close(force=True), timeout=10)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - a stuck worker is replaced whatever its close raised
             log.warning("old queue worker did not close cleanly", extra={"queue": queue, "error": str(err)})
         self.restarts += 1
         self.bull[queue] = self._bull_worker(queue)
@@ -144,6 +144,7 @@ class WorkerService:
             loop.add_signal_handler(sig, self._on_stop_signal)
 
     def _on_stop_signal(self) -> None:
+        assert self._stopping is not None, "run() sets the event before the handlers"
         if not self._stopping.is_set():
             self._stopping.set()
         else:
@@ -158,7 +159,7 @@ class WorkerService:
                 models = [f"{path} ({dtype})" for path, dtype in get_model_cache().keys()]
                 try:
                     await beat(client, self.state.snapshot(models), ttl_seconds=max(3 * interval, 1.0))
-                except Exception as err:  # Redis away: try again next beat
+                except Exception as err:  # noqa: BLE001 - Redis away: try again next beat
                     log.warning("heartbeat not written", extra={"error": str(err)})
                 await asyncio.sleep(interval)
         finally:
@@ -168,8 +169,8 @@ class WorkerService:
         client = aioredis.from_url(self.options.redis_url, socket_connect_timeout=3, socket_timeout=3)
         try:
             await client.delete(worker_key(self.state.id))
-        except Exception:
-            pass  # it expires on its own
+        except Exception:  # noqa: BLE001 - the heartbeat expires on its own
+            pass
         finally:
             await client.aclose()
 

@@ -14,9 +14,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -26,8 +27,8 @@ from spinbot.queue.config import QueueOptions
 from spinbot.queue.dispatcher import QueueDispatcher
 from spinbot.queue.errors import QueueUnavailable, WorkerTaskError
 from spinbot.queue.keys import bull_job_id
-from spinbot.storage.local import LocalStore
 from spinbot.settings import Settings, reset_settings
+from spinbot.storage.local import LocalStore
 from spinbot.tasks.base import Cancelled
 from spinbot.worker.heartbeat import WorkerInfo, list_workers
 from spinbot.worker.main import WorkerService
@@ -47,7 +48,7 @@ FLEET = {"shared": "shared", "kill-a": "kill", "kill-b": "kill", "long-a": "long
          "prio": "prio", "cpu": "cpu", "term": "term", "term-now": "term-now"}
 
 
-# ---- helpers ----------------------------------------------------------------------------------------------------------
+# ---- helpers ---------------------------------------------------------------------------------------------------------
 def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -78,7 +79,7 @@ class WorkerProc:
     def heartbeat(self, client: redis.Redis) -> WorkerInfo | None:
         return next((w for w in list_workers(client) if w.pid == self.pid), None)
 
-    def wait_ready(self, client: redis.Redis, timeout: float = 30) -> "WorkerProc":
+    def wait_ready(self, client: redis.Redis, timeout: float = 30) -> WorkerProc:
         self.info = wait_for(lambda: self.heartbeat(client) or self._exited(), timeout, f"worker {self.name}")
         return self
 
@@ -158,7 +159,7 @@ class TcpProxy:
             sock.close()
 
 
-# ---- fixtures ---------------------------------------------------------------------------------------------------------
+# ---- fixtures --------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("queue-store")
@@ -472,7 +473,7 @@ def test_queue_job_ids_have_no_colon():
     assert ":" not in bull_job_id("job:1", "node:2")
 
 
-# ---- self-healing -----------------------------------------------------------------------------------------------------
+# ---- self-healing ----------------------------------------------------------------------------------------------------
 def test_watchdog_restarts_a_queue_worker_whose_fetch_loop_stopped(redis_url, store_dir, make_dispatcher, background,
                                                                    monkeypatch):
     """A BullMQ worker whose fetch loop stops (process and heartbeat alive) would leave jobs waiting forever."""

@@ -6,6 +6,7 @@ the API and the workers are `spinbot serve` and `spinbot worker` subprocesses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -87,8 +88,8 @@ class Stack:
 
     # --- spinbot processes --------------------------------------------------------------------------------------
     def _spawn(self, *args: str, log: str) -> subprocess.Popen:
-        out = open(self.tmp / log, "ab")
-        return subprocess.Popen([sys.executable, "-m", "spinbot", *args], env=self.env, stdout=out, stderr=out)
+        with open(self.tmp / log, "ab") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen([sys.executable, "-m", "spinbot", *args], env=self.env, stdout=out, stderr=out)
 
     def start_api(self) -> None:
         self.api = self._spawn("serve", "--port", str(self.api_port), log="api.log")
@@ -224,7 +225,7 @@ def test_job_runs_through_two_workers_with_artifacts_in_s3_states_in_postgres_an
     node_events = [e for e in events if e["kind"] == "node"]
     first = {n: next(i for i, e in enumerate(node_events) if e["node_id"] == n) for n in PIPELINE_NODES}
     last = {n: max(i for i, e in enumerate(node_events) if e["node_id"] == n) for n in PIPELINE_NODES}
-    for a, b in zip(PIPELINE_NODES, PIPELINE_NODES[1:]):
+    for a, b in itertools.pairwise(PIPELINE_NODES):
         assert last[a] < first[b], f"{a} events after {b} started"
     for n in PIPELINE_NODES[1:]:
         progress = [e["progress"] for e in node_events if e["node_id"] == n and e["status"] == "running"]
@@ -241,7 +242,10 @@ def test_killed_worker_job_finishes_on_the_other_worker_with_one_artifact_set(st
     stack.wait_workers(2)
     job_id = stack.submit(LONG_SCRIPT)
     stack.wait_job(job_id, lambda j: node(j, "upscale_video")["status"] == "running")
-    running_it = lambda: next((w for w in stack.live_workers() if any(r.job_id == job_id for r in w.running)), None)
+
+    def running_it():
+        return next((w for w in stack.live_workers() if any(r.job_id == job_id for r in w.running)), None)
+
     victim = services.wait_until(running_it, 10, 0.05) and running_it()
     proc = next(p for p in stack.workers if p.pid == victim.pid)
     stack.kill(proc)

@@ -52,7 +52,7 @@ class FakeOllama:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "FakeOllama":
+    def __enter__(self) -> FakeOllama:
         self.thread.start()
         return self
 

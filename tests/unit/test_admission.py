@@ -4,7 +4,6 @@ window plan or backend accepts, a voice sample too short or silent to clone."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,8 @@ def upload(client, kind: str, path: Path, key: str = KEY_A) -> str:
 
 @pytest.fixture
 def uploaded(client, tmp_path):
-    return {"image": upload(client, "portrait", portrait_path(tmp_path)), "voice": upload(client, "voice", voice_path())}
+    return {"image": upload(client, "portrait", portrait_path(tmp_path)),
+            "voice": upload(client, "voice", voice_path())}
 
 
 def submit(client, uploaded, key: str = KEY_A, **body):
@@ -120,8 +120,9 @@ def voice_store(tmp_path) -> LocalStore:
 
 
 def speak(store: LocalStore, text: str):
-    request = TaskRequest(job_id="job1", node_id="f5_to_tts", task="f5_to_tts", values={
-        "text": text, "ref_text": BECKETT_TRANSCRIPT}, artifacts={"narrator_voice": "jobs/job1/inputs/narrator_voice.wav"})
+    request = TaskRequest(job_id="job1", node_id="f5_to_tts", task="f5_to_tts",
+                          values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
+                          artifacts={"narrator_voice": "jobs/job1/inputs/narrator_voice.wav"})
     return execute_task(request, store)
 
 
@@ -203,7 +204,7 @@ def test_the_backend_names_match_the_backends_own_tables():
     from spinbot.backends.talk.infinitetalk.sampler import SCHEDULERS
     from spinbot.backends.upscale.native import DETECTOR_FILES
 
-    assert NATIVE_TALK_SCHEDULERS == SCHEDULERS and NATIVE_FACE_DETECTORS == tuple(DETECTOR_FILES)
+    assert NATIVE_TALK_SCHEDULERS == SCHEDULERS and tuple(DETECTOR_FILES) == NATIVE_FACE_DETECTORS
 
 
 def test_a_job_request_is_one_object(spinbot_env, tmp_path):
@@ -213,7 +214,8 @@ def test_a_job_request_is_one_object(spinbot_env, tmp_path):
     request = JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x", priority=2,
                          params={"infinite_talk": {"fps": "10"}})
     job = runner.jobs.get(runner.create_job(request))
-    assert job.priority == 2 and job.params == {"infinite_talk": {"fps": 10}} and job.inputs["values"]["ref_text"] == "x"
+    assert job.priority == 2 and job.params == {"infinite_talk": {"fps": 10}}
+    assert job.inputs["values"]["ref_text"] == "x"
     with pytest.raises(ParamsError, match="infinite_talk: motion_frame"):
         runner.create_job(request.model_copy(update={"params": {"infinite_talk": {"frame_window_size": "3"}}}))
     with pytest.raises(InputError, match="prompt is empty"):

@@ -79,7 +79,8 @@ def test_bad_job_requests_get_4xx_json_and_write_nothing(client, spinbot_env, tm
     cases = [
         (b"{not json", 400, "malformed JSON"),
         (json.dumps({**body, "pipeline": "nope"}).encode(), 400, "unknown pipeline 'nope'"),
-        (json.dumps({**body, "params": {"infinite_talk": {"fsp": 3}}}).encode(), 400, "infinite_talk.fsp: unknown param"),
+        (json.dumps({**body, "params": {"infinite_talk": {"fsp": 3}}}).encode(), 400,
+         "infinite_talk.fsp: unknown param"),
         (json.dumps({**body, "params": {"f5_to_tts": {"nfe_step": "x"}}}).encode(), 400, "f5_to_tts.nfe_step"),
         (json.dumps({**body, "image": voice}).encode(), 400, "unknown portrait upload"),
         (json.dumps({"prompt": "hi"}).encode(), 422, "image: Field required"),

@@ -15,10 +15,10 @@ if in_ci():
 else:
     torch = pytest.importorskip("torch")
 
-from spinbot.backends.attention import ATTENTION_KERNELS, eight_bit, select_attention  # noqa: E402
-from spinbot.backends.attention.sdpa import sdpa_attention  # noqa: E402
-from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
-from spinbot.errors import SettingsError  # noqa: E402
+from spinbot.backends.attention import ATTENTION_KERNELS, eight_bit, select_attention
+from spinbot.backends.attention.sdpa import sdpa_attention
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+from spinbot.errors import SettingsError
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:

@@ -26,5 +26,5 @@ def test_demo_writes_a_2x_talking_video_with_matching_audio(tmp_path: Path, spin
     assert (info.width, info.height) == (2 * talk_w, 2 * talk_h)
     assert info.fps == 25 and info.frames > 5 * 25  # seconds of speech, at 25 fps
     assert abs(info.audio_duration - info.duration) <= 1 / info.fps
-    audio, rate = read_audio(out)
+    audio, _ = read_audio(out)
     assert audio.std() > 0.01  # the voice is there, not silence

@@ -26,18 +26,18 @@ else:
     pytest.importorskip("f5_tts")
     pytest.importorskip("vocos")
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-from spinbot.backends.tts.base import Reference  # noqa: E402
-from spinbot.backends.tts.f5 import backend as f5  # noqa: E402
-from spinbot.backends.tts.f5.loading import load_models  # noqa: E402
-from spinbot.control.dispatch import TaskRequest, execute_task  # noqa: E402
-from spinbot.errors import BackendUnavailable, TaskFailed  # noqa: E402
-from spinbot.media.audio import load_audio, rms  # noqa: E402
-from spinbot.samples import BECKETT_TRANSCRIPT, voice_path  # noqa: E402
-from spinbot.storage.local import LocalStore  # noqa: E402
-from spinbot.tasks.tts import TextToSpeechParams  # noqa: E402
-from spinbot.worker.model_cache import get_model_cache  # noqa: E402
+from spinbot.backends.tts.base import Reference
+from spinbot.backends.tts.f5 import backend as f5
+from spinbot.backends.tts.f5.loading import load_models
+from spinbot.control.dispatch import TaskRequest, execute_task
+from spinbot.errors import BackendUnavailable, TaskFailed
+from spinbot.media.audio import load_audio, rms
+from spinbot.samples import BECKETT_TRANSCRIPT, voice_path
+from spinbot.storage.local import LocalStore
+from spinbot.tasks.tts import TextToSpeechParams
+from spinbot.worker.model_cache import get_model_cache
 
 VOICE_KEY = "jobs/job1/inputs/narrator_voice.wav"
 SHORT = "Every expert was once a beginner."

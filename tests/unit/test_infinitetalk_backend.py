@@ -26,21 +26,20 @@ else:
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
 
-import cv2  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+import cv2
+from safetensors.torch import save_file
 
-from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR, audio_windows  # noqa: E402
-from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError  # noqa: E402
-from spinbot.backends.talk.infinitetalk.lora import merge_lora  # noqa: E402
-from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
-from spinbot.backends.talk.infinitetalk.sampler import (  # noqa: E402
-    FlowSampler, Guidance, denoise, shifted, sigma_schedule)
-from spinbot.backends.talk.infinitetalk.t5 import hf_to_wan  # noqa: E402
-from spinbot.backends.talk.infinitetalk.vae import load_vae, wan_name  # noqa: E402
-from spinbot.errors import BackendUnavailable  # noqa: E402
-from spinbot.media.audio import write_wav  # noqa: E402
-from spinbot.media.video import iter_frames  # noqa: E402
-from spinbot.tasks.talk import InfiniteTalkParams  # noqa: E402
+from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR, audio_windows
+from spinbot.backends.talk.infinitetalk.lora import merge_lora
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+from spinbot.backends.talk.infinitetalk.sampler import FlowSampler, Guidance, denoise, shifted, sigma_schedule
+from spinbot.backends.talk.infinitetalk.t5 import hf_to_wan
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
+from spinbot.backends.talk.infinitetalk.vae import load_vae, wan_name
+from spinbot.errors import BackendUnavailable
+from spinbot.media.audio import write_wav
+from spinbot.media.video import iter_frames
+from spinbot.tasks.talk import InfiniteTalkParams
 from tests.support.tasks import run_talk
 
 DEFAULTS = InfiniteTalkParams()
@@ -93,7 +92,8 @@ def write_vae(models: Path) -> None:
 
 
 def write_umt5(models: Path) -> None:
-    from tokenizers import Tokenizer, models as tok_models, pre_tokenizers, processors
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers import models as tok_models
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(3)
@@ -102,7 +102,8 @@ def write_umt5(models: Path) -> None:
     state = UMT5EncoderModel(config).state_dict()
     path = models / "text_encoders" / DEFAULTS.t5_text_encoder_model
     save(path, {hf_to_wan(k): v.bfloat16() for k, v in state.items() if k != "encoder.embed_tokens.weight"})
-    words = "a man is talking to the camera natural facial expressions clear lip movement blurry static".split()
+    words = ["a", "man", "is", "talking", "to", "the", "camera", "natural", "facial", "expressions", "clear", "lip",
+             "movement", "blurry", "static"]
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(words)}
     tokenizer = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -19,11 +19,11 @@ if in_ci():
 else:
     torch = pytest.importorskip("torch")
 
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError, load_model  # noqa: E402
-from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig  # noqa: E402
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError, load_model
 
 REFERENCE_NAME = Path("shared/reference/infinitetalk/forward-small.safetensors")
 FLOAT32_BOUND = 1e-4
@@ -139,7 +139,7 @@ def test_split_checkpoint_loads_and_extra_key_is_named(reference: dict, tmp_path
     save_file({k: v for k, v in reference["weights"].items() if k not in audio_keys}, str(tmp_path / "wan.safetensors"))
     save_file({k: reference["weights"][k] for k in audio_keys}, str(tmp_path / "talk.safetensors"))
     load_model([tmp_path / "wan.safetensors", tmp_path / "talk.safetensors"], reference["config"])
-    with pytest.raises(CheckpointError, match="missing 'audio_proj.norm.bias' and"):
+    with pytest.raises(CheckpointError, match=r"missing 'audio_proj\.norm\.bias' and"):
         load_model([tmp_path / "wan.safetensors"], reference["config"])
     extra = {"blocks.2.self_attn.q.weight": torch.zeros(1)}
     save_file(extra, str(tmp_path / "extra.safetensors"))

@@ -20,14 +20,14 @@ else:
     torch = pytest.importorskip("torch")
     pytest.importorskip("diffusers")
 
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file, save_file
 
-from spinbot.backends.talk.infinitetalk.transformer_checkpoint import load_model  # noqa: E402
-from spinbot.backends.talk.infinitetalk.loading import file_prefixes, transformer_config  # noqa: E402
-from spinbot.models.layouts.infinitetalk import transformer_problems, wav2vec_problems  # noqa: E402
-from spinbot.models.layouts.upscale import upscaler_problems  # noqa: E402
-from spinbot.models.synth.talk import FULL, TINY, _meta_transformer, transformer_entries, write_wav2vec  # noqa
-from spinbot.models.synth.tensors import planned_size, write_safetensors  # noqa: E402
+from spinbot.backends.talk.infinitetalk.loading import file_prefixes, transformer_config
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import load_model
+from spinbot.models.layouts.infinitetalk import transformer_problems, wav2vec_problems
+from spinbot.models.layouts.upscale import upscaler_problems
+from spinbot.models.synth.talk import FULL, TINY, _meta_transformer, transformer_entries, write_wav2vec
+from spinbot.models.synth.tensors import planned_size, write_safetensors
 
 PUBLISHED = {  # bytes, from the Hub's LFS pointers (spinbot/models/manifest.py)
     "wan2.1_i2v_720p_14B_bf16": 32789894024, "InfiniteTalk single fp16": 5125258232,

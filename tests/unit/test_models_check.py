@@ -18,10 +18,10 @@ else:
     pytest.importorskip("diffusers")
     pytest.importorskip("f5_tts")
 
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import load_file, save_file
 
-from spinbot.cli import app  # noqa: E402
-from spinbot.models.synth import write_model_folder  # noqa: E402
+from spinbot.cli import app
+from spinbot.models.synth import write_model_folder
 
 TASKS = ["--task", "f5_to_tts", "--task", "infinite_talk", "--task", "upscale_video"]
 WAN = "diffusion_models/wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors"

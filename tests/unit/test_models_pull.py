@@ -15,11 +15,11 @@ from tests.conftest import in_ci
 if not in_ci():  # CI installs the gpu extra (huggingface_hub): its absence is a failure there, not a skip
     pytest.importorskip("huggingface_hub")
 
-from spinbot.cli import app  # noqa: E402
-from spinbot.models import manifest  # noqa: E402
-from spinbot.models.manifest import Source  # noqa: E402
-from spinbot.models.pull import STAGING  # noqa: E402
-from tests.support.fake_hub import COMMIT, start_fake_hub  # noqa: E402
+from spinbot.cli import app
+from spinbot.models import manifest
+from spinbot.models.manifest import Source
+from spinbot.models.pull import STAGING
+from tests.support.fake_hub import COMMIT, start_fake_hub
 
 MB = 1024 * 1024
 UPSCALER, RESTORER, DETECTOR = ("upscale_models/RealESRGAN_x2.pth", "facerestore_models/codeformer.pth",

@@ -51,7 +51,8 @@ def test_myspinbot_file_with_extra_keys_loads_unchanged(tmp_path: Path):
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda p: p["edges"].append({"from": "upscale_video", "to": "f5_to_tts"}), "node 'f5_to_tts': is part of a cycle"),
+        (lambda p: p["edges"].append({"from": "upscale_video", "to": "f5_to_tts"}),
+         "node 'f5_to_tts': is part of a cycle"),
         (lambda p: p["edges"].append({"from": "infinite_talk", "to": "nowhere"}), "names unknown node 'nowhere'"),
         (lambda p: p["nodes"].append({"id": "f5_to_tts", "task": "f5_to_tts", "plane": "python"}),
          "node 'f5_to_tts': duplicate node id"),

@@ -21,11 +21,11 @@ if any(importlib.util.find_spec(name) is None for name in ("torch", "torchvision
     message = "the gpu extra (torch, torchvision) is not installed: pip install -e '.[gpu]'"
     pytest.fail(message, pytrace=False) if in_ci() else pytest.skip(message, allow_module_level=True)
 
-import torch  # noqa: E402
+import torch
 
-from spinbot.backends.upscale.retinaface import RetinaFace, RetinaFaceDetector, load_retinaface  # noqa: E402
-from spinbot.models.synth.upscale import retinaface_state_dict  # noqa: E402
-from tests.unit.test_upscale_native import frame_with_texture  # noqa: E402
+from spinbot.backends.upscale.retinaface import RetinaFace, RetinaFaceDetector, load_retinaface
+from spinbot.models.synth.upscale import retinaface_state_dict
+from tests.unit.test_upscale_native import frame_with_texture
 
 RECORDED = Path(__file__).parents[1] / "support" / "retinaface_detections.npz"
 CLASS_HEAD_GAIN, CONFIDENCE = 0.05, 0.62

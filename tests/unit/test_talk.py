@@ -8,8 +8,9 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from spinbot.backends.talk.animator import AnimatorBackend, blinks, motion_tracks, mouth_opening
+from spinbot.backends.talk.animator import AnimatorBackend
 from spinbot.backends.talk.base import SpeechTrack
+from spinbot.backends.talk.motion import blinks, motion_tracks, mouth_opening
 from spinbot.errors import InputError, ParamsError
 from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.faces import detect_faces
@@ -20,8 +21,6 @@ from spinbot.samples import portrait_path, voice_path
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.windows import plan_windows
 from tests.support.tasks import run_talk
-
-
 
 
 def cropped_duration(meta: dict) -> float:
@@ -106,7 +105,7 @@ def test_the_background_stays_still(beckett_video):
 
 
 def test_the_muxed_speech_is_loudness_normalized(beckett_video):
-    out, path, _ = beckett_video
+    _, path, _ = beckett_video
     audio, sr = read_audio(path)
     assert sr == 48000
     assert pyloudnorm.Meter(sr).integrated_loudness(audio[:, 0].astype(np.float64)) == pytest.approx(-23, abs=0.5)

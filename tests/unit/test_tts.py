@@ -83,7 +83,7 @@ def test_equal_power_crossfade_joins_loud_chunks_without_a_step():
     t = np.arange(sr // 2) / sr
     a = (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     b = (0.5 * np.sin(2 * np.pi * 330 * t + 2.0)).astype(np.float32)
-    joined, joins = crossfade_concat([a, b], sr, 0.02)
+    joined, _ = crossfade_concat([a, b], sr, 0.02)
     assert len(joined) == len(a) + len(b) - int(0.02 * sr)
     largest_step = max(np.abs(np.diff(a)).max(), np.abs(np.diff(b)).max())
     # Mid-fade both chunks play at cos = sin = 0.71: in phase, their slopes add up to sqrt(2) times one's.

@@ -31,14 +31,14 @@ if any(importlib.util.find_spec(name) is None for name in ("torch", "spandrel", 
     message = "the gpu extra (torch, spandrel, spandrel_extra_arches) is not installed: pip install -e '.[gpu]'"
     pytest.fail(message, pytrace=False) if in_ci() else pytest.skip(message, allow_module_level=True)
 
-import torch  # noqa: E402
+import torch
 
-from spinbot.backends.upscale import face_alignment, model_loading, native  # noqa: E402
-from spinbot.backends.upscale.face_alignment import similarity  # noqa: E402
-from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler  # noqa: E402
-from spinbot.backends.upscale.prefetch import prefetch  # noqa: E402
-from spinbot.errors import BackendUnavailable, ParamsError  # noqa: E402
-from spinbot.models.synth.upscale import retinaface_state_dict, write_models  # noqa: E402
+from spinbot.backends.upscale import face_alignment, model_loading, native
+from spinbot.backends.upscale.face_alignment import similarity
+from spinbot.backends.upscale.native import NativeConfig, NativeUpscaler
+from spinbot.backends.upscale.prefetch import prefetch
+from spinbot.errors import BackendUnavailable, ParamsError
+from spinbot.models.synth.upscale import retinaface_state_dict, write_models
 
 SIDE_W, SIDE_H = 96, 64  # input frame size in the CPU tests
 FACE_LEVEL, FACE_ANCHOR = 1, 0  # the 64 px anchors (stride 16) are faces in the `face` detector checkpoint

@@ -29,7 +29,7 @@ def test_windows_have_the_size_the_context_and_the_overlap_asked_for(n, w, m):
     assert [win.index for win in windows] == list(range(len(windows)))
     assert all(win.size == w for win in windows)
     assert windows[0].start == 0 and windows[0].context == 0
-    for prev, win in zip(windows, windows[1:], strict=False):
+    for prev, win in itertools.pairwise(windows):
         assert win.start == prev.end - m  # the motion context: the previous window's last m frames
         assert win.context == m
         assert win.new_start == win.start + m == prev.new_end

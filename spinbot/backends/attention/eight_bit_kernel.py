@@ -73,7 +73,7 @@ def _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, lo, hi, 
     for start_n in tl.range(lo, hi, BLOCK_N):
         k = tl.load(k_ptrs + start_n * HEAD_DIM)
         scale = q_scale * tl.load(k_scale_ptr + start_n // SCALE_BLOCK)
-        if QK_INT8:
+        if QK_INT8:  # noqa: SIM108 - a constexpr branch, compiled away by Triton; keep it a plain if
             raw = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32)
         else:
             raw = tl.dot(q, tl.trans(k))

@@ -6,8 +6,9 @@ frames to the video writer as soon as the backend yields them, so no backend eve
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 

@@ -7,8 +7,9 @@ speaks the whole script instead, with its own chunk plan and joins; the task sti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import _ctypes
 import ctypes
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -138,15 +139,15 @@ def choose_pitch(f0_hz: float | None) -> tuple[str, int]:
     if f0_hz is None:
         return "m3", _DEFAULT_PITCH
     variant = "f4" if f0_hz >= _FEMALE_FROM_HZ else "m3"
-    return variant, int(round(np.interp(f0_hz, _F0_AT_PITCH[variant], _PITCH_STEPS)))
+    return variant, round(np.interp(f0_hz, _F0_AT_PITCH[variant], _PITCH_STEPS))
 
 
 def choose_rate(words_per_minute: float | None, speed: float) -> int:
     """espeak rate setting that gives the narrator's articulation rate times speed, within espeak's limits."""
     if words_per_minute is None:
-        return int(round(np.clip(_DEFAULT_RATE * speed, *RATE_LIMITS)))
+        return round(np.clip(_DEFAULT_RATE * speed, *RATE_LIMITS))
     # The table spans espeak's whole range, so interpolating in it also clamps to that range.
-    return int(round(np.interp(words_per_minute * speed, _MEASURED_WPM, _RATE_SETTINGS)))
+    return round(np.interp(words_per_minute * speed, _MEASURED_WPM, _RATE_SETTINGS))
 
 
 class EspeakBackend:

@@ -5,10 +5,11 @@ RetinaFace from its official checkpoint; each loaded once into the worker's mode
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ def import_spandrel() -> Any:
         return spandrel
 
 
-def codebook_lookup(quantizer: torch.nn.Module, indices: torch.Tensor, shape: list[int] | None) -> torch.Tensor:
+def codebook_lookup(quantizer: Any, indices: torch.Tensor, shape: list[int] | None) -> torch.Tensor:
     """CodeFormer's code lookup as a gather of codebook rows. The original builds a one-hot matrix on the CPU
     and copies it to the device on every forward (a stall of the calling thread, and 16 MB for 16 faces), to
     multiply it with the codebook: the same rows."""

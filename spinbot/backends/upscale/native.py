@@ -38,8 +38,9 @@ Leave torch.backends.cudnn.benchmark off: PyTorch keeps cuDNN's tuned plans per 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -51,17 +52,28 @@ try:
 except ImportError:  # the registry imports this module by name: say what to install, in one line
     raise BackendUnavailable("upscale_video native needs PyTorch: pip install 'spinbot[gpu]'") from None
 
-from spinbot.backends.upscale.base import UpscaleBackend  # noqa: E402
-from spinbot.backends.upscale.compiled_models import (  # noqa: E402
-    compiled_module, pad_batch, run_compiled_upscaler, with_eager_fallback)
-from spinbot.backends.upscale.face_alignment import (  # noqa: E402
-    BOX_LANDMARKS, FFHQ_TEMPLATE_512, crop_theta, feathered_square, paste_region, paste_theta, similarity,
-    upscaled_points)
-from spinbot.backends.upscale.model_loading import Models, load_models  # noqa: E402
-from spinbot.backends.upscale.prefetch import prefetch  # noqa: E402
-from spinbot.backends.upscale.retinaface import Faces, PendingFaces  # noqa: E402
-from spinbot.backends.upscale.tiling import upscale_in_tiles  # noqa: E402
-from spinbot.media.faces import Box  # noqa: E402
+from spinbot.backends.upscale.base import UpscaleBackend
+from spinbot.backends.upscale.compiled_models import (
+    compiled_module,
+    pad_batch,
+    run_compiled_upscaler,
+    with_eager_fallback,
+)
+from spinbot.backends.upscale.face_alignment import (
+    BOX_LANDMARKS,
+    FFHQ_TEMPLATE_512,
+    crop_theta,
+    feathered_square,
+    paste_region,
+    paste_theta,
+    similarity,
+    upscaled_points,
+)
+from spinbot.backends.upscale.model_loading import Models, load_models
+from spinbot.backends.upscale.prefetch import prefetch
+from spinbot.backends.upscale.retinaface import Faces, PendingFaces
+from spinbot.backends.upscale.tiling import upscale_in_tiles
+from spinbot.media.faces import Box
 
 if TYPE_CHECKING:
     from spinbot.tasks.upscale import AIUpscalerParams

@@ -7,8 +7,9 @@ the queue depth, not the video's length. Errors cross to the consumer; closing t
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from queue import Empty, Full, Queue
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ def prefetch(source: Iterator[Any], depth: int, work: Callable[[Any], T], group:
                 if not offer(work(item)):
                     return
             offer(_End())
-        except BaseException as err:  # handed to the consumer, which raises it
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
             offer(_End(err))
         finally:
             close = getattr(source, "close", None)

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 # where it is full. Below EDGE_LOW is flat area or noise.
 SHARPEN_GAIN = 1.0
 EDGE_LOW, EDGE_HIGH = 6.0, 30.0
+# The clamp's neighbourhood: a pixel and its 8 neighbours (OpenCV's default erode/dilate kernel).
+NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
 # Detection runs on a copy whose longer side is at most this: faces in a talking head are large.
 DETECT_MAX_SIDE = 320
 # Face region around a detected box (the Haar box spans brows to mouth): share of the box added on each side.
@@ -94,7 +96,7 @@ class ResampleUpscaler(UpscaleBackend):
         boost = cv2.multiply(detail, gain, scale=SHARPEN_GAIN / 255, dtype=cv2.CV_16S)
         sharpened = cv2.add(luma, boost, dtype=cv2.CV_8U)
         # Clamp to the neighbourhood's range: the edge gets steeper but never overshoots (a halo).
-        return cv2.min(cv2.max(sharpened, cv2.erode(luma, None)), cv2.dilate(luma, None))
+        return cv2.min(cv2.max(sharpened, cv2.erode(luma, NEIGHBOURHOOD)), cv2.dilate(luma, NEIGHBOURHOOD))
 
     def restore_faces(self, frame: np.ndarray, boxes: list[Box], fidelity: float) -> np.ndarray:
         strength = 1 - (1 - LIGHTEST_RESTORATION) * fidelity
@@ -115,7 +117,8 @@ class ResampleUpscaler(UpscaleBackend):
         keep, offset = skin_smoothing_coefficients(region, radius=max(2, box.w // 40), eps=SKIN_SMOOTHING**2)
         # Blend (region + weight * (smoothed - region)) folded into the coefficients at half resolution, so that
         # full resolution sees one multiply-add: out = gain * region + shift.
-        weight = feathered_ellipse(*keep.shape[:2], FACE_FEATHER)[..., None] * strength
+        rows, cols = keep.shape[:2]
+        weight = feathered_ellipse(rows, cols, FACE_FEATHER)[..., None] * strength
         gain = 1 + weight * (keep - 1)
         shift = weight * offset
         size = (x1 - x0, y1 - y0)

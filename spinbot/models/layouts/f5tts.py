@@ -2,8 +2,8 @@
 
 The CFM is built by the backend's own code (loading.new_cfm: the package's classes from the config and the
 vocabulary) on the meta device, and the checkpoint's header goes through the loader's own unwrapping
-(loading.ema_weights); Vocos is built from its config.yaml (on the CPU, it is small). Both loaders load strictly, so missing and
-unexpected keys are both problems.
+(loading.ema_weights); Vocos is built from its config.yaml (on the CPU, it is small). Both loaders load strictly, so
+missing and unexpected keys are both problems.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _checkpoint_name(folder: Path, model: str) -> str:
 
     try:
         return find_checkpoint(folder, folder).name
-    except Exception:  # BackendUnavailable: none there yet
+    except Exception:  # noqa: BLE001 - BackendUnavailable: none there yet
         known = [k.rsplit("/", 1)[1] for k in SOURCES if k.startswith(f"{FOLDER}/{model}/model_")]
         return known[0] if known else "model_<step>.safetensors"
 
@@ -92,8 +92,7 @@ def cfm_problems(found) -> list[Problem]:
     except BackendUnavailable as err:
         return [Problem(found.config, str(err))]
     state = ema_weights(read_tree(found.checkpoint))
-    file_name = (lambda k: f"ema_model.{k}")
-    return compare_layout(found.checkpoint, expected, state, file_name=file_name)
+    return compare_layout(found.checkpoint, expected, state, file_name=lambda k: f"ema_model.{k}")
 
 
 def vocoder_problems(folder: Path) -> list[Problem]:

@@ -30,7 +30,7 @@ def files(params: Any, models_dir: Path) -> list[ModelFile]:
     from spinbot.backends.talk.infinitetalk.loading import FOLDERS
 
     out = []
-    for param, (folder, is_dir) in FOLDERS.items():
+    for param, (folder, _) in FOLDERS.items():
         name = getattr(params, param)
         if param == "lora_model" and not name:
             continue
@@ -95,15 +95,15 @@ def transformer_layout(config) -> dict[str, TensorSpec]:
 
 
 def transformer_problems(wan: Path, talk: Path, lora: Path | None) -> list[Problem]:
-    from spinbot.backends.talk.infinitetalk.transformer_checkpoint import index_checkpoints
     from spinbot.backends.talk.infinitetalk.loading import file_prefixes, transformer_config
+    from spinbot.backends.talk.infinitetalk.transformer_checkpoint import index_checkpoints
 
     paths = [wan, talk]
     try:
         prefixes = file_prefixes(paths)
         config = transformer_config(paths, prefixes)
         index = index_checkpoints(paths, prefixes)
-    except Exception as err:  # CheckpointError (unreadable header) or a config the model refuses
+    except Exception as err:  # noqa: BLE001 - CheckpointError (unreadable header) or a config the model refuses
         return [Problem(wan, str(err))]
     expected = transformer_layout(config)
     found = {k: TensorSpec(e.shape, e.dtype) for k, e in index.items()}
@@ -122,7 +122,8 @@ def lora_problems(path: Path, model: dict[str, TensorSpec]) -> list[Problem]:
     from spinbot.backends.talk.infinitetalk.lora import DIFFS, LOW_RANK, PREFIXES, split_key
 
     header = read_header(path)
-    problems, low_rank = [], {}
+    problems: list[Problem] = []
+    low_rank: dict[str, dict[str, Any]] = {}
     for key, spec in header.items():
         module, kind = split_key(next((key[len(p):] for p in PREFIXES if key.startswith(p)), key))
         if kind in DIFFS:
@@ -190,7 +191,7 @@ def _tokenizer_problems(path: Path) -> list[Problem]:
 
     try:
         Tokenizer.from_file(str(path))
-    except Exception as err:  # tokenizers raises its own Exception type
+    except Exception as err:  # noqa: BLE001 - tokenizers raises its own Exception type
         return [Problem(path, f"not a tokenizers file: {str(err).splitlines()[0]}")]
     return []
 

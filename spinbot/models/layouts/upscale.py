@@ -55,7 +55,7 @@ def spandrel_layout(path: Path) -> tuple[Any, list[Problem]]:
             return spandrel.MAIN_REGISTRY.load(as_meta(header)), []
     except spandrel.UnsupportedModelError:
         return None, [Problem(path, "spandrel does not recognise this checkpoint's architecture")]
-    except Exception as err:  # torch's load_state_dict error: every missing/unexpected/misshapen key
+    except Exception as err:  # noqa: BLE001 - torch's load_state_dict error: every missing/unexpected/misshapen key
         return None, problems_from_error(path, err)
 
 

@@ -61,9 +61,7 @@ def default_paths(task: str, root: Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for f in layout_for(task).files(params, root):
         param = f.param.split(" ")[0]
-        if param == "wav2vec_model":
-            paths[param] = f.path.parent
-        elif param == "vocoder":
+        if param == "wav2vec_model" or param == "vocoder":
             paths[param] = f.path.parent
         else:
             paths.setdefault(param, f.path)

@@ -103,7 +103,8 @@ def lora_entries(model: InfiniteTalkModel, rank: int) -> list[Entry]:
             items += [Entry(f"{key}.lora_down.weight", (rank, module.in_features), torch.bfloat16),
                       Entry(f"{key}.lora_up.weight", (module.out_features, rank), torch.bfloat16, kind="small"),
                       Entry(f"{key}.diff_b", (module.out_features,), torch.bfloat16)]
-        elif isinstance(module, nn.Conv3d) or (getattr(module, "weight", None) is not None and module.weight.dim() == 1):
+        elif isinstance(module, nn.Conv3d) or (getattr(module, "weight", None) is not None
+                                                 and module.weight.dim() == 1):
             items.append(Entry(f"{key}.diff", tuple(module.weight.shape), torch.bfloat16, kind="small"))
             if getattr(module, "bias", None) is not None:
                 items.append(Entry(f"{key}.diff_b", tuple(module.bias.shape), torch.bfloat16))
@@ -146,8 +147,9 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     specials = ["<pad>", "</s>", "<unk>"]
-    words = ("a man is talking to the camera natural facial expressions clear lip movement blurry distorted "
-             "deformed face bad teeth static low quality watermark text").split()
+    words = ["a", "man", "is", "talking", "to", "the", "camera", "natural", "facial", "expressions", "clear", "lip",
+             "movement", "blurry", "distorted", "deformed", "face", "bad", "teeth", "static", "low", "quality",
+             "watermark", "text"]
     if vocab_size < 1000:
         vocab = {w: i for i, w in enumerate(specials + words[: vocab_size - len(specials)])}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

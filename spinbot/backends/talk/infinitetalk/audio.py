@@ -24,6 +24,7 @@ played backwards rather than silence.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
+
+if TYPE_CHECKING:
+    from transformers import Wav2Vec2Model
 
 SAMPLE_RATE = 16000
 AUDIO_WINDOW = 5  # wav2vec2 frames around each video frame
@@ -43,7 +47,7 @@ OFFICIAL_PREPROCESSOR = {"do_normalize": False, "feature_size": 1, "padding_side
 
 
 class AudioEncoder(nn.Module):
-    def __init__(self, model: nn.Module, feature_extractor):
+    def __init__(self, model: Wav2Vec2Model, feature_extractor):
         super().__init__()
         self.model = model
         self.feature_extractor = feature_extractor
@@ -87,8 +91,10 @@ def load_audio_encoder(folder: Path, dtype: torch.dtype = torch.float32,
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     try:
-        model, info = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True, dtype=dtype,
-                                                    output_loading_info=True)
+        loaded = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True, dtype=dtype,
+                                               output_loading_info=True)
+        # With output_loading_info the call returns (model, info); transformers' annotations say model alone.
+        model, info = cast("tuple[Wav2Vec2Model, dict[str, list[str]]]", loaded)
     except OSError as err:  # no weights file, or an unreadable one
         raise CheckpointError(f"wav2vec2 model {folder.name}: {str(err).splitlines()[0]}") from None
     missing = sorted(k for k in info["missing_keys"] if not k.endswith(UNUSED_KEYS))

@@ -10,9 +10,10 @@ float32 (as the official pipeline); on the CPU everything is float32 (the CI's t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,9 +27,9 @@ try:
 except ImportError:  # the registry imports this module by name: say what to install, in one line
     raise BackendUnavailable("infinite_talk native needs PyTorch: pip install 'spinbot[gpu]'") from None
 
-from spinbot.backends.talk.infinitetalk import pipeline  # noqa: E402
-from spinbot.backends.talk.infinitetalk.loading import Precision, load_models  # noqa: E402
-from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait  # noqa: E402
+from spinbot.backends.talk.infinitetalk import pipeline
+from spinbot.backends.talk.infinitetalk.loading import Precision, load_models
+from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
 
 if TYPE_CHECKING:
     from spinbot.tasks.talk import InfiniteTalkParams
@@ -82,7 +83,7 @@ class NativeTalkBackend:
     def describe(self, state: pipeline.TalkState) -> dict[str, Any]:
         s, models = state.settings, state.models
         param = models.transformer.patch_embedding.weight
-        attend = models.transformer.blocks[0].self_attn.attend
+        attend = models.transformer.typed_blocks()[0].self_attn.attend
         steps = state.step_seconds
         return {
             "device": str(param.device),

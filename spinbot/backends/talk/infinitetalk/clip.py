@@ -18,12 +18,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
+
+if TYPE_CHECKING:
+    from transformers import CLIPVisionModel
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -63,10 +67,13 @@ class ClipVisionSize:
 
 
 class ClipImageEncoder(nn.Module):
-    def __init__(self, model: nn.Module):
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
+
+    def __init__(self, model: CLIPVisionModel):
         super().__init__()
         self.model = model
-        self.image_size = model.config.image_size
+        self.image_size = cast(int, model.config.image_size)  # CLIP's vision config holds one side
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 

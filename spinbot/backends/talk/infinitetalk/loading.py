@@ -19,9 +19,10 @@ a prefixed Wan file and Kijai's unprefixed InfiniteTalk file load together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from safetensors import safe_open
@@ -30,10 +31,10 @@ from spinbot.backends.attention import select_attention
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
-from spinbot.backends.talk.infinitetalk.transformer_checkpoint import MARKER_KEYS, CheckpointError, load_model
 from spinbot.backends.talk.infinitetalk.lora import LoraReport, merge_lora
 from spinbot.backends.talk.infinitetalk.model import WAV2VEC_DIM, WAV2VEC_LAYERS, InfiniteTalkConfig, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.t5 import TextEncoder, load_text_encoder
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import MARKER_KEYS, CheckpointError, load_model
 from spinbot.backends.talk.infinitetalk.vae import WanVAE, load_vae
 from spinbot.errors import BackendUnavailable
 
@@ -165,7 +166,7 @@ def transformer_config(paths: list[Path], prefixes: str | list[str] = "") -> Inf
     audio_window = dim("audio_proj.proj1.weight", 1, default.audio_window * width) // width
     layers = {int(k.split(".")[1]) for k in shapes if k.startswith("blocks.")}
     return InfiniteTalkConfig(
-        patch_size=tuple(shapes.get("patch_embedding.weight", (0, 0) + default.patch_size)[2:]),
+        patch_size=cast("tuple[int, int, int]", shapes.get("patch_embedding.weight", (0, 0, *default.patch_size))[2:]),
         in_dim=dim("patch_embedding.weight", 1, default.in_dim), dim=hidden,
         ffn_dim=dim("blocks.0.ffn.0.weight", 0, default.ffn_dim),
         freq_dim=dim("time_embedding.0.weight", 1, default.freq_dim),
@@ -184,7 +185,7 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as err:  # safetensors raises several types for a bad header
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
         raise CheckpointError(f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: "
                               f"{str(err).splitlines()[0]}") from None
 

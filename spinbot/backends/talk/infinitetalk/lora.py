@@ -51,7 +51,8 @@ def merge_lora(model: nn.Module, path: Path, strength: float = 1.0) -> LoraRepor
     """Add the LoRA in `path`, scaled by `strength`, to `model`'s parameters in place."""
     params = dict(model.named_parameters())
     low_rank, diffs = parse(read_safetensors(path, "LoRA"), path)
-    updates = [(f"{module}.weight", parts.key, parts) for module, parts in low_rank.items()]
+    updates: list[tuple[str, str, LowRank | torch.Tensor]] = [
+        (f"{module}.weight", parts.key, parts) for module, parts in low_rank.items()]
     updates += [(target, key, diff) for target, (key, diff) in diffs.items()]
     for target, key, _ in updates:  # all checked before any weight changes
         if target not in params:
@@ -90,6 +91,7 @@ def parse(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, LowRank
 
 def low_rank_delta(parts: LowRank) -> torch.Tensor:
     """(up @ down) * (alpha / rank) in float32; conv weights through their flattened matrices."""
+    assert parts.down is not None and parts.up is not None, "parse() checked both halves"
     rank = parts.down.shape[0]
     scale = 1.0 if parts.alpha is None else parts.alpha / rank
     return (parts.up.float().flatten(1) @ parts.down.float().flatten(1)) * scale

@@ -1,4 +1,5 @@
-"""The InfiniteTalk transformer: Wan2.1's image-to-video DiT with InfiniteTalk's audio adapter, in one file.
+"""The InfiniteTalk transformer: Wan2.1's image-to-video DiT with InfiniteTalk's audio adapter, in one file (past
+400 lines, as a diffusers or transformers model file is: the network reads top to bottom beside the official code).
 
 Module and parameter names are the official checkpoints' own (MeiGen-AI/InfiniteTalk `wan/modules/multitalk_model.py`,
 Wan2.1 I2V 14B + `infinitetalk.safetensors`), so `load_state_dict` takes those files' keys as they are:
@@ -27,8 +28,9 @@ bottom in the order the forward uses them.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -380,10 +382,14 @@ class InfiniteTalkModel(nn.Module):
                     names.add(f"{prefix}.{name}" if prefix else name)
         return names
 
+    def typed_blocks(self) -> list[Block]:
+        """The blocks, as what they are (a ModuleList's items are plain modules to a type checker)."""
+        return cast("list[Block]", list(self.blocks))
+
     def use_attention(self, attend: Attention) -> None:
         """Every block's self-attention kernel (e.g. spinbot.backends.attention's 8-bit kernels, or a sequence-
         parallel wrapper around one). Compiled blocks compile again for a new kernel."""
-        for block in self.blocks:
+        for block in self.typed_blocks():
             block.self_attn.attend = attend
 
     def compile_blocks(self, mode: str | None = None) -> None:
@@ -400,7 +406,8 @@ class InfiniteTalkModel(nn.Module):
 
     def token_grid(self, latent_shape: tuple[int, ...] | torch.Size) -> tuple[int, int, int]:
         """(frames, rows, columns) of tokens for a latent [B, C, T, H, W]."""
-        return tuple(size // patch for size, patch in zip(latent_shape[2:], self.config.patch_size))
+        frames, rows, columns = (size // patch for size, patch in zip(latent_shape[2:], self.config.patch_size))
+        return frames, rows, columns
 
     def conditions(self, context: torch.Tensor, clip_fea: torch.Tensor, audio: torch.Tensor,
                    grid: tuple[int, int, int]) -> Conditions:
@@ -411,7 +418,7 @@ class InfiniteTalkModel(nn.Module):
         image = self.img_emb(clip_fea.to(dtype))
         audio_tokens = self.audio_tokens(audio.to(dtype), grid[0])
         rope = rope_tables(self.config.head_dim, grid, text.device)
-        return Conditions(grid, rope, [block.context(image, text, audio_tokens) for block in self.blocks])
+        return Conditions(grid, rope, [block.context(image, text, audio_tokens) for block in self.typed_blocks()])
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, clip_fea: torch.Tensor | None,
                 y: torch.Tensor, audio: torch.Tensor | None, audio_scale: float = 1.0,
@@ -430,6 +437,7 @@ class InfiniteTalkModel(nn.Module):
         grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2)
         if conditions is None:
+            assert context is not None and clip_fea is not None and audio is not None, "forward without conditions"
             conditions = self.conditions(context, clip_fea, audio, grid)
         elif conditions.grid != grid:
             raise ValueError(f"conditions were made for a {conditions.grid} token grid, the latent has {grid}")
@@ -437,11 +445,11 @@ class InfiniteTalkModel(nn.Module):
         e = run_fp32(self.time_embedding, sinusoidal_embedding(cfg.freq_dim, t))
         e0 = run_fp32(self.time_projection, e).unflatten(1, (6, cfg.dim))
         # a tensor, not a Python float: compiled blocks would specialise on the float's value and recompile for each
-        audio_scale = torch.as_tensor(audio_scale, dtype=torch.float32, device=tokens.device)
+        audio_gain = torch.as_tensor(audio_scale, dtype=torch.float32, device=tokens.device)
         if getattr(self, "_compile_mode", None) == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()  # a new forward: the last one's graph outputs are consumed
         for block, block_context in zip(self.blocks, conditions.blocks):
-            tokens = block(tokens, e0, conditions.rope, block_context, audio_scale)
+            tokens = block(tokens, e0, conditions.rope, block_context, audio_gain)
         return self.unpatchify(self.head(tokens, e), grid)
 
     def _pad_text(self, context: torch.Tensor) -> torch.Tensor:

@@ -28,9 +28,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,7 @@ from spinbot.backends.talk.infinitetalk.audio import SAMPLE_RATE, audio_windows
 from spinbot.backends.talk.infinitetalk.color import match_colors, reference_stats
 from spinbot.backends.talk.infinitetalk.loading import Models
 from spinbot.backends.talk.infinitetalk.model import Conditions, InfiniteTalkModel
-from spinbot.backends.talk.infinitetalk.sampler import (
-    PASSES, SCHEDULERS, FlowSampler, Guidance, denoise)
+from spinbot.backends.talk.infinitetalk.sampler import PASSES, SCHEDULERS, FlowSampler, Guidance, denoise
 from spinbot.backends.talk.infinitetalk.vae import SPATIAL_STRIDE, TEMPORAL_STRIDE
 from spinbot.errors import ParamsError
 from spinbot.media.audio import resample

@@ -28,8 +28,9 @@ third pass anyway, with the same result); both 1 -> v(cond) (1 pass, the distill
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +65,7 @@ class FlowSampler:
 
         sigmas = sigma_schedule(name, steps, shift)
         self.name = name
+        self.scheduler: Any  # one of diffusers' three schedulers (no common typed base)
         if name == "euler":
             self.scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)  # sigmas come shifted
             self.scheduler.set_timesteps(sigmas=sigmas.astype(np.float32).tolist())

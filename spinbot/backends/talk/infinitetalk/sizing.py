@@ -10,7 +10,7 @@ frame size is the bucket, whatever the portrait's size. The tables hold (height,
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from PIL import Image
@@ -45,8 +45,8 @@ def cover_and_crop(image: np.ndarray, width: int, height: int) -> np.ndarray:
     h0, w0 = image.shape[:2]
     scale = max(height / h0, width / w0)
     cover_h, cover_w = math.ceil(scale * h0), math.ceil(scale * w0)
-    resized = np.asarray(Image.fromarray(image).resize((cover_w, cover_h), resample=Image.BILINEAR))
-    top, left = int(round((cover_h - height) / 2.0)), int(round((cover_w - width) / 2.0))
+    resized = np.asarray(Image.fromarray(image).resize((cover_w, cover_h), resample=Image.Resampling.BILINEAR))
+    top, left = round((cover_h - height) / 2.0), round((cover_w - width) / 2.0)
     return np.ascontiguousarray(resized[top:top + height, left:left + width])
 
 

@@ -15,9 +15,9 @@ the weight read is weight * scale, as WanVideoWrapper and ComfyUI dequantize it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -60,13 +60,13 @@ def load_model(paths: Iterable[str | Path], config: InfiniteTalkConfig, dtype: s
     `dtype` applies to the matmul weights; norms, modulations, the timestep MLPs and the head stay float32 (see
     InfiniteTalkModel.fp32_param_names). With `prefix` (one for all files, or one per file), only keys that start
     with it are read, prefix removed (files that hold other tensors beside the weights)."""
-    paths = [Path(p) for p in paths]
+    files = [Path(p) for p in paths]
     dtype = resolve_dtype(dtype)
     with torch.device("meta"):
         model = InfiniteTalkModel(config)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
-    sources = index_checkpoints(paths, prefix)
-    check_keys(expected, sources, paths)
+    sources = index_checkpoints(files, prefix)
+    check_keys(expected, sources, files)
     keep_fp32 = model.fp32_param_names()
     state = {}
     for path, keys in _by_file(sources).items():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +48,10 @@ class WanVAEConfig:
 class WanVAE(nn.Module):
     """AutoencoderKLWan with the official latent normalisation."""
 
-    def __init__(self, autoencoder: nn.Module):
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
+
+    def __init__(self, autoencoder: Any):  # diffusers' AutoencoderKLWan (its config and outputs are untyped)
         super().__init__()
         self.autoencoder = autoencoder
         self.memory_format = torch.contiguous_format

@@ -7,9 +7,9 @@ against the module before `load_state_dict`, which would otherwise report every 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open

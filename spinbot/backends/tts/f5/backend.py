@@ -18,8 +18,9 @@ in batches, packed without their padding (packed.py), so one chunk's samples do 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -86,9 +87,8 @@ class NativeF5Backend:
 
     def speak_script(self, text: str, voice: F5Voice, params: Any,
                      progress: Callable[[float, str], None]) -> SpokenScript:
-        from spinbot.settings import get_settings
-
         from spinbot.backends.tts.f5.loading import Speedups, load_models
+        from spinbot.settings import get_settings
 
         settings = get_settings()
         models = load_models(params.model, settings.models_dir, _device(params.device),

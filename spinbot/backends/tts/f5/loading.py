@@ -15,10 +15,11 @@ way f5_tts.infer.utils_infer.load_checkpoint loads it (EMA weights, `ema_model.`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files as package_files
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 

@@ -24,9 +24,10 @@ processor's mask switched on, so that a padded batch is still right: only slower
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ class PackedLayout:
     rope: tuple[torch.Tensor, torch.Tensor]  # [total, 1, rotary dim] float32 cos and sin of each frame's angles
 
     @classmethod
-    def plan(cls, lengths: list[int], rotary: Any, device: torch.device) -> "PackedLayout":
+    def plan(cls, lengths: list[int], rotary: Any, device: torch.device) -> PackedLayout:
         frames = max(lengths)
         bounds = [0, *itertools.accumulate(lengths)]
         index = torch.cat([torch.arange(length) + row * frames for row, length in enumerate(lengths)])
@@ -124,8 +125,11 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets:
     if kernel == "flash2":
         return torch.ops.aten._flash_attention_forward(q, k, v, offsets, offsets, longest, longest, 0.0, False,
                                                        False)[0]
-    parts = [F.scaled_dot_product_attention(*(t[start:end].transpose(0, 1) for t in (q, k, v))).transpose(0, 1)
-             for start, end in itertools.pairwise(bounds)]
+    assert bounds is not None, "the rows kernel needs the offsets on the host"
+    parts = []
+    for start, end in itertools.pairwise(bounds):
+        q_rows, k_rows, v_rows = (t[start:end].transpose(0, 1) for t in (q, k, v))
+        parts.append(F.scaled_dot_product_attention(q_rows, k_rows, v_rows).transpose(0, 1))
     return torch.cat(parts)
 
 

@@ -1,0 +1,99 @@
+"""How the CLI speaks: one error style (one line on stderr, "error: ...", a non-zero exit) for its own errors and
+for click's usage errors, and help in plain words (TEXT, PATH, INTEGER; no type for flags)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+if TYPE_CHECKING:  # the mixin below only ever joins click's Command
+    from typer._click.core import Command as _ClickCommand
+else:
+    _ClickCommand = object
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """The CLI's one error style: one line on stderr, "error: ...", and a non-zero exit."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    raise typer.Exit(code)
+
+
+# typer 0.29 shows Python types in help (<str>, <list[str]>, <path>): the plain names a user types instead.
+PLAIN_TYPES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER", "bool": ""}
+
+
+def plain_type(label: str | None) -> str:
+    """"<list[str]>" -> "TEXT", "<int range>" -> "INTEGER", "<bool>" (a flag) -> ""."""
+    inner = (label or "").strip("<>").removeprefix("list[").removesuffix("]").removesuffix(" range")
+    return PLAIN_TYPES.get(inner, inner.upper())
+
+
+class FlagsWithoutType(_ClickCommand):
+    """Help in plain words: no type for flags (-h/--help included), an argument's metavar (NAME, FILE), and plain
+    type names (TEXT, PATH, INTEGER) for every other param."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        # Typer has no hook for the help's type column: each param's own method is replaced.
+        for param in self.params:
+            if not isinstance(param, (TyperArgument, TyperOption)):
+                continue
+            if param.param_type_name == "argument" and param.metavar:
+                param.display_type_rich = lambda ctx: ""  # type: ignore[method-assign]
+            # (typer builds without rich help have no display_type_rich)
+            elif param.metavar is None and hasattr(param, "display_type_rich"):
+                param.display_type_rich = _plain(param.display_type_rich)  # type: ignore[method-assign,assignment]
+        return option
+
+
+def _plain(typed: Callable[[Any], str | None]) -> Callable[[Any], str]:
+    """A param's type column in plain words: TEXT, PATH, INTEGER."""
+    return lambda ctx: plain_type(typed(ctx))
+
+
+class Command(FlagsWithoutType, TyperCommand):
+    pass
+
+
+class OneErrorStyle(FlagsWithoutType, TyperGroup):
+    """Usage errors (an unknown option, a missing value, a bad number) in the same one-line style as every other
+    error, instead of click's boxed message."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False,
+                                  windows_expand_args=windows_expand_args, **extra)
+        except NoArgsIsHelpError as err:
+            typer.echo(err.ctx.get_help())
+            result = 0
+        except typer.TyperException as err:  # click's exceptions (typer vendors click): usage and bad values
+            ctx = getattr(err, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if isinstance(err, UsageError) and ctx else ""
+            message = _first_lower(err.format_message()).rstrip(".")
+            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False,
+                              soft_wrap=True, markup=True)
+            result = err.exit_code
+        except typer.Abort:
+            err_console.print("[bold red]error:[/] aborted", highlight=False)
+            result = 1
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _first_lower(message: str) -> str:
+    return message[:1].lower() + message[1:]
+
+
+HELP = {"help_option_names": ["-h", "--help"]}
