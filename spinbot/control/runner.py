@@ -123,6 +123,7 @@ class Runner:
         """Run (or resume) a job to the end in this process; returns its final view. Raises Conflict while
         another process holds the job's lease; Ctrl-C marks the job interrupted (and goes on up)."""
         if self._done(self.jobs.get(job_id)):
+            self.leases.release(job_id)  # born leased here, finished (cancelled) before it started
             return self.jobs.get(job_id)
         self.leases.require(job_id)
         try:
@@ -201,6 +202,7 @@ class Runner:
         if job.status in (st.PENDING, st.INTERRUPTED):  # nothing runs it to notice the request
             self._finish(job_id, st.CANCELLED, "cancelled before it started" if job.status == st.PENDING else
                          "cancelled while interrupted")
+            self.leases.release(job_id)
 
     def delete_job(self, job_id: str) -> None:
         """Delete a finished job with its artifacts and the uploads no other job uses (spinbot.control.lifecycle);

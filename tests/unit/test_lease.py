@@ -53,7 +53,7 @@ class RecordingDispatcher(Dispatcher):
 @pytest.fixture
 def runners(spinbot_env, use_settings, tmp_path):
     """Two control planes on one database, as two processes would be; returns (a, b, runs, request)."""
-    use_settings(job_lease_seconds=1.5)
+    use_settings(job_lease_seconds=3)
     runs: list = []
     a = Runner(dispatcher=RecordingDispatcher("a", runs))
     b = Runner(dispatcher=RecordingDispatcher("b", runs))
@@ -91,7 +91,7 @@ def test_while_one_process_runs_a_job_a_second_one_starting_takes_nothing(runner
     thread = threading.Thread(target=a.run, args=(job_id,))
     thread.start()
     assert a.dispatcher.holding.wait(30)
-    time.sleep(2 * a.leases.seconds)  # longer than a lease: only renewals keep it a's
+    time.sleep(1.5 * a.leases.seconds)  # longer than a lease: only renewals keep it a's
     assert JobExecutor(b, 1).claim_orphans() == []
     with pytest.raises(Conflict):
         b.run(job_id)
@@ -147,9 +147,11 @@ def test_the_heartbeat_keeps_a_lease_alive_past_its_length(spinbot_env):
     runner = Runner()
     job_id = runner.jobs.new_id()
     runner.jobs.create_job(job_id, "p", [("n", "t", "node")], {}, {})
-    keeper = LeaseKeeper(LeaseStore(runner.jobs.engine), 0.6, owner="me")
+    keeper = LeaseKeeper(LeaseStore(runner.jobs.engine), 1.5, owner="me")
     assert keeper.acquire(job_id)
-    time.sleep(2.0)
+    first = LeaseStore(runner.jobs.engine).view(job_id)
+    time.sleep(3.5)
+    assert LeaseStore(runner.jobs.engine).view(job_id).heartbeat_at > first.heartbeat_at
     assert LeaseStore(runner.jobs.engine).view(job_id).live
     keeper.check(job_id)
     keeper.confirm(job_id)
