@@ -16,7 +16,7 @@ from spinbot.cli import app as cli_app
 from spinbot.control.lifecycle import expire_jobs
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
-from spinbot.errors import JobConflict, JobNotFound
+from spinbot.errors import Conflict, JobNotFound
 from spinbot.samples import portrait_path, voice_path
 from spinbot.control.lease import LeaseKeeper
 from spinbot.state.models import Job, utcnow
@@ -81,13 +81,13 @@ def test_delete_job_removes_artifacts_unshared_uploads_checkpoints_and_records(r
 
 def test_a_job_that_may_still_run_is_not_deleted(runner, spinbot_env, tmp_path):
     job_id = runner.create_job(JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path()))
-    with pytest.raises(JobConflict, match=f"job {job_id} is pending; cancel it"):
+    with pytest.raises(Conflict, match=f"job {job_id} is pending; cancel it"):
         runner.delete_job(job_id)
     runner.jobs.set_job_status(job_id, "failed", "boom")
     runner.leases.release(job_id)
     other = LeaseKeeper(runner.leases.store, 30, owner="retrying-elsewhere")
     assert other.acquire(job_id)  # another process is retrying it
-    with pytest.raises(JobConflict, match="being run by another process"):
+    with pytest.raises(Conflict, match="being run by another process"):
         runner.delete_job(job_id)
     assert files(spinbot_env, f"jobs/{job_id}")  # its inputs are all there
     other.release(job_id)
