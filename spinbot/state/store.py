@@ -129,10 +129,6 @@ class JobStore:
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
             return [_view(j) for j in jobs], s.scalar(count_q) or 0
 
-    def unfinished_job_ids(self) -> list[str]:
-        with self.session() as s:
-            return list(s.scalars(select(Job.id).where(Job.status.not_in(FINAL_STATES)).order_by(Job.created_at)))
-
     def finished_before(self, cutoff: datetime) -> list[str]:
         """Finished jobs (succeeded, failed, cancelled) that finished before `cutoff`, oldest first."""
         with self.session() as s:
