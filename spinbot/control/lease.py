@@ -17,7 +17,7 @@ import time
 import uuid
 
 from spinbot.errors import Conflict
-from spinbot.state.lease import LeaseStore, aware
+from spinbot.state.lease import LeaseStore
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class LeaseKeeper:
         lease = self.store.view(job_id)
         if lease is None or not lease.live:
             return f"job {job_id} was just taken by another process"
-        left = (aware(lease.expires_at) - aware(lease.now)).total_seconds()
+        left = lease.seconds_left
         return (f"job {job_id} is being run by another process ({lease.owner}); it can be taken over if that "
                 f"process stops renewing its lease, {left:.0f} s from now at the earliest")
 

@@ -20,8 +20,8 @@ from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
 from spinbot.state import store as st
-from spinbot.state.db import get_engine
 from spinbot.state.checkpoints import open_checkpointer
+from spinbot.state.db import get_engine
 from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.state.lease import LeaseStore
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store

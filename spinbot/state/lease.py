@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import CursorResult, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from spinbot.state.models import Job, utcnow
@@ -28,13 +28,17 @@ class LeaseView:
 
     @property
     def live(self) -> bool:
-        return self.owner is not None and self.expires_at is not None and aware(self.expires_at) > aware(self.now)
+        return self.owner is not None and self.seconds_left > 0
+
+    @property
+    def seconds_left(self) -> float:
+        return (aware(self.expires_at) - aware(self.now)).total_seconds() if self.expires_at else 0.0
 
 
 def database_now(session: Session) -> datetime:
     """The time every process sharing this database agrees on."""
     if session.get_bind().dialect.name == "postgresql":
-        return session.scalar(select(func.statement_timestamp()))
+        return session.execute(select(func.statement_timestamp())).scalar_one()
     return utcnow()
 
 
@@ -54,7 +58,7 @@ class LeaseStore:
         """Take the job's lease if it is free, expired or already ours; False if another owner holds it."""
         with self.session() as s, s.begin():
             now = database_now(s)
-            taken = s.execute(
+            taken: CursorResult = s.execute(  # type: ignore[assignment]  # an UPDATE's result is a cursor's
                 update(Job)
                 .where(Job.id == job_id,
                        or_(Job.lease_owner.is_(None), Job.lease_owner == owner, Job.lease_expires_at < now))

@@ -99,7 +99,8 @@ class JobStore:
                       params=params, created_at=utcnow())
             if lease is not None:
                 now = database_now(s)
-                job.lease_owner, job.lease_expires_at, job.heartbeat_at = lease[0], now + timedelta(seconds=lease[1]), now
+                job.lease_owner, job.heartbeat_at = lease[0], now
+                job.lease_expires_at = now + timedelta(seconds=lease[1])
             s.add(job)
             for pos, (node_id, task, plane) in enumerate(nodes):
                 s.add(NodeRun(job_id=job_id, node_id=node_id, position=pos, task=task, plane=plane, status=PENDING,
@@ -115,6 +116,12 @@ class JobStore:
                 raise JobNotFound(f"job '{job_id}' not found")
             return _view(job)
 
+    def finished_before(self, cutoff: datetime) -> list[str]:
+        """Finished jobs (succeeded, failed, cancelled) that finished before `cutoff`, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(Job.id).where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
+                                  .order_by(Job.finished_at)))
+
     def list(self, owner: str | None = None, limit: int = 20, offset: int = 0,
              status: str | None = None) -> tuple[list[JobView], int]:
         with self.session() as s:
@@ -128,12 +135,6 @@ class JobStore:
                 count_q = count_q.where(Job.status == status)
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
             return [_view(j) for j in jobs], s.scalar(count_q) or 0
-
-    def finished_before(self, cutoff: datetime) -> list[str]:
-        """Finished jobs (succeeded, failed, cancelled) that finished before `cutoff`, oldest first."""
-        with self.session() as s:
-            return list(s.scalars(select(Job.id).where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
-                                  .order_by(Job.finished_at)))
 
     def input_keys_in_use(self, except_job: str, owner: str | None) -> set[str]:
         """Every stored input that the owner's jobs other than `except_job` name (uploads are per owner, so no

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update

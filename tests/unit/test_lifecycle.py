@@ -13,12 +13,12 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from spinbot.cli import app as cli_app
+from spinbot.control.lease import LeaseKeeper
 from spinbot.control.lifecycle import expire_jobs
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.errors import Conflict, JobNotFound
 from spinbot.samples import portrait_path, voice_path
-from spinbot.control.lease import LeaseKeeper
 from spinbot.state.models import Job, utcnow
 
 

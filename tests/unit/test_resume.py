@@ -73,8 +73,9 @@ def small_job(tmp_path: Path, spinbot_env, use_settings):
 
     use_settings(talk_max_pixels=128 * 128)
     runner = Runner()
-    job_id = runner.create_job(JobRequest(prompt="resume", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x",
-                                          params={"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}}))
+    job_id = runner.create_job(JobRequest(prompt="resume", image=portrait_path(tmp_path), voice=voice_path(),
+                                          ref_text="x", params={"script": {"text": "Ever tried."},
+                                                                "infinite_talk": {"fps": "10"}}))
     return runner, job_id
 
 
