@@ -42,7 +42,7 @@ class Admission:
     # ---- texts ----------------------------------------------------------------------------------------------------
     def check_texts(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
         if not request.prompt.strip() and not any(
-                node.task == SCRIPT_TASK and (nodes[node.id].text or "").strip() for node in spec.nodes):
+                isinstance(given, ScriptParams) and (given.text or "").strip() for given in nodes.values()):
             raise InputError("prompt is empty: give a prompt, or your own script (script.text)")
         s = self.settings
         _refuse_long(request.prompt, s.max_prompt_chars, "prompt", "SPINBOT_MAX_PROMPT_CHARS")

@@ -117,3 +117,29 @@ def test_retention_and_spinbot_gc_delete_only_old_finished_jobs(runner, spinbot_
     assert result.exit_code == 0 and result.stdout.split() == [recent] and runner.jobs.get(recent)
     result = CliRunner().invoke(cli_app, ["gc", "--job", waiting])
     assert result.exit_code == 2 and f"job {waiting} is pending" in result.output
+
+
+def test_the_api_deletes_a_finished_job_and_answers_409_while_one_runs(spinbot_env, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from spinbot.api.app import create_app
+    from spinbot.api.auth import owner_of
+    from spinbot.settings import reset_settings
+
+    monkeypatch.setenv("SPINBOT_API_KEYS", "key-a")
+    reset_settings()
+    with TestClient(create_app()) as client:
+        runner = client.app.state.services.runner
+        jobs = {}
+        for status in ("succeeded", "running"):
+            job_id = jobs[status] = runner.jobs.new_id()
+            runner.jobs.create_job(job_id, "f5tts_infinitetalk", [("script", "script.generateScript", "node")],
+                                   {"values": {"prompt": "p"}, "artifacts": {}}, {}, owner_of("key-a"))
+            runner.jobs.set_job_status(job_id, status)
+            runner.artifacts.put_bytes(f"jobs/{job_id}/script/out.txt", b"x")
+        headers = {"Authorization": "Bearer key-a"}
+        busy = client.delete(f"/v1/jobs/{jobs['running']}", headers=headers)
+        assert busy.status_code == 409 and f"job {jobs['running']} is running" in busy.json()["error"]
+        assert client.delete(f"/v1/jobs/{jobs['succeeded']}", headers=headers).status_code == 204
+        assert client.get(f"/v1/jobs/{jobs['succeeded']}", headers=headers).status_code == 404
+        assert files(spinbot_env, "jobs") == [f"jobs/{jobs['running']}/script/out.txt"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 from sse_starlette.sse import EventSourceResponse
 
 from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
@@ -80,14 +80,12 @@ def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
 
 
 @router.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response,
-               responses=error_responses(401, 404, 409, 422, 501))
+               responses=error_responses(401, 404, 409, 422))
 def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
-    """Delete a finished job: its record, artifacts and the uploads it used (409 while it runs)."""
+    """Delete a finished job: its record, artifacts and the uploads no other job of the key uses (409 while it may
+    still run)."""
     services.owned_job(job_id, owner)
-    delete = getattr(services.runner, "delete_job", None)
-    if delete is None:  # Runner.delete_job lands with the artifact lifecycle
-        raise HTTPException(501, "deleting jobs is not available in this version")
-    delete(job_id)
+    services.runner.delete_job(job_id)
     return Response(status_code=204)
 
 
