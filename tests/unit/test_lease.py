@@ -18,7 +18,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from spinbot.api.jobs import JobExecutor
+from spinbot.api.executor import JobExecutor
 from spinbot.control.dispatch import Dispatcher
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.requests import JobRequest
