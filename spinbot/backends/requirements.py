@@ -9,7 +9,8 @@ instead of failing after the speech was made. Nothing here imports torch or a mo
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from spinbot.errors import ParamsError
 

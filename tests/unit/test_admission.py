@@ -4,7 +4,6 @@ window plan or backend accepts, a voice sample too short or silent to clone."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
