@@ -123,6 +123,11 @@ def shared(tmp_path_factory):
             s.drop_database()
 
 
+def finals(stack: Stack, prefix: str) -> list[str]:
+    """The objects under prefix but the live output (HLS segments, rewritten as a node runs)."""
+    return [key for key in stack.bucket_keys(prefix) if "/live/" not in key]
+
+
 def all_jobs(stack: Stack):
     return JobStore(get_engine(stack.database_url)).list(limit=100)[0]
 
@@ -150,7 +155,7 @@ def test_two_apis_and_a_cli_run_share_one_database_and_no_node_runs_twice(shared
     assert len(jobs) == 4 and all(j.status == "succeeded" for j in jobs)
     for job in jobs:
         assert [n.attempts for n in job.nodes] == [1, 1, 1, 1], (job.id, [(n.node_id, n.attempts) for n in job.nodes])
-        assert len(shared.bucket_keys(f"jobs/{job.id}/upscale_video/")) == 1
+        assert finals(shared, f"jobs/{job.id}/upscale_video/") == [f"jobs/{job.id}/upscale_video/upscaled.mp4"]
         assert job.inputs and LeaseStore(get_engine(shared.database_url)).view(job.id).owner is None
 
 
@@ -173,20 +178,22 @@ def test_a_killed_apis_job_is_taken_over_by_the_other_one_once_its_lease_expired
     assert job["status"] == "succeeded", job
     assert node(job, "script")["attempts"] == 1 and node(job, "f5_to_tts")["attempts"] == 1
     # The worker ran the node b was waiting for once; a waited for that same run: one artifact set.
-    assert shared.bucket_keys(f"jobs/{job_id}/infinite_talk/") == [f"jobs/{job_id}/infinite_talk/talk.mp4"]
-    assert len(shared.bucket_keys(f"jobs/{job_id}/")) == 3
+    assert finals(shared, f"jobs/{job_id}/infinite_talk/") == [f"jobs/{job_id}/infinite_talk/talk.mp4"]
+    assert len(finals(shared, f"jobs/{job_id}/")) == 3
 
 
 def test_deleting_a_finished_job_removes_its_objects_from_s3_and_its_rows_from_postgres(shared):
     shared.start_named_api("a")
     shared.use("a")
+    earlier_uploads = set(shared.bucket_keys("uploads/"))  # the bucket outlives each test
     job_id = shared.submit(SCRIPT)
     shared.wait_job(job_id, lambda j: j["status"] in FINAL, timeout=300)
-    uploads = shared.bucket_keys("uploads/")
-    assert shared.bucket_keys(f"jobs/{job_id}/") and len(uploads) == 2
+    uploads = set(shared.bucket_keys("uploads/")) - earlier_uploads
+    assert finals(shared, f"jobs/{job_id}/") and len(uploads) == 2
     gc = subprocess.run([sys.executable, "-m", "spinbot", "gc", "--job", job_id], env=shared.env, capture_output=True,
-                        text=True, timeout=120)
+                        text=True, timeout=120, check=False)
     assert gc.returncode == 0, gc.stderr
     assert gc.stdout.split() == [job_id]
-    assert shared.bucket_keys(f"jobs/{job_id}/") == [] and shared.bucket_keys("uploads/") == []
+    assert shared.bucket_keys(f"jobs/{job_id}/") == [] and set(shared.bucket_keys("uploads/")) == earlier_uploads
     assert shared.call("GET", f"/v1/jobs/{job_id}", KEY_A).status_code == 404
+    assert all(j.id != job_id for j in all_jobs(shared))
