@@ -189,8 +189,8 @@ class Runner:
         self.events.publish(Event(job_id, "job", status, message=error))
 
     def reopen(self, job_id: str) -> bool:
-        """Mark a failed job pending again (a retry); its finished nodes stay finished. False when the job was not
-        failed at that moment: of concurrent retries, exactly one reopens it."""
+        """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when
+        the job was neither at that moment: of concurrent retries, exactly one reopens it."""
         if not self.jobs.reopen_failed(job_id):
             return False
         self.events.publish(Event(job_id, "job", st.PENDING))

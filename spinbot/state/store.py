@@ -18,6 +18,7 @@ PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "queued", "r
 INTERRUPTED = "interrupted"  # stopped by its user (Ctrl-C in `spinbot run`): resumed only when asked to
 NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+RETRYABLE_STATES = (FAILED, INTERRUPTED)  # a retry makes them pending again
 # Jobs a control plane resumes on its own when nobody holds them (at start, and when their owner's lease expired).
 ORPHAN_STATES = (PENDING, QUEUED, RUNNING)
 
@@ -165,9 +166,11 @@ class JobStore:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def reopen_failed(self, job_id: str) -> bool:
-        """failed -> pending in one conditional UPDATE; True only for the caller whose update changed the row."""
+        """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
+        changed the row."""
         with self.session() as s, s.begin():
-            result = s.execute(update(Job).where(Job.id == job_id, Job.status == FAILED).values(status=PENDING))
+            result = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES))
+                               .values(status=PENDING))
             return result.rowcount == 1
 
     def request_cancel(self, job_id: str) -> None:

@@ -215,3 +215,25 @@ def test_resume_of_a_job_another_process_drives_is_refused_with_one_line(tmp_pat
     assert resumed.returncode == 2 and len(lines) == 1, resumed.stderr
     assert lines[0].startswith(f"error: job {job_id} is being run by another process (api-on-another-host:42:cafe)")
     assert [n.attempts for n in runner.jobs.get(job_id).nodes] == [0, 0, 0, 0]
+
+
+def test_the_api_retries_an_interrupted_job_and_lists_it_by_its_state(spinbot_env, monkeypatch, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from spinbot.api.app import create_app
+    from spinbot.settings import reset_settings
+
+    monkeypatch.setenv("SPINBOT_TALK_MAX_PIXELS", str(128 * 128))
+    reset_settings()
+    with TestClient(create_app()) as client:
+        runner = client.app.state.services.runner
+        job_id = runner.create_job(JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path(),
+                                              params={"script": {"text": "Ever tried."}}))
+        runner._finish(job_id, "interrupted", "interrupted by its user")  # as Ctrl-C leaves it
+        runner.leases.release(job_id)
+        assert [j["id"] for j in client.get("/v1/jobs?status=interrupted").json()["items"]] == [job_id]
+        assert client.post(f"/v1/jobs/{job_id}/retry").status_code == 202
+        deadline = time.monotonic() + 120
+        while runner.jobs.get(job_id).status not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runner.jobs.get(job_id).status == "succeeded"
