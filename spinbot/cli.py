@@ -1,4 +1,4 @@
-"""spinbot run | demo | params | pipelines (list, show, validate) | serve | worker."""
+"""spinbot run | demo | gc | params | pipelines (list, show, validate) | serve | worker."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _run_with_progress(runner, job_id: str) -> Any:
-    job = runner.jobs.get(job_id)
+    job, interrupted = runner.jobs.get(job_id), False
     with Progress(TextColumn("{task.fields[node]:<14}"), BarColumn(), TaskProgressColumn(),
                   TextColumn("{task.fields[status]:<10}"), NodeTimeColumn(), TextColumn("{task.description}"),
                   console=err_console, transient=False) as progress:
@@ -90,8 +90,14 @@ def _run_with_progress(runner, job_id: str) -> Any:
         unsubscribe = runner.events.subscribe(on_event)
         try:
             return runner.run(job_id)
+        except KeyboardInterrupt:  # the runner marked the job interrupted
+            interrupted = True
         finally:
             unsubscribe()
+    if interrupted:
+        err_console.print(f"job {job_id} interrupted; resume it with: spinbot run --resume {job_id}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
 
 
 def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
@@ -156,6 +162,7 @@ def run(
         runner = _runner(watch)
         if resume:
             job_id = runner.jobs.get(resume).id
+            runner.leases.require(job_id, wait_if_silent=True)  # another process's job: one line, no progress
         else:
             params = parse_sets(set_)
             own_script = str(params.get("script", {}).get("text") or "").strip()
@@ -268,6 +275,33 @@ def pipelines_validate(file: Path = typer.Argument(..., metavar="FILE", help="A 
     except SpinBotError as err:
         fail(str(err))
     typer.echo(f"ok: {len(pipelines)} pipeline(s): {', '.join(pipelines)}")
+
+
+@app.command(cls=Command)
+def gc(
+    older_than: Optional[float] = typer.Option(None, "--older-than", min=0, help="Days since a job finished "
+                                               "(default: SPINBOT_JOB_RETENTION_DAYS)."),
+    job: list[str] = typer.Option([], "--job", help="Delete this finished job whatever its age (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only list the jobs that would be deleted."),
+) -> None:
+    """Delete finished jobs: their artifacts, the uploads no other job uses, their records."""
+    from spinbot.control.lifecycle import expire_jobs
+
+    try:
+        runner = _runner()
+        days = older_than if older_than is not None else runner.settings.job_retention_days
+        if days is None and not job:
+            raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")
+        ids = [runner.jobs.get(job_id).id for job_id in job]  # every named job exists, before deleting any
+        if not dry_run:
+            for job_id in ids:
+                runner.delete_job(job_id)
+        ids += expire_jobs(runner, days, dry_run) if days is not None else []
+    except SpinBotError as err:
+        fail(str(err))
+    for job_id in ids:
+        typer.echo(job_id)
+    err_console.print(f"{'would delete' if dry_run else 'deleted'} {len(ids)} job(s)", highlight=False)
 
 
 @app.command(cls=Command)

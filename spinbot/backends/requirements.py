@@ -1,6 +1,8 @@
 """What each backend needs of a node's params, checked when the job is submitted, without loading the backend.
 
-A backend checks these again when it runs (a worker may be configured differently from the control plane that
+Choices every backend shares (schedulers, face detectors) are the params models' own types, and the model files
+a native backend needs are each task's `check` (spinbot.tasks.model_files); these are the rest. A backend checks
+these again when it runs (a worker may be configured differently from the control plane that
 admitted the job), but with the same rules a job that cannot run is refused before any of its nodes starts,
 instead of failing after the speech was made. Nothing here imports torch or a model: the API can run it.
 """
@@ -11,11 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from spinbot.errors import ParamsError
-
-# spinbot.backends.talk.infinitetalk.sampler.SCHEDULERS and spinbot.backends.upscale.native.DETECTOR_FILES (those
-# modules import torch); tests/unit/test_admission.py keeps them equal.
-NATIVE_TALK_SCHEDULERS = ("euler", "unipc", "dpm++_sde")
-NATIVE_FACE_DETECTORS = ("retinaface_resnet50",)
 
 Check = Callable[[str, Any, dict[str, Any]], None]  # (node id, validated params, the job's input values)
 
@@ -28,34 +25,15 @@ def tts_native(node_id: str, params: Any, values: dict[str, Any]) -> None:
 
 
 def talk_native(node_id: str, params: Any, values: dict[str, Any]) -> None:
-    if params.sampling_scheduler not in NATIVE_TALK_SCHEDULERS:
-        raise ParamsError(f"{node_id}.sampling_scheduler: {params.sampling_scheduler!r} is not available in the "
-                          f"native backend; use one of: {', '.join(NATIVE_TALK_SCHEDULERS)}")
     if params.motion_frame < 1:
         raise ParamsError(f"{node_id}.motion_frame: the native backend needs at least 1: each window continues "
                           "from the last frames of the one before")
-
-
-def upscale_lite(node_id: str, params: Any, values: dict[str, Any]) -> None:
-    from spinbot.backends.upscale.base import scale_from_model_name
-
-    try:
-        scale_from_model_name(params.model_name_0)
-    except ParamsError as err:
-        raise ParamsError(f"{node_id}.{err}") from None
-
-
-def upscale_native(node_id: str, params: Any, values: dict[str, Any]) -> None:
-    if params.facedetection not in NATIVE_FACE_DETECTORS:
-        raise ParamsError(f"{node_id}.facedetection: {params.facedetection!r} is not available in the native "
-                          f"backend; use one of: {', '.join(NATIVE_FACE_DETECTORS)}")
 
 
 # task -> backend name -> check; a backend missing here needs nothing beyond its params model.
 REQUIREMENTS: dict[str, dict[str, Check]] = {
     "f5_to_tts": {"native": tts_native},
     "infinite_talk": {"native": talk_native},
-    "upscale_video": {"lite": upscale_lite, "native": upscale_native},
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from spinbot.backends.registry import backend_name
 from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
 from spinbot.control.requests import JobRequest
+from spinbot.control.script import ScriptParams
 from spinbot.errors import InputError, ParamsError
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
@@ -22,8 +23,7 @@ from spinbot.storage.base import ArtifactStore, check_key
 from spinbot.tasks.base import TaskParams
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
-
-SCRIPT_TASK, TTS_TASK = "script.generateScript", "f5_to_tts"
+from spinbot.tasks.tts import TextToSpeechParams
 
 
 class Admission:
@@ -43,34 +43,32 @@ class Admission:
     # `nodes`: each node's params, of its task's own model (ScriptParams, TextToSpeechParams, ...), picked by task.
     def check_texts(self, spec: PipelineSpec, nodes: dict[str, Any], request: JobRequest) -> None:
         if not request.prompt.strip() and not any(
-                node.task == SCRIPT_TASK and (nodes[node.id].text or "").strip() for node in spec.nodes):
+                isinstance(given, ScriptParams) and (given.text or "").strip() for given in nodes.values()):
             raise InputError("prompt is empty: give a prompt, or your own script (script.text)")
         s = self.settings
         _refuse_long(request.prompt, s.max_prompt_chars, "prompt", "SPINBOT_MAX_PROMPT_CHARS")
         _refuse_long(request.ref_text or "", s.max_ref_text_chars, "ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
-        for node in spec.nodes:
-            given = nodes[node.id]
-            if node.task == SCRIPT_TASK and given.text:
-                _refuse_long(given.text, s.max_script_chars, f"{node.id}.text", "SPINBOT_MAX_SCRIPT_CHARS")
-            if node.task == TTS_TASK and given.ref_text:
-                _refuse_long(given.ref_text, s.max_ref_text_chars, f"{node.id}.ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
+        for node_id, given in nodes.items():
+            if isinstance(given, ScriptParams) and given.text:
+                _refuse_long(given.text, s.max_script_chars, f"{node_id}.text", "SPINBOT_MAX_SCRIPT_CHARS")
+            if isinstance(given, TextToSpeechParams) and given.ref_text:
+                _refuse_long(given.ref_text, s.max_ref_text_chars, f"{node_id}.ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
 
     def check_speech_length(self, spec: PipelineSpec, nodes: dict[str, Any]) -> None:
         """Each speech node's script (the user's text, or the words asked of the LLM) at that node's speed."""
-        for node in spec.nodes:
-            if node.task != TTS_TASK:
+        for node_id, speech in nodes.items():
+            if not isinstance(speech, TextToSpeechParams):
                 continue
-            script = next((a for a in reversed(spec.ancestors(node.id)) if spec.node(a).task == SCRIPT_TASK), None)
+            script = next((a for a in reversed(spec.ancestors(node_id)) if isinstance(nodes[a], ScriptParams)), None)
             if script is None:
                 continue  # a pipeline whose text comes from elsewhere: the task checks it when it runs
             given = nodes[script]
-            chars: float
+            assert isinstance(given, ScriptParams)
             if given.text:
-                chars, what = len(given.text), f"{script}.text"
+                chars, what = float(len(given.text)), f"{script}.text"
             else:
                 chars, what = words_to_chars(given.words), f"{script}.words ({given.words} words asked of the LLM)"
-            seconds = estimate_seconds(chars, nodes[node.id].speed)
-            refuse_over_limit(seconds, self.settings.max_speech_seconds, what)
+            refuse_over_limit(estimate_seconds(chars, speech.speed), self.settings.max_speech_seconds, what)
 
     def check_backends(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
         values = {"ref_text": request.ref_text or ""}
@@ -93,11 +91,11 @@ class Admission:
             elif "narrator_voice" in request.input_keys:
                 path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
                 check_voice(path, self.settings.min_voice_seconds, "the narrator voice")
-            for node in spec.nodes:
-                key = getattr(nodes[node.id], "narrator_voice", None) if node.task == TTS_TASK else None
-                if key:
-                    path = self._fetch(self._named_key(node.id, key, request.owner), Path(tmp) / node.id)
-                    check_voice(path, self.settings.min_voice_seconds, f"{node.id}.narrator_voice")
+            for node_id, given in nodes.items():
+                if isinstance(given, TextToSpeechParams) and given.narrator_voice:
+                    path = self._fetch(self._named_key(node_id, given.narrator_voice, request.owner),
+                                       Path(tmp) / node_id)
+                    check_voice(path, self.settings.min_voice_seconds, f"{node_id}.narrator_voice")
 
     def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
         """A stored file a param names: it exists, and with API keys it is one of the owner's uploads."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from spinbot.control.admission import Admission
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
+from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.requests import JobRequest
 from spinbot.errors import ParamsError, SpinBotError, TaskFailed
 from spinbot.pipelines.planner import compile_graph
@@ -23,6 +24,7 @@ from spinbot.state import store as st
 from spinbot.state.checkpoints import open_checkpointer
 from spinbot.state.db import get_engine
 from spinbot.state.events import Event, EventBus, make_event_bus
+from spinbot.state.lease import LeaseStore
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
 from spinbot.tasks.base import Cancelled, NodeOutput, did_you_mean, validate_params
 from spinbot.tasks.catalog import load_task
@@ -65,6 +67,7 @@ class Runner:
         self.artifacts = artifacts or open_store(self.settings.resolved_storage_url)
         self.dispatcher = dispatcher or make_dispatcher(self.settings, self.artifacts)
         self.events = events or make_event_bus(self.settings.redis_url)
+        self.leases = LeaseKeeper(LeaseStore(self.jobs.engine), self.settings.job_lease_seconds)
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
     def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -104,7 +107,10 @@ class Runner:
                 artifacts[name] = key
         inputs = {"values": {"prompt": request.prompt, "ref_text": request.ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
-        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, request.owner, request.priority)
+        # Born leased to this process: no other one can start it before this one does.
+        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, request.owner, request.priority,
+                             lease=(self.leases.owner, self.leases.seconds))
+        self.leases.adopt(job_id)
         self.events.publish(Event(job_id, "job", st.PENDING))
         return job_id
 
@@ -115,10 +121,34 @@ class Runner:
             yield compile_graph(spec, self.run_node, saver)
 
     def run(self, job_id: str) -> st.JobView:
-        """Run (or resume) a job to the end in this process; returns its final view."""
-        job = self.jobs.get(job_id)
-        if job.status in st.FINAL_STATES and job.status != st.FAILED:
-            return job
+        """Run (or resume) a job to the end in this process; returns its final view. Raises Conflict while
+        another process holds the job's lease; Ctrl-C marks the job interrupted (and goes on up)."""
+        if self._done(self.jobs.get(job_id)):
+            self.leases.release(job_id)  # born leased here, finished (cancelled) before it started
+            return self.jobs.get(job_id)
+        self.leases.require(job_id)
+        try:
+            job = self.jobs.get(job_id)  # again, as its owner: the last one may have finished it meanwhile
+            if self._done(job):
+                return job
+            self._drive(job)
+        except LeaseLost as err:
+            log.warning("stopped driving the job: %s", err, extra={"job_id": job_id})
+        except KeyboardInterrupt:
+            self._finish(job_id, st.INTERRUPTED, "interrupted by its user; resume with: spinbot run --resume "
+                         f"{job_id}")
+            raise
+        finally:
+            self.leases.release(job_id)
+        return self.jobs.get(job_id)
+
+    @staticmethod
+    def _done(job: st.JobView) -> bool:
+        return job.status in st.FINAL_STATES and job.status != st.FAILED
+
+    def _drive(self, job: st.JobView) -> None:
+        """The graph from its last checkpoint to the end; the job's final state is recorded here."""
+        job_id = job.id
         spec = get_pipeline(job.pipeline, self.settings.pipelines)
         config = {"configurable": {"thread_id": job_id}}
         self.jobs.set_job_status(job_id, st.RUNNING)
@@ -138,11 +168,14 @@ class Runner:
                 raise TaskFailed(f"the pipeline ended with nodes that did not finish: {', '.join(unfinished)}")
         except JobCancelled as err:
             self._finish(job_id, st.CANCELLED, str(err))
+        except LeaseLost:
+            raise  # the job is another process's now: record nothing
         except Exception as err:  # noqa: BLE001 - any failure ends the job as failed, with its message
+            if self.leases.is_lost(job_id):
+                raise LeaseLost(f"job {job_id}: lost its lease while it ran") from err
             self._finish(job_id, st.FAILED, str(err) or type(err).__name__)
         else:
             self._finish(job_id, st.SUCCEEDED)
-        return self.jobs.get(job_id)
 
     def _unfinished_nodes(self, job_id: str) -> list[str]:
         return [n.node_id for n in self.jobs.get(job_id).nodes if n.status != st.SUCCEEDED]
@@ -152,11 +185,13 @@ class Runner:
         for node in self.jobs.get(job_id).nodes:
             if status == st.CANCELLED and node.status in (st.PENDING, st.QUEUED, st.RUNNING):
                 self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
+            if status == st.INTERRUPTED and node.status in (st.QUEUED, st.RUNNING):
+                self.jobs.node_status(job_id, node.node_id, st.INTERRUPTED)
         self.events.publish(Event(job_id, "job", status, message=error))
 
     def reopen(self, job_id: str) -> bool:
-        """Mark a failed job pending again (a retry); its finished nodes stay finished. False when the job was not
-        failed at that moment: of concurrent retries, exactly one reopens it."""
+        """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when
+        the job was neither at that moment: of concurrent retries, exactly one reopens it."""
         if not self.jobs.reopen_failed(job_id):
             return False
         self.events.publish(Event(job_id, "job", st.PENDING))
@@ -165,8 +200,17 @@ class Runner:
     def cancel(self, job_id: str) -> None:
         self.jobs.request_cancel(job_id)
         job = self.jobs.get(job_id)
-        if job.status == st.PENDING:
-            self._finish(job_id, st.CANCELLED, "cancelled before it started")
+        if job.status in (st.PENDING, st.INTERRUPTED):  # nothing runs it to notice the request
+            self._finish(job_id, st.CANCELLED, "cancelled before it started" if job.status == st.PENDING else
+                         "cancelled while interrupted")
+            self.leases.release(job_id)
+
+    def delete_job(self, job_id: str) -> None:
+        """Delete a finished job with its artifacts and the uploads no other job uses (spinbot.control.lifecycle);
+        JobNotFound for an unknown job, Conflict while it is pending or running."""
+        from spinbot.control.lifecycle import delete_job
+
+        delete_job(self, job_id)
 
     def run_node(self, job_id: str, node_id: str, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """One pipeline node: never re-run a finished node; record states, progress, output and artifacts."""
@@ -176,23 +220,27 @@ class Runner:
             return node.output
         if job.cancel_requested:
             raise JobCancelled(f"job cancelled before node '{node_id}'")
+        self.leases.confirm(job_id)  # only the job's owner starts a node: never two processes the same node
         request = self._request(job, node, upstream)
         report = self._reporter(job_id, node_id)
-        is_cancelled = lambda: self.jobs.is_cancel_requested(job_id)  # noqa: E731
         inline = node.plane == "node"
         self.jobs.node_started(job_id, node_id, st.RUNNING if inline else st.QUEUED)
         self.events.publish(Event(job_id, "node", st.RUNNING if inline else st.QUEUED, node_id))
         started = time.monotonic()
         try:
             if inline:
-                output = execute_task(request, self.artifacts, report, is_cancelled)
+                output = execute_task(request, self.artifacts, report, self._cancel_check(job_id))
             else:
-                output = self.dispatcher.run(request, report, is_cancelled)
+                output = self.dispatcher.run(request, report, self._cancel_check(job_id))
+        except LeaseLost:
+            raise
         except Cancelled as err:
             self.jobs.node_status(job_id, node_id, st.CANCELLED, error=str(err))
             self.events.publish(Event(job_id, "node", st.CANCELLED, node_id))
             raise JobCancelled(str(err)) from None
         except Exception as err:
+            if self.leases.is_lost(job_id):
+                raise LeaseLost(f"job {job_id}: lost its lease during node '{node_id}'") from err
             message = f"node '{node_id}' ({node.task}) failed: {err}"
             # Expected failures (bad input, missing backend) are one line; anything else keeps its traceback.
             log.warning("node failed", extra={"job_id": job_id, "node_id": node_id, "error": str(err)},
@@ -203,6 +251,16 @@ class Runner:
         result = self._record(job_id, node_id, output, time.monotonic() - started)
         self.events.publish(Event(job_id, "node", st.SUCCEEDED, node_id, progress=1.0))
         return result
+
+    def _cancel_check(self, job_id: str) -> Callable[[], bool]:
+        """Asked by the running task at each progress report: a lost lease stops it (LeaseLost) before it could
+        write anything more; a cancel request ends it as cancelled."""
+
+        def is_cancelled() -> bool:
+            self.leases.check(job_id)
+            return self.jobs.is_cancel_requested(job_id)
+
+        return is_cancelled
 
     def _request(self, job: st.JobView, node: st.NodeView, upstream: dict[str, dict[str, Any]]) -> TaskRequest:
         values = dict(job.inputs.get("values", {}))

@@ -32,6 +32,11 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The process driving the job (spinbot.state.lease): it renews lease_expires_at while it runs the job, and
+    # another process may take the job over only once that time has passed.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
 
     nodes: Mapped[list[NodeRun]] = relationship(back_populates="job", order_by="NodeRun.position")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="job", order_by="Artifact.id")

@@ -6,19 +6,23 @@ import builtins
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, cast
+from datetime import datetime, timedelta
+from typing import Any, Iterable, cast
 
-from sqlalchemy import CursorResult, Engine, func, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from spinbot.errors import JobNotFound
+from spinbot.state.lease import database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
 
-PENDING, QUEUED, RUNNING = "pending", "queued", "running"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "queued", "running", "succeeded", "failed", "cancelled"
+INTERRUPTED = "interrupted"  # stopped by its user (Ctrl-C in `spinbot run`): resumed only when asked to
+NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+RETRYABLE_STATES = (FAILED, INTERRUPTED)  # a retry makes them pending again
+# Jobs a control plane resumes on its own when nobody holds them (at start, and when their owner's lease expired).
+ORPHAN_STATES = (PENDING, QUEUED, RUNNING)
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,16 @@ class JobStore:
 
     def create_job(self, job_id: str, pipeline: str, nodes: Iterable[tuple[str, str, str]],
                    inputs: dict[str, Any], params: dict[str, Any], owner: str | None = None,
-                   priority: int | None = None) -> JobView:
+                   priority: int | None = None, lease: tuple[str, float] | None = None) -> JobView:
+        """A new pending job; with `lease` (owner, seconds) it is born leased to its creator, so no other process
+        can take it between its creation and its start."""
         with self.session() as s, s.begin():
             job = Job(id=job_id, pipeline=pipeline, status=PENDING, owner=owner, priority=priority, inputs=inputs,
                       params=params, created_at=utcnow())
+            if lease is not None:
+                now = database_now(s)
+                job.lease_owner, job.heartbeat_at = lease[0], now
+                job.lease_expires_at = now + timedelta(seconds=lease[1])
             s.add(job)
             for pos, (node_id, task, plane) in enumerate(nodes):
                 s.add(NodeRun(job_id=job_id, node_id=node_id, position=pos, task=task, plane=plane, status=PENDING,
@@ -109,6 +119,12 @@ class JobStore:
                 raise JobNotFound(f"job '{job_id}' not found")
             return _view(job)
 
+    def finished_before(self, cutoff: datetime) -> list[str]:
+        """Finished jobs (succeeded, failed, cancelled) that finished before `cutoff`, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(Job.id).where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
+                                  .order_by(Job.finished_at)))
+
     def list(self, owner: str | None = None, limit: int = 20, offset: int = 0,
              status: str | None = None) -> tuple[list[JobView], int]:
         with self.session() as s:
@@ -123,9 +139,20 @@ class JobStore:
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
             return [_view(j) for j in jobs], s.scalar(count_q) or 0
 
-    def unfinished_job_ids(self) -> builtins.list[str]:  # `list` is a method here
+    def input_keys_in_use(self, except_job: str, owner: str | None) -> set[str]:
+        """Every stored input that the owner's jobs other than `except_job` name (uploads are per owner, so no
+        other owner's job can name them)."""
         with self.session() as s:
-            return list(s.scalars(select(Job.id).where(Job.status.not_in(FINAL_STATES)).order_by(Job.created_at)))
+            same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
+            rows = s.scalars(select(Job.inputs).where(Job.id != except_job, same_owner))
+            return {key for inputs in rows for key in (inputs or {}).get("artifacts", {}).values()}
+
+    def delete_job(self, job_id: str) -> None:
+        """The job's rows: its node runs, artifact records and the job itself."""
+        with self.session() as s, s.begin():
+            s.execute(delete(Artifact).where(Artifact.job_id == job_id))
+            s.execute(delete(NodeRun).where(NodeRun.job_id == job_id))
+            s.execute(delete(Job).where(Job.id == job_id))
 
     def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}
@@ -141,10 +168,11 @@ class JobStore:
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def reopen_failed(self, job_id: str) -> bool:
-        """failed -> pending in one conditional UPDATE; True only for the caller whose update changed the row."""
+        """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
+        changed the row."""
         with self.session() as s, s.begin():
-            result = cast("CursorResult[Any]",  # an UPDATE's result: it has rowcount
-                          s.execute(update(Job).where(Job.id == job_id, Job.status == FAILED).values(status=PENDING)))
+            result = cast("CursorResult[Any]", s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES))
+                               .values(status=PENDING)))
             return result.rowcount == 1
 
     def request_cancel(self, job_id: str) -> None:

@@ -30,7 +30,7 @@ from spinbot.tasks.live import LiveOutput
 # restoration flicker off and on.
 DETECT_EVERY = 10
 HOLD_MISSES = 2
-# The face detectors the native backend loads (spinbot.backends.upscale.native.DETECTOR_FILES).
+# The face detectors the native backend loads (spinbot.backends.upscale.model_loading.DETECTOR_FILES).
 FaceDetector = Literal["retinaface_resnet50"]
 
 

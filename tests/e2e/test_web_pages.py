@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from spinbot.control.runner import Runner
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from tests.e2e.conftest import API_KEY, Server, free_port, server_env, stop, wait_until_healthy
 from tests.e2e.test_web import JOB_SECONDS, SHORT_SCRIPT, job_error, open_page, param_input, wait_for_job_end
@@ -179,11 +178,6 @@ def test_a_job_with_its_own_script_shows_everything_it_did_and_can_be_reused_and
     expect(page.locator("#delete-job")).to_be_visible()
     with page.expect_response(lambda r: r.url.endswith(f"/v1/jobs/{job_id}") and r.request.method == "DELETE") as d:
         page.click("#delete-job")
-    if d.value.status == 501:  # the route is there, Runner.delete_job (the artifact lifecycle) not yet
-        assert not hasattr(Runner, "delete_job")
-        expect(page.locator("#job-error")).to_have_text("delete failed: deleting jobs is not available in this version")
-        expect(page.locator("#job")).to_be_visible()  # nothing is hidden that was not deleted
-        return
     assert d.value.status == 204
     expect(page.locator("#job")).to_be_hidden()
     expect(page.locator(f'#jobs .job-item[data-job="{job_id}"]')).to_have_count(0)

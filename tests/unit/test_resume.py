@@ -29,6 +29,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.02):
 
 def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path, spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_TALK_MAX_PIXELS", str(192 * 192))
+    monkeypatch.setenv("SPINBOT_JOB_LEASE_SECONDS", "3")  # the resume waits out the killed process's lease
     env = dict(os.environ)
     jobs = JobStore(get_engine(get_settings().resolved_database_url))
     args = ["run", "--prompt", "resume test", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()),

@@ -25,7 +25,8 @@ def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
                           "VALUES ('a' , 'p', 'succeeded', '{}', '{}', 0, '2026-01-01')"))
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
-    assert "priority" in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+    assert {"priority", "lease_owner", "lease_expires_at", "heartbeat_at"} <= columns
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, priority FROM jobs")).all() == [("a", None)]
     with engine.begin() as conn:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 from sse_starlette.sse import EventSourceResponse
 
 from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
@@ -19,10 +19,10 @@ from spinbot.api.schemas import JobCreate, JobOut, JobPage
 from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError
 from spinbot.pipelines.spec import get_pipeline
-from spinbot.state.store import FINAL_STATES, JobView
+from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, JobView
 
 router = APIRouter(tags=["jobs"])
-JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 # With no event for this long, the stream looks at the job's row: a job whose process died without a final event
 # still ends its streams. SSE pings (every 10 s) keep idle connections open meanwhile.
@@ -69,25 +69,24 @@ def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
 @router.post("/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut,
              responses=error_responses(401, 404, 409, 422))
 def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
-    """Run a failed job again from its first unfinished node. Of concurrent retries one wins; the others get 409."""
+    """Run a failed (or interrupted) job again from its first unfinished node. Of concurrent retries one wins; the
+    others get 409."""
     job = services.owned_job(job_id, owner)
     # pending again, with an event, before 202 (live readers follow the new run); only if it is still failed now
     if not services.runner.reopen(job_id):
-        status = services.runner.jobs.get(job_id).status if job.status == "failed" else job.status
-        raise Conflict(f"job '{job_id}' is {status}; only failed jobs can be retried")
+        status = services.runner.jobs.get(job_id).status if job.status in RETRYABLE_STATES else job.status
+        raise Conflict(f"job '{job_id}' is {status}; only failed jobs (or interrupted ones) can be retried")
     services.executor.submit(job_id)
     return JobOut.of(services.runner.jobs.get(job_id))
 
 
 @router.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response,
-               responses=error_responses(401, 404, 409, 422, 501))
+               responses=error_responses(401, 404, 409, 422))
 def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
-    """Delete a finished job: its record, artifacts and the uploads it used (409 while it runs)."""
+    """Delete a finished job: its record, artifacts and the uploads no other job of the key uses (409 while it may
+    still run)."""
     services.owned_job(job_id, owner)
-    delete = getattr(services.runner, "delete_job", None)
-    if delete is None:  # Runner.delete_job lands with the artifact lifecycle
-        raise HTTPException(501, "deleting jobs is not available in this version")
-    delete(job_id)
+    services.runner.delete_job(job_id)
     return Response(status_code=204)
 
 

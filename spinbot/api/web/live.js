@@ -204,7 +204,7 @@ export class JobView {
     badge.textContent = status;
     badge.dataset.status = status;
     this.$("#cancel-job").hidden = isFinal(status);
-    this.$("#retry-job").hidden = status !== "failed";
+    this.$("#retry-job").hidden = !["failed", "interrupted"].includes(status);
     this.$("#edit-job").hidden = status !== "failed";
     this.$("#delete-job").hidden = !isFinal(status);
     this.showOverall();

@@ -1,0 +1,81 @@
+"""Deleting jobs: their artifacts, the uploads no other job names, their checkpoints and their rows.
+
+Nothing a running job needs is deleted: only a job that is finished (or interrupted by its user) can go, and the
+deleting process holds the job's lease meanwhile, so no other process can start it (a retry) halfway through.
+Retention (SPINBOT_JOB_RETENTION_DAYS) deletes finished jobs that finished longer ago than that; `spinbot gc` and
+the API's sweeper apply it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+from spinbot.errors import Conflict, JobNotFound
+from spinbot.state import store as st
+from spinbot.state.checkpoints import open_checkpointer
+from spinbot.state.models import utcnow
+
+if TYPE_CHECKING:
+    from spinbot.control.runner import Runner
+
+log = logging.getLogger(__name__)
+
+DELETABLE_STATES = (*st.FINAL_STATES, st.INTERRUPTED)
+
+
+def delete_job(runner: Runner, job_id: str) -> None:
+    """Delete a finished job's stored files and records; JobNotFound if there is no such job, Conflict while
+    it is pending or running (here or in another process)."""
+    _refuse_unless_deletable(runner.jobs.get(job_id))
+    runner.leases.require(job_id)
+    try:
+        job = runner.jobs.get(job_id)  # again, as the lease holder: a retry may have started it meanwhile
+        _refuse_unless_deletable(job)
+        for folder in _folders_to_delete(runner, job):
+            runner.artifacts.delete_prefix(folder)
+        with open_checkpointer(runner.settings) as saver:
+            saver.delete_thread(job_id)
+        runner.jobs.delete_job(job_id)
+    finally:
+        runner.leases.release(job_id)
+    log.info("job deleted", extra={"job_id": job_id})
+
+
+def expire_jobs(runner: Runner, days: float, dry_run: bool = False) -> list[str]:
+    """Delete the jobs that finished more than `days` days ago; returns their ids (those it would delete, with
+    dry_run). A job retried or deleted meanwhile is skipped."""
+    expired = runner.jobs.finished_before(utcnow() - timedelta(days=days))
+    if dry_run:
+        return expired
+    deleted = []
+    for job_id in expired:
+        try:
+            delete_job(runner, job_id)
+        except (Conflict, JobNotFound) as err:
+            log.info("expired job not deleted", extra={"job_id": job_id, "reason": str(err)})
+            continue
+        deleted.append(job_id)
+    return deleted
+
+
+def _refuse_unless_deletable(job: st.JobView) -> None:
+    if job.status not in DELETABLE_STATES:
+        raise Conflict(f"job {job.id} is {job.status}; cancel it and wait until it has stopped to delete it")
+
+
+def _folders_to_delete(runner: Runner, job: st.JobView) -> list[str]:
+    """The job's own folder (its inputs and every node's artifacts), and the folder of each upload it used that
+    none of the owner's other jobs names."""
+    in_use = runner.jobs.input_keys_in_use(job.id, job.owner)
+    uploads = {str(PurePosixPath(key).parent) for key in job.inputs.get("artifacts", {}).values()
+               if _is_upload(key) and key not in in_use}
+    return [f"jobs/{job.id}", *sorted(uploads)]
+
+
+def _is_upload(key: str) -> bool:
+    # uploads/<owner>/<upload id>/<kind>.<ext>: the upload id's folder holds that one file
+    parts = PurePosixPath(key).parts
+    return len(parts) == 4 and parts[0] == "uploads"
