@@ -49,8 +49,10 @@ START_SECONDS = 60
 # ---- the stream holder (a child process: `api_streams.py --hold PORT IDS_FILE`) -------------------------------
 async def _hold_one(port: int, job_id: str, counts: dict[str, int], ready: asyncio.Event, opened: list) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n"
-                 "Accept: text/event-stream\r\n\r\n".encode())
+    writer.write(
+        f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {KEY}\r\n"
+        "Accept: text/event-stream\r\n\r\n".encode()
+    )
     await writer.drain()
     status = (await reader.readline()).split()[1]
     if status != b"200":
@@ -91,8 +93,12 @@ class StreamHolder:
     def __init__(self, port: int, ids: list[str], folder: Path, redis_url: str | None):
         ids_file = folder / f"ids-{len(ids)}-{time.monotonic_ns()}.json"
         ids_file.write_text(json.dumps(ids))
-        self.proc = subprocess.Popen([sys.executable, __file__, "--hold", str(port), str(ids_file), redis_url or ""],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--hold", str(port), str(ids_file), redis_url or ""],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         if not line or json.loads(line).get("ready") != len(ids):
             raise RuntimeError(f"the stream holder did not open its {len(ids)} streams: {line!r}")
@@ -118,13 +124,24 @@ class Server:
         self.data, self.spool = folder / "data", folder / "spool"
         self.spool.mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
-        env.update({"SPINBOT_DATA_DIR": str(self.data), "SPINBOT_API_KEYS": KEY, "TMPDIR": str(self.spool),
-                    "SPINBOT_LOG_LEVEL": "WARNING", "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9"})
+        env.update(
+            {
+                "SPINBOT_DATA_DIR": str(self.data),
+                "SPINBOT_API_KEYS": KEY,
+                "TMPDIR": str(self.spool),
+                "SPINBOT_LOG_LEVEL": "WARNING",
+                "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",
+            }
+        )
         if redis_url:
             env["SPINBOT_REDIS_URL"] = redis_url
         self.log = open(folder / "server.log", "wb")  # noqa: SIM115 - the server writes to it until stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "spinbot", "serve", "--port", str(self.port)], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spinbot", "serve", "--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -184,8 +201,14 @@ def _running_jobs(data_dir: Path, count: int) -> list[str]:
     ids = []
     for _ in range(count):
         job_id = jobs.new_id()
-        jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")],
-                        {"values": {"prompt": "bench"}, "artifacts": {}}, {}, owner_of(KEY))
+        jobs.create_job(
+            job_id,
+            "f5tts_infinitetalk",
+            [("f5_to_tts", "f5_to_tts", "python")],
+            {"values": {"prompt": "bench"}, "artifacts": {}},
+            {},
+            owner_of(KEY),
+        )
         jobs.set_job_status(job_id, RUNNING)
         ids.append(job_id)
     return ids
@@ -223,8 +246,12 @@ def _probe(port: int, count: int) -> dict[str, float]:
         times.append(ms)
         time.sleep(PROBE_GAP_S)
     times.sort()
-    return {"probes": count, "p50_ms": round(statistics.median(times), 2),
-            "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 2), "max_ms": round(times[-1], 2)}
+    return {
+        "probes": count,
+        "p50_ms": round(statistics.median(times), 2),
+        "p99_ms": round(times[min(len(times) - 1, int(0.99 * len(times)))], 2),
+        "max_ms": round(times[-1], 2),
+    }
 
 
 def bench_streams(server: Server, redis_url: str | None, levels: list[int], probes: int, folder: Path) -> list[dict]:
@@ -301,9 +328,11 @@ class Sampler(threading.Thread):
 def _send_upload(port: int, total: int, key: bool, declare_length: bool) -> dict:
     """Headers, then the body 1 MiB at a time until the server answers or closes, or all of it went out."""
     boundary = "benchboundary"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="kind"\r\n\r\nportrait\r\n--{boundary}\r\n'
-            'Content-Disposition: form-data; name="file"; filename="big.png"\r\n'
-            "Content-Type: image/png\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="kind"\r\n\r\nportrait\r\n--{boundary}\r\n'
+        'Content-Disposition: form-data; name="file"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
     lines = ["POST /v1/uploads HTTP/1.1", "Host: bench", f"Content-Type: multipart/form-data; boundary={boundary}"]
     if key:
         lines.append(f"Authorization: Bearer {KEY}")
@@ -315,7 +344,7 @@ def _send_upload(port: int, total: int, key: bool, declare_length: bool) -> dict
         while sent < total:
             if select.select([sock], [], [], 0)[0]:
                 break
-            piece = head + chunk[len(head):] if sent == 0 else chunk[: min(MiB, total - sent)]
+            piece = head + chunk[len(head) :] if sent == 0 else chunk[: min(MiB, total - sent)]
             sock.sendall(piece if declare_length else f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             sent += len(piece)
         if sent >= total and not declare_length:
@@ -330,15 +359,21 @@ def _send_upload(port: int, total: int, key: bool, declare_length: bool) -> dict
     finally:
         sock.close()
     status = int(answer.split()[1]) if answer.startswith(b"HTTP/1.1") else None
-    return {"status": status, "answer_ms": round((time.perf_counter() - started) * 1000, 1),
-            "body_sent_before_answer_mib": round(sent / MiB, 1),
-            "connection_close": b"connection: close" in answer.lower()}
+    return {
+        "status": status,
+        "answer_ms": round((time.perf_counter() - started) * 1000, 1),
+        "body_sent_before_answer_mib": round(sent / MiB, 1),
+        "connection_close": b"connection: close" in answer.lower(),
+    }
 
 
 def bench_upload(server: Server, total: int) -> list[dict]:
     results = []
-    cases = [("no key, Content-Length", False, True), ("key, Content-Length", True, True),
-             ("key, chunked (no length)", True, False)]
+    cases = [
+        ("no key, Content-Length", False, True),
+        ("key, Content-Length", True, True),
+        ("key, chunked (no length)", True, False),
+    ]
     for name, key, declare in cases:
         hwm_before = server.memory_kib("VmHWM")
         rss_before = server.memory_kib("VmRSS")
@@ -349,10 +384,14 @@ def bench_upload(server: Server, total: int) -> list[dict]:
         time.sleep(0.3)
         sampler.done.set()
         sampler.join()
-        row.update({"peak_disk_written_mib": round(max(0, sampler.peak_disk - disk_before) / MiB, 2),
-                    "server_rss_before_mib": round(rss_before / 1024, 1),
-                    "server_rss_peak_mib": round(sampler.peak_rss_kib / 1024, 1),
-                    "server_peak_rss_grew_mib": round((server.memory_kib("VmHWM") - hwm_before) / 1024, 1)})
+        row.update(
+            {
+                "peak_disk_written_mib": round(max(0, sampler.peak_disk - disk_before) / MiB, 2),
+                "server_rss_before_mib": round(rss_before / 1024, 1),
+                "server_rss_peak_mib": round(sampler.peak_rss_kib / 1024, 1),
+                "server_peak_rss_grew_mib": round((server.memory_kib("VmHWM") - hwm_before) / 1024, 1),
+            }
+        )
         results.append(row)
         print(json.dumps(row), flush=True)
     return results

@@ -68,19 +68,59 @@ NFE_STEP = 32
 SEED = 290381
 REF_TEXT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 # About 30 s of speech in the Beckett voice (about 7.4 characters per second).
-TEXT = ("Every expert was once a beginner, and every beginner fails more often than not. Failure is not the "
-        "opposite of learning; it is part of it. Each mistake shows you something the book could not, so try "
-        "again, and fail a little better each time.")
+TEXT = (
+    "Every expert was once a beginner, and every beginner fails more often than not. Failure is not the "
+    "opposite of learning; it is part of it. Each mistake shows you something the book could not, so try "
+    "again, and fail a little better each time."
+)
 SMOKE_TEXT = "Every expert was once a beginner. Try again."
-TINY_ARCH = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2, "text_dim": 16, "conv_layers": 1,
-             "text_mask_padding": True, "qk_norm": None, "pe_attn_head": None, "attn_backend": "torch",
-             "attn_mask_enabled": False, "checkpoint_activations": False}
+TINY_ARCH = {
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "dim_head": 16,
+    "ff_mult": 2,
+    "text_dim": 16,
+    "conv_layers": 1,
+    "text_mask_padding": True,
+    "qk_norm": None,
+    "pe_attn_head": None,
+    "attn_backend": "torch",
+    "attn_mask_enabled": False,
+    "checkpoint_activations": False,
+}
 VOCOS_REAL = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
 VOCOS_TINY = {"dim": 32, "intermediate_dim": 64, "num_layers": 1}
-REQUIRED = ["torch", "torchaudio", "numpy", "scipy", "yaml", "safetensors", "einops", "x_transformers", "einx",
-            "torchdiffeq", "ema_pytorch", "pypinyin", "rjieba", "pydub", "hydra", "omegaconf", "vocos", "encodec",
-            "cffi", "soundfile", "soxr", "pydantic", "pydantic_settings", "transformers", "accelerate",
-            "huggingface_hub", "tqdm", "f5_tts"]
+REQUIRED = [
+    "torch",
+    "torchaudio",
+    "numpy",
+    "scipy",
+    "yaml",
+    "safetensors",
+    "einops",
+    "x_transformers",
+    "einx",
+    "torchdiffeq",
+    "ema_pytorch",
+    "pypinyin",
+    "rjieba",
+    "pydub",
+    "hydra",
+    "omegaconf",
+    "vocos",
+    "encodec",
+    "cffi",
+    "soundfile",
+    "soxr",
+    "pydantic",
+    "pydantic_settings",
+    "transformers",
+    "accelerate",
+    "huggingface_hub",
+    "tqdm",
+    "f5_tts",
+]
 STAND_INS = {  # module -> attributes the import-time code touches
     "wandb": {},
     "datasets": {"Dataset": type("Dataset", (), {}), "load_from_disk": None},
@@ -114,6 +154,7 @@ def install_stand_ins() -> list[str]:
 def _unavailable(what: str):
     def call(*args, **kwargs):
         raise RuntimeError(f"{what} is a benchmark stand-in and was called")
+
     return call
 
 
@@ -143,6 +184,7 @@ def patch_torchaudio_load() -> bool:
         torchaudio.load(str(voice_path()))
         return False
     except Exception:  # noqa: BLE001 - ImportError, RuntimeError: any failure means the package cannot read it
+
         def load(path, *args, **kwargs):
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
             return torch.from_numpy(np.ascontiguousarray(data.T)), sr
@@ -185,9 +227,11 @@ def write_models(models: Path, tiny: bool) -> dict[str, Path]:
     vocab_map, vocab_size = get_tokenizer(str(folder / "vocab.txt"), "custom")
     mel = config["mel_spec"]
     torch.manual_seed(0)
-    cfm = CFM(transformer=DiT(**config["arch"], text_num_embeds=vocab_size, mel_dim=mel["n_mel_channels"]),
-              mel_spec_kwargs=dict(mel),
-              vocab_char_map=vocab_map)
+    cfm = CFM(
+        transformer=DiT(**config["arch"], text_num_embeds=vocab_size, mel_dim=mel["n_mel_channels"]),
+        mel_spec_kwargs=dict(mel),
+        vocab_char_map=vocab_map,
+    )
     with torch.no_grad():
         for p in cfm.parameters():
             p.normal_(0.0, 0.02)  # the zero-initialised layers too: every path does real work
@@ -195,8 +239,13 @@ def write_models(models: Path, tiny: bool) -> dict[str, Path]:
     save_file({f"ema_model.{k}": v.contiguous() for k, v in cfm.state_dict().items()}, str(checkpoint))
     params = sum(p.numel() for p in cfm.parameters())
     vocoder = write_vocoder(models / "F5-TTS" / "vocos-mel-24khz", VOCOS_TINY if tiny else VOCOS_REAL)
-    return {"checkpoint": checkpoint, "vocab": folder / "vocab.txt", "vocoder": vocoder, "params": params,
-            "config": folder / "config.yaml" if tiny else None}
+    return {
+        "checkpoint": checkpoint,
+        "vocab": folder / "vocab.txt",
+        "vocoder": vocoder,
+        "params": params,
+        "config": folder / "config.yaml" if tiny else None,
+    }
 
 
 def write_vocoder(folder: Path, sizes: dict[str, int]) -> Path:
@@ -206,12 +255,15 @@ def write_vocoder(folder: Path, sizes: dict[str, int]) -> Path:
 
     folder.mkdir(parents=True)
     config = {
-        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                              "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
-                                            "padding": "center"}},
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
+        },
         "backbone": {"class_path": "vocos.models.VocosBackbone", "init_args": {"input_channels": 100, **sizes}},
-        "head": {"class_path": "vocos.heads.ISTFTHead",
-                 "init_args": {"dim": sizes["dim"], "n_fft": 1024, "hop_length": 256, "padding": "same"}},
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": sizes["dim"], "n_fft": 1024, "hop_length": 256, "padding": "same"},
+        },
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     torch.manual_seed(1)
@@ -261,8 +313,14 @@ def packed_error(models, device: str) -> dict:
     x, cond = (torch.randn(len(lengths), frames, mel, generator=generator).to(device, models.dtype) for _ in "xc")
     text = torch.randint(0, 100, (len(lengths), 300), generator=generator).to(device)
     mask = torch.arange(frames, device=device)[None] < torch.tensor(lengths, device=device)[:, None]
-    args = {"x": x, "cond": cond, "text": text, "time": torch.tensor(0.4, device=device, dtype=models.dtype),
-            "mask": mask, "cfg_infer": True}
+    args = {
+        "x": x,
+        "cond": cond,
+        "text": text,
+        "time": torch.tensor(0.4, device=device, dtype=models.dtype),
+        "mask": mask,
+        "cfg_infer": True,
+    }
     with torch.inference_mode():
         expected = dit.forward.package_forward(**args)
         with known_lengths(dit, lengths):
@@ -272,8 +330,15 @@ def packed_error(models, device: str) -> dict:
     return {"lengths": lengths, "relative_error": float(f"{float(diff):.3g}")}
 
 
-def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile: bool = True,
-             fp8: bool = False, attention: str = "auto") -> dict:
+def run_ours(
+    device: str,
+    text: str,
+    nfe: int,
+    batch_frames: int | None,
+    compile: bool = True,
+    fp8: bool = False,
+    attention: str = "auto",
+) -> dict:
     import torch
 
     from spinbot.backends.tts.base import Reference
@@ -302,8 +367,12 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     from spinbot.backends.tts.f5.loading import Speedups, load_models
     from spinbot.settings import get_settings
 
-    models = load_models(params.model, get_settings().models_dir, torch.device(device),
-                         Speedups(compile=compile, fp8=fp8, attention=attention))
+    models = load_models(
+        params.model,
+        get_settings().models_dir,
+        torch.device(device),
+        Speedups(compile=compile, fp8=fp8, attention=attention),
+    )
     extra["attention_kernel"] = models.cfm.transformer.forward.kernel
     if not fp8:
         extra["packed_vs_package_forward"] = packed_error(models, device)
@@ -313,11 +382,18 @@ def run_ours(device: str, text: str, nfe: int, batch_frames: int | None, compile
     if device == "cuda":
         torch.cuda.empty_cache()
     speech = len(spoken.audio) / f5.SAMPLE_RATE
-    return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),
-            "peak_vram_mib": round(peak, 1), "first_call_seconds": round(first_call, 1),
-            "batch_frames": f5.BATCH_FRAMES[device], "compile": compile and device == "cuda",
-            "fp8": fp8 and device == "cuda",
-            "chunks": spoken.chunks, **extra}
+    return {
+        "seconds": round(seconds, 4),
+        "speech_seconds": round(speech, 3),
+        "rtf": round(seconds / speech, 5),
+        "peak_vram_mib": round(peak, 1),
+        "first_call_seconds": round(first_call, 1),
+        "batch_frames": f5.BATCH_FRAMES[device],
+        "compile": compile and device == "cuda",
+        "fp8": fp8 and device == "cuda",
+        "chunks": spoken.chunks,
+        **extra,
+    }
 
 
 PROFILE = False  # --profile
@@ -338,8 +414,11 @@ def profile(device: str, call) -> dict:
     wall = time.perf_counter() - started
     events = prof.key_averages()
     kernel_us = sum(e.self_device_time_total for e in events if e.device_type.name == "CUDA")
-    table = events.table(sort_by="self_cuda_time_total" if device == "cuda" else "self_cpu_time_total",
-                         row_limit=25, max_name_column_width=70)
+    table = events.table(
+        sort_by="self_cuda_time_total" if device == "cuda" else "self_cpu_time_total",
+        row_limit=25,
+        max_name_column_width=70,
+    )
     print(table, flush=True)
     return {"wall_s_profiled": round(wall, 3), "cuda_kernel_s": round(kernel_us / 1e6, 3), "top": table}
 
@@ -361,8 +440,13 @@ def run_package(device: str, text: str, nfe: int, files: dict) -> dict:
         tiny = OmegaConf.load(str(files["config"]))
         f5_tts.api.OmegaConf = types.SimpleNamespace(load=lambda path: tiny)
 
-    tts = F5TTS(model="F5TTS_v1_Base", ckpt_file=str(files["checkpoint"]), vocab_file=str(files["vocab"]),
-                vocoder_local_path=str(files["vocoder"]), device=device)
+    tts = F5TTS(
+        model="F5TTS_v1_Base",
+        ckpt_file=str(files["checkpoint"]),
+        vocab_file=str(files["vocab"]),
+        vocoder_local_path=str(files["vocoder"]),
+        device=device,
+    )
     quiet = {"show_info": lambda *a, **k: None, "progress": None}
 
     call = functools.partial(tts.infer, str(voice_path()), REF_TEXT, text, nfe_step=nfe, seed=SEED, **quiet)
@@ -371,9 +455,14 @@ def run_package(device: str, text: str, nfe: int, files: dict) -> dict:
     del call, tts
     if device == "cuda":
         torch.cuda.empty_cache()
-    return {"seconds": round(seconds, 4), "speech_seconds": round(speech, 3), "rtf": round(seconds / speech, 5),
-            "peak_vram_mib": round(peak, 1), "dtype": "float16 (the package's choice on CUDA)",
-            "each_call_seconds": [round(t, 4) for t in times]}
+    return {
+        "seconds": round(seconds, 4),
+        "speech_seconds": round(speech, 3),
+        "rtf": round(seconds / speech, 5),
+        "peak_vram_mib": round(peak, 1),
+        "dtype": "float16 (the package's choice on CUDA)",
+        "each_call_seconds": [round(t, 4) for t in times],
+    }
 
 
 ONLY: set[str] | None = None  # --only
@@ -397,8 +486,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny models on the CPU, nothing written")
     parser.add_argument("--out", type=Path, default=None, help=f"result file (default {RESULTS})")
     parser.add_argument("--only", default=None, help="comma-separated paths to time (default: all)")
-    parser.add_argument("--profile", action="store_true", help="only our batched path: 3 more timed calls and a "
-                        "torch.profiler table of one")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only our batched path: 3 more timed calls and a torch.profiler table of one",
+    )
     args = parser.parse_args()
     global ONLY
     ONLY = set(args.only.split(",")) if args.only else None
@@ -414,11 +506,23 @@ def main() -> None:
         sys.exit("no CUDA GPU: run on the device, or use --smoke")
     text, nfe = (SMOKE_TEXT, 2) if args.smoke else (TEXT, NFE_STEP)
     workdir = Path(tempfile.mkdtemp(prefix="f5bench-"))
-    os.environ.update(SPINBOT_MODELS_DIR=str(workdir / "models"), SPINBOT_DATA_DIR=str(workdir / "data"),
-                      SPINBOT_MODEL_CACHE_BYTES=str(8 * 2**30))
-    results: dict = {"benchmark": "f5tts_gpu", "date": date.today().isoformat(), "command": COMMAND,
-                     "machine": machine(), "torch": torch.__version__, "smoke": args.smoke, "stand_ins": stand_ins,
-                     "nfe_step": nfe, "text_chars": len(text), "target_rtf": TARGET_RTF}
+    os.environ.update(
+        SPINBOT_MODELS_DIR=str(workdir / "models"),
+        SPINBOT_DATA_DIR=str(workdir / "data"),
+        SPINBOT_MODEL_CACHE_BYTES=str(8 * 2**30),
+    )
+    results: dict = {
+        "benchmark": "f5tts_gpu",
+        "date": date.today().isoformat(),
+        "command": COMMAND,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "smoke": args.smoke,
+        "stand_ins": stand_ins,
+        "nfe_step": nfe,
+        "text_chars": len(text),
+        "target_rtf": TARGET_RTF,
+    }
     try:
         results["torchaudio_load_replaced"] = patch_torchaudio_load()
         files = write_models(workdir / "models", tiny=args.smoke)

@@ -50,22 +50,26 @@ def main() -> None:
     q, k, v = (torch.randn(rows, HEADS, frames, HEAD_DIM, device=dev, dtype=torch.float16) for _ in range(3))
     mask = torch.arange(frames, device=dev)[None] < torch.tensor(lengths, device=dev)[:, None]
     bias = torch.zeros(rows, 1, 1, frames, dtype=torch.float16, device=dev).masked_fill(
-        ~mask[:, None, None], float("-inf"))
+        ~mask[:, None, None], float("-inf")
+    )
 
     def per_sample(backend):
         def run():
             out = torch.zeros_like(q)
             with sdpa_kernel(backend):
                 for i, n in enumerate(lengths):
-                    out[i:i + 1, :, :n] = F.scaled_dot_product_attention(q[i:i + 1, :, :n], k[i:i + 1, :, :n],
-                                                                         v[i:i + 1, :, :n])
+                    out[i : i + 1, :, :n] = F.scaled_dot_product_attention(
+                        q[i : i + 1, :, :n], k[i : i + 1, :, :n], v[i : i + 1, :, :n]
+                    )
             return out
+
         return run
 
     def batched_bias(backend):
         def run():
             with sdpa_kernel(backend):
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
         return run
 
     def varlen_flash():
@@ -81,6 +85,7 @@ def main() -> None:
         def run():
             out = torch.ops.aten._flash_attention_forward(*packed, cu, cu, frames, frames, 0.0, False, False)[0]
             return out.view(rows, frames, HEADS, HEAD_DIM).transpose(1, 2)
+
         return run
 
     def flex():
@@ -96,6 +101,7 @@ def main() -> None:
 
         def run():
             return compiled(q, k, v, block_mask=block_mask)
+
         return run
 
     def fa4(flash2):
@@ -105,9 +111,11 @@ def main() -> None:
         flat, cu = flash2.flat, flash2.cu
 
         def run():
-            out = flash_attn_varlen_func(*flat, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=frames,
-                                         max_seqlen_k=frames)
+            out = flash_attn_varlen_func(
+                *flat, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=frames, max_seqlen_k=frames
+            )
             return out[0] if isinstance(out, tuple) else out
+
         run.unpack = flash2.unpack
         return run
 
@@ -128,6 +136,7 @@ def main() -> None:
             else:
                 out = torch.ops.aten._cudnn_attention_forward(*flat, None, cu, cu, frames, frames, False)[0]
             return out
+
         run.unpack, run.flat, run.cu = unpack, flat, cu
         return run
 
@@ -144,13 +153,21 @@ def main() -> None:
     }
     truth = torch.zeros(rows, HEADS, frames, HEAD_DIM, device=dev)
     for i, n in enumerate(lengths):
-        truth[i, :, :n] = F.scaled_dot_product_attention(q[i, :, :n].float(), k[i, :, :n].float(),
-                                                         v[i, :, :n].float())
+        truth[i, :, :n] = F.scaled_dot_product_attention(q[i, :, :n].float(), k[i, :, :n].float(), v[i, :, :n].float())
     flops = sum(4 * n * n * HEAD_DIM * HEADS for n in lengths)
-    results: dict = {"benchmark": "f5tts_kernels_gpu", "date": date.today().isoformat(), "command": COMMAND,
-                     "machine": machine(), "torch": torch.__version__, "lengths": lengths, "heads": HEADS,
-                     "head_dim": HEAD_DIM, "dtype": "float16", "useful_tflop_per_call": round(flops / 1e12, 4),
-                     "variants": {}}
+    results: dict = {
+        "benchmark": "f5tts_kernels_gpu",
+        "date": date.today().isoformat(),
+        "command": COMMAND,
+        "machine": machine(),
+        "torch": torch.__version__,
+        "lengths": lengths,
+        "heads": HEADS,
+        "head_dim": HEAD_DIM,
+        "dtype": "float16",
+        "useful_tflop_per_call": round(flops / 1e12, 4),
+        "variants": {},
+    }
     try:
         variants["packed_varlen_fa4"] = fa4(variants["packed_varlen_flash"])
     except ImportError as exc:
@@ -161,9 +178,12 @@ def main() -> None:
             out = run.unpack(out) if hasattr(run, "unpack") else out
             err = max(float((out[i, :, :n].float() - truth[i, :, :n]).abs().max()) for i, n in enumerate(lengths))
             ms = median_ms(run, timed=50)
-            results["variants"][name] = {"ms_per_call": round(ms, 4), "max_abs_error": round(err, 5),
-                                         "useful_tflops": round(flops / ms / 1e9, 1),
-                                         "seconds_per_job": round(ms * CALLS_PER_JOB / 1e3, 4)}
+            results["variants"][name] = {
+                "ms_per_call": round(ms, 4),
+                "max_abs_error": round(err, 5),
+                "useful_tflops": round(flops / ms / 1e9, 1),
+                "seconds_per_job": round(ms * CALLS_PER_JOB / 1e3, 4),
+            }
         except Exception as exc:  # noqa: BLE001 - a kernel that does not take these inputs is a finding, not a stop
             results["variants"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         print(name, results["variants"][name], flush=True)
@@ -196,8 +216,9 @@ def compiled_varlen_check(dev) -> dict:
 
     def attend(q, k, v, lengths):
         cu = torch.nn.functional.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))
-        return torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, q.shape[0], q.shape[0], 0.0, False,
-                                                       False)[0] * 2.0
+        return (
+            torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, q.shape[0], q.shape[0], 0.0, False, False)[0] * 2.0
+        )
 
     try:
         fn = torch.compile(attend, fullgraph=True, dynamic=True)
@@ -205,8 +226,8 @@ def compiled_varlen_check(dev) -> dict:
             q = torch.randn(total, HEADS, HEAD_DIM, device=dev, dtype=torch.float16)
             lengths = torch.tensor([total // 2, total - total // 2], device=dev)
             out = fn(q, q, q, lengths)
-        ref = torch.nn.functional.scaled_dot_product_attention(*(q[None, :total // 2].transpose(1, 2),) * 3)
-        err = float((out[:total // 2] - 2.0 * ref[0].transpose(0, 1)).abs().max())
+        ref = torch.nn.functional.scaled_dot_product_attention(*(q[None, : total // 2].transpose(1, 2),) * 3)
+        err = float((out[: total // 2] - 2.0 * ref[0].transpose(0, 1)).abs().max())
         return {"fullgraph": True, "max_abs_error": round(err, 5)}
     except Exception as exc:  # noqa: BLE001
         return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
@@ -239,20 +260,27 @@ def conv_variants(dev, rows: int, frames: int) -> dict:
     def triton_kernel():  # grouped_conv.py without the Mish (compared with the bare convolution here)
         return grouped_conv_mish(x, tap_major, conv.bias, keep, mish=False)
 
-    truth = torch.nn.functional.conv1d(x.permute(0, 2, 1).float(), conv.weight.float(), conv.bias.float(),
-                                       padding=15, groups=16).permute(0, 2, 1)
+    truth = torch.nn.functional.conv1d(
+        x.permute(0, 2, 1).float(), conv.weight.float(), conv.bias.float(), padding=15, groups=16
+    ).permute(0, 2, 1)
     out: dict = {}
-    for name, fn, bench in (("package_layout", as_package, False), ("package_layout_cudnn_benchmark", as_package,
-                                                                    True),
-                            ("channels_last_2d", channels_last, False),
-                            ("channels_last_2d_cudnn_benchmark", channels_last, True),
-                            ("inductor", compiled, True), ("spinbot_triton_kernel", triton_kernel, False)):
+    for name, fn, bench in (
+        ("package_layout", as_package, False),
+        ("package_layout_cudnn_benchmark", as_package, True),
+        ("channels_last_2d", channels_last, False),
+        ("channels_last_2d_cudnn_benchmark", channels_last, True),
+        ("inductor", compiled, True),
+        ("spinbot_triton_kernel", triton_kernel, False),
+    ):
         torch.backends.cudnn.benchmark = bench
         try:
             err = float((fn().float() - truth).abs().max())
             ms = median_ms(fn, timed=30)
-            out[name] = {"ms_per_call": round(ms, 4), "max_abs_error": round(err, 4),
-                         "seconds_per_job": round(ms * 4 * 32 / 1e3, 4)}
+            out[name] = {
+                "ms_per_call": round(ms, 4),
+                "max_abs_error": round(err, 4),
+                "seconds_per_job": round(ms * 4 * 32 / 1e3, 4),
+            }
         except Exception as exc:  # noqa: BLE001
             out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         print("conv", name, out[name], flush=True)

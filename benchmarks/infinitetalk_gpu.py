@@ -101,8 +101,11 @@ def reset_peak() -> None:
 def matmul_rate(device: torch.device, tokens: int, cfg: InfiniteTalkConfig) -> dict[str, float]:
     """bf16 TFLOP/s of the DiT's own matmul shapes ([tokens, dim] x [dim, dim] and x [dim, ffn]) and 8192^3."""
     rates = {}
-    shapes = {"tokens_x_dim_x_dim": (tokens, cfg.dim, cfg.dim), "tokens_x_dim_x_ffn": (tokens, cfg.dim, cfg.ffn_dim),
-              "8192_cubed": (8192, 8192, 8192)}
+    shapes = {
+        "tokens_x_dim_x_dim": (tokens, cfg.dim, cfg.dim),
+        "tokens_x_dim_x_ffn": (tokens, cfg.dim, cfg.ffn_dim),
+        "8192_cubed": (8192, 8192, 8192),
+    }
     for name, (m, k, n) in shapes.items():
         a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
         b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
@@ -115,8 +118,9 @@ def matmul_rate(device: torch.device, tokens: int, cfg: InfiniteTalkConfig) -> d
 # ---- FLOPs ------------------------------------------------------------------------------------------------------
 
 
-def forward_flops(cfg: InfiniteTalkConfig, grid: tuple[int, int, int], text_len: int = 512, image_len: int = 257
-                  ) -> dict[str, float]:
+def forward_flops(
+    cfg: InfiniteTalkConfig, grid: tuple[int, int, int], text_len: int = 512, image_len: int = 257
+) -> dict[str, float]:
     """Multiply-add FLOPs (2 per MAC) of one forward, batch 1: every matmul and both attention products."""
     f, h, w = grid
     tokens, d, ffn = f * h * w, cfg.dim, cfg.ffn_dim
@@ -132,8 +136,11 @@ def forward_flops(cfg: InfiniteTalkConfig, grid: tuple[int, int, int], text_len:
     patch_in = 2 * tokens * cfg.in_dim * math.prod(cfg.patch_size) * d
     head = 2 * tokens * d * math.prod(cfg.patch_size) * cfg.out_dim
     total = cfg.num_layers * per_block + patch_in + head
-    return {"total": float(total), "attention": float(cfg.num_layers * attention),
-            "linear": float(cfg.num_layers * linear)}
+    return {
+        "total": float(total),
+        "attention": float(cfg.num_layers * attention),
+        "linear": float(cfg.num_layers * linear),
+    }
 
 
 # ---- the model with random weights --------------------------------------------------------------------------------
@@ -153,12 +160,12 @@ def random_model(cfg: InfiniteTalkConfig, device: torch.device, dtype: torch.dty
             if module_name in norms:
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
             elif name.endswith("modulation"):
-                param.normal_(0.0, cfg.dim ** -0.5, generator=gen)
+                param.normal_(0.0, cfg.dim**-0.5, generator=gen)
             elif name.endswith("bias"):
                 param.zero_()
             else:
                 fan_in = param[0].numel()
-                param.normal_(0.0, fan_in ** -0.5, generator=gen)
+                param.normal_(0.0, fan_in**-0.5, generator=gen)
         for name, param in model.named_parameters():
             if name not in keep_fp32:
                 param.data = param.data.to(dtype)
@@ -174,12 +181,14 @@ def inputs(cfg: InfiniteTalkConfig, size: tuple[int, int], batch: int, device: t
     def rand(*shape):
         return torch.randn(*shape, generator=gen, device=device)
 
-    return {"x": rand(batch, cfg.out_dim, latent_frames, h, w),
-            "t": torch.full((batch,), 900.0, device=device),
-            "context": rand(batch, PROMPT_TOKENS, cfg.text_dim) * 0.1,
-            "clip_fea": rand(batch, 257, CLIP_DIM),
-            "y": rand(batch, cfg.in_dim - cfg.out_dim, latent_frames, h, w),
-            "audio": rand(batch, FRAMES, cfg.audio_window, WAV2VEC_LAYERS, WAV2VEC_DIM)}
+    return {
+        "x": rand(batch, cfg.out_dim, latent_frames, h, w),
+        "t": torch.full((batch,), 900.0, device=device),
+        "context": rand(batch, PROMPT_TOKENS, cfg.text_dim) * 0.1,
+        "clip_fea": rand(batch, 257, CLIP_DIM),
+        "y": rand(batch, cfg.in_dim - cfg.out_dim, latent_frames, h, w),
+        "audio": rand(batch, FRAMES, cfg.audio_window, WAV2VEC_LAYERS, WAV2VEC_DIM),
+    }
 
 
 # ---- the official model -----------------------------------------------------------------------------------------
@@ -217,19 +226,43 @@ def load_official_class(checkout: Path):
 def as_flash_attention(fallback):
     """The official SDPA fallback with flash_attention()'s contract: output in q's dtype (it computes in bf16 either
     way), and without the fallback's per-call warning ('Padding mask is disabled ...')."""
+
     def call(q, k, v, **kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return fallback(q, k, v, **kwargs).to(q.dtype)
+
     return call
 
 
 def official_model(cls, cfg: InfiniteTalkConfig, ours: InfiniteTalkModel, dtype: torch.dtype):
-    kwargs = {k: getattr(cfg, k) for k in ("model_type", "patch_size", "text_len", "in_dim", "dim", "ffn_dim",
-                                           "freq_dim", "text_dim", "out_dim", "num_heads", "num_layers",
-                                           "window_size", "qk_norm", "cross_attn_norm", "eps", "audio_window",
-                                           "intermediate_dim", "output_dim", "context_tokens", "vae_scale",
-                                           "norm_input_visual", "norm_output_audio")}
+    kwargs = {
+        k: getattr(cfg, k)
+        for k in (
+            "model_type",
+            "patch_size",
+            "text_len",
+            "in_dim",
+            "dim",
+            "ffn_dim",
+            "freq_dim",
+            "text_dim",
+            "out_dim",
+            "num_heads",
+            "num_layers",
+            "window_size",
+            "qk_norm",
+            "cross_attn_norm",
+            "eps",
+            "audio_window",
+            "intermediate_dim",
+            "output_dim",
+            "context_tokens",
+            "vae_scale",
+            "norm_input_visual",
+            "norm_output_audio",
+        )
+    }
     with torch.device("meta"):
         model = cls(weight_init=False, **kwargs)
     # the same tensors; the official pipeline runs every parameter in bf16 (to_param_dtype_fp32only)
@@ -244,10 +277,16 @@ def official_forward(model, batch: dict, ref_masks: torch.Tensor):
     """The official pipeline's call (`generate_infinitetalk`): lists per sample, seq_len = the token count."""
     x, y = batch["x"], batch["y"]
     f, h, w = x.shape[2], x.shape[3] // 2, x.shape[4] // 2
-    return model([x[0].to(torch.bfloat16)], t=batch["t"][:1], context=[batch["context"][0].to(torch.bfloat16)],
-                 seq_len=f * h * w, clip_fea=batch["clip_fea"][:1].to(torch.bfloat16),
-                 y=y[:1].to(torch.bfloat16), audio=batch["audio"][:1].to(torch.bfloat16),
-                 ref_target_masks=ref_masks)
+    return model(
+        [x[0].to(torch.bfloat16)],
+        t=batch["t"][:1],
+        context=[batch["context"][0].to(torch.bfloat16)],
+        seq_len=f * h * w,
+        clip_fea=batch["clip_fea"][:1].to(torch.bfloat16),
+        y=y[:1].to(torch.bfloat16),
+        audio=batch["audio"][:1].to(torch.bfloat16),
+        ref_target_masks=ref_masks,
+    )
 
 
 # ---- one window through the backend -----------------------------------------------------------------------------
@@ -263,8 +302,9 @@ def random_vae(device: torch.device, dtype: torch.dtype, **config):
     return WanVAE(autoencoder.to(dtype)).to(device).eval().requires_grad_(False)
 
 
-def make_window_state(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device,
-                      params=None):
+def make_window_state(
+    model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device, params=None
+):
     """A TalkState for the first `windows` windows of a long speech (seed-default params unless given, random
     portrait, text, CLIP features and audio, fixed seeds) and the window plan: render()'s input without encoders."""
     import numpy as np
@@ -285,17 +325,23 @@ def make_window_state(model: InfiniteTalkModel, vae, size: tuple[int, int], wind
         y = pipeline.image_condition(models, portrait, settings.generated)
     gen = torch.Generator(device).manual_seed(2)
     state = pipeline.TalkState(
-        settings, models, portrait, pipeline.reference_stats((portrait[0].permute(1, 2, 0) + 1.0) / 2.0),
+        settings,
+        models,
+        portrait,
+        pipeline.reference_stats((portrait[0].permute(1, 2, 0) + 1.0) / 2.0),
         {True: torch.randn(PROMPT_TOKENS, model.config.text_dim, generator=gen, device=device) * 0.1},
         torch.randn(1, 257, CLIP_DIM, generator=gen, device=device),
-        torch.randn(frames_total, WAV2VEC_LAYERS, WAV2VEC_DIM, generator=gen, device=device), y,
-        generator=torch.Generator("cpu").manual_seed(settings.seed))
+        torch.randn(frames_total, WAV2VEC_LAYERS, WAV2VEC_DIM, generator=gen, device=device),
+        y,
+        generator=torch.Generator("cpu").manual_seed(settings.seed),
+    )
     plan = plan_windows(frames_total, params.frame_window_size, params.motion_frame)[:windows]
     return state, plan, params
 
 
-def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device,
-               params=None) -> dict:
+def window_run(
+    model: InfiniteTalkModel, vae, size: tuple[int, int], windows: int, device: torch.device, params=None
+) -> dict:
     """The backend's render() for the first `windows` windows of a long speech, seed-default params unless given."""
     from spinbot.backends.talk.infinitetalk import pipeline
 
@@ -307,14 +353,27 @@ def window_run(model: InfiniteTalkModel, vae, size: tuple[int, int], windows: in
         started = time.perf_counter()
         out = list(pipeline.render(state, window))
         sync()
-        per_window.append({"index": window.index, "seconds": round(time.perf_counter() - started, 2),
-                           "frames_out": len(out),
-                           "step_seconds": [round(s, 3) for s in state.step_seconds[steps_before:]]})
-    return {"params": {"sampling_scheduler": params.sampling_scheduler, "sampling_steps": params.sampling_steps,
-                       "sampling_cfg": params.sampling_cfg, "audio_cfg_scale": params.audio_cfg_scale,
-                       "frame_window_size": params.frame_window_size, "motion_frame": params.motion_frame,
-                       "source": getattr(params, "source", "InfiniteTalkParams()")},
-            "windows": per_window, "peak_vram_gib": peak_gib()}
+        per_window.append(
+            {
+                "index": window.index,
+                "seconds": round(time.perf_counter() - started, 2),
+                "frames_out": len(out),
+                "step_seconds": [round(s, 3) for s in state.step_seconds[steps_before:]],
+            }
+        )
+    return {
+        "params": {
+            "sampling_scheduler": params.sampling_scheduler,
+            "sampling_steps": params.sampling_steps,
+            "sampling_cfg": params.sampling_cfg,
+            "audio_cfg_scale": params.audio_cfg_scale,
+            "frame_window_size": params.frame_window_size,
+            "motion_frame": params.motion_frame,
+            "source": getattr(params, "source", "InfiniteTalkParams()"),
+        },
+        "windows": per_window,
+        "peak_vram_gib": peak_gib(),
+    }
 
 
 def seed_default_params():
@@ -322,13 +381,22 @@ def seed_default_params():
     same sampler defaults copied from the seed's table, marked as such in the results."""
     try:
         from spinbot.tasks.talk import InfiniteTalkParams
+
         return InfiniteTalkParams()
     except ImportError as error:
         print(f"spinbot.tasks.talk not importable here ({error}): the seed's defaults", flush=True)
         return types.SimpleNamespace(
-            source="seed table (spinbot.tasks.talk not importable)", sampling_scheduler="dpm++_sde",
-            sampling_steps=6, sampling_cfg=1.0, audio_cfg_scale=1.0, audio_scale=1.6, frame_window_size=81,
-            motion_frame=25, sampling_shift=11.0, color_correction=1.0)
+            source="seed table (spinbot.tasks.talk not importable)",
+            sampling_scheduler="dpm++_sde",
+            sampling_steps=6,
+            sampling_cfg=1.0,
+            audio_cfg_scale=1.0,
+            audio_scale=1.6,
+            frame_window_size=81,
+            motion_frame=25,
+            sampling_shift=11.0,
+            color_correction=1.0,
+        )
 
 
 # ---- main -------------------------------------------------------------------------------------------------------
@@ -380,15 +448,21 @@ def bench_size(label: str, model, official, cfg, device, args, vae, out: dict) -
         sync()
         res["compile_warmup_s"] = round(time.perf_counter() - started, 1)
         record("ours_compiled", lambda: model(**one))
-    best = min(v["mean_s"] for k, v in res.items() if k.startswith("ours_") and "batch2" not in k
-               and isinstance(v, dict) and "mean_s" in v)
+    best = min(
+        v["mean_s"]
+        for k, v in res.items()
+        if k.startswith("ours_") and "batch2" not in k and isinstance(v, dict) and "mean_s" in v
+    )
     res["ours_best_forward_s"] = best
     res["ours_vs_floor"] = round(best / res["floor_forward_s"], 2)
     if "official" in res and "mean_s" in res["official"]:
         res["speedup_vs_official"] = round(res["official"]["mean_s"] / best, 2)
     pair = min((v["mean_s"] for k, v in res.items() if "batch2" in k and "mean_s" in v), default=2 * best)
-    res["step_s"] = {"seed_defaults_1_pass": best, "audio_guidance_2_passes": round(min(pair, 2 * best), 4),
-                     "official_default_3_passes": round(3 * best, 4)}
+    res["step_s"] = {
+        "seed_defaults_1_pass": best,
+        "audio_guidance_2_passes": round(min(pair, 2 * best), 4),
+        "official_default_3_passes": round(3 * best, 4),
+    }
     if args.windows and vae is not None:
         reset_peak()
         try:
@@ -408,8 +482,12 @@ def fp8_run(model: InfiniteTalkModel, cfg: InfiniteTalkConfig, device: torch.dev
     batches = {label: inputs(cfg, SIZES[label], 1, device) for label in labels}
     with torch.inference_mode():
         reference = {label: model(**batches[label]).cpu() for label in labels}
-    out["fp8"] = {"layers": use_fp8(model.blocks, INFINITETALK_LINEARS), "weights_gib": round(
-        sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**30, 2)}
+    out["fp8"] = {
+        "layers": use_fp8(model.blocks, INFINITETALK_LINEARS),
+        "weights_gib": round(
+            sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]) / 2**30, 2
+        ),
+    }
     torch.cuda.empty_cache()
     for label in labels:
         res = out["fp8"].setdefault(label, {})
@@ -438,8 +516,17 @@ def flush(out: dict, args) -> None:
 
 def smoke(official_checkout: Path | None) -> None:
     """Tiny sizes on the CPU in float32: the harness's code paths, and ours against the official forward."""
-    cfg = InfiniteTalkConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32,
-                             intermediate_dim=16, output_dim=32, context_tokens=4)
+    cfg = InfiniteTalkConfig(
+        dim=64,
+        ffn_dim=128,
+        num_heads=4,
+        num_layers=2,
+        text_dim=32,
+        freq_dim=32,
+        intermediate_dim=16,
+        output_dim=32,
+        context_tokens=4,
+    )
     device = torch.device("cpu")
     model = random_model(cfg, device, torch.float32)
     batch = {k: v[..., :4, :6] if k in ("x", "y") else v for k, v in inputs(cfg, (64, 48), 1, device).items()}
@@ -451,9 +538,16 @@ def smoke(official_checkout: Path | None) -> None:
         official = official_model(load_official_class(official_checkout), cfg, model, torch.float32)
         masks = torch.ones(3, 4, 6)
         with torch.inference_mode():
-            theirs = official([batch["x"][0]], t=batch["t"], context=[batch["context"][0]], seq_len=21 * 2 * 3,
-                              clip_fea=batch["clip_fea"], y=batch["y"], audio=batch["audio"],
-                              ref_target_masks=masks)
+            theirs = official(
+                [batch["x"][0]],
+                t=batch["t"],
+                context=[batch["context"][0]],
+                seq_len=21 * 2 * 3,
+                clip_fea=batch["clip_fea"],
+                y=batch["y"],
+                audio=batch["audio"],
+                ref_target_masks=masks,
+            )
         print("smoke: ours vs official, float32 relative error", float((ours - theirs).norm() / theirs.norm()))
     from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 
@@ -471,8 +565,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="480p,720p")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--no-windows", dest="windows", action="store_false")
-    parser.add_argument("--fp8", action="store_true", help="after the sizes: the blocks' linears in e4m3 (spinbot/backends/fp8.py), "
-                        "time and error against the bf16 output, per size")
+    parser.add_argument(
+        "--fp8",
+        action="store_true",
+        help="after the sizes: the blocks' linears in e4m3 (spinbot/backends/fp8.py), "
+        "time and error against the bf16 output, per size",
+    )
     parser.add_argument("--out", help="results JSON (written after every measurement)")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
@@ -480,11 +578,18 @@ def main() -> None:
         return smoke(args.official)
     device, dtype = torch.device("cuda"), torch.bfloat16
     cfg = InfiniteTalkConfig()
-    out = {"benchmark": "InfiniteTalk transformer (Wan2.1-I2V-14B + audio adapter), random weights, bf16",
-           "command": COMMAND, "date": date.today().isoformat(), "machine": machine(),
-           "torch": torch.__version__, "cuda": torch.version.cuda, "device": torch.cuda.get_device_name(),
-           "target": f"step within {TARGET_FLOOR_RATIO}x of the floor at 480p, faster than the official code, "
-                     "720p fits in 80 GB", "sizes": {}}
+    out = {
+        "benchmark": "InfiniteTalk transformer (Wan2.1-I2V-14B + audio adapter), random weights, bf16",
+        "command": COMMAND,
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(),
+        "target": f"step within {TARGET_FLOOR_RATIO}x of the floor at 480p, faster than the official code, "
+        "720p fits in 80 GB",
+        "sizes": {},
+    }
     out["matmul_tflops"] = matmul_rate(device, 32760, cfg)
     out["matmul_tflops"]["best"] = max(out["matmul_tflops"].values())
     started = time.perf_counter()

@@ -111,9 +111,18 @@ def window_params(frames: int, motion: int):
     import types
 
     params = seed_default_params()
-    fields = {k: getattr(params, k) for k in ("sampling_scheduler", "sampling_steps", "sampling_cfg",
-                                              "audio_cfg_scale", "audio_scale", "sampling_shift",
-                                              "color_correction")}
+    fields = {
+        k: getattr(params, k)
+        for k in (
+            "sampling_scheduler",
+            "sampling_steps",
+            "sampling_cfg",
+            "audio_cfg_scale",
+            "audio_scale",
+            "sampling_shift",
+            "color_correction",
+        )
+    }
     return types.SimpleNamespace(**fields, frame_window_size=frames, motion_frame=motion, source="smoke")
 
 
@@ -257,18 +266,25 @@ def structured_weights(model: InfiniteTalkModel, seed: int = 5) -> dict:
                 scale = torch.exp(0.5 * normal(p, 1.0)) / math.exp(0.25)
                 value = normal(p, math.sqrt(2.0 / (fan_in + fan_out))) * scale
             p.copy_(value.to(p.dtype))
-    return {"linear_weights": "N(0, xavier std) x exp(N(0,1)/2) / e^0.25 (excess kurtosis ~5)",
-            "qk_rms_norm_gains": "exp(N(0, 0.5))", "layer_norm_gains": "1 + N(0, 0.2)", "norm_biases": "N(0, 0.1)",
-            "modulation": "N(0, 0.5)", "self_attn.k bias": "N(0, 1) (per-channel key offsets)",
-            "self_attn.v bias": "N(0, 0.5)", "other biases": "N(0, 0.05)",
-            "patch_embedding.bias": "4 channels at 30 (massive residual activations)"}
+    return {
+        "linear_weights": "N(0, xavier std) x exp(N(0,1)/2) / e^0.25 (excess kurtosis ~5)",
+        "qk_rms_norm_gains": "exp(N(0, 0.5))",
+        "layer_norm_gains": "1 + N(0, 0.2)",
+        "norm_biases": "N(0, 0.1)",
+        "modulation": "N(0, 0.5)",
+        "self_attn.k bias": "N(0, 1) (per-channel key offsets)",
+        "self_attn.v bias": "N(0, 0.5)",
+        "other biases": "N(0, 0.05)",
+        "patch_embedding.bias": "4 channels at 30 (massive residual activations)",
+    }
 
 
 # ---- parts ----------------------------------------------------------------------------------------------------------
 
 
-def attention_inputs(tokens: int, grid: tuple[int, int, int], kind: str, device: torch.device, heads: int = 40,
-                     dim: int = 128):
+def attention_inputs(
+    tokens: int, grid: tuple[int, int, int], kind: str, device: torch.device, heads: int = 40, dim: int = 128
+):
     """q, k, v [1, L, heads, dim] bfloat16 after RoPE: Gaussian, or with per-channel gains and key offsets."""
     gen = torch.Generator(device).manual_seed(11)
     q, k, v = (torch.randn(1, tokens, heads, dim, generator=gen, device=device) for _ in range(3))
@@ -287,9 +303,12 @@ def kernels_part(out: dict, budget: Budget, device: torch.device, labels: list[s
     from spinbot.backends.attention.sdpa import sdpa_attention
 
     res = out.setdefault("kernels", {})
-    variants = {"sdpa_cudnn": (sdpa_attention, [SDPBackend.CUDNN_ATTENTION]),
-                "sdpa_flash": (sdpa_attention, [SDPBackend.FLASH_ATTENTION]),
-                "int8": (eight_bit.int8_attention, None), "fp8": (eight_bit.fp8_attention, None)}
+    variants = {
+        "sdpa_cudnn": (sdpa_attention, [SDPBackend.CUDNN_ATTENTION]),
+        "sdpa_flash": (sdpa_attention, [SDPBackend.FLASH_ATTENTION]),
+        "int8": (eight_bit.int8_attention, None),
+        "fp8": (eight_bit.fp8_attention, None),
+    }
     for label in labels:
         if not budget.allows(60, f"kernels {label}"):
             continue
@@ -350,7 +369,8 @@ def time_kernel_configs(entry: dict, q: torch.Tensor, k: torch.Tensor, v: torch.
     for config in kernels.GPU_CONFIGS:
         kw = config.all_kwargs()
         key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}{split}".format(
-            split="-split" if kw["EXP2_SPLIT"] else "", **kw)
+            split="-split" if kw["EXP2_SPLIT"] else "", **kw
+        )
         try:
             entry["configs_ms"][key] = cuda_ms(partial(eight_bit.launch, x, config=kw), 3)
         except Exception as error:  # noqa: BLE001 (a configuration that fails here is reported, not fatal)
@@ -360,8 +380,10 @@ def time_kernel_configs(entry: dict, q: torch.Tensor, k: torch.Tensor, v: torch.
 def fp8_rate(device: torch.device, tokens: int, cfg: InfiniteTalkConfig) -> dict:
     """e4m3 TFLOP/s (torch._scaled_mm, row-wise scales, bf16 out) at the DiT's shapes: the FP8 floor's rate."""
     rates = {}
-    for label, (m, k, n) in {"tokens_x_dim_x_dim": (tokens, cfg.dim, cfg.dim),
-                             "tokens_x_dim_x_ffn": (tokens, cfg.dim, cfg.ffn_dim)}.items():
+    for label, (m, k, n) in {
+        "tokens_x_dim_x_dim": (tokens, cfg.dim, cfg.dim),
+        "tokens_x_dim_x_ffn": (tokens, cfg.dim, cfg.ffn_dim),
+    }.items():
         a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
         b = torch.randn(n, k, device=device).to(torch.float8_e4m3fn)
         sa, sb = torch.ones(m, 1, device=device), torch.ones(1, n, device=device)
@@ -384,9 +406,12 @@ def vae_part(out: dict, budget: Budget, device: torch.device, scale: Scale) -> N
     torch.manual_seed(0)
     reference_vae = random_vae(device, torch.float32, **base)
     state = reference_vae.state_dict()
-    variants = {"float32": (torch.float32, False, False), "bf16": (torch.bfloat16, False, False),
-                "bf16_channels_last": (torch.bfloat16, True, False),
-                "bf16_channels_last_compiled_norms": (torch.bfloat16, True, True)}
+    variants = {
+        "float32": (torch.float32, False, False),
+        "bf16": (torch.bfloat16, False, False),
+        "bf16_channels_last": (torch.bfloat16, True, False),
+        "bf16_channels_last_compiled_norms": (torch.bfloat16, True, True),
+    }
     expected = {}
     for variant, (dtype, channels_last, compiled) in variants.items():
         if not budget.allows(45 if compiled else 20, f"vae {variant}"):
@@ -431,8 +456,9 @@ def top_kernels(fn, count: int = 8) -> list[str]:
     return [f"{e.key[:90]}: {getattr(e, 'device_time_total', 0) / 1e3:.1f} ms x{e.count}" for e in events[:count]]
 
 
-def matrix_part(out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, official,
-                scale: Scale, configs: list) -> None:
+def matrix_part(
+    out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, official, scale: Scale, configs: list
+) -> None:
     cfg = model.config
     size = scale.size("480p")
     res = out.setdefault("matrix", {"size": f"{size[0]}x{size[1]}", "configs": {}})
@@ -465,8 +491,9 @@ def matrix_part(out: dict, budget: Budget, model, linears: Linears, vae, device:
             entry["peak_vram_gib"] = peak_gib()
             if windowed and vae is not None:
                 with recompiles() as found:
-                    entry["window"] = window_run(model, vae, size, 2 if config == CANDIDATE else 1, device,
-                                                 scale.params)
+                    entry["window"] = window_run(
+                        model, vae, size, 2 if config == CANDIDATE else 1, device, scale.params
+                    )
                 entry["window"]["recompiles_transformer"] = [m for m in found if "infinitetalk/model.py" in m]
                 entry["window"]["recompiles_other"] = [m for m in found if "infinitetalk/model.py" not in m]
                 for window in entry["window"]["windows"]:
@@ -492,8 +519,9 @@ def official_run(res: dict, model, official, one: dict, device: torch.device) ->
     print("official", entry, flush=True)
 
 
-def errors_part(out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, scale: Scale,
-                configs: list) -> None:
+def errors_part(
+    out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, scale: Scale, configs: list
+) -> None:
     from spinbot.backends.talk.infinitetalk import pipeline
     from spinbot.backends.talk.infinitetalk.sampler import FlowSampler
 
@@ -523,8 +551,9 @@ def errors_part(out: dict, budget: Budget, model, linears: Linears, vae, device:
                     expected = {"outputs": outputs, "decoded": decoded}
                     entry["output_rms"] = {t: round(float(o.pow(2).mean().sqrt()), 4) for t, o in outputs.items()}
                 else:
-                    entry["rel_err_by_timestep"] = {t: round(relative_error(o, expected["outputs"][t]), 5)
-                                                    for t, o in outputs.items()}
+                    entry["rel_err_by_timestep"] = {
+                        t: round(relative_error(o, expected["outputs"][t]), 5) for t, o in outputs.items()
+                    }
                     entry["decoded_rel_err"] = round(relative_error(decoded, expected["decoded"]), 5)
                     mse = float((decoded - expected["decoded"]).pow(2).mean())
                     entry["decoded_psnr_db"] = round(10 * math.log10(4.0 / max(mse, 1e-12)), 2)  # range [-1, 1]
@@ -532,8 +561,7 @@ def errors_part(out: dict, budget: Budget, model, linears: Linears, vae, device:
         flush(out)
 
 
-def size720_part(out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device,
-                 scale: Scale) -> None:
+def size720_part(out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, scale: Scale) -> None:
     size = scale.size("720p")
     res = out.setdefault("720p", {"size": f"{size[0]}x{size[1]}"})
     one = scale.inputs(model.config, size, device)
@@ -604,42 +632,58 @@ def summary(out: dict) -> str:
     lines = ["", "== summary (seconds; errors relative to bf16 + SDPA) =="]
     matrix = out.get("matrix", {})
     if matrix:
-        lines.append(f"480p floor: bf16 {matrix.get('floor_bf16_s')} s, all-FP8 {matrix.get('floor_fp8_s')} s; "
-                     f"official {matrix.get('official', {}).get('mean_s')} s")
-        lines.append(f"{'config':<12}{'step':>8}{'window':>9}{'2nd win':>9}{'first':>8}{'err t900':>10}{'GiB':>7}"
-                     f"{'recompiles':>11}")
+        lines.append(
+            f"480p floor: bf16 {matrix.get('floor_bf16_s')} s, all-FP8 {matrix.get('floor_fp8_s')} s; "
+            f"official {matrix.get('official', {}).get('mean_s')} s"
+        )
+        lines.append(
+            f"{'config':<12}{'step':>8}{'window':>9}{'2nd win':>9}{'first':>8}{'err t900':>10}{'GiB':>7}"
+            f"{'recompiles':>11}"
+        )
         for key, e in matrix["configs"].items():
             windows = e.get("window", {}).get("windows", [])
             win = [f"{w['seconds']:.1f}" for w in windows] + ["-", "-"]
-            lines.append(f"{key:<12}{e.get('step', {}).get('mean_s', e.get('error', '-'))!s:>8}{win[0]:>9}"
-                         f"{win[1]:>9}{e.get('first_call_s', '-')!s:>8}"
-                         f"{e.get('rel_err_vs_bf16_sdpa_t900', float('nan')):>10.4f}{e.get('peak_vram_gib', '-')!s:>7}"
-                         f"{len(e['window'].get('recompiles_transformer', [])) if 'window' in e else '-'!s:>11}")
+            lines.append(
+                f"{key:<12}{e.get('step', {}).get('mean_s', e.get('error', '-'))!s:>8}{win[0]:>9}"
+                f"{win[1]:>9}{e.get('first_call_s', '-')!s:>8}"
+                f"{e.get('rel_err_vs_bf16_sdpa_t900', float('nan')):>10.4f}{e.get('peak_vram_gib', '-')!s:>7}"
+                f"{len(e['window'].get('recompiles_transformer', [])) if 'window' in e else '-'!s:>11}"
+            )
     for label, row in out.get("kernels", {}).items():
         for key in ("sdpa_cudnn", "sdpa_flash", "int8", "fp8"):
             e = row.get(key, {})
-            lines.append(f"attention {label} {key:<11} {e.get('ms', '-')!s:>8} ms {e.get('tflops', '-')!s:>7} TFLOP/s"
-                         f"  err {e.get('rel_err_gaussian', float('nan')):.4f} / offsets "
-                         f"{e.get('rel_err_offsets', float('nan')):.4f}  kernel {e.get('kernel_ms_tuned', '-')} ms"
-                         f"  quantize {e.get('quantize_ms_eager', '-')} ms  {e.get('chosen_config', '')}")
+            lines.append(
+                f"attention {label} {key:<11} {e.get('ms', '-')!s:>8} ms {e.get('tflops', '-')!s:>7} TFLOP/s"
+                f"  err {e.get('rel_err_gaussian', float('nan')):.4f} / offsets "
+                f"{e.get('rel_err_offsets', float('nan')):.4f}  kernel {e.get('kernel_ms_tuned', '-')} ms"
+                f"  quantize {e.get('quantize_ms_eager', '-')} ms  {e.get('chosen_config', '')}"
+            )
     for key, e in out.get("vae", {}).items():
         if isinstance(e, dict):
-            lines.append(f"vae {key:<34} decode {e.get('decode_s', '-')} s  encode {e.get('encode_motion_s', '-')} s"
-                         f"  err {e.get('decode_rel_err_vs_float32', '-')}")
+            lines.append(
+                f"vae {key:<34} decode {e.get('decode_s', '-')} s  encode {e.get('encode_motion_s', '-')} s"
+                f"  err {e.get('decode_rel_err_vs_float32', '-')}"
+            )
     for weights in ("random", "structured"):
         for key, e in out.get("errors", {}).get(weights, {}).items():
             if "rel_err_by_timestep" in e:
                 worst = max(e["rel_err_by_timestep"].values())
-                lines.append(f"error {weights:<10} {key:<12} forward max {worst:.4f}"
-                             f"  decoded {e['decoded_rel_err']:.4f} ({e['decoded_psnr_db']} dB)")
+                lines.append(
+                    f"error {weights:<10} {key:<12} forward max {worst:.4f}"
+                    f"  decoded {e['decoded_rel_err']:.4f} ({e['decoded_psnr_db']} dB)"
+                )
     for key, e in out.get("720p", {}).items():
         if isinstance(e, dict) and "step" in e:
-            lines.append(f"720p {key:<12} step {e['step']['mean_s']} s  err {e['rel_err_vs_bf16_sdpa_t900']:.4f}  "
-                         f"{e['peak_vram_gib']} GiB")
+            lines.append(
+                f"720p {key:<12} step {e['step']['mean_s']} s  err {e['rel_err_vs_bf16_sdpa_t900']:.4f}  "
+                f"{e['peak_vram_gib']} GiB"
+            )
     for key, e in out.get("modes", {}).items():
         if isinstance(e, dict):
-            lines.append(f"mode {key:<28} step {e.get('step', {}).get('mean_s', e.get('error'))}"
-                         f"  first calls {e.get('first_calls_s')} s")
+            lines.append(
+                f"mode {key:<28} step {e.get('step', {}).get('mean_s', e.get('error'))}"
+                f"  first calls {e.get('first_calls_s')} s"
+            )
     lines += [f"skipped: {s}" for s in out.get("skipped", [])]
     return "\n".join(lines)
 
@@ -649,8 +693,11 @@ def main() -> None:
     parser.add_argument("--parts", default="kernels,vae,matrix", help=f"comma-separated, of {','.join(PARTS)}")
     parser.add_argument("--budget-s", type=float, default=500.0, help="stop starting parts after this many seconds")
     parser.add_argument("--kernel-sizes", default="480p,720p")
-    parser.add_argument("--configs", help="matrix / errors configurations, e.g. bf16+sdpa,fp8+int8 (default: all; "
-                        "the first is the errors' reference)")
+    parser.add_argument(
+        "--configs",
+        help="matrix / errors configurations, e.g. bf16+sdpa,fp8+int8 (default: all; "
+        "the first is the errors' reference)",
+    )
     parser.add_argument("--official", type=Path, help="a checkout of MeiGen-AI/InfiniteTalk (matrix part)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/infinitetalk_speed_gpu.json")
     parser.add_argument("--smoke", action="store_true", help="every part at toy size on the CPU, nothing written")
@@ -672,24 +719,45 @@ def main() -> None:
     device = torch.device("cpu" if smoke else "cuda")
     scale = Scale(smoke)
     OUT_PATH[:] = [] if smoke else [args.out]
-    out = {"benchmark": "InfiniteTalk speed options (issue 16), 14B random weights", "parts": parts,
-           "date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
-           "cuda": torch.version.cuda, "device": torch.cuda.get_device_name() if not smoke else "cpu",
-           "configs": [name(c) for c in CONFIGS], "candidate": name(CANDIDATE)}
+    out = {
+        "benchmark": "InfiniteTalk speed options (issue 16), 14B random weights",
+        "parts": parts,
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name() if not smoke else "cpu",
+        "configs": [name(c) for c in CONFIGS],
+        "candidate": name(CANDIDATE),
+    }
     budget = Budget(args.budget_s if not smoke else 1e9, out)
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
     setattr(torch._dynamo.config, limit, 64)
     try:
         import triton
+
         out["triton"] = triton.__version__
     except ImportError:
         out["triton"] = None
-    cfg = InfiniteTalkConfig() if not smoke else InfiniteTalkConfig(
-        dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=32, freq_dim=32, intermediate_dim=16,
-        output_dim=32, context_tokens=4)
+    cfg = (
+        InfiniteTalkConfig()
+        if not smoke
+        else InfiniteTalkConfig(
+            dim=256,
+            ffn_dim=512,
+            num_heads=2,
+            num_layers=2,
+            text_dim=32,
+            freq_dim=32,
+            intermediate_dim=16,
+            output_dim=32,
+            context_tokens=4,
+        )
+    )
     out["tokens_480p"] = 21 * 30 * 52
-    out["matmul_tflops"] = matmul_rate(device, out["tokens_480p"] if not smoke else 256, cfg) if not smoke else \
-        {"best": 1.0}
+    out["matmul_tflops"] = (
+        matmul_rate(device, out["tokens_480p"] if not smoke else 256, cfg) if not smoke else {"best": 1.0}
+    )
     out["matmul_tflops"]["best"] = max(out["matmul_tflops"].values())
     if "kernels" in parts:
         kernels_part(out, budget, device, args.kernel_sizes.split(",") if not smoke else ["480p"], scale)

@@ -76,8 +76,12 @@ class Sampler(threading.Thread):
 
 def gpu_used_bytes() -> int:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         return int(out.split()[0]) * 1024 * 1024
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return 0
@@ -89,12 +93,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spinbot(*args: str, env: dict[str, str], log: Path | None = None, check: bool = True,
-            timeout: float = 1800) -> tuple[float, subprocess.CompletedProcess]:
+def spinbot(
+    *args: str, env: dict[str, str], log: Path | None = None, check: bool = True, timeout: float = 1800
+) -> tuple[float, subprocess.CompletedProcess]:
     started = time.perf_counter()
     with open(log, "a") if log else contextlib.nullcontext(subprocess.PIPE) as out:
-        proc = subprocess.run([sys.executable, "-m", "spinbot", *args], env=env, cwd=ROOT, text=True,
-                              timeout=timeout, stdout=subprocess.PIPE, stderr=out)
+        proc = subprocess.run(
+            [sys.executable, "-m", "spinbot", *args],
+            env=env,
+            cwd=ROOT,
+            text=True,
+            timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=out,
+        )
     if check and proc.returncode != 0:
         tail = (proc.stderr or (log.read_text()[-3000:] if log else "")) + proc.stdout
         raise RuntimeError(f"spinbot {' '.join(args[:2])} exited {proc.returncode}:\n{tail[-3000:]}")
@@ -108,8 +120,14 @@ def model_loads(worker_log: Path, since: int) -> tuple[list[dict], int]:
     for line in text[since:].splitlines():
         if '"model loaded"' in line:
             entry = json.loads(line)
-            loads.append({"model": Path(entry["model"]).name, "role": entry["dtype"].split(":")[0],
-                          "gib": round(entry["bytes"] / 2**30, 3), "seconds": entry["seconds"]})
+            loads.append(
+                {
+                    "model": Path(entry["model"]).name,
+                    "role": entry["dtype"].split(":")[0],
+                    "gib": round(entry["bytes"] / 2**30, 3),
+                    "seconds": entry["seconds"],
+                }
+            )
     return loads, len(text)
 
 
@@ -138,20 +156,52 @@ def probe(path: Path) -> dict:
         video = container.streams.video[0]
         frames = sum(1 for _ in container.decode(video))
         audio = container.streams.audio[0] if container.streams.audio else None
-        return {"frames": frames, "width": video.codec_context.width, "height": video.codec_context.height,
-                "fps": float(video.average_rate or 0), "audio": None if audio is None else
-                {"codec": audio.codec_context.name, "rate": audio.codec_context.sample_rate,
-                 "seconds": float(audio.duration * audio.time_base) if audio.duration else None}}
+        return {
+            "frames": frames,
+            "width": video.codec_context.width,
+            "height": video.codec_context.height,
+            "fps": float(video.average_rate or 0),
+            "audio": None
+            if audio is None
+            else {
+                "codec": audio.codec_context.name,
+                "rate": audio.codec_context.sample_rate,
+                "seconds": float(audio.duration * audio.time_base) if audio.duration else None,
+            },
+        }
 
 
-def run_job(index: int, env: dict[str, str], inputs: dict[str, Path], data_dir: Path, work: Path,
-            sampler: Sampler, worker_log: Path, log_offset: int, sets: list[str]) -> tuple[dict, int]:
+def run_job(
+    index: int,
+    env: dict[str, str],
+    inputs: dict[str, Path],
+    data_dir: Path,
+    work: Path,
+    sampler: Sampler,
+    worker_log: Path,
+    log_offset: int,
+    sets: list[str],
+) -> tuple[dict, int]:
     sampler.reset()
     out = work / f"job{index}.mp4"
-    seconds, _ = spinbot("run", "--prompt", "why sleep matters", "--image", str(inputs["image"]),
-                            "--voice", str(inputs["voice"]), "--ref-text", REF_TEXT,
-                            "--set", f"script.text={SCRIPT}", *sets, "--out", str(out),
-                            env=env, log=work / f"run{index}.log")
+    seconds, _ = spinbot(
+        "run",
+        "--prompt",
+        "why sleep matters",
+        "--image",
+        str(inputs["image"]),
+        "--voice",
+        str(inputs["voice"]),
+        "--ref-text",
+        REF_TEXT,
+        "--set",
+        f"script.text={SCRIPT}",
+        *sets,
+        "--out",
+        str(out),
+        env=env,
+        log=work / f"run{index}.log",
+    )
     record = job_record(data_dir, _last_job_id(data_dir))
     loads, log_offset = model_loads(worker_log, log_offset)
     nodes = {n["node_id"]: n for n in record["nodes"]}
@@ -162,21 +212,27 @@ def run_job(index: int, env: dict[str, str], inputs: dict[str, Path], data_dir: 
     final = probe(out)
     python_seconds = sum(node_seconds(nodes[n]) or 0 for n in NODES[1:])
     result = {
-        "job_id": record["job"]["id"], "status": record["job"]["status"], "wall_seconds": round(seconds, 2),
+        "job_id": record["job"]["id"],
+        "status": record["job"]["status"],
+        "wall_seconds": round(seconds, 2),
         "node_seconds": {n: node_seconds(nodes[n]) for n in NODES},
         "node_attempts": {n: nodes[n]["attempts"] for n in NODES},
         "speech_seconds": round(speech_seconds, 3),
         "gpu_seconds_per_video_second": round(python_seconds / speech_seconds, 2),
-        "peak_vram_gib": round(sampler.peak_vram / 2**30, 2), "peak_worker_rss_gib": round(sampler.peak_rss / 2**30, 2),
+        "peak_vram_gib": round(sampler.peak_vram / 2**30, 2),
+        "peak_worker_rss_gib": round(sampler.peak_rss / 2**30, 2),
         "model_loads": loads,
-        "talking_head": head, "final": final,
+        "talking_head": head,
+        "final": final,
         "checks": {
             "frames == round(speech x fps)": final["frames"] == round(speech_seconds * fps),
             "2x the talking head": (final["width"], final["height"]) == (2 * head["width"], 2 * head["height"]),
             "speech muxed": final["audio"] is not None,
         },
-        "talk_meta": {k: outputs["infinite_talk"].get("meta", {}).get(k) for k in
-                      ("backend", "native", "windows", "ignored_params")},
+        "talk_meta": {
+            k: outputs["infinite_talk"].get("meta", {}).get(k)
+            for k in ("backend", "native", "windows", "ignored_params")
+        },
     }
     return result, log_offset
 
@@ -211,9 +267,13 @@ def main() -> None:
         args.write, args.jobs = "tiny", 1
     work = Path(tempfile.mkdtemp(prefix="spinbot-e2e-"))
     models = args.models or work / "models"
-    result: dict = {"command": " ".join(["python", "benchmarks/native_e2e.py", *sys.argv[1:]]), "machine": machine(),
-                    "script": SCRIPT, "memory_fraction": args.memory_fraction,
-                    "stand_ins": os.environ.get("SPINBOT_DEVICE_STAND_INS", "")}
+    result: dict = {
+        "command": " ".join(["python", "benchmarks/native_e2e.py", *sys.argv[1:]]),
+        "machine": machine(),
+        "script": SCRIPT,
+        "memory_fraction": args.memory_fraction,
+        "stand_ins": os.environ.get("SPINBOT_DEVICE_STAND_INS", ""),
+    }
     try:
         import torch
 
@@ -231,26 +291,41 @@ def main() -> None:
 
     data_dir = work / "data"
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPINBOT_MODELS_DIR": str(models), "SPINBOT_DATA_DIR": str(data_dir),
-           "SPINBOT_TTS_BACKEND": "native", "SPINBOT_TALK_BACKEND": "native", "SPINBOT_UPSCALE_BACKEND": "native",
-           "SPINBOT_REDIS_URL": f"redis://127.0.0.1:{port}/0", "SPINBOT_LOG_LEVEL": "INFO",
-           "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SPINBOT_MODELS_DIR": str(models),
+        "SPINBOT_DATA_DIR": str(data_dir),
+        "SPINBOT_TTS_BACKEND": "native",
+        "SPINBOT_TALK_BACKEND": "native",
+        "SPINBOT_UPSCALE_BACKEND": "native",
+        "SPINBOT_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+        "SPINBOT_LOG_LEVEL": "INFO",
+        "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",
+    }
     if args.memory_fraction:
         env["SPINBOT_GPU_MEMORY_FRACTION"] = str(args.memory_fraction)
 
     seconds, check = spinbot("models", "check", env=env, check=False)
-    result["models_check"] = {"seconds": round(seconds, 2), "exit": check.returncode,
-                              "output": (check.stdout + check.stderr).strip().splitlines()[-20:]}
+    result["models_check"] = {
+        "seconds": round(seconds, 2),
+        "exit": check.returncode,
+        "output": (check.stdout + check.stderr).strip().splitlines()[-20:],
+    }
     print(f"models check: exit {check.returncode} in {seconds:.1f} s", flush=True)
     if check.returncode != 0:
         raise SystemExit("spinbot models check failed:\n" + "\n".join(result["models_check"]["output"]))
 
-    redis = subprocess.Popen([args.redis_server, "--port", str(port), "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        [args.redis_server, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     worker_log = work / "worker.log"
     with open(worker_log, "w") as worker_out:  # the worker keeps its own copy of the descriptor
-        worker = subprocess.Popen([sys.executable, "-m", "spinbot", "worker"], env=env, cwd=ROOT, stdout=worker_out,
-                                  stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "spinbot", "worker"], env=env, cwd=ROOT, stdout=worker_out, stderr=subprocess.STDOUT
+        )
     sampler = Sampler(worker.pid)
     sampler.start()
     try:
@@ -261,8 +336,11 @@ def main() -> None:
         for index in range(1, args.jobs + 1):
             job, offset = run_job(index, env, inputs, data_dir, work, sampler, worker_log, offset, sets)
             jobs.append(job)
-            print(f"job {index}: {job['status']} in {job['wall_seconds']} s, nodes {job['node_seconds']}, "
-                  f"{len(job['model_loads'])} model loads, checks {job['checks']}", flush=True)
+            print(
+                f"job {index}: {job['status']} in {job['wall_seconds']} s, nodes {job['node_seconds']}, "
+                f"{len(job['model_loads'])} model loads, checks {job['checks']}",
+                flush=True,
+            )
         result["jobs"] = jobs
         result["second_job_reloads"] = len(jobs[1]["model_loads"]) if len(jobs) > 1 else None
     except Exception:

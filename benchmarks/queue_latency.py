@@ -80,12 +80,21 @@ def _start_workers(args: argparse.Namespace, queue: str, tmp: Path) -> list[subp
     from spinbot.worker.heartbeat import list_workers
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
-    env.update({"SPINBOT_REDIS_URL": args.redis_url, "SPINBOT_STORAGE_URL": f"file://{tmp / 'store'}",
-                "SPINBOT_DATA_DIR": str(tmp / "data"), "SPINBOT_EXTRA_TASKS": "queue_latency",
-                "SPINBOT_QUEUE_RESULT_TTL_SECONDS": "600", "SPINBOT_LOG_LEVEL": "WARNING",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))})
-    procs = [subprocess.Popen([sys.executable, "-m", "spinbot", "worker", "--queues", queue], env=env)
-             for _ in range(args.workers)]
+    env.update(
+        {
+            "SPINBOT_REDIS_URL": args.redis_url,
+            "SPINBOT_STORAGE_URL": f"file://{tmp / 'store'}",
+            "SPINBOT_DATA_DIR": str(tmp / "data"),
+            "SPINBOT_EXTRA_TASKS": "queue_latency",
+            "SPINBOT_QUEUE_RESULT_TTL_SECONDS": "600",
+            "SPINBOT_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
+        }
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "spinbot", "worker", "--queues", queue], env=env)
+        for _ in range(args.workers)
+    ]
     client = redis.Redis.from_url(args.redis_url)
     deadline = time.monotonic() + 60
     pids = {p.pid for p in procs}
@@ -112,13 +121,18 @@ def _run_jobs(args: argparse.Namespace, queue: str) -> tuple[list[list[dict]], f
     from spinbot.queue.config import QueueOptions
     from spinbot.queue.dispatcher import QueueDispatcher
 
-    dispatcher = QueueDispatcher(QueueOptions(redis_url=args.redis_url, routes={TASK_NAME: queue},
-                                              result_ttl_seconds=600))
+    dispatcher = QueueDispatcher(
+        QueueOptions(redis_url=args.redis_url, routes={TASK_NAME: queue}, result_ttl_seconds=600)
+    )
 
     def one_job(_: int) -> list[dict]:
         job_id = uuid.uuid4().hex
-        return [dispatcher.run(TaskRequest(job_id=job_id, node_id=node, task=TASK_NAME), lambda f, m: None,
-                               lambda: False).meta["queue"] for node in NODES]
+        return [
+            dispatcher.run(
+                TaskRequest(job_id=job_id, node_id=node, task=TASK_NAME), lambda f, m: None, lambda: False
+            ).meta["queue"]
+            for node in NODES
+        ]
 
     try:
         with ThreadPoolExecutor(args.concurrency) as pool:
@@ -137,20 +151,27 @@ def _report(args: argparse.Namespace, timings: list[list[dict]], seconds: float)
     return {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": _machine(),
-        "setup": {"jobs": args.jobs, "nodes_per_job": len(NODES), "workers": args.workers,
-                  "concurrency": args.concurrency, "task": "no-op"},
-        "results": {"enqueue_to_start_ms": _percentiles(to_start), "finish_to_next_node_ms": _percentiles(to_next),
-                    "jobs_per_second": round(args.jobs / seconds, 1),
-                    "nodes_per_second": round(args.jobs * len(NODES) / seconds, 1),
-                    "seconds": round(seconds, 2)},
+        "setup": {
+            "jobs": args.jobs,
+            "nodes_per_job": len(NODES),
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "task": "no-op",
+        },
+        "results": {
+            "enqueue_to_start_ms": _percentiles(to_start),
+            "finish_to_next_node_ms": _percentiles(to_next),
+            "jobs_per_second": round(args.jobs / seconds, 1),
+            "nodes_per_second": round(args.jobs * len(NODES) / seconds, 1),
+            "seconds": round(seconds, 2),
+        },
     }
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
     ms = sorted(v * 1000 for v in values)
     cuts = statistics.quantiles(ms, n=100)
-    return {"p50": round(statistics.median(ms), 2), "p95": round(cuts[94], 2), "max": round(ms[-1], 2),
-            "n": len(ms)}
+    return {"p50": round(statistics.median(ms), 2), "p95": round(cuts[94], 2), "max": round(ms[-1], 2), "n": len(ms)}
 
 
 def _machine() -> dict:
@@ -158,8 +179,12 @@ def _machine() -> dict:
 
     from machine import machine  # benchmarks/machine.py: this folder is sys.path[0] when run as a script
 
-    return {**machine(), "bullmq": version("bullmq"), "redis_py": version("redis"),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        **machine(),
+        "bullmq": version("bullmq"),
+        "redis_py": version("redis"),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 if __name__ == "__main__":

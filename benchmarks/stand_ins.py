@@ -32,8 +32,10 @@ def stand_in(name: str, **attrs: object) -> types.ModuleType:
 
 def absent(package: str):
     """A callable that says, when called, that the measured path reached a package that is only a stand-in."""
+
     def call(*args, **kwargs):
         raise RuntimeError(f"{package} is not installed here (a stand-in): this path needs the real package")
+
     return call
 
 
@@ -67,25 +69,56 @@ def infinitetalk_official() -> list[str]:
     quanto = absent("optimum-quanto")
     scenes = absent("scenedetect")
     packages = {  # top package -> (note, {module: attributes}), parents before children
-        "xfuser": ("sequence-parallel queries answer one rank", {
-            "xfuser": {}, "xfuser.core": {}, "xfuser.core.distributed": dict(
-                get_sequence_parallel_rank=lambda: 0, get_sequence_parallel_world_size=lambda: 1,
-                get_sp_group=lambda: None)}),
-        "xformers": ("memory_efficient_attention = torch SDPA in the inputs' precision", {
-            "xformers": {}, "xformers.ops": dict(
-                memory_efficient_attention=sdpa_memory_efficient_attention,
-                fmha=types.SimpleNamespace(attn_bias=types.SimpleNamespace(BlockDiagonalMask=None)))}),
-        "decord": ("video input only (the portrait is an image)", {
-            "decord": dict(VideoReader=absent("decord"), cpu=absent("decord"))}),
-        "optimum": ("int8 / fp8 checkpoints only", {
-            "optimum": {}, "optimum.quanto": dict(quantize=quanto, freeze=quanto, qint8=None, requantize=quanto),
-            "optimum.quanto.nn": {}, "optimum.quanto.nn.qlinear": dict(QLinear=type("QLinear", (), {}))}),
-        "ftfy": ("the UMT5 / CLIP tokenizers only", {"ftfy": dict(fix_text=absent("ftfy"))}),
-        "easydict": ("the configs' attribute dict", {"easydict": dict(EasyDict=EasyDict)}),
-        "kokoro": ("text-to-speech input only", {"kokoro": dict(KPipeline=absent("kokoro"))}),
-        "scenedetect": ("--scene_seg only", {"scenedetect": dict(
-            SceneManager=scenes, open_video=scenes, ContentDetector=scenes, AdaptiveDetector=scenes,
-            ThresholdDetector=scenes)}),
+        "xfuser": (
+            "sequence-parallel queries answer one rank",
+            {
+                "xfuser": {},
+                "xfuser.core": {},
+                "xfuser.core.distributed": {
+                    "get_sequence_parallel_rank": lambda: 0,
+                    "get_sequence_parallel_world_size": lambda: 1,
+                    "get_sp_group": lambda: None,
+                },
+            },
+        ),
+        "xformers": (
+            "memory_efficient_attention = torch SDPA in the inputs' precision",
+            {
+                "xformers": {},
+                "xformers.ops": {
+                    "memory_efficient_attention": sdpa_memory_efficient_attention,
+                    "fmha": types.SimpleNamespace(attn_bias=types.SimpleNamespace(BlockDiagonalMask=None)),
+                },
+            },
+        ),
+        "decord": (
+            "video input only (the portrait is an image)",
+            {"decord": {"VideoReader": absent("decord"), "cpu": absent("decord")}},
+        ),
+        "optimum": (
+            "int8 / fp8 checkpoints only",
+            {
+                "optimum": {},
+                "optimum.quanto": {"quantize": quanto, "freeze": quanto, "qint8": None, "requantize": quanto},
+                "optimum.quanto.nn": {},
+                "optimum.quanto.nn.qlinear": {"QLinear": type("QLinear", (), {})},
+            },
+        ),
+        "ftfy": ("the UMT5 / CLIP tokenizers only", {"ftfy": {"fix_text": absent("ftfy")}}),
+        "easydict": ("the configs' attribute dict", {"easydict": {"EasyDict": EasyDict}}),
+        "kokoro": ("text-to-speech input only", {"kokoro": {"KPipeline": absent("kokoro")}}),
+        "scenedetect": (
+            "--scene_seg only",
+            {
+                "scenedetect": {
+                    "SceneManager": scenes,
+                    "open_video": scenes,
+                    "ContentDetector": scenes,
+                    "AdaptiveDetector": scenes,
+                    "ThresholdDetector": scenes,
+                }
+            },
+        ),
         "moviepy": ("--scene_seg only", {"moviepy": {}, "moviepy.editor": {}}),
     }
     added = []

@@ -68,7 +68,7 @@ def write_clip(path: Path, frames: int) -> Path:
             frame = background.copy()
             x = 236 + round(40 * np.sin(2 * np.pi * i / 50))
             y = 60 + round(20 * np.sin(2 * np.pi * i / 37))
-            frame[y:y + 360, x:x + 360] = portrait
+            frame[y : y + 360, x : x + 360] = portrait
             writer.write(frame)
     return path
 
@@ -118,8 +118,13 @@ def run_pipelined(backend, clip: Path, out: Path, fidelity: float, cap: int = 0)
             writer.write(frame)
             frames, faces = frames + 1, faces + count
     seconds = time.perf_counter() - started
-    return {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 1),
-            "gpu_busy": sampler.busy, "faces_restored": faces}
+    return {
+        "frames": frames,
+        "seconds": round(seconds, 2),
+        "fps": round(frames / seconds, 1),
+        "gpu_busy": sampler.busy,
+        "faces_restored": faces,
+    }
 
 
 def run_task_path(backend, params, clip: Path, out: Path, total: int, live: bool = False) -> dict:
@@ -135,15 +140,33 @@ def run_task_path(backend, params, clip: Path, out: Path, total: int, live: bool
 
     started = time.perf_counter()
     with BusySampler() as sampler, VideoWriter(out, FPS, WIDTH * 2, HEIGHT * 2, audio=read_audio(clip)) as writer:
-        segments = HlsSegmenter(out.with_suffix(".live"), FPS, WIDTH * 2, HEIGHT * 2, params.batch_size,
-                                lambda name, path, content_type: None, audio=read_audio(clip)) if live else None
-        frames, faces = upscale_stream(Ctx(), backend, params, clip, total, writer, (WIDTH * 2, HEIGHT * 2),
-                                       live=segments)
+        segments = (
+            HlsSegmenter(
+                out.with_suffix(".live"),
+                FPS,
+                WIDTH * 2,
+                HEIGHT * 2,
+                params.batch_size,
+                lambda name, path, content_type: None,
+                audio=read_audio(clip),
+            )
+            if live
+            else None
+        )
+        frames, faces = upscale_stream(
+            Ctx(), backend, params, clip, total, writer, (WIDTH * 2, HEIGHT * 2), live=segments
+        )
         if segments is not None:
             segments.finish()
     seconds = time.perf_counter() - started
-    return {"frames": frames, "seconds": round(seconds, 2), "fps": round(frames / seconds, 1),
-            "gpu_busy": sampler.busy, "faces_restored": faces, "batch_size": params.batch_size}
+    return {
+        "frames": frames,
+        "seconds": round(seconds, 2),
+        "fps": round(frames / seconds, 1),
+        "gpu_busy": sampler.busy,
+        "faces_restored": faces,
+        "batch_size": params.batch_size,
+    }
 
 
 def run_plain_loop(backend, clip: Path, out: Path, fidelity: float, frames: int) -> dict:
@@ -163,8 +186,13 @@ def run_plain_loop(backend, clip: Path, out: Path, fidelity: float, frames: int)
             writer.write(upscaled)
             done, faces = done + 1, faces + len(boxes)
     seconds = time.perf_counter() - started
-    return {"frames": done, "seconds": round(seconds, 2), "fps": round(done / seconds, 1),
-            "gpu_busy": sampler.busy, "faces_restored": faces}
+    return {
+        "frames": done,
+        "seconds": round(seconds, 2),
+        "fps": round(done / seconds, 1),
+        "gpu_busy": sampler.busy,
+        "faces_restored": faces,
+    }
 
 
 def gpu_ms(fn, repeat: int = 5) -> float:
@@ -199,8 +227,11 @@ def stage_times(backend, clip: Path, batch: int, fidelity: float) -> dict:
     with torch.inference_mode():
         up = backend._upscale(x)
         faces = backend._detect(x)
-        transforms = [(i, similarity(upscaled_points(f.landmarks[0], 2), backend._template()))
-                      for i, f in enumerate(faces) if len(f)]
+        transforms = [
+            (i, similarity(upscaled_points(f.landmarks[0], 2), backend._template()))
+            for i, f in enumerate(faces)
+            if len(f)
+        ]
         per_face = max(1, len(transforms))
         out = {
             "decode_cpu": round(decode_ms, 2),
@@ -208,9 +239,11 @@ def stage_times(backend, clip: Path, batch: int, fidelity: float) -> dict:
             "upscale_gpu_compiled": round(gpu_ms(lambda: backend._upscale(x, fast=True)) / batch, 2),
             "detect_gpu_and_sync": round(gpu_ms(lambda: backend._detect(x)) / batch, 2),
             "restore_gpu_per_face_eager": round(
-                gpu_ms(lambda: backend._restore(up.clone(), transforms, fidelity)) / per_face, 2),
+                gpu_ms(lambda: backend._restore(up.clone(), transforms, fidelity)) / per_face, 2
+            ),
             "restore_gpu_per_face_compiled": round(
-                gpu_ms(lambda: backend._restore(up.clone(), transforms, fidelity, fast=True)) / per_face, 2),
+                gpu_ms(lambda: backend._restore(up.clone(), transforms, fidelity, fast=True)) / per_face, 2
+            ),
         }
         host = backend.upscale_batch(frames[:batch])
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "e.mp4", FPS, WIDTH * 2, HEIGHT * 2) as w:
@@ -237,8 +270,9 @@ def profile_stream(backend, clip: Path, fidelity: float, frames: int) -> None:
     wall = time.perf_counter() - started
     events = prof.key_averages()
     kernels = sum(e.self_device_time_total for e in events) / 1e6
-    print(f"profile: {frames} frames in {wall:.2f} s wall (profiled), device time {kernels:.2f} s "
-          f"({kernels / wall:.0%})")
+    print(
+        f"profile: {frames} frames in {wall:.2f} s wall (profiled), device time {kernels:.2f} s ({kernels / wall:.0%})"
+    )
     print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
     print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
 
@@ -249,8 +283,11 @@ def check_output(path: Path, frames: int) -> dict:
     info = probe(path)
     assert (info.width, info.height, info.frames) == (WIDTH * 2, HEIGHT * 2, frames), info
     assert info.audio_duration is not None and abs(info.audio_duration - frames / FPS) <= 1 / FPS, info
-    return {"size": f"{info.width}x{info.height}", "frames": info.frames,
-            "audio_seconds": round(info.audio_duration, 2)}
+    return {
+        "size": f"{info.width}x{info.height}",
+        "frames": info.frames,
+        "audio_seconds": round(info.audio_duration, 2),
+    }
 
 
 def main() -> None:
@@ -262,8 +299,11 @@ def main() -> None:
     parser.add_argument("--skip-task-path", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--profile", action="store_true", help="also profile three pipelined batches")
-    parser.add_argument("--smoke", action="store_true",
-                        help="plumbing check on any device: tiny upscaler, no faces, a few frames; writes no result")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="plumbing check on any device: tiny upscaler, no faces, a few frames; writes no result",
+    )
     args = parser.parse_args()
 
     import torch
@@ -326,17 +366,22 @@ def main() -> None:
     speedup = round(fps / results["plain_loop"]["fps"], 2)
     report = {
         "benchmark": "upscale_video native backend, end to end "
-                     "(decode -> upscale -> face restore -> H.264 mp4 + audio)",
+        "(decode -> upscale -> face restore -> H.264 mp4 + audio)",
         "command": COMMAND + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
         "date": date.today().isoformat(),
         "machine": machine(),
-        "torch": torch.__version__, "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "input": f"{WIDTH}x{HEIGHT}", "output": f"{WIDTH * 2}x{HEIGHT * 2}", "video_fps": FPS,
-        "frames": args.frames, "batch_size": args.batch_size, "codeformer_fidelity": args.fidelity,
+        "input": f"{WIDTH}x{HEIGHT}",
+        "output": f"{WIDTH * 2}x{HEIGHT * 2}",
+        "video_fps": FPS,
+        "frames": args.frames,
+        "batch_size": args.batch_size,
+        "codeformer_fidelity": args.fidelity,
         "models": {
             "upscaler": "RealESRGAN_x2plus layout (RRDBNet, 23 blocks, 64 features, pixel-unshuffle), "
-                        f"random weights, {backend.models.dtype}",
+            f"random weights, {backend.models.dtype}",
             "restorer": "CodeFormer, full size, random weights, bfloat16 autocast",
             "detector": "RetinaFace-ResNet50, random weights, heads set to one 256-px face per frame, float16",
         },
@@ -352,9 +397,11 @@ def main() -> None:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\npipelined {fps} fps (GPU busy {results['pipelined']['gpu_busy']}), plain loop "
-          f"{results['plain_loop']['fps']} fps -> {speedup}x; fp32 plain loop "
-          f"{results['plain_loop_fp32']['fps']} fps; target met: {report['target_met']}\nwrote {args.out}")
+    print(
+        f"\npipelined {fps} fps (GPU busy {results['pipelined']['gpu_busy']}), plain loop "
+        f"{results['plain_loop']['fps']} fps -> {speedup}x; fp32 plain loop "
+        f"{results['plain_loop_fp32']['fps']} fps; target met: {report['target_met']}\nwrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

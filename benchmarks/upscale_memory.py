@@ -44,7 +44,7 @@ def write_clip(path: Path, seconds: int) -> Path:
         for i in range(seconds * FPS):
             x = round(room / 2 * (1 + np.sin(2 * np.pi * i / 50)))
             y = round(room / 2 * (1 + np.sin(2 * np.pi * i / 37)))
-            writer.write(portrait[y:y + SIDE, x:x + SIDE])
+            writer.write(portrait[y : y + SIDE, x : x + SIDE])
     return path
 
 
@@ -55,8 +55,13 @@ def upscale_in_this_process(clip: Path, store_root: Path, batch_size: int) -> No
 
     store = LocalStore(store_root)
     store.upload(clip, "inputs/clip.mp4")
-    request = TaskRequest(job_id="bench", node_id="upscale_video", task="upscale_video",
-                          params={"batch_size": batch_size}, artifacts={"video": "inputs/clip.mp4"})
+    request = TaskRequest(
+        job_id="bench",
+        node_id="upscale_video",
+        task="upscale_video",
+        params={"batch_size": batch_size},
+        artifacts={"video": "inputs/clip.mp4"},
+    )
     started, cpu_started = time.perf_counter(), time.process_time()
     output = execute_task(request, store)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -66,15 +71,22 @@ def upscale_in_this_process(clip: Path, store_root: Path, batch_size: int) -> No
 
 def measure(clip: Path, seconds: int, batch_size: int, store_root: Path) -> dict:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(clip), str(store_root), str(batch_size)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(clip), str(store_root), str(batch_size)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         sys.exit(f"upscale run failed: {proc.stderr[-2000:]}")
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     frames = child["meta"]["frames"]
     return {
-        "video_seconds": seconds, "frames": frames, "batch_size": batch_size,
-        "input": f"{SIDE}x{SIDE}", "output": "x".join(map(str, child["meta"]["size"])),
+        "video_seconds": seconds,
+        "frames": frames,
+        "batch_size": batch_size,
+        "input": f"{SIDE}x{SIDE}",
+        "output": "x".join(map(str, child["meta"]["size"])),
         "peak_rss_mib": round(child["peak_mib"], 1),
         "process_seconds": round(time.perf_counter() - started, 2),
         "task_seconds": round(child["task_seconds"], 2),
@@ -85,8 +97,11 @@ def measure(clip: Path, seconds: int, batch_size: int, store_root: Path) -> dict
 
 
 def markdown(runs: list[dict]) -> str:
-    cells = "; ".join(f"{r['video_seconds']} s (batch {r['batch_size']}): {r['peak_rss_mib']:.0f} MiB, "
-                      f"{r['task_seconds']:.1f} s ({r['ms_per_frame']:.1f} ms/frame)" for r in runs)
+    cells = "; ".join(
+        f"{r['video_seconds']} s (batch {r['batch_size']}): {r['peak_rss_mib']:.0f} MiB, "
+        f"{r['task_seconds']:.1f} s ({r['ms_per_frame']:.1f} ms/frame)"
+        for r in runs
+    )
     return f"| upscale_video peak RSS, {SIDE}x{SIDE} -> {2 * SIDE}x{2 * SIDE} @ {FPS} fps | {cells} |"
 
 
@@ -100,9 +115,14 @@ def main() -> None:
             print(json.dumps(runs[-1]), flush=True)
     long_run = next(r for r in runs if r["video_seconds"] == 60)
     result = {
-        "command": COMMAND, "machine": machine(), "load_average_at_start": load_at_start,
-        "runs": runs, "target_peak_rss_mib": TARGET_MIB, "met": long_run["peak_rss_mib"] < TARGET_MIB,
-        "markdown": markdown(runs), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": COMMAND,
+        "machine": machine(),
+        "load_average_at_start": load_at_start,
+        "runs": runs,
+        "target_peak_rss_mib": TARGET_MIB,
+        "met": long_run["peak_rss_mib"] < TARGET_MIB,
+        "markdown": markdown(runs),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -52,7 +52,7 @@ def start_frames(width: int, height: int, frames: int, device: torch.device) -> 
 
     image = data.astronaut()[40:440, 60:460]  # the face and shoulders
     big = cv2.resize(image, (width + frames, height + frames), interpolation=cv2.INTER_AREA)
-    clip = np.stack([big[i:i + height, i:i + width] for i in range(frames)])  # [T, H, W, 3]
+    clip = np.stack([big[i : i + height, i : i + width] for i in range(frames)])  # [T, H, W, 3]
     video = torch.from_numpy(clip).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
     return video.to(device)
 
@@ -60,9 +60,12 @@ def start_frames(width: int, height: int, frames: int, device: torch.device) -> 
 def levels(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """Frame difference in 8-bit levels (frames in [-1, 1]) and PSNR."""
     diff = (a.float() - b.float()).abs() * 127.5
-    mse = float((diff ** 2).mean())
-    return {"max_levels": round(float(diff.max()), 3), "mean_levels": round(float(diff.mean()), 4),
-            "psnr_db": round(float(10 * np.log10(255.0 ** 2 / mse)), 2) if mse > 0 else float("inf")}
+    mse = float((diff**2).mean())
+    return {
+        "max_levels": round(float(diff.max()), 3),
+        "mean_levels": round(float(diff.mean()), 4),
+        "psnr_db": round(float(10 * np.log10(255.0**2 / mse)), 2) if mse > 0 else float("inf"),
+    }
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -82,9 +85,15 @@ def round_trips(full: WanVAE, half: WanVAE, start: torch.Tensor, windows: int) -
         z32, z16 = full.encode(x32), half.encode(x16)
         y32, y16 = full.decode(z32), half.decode(z16)
         one_pass = half.decode(half.encode(x32))  # bfloat16 once, from the float32 chain's input
-        rows.append({"window": k + 1, "latents_rel": round(relative(z16, z32), 6),
-                     "frames": levels(y16, y32), "one_bf16_pass": levels(one_pass, y32),
-                     "saturated_fraction": round(float((y32.abs() > 0.999).float().mean()), 4)})
+        rows.append(
+            {
+                "window": k + 1,
+                "latents_rel": round(relative(z16, z32), 6),
+                "frames": levels(y16, y32),
+                "one_bf16_pass": levels(one_pass, y32),
+                "saturated_fraction": round(float((y32.abs() > 0.999).float().mean()), 4),
+            }
+        )
         print(rows[-1], flush=True)
         x32, x16 = y32, y16
     return rows
@@ -122,17 +131,25 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     full = load_vae(args.vae, torch.float32, device) if args.vae else random_vae(args.base_dim, device)
     half = WanVAE(copy.deepcopy(full.autoencoder).to(torch.bfloat16)).to(device)  # the same weights, rounded
-    out = {"benchmark": "Wan 2.1 VAE, bfloat16 against float32, motion-frame round trips",
-           "command": " ".join(["python", *sys.argv]), "date": date.today().isoformat(), "machine": machine(),
-           "torch": torch.__version__, "device": str(device),
-           "weights": str(args.vae) if args.vae else f"random (diffusers default init, seed 0, base_dim {args.base_dim})",
-           "size": [width, height], "motion_frames": args.motion_frames, "windows": args.windows}
+    out = {
+        "benchmark": "Wan 2.1 VAE, bfloat16 against float32, motion-frame round trips",
+        "command": " ".join(["python", *sys.argv]),
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "weights": str(args.vae) if args.vae else f"random (diffusers default init, seed 0, base_dim {args.base_dim})",
+        "size": [width, height],
+        "motion_frames": args.motion_frames,
+        "windows": args.windows,
+    }
     start = start_frames(width, height, args.motion_frames, device)
     out["round_trips"] = round_trips(full, half, start, args.windows)
     if args.repeats:
         out["window_vae_seconds"] = {
             "float32": window_seconds(full, width, height, args.motion_frames, device, args.repeats),
-            "bfloat16": window_seconds(half, width, height, args.motion_frames, device, args.repeats)}
+            "bfloat16": window_seconds(half, width, height, args.motion_frames, device, args.repeats),
+        }
         if device.type == "cuda":
             out["peak_vram_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     print(json.dumps(out, indent=2))

@@ -47,8 +47,8 @@ from pathlib import Path
 
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")  # the official attention map is @torch.compile'd: run it eager
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
@@ -91,24 +91,43 @@ def audio_stage(checkout: Path, work: Path) -> None:
     speech = ref.speech().astype(np.float32) / 32768.0
     embedding = gen.get_embedding(speech, extractor, encoder)  # [frames, 12, 768]
     torch.save(embedding, work / "audio_embedding.pt")
-    (work / "audio_stage.json").write_text(json.dumps({
-        "transformers": transformers.__version__, "stand_ins": stood_in,
-        "wav2vec2_weights": ref.fingerprint(state),
-        "normalizes_waveform": bool(extractor.do_normalize)}))
+    (work / "audio_stage.json").write_text(
+        json.dumps(
+            {
+                "transformers": transformers.__version__,
+                "stand_ins": stood_in,
+                "wav2vec2_weights": ref.fingerprint(state),
+                "normalizes_waveform": bool(extractor.do_normalize),
+            }
+        )
+    )
 
 
 # ---- stage 2, here: the official generation loop ------------------------------------------------------------------
 
 
-def flash_attention_sdpa(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None,
-                         causal=False, window_size=(-1, -1), deterministic=False, dtype=None, version=None):
+def flash_attention_sdpa(
+    q,
+    k,
+    v,
+    q_lens=None,
+    k_lens=None,
+    dropout_p=0.0,
+    softmax_scale=None,
+    q_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    deterministic=False,
+    dtype=None,
+    version=None,
+):
     """flash_attention()'s contract ([B, L, N, C], keys past k_lens masked) as SDPA in the inputs' precision."""
     mask = None
     if k_lens is not None:
         mask = (torch.arange(k.shape[1])[None, :] < k_lens[:, None])[:, None, None, :]
     out = torch.nn.functional.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=causal,
-        scale=softmax_scale)
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=causal, scale=softmax_scale
+    )
     return out.transpose(1, 2).type_as(q)
 
 
@@ -126,14 +145,26 @@ def official_vae(multitalk, work: Path):
     """The official WanVAE (float32) at the tiny width, its weights generated and loaded by its own loader."""
     vae_module = sys.modules["wan.modules.vae"]
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in vae_module.WanVAE_(
-            dim=ref.VAE_DIM, z_dim=LATENT_CHANNELS, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-            temperal_downsample=[False, True, True], dropout=0.0).state_dict().items()}
+        shapes = {
+            k: tuple(v.shape)
+            for k, v in vae_module.WanVAE_(
+                dim=ref.VAE_DIM,
+                z_dim=LATENT_CHANNELS,
+                dim_mult=[1, 2, 4, 4],
+                num_res_blocks=2,
+                attn_scales=[],
+                temperal_downsample=[False, True, True],
+                dropout=0.0,
+            )
+            .state_dict()
+            .items()
+        }
     state = ref.generated_state(shapes)
     torch.save(state, work / "vae.pth")
     original = vae_module._video_vae
     vae_module._video_vae = lambda pretrained_path=None, z_dim=None, device="cpu", **kw: original(
-        pretrained_path=pretrained_path, z_dim=z_dim, device=device, dim=ref.VAE_DIM, **kw)
+        pretrained_path=pretrained_path, z_dim=z_dim, device=device, dim=ref.VAE_DIM, **kw
+    )
     try:
         vae = multitalk.WanVAE(vae_pth=str(work / "vae.pth"), device=torch.device("cpu"))
     finally:
@@ -146,10 +177,22 @@ def official_pipeline(multitalk, work: Path, rec: Recorder):
     pipe = multitalk.InfiniteTalkPipeline.__new__(multitalk.InfiniteTalkPipeline)
     cpu = torch.device("cpu")
     pipe.__dict__.update(
-        device=cpu, rank=0, use_usp=False, t5_cpu=False, num_train_timesteps=1000, param_dtype=torch.float32,
-        vae_stride=(4, 8, 8), patch_size=tuple(ref.DIT["patch_size"]), sp_size=1, sample_neg_prompt="",
-        num_timesteps=1000, use_timestep_transform=True, cpu_offload=False, model_names=["model"],
-        vram_management=False)
+        device=cpu,
+        rank=0,
+        use_usp=False,
+        t5_cpu=False,
+        num_train_timesteps=1000,
+        param_dtype=torch.float32,
+        vae_stride=(4, 8, 8),
+        patch_size=tuple(ref.DIT["patch_size"]),
+        sp_size=1,
+        sample_neg_prompt="",
+        num_timesteps=1000,
+        use_timestep_transform=True,
+        cpu_offload=False,
+        model_names=["model"],
+        vram_management=False,
+    )
     model = multitalk.WanModel(weight_init=False, **ref.DIT)
     dit_state = ref.generated_state({k: tuple(v.shape) for k, v in model.state_dict().items()})
     model.load_state_dict(dit_state, strict=True)
@@ -205,8 +248,10 @@ def generation_stage(checkout: Path, work: Path, portrait_path: Path) -> tuple[t
         torch.cuda.current_device = current_device
     utils = importlib.import_module("wan.utils.multitalk_utils")
     model_module = importlib.import_module("wan.modules.multitalk_model")
-    tables = {"480p": {k: v[0] for k, v in utils.ASPECT_RATIO_627.items()},
-              "720p": {k: v[0] for k, v in utils.ASPECT_RATIO_960.items()}}
+    tables = {
+        "480p": {k: v[0] for k, v in utils.ASPECT_RATIO_627.items()},
+        "720p": {k: v[0] for k, v in utils.ASPECT_RATIO_960.items()},
+    }
     utils.ASPECT_RATIO_627 = {k: ([h, w], 1) for k, (h, w) in ref.BUCKETS.items()}
     model_module.flash_attention = flash_attention_sdpa
     multitalk.torch_gc = utils.torch_gc = lambda: None
@@ -227,20 +272,36 @@ def generation_stage(checkout: Path, work: Path, portrait_path: Path) -> tuple[t
     torch.randn = recording_randn
     try:
         video = pipe.generate_infinitetalk(
-            {"prompt": ref.PROMPT, "cond_video": str(portrait_path),
-             "cond_audio": {"person1": str(work / "audio_embedding.pt")}},
-            size_buckget="infinitetalk-480", motion_frame=o["motion_frame"], frame_num=o["frame_num"],
-            shift=o["shift"], sampling_steps=o["sampling_steps"], text_guide_scale=o["text_guide_scale"],
-            audio_guide_scale=o["audio_guide_scale"], n_prompt=ref.NEGATIVE_PROMPT, seed=o["seed"],
-            offload_model=False, max_frames_num=1000, progress=False,
+            {
+                "prompt": ref.PROMPT,
+                "cond_video": str(portrait_path),
+                "cond_audio": {"person1": str(work / "audio_embedding.pt")},
+            },
+            size_buckget="infinitetalk-480",
+            motion_frame=o["motion_frame"],
+            frame_num=o["frame_num"],
+            shift=o["shift"],
+            sampling_steps=o["sampling_steps"],
+            text_guide_scale=o["text_guide_scale"],
+            audio_guide_scale=o["audio_guide_scale"],
+            n_prompt=ref.NEGATIVE_PROMPT,
+            seed=o["seed"],
+            offload_model=False,
+            max_frames_num=1000,
+            progress=False,
             color_correction_strength=o["color_correction_strength"],
-            extra_args=types.SimpleNamespace(use_teacache=False, use_apg=False))
+            extra_args=types.SimpleNamespace(use_teacache=False, use_apg=False),
+        )
     finally:
         torch.randn = randn
-    patched = ["flash_attention: torch SDPA in the inputs' precision (flash-attn absent; it computes in bf16)",
-               "torch_gc: no-op (CUDA cache)", "get_video_codec: 'png' (ffprobe absent; AV1 inputs only)",
-               "ASPECT_RATIO_627: the tiny table", "inspect.ArgSpec: imported unused, absent from Python 3.11",
-               "torch.cuda.current_device: 0 while wan.multitalk imports (T5EncoderModel's default argument)"]
+    patched = [
+        "flash_attention: torch SDPA in the inputs' precision (flash-attn absent; it computes in bf16)",
+        "torch_gc: no-op (CUDA cache)",
+        "get_video_codec: 'png' (ffprobe absent; AV1 inputs only)",
+        "ASPECT_RATIO_627: the tiny table",
+        "inspect.ArgSpec: imported unused, absent from Python 3.11",
+        "torch.cuda.current_device: 0 while wan.multitalk imports (T5EncoderModel's default argument)",
+    ]
     return video, rec, {"stand_ins": stood_in, "patched": patched, "weights": weights, "official_tables": tables}
 
 
@@ -259,8 +320,11 @@ def save(out: Path, video: torch.Tensor, rec: Recorder, meta: dict) -> None:
     for i, (noise, motion, latent) in enumerate(zip(rec.noise, rec.motion, rec.latents, strict=True)):
         tensors |= {f"noise_{i}": noise, f"motion_latents_{i}": motion, f"latents_{i}": latent}
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out),
-              metadata={"reference": json.dumps(meta, separators=(",", ":"))})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(out),
+        metadata={"reference": json.dumps(meta, separators=(",", ":"))},
+    )
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): {len(rec.latents)} windows, video {tuple(video.shape)}")
 
 
@@ -268,8 +332,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("official", type=Path, help="a checkout of MeiGen-AI/InfiniteTalk")
     parser.add_argument("--commit", default="unknown", help="the checkout's commit, for the record")
-    parser.add_argument("--transformers4", type=Path, default=ROOT / "third_party" / "transformers4",
-                        help="a folder with transformers 4.x (pip install --target), for the audio stage")
+    parser.add_argument(
+        "--transformers4",
+        type=Path,
+        default=ROOT / "third_party" / "transformers4",
+        help="a folder with transformers 4.x (pip install --target), for the audio stage",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / ref.REFERENCE_FILE)
     parser.add_argument("--stage", choices=("all", "audio"), default="all", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -278,13 +346,16 @@ def main() -> None:
     if args.stage == "audio":
         return audio_stage(checkout, args.work)
     if not (args.transformers4 / "transformers").is_dir():
-        sys.exit(f"{args.transformers4} has no transformers 4: pip install --target {args.transformers4} --no-deps "
-                 "transformers==4.49.0 huggingface_hub==0.29.3 tokenizers==0.21.1")
+        sys.exit(
+            f"{args.transformers4} has no transformers 4: pip install --target {args.transformers4} --no-deps "
+            "transformers==4.49.0 huggingface_hub==0.29.3 tokenizers==0.21.1"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(args.transformers4.resolve()), str(ROOT)]))
-        subprocess.run([sys.executable, __file__, str(checkout), "--stage", "audio", "--work", str(work)],
-                       check=True, env=env)
+        subprocess.run(
+            [sys.executable, __file__, str(checkout), "--stage", "audio", "--work", str(work)], check=True, env=env
+        )
         from PIL import Image
 
         portrait_path = work / "portrait.png"
@@ -295,14 +366,28 @@ def main() -> None:
         meta["weights"]["wav2vec2"] = audio.pop("wav2vec2_weights")
         meta["stand_ins"] = sorted(set(meta["stand_ins"]) | set(audio.pop("stand_ins")))
         meta |= {
-            "official_code": f"MeiGen-AI/InfiniteTalk {args.commit}", "command": " ".join(sys.argv),
-            "date": date.today().isoformat(), "torch": torch.__version__, "audio_stage": audio,
-            "config": {"dit": ref.DIT, "vae_dim": ref.VAE_DIM, "wav2vec2": ref.WAV2VEC2, "buckets": ref.BUCKETS,
-                       "official": ref.OFFICIAL, "frames": ref.FRAMES, "fps": ref.FPS, "prompt": ref.PROMPT,
-                       "negative_prompt": ref.NEGATIVE_PROMPT},
-            "given": {"clip_features": ref.checksum(ref.clip_features()),
-                      "text": {p: ref.checksum(ref.text_features(p)) for p in ref.PROMPT_TOKENS}},
-            "embedding_path": str(work / "audio_embedding.pt")}
+            "official_code": f"MeiGen-AI/InfiniteTalk {args.commit}",
+            "command": " ".join(sys.argv),
+            "date": date.today().isoformat(),
+            "torch": torch.__version__,
+            "audio_stage": audio,
+            "config": {
+                "dit": ref.DIT,
+                "vae_dim": ref.VAE_DIM,
+                "wav2vec2": ref.WAV2VEC2,
+                "buckets": ref.BUCKETS,
+                "official": ref.OFFICIAL,
+                "frames": ref.FRAMES,
+                "fps": ref.FPS,
+                "prompt": ref.PROMPT,
+                "negative_prompt": ref.NEGATIVE_PROMPT,
+            },
+            "given": {
+                "clip_features": ref.checksum(ref.clip_features()),
+                "text": {p: ref.checksum(ref.text_features(p)) for p in ref.PROMPT_TOKENS},
+            },
+            "embedding_path": str(work / "audio_embedding.pt"),
+        }
         save(args.out, video, rec, meta)
 
 

@@ -19,8 +19,13 @@ from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import InputError, SpinBotError
 from spinbot.models.cli import app as models_app
 
-app = typer.Typer(cls=OneErrorStyle, add_completion=False, no_args_is_help=True, context_settings=HELP,
-                  help="SpinBot: prompt + portrait + voice -> video.")
+app = typer.Typer(
+    cls=OneErrorStyle,
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="SpinBot: prompt + portrait + voice -> video.",
+)
 pipelines_app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and validate pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
 for _command in models_app.registered_commands:  # the same help and errors under `spinbot models`
@@ -36,8 +41,11 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version, metavar="",
-                                       help="Print the version and exit.")) -> None:
+def _main(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_show_version, metavar="", help="Print the version and exit."
+    ),
+) -> None:
     """SpinBot: prompt + portrait + voice -> video."""
 
 
@@ -68,14 +76,28 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 def _run_with_progress(runner, job_id: str) -> Any:
     job, interrupted = runner.jobs.get(job_id), False
-    with Progress(TextColumn("{task.fields[node]:<14}"), BarColumn(), TaskProgressColumn(),
-                  TextColumn("{task.fields[status]:<10}"), NodeTimeColumn(), TextColumn("{task.description}"),
-                  console=err_console, transient=False) as progress:
-        bars = {n.node_id: progress.add_task(
-                    n.message or "", total=1.0, node=n.node_id, status=n.status, start=False,
-                    completed=1 if n.status == "succeeded" else 0,
-                    seconds=n.seconds if n.status == "succeeded" else None)
-                for n in job.nodes}
+    with Progress(
+        TextColumn("{task.fields[node]:<14}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]:<10}"),
+        NodeTimeColumn(),
+        TextColumn("{task.description}"),
+        console=err_console,
+        transient=False,
+    ) as progress:
+        bars = {
+            n.node_id: progress.add_task(
+                n.message or "",
+                total=1.0,
+                node=n.node_id,
+                status=n.status,
+                start=False,
+                completed=1 if n.status == "succeeded" else 0,
+                seconds=n.seconds if n.status == "succeeded" else None,
+            )
+            for n in job.nodes
+        }
 
         def on_event(event) -> None:
             if event.kind != "node" or event.node_id not in bars:
@@ -84,8 +106,9 @@ def _run_with_progress(runner, job_id: str) -> Any:
             progress.start_task(bar)  # the node's clock starts at its first event (no-op once started)
             done = 1.0 if event.status == "succeeded" else event.progress
             seconds = runner.jobs.get(job_id).node(event.node_id).seconds if event.status == "succeeded" else None
-            progress.update(bar, completed=done, status=event.status, description=(event.message or "")[:60],
-                            seconds=seconds)
+            progress.update(
+                bar, completed=done, status=event.status, description=(event.message or "")[:60], seconds=seconds
+            )
 
         unsubscribe = runner.events.subscribe(on_event)
         try:
@@ -95,8 +118,9 @@ def _run_with_progress(runner, job_id: str) -> Any:
         finally:
             unsubscribe()
     if interrupted:
-        err_console.print(f"job {job_id} interrupted; resume it with: spinbot run --resume {job_id}",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"job {job_id} interrupted; resume it with: spinbot run --resume {job_id}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(130)
 
 
@@ -138,24 +162,33 @@ SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
 
 @app.command(cls=Command)
 def run(
-    prompt: str | None = typer.Option(None, metavar="TEXT", help="What the video is about (the LLM writes the "
-                                         "script from it). (required unless --resume or --set script.text=...)"),
+    prompt: str | None = typer.Option(
+        None,
+        metavar="TEXT",
+        help="What the video is about (the LLM writes the "
+        "script from it). (required unless --resume or --set script.text=...)",
+    ),
     image: Path | None = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
-    voice: Path | None = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. "
-                                         "(required unless --resume)"),
-    ref_text: str | None = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice "
-                                           "sample."),
+    voice: Path | None = typer.Option(
+        None, metavar="FILE", help="Narrator voice sample to clone. (required unless --resume)"
+    ),
+    ref_text: str | None = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice sample."),
     pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
     set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
     out: Path | None = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
-    resume: str | None = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished "
-                                         "node."),
-    priority: int | None = typer.Option(None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks "
-                                           "(1 runs first)."),
-    watch: bool = typer.Option(False, "--watch", help="Watch the video while it renders: prints each live HLS "
-                               "playlist's path (local storage) or serves it on a loopback URL (S3)."),
-    watch_port: int = typer.Option(0, "--watch-port", min=0, max=65535, metavar="INTEGER",
-                                   help="Port for --watch on S3 (0: any free port)."),
+    resume: str | None = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node."),
+    priority: int | None = typer.Option(
+        None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks (1 runs first)."
+    ),
+    watch: bool = typer.Option(
+        False,
+        "--watch",
+        help="Watch the video while it renders: prints each live HLS "
+        "playlist's path (local storage) or serves it on a loopback URL (S3).",
+    ),
+    watch_port: int = typer.Option(
+        0, "--watch-port", min=0, max=65535, metavar="INTEGER", help="Port for --watch on S3 (0: any free port)."
+    ),
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
@@ -170,8 +203,17 @@ def run(
             missing = [name for name, value in given if not value]
             if missing:
                 raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")
-            job_id = runner.create_job(JobRequest(pipeline=pipeline, prompt=prompt or "", image=image, voice=voice,
-                                                  ref_text=ref_text, params=params, priority=priority))
+            job_id = runner.create_job(
+                JobRequest(
+                    pipeline=pipeline,
+                    prompt=prompt or "",
+                    image=image,
+                    voice=voice,
+                    ref_text=ref_text,
+                    params=params,
+                    priority=priority,
+                )
+            )
             err_console.print(f"job {job_id}", highlight=False)
         job = _run_watched(runner, job_id, watch, watch_port)
         _finish(runner, job, out)
@@ -182,8 +224,9 @@ def run(
 @app.command(cls=Command)
 def demo(
     out: Path = typer.Option(Path("spinbot-out/demo.mp4"), metavar="FILE", help="Where to write the demo video."),
-    prompt: str = typer.Option(None, metavar="TEXT", help="Prompt for the script (default: a short one about "
-                               "learning)."),
+    prompt: str = typer.Option(
+        None, metavar="TEXT", help="Prompt for the script (default: a short one about learning)."
+    ),
     set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
 ) -> None:
     """Run the default pipeline on sample inputs (scikit-image's astronaut, the Beckett speech sample)."""
@@ -192,9 +235,15 @@ def demo(
     try:
         runner = _runner()
         image = samples.portrait_path(runner.settings.data_dir / "samples")
-        job_id = runner.create_job(JobRequest(prompt=prompt or samples.DEMO_PROMPT, image=image,
-                                              voice=samples.voice_path(), ref_text=samples.BECKETT_TRANSCRIPT,
-                                              params=parse_sets(set_)))
+        job_id = runner.create_job(
+            JobRequest(
+                prompt=prompt or samples.DEMO_PROMPT,
+                image=image,
+                voice=samples.voice_path(),
+                ref_text=samples.BECKETT_TRANSCRIPT,
+                params=parse_sets(set_),
+            )
+        )
         err_console.print(f"job {job_id}", highlight=False)
         job = _run_with_progress(runner, job_id)
         _finish(runner, job, out)
@@ -203,8 +252,13 @@ def demo(
 
 
 @app.command(cls=Command)
-def params(task: str | None = typer.Argument(None, metavar="TASK", help="A task (infinite_talk) or a node of the "
-                                                "default pipeline (script); all when left out.")) -> None:
+def params(
+    task: str | None = typer.Argument(
+        None,
+        metavar="TASK",
+        help="A task (infinite_talk) or a node of the default pipeline (script); all when left out.",
+    ),
+) -> None:
     """Every parameter that --set takes, with its type, default and description."""
     from spinbot.tasks.base import did_you_mean
     from spinbot.tasks.catalog import load_task
@@ -279,8 +333,9 @@ def pipelines_validate(file: Path = typer.Argument(..., metavar="FILE", help="A 
 
 @app.command(cls=Command)
 def gc(
-    older_than: Optional[float] = typer.Option(None, "--older-than", min=0, help="Days since a job finished "
-                                               "(default: SPINBOT_JOB_RETENTION_DAYS)."),
+    older_than: float | None = typer.Option(
+        None, "--older-than", min=0, help="Days since a job finished (default: SPINBOT_JOB_RETENTION_DAYS)."
+    ),
     job: list[str] = typer.Option([], "--job", help="Delete this finished job whatever its age (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list the jobs that would be deleted."),
 ) -> None:
@@ -331,8 +386,9 @@ def serve(
 
 @app.command(cls=Command)
 def worker(
-    queues: str | None = typer.Option(None, metavar="NAMES", help="Comma-separated queues to serve (default: "
-                                                    "SPINBOT_WORKER_QUEUES, gpu,cpu)."),
+    queues: str | None = typer.Option(
+        None, metavar="NAMES", help="Comma-separated queues to serve (default: SPINBOT_WORKER_QUEUES, gpu,cpu)."
+    ),
 ) -> None:
     """Run python-plane tasks from the Redis queues (SPINBOT_REDIS_URL) until SIGTERM."""
     from spinbot.logs import setup_logging

@@ -31,7 +31,7 @@ PLAIN_TYPES = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER
 
 
 def plain_type(label: str | None) -> str:
-    """"<list[str]>" -> "TEXT", "<int range>" -> "INTEGER", "<bool>" (a flag) -> ""."""
+    """ "<list[str]>" -> "TEXT", "<int range>" -> "INTEGER", "<bool>" (a flag) -> ""."""
     inner = (label or "").strip("<>").removeprefix("list[").removesuffix("]").removesuffix(" range")
     return PLAIN_TYPES.get(inner, inner.upper())
 
@@ -69,11 +69,19 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
     """Usage errors (an unknown option, a missing value, a bad number) in the same one-line style as every other
     error, instead of click's boxed message."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False,
-                                  windows_expand_args=windows_expand_args, **extra)
+            result = super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         except NoArgsIsHelpError as err:
             typer.echo(err.ctx.get_help())
             result = 0
@@ -81,8 +89,7 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
             ctx = getattr(err, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if isinstance(err, UsageError) and ctx else ""
             message = _first_lower(err.format_message()).rstrip(".")
-            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False,
-                              soft_wrap=True, markup=True)
+            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False, soft_wrap=True, markup=True)
             result = err.exit_code
         except typer.Abort:
             err_console.print("[bold red]error:[/] aborted", highlight=False)

@@ -30,8 +30,10 @@ def watch(runner, job_id: str, say: Callable[[str], None], port: int = 0) -> Ite
     if hasattr(store, "path"):  # local storage: the files themselves
         places = [str(store.path(live_key(job_id, node))) for node in nodes]
         for node, place in zip(nodes, places):
-            say(f"live {node}: {place} (a file on local storage; it grows as the node runs: "
-                "play it with ffplay, mpv or VLC)")
+            say(
+                f"live {node}: {place} (a file on local storage; it grows as the node runs: "
+                "play it with ffplay, mpv or VLC)"
+            )
         yield places
         return
     with _serve(runner, port) as base:

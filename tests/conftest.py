@@ -10,10 +10,12 @@ from spinbot.settings import reset_settings
 def use_settings(monkeypatch: pytest.MonkeyPatch):
     """use_settings(models_dir=path, talk_backend="native"): set SPINBOT_* variables for this test and reload the
     settings object."""
+
     def apply(**values: object) -> None:
         for name, value in values.items():
             monkeypatch.setenv(f"SPINBOT_{name.upper()}", str(value))
         reset_settings()
+
     return apply
 
 

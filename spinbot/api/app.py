@@ -27,8 +27,14 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     settings = settings or get_settings()
     runner = runner or Runner(settings)
     metrics = Metrics()
-    services = Services(settings, runner, JobExecutor(runner, settings.api_job_threads), metrics,
-                        make_event_feed(runner.events, settings.redis_url), Readiness(settings, runner))
+    services = Services(
+        settings,
+        runner,
+        JobExecutor(runner, settings.api_job_threads),
+        metrics,
+        make_event_feed(runner.events, settings.redis_url),
+        Readiness(settings, runner),
+    )
     unsubscribe = runner.events.subscribe(metrics.on_event)
 
     @asynccontextmanager
@@ -41,8 +47,9 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         await services.feed.close()
 
     # /docs with Swagger UI's files from the fastapi-offline package: it works with no internet.
-    app = FastAPIOffline(title="SpinBot", version=__version__, lifespan=lifespan, redoc_url=None,
-                         static_url="/docs/assets")
+    app = FastAPIOffline(
+        title="SpinBot", version=__version__, lifespan=lifespan, redoc_url=None, static_url="/docs/assets"
+    )
     app.state.settings, app.state.services = settings, services
     app.state.runner = runner  # a shortcut that tests and route modules use
     install_error_handlers(app)

@@ -55,8 +55,15 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 def _status_for(err: SpinBotError) -> int:
     from spinbot.storage.s3 import RangeNotSatisfiable, StorageUnavailable
 
-    for kind, status in ((Unauthorized, 401), (JobNotFound, 404), (Conflict, 409), (UploadTooLarge, 413),
-                         (RangeNotSatisfiable, 416), (InvalidField, 422), (StorageUnavailable, 503)):
+    for kind, status in (
+        (Unauthorized, 401),
+        (JobNotFound, 404),
+        (Conflict, 409),
+        (UploadTooLarge, 413),
+        (RangeNotSatisfiable, 416),
+        (InvalidField, 422),
+        (StorageUnavailable, 503),
+    ):
         if isinstance(err, kind):
             return status
     return 400
@@ -73,8 +80,10 @@ def document_validation_errors(app: FastAPI) -> None:
             for operation in (op for ops in schema.get("paths", {}).values() for op in ops.values()):
                 reply = operation.get("responses", {}).get("422")
                 if reply and "HTTPValidationError" in str(reply):
-                    reply.update(description=_MEANINGS[422], content={"application/json": {"schema": {
-                        "$ref": "#/components/schemas/ErrorBody"}}})
+                    reply.update(
+                        description=_MEANINGS[422],
+                        content={"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.pop("HTTPValidationError", None)
             components.pop("ValidationError", None)

@@ -61,8 +61,11 @@ class JobExecutor:
 
     def claim_orphans(self) -> list[str]:
         """Lease and schedule every unfinished job that no process holds; returns the ones taken."""
-        taken = [job_id for job_id in self.runner.leases.store.claimable(ORPHAN_STATES)
-                 if self.runner.leases.acquire(job_id) and self.submit(job_id)]
+        taken = [
+            job_id
+            for job_id in self.runner.leases.store.claimable(ORPHAN_STATES)
+            if self.runner.leases.acquire(job_id) and self.submit(job_id)
+        ]
         if taken:
             log.info("resuming unfinished jobs", extra={"jobs": taken})
         return taken

@@ -61,8 +61,12 @@ def _one_line(name: str, line: str) -> str:
 
 
 @router.get("/v1/jobs/{job_id}/inputs/{name}")
-def job_input(job_id: str, name: Literal["source_image", "narrator_voice"], request: Request,
-              owner: str | None = Depends(media_owner)):
+def job_input(
+    job_id: str,
+    name: Literal["source_image", "narrator_voice"],
+    request: Request,
+    owner: str | None = Depends(media_owner),
+):
     """A job's portrait (`source_image`) or voice sample (`narrator_voice`) as it was submitted."""
     runner = request.app.state.services.runner
     job = owned_job(runner, job_id, owner)

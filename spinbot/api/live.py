@@ -28,24 +28,35 @@ SEGMENT_NAME = re.compile(r"seg-\d{5}\.ts")
 NO_STORE = {"Cache-Control": "no-cache"}  # the playlist grows; a cached copy would stall the player
 
 
-@router.get(f"/v1/jobs/{{job_id}}/live/{{node_id}}/{PLAYLIST}", response_class=Response,
-            responses={200: {"content": {PLAYLIST_TYPE: {}}, "description": "the HLS playlist"},
-                       **error_responses(401, 404, 422)})
+@router.get(
+    f"/v1/jobs/{{job_id}}/live/{{node_id}}/{PLAYLIST}",
+    response_class=Response,
+    responses={
+        200: {"content": {PLAYLIST_TYPE: {}}, "description": "the HLS playlist"},
+        **error_responses(401, 404, 422),
+    },
+)
 def live_playlist(job_id: str, node_id: str, services: ServicesDep, owner: MediaOwner):
     """The node's live HLS playlist: 404 until its first segment is written."""
     job = services.owned_job(job_id, owner)
     node = _node(job, node_id)
-    stored = _stored(services, live_key(job.id, node.node_id), f"node '{node_id}' of job '{job_id}' has no live "
-                     "output yet").decode()
+    stored = _stored(
+        services, live_key(job.id, node.node_id), f"node '{node_id}' of job '{job_id}' has no live output yet"
+    ).decode()
     text = "".join(line for line in stored.splitlines(keepends=True) if line.strip() != ENDLIST)
     if node.status in FINAL_STATES:
         text += ENDLIST + "\n"
     return Response(text, media_type=PLAYLIST_TYPE, headers=NO_STORE)
 
 
-@router.get("/v1/jobs/{job_id}/live/{node_id}/{segment}", response_class=Response,
-            responses={200: {"content": {SEGMENT_TYPE: {}}, "description": "one MPEG-TS segment"},
-                       **error_responses(401, 404, 422)})
+@router.get(
+    "/v1/jobs/{job_id}/live/{node_id}/{segment}",
+    response_class=Response,
+    responses={
+        200: {"content": {SEGMENT_TYPE: {}}, "description": "one MPEG-TS segment"},
+        **error_responses(401, 404, 422),
+    },
+)
 def live_segment(job_id: str, node_id: str, segment: str, services: ServicesDep, owner: MediaOwner):
     """One MPEG-TS segment of the node's live output."""
     job = services.owned_job(job_id, owner)

@@ -10,15 +10,20 @@ from spinbot.state.events import Event
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("spinbot_http_requests_total", "HTTP requests", ["method", "route", "status"],
-                                registry=self.registry)
+        self.requests = Counter(
+            "spinbot_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
         self.jobs_created = Counter("spinbot_jobs_created_total", "Jobs created", registry=self.registry)
-        self.jobs_finished = Counter("spinbot_jobs_finished_total", "Jobs finished", ["status"],
-                                     registry=self.registry)
-        self.node_finished = Counter("spinbot_nodes_finished_total", "Nodes finished", ["node", "status"],
-                                     registry=self.registry)
-        self.upload_bytes = Histogram("spinbot_upload_bytes", "Accepted upload sizes",
-                                      buckets=(1e4, 1e5, 1e6, 1e7, 5e7, 1e8), registry=self.registry)
+        self.jobs_finished = Counter("spinbot_jobs_finished_total", "Jobs finished", ["status"], registry=self.registry)
+        self.node_finished = Counter(
+            "spinbot_nodes_finished_total", "Nodes finished", ["node", "status"], registry=self.registry
+        )
+        self.upload_bytes = Histogram(
+            "spinbot_upload_bytes",
+            "Accepted upload sizes",
+            buckets=(1e4, 1e5, 1e6, 1e7, 5e7, 1e8),
+            registry=self.registry,
+        )
 
     def on_event(self, event: Event) -> None:
         if event.kind == "job" and event.status in ("succeeded", "failed", "cancelled"):

@@ -37,8 +37,11 @@ class Readiness:
         self._redis: Any = None
 
     def _checks(self) -> dict[str, Callable[[], None] | None]:
-        return {"database": self._database, "redis": self._redis_ping if self.settings.redis_url else None,
-                "storage": self._storage}
+        return {
+            "database": self._database,
+            "redis": self._redis_ping if self.settings.redis_url else None,
+            "storage": self._storage,
+        }
 
     async def check(self) -> ReadyOut:
         names, checks = zip(*self._checks().items())
@@ -69,8 +72,11 @@ class Readiness:
         if self._redis is None:
             import redis
 
-            self._redis = redis.Redis.from_url(str(self.settings.redis_url), socket_timeout=CHECK_TIMEOUT_SECONDS,
-                                               socket_connect_timeout=CHECK_TIMEOUT_SECONDS)
+            self._redis = redis.Redis.from_url(
+                str(self.settings.redis_url),
+                socket_timeout=CHECK_TIMEOUT_SECONDS,
+                socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
+            )
         self._redis.ping()
 
     def _storage(self) -> None:

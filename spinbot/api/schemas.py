@@ -17,8 +17,11 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pipeline: str = "f5tts_infinitetalk"
-    prompt: str = Field(default="", max_length=4000, description="what the video is about; may be empty when "
-                                                                 "params.script.text gives your own script")
+    prompt: str = Field(
+        default="",
+        max_length=4000,
+        description="what the video is about; may be empty when params.script.text gives your own script",
+    )
     image: str = Field(description="upload id of the portrait")
     voice: str = Field(description="upload id of the narrator voice")
     ref_text: str = ""
@@ -77,17 +80,44 @@ class JobOut(BaseModel):
         script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
         values = job.inputs.get("values", {})
         return cls(
-            id=job.id, pipeline=job.pipeline, status=job.status, priority=job.priority,
-            error=public_error(job.error), prompt=values.get("prompt"), ref_text=values.get("ref_text"),
-            script=(script or {}).get("values", {}).get("text"), created_at=job.created_at,
-            started_at=job.started_at, finished_at=job.finished_at, params=job.params,
-            nodes=[NodeOut(id=n.node_id, task=n.task, plane=n.plane, status=n.status, progress=n.progress,
-                           message=n.message, attempts=n.attempts, error=public_error(n.error), seconds=n.seconds,
-                           meta=(n.output or {}).get("meta"), values=(n.output or {}).get("values"))
-                   for n in job.nodes],
-            artifacts=[ArtifactOut(node_id=a["node_id"], name=a["name"], size=a["size"],
-                                   content_type=a["content_type"], url=f"{base}/{a['node_id']}/{a['name']}")
-                       for a in job.artifacts],
+            id=job.id,
+            pipeline=job.pipeline,
+            status=job.status,
+            priority=job.priority,
+            error=public_error(job.error),
+            prompt=values.get("prompt"),
+            ref_text=values.get("ref_text"),
+            script=(script or {}).get("values", {}).get("text"),
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            params=job.params,
+            nodes=[
+                NodeOut(
+                    id=n.node_id,
+                    task=n.task,
+                    plane=n.plane,
+                    status=n.status,
+                    progress=n.progress,
+                    message=n.message,
+                    attempts=n.attempts,
+                    error=public_error(n.error),
+                    seconds=n.seconds,
+                    meta=(n.output or {}).get("meta"),
+                    values=(n.output or {}).get("values"),
+                )
+                for n in job.nodes
+            ],
+            artifacts=[
+                ArtifactOut(
+                    node_id=a["node_id"],
+                    name=a["name"],
+                    size=a["size"],
+                    content_type=a["content_type"],
+                    url=f"{base}/{a['node_id']}/{a['name']}",
+                )
+                for a in job.artifacts
+            ],
         )
 
 

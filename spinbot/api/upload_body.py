@@ -49,10 +49,15 @@ class _Collector:
         self._file: BinaryIO | None = None
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
-                "on_header_value": self._header_value_data, "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-                "on_part_end": self._part_end}
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
 
     def _part_begin(self) -> None:
         self._headers, self._field, self._text = {}, None, bytearray()

@@ -21,8 +21,18 @@ E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
 # InfiniteTalk: every block's attention, cross-attention, audio-attention and FFN projections (the 40 x 10 large
 # matrices, ~98% of the matmul FLOPs); embeddings, the timestep path and the head stay as they are.
-INFINITETALK_LINEARS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.o",
-                        "audio_cross_attn.q_linear", "audio_cross_attn.proj", "ffn.0", "ffn.2")
+INFINITETALK_LINEARS = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.o",
+    "audio_cross_attn.q_linear",
+    "audio_cross_attn.proj",
+    "ffn.0",
+    "ffn.2",
+)
 # F5-TTS DiT blocks: attention and feed-forward (the adaptive norm's linear works on one time embedding a sample)
 F5_LINEARS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "ff.ff.0.0", "ff.ff.2")
 
@@ -51,8 +61,9 @@ class FP8Linear(nn.Module):
         rows = x.reshape(-1, x.shape[-1])
         values, scale = quantize_rows(rows)
         if values.is_cuda:  # row-wise scales: the kernel returns bfloat16 (the bias add fuses under compile)
-            out = torch._scaled_mm(values, self.weight.T, scale_a=scale, scale_b=self.weight_scale,
-                                   out_dtype=torch.bfloat16)
+            out = torch._scaled_mm(
+                values, self.weight.T, scale_a=scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16
+            )
         else:  # no e4m3 kernel: the same numbers in float32
             out = F.linear(values.float() * scale, self.weight.float() * self.weight_scale.T)
         if self.bias is not None:

@@ -31,5 +31,7 @@ def apply_process_limits(fraction: float | None) -> None:
         for index in range(torch.cuda.device_count()):
             torch.cuda.set_per_process_memory_fraction(fraction, index)
             total = torch.cuda.get_device_properties(index).total_memory
-            log.info("gpu memory capped", extra={"device": index, "fraction": fraction,
-                                                 "cap_bytes": int(total * fraction), "total_bytes": total})
+            log.info(
+                "gpu memory capped",
+                extra={"device": index, "fraction": fraction, "cap_bytes": int(total * fraction), "total_bytes": total},
+            )

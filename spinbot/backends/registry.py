@@ -38,10 +38,7 @@ def get_backend(task: str, name: str | None = None) -> Any:
     if target is None:
         setting = "SPINBOT_" + _SETTING_FOR_TASK[task].upper()
         available = ", ".join(sorted(_BACKENDS[task])) or "none yet"
-        raise BackendUnavailable(
-            f"{task}: backend '{name}' is not implemented; "
-            f"set {setting} to one of: {available}"
-        )
+        raise BackendUnavailable(f"{task}: backend '{name}' is not implemented; set {setting} to one of: {available}")
     if name == "native":
         from spinbot.backends.gpu import apply_process_limits
 

@@ -20,14 +20,18 @@ Check = Callable[[str, Any, dict[str, Any]], None]  # (node id, validated params
 def tts_native(node_id: str, params: Any, values: dict[str, Any]) -> None:
     transcript = params.ref_text if params.ref_text is not None else values.get("ref_text")
     if not (transcript or "").strip():
-        raise ParamsError(f"{node_id}: ref_text (the transcript of the narrator voice) is empty; the native F5-TTS "
-                          "backend needs it and does not transcribe")
+        raise ParamsError(
+            f"{node_id}: ref_text (the transcript of the narrator voice) is empty; the native F5-TTS "
+            "backend needs it and does not transcribe"
+        )
 
 
 def talk_native(node_id: str, params: Any, values: dict[str, Any]) -> None:
     if params.motion_frame < 1:
-        raise ParamsError(f"{node_id}.motion_frame: the native backend needs at least 1: each window continues "
-                          "from the last frames of the one before")
+        raise ParamsError(
+            f"{node_id}.motion_frame: the native backend needs at least 1: each window continues "
+            "from the last frames of the one before"
+        )
 
 
 # task -> backend name -> check; a backend missing here needs nothing beyond its params model.

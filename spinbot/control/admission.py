@@ -43,7 +43,8 @@ class Admission:
     # `nodes`: each node's params, of its task's own model (ScriptParams, TextToSpeechParams, ...), picked by task.
     def check_texts(self, spec: PipelineSpec, nodes: dict[str, Any], request: JobRequest) -> None:
         if not request.prompt.strip() and not any(
-                isinstance(given, ScriptParams) and (given.text or "").strip() for given in nodes.values()):
+            isinstance(given, ScriptParams) and (given.text or "").strip() for given in nodes.values()
+        ):
             raise InputError("prompt is empty: give a prompt, or your own script (script.text)")
         s = self.settings
         _refuse_long(request.prompt, s.max_prompt_chars, "prompt", "SPINBOT_MAX_PROMPT_CHARS")
@@ -93,8 +94,9 @@ class Admission:
                 check_voice(path, self.settings.min_voice_seconds, "the narrator voice")
             for node_id, given in nodes.items():
                 if isinstance(given, TextToSpeechParams) and given.narrator_voice:
-                    path = self._fetch(self._named_key(node_id, given.narrator_voice, request.owner),
-                                       Path(tmp) / node_id)
+                    path = self._fetch(
+                        self._named_key(node_id, given.narrator_voice, request.owner), Path(tmp) / node_id
+                    )
                     check_voice(path, self.settings.min_voice_seconds, f"{node_id}.narrator_voice")
 
     def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
@@ -123,8 +125,9 @@ def check_voice(path: Path, min_seconds: float, what: str) -> None:
     audio, sr = load_audio(path)
     seconds = len(audio) / sr
     if seconds < min_seconds:
-        raise InputError(f"{what} lasts {seconds:.2f} s, under the minimum of {min_seconds:g} s "
-                         "(SPINBOT_MIN_VOICE_SECONDS)")
+        raise InputError(
+            f"{what} lasts {seconds:.2f} s, under the minimum of {min_seconds:g} s (SPINBOT_MIN_VOICE_SECONDS)"
+        )
     if speech_bounds(audio, sr) is None:
         raise InputError(f"{what} is silent: nothing in it rises above the noise floor")
 

@@ -66,8 +66,9 @@ def execute_task(
 
 class Dispatcher(ABC):
     @abstractmethod
-    def run(self, request: TaskRequest, report: Callable[[float, str], None],
-            is_cancelled: Callable[[], bool]) -> NodeOutput:
+    def run(
+        self, request: TaskRequest, report: Callable[[float, str], None], is_cancelled: Callable[[], bool]
+    ) -> NodeOutput:
         """Run the task to the end (wherever it runs) and return its output; raise on failure."""
 
 

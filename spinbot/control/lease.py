@@ -76,8 +76,10 @@ class LeaseKeeper:
         it, which shows it is alive."""
         first = self.store.view(job_id)
         if first is not None and first.live:
-            log.warning("waiting for the job's lease to expire: its owner may have died",
-                        extra={"job_id": job_id, "owner": first.owner})
+            log.warning(
+                "waiting for the job's lease to expire: its owner may have died",
+                extra={"job_id": job_id, "owner": first.owner},
+            )
         deadline = time.monotonic() + self.seconds + 1.0
         while first is not None and time.monotonic() < deadline:
             if self.acquire(job_id):
@@ -93,8 +95,10 @@ class LeaseKeeper:
         if lease is None or not lease.live:
             return f"job {job_id} was just taken by another process"
         left = lease.seconds_left
-        return (f"job {job_id} is being run by another process ({lease.owner}); it can be taken over if that "
-                f"process stops renewing its lease, {left:.0f} s from now at the earliest")
+        return (
+            f"job {job_id} is being run by another process ({lease.owner}); it can be taken over if that "
+            f"process stops renewing its lease, {left:.0f} s from now at the earliest"
+        )
 
     # ---- checking ----------------------------------------------------------------------------------------------
     def check(self, job_id: str) -> None:
@@ -134,7 +138,7 @@ class LeaseKeeper:
             if held:
                 try:
                     self._renew(held)
-                except Exception as err:  # the database is away: the leases stay ours until they run out
+                except Exception as err:  # noqa: BLE001 - the database is away: the leases stay ours until they run out
                     log.warning("job lease renewal failed", extra={"error": str(err), "jobs": held})
 
     def _renew(self, job_ids: list[str]) -> set[str]:

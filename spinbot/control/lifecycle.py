@@ -70,8 +70,11 @@ def _folders_to_delete(runner: Runner, job: st.JobView) -> list[str]:
     """The job's own folder (its inputs and every node's artifacts), and the folder of each upload it used that
     none of the owner's other jobs names."""
     in_use = runner.jobs.input_keys_in_use(job.id, job.owner)
-    uploads = {str(PurePosixPath(key).parent) for key in job.inputs.get("artifacts", {}).values()
-               if _is_upload(key) and key not in in_use}
+    uploads = {
+        str(PurePosixPath(key).parent)
+        for key in job.inputs.get("artifacts", {}).values()
+        if _is_upload(key) and key not in in_use
+    }
     return [f"jobs/{job.id}", *sorted(uploads)]
 
 

@@ -60,8 +60,13 @@ def make_dispatcher(settings: Settings, artifacts: ArtifactStore) -> Dispatcher:
 class Runner:
     """The control plane in one object; the CLI and the API both drive jobs through it."""
 
-    def __init__(self, settings: Settings | None = None, dispatcher: Dispatcher | None = None,
-                 events: EventBus | None = None, artifacts: ArtifactStore | None = None):
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        dispatcher: Dispatcher | None = None,
+        events: EventBus | None = None,
+        artifacts: ArtifactStore | None = None,
+    ):
         self.settings = settings or get_settings()
         self.jobs = st.JobStore(get_engine(self.settings.resolved_database_url))
         self.artifacts = artifacts or open_store(self.settings.resolved_storage_url)
@@ -75,8 +80,10 @@ class Runner:
         configured backends (every node's, defaults included); keep only what was given."""
         for node_id, node_params in params.items():
             if node_id not in spec.nodes_by_id:
-                raise ParamsError(f"{node_id}: no such node in pipeline '{spec.name}'"
-                                  f"{did_you_mean(node_id, spec.nodes_by_id)} (nodes: {', '.join(spec.nodes_by_id)})")
+                raise ParamsError(
+                    f"{node_id}: no such node in pipeline '{spec.name}'"
+                    f"{did_you_mean(node_id, spec.nodes_by_id)} (nodes: {', '.join(spec.nodes_by_id)})"
+                )
             if not isinstance(node_params, dict):
                 raise ParamsError(f"{node_id}: params must be an object")
         for node in spec.nodes:
@@ -108,8 +115,16 @@ class Runner:
         inputs = {"values": {"prompt": request.prompt, "ref_text": request.ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
         # Born leased to this process: no other one can start it before this one does.
-        self.jobs.create_job(job_id, spec.name, nodes, inputs, params, request.owner, request.priority,
-                             lease=(self.leases.owner, self.leases.seconds))
+        self.jobs.create_job(
+            job_id,
+            spec.name,
+            nodes,
+            inputs,
+            params,
+            request.owner,
+            request.priority,
+            lease=(self.leases.owner, self.leases.seconds),
+        )
         self.leases.adopt(job_id)
         self.events.publish(Event(job_id, "job", st.PENDING))
         return job_id
@@ -135,8 +150,7 @@ class Runner:
         except LeaseLost as err:
             log.warning("stopped driving the job: %s", err, extra={"job_id": job_id})
         except KeyboardInterrupt:
-            self._finish(job_id, st.INTERRUPTED, "interrupted by its user; resume with: spinbot run --resume "
-                         f"{job_id}")
+            self._finish(job_id, st.INTERRUPTED, f"interrupted by its user; resume with: spinbot run --resume {job_id}")
             raise
         finally:
             self.leases.release(job_id)
@@ -170,7 +184,7 @@ class Runner:
             self._finish(job_id, st.CANCELLED, str(err))
         except LeaseLost:
             raise  # the job is another process's now: record nothing
-        except Exception as err:  # noqa: BLE001 - any failure ends the job as failed, with its message
+        except Exception as err:
             if self.leases.is_lost(job_id):
                 raise LeaseLost(f"job {job_id}: lost its lease while it ran") from err
             self._finish(job_id, st.FAILED, str(err) or type(err).__name__)
@@ -201,8 +215,11 @@ class Runner:
         self.jobs.request_cancel(job_id)
         job = self.jobs.get(job_id)
         if job.status in (st.PENDING, st.INTERRUPTED):  # nothing runs it to notice the request
-            self._finish(job_id, st.CANCELLED, "cancelled before it started" if job.status == st.PENDING else
-                         "cancelled while interrupted")
+            self._finish(
+                job_id,
+                st.CANCELLED,
+                "cancelled before it started" if job.status == st.PENDING else "cancelled while interrupted",
+            )
             self.leases.release(job_id)
 
     def delete_job(self, job_id: str) -> None:
@@ -243,8 +260,11 @@ class Runner:
                 raise LeaseLost(f"job {job_id}: lost its lease during node '{node_id}'") from err
             message = f"node '{node_id}' ({node.task}) failed: {err}"
             # Expected failures (bad input, missing backend) are one line; anything else keeps its traceback.
-            log.warning("node failed", extra={"job_id": job_id, "node_id": node_id, "error": str(err)},
-                        exc_info=not isinstance(err, SpinBotError))
+            log.warning(
+                "node failed",
+                extra={"job_id": job_id, "node_id": node_id, "error": str(err)},
+                exc_info=not isinstance(err, SpinBotError),
+            )
             self.jobs.node_status(job_id, node_id, st.FAILED, error=str(err))
             self.events.publish(Event(job_id, "node", st.FAILED, node_id, message=str(err)))
             raise TaskFailed(message) from err
@@ -268,17 +288,30 @@ class Runner:
         for output in upstream.values():  # ancestors in topological order: nearer nodes win
             values.update(output.get("values", {}))
             artifacts.update(output.get("artifacts", {}))
-        return TaskRequest(job_id=job.id, node_id=node.node_id, task=node.task,
-                           params=job.params.get(node.node_id, {}), values=values, artifacts=artifacts,
-                           priority=job.priority, live_output=self.settings.live_output)
+        return TaskRequest(
+            job_id=job.id,
+            node_id=node.node_id,
+            task=node.task,
+            params=job.params.get(node.node_id, {}),
+            values=values,
+            artifacts=artifacts,
+            priority=job.priority,
+            live_output=self.settings.live_output,
+        )
 
     def _record(self, job_id: str, node_id: str, output: NodeOutput, seconds: float) -> dict[str, Any]:
         output.meta.setdefault("seconds", round(seconds, 3))
         records = []
         for name, key in output.artifacts.items():
             if key.startswith(f"jobs/{job_id}/{node_id}/"):
-                records.append({"name": name, "key": key, "size": self.artifacts.size(key),
-                                "content_type": mimetypes.guess_type(key)[0]})
+                records.append(
+                    {
+                        "name": name,
+                        "key": key,
+                        "size": self.artifacts.size(key),
+                        "content_type": mimetypes.guess_type(key)[0],
+                    }
+                )
         # Round-trip through JSON: the database, the checkpointer and the queue all need plain types.
         result = json.loads(json.dumps(output.model_dump(), default=_plain))
         self.jobs.node_succeeded(job_id, node_id, result, records)

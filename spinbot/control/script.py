@@ -20,10 +20,15 @@ INSTRUCTIONS = (
 
 
 class ScriptParams(TaskParams):
-    text: str | None = Field(default=None, max_length=20_000,
-                             description="Your own script: spoken as it is, and no LLM is called.")
-    words: int = Field(default=30, ge=5, le=2000,
-                       description="About how many words the LLM writes (about 150 words a minute of speech).")
+    text: str | None = Field(
+        default=None, max_length=20_000, description="Your own script: spoken as it is, and no LLM is called."
+    )
+    words: int = Field(
+        default=30,
+        ge=5,
+        le=2000,
+        description="About how many words the LLM writes (about 150 words a minute of speech).",
+    )
 
 
 def fallback_script(prompt: str) -> str:
@@ -62,8 +67,12 @@ def generate_script(prompt: str, words: int = 30) -> tuple[str, dict[str, str]]:
     except Exception as err:  # noqa: BLE001 - no server, timeout, HTTP error, garbage: the fallback text goes on
         reason = f"{type(err).__name__}: {err}".strip()[:300]
         log.warning("script: Ollama failed, using the fallback text", extra={"reason": reason})
-        return fallback_script(prompt), {"source": "fallback", "reason": reason, "model": settings.ollama_model,
-                                         "host": settings.ollama_host}
+        return fallback_script(prompt), {
+            "source": "fallback",
+            "reason": reason,
+            "model": settings.ollama_model,
+            "host": settings.ollama_host,
+        }
 
 
 def run(ctx: TaskContext, params: ScriptParams) -> NodeOutput:

@@ -64,8 +64,9 @@ def _probe_with_av(path: Path) -> AudioHeader:
 def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
     """Refuse, before any decode, audio whose header claims more than a voice sample may hold."""
     if header.seconds is not None and header.seconds > max_seconds:
-        raise InputTooLarge(f"the audio lasts {header.seconds:.1f} s, over the limit of {max_seconds:g} s "
-                            "(SPINBOT_MAX_VOICE_SECONDS)")
+        raise InputTooLarge(
+            f"the audio lasts {header.seconds:.1f} s, over the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)"
+        )
     if not 0 < header.sample_rate <= MAX_SAMPLE_RATE:
         raise InputError(f"the audio's sample rate {header.sample_rate} Hz is outside 1..{MAX_SAMPLE_RATE} Hz")
     if not 0 < header.channels <= MAX_CHANNELS:
@@ -82,8 +83,9 @@ def load_voice(path: Path | str, sr: int | None = None, max_seconds: float | Non
     return load_audio(path, sr, max_seconds=limit)
 
 
-def load_audio(path: Path | str, sr: int | None = None, mono: bool = True,
-               max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+def load_audio(
+    path: Path | str, sr: int | None = None, mono: bool = True, max_seconds: float | None = None
+) -> tuple[np.ndarray, int]:
     """Decode any audio file to float32 (mono by default), optionally resampled to `sr`; with `max_seconds`, the
     decode stops with an error as soon as the audio passes that length."""
     path = Path(path)
@@ -178,14 +180,15 @@ def crossfade_concat(chunks: list[np.ndarray], sr: int, fade_s: float) -> tuple[
         chunk = np.asarray(chunk, dtype=np.float32)
         overlap = min(round(fade_s * sr), len(out), len(chunk))
         t = (np.arange(overlap, dtype=np.float64) + 0.5) / max(overlap, 1)
-        mixed = out[len(out) - overlap:] * np.cos(0.5 * np.pi * t) + chunk[:overlap] * np.sin(0.5 * np.pi * t)
+        mixed = out[len(out) - overlap :] * np.cos(0.5 * np.pi * t) + chunk[:overlap] * np.sin(0.5 * np.pi * t)
         joins.append(len(out) - overlap // 2)
         out = np.concatenate([out[: len(out) - overlap], mixed.astype(np.float32), chunk[overlap:]])
     return out, joins
 
 
-def limit_peaks(audio: np.ndarray, sr: int, ceiling: float = 0.95, lookahead_s: float = 0.005,
-                release_s: float = 0.05) -> np.ndarray:
+def limit_peaks(
+    audio: np.ndarray, sr: int, ceiling: float = 0.95, lookahead_s: float = 0.005, release_s: float = 0.05
+) -> np.ndarray:
     """Look-ahead peak limiter: a smooth gain that starts falling lookahead_s before a peak and holds for
     release_s after it, so no sample exceeds ceiling and nothing is clipped."""
     ahead, hold = max(1, int(lookahead_s * sr)), max(1, int(release_s * sr))

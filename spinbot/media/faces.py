@@ -56,14 +56,15 @@ def face_candidates(rgb: np.ndarray, min_fraction: float = 0.08) -> list[Box]:
     gray = _gray(rgb)
     side = int(min(gray.shape) * min_fraction)
     found = _cascade("haarcascade_frontalface_default.xml").detectMultiScale(
-        gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(side, 24), max(side, 24)))
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(side, 24), max(side, 24))
+    )
     boxes = [Box(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
     return sorted(boxes, key=lambda b: b.area, reverse=True)
 
 
 def has_an_eye(rgb: np.ndarray, face: Box) -> bool:
     """Whether the eye cascade finds an eye in the upper half of the face box."""
-    top = rgb[max(0, face.y):face.y + face.h // 2, max(0, face.x):face.x + face.w]
+    top = rgb[max(0, face.y) : face.y + face.h // 2, max(0, face.x) : face.x + face.w]
     if top.shape[0] < 4 or top.shape[1] < 4:
         return False
     height = max(1, round(top.shape[0] * EYE_SEARCH_WIDTH / top.shape[1]))
@@ -71,7 +72,8 @@ def has_an_eye(rgb: np.ndarray, face: Box) -> bool:
     top = cv2.resize(top, (EYE_SEARCH_WIDTH, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     side = EYE_SEARCH_WIDTH // 10
     found = _cascade("haarcascade_eye.xml").detectMultiScale(
-        _gray(top), scaleFactor=1.1, minNeighbors=EYE_CONFIRM_NEIGHBOURS, minSize=(side, side))
+        _gray(top), scaleFactor=1.1, minNeighbors=EYE_CONFIRM_NEIGHBOURS, minSize=(side, side)
+    )
     return len(found) > 0
 
 
@@ -90,11 +92,12 @@ def detect_faces(rgb: np.ndarray, min_fraction: float = 0.08, max_side: int | No
 
 def detect_eyes(rgb: np.ndarray, face: Box) -> list[Box]:
     """Eyes inside the upper half of a face box, in image coordinates, left to right."""
-    top = rgb[face.y:face.y + face.h // 2, face.x:face.x + face.w]
+    top = rgb[face.y : face.y + face.h // 2, face.x : face.x + face.w]
     if top.size == 0:
         return []
     found = _cascade("haarcascade_eye.xml").detectMultiScale(
-        _gray(top), scaleFactor=1.1, minNeighbors=5, minSize=(max(face.w // 10, 8), max(face.w // 10, 8)))
+        _gray(top), scaleFactor=1.1, minNeighbors=5, minSize=(max(face.w // 10, 8), max(face.w // 10, 8))
+    )
     eyes = [Box(face.x + int(x), face.y + int(y), int(w), int(h)) for x, y, w, h in found]
     eyes = sorted(eyes, key=lambda b: b.area, reverse=True)[:2]
     return sorted(eyes, key=lambda b: b.x)

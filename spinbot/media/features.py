@@ -10,8 +10,9 @@ from scipy import signal
 BLOCK_S = 0.01  # energy blocks for finding where the speech starts and ends
 
 
-def speech_bounds(audio: np.ndarray, sr: int, above_noise_db: float = 10.0, floor_db: float = -55.0,
-                  margin_s: float = 0.1) -> tuple[int, int] | None:
+def speech_bounds(
+    audio: np.ndarray, sr: int, above_noise_db: float = 10.0, floor_db: float = -55.0, margin_s: float = 0.1
+) -> tuple[int, int] | None:
     """Sample range [start, end) of the speech, widened by a margin; None when nothing rises above the threshold.
 
     A 10 ms block counts as speech when it is `above_noise_db` louder than the recording's noise floor (its
@@ -21,7 +22,7 @@ def speech_bounds(audio: np.ndarray, sr: int, above_noise_db: float = 10.0, floo
     blocks = len(audio) // hop
     if blocks == 0:
         return None
-    energy = np.mean(np.square(audio[:blocks * hop].reshape(blocks, hop), dtype=np.float64), axis=1)
+    energy = np.mean(np.square(audio[: blocks * hop].reshape(blocks, hop), dtype=np.float64), axis=1)
     level_db = 10.0 * np.log10(energy + 1e-12)
     noise_db = float(np.percentile(level_db, 10))
     threshold = min(max(floor_db, noise_db + above_noise_db), float(level_db.max()) - 25.0)
@@ -48,8 +49,9 @@ class Loudness:
     skipped: str | None = None
 
 
-def normalize_loudness(audio: np.ndarray, sr: int, target_lufs: float = -23.0,
-                       peak_dbfs: float = -1.0) -> tuple[np.ndarray, Loudness]:
+def normalize_loudness(
+    audio: np.ndarray, sr: int, target_lufs: float = -23.0, peak_dbfs: float = -1.0
+) -> tuple[np.ndarray, Loudness]:
     """Integrated loudness (ITU-R BS.1770, pyloudnorm) brought to target; the gain is lowered if a peak would
     pass `peak_dbfs`, so nothing clips."""
     import pyloudnorm

@@ -42,13 +42,16 @@ def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
     except Image.DecompressionBombError as err:  # Pillow's own ceiling, above any limit the settings allow
         claimed = re.search(r"\((\d+) pixels\)", str(err))
         count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
-        raise InputTooLarge(f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels "
-                            "(SPINBOT_MAX_IMAGE_PIXELS)") from None
+        raise InputTooLarge(
+            f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InputError(f"not a readable image: {path}") from None
     if header.pixels > max_pixels:
-        raise InputTooLarge(f"the image is {header.width}x{header.height} ({header.pixels:,} pixels), over the limit "
-                            f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)")
+        raise InputTooLarge(
+            f"the image is {header.width}x{header.height} ({header.pixels:,} pixels), over the limit "
+            f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
+        )
     return header
 
 
@@ -87,4 +90,4 @@ def resize_to(img: np.ndarray, width: int, height: int) -> np.ndarray:
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     resized = cv2.resize(img, (new_w, new_h), interpolation=interp)
     x0, y0 = (new_w - width) // 2, (new_h - height) // 2
-    return np.ascontiguousarray(resized[y0:y0 + height, x0:x0 + width])
+    return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])

@@ -48,8 +48,14 @@ def segment_name(index: int) -> str:
 
 def playlist_text(durations: list[float], target_seconds: int, ended: bool) -> str:
     """An HLS media playlist of the EVENT type: segments are only ever added, and ENDLIST closes it."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-PLAYLIST-TYPE:EVENT", f"#EXT-X-TARGETDURATION:{target_seconds}",
-             "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:3",
+        "#EXT-X-PLAYLIST-TYPE:EVENT",
+        f"#EXT-X-TARGETDURATION:{target_seconds}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-INDEPENDENT-SEGMENTS",
+    ]
     for index, seconds in enumerate(durations):
         lines += [f"#EXTINF:{seconds:.6f},", segment_name(index)]
     if ended:
@@ -78,8 +84,9 @@ class AudioPackets:
         encoder.open()
         self._packets: list[av.Packet] = []
         for start in range(0, len(samples), AAC_BLOCK):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[start:start + AAC_BLOCK].T),
-                                               format="fltp", layout=self.layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[start : start + AAC_BLOCK].T), format="fltp", layout=self.layout
+            )
             frame.sample_rate, frame.pts = rate, start
             self._packets += encoder.encode(frame)
         self._packets += encoder.encode(None)
@@ -93,7 +100,7 @@ class AudioPackets:
         taken = self._next
         while taken < len(self._packets) and _stamp(self._packets[taken].pts) - self._lead < sample:
             taken += 1
-        packets, self._next = self._packets[self._next:taken], taken
+        packets, self._next = self._packets[self._next : taken], taken
         return packets
 
 
@@ -102,9 +109,18 @@ class HlsSegmenter:
     ends by itself at `max_segment_frames`, which sets the playlist's target duration. `finish()` closes the
     playlist; `close()` without it leaves the playlist open (the stream stopped early)."""
 
-    def __init__(self, folder: Path, fps: int | Fraction, width: int, height: int, max_segment_frames: int,
-                 publish: Publish, audio: tuple[np.ndarray, int] | None = None, crf: int = 23,
-                 preset: str = "veryfast"):
+    def __init__(
+        self,
+        folder: Path,
+        fps: int | Fraction,
+        width: int,
+        height: int,
+        max_segment_frames: int,
+        publish: Publish,
+        audio: tuple[np.ndarray, int] | None = None,
+        crf: int = 23,
+        preset: str = "veryfast",
+    ):
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.folder = Path(folder)

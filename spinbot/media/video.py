@@ -107,8 +107,16 @@ def read_audio(path: Path | str, max_seconds: float | None = None) -> tuple[np.n
 class VideoWriter:
     """H.264 yuv420p mp4 at a fixed fps; audio (float32 mono or (n, ch)) is AAC-encoded and muxed on close."""
 
-    def __init__(self, path: Path | str, fps: int | Fraction, width: int, height: int, crf: int = 18,
-                 preset: str = "veryfast", audio: tuple[np.ndarray, int] | None = None):
+    def __init__(
+        self,
+        path: Path | str,
+        fps: int | Fraction,
+        width: int,
+        height: int,
+        crf: int = 18,
+        preset: str = "veryfast",
+        audio: tuple[np.ndarray, int] | None = None,
+    ):
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.path = Path(path)
@@ -144,7 +152,7 @@ class VideoWriter:
         audio = audio.reshape(len(audio), -1).astype(np.float32)[:, : (1 if layout == "mono" else 2)]
         block = 1024
         for start in range(0, len(audio), block):
-            chunk = np.ascontiguousarray(audio[start:start + block].T)
+            chunk = np.ascontiguousarray(audio[start : start + block].T)
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
             frame.sample_rate, frame.pts = rate, start
             for packet in stream.encode(frame):

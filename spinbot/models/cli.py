@@ -11,8 +11,10 @@ from spinbot.errors import SpinBotError
 
 app = typer.Typer(no_args_is_help=True, help="List, check and pull the native backends' model files.")
 
-TASK_HELP = "Task whose files to handle (repeatable): f5_to_tts, infinite_talk, upscale_video. Default: the tasks " \
-            "whose backend is native (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND)."
+TASK_HELP = (
+    "Task whose files to handle (repeatable): f5_to_tts, infinite_talk, upscale_video. Default: the tasks "
+    "whose backend is native (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND)."
+)
 SET_HELP = "NODE.PARAM=VALUE, repeatable: a file param other than the default (e.g. upscale_video.model_name_0=x.pth)."
 DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
 GPU_EXTRA = "the native backends' model files need the gpu extra (pip install 'spinbot[gpu]'): {err}"
@@ -28,14 +30,18 @@ def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
 
 
 def _none_selected() -> str:
-    return ("no task uses a native backend (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND are "
-            "all lite); name one with --task")
+    return (
+        "no task uses a native backend (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND are "
+        "all lite); name one with --task"
+    )
 
 
 @app.command("list")
-def list_files(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
-               set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-               models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+def list_files(
+    task: list[str] = typer.Option([], "--task", help=TASK_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
+) -> None:
     """Every file the selected backends need: where it is looked up, present or missing, its size, its source."""
     from spinbot.cli import fail
     from spinbot.models.selection import required_files
@@ -58,14 +64,17 @@ def list_files(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
         note = f"  [{f.note}]" if f.note else ""
         typer.echo(f"{status:<18} {_human(size):>9}  {f.relpath}  ({f.task}.{f.param})  <- {source}{note}")
     missing = [f for f in needed if f.required and not f.present]
-    typer.echo(f"{len(needed)} files, {len(missing)} missing" + ("; `spinbot models pull` fetches them" if missing
-                                                                else ""))
+    typer.echo(
+        f"{len(needed)} files, {len(missing)} missing" + ("; `spinbot models pull` fetches them" if missing else "")
+    )
 
 
 @app.command()
-def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
-          set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-          models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+def check(
+    task: list[str] = typer.Option([], "--task", help=TASK_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
+) -> None:
     """Every file's keys and shapes against the architecture the backend builds, from the headers only."""
     from spinbot.cli import err_console, fail
     from spinbot.models.selection import check_tasks, required_files
@@ -85,16 +94,21 @@ def check(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
         typer.echo(problem.line(root))
     seconds = time.monotonic() - start
     if problems:
-        err_console.print(f"{len(problems)} problem(s) in the model files of {', '.join(tasks)} ({seconds:.1f} s)",
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"{len(problems)} problem(s) in the model files of {', '.join(tasks)} ({seconds:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     typer.echo(f"ok: {count} files of {', '.join(tasks)} fit their architectures ({seconds:.1f} s)")
 
 
 @app.command()
-def pull(task: list[str] = typer.Option([], "--task", help=TASK_HELP),
-         set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-         models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP)) -> None:
+def pull(
+    task: list[str] = typer.Option([], "--task", help=TASK_HELP),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
+) -> None:
     """Download every missing file from its source (HF_TOKEN, HF_ENDPOINT honoured), sha256-verified."""
     from spinbot.cli import err_console, fail
     from spinbot.models.pull import PullError, pull_file

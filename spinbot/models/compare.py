@@ -26,29 +26,41 @@ class Problem:
         return f"{shown}: {self.message}"
 
 
-def compare_layout(path: Path, expected: Layout, found: Layout, *, file_name: Callable[[str], str] = lambda key: key,
-                   unexpected_ok: bool = False, dtypes: frozenset[str] = FLOAT_DTYPES,
-                   path_of: Callable[[str], Path] | None = None) -> list[Problem]:
+def compare_layout(
+    path: Path,
+    expected: Layout,
+    found: Layout,
+    *,
+    file_name: Callable[[str], str] = lambda key: key,
+    unexpected_ok: bool = False,
+    dtypes: frozenset[str] = FLOAT_DTYPES,
+    path_of: Callable[[str], Path] | None = None,
+) -> list[Problem]:
     """Every missing key, unexpected key (unless the loader ignores extra keys), misshapen key, and key of a dtype
     the loader cannot use (a float parameter must be one of `dtypes`; an integer buffer any integer type).
     `expected` and `found` use the model's names; `file_name` maps a model key back to the name the file uses, so a
     problem names what the user would find in the file; `path_of` names the file a key belongs in, where several
     files merge into one model."""
     where = path_of or (lambda key: path)
-    problems = [Problem(where(k), f"missing key '{file_name(k)}' (shape {list(spec.shape)})")
-                for k, spec in sorted(expected.items()) if k not in found]
+    problems = [
+        Problem(where(k), f"missing key '{file_name(k)}' (shape {list(spec.shape)})")
+        for k, spec in sorted(expected.items())
+        if k not in found
+    ]
     if not unexpected_ok:
-        problems += [Problem(where(k), f"unexpected key '{file_name(k)}'")
-                     for k in sorted(set(found) - set(expected))]
+        problems += [Problem(where(k), f"unexpected key '{file_name(k)}'") for k in sorted(set(found) - set(expected))]
     for key in sorted(set(expected) & set(found)):
         spec, need = found[key], expected[key]
         if tuple(spec.shape) != tuple(need.shape):
-            problems.append(Problem(where(key), f"key '{file_name(key)}' has shape {list(spec.shape)}, the model "
-                                                f"needs {list(need.shape)}"))
+            problems.append(
+                Problem(
+                    where(key),
+                    f"key '{file_name(key)}' has shape {list(spec.shape)}, the model needs {list(need.shape)}",
+                )
+            )
         elif not _dtype_fits(spec.dtype, need.dtype, dtypes):
             allowed = ", ".join(sorted(dtypes)) if is_float(need.dtype) else "an integer type"
-            problems.append(Problem(where(key), f"key '{file_name(key)}' is {spec.dtype}, the loader needs "
-                                                f"{allowed}"))
+            problems.append(Problem(where(key), f"key '{file_name(key)}' is {spec.dtype}, the loader needs {allowed}"))
     return problems
 
 
@@ -74,10 +86,12 @@ def problems_from_error(path: Path, err: BaseException) -> list[Problem]:
     problems = []
     for line in text.splitlines():
         line = line.strip().rstrip(".")
-        for prefix, what in (("Missing key(s) in state_dict: ", "missing key"),
-                             ("Unexpected key(s) in state_dict: ", "unexpected key")):
+        for prefix, what in (
+            ("Missing key(s) in state_dict: ", "missing key"),
+            ("Unexpected key(s) in state_dict: ", "unexpected key"),
+        ):
             if line.startswith(prefix):
-                problems += [Problem(path, f"{what} '{key}'") for key in _quoted(line[len(prefix):])]
+                problems += [Problem(path, f"{what} '{key}'") for key in _quoted(line[len(prefix) :])]
         if line.startswith("size mismatch for "):
             problems.append(Problem(path, line))
     return problems or [Problem(path, text.strip().splitlines()[0] if text.strip() else type(err).__name__)]

@@ -34,7 +34,8 @@ class ModelFile:
         return source_for(self.relpath)
 
 
-def model_file(task: str, param: str, models_dir: Path, *parts: str, required: bool = True,
-               note: str = "") -> ModelFile:
+def model_file(
+    task: str, param: str, models_dir: Path, *parts: str, required: bool = True, note: str = ""
+) -> ModelFile:
     relpath = "/".join(p.strip("/") for p in parts if p)
     return ModelFile(task, param, models_dir, relpath, required, note)

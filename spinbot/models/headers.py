@@ -13,8 +13,17 @@ from pathlib import Path
 from typing import Any
 
 SAFETENSORS_DTYPES = {  # torch dtype name -> safetensors' name
-    "float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2": "F8_E5M2", "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float64": "F64",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
     "bool": "BOOL",
 }
 FLOAT_DTYPES = frozenset({"F32", "F16", "BF16", "F64"})

@@ -66,10 +66,15 @@ def _pull_hub(file: ModelFile, source: Source) -> Pulled:
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
         expected, against = _expected_hash(source, meta.etag)
         if source.sha256 and meta.etag and SHA256.match(meta.etag) and meta.etag != source.sha256:
-            raise PullError(f"{file.relpath}: {source.describe()} has sha256 {meta.etag} on the hub, the manifest "
-                            f"pins {source.sha256}; not downloaded")
-        staged = Path(hf_hub_download(source.repo, source.path, revision=source.revision, local_dir=staging,
-                                      token=token, endpoint=endpoint))
+            raise PullError(
+                f"{file.relpath}: {source.describe()} has sha256 {meta.etag} on the hub, the manifest "
+                f"pins {source.sha256}; not downloaded"
+            )
+        staged = Path(
+            hf_hub_download(
+                source.repo, source.path, revision=source.revision, local_dir=staging, token=token, endpoint=endpoint
+            )
+        )
         digest = _verified(staged, expected, file)
         os.replace(staged, file.path)
         return Pulled(file, digest, against, meta.commit_hash)
@@ -117,8 +122,9 @@ def _download(url: str, part: Path, size: int | None, label: str) -> None:
             if size is not None and done >= size:
                 return
             try:
-                with httpx.stream("GET", url, headers={"Range": f"bytes={done}-"} if done else {},
-                                  follow_redirects=True, timeout=30) as response:
+                with httpx.stream(
+                    "GET", url, headers={"Range": f"bytes={done}-"} if done else {}, follow_redirects=True, timeout=30
+                ) as response:
                     if response.status_code == 416 and done:  # already complete: the server has no bytes left
                         return
                     response.raise_for_status()
@@ -134,7 +140,7 @@ def _download(url: str, part: Path, size: int | None, label: str) -> None:
                 attempts += 1
                 if attempts > HTTP_RETRIES:
                     raise OSError(f"connection lost {attempts} times, last: {err}") from None
-                time.sleep(min(2 ** attempts, 10) * 0.1)
+                time.sleep(min(2**attempts, 10) * 0.1)
             except httpx.HTTPStatusError as err:
                 raise OSError(f"HTTP {err.response.status_code}") from None
 

@@ -40,8 +40,7 @@ def task_params(task: str, overrides: dict[str, dict[str, Any]]) -> Any:
 def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
     unknown = [node for node in overrides if node not in LAYOUTS and node != "script"]
     if unknown:
-        raise InputError(f"--set names node '{unknown[0]}', which has no model files "
-                         f"(nodes: {', '.join(LAYOUTS)})")
+        raise InputError(f"--set names node '{unknown[0]}', which has no model files (nodes: {', '.join(LAYOUTS)})")
 
 
 def required_files(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[ModelFile]:
@@ -71,10 +70,13 @@ def refuse_on_problems(settings: Any, queues: list[str]) -> None:
     try:
         served, problems = startup_problems(settings, queues)
     except ImportError as err:
-        raise SpinBotError(f"refusing to start: the native backends need the gpu extra "
-                           f"(pip install 'spinbot[gpu]'): {err}") from None
+        raise SpinBotError(
+            f"refusing to start: the native backends need the gpu extra (pip install 'spinbot[gpu]'): {err}"
+        ) from None
     if problems:
         lines = "\n".join(p.line(settings.models_dir) for p in problems)
-        raise SpinBotError(f"refusing to start: {len(problems)} problem(s) in the model files of "
-                           f"{', '.join(served)} (SPINBOT_MODELS_DIR={settings.models_dir}; `spinbot models "
-                           f"pull` fetches missing files):\n{lines}")
+        raise SpinBotError(
+            f"refusing to start: {len(problems)} problem(s) in the model files of "
+            f"{', '.join(served)} (SPINBOT_MODELS_DIR={settings.models_dir}; `spinbot models "
+            f"pull` fetches missing files):\n{lines}"
+        )

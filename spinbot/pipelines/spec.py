@@ -194,10 +194,17 @@ def every_node_is_reachable(spec: PipelineSpec) -> None:
 
 
 NODE_RULES: tuple[Callable[[PipelineSpec, int, NodeSpec], None], ...] = (
-    node_id_is_unique, plane_is_known, task_is_known, task_runs_on_its_plane)
+    node_id_is_unique,
+    plane_is_known,
+    task_is_known,
+    task_runs_on_its_plane,
+)
 EDGE_RULES: tuple[Callable[[PipelineSpec, EdgeSpec], None], ...] = (edge_ends_are_nodes, edge_is_not_a_loop)
-GRAPH_RULES: tuple[Callable[[PipelineSpec], None], ...] = (graph_is_acyclic, start_has_no_inputs,
-                                                          every_node_is_reachable)
+GRAPH_RULES: tuple[Callable[[PipelineSpec], None], ...] = (
+    graph_is_acyclic,
+    start_has_no_inputs,
+    every_node_is_reachable,
+)
 
 
 def parse_pipelines(data: Any, source: str = "pipelines.json") -> dict[str, PipelineSpec]:

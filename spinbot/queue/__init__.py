@@ -5,13 +5,13 @@ from spinbot.queue.dispatcher import QueueDispatcher
 from spinbot.queue.errors import QueueJobLost, QueueUnavailable, WorkerTaskError
 
 __all__ = [
-           "DEFAULT_ROUTES",
-           "PRIORITY_HIGH",
-           "PRIORITY_LOW",
-           "PRIORITY_NORMAL",
-           "QueueDispatcher",
-           "QueueJobLost",
-           "QueueOptions",
-           "QueueUnavailable",
-           "WorkerTaskError",
+    "DEFAULT_ROUTES",
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_NORMAL",
+    "QueueDispatcher",
+    "QueueJobLost",
+    "QueueOptions",
+    "QueueUnavailable",
+    "WorkerTaskError",
 ]

@@ -23,16 +23,24 @@ class BullQueues:
 
     def _queue(self, name: str) -> Queue:
         if self._client is None:  # created on the loop thread that uses it
-            self._client = aioredis.from_url(self.redis_url, decode_responses=True, socket_connect_timeout=3,
-                                             socket_timeout=10, retry=Retry(NoBackoff(), 0))
+            self._client = aioredis.from_url(
+                self.redis_url,
+                decode_responses=True,
+                socket_connect_timeout=3,
+                socket_timeout=10,
+                retry=Retry(NoBackoff(), 0),
+            )
         if name not in self._queues:
             self._queues[name] = Queue(name, {"connection": self._client, "prefix": BULL_PREFIX})
         return self._queues[name]
 
     async def add(self, queue: str, job_id: str, task: str, data: dict, priority: int) -> None:
         """Add unless a job with this id exists; BullMQ's own check makes the second add a no-op."""
-        await self._queue(queue).add(task, data, {"jobId": job_id, "priority": priority, "removeOnComplete": True,
-                                                  "removeOnFail": FAILED_RETENTION})
+        await self._queue(queue).add(
+            task,
+            data,
+            {"jobId": job_id, "priority": priority, "removeOnComplete": True, "removeOnFail": FAILED_RETENTION},
+        )
 
     async def state(self, queue: str, job_id: str) -> str:
         """waiting, prioritized, active, completed, failed, ... or unknown (no such job)."""

@@ -68,8 +68,10 @@ class NodeChannel:
             self.publish(event(DONE, status=result.status))
 
     def read(self, after_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
-        reply = cast("list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",  # streams and their entries
-                     self.client.xread({self.events_key: after_id}, block=block_ms))
+        reply = cast(
+            "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]",  # streams and their entries
+            self.client.xread({self.events_key: after_id}, block=block_ms),
+        )
         return [(_text(entry_id), _decode(fields)) for _, entries in reply for entry_id, fields in entries]
 
     def _add_event(self, pipe, entry: dict[str, str]) -> None:

@@ -46,8 +46,9 @@ class QueueDispatcher(Dispatcher):
     def __init__(self, options: QueueOptions, priorities: dict[str, int] | None = None):
         self.options = options
         self.priorities = dict(priorities or {})  # task -> priority (1 runs first)
-        self.redis = redis.Redis.from_url(options.redis_url, socket_connect_timeout=3, socket_timeout=10,
-                                          retry=Retry(NoBackoff(), 0))
+        self.redis = redis.Redis.from_url(
+            options.redis_url, socket_connect_timeout=3, socket_timeout=10, retry=Retry(NoBackoff(), 0)
+        )
         self._loop = LoopThread()
         self._bull = BullQueues(options.redis_url)
 
@@ -55,8 +56,14 @@ class QueueDispatcher(Dispatcher):
     def from_settings(cls, settings: Settings | None = None) -> QueueDispatcher:
         return cls(QueueOptions.from_settings(settings or get_settings()))
 
-    def run(self, request: TaskRequest, report: Callable[[float, str], None], is_cancelled: Callable[[], bool],
-            *, priority: int | None = None) -> NodeOutput:
+    def run(
+        self,
+        request: TaskRequest,
+        report: Callable[[float, str], None],
+        is_cancelled: Callable[[], bool],
+        *,
+        priority: int | None = None,
+    ) -> NodeOutput:
         """Enqueue (unless already queued, running or finished), relay progress, return the output or raise."""
         priority = check_priority(priority or request.priority or self.priorities.get(request.task, PRIORITY_NORMAL))
         node = self.channel(request)
@@ -142,8 +149,15 @@ class QueueDispatcher(Dispatcher):
 class _NodeWait:
     """Waiting for one node: relays its events, forwards a cancel request, notices a job the queue lost."""
 
-    def __init__(self, dispatcher: QueueDispatcher, request: TaskRequest, node: NodeChannel, priority: int,
-                 report: Callable[[float, str], None], is_cancelled: Callable[[], bool]):
+    def __init__(
+        self,
+        dispatcher: QueueDispatcher,
+        request: TaskRequest,
+        node: NodeChannel,
+        priority: int,
+        report: Callable[[float, str], None],
+        is_cancelled: Callable[[], bool],
+    ):
         self.dispatcher = dispatcher
         self.request = request
         self.node = node
@@ -169,8 +183,11 @@ class _NodeWait:
             self.next_queue_check = now + QUEUE_CHECK_SECONDS
             result = self.check_queue()
         if result is None and self.cancel_sent_at and now - self.cancel_sent_at > CANCEL_GRACE_SECONDS:
-            result = NodeResult(status=CANCELLED, error=f"node '{self.request.node_id}' cancelled; its worker did "
-                                                        f"not stop within {CANCEL_GRACE_SECONDS:.0f} s")
+            result = NodeResult(
+                status=CANCELLED,
+                error=f"node '{self.request.node_id}' cancelled; its worker did "
+                f"not stop within {CANCEL_GRACE_SECONDS:.0f} s",
+            )
         return result
 
     def relay_events(self) -> NodeResult | None:
@@ -219,10 +236,14 @@ class _NodeWait:
     def readd(self, state: str) -> NodeResult | None:
         self.readds += 1
         if self.readds > MAX_READDS:
-            raise QueueJobLost(f"the queue lost node '{self.request.node_id}' of job {self.request.job_id} "
-                               f"{MAX_READDS} times (Redis restarted without its data?)")
-        log.warning("queue job vanished; adding it again",
-                    extra={"job_id": self.request.job_id, "node_id": self.request.node_id, "state": state})
+            raise QueueJobLost(
+                f"the queue lost node '{self.request.node_id}' of job {self.request.job_id} "
+                f"{MAX_READDS} times (Redis restarted without its data?)"
+            )
+        log.warning(
+            "queue job vanished; adding it again",
+            extra={"job_id": self.request.job_id, "node_id": self.request.node_id, "state": state},
+        )
         return self.dispatcher.submit(self.request, self.node, self.priority)
 
 

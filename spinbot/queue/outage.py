@@ -40,8 +40,9 @@ def ride_out_outage(step: Callable[[], T], limit_seconds: float, redis_url: str,
     except RetryError as gave_up:
         err = gave_up.last_attempt.exception()
         waited = retrying.statistics.get("delay_since_first_attempt", limit_seconds)
-        raise QueueUnavailable(f"Redis at {_safe(redis_url)} unreachable for {waited:.0f} s while {what}: "
-                               f"{type(err).__name__}: {err}") from err
+        raise QueueUnavailable(
+            f"Redis at {_safe(redis_url)} unreachable for {waited:.0f} s while {what}: {type(err).__name__}: {err}"
+        ) from err
 
 
 def _safe(url: str) -> str:

@@ -120,7 +120,7 @@ class RedisEventFeed:
                 await asyncio.sleep(REDIS_RETRY_SECONDS)
                 continue
             for key, entries in reply or []:
-                job_id = key.decode()[len(self.prefix):]
+                job_id = key.decode()[len(self.prefix) :]
                 self._fan_out(job_id, entries, starts[job_id])
             if reply:
                 await asyncio.sleep(MIN_READ_SECONDS - (loop.time() - started))

@@ -30,8 +30,9 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
-        fields: dict[str, Any] = {k: data.get(k) for k in ("job_id", "kind", "status", "node_id", "progress",
-                                                             "message", "ts")}
+        fields: dict[str, Any] = {
+            k: data.get(k) for k in ("job_id", "kind", "status", "node_id", "progress", "message", "ts")
+        }
         return cls(**fields)
 
 
@@ -118,8 +119,10 @@ class RedisEventBus(EventBus):
     def follow(self, job_id: str, timeout: float = 15.0) -> Generator[Event | None, None, None]:
         key, last = self.prefix + job_id, "0-0"
         while True:
-            reply = cast("list[tuple[bytes, list[tuple[str, dict[bytes, bytes]]]]]",  # one stream's entries
-                         self.redis.xread({key: last}, count=100, block=int(timeout * 1000)))
+            reply = cast(
+                "list[tuple[bytes, list[tuple[str, dict[bytes, bytes]]]]]",  # one stream's entries
+                self.redis.xread({key: last}, count=100, block=int(timeout * 1000)),
+            )
             if not reply:
                 yield None
                 continue

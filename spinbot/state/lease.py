@@ -60,8 +60,10 @@ class LeaseStore:
             now = database_now(s)
             taken: CursorResult = s.execute(  # type: ignore[assignment]  # an UPDATE's result is a cursor's
                 update(Job)
-                .where(Job.id == job_id,
-                       or_(Job.lease_owner.is_(None), Job.lease_owner == owner, Job.lease_expires_at < now))
+                .where(
+                    Job.id == job_id,
+                    or_(Job.lease_owner.is_(None), Job.lease_owner == owner, Job.lease_expires_at < now),
+                )
                 .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds), heartbeat_at=now)
             )
             return taken.rowcount == 1
@@ -74,20 +76,25 @@ class LeaseStore:
         with self.session() as s, s.begin():
             now = database_now(s)
             mine = (Job.id.in_(ids), Job.lease_owner == owner)
-            s.execute(update(Job).where(*mine).values(lease_expires_at=now + timedelta(seconds=seconds),
-                                                      heartbeat_at=now))
+            s.execute(
+                update(Job).where(*mine).values(lease_expires_at=now + timedelta(seconds=seconds), heartbeat_at=now)
+            )
             return set(s.scalars(select(Job.id).where(*mine)))
 
     def release(self, job_id: str, owner: str) -> None:
         """Give the lease up (only if it is still ours); the last heartbeat stays for the record."""
         with self.session() as s, s.begin():
-            s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
-                      .values(lease_owner=None, lease_expires_at=None))
+            s.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
 
     def view(self, job_id: str) -> LeaseView | None:
         with self.session() as s:
-            row = s.execute(select(Job.lease_owner, Job.lease_expires_at, Job.heartbeat_at)
-                            .where(Job.id == job_id)).first()
+            row = s.execute(
+                select(Job.lease_owner, Job.lease_expires_at, Job.heartbeat_at).where(Job.id == job_id)
+            ).first()
             return LeaseView(*row, now=database_now(s)) if row else None
 
     def claimable(self, statuses: Iterable[str]) -> list[str]:
@@ -95,5 +102,4 @@ class LeaseStore:
         with self.session() as s:
             now = database_now(s)
             free = or_(Job.lease_owner.is_(None), Job.lease_expires_at < now)
-            return list(s.scalars(select(Job.id).where(Job.status.in_(list(statuses)), free)
-                                  .order_by(Job.created_at)))
+            return list(s.scalars(select(Job.id).where(Job.status.in_(list(statuses)), free).order_by(Job.created_at)))

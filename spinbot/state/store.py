@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -16,7 +16,8 @@ from spinbot.errors import JobNotFound
 from spinbot.state.lease import database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
 
-PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "pending", "queued", "running", "succeeded", "failed", "cancelled"
+PENDING, QUEUED, RUNNING = "pending", "queued", "running"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 INTERRUPTED = "interrupted"  # stopped by its user (Ctrl-C in `spinbot run`): resumed only when asked to
 NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
@@ -69,16 +70,41 @@ class JobView:
 
 def _view(job: Job) -> JobView:
     nodes = tuple(
-        NodeView(n.node_id, n.task, n.plane, n.status, n.progress, n.message, n.attempts, n.error, n.output,
-                 n.started_at, n.finished_at)
+        NodeView(
+            n.node_id,
+            n.task,
+            n.plane,
+            n.status,
+            n.progress,
+            n.message,
+            n.attempts,
+            n.error,
+            n.output,
+            n.started_at,
+            n.finished_at,
+        )
         for n in job.nodes
     )
     arts = tuple(
         {"node_id": a.node_id, "name": a.name, "key": a.key, "size": a.size, "content_type": a.content_type}
         for a in job.artifacts
     )
-    return JobView(job.id, job.pipeline, job.status, job.owner, job.priority, job.inputs, job.params, job.error,
-                   job.cancel_requested, job.created_at, job.started_at, job.finished_at, nodes, arts)
+    return JobView(
+        job.id,
+        job.pipeline,
+        job.status,
+        job.owner,
+        job.priority,
+        job.inputs,
+        job.params,
+        job.error,
+        job.cancel_requested,
+        job.created_at,
+        job.started_at,
+        job.finished_at,
+        nodes,
+        arts,
+    )
 
 
 class JobStore:
@@ -92,22 +118,48 @@ class JobStore:
     def new_id() -> str:
         return uuid.uuid4().hex
 
-    def create_job(self, job_id: str, pipeline: str, nodes: Iterable[tuple[str, str, str]],
-                   inputs: dict[str, Any], params: dict[str, Any], owner: str | None = None,
-                   priority: int | None = None, lease: tuple[str, float] | None = None) -> JobView:
+    def create_job(
+        self,
+        job_id: str,
+        pipeline: str,
+        nodes: Iterable[tuple[str, str, str]],
+        inputs: dict[str, Any],
+        params: dict[str, Any],
+        owner: str | None = None,
+        priority: int | None = None,
+        lease: tuple[str, float] | None = None,
+    ) -> JobView:
         """A new pending job; with `lease` (owner, seconds) it is born leased to its creator, so no other process
         can take it between its creation and its start."""
         with self.session() as s, s.begin():
-            job = Job(id=job_id, pipeline=pipeline, status=PENDING, owner=owner, priority=priority, inputs=inputs,
-                      params=params, created_at=utcnow())
+            job = Job(
+                id=job_id,
+                pipeline=pipeline,
+                status=PENDING,
+                owner=owner,
+                priority=priority,
+                inputs=inputs,
+                params=params,
+                created_at=utcnow(),
+            )
             if lease is not None:
                 now = database_now(s)
                 job.lease_owner, job.heartbeat_at = lease[0], now
                 job.lease_expires_at = now + timedelta(seconds=lease[1])
             s.add(job)
             for pos, (node_id, task, plane) in enumerate(nodes):
-                s.add(NodeRun(job_id=job_id, node_id=node_id, position=pos, task=task, plane=plane, status=PENDING,
-                              progress=0.0, attempts=0))
+                s.add(
+                    NodeRun(
+                        job_id=job_id,
+                        node_id=node_id,
+                        position=pos,
+                        task=task,
+                        plane=plane,
+                        status=PENDING,
+                        progress=0.0,
+                        attempts=0,
+                    )
+                )
         return self.get(job_id)
 
     def get(self, job_id: str, owner: str | None = None) -> JobView:
@@ -122,11 +174,17 @@ class JobStore:
     def finished_before(self, cutoff: datetime) -> list[str]:
         """Finished jobs (succeeded, failed, cancelled) that finished before `cutoff`, oldest first."""
         with self.session() as s:
-            return list(s.scalars(select(Job.id).where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
-                                  .order_by(Job.finished_at)))
+            return list(
+                s.scalars(
+                    select(Job.id)
+                    .where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
+                    .order_by(Job.finished_at)
+                )
+            )
 
-    def list(self, owner: str | None = None, limit: int = 20, offset: int = 0,
-             status: str | None = None) -> tuple[list[JobView], int]:
+    def list(
+        self, owner: str | None = None, limit: int = 20, offset: int = 0, status: str | None = None
+    ) -> tuple[list[JobView], int]:
         with self.session() as s:
             q = select(Job).options(selectinload(Job.nodes), selectinload(Job.artifacts))
             count_q = select(func.count()).select_from(Job)
@@ -171,8 +229,10 @@ class JobStore:
         """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
         changed the row."""
         with self.session() as s, s.begin():
-            result = cast("CursorResult[Any]", s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES))
-                               .values(status=PENDING)))
+            result = cast(
+                "CursorResult[Any]",
+                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(status=PENDING)),
+            )
             return result.rowcount == 1
 
     def request_cancel(self, job_id: str) -> None:
@@ -189,8 +249,15 @@ class JobStore:
             s.execute(
                 update(NodeRun)
                 .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
-                .values(status=status, attempts=NodeRun.attempts + 1, started_at=utcnow(), finished_at=None,
-                        error=None, progress=0.0, message=None)
+                .values(
+                    status=status,
+                    attempts=NodeRun.attempts + 1,
+                    started_at=utcnow(),
+                    finished_at=None,
+                    error=None,
+                    progress=0.0,
+                    message=None,
+                )
             )
 
     def node_status(self, job_id: str, node_id: str, status: str, *, error: str | None = None) -> None:
@@ -210,8 +277,9 @@ class JobStore:
                 .values(progress=progress, message=message)
             )
 
-    def node_succeeded(self, job_id: str, node_id: str, output: dict[str, Any],
-                       artifacts: builtins.list[dict[str, Any]]) -> None:
+    def node_succeeded(
+        self, job_id: str, node_id: str, output: dict[str, Any], artifacts: builtins.list[dict[str, Any]]
+    ) -> None:
         """Record a node's output and its artifacts in one transaction (a replay replaces, never duplicates)."""
         with self.session() as s, s.begin():
             s.execute(
@@ -219,8 +287,10 @@ class JobStore:
                 .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
                 .values(status=SUCCEEDED, output=output, progress=1.0, finished_at=utcnow(), error=None)
             )
-            existing = {a.key: a for a in s.scalars(select(Artifact).where(Artifact.job_id == job_id,
-                                                                            Artifact.node_id == node_id))}
+            existing = {
+                a.key: a
+                for a in s.scalars(select(Artifact).where(Artifact.job_id == job_id, Artifact.node_id == node_id))
+            }
             for art in artifacts:
                 row = existing.pop(art["key"], None)
                 if row is None:

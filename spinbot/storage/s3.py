@@ -167,7 +167,7 @@ class S3Store(ArtifactStore):
         with self._errors():
             for page in pages:
                 # A key ending in "/" is a console-made folder marker, not an artifact.
-                keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+                keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
         return sorted(keys)
 
     def delete_prefix(self, prefix: str) -> int:
@@ -209,8 +209,12 @@ class S3Store(ArtifactStore):
         extra = {"Range": byte_range} if byte_range else {}
         with self._errors(key):
             reply = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key), **extra)
-        return ObjectRead(reply["Body"].iter_chunks(_READ_CHUNK), reply["ContentLength"], reply.get("ContentRange"),
-                          reply.get("ContentType"))
+        return ObjectRead(
+            reply["Body"].iter_chunks(_READ_CHUNK),
+            reply["ContentLength"],
+            reply.get("ContentRange"),
+            reply.get("ContentType"),
+        )
 
     def ensure_bucket(self) -> bool:
         """Create the bucket if it is missing; True when this call created it. Never called implicitly: a typo in

@@ -110,13 +110,15 @@ def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) 
             raise ParamsError(f"{node_id}: {first['msg'].removeprefix('Value error, ')}") from None
         fieldname = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
-            raise ParamsError(f"{node_id}.{fieldname}: unknown param{did_you_mean(fieldname, model.model_fields)} "
-                              f"(allowed: {', '.join(model.model_fields)})") from None
+            raise ParamsError(
+                f"{node_id}.{fieldname}: unknown param{did_you_mean(fieldname, model.model_fields)} "
+                f"(allowed: {', '.join(model.model_fields)})"
+            ) from None
         raise ParamsError(f"{node_id}.{fieldname}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
-    """"; did you mean fps?" for a misspelled name, or "" when nothing is close."""
+    """ "; did you mean fps?" for a misspelled name, or "" when nothing is close."""
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
 

@@ -32,12 +32,19 @@ def _describe(name: str, prop: dict[str, Any]) -> ParamInfo:
     variants = prop.get("anyOf", [prop])
     types = [v.get("type") for v in variants]
     kind = next((t for t in types if t not in (None, "null")), "string")
-    choices = next((tuple(v["enum"]) if "enum" in v else (v["const"],) for v in variants
-                    if "enum" in v or "const" in v), ())
+    choices = next(
+        (tuple(v["enum"]) if "enum" in v else (v["const"],) for v in variants if "enum" in v or "const" in v), ()
+    )
     bounds = ", ".join(f"{word} {v[key]}" for v in variants for key, word in BOUND_WORDS.items() if key in v)
-    return ParamInfo(name=name, type=PLAIN_TYPES.get(kind, kind), default=prop.get("default"),
-                     description=prop.get("description", ""), choices=choices, bounds=bounds,
-                     nullable="null" in types)
+    return ParamInfo(
+        name=name,
+        type=PLAIN_TYPES.get(kind, kind),
+        default=prop.get("default"),
+        description=prop.get("description", ""),
+        choices=choices,
+        bounds=bounds,
+        nullable="null" in types,
+    )
 
 
 def plain_value(value: Any) -> str:

@@ -31,8 +31,15 @@ class LiveOutput:
     """HlsSegmenter publishing through the task context, or nothing when the job wants no live output (the control
     plane's SPINBOT_LIVE_OUTPUT; `spinbot run` without --watch)."""
 
-    def __init__(self, ctx: TaskContext, fps: int | Fraction, width: int, height: int, max_segment_frames: int,
-                 audio: tuple[np.ndarray, int] | None):
+    def __init__(
+        self,
+        ctx: TaskContext,
+        fps: int | Fraction,
+        width: int,
+        height: int,
+        max_segment_frames: int,
+        audio: tuple[np.ndarray, int] | None,
+    ):
         self.ctx = ctx
         self.warning: str | None = None
         self._segmenter: HlsSegmenter | None = None
@@ -41,8 +48,11 @@ class LiveOutput:
             return
         if self._guard(lambda: ctx.discard(LIVE_FOLDER)) is None:  # an earlier attempt's segments and playlist
             return
-        self._segmenter = self._guard(lambda: HlsSegmenter(
-            ctx.output_path(LIVE_FOLDER), fps, width, height, max_segment_frames, self._publish, audio=audio))
+        self._segmenter = self._guard(
+            lambda: HlsSegmenter(
+                ctx.output_path(LIVE_FOLDER), fps, width, height, max_segment_frames, self._publish, audio=audio
+            )
+        )
         self._made = self._segmenter  # kept after a stop, for describe()
 
     def _publish(self, name: str, path, content_type: str) -> None:

@@ -32,64 +32,93 @@ MUX_RATE = 48000  # AAC pads its last 1024-sample block: at 48 kHz that stays un
 
 class InfiniteTalkParams(TaskParams):
     # Model loading (paths relative to SPINBOT_MODELS_DIR, laid out as ComfyUI's models/ folder)
-    infinitetalk_model: str = Field(default="wanvideo/infinite_talk/Wan2_1-InfiniTetalk-Single_fp16.safetensors",
-                                    description="InfiniteTalk audio adapter, in diffusion_models/.")
+    infinitetalk_model: str = Field(
+        default="wanvideo/infinite_talk/Wan2_1-InfiniTetalk-Single_fp16.safetensors",
+        description="InfiniteTalk audio adapter, in diffusion_models/.",
+    )
     vae_model: str = Field(default="wanvideo/Wan2_1_VAE_bf16.safetensors", description="Wan video VAE, in vae/.")
-    t5_text_encoder_model: str = Field(default="umt5/umt5-xxl-enc-bf16.safetensors",
-                                       description="UMT5 text encoder for the prompts, in text_encoders/.")
-    wav2vec_model: str = Field(default="TencentGameMate/chinese-wav2vec2-base",
-                               description="wav2vec2 model folder for the audio features, in wav2vec2/.")
-    lora_model: str = Field(default="wanvideo/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
-                            description="LoRA merged into the video model at load, in loras/ (empty: none).")
-    clip_vision_model: str = Field(default="wanvideo/clip_vision_h.safetensors",
-                                   description="CLIP vision encoder for the portrait, in clip_vision/.")
-    wan_video_model: str = Field(default="wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors",
-                                 description="Wan 2.1 image-to-video diffusion model, in diffusion_models/.")
+    t5_text_encoder_model: str = Field(
+        default="umt5/umt5-xxl-enc-bf16.safetensors",
+        description="UMT5 text encoder for the prompts, in text_encoders/.",
+    )
+    wav2vec_model: str = Field(
+        default="TencentGameMate/chinese-wav2vec2-base",
+        description="wav2vec2 model folder for the audio features, in wav2vec2/.",
+    )
+    lora_model: str = Field(
+        default="wanvideo/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+        description="LoRA merged into the video model at load, in loras/ (empty: none).",
+    )
+    clip_vision_model: str = Field(
+        default="wanvideo/clip_vision_h.safetensors",
+        description="CLIP vision encoder for the portrait, in clip_vision/.",
+    )
+    wan_video_model: str = Field(
+        default="wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors",
+        description="Wan 2.1 image-to-video diffusion model, in diffusion_models/.",
+    )
     # Sampling & generation
     fps: int = Field(default=25, ge=1, le=120, description="Frames per second of the video.")
     positive_prompt: str = Field(
         default="a man is talking to the camera, natural facial expressions, clear lip movement",
-        description="What the video should show.")
+        description="What the video should show.",
+    )
     negative_prompt: str = Field(
         default="blurry, distorted, deformed face, bad teeth, static, low quality, watermark, text",
-        description="What the video should avoid.")
-    sampling_steps: int = Field(default=6, ge=1, le=200,
-                                description="Denoising steps per window: fewer is faster, more may look better.")
-    sampling_cfg: float = Field(default=1.0, ge=0, description="Guidance scale: how closely the video follows the "
-                                                               "prompts (1: no guidance pass).")
+        description="What the video should avoid.",
+    )
+    sampling_steps: int = Field(
+        default=6, ge=1, le=200, description="Denoising steps per window: fewer is faster, more may look better."
+    )
+    sampling_cfg: float = Field(
+        default=1.0,
+        ge=0,
+        description="Guidance scale: how closely the video follows the prompts (1: no guidance pass).",
+    )
     sampling_scheduler: Scheduler = Field(default="dpm++_sde", description="Sampler scheduler algorithm.")
     frame_window_size: int = Field(default=81, ge=2, description="Frames generated per sliding window.")
-    motion_frame: int = Field(default=25, ge=0, description="Frames of each window carried over from the one "
-                                                            "before, for smooth motion.")
+    motion_frame: int = Field(
+        default=25, ge=0, description="Frames of each window carried over from the one before, for smooth motion."
+    )
     # Audio processing
     normalize_loudness: bool = Field(default=True, description="Normalize the speech loudness before animating.")
     audio_scale: float = Field(default=1.6, ge=0, description="How strongly the speech drives the lips and face.")
-    audio_cfg_scale: float = Field(default=1, ge=0, description="Guidance scale of the audio: how closely the "
-                                                                "motion follows the speech.")
+    audio_cfg_scale: float = Field(
+        default=1, ge=0, description="Guidance scale of the audio: how closely the motion follows the speech."
+    )
     # Beside the seed's table: what its ComfyUI graph fixes in nodes that have no param here
     # (docs/infinitetalk-notes.md)
     resolution: Literal["480p", "720p"] = Field(
         default="480p",
         description="InfiniteTalk's output size bucket set (official --size infinitetalk-480 / infinitetalk-720): the "
-                    "portrait is snapped to the bucket of the nearest aspect ratio, scaled to cover it (small "
-                    "portraits are enlarged) and centre-cropped. The native backend only; lite keeps "
-                    "SPINBOT_TALK_MAX_PIXELS.")
+        "portrait is snapped to the bucket of the nearest aspect ratio, scaled to cover it (small "
+        "portraits are enlarged) and centre-cropped. The native backend only; lite keeps "
+        "SPINBOT_TALK_MAX_PIXELS.",
+    )
     sampling_shift: float = Field(
-        default=11.0, gt=0.0, le=100.0,
+        default=11.0,
+        gt=0.0,
+        le=100.0,
         description="Flow-matching timestep shift (sigma' = shift sigma / (1 + (shift - 1) sigma)). 11 is what the "
-                    "seed's ComfyUI setup samples with (WanVideoWrapper's InfiniteTalk example: 6 steps, dpm++_sde, "
-                    "lightx2v LoRA); the official 40-step recipe uses 7 at 480p and 11 at 720p.")
+        "seed's ComfyUI setup samples with (WanVideoWrapper's InfiniteTalk example: 6 steps, dpm++_sde, "
+        "lightx2v LoRA); the official 40-step recipe uses 7 at 480p and 11 at 720p.",
+    )
     color_correction: float = Field(
-        default=1.0, ge=0.0, le=1.0,
+        default=1.0,
+        ge=0.0,
+        le=1.0,
         description="Strength of the per-window Lab colour transfer to the portrait that keeps long videos from "
-                    "drifting (official color_correction_strength): 1 fully corrected, 0 off.")
+        "drifting (official color_correction_strength): 1 fully corrected, 0 off.",
+    )
 
     @model_validator(mode="after")
     def _context_fits_in_window(self) -> InfiniteTalkParams:
         # A model validator, so the rule holds for defaults too: frame_window_size=2 alone meets motion_frame=25.
         if self.motion_frame >= self.frame_window_size:
-            raise ValueError(f"motion_frame ({self.motion_frame}) must be smaller than frame_window_size "
-                             f"({self.frame_window_size}): each window repeats motion_frame frames of the one before")
+            raise ValueError(
+                f"motion_frame ({self.motion_frame}) must be smaller than frame_window_size "
+                f"({self.frame_window_size}): each window repeats motion_frame frames of the one before"
+            )
         return self
 
 
@@ -106,16 +135,21 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     video = ctx.output_path("talk.mp4")
     live = combine_video(ctx, video, backend, state, windows, speech, image.shape)
     steps.append({"step": "generate", "backend": backend.name, "windows": len(windows)})
-    steps.append({"step": "video_combine", "video": "h264 yuv420p mp4", "audio": f"aac {MUX_RATE} Hz",
-                  "frames": speech.frames})
+    steps.append(
+        {"step": "video_combine", "video": "h264 yuv420p mp4", "audio": f"aac {MUX_RATE} Hz", "frames": speech.frames}
+    )
     described = backend.describe(state)
     warnings += described.pop("warnings", [])
     meta = {
         "backend": backend.name,
         "ignored_params": ignored_params(params, set(backend.honoured_params)),
         "steps": steps,
-        "windows": {"frame_window_size": params.frame_window_size, "motion_frame": params.motion_frame,
-                    "count": len(windows), "plan": [[w.start, w.end] for w in windows]},
+        "windows": {
+            "frame_window_size": params.frame_window_size,
+            "motion_frame": params.motion_frame,
+            "count": len(windows),
+            "plan": [[w.start, w.end] for w in windows],
+        },
         **described,
         "live": live,
         "warnings": warnings,
@@ -134,9 +168,10 @@ def prepare_speech(path: Path, params: InfiniteTalkParams) -> tuple[SpeechTrack,
     if bounds is None:
         warnings.append("no speech found above the silence threshold: kept the whole audio")
         bounds = (0, len(audio))
-    steps.append({"step": "audio_crop", "input_s": round(len(audio) / sr, 3),
-                  "start_s": bounds[0] / sr, "end_s": bounds[1] / sr})
-    audio = highpass(audio[bounds[0]:bounds[1]], sr)
+    steps.append(
+        {"step": "audio_crop", "input_s": round(len(audio) / sr, 3), "start_s": bounds[0] / sr, "end_s": bounds[1] / sr}
+    )
+    audio = highpass(audio[bounds[0] : bounds[1]], sr)
     steps.append({"step": "speech_separation", "method": "80 Hz high-pass (lite: no source separation)"})
     if params.normalize_loudness:
         audio, loudness = normalize_loudness(audio, sr, TARGET_LUFS)
@@ -157,8 +192,11 @@ def _loudness_step(loudness: Loudness) -> dict[str, Any]:
     if loudness.skipped:
         return step | {"skipped": loudness.skipped}
     assert loudness.measured_lufs is not None, "measured whenever the step was not skipped"
-    return step | {"measured_lufs": round(loudness.measured_lufs, 2), "gain_db": round(loudness.gain_db, 2),
-                   "peak_limited": loudness.peak_limited}
+    return step | {
+        "measured_lufs": round(loudness.measured_lufs, 2),
+        "gain_db": round(loudness.gain_db, 2),
+        "peak_limited": loudness.peak_limited,
+    }
 
 
 def prepare_image(path: Path, backend: TalkBackend, params: InfiniteTalkParams) -> tuple[np.ndarray, dict[str, Any]]:
@@ -178,38 +216,51 @@ def _named_input(name: str, load: Callable[[Path], Any], path: Path) -> Any:
         raise InputError(f"infinite_talk input '{name}': {err}") from None
 
 
-def combine_video(ctx: TaskContext, path: Path, backend: TalkBackend, state: Any, windows: list[Window],
-                  speech: SpeechTrack, shape: tuple[int, ...]) -> dict[str, Any]:
+def combine_video(
+    ctx: TaskContext,
+    path: Path,
+    backend: TalkBackend,
+    state: Any,
+    windows: list[Window],
+    speech: SpeechTrack,
+    shape: tuple[int, ...],
+) -> dict[str, Any]:
     """Encode each window's frames as the backend yields them, with the speech muxed at exactly frames / fps.
     Each window is also published as a live segment as soon as it is done; returns what the live output made."""
-    mux_audio = fit_length(resample(speech.audio, speech.sample_rate, MUX_RATE),
-                           round(speech.frames * MUX_RATE / speech.fps))
+    mux_audio = fit_length(
+        resample(speech.audio, speech.sample_rate, MUX_RATE), round(speech.frames * MUX_RATE / speech.fps)
+    )
     if hasattr(backend, "on_step"):  # diffusion backends report every denoising step inside a window
         backend.on_step = lambda index, done, total: ctx.progress(
             0.05 + 0.9 * (index + done / total) / len(windows),
-            f"window {index + 1}/{len(windows)}, step {done}/{total}")
+            f"window {index + 1}/{len(windows)}, step {done}/{total}",
+        )
     longest = max(len(window.new_frames) for window in windows)
-    with VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer, \
-            LiveOutput(ctx, speech.fps, shape[1], shape[0], longest, (mux_audio, MUX_RATE)) as live:
+    with (
+        VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer,
+        LiveOutput(ctx, speech.fps, shape[1], shape[0], longest, (mux_audio, MUX_RATE)) as live,
+    ):
         for window in windows:
             _write_window(writer, live, backend.render_window(state, window), window, backend.name)
             live.cut()  # before the progress event: "window i/n" means its segment is there to play
-            ctx.progress(0.05 + 0.9 * (window.index + 1) / len(windows),
-                         f"window {window.index + 1}/{len(windows)}")
+            ctx.progress(0.05 + 0.9 * (window.index + 1) / len(windows), f"window {window.index + 1}/{len(windows)}")
         live.finish()
     return live.describe()
 
 
-def _write_window(writer: VideoWriter, live: LiveOutput, frames: Iterable[np.ndarray], window: Window,
-                  backend: str) -> None:
+def _write_window(
+    writer: VideoWriter, live: LiveOutput, frames: Iterable[np.ndarray], window: Window, backend: str
+) -> None:
     written = 0
     for frame in frames:
         writer.write(frame)
         live.write(frame)
         written += 1
     if written != len(window.new_frames):
-        raise RuntimeError(f"infinite_talk backend '{backend}' gave {written} frames for window {window.index}, "
-                           f"expected {len(window.new_frames)}")
+        raise RuntimeError(
+            f"infinite_talk backend '{backend}' gave {written} frames for window {window.index}, "
+            f"expected {len(window.new_frames)}"
+        )
 
 
 TASK = TaskDef(name="infinite_talk", params_model=InfiniteTalkParams, run=run)

@@ -37,24 +37,31 @@ WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_
 
 
 class TextToSpeechParams(TaskParams):
-    model: str = Field(default="F5TTS_v1_Base",
-                       description="Text-to-speech model: a folder in the models folder's F5-TTS/.")
+    model: str = Field(
+        default="F5TTS_v1_Base", description="Text-to-speech model: a folder in the models folder's F5-TTS/."
+    )
     device: str = Field(default="cuda", description='Device the model runs on ("cuda", "cuda:1", "cpu").')
-    temperature: float = Field(default=0.8,
-                               description="Sampling temperature: lower is steadier, higher more expressive.")
+    temperature: float = Field(
+        default=0.8, description="Sampling temperature: lower is steadier, higher more expressive."
+    )
     # The seed's table types speed as int (default 1); F5-TTS takes a float factor, so 0.9 is accepted too.
     speed: float = Field(default=1, gt=0.1, le=4, description="Speaking speed factor (1 is the voice's own pace).")
     target_rms: float = Field(default=0.1, gt=0, le=1, description="Loudness of the speech as its target RMS level.")
-    cross_fade_duration: float = Field(default=0.15, ge=0, le=2,
-                                       description="Seconds of cross-fade between spoken chunks.")
-    nfe_step: int = Field(default=32, ge=1, le=256,
-                          description="Denoising steps of the model: more is slower and cleaner.")
-    cfg_strength: float = Field(default=2, description="Guidance strength: how closely the speech follows the text "
-                                                       "and the reference voice.")
-    narrator_voice: str | None = Field(default=None, description="Storage key of another reference voice; unset: "
-                                                                 "the job's uploaded voice sample.")
-    ref_text: str | None = Field(default=None, description="Transcript of that reference voice; unset: the job's "
-                                                           "ref_text.")
+    cross_fade_duration: float = Field(
+        default=0.15, ge=0, le=2, description="Seconds of cross-fade between spoken chunks."
+    )
+    nfe_step: int = Field(
+        default=32, ge=1, le=256, description="Denoising steps of the model: more is slower and cleaner."
+    )
+    cfg_strength: float = Field(
+        default=2, description="Guidance strength: how closely the speech follows the text and the reference voice."
+    )
+    narrator_voice: str | None = Field(
+        default=None, description="Storage key of another reference voice; unset: the job's uploaded voice sample."
+    )
+    ref_text: str | None = Field(
+        default=None, description="Transcript of that reference voice; unset: the job's ref_text."
+    )
     seed: int = Field(default=290381, description="Random seed: the same seed gives the same speech.")
 
 
@@ -123,8 +130,14 @@ def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
     return Reference(audio, sr, str(text))
 
 
-def _speak(ctx: TaskContext, backend: SpeechBackend, voice: Voice, chunks: list[Chunk],
-           params: TextToSpeechParams, limit_s: float) -> list[np.ndarray]:
+def _speak(
+    ctx: TaskContext,
+    backend: SpeechBackend,
+    voice: Voice,
+    chunks: list[Chunk],
+    params: TextToSpeechParams,
+    limit_s: float,
+) -> list[np.ndarray]:
     """Each chunk trimmed to its speech and given the silence its pauses need, half on either side of each join;
     cross-fades then overlap inside that silence instead of eating into the words. Stops as soon as the speech
     so far is longer than limit_s."""
@@ -142,8 +155,9 @@ def _speak(ctx: TaskContext, backend: SpeechBackend, voice: Voice, chunks: list[
         after = EDGE_PAD_S if i == len(chunks) - 1 else chunk.pause_after / 2 + fade / 2
         pieces.append(_with_margins(audio, start, end, int(before * sr), int(after * sr)))
         spoken = sum(len(p) for p in pieces) / sr - fade * (len(pieces) - 1)
-        refuse_over_limit(spoken, limit_s, f"{ctx.node_id}: the script, after {i + 1} of {len(chunks)} chunks",
-                          estimated=False)
+        refuse_over_limit(
+            spoken, limit_s, f"{ctx.node_id}: the script, after {i + 1} of {len(chunks)} chunks", estimated=False
+        )
     return pieces
 
 
@@ -151,8 +165,13 @@ def _with_margins(audio: np.ndarray, start: int, end: int, before: int, after: i
     """audio[start:end] with `before` and `after` samples around it: the original signal where there is some
     (the decay of the last sound), zeros beyond."""
     lo, hi = max(0, start - before), min(len(audio), end + after)
-    return np.concatenate([np.zeros(before - (start - lo), np.float32), audio[lo:hi].astype(np.float32),
-                           np.zeros(after - (hi - end), np.float32)])
+    return np.concatenate(
+        [
+            np.zeros(before - (start - lo), np.float32),
+            audio[lo:hi].astype(np.float32),
+            np.zeros(after - (hi - end), np.float32),
+        ]
+    )
 
 
 def _level_meta(audio: np.ndarray, target: float) -> dict[str, Any]:
@@ -160,11 +179,17 @@ def _level_meta(audio: np.ndarray, target: float) -> dict[str, Any]:
 
     achieved, warnings = rms(audio), []
     if abs(achieved / target - 1.0) > 0.02:
-        warnings.append(f"target_rms {target} is too loud to reach under the {PEAK_CEILING} peak ceiling by "
-                        f"limiting alone; the speech has RMS {achieved:.3f}")
+        warnings.append(
+            f"target_rms {target} is too loud to reach under the {PEAK_CEILING} peak ceiling by "
+            f"limiting alone; the speech has RMS {achieved:.3f}"
+        )
         log.warning(warnings[-1])
-    return {"sample_rate": OUTPUT_RATE, "rms": round(achieved, 4), "peak": round(float(np.abs(audio).max()), 4),
-            "warnings": warnings}
+    return {
+        "sample_rate": OUTPUT_RATE,
+        "rms": round(achieved, 4),
+        "peak": round(float(np.abs(audio).max()), 4),
+        "warnings": warnings,
+    }
 
 
 def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:

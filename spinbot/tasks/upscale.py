@@ -35,23 +35,29 @@ FaceDetector = Literal["retinaface_resnet50"]
 
 
 class AIUpscalerParams(TaskParams):
-    model_name_0: str = Field(default="RealESRGAN_x2.pth", description="Upscaler model file, in upscale_models/; "
-                                                                       "its name gives the factor (x2, x4).")
-    model_name_1: str = Field(default="codeformer.pth", description="Face restoration model file, in "
-                                                                    "facerestore_models/.")
+    model_name_0: str = Field(
+        default="RealESRGAN_x2.pth",
+        description="Upscaler model file, in upscale_models/; its name gives the factor (x2, x4).",
+    )
+    model_name_1: str = Field(
+        default="codeformer.pth", description="Face restoration model file, in facerestore_models/."
+    )
     batch_size: int = Field(default=50, ge=1, le=10_000, description="Frames processed at a time (memory use).")
-    facedetection: FaceDetector = Field(default="retinaface_resnet50",
-                                        description="Face detector that finds the faces to restore.")
-    codeformer_fidelity: float = Field(default=1, ge=0, le=1, description="Face restoration: 1 keeps closest to "
-                                                                          "the input, 0 restores the most.")
+    facedetection: FaceDetector = Field(
+        default="retinaface_resnet50", description="Face detector that finds the faces to restore."
+    )
+    codeformer_fidelity: float = Field(
+        default=1, ge=0, le=1, description="Face restoration: 1 keeps closest to the input, 0 restores the most."
+    )
     frame_load_cap: int = Field(default=0, ge=0, description="Upscale at most this many frames (0: all).")
 
 
 class FaceTrack:
     """Face boxes for each frame in order, detecting only every `every`-th frame."""
 
-    def __init__(self, detect: Callable[[np.ndarray], list[Box]], every: int = DETECT_EVERY,
-                 hold_misses: int = HOLD_MISSES):
+    def __init__(
+        self, detect: Callable[[np.ndarray], list[Box]], every: int = DETECT_EVERY, hold_misses: int = HOLD_MISSES
+    ):
         self._detect = detect
         self._every = every
         self._hold_misses = hold_misses
@@ -108,10 +114,11 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
     width, height = info.width * backend.scale // 2 * 2, info.height * backend.scale // 2 * 2
     out_path = ctx.output_path("upscaled.mp4")
     audio = source_audio(source, fps, params.frame_load_cap)
-    with VideoWriter(out_path, fps, width, height, audio=audio) as writer, \
-            LiveOutput(ctx, fps, width, height, params.batch_size, audio) as live:
-        frames, restored = upscale_stream(ctx, backend, params, source, total, writer, (width, height),
-                                           live=live)
+    with (
+        VideoWriter(out_path, fps, width, height, audio=audio) as writer,
+        LiveOutput(ctx, fps, width, height, params.batch_size, audio) as live,
+    ):
+        frames, restored = upscale_stream(ctx, backend, params, source, total, writer, (width, height), live=live)
         live.finish()
     key = ctx.save("upscaled.mp4", out_path, content_type="video/mp4")
     return NodeOutput(
@@ -129,15 +136,26 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
     )
 
 
-def upscale_stream(ctx: TaskContext, backend: UpscaleBackend, params: AIUpscalerParams, source: Path,
-                   total: int, writer: VideoWriter, size: tuple[int, int], *,
-                   live: LiveOutput | None = None) -> tuple[int, int]:
+def upscale_stream(
+    ctx: TaskContext,
+    backend: UpscaleBackend,
+    params: AIUpscalerParams,
+    source: Path,
+    total: int,
+    writer: VideoWriter,
+    size: tuple[int, int],
+    *,
+    live: LiveOutput | None = None,
+) -> tuple[int, int]:
     """Decode, upscale and restore batch by batch, writing each batch before decoding the next (to the video, and
     to the live output, which makes a segment of each batch). Returns the frames written and the face restorations
     made."""
     frames = iter_frames(source, params.frame_load_cap)
-    results = backend.stream(frames, params.codeformer_fidelity) if hasattr(backend, "stream") \
+    results = (
+        backend.stream(frames, params.codeformer_fidelity)
+        if hasattr(backend, "stream")
         else _batched_results(backend, params, frames)
+    )
     done = restored = 0
     with closing(results):
         for frame, faces in results:
@@ -151,8 +169,9 @@ def upscale_stream(ctx: TaskContext, backend: UpscaleBackend, params: AIUpscaler
     return done, restored
 
 
-def _batched_results(backend: UpscaleBackend, params: AIUpscalerParams,
-                     frames: Iterator[np.ndarray]) -> Generator[tuple[np.ndarray, int], None, None]:
+def _batched_results(
+    backend: UpscaleBackend, params: AIUpscalerParams, frames: Iterator[np.ndarray]
+) -> Generator[tuple[np.ndarray, int], None, None]:
     """The plain path: one batch at a time through upscale_batch and restore_faces, faces tracked between
     detections. (Backends that overlap decoding, device work and encoding provide `stream` instead.)"""
     faces = FaceTrack(backend.detect_faces)

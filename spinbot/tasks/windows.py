@@ -49,7 +49,8 @@ def plan_windows(total_frames: int, window_size: int, motion_frames: int) -> lis
         raise ValueError(f"frame_window_size must be at least 1, got {window_size}")
     if not 0 <= motion_frames < window_size:
         raise ValueError(
-            f"motion_frame must be >= 0 and smaller than frame_window_size ({window_size}), got {motion_frames}")
+            f"motion_frame must be >= 0 and smaller than frame_window_size ({window_size}), got {motion_frames}"
+        )
     windows = [Window(0, 0, window_size, 0, 0, min(window_size, total_frames))]
     while windows[-1].end < total_frames:
         prev = windows[-1]
@@ -64,7 +65,7 @@ def take_padded(values: np.ndarray, start: int, end: int) -> np.ndarray:
     out = np.zeros((end - start,) + values.shape[1:], dtype=values.dtype)
     lo, hi = max(start, 0), min(end, len(values))
     if hi > lo:
-        out[lo - start:hi - start] = values[lo:hi]
+        out[lo - start : hi - start] = values[lo:hi]
     return out
 
 

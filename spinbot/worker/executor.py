@@ -53,8 +53,15 @@ class CancelCheck:
 
 
 class NodeExecutor:
-    def __init__(self, client: redis.Redis, store: ArtifactStore, state: WorkerState, ttl_seconds: int,
-                 redis_retry_seconds: float, redis_url: str):
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: ArtifactStore,
+        state: WorkerState,
+        ttl_seconds: int,
+        redis_retry_seconds: float,
+        redis_url: str,
+    ):
         self.client = client
         self.store = store
         self.state = state
@@ -70,8 +77,9 @@ class NodeExecutor:
             node.announce_done()
             log.info("node already finished; not run again", extra=_ids(request))
             return ALREADY_FINISHED
-        running = RunningNode(job_id=request.job_id, node_id=request.node_id, task=request.task, queue=queue,
-                              since=time.time())
+        running = RunningNode(
+            job_id=request.job_id, node_id=request.node_id, task=request.task, queue=queue, since=time.time()
+        )
         self.state.started(running)
         try:
             result = self._run(request, node, queue, float(data.get("enqueued_at", 0.0)), running.since)
@@ -82,8 +90,9 @@ class NodeExecutor:
         finally:
             self.state.finished(running)
 
-    def _run(self, request: TaskRequest, node: NodeChannel, queue: str, enqueued_at: float,
-             started_at: float) -> NodeResult | None:
+    def _run(
+        self, request: TaskRequest, node: NodeChannel, queue: str, enqueued_at: float, started_at: float
+    ) -> NodeResult | None:
         """The task's result, or None when this worker was told to stop now (the job goes back to the queue)."""
         cancel = CancelCheck(node, self.stop_now)
         node.publish(event(STARTED, worker=self.state.id))
@@ -98,13 +107,21 @@ class NodeExecutor:
             return self._result(CANCELLED, error=str(err))
         except Exception as err:
             # Expected failures (bad input, missing backend) are one line; anything else keeps its traceback.
-            log.warning("node failed", extra={**_ids(request), "error": one_line(err)},
-                        exc_info=not isinstance(err, SpinBotError))
+            log.warning(
+                "node failed",
+                extra={**_ids(request), "error": one_line(err)},
+                exc_info=not isinstance(err, SpinBotError),
+            )
             return self._result(FAILED, error=one_line(err))
         finished_at = time.time()
-        output.meta["queue"] = {"queue": queue, "worker": self.state.id, "enqueued_at": enqueued_at,
-                                "started_at": started_at, "finished_at": finished_at,
-                                "wait_seconds": round(started_at - enqueued_at, 6)}
+        output.meta["queue"] = {
+            "queue": queue,
+            "worker": self.state.id,
+            "enqueued_at": enqueued_at,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "wait_seconds": round(started_at - enqueued_at, 6),
+        }
         log.info("node finished", extra={**_ids(request), "seconds": round(finished_at - started_at, 3)})
         return self._result(SUCCEEDED, output=output)
 
@@ -122,8 +139,9 @@ class NodeExecutor:
 
     def _store(self, node: NodeChannel, result: NodeResult) -> None:
         """Store the result, riding out a short Redis outage: the work behind it may have taken hours."""
-        ride_out_outage(lambda: node.save_result(result), self.redis_retry_seconds, self.redis_url,
-                        "storing a node result")
+        ride_out_outage(
+            lambda: node.save_result(result), self.redis_retry_seconds, self.redis_url, "storing a node result"
+        )
 
 
 def _ids(request: TaskRequest) -> dict[str, str]:

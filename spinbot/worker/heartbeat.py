@@ -39,8 +39,13 @@ class WorkerState:
     """What this worker is doing; the executor threads write it, the heartbeat reads it."""
 
     def __init__(self, queues: list[str]):
-        self.info = WorkerInfo(id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-                               host=socket.gethostname(), pid=os.getpid(), queues=queues, started_at=time.time())
+        self.info = WorkerInfo(
+            id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=queues,
+            started_at=time.time(),
+        )
         self._lock = threading.Lock()
 
     @property
@@ -58,8 +63,9 @@ class WorkerState:
 
     def snapshot(self, models: list[str]) -> WorkerInfo:
         with self._lock:
-            return self.info.model_copy(update={"beat_at": time.time(), "models": models,
-                                                "running": list(self.info.running)}, deep=True)
+            return self.info.model_copy(
+                update={"beat_at": time.time(), "models": models, "running": list(self.info.running)}, deep=True
+            )
 
 
 def beat(client: Any, info: WorkerInfo, ttl_seconds: float) -> Any:

@@ -44,8 +44,12 @@ class WorkerService:
         self.state = WorkerState(queues)
         self.executor = NodeExecutor(
             redis.Redis.from_url(self.options.redis_url, socket_connect_timeout=3, socket_timeout=10),
-            open_store(settings.resolved_storage_url), self.state, self.options.result_ttl_seconds,
-            self.options.redis_retry_seconds, self.options.redis_url)
+            open_store(settings.resolved_storage_url),
+            self.state,
+            self.options.result_ttl_seconds,
+            self.options.redis_retry_seconds,
+            self.options.redis_url,
+        )
         self._stopping: asyncio.Event | None = None
         self.bull: dict[str, Worker] = {}
         self.runs: dict[str, asyncio.Future] = {}
@@ -69,8 +73,14 @@ class WorkerService:
         log.info("worker stopped", extra={"worker": self.state.id, "finished": self.state.info.finished})
 
     def _bull_worker(self, queue: str) -> Worker:
-        opts = {"connection": self.options.redis_url, "prefix": BULL_PREFIX, "autorun": False,
-                "name": self.state.id, "concurrency": 1, **self.options.worker_opts()}
+        opts = {
+            "connection": self.options.redis_url,
+            "prefix": BULL_PREFIX,
+            "autorun": False,
+            "name": self.state.id,
+            "concurrency": 1,
+            **self.options.worker_opts(),
+        }
         return Worker(queue, self._processor(queue), opts)
 
     async def _watchdog(self) -> None:
@@ -106,8 +116,11 @@ class WorkerService:
             return False
         try:
             counts = await client.eval(
-                "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])", 2,
-                f"{BULL_PREFIX}:{queue}:wait", f"{BULL_PREFIX}:{queue}:prioritized")
+                "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])",
+                2,
+                f"{BULL_PREFIX}:{queue}:wait",
+                f"{BULL_PREFIX}:{queue}:prioritized",
+            )
         except Exception:  # noqa: BLE001 - Redis away: the worker's own retries handle that
             return False
         return int(counts) > 0

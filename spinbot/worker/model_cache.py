@@ -42,8 +42,14 @@ class ModelCache:
     def key(path: str | Path, dtype: Any) -> CacheKey:
         return str(Path(path).expanduser().resolve()), str(dtype)
 
-    def get(self, path: str | Path, dtype: Any, load: Callable[[], Any], size: int | None = None,
-            on_evict: Callable[[Any], None] | None = None) -> Any:
+    def get(
+        self,
+        path: str | Path,
+        dtype: Any,
+        load: Callable[[], Any],
+        size: int | None = None,
+        on_evict: Callable[[Any], None] | None = None,
+    ) -> Any:
         """The cached model, or load() it, measure it (or take `size`), make room and keep it."""
         key = self.key(path, dtype)
         with self._key_lock(key):  # two threads asking for one model load it once
@@ -54,8 +60,15 @@ class ModelCache:
             value = load()
             entry = _Entry(value, size if size is not None else estimate_bytes(value), on_evict)
             # One line per load: what a job paid for a model the cache did not hold (benchmarks read it back).
-            log.info("model loaded", extra={"model": key[0], "dtype": key[1], "bytes": entry.size,
-                                            "seconds": round(time.perf_counter() - started, 3)})
+            log.info(
+                "model loaded",
+                extra={
+                    "model": key[0],
+                    "dtype": key[1],
+                    "bytes": entry.size,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
             self._insert(key, entry)
             return value
 

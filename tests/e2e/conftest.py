@@ -20,8 +20,16 @@ import pytest
 from tests.conftest import in_ci
 
 BROWSER = Path("/usr/bin/chromium")
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 API_KEY = "e2e-web-key"
 SERVER_START_SECONDS = 60
@@ -59,13 +67,15 @@ class Server:
 
 def server_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
-    env.update({
-        "SPINBOT_DATA_DIR": str(data_dir),
-        "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",  # nothing listens: the fallback script is used
-        "SPINBOT_OLLAMA_TIMEOUT": "2",
-        "SPINBOT_TALK_MAX_PIXELS": str(192 * 192),  # a small talking head keeps the job short on the CPU
-        "SPINBOT_API_KEYS": API_KEY,
-    })
+    env.update(
+        {
+            "SPINBOT_DATA_DIR": str(data_dir),
+            "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",  # nothing listens: the fallback script is used
+            "SPINBOT_OLLAMA_TIMEOUT": "2",
+            "SPINBOT_TALK_MAX_PIXELS": str(192 * 192),  # a small talking head keeps the job short on the CPU
+            "SPINBOT_API_KEYS": API_KEY,
+        }
+    )
     return env
 
 
@@ -99,7 +109,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "spinbot", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(folder / "data"), stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+            env=server_env(folder / "data"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, log)

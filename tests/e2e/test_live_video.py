@@ -92,14 +92,17 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     expect(page.locator("#job")).to_be_visible()
     job_id = page.text_content("#job-id")
 
-    page.wait_for_function("() => window.liveRecord.firstLiveFrame !== null || window.liveRecord.jobEnded !== null",
-                           timeout=JOB_SECONDS * 1000)
+    page.wait_for_function(
+        "() => window.liveRecord.firstLiveFrame !== null || window.liveRecord.jobEnded !== null",
+        timeout=JOB_SECONDS * 1000,
+    )
     screenshot(page, "job-live")
     assert wait_for_job_end(page) == "succeeded", job_error(page, server)
     job = server.get(f"/v1/jobs/{job_id}")
     final = next(a for a in job["artifacts"] if a["node_id"] == "upscale_video" and a["name"] == "video")
-    page.wait_for_function("url => document.querySelector('#final-video').currentSrc.includes(url)",
-                           arg=final["url"], timeout=30_000)
+    page.wait_for_function(
+        "url => document.querySelector('#final-video').currentSrc.includes(url)", arg=final["url"], timeout=30_000
+    )
     record = page.evaluate("window.liveRecord")
 
     talk = next(n for n in job["nodes"] if n["id"] == "infinite_talk")
@@ -134,7 +137,7 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     assert len(before_last) >= 2 and nearest[-1] == len(ends) - 1, timings
     assert before_last == sorted(set(before_last)), timings
     assert all(-0.02 <= offset < MAX_SHIFT_S for offset in offsets), (offsets, timings)
-    assert max(offsets[:len(before_last)]) - min(offsets[:len(before_last)]) < 0.01, (offsets, timings)
+    assert max(offsets[: len(before_last)]) - min(offsets[: len(before_last)]) < 0.01, (offsets, timings)
     # It played on past the first window while later ones were still rendering or being upscaled.
     assert timings["played_until_job_end_s"] > ends[0], timings
     assert played == sorted(played) and len(played) > 10, timings

@@ -55,9 +55,12 @@ def fill_the_form(page: Page, folder: Path) -> None:
 
 
 def node_states(page: Page) -> list[dict]:
-    return page.eval_on_selector_all("#nodes .node", """rows => rows.map(row => ({
+    return page.eval_on_selector_all(
+        "#nodes .node",
+        """rows => rows.map(row => ({
         node: row.dataset.node, status: row.dataset.status,
-        progress: row.querySelector('progress').value, error: row.querySelector('.node-error').textContent}))""")
+        progress: row.querySelector('progress').value, error: row.querySelector('.node-error').textContent}))""",
+    )
 
 
 def expect_nodes(page: Page, states: dict[str, str]) -> None:
@@ -71,21 +74,28 @@ def expect_nodes(page: Page, states: dict[str, str]) -> None:
 def wait_for_node(page: Page, node: str, states: tuple[str, ...] = FINAL) -> str:
     """Wait until the node shows one of the states, or the job ends without it; returns the node's state."""
     row = f'#nodes .node[data-node="{node}"]'
-    page.wait_for_function(f"""row => {list(states)}.includes(document.querySelector(row)?.dataset.status)
+    page.wait_for_function(
+        f"""row => {list(states)}.includes(document.querySelector(row)?.dataset.status)
         || {list(FINAL)}.includes(document.querySelector('#job-status').dataset.status)""",
-                           arg=row, timeout=JOB_SECONDS * 1000)
+        arg=row,
+        timeout=JOB_SECONDS * 1000,
+    )
     return page.get_attribute(row, "data-status")
 
 
 def wait_for_job_end(page: Page) -> str:
-    page.wait_for_function(f"() => {list(FINAL)}.includes(document.querySelector('#job-status').dataset.status)",
-                           timeout=JOB_SECONDS * 1000)
+    page.wait_for_function(
+        f"() => {list(FINAL)}.includes(document.querySelector('#job-status').dataset.status)",
+        timeout=JOB_SECONDS * 1000,
+    )
     return page.get_attribute("#job-status", "data-status")
 
 
 def job_error(page: Page, server) -> str:
-    return (f"the page shows: {page.text_content('#job-error')!r}\nnodes: {node_states(page)}\n"
-            f"server log:\n{server.log_tail()}")
+    return (
+        f"the page shows: {page.text_content('#job-error')!r}\nnodes: {node_states(page)}\n"
+        f"server log:\n{server.log_tail()}"
+    )
 
 
 def frame_seconds(server, job: dict) -> float:
@@ -96,7 +106,9 @@ def frame_seconds(server, job: dict) -> float:
 def media_duration(page: Page, selector: str) -> float:
     page.wait_for_function(
         "selector => { const m = document.querySelector(selector); return m.readyState >= 1 && isFinite(m.duration) }",
-        arg=selector, timeout=30_000)
+        arg=selector,
+        timeout=30_000,
+    )
     return page.eval_on_selector(selector, "media => media.duration")
 
 
@@ -140,7 +152,8 @@ def test_the_advanced_section_shows_every_param_with_its_default(page, server):
     page.click("#submit")
     expect(page.locator("#advanced")).to_have_attribute("open", "")
     expect(page.locator('.field-error[data-for="prompt"]')).to_have_text(
-        "prompt is empty: give a prompt, or your own script")
+        "prompt is empty: give a prompt, or your own script"
+    )
     param_input(page, "script.words").fill("60")
     expect(page.locator('.field-error[data-for="script.words"]')).to_be_empty()
 
@@ -157,9 +170,11 @@ def test_a_job_made_on_the_page_runs_to_a_video_as_long_as_its_speech(page, serv
     expect(page.locator("#nodes .node")).to_have_count(4)
     job_id = page.text_content("#job-id")
 
-    page.wait_for_function("""() => document.querySelector('#nodes .node[data-status=running]')
+    page.wait_for_function(
+        """() => document.querySelector('#nodes .node[data-status=running]')
         || ['succeeded', 'failed', 'cancelled'].includes(document.querySelector('#job-status').dataset.status)""",
-                           timeout=JOB_SECONDS * 1000)
+        timeout=JOB_SECONDS * 1000,
+    )
     screenshot(page, "job-started")
 
     if wait_for_node(page, "f5_to_tts") == "succeeded":
@@ -221,8 +236,13 @@ def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, scr
     expect(page.locator("#cancel-job")).to_be_visible()
     # The overall time estimate, from the time the windows measured so far took.
     eta = page.locator("#overall-eta")
-    expect(eta).to_have_text(re.compile(r"^About .+ left for infinite_talk \(\d+\.\d s a window, \d+ of \d+ windows "
-                                        r"done\), then upscale_video\.$"), timeout=JOB_SECONDS * 1000)
+    expect(eta).to_have_text(
+        re.compile(
+            r"^About .+ left for infinite_talk \(\d+\.\d s a window, \d+ of \d+ windows "
+            r"done\), then upscale_video\.$"
+        ),
+        timeout=JOB_SECONDS * 1000,
+    )
     overall = page.locator("#overall-progress").evaluate("bar => bar.value")
     assert 0.5 <= overall < 0.75, overall  # two of four nodes done, the third under way
     screenshot(page, "job-running")
@@ -230,8 +250,10 @@ def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, scr
 
     page.click("#cancel-job")
     assert wait_for_job_end(page) == "cancelled", job_error(page, server)
-    expect_nodes(page, {"script": "succeeded", "f5_to_tts": "succeeded", "infinite_talk": "cancelled",
-                        "upscale_video": "cancelled"})
+    expect_nodes(
+        page,
+        {"script": "succeeded", "f5_to_tts": "succeeded", "infinite_talk": "cancelled", "upscale_video": "cancelled"},
+    )
     expect(page.locator("#cancel-job")).to_be_hidden()
     expect(page.locator("#retry-job")).to_be_hidden()  # only failed jobs can be retried
     # Cancelled while the talking head was being made: no video file (the live output may still show what was

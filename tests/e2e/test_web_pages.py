@@ -22,6 +22,7 @@ try:
 except ImportError:  # every test needs the page fixture, which fails (CI) or skips with the install hint
     Page = expect = None
 
+
 @pytest.fixture(autouse=True)
 def no_script_errors(page):
     yield
@@ -56,12 +57,15 @@ def submit_and_get_request(page: Page) -> dict:
 
 def wait_for_new_job(page: Page, old: str | None = None) -> str:
     expect(page.locator("#job")).to_be_visible()
-    page.wait_for_function("old => document.querySelector('#job-id').textContent && "
-                           "document.querySelector('#job-id').textContent !== old", arg=old or "")
+    page.wait_for_function(
+        "old => document.querySelector('#job-id').textContent && document.querySelector('#job-id').textContent !== old",
+        arg=old or "",
+    )
     return page.text_content("#job-id")
 
 
 # ---- the form -------------------------------------------------------------------------------------------------
+
 
 def test_the_form_groups_params_per_node_with_descriptions_selects_and_tied_errors(page, server, screenshot):
     open_page(page, server)
@@ -90,8 +94,12 @@ def test_the_form_groups_params_per_node_with_descriptions_selects_and_tied_erro
     page.click("#submit")  # nothing filled in
     expect_tied_error(page, page.locator("#prompt"), "prompt", "prompt is empty: give a prompt, or your own script")
     param_input(page, "f5_to_tts.nfe_step").fill("0")
-    expect_tied_error(page, param_input(page, "f5_to_tts.nfe_step"), "f5_to_tts.nfe_step",
-                      "Input should be greater than or equal to 1")
+    expect_tied_error(
+        page,
+        param_input(page, "f5_to_tts.nfe_step"),
+        "f5_to_tts.nfe_step",
+        "Input should be greater than or equal to 1",
+    )
     check_view(page, screenshot, "form-errors")
     param_input(page, "f5_to_tts.nfe_step").fill("32")
     expect(param_input(page, "f5_to_tts.nfe_step")).not_to_have_attribute("aria-invalid", "true")
@@ -99,8 +107,10 @@ def test_the_form_groups_params_per_node_with_descriptions_selects_and_tied_erro
 
 # ---- a job from start to finish, reused and deleted --------------------------------------------------------------
 
-def test_a_job_with_its_own_script_shows_everything_it_did_and_can_be_reused_and_deleted(page, server, screenshot,
-                                                                                         tmp_path):
+
+def test_a_job_with_its_own_script_shows_everything_it_did_and_can_be_reused_and_deleted(
+    page, server, screenshot, tmp_path
+):
     open_page(page, server)
     choose_inputs(page, tmp_path)
     page.fill("#script_text", SHORT_SCRIPT)  # and no prompt
@@ -108,8 +118,10 @@ def test_a_job_with_its_own_script_shows_everything_it_did_and_can_be_reused_and
     param_input(page, "upscale_video.batch_size").fill("8")
     page.click("#advanced summary")
     sent = submit_and_get_request(page)
-    assert sent["prompt"] == "" and sent["params"] == {"script": {"text": SHORT_SCRIPT},
-                                                      "upscale_video": {"batch_size": 8}}
+    assert sent["prompt"] == "" and sent["params"] == {
+        "script": {"text": SHORT_SCRIPT},
+        "upscale_video": {"batch_size": 8},
+    }
     job_id = wait_for_new_job(page)
 
     overall = page.locator("#overall-progress")
@@ -146,7 +158,8 @@ def test_a_job_with_its_own_script_shows_everything_it_did_and_can_be_reused_and
     expect(page.locator("#job-input-values")).to_contain_text(BECKETT_TRANSCRIPT)
     expect(page.locator("#job-settings li")).to_have_count(2)
     expect(page.locator('#job-settings li[data-param="upscale_video.batch_size"]')).to_have_text(
-        "upscale_video.batch_size = 8")
+        "upscale_video.batch_size = 8"
+    )
     page.wait_for_function("() => document.querySelector('#job-portrait').naturalWidth === 512")
     check_view(page, screenshot, "job-finished-details")
 
@@ -188,6 +201,7 @@ def test_a_job_with_its_own_script_shows_everything_it_did_and_can_be_reused_and
 
 # ---- settings refused at submission; a failed job -----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def native_upscale_server(tmp_path_factory):
     """A second server whose upscaler is `native`, with a models folder that lacks the default RealESRGAN_x2.pth
@@ -195,15 +209,23 @@ def native_upscale_server(tmp_path_factory):
     there) and fails in upscale_video, after its talking head was made."""
     folder = tmp_path_factory.mktemp("native-upscale-server")
     models = folder / "models"
-    for name in ("upscale_models/RealESRGAN_x4plus.pth", "facerestore_models/codeformer.pth",
-                 "facedetection/detection_Resnet50_Final.pth"):
+    for name in (
+        "upscale_models/RealESRGAN_x4plus.pth",
+        "facerestore_models/codeformer.pth",
+        "facedetection/detection_Resnet50_Final.pth",
+    ):
         (models / name).parent.mkdir(parents=True, exist_ok=True)
         (models / name).write_bytes(b"not a checkpoint")
     env = server_env(folder / "data") | {"SPINBOT_UPSCALE_BACKEND": "native", "SPINBOT_MODELS_DIR": str(models)}
     port, log = free_port(), folder / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "spinbot", "serve", "--host", "127.0.0.1", "--port",
-                                    str(port)], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spinbot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=folder,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, log)
@@ -212,8 +234,9 @@ def native_upscale_server(tmp_path_factory):
         stop(process)
 
 
-def test_a_missing_model_file_is_refused_and_a_failed_job_keeps_its_talking_head(page, native_upscale_server,
-                                                                                screenshot, tmp_path):
+def test_a_missing_model_file_is_refused_and_a_failed_job_keeps_its_talking_head(
+    page, native_upscale_server, screenshot, tmp_path
+):
     server = native_upscale_server
     open_page(page, server)
     choose_inputs(page, tmp_path)
@@ -221,12 +244,18 @@ def test_a_missing_model_file_is_refused_and_a_failed_job_keeps_its_talking_head
     model = param_input(page, "upscale_video.model_name_0")
     assert model.evaluate("e => e.tagName") == "SELECT"
     assert model.locator("option").all_text_contents() == [
-        "RealESRGAN_x2.pth (default; not in the models folder)", "RealESRGAN_x4plus.pth"]
+        "RealESRGAN_x2.pth (default; not in the models folder)",
+        "RealESRGAN_x4plus.pth",
+    ]
     jobs_before = server.get("/v1/jobs")["total"]
 
     page.click("#submit")  # the default upscaler file is not in the models folder
-    expect_tied_error(page, model, "upscale_video.model_name_0",
-                      "upscale_video.model_name_0: 'RealESRGAN_x2.pth' is not in the models folder")
+    expect_tied_error(
+        page,
+        model,
+        "upscale_video.model_name_0",
+        "upscale_video.model_name_0: 'RealESRGAN_x2.pth' is not in the models folder",
+    )
     expect(page.locator("#advanced")).to_have_attribute("open", "")
     expect(page.locator("#job")).to_be_hidden()
     assert server.get("/v1/jobs")["total"] == jobs_before

@@ -29,8 +29,9 @@ def fits_the_screen(page) -> None:
 def accessible(page, where: str) -> None:
     require(Axe is not None, "axe-playwright-python is missing: pip install -c constraints.txt -e '.[test]'")
     violations = Axe().run(page).response["violations"]
-    serious = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in violations
-               if v["impact"] in SERIOUS]
+    serious = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3]) for v in violations if v["impact"] in SERIOUS
+    ]
     assert not serious, f"axe-core on {where}: {serious}"
 
 

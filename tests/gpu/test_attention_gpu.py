@@ -13,8 +13,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-                       reason="needs a CUDA GPU with FP8 tensor cores"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+        reason="needs a CUDA GPU with FP8 tensor cores",
+    ),
 ]
 
 

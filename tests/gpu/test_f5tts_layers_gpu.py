@@ -24,8 +24,9 @@ def test_the_gelu_epilogue_equals_the_feed_forward_module():
     # f5_tts.model.modules.FeedForward(dim=1024, mult=2, approximate="tanh"), built from the same layers (importing
     # f5_tts.model needs librosa, which the GPU machine here lacks)
     ff = nn.Module()
-    ff.ff = nn.Sequential(nn.Sequential(nn.Linear(1024, 2048), nn.GELU(approximate="tanh")), nn.Dropout(0.0),
-                          nn.Linear(2048, 1024))
+    ff.ff = nn.Sequential(
+        nn.Sequential(nn.Linear(1024, 2048), nn.GELU(approximate="tanh")), nn.Dropout(0.0), nn.Linear(2048, 1024)
+    )
     ff.forward = ff.ff.forward
     torch.manual_seed(0)
     ff = ff.cuda().half().eval()

@@ -47,9 +47,10 @@ def frames(count: int, seed: int = 0) -> list[np.ndarray]:
     import cv2
 
     rng = np.random.default_rng(seed)
-    scene = cv2.resize(rng.integers(0, 256, (60, 140, 3), dtype=np.uint8), (WIDTH + 4 * count, HEIGHT),
-                       interpolation=cv2.INTER_CUBIC)
-    return [np.ascontiguousarray(scene[:, 4 * i:4 * i + WIDTH]) for i in range(count)]
+    scene = cv2.resize(
+        rng.integers(0, 256, (60, 140, 3), dtype=np.uint8), (WIDTH + 4 * count, HEIGHT), interpolation=cv2.INTER_CUBIC
+    )
+    return [np.ascontiguousarray(scene[:, 4 * i : 4 * i + WIDTH]) for i in range(count)]
 
 
 def test_real_size_models_run_in_half_precision(backend):
@@ -145,6 +146,8 @@ def test_compiled_fast_path_matches_eager(backend):
         outside = np.ones(a.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
         diff = np.abs(a.astype(int) - b)
-        print(f"compiled vs eager: {diff[outside].mean():.3f} grey levels outside the face, "
-              f"{diff[~outside].mean():.2f} inside")
+        print(
+            f"compiled vs eager: {diff[outside].mean():.3f} grey levels outside the face, "
+            f"{diff[~outside].mean():.2f} inside"
+        )
         assert diff[outside].mean() < 0.5 and diff[~outside].mean() < 25

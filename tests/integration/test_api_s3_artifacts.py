@@ -44,12 +44,22 @@ def make_client(spinbot_env, monkeypatch, s3_endpoint, public_url: str | None):
 def video_job(client) -> str:
     runner = client.app.state.services.runner
     job_id = runner.jobs.new_id()
-    runner.jobs.create_job(job_id, "f5tts_infinitetalk", [("upscale_video", "upscale_video", "python")],
-                           {"values": {"prompt": "p"}, "artifacts": {}}, {}, owner_of(KEY))
+    runner.jobs.create_job(
+        job_id,
+        "f5tts_infinitetalk",
+        [("upscale_video", "upscale_video", "python")],
+        {"values": {"prompt": "p"}, "artifacts": {}},
+        {},
+        owner_of(KEY),
+    )
     key = f"jobs/{job_id}/upscale_video/video.mp4"
     runner.artifacts.put_bytes(key, DATA, content_type="video/mp4")
-    runner.jobs.node_succeeded(job_id, "upscale_video", {"values": {}, "artifacts": {"video": key}, "meta": {}},
-                               [{"name": "video.mp4", "key": key, "size": len(DATA), "content_type": "video/mp4"}])
+    runner.jobs.node_succeeded(
+        job_id,
+        "upscale_video",
+        {"values": {}, "artifacts": {"video": key}, "meta": {}},
+        [{"name": "video.mp4", "key": key, "size": len(DATA), "content_type": "video/mp4"}],
+    )
     runner.jobs.set_job_status(job_id, "succeeded")
     return f"/v1/jobs/{job_id}/artifacts/upscale_video/video.mp4"
 

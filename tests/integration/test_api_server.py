@@ -34,12 +34,24 @@ class Server:
         self.port, self.spool, self.data = services.free_port(), folder / "spool", folder / "data"
         self.spool.mkdir(parents=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
-        env.update({"SPINBOT_DATA_DIR": str(self.data), "SPINBOT_API_KEYS": KEY, "TMPDIR": str(self.spool),
-                    "SPINBOT_MAX_UPLOAD_BYTES": str(LIMIT), "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9"})
+        env.update(
+            {
+                "SPINBOT_DATA_DIR": str(self.data),
+                "SPINBOT_API_KEYS": KEY,
+                "TMPDIR": str(self.spool),
+                "SPINBOT_MAX_UPLOAD_BYTES": str(LIMIT),
+                "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",
+            }
+        )
         self.log = folder / "server.log"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "spinbot", "serve", "--port", str(self.port)],
-                                         env=env, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "spinbot", "serve", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=folder,
+            )
         assert services.wait_until(self.healthy, 60), self.log.read_text()[-3000:]
 
     def healthy(self) -> bool:
@@ -113,8 +125,9 @@ def test_upload_without_a_key_gets_its_401_before_any_body_is_sent(server):
 
 
 def test_upload_declaring_1_gib_gets_its_413_before_any_body_is_sent(server):
-    answer, _ = post_upload(server, [MULTIPART, f"Authorization: Bearer {KEY}", f"Content-Length: {1 << 30}"],
-                            body_chunks=[])
+    answer, _ = post_upload(
+        server, [MULTIPART, f"Authorization: Bearer {KEY}", f"Content-Length: {1 << 30}"], body_chunks=[]
+    )
     assert answer.startswith(b"HTTP/1.1 413") and b"SPINBOT_MAX_UPLOAD_BYTES" in answer
     assert server.spooled_bytes() == 0
 
@@ -132,8 +145,9 @@ def test_chunked_upload_is_cut_at_the_limit_and_never_spools_more(server):
     def watch():
         peak[0] = max(peak[0], server.spooled_bytes())
 
-    answer, sent = post_upload(server, [MULTIPART, f"Authorization: Bearer {KEY}", "Transfer-Encoding: chunked"],
-                               chunks(), watch)
+    answer, sent = post_upload(
+        server, [MULTIPART, f"Authorization: Bearer {KEY}", "Transfer-Encoding: chunked"], chunks(), watch
+    )
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sent < 16 * MiB  # the server answered long before the 64 MiB were out
     assert peak[0] <= LIMIT
@@ -144,8 +158,9 @@ async def _open_streams(port: int, ids: list[str]) -> list:
     conns = []
     for job_id in ids:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n\r\n"
-                     .encode())
+        writer.write(
+            f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
+        )
         await writer.drain()
         assert (await reader.readline()).startswith(b"HTTP/1.1 200")
         conns.append((reader, writer))
@@ -157,8 +172,14 @@ def test_healthz_stays_fast_with_50_open_event_streams(server):
     ids = []
     for _ in range(50):
         job_id = jobs.new_id()
-        jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")],
-                        {"values": {"prompt": "p"}, "artifacts": {}}, {}, owner_of(KEY))
+        jobs.create_job(
+            job_id,
+            "f5tts_infinitetalk",
+            [("f5_to_tts", "f5_to_tts", "python")],
+            {"values": {"prompt": "p"}, "artifacts": {}},
+            {},
+            owner_of(KEY),
+        )
         jobs.set_job_status(job_id, RUNNING)  # nothing runs it: its stream stays open
         ids.append(job_id)
     loop = asyncio.new_event_loop()

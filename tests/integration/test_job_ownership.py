@@ -97,10 +97,22 @@ class SharedStack(Stack):
         super().stop_all()
 
     def cli_run(self, log: str) -> subprocess.Popen:
-        args = ["run", "--prompt", "failing better", "--image", str(portrait_path(self.tmp)), "--voice",
-                str(voice_path()), "--ref-text", BECKETT_TRANSCRIPT, "--set", f"script.text={SCRIPT}",
-                "--out", str(self.tmp / "cli.mp4")]
-        out = open(self.tmp / log, "ab")
+        args = [
+            "run",
+            "--prompt",
+            "failing better",
+            "--image",
+            str(portrait_path(self.tmp)),
+            "--voice",
+            str(voice_path()),
+            "--ref-text",
+            BECKETT_TRANSCRIPT,
+            "--set",
+            f"script.text={SCRIPT}",
+            "--out",
+            str(self.tmp / "cli.mp4"),
+        ]
+        out = open(self.tmp / log, "ab")  # noqa: SIM115 - the child process writes it for its whole life
         return subprocess.Popen([sys.executable, "-m", "spinbot", *args], env=self.env, stdout=out, stderr=out)
 
 
@@ -190,8 +202,14 @@ def test_deleting_a_finished_job_removes_its_objects_from_s3_and_its_rows_from_p
     shared.wait_job(job_id, lambda j: j["status"] in FINAL, timeout=300)
     uploads = set(shared.bucket_keys("uploads/")) - earlier_uploads
     assert finals(shared, f"jobs/{job_id}/") and len(uploads) == 2
-    gc = subprocess.run([sys.executable, "-m", "spinbot", "gc", "--job", job_id], env=shared.env, capture_output=True,
-                        text=True, timeout=120, check=False)
+    gc = subprocess.run(
+        [sys.executable, "-m", "spinbot", "gc", "--job", job_id],
+        env=shared.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert gc.returncode == 0, gc.stderr
     assert gc.stdout.split() == [job_id]
     assert shared.bucket_keys(f"jobs/{job_id}/") == [] and set(shared.bucket_keys("uploads/")) == earlier_uploads

@@ -48,12 +48,17 @@ def test_the_talk_tasks_live_output_goes_to_s3_and_plays_from_the_api(s3_app, tm
     runner = s3_app.app.state.services.runner
     audio, rate = load_audio(voice_path())
     speech = write_wav(tmp_path / "speech.wav", audio[: int(2.5 * rate)], rate)
-    job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=speech,
-                                          owner=owner_of(KEY)))
+    job_id = runner.create_job(
+        JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=speech, owner=owner_of(KEY))
+    )
     inputs = runner.jobs.get(job_id).inputs["artifacts"]
-    request = TaskRequest(job_id=job_id, node_id="infinite_talk", task="infinite_talk",
-                          params={"frame_window_size": 20, "motion_frame": 4},
-                          artifacts={"source_image": inputs["source_image"], "audio": inputs["narrator_voice"]})
+    request = TaskRequest(
+        job_id=job_id,
+        node_id="infinite_talk",
+        task="infinite_talk",
+        params={"frame_window_size": 20, "motion_frame": 4},
+        artifacts={"source_image": inputs["source_image"], "audio": inputs["narrator_voice"]},
+    )
     output = execute_task(request, runner.artifacts, workdir_root=tmp_path)
     assert output.meta["live"]["segments"] == output.meta["windows"]["count"] >= 3
 
@@ -85,10 +90,17 @@ def test_run_watch_serves_the_live_playlist_from_s3_while_the_job_runs(s3_app, t
     from spinbot.watch import watch
 
     runner = s3_app.app.state.services.runner
-    job_id = runner.create_job(JobRequest(
-        prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(),
-        params={"script": {"text": "Ever tried. Ever failed. No matter. Try again."},
-                "infinite_talk": {"frame_window_size": 10, "motion_frame": 2}}))
+    job_id = runner.create_job(
+        JobRequest(
+            prompt="the sea",
+            image=portrait_path(tmp_path),
+            voice=voice_path(),
+            params={
+                "script": {"text": "Ever tried. Ever failed. No matter. Try again."},
+                "infinite_talk": {"frame_window_size": 10, "motion_frame": 2},
+            },
+        )
+    )
     said: list[str] = []
     seen: list[str] = []
     with watch(runner, job_id, said.append) as places:

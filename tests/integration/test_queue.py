@@ -44,8 +44,17 @@ STALLED_CHECK_SECONDS = 0.5
 HEARTBEAT_SECONDS = 0.5
 
 # Workers every test module run needs; started together at first use, since each takes a second or two to boot.
-FLEET = {"shared": "shared", "kill-a": "kill", "kill-b": "kill", "long-a": "long", "long-b": "long",
-         "prio": "prio", "cpu": "cpu", "term": "term", "term-now": "term-now"}
+FLEET = {
+    "shared": "shared",
+    "kill-a": "kill",
+    "kill-b": "kill",
+    "long-a": "long",
+    "long-b": "long",
+    "prio": "prio",
+    "cpu": "cpu",
+    "term": "term",
+    "term-now": "term-now",
+}
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------------
@@ -68,8 +77,13 @@ class WorkerProc:
         self.name = name
         self.log = log_dir / f"worker-{name}.log"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "spinbot", "worker", "--queues", queues], cwd=REPO,
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "spinbot", "worker", "--queues", queues],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.info: WorkerInfo | None = None
 
     @property
@@ -178,17 +192,19 @@ def client(redis_url: str) -> redis.Redis:
 @pytest.fixture(scope="module")
 def worker_env(redis_url: str, store_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPINBOT_")}
-    env.update({
-        "SPINBOT_REDIS_URL": redis_url,
-        "SPINBOT_STORAGE_URL": f"file://{store_dir}",
-        "SPINBOT_DATA_DIR": str(store_dir.parent / "worker-data"),
-        "SPINBOT_EXTRA_TASKS": EXTRA_TASKS,
-        "SPINBOT_QUEUE_LOCK_SECONDS": str(LOCK_SECONDS),
-        "SPINBOT_QUEUE_STALLED_CHECK_SECONDS": str(STALLED_CHECK_SECONDS),
-        "SPINBOT_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-        "SPINBOT_WORKER_WATCHDOG_SECONDS": "2",
-        "SPINBOT_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "SPINBOT_REDIS_URL": redis_url,
+            "SPINBOT_STORAGE_URL": f"file://{store_dir}",
+            "SPINBOT_DATA_DIR": str(store_dir.parent / "worker-data"),
+            "SPINBOT_EXTRA_TASKS": EXTRA_TASKS,
+            "SPINBOT_QUEUE_LOCK_SECONDS": str(LOCK_SECONDS),
+            "SPINBOT_QUEUE_STALLED_CHECK_SECONDS": str(STALLED_CHECK_SECONDS),
+            "SPINBOT_WORKER_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "SPINBOT_WORKER_WATCHDOG_SECONDS": "2",
+            "SPINBOT_LOG_LEVEL": "INFO",
+        }
+    )
     return env
 
 
@@ -251,8 +267,9 @@ def never() -> bool:
 
 
 # ---- delivery -----------------------------------------------------------------------------------------------------
-def test_job_of_a_killed_worker_completes_on_another_with_one_artifact_set(fleet, client, store, make_dispatcher,
-                                                                           background):
+def test_job_of_a_killed_worker_completes_on_another_with_one_artifact_set(
+    fleet, client, store, make_dispatcher, background
+):
     dispatcher = make_dispatcher({"test.sleep": "kill"})
     req = request("test.sleep", seconds=1.5)
     pending = background(dispatcher.run, req, quiet, never)
@@ -304,8 +321,10 @@ def test_higher_priority_job_is_served_before_lower_ones_waiting(fleet, client, 
     dispatcher = make_dispatcher({"test.sleep": "prio", "test.echo": "prio"})
     job_id = uuid.uuid4().hex
     blocker = request("test.sleep", job_id, "blocker", seconds=0.5)
-    waiting = [(request("test.echo", job_id, name), priority) for name, priority in
-               (("low-1", 500), ("low-2", 500), ("high", 5))]
+    waiting = [
+        (request("test.echo", job_id, name), priority)
+        for name, priority in (("low-1", 500), ("low-2", 500), ("high", 5))
+    ]
     first = background(dispatcher.run, blocker, quiet, never)
     wait_for(lambda: started(client, blocker), 10, "the blocker to start")
 
@@ -337,8 +356,11 @@ def test_a_finished_node_is_never_run_again(fleet, client, make_dispatcher):
     again = dispatcher.run(req, quiet, never)  # e.g. the control plane restarted and asks again
     dispatcher.enqueue(req, priority=100)  # a stray second delivery straight to a worker
     events = dispatcher.channel(req).events_key
-    wait_for(lambda: len([e for _, e in client.xrange(events) if e["type"] == "done"]) == 2, 10,
-             "the worker to see the repeated delivery")
+    wait_for(
+        lambda: len([e for _, e in client.xrange(events) if e["type"] == "done"]) == 2,
+        10,
+        "the worker to see the repeated delivery",
+    )
 
     assert again == first
     assert len(runs(client, req)) == 1
@@ -474,14 +496,20 @@ def test_queue_job_ids_have_no_colon():
 
 
 # ---- self-healing ----------------------------------------------------------------------------------------------------
-def test_watchdog_restarts_a_queue_worker_whose_fetch_loop_stopped(redis_url, store_dir, make_dispatcher, background,
-                                                                   monkeypatch):
+def test_watchdog_restarts_a_queue_worker_whose_fetch_loop_stopped(
+    redis_url, store_dir, make_dispatcher, background, monkeypatch
+):
     """A BullMQ worker whose fetch loop stops (process and heartbeat alive) would leave jobs waiting forever."""
     monkeypatch.setenv("SPINBOT_REDIS_URL", redis_url)  # the test tasks record their runs there
     reset_settings()
     install_extra_tasks(EXTRA_TASKS)
-    settings = Settings(redis_url=redis_url, storage_url=f"file://{store_dir}", worker_watchdog_seconds=0.3,
-                        worker_heartbeat_seconds=HEARTBEAT_SECONDS, data_dir=store_dir.parent / "watchdog-data")
+    settings = Settings(
+        redis_url=redis_url,
+        storage_url=f"file://{store_dir}",
+        worker_watchdog_seconds=0.3,
+        worker_heartbeat_seconds=HEARTBEAT_SECONDS,
+        data_dir=store_dir.parent / "watchdog-data",
+    )
     service = WorkerService(settings, ["watchdog"])
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(service.serve(),), daemon=True)

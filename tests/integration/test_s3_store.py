@@ -39,8 +39,14 @@ def s3_env(s3_endpoint, monkeypatch: pytest.MonkeyPatch) -> str:
     """Settings and fake AWS credentials pointing at the moto server; returns its endpoint."""
     for name, value in services.TEST_AWS_ENV.items():
         monkeypatch.setenv(name, value)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "SPINBOT_S3_REGION", "SPINBOT_S3_MULTIPART_THRESHOLD",
-                 "SPINBOT_S3_MULTIPART_CHUNKSIZE", "SPINBOT_S3_PRESIGN_SECONDS"):
+    for name in (
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "SPINBOT_S3_REGION",
+        "SPINBOT_S3_MULTIPART_THRESHOLD",
+        "SPINBOT_S3_MULTIPART_CHUNKSIZE",
+        "SPINBOT_S3_PRESIGN_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SPINBOT_S3_ENDPOINT_URL", s3_endpoint)
     reset_settings()
@@ -154,9 +160,14 @@ def test_bad_keys_are_refused_before_any_request(store: S3Store, tmp_path: Path,
     src = tmp_path / "src.bin"
     src.write_bytes(b"data")
     calls = [
-        lambda: store.upload(src, key), lambda: store.download(key, tmp_path / "out"),
-        lambda: store.put_bytes(key, b"x"), lambda: store.get_bytes(key), lambda: store.exists(key),
-        lambda: store.size(key), lambda: store.list(key), lambda: store.delete_prefix(key),
+        lambda: store.upload(src, key),
+        lambda: store.download(key, tmp_path / "out"),
+        lambda: store.put_bytes(key, b"x"),
+        lambda: store.get_bytes(key),
+        lambda: store.exists(key),
+        lambda: store.size(key),
+        lambda: store.list(key),
+        lambda: store.delete_prefix(key),
         lambda: store.presigned_url(key),
     ]
     for call in calls:
@@ -167,8 +178,11 @@ def test_bad_keys_are_refused_before_any_request(store: S3Store, tmp_path: Path,
 
 
 def test_missing_key_is_file_not_found(store: S3Store, tmp_path: Path):
-    for call in (lambda: store.get_bytes("jobs/j/n/none"), lambda: store.size("jobs/j/n/none"),
-                 lambda: store.download("jobs/j/n/none", tmp_path / "d" / "none")):
+    for call in (
+        lambda: store.get_bytes("jobs/j/n/none"),
+        lambda: store.size("jobs/j/n/none"),
+        lambda: store.download("jobs/j/n/none", tmp_path / "d" / "none"),
+    ):
         with pytest.raises(FileNotFoundError, match="artifact 'jobs/j/n/none' not found"):
             call()
     assert store.exists("jobs/j/n/none") is False
@@ -182,9 +196,14 @@ def test_missing_bucket_is_one_clear_error_until_created(s3_env, tmp_path: Path)
     src = tmp_path / "src.bin"
     src.write_bytes(b"data")
     calls = [
-        store.check_bucket, lambda: store.put_bytes("a/b", b"x"), lambda: store.get_bytes("a/b"),
-        lambda: store.upload(src, "a/b"), lambda: store.download("a/b", tmp_path / "out"),
-        lambda: store.exists("a/b"), lambda: store.size("a/b"), lambda: store.list(""),
+        store.check_bucket,
+        lambda: store.put_bytes("a/b", b"x"),
+        lambda: store.get_bytes("a/b"),
+        lambda: store.upload(src, "a/b"),
+        lambda: store.download("a/b", tmp_path / "out"),
+        lambda: store.exists("a/b"),
+        lambda: store.size("a/b"),
+        lambda: store.list(""),
         lambda: store.delete_prefix("a"),
     ]
     for call in calls:

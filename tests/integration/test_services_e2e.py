@@ -45,7 +45,8 @@ class Stack:
         self.pg_db = f"spinbot_it_{uuid.uuid4().hex[:8]}"
         self.database_url = f"postgresql://postgres@127.0.0.1:5432/{self.pg_db}"
         self.env = {
-            **os.environ, **services.TEST_AWS_ENV,
+            **os.environ,
+            **services.TEST_AWS_ENV,
             "SPINBOT_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "SPINBOT_DATABASE_URL": self.database_url,
             "SPINBOT_STORAGE_URL": f"s3://{BUCKET}",
@@ -69,8 +70,22 @@ class Stack:
     # --- services -----------------------------------------------------------------------------------------------
     def start_redis(self) -> None:
         self.redis_proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no", "--dir", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         assert services.wait_until(lambda: services.port_open(self.redis_port), 10)
 
     def stop_redis(self) -> None:
@@ -138,8 +153,13 @@ class Stack:
     def submit(self, script: str = "Ever tried. Ever failed. No matter.", **params) -> str:
         image = self.upload("portrait", portrait_path(self.tmp)).json()["id"]
         voice = self.upload("voice", voice_path()).json()["id"]
-        body = {"prompt": "failing better", "image": image, "voice": voice, "ref_text": BECKETT_TRANSCRIPT,
-                "params": {"script": {"text": script}, **params}}
+        body = {
+            "prompt": "failing better",
+            "image": image,
+            "voice": voice,
+            "ref_text": BECKETT_TRANSCRIPT,
+            "params": {"script": {"text": script}, **params},
+        }
         r = self.call("POST", "/v1/jobs", json=body)
         assert r.status_code == 201, r.text
         return r.json()["id"]
@@ -215,8 +235,9 @@ def test_job_runs_through_two_workers_with_artifacts_in_s3_states_in_postgres_an
     assert len(keys) == len(job["artifacts"]) == 3
     # Beside them, the live output that the workers wrote as the video rendered, served by the API.
     for node_id in ("infinite_talk", "upscale_video"):
-        got = httpx.get(f"{stack.url}/v1/jobs/{job_id}/live/{node_id}/index.m3u8",
-                        headers={"Authorization": f"Bearer {KEY_A}"})
+        got = httpx.get(
+            f"{stack.url}/v1/jobs/{job_id}/live/{node_id}/index.m3u8", headers={"Authorization": f"Bearer {KEY_A}"}
+        )
         assert got.status_code == 200 and got.text.rstrip().endswith("#EXT-X-ENDLIST"), got.text
     # States are in PostgreSQL.
     stored = JobStore(get_engine(stack.database_url)).get(job_id)
@@ -281,7 +302,8 @@ def test_cancelling_a_running_job_stops_its_worker_within_5_seconds(stack):
     asked = time.monotonic()
     assert stack.call("POST", f"/v1/jobs/{job_id}/cancel").status_code == 202
     assert services.wait_until(
-        lambda: not any(r.job_id == job_id for w in stack.live_workers() for r in w.running), 10, 0.05)
+        lambda: not any(r.job_id == job_id for w in stack.live_workers() for r in w.running), 10, 0.05
+    )
     stopped_after = time.monotonic() - asked
     job = stack.wait_job(job_id, lambda j: j["status"] in FINAL, timeout=30)
     assert job["status"] == "cancelled" and node(job, "upscale_video")["status"] == "cancelled"
@@ -318,9 +340,11 @@ def test_other_keys_get_404_and_bad_requests_write_nothing(stack):
     huge.write_bytes(b"\0" * (51 * 1024 * 1024))
     assert stack.upload("voice", huge).status_code == 413
     body = {"prompt": "x", "image": "0" * 32, "voice": "0" * 32}
-    bad = [(b"{oops", "malformed JSON"),
-           (json.dumps({**body, "pipeline": "nope"}).encode(), "unknown pipeline"),
-           (json.dumps({**body, "params": {"upscale_video": {"scale": 4}}}).encode(), "upscale_video.scale: unknown")]
+    bad = [
+        (b"{oops", "malformed JSON"),
+        (json.dumps({**body, "pipeline": "nope"}).encode(), "unknown pipeline"),
+        (json.dumps({**body, "params": {"upscale_video": {"scale": 4}}}).encode(), "upscale_video.scale: unknown"),
+    ]
     for raw, message in bad:
         r = stack.call("POST", "/v1/jobs", content=raw, headers={"Content-Type": "application/json"})
         assert 400 <= r.status_code < 500 and message in r.json()["error"]

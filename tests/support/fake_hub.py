@@ -76,8 +76,9 @@ def start_fake_hub() -> tuple[FakeHub, ThreadingHTTPServer]:
 
         def _serve(self, body: bool) -> None:
             path = unquote(self.path.split("?")[0])
-            hub.requests.append(Request(self.command, path, self.headers.get("Range"),
-                                        self.headers.get("Authorization")))
+            hub.requests.append(
+                Request(self.command, path, self.headers.get("Range"), self.headers.get("Authorization"))
+            )
             key = _key(path)
             served = hub.files.get(key) if key else None
             if served is None:
@@ -129,4 +130,4 @@ def _key(path: str) -> str | None:
 def _range_start(header: str | None) -> int:
     if not header or not header.startswith("bytes="):
         return 0
-    return int(header[len("bytes="):].split("-")[0] or 0)
+    return int(header[len("bytes=") :].split("-")[0] or 0)

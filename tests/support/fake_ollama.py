@@ -32,11 +32,20 @@ class FakeOllama:
                     text = "" if owner.mode == "empty" else owner.text
                     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                     if self.path == "/api/chat":
-                        msg = {"model": body.get("model"), "created_at": now,
-                               "message": {"role": "assistant", "content": text}, "done": True}
+                        msg = {
+                            "model": body.get("model"),
+                            "created_at": now,
+                            "message": {"role": "assistant", "content": text},
+                            "done": True,
+                        }
                     else:
-                        msg = {"model": body.get("model"), "created_at": now, "response": text, "done": True,
-                               "done_reason": "stop"}
+                        msg = {
+                            "model": body.get("model"),
+                            "created_at": now,
+                            "response": text,
+                            "done": True,
+                            "done_reason": "stop",
+                        }
                     payload = json.dumps(msg).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

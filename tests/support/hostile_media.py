@@ -18,8 +18,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def png_claiming(path: Path, width: int, height: int, payload: int = 800_000) -> Path:
     """A valid PNG header for width x height RGB, with one compressed IDAT of `payload` zero bytes (a few KB)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-                     + _png_chunk(b"IDAT", zlib.compress(b"\0" * payload, 9)) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * payload, 9))
+        + _png_chunk(b"IEND", b"")
+    )
     return path
 
 

@@ -21,18 +21,53 @@ REFERENCE_FILE = "tests/reference/infinitetalk_pipeline_official.safetensors"
 SEED = 20260101
 
 # The official WanModel's constructor arguments at a tiny width (the audio adapter keeps wav2vec2's 12 x 768 input)
-DIT = dict(model_type="i2v", patch_size=(1, 2, 2), text_len=512, in_dim=36, dim=64, ffn_dim=128, freq_dim=32,
-           text_dim=32, out_dim=16, num_heads=4, num_layers=2, window_size=(-1, -1), qk_norm=True,
-           cross_attn_norm=True, eps=1e-6, audio_window=5, intermediate_dim=16, output_dim=32, context_tokens=4,
-           vae_scale=4, norm_input_visual=True, norm_output_audio=True)
+DIT = {
+    "model_type": "i2v",
+    "patch_size": (1, 2, 2),
+    "text_len": 512,
+    "in_dim": 36,
+    "dim": 64,
+    "ffn_dim": 128,
+    "freq_dim": 32,
+    "text_dim": 32,
+    "out_dim": 16,
+    "num_heads": 4,
+    "num_layers": 2,
+    "window_size": (-1, -1),
+    "qk_norm": True,
+    "cross_attn_norm": True,
+    "eps": 1e-6,
+    "audio_window": 5,
+    "intermediate_dim": 16,
+    "output_dim": 32,
+    "context_tokens": 4,
+    "vae_scale": 4,
+    "norm_input_visual": True,
+    "norm_output_audio": True,
+}
 VAE_DIM = 8  # the official WanVAE_ `dim` (diffusers' base_dim); the rest is Wan 2.1's layout, z_dim 16
 # chinese-wav2vec2-base's architecture where the adapter reads it (12 layers x 768), tiny elsewhere
-WAV2VEC2 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=32,
-                conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16,
-                feat_extract_norm="group", conv_bias=False, do_stable_layer_norm=False)
+WAV2VEC2 = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 32,
+    "conv_dim": [32] * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 16,
+    "feat_extract_norm": "group",
+    "conv_bias": False,
+    "do_stable_layer_norm": False,
+}
 # chinese-wav2vec2-base's preprocessor_config.json as published (do_normalize false)
-PREPROCESSOR = {"do_normalize": False, "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
-                "return_attention_mask": False, "sampling_rate": 16000}
+PREPROCESSOR = {
+    "do_normalize": False,
+    "feature_size": 1,
+    "padding_side": "right",
+    "padding_value": 0.0,
+    "return_attention_mask": False,
+    "sampling_rate": 16000,
+}
 
 # A tiny bucket table in the official form (aspect h / w -> (height, width)) standing in for the 480p one
 BUCKETS = {"0.50": (16, 32), "1.00": (32, 32), "2.00": (32, 16)}
@@ -42,8 +77,16 @@ FRAMES = 156  # 6.24 s: three windows of 81 frames with 9 motion frames (the thi
 SAMPLE_RATE = 16000
 
 # The official settings (generate_infinitetalk.py's defaults) with few Euler steps
-OFFICIAL = dict(frame_num=81, motion_frame=9, sampling_steps=4, shift=7.0, text_guide_scale=5.0,
-                audio_guide_scale=4.0, seed=42, color_correction_strength=1.0)
+OFFICIAL = {
+    "frame_num": 81,
+    "motion_frame": 9,
+    "sampling_steps": 4,
+    "shift": 7.0,
+    "text_guide_scale": 5.0,
+    "audio_guide_scale": 4.0,
+    "seed": 42,
+    "color_correction_strength": 1.0,
+}
 PROMPT, NEGATIVE_PROMPT = "a person talking", "blurry"
 PROMPT_TOKENS = {PROMPT: 7, NEGATIVE_PROMPT: 5}  # UMT5 returns the prompt's own length
 CLIP_TOKENS, CLIP_DIM = 257, 1280
@@ -52,7 +95,8 @@ CLIP_TOKENS, CLIP_DIM = 257, 1280
 def canonical(name: str) -> str:
     """One name per tensor whatever the library version calls it (weight norm: weight_g / original0)."""
     return name.replace("parametrizations.weight.original0", "weight_g").replace(
-        "parametrizations.weight.original1", "weight_v")
+        "parametrizations.weight.original1", "weight_v"
+    )
 
 
 def generated(name: str, shape: tuple[int, ...], seed: int = SEED) -> torch.Tensor:

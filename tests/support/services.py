@@ -106,7 +106,9 @@ def start_moto_process(log: Path) -> tuple[int, str]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # not killed with the shell that ran `scripts/test-services start`
         )
     if not wait_until(lambda: proc.poll() is not None or s3_up(endpoint), 30) or proc.poll() is not None:
@@ -184,9 +186,27 @@ def ensure_redis(port: int = REDIS_PORT) -> int | None:
         raise ServiceError(f"something listens on {LOOPBACK}:{port} but does not answer Redis PING")
     # The machine's own start command (/work/.library/env/machines/python-svc.md): nothing kept on disk.
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
-        check=True, capture_output=True, timeout=30,
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     if not wait_until(lambda: redis_up(port), 10):
         raise ServiceError(f"Redis did not come up on {LOOPBACK}:{port}; see /var/log/redis/ci.log")
@@ -211,7 +231,10 @@ def postgres_up(port: int = PG_PORT, database: str = PG_DATABASE) -> bool:
     try:
         done = subprocess.run(
             ["psql", "-h", LOOPBACK, "-p", str(port), "-U", PG_USER, "-d", database, "-tAc", "select 1"],
-            capture_output=True, text=True, timeout=15, env={**os.environ, "PGCONNECT_TIMEOUT": "3"},
+            capture_output=True,
+            text=True,
+            timeout=15,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "3"},
         )
     except subprocess.TimeoutExpired:
         return False
@@ -228,7 +251,9 @@ def postgres_cluster() -> str:
 def _pg_ctl(version: str, action: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -364,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/test-services",
         description="Start/stop the integration-test services on loopback. "
-        "`eval \"$(scripts/test-services start)\"` also exports the variables that point spinbot at them.",
+        '`eval "$(scripts/test-services start)"` also exports the variables that point spinbot at them.',
     )
     parser.add_argument("command", choices=["start", "stop", "status"])
     command, folder = parser.parse_args(argv).command, state_dir()

@@ -14,8 +14,13 @@ def run_talk(folder: Path, image: Path, audio: Path, live_output: bool = True, *
     store = LocalStore(folder / "store")
     store.upload(image, "inputs/" + image.name)
     store.upload(audio, "inputs/" + audio.name)
-    request = TaskRequest(job_id="job1", node_id="infinite_talk", task="infinite_talk", params=params,
-                          artifacts={"source_image": "inputs/" + image.name, "audio": "inputs/" + audio.name},
-                          live_output=live_output)
+    request = TaskRequest(
+        job_id="job1",
+        node_id="infinite_talk",
+        task="infinite_talk",
+        params=params,
+        artifacts={"source_image": "inputs/" + image.name, "audio": "inputs/" + audio.name},
+        live_output=live_output,
+    )
     out = execute_task(request, store, workdir_root=folder)
     return out, store.path(out.artifacts["video"])

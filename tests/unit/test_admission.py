@@ -27,8 +27,11 @@ SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail bett
 
 
 def stored(data_dir: Path) -> list[str]:
-    return sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")
-                  if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs"))
+    return sorted(
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs")
+    )
 
 
 def write_voice(path: Path, seconds: float, amplitude: float = 0.3, rate: int = 24000) -> Path:
@@ -58,8 +61,10 @@ def upload(client, kind: str, path: Path, key: str = KEY_A) -> str:
 
 @pytest.fixture
 def uploaded(client, tmp_path):
-    return {"image": upload(client, "portrait", portrait_path(tmp_path)),
-            "voice": upload(client, "voice", voice_path())}
+    return {
+        "image": upload(client, "portrait", portrait_path(tmp_path)),
+        "voice": upload(client, "voice", voice_path()),
+    }
 
 
 def submit(client, uploaded, key: str = KEY_A, **body):
@@ -81,31 +86,73 @@ def refused(client, uploaded, spinbot_env, expected: str, **body) -> str:
 
 
 def test_long_script_and_ref_text_are_refused_naming_the_limit(client, uploaded, spinbot_env, use_settings):
-    refused(client, uploaded, spinbot_env, "script.text has 10001 characters, over the limit of 10000 "
-            "(SPINBOT_MAX_SCRIPT_CHARS)", params={"script": {"text": "a" * 10_001}})
-    refused(client, uploaded, spinbot_env, "ref_text has 1001 characters, over the limit of 1000 "
-            "(SPINBOT_MAX_REF_TEXT_CHARS)", ref_text="b" * 1001)
-    refused(client, uploaded, spinbot_env, "f5_to_tts.ref_text has 1001 characters",
-            params={"f5_to_tts": {"ref_text": "b" * 1001}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "script.text has 10001 characters, over the limit of 10000 (SPINBOT_MAX_SCRIPT_CHARS)",
+        params={"script": {"text": "a" * 10_001}},
+    )
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "ref_text has 1001 characters, over the limit of 1000 (SPINBOT_MAX_REF_TEXT_CHARS)",
+        ref_text="b" * 1001,
+    )
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "f5_to_tts.ref_text has 1001 characters",
+        params={"f5_to_tts": {"ref_text": "b" * 1001}},
+    )
 
 
 def test_a_script_that_would_speak_past_the_limit_is_refused_before_it_runs(client, uploaded, spinbot_env):
     script = SENTENCE * 70  # 5,040 characters: under the character limit, about 336 s of speech
-    message = refused(client, uploaded, spinbot_env, "over the limit of 300 s (SPINBOT_MAX_SPEECH_SECONDS)",
-                      params={"script": {"text": script}})
+    message = refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "over the limit of 300 s (SPINBOT_MAX_SPEECH_SECONDS)",
+        params={"script": {"text": script}},
+    )
     assert message.startswith("script.text: about 336 s of speech")
     # Slower speech is longer: 1,800 characters (120 s at speed 1) at speed 0.3 are over the limit.
-    refused(client, uploaded, spinbot_env, "script.text: about 400 s", params={
-        "script": {"text": SENTENCE * 25}, "f5_to_tts": {"speed": 0.3}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "script.text: about 400 s",
+        params={"script": {"text": SENTENCE * 25}, "f5_to_tts": {"speed": 0.3}},
+    )
     # An LLM asked for 2000 words would write about 800 s.
-    refused(client, uploaded, spinbot_env, "script.words (2000 words asked of the LLM): about 800 s",
-            params={"script": {"words": 2000}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "script.words (2000 words asked of the LLM): about 800 s",
+        params={"script": {"words": 2000}},
+    )
     assert submit(client, uploaded, params={"script": {"text": SENTENCE * 25}}).status_code == 201
 
 
 def test_the_cli_refuses_a_long_script_with_one_line(spinbot_env, tmp_path):
-    result = CliRunner().invoke(cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)),
-                                          "--voice", str(voice_path()), "--set", f"script.text={SENTENCE * 70}"])
+    result = CliRunner().invoke(
+        cli_app,
+        [
+            "run",
+            "--prompt",
+            "p",
+            "--image",
+            str(portrait_path(tmp_path)),
+            "--voice",
+            str(voice_path()),
+            "--set",
+            f"script.text={SENTENCE * 70}",
+        ],
+    )
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1
     assert "SPINBOT_MAX_SPEECH_SECONDS" in lines[0]
@@ -120,9 +167,13 @@ def voice_store(tmp_path) -> LocalStore:
 
 
 def speak(store: LocalStore, text: str):
-    request = TaskRequest(job_id="job1", node_id="f5_to_tts", task="f5_to_tts",
-                          values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
-                          artifacts={"narrator_voice": "jobs/job1/inputs/narrator_voice.wav"})
+    request = TaskRequest(
+        job_id="job1",
+        node_id="f5_to_tts",
+        task="f5_to_tts",
+        values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
+        artifacts={"narrator_voice": "jobs/job1/inputs/narrator_voice.wav"},
+    )
     return execute_task(request, store)
 
 
@@ -147,53 +198,97 @@ def test_the_speech_task_enforces_the_limit_on_the_final_script_and_on_what_it_s
 
 
 def test_a_window_smaller_than_its_motion_context_is_refused_at_submission(client, uploaded, spinbot_env):
-    refused(client, uploaded, spinbot_env, "infinite_talk: motion_frame (25) must be smaller than "
-            "frame_window_size (2)", params={"infinite_talk": {"frame_window_size": 2}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "infinite_talk: motion_frame (25) must be smaller than frame_window_size (2)",
+        params={"infinite_talk": {"frame_window_size": 2}},
+    )
 
 
-@pytest.mark.parametrize("seconds, amplitude, expected", [
-    (0.02, 0.3, "the narrator voice lasts 0.02 s, under the minimum of 1 s (SPINBOT_MIN_VOICE_SECONDS)"),
-    (2.0, 0.0, "the narrator voice is silent"),
-])
-def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(client, spinbot_env, tmp_path, seconds,
-                                                                        amplitude, expected):
+@pytest.mark.parametrize(
+    "seconds, amplitude, expected",
+    [
+        (0.02, 0.3, "the narrator voice lasts 0.02 s, under the minimum of 1 s (SPINBOT_MIN_VOICE_SECONDS)"),
+        (2.0, 0.0, "the narrator voice is silent"),
+    ],
+)
+def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(
+    client, spinbot_env, tmp_path, seconds, amplitude, expected
+):
     voice = write_voice(tmp_path / "voice.wav", seconds, amplitude)
     assert voice.stat().st_size < 100_000
     ids = {"image": upload(client, "portrait", portrait_path(tmp_path)), "voice": upload(client, "voice", voice)}
     refused(client, ids, spinbot_env, expected)
-    result = CliRunner().invoke(cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)),
-                                          "--voice", str(voice)])
+    result = CliRunner().invoke(
+        cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice)]
+    )
     assert result.exit_code == 2 and expected in result.output
 
 
 def test_what_the_configured_backend_needs_is_checked_at_submission(client, uploaded, spinbot_env, use_settings):
-    refused(client, uploaded, spinbot_env, "upscale_video.model_name_0: 'codeformer.pth' names no upscale factor",
-            params={"upscale_video": {"model_name_0": "codeformer.pth"}})
-    refused(client, uploaded, spinbot_env, "infinite_talk.sampling_scheduler:",
-            params={"infinite_talk": {"sampling_scheduler": "ddim"}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "upscale_video.model_name_0: 'codeformer.pth' names no upscale factor",
+        params={"upscale_video": {"model_name_0": "codeformer.pth"}},
+    )
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "infinite_talk.sampling_scheduler:",
+        params={"infinite_talk": {"sampling_scheduler": "ddim"}},
+    )
     use_settings(tts_backend="native", talk_backend="native")
     with TestClient(create_app()) as native:  # the same data folder, so the same uploads
         refused(native, uploaded, spinbot_env, "f5_to_tts: ref_text (the transcript of the narrator voice) is empty")
-        refused(native, uploaded, spinbot_env, "infinite_talk.motion_frame: the native backend needs at least 1",
-                params={"infinite_talk": {"motion_frame": 0}}, ref_text=BECKETT_TRANSCRIPT)
+        refused(
+            native,
+            uploaded,
+            spinbot_env,
+            "infinite_talk.motion_frame: the native backend needs at least 1",
+            params={"infinite_talk": {"motion_frame": 0}},
+            ref_text=BECKETT_TRANSCRIPT,
+        )
 
 
 def stored_key(data_dir: Path, upload_id: str) -> str:
-    return next(p.relative_to(data_dir).as_posix() for p in (data_dir / "uploads").rglob("*")
-                if p.is_file() and upload_id in p.parts)
+    return next(
+        p.relative_to(data_dir).as_posix()
+        for p in (data_dir / "uploads").rglob("*")
+        if p.is_file() and upload_id in p.parts
+    )
 
 
 def test_a_narrator_voice_param_must_name_one_of_the_owners_stored_voices(client, uploaded, spinbot_env, tmp_path):
     other_key = stored_key(spinbot_env, upload(client, "voice", voice_path(), key=KEY_B))
     # The API names the key by its file name only: object keys stay internal.
-    refused(client, uploaded, spinbot_env, "f5_to_tts.narrator_voice: 'voice.wav' is not one of your uploads",
-            params={"f5_to_tts": {"narrator_voice": other_key, "ref_text": "x"}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "f5_to_tts.narrator_voice: 'voice.wav' is not one of your uploads",
+        params={"f5_to_tts": {"narrator_voice": other_key, "ref_text": "x"}},
+    )
     owner_a = stored_key(spinbot_env, uploaded["voice"]).split("/")[1]
-    refused(client, uploaded, spinbot_env, "is not in the artifact store",
-            params={"f5_to_tts": {"narrator_voice": f"uploads/{owner_a}/{'0' * 32}/voice.wav"}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "is not in the artifact store",
+        params={"f5_to_tts": {"narrator_voice": f"uploads/{owner_a}/{'0' * 32}/voice.wav"}},
+    )
     short_key = stored_key(spinbot_env, upload(client, "voice", write_voice(tmp_path / "short.wav", 0.2)))
-    refused(client, uploaded, spinbot_env, "f5_to_tts.narrator_voice lasts 0.20 s",
-            params={"f5_to_tts": {"narrator_voice": short_key}})
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "f5_to_tts.narrator_voice lasts 0.20 s",
+        params={"f5_to_tts": {"narrator_voice": short_key}},
+    )
 
 
 def test_the_backend_names_match_the_backends_own_tables():
@@ -209,8 +304,14 @@ def test_a_job_request_is_one_object(spinbot_env, tmp_path):
     from spinbot.control.runner import Runner
 
     runner = Runner()
-    request = JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x", priority=2,
-                         params={"infinite_talk": {"fps": "10"}})
+    request = JobRequest(
+        prompt="p",
+        image=portrait_path(tmp_path),
+        voice=voice_path(),
+        ref_text="x",
+        priority=2,
+        params={"infinite_talk": {"fps": "10"}},
+    )
     job = runner.jobs.get(runner.create_job(request))
     assert job.priority == 2 and job.params == {"infinite_talk": {"fps": 10}}
     assert job.inputs["values"]["ref_text"] == "x"

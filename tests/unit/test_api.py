@@ -29,13 +29,17 @@ def auth(key: str) -> dict[str, str]:
 
 def upload(client, kind: str, path: Path, key: str = KEY_A, name: str | None = None):
     with open(path, "rb") as f:
-        return client.post("/v1/uploads", data={"kind": kind}, files={"file": (name or path.name, f)},
-                           headers=auth(key))
+        return client.post(
+            "/v1/uploads", data={"kind": kind}, files={"file": (name or path.name, f)}, headers=auth(key)
+        )
 
 
 def stored(data_dir: Path) -> list[str]:
-    return sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*")
-                  if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs"))
+    return sorted(
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs")
+    )
 
 
 def test_health_pipelines_and_metrics(client):
@@ -79,8 +83,11 @@ def test_bad_job_requests_get_4xx_json_and_write_nothing(client, spinbot_env, tm
     cases = [
         (b"{not json", 400, "malformed JSON"),
         (json.dumps({**body, "pipeline": "nope"}).encode(), 400, "unknown pipeline 'nope'"),
-        (json.dumps({**body, "params": {"infinite_talk": {"fsp": 3}}}).encode(), 400,
-         "infinite_talk.fsp: unknown param"),
+        (
+            json.dumps({**body, "params": {"infinite_talk": {"fsp": 3}}}).encode(),
+            400,
+            "infinite_talk.fsp: unknown param",
+        ),
         (json.dumps({**body, "params": {"f5_to_tts": {"nfe_step": "x"}}}).encode(), 400, "f5_to_tts.nfe_step"),
         (json.dumps({**body, "image": voice}).encode(), 400, "unknown portrait upload"),
         (json.dumps({"prompt": "hi"}).encode(), 422, "image: Field required"),
@@ -99,8 +106,11 @@ def test_bad_job_requests_get_4xx_json_and_write_nothing(client, spinbot_env, tm
 def test_a_job_runs_and_other_keys_get_404(client, tmp_path):
     image = upload(client, "portrait", portrait_path(tmp_path)).json()["id"]
     voice = upload(client, "voice", voice_path()).json()["id"]
-    r = client.post("/v1/jobs", json={"prompt": "the sea", "image": image, "voice": voice,
-                                      "params": {"script": {"text": "Hello there."}}}, headers=auth(KEY_A))
+    r = client.post(
+        "/v1/jobs",
+        json={"prompt": "the sea", "image": image, "voice": voice, "params": {"script": {"text": "Hello there."}}},
+        headers=auth(KEY_A),
+    )
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
     assert [n["id"] for n in r.json()["nodes"]] == ["script", "f5_to_tts", "infinite_talk", "upscale_video"]

@@ -26,8 +26,11 @@ def client(spinbot_env, monkeypatch):
 def native_upscaler(spinbot_env, monkeypatch, tmp_path):
     """SPINBOT_UPSCALE_BACKEND=native with a models folder that holds two upscaler files and CodeFormer."""
     models = tmp_path / "models"
-    for name in ("upscale_models/RealESRGAN_x2.pth", "upscale_models/4x-UltraSharp.pth",
-                 "facerestore_models/codeformer.pth"):
+    for name in (
+        "upscale_models/RealESRGAN_x2.pth",
+        "upscale_models/4x-UltraSharp.pth",
+        "facerestore_models/codeformer.pth",
+    ):
         (models / name).parent.mkdir(parents=True, exist_ok=True)
         (models / name).write_bytes(b"not a real checkpoint")
     monkeypatch.setenv("SPINBOT_UPSCALE_BACKEND", "native")
@@ -62,8 +65,10 @@ def test_the_form_data_names_each_task_its_backend_and_no_files_for_lite(client)
     assert form["infinite_talk"]["description"].startswith("Portrait + speech -> lip-synced talking-head video")
     assert "backend" not in form["script.generateScript"]  # runs in the control plane, no backend to pick
     assert form["upscale_video"]["backend"] == "lite" and form["upscale_video"]["setting"] == "SPINBOT_UPSCALE_BACKEND"
-    assert form["upscale_video"]["files"]["model_name_0"] == {"choices": [],
-                                                              "note": "the lite backend loads no model file"}
+    assert form["upscale_video"]["files"]["model_name_0"] == {
+        "choices": [],
+        "note": "the lite backend loads no model file",
+    }
 
 
 def test_the_form_data_lists_the_model_files_a_native_backend_finds(native_upscaler):
@@ -72,17 +77,23 @@ def test_the_form_data_lists_the_model_files_a_native_backend_finds(native_upsca
     assert files["model_name_1"]["choices"] == ["codeformer.pth"]
 
 
-def test_a_native_upscaler_file_missing_from_the_models_folder_is_refused_at_submission(native_upscaler,
-                                                                                        spinbot_env, tmp_path):
+def test_a_native_upscaler_file_missing_from_the_models_folder_is_refused_at_submission(
+    native_upscaler, spinbot_env, tmp_path
+):
     image = upload(native_upscaler, "portrait", portrait_path(tmp_path)).json()["id"]
     voice = upload(native_upscaler, "voice", voice_path()).json()["id"]
     before = stored(spinbot_env)
-    body = {"prompt": "hi", "image": image, "voice": voice,
-            "params": {"upscale_video": {"model_name_0": "RealESRGAN_x4plus.pth"}}}
+    body = {
+        "prompt": "hi",
+        "image": image,
+        "voice": voice,
+        "params": {"upscale_video": {"model_name_0": "RealESRGAN_x4plus.pth"}},
+    }
     r = native_upscaler.post("/v1/jobs", json=body, headers=auth(KEY_A))
     assert r.status_code == 400
-    assert r.json()["error"].startswith("upscale_video.model_name_0: 'RealESRGAN_x4plus.pth' is not in the models "
-                                        "folder: looked for ")
+    assert r.json()["error"].startswith(
+        "upscale_video.model_name_0: 'RealESRGAN_x4plus.pth' is not in the models folder: looked for "
+    )
     assert stored(spinbot_env) == before  # nothing of the job written
     body["params"] = {"upscale_video": {"model_name_1": "GFPGANv1.4.pth"}}
     r = native_upscaler.post("/v1/jobs", json=body, headers=auth(KEY_A))
@@ -92,14 +103,21 @@ def test_a_native_upscaler_file_missing_from_the_models_folder_is_refused_at_sub
 def test_lite_settings_that_cannot_work_are_refused_at_submission(client, tmp_path):
     image = upload(client, "portrait", portrait_path(tmp_path)).json()["id"]
     voice = upload(client, "voice", voice_path()).json()["id"]
-    cases = [({"upscale_video": {"model_name_0": "RealESRGAN.pth"}}, "upscale_video.model_name_0: 'RealESRGAN.pth' "
-                                                                     "names no upscale factor"),
-             ({"infinite_talk": {"sampling_scheduler": "ddim"}}, "infinite_talk.sampling_scheduler: Input should be "
-                                                                "'euler', 'unipc' or 'dpm++_sde'"),
-             ({"infinite_talk": {"fpss": 30}}, "infinite_talk.fpss: unknown param; did you mean fps?")]
+    cases = [
+        (
+            {"upscale_video": {"model_name_0": "RealESRGAN.pth"}},
+            "upscale_video.model_name_0: 'RealESRGAN.pth' names no upscale factor",
+        ),
+        (
+            {"infinite_talk": {"sampling_scheduler": "ddim"}},
+            "infinite_talk.sampling_scheduler: Input should be 'euler', 'unipc' or 'dpm++_sde'",
+        ),
+        ({"infinite_talk": {"fpss": 30}}, "infinite_talk.fpss: unknown param; did you mean fps?"),
+    ]
     for params, message in cases:
-        r = client.post("/v1/jobs", json={"prompt": "hi", "image": image, "voice": voice, "params": params},
-                        headers=auth(KEY_A))
+        r = client.post(
+            "/v1/jobs", json={"prompt": "hi", "image": image, "voice": voice, "params": params}, headers=auth(KEY_A)
+        )
         assert r.status_code == 400 and r.json()["error"].startswith(message), r.text
 
 
@@ -109,8 +127,11 @@ def test_an_own_script_needs_no_prompt_and_the_inputs_come_back(client, tmp_path
     voice = upload(client, "voice", voice_path()).json()["id"]
     r = client.post("/v1/jobs", json={"image": image, "voice": voice}, headers=auth(KEY_A))
     assert r.status_code == 400 and r.json()["error"].startswith("prompt is empty")
-    r = client.post("/v1/jobs", json={"image": image, "voice": voice, "params": {"script": {"text": "Hi there."}}},
-                    headers=auth(KEY_A))
+    r = client.post(
+        "/v1/jobs",
+        json={"image": image, "voice": voice, "params": {"script": {"text": "Hi there."}}},
+        headers=auth(KEY_A),
+    )
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
     got = client.get(f"/v1/jobs/{job_id}/inputs/source_image", headers=auth(KEY_A))

@@ -59,8 +59,9 @@ def make_job(client, key: str = KEY_A, status: str = "failed", error: str | None
     """A job row straight in the store (no run), owned by `key`."""
     jobs: JobStore = services(client).runner.jobs
     job_id = jobs.new_id()
-    jobs.create_job(job_id, "f5tts_infinitetalk", NODES, {"values": {"prompt": "p"}, "artifacts": {}}, {},
-                    owner_of(key))
+    jobs.create_job(
+        job_id, "f5tts_infinitetalk", NODES, {"values": {"prompt": "p"}, "artifacts": {}}, {}, owner_of(key)
+    )
     jobs.set_job_status(job_id, status, error)
     return job_id
 
@@ -69,8 +70,12 @@ def add_artifact(client, job_id: str, data: bytes = b"RIFF-fake-wav-bytes") -> s
     store, jobs = services(client).runner.artifacts, services(client).runner.jobs
     key = f"jobs/{job_id}/f5_to_tts/speech.wav"
     store.put_bytes(key, data)
-    jobs.node_succeeded(job_id, "f5_to_tts", {"values": {}, "artifacts": {"audio": key}, "meta": {}},
-                        [{"name": "speech.wav", "key": key, "size": len(data), "content_type": "audio/wav"}])
+    jobs.node_succeeded(
+        job_id,
+        "f5_to_tts",
+        {"values": {}, "artifacts": {"audio": key}, "meta": {}},
+        [{"name": "speech.wav", "key": key, "size": len(data), "content_type": "audio/wav"}],
+    )
     return f"/v1/jobs/{job_id}/artifacts/f5_to_tts/speech.wav"
 
 
@@ -87,7 +92,7 @@ def call_upload_asgi(app, headers: dict[str, str], chunks: int, chunk_size: int 
         if pulled >= chunks * chunk_size:
             return {"type": "http.disconnect"}
         pulled += chunk_size
-        data = first + body[len(first):] if pulled == chunk_size else body
+        data = first + body[len(first) :] if pulled == chunk_size else body
         return {"type": "http.request", "body": data, "more_body": pulled < chunks * chunk_size}
 
     async def send(message):
@@ -97,10 +102,21 @@ def call_upload_asgi(app, headers: dict[str, str], chunks: int, chunk_size: int 
             sent_at[0] = pulled
 
     sent_at = [0]
-    scope = {"type": "http", "method": "POST", "path": "/v1/uploads", "raw_path": b"/v1/uploads", "query_string": b"",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()], "scheme": "http",
-             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234), "root_path": "", "http_version": "1.1",
-             "asgi": {"version": "3.0"}, "state": {}}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/uploads",
+        "raw_path": b"/v1/uploads",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+        "root_path": "",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+        "state": {},
+    }
     asyncio.run(app(scope, receive, send))
     return status, sent_at[0]
 
@@ -125,8 +141,9 @@ def test_upload_without_a_length_stops_reading_once_past_the_limit(client, spinb
 
 
 def test_refused_upload_answers_with_connection_close(client, tmp_path):
-    r = client.post("/v1/uploads", headers={"Content-Type": "multipart/form-data; boundary=x"},
-                    content=b"--x\r\n" + b"a" * 1000)
+    r = client.post(
+        "/v1/uploads", headers={"Content-Type": "multipart/form-data; boundary=x"}, content=b"--x\r\n" + b"a" * 1000
+    )
     assert r.status_code == 401 and r.headers["connection"] == "close"
 
 
@@ -180,8 +197,14 @@ def test_voice_over_the_limit_is_refused_and_a_real_voice_is_accepted(client, tm
 # ---- 8. no key in URLs or logs; the media cookie -------------------------------------------------------------
 def test_api_key_in_the_query_string_is_refused_on_every_keyed_route(client):
     job_id = make_job(client)
-    for path in ("/v1/jobs", f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/events", "/v1/pipelines", "/metrics",
-                 f"/v1/jobs/{job_id}/artifacts/f5_to_tts/speech.wav"):
+    for path in (
+        "/v1/jobs",
+        f"/v1/jobs/{job_id}",
+        f"/v1/jobs/{job_id}/events",
+        "/v1/pipelines",
+        "/metrics",
+        f"/v1/jobs/{job_id}/artifacts/f5_to_tts/speech.wav",
+    ):
         client.cookies.clear()
         r = client.get(f"{path}?api_key={KEY_A}")
         assert r.status_code == 401, path
@@ -189,8 +212,15 @@ def test_api_key_in_the_query_string_is_refused_on_every_keyed_route(client):
 
 
 def test_access_log_masks_a_key_in_a_query_string():
-    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1", "GET", f"/v1/jobs?limit=2&api_key={KEY_A}", "1.1", 401), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1", "GET", f"/v1/jobs?limit=2&api_key={KEY_A}", "1.1", 401),
+        None,
+    )
     RedactQuerySecrets().filter(record)
     assert KEY_A not in record.getMessage() and "api_key=***" in record.getMessage()
 
@@ -245,19 +275,25 @@ def test_each_route_asks_for_what_it_documents(client):
 
 # ---- 10. nothing internal reaches clients --------------------------------------------------------------------
 def test_job_errors_reach_clients_without_endpoints_keys_or_paths(client):
-    s3_failure = ("node 'upscale_video' (upscale_video) failed: cannot reach the S3 endpoint for s3://spinbot-it: "
-                  'Could not connect to the endpoint URL: "http://10.1.2.3:9000/spinbot-it/jobs/abc/upscale_video/'
-                  'video.mp4"')
+    s3_failure = (
+        "node 'upscale_video' (upscale_video) failed: cannot reach the S3 endpoint for s3://spinbot-it: "
+        'Could not connect to the endpoint URL: "http://10.1.2.3:9000/spinbot-it/jobs/abc/upscale_video/'
+        'video.mp4"'
+    )
     job_id = make_job(client, error=s3_failure)
-    services(client).runner.jobs.node_status(job_id, "f5_to_tts", "failed",
-                                              error="[Errno 2] No such file: '/srv/spinbot/data/jobs/abc/x/speech.wav'"
-                                                    " (key AKIAABCDEFGHIJKLMNOP)")
+    services(client).runner.jobs.node_status(
+        job_id,
+        "f5_to_tts",
+        "failed",
+        error="[Errno 2] No such file: '/srv/spinbot/data/jobs/abc/x/speech.wav' (key AKIAABCDEFGHIJKLMNOP)",
+    )
     body = client.get(f"/v1/jobs/{job_id}", headers=auth()).text
     for internal in ("10.1.2.3", "http://", "s3://", "jobs/abc", "/srv/", "AKIA"):
         assert internal not in body, internal
     job = json.loads(body)
-    assert job["error"] == ("node 'upscale_video' (upscale_video) failed: the artifact storage could not be used; "
-                            "retry the job later")
+    assert job["error"] == (
+        "node 'upscale_video' (upscale_video) failed: the artifact storage could not be used; retry the job later"
+    )
     assert "speech.wav" in job["nodes"][1]["error"]
 
 
@@ -271,8 +307,11 @@ def test_readyz_reports_each_dependency_and_503_when_one_is_down(client, monkeyp
     monkeypatch.setattr(readiness.settings, "redis_url", "redis://127.0.0.1:9/0")  # nothing listens there
     started = time.monotonic()
     r = client.get("/readyz")
-    assert r.status_code == 503 and r.json()["dependencies"]["redis"] == {**r.json()["dependencies"]["redis"],
-                                                                           "ok": False, "detail": "unreachable"}
+    assert r.status_code == 503 and r.json()["dependencies"]["redis"] == {
+        **r.json()["dependencies"]["redis"],
+        "ok": False,
+        "detail": "unreachable",
+    }
     assert r.json()["dependencies"]["database"]["ok"] and time.monotonic() - started < 5
 
 

@@ -144,8 +144,15 @@ def interpreted() -> dict[str, list[float]]:
     pytest.importorskip("triton")
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
-    run = subprocess.run([sys.executable, "-c", INTERPRETER_SCRIPT], env=env, capture_output=True, text=True,
-                         timeout=600, cwd=root, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", INTERPRETER_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-1500:]
     return json.loads(run.stdout.splitlines()[-1])
 
@@ -165,8 +172,17 @@ def test_the_custom_op_runs_the_kernel_under_the_interpreter(interpreted):
 
 
 def tiny_model() -> tuple[InfiniteTalkModel, dict]:
-    cfg = InfiniteTalkConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, freq_dim=32,
-                             intermediate_dim=16, output_dim=32, context_tokens=4)
+    cfg = InfiniteTalkConfig(
+        dim=64,
+        ffn_dim=128,
+        num_heads=2,
+        num_layers=2,
+        text_dim=32,
+        freq_dim=32,
+        intermediate_dim=16,
+        output_dim=32,
+        context_tokens=4,
+    )
     torch.manual_seed(0)
     model = InfiniteTalkModel(cfg).eval()
     with torch.no_grad():
@@ -176,9 +192,14 @@ def tiny_model() -> tuple[InfiniteTalkModel, dict]:
             elif "head.head" in name:
                 p.normal_(0.0, 0.05)
     frames, h, w = 3, 8, 12
-    inputs = {"x": torch.randn(1, 16, frames, h, w), "t": torch.tensor([700.0]),
-              "context": torch.randn(1, 7, 32), "clip_fea": torch.randn(1, 257, 1280),
-              "y": torch.randn(1, 20, frames, h, w), "audio": torch.randn(1, 9, 5, 12, 768)}
+    inputs = {
+        "x": torch.randn(1, 16, frames, h, w),
+        "t": torch.tensor([700.0]),
+        "context": torch.randn(1, 7, 32),
+        "clip_fea": torch.randn(1, 257, 1280),
+        "y": torch.randn(1, 20, frames, h, w),
+        "audio": torch.randn(1, 9, 5, 12, 768),
+    }
     return model, inputs
 
 
@@ -186,8 +207,9 @@ def test_conditions_made_once_give_the_same_forward():
     model, inputs = tiny_model()
     with torch.inference_mode():
         expected = model(**inputs)
-        conditions = model.conditions(inputs["context"], inputs["clip_fea"], inputs["audio"],
-                                      model.token_grid(inputs["x"].shape))
+        conditions = model.conditions(
+            inputs["context"], inputs["clip_fea"], inputs["audio"], model.token_grid(inputs["x"].shape)
+        )
         got = model(inputs["x"], inputs["t"], None, None, inputs["y"], None, conditions=conditions)
     assert torch.equal(got, expected)
 
@@ -224,8 +246,9 @@ def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
                 raise RuntimeError("PassManager::run failed")
 
     monkeypatch.setattr(kernels, "attention_8bit_kernel", Kernel)
-    kept = kernels.compiling_configs(kernels.GPU_CONFIGS, {"Q": "q"}, grid=lambda meta: (1,), warmup=False,
-                                     HEAD_DIM=128)
+    kept = kernels.compiling_configs(
+        kernels.GPU_CONFIGS, {"Q": "q"}, grid=lambda meta: (1,), warmup=False, HEAD_DIM=128
+    )
     assert kept and all(c.kwargs["BLOCK_N"] != 64 for c in kept)
     assert len(kept) == len([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] != 64])
     assert all(call["grid"] == (1,) and call["Q"] == "q" and call["HEAD_DIM"] == 128 for call in calls)

@@ -71,15 +71,29 @@ def test_resume_of_unknown_job_is_a_clear_error(spinbot_env):
 def test_serve_refuses_a_public_address_without_api_keys(spinbot_env, monkeypatch):
     monkeypatch.delenv("SPINBOT_API_KEYS", raising=False)
     code, lines = run_cli("serve", "--host", "0.0.0.0", "--port", "1")
-    assert code != 0 and lines == ["error: refusing to serve on 0.0.0.0 without API keys: set SPINBOT_API_KEYS "
-                                   "(comma-separated)"]
+    assert code != 0 and lines == [
+        "error: refusing to serve on 0.0.0.0 without API keys: set SPINBOT_API_KEYS (comma-separated)"
+    ]
 
 
 # ---- help, version and the one error style -------------------------------------------------------------------
 
-COMMANDS = [[], ["run"], ["demo"], ["params"], ["serve"], ["worker"], ["pipelines"], ["pipelines", "list"],
-            ["pipelines", "show"], ["pipelines", "validate"], ["models"], ["models", "list"], ["models", "check"],
-            ["models", "pull"]]
+COMMANDS = [
+    [],
+    ["run"],
+    ["demo"],
+    ["params"],
+    ["serve"],
+    ["worker"],
+    ["pipelines"],
+    ["pipelines", "list"],
+    ["pipelines", "show"],
+    ["pipelines", "validate"],
+    ["models"],
+    ["models", "list"],
+    ["models", "check"],
+    ["models", "pull"],
+]
 
 
 def test_version_prints_the_package_version():
@@ -109,14 +123,17 @@ def test_run_help_marks_what_is_required(monkeypatch):
     assert code == 0 and "[required]" in " ".join(lines)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["run", "--bogus"], "error: no such option: --bogus"),
-    (["run", "--priority", "first"], "error: invalid value for '--priority'"),
-    (["run", "--prompt"], "error: option '--prompt' requires an argument"),
-    (["pipelines", "show"], "error: missing argument 'NAME'"),
-    (["nonsense"], "error: no such command 'nonsense'"),
-    (["params", "infinite_tlk"], "error: unknown task 'infinite_tlk'; did you mean infinite_talk?"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "--bogus"], "error: no such option: --bogus"),
+        (["run", "--priority", "first"], "error: invalid value for '--priority'"),
+        (["run", "--prompt"], "error: option '--prompt' requires an argument"),
+        (["pipelines", "show"], "error: missing argument 'NAME'"),
+        (["nonsense"], "error: no such command 'nonsense'"),
+        (["params", "infinite_tlk"], "error: unknown task 'infinite_tlk'; did you mean infinite_talk?"),
+    ],
+)
 def test_usage_errors_are_one_line_in_the_same_style(spinbot_env, args, expected):
     code, lines = run_cli(*args)
     assert code == 2 and len(lines) == 1, lines
@@ -124,24 +141,53 @@ def test_usage_errors_are_one_line_in_the_same_style(spinbot_env, args, expected
 
 
 def test_a_misspelled_param_gets_a_suggestion(inputs, spinbot_env):
-    code, lines = run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice",
-                          str(inputs["voice"]), "--set", "infinite_talk.fpss=30")
+    code, lines = run_cli(
+        "run",
+        "--prompt",
+        "hello",
+        "--image",
+        str(inputs["image"]),
+        "--voice",
+        str(inputs["voice"]),
+        "--set",
+        "infinite_talk.fpss=30",
+    )
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("error: infinite_talk.fpss: unknown param; did you mean fps? (allowed: ")
-    code, lines = run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice",
-                          str(inputs["voice"]), "--set", "infinite_tallk.fps=30")
+    code, lines = run_cli(
+        "run",
+        "--prompt",
+        "hello",
+        "--image",
+        str(inputs["image"]),
+        "--voice",
+        str(inputs["voice"]),
+        "--set",
+        "infinite_tallk.fps=30",
+    )
     assert code == 2 and "did you mean infinite_talk?" in lines[0]
     assert stored_files(spinbot_env) == []
 
 
 def test_an_unknown_scheduler_is_refused_with_the_choices(inputs, spinbot_env):
-    code, lines = run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice",
-                          str(inputs["voice"]), "--set", "infinite_talk.sampling_scheduler=ddim")
-    assert code == 2 and lines == ["error: infinite_talk.sampling_scheduler: Input should be 'euler', 'unipc' or "
-                                   "'dpm++_sde' (got 'ddim')"]
+    code, lines = run_cli(
+        "run",
+        "--prompt",
+        "hello",
+        "--image",
+        str(inputs["image"]),
+        "--voice",
+        str(inputs["voice"]),
+        "--set",
+        "infinite_talk.sampling_scheduler=ddim",
+    )
+    assert code == 2 and lines == [
+        "error: infinite_talk.sampling_scheduler: Input should be 'euler', 'unipc' or 'dpm++_sde' (got 'ddim')"
+    ]
 
 
 # ---- spinbot params -------------------------------------------------------------------------------------------
+
 
 def test_params_lists_every_parameter_with_its_default_and_description():
     from spinbot.tasks.catalog import TASK_PLANES, load_task
@@ -173,8 +219,9 @@ def test_params_of_one_task_by_task_or_node_name():
 OWN_SCRIPT = "Ever tried. Ever failed."
 
 
-def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(inputs, spinbot_env, monkeypatch,
-                                                                             tmp_path):
+def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(
+    inputs, spinbot_env, monkeypatch, tmp_path
+):
     """A job with --set script.text and no --prompt runs; it fails in upscale_video (a task that raises), and
     --resume finishes it showing each node finished before the resume with its own recorded time."""
     import sqlalchemy as sa
@@ -187,8 +234,17 @@ def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(inp
         raise RuntimeError("the upscaler broke")
 
     monkeypatch.setattr(upscale, "TASK", upscale.TaskDef("upscale_video", upscale.AIUpscalerParams, broken))
-    code, lines = run_cli("run", "--image", str(inputs["image"]), "--voice", str(inputs["voice"]),
-                          "--set", f"script.text={OWN_SCRIPT}", "--out", str(tmp_path / "out.mp4"))
+    code, lines = run_cli(
+        "run",
+        "--image",
+        str(inputs["image"]),
+        "--voice",
+        str(inputs["voice"]),
+        "--set",
+        f"script.text={OWN_SCRIPT}",
+        "--out",
+        str(tmp_path / "out.mp4"),
+    )
     assert code == 1 and lines[-1].startswith("error: job ") and "the upscaler broke" in lines[-1], lines
     job_id = lines[0].removeprefix("job ")
     monkeypatch.undo()
@@ -196,12 +252,20 @@ def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(inp
     # Make the finished nodes' recorded times unmistakable: 1 h 2 min 5 s for infinite_talk.
     engine = get_engine(get_settings().resolved_database_url)
     with engine.begin() as db:
-        db.execute(sa.text("UPDATE node_runs SET started_at = datetime(finished_at, '-3725 seconds') "
-                           "WHERE job_id = :job AND node_id = 'infinite_talk'"), {"job": job_id})
+        db.execute(
+            sa.text(
+                "UPDATE node_runs SET started_at = datetime(finished_at, '-3725 seconds') "
+                "WHERE job_id = :job AND node_id = 'infinite_talk'"
+            ),
+            {"job": job_id},
+        )
     code, lines = run_cli("run", "--resume", job_id, "--out", str(tmp_path / "out.mp4"))
     assert code == 0 and lines[-1] == str(tmp_path / "out.mp4"), lines
-    rows = {line.split()[0]: line for line in lines if line.split()[0] in ("script", "f5_to_tts", "infinite_talk",
-                                                                           "upscale_video")}
+    rows = {
+        line.split()[0]: line
+        for line in lines
+        if line.split()[0] in ("script", "f5_to_tts", "infinite_talk", "upscale_video")
+    }
     assert "succeeded  1:02:05" in rows["infinite_talk"], rows
     assert "succeeded  0:00:00" in rows["script"], rows  # the user's script took no time
     assert "1:02:05" not in rows["upscale_video"]

@@ -14,8 +14,9 @@ from spinbot.samples import portrait_path
 
 def test_demo_writes_a_2x_talking_video_with_matching_audio(tmp_path: Path, spinbot_env):
     env = dict(os.environ)
-    result = subprocess.run([sys.executable, "-m", "spinbot", "demo"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "spinbot", "demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = tmp_path / "spinbot-out" / "demo.mp4"
     assert result.stdout.strip() == "spinbot-out/demo.mp4" and out.is_file()

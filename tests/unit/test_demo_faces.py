@@ -70,15 +70,16 @@ def test_face_care_leaves_the_shuttle_unchanged_and_restores_one_face_a_frame(ta
     frame exactly as the upscaler without face care makes it."""
     store = LocalStore(tmp_path / "store")
     store.upload(talking_head[1], "inputs/talk.mp4")
-    request = TaskRequest(job_id="job1", node_id="upscale_video", task="upscale_video", params={},
-                          artifacts={"video": "inputs/talk.mp4"})
+    request = TaskRequest(
+        job_id="job1", node_id="upscale_video", task="upscale_video", params={}, artifacts={"video": "inputs/talk.mp4"}
+    )
     out = execute_task(request, store, workdir_root=tmp_path)
     assert out.meta["faces_restored"] == out.meta["frames"] == 249
 
     backend = ResampleUpscaler()
     backend.load(AIUpscalerParams())
     big = scale_box(SHUTTLE, backend.scale)
-    region = np.s_[big.y:big.y + big.h, big.x:big.x + big.w]
+    region = np.s_[big.y : big.y + big.h, big.x : big.x + big.w]
     for frame in list(iter_frames(talking_head[1]))[::DETECT_EVERY]:
         upscaled = backend.upscale_batch([frame])[0]
         boxes = [scale_box(box, backend.scale) for box in backend.detect_faces(frame)]

@@ -41,21 +41,46 @@ from spinbot.worker.model_cache import get_model_cache
 
 VOICE_KEY = "jobs/job1/inputs/narrator_voice.wav"
 SHORT = "Every expert was once a beginner."
-LONG = (SHORT + " Failure is not the opposite of learning, it is part of it. Each mistake shows you something the "
-        "book could not, so try again, and fail a little better each time.")
-TINY_ARCH = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2, "text_dim": 16, "text_mask_padding": True,
-             "qk_norm": None, "conv_layers": 1, "pe_attn_head": None, "attn_backend": "torch",
-             "attn_mask_enabled": False, "checkpoint_activations": False}
-MEL = {"target_sample_rate": 24000, "n_mel_channels": 100, "hop_length": 256, "win_length": 1024, "n_fft": 1024,
-       "mel_spec_type": "vocos"}
+LONG = (
+    SHORT + " Failure is not the opposite of learning, it is part of it. Each mistake shows you something the "
+    "book could not, so try again, and fail a little better each time."
+)
+TINY_ARCH = {
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "dim_head": 16,
+    "ff_mult": 2,
+    "text_dim": 16,
+    "text_mask_padding": True,
+    "qk_norm": None,
+    "conv_layers": 1,
+    "pe_attn_head": None,
+    "attn_backend": "torch",
+    "attn_mask_enabled": False,
+    "checkpoint_activations": False,
+}
+MEL = {
+    "target_sample_rate": 24000,
+    "n_mel_channels": 100,
+    "hop_length": 256,
+    "win_length": 1024,
+    "n_fft": 1024,
+    "mel_spec_type": "vocos",
+}
 VOCOS = {
-    "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                          "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
-                                        "padding": "center"}},
-    "backbone": {"class_path": "vocos.models.VocosBackbone",
-                 "init_args": {"input_channels": 100, "dim": 32, "intermediate_dim": 64, "num_layers": 1}},
-    "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {"dim": 32, "n_fft": 1024, "hop_length": 256,
-                                                                 "padding": "same"}},
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+        "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 100, "dim": 32, "intermediate_dim": 64, "num_layers": 1},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 32, "n_fft": 1024, "hop_length": 256, "padding": "same"},
+    },
 }
 RUN = {"device": "cpu", "nfe_step": 2}
 
@@ -69,10 +94,15 @@ def tiny_cfm(vocab: Path):
 
     torch.manual_seed(0)
     vocab_map, vocab_size = get_tokenizer(str(vocab), "custom")
-    mel_kwargs = {k: MEL[k] for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate",
-                                      "mel_spec_type")}
-    cfm = CFM(transformer=DiT(**TINY_ARCH, text_num_embeds=vocab_size, mel_dim=100), mel_spec_kwargs=mel_kwargs,
-              vocab_char_map=vocab_map)
+    mel_kwargs = {
+        k: MEL[k]
+        for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate", "mel_spec_type")
+    }
+    cfm = CFM(
+        transformer=DiT(**TINY_ARCH, text_num_embeds=vocab_size, mel_dim=100),
+        mel_spec_kwargs=mel_kwargs,
+        vocab_char_map=vocab_map,
+    )
     with torch.no_grad():
         for p in cfm.parameters():
             p.normal_(0.0, 0.1)  # the zero-initialised output and modulations too, so every path is live
@@ -121,9 +151,14 @@ def speak(folder: Path, text: str = SHORT, **params):
     """The f5_to_tts task as the worker runs it; returns the WAV's samples, rate and the node output."""
     store = LocalStore(folder / "store")
     store.upload(voice_path(), VOICE_KEY)
-    request = TaskRequest(job_id="job1", node_id="f5_to_tts", task="f5_to_tts", params={**RUN, **params},
-                          values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
-                          artifacts={"narrator_voice": VOICE_KEY})
+    request = TaskRequest(
+        job_id="job1",
+        node_id="f5_to_tts",
+        task="f5_to_tts",
+        params={**RUN, **params},
+        values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
+        artifacts={"narrator_voice": VOICE_KEY},
+    )
     out = execute_task(request, store, workdir_root=folder, report=lambda f, m: None)
     audio, sr = sf.read(store.path(out.artifacts["audio"]), dtype="float32")
     return audio, sr, out
@@ -227,11 +262,14 @@ def test_the_linear_cross_fade_overlaps_by_the_fade():
 # ---- errors: one line naming the file and the folder ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("missing, named", [
-    ("F5TTS_v1_Base/model_1250000.safetensors", "model_*.safetensors (or .pt)"),
-    ("F5TTS_v1_Base/vocab.txt", "vocab.txt"),
-    ("vocos-mel-24khz/pytorch_model.bin", "pytorch_model.bin"),
-])
+@pytest.mark.parametrize(
+    "missing, named",
+    [
+        ("F5TTS_v1_Base/model_1250000.safetensors", "model_*.safetensors (or .pt)"),
+        ("F5TTS_v1_Base/vocab.txt", "vocab.txt"),
+        ("vocos-mel-24khz/pytorch_model.bin", "pytorch_model.bin"),
+    ],
+)
 def test_a_missing_file_fails_with_one_line_naming_it(native, tmp_path, use_settings, missing, named):
     partial = tmp_path / "partial"
     shutil.copytree(native, partial)

@@ -13,8 +13,19 @@ from spinbot.backends.tts.f5.packed import PackedDiT, known_lengths, use_packing
 
 def tiny_dit(**arch) -> DiT:
     torch.manual_seed(0)
-    model = DiT(dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1, text_num_embeds=40,
-                mel_dim=20, attn_mask_enabled=True, **arch).eval()
+    model = DiT(
+        dim=64,
+        depth=2,
+        heads=4,
+        dim_head=16,
+        ff_mult=2,
+        text_dim=16,
+        conv_layers=1,
+        text_num_embeds=40,
+        mel_dim=20,
+        attn_mask_enabled=True,
+        **arch,
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.05)  # zero-initialised layers too: every path does work
@@ -89,7 +100,7 @@ def test_fused_projections_are_views_of_one_weight_and_leave_the_state_dict_alon
     attn = model.transformer_blocks[0].attn
     inner = attn.to_q.weight.shape[0]
     assert attn.to_k.weight.data_ptr() == attn.qkv_weight[inner:].data_ptr()
-    assert attn.to_v.bias.data_ptr() == attn.qkv_bias[2 * inner:].data_ptr()
+    assert attn.to_v.bias.data_ptr() == attn.qkv_bias[2 * inner :].data_ptr()
     assert set(model.state_dict()) == keys
 
 
@@ -133,16 +144,30 @@ def test_f5tts_imports_beside_flash_attn_4(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     plain = subprocess.run([sys.executable, "-c", "import f5_tts.model"], env=env, capture_output=True, text=True)
     assert plain.returncode != 0 and "flash_attn_func" in plain.stderr
-    shielded = subprocess.run([sys.executable, "-c", "from spinbot.backends.tts.f5.loading import import_f5_model; "
-                               "print(import_f5_model().CFM.__name__)"], env=env, capture_output=True, text=True)
+    shielded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from spinbot.backends.tts.f5.loading import import_f5_model; print(import_f5_model().CFM.__name__)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert shielded.returncode == 0, shielded.stderr[-500:]
     assert shielded.stdout.strip() == "CFM"
 
 
-@pytest.mark.parametrize(("device", "dtype", "capability", "kernel"), [
-    ("cuda", torch.float16, (9, 0), "flash2"), ("cuda", torch.bfloat16, (8, 0), "flash2"),
-    ("cuda", torch.float16, (7, 5), "rows"),  # no FlashAttention in torch before Ampere: one SDPA call per row
-    ("cuda", torch.float32, (9, 0), "rows"), ("cpu", torch.float32, (9, 0), "rows")])
+@pytest.mark.parametrize(
+    ("device", "dtype", "capability", "kernel"),
+    [
+        ("cuda", torch.float16, (9, 0), "flash2"),
+        ("cuda", torch.bfloat16, (8, 0), "flash2"),
+        ("cuda", torch.float16, (7, 5), "rows"),  # no FlashAttention in torch before Ampere: one SDPA call per row
+        ("cuda", torch.float32, (9, 0), "rows"),
+        ("cpu", torch.float32, (9, 0), "rows"),
+    ],
+)
 def test_the_attention_kernel_is_one_that_runs_there(monkeypatch, device, dtype, capability, kernel):
     from spinbot.backends.tts.f5.packed import attention_kernel
 

@@ -15,7 +15,7 @@ def test_row_quantization_round_trips_within_e4m3_precision():
     assert values.dtype == E4M3 and scale.shape == (64, 1)
     back = values.float() * scale
     assert (values.float().abs().amax(dim=1) == 448.0).all()  # each row uses the full range
-    assert ((back - x).abs() <= x.abs() * 2 ** -3 + scale * 2 ** -9).all()  # 3 mantissa bits, subnormals
+    assert ((back - x).abs() <= x.abs() * 2**-3 + scale * 2**-9).all()  # 3 mantissa bits, subnormals
 
 
 def test_fp8_linear_is_close_to_the_linear():
@@ -29,8 +29,17 @@ def test_fp8_linear_is_close_to_the_linear():
 
 
 def test_use_fp8_swaps_exactly_the_blocks_big_linears():
-    cfg = InfiniteTalkConfig(dim=64, ffn_dim=128, num_heads=4, num_layers=3, text_dim=32, freq_dim=32,
-                             intermediate_dim=16, output_dim=32, context_tokens=4)
+    cfg = InfiniteTalkConfig(
+        dim=64,
+        ffn_dim=128,
+        num_heads=4,
+        num_layers=3,
+        text_dim=32,
+        freq_dim=32,
+        intermediate_dim=16,
+        output_dim=32,
+        context_tokens=4,
+    )
     model = InfiniteTalkModel(cfg)
     assert use_fp8(model.blocks, INFINITETALK_LINEARS) == 3 * len(INFINITETALK_LINEARS)
     swapped = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
@@ -45,8 +54,9 @@ def test_f5_blocks_take_fp8_and_stay_close():
     from spinbot.backends.fp8 import F5_LINEARS
 
     torch.manual_seed(0)
-    model = DiT(dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1, text_num_embeds=40,
-                mel_dim=20).eval()
+    model = DiT(
+        dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1, text_num_embeds=40, mel_dim=20
+    ).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.05)

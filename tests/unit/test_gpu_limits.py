@@ -30,6 +30,5 @@ def test_cap_is_applied_once_per_device(monkeypatch):
 def test_unset_fraction_leaves_cuda_alone(monkeypatch):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(gpu, "_applied", False)
-    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction",
-                        lambda *a: pytest.fail("no cap was asked for"))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda *a: pytest.fail("no cap was asked for"))
     gpu.apply_process_limits(None)

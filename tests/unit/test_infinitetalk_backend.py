@@ -43,8 +43,17 @@ from spinbot.tasks.talk import InfiniteTalkParams
 from tests.support.tasks import run_talk
 
 DEFAULTS = InfiniteTalkParams()
-TINY = InfiniteTalkConfig(dim=256, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32, text_dim=32,
-                          intermediate_dim=16, output_dim=32, context_tokens=4)
+TINY = InfiniteTalkConfig(
+    dim=256,
+    num_heads=2,
+    num_layers=2,
+    ffn_dim=64,
+    freq_dim=32,
+    text_dim=32,
+    intermediate_dim=16,
+    output_dim=32,
+    context_tokens=4,
+)
 AUDIO_KEYS = ("audio_proj.", ".audio_cross_attn.", ".norm_x.")
 LORA_TARGETS = ("blocks.0.self_attn.q", "blocks.1.ffn.0")
 RUN = {"frame_window_size": 13, "motion_frame": 5, "sampling_steps": 2, "audio_cfg_scale": 2.0}
@@ -97,13 +106,36 @@ def write_umt5(models: Path) -> None:
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(3)
-    config = UMT5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
-                        feed_forward_proj="gated-gelu", is_encoder_decoder=False)
+    config = UMT5Config(
+        vocab_size=64,
+        d_model=32,
+        d_kv=8,
+        d_ff=48,
+        num_layers=2,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+    )
     state = UMT5EncoderModel(config).state_dict()
     path = models / "text_encoders" / DEFAULTS.t5_text_encoder_model
     save(path, {hf_to_wan(k): v.bfloat16() for k, v in state.items() if k != "encoder.embed_tokens.weight"})
-    words = ["a", "man", "is", "talking", "to", "the", "camera", "natural", "facial", "expressions", "clear", "lip",
-             "movement", "blurry", "static"]
+    words = [
+        "a",
+        "man",
+        "is",
+        "talking",
+        "to",
+        "the",
+        "camera",
+        "natural",
+        "facial",
+        "expressions",
+        "clear",
+        "lip",
+        "movement",
+        "blurry",
+        "static",
+    ]
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(words)}
     tokenizer = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -115,10 +147,18 @@ def write_clip(models: Path) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(4)
-    config = CLIPVisionConfig(hidden_size=1280, intermediate_size=64, num_hidden_layers=2, num_attention_heads=16,
-                              image_size=28, patch_size=14)
-    state = {f"vision_model.{k.removeprefix('vision_model.')}": v.bfloat16()
-             for k, v in CLIPVisionModel(config).state_dict().items()}
+    config = CLIPVisionConfig(
+        hidden_size=1280,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=16,
+        image_size=28,
+        patch_size=14,
+    )
+    state = {
+        f"vision_model.{k.removeprefix('vision_model.')}": v.bfloat16()
+        for k, v in CLIPVisionModel(config).state_dict().items()
+    }
     state["visual_projection.weight"] = torch.zeros(1024, 1280, dtype=torch.bfloat16)  # in the file, unused
     save(models / "clip_vision" / DEFAULTS.clip_vision_model, state)
 
@@ -127,8 +167,15 @@ def write_wav2vec(models: Path) -> None:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     torch.manual_seed(5)
-    config = Wav2Vec2Config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=32,
-                            conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=16)
+    config = Wav2Vec2Config(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=32,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=16,
+    )
     folder = models / "wav2vec2" / DEFAULTS.wav2vec_model
     Wav2Vec2Model(config).half().save_pretrained(str(folder))
     Wav2Vec2FeatureExtractor(**OFFICIAL_PREPROCESSOR).save_pretrained(str(folder))
@@ -174,8 +221,6 @@ def native(models_dir: Path, use_settings, spinbot_env, monkeypatch) -> Path:
     return models_dir
 
 
-
-
 # ---- the task through the backend --------------------------------------------------------------------------------
 
 
@@ -194,8 +239,12 @@ def test_task_generates_a_multi_window_video_with_one_frame_per_frame_of_speech(
     assert out.meta["lora"] == {"file": Path(DEFAULTS.lora_model).name, "strength": 1.0, "tensors": 4}
     assert out.meta["frames_per_window"] == 13 and out.meta["shift"] == DEFAULTS.sampling_shift == 11.0
     assert out.meta["wav2vec2_normalizes_waveform"] is False  # the official preprocessor_config.json
-    assert out.meta["steps"][4] == {"step": "image_resize", "from": [64, 64], "to": [64, 64],
-                                    "rule": "480p bucket 64x64 (official InfiniteTalk sizes)"}
+    assert out.meta["steps"][4] == {
+        "step": "image_resize",
+        "from": [64, 64],
+        "to": [64, 64],
+        "rule": "480p bucket 64x64 (official InfiniteTalk sizes)",
+    }
     assert len(out.meta["seconds_per_window"]) == out.meta["windows"]["count"]
 
 
@@ -286,8 +335,9 @@ def test_lora_merge_changes_exactly_the_targeted_weights(tmp_path):
         up, down = lora[f"diffusion_model.{module}.lora_up.weight"], lora[f"diffusion_model.{module}.lora_down.weight"]
         alpha, rank = float(lora[f"diffusion_model.{module}.alpha"]), down.shape[0]
         expected[f"{module}.weight"] = before[f"{module}.weight"] + (up @ down) * (alpha / rank) * 0.7
-    expected["blocks.0.cross_attn.o.bias"] = (before["blocks.0.cross_attn.o.bias"]
-                                              + lora["diffusion_model.blocks.0.cross_attn.o.diff_b"] * 0.7)
+    expected["blocks.0.cross_attn.o.bias"] = (
+        before["blocks.0.cross_attn.o.bias"] + lora["diffusion_model.blocks.0.cross_attn.o.diff_b"] * 0.7
+    )
     expected["blocks.1.modulation"] = before["blocks.1.modulation"] + lora["diffusion_model.blocks.1.diff_m"] * 0.7
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -299,11 +349,16 @@ def test_lora_merge_changes_exactly_the_targeted_weights(tmp_path):
 def test_a_lora_key_for_another_model_is_named_and_nothing_changes(tmp_path):
     model = random_transformer()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    lora = lora_tensors() | {"diffusion_model.blocks.7.self_attn.k.lora_down.weight": torch.zeros(4, 256),
-                             "diffusion_model.blocks.7.self_attn.k.lora_up.weight": torch.zeros(256, 4)}
+    lora = lora_tensors() | {
+        "diffusion_model.blocks.7.self_attn.k.lora_down.weight": torch.zeros(4, 256),
+        "diffusion_model.blocks.7.self_attn.k.lora_up.weight": torch.zeros(256, 4),
+    }
     save(tmp_path / "lora.safetensors", lora)
-    with pytest.raises(CheckpointError, match=r"'diffusion_model.blocks.7.self_attn.k.lora_\w+.weight' targets "
-                                              r"'blocks.7.self_attn.k.weight', which the model does not have"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'diffusion_model.blocks.7.self_attn.k.lora_\w+.weight' targets "
+        r"'blocks.7.self_attn.k.weight', which the model does not have",
+    ):
         merge_lora(model, tmp_path / "lora.safetensors")
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
@@ -311,12 +366,15 @@ def test_a_lora_key_for_another_model_is_named_and_nothing_changes(tmp_path):
 # ---- sampler ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, audio, passes", [
-    (5.0, 4.0, ("cond", "no_text", "no_text_no_audio")),  # the official defaults: 3 forward passes a step
-    (1.0, 4.0, ("cond", "no_audio")),
-    (5.0, 1.0, ("cond", "no_text")),
-    (1.0, 1.0, ("cond",)),  # the distillation LoRA's setting
-])
+@pytest.mark.parametrize(
+    "text, audio, passes",
+    [
+        (5.0, 4.0, ("cond", "no_text", "no_text_no_audio")),  # the official defaults: 3 forward passes a step
+        (1.0, 4.0, ("cond", "no_audio")),
+        (5.0, 1.0, ("cond", "no_text")),
+        (1.0, 1.0, ("cond",)),  # the distillation LoRA's setting
+    ],
+)
 def test_guidance_runs_only_the_passes_its_scales_need(text, audio, passes):
     guidance = Guidance(text, audio)
     calls: list[str] = []
@@ -373,8 +431,13 @@ def test_schedules_and_shift():
 
 def test_sde_sampler_draws_its_noise_from_the_generator():
     def run(seed: int) -> torch.Tensor:
-        return denoise(torch.ones(1, 2, 1, 2, 2), FlowSampler("dpm++_sde", 3, 7.0), Guidance(),
-                       lambda name, x, t: 0.5 * x, generator=torch.Generator().manual_seed(seed))
+        return denoise(
+            torch.ones(1, 2, 1, 2, 2),
+            FlowSampler("dpm++_sde", 3, 7.0),
+            Guidance(),
+            lambda name, x, t: 0.5 * x,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
 
@@ -404,8 +467,10 @@ def test_vae_names_invert_diffusers_converter_at_full_size():
 def test_tiny_config_is_read_from_the_checkpoints(models_dir):
     from spinbot.backends.talk.infinitetalk.loading import transformer_config
 
-    paths = [models_dir / "diffusion_models" / DEFAULTS.wan_video_model,
-             models_dir / "diffusion_models" / DEFAULTS.infinitetalk_model]
+    paths = [
+        models_dir / "diffusion_models" / DEFAULTS.wan_video_model,
+        models_dir / "diffusion_models" / DEFAULTS.infinitetalk_model,
+    ]
     assert transformer_config(paths) == TINY
     assert math.prod(TINY.patch_size) == 4
 
@@ -442,4 +507,8 @@ def test_the_vae_runs_in_float32_on_cuda_as_the_official_pipeline():
 
     cuda = Precision.for_device(torch.device("cuda"))
     assert (cuda.transformer, cuda.encoders, cuda.vae, cuda.audio) == (
-        torch.bfloat16, torch.bfloat16, torch.float32, torch.float32)
+        torch.bfloat16,
+        torch.bfloat16,
+        torch.float32,
+        torch.float32,
+    )

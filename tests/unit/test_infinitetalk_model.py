@@ -90,8 +90,14 @@ def test_bfloat16_keeps_sensitive_params_in_float32(reference: dict) -> None:
     params = dict(model.named_parameters())
     assert params["blocks.0.self_attn.q.weight"].dtype == torch.bfloat16
     assert params["audio_proj.proj1.weight"].dtype == torch.bfloat16
-    for name in ("blocks.0.modulation", "blocks.0.self_attn.norm_q.weight", "head.head.weight",
-                 "time_projection.1.weight", "img_emb.proj.0.weight", "audio_proj.norm.weight"):
+    for name in (
+        "blocks.0.modulation",
+        "blocks.0.self_attn.norm_q.weight",
+        "head.head.weight",
+        "time_projection.1.weight",
+        "img_emb.proj.0.weight",
+        "audio_proj.norm.weight",
+    ):
         assert params[name].dtype == torch.float32, name
     assert not any(p.requires_grad for p in params.values())
 
@@ -101,8 +107,7 @@ def test_audio_changes_the_output(reference: dict) -> None:
     model = load_model([reference["path"]], reference["config"], prefix="weights.")
     i = reference["inputs"]
     with torch.no_grad():
-        out = model(i["x"][None], i["t"], i["context"][None], i["clip_fea"], i["y"][None],
-                    torch.zeros_like(i["audio"]))
+        out = model(i["x"][None], i["t"], i["context"][None], i["clip_fea"], i["y"][None], torch.zeros_like(i["audio"]))
     error = relative_error(out, reference["out"])
     assert error > 10 * FLOAT32_BOUND
 
@@ -134,8 +139,9 @@ def test_missing_key_is_named(reference: dict, tmp_path: Path) -> None:
 
 def test_split_checkpoint_loads_and_extra_key_is_named(reference: dict, tmp_path: Path) -> None:
     """The Wan file and the InfiniteTalk file together make the model; a key the model lacks is named."""
-    audio_keys = {k for k in reference["weights"] if k.startswith("audio_proj.") or ".audio_cross_attn." in k
-                  or ".norm_x." in k}
+    audio_keys = {
+        k for k in reference["weights"] if k.startswith("audio_proj.") or ".audio_cross_attn." in k or ".norm_x." in k
+    }
     save_file({k: v for k, v in reference["weights"].items() if k not in audio_keys}, str(tmp_path / "wan.safetensors"))
     save_file({k: reference["weights"][k] for k in audio_keys}, str(tmp_path / "talk.safetensors"))
     load_model([tmp_path / "wan.safetensors", tmp_path / "talk.safetensors"], reference["config"])
@@ -144,14 +150,27 @@ def test_split_checkpoint_loads_and_extra_key_is_named(reference: dict, tmp_path
     extra = {"blocks.2.self_attn.q.weight": torch.zeros(1)}
     save_file(extra, str(tmp_path / "extra.safetensors"))
     with pytest.raises(CheckpointError, match=r"unexpected key 'blocks.2.self_attn.q.weight' \(in extra"):
-        load_model([tmp_path / "wan.safetensors", tmp_path / "talk.safetensors", tmp_path / "extra.safetensors"],
-                   reference["config"])
+        load_model(
+            [tmp_path / "wan.safetensors", tmp_path / "talk.safetensors", tmp_path / "extra.safetensors"],
+            reference["config"],
+        )
 
 
 def test_config_from_official_config_json() -> None:
-    official = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": 5120, "eps": 1e-06,
-                "ffn_dim": 13824, "freq_dim": 256, "in_dim": 36, "model_type": "i2v", "num_heads": 40,
-                "num_layers": 40, "out_dim": 16, "text_len": 512}
+    official = {
+        "_class_name": "WanModel",
+        "_diffusers_version": "0.30.0",
+        "dim": 5120,
+        "eps": 1e-06,
+        "ffn_dim": 13824,
+        "freq_dim": 256,
+        "in_dim": 36,
+        "model_type": "i2v",
+        "num_heads": 40,
+        "num_layers": 40,
+        "out_dim": 16,
+        "text_len": 512,
+    }
     assert InfiniteTalkConfig.from_dict(official) == InfiniteTalkConfig()
     with pytest.raises(ValueError, match="unknown InfiniteTalk config key 'dims'"):
         InfiniteTalkConfig.from_dict({"dims": 5120})
@@ -164,4 +183,3 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError) as err:
             load_model([path], InfiniteTalkConfig(num_layers=1))
         assert "\n" not in str(err.value) and path.name in str(err.value)
-

@@ -31,19 +31,19 @@ else:
     pytest.importorskip("diffusers")
     pytest.importorskip("transformers")
 
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from spinbot.backends.talk.base import SpeechTrack  # noqa: E402
-from spinbot.backends.talk.infinitetalk import pipeline  # noqa: E402
-from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR, load_audio_encoder  # noqa: E402
-from spinbot.backends.talk.infinitetalk.loading import Models  # noqa: E402
-from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel  # noqa: E402
-from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait  # noqa: E402
-from spinbot.backends.talk.infinitetalk.vae import TEMPORAL_STRIDE, load_vae, wan_name  # noqa: E402
-from spinbot.tasks.talk import InfiniteTalkParams  # noqa: E402
-from spinbot.tasks.windows import plan_windows  # noqa: E402
-from tests.support import infinitetalk_reference as ref  # noqa: E402
+from spinbot.backends.talk.base import SpeechTrack
+from spinbot.backends.talk.infinitetalk import pipeline
+from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR, load_audio_encoder
+from spinbot.backends.talk.infinitetalk.loading import Models
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
+from spinbot.backends.talk.infinitetalk.vae import TEMPORAL_STRIDE, load_vae, wan_name
+from spinbot.tasks.talk import InfiniteTalkParams
+from spinbot.tasks.windows import plan_windows
+from tests.support import infinitetalk_reference as ref
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFICIAL = ref.OFFICIAL
@@ -146,9 +146,15 @@ def models(reference, tmp_path_factory) -> Models:
     (folder / "chinese-wav2vec2-base" / "preprocessor_config.json").write_text(json.dumps(ref.PREPROCESSOR))
 
     assert ref.checksum(ref.clip_features()) == pytest.approx(meta["given"]["clip_features"], rel=1e-12)
-    return Models(transformer.eval(), load_vae(folder / "Wan2_1_VAE.safetensors"),
-                  Given(ref.text_features), Given(lambda image: ref.clip_features()),
-                  load_audio_encoder(folder / "chinese-wav2vec2-base"), None, {})
+    return Models(
+        transformer.eval(),
+        load_vae(folder / "Wan2_1_VAE.safetensors"),
+        Given(ref.text_features),
+        Given(lambda image: ref.clip_features()),
+        load_audio_encoder(folder / "chinese-wav2vec2-base"),
+        None,
+        {},
+    )
 
 
 def speech_track() -> SpeechTrack:
@@ -156,8 +162,13 @@ def speech_track() -> SpeechTrack:
     return SpeechTrack(audio, ref.SAMPLE_RATE, ref.FPS, ref.FRAMES, features=None)
 
 
-def generate(models: Models, params: InfiniteTalkParams, seed: int, noise: list[torch.Tensor] | None = None,
-             windows: int | None = None):
+def generate(
+    models: Models,
+    params: InfiniteTalkParams,
+    seed: int,
+    noise: list[torch.Tensor] | None = None,
+    windows: int | None = None,
+):
     """Our pipeline through prepare / render for the task's window plan (its first `windows` windows):
     (frames, state, recording VAE)."""
     recording = RecordingVAE(models.vae, params.motion_frame)
@@ -194,11 +205,18 @@ def test_official_settings_give_the_official_frames(reference, models):
     correction 1, audio_scale 1 (the official model has none): every stage against the official run."""
     tensors, _ = reference
     params = InfiniteTalkParams(
-        sampling_scheduler="euler", sampling_steps=OFFICIAL["sampling_steps"], sampling_shift=OFFICIAL["shift"],
-        sampling_cfg=OFFICIAL["text_guide_scale"], audio_cfg_scale=OFFICIAL["audio_guide_scale"], audio_scale=1.0,
-        frame_window_size=OFFICIAL["frame_num"], motion_frame=OFFICIAL["motion_frame"],
-        color_correction=OFFICIAL["color_correction_strength"], positive_prompt=ref.PROMPT,
-        negative_prompt=ref.NEGATIVE_PROMPT)
+        sampling_scheduler="euler",
+        sampling_steps=OFFICIAL["sampling_steps"],
+        sampling_shift=OFFICIAL["shift"],
+        sampling_cfg=OFFICIAL["text_guide_scale"],
+        audio_cfg_scale=OFFICIAL["audio_guide_scale"],
+        audio_scale=1.0,
+        frame_window_size=OFFICIAL["frame_num"],
+        motion_frame=OFFICIAL["motion_frame"],
+        color_correction=OFFICIAL["color_correction_strength"],
+        positive_prompt=ref.PROMPT,
+        negative_prompt=ref.NEGATIVE_PROMPT,
+    )
     windows = [tensors[f"noise_{i}"] for i in range(3)]
     frames, state, vae = generate(models, params, OFFICIAL["seed"], noise=windows)
 
@@ -226,16 +244,16 @@ def test_seed_settings_are_deterministic_and_each_window_continues_the_last(mode
     params = InfiniteTalkParams(positive_prompt=ref.PROMPT, negative_prompt=ref.NEGATIVE_PROMPT)
     assert (params.sampling_scheduler, params.motion_frame, params.sampling_shift) == ("dpm++_sde", 25, 11.0)
     windows = plan_windows(ref.FRAMES, params.frame_window_size, params.motion_frame)
-    first, state, vae = generate(models, params, seed=290381)
+    first, _state, vae = generate(models, params, seed=290381)
     assert first.shape == (ref.FRAMES, 32, 32, 3) and first.dtype == np.uint8
     assert first.std() > 10  # an image, not a flat field
     again, _, _ = generate(models, params, seed=290381, windows=2)  # the SDE sampler's noise comes from the seed
-    assert np.array_equal(again, first[:windows[1].end])
+    assert np.array_equal(again, first[: windows[1].end])
     assert len(windows) == len(vae.latents) == 3
     motion_latents = 1 + (params.motion_frame - 1) // TEMPORAL_STRIDE  # 25 frames -> 7 latent frames
     for k in (1, 2):
         # the window is conditioned on the previous window's last 25 frames exactly as they were written out
-        written = first[windows[k].start:windows[k - 1].end].astype(np.float64)
+        written = first[windows[k].start : windows[k - 1].end].astype(np.float64)
         seen = ((vae.motion_frames_seen[k - 1].permute(1, 2, 3, 0) + 1.0) / 2.0 * 255.0).numpy()
         assert seen.shape == written.shape == (params.motion_frame, 32, 32, 3)
         assert np.abs(seen - written).max() <= 0.5 + 1e-3  # only the rounding to 8 bits

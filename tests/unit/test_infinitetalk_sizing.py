@@ -16,12 +16,15 @@ def test_a_small_square_portrait_is_enlarged_to_the_480p_square_bucket():
     assert fit_portrait(image, BUCKETS["720p"]).shape == (960, 960, 3)
 
 
-@pytest.mark.parametrize("size, expected", [
-    ((832, 480), (896, 448)),  # h / w = 0.577: key 0.50 (0.077 away; 0.67 is 0.093 away)
-    ((480, 832), (448, 832)),  # 1.733: key 1.86 (0.127 away; 1.50 is 0.233 away)
-    ((1000, 1000), (640, 640)),
-    ((100, 1000), (320, 1280)),  # 10.0, beyond the table: its last key, 4.00
-])
+@pytest.mark.parametrize(
+    "size, expected",
+    [
+        ((832, 480), (896, 448)),  # h / w = 0.577: key 0.50 (0.077 away; 0.67 is 0.093 away)
+        ((480, 832), (448, 832)),  # 1.733: key 1.86 (0.127 away; 1.50 is 0.233 away)
+        ((1000, 1000), (640, 640)),
+        ((100, 1000), (320, 1280)),  # 10.0, beyond the table: its last key, 4.00
+    ],
+)
 def test_the_bucket_of_the_nearest_aspect_ratio(size, expected):
     assert bucket_size(*size, BUCKETS["480p"]) == expected
 

@@ -56,8 +56,13 @@ def runners(spinbot_env, use_settings, tmp_path):
     runs: list = []
     a = Runner(dispatcher=RecordingDispatcher("a", runs))
     b = Runner(dispatcher=RecordingDispatcher("b", runs))
-    request = JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x",
-                         params={"script": {"text": "Ever tried. Ever failed."}})
+    request = JobRequest(
+        prompt="p",
+        image=portrait_path(tmp_path),
+        voice=voice_path(),
+        ref_text="x",
+        params={"script": {"text": "Ever tried. Ever failed."}},
+    )
     return a, b, runs, request
 
 
@@ -167,11 +172,22 @@ def slow_job_env(tmp_path, spinbot_env, monkeypatch):
 
 def test_ctrl_c_marks_the_job_interrupted_and_prints_the_resume_command(tmp_path, slow_job_env):
     runner = Runner()
-    args = ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()),
-            "--set", "script.text=" + "Ever tried. Ever failed. No matter. " * 3, "--set", "infinite_talk.fps=10",
-            "--out", str(tmp_path / "o.mp4")]
-    proc = subprocess.Popen(SPINBOT + args, env=slow_job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = [
+        "run",
+        "--prompt",
+        "p",
+        "--image",
+        str(portrait_path(tmp_path)),
+        "--voice",
+        str(voice_path()),
+        "--set",
+        "script.text=" + "Ever tried. Ever failed. No matter. " * 3,
+        "--set",
+        "infinite_talk.fps=10",
+        "--out",
+        str(tmp_path / "o.mp4"),
+    ]
+    proc = subprocess.Popen(SPINBOT + args, env=slow_job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         job = None
@@ -192,8 +208,13 @@ def test_ctrl_c_marks_the_job_interrupted_and_prints_the_resume_command(tmp_path
     assert runner.leases.store.view(job.id).owner is None  # given back: the resume need not wait
     assert JobExecutor(runner, 1).claim_orphans() == []  # an API leaves a job its user stopped alone
     started = time.monotonic()
-    resumed = subprocess.run(SPINBOT + ["run", "--resume", job.id, "--out", str(tmp_path / "o.mp4")],
-                             env=slow_job_env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        SPINBOT + ["run", "--resume", job.id, "--out", str(tmp_path / "o.mp4")],
+        env=slow_job_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert time.monotonic() - started < 60
     done = runner.jobs.get(job.id)
@@ -207,8 +228,9 @@ def test_resume_of_a_job_another_process_drives_is_refused_with_one_line(tmp_pat
     runner.leases.release(job_id)
     assert holder.acquire(job_id)  # alive: it renews every second
     try:
-        resumed = subprocess.run(SPINBOT + ["run", "--resume", job_id], env=slow_job_env, capture_output=True,
-                                 text=True, timeout=60)
+        resumed = subprocess.run(
+            SPINBOT + ["run", "--resume", job_id], env=slow_job_env, capture_output=True, text=True, timeout=60
+        )
     finally:
         holder.release(job_id)
     lines = [line for line in resumed.stderr.splitlines() if line.strip() and not line.startswith("{")]
@@ -227,8 +249,14 @@ def test_the_api_retries_an_interrupted_job_and_lists_it_by_its_state(spinbot_en
     reset_settings()
     with TestClient(create_app()) as client:
         runner = client.app.state.services.runner
-        job_id = runner.create_job(JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path(),
-                                              params={"script": {"text": "Ever tried."}}))
+        job_id = runner.create_job(
+            JobRequest(
+                prompt="p",
+                image=portrait_path(tmp_path),
+                voice=voice_path(),
+                params={"script": {"text": "Ever tried."}},
+            )
+        )
         runner._finish(job_id, "interrupted", "interrupted by its user")  # as Ctrl-C leaves it
         runner.leases.release(job_id)
         assert [j["id"] for j in client.get("/v1/jobs?status=interrupted").json()["items"]] == [job_id]

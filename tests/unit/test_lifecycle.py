@@ -46,9 +46,15 @@ def upload(runner: Runner, data_dir: Path, path: Path, kind: str, upload_id: str
 
 def api_job(runner: Runner, image_key: str, voice_key: str) -> str:
     """A job made from stored uploads, as the API makes them."""
-    return runner.create_job(JobRequest(prompt="p", ref_text="x", owner="owner1", params={
-        "script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}},
-        input_keys={"source_image": image_key, "narrator_voice": voice_key}))
+    return runner.create_job(
+        JobRequest(
+            prompt="p",
+            ref_text="x",
+            owner="owner1",
+            params={"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}},
+            input_keys={"source_image": image_key, "narrator_voice": voice_key},
+        )
+    )
 
 
 def finish_days_ago(runner: Runner, job_id: str, days: float) -> None:
@@ -133,8 +139,14 @@ def test_the_api_deletes_a_finished_job_and_answers_409_while_one_runs(spinbot_e
         jobs = {}
         for status in ("succeeded", "running"):
             job_id = jobs[status] = runner.jobs.new_id()
-            runner.jobs.create_job(job_id, "f5tts_infinitetalk", [("script", "script.generateScript", "node")],
-                                   {"values": {"prompt": "p"}, "artifacts": {}}, {}, owner_of("key-a"))
+            runner.jobs.create_job(
+                job_id,
+                "f5tts_infinitetalk",
+                [("script", "script.generateScript", "node")],
+                {"values": {"prompt": "p"}, "artifacts": {}},
+                {},
+                owner_of("key-a"),
+            )
             runner.jobs.set_job_status(job_id, status)
             runner.artifacts.put_bytes(f"jobs/{job_id}/script/out.txt", b"x")
         headers = {"Authorization": "Bearer key-a"}

@@ -66,8 +66,14 @@ def published(tmp_path) -> Published:
     return Published(folder)
 
 
-def write_stream(tmp_path: Path, published: Published, frames: int, cuts: set[int], max_frames: int,
-                 seconds_of_audio: float | None = None) -> HlsSegmenter:
+def write_stream(
+    tmp_path: Path,
+    published: Published,
+    frames: int,
+    cuts: set[int],
+    max_frames: int,
+    seconds_of_audio: float | None = None,
+) -> HlsSegmenter:
     audio = tone(seconds_of_audio if seconds_of_audio is not None else frames / FPS)
     segmenter = HlsSegmenter(tmp_path / "work", FPS, *SIZE, max_frames, published, audio=(audio, RATE))
     for index in range(frames):
@@ -119,17 +125,18 @@ def test_segments_join_into_the_whole_video_with_continuous_timestamps_and_audio
     audio, rate = read_audio(joined)
     expected = tone(70 / FPS)
     assert rate == RATE and abs(len(audio) - len(expected)) <= 2 * 1024  # AAC priming and the last block
+
     # One continuous AAC stream: no gap or repeat at the joins. The decoded audio lines up with the source, and
     # the coding error around each join is no larger than anywhere else.
     def misfit(delay: int) -> float:  # AAC decoding starts with the encoder's and the decoder's delay
-        return float(np.mean((audio[delay:delay + RATE, 0] - expected[:RATE]) ** 2))
+        return float(np.mean((audio[delay : delay + RATE, 0] - expected[:RATE]) ** 2))
 
     delay = min(range(4096), key=misfit)
-    error = audio[delay:delay + len(expected), 0] - expected[: len(audio) - delay]
+    error = audio[delay : delay + len(expected), 0] - expected[: len(audio) - delay]
     block = RATE // 50
-    rms = [float(np.sqrt(np.mean(error[s:s + block] ** 2))) for s in range(0, len(error) - block, block)]
+    rms = [float(np.sqrt(np.mean(error[s : s + block] ** 2))) for s in range(0, len(error) - block, block)]
     for join_s in (1.0, 1.8):
-        around = rms[int(join_s * 50) - 1:int(join_s * 50) + 1]
+        around = rms[int(join_s * 50) - 1 : int(join_s * 50) + 1]
         assert max(around) < 2 * np.median(rms), (join_s, around, np.median(rms))
     assert np.median(rms) < 0.1 * np.sqrt(np.mean(expected**2))
 
@@ -151,6 +158,7 @@ def test_close_without_finish_drops_the_half_segment_and_leaves_the_playlist_ope
 
 
 # ---- the tasks -----------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def talk_inputs(tmp_path_factory) -> tuple[Path, Path]:
@@ -175,8 +183,9 @@ def test_infinite_talk_publishes_one_segment_per_window(tmp_path, talk_inputs, u
     assert segment_durations(playlist) == [len(w.new_frames) / FPS for w in windows]
     assert playlist.rstrip().endswith(ENDLIST)
 
-    joined = b"".join((store / "jobs/job1/infinite_talk/live" / f"seg-{i:05d}.ts").read_bytes()
-                      for i in range(len(windows)))
+    joined = b"".join(
+        (store / "jobs/job1/infinite_talk/live" / f"seg-{i:05d}.ts").read_bytes() for i in range(len(windows))
+    )
     (tmp_path / "joined.ts").write_bytes(joined)
     live_frames = list(iter_frames(tmp_path / "joined.ts"))
     final_frames = list(iter_frames(video))
@@ -235,8 +244,9 @@ def test_a_rerun_replaces_the_earlier_attempts_live_output(tmp_path, talk_inputs
     assert len(list(stale.parent.glob("seg-*.ts"))) == out.meta["live"]["segments"]
 
 
-def test_a_store_that_refuses_the_live_output_does_not_fail_the_render(tmp_path, talk_inputs, use_settings,
-                                                                     monkeypatch):
+def test_a_store_that_refuses_the_live_output_does_not_fail_the_render(
+    tmp_path, talk_inputs, use_settings, monkeypatch
+):
     use_settings(talk_max_pixels=192 * 192)
     from spinbot.storage.local import LocalStore
 
@@ -257,8 +267,14 @@ def test_a_store_that_refuses_the_live_output_does_not_fail_the_render(tmp_path,
 def upscale(clip: Path, store_root: Path, live_output: bool, **params):
     store = LocalStore(store_root)
     store.upload(clip, "inputs/talk.mp4")
-    request = TaskRequest(job_id="job", node_id="upscale_video", task="upscale_video", params=params,
-                          artifacts={"video": "inputs/talk.mp4"}, live_output=live_output)
+    request = TaskRequest(
+        job_id="job",
+        node_id="upscale_video",
+        task="upscale_video",
+        params=params,
+        artifacts={"video": "inputs/talk.mp4"},
+        live_output=live_output,
+    )
     output = execute_task(request, store, workdir_root=store_root)
     return store.path(output.artifacts["video"]), output
 

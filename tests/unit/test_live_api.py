@@ -30,8 +30,9 @@ def client(spinbot_env, monkeypatch):
 def job_id(client, tmp_path) -> str:
     """A job of key A that is not run: the test plays the talk node's part by writing its live output."""
     runner = client.app.state.services.runner
-    return runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(),
-                                        owner=owner_of(KEY_A)))
+    return runner.create_job(
+        JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(), owner=owner_of(KEY_A))
+    )
 
 
 def write_live(client, job_id: str, segments: int, ended: bool) -> None:
@@ -105,13 +106,16 @@ def test_players_that_load_by_url_get_the_playlist_and_segments_by_the_media_coo
     assert client.get(url(job_id, segments[1])).content == SEGMENT
 
 
-@pytest.mark.parametrize("node, name", [
-    ("infinite_talk", "seg-00007.ts"),  # not written
-    ("infinite_talk", "..%2F..%2Finputs%2Fsource_image.png"),
-    ("infinite_talk", "talk.mp4"),  # not a segment name
-    ("nope", "seg-00000.ts"),  # no such node
-    ("nope", "index.m3u8"),
-])
+@pytest.mark.parametrize(
+    "node, name",
+    [
+        ("infinite_talk", "seg-00007.ts"),  # not written
+        ("infinite_talk", "..%2F..%2Finputs%2Fsource_image.png"),
+        ("infinite_talk", "talk.mp4"),  # not a segment name
+        ("nope", "seg-00000.ts"),  # no such node
+        ("nope", "index.m3u8"),
+    ],
+)
 def test_anything_but_a_written_segment_of_a_node_is_404(client, job_id, node, name):
     write_live(client, job_id, segments=1, ended=False)
     got = client.get(url(job_id, name, node), headers=auth(KEY_A))

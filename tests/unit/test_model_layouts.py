@@ -30,8 +30,10 @@ from spinbot.models.synth.talk import FULL, TINY, _meta_transformer, transformer
 from spinbot.models.synth.tensors import planned_size, write_safetensors
 
 PUBLISHED = {  # bytes, from the Hub's LFS pointers (spinbot/models/manifest.py)
-    "wan2.1_i2v_720p_14B_bf16": 32789894024, "InfiniteTalk single fp16": 5125258232,
-    "umt5-xxl-enc-bf16": 11361845464, "clip_vision_h": 1264219396,
+    "wan2.1_i2v_720p_14B_bf16": 32789894024,
+    "InfiniteTalk single fp16": 5125258232,
+    "umt5-xxl-enc-bf16": 11361845464,
+    "clip_vision_h": 1264219396,
 }
 
 
@@ -100,8 +102,9 @@ def test_a_wav2vec2_pretraining_checkpoint_loads_as_the_encoder(tmp_path):
     assert "wav2vec2.encoder.pos_conv_embed.conv.weight_g" in keys and "quantizer.codevectors" in keys
     encoder = load_audio_encoder(folder)
     loaded = encoder.model.state_dict()
-    assert torch.equal(loaded["encoder.layers.0.attention.q_proj.weight"],
-                       keys["wav2vec2.encoder.layers.0.attention.q_proj.weight"])
+    assert torch.equal(
+        loaded["encoder.layers.0.attention.q_proj.weight"], keys["wav2vec2.encoder.layers.0.attention.q_proj.weight"]
+    )
     assert wav2vec_problems(folder) == []
 
 

@@ -69,8 +69,9 @@ def rewrite(root: Path, relpath: str, change) -> None:
 
 def test_list_names_every_file_with_its_place_status_size_and_source(tiny, tmp_path):
     shutil.copytree(tiny / "upscale_models", tmp_path / "upscale_models")
-    code, lines = run("models", "list", *TASKS, "--models-dir", str(tmp_path), "--set",
-                      "upscale_video.model_name_1=mine.pth")
+    code, lines = run(
+        "models", "list", *TASKS, "--models-dir", str(tmp_path), "--set", "upscale_video.model_name_1=mine.pth"
+    )
     assert code == 0
     assert lines[0] == f"SPINBOT_MODELS_DIR={tmp_path}"
     upscaler = next(line for line in lines if UPSCALER in line)
@@ -83,8 +84,18 @@ def test_list_names_every_file_with_its_place_status_size_and_source(tiny, tmp_p
 
 
 def test_list_refuses_a_node_without_model_files(tiny):
-    code, lines = run("models", "list", "--models-dir", str(tiny), "--task", "upscale_video", "--set", "script.x=1",
-                      "--set", "nonode.model=x")
+    code, lines = run(
+        "models",
+        "list",
+        "--models-dir",
+        str(tiny),
+        "--task",
+        "upscale_video",
+        "--set",
+        "script.x=1",
+        "--set",
+        "nonode.model=x",
+    )
     assert code == 2 and "'nonode', which has no model files" in lines[-1]
 
 
@@ -100,8 +111,16 @@ def test_check_names_every_fault_on_its_own_line(tiny, tmp_path):
     rewrite(root, TALK, lambda s: s.update({"blocks.0.audio_cross_attn.q_linear.weight": torch.zeros(8, 8)}))
     rewrite(root, UMT5, lambda s: s.update({"blocks.0.attn.q.weight": s["blocks.0.attn.q.weight"].to(torch.int8)}))
     rewrite(root, F5, lambda s: s.update({"ema_model.transformer.extra": torch.zeros(2)}))
-    rewrite(root, LORA, lambda s: s.update({"diffusion_model.blocks.9.self_attn.q.lora_down.weight": torch.zeros(4, 8),
-                                            "diffusion_model.blocks.9.self_attn.q.lora_up.weight": torch.zeros(8, 4)}))
+    rewrite(
+        root,
+        LORA,
+        lambda s: s.update(
+            {
+                "diffusion_model.blocks.9.self_attn.q.lora_down.weight": torch.zeros(4, 8),
+                "diffusion_model.blocks.9.self_attn.q.lora_up.weight": torch.zeros(8, 4),
+            }
+        ),
+    )
     (root / VAE).unlink()
     clip = root / CLIP
     data = clip.read_bytes()[:1000]
@@ -122,8 +141,10 @@ def test_check_names_every_fault_on_its_own_line(tiny, tmp_path):
         f"{TALK}: key 'blocks.0.audio_cross_attn.q_linear.weight' has shape [8, 8], the model needs [256, 256]",
         f"{UMT5}: key 'blocks.0.attn.q.weight' is I8, the loader needs BF16, F16, F32, F64",
         f"{F5}: unexpected key 'ema_model.transformer.extra'",
-        (f"{LORA}: 'diffusion_model.blocks.9.self_attn.q.lora_down.weight' targets 'blocks.9.self_attn.q.weight', "
-         "which the model does not have"),
+        (
+            f"{LORA}: 'diffusion_model.blocks.9.self_attn.q.lora_down.weight' targets 'blocks.9.self_attn.q.weight', "
+            "which the model does not have"
+        ),
     ]
     for line in expected:
         assert line in lines, (line, lines)

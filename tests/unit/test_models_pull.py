@@ -22,8 +22,11 @@ from spinbot.models.pull import STAGING
 from tests.support.fake_hub import COMMIT, start_fake_hub
 
 MB = 1024 * 1024
-UPSCALER, RESTORER, DETECTOR = ("upscale_models/RealESRGAN_x2.pth", "facerestore_models/codeformer.pth",
-                                "facedetection/detection_Resnet50_Final.pth")
+UPSCALER, RESTORER, DETECTOR = (
+    "upscale_models/RealESRGAN_x2.pth",
+    "facerestore_models/codeformer.pth",
+    "facedetection/detection_Resnet50_Final.pth",
+)
 
 
 def blob(size: int, seed: int) -> bytes:
@@ -52,12 +55,12 @@ def sources(monkeypatch):
 
     def put(relpath: str, source: Source) -> None:
         table[relpath] = source
+
     return put
 
 
 def pull(models: Path, *extra: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["models", "pull", "--task", "upscale_video", "--models-dir", str(models),
-                                      *extra])
+    result = CliRunner().invoke(app, ["models", "pull", "--task", "upscale_video", "--models-dir", str(models), *extra])
     return result.exit_code, result.output
 
 

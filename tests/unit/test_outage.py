@@ -42,8 +42,10 @@ def test_a_long_outage_is_one_line_naming_redis_without_its_password():
         ride_out_outage(step, 1.0, URL, "storing a node result")
     assert 1.0 <= time.monotonic() - started < 1.5
     message = str(err.value)
-    assert message == ("Redis at redis://***@cache.example:6379/0 unreachable for 1 s while storing a node result: "
-                       "TimeoutError: timed out")
+    assert message == (
+        "Redis at redis://***@cache.example:6379/0 unreachable for 1 s while storing a node result: "
+        "TimeoutError: timed out"
+    )
     assert isinstance(err.value.__cause__, redis.TimeoutError)
 
 

@@ -21,8 +21,18 @@ def test_text_to_speech_defaults_match_the_seed_table():
     assert p.ref_text is None  # "(from params)": the job's ref_text
     assert p.seed == 290381
     assert set(TextToSpeechParams.model_fields) == {
-        "model", "device", "temperature", "speed", "target_rms", "cross_fade_duration", "nfe_step",
-        "cfg_strength", "narrator_voice", "ref_text", "seed"}
+        "model",
+        "device",
+        "temperature",
+        "speed",
+        "target_rms",
+        "cross_fade_duration",
+        "nfe_step",
+        "cfg_strength",
+        "narrator_voice",
+        "ref_text",
+        "seed",
+    }
 
 
 def test_infinite_talk_defaults_match_the_seed_table():
@@ -50,11 +60,14 @@ def test_infinite_talk_defaults_match_the_seed_table():
     assert len(InfiniteTalkParams.model_fields) == 21
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"resolution": "1080p"}, "infinite_talk.resolution: Input should be '480p' or '720p'"),
-    ({"sampling_shift": 0}, "infinite_talk.sampling_shift: Input should be greater than 0"),
-    ({"color_correction": 1.5}, "infinite_talk.color_correction: Input should be less than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"resolution": "1080p"}, "infinite_talk.resolution: Input should be '480p' or '720p'"),
+        ({"sampling_shift": 0}, "infinite_talk.sampling_shift: Input should be greater than 0"),
+        ({"color_correction": 1.5}, "infinite_talk.color_correction: Input should be less than or equal to 1"),
+    ],
+)
 def test_the_extra_infinite_talk_params_have_limits(raw, expected):
     with pytest.raises(ParamsError, match=expected):
         validate_params("infinite_talk", InfiniteTalkParams, raw)

@@ -51,21 +51,36 @@ def test_myspinbot_file_with_extra_keys_loads_unchanged(tmp_path: Path):
 @pytest.mark.parametrize(
     "mutate, expected",
     [
-        (lambda p: p["edges"].append({"from": "upscale_video", "to": "f5_to_tts"}),
-         "node 'f5_to_tts': is part of a cycle"),
+        (
+            lambda p: p["edges"].append({"from": "upscale_video", "to": "f5_to_tts"}),
+            "node 'f5_to_tts': is part of a cycle",
+        ),
         (lambda p: p["edges"].append({"from": "infinite_talk", "to": "nowhere"}), "names unknown node 'nowhere'"),
-        (lambda p: p["nodes"].append({"id": "f5_to_tts", "task": "f5_to_tts", "plane": "python"}),
-         "node 'f5_to_tts': duplicate node id"),
+        (
+            lambda p: p["nodes"].append({"id": "f5_to_tts", "task": "f5_to_tts", "plane": "python"}),
+            "node 'f5_to_tts': duplicate node id",
+        ),
         (lambda p: p["nodes"][1].update(task="f5_to_tts_v9"), "node 'f5_to_tts': unknown task 'f5_to_tts_v9'"),
         (lambda p: p["nodes"][1].update(plane="rust"), "node 'f5_to_tts': unknown plane 'rust'"),
-        (lambda p: p["nodes"].append({"id": "orphan", "task": "upscale_video", "plane": "python"}),
-         "node 'orphan': unreachable from the start node 'script'"),
+        (
+            lambda p: p["nodes"].append({"id": "orphan", "task": "upscale_video", "plane": "python"}),
+            "node 'orphan': unreachable from the start node 'script'",
+        ),
         (lambda p: p["nodes"][1].update(plane="node"), "node 'f5_to_tts': task 'f5_to_tts' runs on plane 'python'"),
         (lambda p: p["edges"].append({"from": "script", "to": "script"}), "node 'script'"),
         (lambda p: p["nodes"][2].pop("task"), "node 'infinite_talk': task: Field required"),
     ],
-    ids=["cycle", "unknown-edge-node", "duplicate-id", "unknown-task", "unknown-plane", "unreachable",
-         "wrong-plane", "self-loop", "missing-task"],
+    ids=[
+        "cycle",
+        "unknown-edge-node",
+        "duplicate-id",
+        "unknown-task",
+        "unknown-plane",
+        "unreachable",
+        "wrong-plane",
+        "self-loop",
+        "missing-task",
+    ],
 )
 def test_loader_refuses_with_one_line_naming_pipeline_and_node(mutate, expected):
     with pytest.raises(PipelineError) as err:
@@ -78,8 +93,10 @@ def test_loader_refuses_with_one_line_naming_pipeline_and_node(mutate, expected)
 
 def test_unreachable_island_with_its_own_edges_is_refused():
     def island(p):
-        p["nodes"] += [{"id": "a", "task": "f5_to_tts", "plane": "python"},
-                       {"id": "b", "task": "upscale_video", "plane": "python"}]
+        p["nodes"] += [
+            {"id": "a", "task": "f5_to_tts", "plane": "python"},
+            {"id": "b", "task": "upscale_video", "plane": "python"},
+        ]
         p["edges"].append({"from": "a", "to": "b"})
 
     with pytest.raises(PipelineError, match="node 'a': unreachable"):

@@ -41,8 +41,13 @@ def test_seed_pipeline_becomes_a_chain_graph():
     spec = load_pipelines()["f5tts_infinitetalk"]
     graph = build_graph(spec, Recorder()).compile().get_graph()
     edges = {(e.source, e.target) for e in graph.edges}
-    assert edges == {("__start__", "script"), ("script", "f5_to_tts"), ("f5_to_tts", "infinite_talk"),
-                     ("infinite_talk", "upscale_video"), ("upscale_video", "__end__")}
+    assert edges == {
+        ("__start__", "script"),
+        ("script", "f5_to_tts"),
+        ("f5_to_tts", "infinite_talk"),
+        ("infinite_talk", "upscale_video"),
+        ("upscale_video", "__end__"),
+    }
 
 
 def test_seed_pipeline_runs_in_order_with_upstream_outputs():

@@ -32,9 +32,23 @@ def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path,
     monkeypatch.setenv("SPINBOT_JOB_LEASE_SECONDS", "3")  # the resume waits out the killed process's lease
     env = dict(os.environ)
     jobs = JobStore(get_engine(get_settings().resolved_database_url))
-    args = ["run", "--prompt", "resume test", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()),
-            "--ref-text", "Ever tried. Ever failed.", "--set", "script.text=Ever tried. Ever failed. No matter.",
-            "--set", "infinite_talk.fps=10", "--out", str(tmp_path / "out.mp4")]
+    args = [
+        "run",
+        "--prompt",
+        "resume test",
+        "--image",
+        str(portrait_path(tmp_path)),
+        "--voice",
+        str(voice_path()),
+        "--ref-text",
+        "Ever tried. Ever failed.",
+        "--set",
+        "script.text=Ever tried. Ever failed. No matter.",
+        "--set",
+        "infinite_talk.fps=10",
+        "--out",
+        str(tmp_path / "out.mp4"),
+    ]
     proc = subprocess.Popen(SPINBOT + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         job = wait_for(lambda: next(iter(jobs.list()[0]), None), timeout=60)
@@ -47,8 +61,13 @@ def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path,
     finished_before = {n.node_id for n in killed.nodes if n.status == "succeeded"}
     assert "script" in finished_before and len(finished_before) < len(killed.nodes)
 
-    resumed = subprocess.run(SPINBOT + ["run", "--resume", job.id, "--out", str(tmp_path / "out.mp4")],
-                             env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        SPINBOT + ["run", "--resume", job.id, "--out", str(tmp_path / "out.mp4")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip().endswith("out.mp4") and (tmp_path / "out.mp4").stat().st_size > 0
     done = jobs.get(job.id)
@@ -60,8 +79,11 @@ def test_job_resumes_after_kill_without_rerunning_finished_nodes(tmp_path: Path,
     # One artifact set: exactly one record per (node, name), and the store holds no extra files.
     names = [(a["node_id"], a["name"]) for a in done.artifacts]
     assert len(names) == len(set(names))
-    stored = sorted(p.relative_to(spinbot_env).as_posix() for p in (spinbot_env / "jobs" / job.id).rglob("*")
-                    if p.is_file() and "/inputs/" not in p.as_posix())
+    stored = sorted(
+        p.relative_to(spinbot_env).as_posix()
+        for p in (spinbot_env / "jobs" / job.id).rglob("*")
+        if p.is_file() and "/inputs/" not in p.as_posix()
+    )
     assert stored == sorted(a["key"] for a in done.artifacts)
 
 
@@ -73,9 +95,15 @@ def small_job(tmp_path: Path, spinbot_env, use_settings):
 
     use_settings(talk_max_pixels=128 * 128)
     runner = Runner()
-    job_id = runner.create_job(JobRequest(prompt="resume", image=portrait_path(tmp_path), voice=voice_path(),
-                                          ref_text="x",
-                                          params={"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}}))
+    job_id = runner.create_job(
+        JobRequest(
+            prompt="resume",
+            image=portrait_path(tmp_path),
+            voice=voice_path(),
+            ref_text="x",
+            params={"script": {"text": "Ever tried."}, "infinite_talk": {"fps": "10"}},
+        )
+    )
     return runner, job_id
 
 

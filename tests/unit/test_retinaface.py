@@ -42,8 +42,9 @@ def test_detections_are_those_of_the_hand_written_detector(tmp_path):
     state = retinaface_state_dict()
     state = {key: value * CLASS_HEAD_GAIN if ".ClassHead." in key else value for key, value in state.items()}
     torch.save(state, tmp_path / "detection_Resnet50_Final.pth")
-    detector = RetinaFaceDetector(load_retinaface(tmp_path / "detection_Resnet50_Final.pth", torch.device("cpu"),
-                                                  torch.float32))
+    detector = RetinaFaceDetector(
+        load_retinaface(tmp_path / "detection_Resnet50_Final.pth", torch.device("cpu"), torch.float32)
+    )
     frames = np.stack([frame_with_texture(seed, width=160, height=128) for seed in range(3)])
     found = detector.detect(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, CONFIDENCE)
     recorded = np.load(RECORDED)

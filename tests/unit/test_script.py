@@ -81,8 +81,9 @@ def test_job_records_which_script_was_used_and_why(ollama_at, tmp_path):
     with FakeOllama("garbage") as server:
         ollama_at(server.url)
         runner = Runner()
-        job_id = runner.create_job(JobRequest(prompt="the ocean", image=portrait_path(tmp_path), voice=voice_path(),
-                                             ref_text="x"))
+        job_id = runner.create_job(
+            JobRequest(prompt="the ocean", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x")
+        )
         output = runner.run_node(job_id, "script", {})
     assert output["values"]["text"] == fallback_script("the ocean")
     stored = runner.jobs.get(job_id).node("script")

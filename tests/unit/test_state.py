@@ -21,8 +21,12 @@ def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "0001")
-        conn.execute(text("INSERT INTO jobs (id, pipeline, status, inputs, params, cancel_requested, created_at) "
-                          "VALUES ('a' , 'p', 'succeeded', '{}', '{}', 0, '2026-01-01')"))
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, pipeline, status, inputs, params, cancel_requested, created_at) "
+                "VALUES ('a' , 'p', 'succeeded', '{}', '{}', 0, '2026-01-01')"
+            )
+        )
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
     columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
@@ -36,8 +40,9 @@ def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
 
 def test_job_priority_travels_to_every_python_task_request(spinbot_env, tmp_path):
     runner = Runner()
-    job_id = runner.create_job(JobRequest(prompt="hello", image=portrait_path(tmp_path), voice=voice_path(),
-                                         ref_text="x", priority=3))
+    job_id = runner.create_job(
+        JobRequest(prompt="hello", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x", priority=3)
+    )
     job = runner.jobs.get(job_id)
     assert job.priority == 3
     request = runner._request(job, job.node("f5_to_tts"), {"script": {"values": {"text": "Hi."}}})

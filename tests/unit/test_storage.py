@@ -8,8 +8,22 @@ from spinbot.storage.base import artifact_key, check_key, open_store
 from spinbot.storage.local import LocalStore
 
 
-@pytest.mark.parametrize("key", ["../etc/passwd", "jobs/../../x", "/etc/passwd", "jobs//x", "jobs/./x",
-                                 "C:/windows", "jobs\\..\\x", "", "jobs/x/", ".hidden/x", "jobs/a b"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../etc/passwd",
+        "jobs/../../x",
+        "/etc/passwd",
+        "jobs//x",
+        "jobs/./x",
+        "C:/windows",
+        "jobs\\..\\x",
+        "",
+        "jobs/x/",
+        ".hidden/x",
+        "jobs/a b",
+    ],
+)
 def test_keys_that_could_leave_the_root_are_refused(key):
     with pytest.raises(StorageKeyError):
         check_key(key)

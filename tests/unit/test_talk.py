@@ -35,7 +35,7 @@ def decoded_frames(path: Path) -> list[np.ndarray]:
 
 def frame_rms(audio: np.ndarray, sr: int, fps: int, frames: int) -> np.ndarray:
     hop = sr / fps
-    return np.array([np.sqrt(np.mean(np.square(audio[round(i * hop):round((i + 1) * hop)]))) for i in range(frames)])
+    return np.array([np.sqrt(np.mean(np.square(audio[round(i * hop) : round((i + 1) * hop)]))) for i in range(frames)])
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,11 @@ def test_mouth_motion_follows_the_speech_envelope(beckett_video):
 
     def mouth_change(frame: np.ndarray, reach: int = 3) -> float:
         # The head moves a little: compare at the best whole-pixel alignment, so what remains is the mouth.
-        return min(np.abs(frame[y0 + dy:y1 + dy, x0 + dx:x1 + dx] - neutral).mean()
-                   for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1))
+        return min(
+            np.abs(frame[y0 + dy : y1 + dy, x0 + dx : x1 + dx] - neutral).mean()
+            for dy in range(-reach, reach + 1)
+            for dx in range(-reach, reach + 1)
+        )
 
     motion = np.array([mouth_change(f) for f in blurred])
     audio, sr = read_audio(path)
@@ -117,14 +120,27 @@ def test_metadata_records_backend_ignored_params_steps_face_and_windows(beckett_
     meta = out.meta
     assert meta["backend"] == "lite"
     ignored = meta["ignored_params"]
-    for name in ("wan_video_model", "infinitetalk_model", "sampling_steps", "sampling_cfg", "sampling_scheduler",
-                 "audio_cfg_scale", "positive_prompt"):
+    for name in (
+        "wan_video_model",
+        "infinitetalk_model",
+        "sampling_steps",
+        "sampling_cfg",
+        "sampling_scheduler",
+        "audio_cfg_scale",
+        "positive_prompt",
+    ):
         assert name in ignored
     for name in ("fps", "audio_scale", "frame_window_size", "motion_frame", "normalize_loudness"):
         assert name not in ignored
     assert [s["step"] for s in meta["steps"]] == [
-        "audio_crop", "speech_separation", "loudness_normalization", "audio_features", "image_resize", "generate",
-        "video_combine"]
+        "audio_crop",
+        "speech_separation",
+        "loudness_normalization",
+        "audio_features",
+        "image_resize",
+        "generate",
+        "video_combine",
+    ]
     assert meta["face_found"] is True and meta["warnings"] == []
     assert meta["eyes"] == "detected" and meta["lip_line"] == "found"
     assert meta["blinks"] >= 1  # ten seconds: blinks come every 2-6 s

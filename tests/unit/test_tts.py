@@ -35,7 +35,10 @@ def store(tmp_path: Path) -> LocalStore:
 def speak(store: LocalStore, text=SCRIPT, job_ref_text=BECKETT_TRANSCRIPT, artifacts=None, report=None, **params):
     """Run the task as the worker does; params are the node's params, the rest the job's inputs."""
     request = TaskRequest(
-        job_id="job1", node_id="f5_to_tts", task="f5_to_tts", params=params,
+        job_id="job1",
+        node_id="f5_to_tts",
+        task="f5_to_tts",
+        params=params,
         values={"text": text, "ref_text": job_ref_text},
         artifacts={"narrator_voice": VOICE_KEY} if artifacts is None else artifacts,
     )
@@ -73,8 +76,8 @@ def test_no_click_at_chunk_joins(store):
     for j in joins:
         # A click is a step larger than anything around it: compare the 10 ms at the join with the 10 ms on
         # either side (2 LSB of slack for the 16-bit rounding of near-silence).
-        at_join = step[j - 5 * ms: j + 5 * ms].max()
-        around = max(step[j - 15 * ms: j - 5 * ms].max(), step[j + 5 * ms: j + 15 * ms].max())
+        at_join = step[j - 5 * ms : j + 5 * ms].max()
+        around = max(step[j - 15 * ms : j - 5 * ms].max(), step[j + 5 * ms : j + 15 * ms].max())
         assert at_join <= 1.5 * around + 2 / 32768
 
 
@@ -94,7 +97,7 @@ def test_equal_power_crossfade_joins_loud_chunks_without_a_step():
     rng = np.random.default_rng(0)
     n1, n2 = rng.standard_normal((2, sr)).astype(np.float32) * 0.1
     noise, (centre,) = crossfade_concat([n1, n2], sr, 0.5)
-    assert rms(noise[centre - 2400: centre + 2400]) == pytest.approx(0.1, rel=0.1)
+    assert rms(noise[centre - 2400 : centre + 2400]) == pytest.approx(0.1, rel=0.1)
 
 
 def test_limiter_gain_is_smooth_and_holds_the_ceiling():
@@ -104,14 +107,15 @@ def test_limiter_gain_is_smooth_and_holds_the_ceiling():
     limited = limit_peaks(loud, sr, ceiling=0.95)
     assert np.abs(limited).max() <= 0.95 + 1e-6
     # A sine in, a (quieter) sine out: no flattened tops.
-    cycle = limited[int(0.7 * sr): int(0.7 * sr) + sr // 200]
+    cycle = limited[int(0.7 * sr) : int(0.7 * sr) + sr // 200]
     assert np.count_nonzero(np.abs(cycle) > 0.95 - 1e-3) <= 2
-    assert rms(normalize_rms(loud[sr // 2:] * 0.1, sr, 0.3)) == pytest.approx(0.3, rel=0.01)
+    assert rms(normalize_rms(loud[sr // 2 :] * 0.1, sr, 0.3)) == pytest.approx(0.3, rel=0.01)
 
 
 def test_duration_grows_with_the_text(store):
-    durations = [speak(store, text=text)[2].values["audio_duration"]
-                 for text in (ONE_SENTENCE, SCRIPT, SCRIPT + " " + SCRIPT)]
+    durations = [
+        speak(store, text=text)[2].values["audio_duration"] for text in (ONE_SENTENCE, SCRIPT, SCRIPT + " " + SCRIPT)
+    ]
     assert durations[0] < durations[1] < durations[2]
 
 
@@ -166,23 +170,47 @@ def test_the_ref_text_param_overrides_the_jobs_transcript(store):
 
 def test_every_seed_param_is_accepted_with_its_default_and_the_unused_are_reported(store):
     defaults = TextToSpeechParams().model_dump()
-    assert set(defaults) == {"model", "device", "temperature", "speed", "target_rms", "cross_fade_duration",
-                             "nfe_step", "cfg_strength", "narrator_voice", "ref_text", "seed"}
+    assert set(defaults) == {
+        "model",
+        "device",
+        "temperature",
+        "speed",
+        "target_rms",
+        "cross_fade_duration",
+        "nfe_step",
+        "cfg_strength",
+        "narrator_voice",
+        "ref_text",
+        "seed",
+    }
     output = speak(store, **defaults)[2]
-    assert output.meta["ignored_params"] == {"model": "F5TTS_v1_Base", "device": "cuda", "temperature": 0.8,
-                                             "nfe_step": 32, "cfg_strength": 2}
+    assert output.meta["ignored_params"] == {
+        "model": "F5TTS_v1_Base",
+        "device": "cuda",
+        "temperature": 0.8,
+        "nfe_step": 32,
+        "cfg_strength": 2,
+    }
     assert set(output.meta["honoured_params"]) | set(output.meta["ignored_params"]) == set(defaults)
 
 
-@pytest.mark.parametrize("params, field", [({"nfe_step": "abc"}, "nfe_step"), ({"speed": "fast"}, "speed"),
-                                           ({"target_rms": 0}, "target_rms"), ({"seed": 1.5}, "seed")])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"nfe_step": "abc"}, "nfe_step"),
+        ({"speed": "fast"}, "speed"),
+        ({"target_rms": 0}, "target_rms"),
+        ({"seed": 1.5}, "seed"),
+    ],
+)
 def test_an_ill_typed_param_is_refused(store, params, field):
     with pytest.raises(ParamsError, match=f"f5_to_tts.{field}:"):
         speak(store, **params)
 
 
-@pytest.mark.parametrize("text, message", [("", "nothing to speak"), ("  ... !  ", "nothing to speak"),
-                                           (42, "must be a string")])
+@pytest.mark.parametrize(
+    "text, message", [("", "nothing to speak"), ("  ... !  ", "nothing to speak"), (42, "must be a string")]
+)
 def test_empty_or_bad_text_is_a_clear_error(store, text, message):
     with pytest.raises(InputError, match=message) as err:
         speak(store, text=text)
@@ -201,8 +229,10 @@ def test_progress_is_reported_per_chunk(store):
 
 
 def test_long_sentences_are_split_at_commas_within_the_limit():
-    long_sentence = ("When you start something new, you will stumble, you will forget, you will feel slow, "
-                     "and all of that is simply what learning feels like from the inside.")
+    long_sentence = (
+        "When you start something new, you will stumble, you will forget, you will feel slow, "
+        "and all of that is simply what learning feels like from the inside."
+    )
     chunks = plan_chunks(f"Short one. {long_sentence} Done!", max_chars=60)
     assert chunks[0].text == "Short one."
     assert all(len(c.text) <= 60 for c in chunks)

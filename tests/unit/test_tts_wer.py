@@ -20,7 +20,9 @@ def test_whisper_understands_the_lite_voice(tmp_path):
     store = LocalStore(tmp_path)
     store.upload(voice_path(), "jobs/wer/inputs/narrator_voice.wav")
     request = TaskRequest(
-        job_id="wer", node_id="f5_to_tts", task="f5_to_tts",
+        job_id="wer",
+        node_id="f5_to_tts",
+        task="f5_to_tts",
         values={"text": PARAGRAPH, "ref_text": BECKETT_TRANSCRIPT},
         artifacts={"narrator_voice": "jobs/wer/inputs/narrator_voice.wav"},
     )

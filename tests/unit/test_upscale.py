@@ -43,7 +43,7 @@ def write_clip(path: Path, frames: int = FRAMES, side: int = SIDE) -> Path:
         for i in range(frames):
             x = round(room / 2 * (1 + np.sin(2 * np.pi * i / 50)))
             y = round(room / 2 * (1 + np.sin(2 * np.pi * i / 37)))
-            writer.write(portrait[y:y + side, x:x + side])
+            writer.write(portrait[y : y + side, x : x + side])
     return path
 
 
@@ -55,8 +55,13 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def upscale(clip: Path, store_root: Path, progress: list | None = None, **params):
     store = LocalStore(store_root)
     store.upload(clip, "inputs/talk.mp4")
-    request = TaskRequest(job_id="job", node_id="upscale_video", task="upscale_video", params=params,
-                          artifacts={"video": "inputs/talk.mp4"})
+    request = TaskRequest(
+        job_id="job",
+        node_id="upscale_video",
+        task="upscale_video",
+        params=params,
+        artifacts={"video": "inputs/talk.mp4"},
+    )
     fractions = [] if progress is None else progress
     output = execute_task(request, store, report=lambda fraction, message: fractions.append(fraction))
     return store.path(output.artifacts["video"]), output
@@ -112,9 +117,11 @@ def test_sharpens_edges_but_not_flat_areas(clip, default_run):
     gray_in = cv2.cvtColor(first_in, cv2.COLOR_RGB2GRAY).astype(np.float32)
     blocks = gray_in[: SIDE // 16 * 16, : SIDE // 16 * 16].reshape(SIDE // 16, 16, SIDE // 16, 16)
     by, bx = np.unravel_index(np.argmin(blocks.std(axis=(1, 3))), (SIDE // 16, SIDE // 16))
-    flat = np.s_[by * 32:(by + 1) * 32, bx * 32:(bx + 1) * 32]
-    print(f"edge energy {edge_energy(first_out):.2f} vs bicubic {edge_energy(bicubic):.2f}; flat block std "
-          f"{first_out[flat].std():.2f} vs bicubic {bicubic[flat].std():.2f}")
+    flat = np.s_[by * 32 : (by + 1) * 32, bx * 32 : (bx + 1) * 32]
+    print(
+        f"edge energy {edge_energy(first_out):.2f} vs bicubic {edge_energy(bicubic):.2f}; flat block std "
+        f"{first_out[flat].std():.2f} vs bicubic {bicubic[flat].std():.2f}"
+    )
     assert first_out[flat].std() <= bicubic[flat].std() + 0.5
 
 
@@ -129,7 +136,7 @@ def test_fidelity_weights_the_face_restoration():
     for fidelity in (1.0, 0.5, 0.0):
         restored = backend.restore_faces(upscaled.copy(), big_face, fidelity)
         changes[fidelity] = np.abs(restored.astype(int) - upscaled).astype(float)
-    inside = np.s_[big_face[0].y:big_face[0].y + big_face[0].h, big_face[0].x:big_face[0].x + big_face[0].w]
+    inside = np.s_[big_face[0].y : big_face[0].y + big_face[0].h, big_face[0].x : big_face[0].x + big_face[0].w]
     assert 0 < changes[1.0][inside].mean() < changes[0.5][inside].mean() < changes[0.0][inside].mean()
     assert changes[0.0][: big_face[0].y // 2].max() == 0  # above the face region nothing changes
 
@@ -180,10 +187,17 @@ def test_model_name_without_factor_is_a_clear_error(clip, tmp_path):
         upscale(clip, tmp_path, model_name_0="my_upscaler.pth")
 
 
-@pytest.mark.parametrize("name, factor", [
-    ("RealESRGAN_x2.pth", 2), ("RealESRGAN_x2plus.pth", 2), ("RealESRGAN_x4plus_anime_6B.pth", 4),
-    ("upscale_models/4x-UltraSharp.pth", 4), ("realesr-animevideov3-x3", 3), ("2x_Pixel.safetensors", 2),
-])
+@pytest.mark.parametrize(
+    "name, factor",
+    [
+        ("RealESRGAN_x2.pth", 2),
+        ("RealESRGAN_x2plus.pth", 2),
+        ("RealESRGAN_x4plus_anime_6B.pth", 4),
+        ("upscale_models/4x-UltraSharp.pth", 4),
+        ("realesr-animevideov3-x3", 3),
+        ("2x_Pixel.safetensors", 2),
+    ],
+)
 def test_scale_from_model_name(name, factor):
     assert scale_from_model_name(name) == factor
 
@@ -194,10 +208,17 @@ def test_no_factor_in_name(name):
         scale_from_model_name(name)
 
 
-@pytest.mark.parametrize("params", [
-    {"batch_size": "many"}, {"batch_size": 0}, {"codeformer_fidelity": 1.5}, {"frame_load_cap": -1},
-    {"model_name_0": 2}, {"upscale": True},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"batch_size": "many"},
+        {"batch_size": 0},
+        {"codeformer_fidelity": 1.5},
+        {"frame_load_cap": -1},
+        {"model_name_0": 2},
+        {"upscale": True},
+    ],
+)
 def test_ill_typed_params_are_refused(clip, tmp_path, params):
     with pytest.raises(ParamsError):
         upscale(clip, tmp_path, **params)

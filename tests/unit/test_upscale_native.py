@@ -111,10 +111,13 @@ def test_models_are_cached_between_loads(use_models):
     assert first.models.detector.model is second.models.detector.model
 
 
-@pytest.mark.parametrize("param, value, folder", [
-    ("model_name_0", "RealESRGAN_x4plus.pth", "upscale_models"),
-    ("model_name_1", "codeformer-v2.pth", "facerestore_models"),
-])
+@pytest.mark.parametrize(
+    "param, value, folder",
+    [
+        ("model_name_0", "RealESRGAN_x4plus.pth", "upscale_models"),
+        ("model_name_1", "codeformer-v2.pth", "facerestore_models"),
+    ],
+)
 def test_a_missing_file_is_one_clear_line(use_models, param, value, folder):
     with pytest.raises(BackendUnavailable) as err:
         loaded(**{param: value})
@@ -273,8 +276,9 @@ def test_feathered_square_is_zero_at_the_border_and_one_inside():
 
 def test_upscaled_points_keep_pixel_centres():
     # Pixel 0's centre in a 2x frame lies between output pixels 0 and 1.
-    np.testing.assert_allclose(face_alignment.upscaled_points(np.array([[0.0, 0.0], [10.0, 4.0]]), 2),
-                               [[0.5, 0.5], [20.5, 8.5]])
+    np.testing.assert_allclose(
+        face_alignment.upscaled_points(np.array([[0.0, 0.0], [10.0, 4.0]]), 2), [[0.5, 0.5], [20.5, 8.5]]
+    )
 
 
 def test_tiled_upscale_matches_whole_frame_upscale_away_from_seams(use_models):

@@ -14,10 +14,27 @@ from spinbot.samples import portrait_path, voice_path
 
 def test_run_watch_prints_the_live_playlists_paths(tmp_path: Path, spinbot_env, use_settings):
     use_settings(talk_max_pixels=160 * 160)
-    result = CliRunner().invoke(app, [
-        "run", "--prompt", "the sea", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()),
-        "--set", "script.text=Ever tried. Ever failed.", "--set", "infinite_talk.frame_window_size=20",
-        "--set", "infinite_talk.motion_frame=4", "--out", str(tmp_path / "out.mp4"), "--watch"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--prompt",
+            "the sea",
+            "--image",
+            str(portrait_path(tmp_path)),
+            "--voice",
+            str(voice_path()),
+            "--set",
+            "script.text=Ever tried. Ever failed.",
+            "--set",
+            "infinite_talk.frame_window_size=20",
+            "--set",
+            "infinite_talk.motion_frame=4",
+            "--out",
+            str(tmp_path / "out.mp4"),
+            "--watch",
+        ],
+    )
     assert result.exit_code == 0, result.output
     places = dict(re.findall(r"^live (\w+): (\S+) \(a file on local storage", result.output, flags=re.MULTILINE))
     assert list(places) == ["infinite_talk", "upscale_video"]

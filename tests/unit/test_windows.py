@@ -7,8 +7,9 @@ from spinbot.tasks.windows import Window, frame_count, plan_windows, sample_rang
 
 COMBOS = [
     (n, w, m)
-    for n, w, m in itertools.product([1, 2, 5, 19, 20, 21, 80, 81, 82, 250, 1000, 10_007],
-                                     [1, 2, 5, 20, 81], [0, 1, 4, 5, 19, 25, 80])
+    for n, w, m in itertools.product(
+        [1, 2, 5, 19, 20, 21, 80, 81, 82, 250, 1000, 10_007], [1, 2, 5, 20, 81], [0, 1, 4, 5, 19, 25, 80]
+    )
     if m < w
 ]
 
@@ -79,7 +80,7 @@ def test_windows_cover_any_audio_length(duration, fps):
     assert last[1] >= round(frames * sr / fps)  # the audio the video plays, up to its last sample
     chunk = take_padded(audio, *last)
     assert len(chunk) == last[1] - last[0]
-    assert not chunk[len(audio) - last[0]:].any()  # past the audio's end: silence
+    assert not chunk[len(audio) - last[0] :].any()  # past the audio's end: silence
 
 
 def test_take_padded_pads_with_zeros_on_both_sides():
@@ -89,13 +90,16 @@ def test_take_padded_pads_with_zeros_on_both_sides():
     assert take_padded(values, 7, 9)[:, 0].tolist() == [0, 0]
 
 
-@pytest.mark.parametrize("n,w,m,message", [
-    (10, 20, 20, "motion_frame"),
-    (10, 20, 25, "motion_frame"),
-    (10, 20, -1, "motion_frame"),
-    (10, 0, 0, "frame_window_size"),
-    (0, 20, 5, "at least one frame"),
-])
+@pytest.mark.parametrize(
+    "n,w,m,message",
+    [
+        (10, 20, 20, "motion_frame"),
+        (10, 20, 25, "motion_frame"),
+        (10, 20, -1, "motion_frame"),
+        (10, 0, 0, "frame_window_size"),
+        (0, 20, 5, "at least one frame"),
+    ],
+)
 def test_bad_window_plans_are_refused_with_a_clear_message(n, w, m, message):
     with pytest.raises(ValueError, match=message):
         plan_windows(n, w, m)

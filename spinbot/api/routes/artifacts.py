@@ -23,11 +23,16 @@ router = APIRouter(tags=["artifacts"])
 _ONE_RANGE = re.compile(r"bytes=\d*-\d*")  # one range; anything else gets the whole object
 
 
-@router.get("/v1/jobs/{job_id}/artifacts/{node_id}/{name}", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "the file"},
-                       206: {"description": "the requested byte range"},
-                       307: {"description": "to a presigned URL on SPINBOT_S3_PUBLIC_URL, where that is set"},
-                       **error_responses(401, 404, 422)})
+@router.get(
+    "/v1/jobs/{job_id}/artifacts/{node_id}/{name}",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+        206: {"description": "the requested byte range"},
+        307: {"description": "to a presigned URL on SPINBOT_S3_PUBLIC_URL, where that is set"},
+        **error_responses(401, 404, 422),
+    },
+)
 def artifact(job_id: str, node_id: str, name: str, request: Request, services: ServicesDep, owner: MediaOwner):
     job = services.owned_job(job_id, owner)
     record = next((a for a in job.artifacts if a["node_id"] == node_id and a["name"] == name), None)
@@ -50,9 +55,13 @@ def stored_file(services: Services, key: str, content_type: str | None, request:
         return RedirectResponse(store.public_presigned_url(key, public_url), status_code=307)
     wanted = request.headers.get("range")
     read = store.open_read(key, wanted if wanted and _ONE_RANGE.fullmatch(wanted) else None)
-    headers = {"Content-Length": str(read.length), "Accept-Ranges": "bytes",
-               "Content-Disposition": f'attachment; filename="{Path(key).name}"'}
+    headers = {
+        "Content-Length": str(read.length),
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{Path(key).name}"',
+    }
     if read.content_range:
         headers["Content-Range"] = read.content_range
-    return StreamingResponse(read.chunks, status_code=206 if read.content_range else 200, media_type=media_type,
-                             headers=headers)
+    return StreamingResponse(
+        read.chunks, status_code=206 if read.content_range else 200, media_type=media_type, headers=headers
+    )

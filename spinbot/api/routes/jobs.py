@@ -36,18 +36,30 @@ def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
     runner.validate_params(spec, dict(body.params))
     image = _upload_key(store, owner, body.image, "portrait")
     voice = _upload_key(store, owner, body.voice, "voice")
-    job_id = runner.create_job(JobRequest(pipeline=body.pipeline, prompt=body.prompt, ref_text=body.ref_text,
-                                          params=body.params, owner=owner, priority=body.priority,
-                                          input_keys={"source_image": image, "narrator_voice": voice}))
+    job_id = runner.create_job(
+        JobRequest(
+            pipeline=body.pipeline,
+            prompt=body.prompt,
+            ref_text=body.ref_text,
+            params=body.params,
+            owner=owner,
+            priority=body.priority,
+            input_keys={"source_image": image, "narrator_voice": voice},
+        )
+    )
     services.metrics.jobs_created.inc()
     services.executor.submit(job_id)
     return JobOut.of(runner.jobs.get(job_id))
 
 
 @router.get("/v1/jobs", response_model=JobPage, responses=error_responses(401, 422))
-def list_jobs(services: ServicesDep, owner: Owner, limit: int = Query(20, ge=1, le=200),
-              offset: int = Query(0, ge=0),
-              status: JobStatus | None = Query(None, description="only jobs in this state")) -> JobPage:
+def list_jobs(
+    services: ServicesDep,
+    owner: Owner,
+    limit: int = Query(20, ge=1, le=200),
+    offset: int = Query(0, ge=0),
+    status: JobStatus | None = Query(None, description="only jobs in this state"),
+) -> JobPage:
     jobs, total = services.runner.jobs.list(owner=owner, limit=limit, offset=offset, status=status)
     return JobPage(items=[JobOut.of(j) for j in jobs], total=total, limit=limit, offset=offset)
 
@@ -57,8 +69,9 @@ def get_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     return JobOut.of(services.owned_job(job_id, owner))
 
 
-@router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut,
-             responses=error_responses(401, 404, 422))
+@router.post(
+    "/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, responses=error_responses(401, 404, 422)
+)
 def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     job = services.owned_job(job_id, owner)
     if job.status not in FINAL_STATES:
@@ -66,8 +79,9 @@ def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     return JobOut.of(services.runner.jobs.get(job_id))
 
 
-@router.post("/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut,
-             responses=error_responses(401, 404, 409, 422))
+@router.post(
+    "/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=error_responses(401, 404, 409, 422)
+)
 def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     """Run a failed (or interrupted) job again from its first unfinished node. Of concurrent retries one wins; the
     others get 409."""
@@ -80,8 +94,9 @@ def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     return JobOut.of(services.runner.jobs.get(job_id))
 
 
-@router.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response,
-               responses=error_responses(401, 404, 409, 422))
+@router.delete(
+    "/v1/jobs/{job_id}", status_code=204, response_class=Response, responses=error_responses(401, 404, 409, 422)
+)
 def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
     """Delete a finished job: its record, artifacts and the uploads no other job of the key uses (409 while it may
     still run)."""
@@ -90,11 +105,17 @@ def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "a `snapshot` (the job as GET returns it), then `node` and `job` "
-                                            "events until the job ends"},
-                       **error_responses(401, 404, 422)})
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "a `snapshot` (the job as GET returns it), then `node` and `job` events until the job ends",
+        },
+        **error_responses(401, 404, 422),
+    },
+)
 async def job_events(job_id: str, services: ServicesDep, owner: MediaOwner) -> EventSourceResponse:
     """Server-sent events; the header key or the media cookie (EventSource cannot send a header)."""
     job = await anyio.to_thread.run_sync(services.owned_job, job_id, owner)

@@ -37,9 +37,15 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse(state.model_dump(), status_code=200 if state.status == "ready" else 503)
 
 
-@router.get("/metrics", dependencies=[Depends(metrics_access)], response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
-                       **error_responses(401)})
+@router.get(
+    "/metrics",
+    dependencies=[Depends(metrics_access)],
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"},
+        **error_responses(401),
+    },
+)
 async def prometheus(services: ServicesDep) -> Response:
     """Prometheus metrics: an API key or SPINBOT_METRICS_KEY."""
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -47,11 +53,16 @@ async def prometheus(services: ServicesDep) -> Response:
 
 @router.get("/v1/pipelines", response_model=PipelinesOut, responses=error_responses(401))
 def pipelines(services: ServicesDep, owner: Owner) -> PipelinesOut:
-    return PipelinesOut(pipelines=[
-        PipelineOut(name=name, nodes=[n.model_dump() for n in spec.nodes],
-                    edges=[e.model_dump(by_alias=True) for e in spec.edges])
-        for name, spec in load_pipelines(services.settings.pipelines).items()
-    ])
+    return PipelinesOut(
+        pipelines=[
+            PipelineOut(
+                name=name,
+                nodes=[n.model_dump() for n in spec.nodes],
+                edges=[e.model_dump(by_alias=True) for e in spec.edges],
+            )
+            for name, spec in load_pipelines(services.settings.pipelines).items()
+        ]
+    )
 
 
 @router.get("/v1/params", response_model=dict[str, dict[str, Any]], responses=error_responses(401))

@@ -25,17 +25,32 @@ log = logging.getLogger(__name__)
 
 # The body is read by the route itself (spinbot.api.upload_body), so its form is described here for /openapi.json.
 _FORM = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["kind", "file"],
-        "properties": {"kind": {"type": "string", "enum": ["portrait", "voice"]},
-                       "file": {"type": "string", "format": "binary"}},
-    }}}},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["kind", "file"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["portrait", "voice"]},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        },
+    },
 }
 _KIND = TypeAdapter(UploadKind)
 
 
-@router.post("/v1/uploads", status_code=201, response_model=UploadOut, openapi_extra=_FORM,
-             responses=error_responses(400, 401, 413, 422))
+@router.post(
+    "/v1/uploads",
+    status_code=201,
+    response_model=UploadOut,
+    openapi_extra=_FORM,
+    responses=error_responses(400, 401, 413, 422),
+)
 async def upload(request: Request, services: ServicesDep, owner: Owner) -> UploadOut:
     settings, store = services.settings, services.runner.artifacts
     with tempfile.TemporaryDirectory(prefix="spinbot-upload-") as tmp:

@@ -36,8 +36,10 @@ def select_attention(name: str, device: torch.device, setting: str = "attention"
     if device.type == "cuda":
         capability = torch.cuda.get_device_capability(device)
         if capability < FP8_CAPABILITY:
-            raise BackendUnavailable(f"{setting}={name} needs FP8 tensor cores (compute capability 8.9 or newer: "
-                                     f"Ada, Hopper); this GPU is sm{capability[0]}{capability[1]}")
+            raise BackendUnavailable(
+                f"{setting}={name} needs FP8 tensor cores (compute capability 8.9 or newer: "
+                f"Ada, Hopper); this GPU is sm{capability[0]}{capability[1]}"
+            )
     from spinbot.backends.attention import eight_bit
 
     return eight_bit.int8_attention if name == "int8" else eight_bit.fp8_attention

@@ -47,8 +47,7 @@ class Quantized:
     block: int
 
 
-def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, block: int = SCALE_BLOCK
-             ) -> Quantized:
+def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, block: int = SCALE_BLOCK) -> Quantized:
     """q, k, v [B, L, heads, D] -> Quantized (see the module docstring for the scheme)."""
     dtype, top = QK_FORMATS[qk_format]
     tokens, heads = q.shape[1], q.shape[2]
@@ -78,8 +77,9 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, 
 def attention_8bit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str = "int8") -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v over [B, L, heads, D] tensors with 8-bit Q K^T and P V; output in q's dtype."""
     x = quantize(q, k, v, qk_format, block=SCALE_BLOCK if q.is_cuda else min(SCALE_BLOCK, 32))
-    return torch.ops.spinbot.attention_8bit(x.q, x.k, x.vt, x.q_scale, x.k_scale, x.v_scale, x.v_mean, x.tokens,
-                                            x.heads, x.block, q.dtype)
+    return torch.ops.spinbot.attention_8bit(
+        x.q, x.k, x.vt, x.q_scale, x.k_scale, x.v_scale, x.v_mean, x.tokens, x.heads, x.block, q.dtype
+    )
 
 
 def int8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -93,9 +93,19 @@ def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Te
 
 
 @torch.library.custom_op("spinbot::attention_8bit", mutates_args=())
-def _attention_8bit_op(q: torch.Tensor, k: torch.Tensor, vt: torch.Tensor, q_scale: torch.Tensor,
-                       k_scale: torch.Tensor, v_scale: torch.Tensor, v_mean: torch.Tensor, tokens: int, heads: int,
-                       block: int, out_dtype: torch.dtype) -> torch.Tensor:
+def _attention_8bit_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    vt: torch.Tensor,
+    q_scale: torch.Tensor,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor,
+    v_mean: torch.Tensor,
+    tokens: int,
+    heads: int,
+    block: int,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
     x = Quantized(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block)
     from spinbot.backends.attention.eight_bit_kernel import interpreted
 
@@ -118,8 +128,23 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
 
     bh, padded, dim = x.q.shape
     out = torch.empty(bh // x.heads, x.tokens, x.heads, dim, dtype=out_dtype, device=x.q.device)
-    args = (x.q, x.k, x.vt, x.q_scale, x.k_scale, x.v_scale, x.v_mean, out, LOG2E / math.sqrt(dim), x.tokens,
-            padded, x.heads, out.stride(0), out.stride(1), out.stride(2))
+    args = (
+        x.q,
+        x.k,
+        x.vt,
+        x.q_scale,
+        x.k_scale,
+        x.v_scale,
+        x.v_mean,
+        out,
+        LOG2E / math.sqrt(dim),
+        x.tokens,
+        padded,
+        x.heads,
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+    )
     constants = {"HEAD_DIM": dim, "SCALE_BLOCK": x.block, "QK_INT8": x.q.dtype == torch.int8, "P_SHIFT": P_SHIFT}
     if kernels.interpreted() or config is not None:
         config = {"BLOCK_M": 16, "BLOCK_N": 16} | (config or {})
@@ -134,7 +159,6 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
     return out
 
 
-
 def emulate(x: Quantized, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The kernel's arithmetic in float32 PyTorch: the same quantized Q, K, V and e4m3 P (against each row's final
     maximum instead of the kernel's running one)."""
@@ -142,8 +166,8 @@ def emulate(x: Quantized, out_dtype: torch.dtype = torch.float32) -> torch.Tenso
     q = x.q.float() * x.q_scale.repeat_interleave(x.block, dim=1)[..., None]
     k = x.k.float() * x.k_scale.repeat_interleave(x.block, dim=1)[..., None]
     scores = (q @ k.transpose(1, 2)) * (LOG2E / math.sqrt(dim))  # [BH, Lp, Lp], base 2
-    scores[:, :, x.tokens:] = float("-inf")
+    scores[:, :, x.tokens :] = float("-inf")
     p = torch.exp2(scores - scores.amax(dim=2, keepdim=True) + P_SHIFT)
     pv = p.to(E4M3).float() @ x.vt.float().transpose(1, 2)  # [BH, Lp, D]
     out = pv / p.sum(dim=2, keepdim=True) * x.v_scale[:, None, :] + x.v_mean[:, None, :]
-    return out[:, :x.tokens].unflatten(0, (-1, x.heads)).transpose(1, 2).to(out_dtype)
+    return out[:, : x.tokens].unflatten(0, (-1, x.heads)).transpose(1, 2).to(out_dtype)

@@ -65,10 +65,28 @@ def _exponentials(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EXP2_SPLIT: t
 
 
 @triton.jit
-def _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, lo, hi, n_ctx,
-                HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SCALE_BLOCK: tl.constexpr,
-                QK_INT8: tl.constexpr, MASK: tl.constexpr, EXP2_SPLIT: tl.constexpr, P_SHIFT: tl.constexpr,
-                ROUND_P: tl.constexpr):
+def _key_blocks(
+    acc,
+    l_i,
+    m_i,
+    q,
+    q_scale,
+    k_ptrs,
+    v_ptrs,
+    k_scale_ptr,
+    lo,
+    hi,
+    n_ctx,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SCALE_BLOCK: tl.constexpr,
+    QK_INT8: tl.constexpr,
+    MASK: tl.constexpr,
+    EXP2_SPLIT: tl.constexpr,
+    P_SHIFT: tl.constexpr,
+    ROUND_P: tl.constexpr,
+):
     offs_n = tl.arange(0, BLOCK_N)
     for start_n in tl.range(lo, hi, BLOCK_N):
         k = tl.load(k_ptrs + start_n * HEAD_DIM)
@@ -92,11 +110,31 @@ def _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, lo, hi, 
 
 
 @triton.jit(do_not_specialize=["n_ctx"])  # one binary for every sequence length
-def attention_8bit_kernel(Q, K, Vt, QScale, KScale, VScale, VMean, Out, softmax_scale_log2, n_ctx, n_pad, heads,
-                          stride_ob, stride_ol, stride_oh,
-                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          SCALE_BLOCK: tl.constexpr, QK_INT8: tl.constexpr, P_SHIFT: tl.constexpr,
-                          EXP2_SPLIT: tl.constexpr = False, ROUND_P: tl.constexpr = False):
+def attention_8bit_kernel(
+    Q,
+    K,
+    Vt,
+    QScale,
+    KScale,
+    VScale,
+    VMean,
+    Out,
+    softmax_scale_log2,
+    n_ctx,
+    n_pad,
+    heads,
+    stride_ob,
+    stride_ol,
+    stride_oh,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    SCALE_BLOCK: tl.constexpr,
+    QK_INT8: tl.constexpr,
+    P_SHIFT: tl.constexpr,
+    EXP2_SPLIT: tl.constexpr = False,
+    ROUND_P: tl.constexpr = False,
+):
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
     blocks = n_pad // SCALE_BLOCK
@@ -114,21 +152,60 @@ def attention_8bit_kernel(Q, K, Vt, QScale, KScale, VScale, VMean, Out, softmax_
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     full = (n_ctx // BLOCK_N) * BLOCK_N
-    acc, l_i, m_i = _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, 0, full, n_ctx,
-                                HEAD_DIM, BLOCK_M, BLOCK_N, SCALE_BLOCK, QK_INT8, False, EXP2_SPLIT, P_SHIFT,
-                                ROUND_P)
+    acc, l_i, m_i = _key_blocks(
+        acc,
+        l_i,
+        m_i,
+        q,
+        q_scale,
+        k_ptrs,
+        v_ptrs,
+        k_scale_ptr,
+        0,
+        full,
+        n_ctx,
+        HEAD_DIM,
+        BLOCK_M,
+        BLOCK_N,
+        SCALE_BLOCK,
+        QK_INT8,
+        False,
+        EXP2_SPLIT,
+        P_SHIFT,
+        ROUND_P,
+    )
     if full < n_ctx:
-        acc, l_i, m_i = _key_blocks(acc, l_i, m_i, q, q_scale, k_ptrs, v_ptrs, k_scale_ptr, full, full + BLOCK_N,
-                                    n_ctx, HEAD_DIM, BLOCK_M, BLOCK_N, SCALE_BLOCK, QK_INT8, True, EXP2_SPLIT,
-                                    P_SHIFT, ROUND_P)
+        acc, l_i, m_i = _key_blocks(
+            acc,
+            l_i,
+            m_i,
+            q,
+            q_scale,
+            k_ptrs,
+            v_ptrs,
+            k_scale_ptr,
+            full,
+            full + BLOCK_N,
+            n_ctx,
+            HEAD_DIM,
+            BLOCK_M,
+            BLOCK_N,
+            SCALE_BLOCK,
+            QK_INT8,
+            True,
+            EXP2_SPLIT,
+            P_SHIFT,
+            ROUND_P,
+        )
 
     v_scale = tl.load(VScale + bh * HEAD_DIM + offs_d)
     v_mean = tl.load(VMean + bh * HEAD_DIM + offs_d)
     out = acc * (1.0 / l_i)[:, None] * v_scale[None, :] + v_mean[None, :]
     b = bh // heads
     h = bh % heads
-    out_ptrs = Out + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ol \
-        + offs_d[None, :]
+    out_ptrs = (
+        Out + b.to(tl.int64) * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_ol + offs_d[None, :]
+    )
     tl.store(out_ptrs, out.to(Out.dtype.element_ty), mask=offs_m[:, None] < n_ctx)
 
 
@@ -148,8 +225,11 @@ def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
             attention_8bit_kernel.warmup(**named_args, **launch, **config.all_kwargs(), grid=(1,))
             usable.append(config)
         except Exception as error:  # noqa: BLE001 (any lowering failure: the config is not usable here)
-            log.warning("8-bit attention: config %s does not compile here: %s", config,
-                        str(error).splitlines()[0] if str(error) else type(error).__name__)
+            log.warning(
+                "8-bit attention: config %s does not compile here: %s",
+                config,
+                str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
     if not usable:
         raise RuntimeError("8-bit attention: no kernel configuration compiles on this GPU / Triton")
     return usable
@@ -162,5 +242,8 @@ GPU_CONFIGS = [
     for m, n, warps, stages in ((128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2))
     for split in (False, True)
 ]
-tuned_kernel = triton.autotune(configs=GPU_CONFIGS, key=["n_ctx", "HEAD_DIM", "QK_INT8"],
-                               prune_configs_by={"early_config_prune": compiling_configs})(attention_8bit_kernel)
+tuned_kernel = triton.autotune(
+    configs=GPU_CONFIGS,
+    key=["n_ctx", "HEAD_DIM", "QK_INT8"],
+    prune_configs_by={"early_config_prune": compiling_configs},
+)(attention_8bit_kernel)

@@ -45,7 +45,7 @@ class AnimatorBackend:
         if not layout.face_found:
             log.warning("no face detected in the portrait; animating a centred estimate")
         masks = body_masks(image.shape, layout)
-        grid_y, grid_x = np.mgrid[masks.y0:masks.y1, masks.x0:masks.x1].astype(np.float32)
+        grid_y, grid_x = np.mgrid[masks.y0 : masks.y1, masks.x0 : masks.x1].astype(np.float32)
         return AnimatorState(
             image=np.ascontiguousarray(image),
             layout=layout,

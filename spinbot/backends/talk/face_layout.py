@@ -103,8 +103,17 @@ def locate_face(image: np.ndarray, p: FaceProportions = PROPORTIONS) -> FaceLayo
     half_width = p.mouth_half_width * face.w
     estimate = face.y + p.mouth_y * face.h
     lip_line = _lip_line(image, mouth_x, estimate, half_width, face.h, p.lip_search) if faces else None
-    return FaceLayout(face, eyes, mouth_x, lip_line if lip_line is not None else estimate, half_width,
-                      face.y + p.chin_y * face.h, bool(faces), len(eye_boxes) == 2, lip_line is not None)
+    return FaceLayout(
+        face,
+        eyes,
+        mouth_x,
+        lip_line if lip_line is not None else estimate,
+        half_width,
+        face.y + p.chin_y * face.h,
+        bool(faces),
+        len(eye_boxes) == 2,
+        lip_line is not None,
+    )
 
 
 def _centred_face(width: int, height: int, p: FaceProportions) -> Box:
@@ -112,8 +121,9 @@ def _centred_face(width: int, height: int, p: FaceProportions) -> Box:
     return Box((width - side) // 2, int(p.guess_centre_y * height - side / 2), side, side)
 
 
-def _lip_line(image: np.ndarray, mouth_x: float, estimate: float, half_width: float, face_h: int,
-              search: float) -> float | None:
+def _lip_line(
+    image: np.ndarray, mouth_x: float, estimate: float, half_width: float, face_h: int, search: float
+) -> float | None:
     """Where the lips part, searched near the estimate: below the upper teeth if they show (the teeth stay with
     the skull while the jaw drops), else the darkest row, if it stands out from the skin around it."""
     y0 = max(0, int(estimate - search * face_h))

@@ -104,12 +104,14 @@ def _wander(frames: int, fps: int, rng: np.random.Generator) -> np.ndarray:
     t = np.arange(frames) / fps
     freqs, phases = rng.uniform(0.07, 0.4, 3), rng.uniform(0, 2 * np.pi, 3)
     weights = np.array([1.0, 0.6, 0.35])
-    return (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None])).sum(0) \
-        / np.sqrt(0.5 * np.sum(weights ** 2))
+    return (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * t + phases[:, None])).sum(0) / np.sqrt(
+        0.5 * np.sum(weights**2)
+    )
 
 
-def motion_tracks(speech: SpeechTrack, f: FaceLayout, audio_scale: float, seed: int = SEED,
-                  style: MotionStyle = STYLE) -> MotionTracks:
+def motion_tracks(
+    speech: SpeechTrack, f: FaceLayout, audio_scale: float, seed: int = SEED, style: MotionStyle = STYLE
+) -> MotionTracks:
     rng = np.random.default_rng(seed)
     fps, frames = speech.fps, speech.frames
     opening = mouth_opening(speech.features, style)
@@ -123,9 +125,11 @@ def motion_tracks(speech: SpeechTrack, f: FaceLayout, audio_scale: float, seed: 
         spread=spread.astype(np.float32),
         blink=blinks(frames, fps, rng, style).astype(np.float32),
         shift_x=(style.head_shift * f.face.w * _wander(frames, fps, rng)).astype(np.float32),
-        shift_y=(0.6 * style.head_shift * f.face.h * _wander(frames, fps, rng) + style.nod * f.face.h * emphasis)
-        .astype(np.float32),
+        shift_y=(
+            0.6 * style.head_shift * f.face.h * _wander(frames, fps, rng) + style.nod * f.face.h * emphasis
+        ).astype(np.float32),
         roll=(np.radians(style.head_roll_deg) * _wander(frames, fps, rng)).astype(np.float32),
-        breath=(style.breath * f.face.h * 0.5 * (1.0 - np.cos(2 * np.pi * t / style.breath_period_s)))
-        .astype(np.float32),
+        breath=(style.breath * f.face.h * 0.5 * (1.0 - np.cos(2 * np.pi * t / style.breath_period_s))).astype(
+            np.float32
+        ),
     )

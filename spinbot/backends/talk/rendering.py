@@ -58,8 +58,9 @@ def render_frame(state: AnimatorState, index: int, p: FaceProportions = PROPORTI
     _add_field(map_x, map_y, m, state.spread, tr.spread[index], mouth_shift)
     _add_field(map_x, map_y, m, state.blink, tr.blink[index], eyes_shift)
     frame = state.image.copy()
-    frame[m.y0:m.y1, m.x0:m.x1] = cv2.remap(state.image, map_x, map_y, cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_REPLICATE)
+    frame[m.y0 : m.y1, m.x0 : m.x1] = cv2.remap(
+        state.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     _draw_cavity(frame, state, tr.gap[index], tr.spread[index], mouth_shift, p)
     _draw_lash_lines(frame, state, tr.blink[index], eyes_shift, p)
     return frame
@@ -91,8 +92,9 @@ def _head_shift_at(state: AnimatorState, index: int, x: float, y: float) -> tupl
     return round(move_y), round(move_x)
 
 
-def _add_field(map_x: np.ndarray, map_y: np.ndarray, m: BodyMasks, field: Field, amount: float,
-               shift: tuple[int, int]) -> None:
+def _add_field(
+    map_x: np.ndarray, map_y: np.ndarray, m: BodyMasks, field: Field, amount: float, shift: tuple[int, int]
+) -> None:
     """maps += amount * field, with the field moved by `shift` (rows, cols) and clipped to the maps."""
     if amount == 0.0:
         return
@@ -109,8 +111,9 @@ def _add_field(map_x: np.ndarray, map_y: np.ndarray, m: BodyMasks, field: Field,
         map_y[r0:r1, c0:c1] += amount * field.dy[src]
 
 
-def _draw_cavity(frame: np.ndarray, state: AnimatorState, gap: float, spread: float, shift: tuple[int, int],
-                 p: FaceProportions) -> None:
+def _draw_cavity(
+    frame: np.ndarray, state: AnimatorState, gap: float, spread: float, shift: tuple[int, int], p: FaceProportions
+) -> None:
     """The dark inside of the mouth, in the lens between the parted lips, with soft edges."""
     if gap < 0.5:
         return
@@ -126,13 +129,14 @@ def _draw_cavity(frame: np.ndarray, state: AnimatorState, gap: float, spread: fl
     # Darkest in the middle of the opening, a little lighter near the lips.
     depth = np.clip(inside / max(gap * 0.5, 1.0), 0.0, 1.0)[..., None]
     colour = state.cavity_rgb * (1.6 - 0.6 * depth)
-    patch = frame[y0:y0 + xs.shape[0], x0:x0 + xs.shape[1]].astype(np.float32)
+    patch = frame[y0 : y0 + xs.shape[0], x0 : x0 + xs.shape[1]].astype(np.float32)
     patch += alpha[..., None] * (colour - patch)
-    frame[y0:y0 + xs.shape[0], x0:x0 + xs.shape[1]] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
+    frame[y0 : y0 + xs.shape[0], x0 : x0 + xs.shape[1]] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
 
 
-def _draw_lash_lines(frame: np.ndarray, state: AnimatorState, blink: float, shift: tuple[int, int],
-                     p: FaceProportions) -> None:
+def _draw_lash_lines(
+    frame: np.ndarray, state: AnimatorState, blink: float, shift: tuple[int, int], p: FaceProportions
+) -> None:
     """Where the lids meet, the lashes show as a soft dark curve, sagging a little in the middle."""
     strength = float(smoothstep(0.5, 1.0, np.array(blink, dtype=np.float32)))
     if strength == 0.0:
@@ -140,11 +144,10 @@ def _draw_lash_lines(frame: np.ndarray, state: AnimatorState, blink: float, shif
     for ex, ey, eye_size in state.layout.eyes:
         opening, half_width, meet = eye_geometry(ey, eye_size, p)
         cx, cy = ex + shift[1], meet + shift[0]
-        y0, x0, xs, ys = region(frame.shape, cx - half_width, cx + half_width, cy - 2,
-                                cy + p.lid_sag * opening + 3)
+        y0, x0, xs, ys = region(frame.shape, cx - half_width, cx + half_width, cy - 2, cy + p.lid_sag * opening + 3)
         across = lid_profile(xs - cx, half_width, p)
         curve = cy + p.lid_sag * opening * across
         alpha = strength * 0.8 * across * np.exp(-(((ys - curve) / 0.8) ** 2))
-        patch = frame[y0:y0 + xs.shape[0], x0:x0 + xs.shape[1]].astype(np.float32)
+        patch = frame[y0 : y0 + xs.shape[0], x0 : x0 + xs.shape[1]].astype(np.float32)
         patch += alpha[..., None] * (state.lash_rgb - patch)
-        frame[y0:y0 + xs.shape[0], x0:x0 + xs.shape[1]] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)
+        frame[y0 : y0 + xs.shape[0], x0 : x0 + xs.shape[1]] = np.clip(patch + 0.5, 0, 255).astype(np.uint8)

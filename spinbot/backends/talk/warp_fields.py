@@ -54,16 +54,22 @@ def lips_lens(u: np.ndarray, half_width: float, p: FaceProportions = PROPORTIONS
 def jaw_field(shape: tuple[int, ...], f: FaceLayout, p: FaceProportions = PROPORTIONS) -> Field:
     """One pixel of lip gap at the mouth's centre: the lower lip and chin drop, the upper lip rises a little."""
     fh, fw = f.face.h, f.face.w
-    y0, x0, xs, ys = region(shape, f.mouth_x - p.jaw_reach_x * fw, f.mouth_x + p.jaw_reach_x * fw,
-                            f.mouth_y - p.jaw_above * fh, f.chin_y + p.jaw_below_chin * fh)
+    y0, x0, xs, ys = region(
+        shape,
+        f.mouth_x - p.jaw_reach_x * fw,
+        f.mouth_x + p.jaw_reach_x * fw,
+        f.mouth_y - p.jaw_above * fh,
+        f.chin_y + p.jaw_below_chin * fh,
+    )
     u, v = xs - f.mouth_x, ys - f.mouth_y
     lens = lips_lens(u, f.mouth_half_width, p)
     chin_half = p.chin_half_width * fw
     chin_profile = 1.0 - smoothstep(p.chin_edge[0] * chin_half, p.chin_edge[1] * chin_half, np.abs(u))
     # Near the lips only the lens between the corners opens; lower down the whole jaw moves as one piece.
     toward_chin = smoothstep(0.0, p.lips_to_jaw * (f.chin_y - f.mouth_y), v)
-    lower = ((1.0 - toward_chin) * lens + toward_chin * chin_profile) \
-        * (1.0 - smoothstep(f.chin_y - f.mouth_y, f.chin_y - f.mouth_y + p.jaw_fade * fh, v))
+    lower = ((1.0 - toward_chin) * lens + toward_chin * chin_profile) * (
+        1.0 - smoothstep(f.chin_y - f.mouth_y, f.chin_y - f.mouth_y + p.jaw_fade * fh, v)
+    )
     upper = lens * (1.0 - smoothstep(0.0, p.upper_lip_reach * fh, -v))
     below = smoothstep(-p.lip_seam_px, p.lip_seam_px, v)
     dy = -(below * (1.0 - p.upper_lip_share) * lower) + (1.0 - below) * p.upper_lip_share * upper
@@ -73,8 +79,13 @@ def jaw_field(shape: tuple[int, ...], f: FaceLayout, p: FaceProportions = PROPOR
 def spread_field(shape: tuple[int, ...], f: FaceLayout, p: FaceProportions = PROPORTIONS) -> Field:
     """The lip corners move outwards by one pixel (negative amounts round the lips)."""
     a, fh = f.mouth_half_width, f.face.h
-    y0, x0, xs, ys = region(shape, f.mouth_x - p.spread_reach * a, f.mouth_x + p.spread_reach * a,
-                            f.mouth_y - p.spread_height * fh, f.mouth_y + p.spread_height * fh)
+    y0, x0, xs, ys = region(
+        shape,
+        f.mouth_x - p.spread_reach * a,
+        f.mouth_x + p.spread_reach * a,
+        f.mouth_y - p.spread_height * fh,
+        f.mouth_y + p.spread_height * fh,
+    )
     u, v = xs - f.mouth_x, ys - f.mouth_y
     weight = np.exp(-((v / (p.spread_thickness * fh)) ** 2)) * (1.0 - smoothstep(a, p.spread_fade * a, np.abs(u)))
     return Field(y0, x0, (-(u / a) * weight).astype(np.float32), None)
@@ -85,9 +96,13 @@ def blink_field(shape: tuple[int, ...], f: FaceLayout, p: FaceProportions = PROP
     xs_all = [e[0] for e in f.eyes]
     size = max(e[2] for e in f.eyes)
     beside, above_eyes, below_eyes = p.lid_margin
-    y0, x0, xs, ys = region(shape, min(xs_all) - beside * size, max(xs_all) + beside * size,
-                            min(e[1] for e in f.eyes) - above_eyes * size,
-                            max(e[1] for e in f.eyes) + below_eyes * size)
+    y0, x0, xs, ys = region(
+        shape,
+        min(xs_all) - beside * size,
+        max(xs_all) + beside * size,
+        min(e[1] for e in f.eyes) - above_eyes * size,
+        max(e[1] for e in f.eyes) + below_eyes * size,
+    )
     dy = np.zeros_like(xs)
     for ex, ey, eye_size in f.eyes:
         opening, half_width, meet = eye_geometry(ey, eye_size, p)
@@ -133,15 +148,36 @@ def body_masks(shape: tuple[int, ...], f: FaceLayout, p: FaceProportions = PROPO
     fw, fh = f.face.w, f.face.h
     cx = f.face.x + fw / 2.0
     head, body = np.zeros((h, w), np.float32), np.zeros((h, w), np.float32)
-    cv2.ellipse(head, (round(cx), round(f.face.y + p.head_centre_y * fh)),
-                (round(p.head_radii[0] * fw), round(p.head_radii[1] * fh)), 0, 0, 360, 1.0, -1)
-    cv2.rectangle(head, (round(cx - p.neck_half_width * fw), round(f.chin_y - p.neck_span[0] * fh)),
-                  (round(cx + p.neck_half_width * fw), round(f.chin_y + p.neck_span[1] * fh)), 1.0, -1)
+    cv2.ellipse(
+        head,
+        (round(cx), round(f.face.y + p.head_centre_y * fh)),
+        (round(p.head_radii[0] * fw), round(p.head_radii[1] * fh)),
+        0,
+        0,
+        360,
+        1.0,
+        -1,
+    )
+    cv2.rectangle(
+        head,
+        (round(cx - p.neck_half_width * fw), round(f.chin_y - p.neck_span[0] * fh)),
+        (round(cx + p.neck_half_width * fw), round(f.chin_y + p.neck_span[1] * fh)),
+        1.0,
+        -1,
+    )
     shoulders_top = f.chin_y + p.shoulders_top * fh
     top, widest = p.shoulders_half_width[0] * fw, p.shoulders_half_width[1] * fw
     widest_y = shoulders_top + p.shoulders_slope * fh
-    trapezoid = np.array([[cx - top, shoulders_top], [cx + top, shoulders_top], [cx + widest, widest_y],
-                          [cx + widest, h + fh], [cx - widest, h + fh], [cx - widest, widest_y]])
+    trapezoid = np.array(
+        [
+            [cx - top, shoulders_top],
+            [cx + top, shoulders_top],
+            [cx + widest, widest_y],
+            [cx + widest, h + fh],
+            [cx - widest, h + fh],
+            [cx - widest, widest_y],
+        ]
+    )
     cv2.fillPoly(body, [np.round(trapezoid).astype(np.int32)], 1.0)
     sigma = p.mask_feather * fw
     head = cv2.GaussianBlur(np.maximum(head, p.head_carries_shoulders * body), (0, 0), sigma)
@@ -154,5 +190,14 @@ def body_masks(shape: tuple[int, ...], f: FaceLayout, p: FaceProportions = PROPO
     pivot = (cx, f.chin_y + p.pivot_below_chin * fh)
     grid_y, grid_x = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     head = np.ascontiguousarray(head[y0:y1, x0:x1])
-    return BodyMasks(y0, y1, x0, x1, head, head * (grid_y - pivot[1]), head * (grid_x - pivot[0]),
-                     np.ascontiguousarray(breath[y0:y1, x0:x1]), pivot)
+    return BodyMasks(
+        y0,
+        y1,
+        x0,
+        x1,
+        head,
+        head * (grid_y - pivot[1]),
+        head * (grid_x - pivot[0]),
+        np.ascontiguousarray(breath[y0:y1, x0:x1]),
+        pivot,
+    )

@@ -54,8 +54,17 @@ def speech_intervals(audio: np.ndarray, sr: int) -> list[tuple[float, float]]:
     """(start, end) seconds of each stretch of speech, by Praat's silence detector."""
     if len(audio) < 0.1 * sr or not np.any(audio):
         return []
-    grid = call(_sound(audio, sr), "To TextGrid (silences)", 100, 0.0, SILENCE_DB, MIN_PAUSE_S, MIN_SOUND_S,
-                "silent", "sounding")
+    grid = call(
+        _sound(audio, sr),
+        "To TextGrid (silences)",
+        100,
+        0.0,
+        SILENCE_DB,
+        MIN_PAUSE_S,
+        MIN_SOUND_S,
+        "silent",
+        "sounding",
+    )
     return [
         (call(grid, "Get start time of interval", 1, i), call(grid, "Get end time of interval", 1, i))
         for i in range(1, call(grid, "Get number of intervals", 1) + 1)
@@ -74,7 +83,8 @@ def count_syllables(audio: np.ndarray, sr: int, intervals: list[tuple[float, flo
     pitch = sound.to_pitch(pitch_floor=PITCH_FLOOR_HZ, pitch_ceiling=PITCH_CEILING_HZ)
     peaks, _ = find_peaks(level, prominence=2.0, height=level.max() - 25.0)
     return sum(
-        1 for p in peaks
+        1
+        for p in peaks
         if any(s <= times[p] <= e for s, e in intervals) and np.isfinite(pitch.get_value_at_time(times[p]))
     )
 

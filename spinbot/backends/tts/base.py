@@ -58,6 +58,7 @@ class ScriptSpeaker(SpeechBackend, Protocol):
     """A SpeechBackend that speaks a whole script itself (F5-TTS: its own chunk plan from the reference's speaking
     rate, chunks batched through the model, its own cross-fade). The task then only resamples and sets levels."""
 
-    def speak_script(self, text: str, voice: Voice, params: Any,
-                     progress: Callable[[float, str], None]) -> SpokenScript:
+    def speak_script(
+        self, text: str, voice: Voice, params: Any, progress: Callable[[float, str], None]
+    ) -> SpokenScript:
         """The script as one waveform; progress(fraction, message) as it goes."""

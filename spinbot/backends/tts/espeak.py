@@ -48,8 +48,16 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-    lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                 ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
 
 
 @contextmanager
@@ -69,8 +77,9 @@ def _fresh_library() -> Iterator[ctypes.CDLL]:
         raise BackendUnavailable(f"f5_to_tts lite: cannot load espeak-ng ({err})") from None
     try:
         _declare(lib)
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
-                                     _INITIALIZE_DONT_EXIT)
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), _INITIALIZE_DONT_EXIT
+        )
         if rate != SAMPLE_RATE:
             raise BackendUnavailable(f"f5_to_tts lite: espeak-ng failed to initialise (returned {rate})")
         try:
@@ -130,8 +139,10 @@ class EspeakVoice:
     analysis: VoiceAnalysis
 
     def as_meta(self) -> dict[str, Any]:
-        return {"voice_analysis": self.analysis.as_meta(),
-                "espeak": {"voice": self.name, "pitch": self.pitch, "rate": self.rate}}
+        return {
+            "voice_analysis": self.analysis.as_meta(),
+            "espeak": {"voice": self.name, "pitch": self.pitch, "rate": self.rate},
+        }
 
 
 def choose_pitch(f0_hz: float | None) -> tuple[str, int]:

@@ -56,9 +56,9 @@ def run_compiled_upscaler(compiled: Any, descriptor: Any, frames: torch.Tensor) 
     return out[:count, :, : height * s, : width * s].clamp_(0, 1)
 
 
-
-def with_eager_fallback(module: torch.nn.Module, role: str, compiled_call: Callable[[], T],
-                        eager_call: Callable[[], T]) -> T:
+def with_eager_fallback(
+    module: torch.nn.Module, role: str, compiled_call: Callable[[], T], eager_call: Callable[[], T]
+) -> T:
     """Run the compiled `module`; if compiling fails, say so once and keep `module` eager from then on."""
     try:
         return compiled_call()

@@ -12,8 +12,16 @@ import torch
 
 # The standard five landmarks of an FFHQ-aligned 512x512 face (eyes, nose tip, mouth corners), as CodeFormer
 # and GFPGAN align their inputs.
-FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
-                              [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float64)
+FFHQ_TEMPLATE_512 = np.array(
+    [
+        [192.98138, 239.94708],
+        [318.90277, 240.1936],
+        [256.63416, 314.01935],
+        [201.26117, 371.41043],
+        [313.08905, 371.15118],
+    ],
+    dtype=np.float64,
+)
 # For a box that did not come from this backend's detector: where the landmarks sit in a frontal face's box,
 # as shares of its width and height.
 BOX_LANDMARKS = np.array([[0.32, 0.40], [0.68, 0.40], [0.50, 0.58], [0.36, 0.76], [0.64, 0.76]])
@@ -51,8 +59,9 @@ def crop_theta(matrix: np.ndarray, frame_size: tuple[int, int], crop: int) -> np
     """affine_grid's theta sampling the crop from the frame: crop (normalized) -> crop pixels -> frame pixels
     (the inverse of `matrix`) -> frame (normalized)."""
     height, width = frame_size
-    chain = (_to_normalized(width, height) @ np.linalg.inv(_homogeneous(matrix))
-             @ np.linalg.inv(_to_normalized(crop, crop)))
+    chain = (
+        _to_normalized(width, height) @ np.linalg.inv(_homogeneous(matrix)) @ np.linalg.inv(_to_normalized(crop, crop))
+    )
     return chain[:2]
 
 
@@ -73,8 +82,7 @@ def paste_theta(matrix: np.ndarray, region: tuple[int, int, int, int], crop: int
     pixels -> frame pixels -> crop pixels (`matrix`) -> crop (normalized)."""
     x0, y0, x1, y1 = region
     shift = np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]])
-    chain = (_to_normalized(crop, crop) @ _homogeneous(matrix) @ shift
-             @ np.linalg.inv(_to_normalized(x1 - x0, y1 - y0)))
+    chain = _to_normalized(crop, crop) @ _homogeneous(matrix) @ shift @ np.linalg.inv(_to_normalized(x1 - x0, y1 - y0))
     return chain[:2]
 
 
@@ -86,4 +94,3 @@ def feathered_square(size: int, margin: float, feather: float) -> torch.Tensor:
     distance = torch.minimum(edge[:, None], edge[None, :])
     ramp = ((distance - margin) / feather).clamp(0, 1)
     return ramp * ramp * (3 - 2 * ramp)
-

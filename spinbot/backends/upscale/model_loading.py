@@ -38,23 +38,25 @@ class Models:
         return int(self.upscaler.scale)
 
 
-
 def model_file(folder: str, name: str, param: str) -> Path:
     from spinbot.settings import get_settings
 
     root = Path(get_settings().models_dir)
     path = root / folder / name
     if not path.is_file():
-        raise BackendUnavailable(f"upscale_video native: {param} file {name} not found: looked for {path} "
-                                 f"(SPINBOT_MODELS_DIR={root})")
+        raise BackendUnavailable(
+            f"upscale_video native: {param} file {name} not found: looked for {path} (SPINBOT_MODELS_DIR={root})"
+        )
     return path
 
 
 def load_models(params: AIUpscalerParams, device: torch.device, half: bool = True) -> Models:
     detector_name = DETECTOR_FILES.get(params.facedetection)
     if detector_name is None:
-        raise ParamsError(f"facedetection {params.facedetection!r} is not available in the native backend; "
-                          f"use one of: {', '.join(DETECTOR_FILES)}")
+        raise ParamsError(
+            f"facedetection {params.facedetection!r} is not available in the native backend; "
+            f"use one of: {', '.join(DETECTOR_FILES)}"
+        )
     upscaler_path = model_file("upscale_models", params.model_name_0, "model_name_0")
     restorer_path = model_file("facerestore_models", params.model_name_1, "model_name_1")
     detector_path = model_file("facedetection", detector_name, "facedetection")
@@ -62,8 +64,13 @@ def load_models(params: AIUpscalerParams, device: torch.device, half: bool = Tru
     upscaler, dtype = load_upscaler(upscaler_path, device, half)
     restorer, autocast = load_restorer(restorer_path, device, half)
     detector_dtype = torch.float16 if half else torch.float32
-    detector = cached("retinaface", detector_path, device, detector_dtype,
-                      lambda: load_retinaface(detector_path, device, detector_dtype))
+    detector = cached(
+        "retinaface",
+        detector_path,
+        device,
+        detector_dtype,
+        lambda: load_retinaface(detector_path, device, detector_dtype),
+    )
     return Models(upscaler, restorer, autocast, RetinaFaceDetector(detector, RetinaFaceConfig()), dtype)
 
 
@@ -74,8 +81,9 @@ def load_upscaler(path: Path, device: torch.device, half: bool) -> tuple[Any, to
             raise ParamsError(f"model_name_0 {path.name}: not an RGB upscaler ({descriptor.architecture.name})")
         dtype = torch.float32
         if half:  # float16 where the architecture allows it, else bfloat16
-            dtype = (torch.float16 if descriptor.supports_half
-                     else torch.bfloat16 if descriptor.supports_bfloat16 else dtype)
+            dtype = (
+                torch.float16 if descriptor.supports_half else torch.bfloat16 if descriptor.supports_bfloat16 else dtype
+            )
         descriptor = descriptor.to(device=device, dtype=dtype).eval()
         if device.type == "cuda":
             descriptor.model.to(memory_format=torch.channels_last)
@@ -89,8 +97,10 @@ def load_restorer(path: Path, device: torch.device, half: bool) -> tuple[torch.n
     def load() -> torch.nn.Module:
         descriptor = load_spandrel(path, "model_name_1")
         if descriptor.architecture.id != "CodeFormer":
-            raise ParamsError(f"model_name_1 {path.name} is a {descriptor.architecture.name} model; the native "
-                              "backend restores faces with CodeFormer")
+            raise ParamsError(
+                f"model_name_1 {path.name} is a {descriptor.architecture.name} model; the native "
+                "backend restores faces with CodeFormer"
+            )
         model = descriptor.model.to(device).eval()
         model.quantize.get_codebook_feat = MethodType(codebook_lookup, model.quantize)
         return model
@@ -104,8 +114,7 @@ def load_spandrel(path: Path, param: str) -> Any:
     try:
         return spandrel.ModelLoader("cpu").load_from_file(path)
     except spandrel.UnsupportedModelError:
-        raise ParamsError(f"{param} {path.name}: spandrel does not recognise this checkpoint's architecture"
-                          ) from None
+        raise ParamsError(f"{param} {path.name}: spandrel does not recognise this checkpoint's architecture") from None
 
 
 _spandrel_lock = threading.Lock()
@@ -119,7 +128,8 @@ def import_spandrel() -> Any:
             import spandrel_extra_arches
         except ImportError as err:
             raise BackendUnavailable(
-                f"upscale_video native needs the gpu extra (pip install 'spinbot[gpu]'): {err}") from None
+                f"upscale_video native needs the gpu extra (pip install 'spinbot[gpu]'): {err}"
+            ) from None
         spandrel_extra_arches.install(ignore_duplicates=True)
         return spandrel
 

@@ -101,10 +101,12 @@ class NativeConfig:
 
 DEFAULT_CONFIG = NativeConfig()
 
+
 class NativeUpscaler(UpscaleBackend):
     name = "native"
-    honoured = frozenset({"model_name_0", "model_name_1", "facedetection", "batch_size", "codeformer_fidelity",
-                          "frame_load_cap"})
+    honoured = frozenset(
+        {"model_name_0", "model_name_1", "facedetection", "batch_size", "codeformer_fidelity", "frame_load_cap"}
+    )
     scale = 2
     face_detection_every = 1  # stream() detects on every frame: batched on the device, it costs ~2 ms a frame
 
@@ -130,8 +132,10 @@ class NativeUpscaler(UpscaleBackend):
         boxes = []
         for (x0, y0, x1, y1), points in zip(faces.boxes, faces.landmarks):
             box = Box(round(x0), round(y0), round(x1 - x0), round(y1 - y0))
-            self._remember(Box(box.x * self.scale, box.y * self.scale, box.w * self.scale, box.h * self.scale),
-                           upscaled_points(points, self.scale))
+            self._remember(
+                Box(box.x * self.scale, box.y * self.scale, box.w * self.scale, box.h * self.scale),
+                upscaled_points(points, self.scale),
+            )
             boxes.append(box)
         return sorted(boxes, key=lambda b: b.area, reverse=True)
 
@@ -189,8 +193,11 @@ class NativeUpscaler(UpscaleBackend):
         pending = self._launch_detection(frames)
         upscaled = self._upscale(frames, fast=True)
         faces = self._faces(*pending)
-        transforms = [(i, similarity(upscaled_points(points, self.scale), self._template()))
-                      for i, found in enumerate(faces) for points in found.landmarks]
+        transforms = [
+            (i, similarity(upscaled_points(points, self.scale), self._template()))
+            for i, found in enumerate(faces)
+            for points in found.landmarks
+        ]
         self._restore(upscaled, transforms, fidelity, fast=True)
         return to_uint8(upscaled), [len(found) for found in faces]
 
@@ -231,8 +238,14 @@ class NativeUpscaler(UpscaleBackend):
     def _upscale(self, frames: torch.Tensor, fast: bool = False) -> torch.Tensor:
         height, width = frames.shape[-2:]
         if max(height, width) > self.config.tile:
-            return torch.cat([upscale_in_tiles(self._run_upscaler, frame[None], self.scale, self.config.tile,
-                                               self.config.tile_overlap) for frame in frames])
+            return torch.cat(
+                [
+                    upscale_in_tiles(
+                        self._run_upscaler, frame[None], self.scale, self.config.tile, self.config.tile_overlap
+                    )
+                    for frame in frames
+                ]
+            )
         per_forward = max(1, self.config.batch_pixels // (height * width))
         return torch.cat([self._run_upscaler(chunk, fast) for chunk in frames.split(per_forward)])
 
@@ -243,11 +256,13 @@ class NativeUpscaler(UpscaleBackend):
         if compiled is None:
             return self._models.upscaler(frames)
         descriptor = self._models.upscaler
-        return self._with_fallback("upscaler", lambda: run_compiled_upscaler(compiled, descriptor, frames),
-                                   lambda: descriptor(frames))
+        return self._with_fallback(
+            "upscaler", lambda: run_compiled_upscaler(compiled, descriptor, frames), lambda: descriptor(frames)
+        )
 
-    def _restore(self, frames: torch.Tensor, transforms: list[tuple[int, np.ndarray]], fidelity: float,
-                 fast: bool = False) -> None:
+    def _restore(
+        self, frames: torch.Tensor, transforms: list[tuple[int, np.ndarray]], fidelity: float, fast: bool = False
+    ) -> None:
         """Restore the faces at `transforms` (frame index, 2x3 frame-to-crop matrix) in `frames`, in place."""
         if not transforms:
             return
@@ -255,13 +270,16 @@ class NativeUpscaler(UpscaleBackend):
         height, width = frames.shape[-2:]
         regions = [paste_region(matrix, size, (height, width)) for _, matrix in transforms]
         crop_thetas = [crop_theta(matrix, (height, width), size) for _, matrix in transforms]
-        paste_thetas = [paste_theta(matrix, region, size) if region else np.eye(3)[:2]
-                        for (_, matrix), region in zip(transforms, regions)]
+        paste_thetas = [
+            paste_theta(matrix, region, size) if region else np.eye(3)[:2]
+            for (_, matrix), region in zip(transforms, regions)
+        ]
         thetas = self._upload(np.stack(crop_thetas + paste_thetas))
         crops = self._crop(frames, [index for index, _ in transforms], thetas[: len(transforms)])
-        restored = torch.cat([self._run_restorer(chunk, fidelity, fast)
-                              for chunk in crops.split(self.config.faces_per_forward)])
-        for (index, _), face, theta, region in zip(transforms, restored, thetas[len(transforms):], regions):
+        restored = torch.cat(
+            [self._run_restorer(chunk, fidelity, fast) for chunk in crops.split(self.config.faces_per_forward)]
+        )
+        for (index, _), face, theta, region in zip(transforms, restored, thetas[len(transforms) :], regions):
             if region is not None:
                 self._paste(frames[index], face, theta, region)
 
@@ -286,8 +304,11 @@ class NativeUpscaler(UpscaleBackend):
         if compiled is None:
             out = self._call_restorer(self._models.restorer, x, fidelity)
         else:
-            out = self._with_fallback("restorer", lambda: self._call_restorer(compiled, pad_batch(x), fidelity),
-                                      lambda: self._call_restorer(self._models.restorer, x, fidelity))
+            out = self._with_fallback(
+                "restorer",
+                lambda: self._call_restorer(compiled, pad_batch(x), fidelity),
+                lambda: self._call_restorer(self._models.restorer, x, fidelity),
+            )
         return ((out[: len(crops)].float() + 1) / 2).clamp_(0, 1)
 
     def _call_restorer(self, model: Any, x: torch.Tensor, fidelity: float) -> torch.Tensor:
@@ -297,8 +318,9 @@ class NativeUpscaler(UpscaleBackend):
         with torch.autocast(self.device.type, dtype=autocast):
             return model(x, weight=fidelity)[0]
 
-    def _paste(self, frame: torch.Tensor, face: torch.Tensor, theta: torch.Tensor,
-               region: tuple[int, int, int, int]) -> None:
+    def _paste(
+        self, frame: torch.Tensor, face: torch.Tensor, theta: torch.Tensor, region: tuple[int, int, int, int]
+    ) -> None:
         """Blend one restored face (3, S, S) into `frame` (3, H, W) over `region`, sampling it through `theta`
         (paste_theta: region -> crop)."""
         x0, y0, x1, y1 = region
@@ -323,8 +345,9 @@ class NativeUpscaler(UpscaleBackend):
 
     def _feather_mask(self) -> torch.Tensor:
         if self._mask is None:
-            self._mask = feathered_square(self.config.face_size, self.config.mask_margin,
-                                          self.config.mask_feather).to(self.device)[None]
+            self._mask = feathered_square(self.config.face_size, self.config.mask_margin, self.config.mask_feather).to(
+                self.device
+            )[None]
         return self._mask
 
     # ---- helpers --------------------------------------------------------------------------------------------
@@ -354,4 +377,3 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     """(b, 3, h, w) in [0, 1] -> (b, h, w, 3) uint8, on the same device."""
     out = frames.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
     return out.permute(0, 2, 3, 1).contiguous()
-

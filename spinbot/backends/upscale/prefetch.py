@@ -77,4 +77,3 @@ def _grouped(items: Iterator[T], size: int) -> Iterator[list[T]]:
             group = []
     if group:
         yield group
-

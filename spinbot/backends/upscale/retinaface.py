@@ -146,16 +146,19 @@ def priors(height: int, width: int, config: RetinaFaceConfig = RetinaFaceConfig(
     out = []
     for step, sizes in zip(config.steps, config.min_sizes):
         rows, cols = math.ceil(height / step), math.ceil(width / step)
-        cy, cx = torch.meshgrid((torch.arange(rows) + 0.5) * step / height,
-                                (torch.arange(cols) + 0.5) * step / width, indexing="ij")
-        per_size = [torch.stack([cx, cy, torch.full_like(cx, s / width), torch.full_like(cy, s / height)], -1)
-                    for s in sizes]
+        cy, cx = torch.meshgrid(
+            (torch.arange(rows) + 0.5) * step / height, (torch.arange(cols) + 0.5) * step / width, indexing="ij"
+        )
+        per_size = [
+            torch.stack([cx, cy, torch.full_like(cx, s / width), torch.full_like(cy, s / height)], -1) for s in sizes
+        ]
         out.append(torch.stack(per_size, 2).reshape(-1, 4))
     return torch.cat(out)
 
 
-def decode(offsets: torch.Tensor, landmark_offsets: torch.Tensor, anchors: torch.Tensor,
-           variances: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(
+    offsets: torch.Tensor, landmark_offsets: torch.Tensor, anchors: torch.Tensor, variances: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SSD-style decoding to corner boxes (..., 4) and landmarks (..., 5, 2), in units of the image size."""
     centre = anchors[:, :2] + offsets[..., :2] * variances[0] * anchors[:, 2:]
     size = anchors[:, 2:] * torch.exp(offsets[..., 2:] * variances[1])
@@ -169,8 +172,9 @@ class PendingFaces:
     """Detections on their way to the CPU: the device work and the copy are queued; result() waits for them
     alone (not for work queued after them) and then suppresses overlapping boxes."""
 
-    def __init__(self, boxes: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor, threshold: float,
-                 iou: float):
+    def __init__(
+        self, boxes: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor, threshold: float, iou: float
+    ):
         self._tensors = [_to_host(t) for t in (boxes, scores, landmarks)]
         self._ready = torch.cuda.Event() if boxes.is_cuda else None
         if self._ready is not None:
@@ -184,8 +188,7 @@ class PendingFaces:
         faces = []
         for frame_boxes, frame_scores, frame_points in zip(boxes, scores, landmarks):
             above = frame_scores > self._threshold  # strict, as facexlib: a threshold of 1 finds nothing
-            kept = nms(torch.from_numpy(frame_boxes[above]), torch.from_numpy(frame_scores[above]),
-                       self._iou).numpy()
+            kept = nms(torch.from_numpy(frame_boxes[above]), torch.from_numpy(frame_scores[above]), self._iou).numpy()
             faces.append(Faces(frame_boxes[above][kept], frame_scores[above][kept], frame_points[above][kept]))
         return faces
 
@@ -219,8 +222,9 @@ class RetinaFaceDetector:
         x = frames.flip(1).to(self.dtype) * 255 - self._mean  # RGB -> BGR, 0-255, minus the means
         x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
         offsets, scores, landmark_offsets = self.model(x)
-        boxes, landmarks = decode(offsets.float(), landmark_offsets.float(), self._anchors(height, width),
-                                  self.config.variances)
+        boxes, landmarks = decode(
+            offsets.float(), landmark_offsets.float(), self._anchors(height, width), self.config.variances
+        )
         boxes[..., 0::2] *= width
         boxes[..., 1::2] *= height
         landmarks[..., 0] *= width
@@ -251,6 +255,7 @@ def load_retinaface(path: Path, device: torch.device, dtype: torch.dtype) -> Ret
     if missing or unexpected:
         raise BackendUnavailable(
             f"{path} is not a RetinaFace-ResNet50 checkpoint ({len(missing)} keys missing, e.g. "
-            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})")
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
     model = model.eval().to(device=device, dtype=dtype)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model

@@ -28,8 +28,16 @@ def files(params: Any, models_dir: Path) -> list[ModelFile]:
     return [
         model_file(TASK, "model", models_dir, FOLDER, params.model, _checkpoint_name(folder, params.model)),
         model_file(TASK, "model (vocabulary)", models_dir, FOLDER, params.model, "vocab.txt"),
-        model_file(TASK, "model (config)", models_dir, FOLDER, params.model, "config.yaml", required=False,
-                   note=f"optional: f5-tts's own configs/{params.model}.yaml is used without it"),
+        model_file(
+            TASK,
+            "model (config)",
+            models_dir,
+            FOLDER,
+            params.model,
+            "config.yaml",
+            required=False,
+            note=f"optional: f5-tts's own configs/{params.model}.yaml is used without it",
+        ),
         model_file(TASK, "vocoder", models_dir, FOLDER, VOCODER, "config.yaml"),
         model_file(TASK, "vocoder", models_dir, FOLDER, VOCODER, "pytorch_model.bin"),
     ]
@@ -57,8 +65,12 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
     if not {checkpoint, vocab} & missing:
         config = config if config.is_file() else package_config(params.model)
         if not config.is_file():
-            problems.append(Problem(checkpoint.parent / "config.yaml",
-                                    f"missing, and f5-tts has no built-in config for model '{params.model}'"))
+            problems.append(
+                Problem(
+                    checkpoint.parent / "config.yaml",
+                    f"missing, and f5-tts has no built-in config for model '{params.model}'",
+                )
+            )
         else:
             found = F5Files(checkpoint, vocab, config, vocoder_config.parent)
             problems += _guarded(checkpoint, lambda: cfm_problems(found))

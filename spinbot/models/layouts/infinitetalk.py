@@ -39,18 +39,35 @@ def files(params: Any, models_dir: Path) -> list[ModelFile]:
             continue
         out.append(model_file(TASK, param, models_dir, folder, name))
         if param == "t5_text_encoder_model":
-            out.append(model_file(TASK, "t5_text_encoder_model (tokenizer)", models_dir, folder,
-                                  str(Path(name).parent), "tokenizer.json"))
+            out.append(
+                model_file(
+                    TASK,
+                    "t5_text_encoder_model (tokenizer)",
+                    models_dir,
+                    folder,
+                    str(Path(name).parent),
+                    "tokenizer.json",
+                )
+            )
     return out
 
 
 def _wav2vec_files(models_dir: Path, folder: str, name: str) -> list[ModelFile]:
     base = (folder, name)
     weights = next((w for w in WAV2VEC_WEIGHTS if (models_dir.joinpath(*base) / w).is_file()), WAV2VEC_WEIGHTS[1])
-    return [model_file(TASK, "wav2vec_model", models_dir, *base, "config.json"),
-            model_file(TASK, "wav2vec_model", models_dir, *base, weights),
-            model_file(TASK, "wav2vec_model", models_dir, *base, "preprocessor_config.json", required=False,
-                       note="optional: without it the feature extractor's defaults are used")]
+    return [
+        model_file(TASK, "wav2vec_model", models_dir, *base, "config.json"),
+        model_file(TASK, "wav2vec_model", models_dir, *base, weights),
+        model_file(
+            TASK,
+            "wav2vec_model",
+            models_dir,
+            *base,
+            "preprocessor_config.json",
+            required=False,
+            note="optional: without it the feature extractor's defaults are used",
+        ),
+    ]
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:
@@ -61,11 +78,17 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
     lora = paths.get("lora_model")
     folder = models_dir / "wav2vec2" / params.wav2vec_model
     groups = [
-        (["wan_video_model", "infinitetalk_model", "lora_model"], paths["wan_video_model"],
-         lambda: transformer_problems(paths["wan_video_model"], paths["infinitetalk_model"], lora)),
+        (
+            ["wan_video_model", "infinitetalk_model", "lora_model"],
+            paths["wan_video_model"],
+            lambda: transformer_problems(paths["wan_video_model"], paths["infinitetalk_model"], lora),
+        ),
         (["vae_model"], paths["vae_model"], lambda: vae_problems(paths["vae_model"])),
-        (["t5_text_encoder_model", "t5_text_encoder_model (tokenizer)"], paths["t5_text_encoder_model"],
-         lambda: umt5_problems(paths["t5_text_encoder_model"])),
+        (
+            ["t5_text_encoder_model", "t5_text_encoder_model (tokenizer)"],
+            paths["t5_text_encoder_model"],
+            lambda: umt5_problems(paths["t5_text_encoder_model"]),
+        ),
         (["clip_vision_model"], paths["clip_vision_model"], lambda: clip_problems(paths["clip_vision_model"])),
         (["wav2vec_model"], folder, lambda: wav2vec_problems(folder)),
     ]
@@ -125,14 +148,17 @@ def lora_problems(path: Path, model: dict[str, TensorSpec]) -> list[Problem]:
     problems: list[Problem] = []
     low_rank: dict[str, dict[str, Any]] = {}
     for key, spec in header.items():
-        module, kind = split_key(next((key[len(p):] for p in PREFIXES if key.startswith(p)), key))
+        module, kind = split_key(next((key[len(p) :] for p in PREFIXES if key.startswith(p)), key))
         if kind in DIFFS:
             problems += _target_problems(path, key, f"{module}.{DIFFS[kind]}", spec.shape, model)
         elif kind in LOW_RANK:
             low_rank.setdefault(module, {})[LOW_RANK[kind]] = (key, spec.shape)
         else:
-            problems.append(Problem(path, f"'{key}' is not a LoRA key the merge knows (lora_down/lora_up/alpha, "
-                                          "diff, diff_b, diff_m)"))
+            problems.append(
+                Problem(
+                    path, f"'{key}' is not a LoRA key the merge knows (lora_down/lora_up/alpha, diff, diff_b, diff_m)"
+                )
+            )
     for module, parts in sorted(low_rank.items()):
         if "down" not in parts or "up" not in parts:
             half = "lora_up" if "up" not in parts else "lora_down"
@@ -144,8 +170,9 @@ def lora_problems(path: Path, model: dict[str, TensorSpec]) -> list[Problem]:
     return problems
 
 
-def _target_problems(path: Path, key: str, target: str, shape: tuple[int, ...],
-                     model: dict[str, TensorSpec]) -> list[Problem]:
+def _target_problems(
+    path: Path, key: str, target: str, shape: tuple[int, ...], model: dict[str, TensorSpec]
+) -> list[Problem]:
     if target not in model:
         return [Problem(path, f"'{key}' targets '{target}', which the model does not have")]
     if torch.Size(shape).numel() != torch.Size(model[target].shape).numel():
@@ -167,8 +194,9 @@ def vae_problems(path: Path) -> list[Problem]:
     config = WanVAEConfig.from_state(state)
     with torch.device("meta"):
         expected = module_layout(AutoencoderKLWan(base_dim=config.base_dim, z_dim=config.z_dim))
-    return compare_layout(path, expected, _specs(state), unexpected_ok=True,
-                          file_name=lambda k: k if state is original else wan_name(k))
+    return compare_layout(
+        path, expected, _specs(state), unexpected_ok=True, file_name=lambda k: k if state is original else wan_name(k)
+    )
 
 
 def umt5_problems(path: Path) -> list[Problem]:
@@ -181,8 +209,9 @@ def umt5_problems(path: Path) -> list[Problem]:
     state = hf_names(original)
     with torch.device("meta"), uninitialised(torch.float32):
         expected = module_layout(UMT5EncoderModel(UMT5Size.from_state(state).config()))
-    problems = compare_layout(path, expected, _specs(state), unexpected_ok=True,
-                              file_name=lambda k: k if state is original else hf_to_wan(k))
+    problems = compare_layout(
+        path, expected, _specs(state), unexpected_ok=True, file_name=lambda k: k if state is original else hf_to_wan(k)
+    )
     return problems + _tokenizer_problems(path.parent / TOKENIZER_FILE)
 
 
@@ -209,8 +238,13 @@ def clip_problems(path: Path) -> list[Problem]:
     expected = module_layout(model)
     if any(k.startswith("vision_model.") for k in expected):  # transformers 4 nests the tower
         state = {f"vision_model.{k}": v for k, v in state.items()}
-    return compare_layout(path, expected, _specs(state), unexpected_ok=True,
-                          file_name=lambda k: k if k.startswith("vision_model.") else f"vision_model.{k}")
+    return compare_layout(
+        path,
+        expected,
+        _specs(state),
+        unexpected_ok=True,
+        file_name=lambda k: k if k.startswith("vision_model.") else f"vision_model.{k}",
+    )
 
 
 def wav2vec_problems(folder: Path) -> list[Problem]:
@@ -234,8 +268,10 @@ def wav2vec_problems(folder: Path) -> list[Problem]:
 
 def _weight_norm_name(key: str) -> str:
     """Old weight-norm names (weight_g, weight_v) -> torch's parametrization names, as transformers renames them."""
-    for old, new in (("weight_g", "parametrizations.weight.original0"), ("weight_v",
-                                                                          "parametrizations.weight.original1")):
+    for old, new in (
+        ("weight_g", "parametrizations.weight.original0"),
+        ("weight_v", "parametrizations.weight.original1"),
+    ):
         if key.endswith(old):
             return key[: -len(old)] + new
     return key

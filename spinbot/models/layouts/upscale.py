@@ -24,9 +24,11 @@ def files(params: Any, models_dir: Path) -> list[ModelFile]:
     from spinbot.backends.upscale.model_loading import DETECTOR_FILES
 
     detector = DETECTOR_FILES.get(params.facedetection, f"<no native detector '{params.facedetection}'>")
-    return [model_file(TASK, "model_name_0", models_dir, "upscale_models", params.model_name_0),
-            model_file(TASK, "model_name_1", models_dir, "facerestore_models", params.model_name_1),
-            model_file(TASK, "facedetection", models_dir, "facedetection", detector)]
+    return [
+        model_file(TASK, "model_name_0", models_dir, "upscale_models", params.model_name_0),
+        model_file(TASK, "model_name_1", models_dir, "facerestore_models", params.model_name_1),
+        model_file(TASK, "facedetection", models_dir, "facedetection", detector),
+    ]
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:
@@ -61,8 +63,9 @@ def spandrel_layout(path: Path) -> tuple[Any, list[Problem]]:
 
 def upscaler_problems(path: Path) -> list[Problem]:
     descriptor, problems = spandrel_layout(path)
-    if descriptor is not None and (descriptor.input_channels != 3 or descriptor.output_channels != 3
-                                   or descriptor.scale < 1):
+    if descriptor is not None and (
+        descriptor.input_channels != 3 or descriptor.output_channels != 3 or descriptor.scale < 1
+    ):
         problems.append(Problem(path, f"not an RGB upscaler ({descriptor.architecture.name})"))
     return problems
 
@@ -70,8 +73,9 @@ def upscaler_problems(path: Path) -> list[Problem]:
 def restorer_problems(path: Path) -> list[Problem]:
     descriptor, problems = spandrel_layout(path)
     if descriptor is not None and descriptor.architecture.id != "CodeFormer":
-        problems.append(Problem(path, f"a {descriptor.architecture.name} model; the native backend restores faces "
-                                      "with CodeFormer"))
+        problems.append(
+            Problem(path, f"a {descriptor.architecture.name} model; the native backend restores faces with CodeFormer")
+        )
     return problems
 
 

@@ -28,8 +28,14 @@ SCALES = ("tiny", "full")
 TASKS = ("f5_to_tts", "infinite_talk", "upscale_video")
 
 
-def write_model_folder(root: Path, scale: str = "tiny", device: str | torch.device = "cpu", seed: int = 0,
-                       tasks: tuple[str, ...] = TASKS, log=print) -> dict[Path, int]:
+def write_model_folder(
+    root: Path,
+    scale: str = "tiny",
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    tasks: tuple[str, ...] = TASKS,
+    log=print,
+) -> dict[Path, int]:
     """Write every file the native backends' default params name under `root`; returns each file written (relative
     to `root`) with its size in bytes."""
     from spinbot.models.synth.talk import FULL, TINY, write_talk

@@ -43,16 +43,37 @@ class TalkSizes:
 
 
 TINY = TalkSizes(
-    transformer=InfiniteTalkConfig(dim=256, num_heads=2, num_layers=2, ffn_dim=64, freq_dim=32, text_dim=32,
-                                   intermediate_dim=16, output_dim=32, context_tokens=4),
-    lora_rank=4, vae_base_dim=8,
+    transformer=InfiniteTalkConfig(
+        dim=256,
+        num_heads=2,
+        num_layers=2,
+        ffn_dim=64,
+        freq_dim=32,
+        text_dim=32,
+        intermediate_dim=16,
+        output_dim=32,
+        context_tokens=4,
+    ),
+    lora_rank=4,
+    vae_base_dim=8,
     umt5=UMT5Size(vocab_size=64, d_model=32, d_ff=48, num_heads=4, num_layers=2, num_buckets=32),
     clip=ClipVisionSize(hidden_size=1280, intermediate_size=64, num_layers=2, patch_size=14, image_size=28),
-    wav2vec={"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 32,
-             "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 16,
-             "codevector_dim": 16, "proj_codevector_dim": 16, "num_codevectors_per_group": 8})
-FULL = TalkSizes(transformer=InfiniteTalkConfig(), lora_rank=64, vae_base_dim=96, umt5=UMT5Size(),
-                 clip=ClipVisionSize(), wav2vec={})
+    wav2vec={
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 32,
+        "conv_dim": (32,) * 7,
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 16,
+        "codevector_dim": 16,
+        "proj_codevector_dim": 16,
+        "num_codevectors_per_group": 8,
+    },
+)
+FULL = TalkSizes(
+    transformer=InfiniteTalkConfig(), lora_rank=64, vae_base_dim=96, umt5=UMT5Size(), clip=ClipVisionSize(), wav2vec={}
+)
 
 
 def write_talk(paths: dict[str, Path], sizes: TalkSizes, seed: int, device: torch.device) -> None:
@@ -85,8 +106,10 @@ def transformer_entries(model: InfiniteTalkModel) -> tuple[list[Entry], list[Ent
     def adapter_dtype(key: str, shape: tuple[int, ...]) -> torch.dtype:
         return torch.float16 if len(shape) == 2 and not key.startswith("audio_proj.") else torch.float32
 
-    return ([Entry(k, s, torch.bfloat16) for k, s in state.items() if k not in adapter],
-            [Entry(k, state[k], adapter_dtype(k, state[k])) for k in sorted(adapter)])
+    return (
+        [Entry(k, s, torch.bfloat16) for k, s in state.items() if k not in adapter],
+        [Entry(k, state[k], adapter_dtype(k, state[k])) for k in sorted(adapter)],
+    )
 
 
 def write_lora(path: Path, model: InfiniteTalkModel, rank: int, seed: int, device: torch.device) -> None:
@@ -100,11 +123,14 @@ def lora_entries(model: InfiniteTalkModel, rank: int) -> list[Entry]:
             continue  # the distillation LoRA predates the audio adapter
         key = f"diffusion_model.{name}"
         if isinstance(module, nn.Linear):
-            items += [Entry(f"{key}.lora_down.weight", (rank, module.in_features), torch.bfloat16),
-                      Entry(f"{key}.lora_up.weight", (module.out_features, rank), torch.bfloat16, kind="small"),
-                      Entry(f"{key}.diff_b", (module.out_features,), torch.bfloat16)]
-        elif isinstance(module, nn.Conv3d) or (getattr(module, "weight", None) is not None
-                                                 and module.weight.dim() == 1):
+            items += [
+                Entry(f"{key}.lora_down.weight", (rank, module.in_features), torch.bfloat16),
+                Entry(f"{key}.lora_up.weight", (module.out_features, rank), torch.bfloat16, kind="small"),
+                Entry(f"{key}.diff_b", (module.out_features,), torch.bfloat16),
+            ]
+        elif isinstance(module, nn.Conv3d) or (
+            getattr(module, "weight", None) is not None and module.weight.dim() == 1
+        ):
             items.append(Entry(f"{key}.diff", tuple(module.weight.shape), torch.bfloat16, kind="small"))
             if getattr(module, "bias", None) is not None:
                 items.append(Entry(f"{key}.diff_b", tuple(module.bias.shape), torch.bfloat16))
@@ -137,8 +163,11 @@ def umt5_entries(size: UMT5Size) -> list[Entry]:
 
     with torch.device("meta"), uninitialised(torch.float32):
         state = UMT5EncoderModel(size.config()).state_dict()
-    return [Entry(hf_to_wan(k), tuple(v.shape), torch.bfloat16) for k, v in state.items()
-            if k != "encoder.embed_tokens.weight"]
+    return [
+        Entry(hf_to_wan(k), tuple(v.shape), torch.bfloat16)
+        for k, v in state.items()
+        if k != "encoder.embed_tokens.weight"
+    ]
 
 
 def write_tokenizer(path: Path, vocab_size: int) -> None:
@@ -147,9 +176,32 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
     specials = ["<pad>", "</s>", "<unk>"]
-    words = ["a", "man", "is", "talking", "to", "the", "camera", "natural", "facial", "expressions", "clear", "lip",
-             "movement", "blurry", "distorted", "deformed", "face", "bad", "teeth", "static", "low", "quality",
-             "watermark", "text"]
+    words = [
+        "a",
+        "man",
+        "is",
+        "talking",
+        "to",
+        "the",
+        "camera",
+        "natural",
+        "facial",
+        "expressions",
+        "clear",
+        "lip",
+        "movement",
+        "blurry",
+        "distorted",
+        "deformed",
+        "face",
+        "bad",
+        "teeth",
+        "static",
+        "low",
+        "quality",
+        "watermark",
+        "text",
+    ]
     if vocab_size < 1000:
         vocab = {w: i for i, w in enumerate(specials + words[: vocab_size - len(specials)])}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -175,11 +227,15 @@ def clip_entries(size: ClipVisionSize) -> list[Entry]:
 
     with torch.device("meta"):
         state = CLIPVisionModel(size.config()).state_dict()
-    items = [Entry(f"vision_model.{k.removeprefix('vision_model.')}", tuple(v.shape), torch.float16)
-             for k, v in state.items()]
+    items = [
+        Entry(f"vision_model.{k.removeprefix('vision_model.')}", tuple(v.shape), torch.float16)
+        for k, v in state.items()
+    ]
     positions = (size.image_size // size.patch_size) ** 2 + 1
-    return items + [Entry("visual_projection.weight", (CLIP_PROJECTION, size.hidden_size), torch.float16),
-                    Entry("vision_model.embeddings.position_ids", (1, positions), torch.int64, kind="arange")]
+    return items + [
+        Entry("visual_projection.weight", (CLIP_PROJECTION, size.hidden_size), torch.float16),
+        Entry("vision_model.embeddings.position_ids", (1, positions), torch.int64, kind="arange"),
+    ]
 
 
 def write_wav2vec(folder: Path, config_kwargs: dict, seed: int) -> None:
@@ -199,4 +255,5 @@ def write_wav2vec(folder: Path, config_kwargs: dict, seed: int) -> None:
 def _old_weight_norm(key: str) -> str:
     """torch's parametrization names -> the weight_g / weight_v names of checkpoints saved before 2023."""
     return key.replace("parametrizations.weight.original0", "weight_g").replace(
-        "parametrizations.weight.original1", "weight_v")
+        "parametrizations.weight.original1", "weight_v"
+    )

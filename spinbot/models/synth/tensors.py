@@ -21,8 +21,13 @@ from pathlib import Path
 
 import torch
 
-ST_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
-            torch.float8_e4m3fn: "F8_E4M3"}
+ST_NAMES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.float8_e4m3fn: "F8_E4M3",
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,11 @@ def make(entry: Entry, seed: int, device: torch.device) -> torch.Tensor:
     """The tensor for one entry, on `device`, in the entry's dtype."""
     shape, name = entry.shape, entry.name.lower()
     if not entry.dtype.is_floating_point:
-        values = (torch.arange(shape[-1], device=device).expand(shape) if entry.kind == "arange"
-                  else torch.zeros(shape, device=device))
+        values = (
+            torch.arange(shape[-1], device=device).expand(shape)
+            if entry.kind == "arange"
+            else torch.zeros(shape, device=device)
+        )
         return values.to(entry.dtype)
     kind = entry.kind if entry.kind != "auto" else _kind(name, shape)
     if kind == "ones":
@@ -75,8 +83,13 @@ def _fan_in(shape: tuple[int, ...]) -> int:
     return fan
 
 
-def write_safetensors(path: Path, items: Iterable[Entry], seed: int = 0, device: str | torch.device = "cpu",
-                      metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: Path,
+    items: Iterable[Entry],
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write a safetensors file tensor by tensor (see the module docstring); the file appears under its name only
     when complete."""
     device = torch.device(device)

@@ -17,23 +17,45 @@ import yaml
 
 from spinbot.models.synth.tensors import Entry, write_safetensors
 
-MEL = {"target_sample_rate": 24000, "n_mel_channels": 100, "hop_length": 256, "win_length": 1024, "n_fft": 1024,
-       "mel_spec_type": "vocos"}
-TINY_ARCH = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2, "text_dim": 16,
-             "text_mask_padding": True, "qk_norm": None, "conv_layers": 1, "pe_attn_head": None,
-             "attn_backend": "torch", "attn_mask_enabled": False, "checkpoint_activations": False}
+MEL = {
+    "target_sample_rate": 24000,
+    "n_mel_channels": 100,
+    "hop_length": 256,
+    "win_length": 1024,
+    "n_fft": 1024,
+    "mel_spec_type": "vocos",
+}
+TINY_ARCH = {
+    "dim": 32,
+    "depth": 2,
+    "heads": 2,
+    "dim_head": 16,
+    "ff_mult": 2,
+    "text_dim": 16,
+    "text_mask_padding": True,
+    "qk_norm": None,
+    "conv_layers": 1,
+    "pe_attn_head": None,
+    "attn_backend": "torch",
+    "attn_mask_enabled": False,
+    "checkpoint_activations": False,
+}
 
 
 def vocos_config(dim: int, intermediate: int, layers: int) -> dict:
     return {
-        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                              "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
-                                            "padding": "center"}},
-        "backbone": {"class_path": "vocos.models.VocosBackbone",
-                     "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": intermediate,
-                                   "num_layers": layers}},
-        "head": {"class_path": "vocos.heads.ISTFTHead",
-                 "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "center"}},
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100, "padding": "center"},
+        },
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": intermediate, "num_layers": layers},
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "center"},
+        },
     }
 
 
@@ -48,11 +70,13 @@ def write_tts(checkpoint: Path, vocoder: Path, tiny: bool, seed: int, device: to
     config = package_config(folder.name)
     if tiny:
         config = folder / "config.yaml"
-        config.write_text(yaml.safe_dump({"model": {"name": "tiny", "backbone": "DiT", "arch": TINY_ARCH,
-                                                    "mel_spec": MEL}}))
+        config.write_text(
+            yaml.safe_dump({"model": {"name": "tiny", "backbone": "DiT", "arch": TINY_ARCH, "mel_spec": MEL}})
+        )
     layout = cfm_layout(F5Files(checkpoint, folder / "vocab.txt", config, vocoder))
-    write_safetensors(checkpoint, [Entry(f"ema_model.{k}", v.shape, torch.float32) for k, v in layout.items()],
-                      seed, device)
+    write_safetensors(
+        checkpoint, [Entry(f"ema_model.{k}", v.shape, torch.float32) for k, v in layout.items()], seed, device
+    )
     write_vocoder(vocoder, vocos_config(32, 64, 1) if tiny else vocos_config(512, 1536, 8), seed)
 
 

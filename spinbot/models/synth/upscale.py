@@ -19,8 +19,9 @@ def _conv(generator: torch.Generator, cout: int, cin: int, k: int, gain: float =
     return torch.randn(cout, cin, k, k, generator=generator) * (gain * (2.0 / (cin * k * k)) ** 0.5)
 
 
-def realesrgan_state_dict(scale: int = 2, num_feat: int = 64, num_block: int = 23, num_grow: int = 32,
-                          seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+def realesrgan_state_dict(
+    scale: int = 2, num_feat: int = 64, num_block: int = 23, num_grow: int = 32, seed: int = 0
+) -> dict[str, dict[str, torch.Tensor]]:
     """RealESRGAN_x{2,4}plus.pth's layout: RRDBNet (basicsr) under params_ema; x2 takes a 2x2 pixel-unshuffled
     input (12 channels). Residual blocks get basicsr's 0.1 init scale."""
     g = torch.Generator().manual_seed(seed)
@@ -116,7 +117,7 @@ def _retinaface_heads(state: dict, g: torch.Generator, face: tuple[int, int] | N
                 if name == "ClassHead":
                     bias = torch.tensor([4.0, -4.0] * 2)
                     if level == face[0]:
-                        bias[2 * face[1]:2 * face[1] + 2] = torch.tensor([-4.0, 4.0])
+                        bias[2 * face[1] : 2 * face[1] + 2] = torch.tensor([-4.0, 4.0])
                 if name == "LandmarkHead":
                     bias = torch.from_numpy(FACE_LAYOUT.reshape(-1) / 0.1).float().repeat(2)
             state[f"{name}.{level}.conv1x1.weight"] = weight
@@ -133,8 +134,13 @@ def retinaface_state_dict(face: tuple[int, int] | None = None, seed: int = 0) ->
     return {f"module.{key}": value for key, value in state.items()}
 
 
-def write_models(root: Path, num_feat: int = 16, num_block: int = 2, face: tuple[int, int] | None = None,
-                 upscaler_name: str = "RealESRGAN_x2.pth") -> Path:
+def write_models(
+    root: Path,
+    num_feat: int = 16,
+    num_block: int = 2,
+    face: tuple[int, int] | None = None,
+    upscaler_name: str = "RealESRGAN_x2.pth",
+) -> Path:
     """A SPINBOT_MODELS_DIR with the three checkpoints under their default names."""
     for folder in ("upscale_models", "facerestore_models", "facedetection"):
         (root / folder).mkdir(parents=True, exist_ok=True)

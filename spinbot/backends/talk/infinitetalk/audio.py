@@ -42,8 +42,14 @@ UNUSED_KEYS = ("masked_spec_embed",)  # only used for masked pre-training
 
 
 # chinese-wav2vec2-base's preprocessor_config.json, as published (docs/infinitetalk-notes.md)
-OFFICIAL_PREPROCESSOR = {"do_normalize": False, "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
-                         "return_attention_mask": False, "sampling_rate": SAMPLE_RATE}
+OFFICIAL_PREPROCESSOR = {
+    "do_normalize": False,
+    "feature_size": 1,
+    "padding_side": "right",
+    "padding_value": 0.0,
+    "return_attention_mask": False,
+    "sampling_rate": SAMPLE_RATE,
+}
 
 
 class AudioEncoder(nn.Module):
@@ -83,16 +89,19 @@ def audio_windows(embedding: torch.Tensor, start: int, length: int, window: int 
     return embedding[index.clamp(0, n - 1)]
 
 
-def load_audio_encoder(folder: Path, dtype: torch.dtype = torch.float32,
-                       device: str | torch.device = "cpu") -> AudioEncoder:
+def load_audio_encoder(
+    folder: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> AudioEncoder:
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"wav2vec2 model not found: {folder} needs config.json and the weights "
-                              "(a transformers folder)")
+        raise CheckpointError(
+            f"wav2vec2 model not found: {folder} needs config.json and the weights (a transformers folder)"
+        )
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     try:
-        loaded = Wav2Vec2Model.from_pretrained(str(folder), local_files_only=True, dtype=dtype,
-                                               output_loading_info=True)
+        loaded = Wav2Vec2Model.from_pretrained(
+            str(folder), local_files_only=True, dtype=dtype, output_loading_info=True
+        )
         # With output_loading_info the call returns (model, info); transformers' annotations say model alone.
         model, info = cast("tuple[Wav2Vec2Model, dict[str, list[str]]]", loaded)
     except OSError as err:  # no weights file, or an unreadable one
@@ -102,6 +111,9 @@ def load_audio_encoder(folder: Path, dtype: torch.dtype = torch.float32,
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(f"wav2vec2 checkpoint in {folder} is missing '{missing[0]}'{more}")
     has_preprocessor = (folder / "preprocessor_config.json").is_file()
-    extractor = (Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True) if has_preprocessor
-                 else Wav2Vec2FeatureExtractor(**OFFICIAL_PREPROCESSOR))
+    extractor = (
+        Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
+        if has_preprocessor
+        else Wav2Vec2FeatureExtractor(**OFFICIAL_PREPROCESSOR)
+    )
     return AudioEncoder(model.eval().requires_grad_(False).to(device), extractor)

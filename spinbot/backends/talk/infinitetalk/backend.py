@@ -49,12 +49,31 @@ DEFAULT_CONFIG = NativeTalkConfig()
 
 class NativeTalkBackend:
     name = "native"
-    honoured_params = frozenset({
-        "infinitetalk_model", "vae_model", "t5_text_encoder_model", "wav2vec_model", "lora_model",
-        "clip_vision_model", "wan_video_model", "fps", "positive_prompt", "negative_prompt", "sampling_steps",
-        "sampling_cfg", "sampling_scheduler", "frame_window_size", "motion_frame", "normalize_loudness",
-        "audio_scale", "audio_cfg_scale", "resolution", "sampling_shift", "color_correction",
-    })
+    honoured_params = frozenset(
+        {
+            "infinitetalk_model",
+            "vae_model",
+            "t5_text_encoder_model",
+            "wav2vec_model",
+            "lora_model",
+            "clip_vision_model",
+            "wan_video_model",
+            "fps",
+            "positive_prompt",
+            "negative_prompt",
+            "sampling_steps",
+            "sampling_cfg",
+            "sampling_scheduler",
+            "frame_window_size",
+            "motion_frame",
+            "normalize_loudness",
+            "audio_scale",
+            "audio_cfg_scale",
+            "resolution",
+            "sampling_shift",
+            "color_correction",
+        }
+    )
 
     def __init__(self, config: NativeTalkConfig | None = None, models_dir: Path | None = None):
         self.config = config or DEFAULT_CONFIG
@@ -70,8 +89,9 @@ class NativeTalkBackend:
         settings = pipeline.settings_from(params, self.config.seed)
         device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         env = get_settings()
-        precision = Precision.for_device(device, fp8=env.talk_fp8, attention=env.talk_attention,
-                                         fast_vae=env.talk_compile)
+        precision = Precision.for_device(
+            device, fp8=env.talk_fp8, attention=env.talk_attention, fast_vae=env.talk_compile
+        )
         models = load_models(params, self._models_dir(), precision, self.config.lora_strength)
         if device.type == "cuda" and env.talk_compile:
             models.transformer.compile_blocks(None if env.talk_compile_mode == "default" else env.talk_compile_mode)
@@ -90,13 +110,20 @@ class NativeTalkBackend:
             "transformer_dtype": str(param.dtype).removeprefix("torch."),
             "self_attention": getattr(attend, "__name__", type(attend).__name__),
             "vae_dtype": str(models.vae.dtype).removeprefix("torch."),
-            "scheduler": s.scheduler, "sampling_steps": s.steps, "shift": s.shift, "seed": s.seed,
-            "guidance": {"text": s.guidance.text_scale, "audio": s.guidance.audio_scale,
-                         "passes_per_step": list(s.guidance.passes)},
+            "scheduler": s.scheduler,
+            "sampling_steps": s.steps,
+            "shift": s.shift,
+            "seed": s.seed,
+            "guidance": {
+                "text": s.guidance.text_scale,
+                "audio": s.guidance.audio_scale,
+                "passes_per_step": list(s.guidance.passes),
+            },
             "audio_scale": s.audio_scale,
             "frames_per_window": s.generated,
-            "lora": None if models.lora is None else {"file": models.lora.file, "strength": models.lora.strength,
-                                                      "tensors": models.lora.tensors},
+            "lora": None
+            if models.lora is None
+            else {"file": models.lora.file, "strength": models.lora.strength, "tensors": models.lora.tensors},
             "color_correction": s.color_strength,
             "wav2vec2_normalizes_waveform": models.audio.normalizes,
             "seconds_per_window": [round(t, 3) for t in state.window_seconds],
@@ -110,4 +137,3 @@ class NativeTalkBackend:
 
 def _log_step(window: int, done: int, total: int) -> None:
     log.debug("infinite_talk window %d: step %d/%d", window, done, total)
-

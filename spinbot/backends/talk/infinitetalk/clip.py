@@ -53,17 +53,27 @@ class ClipVisionSize:
         if patch is None or positions is None:
             return cls()  # the load names the missing key
         grid = math.isqrt(positions.shape[0] - 1)
-        return cls(hidden_size=patch.shape[0], intermediate_size=cls.intermediate_size if fc1 is None else fc1.shape[0],
-                   num_layers=max(layers) + 1 if layers else cls.num_layers, patch_size=patch.shape[-1],
-                   image_size=grid * patch.shape[-1])
+        return cls(
+            hidden_size=patch.shape[0],
+            intermediate_size=cls.intermediate_size if fc1 is None else fc1.shape[0],
+            num_layers=max(layers) + 1 if layers else cls.num_layers,
+            patch_size=patch.shape[-1],
+            image_size=grid * patch.shape[-1],
+        )
 
     def config(self):
         from transformers import CLIPVisionConfig
 
-        return CLIPVisionConfig(hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-                                num_hidden_layers=self.num_layers, num_attention_heads=self.hidden_size // HEAD_DIM,
-                                patch_size=self.patch_size, image_size=self.image_size, hidden_act="gelu",
-                                layer_norm_eps=1e-5)
+        return CLIPVisionConfig(
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.hidden_size // HEAD_DIM,
+            patch_size=self.patch_size,
+            image_size=self.image_size,
+            hidden_act="gelu",
+            layer_norm_eps=1e-5,
+        )
 
 
 class ClipImageEncoder(nn.Module):
@@ -88,8 +98,9 @@ class ClipImageEncoder(nn.Module):
         return out.hidden_states[-2].float()
 
 
-def load_clip_vision(path: Path, dtype: torch.dtype = torch.float32,
-                     device: str | torch.device = "cpu") -> ClipImageEncoder:
+def load_clip_vision(
+    path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> ClipImageEncoder:
     state = strip_prefix(read_safetensors(path, "CLIP vision"), ("clip_vision.",))
     state = {k.removeprefix("vision_model."): v for k, v in state.items()}
     from transformers import CLIPVisionModel
@@ -98,6 +109,11 @@ def load_clip_vision(path: Path, dtype: torch.dtype = torch.float32,
         model = CLIPVisionModel(ClipVisionSize.from_state(state).config())
     if "vision_model.embeddings.class_embedding" in model.state_dict():  # transformers 4 nests the tower
         state = {f"vision_model.{k}": v for k, v in state.items()}
-    load_checked(model, state, "CLIP vision", path, file_name=lambda k: k if k.startswith("vision_model.")
-                 else f"vision_model.{k}")
+    load_checked(
+        model,
+        state,
+        "CLIP vision",
+        path,
+        file_name=lambda k: k if k.startswith("vision_model.") else f"vision_model.{k}",
+    )
     return ClipImageEncoder(model.eval().requires_grad_(False)).to(device)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import torch
 
 # sRGB (D65) <-> CIE XYZ, and the D65 white point (scikit-image's values)
-XYZ_FROM_RGB = torch.tensor([[0.412453, 0.357580, 0.180423],
-                             [0.212671, 0.715160, 0.072169],
-                             [0.019334, 0.119193, 0.950227]], dtype=torch.float64)
+XYZ_FROM_RGB = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]],
+    dtype=torch.float64,
+)
 RGB_FROM_XYZ = torch.linalg.inv(XYZ_FROM_RGB)
 WHITE_D65 = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
 EPSILON, KAPPA = 0.008856, 7.787  # CIE's linear segment of f(t), as scikit-image writes it
@@ -39,7 +40,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     L, a, b = lab.unbind(-1)
     fy = (L + 16) / 116
     f = torch.stack([a / 500 + fy, fy, (fy - b / 200).clamp_min(0)], dim=-1)  # Z < 0 is out of gamut: 0
-    xyz = torch.where(f > 0.2068966, f ** 3, (f - 16 / 116) / KAPPA) * WHITE_D65.to(lab)
+    xyz = torch.where(f > 0.2068966, f**3, (f - 16 / 116) / KAPPA) * WHITE_D65.to(lab)
     linear = xyz @ RGB_FROM_XYZ.T.to(lab)
     rgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, linear * 12.92)
     return rgb.clamp(0.0, 1.0)
@@ -51,8 +52,7 @@ def reference_stats(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return lab.mean(dim=0), lab.std(dim=0, correction=0)
 
 
-def match_colors(frames: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], strength: float = 1.0
-                 ) -> torch.Tensor:
+def match_colors(frames: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], strength: float = 1.0) -> torch.Tensor:
     """RGB frames [T, H, W, 3] in [0, 1] -> colour-matched frames, same shape, float32 in [0, 1]."""
     frames = frames.float().clamp(0.0, 1.0)
     if strength == 0.0:

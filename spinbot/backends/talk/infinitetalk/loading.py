@@ -67,8 +67,9 @@ class Precision:
     fast_vae: bool = False  # CUDA: the VAE's convolutions channels-last, its norms compiled (WanVAE.speed_up)
 
     @classmethod
-    def for_device(cls, device: torch.device, fp8: bool = False, attention: str = "sdpa",
-                   fast_vae: bool = False) -> Precision:
+    def for_device(
+        cls, device: torch.device, fp8: bool = False, attention: str = "sdpa", fast_vae: bool = False
+    ) -> Precision:
         half = torch.bfloat16 if device.type == "cuda" else torch.float32  # CPU bfloat16 kernels are slow
         cuda = device.type == "cuda"
         return cls(device, half, half, fp8=fp8 and cuda, attention=attention, fast_vae=fast_vae and cuda)
@@ -95,8 +96,10 @@ def resolve_files(params: Any, models_dir: Path) -> dict[str, Path]:
         path = models_dir / folder / name
         if not (path.is_dir() if is_dir else path.is_file()):
             kind = "folder" if is_dir else "file"
-            raise BackendUnavailable(f"infinite_talk native: {param} {kind} {name} not found: looked for {path} "
-                                     f"(SPINBOT_MODELS_DIR={models_dir})")
+            raise BackendUnavailable(
+                f"infinite_talk native: {param} {kind} {name} not found: looked for {path} "
+                f"(SPINBOT_MODELS_DIR={models_dir})"
+            )
         files[param] = path
     return files
 
@@ -104,25 +107,48 @@ def resolve_files(params: Any, models_dir: Path) -> dict[str, Path]:
 def load_models(params: Any, models_dir: Path, precision: Precision, lora_strength: float = 1.0) -> Models:
     files = resolve_files(params, models_dir)
     p, device = precision, precision.device
-    talk_tag = (f"{device}:{p.transformer}:fp8={p.fp8}:attention={p.attention}:{files['infinitetalk_model']}:"
-                f"{files.get('lora_model')}:{lora_strength}")
-    transformer, lora = cached("transformer", files["wan_video_model"], talk_tag,
-                               lambda: load_transformer(files, p, lora_strength),
-                               size=_size(files, "wan_video_model", "infinitetalk_model"))
-    vae = cached("vae", files["vae_model"], f"{device}:{p.vae}:fast={p.fast_vae}",
-                 lambda: load_vae(files["vae_model"], p.vae, device, fast=p.fast_vae))
+    talk_tag = (
+        f"{device}:{p.transformer}:fp8={p.fp8}:attention={p.attention}:{files['infinitetalk_model']}:"
+        f"{files.get('lora_model')}:{lora_strength}"
+    )
+    transformer, lora = cached(
+        "transformer",
+        files["wan_video_model"],
+        talk_tag,
+        lambda: load_transformer(files, p, lora_strength),
+        size=_size(files, "wan_video_model", "infinitetalk_model"),
+    )
+    vae = cached(
+        "vae",
+        files["vae_model"],
+        f"{device}:{p.vae}:fast={p.fast_vae}",
+        lambda: load_vae(files["vae_model"], p.vae, device, fast=p.fast_vae),
+    )
     # UMT5 (11 GB) and CLIP are used once per job: they live on the CPU and visit the GPU (pipeline.on_device)
-    text = cached("umt5", files["t5_text_encoder_model"], f"cpu:{p.encoders}",
-                  lambda: load_text_encoder(files["t5_text_encoder_model"], p.encoders, "cpu"))
-    clip = cached("clip", files["clip_vision_model"], f"cpu:{p.encoders}",
-                  lambda: load_clip_vision(files["clip_vision_model"], p.encoders, "cpu"))
-    audio = cached("wav2vec2", files["wav2vec_model"], f"{device}:{p.audio}",
-                   lambda: load_audio_encoder(files["wav2vec_model"], p.audio, device))
+    text = cached(
+        "umt5",
+        files["t5_text_encoder_model"],
+        f"cpu:{p.encoders}",
+        lambda: load_text_encoder(files["t5_text_encoder_model"], p.encoders, "cpu"),
+    )
+    clip = cached(
+        "clip",
+        files["clip_vision_model"],
+        f"cpu:{p.encoders}",
+        lambda: load_clip_vision(files["clip_vision_model"], p.encoders, "cpu"),
+    )
+    audio = cached(
+        "wav2vec2",
+        files["wav2vec_model"],
+        f"{device}:{p.audio}",
+        lambda: load_audio_encoder(files["wav2vec_model"], p.audio, device),
+    )
     return Models(transformer, vae, text, clip, audio, lora, files)
 
 
-def load_transformer(files: dict[str, Path], precision: Precision,
-                     lora_strength: float) -> tuple[InfiniteTalkModel, LoraReport | None]:
+def load_transformer(
+    files: dict[str, Path], precision: Precision, lora_strength: float
+) -> tuple[InfiniteTalkModel, LoraReport | None]:
     paths = transformer_paths(files)
     prefixes = file_prefixes(paths)
     config = transformer_config(paths, prefixes)
@@ -154,7 +180,7 @@ def transformer_config(paths: list[Path], prefixes: str | list[str] = "") -> Inf
     and the load then names it as missing."""
     shapes: dict[str, tuple[int, ...]] = {}
     for path, prefix in zip(paths, [prefixes] * len(paths) if isinstance(prefixes, str) else prefixes):
-        shapes.update({k[len(prefix):]: v for k, v in _header(path).items() if k.startswith(prefix)})
+        shapes.update({k[len(prefix) :]: v for k, v in _header(path).items() if k.startswith(prefix)})
     default = InfiniteTalkConfig()
 
     def dim(key: str, axis: int, fallback: int) -> int:
@@ -167,18 +193,24 @@ def transformer_config(paths: list[Path], prefixes: str | list[str] = "") -> Inf
     layers = {int(k.split(".")[1]) for k in shapes if k.startswith("blocks.")}
     return InfiniteTalkConfig(
         patch_size=cast("tuple[int, int, int]", shapes.get("patch_embedding.weight", (0, 0, *default.patch_size))[2:]),
-        in_dim=dim("patch_embedding.weight", 1, default.in_dim), dim=hidden,
+        in_dim=dim("patch_embedding.weight", 1, default.in_dim),
+        dim=hidden,
         ffn_dim=dim("blocks.0.ffn.0.weight", 0, default.ffn_dim),
         freq_dim=dim("time_embedding.0.weight", 1, default.freq_dim),
         text_dim=dim("text_embedding.0.weight", 1, default.text_dim),
-        out_dim=dim("head.head.weight", 0, default.out_dim * 4) // 4, num_heads=max(1, hidden // HEAD_DIM),
+        out_dim=dim("head.head.weight", 0, default.out_dim * 4) // 4,
+        num_heads=max(1, hidden // HEAD_DIM),
         num_layers=max(layers) + 1 if layers else default.num_layers,
-        qk_norm="blocks.0.self_attn.norm_q.weight" in shapes, cross_attn_norm="blocks.0.norm3.weight" in shapes,
-        audio_window=audio_window, intermediate_dim=dim("audio_proj.proj1.weight", 0, default.intermediate_dim),
+        qk_norm="blocks.0.self_attn.norm_q.weight" in shapes,
+        cross_attn_norm="blocks.0.norm3.weight" in shapes,
+        audio_window=audio_window,
+        intermediate_dim=dim("audio_proj.proj1.weight", 0, default.intermediate_dim),
         output_dim=output_dim,
         context_tokens=dim("audio_proj.proj3.weight", 0, default.context_tokens * output_dim) // output_dim,
         vae_scale=dim("audio_proj.proj1_vf.weight", 1, (default.audio_window + 3) * width) // width - audio_window + 1,
-        norm_input_visual="blocks.0.norm_x.weight" in shapes, norm_output_audio="audio_proj.norm.weight" in shapes)
+        norm_input_visual="blocks.0.norm_x.weight" in shapes,
+        norm_output_audio="audio_proj.norm.weight" in shapes,
+    )
 
 
 def _header(path: Path) -> dict[str, tuple[int, ...]]:
@@ -186,8 +218,9 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
-        raise CheckpointError(f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: "
-                              f"{str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def _size(files: dict[str, Path], *params: str) -> int:

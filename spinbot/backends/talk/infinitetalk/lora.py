@@ -27,8 +27,13 @@ from spinbot.backends.talk.infinitetalk.transformer_checkpoint import Checkpoint
 from spinbot.backends.talk.infinitetalk.weights import read_safetensors
 
 PREFIXES = ("diffusion_model.", "model.diffusion_model.")
-LOW_RANK = {"lora_down.weight": "down", "lora_up.weight": "up", "lora_A.weight": "down", "lora_B.weight": "up",
-            "alpha": "alpha"}
+LOW_RANK = {
+    "lora_down.weight": "down",
+    "lora_up.weight": "up",
+    "lora_A.weight": "down",
+    "lora_B.weight": "up",
+    "alpha": "alpha",
+}
 DIFFS = {"diff": "weight", "diff_b": "bias", "diff_m": "modulation"}
 
 
@@ -52,7 +57,8 @@ def merge_lora(model: nn.Module, path: Path, strength: float = 1.0) -> LoraRepor
     params = dict(model.named_parameters())
     low_rank, diffs = parse(read_safetensors(path, "LoRA"), path)
     updates: list[tuple[str, str, LowRank | torch.Tensor]] = [
-        (f"{module}.weight", parts.key, parts) for module, parts in low_rank.items()]
+        (f"{module}.weight", parts.key, parts) for module, parts in low_rank.items()
+    ]
     updates += [(target, key, diff) for target, (key, diff) in diffs.items()]
     for target, key, _ in updates:  # all checked before any weight changes
         if target not in params:
@@ -69,7 +75,7 @@ def parse(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, LowRank
     low_rank: dict[str, LowRank] = {}
     diffs: dict[str, tuple[str, torch.Tensor]] = {}
     for key, value in state.items():
-        name = next((key[len(p):] for p in PREFIXES if key.startswith(p)), key)
+        name = next((key[len(p) :] for p in PREFIXES if key.startswith(p)), key)
         module, kind = split_key(name)
         if kind in LOW_RANK:
             parts = low_rank.setdefault(module, LowRank(key))
@@ -80,8 +86,10 @@ def parse(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, LowRank
         elif kind in DIFFS:
             diffs[f"{module}.{DIFFS[kind]}"] = (key, value)
         else:
-            raise CheckpointError(f"LoRA {path.name}: '{key}' is not a LoRA key this loader knows "
-                                  f"(lora_down/lora_up/alpha, diff, diff_b, diff_m)")
+            raise CheckpointError(
+                f"LoRA {path.name}: '{key}' is not a LoRA key this loader knows "
+                f"(lora_down/lora_up/alpha, diff, diff_b, diff_m)"
+            )
     for module, parts in low_rank.items():
         if parts.down is None or parts.up is None:
             half = "lora_up" if parts.up is None else "lora_down"
@@ -99,8 +107,9 @@ def low_rank_delta(parts: LowRank) -> torch.Tensor:
 
 def _add(param: nn.Parameter, delta: torch.Tensor, strength: float, name: str, path: Path) -> None:
     if delta.numel() != param.numel():
-        raise CheckpointError(f"LoRA {path.name}: '{name}' gives {list(delta.shape)}, the model's "
-                              f"parameter is {list(param.shape)}")
+        raise CheckpointError(
+            f"LoRA {path.name}: '{name}' gives {list(delta.shape)}, the model's parameter is {list(param.shape)}"
+        )
     # W + delta * strength, in float32
     merged = param.float() + delta.to(param.device).reshape(param.shape) * strength
     param.copy_(merged.to(param.dtype))

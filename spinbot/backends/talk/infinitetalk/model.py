@@ -169,11 +169,14 @@ def rope_tables(head_dim: int, grid: tuple[int, int, int], device: torch.device)
         inv = 1.0 / ROPE_THETA ** (torch.arange(width, dtype=torch.float64, device=device) * 2 / (2 * width))
         axes.append(torch.outer(torch.arange(size, dtype=torch.float64, device=device), inv))
     f, h, w = grid
-    angles = torch.cat([
-        axes[0][:, None, None].expand(f, h, w, -1),
-        axes[1][None, :, None].expand(f, h, w, -1),
-        axes[2][None, None, :].expand(f, h, w, -1),
-    ], dim=-1).reshape(f * h * w, pairs)
+    angles = torch.cat(
+        [
+            axes[0][:, None, None].expand(f, h, w, -1),
+            axes[1][None, :, None].expand(f, h, w, -1),
+            axes[2][None, None, :].expand(f, h, w, -1),
+        ],
+        dim=-1,
+    ).reshape(f * h * w, pairs)
     return torch.cos(angles).float(), torch.sin(angles).float()
 
 
@@ -225,8 +228,12 @@ class ImageTextCrossAttention(SelfAttention):
     def context(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Keys and values of the text and image tokens [B, len, heads, d]: the same for every step of a window."""
         heads = (self.num_heads, -1)
-        return (self.norm_k(self.k(text)).unflatten(-1, heads), self.v(text).unflatten(-1, heads),
-                self.norm_k_img(self.k_img(image)).unflatten(-1, heads), self.v_img(image).unflatten(-1, heads))
+        return (
+            self.norm_k(self.k(text)).unflatten(-1, heads),
+            self.v(text).unflatten(-1, heads),
+            self.norm_k_img(self.k_img(image)).unflatten(-1, heads),
+            self.v_img(image).unflatten(-1, heads),
+        )
 
     def forward(self, x: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
         k, v, k_img, v_img = context
@@ -282,8 +289,14 @@ class Block(nn.Module):
         """The cross-attentions' keys and values (text, image, audio): computed once per window."""
         return (*self.cross_attn.context(image, text), *self.audio_cross_attn.context(audio))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                context: tuple[torch.Tensor, ...], audio_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        e: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        context: tuple[torch.Tensor, ...],
+        audio_scale: torch.Tensor | float = 1.0,
+    ) -> torch.Tensor:
         dtype = x.dtype
         # shift/scale/gate for attention and FFN, in float32 from the timestep embedding e [B, 6, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e).chunk(6, dim=1)
@@ -314,8 +327,9 @@ class ImageProjection(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
-        self.proj = nn.Sequential(LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(),
-                                  nn.Linear(in_dim, out_dim), LayerNorm(out_dim))
+        self.proj = nn.Sequential(
+            LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim), LayerNorm(out_dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
@@ -362,8 +376,9 @@ class InfiniteTalkModel(nn.Module):
         self.config = cfg
         dim = cfg.dim
         self.patch_embedding = nn.Conv3d(cfg.in_dim, dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"),
-                                            nn.Linear(dim, dim))
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.num_layers)])
@@ -409,8 +424,9 @@ class InfiniteTalkModel(nn.Module):
         frames, rows, columns = (size // patch for size, patch in zip(latent_shape[2:], self.config.patch_size))
         return frames, rows, columns
 
-    def conditions(self, context: torch.Tensor, clip_fea: torch.Tensor, audio: torch.Tensor,
-                   grid: tuple[int, int, int]) -> Conditions:
+    def conditions(
+        self, context: torch.Tensor, clip_fea: torch.Tensor, audio: torch.Tensor, grid: tuple[int, int, int]
+    ) -> Conditions:
         """What every step of a window shares: the text, image and audio tokens projected to each block's cross-
         attention keys and values, and the RoPE tables (inputs as in forward)."""
         dtype = self.patch_embedding.weight.dtype
@@ -420,9 +436,17 @@ class InfiniteTalkModel(nn.Module):
         rope = rope_tables(self.config.head_dim, grid, text.device)
         return Conditions(grid, rope, [block.context(image, text, audio_tokens) for block in self.typed_blocks()])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, clip_fea: torch.Tensor | None,
-                y: torch.Tensor, audio: torch.Tensor | None, audio_scale: float = 1.0,
-                conditions: Conditions | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor | None,
+        clip_fea: torch.Tensor | None,
+        y: torch.Tensor,
+        audio: torch.Tensor | None,
+        audio_scale: float = 1.0,
+        conditions: Conditions | None = None,
+    ) -> torch.Tensor:
         """One denoising prediction.
 
         x [B, 16, T, H, W] noisy latent; t [B] (or [1]) timesteps in [0, 1000]; context [B, L <= text_len,
@@ -472,7 +496,7 @@ class InfiniteTalkModel(nn.Module):
             raise ValueError(f"audio covers {audio.shape[1]} video frames; {frames} latent frames need {expected}")
         mid = cfg.audio_window // 2
         later = audio[:, 1:].unflatten(1, (frames - 1, cfg.vae_scale))  # [B, frames-1, vae_scale, window, ...]
-        later = torch.cat([later[:, :, 0, :mid + 1], later[:, :, 1:-1, mid], later[:, :, -1, mid:]], dim=2)
+        later = torch.cat([later[:, :, 0, : mid + 1], later[:, :, 1:-1, mid], later[:, :, -1, mid:]], dim=2)
         return self.audio_proj(audio[:, :1], later)
 
     def unpatchify(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:

@@ -94,19 +94,28 @@ def settings_from(params: Any, seed: int) -> Settings:
     """The sampler's settings from the params; `seed` where the params have none (InfiniteTalkParams has no seed
     field: a `seed` attribute, if one appears, takes precedence)."""
     if params.sampling_scheduler not in SCHEDULERS:
-        raise ParamsError(f"sampling_scheduler {params.sampling_scheduler!r} is not available in the native "
-                          f"backend; use one of: {', '.join(SCHEDULERS)}")
+        raise ParamsError(
+            f"sampling_scheduler {params.sampling_scheduler!r} is not available in the native "
+            f"backend; use one of: {', '.join(SCHEDULERS)}"
+        )
     if params.motion_frame < 1:
-        raise ParamsError("the native backend needs motion_frame >= 1: each window continues from the last frames "
-                          "of the one before")
+        raise ParamsError(
+            "the native backend needs motion_frame >= 1: each window continues from the last frames of the one before"
+        )
     window = params.frame_window_size
     params_seed = getattr(params, "seed", None)
     return Settings(
-        scheduler=params.sampling_scheduler, steps=params.sampling_steps, shift=float(params.sampling_shift),
-        guidance=Guidance(params.sampling_cfg, params.audio_cfg_scale), audio_scale=params.audio_scale,
+        scheduler=params.sampling_scheduler,
+        steps=params.sampling_steps,
+        shift=float(params.sampling_shift),
+        guidance=Guidance(params.sampling_cfg, params.audio_cfg_scale),
+        audio_scale=params.audio_scale,
         seed=int(params_seed if params_seed is not None else seed),
-        color_strength=float(params.color_correction), window=window, motion=params.motion_frame,
-        generated=1 + TEMPORAL_STRIDE * math.ceil((window - 1) / TEMPORAL_STRIDE))
+        color_strength=float(params.color_correction),
+        window=window,
+        motion=params.motion_frame,
+        generated=1 + TEMPORAL_STRIDE * math.ceil((window - 1) / TEMPORAL_STRIDE),
+    )
 
 
 def prepare(models: Models, image: np.ndarray, speech: SpeechTrack, params: Any, settings: Settings) -> TalkState:
@@ -123,8 +132,18 @@ def prepare(models: Models, image: np.ndarray, speech: SpeechTrack, params: Any,
         y = image_condition(models, portrait, settings.generated)
         colors = reference_stats((portrait[0].permute(1, 2, 0) + 1.0) / 2.0)
     generator = torch.Generator("cpu").manual_seed(settings.seed)  # CPU noise: the same on every device
-    return TalkState(settings, models, portrait, colors, text, clip, audio, y,
-                     generator=generator, warnings=stride_warnings(settings))
+    return TalkState(
+        settings,
+        models,
+        portrait,
+        colors,
+        text,
+        clip,
+        audio,
+        y,
+        generator=generator,
+        warnings=stride_warnings(settings),
+    )
 
 
 def to_unit_range(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -158,7 +177,7 @@ def render(state: TalkState, window: Window, on_step: StepReport | None = None) 
         latent = sample_window(state, window, on_step)
         video = state.models.vae.decode(latent)  # [1, 3, G, H, W]
         frames = match_colors((video[0].permute(1, 2, 3, 0).float() + 1.0) / 2.0, state.colors, s.color_strength)
-        tail = frames[s.window - s.motion:s.window]  # output frames [window.end - M, window.end)
+        tail = frames[s.window - s.motion : s.window]  # output frames [window.end - M, window.end)
         state.motion = (tail * 2.0 - 1.0).permute(3, 0, 1, 2)[None].contiguous()
         out = (frames[window.keep] * 255.0).round_().to(torch.uint8).cpu().numpy()
     state.window_seconds.append(time.perf_counter() - started)
@@ -177,13 +196,14 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
     last = [time.perf_counter()]
 
     def pin(latent: torch.Tensor) -> torch.Tensor:
-        latent[:, :, :motion.shape[2]] = motion
+        latent[:, :, : motion.shape[2]] = motion
         return latent
 
     def predict(name: str, latent: torch.Tensor, t: float) -> torch.Tensor:
         timestep = torch.tensor([t], device=latent.device, dtype=torch.float32)
-        return models.transformer(latent, timestep, None, None, state.y, None, s.audio_scale,
-                                  conditions=conditions[name])
+        return models.transformer(
+            latent, timestep, None, None, state.y, None, s.audio_scale, conditions=conditions[name]
+        )
 
     def report(done: int, total: int) -> None:
         now = time.perf_counter()
@@ -195,14 +215,18 @@ def sample_window(state: TalkState, window: Window, on_step: StepReport | None) 
     return denoise(noise, sampler, s.guidance, predict, pin, report, state.generator)
 
 
-def window_conditions(model: InfiniteTalkModel, state: TalkState, passes: tuple[str, ...], audio: torch.Tensor
-                      ) -> dict[str, Conditions]:
+def window_conditions(
+    model: InfiniteTalkModel, state: TalkState, passes: tuple[str, ...], audio: torch.Tensor
+) -> dict[str, Conditions]:
     """Each guidance pass's conditions for the whole window (official): the prompt or the negative prompt, the
     window's audio or zeros; projected once, not at every step."""
     grid = model.token_grid(state.y.shape)
-    return {name: model.conditions(state.text[PASSES[name][0]][None], state.clip,
-                                   audio if PASSES[name][1] else torch.zeros_like(audio), grid)
-            for name in passes}
+    return {
+        name: model.conditions(
+            state.text[PASSES[name][0]][None], state.clip, audio if PASSES[name][1] else torch.zeros_like(audio), grid
+        )
+        for name in passes
+    }
 
 
 def motion_latents(state: TalkState, window: Window) -> torch.Tensor:
@@ -229,10 +253,14 @@ def on_device(module: torch.nn.Module, device: torch.device) -> Iterator[None]:
 def stride_warnings(s: Settings) -> list[str]:
     warnings = []
     if s.generated != s.window:
-        warnings.append(f"frame_window_size {s.window} is not 1 + 4k: each window generates {s.generated} frames "
-                        f"(the VAE's stride) and keeps {s.window}")
+        warnings.append(
+            f"frame_window_size {s.window} is not 1 + 4k: each window generates {s.generated} frames "
+            f"(the VAE's stride) and keeps {s.window}"
+        )
     if (s.motion - 1) % TEMPORAL_STRIDE:
         used = 1 + TEMPORAL_STRIDE * ((s.motion - 1) // TEMPORAL_STRIDE)
-        warnings.append(f"motion_frame {s.motion} is not 1 + 4k: only the first {used} of the {s.motion} context "
-                        f"frames condition the next window (official behaviour; 25 is the default)")
+        warnings.append(
+            f"motion_frame {s.motion} is not 1 + 4k: only the first {used} of the {s.motion} context "
+            f"frames condition the next window (official behaviour; 25 is the default)"
+        )
     return warnings

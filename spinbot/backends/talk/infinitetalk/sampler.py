@@ -39,8 +39,7 @@ SCHEDULERS = ("euler", "unipc", "dpm++_sde")
 TRAIN_STEPS = 1000
 
 # Which conditions each forward pass keeps: (text prompt, audio)
-PASSES = {"cond": (True, True), "no_text": (False, True), "no_audio": (True, False),
-          "no_text_no_audio": (False, False)}
+PASSES = {"cond": (True, True), "no_text": (False, True), "no_audio": (True, False), "no_text_no_audio": (False, False)}
 
 
 def shifted(sigma: np.ndarray | float, shift: float) -> np.ndarray:
@@ -70,13 +69,18 @@ class FlowSampler:
             self.scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)  # sigmas come shifted
             self.scheduler.set_timesteps(sigmas=sigmas.astype(np.float32).tolist())
         elif name == "unipc":
-            self.scheduler = UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction",
-                                                     flow_shift=1.0, solver_order=2)
+            self.scheduler = UniPCMultistepScheduler(
+                use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=1.0, solver_order=2
+            )
             self.scheduler.set_timesteps(sigmas=sigmas.astype(np.float32))
         else:
             self.scheduler = DPMSolverMultistepScheduler(
-                use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=1.0,
-                algorithm_type="sde-dpmsolver++", solver_order=2)
+                use_flow_sigmas=True,
+                prediction_type="flow_prediction",
+                flow_shift=1.0,
+                algorithm_type="sde-dpmsolver++",
+                solver_order=2,
+            )
             self.scheduler.set_timesteps(steps)
             # its set_timesteps takes no sigmas: replace its grid (same length) with this one
             self.scheduler.sigmas = torch.from_numpy(np.append(sigmas, 0.0).astype(np.float32))
@@ -92,8 +96,9 @@ class FlowSampler:
     def sigmas(self) -> list[float]:
         return [float(s) for s in self.scheduler.sigmas]
 
-    def step(self, velocity: torch.Tensor, latent: torch.Tensor, index: int,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def step(
+        self, velocity: torch.Tensor, latent: torch.Tensor, index: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         kwargs = {} if self.name == "unipc" else {"generator": generator}
         t = self.scheduler.timesteps[index]
         return self.scheduler.step(velocity, t, latent, return_dict=False, **kwargs)[0]
@@ -129,10 +134,15 @@ class Guidance:
 Predict = Callable[[str, torch.Tensor, float], torch.Tensor]  # (pass name, latent, timestep) -> velocity
 
 
-def denoise(latent: torch.Tensor, sampler: FlowSampler, guidance: Guidance, predict: Predict,
-            pin: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
-            on_step: Callable[[int, int], None] = lambda step, steps: None,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def denoise(
+    latent: torch.Tensor,
+    sampler: FlowSampler,
+    guidance: Guidance,
+    predict: Predict,
+    pin: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    on_step: Callable[[int, int], None] = lambda step, steps: None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Run the sampler from `latent` (noise) to sigma 0. `pin` rewrites the latent before and after every step
     (InfiniteTalk writes the clean motion-frame latents over the first frames); `on_step(done, total)` reports."""
     timesteps = sampler.timesteps

@@ -60,24 +60,39 @@ class UMT5Size:
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> UMT5Size:
         """From transformers' names; a key that is not there keeps the default (and is reported by the load)."""
+
         def dim(key: str, axis: int, default: int) -> int:
             return state[key].shape[axis] if key in state else default
 
         bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
         layers = {int(k.split(".")[2]) for k in state if k.startswith("encoder.block.")}
-        return cls(vocab_size=dim("shared.weight", 0, cls.vocab_size), d_model=dim("shared.weight", 1, cls.d_model),
-                   d_ff=dim("encoder.block.0.layer.1.DenseReluDense.wi_1.weight", 0, cls.d_ff),
-                   num_heads=dim(bias, 1, cls.num_heads), num_layers=max(layers) + 1 if layers else cls.num_layers,
-                   num_buckets=dim(bias, 0, cls.num_buckets))
+        return cls(
+            vocab_size=dim("shared.weight", 0, cls.vocab_size),
+            d_model=dim("shared.weight", 1, cls.d_model),
+            d_ff=dim("encoder.block.0.layer.1.DenseReluDense.wi_1.weight", 0, cls.d_ff),
+            num_heads=dim(bias, 1, cls.num_heads),
+            num_layers=max(layers) + 1 if layers else cls.num_layers,
+            num_buckets=dim(bias, 0, cls.num_buckets),
+        )
 
     def config(self):
         from transformers import UMT5Config
 
-        return UMT5Config(vocab_size=self.vocab_size, d_model=self.d_model, d_kv=self.d_model // self.num_heads,
-                          d_ff=self.d_ff, num_layers=self.num_layers, num_heads=self.num_heads,
-                          relative_attention_num_buckets=self.num_buckets, relative_attention_max_distance=128,
-                          feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, dropout_rate=0.0,
-                          is_encoder_decoder=False, use_cache=False)
+        return UMT5Config(
+            vocab_size=self.vocab_size,
+            d_model=self.d_model,
+            d_kv=self.d_model // self.num_heads,
+            d_ff=self.d_ff,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            relative_attention_num_buckets=self.num_buckets,
+            relative_attention_max_distance=128,
+            feed_forward_proj="gated-gelu",
+            layer_norm_epsilon=1e-6,
+            dropout_rate=0.0,
+            is_encoder_decoder=False,
+            use_cache=False,
+        )
 
 
 def hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -140,16 +155,18 @@ def load_tokenizer(path: Path):
 
     file = path.parent / TOKENIZER_FILE
     if not file.is_file():
-        raise CheckpointError(f"UMT5 tokenizer not found: {file} (google/umt5-xxl's tokenizer.json, beside "
-                              f"{path.name})")
+        raise CheckpointError(
+            f"UMT5 tokenizer not found: {file} (google/umt5-xxl's tokenizer.json, beside {path.name})"
+        )
     tokenizer = Tokenizer.from_file(str(file))
     tokenizer.enable_truncation(TEXT_LEN)
     tokenizer.no_padding()
     return tokenizer
 
 
-def load_text_encoder(path: Path, dtype: torch.dtype = torch.float32,
-                      device: str | torch.device = "cpu") -> TextEncoder:
+def load_text_encoder(
+    path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> TextEncoder:
     tokenizer = load_tokenizer(path)
     original = strip_prefix(read_safetensors(path, "UMT5 text encoder"), ("model.",))
     state = hf_names(original)
@@ -157,6 +174,5 @@ def load_text_encoder(path: Path, dtype: torch.dtype = torch.float32,
 
     with uninitialised(dtype):
         model = UMT5EncoderModel(UMT5Size.from_state(state).config())
-    load_checked(model, state, "UMT5 text encoder", path,
-                 file_name=lambda k: k if state is original else hf_to_wan(k))
+    load_checked(model, state, "UMT5 text encoder", path, file_name=lambda k: k if state is original else hf_to_wan(k))
     return TextEncoder(model.eval().requires_grad_(False).to(device), tokenizer)

@@ -53,8 +53,13 @@ class Entry:
     scale: str | None = None
 
 
-def load_model(paths: Iterable[str | Path], config: InfiniteTalkConfig, dtype: str | torch.dtype = torch.float32,
-               device: str | torch.device = "cpu", prefix: str | Sequence[str] = "") -> InfiniteTalkModel:
+def load_model(
+    paths: Iterable[str | Path],
+    config: InfiniteTalkConfig,
+    dtype: str | torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    prefix: str | Sequence[str] = "",
+) -> InfiniteTalkModel:
     """The model with every parameter from `paths` (merged in order), in eval mode without gradients.
 
     `dtype` applies to the matmul weights; norms, modulations, the timestep MLPs and the head stay float32 (see
@@ -92,14 +97,15 @@ def index_checkpoints(paths: list[Path], prefix: str | Sequence[str] = "") -> di
     sources: dict[str, Entry] = {}
     for path, pre in zip(paths, prefixes):
         with _open(path, "cpu") as f:
-            names = [k for k in f.keys() if k.startswith(pre) and k[len(pre):] not in MARKER_KEYS]
+            names = [k for k in f.keys() if k.startswith(pre) and k[len(pre) :] not in MARKER_KEYS]
             scales = {_scaled(k): k for k in names if k.endswith(SCALE_SUFFIXES)}
             for name in names:
                 if name.endswith(SCALE_SUFFIXES):
                     continue
                 view = f.get_slice(name)
-                sources[name[len(pre):]] = Entry(path, name, tuple(view.get_shape()), view.get_dtype(),
-                                                 scales.get(name))
+                sources[name[len(pre) :]] = Entry(
+                    path, name, tuple(view.get_shape()), view.get_dtype(), scales.get(name)
+                )
     return sources
 
 
@@ -119,13 +125,17 @@ def check_keys(expected: dict[str, tuple[int, ...]], sources: dict[str, Entry], 
         raise CheckpointError(f"InfiniteTalk checkpoint is missing '{missing[0]}'{_more(missing)} (read {names})")
     unexpected = sorted(set(sources) - set(expected))
     if unexpected:
-        raise CheckpointError(f"InfiniteTalk checkpoint has an unexpected key '{unexpected[0]}'{_more(unexpected)} "
-                              f"(in {sources[unexpected[0]].path.name})")
+        raise CheckpointError(
+            f"InfiniteTalk checkpoint has an unexpected key '{unexpected[0]}'{_more(unexpected)} "
+            f"(in {sources[unexpected[0]].path.name})"
+        )
     wrong = sorted(k for k in expected if sources[k].shape != expected[k])
     if wrong:
         entry = sources[wrong[0]]
-        raise CheckpointError(f"InfiniteTalk checkpoint key '{wrong[0]}' has shape {list(entry.shape)}, the model "
-                              f"needs {list(expected[wrong[0]])}{_more(wrong)} (in {entry.path.name})")
+        raise CheckpointError(
+            f"InfiniteTalk checkpoint key '{wrong[0]}' has shape {list(entry.shape)}, the model "
+            f"needs {list(expected[wrong[0]])}{_more(wrong)} (in {entry.path.name})"
+        )
 
 
 def _more(keys: list[str]) -> str:
@@ -145,5 +155,6 @@ def _open(path: Path, device: str | torch.device):
     try:
         return safe_open(str(path), framework="pt", device=str(device))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: "
-                              f"{str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: {str(err).splitlines()[0]}"
+        ) from None

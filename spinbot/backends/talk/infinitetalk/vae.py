@@ -28,8 +28,13 @@ from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safete
 
 TEMPORAL_STRIDE = 4
 SPATIAL_STRIDE = 8
-RESIDUAL_PARTS = {"norm1.gamma": "residual.0.gamma", "conv1.": "residual.2.", "norm2.gamma": "residual.3.gamma",
-                  "conv2.": "residual.6.", "conv_shortcut.": "shortcut."}
+RESIDUAL_PARTS = {
+    "norm1.gamma": "residual.0.gamma",
+    "conv1.": "residual.2.",
+    "norm2.gamma": "residual.3.gamma",
+    "conv2.": "residual.6.",
+    "conv_shortcut.": "shortcut.",
+}
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,10 @@ class WanVAEConfig:
     def from_state(cls, state: dict[str, torch.Tensor]) -> WanVAEConfig:
         """Widths from the file (diffusers' names); a missing key keeps the default and is reported by the load."""
         conv_in, post_quant = state.get("encoder.conv_in.weight"), state.get("post_quant_conv.weight")
-        return cls(base_dim=cls.base_dim if conv_in is None else conv_in.shape[0],
-                   z_dim=cls.z_dim if post_quant is None else post_quant.shape[0])
+        return cls(
+            base_dim=cls.base_dim if conv_in is None else conv_in.shape[0],
+            z_dim=cls.z_dim if post_quant is None else post_quant.shape[0],
+        )
 
 
 class WanVAE(nn.Module):
@@ -101,11 +108,11 @@ def wan_name(key: str) -> str:
     convert_wan_vae_to_diffusers for Wan 2.1's layout (3 residual blocks and 1 upsampler per decoder level)."""
     for diffusers, wan in (("quant_conv.", "conv1."), ("post_quant_conv.", "conv2.")):
         if key.startswith(diffusers):
-            return wan + key[len(diffusers):]
+            return wan + key[len(diffusers) :]
     side, rest = key.split(".", 1)
     for diffusers, wan in (("conv_in.", "conv1."), ("norm_out.", "head.0."), ("conv_out.", "head.2.")):
         if rest.startswith(diffusers):
-            return f"{side}.{wan}{rest[len(diffusers):]}"
+            return f"{side}.{wan}{rest[len(diffusers) :]}"
     if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", rest):
         return f"{side}.middle.{2 * int(m[1])}.{_residual_part(m[2])}"
     if m := re.match(r"mid_block\.attentions\.0\.(.*)", rest):
@@ -122,7 +129,7 @@ def wan_name(key: str) -> str:
 def _residual_part(name: str) -> str:
     for diffusers, wan in RESIDUAL_PARTS.items():
         if name.startswith(diffusers):
-            return wan + name[len(diffusers):]
+            return wan + name[len(diffusers) :]
     return name  # resample / time_conv keep their names
 
 
@@ -135,8 +142,9 @@ def to_diffusers_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return convert_wan_vae_to_diffusers(state)
 
 
-def load_vae(path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-             fast: bool = False) -> WanVAE:
+def load_vae(
+    path: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", fast: bool = False
+) -> WanVAE:
     original = strip_prefix(read_safetensors(path, "Wan VAE"), ("model.", "vae.", "first_stage_model."))
     state = to_diffusers_names(original)
     config = WanVAEConfig.from_state(state)

@@ -43,8 +43,9 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{what} checkpoint {path.name} is not a readable safetensors file: "
-                              f"{str(err).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{what} checkpoint {path.name} is not a readable safetensors file: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -52,12 +53,17 @@ def strip_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> d
     under a model name); unchanged when none fits all keys."""
     for prefix in prefixes:
         if state and all(key.startswith(prefix) for key in state):
-            return {key[len(prefix):]: value for key, value in state.items()}
+            return {key[len(prefix) :]: value for key, value in state.items()}
     return state
 
 
-def load_checked(module: nn.Module, state: dict[str, torch.Tensor], what: str, path: Path,
-                 file_name: Callable[[str], str] = lambda key: key) -> None:
+def load_checked(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    what: str,
+    path: Path,
+    file_name: Callable[[str], str] = lambda key: key,
+) -> None:
     """Load `state` into `module` after checking it: the first missing or misshapen key is a one-line
     CheckpointError naming it as the file names it (`file_name` maps a module key back when the file's names were
     converted). Keys the module does not have are ignored: these files often carry parts not used here (CLIP's
@@ -69,6 +75,8 @@ def load_checked(module: nn.Module, state: dict[str, torch.Tensor], what: str, p
         raise CheckpointError(f"{what} checkpoint {path.name} is missing '{missing[0]}'{more}")
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{what} checkpoint {path.name}: '{file_name(key)}' has shape "
-                                  f"{list(state[key].shape)}, the model needs {list(tensor.shape)}")
+            raise CheckpointError(
+                f"{what} checkpoint {path.name}: '{file_name(key)}' has shape "
+                f"{list(state[key].shape)}, the model needs {list(tensor.shape)}"
+            )
     module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)

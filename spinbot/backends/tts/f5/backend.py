@@ -36,8 +36,10 @@ SHORT_CHUNK_BYTES, SHORT_CHUNK_SPEED = 10, 0.3  # infer_batch_process slows very
 SWAY_SAMPLING_COEF = -1.0  # the package's default
 # Frames (padded, before the CFG doubling) per forward pass: 30 s of speech at a 10 s reference is about 6,000.
 BATCH_FRAMES = {"cuda": 16384, "cpu": 4096}
-TEMPERATURE_NOTE = ("temperature: F5-TTS samples by a flow-matching ODE (Euler steps from seeded noise), which has "
-                    "no sampling temperature; nfe_step, cfg_strength and seed shape the result instead")
+TEMPERATURE_NOTE = (
+    "temperature: F5-TTS samples by a flow-matching ODE (Euler steps from seeded noise), which has "
+    "no sampling temperature; nfe_step, cfg_strength and seed shape the result instead"
+)
 
 _sample_lock = threading.Lock()  # CFM.sample seeds torch's global generator: one job samples at a time
 
@@ -57,10 +59,16 @@ class F5Voice:
         return len(self.audio) / SAMPLE_RATE
 
     def as_meta(self) -> dict[str, Any]:
-        return {"reference": {"seconds": round(self.seconds, 3), "text": self.text.strip(),
-                              "gain": round(self.gain, 4), "notes": self.notes},
-                "chunking": {"method": "f5_tts.infer.utils_infer.chunk_text", "max_chars": self.max_chars},
-                "notes": [TEMPERATURE_NOTE]}
+        return {
+            "reference": {
+                "seconds": round(self.seconds, 3),
+                "text": self.text.strip(),
+                "gain": round(self.gain, 4),
+                "notes": self.notes,
+            },
+            "chunking": {"method": "f5_tts.infer.utils_infer.chunk_text", "max_chars": self.max_chars},
+            "notes": [TEMPERATURE_NOTE],
+        }
 
 
 @dataclass(frozen=True)
@@ -74,8 +82,20 @@ class ChunkJob:
 class NativeF5Backend:
     name = "native"
     sample_rate = SAMPLE_RATE
-    honoured = frozenset({"model", "device", "speed", "nfe_step", "cfg_strength", "seed", "narrator_voice",
-                          "ref_text", "target_rms", "cross_fade_duration"})
+    honoured = frozenset(
+        {
+            "model",
+            "device",
+            "speed",
+            "nfe_step",
+            "cfg_strength",
+            "seed",
+            "narrator_voice",
+            "ref_text",
+            "target_rms",
+            "cross_fade_duration",
+        }
+    )
     max_chunk_chars = 135  # chunk_text's default; the plan uses the reference-derived max_chars instead
 
     def prepare(self, reference: Reference, params: Any) -> F5Voice:
@@ -85,20 +105,26 @@ class NativeF5Backend:
         """One chunk, as the SpeechBackend protocol has it."""
         return self.speak_script(text, voice, params, lambda f, m: None).audio
 
-    def speak_script(self, text: str, voice: F5Voice, params: Any,
-                     progress: Callable[[float, str], None]) -> SpokenScript:
+    def speak_script(
+        self, text: str, voice: F5Voice, params: Any, progress: Callable[[float, str], None]
+    ) -> SpokenScript:
         from spinbot.backends.tts.f5.loading import Speedups, load_models
         from spinbot.settings import get_settings
 
         settings = get_settings()
-        models = load_models(params.model, settings.models_dir, _device(params.device),
-                             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8,
-                                      attention=settings.tts_attention))
+        models = load_models(
+            params.model,
+            settings.models_dir,
+            _device(params.device),
+            Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8, attention=settings.tts_attention),
+        )
         chunks = plan(text, voice, params.speed, models.mel["hop_length"])
         waves = synthesize_chunks(models, voice, chunks, params, progress)
         audio, joins = crossfade_linear(waves, int(params.cross_fade_duration * SAMPLE_RATE))
-        meta = [{"text": c.text, "frames": c.frames - c.ref_frames, "seconds": round(len(w) / SAMPLE_RATE, 3)}
-                for c, w in zip(chunks, waves)]
+        meta = [
+            {"text": c.text, "frames": c.frames - c.ref_frames, "seconds": round(len(w) / SAMPLE_RATE, 3)}
+            for c, w in zip(chunks, waves)
+        ]
         return SpokenScript(audio * voice.gain, meta, joins)
 
 
@@ -110,8 +136,10 @@ def _device(name: str) -> Any:
     except RuntimeError:
         raise InputError(f"f5_to_tts: device '{name}' is not a torch device (cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise BackendUnavailable("f5_to_tts native: device 'cuda' asked for but torch sees no CUDA GPU; "
-                                 "set f5_to_tts.device=cpu (slow) or run on a GPU worker")
+        raise BackendUnavailable(
+            "f5_to_tts native: device 'cuda' asked for but torch sees no CUDA GPU; "
+            "set f5_to_tts.device=cpu (slow) or run on a GPU worker"
+        )
     return device
 
 
@@ -122,8 +150,10 @@ def prepare_reference(reference: Reference, target_rms: float, speed: float) -> 
     from spinbot.media.audio import resample, rms
 
     if not reference.text.strip():
-        raise InputError("f5_to_tts native: ref_text (the transcript of narrator_voice) is empty; F5-TTS needs it "
-                         "and this backend does not transcribe")
+        raise InputError(
+            "f5_to_tts native: ref_text (the transcript of narrator_voice) is empty; F5-TTS needs it "
+            "and this backend does not transcribe"
+        )
     audio, notes = resample(reference.audio, reference.sample_rate, SAMPLE_RATE), []
     start, end = trim_silence_edges(audio)
     if end <= start:
@@ -131,8 +161,10 @@ def prepare_reference(reference: Reference, target_rms: float, speed: float) -> 
     audio = audio[start:end]
     if len(audio) > MAX_REF_S * SAMPLE_RATE:
         audio = audio[: _quietest_cut(audio)]
-        notes.append(f"reference clipped to {len(audio) / SAMPLE_RATE:.2f} s (F5-TTS takes at most {MAX_REF_S:g} "
-                     "s); ref_text should be the transcript of that part")
+        notes.append(
+            f"reference clipped to {len(audio) / SAMPLE_RATE:.2f} s (F5-TTS takes at most {MAX_REF_S:g} "
+            "s); ref_text should be the transcript of that part"
+        )
     audio = np.concatenate([audio, np.zeros(int(REF_TAIL_S * SAMPLE_RATE), np.float32)])
     level = rms(audio)
     gain = level / target_rms if level < target_rms else 1.0
@@ -158,7 +190,7 @@ def trim_silence_edges(audio: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) 
 def _leading_silence(audio: np.ndarray, threshold_dbfs: float) -> int:
     step, floor = SAMPLE_RATE // 100, 10 ** (threshold_dbfs / 20)
     for start in range(0, len(audio), step):
-        if np.sqrt(np.mean(np.square(audio[start:start + step], dtype=np.float64))) >= floor:
+        if np.sqrt(np.mean(np.square(audio[start : start + step], dtype=np.float64))) >= floor:
             return start
     return len(audio)
 
@@ -167,7 +199,7 @@ def _quietest_cut(audio: np.ndarray) -> int:
     """The end of the quietest 50 ms frame between 6 and 12 s: where preprocess_ref_audio_text looks for a pause."""
     frame = SAMPLE_RATE // 20
     lo, hi = int(6 * SAMPLE_RATE) // frame, int(MAX_REF_S * SAMPLE_RATE) // frame
-    energy = [float(np.mean(np.square(audio[i * frame:(i + 1) * frame]))) for i in range(lo, hi)]
+    energy = [float(np.mean(np.square(audio[i * frame : (i + 1) * frame]))) for i in range(lo, hi)]
     return (lo + int(np.argmin(energy)) + 1) * frame
 
 
@@ -212,8 +244,9 @@ def batches(chunks: list[ChunkJob], budget: int) -> list[list[ChunkJob]]:
 # ---- sampling -----------------------------------------------------------------------------------------------------
 
 
-def synthesize_chunks(models: Any, voice: F5Voice, chunks: list[ChunkJob], params: Any,
-                      progress: Callable[[float, str], None]) -> list[np.ndarray]:
+def synthesize_chunks(
+    models: Any, voice: F5Voice, chunks: list[ChunkJob], params: Any, progress: Callable[[float, str], None]
+) -> list[np.ndarray]:
     """Every chunk's waveform, in plan order."""
     import torch
 
@@ -251,10 +284,16 @@ def sample_batch(models: Any, cond: Any, voice: F5Voice, group: list[ChunkJob], 
     ends = [max(len(t) + 1, ref_frames + 1, c.frames) for t, c in zip(text, group)]
     duration = torch.tensor([c.frames for c in group], device=models.device)
     with _sample_lock, known_lengths(models.cfm.transformer, ends):
-        out, _ = models.cfm.sample(cond=cond.expand(len(group), -1, -1), text=text, duration=duration,
-                                   lens=torch.full((len(group),), ref_frames, device=models.device),
-                                   steps=params.nfe_step, cfg_strength=params.cfg_strength,
-                                   sway_sampling_coef=SWAY_SAMPLING_COEF, seed=params.seed)
+        out, _ = models.cfm.sample(
+            cond=cond.expand(len(group), -1, -1),
+            text=text,
+            duration=duration,
+            lens=torch.full((len(group),), ref_frames, device=models.device),
+            steps=params.nfe_step,
+            cfg_strength=params.cfg_strength,
+            sway_sampling_coef=SWAY_SAMPLING_COEF,
+            seed=params.seed,
+        )
     return [out[i, ref_frames:end] for i, end in enumerate(ends)]
 
 

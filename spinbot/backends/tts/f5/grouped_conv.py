@@ -17,9 +17,21 @@ BLOCK_FRAMES = 64
 
 
 @triton.jit
-def _grouped_conv_mish_kernel(x_ptr, w_ptr, bias_ptr, keep_ptr, out_ptr, frames,
-                              stride_xb, stride_xn, stride_kb,
-                              TAPS: tl.constexpr, GROUP: tl.constexpr, BLOCK: tl.constexpr, MISH: tl.constexpr):
+def _grouped_conv_mish_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    keep_ptr,
+    out_ptr,
+    frames,
+    stride_xb,
+    stride_xn,
+    stride_kb,
+    TAPS: tl.constexpr,
+    GROUP: tl.constexpr,
+    BLOCK: tl.constexpr,
+    MISH: tl.constexpr,
+):
     block, group, batch = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = block * BLOCK + tl.arange(0, BLOCK)
     channels = tl.arange(0, GROUP)
@@ -30,8 +42,9 @@ def _grouped_conv_mish_kernel(x_ptr, w_ptr, bias_ptr, keep_ptr, out_ptr, frames,
         inside = (src >= 0) & (src < frames)
         x = tl.load(x_base + src[:, None] * stride_xn + channels[None, :], mask=inside[:, None], other=0.0)
         # weights as [tap, group, in, out]: one contiguous 64 x 64 tile per tap and group
-        w = tl.load(w_ptr + ((tap * tl.num_programs(1) + group) * GROUP + channels[:, None]) * GROUP
-                    + channels[None, :])
+        w = tl.load(
+            w_ptr + ((tap * tl.num_programs(1) + group) * GROUP + channels[:, None]) * GROUP + channels[None, :]
+        )
         acc += tl.dot(x, w)
     acc += tl.load(bias_ptr + group * GROUP + channels).to(tl.float32)[None, :]
     if MISH:  # x * tanh(softplus(x)), softplus linear above 20 as torch's
@@ -52,8 +65,9 @@ def tap_major_weight(conv: torch.nn.Conv1d) -> torch.Tensor:
     return weight.permute(3, 0, 2, 1).contiguous()
 
 
-def grouped_conv_mish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor,
-                      mish: bool = True) -> torch.Tensor:
+def grouped_conv_mish(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, keep: torch.Tensor, mish: bool = True
+) -> torch.Tensor:
     """mask(mish(conv1d(x))) for x: [batch, frames, channels] (contiguous), weight from tap_major_weight,
     keep: [batch, frames] bool (False frames come out as zeros; the input's must be zeros already)."""
     batch, frames, channels = x.shape
@@ -62,6 +76,19 @@ def grouped_conv_mish(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     out = torch.empty_like(x)
     keep = keep.to(torch.uint8).contiguous()
     grid = (triton.cdiv(frames, BLOCK_FRAMES), groups, batch)
-    _grouped_conv_mish_kernel[grid](x, weight, bias, keep, out, frames, x.stride(0), x.stride(1), keep.stride(0),
-                                    TAPS=taps, GROUP=group, BLOCK=BLOCK_FRAMES, MISH=mish)
+    _grouped_conv_mish_kernel[grid](
+        x,
+        weight,
+        bias,
+        keep,
+        out,
+        frames,
+        x.stride(0),
+        x.stride(1),
+        keep.stride(0),
+        TAPS=taps,
+        GROUP=group,
+        BLOCK=BLOCK_FRAMES,
+        MISH=mish,
+    )
     return out

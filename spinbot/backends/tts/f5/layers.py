@@ -31,8 +31,12 @@ def feed_forward(ff: Any, x: torch.Tensor) -> torch.Tensor:
     the CPU kernel of _addmm_activation applies the exact GELU, so the CPU keeps the module): one pass over the
     [total, 2 x dim] activations fewer."""
     (project, act), dropout, out = ff.ff[0], ff.ff[1], ff.ff[2]
-    if (x.is_cuda and type(project) is nn.Linear and project.bias is not None
-            and getattr(act, "approximate", None) == "tanh"):
+    if (
+        x.is_cuda
+        and type(project) is nn.Linear
+        and project.bias is not None
+        and getattr(act, "approximate", None) == "tanh"
+    ):
         h = torch._addmm_activation(project.bias, x, project.weight.t(), use_gelu=True)
         return out(dropout(h))
     return ff(x)
@@ -94,6 +98,13 @@ def fused_conv_fits(conv: nn.Conv1d) -> bool:
     """The kernel's case: CUDA, "same" padding, stride and dilation 1, a bias, as many channels out as in, and
     groups of a power of two >= 16 channels (its tiles are one group wide; tensor-core tiles start at 16)."""
     group = conv.in_channels // conv.groups
-    return (conv.weight.is_cuda and conv.bias is not None and conv.in_channels == conv.out_channels
-            and conv.padding[0] == conv.kernel_size[0] // 2 and conv.stride[0] == 1 and conv.dilation[0] == 1
-            and group >= 16 and group & (group - 1) == 0)
+    return (
+        conv.weight.is_cuda
+        and conv.bias is not None
+        and conv.in_channels == conv.out_channels
+        and conv.padding[0] == conv.kernel_size[0] // 2
+        and conv.stride[0] == 1
+        and conv.dilation[0] == 1
+        and group >= 16
+        and group & (group - 1) == 0
+    )

@@ -54,8 +54,9 @@ class F5Models:
 
 
 def _missing(what: str, name: str, folder: Path, models_dir: Path) -> BackendUnavailable:
-    return BackendUnavailable(f"f5_to_tts native: {what} {name} not found in {folder} "
-                              f"(SPINBOT_MODELS_DIR={models_dir})")
+    return BackendUnavailable(
+        f"f5_to_tts native: {what} {name} not found in {folder} (SPINBOT_MODELS_DIR={models_dir})"
+    )
 
 
 def find_checkpoint(folder: Path, models_dir: Path) -> Path:
@@ -81,8 +82,9 @@ def resolve_files(model: str, models_dir: Path) -> F5Files:
     if not config.is_file():
         config = Path(str(package_files("f5_tts").joinpath(f"configs/{model}.yaml")))
         if not config.is_file():
-            raise BackendUnavailable(f"f5_to_tts native: no config.yaml in {folder} and f5-tts has no built-in "
-                                     f"config for model '{model}'")
+            raise BackendUnavailable(
+                f"f5_to_tts native: no config.yaml in {folder} and f5-tts has no built-in config for model '{model}'"
+            )
     vocoder = models_dir / FOLDER / VOCODER
     for name in ("config.yaml", "pytorch_model.bin"):
         if not (vocoder / name).is_file():
@@ -99,8 +101,9 @@ def model_config(path: Path) -> dict[str, Any]:
     if missing:
         raise BackendUnavailable(f"f5_to_tts native: {path} lacks model.{', model.'.join(missing)}")
     if config["mel_spec"].get("mel_spec_type", "vocos") != "vocos":
-        raise BackendUnavailable(f"f5_to_tts native: {path} wants the {config['mel_spec']['mel_spec_type']} "
-                                 "vocoder; only Vocos is supported")
+        raise BackendUnavailable(
+            f"f5_to_tts native: {path} wants the {config['mel_spec']['mel_spec_type']} vocoder; only Vocos is supported"
+        )
     return config
 
 
@@ -149,8 +152,6 @@ class Speedups:
     attention: str = "auto"
 
 
-
-
 def read_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The EMA weights without their `ema_model.` prefix, as utils_infer.load_checkpoint reads them."""
     if checkpoint.suffix == ".safetensors":
@@ -171,15 +172,15 @@ def ema_weights(raw: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def build_cfm(files: F5Files, device: torch.device, dtype: torch.dtype, speedups: Speedups
-              ) -> tuple[Any, dict[str, Any]]:
+def build_cfm(
+    files: F5Files, device: torch.device, dtype: torch.dtype, speedups: Speedups
+) -> tuple[Any, dict[str, Any]]:
     cfm, mel = new_cfm(files)
     try:
         cfm.load_state_dict(read_state(files.checkpoint))
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise BackendUnavailable(f"f5_to_tts native: {files.checkpoint} does not fit {files.config}: "
-                                 f"{first}") from None
+        raise BackendUnavailable(f"f5_to_tts native: {files.checkpoint} does not fit {files.config}: {first}") from None
     # Only the transformer goes to half precision: the reference's mel spectrogram is computed in float32.
     cfm.transformer.to(device=device, dtype=dtype)
     cuda = device.type == "cuda"
@@ -199,15 +200,22 @@ def new_cfm(files: F5Files) -> tuple[Any, dict[str, Any]]:
     config = model_config(files.config)
     backbone = getattr(f5_model, config["backbone"], None)
     if backbone is None:
-        raise BackendUnavailable(f"f5_to_tts native: {files.config} names backbone {config['backbone']!r}, "
-                                 "which f5_tts.model does not have")
+        raise BackendUnavailable(
+            f"f5_to_tts native: {files.config} names backbone {config['backbone']!r}, which f5_tts.model does not have"
+        )
     vocab_char_map, vocab_size = get_tokenizer(str(files.vocab), "custom")
     mel = dict(config["mel_spec"])
-    mel_kwargs = {k: mel[k] for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate",
-                                      "mel_spec_type")}
+    mel_kwargs = {
+        k: mel[k]
+        for k in ("n_fft", "hop_length", "win_length", "n_mel_channels", "target_sample_rate", "mel_spec_type")
+    }
     transformer = backbone(**config["arch"], text_num_embeds=vocab_size, mel_dim=mel["n_mel_channels"])
-    cfm = f5_model.CFM(transformer=transformer, mel_spec_kwargs=mel_kwargs, odeint_kwargs={"method": "euler"},
-              vocab_char_map=vocab_char_map)
+    cfm = f5_model.CFM(
+        transformer=transformer,
+        mel_spec_kwargs=mel_kwargs,
+        odeint_kwargs={"method": "euler"},
+        vocab_char_map=vocab_char_map,
+    )
     return cfm, mel
 
 
@@ -220,8 +228,10 @@ def load_vocoder(folder: Path, device: torch.device) -> Any:
     try:
         vocoder.load_state_dict(state)
     except RuntimeError as err:
-        raise BackendUnavailable(f"f5_to_tts native: {folder / 'pytorch_model.bin'} does not fit "
-                                 f"{folder / 'config.yaml'}: {str(err).splitlines()[0]}") from None
+        raise BackendUnavailable(
+            f"f5_to_tts native: {folder / 'pytorch_model.bin'} does not fit "
+            f"{folder / 'config.yaml'}: {str(err).splitlines()[0]}"
+        ) from None
     return vocoder.eval().to(device)
 
 
@@ -237,7 +247,11 @@ def load_models(model: str, models_dir: Path, device: torch.device, speedups: Sp
     files = resolve_files(model, models_dir)
     dtype = compute_dtype(device)
     speedups = speedups if device.type == "cuda" else Speedups(compile=False)
-    cfm, mel = cached("cfm", files.checkpoint, f"{device}:{dtype}:{files.vocab}:{files.config}:{speedups}",
-                      lambda: build_cfm(files, device, dtype, speedups))
+    cfm, mel = cached(
+        "cfm",
+        files.checkpoint,
+        f"{device}:{dtype}:{files.vocab}:{files.config}:{speedups}",
+        lambda: build_cfm(files, device, dtype, speedups),
+    )
     vocoder = cached("vocos", files.vocoder, f"{device}:float32", lambda: load_vocoder(files.vocoder, device))
     return F5Models(cfm, vocoder, device, dtype, files, mel)

@@ -53,8 +53,7 @@ class PackedLayout:
         positions = torch.cat([torch.arange(length) for length in lengths])
         freqs, _ = rotary(positions.to(device))  # by each frame's position within its row; once per sample() call
         rope = (freqs[0, :, None].cos(), freqs[0, :, None].sin())
-        return cls(frames, bounds, index.to(device),
-                   torch.tensor(bounds, dtype=torch.int32, device=device), rope)
+        return cls(frames, bounds, index.to(device), torch.tensor(bounds, dtype=torch.int32, device=device), rope)
 
 
 class PackedDiT:
@@ -68,20 +67,40 @@ class PackedDiT:
         # dynamic=True: every job has other lengths, which must not compile again (one graph serves all blocks)
         self.block = torch.compile(packed_block, dynamic=True) if compile else packed_block
 
-    def __call__(self, x: torch.Tensor, cond: torch.Tensor, text: torch.Tensor, time: torch.Tensor,
-                 mask: torch.Tensor | None = None, drop_audio_cond: bool = False, drop_text: bool = False,
-                 cfg_infer: bool = False, cache: bool = False) -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        text: torch.Tensor,
+        time: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        drop_audio_cond: bool = False,
+        drop_text: bool = False,
+        cfg_infer: bool = False,
+        cache: bool = False,
+    ) -> torch.Tensor:
         dit, rows = self.dit, x.shape[0] * (2 if cfg_infer else 1)
         layout = self.layouts.get(rows)
-        if (layout is None or layout.frames != x.shape[1] or time.ndim != 0
-                or dit.long_skip_connection is not None):
-            return self.package_forward(x=x, cond=cond, text=text, time=time, mask=mask,
-                                        drop_audio_cond=drop_audio_cond, drop_text=drop_text, cfg_infer=cfg_infer,
-                                        cache=cache)
+        if layout is None or layout.frames != x.shape[1] or time.ndim != 0 or dit.long_skip_connection is not None:
+            return self.package_forward(
+                x=x,
+                cond=cond,
+                text=text,
+                time=time,
+                mask=mask,
+                drop_audio_cond=drop_audio_cond,
+                drop_text=drop_text,
+                cfg_infer=cfg_infer,
+                cache=cache,
+            )
         t = dit.time_embed(time.reshape(1))  # [1, dim]: one time step for every row
         drops = [(False, False), (True, True)] if cfg_infer else [(drop_audio_cond, drop_text)]
-        padded = torch.cat([dit.get_input_embed(x, cond, text, drop_audio_cond=audio, drop_text=txt, cache=cache,
-                                                audio_mask=mask) for audio, txt in drops])
+        padded = torch.cat(
+            [
+                dit.get_input_embed(x, cond, text, drop_audio_cond=audio, drop_text=txt, cache=cache, audio_mask=mask)
+                for audio, txt in drops
+            ]
+        )
         h = padded.flatten(0, 1).index_select(0, layout.index)[None]  # [1, total, dim]
         # the row loop takes the bounds on the host; the compiled kernels' graphs take only tensors and ints
         bounds = layout.bounds if self.kernel == "rows" else None
@@ -92,8 +111,16 @@ class PackedDiT:
         return full.view(rows, layout.frames, -1)
 
 
-def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                 offsets: torch.Tensor, longest: int, bounds: list[int] | None, kernel: str) -> torch.Tensor:
+def packed_block(
+    block: Any,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    offsets: torch.Tensor,
+    longest: int,
+    bounds: list[int] | None,
+    kernel: str,
+) -> torch.Tensor:
     """DiTBlock.forward on [1, total, dim] packed frames (same modules, same order)."""
     norm, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.attn_norm(x, emb=t)
     x = x + gate_msa.unsqueeze(1) * packed_attention(block.attn, norm, rope, offsets, longest, bounds, kernel)
@@ -101,8 +128,15 @@ def packed_block(block: Any, x: torch.Tensor, t: torch.Tensor, rope: tuple[torch
     return x + gate_mlp.unsqueeze(1) * feed_forward(block.ff, norm[0])[None]
 
 
-def packed_attention(attn: Any, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], offsets: torch.Tensor,
-                     longest: int, bounds: list[int] | None, kernel: str) -> torch.Tensor:
+def packed_attention(
+    attn: Any,
+    x: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    offsets: torch.Tensor,
+    longest: int,
+    bounds: list[int] | None,
+    kernel: str,
+) -> torch.Tensor:
     """The package's AttnProcessor (projections, q/k norms, rotary embedding on the first pe_attn_head heads,
     output projection) with each row attending over its own frames."""
     q, k, v = project_qkv(attn, x[0])
@@ -116,15 +150,23 @@ def packed_attention(attn: Any, x: torch.Tensor, rope: tuple[torch.Tensor, torch
     return attn.to_out[1](attn.to_out[0](out.flatten(1).to(q.dtype)))[None]
 
 
-def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int,
-                     bounds: list[int] | None, kernel: str) -> torch.Tensor:
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: torch.Tensor,
+    longest: int,
+    bounds: list[int] | None,
+    kernel: str,
+) -> torch.Tensor:
     """Attention of [total, heads, head_dim] packed rows, each row over its own frames: a FlashAttention varlen
     kernel, or (rows: where there is none; bounds are the offsets on the host) one SDPA call per row."""
     if kernel == "flash4":
         return torch.ops.spinbot.flash4_varlen(q, k, v, offsets, longest)
     if kernel == "flash2":
-        return torch.ops.aten._flash_attention_forward(q, k, v, offsets, offsets, longest, longest, 0.0, False,
-                                                       False)[0]
+        return torch.ops.aten._flash_attention_forward(q, k, v, offsets, offsets, longest, longest, 0.0, False, False)[
+            0
+        ]
     assert bounds is not None, "the rows kernel needs the offsets on the host"
     parts = []
     for start, end in itertools.pairwise(bounds):
@@ -134,14 +176,16 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets:
 
 
 @torch.library.custom_op("spinbot::flash4_varlen", mutates_args=())
-def flash4_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int
-                  ) -> torch.Tensor:
+def flash4_varlen(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, offsets: torch.Tensor, longest: int
+) -> torch.Tensor:
     """FlashAttention 4's varlen forward as one opaque op (its CuTe DSL launcher is Python that torch.compile must
     not trace; it compiles each kernel once per shape class and caches it)."""
     from flash_attn.cute.interface import flash_attn_varlen_func
 
-    out = flash_attn_varlen_func(q, k, v, cu_seqlens_q=offsets, cu_seqlens_k=offsets, max_seqlen_q=longest,
-                                 max_seqlen_k=longest)
+    out = flash_attn_varlen_func(
+        q, k, v, cu_seqlens_q=offsets, cu_seqlens_k=offsets, max_seqlen_q=longest, max_seqlen_k=longest
+    )
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -164,6 +208,7 @@ def attention_kernel(choice: str, device: torch.device, dtype: torch.dtype) -> s
         return "flash2"
     try:
         import flash_attn.cute.interface  # noqa: F401
+
         missing = None if major in (9, 10) else f"a Hopper or Blackwell GPU (this one is sm{major}x)"
     except ImportError as err:
         missing = f"the flash-attn-4 package (pip install 'spinbot[fa4]'; {err})"
@@ -198,8 +243,9 @@ def known_lengths(dit: Any, lengths: list[int]) -> Iterator[None]:
         yield
         return
     device = dit.proj_out.weight.device
-    packed.layouts = {len(rows): PackedLayout.plan(rows, dit.rotary_embed, device)
-                      for rows in (list(lengths), list(lengths) * 2)}
+    packed.layouts = {
+        len(rows): PackedLayout.plan(rows, dit.rotary_embed, device) for rows in (list(lengths), list(lengths) * 2)
+    }
     try:
         yield
     finally:
