@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn
-from rich.text import Text
 from typer.core import TyperCommand
 
 from spinbot import __version__
+from spinbot.cli_progress import run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import InputError, SpinBotError
@@ -49,19 +47,6 @@ def _main(
     """SpinBot: prompt + portrait + voice -> video."""
 
 
-class NodeTimeColumn(ProgressColumn):
-    """A node's own time: the recorded seconds of a finished node (also one that finished before --resume), the
-    time since it started while it runs, nothing before it starts."""
-
-    def render(self, task: Task) -> Text:
-        seconds = task.fields.get("seconds")
-        if seconds is None:
-            if not task.started:
-                return Text("-:--:--", style="progress.elapsed")
-            seconds = task.elapsed or 0
-        return Text(str(timedelta(seconds=int(seconds))), style="progress.elapsed")
-
-
 def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
     """NODE.PARAM=VALUE pairs -> {node: {param: value}}; values stay strings and the params models convert them."""
     params: dict[str, dict[str, Any]] = {}
@@ -74,64 +59,14 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def _run_with_progress(runner, job_id: str) -> Any:
-    job, interrupted = runner.jobs.get(job_id), False
-    with Progress(
-        TextColumn("{task.fields[node]:<14}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[status]:<10}"),
-        NodeTimeColumn(),
-        TextColumn("{task.description}"),
-        console=err_console,
-        transient=False,
-    ) as progress:
-        bars = {
-            n.node_id: progress.add_task(
-                n.message or "",
-                total=1.0,
-                node=n.node_id,
-                status=n.status,
-                start=False,
-                completed=1 if n.status == "succeeded" else 0,
-                seconds=n.seconds if n.status == "succeeded" else None,
-            )
-            for n in job.nodes
-        }
-
-        def on_event(event) -> None:
-            if event.kind != "node" or event.node_id not in bars:
-                return
-            bar = bars[event.node_id]
-            progress.start_task(bar)  # the node's clock starts at its first event (no-op once started)
-            done = 1.0 if event.status == "succeeded" else event.progress
-            seconds = runner.jobs.get(job_id).node(event.node_id).seconds if event.status == "succeeded" else None
-            progress.update(
-                bar, completed=done, status=event.status, description=(event.message or "")[:60], seconds=seconds
-            )
-
-        unsubscribe = runner.events.subscribe(on_event)
-        try:
-            return runner.run(job_id)
-        except KeyboardInterrupt:  # the runner marked the job interrupted
-            interrupted = True
-        finally:
-            unsubscribe()
-    if interrupted:
-        err_console.print(
-            f"job {job_id} interrupted; resume it with: spinbot run --resume {job_id}", highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(130)
-
-
 def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
     """With --watch: say where the live playlists are (and serve them from S3) while the job runs."""
     if not watch:
-        return _run_with_progress(runner, job_id)
+        return run_with_progress(runner, job_id)
     from spinbot.watch import watch as live_places
 
     with live_places(runner, job_id, lambda line: err_console.print(line, highlight=False, soft_wrap=True), port):
-        return _run_with_progress(runner, job_id)
+        return run_with_progress(runner, job_id)
 
 
 def _finish(runner, job, out: Path | None) -> None:
@@ -245,7 +180,7 @@ def demo(
             )
         )
         err_console.print(f"job {job_id}", highlight=False)
-        job = _run_with_progress(runner, job_id)
+        job = run_with_progress(runner, job_id)
         _finish(runner, job, out)
     except SpinBotError as err:
         fail(str(err))
