@@ -56,6 +56,7 @@ class Stack:
             "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",
             "SPINBOT_TALK_MAX_PIXELS": str(256 * 256),
             "SPINBOT_QUEUE_LOCK_SECONDS": "3",
+            "SPINBOT_JOB_LEASE_SECONDS": "4",  # a killed API's jobs are taken over within seconds
             "SPINBOT_QUEUE_STALLED_CHECK_SECONDS": "1",
             "SPINBOT_QUEUE_REDIS_RETRY_SECONDS": "20",
             "SPINBOT_WORKER_HEARTBEAT_SECONDS": "0.3",
