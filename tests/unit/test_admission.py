@@ -291,15 +291,6 @@ def test_a_narrator_voice_param_must_name_one_of_the_owners_stored_voices(client
     )
 
 
-def test_the_backend_names_match_the_backends_own_tables():
-    pytest.importorskip("torch")
-    from spinbot.backends.requirements import NATIVE_FACE_DETECTORS, NATIVE_TALK_SCHEDULERS
-    from spinbot.backends.talk.infinitetalk.sampler import SCHEDULERS
-    from spinbot.backends.upscale.model_loading import DETECTOR_FILES
-
-    assert NATIVE_TALK_SCHEDULERS == SCHEDULERS and tuple(DETECTOR_FILES) == NATIVE_FACE_DETECTORS
-
-
 def test_a_job_request_is_one_object(spinbot_env, tmp_path):
     from spinbot.control.runner import Runner
 
