@@ -35,3 +35,10 @@ def spinbot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests last: Playwright's sync API (a session-scoped browser, tests/e2e/conftest.py) keeps an asyncio
+    loop running in the main thread until the session ends, and tests that run a loop of their own (asyncio.run)
+    fail after it. A stable sort keeps every other test in its order."""
+    items.sort(key=lambda item: "e2e" in item.path.parts)
