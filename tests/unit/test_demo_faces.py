@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from spinbot.backends.talk.animator import locate_face
+from spinbot.backends.talk.face_layout import locate_face
 from spinbot.backends.upscale.resample import DETECT_MAX_SIDE, ResampleUpscaler
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.media.faces import Box, face_candidates

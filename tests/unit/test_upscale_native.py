@@ -139,8 +139,16 @@ def test_a_missing_detector_file_names_it(use_models, tmp_path, use_settings):
 
 
 def test_an_unknown_detector_is_refused(use_models):
+    """By the params model at submission, and again by the backend (params that reach a worker unvalidated, e.g.
+    from a newer control plane)."""
+    from pydantic import ValidationError
+
+    from spinbot.tasks.upscale import AIUpscalerParams
+
+    with pytest.raises(ValidationError, match="retinaface_resnet50"):
+        AIUpscalerParams(facedetection="YOLOv5l")
     with pytest.raises(ParamsError, match="retinaface_resnet50"):
-        loaded(facedetection="YOLOv5l")
+        NativeUpscaler(device="cpu").load(AIUpscalerParams.model_construct(facedetection="YOLOv5l"))
 
 
 def test_a_codeformer_file_that_is_an_upscaler_is_refused(use_models):
