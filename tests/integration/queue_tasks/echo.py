@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 
+from pydantic import Field
+
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams
 from tests.integration.queue_tasks import record_start
 
 
 class EchoParams(TaskParams):
-    text: str = "hello"
-    seconds: float = 0.0
-    fail: bool = False
+    text: str = Field(default="hello", description="What the task returns and writes.")
+    seconds: float = Field(default=0.0, description="How long it waits first.")
+    fail: bool = Field(default=False, description="Fail instead, with a one-line error.")
 
 
 def run(ctx: TaskContext, params: EchoParams) -> NodeOutput:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import time
 
+from pydantic import Field
+
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams
 from tests.integration.queue_tasks import record_start
 
 
 class SleepParams(TaskParams):
-    seconds: float = 1.0
-    step: float = 0.1
+    seconds: float = Field(default=1.0, description="How long it sleeps.")
+    step: float = Field(default=0.1, description="Seconds between progress reports.")
 
 
 def run(ctx: TaskContext, params: SleepParams) -> NodeOutput:
