@@ -190,12 +190,14 @@ def test_an_unknown_scheduler_is_refused_with_the_choices(inputs, spinbot_env):
 
 
 def test_params_lists_every_parameter_with_its_default_and_description():
-    from spinbot.tasks.catalog import TASK_PLANES, load_task
+    from spinbot.cli import DEFAULT_PIPELINE
+    from spinbot.pipelines.spec import get_pipeline
+    from spinbot.tasks.catalog import load_task
 
     code, lines = run_cli("params")
     assert code == 0
     text = "\n".join(lines)
-    for task in TASK_PLANES:
+    for task in {node.task for node in get_pipeline(DEFAULT_PIPELINE).nodes}:
         model = load_task(task).params_model
         for name, field in model.model_fields.items():
             row = next((line for line in lines if line.split()[:1] == [name]), None)

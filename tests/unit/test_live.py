@@ -200,15 +200,17 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture
-def encoded(monkeypatch) -> dict[str, list[str]]:
-    """The frames each VideoWriter was given, by file name, as digests: what the final video is encoded from.
-    (libx264 with threads does not give the same bytes twice for the same frames, so two encodes of the same
-    frames are compared by what went in, and by PSNR of what came out.)"""
+def encoded(monkeypatch, tmp_path) -> dict[str, list[str]]:
+    """The frames each VideoWriter of this test was given, by file name, as digests: what the final video is
+    encoded from. (libx264 with threads does not give the same bytes twice for the same frames, so two encodes of
+    the same frames are compared by what went in, and by PSNR of what came out.) Only writers under this test's
+    tmp_path count: a job another test left running in a thread writes its own upscaled.mp4 meanwhile."""
     given: dict[str, list[str]] = {}
     real_write = VideoWriter.write
 
     def write(self, frame):
-        given.setdefault(self.path.name, []).append(hashlib.sha1(np.ascontiguousarray(frame)).hexdigest())
+        if Path(self.path).resolve().is_relative_to(tmp_path.resolve()):
+            given.setdefault(self.path.name, []).append(hashlib.sha1(np.ascontiguousarray(frame)).hexdigest())
         real_write(self, frame)
 
     monkeypatch.setattr(VideoWriter, "write", write)
