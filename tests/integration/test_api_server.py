@@ -62,8 +62,15 @@ class Server:
             return False
 
     def spooled_bytes(self) -> int:
-        """Bytes under the server's TMPDIR, named or held open unlinked."""
-        total = sum(p.stat().st_size for p in self.spool.rglob("*") if p.is_file())
+        """Bytes under the server's TMPDIR, named or held open unlinked. The server removes its spool folders
+        while this walks them, so a file or folder that vanishes midway counts as nothing."""
+        total = 0
+        for folder, _dirs, files in os.walk(self.spool):  # os.walk skips folders that vanish; rglob raises
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:
+                    pass
         for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
             try:
                 target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
