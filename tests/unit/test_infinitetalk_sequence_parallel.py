@@ -1,0 +1,77 @@
+"""Sequence parallelism of the InfiniteTalk transformer on the CPU: gloo ranks started by the test.
+
+The reference is the official forward pass (shared/reference/infinitetalk/forward-small.safetensors: 4 heads, a
+3 x 4 x 6 token grid, 24 tokens a latent frame). With 2 ranks (36 tokens each) and 4 ranks (18 each) the slices
+start and end inside latent frames, so the audio cross-attention's frame runs are exercised; a cropped latent
+(3 x 3 x 5 = 45 tokens) pads the last ranks' slices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import in_ci
+
+if in_ci():
+    import torch
+else:
+    torch = pytest.importorskip("torch")
+
+from spinbot.backends.talk.infinitetalk.sequence_parallel import Shard, check_heads, frame_runs
+from spinbot.backends.talk.infinitetalk.transformer_checkpoint import load_model
+from tests.support.sequence_parallel import cropped, load_reference, run_parallel_forward
+from tests.unit.test_infinitetalk_model import reference_path
+
+BOUND = 1e-5  # relative L2 error, float32; the split changes only the order of a few sums
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.fixture(scope="module")
+def path() -> Path:
+    return reference_path()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_parallel_forward_equals_official(path: Path, tmp_path: Path, world: int) -> None:
+    ref = load_reference(path)
+    i = ref["inputs"]
+    model = load_model([path], ref["config"], dtype=torch.float32, prefix="weights.")
+    with torch.no_grad():
+        single = model(i["x"][None], i["t"], i["context"][None], i["clip_fea"], i["y"][None], i["audio"])
+    out = run_parallel_forward(path, tmp_path / "out.pt", world)
+    assert out.shape == ref["out"].shape
+    print(f"world {world}: relative error {relative(out, single):.2e} to one process")
+    assert relative(out, single) < BOUND
+    assert relative(out, ref["out"]) < BOUND  # and to the official forward itself
+
+
+def test_padding_does_not_change_the_result(path: Path, tmp_path: Path) -> None:
+    """45 tokens over 4 ranks: 12, 12, 12 and 9 real tokens (3 of padding); 15 tokens a frame."""
+    ref = load_reference(path)
+    i = cropped(ref["inputs"], 6, 10)
+    model = load_model([path], ref["config"], dtype=torch.float32, prefix="weights.")
+    with torch.no_grad():
+        single = model(i["x"][None], i["t"], i["context"][None], i["clip_fea"], i["y"][None], i["audio"])
+    assert single.shape[2:] == (3, 6, 10)
+    out = run_parallel_forward(path, tmp_path / "out.pt", 4, crop=(6, 10))
+    assert relative(out, single) < BOUND
+
+
+def test_frame_runs_cover_the_slice_once() -> None:
+    # 45 tokens, 15 a frame, 4 ranks of 12: rank 1 holds 12..23 = the end of frame 0 and the start of frame 1
+    assert frame_runs(Shard(1, 4, 45), 15) == [(0, 3, 0, 1), (3, 12, 1, 1)]
+    assert frame_runs(Shard(3, 4, 45), 15) == [(0, 9, 2, 1)]  # 36..44, then 3 padding tokens
+    assert frame_runs(Shard(0, 2, 90), 15) == [(0, 45, 0, 3)]  # whole frames in one call
+    assert frame_runs(Shard(3, 4, 6), 15) == []  # a rank with nothing but padding
+    assert Shard(3, 4, 6).padding == 2 and Shard(2, 4, 6).padding == 0
+
+
+def test_heads_must_divide_by_the_world() -> None:
+    check_heads(40, 8)
+    with pytest.raises(ValueError, match="40 attention heads to divide by the world size; 3 ranks do not"):
+        check_heads(40, 3)
