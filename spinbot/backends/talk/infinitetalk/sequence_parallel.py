@@ -24,6 +24,7 @@ dependencies; gloo (torch 2.14) implements all_to_all_single, so the same exchan
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -143,7 +144,10 @@ class FrameRunAudio:
     frames' audio keys and values; padding tokens get zeros (they are dropped at the end)."""
 
     def __init__(self, module: AudioCrossAttention):
-        self.official = module.forward
+        official = module.forward  # the class's, or a FrameRunAudio an earlier SequenceParallel installed
+        self.official: Callable[..., torch.Tensor] = (
+            official.official if isinstance(official, FrameRunAudio) else official
+        )
         self.runs: list[tuple[int, int, int, int]] = []  # set per forward by SequenceParallel
 
     def __call__(self, x: torch.Tensor, context: tuple[torch.Tensor, ...]) -> torch.Tensor:
