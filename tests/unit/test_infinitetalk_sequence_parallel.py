@@ -75,3 +75,33 @@ def test_heads_must_divide_by_the_world() -> None:
     check_heads(40, 8)
     with pytest.raises(ValueError, match="40 attention heads to divide by the world size; 3 ranks do not"):
         check_heads(40, 3)
+
+
+def test_the_benchmark_imports_nothing_the_gpu_machine_lacks() -> None:
+    """benchmarks/infinitetalk_multigpu.py runs where Python has torch (numpy, safetensors, pydantic) and nothing
+    else: with the service stack made unimportable, it still imports, and loads no other spinbot module."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, importlib.util\n"
+        "for name in ('fastapi', 'langgraph', 'sqlalchemy', 'av', 'diffusers', 'transformers', 'redis'):\n"
+        "    sys.modules[name] = None\n"
+        f"spec = importlib.util.spec_from_file_location('bench', {str(root / 'benchmarks/infinitetalk_multigpu.py')!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('spinbot')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(
+        [
+            "spinbot",
+            "spinbot.backends",
+            "spinbot.backends.talk",
+            "spinbot.backends.talk.infinitetalk",
+            "spinbot.backends.talk.infinitetalk.model",
+            "spinbot.backends.talk.infinitetalk.rank_group",
+            "spinbot.backends.talk.infinitetalk.sequence_parallel",
+        ]
+    )

@@ -95,6 +95,8 @@ def all_to_all(chunks: torch.Tensor, group: Group) -> torch.Tensor:
 
 def seq_to_heads(x: torch.Tensor, world: int, group: Group) -> torch.Tensor:
     """[B, n, H, d] (this rank's tokens, all heads) -> [B, world*n, H/world, d] (all tokens, this rank's heads)."""
+    if world == 1:
+        return x  # one rank: nothing to exchange (and no copies: the one-rank path costs what today's does)
     b, n, h, d = x.shape
     chunks = x.reshape(b, n, world, h // world, d).permute(2, 0, 1, 3, 4)  # by destination rank's heads
     return all_to_all(chunks, group).permute(1, 0, 2, 3, 4).reshape(b, world * n, h // world, d)
@@ -102,6 +104,8 @@ def seq_to_heads(x: torch.Tensor, world: int, group: Group) -> torch.Tensor:
 
 def heads_to_seq(x: torch.Tensor, world: int, group: Group) -> torch.Tensor:
     """The inverse: [B, world*n, H/world, d] -> [B, n, H, d]."""
+    if world == 1:
+        return x
     b, length, h, d = x.shape
     chunks = x.reshape(b, world, length // world, h, d).permute(1, 0, 2, 3, 4)  # by destination rank's tokens
     return all_to_all(chunks, group).permute(1, 2, 0, 3, 4).reshape(b, length // world, world * h, d)
@@ -119,7 +123,9 @@ class UlyssesAttention:
         # the padding sits at the end of the gathered sequence: cut it so it is no key, and no query to compute
         q, k, v = (seq_to_heads(t, world, self.group)[:, :real] for t in (q, k, v))
         out = self.inner(q, k, v)
-        out = F.pad(out, (0, 0, 0, 0, 0, world * self.shard.per_rank - real))
+        padding = world * self.shard.per_rank - real
+        if padding:
+            out = F.pad(out, (0, 0, 0, 0, 0, padding))
         return heads_to_seq(out, world, self.group)
 
 
@@ -224,6 +230,8 @@ class SequenceParallel:
 
     def gather(self, local: torch.Tensor, shard: Shard) -> torch.Tensor:
         """Every rank's [B, n, C] -> [B, L, C] (padding dropped), on every rank."""
+        if self.world == 1:
+            return local[:, : shard.tokens]
         parts = [torch.empty_like(local) for _ in range(self.world)]
         dist.all_gather(parts, local.contiguous(), group=self.group)
         return torch.cat(parts, dim=1)[:, : shard.tokens]
