@@ -185,20 +185,25 @@ def rank_main(rank: int, world: int, port: int, args: argparse.Namespace, out_pa
     try:
         model, sizes = setup(args, device)
         parallel = SequenceParallel(model)
-        results = {}
-        for label, size in sizes.items():
-            i = inputs(model.config, size, device)
-            grid = model.token_grid(i["x"].shape)
-            with torch.no_grad():
-                cond = parallel.conditions(i["context"], i["clip_fea"], i["audio"], grid)
-                measured = timed(lambda: parallel(i["x"], i["t"], i["y"], cond), device, args.repeats)
-            results[label] = {"tokens": grid[0] * grid[1] * grid[2], **step_times(measured, args.layers, args.steps)}
-            if device.type == "cuda":
-                results[label]["peak_gib_rank0"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        results = {label: measure_size(parallel, size, device, args) for label, size in sizes.items()}
         if rank == 0:
             Path(out_path).write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
+
+
+def measure_size(
+    parallel: SequenceParallel, size: tuple[int, int], device: torch.device, args: argparse.Namespace
+) -> dict[str, Any]:
+    i = inputs(parallel.model.config, size, device)
+    grid = parallel.model.token_grid(i["x"].shape)
+    with torch.no_grad():
+        cond = parallel.conditions(i["context"], i["clip_fea"], i["audio"], grid)
+        measured = timed(lambda: parallel(i["x"], i["t"], i["y"], cond), device, args.repeats)
+    result: dict[str, Any] = {"tokens": grid[0] * grid[1] * grid[2], **step_times(measured, args.layers, args.steps)}
+    if device.type == "cuda":
+        result["peak_gib_rank0"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return result
 
 
 def many_ranks(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from spinbot.backends.talk.infinitetalk.transformer_checkpoint import load_model
 from tests.support.sequence_parallel import cropped, load_reference, run_parallel_forward
 from tests.unit.test_infinitetalk_model import reference_path
 
+BENCHMARK = "benchmarks/infinitetalk_multigpu.py"
 BOUND = 1e-5  # relative L2 error, float32; the split changes only the order of a few sums
 
 
@@ -88,7 +89,7 @@ def test_the_benchmark_imports_nothing_the_gpu_machine_lacks() -> None:
         "import sys, importlib.util\n"
         "for name in ('fastapi', 'langgraph', 'sqlalchemy', 'av', 'diffusers', 'transformers', 'redis'):\n"
         "    sys.modules[name] = None\n"
-        f"spec = importlib.util.spec_from_file_location('bench', {str(root / 'benchmarks/infinitetalk_multigpu.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('bench', {str(root / BENCHMARK)!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
         "print(sorted(m for m in sys.modules if m.startswith('spinbot')))\n"
     )
