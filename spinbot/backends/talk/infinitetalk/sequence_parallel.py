@@ -17,8 +17,10 @@ model.py stays the single-device function; this module wraps it:
   its forward runs once per run of tokens within the same frames (at most three calls) with those frames' audio.
 - the output head runs on the local tokens; one all_gather makes the full prediction on every rank.
 
-Hand-written because torch offers no Ulysses attention and xfuser / yunchang pull flash-attn and CUDA-only
-dependencies; gloo (torch 2.14) implements all_to_all_single, so the same exchange runs in the CPU tests.
+Hand-written (about 60 lines) because torch offers no Ulysses attention (its context_parallel is ring attention
+over SDPA only), xfuser pulls diffusers, transformers, accelerate, peft and av, and yunchang (torch alone, flash-attn
+optional) picks its kernel from a fixed list and needs an even split: neither takes our 8-bit kernels or pads.
+gloo (torch 2.14) implements all_to_all_single, so the same exchange runs in the CPU tests.
 """
 
 from __future__ import annotations
