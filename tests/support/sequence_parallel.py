@@ -33,12 +33,17 @@ def cropped(inputs: dict[str, torch.Tensor], rows: int, columns: int) -> dict[st
     return {**inputs, "x": inputs["x"][..., :rows, :columns], "y": inputs["y"][..., :rows, :columns]}
 
 
-def parallel_forward(rank: int, path: str, out: str, crop: tuple[int, int] | None) -> None:
-    """Every rank: the reference model's forward, sequence-parallel; rank 0 saves the prediction."""
+def parallel_forward(rank: int, path: str, out: str, crop: tuple[int, int] | None, traced: bool) -> None:
+    """Every rank: the reference model's forward, sequence-parallel; rank 0 saves the prediction. `traced`: each
+    block through torch.compile as one graph (fullgraph: a graph break is an error; aot_eager: Dynamo and AOT
+    tracing without Inductor's C++ build, so the CPU test stays seconds)."""
     ref = load_reference(Path(path))
     i = cropped(ref["inputs"], *crop) if crop else ref["inputs"]
     model = load_model([Path(path)], ref["config"], dtype=torch.float32, prefix="weights.")
     parallel = SequenceParallel(model)
+    if traced:
+        for block in model.blocks:
+            block.compile(backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         grid = model.token_grid(i["x"][None].shape)
         conditions = parallel.conditions(i["context"][None], i["clip_fea"], i["audio"], grid)
@@ -47,6 +52,8 @@ def parallel_forward(rank: int, path: str, out: str, crop: tuple[int, int] | Non
         torch.save(prediction, out)
 
 
-def run_parallel_forward(path: Path, out: Path, world: int, crop: tuple[int, int] | None = None) -> torch.Tensor:
-    launch_cpu_ranks(parallel_forward, world, str(path), str(out), crop)
+def run_parallel_forward(
+    path: Path, out: Path, world: int, crop: tuple[int, int] | None = None, traced: bool = False
+) -> torch.Tensor:
+    launch_cpu_ranks(parallel_forward, world, str(path), str(out), crop, traced)
     return torch.load(out)

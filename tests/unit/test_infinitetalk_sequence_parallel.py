@@ -63,6 +63,14 @@ def test_padding_does_not_change_the_result(path: Path, tmp_path: Path) -> None:
     assert relative(out, single) < BOUND
 
 
+def test_compiled_blocks_trace_the_exchange_as_one_graph(path: Path, tmp_path: Path) -> None:
+    """torch.compile(fullgraph=True) of every block with the all-to-alls and the frame runs inside: no graph break,
+    and the same prediction."""
+    ref = load_reference(path)
+    out = run_parallel_forward(path, tmp_path / "out.pt", 2, traced=True)
+    assert relative(out, ref["out"]) < BOUND
+
+
 def test_frame_runs_cover_the_slice_once() -> None:
     # 45 tokens, 15 a frame, 4 ranks of 12: rank 1 holds 12..23 = the end of frame 0 and the start of frame 1
     assert frame_runs(Shard(1, 4, 45), 15) == [(0, 3, 0, 1), (3, 12, 1, 1)]
