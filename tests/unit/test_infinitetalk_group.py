@@ -73,3 +73,18 @@ def test_two_ranks_render_the_same_frames_as_one_process(native, inputs, request
 def test_the_node_output_reports_the_group(native, inputs, tmp_path, one_thread, two_ranks) -> None:  # noqa: F811
     out, _ = run_talk(tmp_path, *inputs, **RUN)
     assert out.meta["ranks"] == 2 and out.meta["gpus"] == 0 and out.meta["sequence_parallel"] == "ulysses"
+
+
+def test_an_idle_follower_stops_when_the_worker_is_gone(monkeypatch) -> None:
+    """A follower waits on its queue between jobs; if the worker was killed (a daemon process outlives a SIGKILLed
+    parent) it stops instead of waiting for ever, and while the worker lives it keeps waiting."""
+    import os
+    import queue as queues
+
+    from spinbot.backends.talk.infinitetalk import transformer_group
+
+    monkeypatch.setattr(transformer_group, "PARENT_CHECK_SECONDS", 0.01)
+    assert transformer_group.next_call(queues.Queue(), parent=-1) == {"op": "stop"}  # not our parent: gone
+    inbox: queues.Queue = queues.Queue()
+    inbox.put({"op": "forward"})
+    assert transformer_group.next_call(inbox, parent=os.getppid()) == {"op": "forward"}

@@ -166,8 +166,9 @@ class FrameRunAudio:
             kv = tuple(t.unflatten(0, (batch, -1))[:, frame : frame + count].flatten(0, 1) for t in (k, v))
             outs.append(self.official(x[:, lo:hi], kv))
         used = self.runs[-1][1] if self.runs else 0
-        outs.append(x.new_zeros(batch, x.shape[1] - used, x.shape[2]))
-        return torch.cat(outs, dim=1)
+        if used < x.shape[1]:
+            outs.append(x.new_zeros(batch, x.shape[1] - used, x.shape[2]))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # one run (e.g. one rank): no copy
 
 
 # ---- the forward ------------------------------------------------------------------------------------------------
@@ -221,6 +222,8 @@ class SequenceParallel:
         e = run_fp32(model.time_embedding, sinusoidal_embedding(cfg.freq_dim, t))
         e0 = run_fp32(model.time_projection, e).unflatten(1, (6, cfg.dim))
         gain = torch.as_tensor(audio_scale, dtype=torch.float32, device=local.device)
+        if getattr(model, "_compile_mode", None) == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # as InfiniteTalkModel.forward: a new forward begins
         for block, block_context in zip(model.blocks, conditions.blocks):
             local = block(local, e0, conditions.rope, block_context, gain)
         return model.unpatchify(self.gather(model.head(local, e), shard), grid)

@@ -13,10 +13,12 @@ a collective would time out (NCCL and gloo give up after 10 minutes by default).
 from __future__ import annotations
 
 import itertools
+import os
+import queue
 from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -27,6 +29,7 @@ from spinbot.backends.talk.infinitetalk.model import Conditions, InfiniteTalkMod
 from spinbot.backends.talk.infinitetalk.rank_group import free_port, init_rank
 from spinbot.backends.talk.infinitetalk.sequence_parallel import SequenceParallel
 
+PARENT_CHECK_SECONDS = 5.0  # an idle follower looks this often whether the worker still lives
 KEPT_CONDITIONS = 16  # a window makes 1 to 3 (one per guidance pass); a follower keeps the latest few
 
 
@@ -51,9 +54,9 @@ class TransformerGroup:
     def __init__(self, devices: list[torch.device]):
         self.devices = devices
         port, context = free_port(), mp.get_context("spawn")  # spawn: CUDA cannot be used in a forked process
-        self.inboxes = [context.SimpleQueue() for _ in devices[1:]]
+        self.inboxes = [context.Queue() for _ in devices[1:]]
         self.processes: list[BaseProcess] = [
-            context.Process(target=follow, args=(rank, len(devices), port, device, inbox), daemon=True)
+            context.Process(target=follow, args=(rank, len(devices), port, device, inbox, os.getpid()), daemon=True)
             for rank, (device, inbox) in enumerate(zip(devices[1:], self.inboxes), start=1)
         ]
         for process in self.processes:
@@ -171,18 +174,28 @@ class Follower:
             self.parallel(x, t, y, self.conditions[header["key"]], header["audio_scale"])
 
 
-def follow(rank: int, world: int, port: int, device: torch.device, inbox: Any) -> None:
-    """A follower process: join the group, then run rank 0's calls until it says stop."""
+def follow(rank: int, world: int, port: int, device: torch.device, inbox: Any, parent: int) -> None:
+    """A follower process: join the group, then run rank 0's calls until it says stop (or is gone)."""
     if device.type == "cpu":
         torch.set_num_threads(1)  # CPU ranks (tests) share the host's cores
     init_rank(rank, world, port, device)
     follower = Follower(device)
     try:
         with torch.no_grad():
-            while (header := inbox.get())["op"] != "stop":
+            while (header := next_call(inbox, parent))["op"] != "stop":
                 follower.handle(header)
     finally:
         dist.destroy_process_group()
+
+
+def next_call(inbox: Any, parent: int) -> dict[str, Any]:
+    """The next header; a stop when the worker died without saying so (a daemon process outlives a killed parent)."""
+    while True:
+        try:
+            return cast("dict[str, Any]", inbox.get(timeout=PARENT_CHECK_SECONDS))
+        except queue.Empty:
+            if os.getppid() != parent:
+                return {"op": "stop"}
 
 
 # ---- the worker's group -----------------------------------------------------------------------------------------
