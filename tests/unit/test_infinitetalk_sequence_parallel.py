@@ -71,6 +71,36 @@ def test_compiled_blocks_trace_the_exchange_as_one_graph(path: Path, tmp_path: P
     assert relative(out, ref["out"]) < BOUND
 
 
+def test_release_gives_the_model_its_own_kernels_back(path: Path) -> None:
+    """A world of one (gloo, this process): SequenceParallel installs its kernels, equals the model, and release()
+    restores the model's attention and the class's audio forward."""
+    import torch.distributed as dist
+
+    from spinbot.backends.talk.infinitetalk.model import AudioCrossAttention, attention
+    from spinbot.backends.talk.infinitetalk.rank_group import free_port, init_rank
+    from spinbot.backends.talk.infinitetalk.sequence_parallel import FrameRunAudio, SequenceParallel, UlyssesAttention
+
+    ref = load_reference(path)
+    i = ref["inputs"]
+    model = load_model([path], ref["config"], dtype=torch.float32, prefix="weights.")
+    init_rank(0, 1, free_port(), torch.device("cpu"))
+    try:
+        parallel = SequenceParallel(model)
+        block = model.typed_blocks()[0]
+        assert isinstance(block.audio_cross_attn.forward, FrameRunAudio)
+        with torch.no_grad():
+            grid = model.token_grid(i["x"][None].shape)
+            conditions = parallel.conditions(i["context"][None], i["clip_fea"], i["audio"], grid)
+            out = parallel(i["x"][None], i["t"], i["y"][None], conditions)
+        assert isinstance(block.self_attn.attend, UlyssesAttention)
+        assert relative(out, ref["out"]) < BOUND
+        parallel.release()
+        assert block.self_attn.attend is attention
+        assert block.audio_cross_attn.forward.__func__ is AudioCrossAttention.forward  # type: ignore[attr-defined]
+    finally:
+        dist.destroy_process_group()
+
+
 def test_frame_runs_cover_the_slice_once() -> None:
     # 45 tokens, 15 a frame, 4 ranks of 12: rank 1 holds 12..23 = the end of frame 0 and the start of frame 1
     assert frame_runs(Shard(1, 4, 45), 15) == [(0, 3, 0, 1), (3, 12, 1, 1)]

@@ -189,6 +189,13 @@ class SequenceParallel:
             block.audio_cross_attn.forward = audio  # type: ignore[method-assign]  # the instance only: keys unchanged
         self._shard: Shard | None = None
 
+    def release(self) -> None:
+        """Give the model its single-device kernels back (the attention it had, the class's audio forward)."""
+        self.model.use_attention(self.inner)
+        for block in self.model.typed_blocks():
+            vars(block.audio_cross_attn).pop("forward", None)
+        self._shard = None
+
     def conditions(
         self, context: torch.Tensor, clip_fea: torch.Tensor, audio: torch.Tensor, grid: tuple[int, int, int]
     ) -> Conditions:
