@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     import torch
 
 
+INFINITETALK_HEADS = 40  # Wan2.1-I2V-14B's (InfiniteTalkConfig.num_heads; model.py needs torch to import)
+
+
 def parse_gpus(text: str) -> list[int]:
     """'0,1,2,3' -> [0, 1, 2, 3]; anything else is a one-line SettingsError."""
     items = [item.strip() for item in text.split(",")]
@@ -54,6 +57,11 @@ def group_devices(settings: Settings) -> list[torch.device] | None:
     beyond = [gpu for gpu in gpus if gpu >= visible]
     if beyond:
         raise SettingsError(f"--gpus names GPU {beyond[0]}, but only {visible} are visible (0 to {visible - 1})")
+    if INFINITETALK_HEADS % len(gpus):
+        raise SettingsError(
+            f"--gpus: {len(gpus)} GPUs do not divide InfiniteTalk's {INFINITETALK_HEADS} attention heads "
+            "(each GPU takes whole heads: use 1, 2, 4, 5 or 8)"
+        )
     return [torch.device("cuda", gpu) for gpu in gpus]
 
 

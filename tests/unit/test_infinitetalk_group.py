@@ -88,3 +88,21 @@ def test_an_idle_follower_stops_when_the_worker_is_gone(monkeypatch) -> None:
     inbox: queues.Queue = queues.Queue()
     inbox.put({"op": "forward"})
     assert transformer_group.next_call(inbox, parent=os.getppid()) == {"op": "forward"}
+
+
+def test_heads_that_do_not_divide_are_refused_before_the_followers_load() -> None:
+    """3 ranks, a 2-head model: one clear error on rank 0, nothing sent, and the followers still answer (stop)."""
+    from spinbot.backends.talk.infinitetalk.loading import Precision
+    from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+    from spinbot.backends.talk.infinitetalk.transformer_group import LoadSpec
+
+    model = InfiniteTalkModel(InfiniteTalkConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=16, text_dim=8))
+    spec = LoadSpec({}, Precision.for_device(torch.device("cpu")), 1.0)
+    group = start_group([torch.device("cpu")] * 3)
+    try:
+        with pytest.raises(ValueError, match="2 attention heads to divide by the world size; 3 ranks do not"):
+            group.transformer(model, spec)
+        assert group.loaded is None
+    finally:
+        stop_group()
+    assert all(process.exitcode == 0 for process in group.processes)

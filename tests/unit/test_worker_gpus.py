@@ -33,6 +33,15 @@ def test_more_gpus_than_visible_are_refused(spinbot_env, monkeypatch) -> None:
     assert code != 0 and lines == ["error: --gpus names GPU 2, but only 2 are visible (0 to 1)"]
 
 
+def test_a_gpu_count_that_does_not_divide_the_heads_is_refused(spinbot_env, monkeypatch) -> None:
+    monkeypatch.setattr(gpu_group, "visible_gpus", lambda: 8)
+    code, lines = run_cli("worker", "--gpus", "0,1,2")
+    assert code != 0 and lines == [
+        "error: --gpus: 3 GPUs do not divide InfiniteTalk's 40 attention heads (each GPU takes whole heads: use 1, "
+        "2, 4, 5 or 8)"
+    ]
+
+
 def test_a_machine_without_gpus_refuses(spinbot_env, monkeypatch) -> None:
     monkeypatch.setattr(gpu_group, "visible_gpus", lambda: 0)
     code, lines = run_cli("worker", "--gpus", "0,1")

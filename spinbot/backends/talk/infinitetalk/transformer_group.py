@@ -27,7 +27,7 @@ import torch.multiprocessing as mp
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_transformer
 from spinbot.backends.talk.infinitetalk.model import Conditions, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.rank_group import free_port, init_rank
-from spinbot.backends.talk.infinitetalk.sequence_parallel import SequenceParallel
+from spinbot.backends.talk.infinitetalk.sequence_parallel import SequenceParallel, check_heads
 
 PARENT_CHECK_SECONDS = 5.0  # an idle follower looks this often whether the worker still lives
 KEPT_CONDITIONS = 16  # a window makes 1 to 3 (one per guidance pass); a follower keeps the latest few
@@ -85,6 +85,7 @@ class TransformerGroup:
     def transformer(self, model: InfiniteTalkModel, spec: LoadSpec) -> ParallelTransformer:
         """`model` (rank 0's, loaded from `spec`) run over the group; the followers load theirs when it changed."""
         if self.loaded is None or self.loaded[0] != id(model) or self.loaded[1] != spec:
+            check_heads(model.config.num_heads, self.world)  # here, before a follower could fail on it
             self.send("load", spec=spec)
             self.parallel = SequenceParallel(model)
             self.loaded = (id(model), spec)
