@@ -106,3 +106,14 @@ def test_heads_that_do_not_divide_are_refused_before_the_followers_load() -> Non
     finally:
         stop_group()
     assert all(process.exitcode == 0 for process in group.processes)
+
+
+def test_a_dead_follower_is_named_instead_of_waited_for() -> None:
+    group = start_group([torch.device("cpu")] * 2)
+    try:
+        group.processes[0].kill()
+        group.processes[0].join(timeout=30)
+        with pytest.raises(RuntimeError, match=r"rank 1 \(cpu\) exited with code -9; restart the worker"):
+            group.send("forward")
+    finally:
+        stop_group()

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+# A collective waits this long for every rank (default 10 minutes): after a new model, rank 0 waits in its first
+# broadcast while the followers load the 14B checkpoint from disk.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
 
 
 def free_port() -> int:
@@ -25,7 +30,14 @@ def init_rank(rank: int, world: int, port: int, device: torch.device) -> None:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, **kwargs)
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=COLLECTIVE_TIMEOUT,
+        **kwargs,
+    )
 
 
 def _cpu_entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple) -> None:

@@ -75,12 +75,23 @@ class TransformerGroup:
         return {"gpus": gpus, "ranks": self.world, "sequence_parallel": "ulysses"}
 
     def send(self, op: str, tensors: list[torch.Tensor] | None = None, **values: Any) -> None:
+        self.check_followers()
         tensors = tensors or []
         header = {"op": op, "tensors": [(tuple(t.shape), t.dtype) for t in tensors], **values}
         for inbox in self.inboxes:
             inbox.put(header)
         for tensor in tensors:
             dist.broadcast(tensor.to(self.devices[0]).contiguous(), src=0)
+
+    def check_followers(self) -> None:
+        """A follower that died (an error, out of memory, killed) would leave rank 0 waiting in the next collective:
+        say so instead, in one line."""
+        for rank, process in enumerate(self.processes, start=1):
+            if not process.is_alive():
+                raise RuntimeError(
+                    f"transformer group: rank {rank} ({self.devices[rank]}) exited with code {process.exitcode}; "
+                    "restart the worker"
+                )
 
     def transformer(self, model: InfiniteTalkModel, spec: LoadSpec) -> ParallelTransformer:
         """`model` (rank 0's, loaded from `spec`) run over the group; the followers load theirs when it changed."""
@@ -93,7 +104,9 @@ class TransformerGroup:
         return ParallelTransformer(self, self.parallel)
 
     def close(self) -> None:
-        self.send("stop")
+        for inbox, process in zip(self.inboxes, self.processes):
+            if process.is_alive():
+                inbox.put({"op": "stop", "tensors": []})
         for process in self.processes:
             process.join(timeout=60)
             if process.is_alive():
