@@ -27,6 +27,8 @@ def free_port() -> int:
 def init_rank(rank: int, world: int, port: int, device: torch.device) -> None:
     """Join the group: NCCL for CUDA devices (the rank's own GPU made current first), gloo for the CPU."""
     if device.type == "cuda":
+        if device.index is None:  # NCCL binds to an indexed device
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
