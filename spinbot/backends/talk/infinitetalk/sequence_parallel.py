@@ -187,14 +187,15 @@ class SequenceParallel:
         self.audio = [FrameRunAudio(block.audio_cross_attn) for block in model.typed_blocks()]
         for block, audio in zip(model.typed_blocks(), self.audio):
             block.audio_cross_attn.forward = audio  # type: ignore[method-assign]  # the instance only: keys unchanged
-        self._shard: Shard | None = None
+        self._installed: tuple[Shard, tuple[int, int, int]] | None = None
 
     def release(self) -> None:
-        """Give the model its single-device kernels back (the attention it had, the class's audio forward)."""
+        """Give the model its single-device kernels back (the attention it had, the class's audio forward); this
+        SequenceParallel is done (a new one installs its kernels again)."""
         self.model.use_attention(self.inner)
         for block in self.model.typed_blocks():
             vars(block.audio_cross_attn).pop("forward", None)
-        self._shard = None
+        self._installed = None
 
     def conditions(
         self, context: torch.Tensor, clip_fea: torch.Tensor, audio: torch.Tensor, grid: tuple[int, int, int]
@@ -206,12 +207,13 @@ class SequenceParallel:
         return Conditions(full.grid, (rope[0], rope[1]), full.blocks)
 
     def _use_shard(self, tokens: int, grid: tuple[int, int, int]) -> Shard:
+        """This rank's slice of a grid, its kernels set for it (again only when the grid changes)."""
         shard = shard_of(tokens, self.group)
-        if shard != self._shard:
+        if (shard, grid) != self._installed:
             self.model.use_attention(UlyssesAttention(self.inner, shard, self.group))
             for audio in self.audio:
-                audio.runs = frame_runs(shard, grid[1] * grid[2])
-            self._shard = shard
+                audio.runs = frame_runs(shard, grid[1] * grid[2])  # same token count, other frame size: new runs
+            self._installed = (shard, grid)
         return shard
 
     def forward(
