@@ -324,13 +324,26 @@ def worker(
     queues: str | None = typer.Option(
         None, metavar="NAMES", help="Comma-separated queues to serve (default: SPINBOT_WORKER_QUEUES, gpu,cpu)."
     ),
+    gpus: str | None = typer.Option(
+        None,
+        metavar="INDICES",
+        help="Run the native InfiniteTalk transformer on these CUDA GPUs, one process each (e.g. 0,1,2,3; "
+        "default: SPINBOT_WORKER_GPUS).",
+    ),
 ) -> None:
     """Run python-plane tasks from the Redis queues (SPINBOT_REDIS_URL) until SIGTERM."""
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
+    from spinbot.worker.gpu_group import parse_gpus
     from spinbot.worker.main import run_worker
 
     settings = get_settings()
+    if gpus is not None:
+        try:
+            parse_gpus(gpus)  # an empty value too: the option was given
+        except SpinBotError as err:
+            fail(str(err))
+        settings = settings.model_copy(update={"worker_gpus": gpus})
     setup_logging(settings.log_level)
     try:
         run_worker([q.strip() for q in queues.split(",") if q.strip()] if queues else None, settings)

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     queue_redis_retry_seconds: float = Field(default=60.0, gt=0)  # Redis unreachable this long: the node fails
     queue_result_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     worker_queues: str = "gpu,cpu"
+    # The native InfiniteTalk transformer on several GPUs, one process each, the token sequence split between them
+    # (`spinbot worker --gpus`; docs/sequence_parallel.md): CUDA indices, comma-separated ("0,1,2,3"); empty: one
+    # device. worker_cpu_ranks runs that many gloo ranks on the CPU instead (tests).
+    worker_gpus: str = ""
+    worker_cpu_ranks: int = Field(default=0, ge=0)
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     worker_watchdog_seconds: float = Field(default=10.0, gt=0)  # restart a queue worker idle while jobs wait
     extra_tasks: str = ""  # comma-separated modules, each with a TASK, that workers may also run (tests, plugins)

@@ -29,6 +29,7 @@ from spinbot.queue.keys import BULL_PREFIX, worker_key
 from spinbot.settings import Settings, get_settings
 from spinbot.storage.base import open_store
 from spinbot.worker.executor import REQUEUE, NodeExecutor
+from spinbot.worker.gpu_group import group_devices, start_worker_group, stop_worker_group
 from spinbot.worker.heartbeat import WorkerState, beat
 from spinbot.worker.model_cache import get_model_cache
 from spinbot.worker.registry import install_extra_tasks
@@ -190,9 +191,17 @@ class WorkerService:
 
 def run_worker(queues: list[str] | None = None, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
+    devices = group_devices(settings)  # --gpus: refused here, before anything starts
     queues = queues or [q.strip() for q in settings.worker_queues.split(",") if q.strip()]
     refuse_on_problems(settings, queues)  # the native backends' model files, before any job is taken
     extra = install_extra_tasks(settings.extra_tasks)
     if extra:
         log.info("extra tasks installed", extra={"tasks": extra})
-    asyncio.run(WorkerService(settings, queues).serve())
+    if devices:
+        start_worker_group(devices)
+        log.info("transformer group started", extra={"devices": [str(d) for d in devices]})
+    try:
+        asyncio.run(WorkerService(settings, queues).serve())
+    finally:
+        if devices:
+            stop_worker_group()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -29,7 +29,9 @@ except ImportError:  # the registry imports this module by name: say what to ins
 
 from spinbot.backends.talk.infinitetalk import pipeline
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
+from spinbot.backends.talk.infinitetalk.transformer_group import LoadSpec, active_group
 
 if TYPE_CHECKING:
     from spinbot.tasks.talk import InfiniteTalkParams
@@ -87,14 +89,20 @@ class NativeTalkBackend:
 
     def prepare(self, image: np.ndarray, speech: SpeechTrack, params: InfiniteTalkParams) -> pipeline.TalkState:
         settings = pipeline.settings_from(params, self.config.seed)
-        device = torch.device(self.config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        group = active_group()  # a worker started with --gpus: rank 0's device, the transformer on all
+        device = group.devices[0] if group else torch.device(self.config.device or _default_device())
         env = get_settings()
         precision = Precision.for_device(
             device, fp8=env.talk_fp8, attention=env.talk_attention, fast_vae=env.talk_compile
         )
         models = load_models(params, self._models_dir(), precision, self.config.lora_strength)
-        if device.type == "cuda" and env.talk_compile:
-            models.transformer.compile_blocks(None if env.talk_compile_mode == "default" else env.talk_compile_mode)
+        compile_mode = env.talk_compile_mode if device.type == "cuda" and env.talk_compile else None
+        if compile_mode is not None:
+            models.transformer.compile_blocks(None if compile_mode == "default" else compile_mode)
+        if group is not None:
+            spec = LoadSpec(models.files, precision, self.config.lora_strength, compile_mode)
+            # a stand-in with the model's interface (conditions, token_grid, the call): the pipeline is unchanged
+            models = replace(models, transformer=cast(InfiniteTalkModel, group.transformer(models.transformer, spec)))
         return pipeline.prepare(models, image, speech, params, settings)
 
     def render_window(self, state: pipeline.TalkState, window: Window) -> Iterator[np.ndarray]:
@@ -129,10 +137,15 @@ class NativeTalkBackend:
             "seconds_per_window": [round(t, 3) for t in state.window_seconds],
             "seconds_per_step": round(sum(steps) / len(steps), 4) if steps else None,
             "warnings": list(state.warnings),
+            **(group.describe() if (group := active_group()) else {}),
         }
 
     def _models_dir(self) -> Path:
         return Path(self.models_dir or get_settings().models_dir)
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _log_step(window: int, done: int, total: int) -> None:
