@@ -36,23 +36,17 @@ import torch.multiprocessing as mp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from infinitetalk_gpu import SIZES, inputs, random_model  # noqa: E402  (the one-GPU benchmark's model, inputs)
 from machine import machine  # noqa: E402
 
 from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
-    CLIP_DIM,
-    WAV2VEC_DIM,
-    WAV2VEC_LAYERS,
     InfiniteTalkConfig,
     InfiniteTalkModel,
-    LayerNorm,
-    RMSNorm,
 )
 from spinbot.backends.talk.infinitetalk.rank_group import free_port, init_rank  # noqa: E402
 from spinbot.backends.talk.infinitetalk.sequence_parallel import SequenceParallel  # noqa: E402
 
-FRAMES = 81
-SIZES = {"480p": (832, 480), "720p": (1280, 720)}
-TINY = InfiniteTalkConfig(dim=128, num_heads=8, ffn_dim=256, freq_dim=32, text_dim=64, text_len=16)
+TINY = InfiniteTalkConfig(dim=128, num_heads=8, ffn_dim=256, freq_dim=32, text_dim=64, text_len=128)  # 120 prompt rows
 TINY_SIZES = {"tiny": (96, 64)}
 FULL_LAYERS = 40
 RESULT = ROOT / "benchmarks" / "results" / "infinitetalk_multigpu.json"
@@ -74,46 +68,6 @@ def timed(fn: Any, device: torch.device, repeats: int, warmup: int = 1) -> dict[
         sync(device)
         times.append(time.perf_counter() - start)
     return {"mean_s": round(sum(times) / len(times), 4), "min_s": round(min(times), 4), "runs": len(times)}
-
-
-def random_model(cfg: InfiniteTalkConfig, device: torch.device, dtype: torch.dtype) -> InfiniteTalkModel:
-    """Random weights (seeded: every rank builds the same model), made on the meta device and materialised on
-    `device`; bf16 matmul weights with the float32 parameters the loader keeps."""
-    with torch.device("meta"):
-        model = InfiniteTalkModel(cfg)
-    keep_fp32 = model.fp32_param_names()
-    model.to_empty(device=device)
-    gen = torch.Generator(device).manual_seed(0)
-    norms = {name for name, module in model.named_modules() if isinstance(module, (RMSNorm, LayerNorm))}
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.rsplit(".", 1)[0] in norms:
-                param.fill_(1.0 if name.endswith("weight") else 0.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                std = cfg.dim**-0.5 if name.endswith("modulation") else param[0].numel() ** -0.5
-                param.normal_(0.0, std, generator=gen)
-            if name not in keep_fp32:
-                param.data = param.data.to(dtype)
-    return model.eval().requires_grad_(False)
-
-
-def inputs(cfg: InfiniteTalkConfig, size: tuple[int, int], device: torch.device) -> dict[str, torch.Tensor]:
-    (width, height), latent_frames = size, 1 + (FRAMES - 1) // 4
-    gen = torch.Generator(device).manual_seed(1)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, device=device)
-
-    return {
-        "x": rand(1, cfg.out_dim, latent_frames, height // 8, width // 8),
-        "t": torch.full((1,), 900.0, device=device),
-        "context": rand(1, 12, cfg.text_dim) * 0.1,
-        "clip_fea": rand(1, 257, CLIP_DIM),
-        "y": rand(1, cfg.in_dim - cfg.out_dim, latent_frames, height // 8, width // 8),
-        "audio": rand(1, FRAMES, cfg.audio_window, WAV2VEC_LAYERS, WAV2VEC_DIM),
-    }
 
 
 def setup(args: argparse.Namespace, device: torch.device) -> tuple[InfiniteTalkModel, dict[str, tuple[int, int]]]:
@@ -154,7 +108,7 @@ def compare_paths(
 ) -> dict[str, Any]:
     """Today's model call, then the same model through SequenceParallel at world size 1 (which installs its kernels
     into the model until released)."""
-    i = inputs(model.config, size, device)
+    i = inputs(model.config, size, 1, device)
     grid = model.token_grid(i["x"].shape)
     with torch.no_grad():
         cond = model.conditions(i["context"], i["clip_fea"], i["audio"], grid)
@@ -196,7 +150,7 @@ def rank_main(rank: int, world: int, port: int, args: argparse.Namespace, out_pa
 def measure_size(
     parallel: SequenceParallel, size: tuple[int, int], device: torch.device, args: argparse.Namespace
 ) -> dict[str, Any]:
-    i = inputs(parallel.model.config, size, device)
+    i = inputs(parallel.model.config, size, 1, device)
     grid = parallel.model.token_grid(i["x"].shape)
     with torch.no_grad():
         cond = parallel.conditions(i["context"], i["clip_fea"], i["audio"], grid)
