@@ -327,7 +327,7 @@ def kernels_part(out: dict, budget: Budget, device: torch.device, labels: list[s
             if kind == "gaussian" and device.type == "cuda":
                 for qk_format in ("int8", "fp8"):
                     with guarded(row[qk_format], "configs_error"), torch.inference_mode():
-                        time_kernel_configs(row[qk_format], q, k, v, qk_format)
+                        time_kernel_configs(row[qk_format], q, k, v, qk_format, reference)
             del q, k, v
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -356,8 +356,11 @@ def time_attention(entry: dict, kind: str, call, reference: torch.Tensor) -> Non
         entry["tflops"] = round(4.0 * batch * tokens * tokens * heads * dim / entry["ms"] / 1e9, 1)
 
 
-def time_kernel_configs(entry: dict, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str) -> None:
-    """The 8-bit kernel alone (tuned, then every configuration the autotuner may pick) and the quantization."""
+def time_kernel_configs(
+    entry: dict, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, reference: torch.Tensor
+) -> None:
+    """The 8-bit kernel alone (tuned, then every configuration the autotuner may pick: its time and its error on the
+    first 4 heads against float32) and the quantization."""
     from spinbot.backends.attention import eight_bit
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
@@ -365,14 +368,15 @@ def time_kernel_configs(entry: dict, q: torch.Tensor, k: torch.Tensor, v: torch.
     entry["quantize_ms_eager"] = cuda_ms(partial(eight_bit.quantize, q, k, v, qk_format))
     entry["kernel_ms_tuned"] = cuda_ms(partial(eight_bit.launch, x))
     entry["chosen_config"] = str(kernels.tuned_kernel.best_config)
-    entry["configs_ms"] = {}
+    entry["configs_ms"], entry["configs_rel_err"] = {}, {}
     for config in kernels.GPU_CONFIGS:
         kw = config.all_kwargs()
-        key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}{split}".format(
-            split="-split" if kw["EXP2_SPLIT"] else "", **kw
-        )
+        key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}".format(**kw)
+        key += ("-f16" if kw["EXP_F16"] else "") + ("-dotsum" if kw["SUM_BY_DOT"] else "")
         try:
             entry["configs_ms"][key] = cuda_ms(partial(eight_bit.launch, x, config=kw), 3)
+            got = eight_bit.launch(x, q.dtype, config=kw)
+            entry["configs_rel_err"][key] = round(relative_error(got[:, :, :4], reference), 5)
         except Exception as error:  # noqa: BLE001 (a configuration that fails here is reported, not fatal)
             entry["configs_ms"][key] = f"{type(error).__name__}: {str(error)[:120]}"
 
@@ -453,7 +457,10 @@ def top_kernels(fn, count: int = 8) -> list[str]:
         fn()
         sync()
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, "device_time_total", 0), reverse=True)
-    return [f"{e.key[:90]}: {getattr(e, 'device_time_total', 0) / 1e3:.1f} ms x{e.count}" for e in events[:count]]
+    total = sum(getattr(e, "device_time_total", 0) for e in events) / 1e3
+    return [f"all kernels: {total:.1f} ms"] + [
+        f"{e.key[:90]}: {getattr(e, 'device_time_total', 0) / 1e3:.1f} ms x{e.count}" for e in events[:count]
+    ]
 
 
 def matrix_part(
@@ -489,6 +496,9 @@ def matrix_part(
             with torch.inference_mode():
                 entry["step"] = timed(lambda: model(**one), 2, 0)
             entry["peak_vram_gib"] = peak_gib()
+            if config == CANDIDATE:  # where the candidate's step goes
+                with torch.inference_mode():
+                    entry["top_kernels_step"] = top_kernels(lambda: model(**one), 16)
             if windowed and vae is not None:
                 with recompiles() as found:
                     entry["window"] = window_run(

@@ -12,12 +12,26 @@ Inputs (per batch x head `bh`, tokens padded to a multiple of the scale block):
   float32 scale per channel (v_scale [BH, D]) and the channel mean removed before quantization (v_mean [BH, D]).
 Scores are worked in base 2 (exp2), the softmax scale folded into the per-tile scalar. P = 2^(s - max + P_SHIFT)
 lies in [0, 2^P_SHIFT], well inside e4m3 (max 448), so P needs no scale: the factor cancels between the
-accumulator and the row sum. P V accumulates in float32 every BLOCK_N keys (`max_num_imprecise_acc`): Hopper's FP8
-tensor cores keep fewer accumulator bits (SageAttention2's two-level accumulation).
+accumulator and the row sum. Each key tile's P V is computed from zero and added to the float32 accumulator
+(Hopper's FP8 tensor cores keep fewer accumulator bits: SageAttention 2's two-level accumulation), written as an
+explicit add: Triton's `max_num_imprecise_acc` does the same with adds inside the wgmma chain, which makes ptxas
+serialize every wgmma of the kernel (its C7514 note; a wait after each of them in the SASS).
 
-EXP2_SPLIT: the exponentials of half of each tile's columns are computed with a cubic polynomial on the FMA units
-instead of the special-function unit, which limits FP8 attention on Hopper (FlashAttention 4's trick); the
-polynomial's 2e-4 relative error is far below e4m3's rounding of P.
+Three changes to the arithmetic between the products, which on Hopper is what the kernel waits for (Triton does not
+overlap it with the tensor cores there, so every instruction per score adds to the time):
+- INT8 Q K^T starts its int32 accumulation from MAGIC, the bits of the float 1.5 * 2^23: the product's bits read as a
+  float32 are then exactly 1.5 * 2^23 + s (|s| <= 127 * 127 * 128 < 2^22), so no int-to-float conversion is needed;
+  the offset is folded into the one fused multiply-add that scales the scores.
+- EXP_F16: the exponentials in half precision (`ex2.approx.f16x2`; on sm90 still one special-function
+  instruction per value, so what it saves is float32 adds and conversions), P converted from half to e4m3.
+  P's e4m3 rounding (3 mantissa bits) dwarfs half precision's (10 bits); the row sums add half-precision values
+  of at most 2^P_SHIFT, at most BLOCK_N of them per tile (< 65504).
+  Triton's interpreter has no inline PTX: there the same roundings are done by float32 exp2 between half casts.
+- SUM_BY_DOT: the row sums of P by a small extra product with a [BLOCK_N, 16] matrix of ones on the tensor cores,
+  instead of one add a score; they are then the sums of the e4m3 P that the numerator uses.
+The autotuner times each combination of the two options.
+(A first version computed half of the exponentials by a cubic on the FMA units instead, FlashAttention 4's trick;
+it measured slower on an H200: 39.6 against 33.5 ms at 480p, benchmarks/results/infinitetalk_speed_gpu.json.)
 """
 
 from __future__ import annotations
@@ -31,18 +45,20 @@ import triton.language as tl
 log = logging.getLogger(__name__)
 
 
+MAGIC = tl.constexpr(0x4B400000)  # the float32 1.5 * 2^23 as int32 bits
+MAGIC_FLOAT = tl.constexpr(12582912.0)
+
+
 @triton.jit
-def _exp2_polynomial(x):
-    """2^x on the FMA units: x = j + f, f in [0, 1), 2^f by a cubic fit (max relative error 1.9e-4), j added to the
-    exponent bits. x is clamped at -126 (2^-126 becomes 0 in e4m3 anyway)."""
-    x = tl.maximum(x, -126.0)
-    j = tl.floor(x)
-    f = x - j
-    p = 0.07901994 * f + 0.22412644
-    p = p * f + 0.69683858
-    p = p * f + 0.99981196
-    bits = p.to(tl.int32, bitcast=True) + (j.to(tl.int32) << 23)
-    return bits.to(tl.float32, bitcast=True)
+def _exp2_f16(x, INLINE_PTX: tl.constexpr):
+    """2^x in half precision: x rounded to float16, then ex2.approx.f16x2 (two values per instruction)."""
+    h = x.to(tl.float16)
+    if INLINE_PTX:
+        return tl.inline_asm_elementwise(
+            "ex2.approx.f16x2 $0, $1;", "=r,r", [h], dtype=tl.float16, is_pure=True, pack=2
+        )
+    else:
+        return tl.math.exp2(h.to(tl.float32)).to(tl.float16)
 
 
 @triton.jit
@@ -53,15 +69,6 @@ def _round_to_e4m3(p):
     exponent = tl.maximum(tl.floor(tl.math.log2(tl.maximum(p, 1e-30))), -6.0)
     step = tl.math.exp2(exponent - 3.0)
     return tl.floor(p / step + 0.5) * step
-
-
-@triton.jit
-def _exponentials(x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EXP2_SPLIT: tl.constexpr):
-    if EXP2_SPLIT:
-        first, second = tl.split(tl.reshape(x, [BLOCK_M, BLOCK_N // 2, 2]))
-        return tl.reshape(tl.join(tl.math.exp2(first), _exp2_polynomial(second)), [BLOCK_M, BLOCK_N])
-    else:
-        return tl.math.exp2(x)
 
 
 @triton.jit
@@ -83,28 +90,43 @@ def _key_blocks(
     SCALE_BLOCK: tl.constexpr,
     QK_INT8: tl.constexpr,
     MASK: tl.constexpr,
-    EXP2_SPLIT: tl.constexpr,
+    EXP_F16: tl.constexpr,
+    SUM_BY_DOT: tl.constexpr,
     P_SHIFT: tl.constexpr,
     ROUND_P: tl.constexpr,
+    INLINE_PTX: tl.constexpr,
 ):
     offs_n = tl.arange(0, BLOCK_N)
+    ones = tl.full([BLOCK_N, 16], 1.0, tl.float32).to(tl.float8e4nv)
     for start_n in tl.range(lo, hi, BLOCK_N):
         k = tl.load(k_ptrs + start_n * HEAD_DIM)
         scale = q_scale * tl.load(k_scale_ptr + start_n // SCALE_BLOCK)
-        if QK_INT8:  # noqa: SIM108 - a constexpr branch, compiled away by Triton; keep it a plain if
-            raw = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32)
+        if QK_INT8:  # accumulated from MAGIC: the int32 bits read as float32 are MAGIC_FLOAT + s, exactly
+            start = tl.full([BLOCK_M, BLOCK_N], MAGIC, tl.int32)
+            raw = tl.dot(q, tl.trans(k), start, out_dtype=tl.int32).to(tl.float32, bitcast=True)
+            offset = MAGIC_FLOAT
         else:
             raw = tl.dot(q, tl.trans(k))
+            offset = 0.0
         if MASK:  # the last, partial block: padded keys get no weight
             raw = tl.where((start_n + offs_n)[None, :] < n_ctx, raw, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(raw, 1) * scale)
-        p = _exponentials(raw * scale - (m_new - P_SHIFT)[:, None], BLOCK_M, BLOCK_N, EXP2_SPLIT)
+        m_new = tl.maximum(m_i, (tl.max(raw, 1) - offset) * scale)
+        x = raw * scale - (offset * scale + m_new - P_SHIFT)[:, None]  # one FMA a score
         alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptrs + start_n)  # [HEAD_DIM, BLOCK_N]
+        if EXP_F16:  # noqa: SIM108 - constexpr branches, compiled away by Triton; keep them plain ifs
+            p = _exp2_f16(x, INLINE_PTX)
+        else:
+            p = tl.math.exp2(x)
         if ROUND_P:
-            p = _round_to_e4m3(p)
-        acc = tl.dot(p.to(tl.float8e4nv), tl.trans(v), acc * alpha[:, None], max_num_imprecise_acc=BLOCK_N)
+            p = _round_to_e4m3(p.to(tl.float32))
+        p8 = p.to(tl.float8e4nv)
+        if SUM_BY_DOT:  # noqa: SIM108 - the row sums of the e4m3 P on the tensor cores: 16 equal columns, one taken
+            row_sum = tl.max(tl.dot(p8, ones), 1)
+        else:
+            row_sum = tl.sum(p, 1).to(tl.float32)
+        v = tl.load(v_ptrs + start_n)  # [HEAD_DIM, BLOCK_N]
+        acc = acc * alpha[:, None] + tl.dot(p8, tl.trans(v))  # this tile's P V from zero, added in float32
+        l_i = l_i * alpha + row_sum
         m_i = m_new
     return acc, l_i, m_i
 
@@ -132,8 +154,10 @@ def attention_8bit_kernel(
     SCALE_BLOCK: tl.constexpr,
     QK_INT8: tl.constexpr,
     P_SHIFT: tl.constexpr,
-    EXP2_SPLIT: tl.constexpr = False,
+    EXP_F16: tl.constexpr = False,
+    SUM_BY_DOT: tl.constexpr = False,
     ROUND_P: tl.constexpr = False,
+    INLINE_PTX: tl.constexpr = True,
 ):
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -170,9 +194,11 @@ def attention_8bit_kernel(
         SCALE_BLOCK,
         QK_INT8,
         False,
-        EXP2_SPLIT,
+        EXP_F16,
+        SUM_BY_DOT,
         P_SHIFT,
         ROUND_P,
+        INLINE_PTX,
     )
     if full < n_ctx:
         acc, l_i, m_i = _key_blocks(
@@ -193,9 +219,11 @@ def attention_8bit_kernel(
             SCALE_BLOCK,
             QK_INT8,
             True,
-            EXP2_SPLIT,
+            EXP_F16,
+            SUM_BY_DOT,
             P_SHIFT,
             ROUND_P,
+            INLINE_PTX,
         )
 
     v_scale = tl.load(VScale + bh * HEAD_DIM + offs_d)
@@ -235,12 +263,16 @@ def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
     return usable
 
 
-# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format): tiles of at most
-# SCALE_BLOCK tokens (one Q and one K scale per tile), with and without the split exponentials.
+# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format): 128 x 128 tiles
+# (at most SCALE_BLOCK tokens: one Q and one K scale per tile; 128 x 64 measured 20% slower), two pipeline depths,
+# exponentials in float32 or half precision, row sums on the CUDA cores or the tensor cores.
 GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": m, "BLOCK_N": n, "EXP2_SPLIT": split}, num_warps=warps, num_stages=stages)
-    for m, n, warps, stages in ((128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2))
-    for split in (False, True)
+    triton.Config(
+        {"BLOCK_M": 128, "BLOCK_N": 128, "EXP_F16": f16, "SUM_BY_DOT": by_dot}, num_warps=8, num_stages=stages
+    )
+    for stages in (3, 2)
+    for f16 in (True, False)
+    for by_dot in (True, False)
 ]
 tuned_kernel = triton.autotune(
     configs=GPU_CONFIGS,
