@@ -371,8 +371,7 @@ def time_kernel_configs(
     entry["configs_ms"], entry["configs_rel_err"] = {}, {}
     for config in kernels.GPU_CONFIGS:
         kw = config.all_kwargs()
-        key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}".format(**kw)
-        key += ("-f16" if kw["EXP_F16"] else "") + ("-dotsum" if kw["SUM_BY_DOT"] else "")
+        key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}u{UNROLL}".format(**kw)
         try:
             entry["configs_ms"][key] = cuda_ms(partial(eight_bit.launch, x, config=kw), 3)
             got = eight_bit.launch(x, q.dtype, config=kw)

@@ -111,13 +111,7 @@ def test_the_cpu_emulation_stays_close_to_sdpa_despite_a_large_key_offset(qk_for
 
 # ---- the Triton kernel, in Triton's interpreter -------------------------------------------------------------------
 
-INTERPRETER_CASES = [  # (Q K^T format, exponentials in half precision, row sums on the tensor cores)
-    ("int8", False, False),
-    ("fp8", False, False),
-    ("int8", True, True),
-    ("fp8", True, False),
-    ("int8", False, True),
-]
+INTERPRETER_CASES = [("int8", 16), ("fp8", 16), ("int8", 32)]  # (Q K^T format, query rows a program)
 INTERPRETER_SCRIPT = """
 import json, sys
 import torch
@@ -128,10 +122,10 @@ from tests.unit.test_attention import INTERPRETER_CASES, qkv, relative_error
 q, k, v = qkv(tokens=77)  # 16-token tiles: a partial last tile; 32-token scale blocks: a partial last block
 expected = sdpa_attention(q, k, v)
 results = {}
-for qk_format, half, by_dot in INTERPRETER_CASES:
+for qk_format, rows in INTERPRETER_CASES:
     x = eight_bit.quantize(q, k, v, qk_format, block=32)
-    got = eight_bit.launch(x, torch.float32, {"EXP_F16": half, "SUM_BY_DOT": by_dot})
-    results[f"{qk_format}-{half}-{by_dot}"] = [relative_error(got, expected), relative_error(got, eight_bit.emulate(x))]
+    got = eight_bit.launch(x, torch.float32, {"BLOCK_M": rows})
+    results[f"{qk_format}-{rows}"] = [relative_error(got, expected), relative_error(got, eight_bit.emulate(x))]
 q1, k1, v1 = qkv(tokens=40, heads=1)  # through the custom op, as the model calls it
 results["op"] = [relative_error(eight_bit.fp8_attention(q1, k1, v1), sdpa_attention(q1, k1, v1)), 0.0]
 json.dump(results, sys.stdout)
@@ -163,9 +157,9 @@ def interpreted() -> dict[str, list[float]]:
     return json.loads(run.stdout.splitlines()[-1])
 
 
-@pytest.mark.parametrize(("qk_format", "exp_f16", "sum_by_dot"), INTERPRETER_CASES)
-def test_the_triton_kernel_matches_sdpa_and_its_emulation(interpreted, qk_format, exp_f16, sum_by_dot):
-    to_sdpa, to_emulation = interpreted[f"{qk_format}-{exp_f16}-{sum_by_dot}"]
+@pytest.mark.parametrize(("qk_format", "rows"), INTERPRETER_CASES)
+def test_the_triton_kernel_matches_sdpa_and_its_emulation(interpreted, qk_format, rows):
+    to_sdpa, to_emulation = interpreted[f"{qk_format}-{rows}"]
     assert to_sdpa < 2e-2
     assert to_emulation < 1e-2  # P rounded against the running, not the final, row maximum
 
@@ -248,15 +242,16 @@ def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
         @staticmethod
         def warmup(**kwargs):
             calls.append(kwargs)
-            if kwargs["BLOCK_N"] == 64:
+            if kwargs["BLOCK_M"] == 64:  # as if one warpgroup's tiles failed to lower
                 raise RuntimeError("PassManager::run failed")
 
     monkeypatch.setattr(kernels, "attention_8bit_kernel", Kernel)
     kept = kernels.compiling_configs(
         kernels.GPU_CONFIGS, {"Q": "q"}, grid=lambda meta: (1,), warmup=False, HEAD_DIM=128
     )
-    assert kept and all(c.kwargs["BLOCK_N"] != 64 for c in kept)
-    assert len(kept) == len([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] != 64])
+    failing = [c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_M"] == 64]
+    assert failing and kept and all(c.kwargs["BLOCK_M"] != 64 for c in kept)
+    assert len(kept) == len(kernels.GPU_CONFIGS) - len(failing)
     assert all(call["grid"] == (1,) and call["Q"] == "q" and call["HEAD_DIM"] == 128 for call in calls)
     with pytest.raises(RuntimeError, match="no kernel configuration compiles"):
-        kernels.compiling_configs([c for c in kernels.GPU_CONFIGS if c.kwargs["BLOCK_N"] == 64], {}, HEAD_DIM=128)
+        kernels.compiling_configs(failing, {}, HEAD_DIM=128)

@@ -120,7 +120,7 @@ def _(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block, out_dty
 
 
 def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
-    """The Triton kernel: autotuned on the GPU, or one fixed `config` (BLOCK_M, BLOCK_N, EXP_F16, num_warps,
+    """The Triton kernel: autotuned on the GPU, or one fixed `config` (BLOCK_M, BLOCK_N, num_warps,
     num_stages); in the interpreter, 16-token tiles unless `config` says otherwise."""
     import triton
 
@@ -148,8 +148,8 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
     constants = {"HEAD_DIM": dim, "SCALE_BLOCK": x.block, "QK_INT8": x.q.dtype == torch.int8, "P_SHIFT": P_SHIFT}
     if kernels.interpreted() or config is not None:
         config = {"BLOCK_M": 16, "BLOCK_N": 16} | (config or {})
-        if kernels.interpreted():  # no inline PTX; e4m3 conversion done on the grid first (eight_bit_kernel.py)
-            config |= {"ROUND_P": True, "INLINE_PTX": False}
+        if kernels.interpreted():  # e4m3 conversion done on the grid first (eight_bit_kernel.py)
+            config["ROUND_P"] = True
         grid = (triton.cdiv(x.tokens, config["BLOCK_M"]), bh)
         kernels.attention_8bit_kernel[grid](*args, **constants, **config)
     else:

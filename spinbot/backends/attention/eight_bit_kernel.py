@@ -17,21 +17,18 @@ accumulator and the row sum. Each key tile's P V is computed from zero and added
 explicit add: Triton's `max_num_imprecise_acc` does the same with adds inside the wgmma chain, which makes ptxas
 serialize every wgmma of the kernel (its C7514 note; a wait after each of them in the SASS).
 
-Three changes to the arithmetic between the products, which on Hopper is what the kernel waits for (Triton does not
-overlap it with the tensor cores there, so every instruction per score adds to the time):
-- INT8 Q K^T starts its int32 accumulation from MAGIC, the bits of the float 1.5 * 2^23: the product's bits read as a
-  float32 are then exactly 1.5 * 2^23 + s (|s| <= 127 * 127 * 128 < 2^22), so no int-to-float conversion is needed;
-  the offset is folded into the one fused multiply-add that scales the scores.
-- EXP_F16: the exponentials in half precision (`ex2.approx.f16x2`; on sm90 still one special-function
-  instruction per value, so what it saves is float32 adds and conversions), P converted from half to e4m3.
-  P's e4m3 rounding (3 mantissa bits) dwarfs half precision's (10 bits); the row sums add half-precision values
-  of at most 2^P_SHIFT, at most BLOCK_N of them per tile (< 65504).
-  Triton's interpreter has no inline PTX: there the same roundings are done by float32 exp2 between half casts.
-- SUM_BY_DOT: the row sums of P by a small extra product with a [BLOCK_N, 16] matrix of ones on the tensor cores,
-  instead of one add a score; they are then the sums of the e4m3 P that the numerator uses.
-The autotuner times each combination of the two options.
-(A first version computed half of the exponentials by a cubic on the FMA units instead, FlashAttention 4's trick;
-it measured slower on an H200: 39.6 against 33.5 ms at 480p, benchmarks/results/infinitetalk_speed_gpu.json.)
+Between the products, the arithmetic on each score is what the kernel waits for (Triton does not overlap it with
+the tensor cores on Hopper, so every instruction per score adds to the time). INT8 Q K^T therefore starts its
+int32 accumulation from MAGIC, the bits of the float 1.5 * 2^23: the product's bits read as a float32 are then
+exactly 1.5 * 2^23 + s (|s| <= 127 * 127 * 128 < 2^22), so no int-to-float conversion is needed; the offset is
+folded into the one fused multiply-add that scales the scores.
+
+Measured on an H200 at 480p (benchmarks/results/infinitetalk_speed_gpu_v2.json) and dropped: exponentials in half
+precision (`ex2.approx.f16x2`, still one special-function instruction per value on sm90) 33.4 against 31.1 ms;
+the row sums by a product with a ones matrix on the tensor cores (one more wgmma wait a tile) 40.8 ms; half of
+the exponentials by a cubic on the FMA units (FlashAttention 4's trick) 39.6 against 33.5 ms
+(infinitetalk_speed_gpu.json). One warpgroup per program (BLOCK_M 64, two programs per multiprocessor, so one's
+softmax can run beside the other's products) is among the autotuner's configurations.
 """
 
 from __future__ import annotations
@@ -47,18 +44,6 @@ log = logging.getLogger(__name__)
 
 MAGIC = tl.constexpr(0x4B400000)  # the float32 1.5 * 2^23 as int32 bits
 MAGIC_FLOAT = tl.constexpr(12582912.0)
-
-
-@triton.jit
-def _exp2_f16(x, INLINE_PTX: tl.constexpr):
-    """2^x in half precision: x rounded to float16, then ex2.approx.f16x2 (two values per instruction)."""
-    h = x.to(tl.float16)
-    if INLINE_PTX:
-        return tl.inline_asm_elementwise(
-            "ex2.approx.f16x2 $0, $1;", "=r,r", [h], dtype=tl.float16, is_pure=True, pack=2
-        )
-    else:
-        return tl.math.exp2(h.to(tl.float32)).to(tl.float16)
 
 
 @triton.jit
@@ -90,15 +75,12 @@ def _key_blocks(
     SCALE_BLOCK: tl.constexpr,
     QK_INT8: tl.constexpr,
     MASK: tl.constexpr,
-    EXP_F16: tl.constexpr,
-    SUM_BY_DOT: tl.constexpr,
     P_SHIFT: tl.constexpr,
     ROUND_P: tl.constexpr,
-    INLINE_PTX: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     offs_n = tl.arange(0, BLOCK_N)
-    ones = tl.full([BLOCK_N, 16], 1.0, tl.float32).to(tl.float8e4nv)
-    for start_n in tl.range(lo, hi, BLOCK_N):
+    for start_n in tl.range(lo, hi, BLOCK_N, loop_unroll_factor=UNROLL):
         k = tl.load(k_ptrs + start_n * HEAD_DIM)
         scale = q_scale * tl.load(k_scale_ptr + start_n // SCALE_BLOCK)
         if QK_INT8:  # accumulated from MAGIC: the int32 bits read as float32 are MAGIC_FLOAT + s, exactly
@@ -113,17 +95,11 @@ def _key_blocks(
         m_new = tl.maximum(m_i, (tl.max(raw, 1) - offset) * scale)
         x = raw * scale - (offset * scale + m_new - P_SHIFT)[:, None]  # one FMA a score
         alpha = tl.math.exp2(m_i - m_new)
-        if EXP_F16:  # noqa: SIM108 - constexpr branches, compiled away by Triton; keep them plain ifs
-            p = _exp2_f16(x, INLINE_PTX)
-        else:
-            p = tl.math.exp2(x)
+        p = tl.math.exp2(x)
+        row_sum = tl.sum(p, 1)
         if ROUND_P:
-            p = _round_to_e4m3(p.to(tl.float32))
+            p = _round_to_e4m3(p)
         p8 = p.to(tl.float8e4nv)
-        if SUM_BY_DOT:  # noqa: SIM108 - the row sums of the e4m3 P on the tensor cores: 16 equal columns, one taken
-            row_sum = tl.max(tl.dot(p8, ones), 1)
-        else:
-            row_sum = tl.sum(p, 1).to(tl.float32)
         v = tl.load(v_ptrs + start_n)  # [HEAD_DIM, BLOCK_N]
         acc = acc * alpha[:, None] + tl.dot(p8, tl.trans(v))  # this tile's P V from zero, added in float32
         l_i = l_i * alpha + row_sum
@@ -154,10 +130,8 @@ def attention_8bit_kernel(
     SCALE_BLOCK: tl.constexpr,
     QK_INT8: tl.constexpr,
     P_SHIFT: tl.constexpr,
-    EXP_F16: tl.constexpr = False,
-    SUM_BY_DOT: tl.constexpr = False,
     ROUND_P: tl.constexpr = False,
-    INLINE_PTX: tl.constexpr = True,
+    UNROLL: tl.constexpr = 1,
 ):
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -194,11 +168,9 @@ def attention_8bit_kernel(
         SCALE_BLOCK,
         QK_INT8,
         False,
-        EXP_F16,
-        SUM_BY_DOT,
         P_SHIFT,
         ROUND_P,
-        INLINE_PTX,
+        UNROLL,
     )
     if full < n_ctx:
         acc, l_i, m_i = _key_blocks(
@@ -219,11 +191,9 @@ def attention_8bit_kernel(
             SCALE_BLOCK,
             QK_INT8,
             True,
-            EXP_F16,
-            SUM_BY_DOT,
             P_SHIFT,
             ROUND_P,
-            INLINE_PTX,
+            1,
         )
 
     v_scale = tl.load(VScale + bh * HEAD_DIM + offs_d)
@@ -263,16 +233,20 @@ def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
     return usable
 
 
-# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format): 128 x 128 tiles
-# (at most SCALE_BLOCK tokens: one Q and one K scale per tile; 128 x 64 measured 20% slower), two pipeline depths,
-# exponentials in float32 or half precision, row sums on the CUDA cores or the tensor cores.
+# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format): 128-key tiles
+# (at most SCALE_BLOCK tokens: one Q and one K scale per tile; 64-key tiles measured 20% slower); 128 query rows
+# on two warpgroups, or 64 rows on one warpgroup with two programs per multiprocessor; pipeline depths; the key
+# loop unrolled twice (so that ptxas may issue the next tile's Q K^T while this tile's softmax runs).
 GPU_CONFIGS = [
-    triton.Config(
-        {"BLOCK_M": 128, "BLOCK_N": 128, "EXP_F16": f16, "SUM_BY_DOT": by_dot}, num_warps=8, num_stages=stages
+    triton.Config({"BLOCK_M": m, "BLOCK_N": 128, "UNROLL": unroll}, num_warps=warps, num_stages=stages)
+    for m, warps, stages, unroll in (
+        (128, 8, 3, 1),
+        (128, 8, 2, 1),
+        (128, 8, 4, 1),
+        (64, 4, 3, 1),
+        (64, 4, 2, 1),
+        (128, 8, 3, 2),
     )
-    for stages in (3, 2)
-    for f16 in (True, False)
-    for by_dot in (True, False)
 ]
 tuned_kernel = triton.autotune(
     configs=GPU_CONFIGS,
