@@ -730,6 +730,7 @@ def main() -> None:
     OUT_PATH[:] = [] if smoke else [args.out]
     out = {
         "benchmark": "InfiniteTalk speed options (issue 16), 14B random weights",
+        "command": "python3 benchmarks/infinitetalk_speed_gpu.py " + " ".join(sys.argv[1:]),
         "parts": parts,
         "date": date.today().isoformat(),
         "machine": machine(),
