@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     talk_fp8: bool = False
     # InfiniteTalk's self-attention kernel (spinbot.backends.attention): PyTorch SDPA in bfloat16, or 8-bit attention
     # (int8: INT8 Q K^T + FP8 P V, fp8: FP8 Q K^T + FP8 P V) through our Triton kernel; 8-bit needs sm89+ on CUDA.
-    talk_attention: Literal["sdpa", "int8", "fp8"] = "sdpa"
+    # auto: int8 where the GPU has FP8 tensor cores, sdpa elsewhere (the error table in the README says why).
+    talk_attention: Literal["auto", "sdpa", "int8", "fp8"] = "auto"
     tts_compile: bool = True
     tts_fp8: bool = False
     # F5-TTS's packed attention on CUDA: FlashAttention 2 (built into torch), FlashAttention 4 (the flash-attn-4

@@ -15,7 +15,13 @@ if in_ci():
 else:
     torch = pytest.importorskip("torch")
 
-from spinbot.backends.attention import ATTENTION_KERNELS, eight_bit, select_attention
+from spinbot.backends.attention import (
+    ATTENTION_CHOICES,
+    ATTENTION_KERNELS,
+    eight_bit,
+    resolve_attention,
+    select_attention,
+)
 from spinbot.backends.attention.sdpa import sdpa_attention
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
 from spinbot.errors import SettingsError
@@ -43,7 +49,21 @@ def test_an_unknown_kernel_is_refused_in_one_line():
         select_attention("flash9", torch.device("cpu"), "SPINBOT_TALK_ATTENTION")
     message = str(err.value)
     assert "\n" not in message and "SPINBOT_TALK_ATTENTION='flash9'" in message
-    assert all(name in message for name in ATTENTION_KERNELS)
+    assert all(name in message for name in ATTENTION_CHOICES)
+
+
+def test_auto_is_int8_on_gpus_with_fp8_tensor_cores_and_sdpa_elsewhere(monkeypatch, use_settings):
+    from spinbot.settings import get_settings
+
+    use_settings()
+    assert get_settings().talk_attention == "auto"
+    assert resolve_attention("auto", torch.device("cpu")) == "sdpa"
+    assert select_attention("auto", torch.device("cpu")) is select_attention("sdpa", torch.device("cpu"))
+    for capability, expected in (((9, 0), "int8"), ((8, 9), "int8"), ((8, 6), "sdpa"), ((7, 5), "sdpa")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert resolve_attention("auto", torch.device("cuda")) == expected
+        assert resolve_attention("fp8", torch.device("cuda")) == "fp8"  # a named kernel is never replaced
 
 
 def test_the_setting_refuses_an_unknown_kernel_in_one_line(use_settings):
@@ -54,7 +74,7 @@ def test_the_setting_refuses_an_unknown_kernel_in_one_line(use_settings):
         get_settings()
     message = str(err.value)
     assert "\n" not in message and message.startswith("SPINBOT_TALK_ATTENTION='int4' refused")
-    assert "'sdpa', 'int8' or 'fp8'" in message
+    assert "'auto', 'sdpa', 'int8' or 'fp8'" in message
 
 
 def test_the_cli_prints_the_refusal_in_one_line_and_fails(use_settings, monkeypatch, capsys):
@@ -69,7 +89,7 @@ def test_the_cli_prints_the_refusal_in_one_line_and_fails(use_settings, monkeypa
     assert len(lines) == 1 and "SPINBOT_TALK_ATTENTION='int4' refused" in lines[0]
 
 
-@pytest.mark.parametrize("name", ATTENTION_KERNELS)
+@pytest.mark.parametrize("name", ATTENTION_CHOICES)
 def test_each_kernel_is_chosen_by_name(name, use_settings):
     from spinbot.settings import get_settings
 

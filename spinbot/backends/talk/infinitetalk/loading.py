@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 import torch
 from safetensors import safe_open
 
-from spinbot.backends.attention import select_attention
+from spinbot.backends.attention import resolve_attention, select_attention
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
@@ -63,16 +63,17 @@ class Precision:
     # bfloat16 put 0.65 levels (mean) / 4 levels (max) of rounding into every decode (docs/infinitetalk-notes.md)
     vae: torch.dtype = torch.float32
     fp8: bool = False  # CUDA: the blocks' big linears in e4m3 (spinbot.backends.fp8), after the LoRA merge
-    attention: str = "sdpa"  # the self-attention kernel (spinbot.backends.attention: sdpa, int8, fp8)
+    attention: str = "sdpa"  # the self-attention kernel (spinbot.backends.attention: sdpa, int8, fp8; auto resolved)
     fast_vae: bool = False  # CUDA: the VAE's convolutions channels-last, its norms compiled (WanVAE.speed_up)
 
     @classmethod
     def for_device(
-        cls, device: torch.device, fp8: bool = False, attention: str = "sdpa", fast_vae: bool = False
+        cls, device: torch.device, fp8: bool = False, attention: str = "auto", fast_vae: bool = False
     ) -> Precision:
         half = torch.bfloat16 if device.type == "cuda" else torch.float32  # CPU bfloat16 kernels are slow
         cuda = device.type == "cuda"
-        return cls(device, half, half, fp8=fp8 and cuda, attention=attention, fast_vae=fast_vae and cuda)
+        kernel = resolve_attention(attention, device)
+        return cls(device, half, half, fp8=fp8 and cuda, attention=kernel, fast_vae=fast_vae and cuda)
 
 
 @dataclass
