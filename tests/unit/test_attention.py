@@ -17,7 +17,6 @@ else:
 
 from spinbot.backends.attention import (
     ATTENTION_CHOICES,
-    ATTENTION_KERNELS,
     eight_bit,
     resolve_attention,
     select_attention,

@@ -10,7 +10,7 @@ The 8-bit kernels need FP8 tensor cores on CUDA (Ada or Hopper, compute capabili
 run as a float32 emulation of the same quantized arithmetic (slow; for tests).
 - `auto` (the default): `int8` on a CUDA GPU with FP8 tensor cores, `sdpa` elsewhere. Chosen from the H200 table in
   the README: INT8 attention changes the 14B forward by 1.1-1.5% against bfloat16 SDPA (our bfloat16 forward and the
-  official code's differ by 2.0%) for a step 9% shorter; on keys with channel offsets its kernel error is 2-6x
+  official code's differ by 2.0%) for a step 9% shorter; on keys with channel offsets its kernel error is 2.4x
   smaller than FP8 Q K^T's, at about the same speed.
 """
 
