@@ -495,6 +495,7 @@ def matrix_part(
             with torch.inference_mode():
                 entry["step"] = timed(lambda: model(**one), 2, 0)
             entry["peak_vram_gib"] = peak_gib()
+            entry["attention_config"] = attention_config(config)
             if config == CANDIDATE:  # where the candidate's step goes
                 with torch.inference_mode():
                     entry["top_kernels_step"] = top_kernels(lambda: model(**one), 16)
@@ -514,6 +515,15 @@ def matrix_part(
     fastest = min((e["step"]["mean_s"] for e in res["configs"].values() if "step" in e), default=None)
     if fastest:
         res["fastest_step_vs_floor_bf16"] = round(fastest / res["floor_bf16_s"], 2)
+
+
+def attention_config(config: tuple[str, str]) -> str | None:
+    """The 8-bit kernel's configuration the autotuner chose (for the last shape it tuned), None for SDPA."""
+    if config[1] == "sdpa":
+        return None
+    from spinbot.backends.attention import eight_bit_kernel as kernels
+
+    return str(kernels.tuned_kernel.best_config)
 
 
 def official_run(res: dict, model, official, one: dict, device: torch.device) -> None:

@@ -248,8 +248,19 @@ GPU_CONFIGS = [
         (128, 8, 3, 2),
     )
 ]
+
+
+def steady_bench(kernel_call, quantiles):
+    """The autotuner's timing, with more warm-up and repetitions than Triton's default (25 / 100 ms): a call takes
+    about 30 ms at 480p, so the default times three calls, too few to separate configurations 10% apart while the
+    GPU's clocks settle (in one H200 run a bf16 + INT8 step took as long as with the slower configuration:
+    benchmarks/results/infinitetalk_speed_gpu_defaults.json)."""
+    return triton.testing.do_bench(kernel_call, warmup=200, rep=600, quantiles=quantiles)
+
+
 tuned_kernel = triton.autotune(
     configs=GPU_CONFIGS,
     key=["n_ctx", "HEAD_DIM", "QK_INT8"],
     prune_configs_by={"early_config_prune": compiling_configs},
+    do_bench=steady_bench,
 )(attention_8bit_kernel)
