@@ -366,8 +366,9 @@ def time_kernel_configs(
 
     x = eight_bit.quantize(q, k, v, qk_format)
     entry["quantize_ms_eager"] = cuda_ms(partial(eight_bit.quantize, q, k, v, qk_format))
-    entry["kernel_ms_tuned"] = cuda_ms(partial(eight_bit.launch, x))
-    entry["chosen_config"] = str(kernels.tuned_kernel.best_config)
+    entry["kernel_ms_tuned"] = cuda_ms(partial(eight_bit.launch, x))  # Hopper: the pinned configuration
+    pinned = kernels.pinned_config(torch.cuda.get_device_capability())
+    entry["chosen_config"] = f"pinned {pinned}" if pinned else str(kernels.tuned_kernel.best_config)
     entry["configs_ms"], entry["configs_rel_err"] = {}, {}
     for config in kernels.GPU_CONFIGS:
         kw = config.all_kwargs()
@@ -518,12 +519,14 @@ def matrix_part(
 
 
 def attention_config(config: tuple[str, str]) -> str | None:
-    """The 8-bit kernel's configuration the autotuner chose (for the last shape it tuned), None for SDPA."""
+    """The 8-bit kernel's configuration: Hopper's pinned one, or the autotuner's choice (for the last shape it
+    tuned); None for SDPA."""
     if config[1] == "sdpa":
         return None
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
-    return str(kernels.tuned_kernel.best_config)
+    pinned = kernels.pinned_config(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
+    return f"pinned {pinned}" if pinned else str(kernels.tuned_kernel.best_config)
 
 
 def official_run(res: dict, model, official, one: dict, device: torch.device) -> None:

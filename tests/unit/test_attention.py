@@ -274,3 +274,13 @@ def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
     assert all(call["grid"] == (1,) and call["Q"] == "q" and call["HEAD_DIM"] == 128 for call in calls)
     with pytest.raises(RuntimeError, match="no kernel configuration compiles"):
         kernels.compiling_configs(failing, {}, HEAD_DIM=128)
+
+
+def test_hopper_runs_the_measured_configuration_and_other_gpus_the_autotuner():
+    pytest.importorskip("triton")
+    from spinbot.backends.attention import eight_bit_kernel as kernels
+
+    pinned = kernels.pinned_config((9, 0))
+    assert pinned == kernels.HOPPER_CONFIG and pinned["BLOCK_N"] <= eight_bit.SCALE_BLOCK
+    assert any(c.all_kwargs().items() >= pinned.items() for c in kernels.GPU_CONFIGS)  # one of those measured
+    assert kernels.pinned_config((8, 9)) is None and kernels.pinned_config((10, 0)) is None

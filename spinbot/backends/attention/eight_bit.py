@@ -120,8 +120,9 @@ def _(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block, out_dty
 
 
 def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
-    """The Triton kernel: autotuned on the GPU, or one fixed `config` (BLOCK_M, BLOCK_N, num_warps,
-    num_stages); in the interpreter, 16-token tiles unless `config` says otherwise."""
+    """The Triton kernel: on the GPU, Hopper's measured configuration (eight_bit_kernel.HOPPER_CONFIG) or the
+    autotuner's choice elsewhere, unless a fixed `config` (BLOCK_M, BLOCK_N, UNROLL, num_warps, num_stages) is
+    given; in the interpreter, 16-token tiles unless `config` says otherwise."""
     import triton
 
     from spinbot.backends.attention import eight_bit_kernel as kernels
@@ -146,6 +147,8 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
         out.stride(2),
     )
     constants = {"HEAD_DIM": dim, "SCALE_BLOCK": x.block, "QK_INT8": x.q.dtype == torch.int8, "P_SHIFT": P_SHIFT}
+    if config is None and x.q.is_cuda:
+        config = kernels.pinned_config(torch.cuda.get_device_capability(x.q.device))
     if kernels.interpreted() or config is not None:
         config = {"BLOCK_M": 16, "BLOCK_N": 16} | (config or {})
         if kernels.interpreted():  # e4m3 conversion done on the grid first (eight_bit_kernel.py)

@@ -250,17 +250,20 @@ GPU_CONFIGS = [
 ]
 
 
-def steady_bench(kernel_call, quantiles):
-    """The autotuner's timing, with more warm-up and repetitions than Triton's default (25 / 100 ms): a call takes
-    about 30 ms at 480p, so the default times three calls, too few to separate configurations 10% apart while the
-    GPU's clocks settle (in one H200 run a bf16 + INT8 step took as long as with the slower configuration:
-    benchmarks/results/infinitetalk_speed_gpu_defaults.json)."""
-    return triton.testing.do_bench(kernel_call, warmup=200, rep=600, quantiles=quantiles)
-
-
 tuned_kernel = triton.autotune(
     configs=GPU_CONFIGS,
     key=["n_ctx", "HEAD_DIM", "QK_INT8"],
     prune_configs_by={"early_config_prune": compiling_configs},
-    do_bench=steady_bench,
 )(attention_8bit_kernel)
+
+# Hopper (sm90) takes one configuration, not the autotuner's pick: 64 query rows on one warpgroup, two programs a
+# multiprocessor, was the fastest of GPU_CONFIGS on an H200 at 480p and 720p for both Q K^T formats (28.3 against
+# 31.0-36.6 ms at 480p INT8; benchmarks/results/infinitetalk_speed_gpu_v3.json) and gave the faster 14B step (2.33
+# against 2.42 s). Tuned inside the model's first call, the autotuner chose a 128-row configuration instead, even
+# timing each configuration over 600 ms (infinitetalk_speed_gpu_tuned_in_model.json).
+HOPPER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "UNROLL": 1, "num_warps": 4, "num_stages": 3}
+
+
+def pinned_config(capability: tuple[int, int]) -> dict | None:
+    """The configuration a GPU of this compute capability runs, or None: the autotuner chooses."""
+    return dict(HOPPER_CONFIG) if capability == (9, 0) else None
