@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # (int8: INT8 Q K^T + FP8 P V, fp8: FP8 Q K^T + FP8 P V) through our Triton kernel; 8-bit needs sm89+ on CUDA.
     # auto: int8 where the GPU has FP8 tensor cores, sdpa elsewhere (the error table in the README says why).
     talk_attention: Literal["auto", "sdpa", "int8", "fp8"] = "auto"
+    # InfiniteTalk's Wan VAE on CUDA: float32 as the official pipeline, or bfloat16 (its decode and motion-frame
+    # encode about 2x faster; 50 dB PSNR against float32, not growing over windows: benchmarks/vae_precision.py).
+    talk_vae_dtype: Literal["float32", "bfloat16"] = "float32"
     tts_compile: bool = True
     tts_fp8: bool = False
     # F5-TTS's packed attention on CUDA: FlashAttention 2 (built into torch), FlashAttention 4 (the flash-attn-4

@@ -502,6 +502,21 @@ def test_wav2vec2_without_a_preprocessor_file_uses_the_official_values(models_di
     assert torch.equal(values, torch.from_numpy(speech))
 
 
+def test_the_vae_dtype_setting_takes_bfloat16_on_cuda_only(use_settings):
+    from spinbot.backends.talk.infinitetalk.loading import Precision
+    from spinbot.errors import SettingsError
+    from spinbot.settings import get_settings
+
+    use_settings(talk_vae_dtype="bfloat16")
+    chosen = get_settings().talk_vae_dtype
+    assert Precision.for_device(torch.device("cuda"), vae_dtype=chosen).vae == torch.bfloat16
+    assert Precision.for_device(torch.device("cpu"), vae_dtype=chosen).vae == torch.float32  # CPU bf16 is slow
+    use_settings(talk_vae_dtype="float16")
+    with pytest.raises(SettingsError) as err:
+        get_settings()
+    assert "\n" not in str(err.value) and "SPINBOT_TALK_VAE_DTYPE='float16' refused" in str(err.value)
+
+
 def test_the_vae_runs_in_float32_on_cuda_as_the_official_pipeline():
     from spinbot.backends.talk.infinitetalk.loading import Precision
 

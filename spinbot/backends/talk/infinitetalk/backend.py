@@ -93,7 +93,11 @@ class NativeTalkBackend:
         device = group.devices[0] if group else torch.device(self.config.device or _default_device())
         env = get_settings()
         precision = Precision.for_device(
-            device, fp8=env.talk_fp8, attention=env.talk_attention, fast_vae=env.talk_compile
+            device,
+            fp8=env.talk_fp8,
+            attention=env.talk_attention,
+            fast_vae=env.talk_compile,
+            vae_dtype=env.talk_vae_dtype,
         )
         models = load_models(params, self._models_dir(), precision, self.config.lora_strength)
         compile_mode = env.talk_compile_mode if device.type == "cuda" and env.talk_compile else None

@@ -68,12 +68,18 @@ class Precision:
 
     @classmethod
     def for_device(
-        cls, device: torch.device, fp8: bool = False, attention: str = "auto", fast_vae: bool = False
+        cls,
+        device: torch.device,
+        fp8: bool = False,
+        attention: str = "auto",
+        fast_vae: bool = False,
+        vae_dtype: str = "float32",
     ) -> Precision:
         half = torch.bfloat16 if device.type == "cuda" else torch.float32  # CPU bfloat16 kernels are slow
         cuda = device.type == "cuda"
+        vae = torch.bfloat16 if cuda and vae_dtype == "bfloat16" else torch.float32
         kernel = resolve_attention(attention, device)
-        return cls(device, half, half, fp8=fp8 and cuda, attention=kernel, fast_vae=fast_vae and cuda)
+        return cls(device, half, half, vae=vae, fp8=fp8 and cuda, attention=kernel, fast_vae=fast_vae and cuda)
 
 
 @dataclass
