@@ -721,6 +721,12 @@ def main() -> None:
         "the first is the errors' reference)",
     )
     parser.add_argument("--official", type=Path, help="a checkout of MeiGen-AI/InfiniteTalk (matrix part)")
+    parser.add_argument(
+        "--vae-dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="the windows' VAE (SPINBOT_TALK_VAE_DTYPE; the backend's default is float32)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/infinitetalk_speed_gpu.json")
     parser.add_argument("--smoke", action="store_true", help="every part at toy size on the CPU, nothing written")
     parser.add_argument("--help-wheels", action="store_true", help="the wheels the device lacks")
@@ -793,7 +799,9 @@ def main() -> None:
         flush(out)
     if set(parts) & {"matrix", "errors", "720p"}:
         torch.manual_seed(0)
-        vae = random_vae(device, torch.bfloat16 if not smoke else torch.float32, **({"base_dim": 8} if smoke else {}))
+        vae_dtype = getattr(torch, args.vae_dtype) if not smoke else torch.float32
+        out["vae_dtype"] = str(vae_dtype).removeprefix("torch.")
+        vae = random_vae(device, vae_dtype, **({"base_dim": 8} if smoke else {}))
         vae.speed_up(channels_last=not smoke, compile_norms=not smoke)  # what the backend does on CUDA
         started = time.perf_counter()
         with torch.inference_mode():  # compiles its norms once, before any window is timed
