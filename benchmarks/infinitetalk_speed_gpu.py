@@ -367,12 +367,11 @@ def time_kernel_configs(
     x = eight_bit.quantize(q, k, v, qk_format)
     entry["quantize_ms_eager"] = cuda_ms(partial(eight_bit.quantize, q, k, v, qk_format))
     entry["kernel_ms_tuned"] = cuda_ms(partial(eight_bit.launch, x))  # Hopper: the pinned configuration
-    pinned = kernels.pinned_config(torch.cuda.get_device_capability())
-    entry["chosen_config"] = f"pinned {pinned}" if pinned else str(kernels.tuned_kernel.best_config)
+    entry["chosen_config"] = kernel_choice()
     entry["configs_ms"], entry["configs_rel_err"] = {}, {}
     for config in kernels.GPU_CONFIGS:
         kw = config.all_kwargs()
-        key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}u{UNROLL}".format(**kw)
+        key = "m{BLOCK_M}n{BLOCK_N}w{num_warps}s{num_stages}".format(**kw)
         try:
             entry["configs_ms"][key] = cuda_ms(partial(eight_bit.launch, x, config=kw), 3)
             got = eight_bit.launch(x, q.dtype, config=kw)
@@ -496,7 +495,7 @@ def matrix_part(
             with torch.inference_mode():
                 entry["step"] = timed(lambda: model(**one), 2, 0)
             entry["peak_vram_gib"] = peak_gib()
-            entry["attention_config"] = attention_config(config)
+            entry["attention_config"] = None if config[1] == "sdpa" else kernel_choice()
             if config == CANDIDATE:  # where the candidate's step goes
                 with torch.inference_mode():
                     entry["top_kernels_step"] = top_kernels(lambda: model(**one), 16)
@@ -518,11 +517,9 @@ def matrix_part(
         res["fastest_step_vs_floor_bf16"] = round(fastest / res["floor_bf16_s"], 2)
 
 
-def attention_config(config: tuple[str, str]) -> str | None:
-    """The 8-bit kernel's configuration: Hopper's pinned one, or the autotuner's choice (for the last shape it
-    tuned); None for SDPA."""
-    if config[1] == "sdpa":
-        return None
+def kernel_choice() -> str:
+    """The 8-bit kernel's configuration on this GPU: Hopper's pinned one, or the autotuner's choice (for the last
+    shape it tuned)."""
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
     pinned = kernels.pinned_config(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None

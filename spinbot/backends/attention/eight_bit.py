@@ -121,7 +121,7 @@ def _(q, k, vt, q_scale, k_scale, v_scale, v_mean, tokens, heads, block, out_dty
 
 def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict | None = None) -> torch.Tensor:
     """The Triton kernel: on the GPU, Hopper's measured configuration (eight_bit_kernel.HOPPER_CONFIG) or the
-    autotuner's choice elsewhere, unless a fixed `config` (BLOCK_M, BLOCK_N, UNROLL, num_warps, num_stages) is
+    autotuner's choice elsewhere, unless a fixed `config` (BLOCK_M, BLOCK_N, num_warps, num_stages) is
     given; in the interpreter, 16-token tiles unless `config` says otherwise."""
     import triton
 

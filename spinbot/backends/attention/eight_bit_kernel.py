@@ -77,10 +77,9 @@ def _key_blocks(
     MASK: tl.constexpr,
     P_SHIFT: tl.constexpr,
     ROUND_P: tl.constexpr,
-    UNROLL: tl.constexpr,
 ):
     offs_n = tl.arange(0, BLOCK_N)
-    for start_n in tl.range(lo, hi, BLOCK_N, loop_unroll_factor=UNROLL):
+    for start_n in tl.range(lo, hi, BLOCK_N):
         k = tl.load(k_ptrs + start_n * HEAD_DIM)
         scale = q_scale * tl.load(k_scale_ptr + start_n // SCALE_BLOCK)
         if QK_INT8:  # accumulated from MAGIC: the int32 bits read as float32 are MAGIC_FLOAT + s, exactly
@@ -131,7 +130,6 @@ def attention_8bit_kernel(
     QK_INT8: tl.constexpr,
     P_SHIFT: tl.constexpr,
     ROUND_P: tl.constexpr = False,
-    UNROLL: tl.constexpr = 1,
 ):
     start_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -170,7 +168,6 @@ def attention_8bit_kernel(
         False,
         P_SHIFT,
         ROUND_P,
-        UNROLL,
     )
     if full < n_ctx:
         acc, l_i, m_i = _key_blocks(
@@ -193,7 +190,6 @@ def attention_8bit_kernel(
             True,
             P_SHIFT,
             ROUND_P,
-            1,
         )
 
     v_scale = tl.load(VScale + bh * HEAD_DIM + offs_d)
@@ -233,20 +229,14 @@ def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
     return usable
 
 
-# Hopper configurations tried by the autotuner once per shape (tokens, head size, Q K^T format): 128-key tiles
-# (at most SCALE_BLOCK tokens: one Q and one K scale per tile; 64-key tiles measured 20% slower); 128 query rows
-# on two warpgroups, or 64 rows on one warpgroup with two programs per multiprocessor; pipeline depths; the key
-# loop unrolled twice (so that ptxas may issue the next tile's Q K^T while this tile's softmax runs).
+# Configurations the autotuner tries once per shape (tokens, head size, Q K^T format) on GPUs other than Hopper
+# (which runs HOPPER_CONFIG, below), all timed on an H200 by the benchmark: 128-key tiles (at most SCALE_BLOCK
+# tokens: one Q and one K scale per tile; 64-key tiles measured 20% slower); 128 query rows on two warpgroups, or
+# 64 rows on one warpgroup with two programs per multiprocessor; pipeline depths (fewer stages for GPUs with less
+# shared memory than Hopper's).
 GPU_CONFIGS = [
-    triton.Config({"BLOCK_M": m, "BLOCK_N": 128, "UNROLL": unroll}, num_warps=warps, num_stages=stages)
-    for m, warps, stages, unroll in (
-        (128, 8, 3, 1),
-        (128, 8, 2, 1),
-        (128, 8, 4, 1),
-        (64, 4, 3, 1),
-        (64, 4, 2, 1),
-        (128, 8, 3, 2),
-    )
+    triton.Config({"BLOCK_M": m, "BLOCK_N": 128}, num_warps=warps, num_stages=stages)
+    for m, warps, stages in ((128, 8, 3), (128, 8, 2), (128, 8, 4), (64, 4, 3), (64, 4, 2))
 ]
 
 
@@ -261,7 +251,7 @@ tuned_kernel = triton.autotune(
 # 31.0-36.6 ms at 480p INT8; benchmarks/results/infinitetalk_speed_gpu_v3.json) and gave the faster 14B step (2.33
 # against 2.42 s). Tuned inside the model's first call, the autotuner chose a 128-row configuration instead, even
 # timing each configuration over 600 ms (infinitetalk_speed_gpu_tuned_in_model.json).
-HOPPER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "UNROLL": 1, "num_warps": 4, "num_stages": 3}
+HOPPER_CONFIG = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 
 
 def pinned_config(capability: tuple[int, int]) -> dict | None:
