@@ -12,19 +12,19 @@ to the matrix. Here: `python benchmarks/infinitetalk_speed_gpu.py --smoke` runs 
 
 Parts:
 - kernels: self-attention alone at 480p / 720p shapes (40 heads x 128): cuDNN and flash SDPA, our 8-bit Triton
-  kernel (INT8 and FP8 Q K^T, every autotuner configuration timed), the quantization's own cost; error against a
+  kernel (INT8 and FP8 Q K^T, every autotuner configuration timed), the quantization's own cost, cuDNN's FP8 attention; error against a
   float32 reference on Gaussian q, k, v and on "offset" inputs (per-channel key offsets and channel gains before
   RoPE, as trained DiTs have); bf16 and FP8 matmul rates at the DiT's shapes (the FLOP floors).
 - vae: decode of one 81-frame window and encode of its 25 motion frames: float32, bfloat16, channels-last, compiled
   norms (WanVAE.speed_up), time and error against float32; the Lab colour transfer; the decode's top kernels.
-- matrix (480p): for bf16 / FP8 linears x SDPA / INT8 / FP8 attention: the compiled forward (compile time, step
+- matrix (480p): for bf16 / FP8 linears x SDPA / INT8 / FP8 / cuDNN FP8 attention: the compiled forward (compile time, step
   time, error against the bf16 + SDPA forward at t = 900, peak memory) and, for four of them, the backend's render()
   of a whole window (steps, VAE, colour) with torch's recompile log captured; the FLOP floor; optional official code.
 - errors (416x240, eager): the forward's error against bf16 + SDPA at the 6 timesteps of the seed's sampler, and
   the decoded window's error, for every configuration, on random weights and on "structured" weights (see
   structured_weights: heavy tails and outlier channels modelled on what is reported for trained DiTs; not the
   real checkpoint's values, which are not at hand).
-- 720p: one step for bf16 + SDPA and the candidate (FP8 linears + INT8 attention), and one window of the candidate.
+- 720p: one step for bf16 + SDPA and the candidate (FP8 linears + cuDNN FP8 attention), and one window of it.
 - modes: the candidate compiled with mode="reduce-overhead" (CUDA graphs) and "max-autotune-no-cudagraphs".
 
 One file of about 500 lines: a benchmark harness whose parts share the model, its FP8 copies and the results.
@@ -80,7 +80,16 @@ from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
 
 PARTS = ("kernels", "vae", "matrix", "errors", "720p", "modes")
 # (linears, attention); the first is every error's reference, the second the candidate for the defaults
-CONFIGS = [("bf16", "sdpa"), ("fp8", "int8"), ("fp8", "sdpa"), ("bf16", "int8"), ("bf16", "fp8"), ("fp8", "fp8")]
+CONFIGS = [
+    ("bf16", "sdpa"),
+    ("fp8", "cudnn-fp8"),
+    ("bf16", "int8"),
+    ("bf16", "cudnn-fp8"),
+    ("fp8", "int8"),
+    ("fp8", "sdpa"),
+    ("bf16", "fp8"),
+    ("fp8", "fp8"),
+]
 WINDOWED = CONFIGS[:4]
 CANDIDATE = CONFIGS[1]
 ERROR_SIZE = (416, 240)
@@ -299,7 +308,7 @@ def attention_inputs(
 def kernels_part(out: dict, budget: Budget, device: torch.device, labels: list[str], scale: Scale) -> None:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from spinbot.backends.attention import eight_bit
+    from spinbot.backends.attention import cudnn_fp8, eight_bit
     from spinbot.backends.attention.sdpa import sdpa_attention
 
     res = out.setdefault("kernels", {})
@@ -308,6 +317,7 @@ def kernels_part(out: dict, budget: Budget, device: torch.device, labels: list[s
         "sdpa_flash": (sdpa_attention, [SDPBackend.FLASH_ATTENTION]),
         "int8": (eight_bit.int8_attention, None),
         "fp8": (eight_bit.fp8_attention, None),
+        "cudnn_fp8": (cudnn_fp8.cudnn_fp8_attention, None),
     }
     for label in labels:
         if not budget.allows(60, f"kernels {label}"):
@@ -495,7 +505,7 @@ def matrix_part(
             with torch.inference_mode():
                 entry["step"] = timed(lambda: model(**one), 2, 0)
             entry["peak_vram_gib"] = peak_gib()
-            entry["attention_config"] = None if config[1] == "sdpa" else kernel_choice()
+            entry["attention_config"] = kernel_choice(config[1])
             if config == CANDIDATE:  # where the candidate's step goes
                 with torch.inference_mode():
                     entry["top_kernels_step"] = top_kernels(lambda: model(**one), 16)
@@ -517,9 +527,13 @@ def matrix_part(
         res["fastest_step_vs_floor_bf16"] = round(fastest / res["floor_bf16_s"], 2)
 
 
-def kernel_choice() -> str:
-    """The 8-bit kernel's configuration on this GPU: Hopper's pinned one, or the autotuner's choice (for the last
-    shape it tuned)."""
+def kernel_choice(attention: str = "int8") -> str | None:
+    """What runs `attention` on this GPU: for our 8-bit kernel Hopper's pinned configuration or the autotuner's
+    choice (for the last shape it tuned), for cudnn-fp8 the cuDNN library's version."""
+    if attention == "sdpa":
+        return None
+    if attention == "cudnn-fp8":
+        return f"cuDNN {torch.backends.cudnn.version()} sdpa_fp8"
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
     pinned = kernels.pinned_config(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
@@ -669,7 +683,7 @@ def summary(out: dict) -> str:
                 f"{len(e['window'].get('recompiles_transformer', [])) if 'window' in e else '-'!s:>11}"
             )
     for label, row in out.get("kernels", {}).items():
-        for key in ("sdpa_cudnn", "sdpa_flash", "int8", "fp8"):
+        for key in ("sdpa_cudnn", "sdpa_flash", "int8", "fp8", "cudnn_fp8"):
             e = row.get(key, {})
             lines.append(
                 f"attention {label} {key:<11} {e.get('ms', '-')!s:>8} ms {e.get('tflops', '-')!s:>7} TFLOP/s"
@@ -735,7 +749,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown part {unknown[0]!r}: use {','.join(PARTS)}")
     smoke = args.smoke
-    chosen = args.configs or ("bf16+sdpa,fp8+int8,bf16+fp8" if smoke else ",".join(name(c) for c in CONFIGS))
+    chosen = args.configs or ("bf16+sdpa,fp8+cudnn-fp8,bf16+int8" if smoke else ",".join(name(c) for c in CONFIGS))
     configs = [tuple(c.split("+")) for c in chosen.split(",")]
     if any(c not in CONFIGS for c in configs):
         raise SystemExit(f"unknown configuration in {chosen!r}: use {','.join(name(c) for c in CONFIGS)}")

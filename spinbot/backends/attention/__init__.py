@@ -6,8 +6,11 @@ as sequence parallelism) holds one function and does not know which kernel it is
 - `sdpa`: PyTorch's scaled_dot_product_attention in the model's dtype (cuDNN's bfloat16 kernel on Hopper).
 - `int8`: INT8 Q K^T and FP8 P V (SageAttention 2's formats) in our Triton kernel (eight_bit.py).
 - `fp8`: FP8 e4m3 Q K^T and P V, the same kernel.
-The 8-bit kernels need FP8 tensor cores on CUDA (Ada or Hopper, compute capability 8.9 or newer); on the CPU they
-run as a float32 emulation of the same quantized arithmetic (slow; for tests).
+- `cudnn-fp8`: cuDNN's fused FP8 flash attention (cudnn-frontend's sdpa_fp8, per-tensor scales, e4m3 output on
+  Hopper; cudnn_fp8.py): the fastest on Hopper, the least exact of the three.
+The 8-bit kernels need FP8 tensor cores on CUDA (Ada or Hopper, compute capability 8.9 or newer; cuDNN's FP8
+attention Hopper or newer); on the CPU they run as a float32 emulation of the same quantized arithmetic (slow; for
+tests).
 - `auto` (the default): `int8` on a CUDA GPU with FP8 tensor cores, `sdpa` elsewhere. Chosen from the H200 table in
   the README: INT8 attention changes the 14B forward by 1.1-1.5% against bfloat16 SDPA (our bfloat16 forward and the
   official code's differ by 2.0%) for a step 9% shorter; on keys with channel offsets its kernel error is 2.4x
@@ -23,7 +26,7 @@ import torch
 from spinbot.errors import BackendUnavailable
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-ATTENTION_KERNELS = ("sdpa", "int8", "fp8")
+ATTENTION_KERNELS = ("sdpa", "int8", "fp8", "cudnn-fp8")
 ATTENTION_CHOICES = ("auto", *ATTENTION_KERNELS)
 FP8_CAPABILITY = (8, 9)
 
@@ -59,6 +62,12 @@ def select_attention(name: str, device: torch.device, setting: str = "attention"
                 f"{setting}={name} needs FP8 tensor cores (compute capability 8.9 or newer: "
                 f"Ada, Hopper); this GPU is sm{capability[0]}{capability[1]}"
             )
+    if name == "cudnn-fp8":
+        from spinbot.backends.attention import cudnn_fp8
+
+        if device.type == "cuda":
+            cudnn_fp8.check_support(device, setting)
+        return cudnn_fp8.cudnn_fp8_attention
     from spinbot.backends.attention import eight_bit
 
     return eight_bit.int8_attention if name == "int8" else eight_bit.fp8_attention
