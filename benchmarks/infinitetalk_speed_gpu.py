@@ -335,6 +335,7 @@ def kernels_part(out: dict, budget: Budget, device: torch.device, labels: list[s
                 with guarded(entry, "error"), torch.inference_mode():
                     time_attention(entry, kind, partial(call_attention, fn, backends, q, k, v), reference)
             if kind == "gaussian" and device.type == "cuda":
+                row["cudnn_fp8"]["plans"] = {str(k): v for k, v in cudnn_fp8.PLAN_TIMES.items()}
                 for qk_format in ("int8", "fp8"):
                     with guarded(row[qk_format], "configs_error"), torch.inference_mode():
                         time_kernel_configs(row[qk_format], q, k, v, qk_format, reference)

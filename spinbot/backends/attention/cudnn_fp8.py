@@ -20,9 +20,11 @@ op computes the same formats in float32 (`emulate`: slow, for tests).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,7 @@ HOPPER = (9, 0)
 # Tokens are padded to a multiple of this (the padded keys masked by cuDNN's padding mask): at 480p (32,760
 # tokens) the kernel takes 26.3 ms on a ragged length and 22.5 ms on 32,768 (H200, benchmarks/results).
 TOKEN_MULTIPLE = 128
+PLAN_TIMES: dict[tuple, dict] = {}  # [B, L, heads, D] -> the candidate plans' times (ms) and the chosen index
 
 
 @dataclass(frozen=True)
@@ -137,107 +140,147 @@ def check_support(device: torch.device, setting: str = "attention") -> None:
 
 
 def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int) -> torch.Tensor:
-    """One cuDNN FP8 attention on the current stream (keys past `tokens` masked); the graph is built once per
-    shape and layout."""
+    """One cuDNN FP8 attention on the current stream (keys past `tokens` masked); the graph is built and its plan
+    chosen once per shape and layout."""
+    plan = _plan(tuple(q.shape), tuple(q.stride()), tuple(k.stride()), tuple(v.stride()), tokens, q.device.index or 0)
+    return _execute(plan, q, k, v, descale_q, descale_k, descale_v, scale_o)
+
+
+def _execute(plan: _Plan, q, k, v, descale_q, descale_k, descale_v, scale_o) -> torch.Tensor:
     import cudnn
 
-    plan = _plan(tuple(q.shape), tuple(q.stride()), tuple(k.stride()), tuple(v.stride()), tokens, q.device.index or 0)
     out = torch.empty_like(q)
     amax = torch.empty(2, 1, 1, 1, 1, dtype=torch.float32, device=q.device)
     workspace = torch.empty(plan.workspace_bytes, dtype=torch.uint8, device=q.device)
     cudnn.set_stream(handle=plan.handle, stream=torch.cuda.current_stream(q.device).cuda_stream)
     t = plan.tensors
-    plan.graph.execute(
-        {
-            t["q"]: q,
-            t["k"]: k,
-            t["v"]: v,
-            t["descale_q"]: descale_q,
-            t["descale_k"]: descale_k,
-            t["descale_v"]: descale_v,
-            t["descale_s"]: plan.descale_s,
-            t["scale_s"]: plan.scale_s,
-            t["scale_o"]: scale_o,
-            t["o"]: out,
-            t["amax_s"]: amax[0],
-            t["amax_o"]: amax[1],
-            **({t["seq_len"]: plan.seq_len} if plan.seq_len is not None else {}),
-        },
-        workspace,
-        handle=plan.handle,
-    )
+    buffers = {
+        t["q"]: q,
+        t["k"]: k,
+        t["v"]: v,
+        t["descale_q"]: descale_q,
+        t["descale_k"]: descale_k,
+        t["descale_v"]: descale_v,
+        t["descale_s"]: plan.descale_s,
+        t["scale_s"]: plan.scale_s,
+        t["scale_o"]: scale_o,
+        t["o"]: out,
+        t["amax_s"]: amax[0],
+        t["amax_o"]: amax[1],
+    }
+    if plan.seq_len is not None:
+        buffers[t["seq_len"]] = plan.seq_len
+    plan.graph.execute_plan_at_index(buffers, workspace, plan.index, handle=plan.handle)
     return out
 
 
 @dataclass(frozen=True)
 class _Plan:
-    graph: object
+    graph: Any  # cudnn.pygraph (cudnn-frontend has no type stubs)
     tensors: dict
-    handle: object
+    handle: Any
+    index: int  # the execution plan chosen by timing (cuDNN's heuristics may offer several)
     workspace_bytes: int
     descale_s: torch.Tensor
     scale_s: torch.Tensor
     seq_len: torch.Tensor | None  # [B, 1, 1, 1] int32, the unpadded length, when the graph masks padding
 
 
+def _bhsd(values: tuple) -> list[int]:
+    """[B, L, heads, D] sizes or strides in cuDNN's [B, heads, L, D] order."""
+    return [values[0], values[2], values[1], values[3]]
+
+
 @functools.lru_cache(maxsize=16)
 def _plan(shape: tuple, q_stride: tuple, k_stride: tuple, v_stride: tuple, tokens: int, device_index: int) -> _Plan:
-    """cuDNN's graph for [B, L, heads, D] e4m3 inputs with these strides (cuDNN's dims are [B, heads, L, D]), the
-    keys and queries past `tokens` masked when L is longer."""
+    """cuDNN's graph for [B, L, heads, D] e4m3 inputs with these strides, the keys and queries past `tokens` masked
+    when L is longer; every plan the heuristics offer is built and the fastest on zero inputs kept (as
+    torch.backends.cudnn.benchmark does for convolutions)."""
     import cudnn
-
-    def bhsd(values: tuple) -> list[int]:
-        return [values[0], values[2], values[1], values[3]]
 
     with torch.cuda.device(device_index):
         handle = cudnn.create_handle()
-        graph = cudnn.pygraph(
-            io_data_type=cudnn.data_type.FP8_E4M3,
-            intermediate_data_type=cudnn.data_type.FLOAT,
-            compute_data_type=cudnn.data_type.FLOAT,
-            handle=handle,
-        )
-        dims = bhsd(shape)
-        t = {
-            name: graph.tensor(name=name, dim=dims, stride=bhsd(stride), data_type=cudnn.data_type.FP8_E4M3)
-            for name, stride in (("q", q_stride), ("k", k_stride), ("v", v_stride))
-        }
-        for name in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o"):
-            t[name] = graph.tensor(name=name, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.FLOAT)
-        padded = tokens < shape[1]
-        masking = {}
-        if padded:
-            t["seq_len"] = graph.tensor(
-                name="seq_len", dim=[shape[0], 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.INT32
-            )
-            masking = {"use_padding_mask": True, "seq_len_q": t["seq_len"], "seq_len_kv": t["seq_len"]}
-        o, _, amax_s, amax_o = graph.sdpa_fp8(
-            q=t["q"],
-            k=t["k"],
-            v=t["v"],
-            descale_q=t["descale_q"],
-            descale_k=t["descale_k"],
-            descale_v=t["descale_v"],
-            descale_s=t["descale_s"],
-            scale_s=t["scale_s"],
-            scale_o=t["scale_o"],
-            is_inference=True,
-            attn_scale=1.0 / math.sqrt(shape[3]),
-            use_causal_mask=False,
-            name="attention",
-            **masking,
-        )
-        o.set_output(True).set_dim(dims).set_stride(bhsd(q_stride)).set_data_type(cudnn.data_type.FP8_E4M3)
-        for amax in (amax_s, amax_o):
-            amax.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1])
-            amax.set_data_type(cudnn.data_type.FLOAT)
-        t.update(o=o, amax_s=amax_s, amax_o=amax_o)
+        graph, t = _graph(cudnn, handle, shape, (q_stride, k_stride, v_stride), tokens)
         graph.validate()
         graph.build_operation_graph()
-        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.B, cudnn.heur_mode.FALLBACK])
         graph.check_support()
-        graph.build_plans()
         device = torch.device("cuda", device_index)
         one = torch.ones(1, 1, 1, 1, device=device)
-        seq_len = torch.full((shape[0], 1, 1, 1), tokens, dtype=torch.int32, device=device) if padded else None
-        return _Plan(graph, t, handle, graph.get_workspace_size(), one / E4M3_MAX, one * E4M3_MAX, seq_len)
+        seq_len = (
+            torch.full((shape[0], 1, 1, 1), tokens, dtype=torch.int32, device=device) if tokens < shape[1] else None
+        )
+        plan = _Plan(graph, t, handle, 0, 0, one / E4M3_MAX, one * E4M3_MAX, seq_len)
+        return _fastest(plan, shape, device)
+
+
+def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
+    """The sdpa_fp8 graph and its tensors by name."""
+    graph = cudnn.pygraph(
+        io_data_type=cudnn.data_type.FP8_E4M3,
+        intermediate_data_type=cudnn.data_type.FLOAT,
+        compute_data_type=cudnn.data_type.FLOAT,
+        handle=handle,
+    )
+    dims = _bhsd(shape)
+    t = {
+        name: graph.tensor(name=name, dim=dims, stride=_bhsd(stride), data_type=cudnn.data_type.FP8_E4M3)
+        for name, stride in zip(("q", "k", "v"), strides)
+    }
+    for name in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o"):
+        t[name] = graph.tensor(name=name, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.FLOAT)
+    masking = {}
+    if tokens < shape[1]:
+        t["seq_len"] = graph.tensor(
+            name="seq_len", dim=[shape[0], 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.INT32
+        )
+        masking = {"use_padding_mask": True, "seq_len_q": t["seq_len"], "seq_len_kv": t["seq_len"]}
+    scales = {name: t[name] for name in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")}
+    o, _, amax_s, amax_o = graph.sdpa_fp8(
+        q=t["q"],
+        k=t["k"],
+        v=t["v"],
+        **scales,
+        is_inference=True,
+        attn_scale=1.0 / math.sqrt(shape[3]),
+        use_causal_mask=False,
+        name="attention",
+        **masking,
+    )
+    o.set_output(True).set_dim(dims).set_stride(_bhsd(strides[0])).set_data_type(cudnn.data_type.FP8_E4M3)
+    for amax in (amax_s, amax_o):
+        amax.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1])
+        amax.set_data_type(cudnn.data_type.FLOAT)
+    t.update(o=o, amax_s=amax_s, amax_o=amax_o)
+    return graph, t
+
+
+def _fastest(plan: _Plan, shape: tuple, device: torch.device) -> _Plan:
+    """`plan` with the fastest of the graph's execution plans (each built and timed twice on zero inputs)."""
+    graph = plan.graph
+    timings: dict = {}
+    zeros = torch.zeros(shape, dtype=E4M3, device=device)
+    scale = torch.ones(1, 1, 1, 1, device=device)
+    for index in range(graph.get_execution_plan_count()):
+        try:
+            graph.build_plan_at_index(index)
+            workspace = graph.get_workspace_size_plan_at_index(index)
+            trial = dataclasses.replace(plan, index=index, workspace_bytes=workspace)
+            _execute(trial, zeros, zeros, zeros, scale, scale, scale, scale)  # warm-up
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            _execute(trial, zeros, zeros, zeros, scale, scale, scale, scale)
+            end.record()
+            end.synchronize()
+            timings[index] = (start.elapsed_time(end), workspace)
+        except Exception as error:  # noqa: BLE001 (a plan cuDNN lists but cannot build or run is skipped)
+            timings[index] = f"{type(error).__name__}: {str(error)[:160]}"
+    measured = {i: v for i, v in timings.items() if isinstance(v, tuple)}
+    if not measured:
+        raise BackendUnavailable(
+            f"cuDNN has no working FP8 attention plan for [B, L, heads, D] = {list(shape)}: {timings}"
+        )
+    index = min(measured, key=lambda i: measured[i][0])
+    shown = {i: (round(v[0], 3) if isinstance(v, tuple) else v) for i, v in timings.items()}
+    PLAN_TIMES[shape] = {"chosen": index, "ms": shown}
+    return dataclasses.replace(plan, index=index, workspace_bytes=measured[index][1])
