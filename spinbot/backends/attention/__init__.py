@@ -11,10 +11,12 @@ as sequence parallelism) holds one function and does not know which kernel it is
 The 8-bit kernels need FP8 tensor cores on CUDA (Ada or Hopper, compute capability 8.9 or newer; cuDNN's FP8
 attention Hopper or newer); on the CPU they run as a float32 emulation of the same quantized arithmetic (slow; for
 tests).
-- `auto` (the default): `int8` on a CUDA GPU with FP8 tensor cores, `sdpa` elsewhere. Chosen from the H200 table in
-  the README: INT8 attention changes the 14B forward by 1.1-1.5% against bfloat16 SDPA (our bfloat16 forward and the
-  official code's differ by 2.0%) for a step 9% shorter; on keys with channel offsets its kernel error is 2.4x
-  smaller than FP8 Q K^T's, at about the same speed.
+- `auto` (the default): `cudnn-fp8` on a GPU where it runs, else `int8` on a GPU with FP8 tensor cores, else
+  `sdpa`. Chosen from the H200 table in the README: either 8-bit attention changes the 14B forward by 1.1-1.5%
+  against bfloat16 SDPA, the same to three digits (our bfloat16 forward and the official code's differ by 2.0%), for
+  a step 18% (cudnn-fp8) or 9% (int8) shorter. cuDNN's kernel alone is less exact (6.0% against 1.6% on keys with
+  channel offsets at 480p), a difference the forward did not show on either weight set; `int8` stays for whoever
+  wants the more exact kernel.
 """
 
 from __future__ import annotations
@@ -32,16 +34,18 @@ FP8_CAPABILITY = (8, 9)
 
 
 def resolve_attention(name: str, device: torch.device) -> str:
-    """The kernel `name` stands for on `device`: `auto` is `int8` where FP8 tensor cores exist, else `sdpa`."""
+    """The kernel `name` stands for on `device`: `auto` is `cudnn-fp8` where cuDNN's FP8 attention can run (Hopper
+    or newer with the gpu extra), else `int8` where FP8 tensor cores exist, else `sdpa`."""
     if name != "auto":
         return name
     device = torch.device(device)
-    has_fp8 = (
-        device.type == "cuda"
-        and torch.cuda.is_available()
-        and torch.cuda.get_device_capability(device) >= FP8_CAPABILITY
-    )
-    return "int8" if has_fp8 else "sdpa"
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return "sdpa"
+    if torch.cuda.get_device_capability(device) < FP8_CAPABILITY:
+        return "sdpa"
+    from spinbot.backends.attention import cudnn_fp8
+
+    return "cudnn-fp8" if cudnn_fp8.missing(device) is None else "int8"
 
 
 def select_attention(name: str, device: torch.device, setting: str = "attention") -> Attention:

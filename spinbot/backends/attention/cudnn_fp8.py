@@ -120,23 +120,30 @@ def emulate(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int) -> t
     return (out * scale_o).clamp(-E4M3_MAX, E4M3_MAX).transpose(1, 2).to(E4M3)
 
 
-def check_support(device: torch.device, setting: str = "attention") -> None:
-    """One-line errors for what `cudnn-fp8` needs: a Hopper-or-newer GPU, cuDNN 9.1+, the cudnn-frontend package."""
+def missing(device: torch.device) -> str | None:
+    """What `cudnn-fp8` lacks on this CUDA device (a Hopper-or-newer GPU, cuDNN 9.1+, the cudnn-frontend package),
+    or None when it can run."""
     capability = torch.cuda.get_device_capability(device)
     if capability < HOPPER:
-        raise BackendUnavailable(
-            f"{setting}=cudnn-fp8 needs cuDNN's FP8 attention, which runs on Hopper or newer "
-            f"(compute capability 9.0+); this GPU is sm{capability[0]}{capability[1]}: use int8 or sdpa"
+        return (
+            "cuDNN's FP8 attention runs on Hopper or newer (compute capability 9.0+); "
+            f"this GPU is sm{capability[0]}{capability[1]}: use int8 or sdpa"
         )
     version = torch.backends.cudnn.version() or 0
     if version < CUDNN_MIN_VERSION:
-        raise BackendUnavailable(f"{setting}=cudnn-fp8 needs cuDNN 9.1 or newer; PyTorch has cuDNN {version}")
+        return f"cuDNN's FP8 attention needs cuDNN 9.1 or newer; PyTorch has cuDNN {version}"
     try:
         import cudnn  # noqa: F401
     except ImportError as error:
-        raise BackendUnavailable(
-            f"{setting}=cudnn-fp8 needs NVIDIA's cudnn-frontend: pip install 'spinbot[gpu]' ({error})"
-        ) from error
+        return f"it needs NVIDIA's cudnn-frontend: pip install 'spinbot[gpu]' ({error})"
+    return None
+
+
+def check_support(device: torch.device, setting: str = "attention") -> None:
+    """A one-line BackendUnavailable naming what `cudnn-fp8` lacks on this device."""
+    reason = missing(device)
+    if reason is not None:
+        raise BackendUnavailable(f"{setting}=cudnn-fp8: {reason}")
 
 
 def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int) -> torch.Tensor:

@@ -54,7 +54,8 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, 
     pad = (-tokens) % block
 
     def head_major(x: torch.Tensor) -> torch.Tensor:  # [B, L, H, D] -> [B*H, Lp, D] float32, zero rows padded
-        return F.pad(x.float().transpose(1, 2), (0, 0, 0, pad)).flatten(0, 1)
+        # contiguous: with nothing to pad, F.pad keeps the transposed strides, and the kernel reads rows densely
+        return F.pad(x.float().transpose(1, 2), (0, 0, 0, pad)).flatten(0, 1).contiguous()
 
     def per_block(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         blocks = x.unflatten(1, (-1, block))  # [BH, Lp / block, block, D]
@@ -129,10 +130,10 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
 
     bh, padded, dim = x.q.shape
     out = torch.empty(bh // x.heads, x.tokens, x.heads, dim, dtype=out_dtype, device=x.q.device)
-    args = (
-        x.q,
-        x.k,
-        x.vt,
+    args = (  # the kernel addresses Q, K [BH, Lp, D] and Vt [BH, D, Lp] as dense row-major blocks
+        x.q.contiguous(),
+        x.k.contiguous(),
+        x.vt.contiguous(),
         x.q_scale,
         x.k_scale,
         x.v_scale,
