@@ -335,7 +335,8 @@ def kernels_part(out: dict, budget: Budget, device: torch.device, labels: list[s
                 with guarded(entry, "error"), torch.inference_mode():
                     time_attention(entry, kind, partial(call_attention, fn, backends, q, k, v), reference)
             if kind == "gaussian" and device.type == "cuda":
-                row["cudnn_fp8"]["plans"] = {str(k): v for k, v in cudnn_fp8.PLAN_TIMES.items()}
+                with guarded(row["cudnn_fp8"], "kernel_error"), torch.inference_mode():
+                    time_cudnn_fp8(row["cudnn_fp8"], q, k, v)
                 for qk_format in ("int8", "fp8"):
                     with guarded(row[qk_format], "configs_error"), torch.inference_mode():
                         time_kernel_configs(row[qk_format], q, k, v, qk_format, reference)
@@ -389,6 +390,21 @@ def time_kernel_configs(
             entry["configs_rel_err"][key] = round(relative_error(got[:, :, :4], reference), 5)
         except Exception as error:  # noqa: BLE001 (a configuration that fails here is reported, not fatal)
             entry["configs_ms"][key] = f"{type(error).__name__}: {str(error)[:120]}"
+
+
+def time_cudnn_fp8(entry: dict, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """cuDNN's FP8 attention alone on tokens padded to its TOKEN_MULTIPLE (masked) and on the ragged length, its
+    quantization, the whole function compiled, and the plans cuDNN offered (time on zero inputs, the chosen one)."""
+    from spinbot.backends.attention import cudnn_fp8
+
+    for key, multiple in (("kernel_ms_padded", cudnn_fp8.TOKEN_MULTIPLE), ("kernel_ms_ragged", 1)):
+        x = cudnn_fp8.quantize(q, k, v, multiple)
+        args = (x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
+        entry[key] = cuda_ms(partial(cudnn_fp8.run_cudnn, *args))
+    entry["quantize_ms_eager"] = cuda_ms(partial(cudnn_fp8.quantize, q, k, v, cudnn_fp8.TOKEN_MULTIPLE))
+    entry["total_ms_compiled"] = cuda_ms(partial(torch.compile(cudnn_fp8.cudnn_fp8_attention), q, k, v))
+    entry["plans"] = {str(shape): times for shape, times in cudnn_fp8.PLAN_TIMES.items()}
+    entry["chosen_config"] = kernel_choice("cudnn-fp8")
 
 
 def fp8_rate(device: torch.device, tokens: int, cfg: InfiniteTalkConfig) -> dict:
@@ -689,7 +705,8 @@ def summary(out: dict) -> str:
             lines.append(
                 f"attention {label} {key:<11} {e.get('ms', '-')!s:>8} ms {e.get('tflops', '-')!s:>7} TFLOP/s"
                 f"  err {e.get('rel_err_gaussian', float('nan')):.4f} / offsets "
-                f"{e.get('rel_err_offsets', float('nan')):.4f}  kernel {e.get('kernel_ms_tuned', '-')} ms"
+                f"{e.get('rel_err_offsets', float('nan')):.4f}"
+                f"  kernel {e.get('kernel_ms_tuned', e.get('kernel_ms_padded', '-'))} ms"
                 f"  quantize {e.get('quantize_ms_eager', '-')} ms  {e.get('chosen_config', '')}"
             )
     for key, e in out.get("vae", {}).items():
