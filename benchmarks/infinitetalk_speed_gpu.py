@@ -24,7 +24,8 @@ Parts:
   the decoded window's error, for every configuration, on random weights and on "structured" weights (see
   structured_weights: heavy tails and outlier channels modelled on what is reported for trained DiTs; not the
   real checkpoint's values, which are not at hand).
-- 720p: one step for bf16 + SDPA and the candidate (FP8 linears + cuDNN FP8 attention), and one window of it.
+- 720p: one step for bf16 + SDPA and the candidate (FP8 linears + cuDNN FP8 attention), or for each of --configs,
+  and one window of the candidate.
 - modes: the candidate compiled with mode="reduce-overhead" (CUDA graphs) and "max-autotune-no-cudagraphs".
 
 One file of about 500 lines: a benchmark harness whose parts share the model, its FP8 copies and the results.
@@ -611,7 +612,11 @@ def errors_part(
         flush(out)
 
 
-def size720_part(out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, scale: Scale) -> None:
+def size720_part(
+    out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, scale: Scale, configs: list
+) -> None:
+    """One step of bf16 + SDPA and of each configuration in `configs` (its error against the first), and one window
+    of the candidate when it is among them."""
     size = scale.size("720p")
     res = out.setdefault("720p", {"size": f"{size[0]}x{size[1]}"})
     one = scale.inputs(model.config, size, device)
@@ -619,7 +624,7 @@ def size720_part(out: dict, budget: Budget, model, linears: Linears, vae, device
     res["floor_bf16_s"] = round(flops["total"] / (out["matmul_tflops"]["best"] * 1e12), 3)
     model.compile_blocks()
     reference = None
-    for config in (CONFIGS[0], CANDIDATE):
+    for config in [CONFIGS[0], *(c for c in configs if c != CONFIGS[0])]:
         if not budget.allows(75, f"720p {name(config)}"):
             continue
         entry = res.setdefault(name(config), {})
@@ -636,7 +641,7 @@ def size720_part(out: dict, budget: Budget, model, linears: Linears, vae, device
                 entry["step"] = timed(lambda: model(**one), 1, 0)
             entry["peak_vram_gib"] = peak_gib()
         print("720p", name(config), json.dumps(entry), flush=True)
-    if vae is not None and budget.allows(90, "720p window"):
+    if vae is not None and CANDIDATE in configs and budget.allows(90, "720p window"):
         entry = res.setdefault(f"{name(CANDIDATE)}_window", {})
         with guarded(entry, "error"):
             configure(model, linears, CANDIDATE, device)
@@ -860,7 +865,7 @@ def main() -> None:
         errors_part(out, budget, model, linears, vae, device, scale, configs)
         flush(out)
     if "720p" in parts:
-        size720_part(out, budget, model, linears, vae, device, scale)
+        size720_part(out, budget, model, linears, vae, device, scale, configs if args.configs else [CANDIDATE])
         flush(out)
     if "modes" in parts:
         modes_part(out, budget, model, linears, device, scale)
