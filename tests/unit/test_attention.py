@@ -191,6 +191,20 @@ def test_cudnn_fp8_emulation_masks_the_padded_keys():
     assert relative_error(got, sdpa_attention(q, k, v)) < 3e-2
 
 
+def test_a_shape_cudnn_cannot_run_is_refused_in_one_line(monkeypatch):
+    from spinbot.backends.attention import cudnn_fp8
+
+    def unsupported(*args):
+        raise RuntimeError("[cudnn_frontend] Error: No valid engine configs for SDPA_FP8_FWD\n  at graph.h:123")
+
+    monkeypatch.setattr(cudnn_fp8, "_plan", unsupported)
+    x = cudnn_fp8.quantize(*qkv(tokens=40))
+    with pytest.raises(BackendUnavailable) as err:
+        cudnn_fp8.run_cudnn(x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
+    message = str(err.value)
+    assert "\n" not in message and "No valid engine configs" in message and "[1, 40, 2, 32]" in message
+
+
 # ---- the Triton kernel, in Triton's interpreter -------------------------------------------------------------------
 
 INTERPRETER_CASES = [("int8", 16), ("fp8", 16), ("int8", 32)]  # (Q K^T format, query rows a program)

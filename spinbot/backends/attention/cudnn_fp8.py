@@ -148,8 +148,19 @@ def check_support(device: torch.device, setting: str = "attention") -> None:
 
 def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int) -> torch.Tensor:
     """One cuDNN FP8 attention on the current stream (keys past `tokens` masked); the graph is built and its plan
-    chosen once per shape and layout."""
-    plan = _plan(tuple(q.shape), tuple(q.stride()), tuple(k.stride()), tuple(v.stride()), tokens, q.device.index or 0)
+    chosen once per shape and layout; a shape cuDNN cannot run is refused in one line."""
+    try:
+        plan = _plan(
+            tuple(q.shape), tuple(q.stride()), tuple(k.stride()), tuple(v.stride()), tokens, q.device.index or 0
+        )
+    except BackendUnavailable:
+        raise
+    except Exception as error:  # cuDNN's own errors (e.g. cudnnGraphNotSupportedError) are multi-line C++ texts
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BackendUnavailable(
+            f"SPINBOT_TALK_ATTENTION=cudnn-fp8: cuDNN cannot run FP8 attention on [B, L, heads, D] {list(q.shape)} "
+            f"({type(error).__name__}: {first[:200]}); use int8 or sdpa"
+        ) from error
     return _execute(plan, q, k, v, descale_q, descale_k, descale_v, scale_o)
 
 
