@@ -12,14 +12,16 @@ to the matrix. Here: `python benchmarks/infinitetalk_speed_gpu.py --smoke` runs 
 
 Parts:
 - kernels: self-attention alone at 480p / 720p shapes (40 heads x 128): cuDNN and flash SDPA, our 8-bit Triton
-  kernel (INT8 and FP8 Q K^T, every autotuner configuration timed), the quantization's own cost, cuDNN's FP8 attention; error against a
-  float32 reference on Gaussian q, k, v and on "offset" inputs (per-channel key offsets and channel gains before
-  RoPE, as trained DiTs have); bf16 and FP8 matmul rates at the DiT's shapes (the FLOP floors).
+  kernel (INT8 and FP8 Q K^T, every autotuner configuration timed), the quantization's own cost, cuDNN's FP8
+  attention (padded and ragged, its plans); error against a float32 reference on Gaussian q, k, v and on "offset"
+  inputs (per-channel key offsets and channel gains before RoPE, as trained DiTs have); bf16 and FP8 matmul rates at
+  the DiT's shapes (the FLOP floors).
 - vae: decode of one 81-frame window and encode of its 25 motion frames: float32, bfloat16, channels-last, compiled
   norms (WanVAE.speed_up), time and error against float32; the Lab colour transfer; the decode's top kernels.
-- matrix (480p): for bf16 / FP8 linears x SDPA / INT8 / FP8 / cuDNN FP8 attention: the compiled forward (compile time, step
-  time, error against the bf16 + SDPA forward at t = 900, peak memory) and, for four of them, the backend's render()
-  of a whole window (steps, VAE, colour) with torch's recompile log captured; the FLOP floor; optional official code.
+- matrix (480p): for bf16 / FP8 linears x SDPA / INT8 / FP8 / cuDNN FP8 attention: the compiled forward (compile
+  time, step time, error against the bf16 + SDPA forward at t = 900, peak memory) and, for four of them, the
+  backend's render() of a whole window (steps, VAE, colour) with torch's recompile log captured; the FLOP floor;
+  optional official code.
 - errors (416x240, eager): the forward's error against bf16 + SDPA at the 6 timesteps of the seed's sampler, and
   the decoded window's error, for every configuration, on random weights and on "structured" weights (see
   structured_weights: heavy tails and outlier channels modelled on what is reported for trained DiTs; not the
@@ -28,7 +30,7 @@ Parts:
   and one window of the candidate.
 - modes: the candidate compiled with mode="reduce-overhead" (CUDA graphs) and "max-autotune-no-cudagraphs".
 
-One file of about 500 lines: a benchmark harness whose parts share the model, its FP8 copies and the results.
+One file of about 880 lines: a benchmark harness whose parts share the model, its FP8 copies and the results.
 """
 
 from __future__ import annotations
