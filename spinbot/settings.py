@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # InfiniteTalk's self-attention kernel (spinbot.backends.attention): PyTorch SDPA in bfloat16, or 8-bit attention
     # (int8: INT8 Q K^T + FP8 P V, fp8: FP8 Q K^T + FP8 P V) through our Triton kernel; 8-bit needs sm89+ on CUDA;
     # cudnn-fp8: cuDNN's FP8 flash attention (Hopper+, the gpu extra's cudnn-frontend), the fastest, least exact.
-    # auto: int8 where the GPU has FP8 tensor cores, sdpa elsewhere (the error table in the README says why).
+    # auto: cudnn-fp8 where it runs, else int8 where the GPU has FP8 tensor cores, else sdpa (the README's error
+    # table says why).
     talk_attention: Literal["auto", "sdpa", "int8", "fp8", "cudnn-fp8"] = "auto"
     # InfiniteTalk's Wan VAE on CUDA: float32 as the official pipeline, or bfloat16 (its decode and motion-frame
     # encode about 2x faster; 50 dB PSNR against float32, not growing over windows: benchmarks/vae_precision.py).

@@ -269,7 +269,7 @@ def test_the_triton_kernel_matches_sdpa_and_its_emulation(interpreted, qk_format
 @pytest.mark.parametrize("qk_format", ["int8", "fp8"])
 def test_the_triton_kernel_is_right_when_nothing_is_padded(interpreted, qk_format):
     """64 tokens, 3 heads: no padded row, so the quantized tensors must still be laid out head-major (an H200 run
-    found 3.5% error at 3,072 tokens, and the interpreter 10%, before quantize made them contiguous)."""
+    found 3.5% error at 3,072 tokens, and the interpreter 10%, before launch made them dense)."""
     to_sdpa, to_emulation = interpreted[f"{qk_format}-aligned"]
     assert to_sdpa < 2e-2
     assert to_emulation < 1e-2

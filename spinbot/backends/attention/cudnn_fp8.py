@@ -231,7 +231,7 @@ def _plan(shape: tuple, q_stride: tuple, k_stride: tuple, v_stride: tuple, token
             torch.full((shape[0], 1, 1, 1), tokens, dtype=torch.int32, device=device) if tokens < shape[1] else None
         )
         plan = _Plan(graph, t, handle, 0, 0, one / E4M3_MAX, one * E4M3_MAX, seq_len)
-        return _fastest(plan, shape, device)
+        return _fastest(plan, shape, (q_stride, k_stride, v_stride), device)
 
 
 def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
@@ -275,21 +275,22 @@ def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
     return graph, t
 
 
-def _fastest(plan: _Plan, shape: tuple, device: torch.device) -> _Plan:
+def _fastest(plan: _Plan, shape: tuple, strides: tuple, device: torch.device) -> _Plan:
     """`plan` with the fastest of the graph's execution plans (each built and timed twice on zero inputs)."""
     graph = plan.graph
     timings: dict = {}
-    zeros = torch.zeros(shape, dtype=E4M3, device=device)
-    scale = torch.ones(1, 1, 1, 1, device=device)
+    # zero inputs laid out as the graph's strides say (they may span more than a dense tensor)
+    q, k, v = (torch.empty_strided(shape, stride, dtype=E4M3, device=device).zero_() for stride in strides)
+    scale = plan.scale_s / E4M3_MAX  # ones
     for index in range(graph.get_execution_plan_count()):
         try:
             graph.build_plan_at_index(index)
             workspace = graph.get_workspace_size_plan_at_index(index)
             trial = dataclasses.replace(plan, index=index, workspace_bytes=workspace)
-            _execute(trial, zeros, zeros, zeros, scale, scale, scale, scale)  # warm-up
+            _execute(trial, q, k, v, scale, scale, scale, scale)  # warm-up
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            _execute(trial, zeros, zeros, zeros, scale, scale, scale, scale)
+            _execute(trial, q, k, v, scale, scale, scale, scale)
             end.record()
             end.synchronize()
             timings[index] = (start.elapsed_time(end), workspace)
@@ -297,8 +298,10 @@ def _fastest(plan: _Plan, shape: tuple, device: torch.device) -> _Plan:
             timings[index] = f"{type(error).__name__}: {str(error)[:160]}"
     measured = {i: v for i, v in timings.items() if isinstance(v, tuple)}
     if not measured:
+        reasons = "; ".join(" ".join(str(v).split()) for v in timings.values())[:300]
         raise BackendUnavailable(
-            f"cuDNN has no working FP8 attention plan for [B, L, heads, D] = {list(shape)}: {timings}"
+            f"SPINBOT_TALK_ATTENTION=cudnn-fp8: cuDNN has no working FP8 attention plan for [B, L, heads, D] "
+            f"{list(shape)} ({reasons}); use int8 or sdpa"
         )
     index = min(measured, key=lambda i: measured[i][0])
     shown = {i: (round(v[0], 3) if isinstance(v, tuple) else v) for i, v in timings.items()}

@@ -54,8 +54,7 @@ def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk_format: str, 
     pad = (-tokens) % block
 
     def head_major(x: torch.Tensor) -> torch.Tensor:  # [B, L, H, D] -> [B*H, Lp, D] float32, zero rows padded
-        # contiguous: with nothing to pad, F.pad keeps the transposed strides, and the kernel reads rows densely
-        return F.pad(x.float().transpose(1, 2), (0, 0, 0, pad)).flatten(0, 1).contiguous()
+        return F.pad(x.float().transpose(1, 2), (0, 0, 0, pad)).flatten(0, 1)
 
     def per_block(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         blocks = x.unflatten(1, (-1, block))  # [BH, Lp / block, block, D]
@@ -130,7 +129,9 @@ def launch(x: Quantized, out_dtype: torch.dtype = torch.bfloat16, config: dict |
 
     bh, padded, dim = x.q.shape
     out = torch.empty(bh // x.heads, x.tokens, x.heads, dim, dtype=out_dtype, device=x.q.device)
-    args = (  # the kernel addresses Q, K [BH, Lp, D] and Vt [BH, D, Lp] as dense row-major blocks
+    # The kernel addresses Q, K [BH, Lp, D] and Vt [BH, D, Lp] as dense row-major blocks; with nothing to pad,
+    # quantize's F.pad keeps the transposed [B, H, L, D] strides, so the layout is made here (a no-op when dense).
+    args = (
         x.q.contiguous(),
         x.k.contiguous(),
         x.vt.contiguous(),

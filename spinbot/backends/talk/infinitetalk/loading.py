@@ -63,7 +63,7 @@ class Precision:
     # bfloat16 put 0.65 levels (mean) / 4 levels (max) of rounding into every decode (docs/infinitetalk-notes.md)
     vae: torch.dtype = torch.float32
     fp8: bool = False  # CUDA: the blocks' big linears in e4m3 (spinbot.backends.fp8), after the LoRA merge
-    attention: str = "sdpa"  # the self-attention kernel (spinbot.backends.attention: sdpa, int8, fp8; auto resolved)
+    attention: str = "sdpa"  # spinbot.backends.attention: sdpa, int8, fp8, cudnn-fp8 (auto resolved)
     fast_vae: bool = False  # CUDA: the VAE's convolutions channels-last, its norms compiled (WanVAE.speed_up)
 
     @classmethod
