@@ -549,14 +549,17 @@ def matrix_part(
 
 def kernel_choice(attention: str = "int8") -> str | None:
     """What runs `attention` on this GPU: for our 8-bit kernel Hopper's pinned configuration or the autotuner's
-    choice (for the last shape it tuned), for cudnn-fp8 the cuDNN library's version."""
+    choice (for the last shape it tuned), for cudnn-fp8 the cuDNN library's version; on the CPU (--smoke) the
+    float32 emulation."""
     if attention == "sdpa":
         return None
+    if not torch.cuda.is_available():
+        return "CPU emulation"
     if attention == "cudnn-fp8":
         return f"cuDNN {torch.backends.cudnn.version()} sdpa_fp8"
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
-    pinned = kernels.pinned_config(torch.cuda.get_device_capability()) if torch.cuda.is_available() else None
+    pinned = kernels.pinned_config(torch.cuda.get_device_capability())
     return f"pinned {pinned}" if pinned else str(kernels.tuned_kernel.best_config)
 
 
