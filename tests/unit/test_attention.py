@@ -191,6 +191,20 @@ def test_cudnn_fp8_emulation_masks_the_padded_keys():
     assert relative_error(got, sdpa_attention(q, k, v)) < 3e-2
 
 
+@pytest.mark.parametrize("heads_major", [False, True])
+def test_cudnn_fp8_runs_under_torch_compile(heads_major):
+    """Under torch.compile the op's output must have the layout its fake kernel promises (q's), whether q, k, v are
+    [B, L, heads, D] tensors (a model's projections) or views of [B, heads, L, D] ones."""
+    from spinbot.backends.attention import cudnn_fp8
+
+    q, k, v = qkv(tokens=70, key_offset=0.0)
+    if heads_major:
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    got = torch.compile(cudnn_fp8.cudnn_fp8_attention, fullgraph=True)(q, k, v)
+    assert relative_error(got, cudnn_fp8.cudnn_fp8_attention(q, k, v)) < 1e-6
+    assert relative_error(got, sdpa_attention(q, k, v)) < 3e-2
+
+
 def test_a_shape_cudnn_cannot_run_is_refused_in_one_line(monkeypatch):
     from spinbot.backends.attention import cudnn_fp8
 

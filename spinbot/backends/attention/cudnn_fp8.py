@@ -100,7 +100,8 @@ def _attention_cudnn_fp8_op(
 ) -> torch.Tensor:
     if q.is_cuda:
         return run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens)
-    return emulate(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens)
+    # in q's layout, as the fake kernel below (and cuDNN's output) promises: torch.compile checks the strides
+    return torch.empty_like(q).copy_(emulate(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens))
 
 
 @_attention_cudnn_fp8_op.register_fake
