@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,7 +31,7 @@ from infinitetalk_gpu import SIZES, inputs, random_model, sync  # noqa: E402
 from machine import machine  # noqa: E402
 
 from spinbot.backends.attention import select_attention  # noqa: E402
-from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8Linear, use_fp8  # noqa: E402
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8FeedForward, FP8Linear, use_fp8  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig  # noqa: E402
 
 # variant -> what it changes against "base" (FP8 linears + cuDNN FP8 attention, torch.compile's default mode)
@@ -38,6 +39,7 @@ VARIANTS = {
     "base": {},
     "coordinate": {"inductor": {"coordinate_descent_tuning": True}},
     "fast-accum": {"fast_accum": True},
+    "unfused-gelu": {"unfused_gelu": True},  # the FFN as before FP8FeedForward: GELU and quantization compiled
     "coordinate+fast-accum": {"inductor": {"coordinate_descent_tuning": True}, "fast_accum": True},
     "multi-kernel": {"inductor": {"triton.multi_kernel": 1}},
     "max-autotune": {"mode": "max-autotune-no-cudagraphs"},
@@ -135,6 +137,8 @@ def apply(model, variant: dict):
         target, attr = (inductor.triton, key.split(".", 1)[1]) if key.startswith("triton.") else (inductor, key)
         setattr(target, attr, value)
     FP8Linear.fast_accum = variant.get("fast_accum", False)
+    block = model.blocks[0]
+    block.ffn = (nn.Sequential if variant.get("unfused_gelu") else FP8FeedForward)(*block.ffn)
     model.blocks[0]._compiled_call_impl = None  # nn.Module.compile's slot: compile again under the new options
     model.blocks[0].compile(dynamic=False, mode=variant.get("mode"))
 

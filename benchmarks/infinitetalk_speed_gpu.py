@@ -71,7 +71,7 @@ from infinitetalk_gpu import (  # noqa: E402
 from machine import machine  # noqa: E402
 
 from spinbot.backends.attention import select_attention  # noqa: E402
-from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8Linear  # noqa: E402
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8FeedForward, FP8Linear  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
     InfiniteTalkConfig,
     InfiniteTalkModel,
@@ -219,10 +219,13 @@ def recompiles():
 
 
 class Linears:
-    """The blocks' big linears and their FP8 copies, swapped in place (both stay resident: 35 + 14 GiB at 14B)."""
+    """The blocks' big linears and their FP8 copies, swapped in place (both stay resident: 35 + 14 GiB at 14B); with
+    FP8 each block's FFN runs as FP8FeedForward (the fused GELU quantization), as use_fp8 sets it up."""
 
     def __init__(self, model: InfiniteTalkModel):
         self.slots = []
+        self.blocks = list(model.blocks)
+        self.ffns = [block.ffn for block in self.blocks]  # the original Sequential(Linear, GELU, Linear)
         for block in model.blocks:
             for path in INFINITETALK_LINEARS:
                 parent_path, _, attr = path.rpartition(".")
@@ -235,8 +238,13 @@ class Linears:
             slot[3] = FP8Linear(slot[2])
 
     def use(self, fp8: bool) -> None:
+        for block, ffn in zip(self.blocks, self.ffns):
+            block.ffn = ffn
         for parent, attr, linear, quantized in self.slots:
             setattr(parent, attr, quantized if fp8 else linear)
+        if fp8:
+            for block, ffn in zip(self.blocks, self.ffns):
+                block.ffn = FP8FeedForward(*ffn)
 
     def fp8_gib(self) -> float:
         return round(sum(s[3].weight.numel() for s in self.slots) / 2**30, 2)

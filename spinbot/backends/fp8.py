@@ -13,6 +13,8 @@ the quantization, the device run checks the kernel.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -60,25 +62,57 @@ class FP8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, x.shape[-1])
-        values, scale = quantize_rows(rows)
-        if values.is_cuda:  # row-wise scales: the kernel returns bfloat16 (the bias add fuses under compile)
-            out = torch._scaled_mm(
-                values, self.weight.T, scale_a=scale,
-                scale_b=self.weight_scale,
-                out_dtype=torch.bfloat16,
-                use_fast_accum=self.fast_accum,
-            )
-        else:  # no e4m3 kernel: the same numbers in float32
-            out = F.linear(values.float() * scale, self.weight.float() * self.weight_scale.T)
+        out = self.product(*quantize_rows(rows))
         if self.bias is not None:
             out = out + self.bias
         return out.to(self.out_dtype).reshape(*x.shape[:-1], out.shape[-1])
 
+    def product(self, values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """e4m3 rows [rows, in] with their scales [rows, 1] times the weight: [rows, out], no bias."""
+        if values.is_cuda:  # row-wise scales: the kernel returns bfloat16 (the bias add fuses under compile)
+            return torch._scaled_mm(
+                values,
+                self.weight.T,
+                scale_a=scale,
+                scale_b=self.weight_scale,
+                out_dtype=torch.bfloat16,
+                use_fast_accum=self.fast_accum,
+            )
+        return F.linear(values.float() * scale, self.weight.float() * self.weight_scale.T)  # no e4m3 kernel: float32
+
+
+class FP8FeedForward(nn.Sequential):
+    """Sequential(Linear, GELU(tanh), Linear) with FP8Linear layers (same children, same state-dict keys), whose
+    hidden activation goes from the first product to the second through one fused kernel (bias, GELU, row scales,
+    e4m3; fp8_gelu.py) instead of a bfloat16 round trip and torch.compile's two-pass kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from spinbot.backends.fp8_gelu import gelu_quantize_rows
+
+        first, second = cast(FP8Linear, self[0]), cast(FP8Linear, self[2])
+        rows = x.reshape(-1, x.shape[-1])
+        values, scale = gelu_quantize_rows(first.product(*quantize_rows(rows)), first.bias)
+        out = second.product(values, scale)
+        if second.bias is not None:
+            out = out + second.bias
+        return out.to(second.out_dtype).reshape(*x.shape[:-1], out.shape[-1])
+
+
+def is_tanh_gelu_mlp(module: nn.Module) -> bool:
+    """Sequential(FP8Linear, GELU(approximate="tanh"), FP8Linear): what FP8FeedForward computes."""
+    if type(module) is not nn.Sequential or len(module) != 3:
+        return False
+    first, act, second = module
+    gelu = isinstance(act, nn.GELU) and act.approximate == "tanh"
+    return gelu and isinstance(first, FP8Linear) and isinstance(second, FP8Linear)
+
 
 def use_fp8(blocks: nn.ModuleList, paths: tuple[str, ...]) -> int:
-    """Swap each block's linear layers at `paths` for FP8Linear in place; returns how many were swapped."""
+    """Swap each block's linear layers at `paths` for FP8Linear in place, and each tanh-GELU MLP they then form for
+    FP8FeedForward; returns how many linear layers were swapped."""
     swapped = 0
     for block in blocks:
+        parents = set()
         for path in paths:
             parent_path, _, name = path.rpartition(".")
             parent = block.get_submodule(parent_path)
@@ -86,4 +120,10 @@ def use_fp8(blocks: nn.ModuleList, paths: tuple[str, ...]) -> int:
             if isinstance(layer, nn.Linear):
                 setattr(parent, name, FP8Linear(layer))
                 swapped += 1
+                parents.add(parent_path)
+        for parent_path in sorted(parents):
+            parent = block.get_submodule(parent_path)
+            if parent_path and is_tanh_gelu_mlp(parent):
+                owner_path, _, name = parent_path.rpartition(".")
+                setattr(block.get_submodule(owner_path), name, FP8FeedForward(*cast(nn.Sequential, parent)))
     return swapped

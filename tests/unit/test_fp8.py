@@ -66,3 +66,92 @@ def test_f5_blocks_take_fp8_and_stay_close():
         assert use_fp8(model.transformer_blocks, F5_LINEARS) == 2 * len(F5_LINEARS)
         got = model(x=x, cond=cond, text=text, time=torch.full((2,), 0.5))
     assert float((got - expected).norm() / expected.norm()) < 0.1
+
+
+# ---- the fused feed-forward: bias, GELU and quantization in one kernel ---------------------------------------------
+
+
+def tanh_mlp(dim: int = 64, hidden: int = 200) -> nn.Sequential:
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+    with torch.no_grad():
+        mlp[0].bias.normal_(0.0, 0.5)  # a bias that matters: the kernel adds it before the GELU
+    return mlp
+
+
+def test_gelu_quantization_is_the_gelu_of_the_biased_rows_in_e4m3():
+    from spinbot.backends.fp8_gelu import gelu_quantize_rows
+
+    x, bias = torch.randn(33, 200) * 3, torch.randn(200)
+    values, scale = gelu_quantize_rows(x, bias)
+    expected = torch.nn.functional.gelu(x + bias, approximate="tanh")
+    assert values.dtype == E4M3 and scale.shape == (33, 1)
+    assert (values.float().abs().amax(dim=1) == 448.0).all()
+    assert ((values.float() * scale - expected).abs() <= expected.abs() * 2**-3 + scale * 2**-9).all()
+
+
+def test_the_fused_feed_forward_matches_the_fp8_layers_one_by_one():
+    from spinbot.backends.fp8 import FP8FeedForward
+
+    mlp = tanh_mlp()
+    x = torch.randn(2, 30, 64)
+    with torch.inference_mode():
+        exact = mlp(x)
+        layers = nn.Sequential(FP8Linear(mlp[0]), mlp[1], FP8Linear(mlp[2]))
+        fused = FP8FeedForward(*layers)
+        one_by_one, got = layers(x), fused(x)
+        compiled = torch.compile(fused, fullgraph=True)(x)
+    assert got.shape == exact.shape and got.dtype == exact.dtype
+    assert float((got - one_by_one).norm() / one_by_one.norm()) < 0.02  # both round the hidden rows to e4m3
+    assert float((got - exact).norm() / exact.norm()) < 0.05
+    assert torch.allclose(compiled, got, rtol=1e-4, atol=1e-5)  # the custom op under torch.compile
+
+
+def test_use_fp8_fuses_the_infinitetalk_feed_forward_and_keeps_its_keys():
+    from spinbot.backends.fp8 import FP8FeedForward
+
+    cfg = InfiniteTalkConfig(
+        dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32, intermediate_dim=16, output_dim=32
+    )
+    model = InfiniteTalkModel(cfg)
+    keys = set(model.state_dict())
+    use_fp8(model.blocks, INFINITETALK_LINEARS)
+    assert all(type(block.ffn) is FP8FeedForward for block in model.blocks)
+    assert {k.rsplit(".", 1)[0] for k in model.state_dict()} == {k.rsplit(".", 1)[0] for k in keys}
+
+
+GELU_INTERPRETER_SCRIPT = """
+import json, torch
+from spinbot.backends.fp8_gelu import gelu_quantize_rows, reference
+torch.manual_seed(0)
+out = {}
+for name, (rows, cols, bias) in {"bias": (5, 300, True), "no-bias": (3, 1024, False)}.items():
+    x = torch.randn(rows, cols) * 4
+    b = torch.randn(cols) if bias else None
+    values, scale = gelu_quantize_rows(x, b)
+    want_values, want_scale = reference(x, b)
+    got, want = values.float() * scale, want_values.float() * want_scale
+    out[name] = [float((got - want).norm() / want.norm()), float((scale / want_scale - 1).abs().max())]
+print(json.dumps(out))
+"""
+
+
+def test_the_gelu_kernel_matches_its_reference_under_the_interpreter():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    run = subprocess.run(
+        [sys.executable, "-c", GELU_INTERPRETER_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name, (value_error, scale_error) in json.loads(run.stdout.strip().splitlines()[-1]).items():
+        assert value_error < 1e-3, name  # e4m3 ties may round apart: a few values one step off at most
+        assert scale_error < 1e-5, name
