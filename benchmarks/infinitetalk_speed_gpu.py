@@ -18,10 +18,10 @@ Parts:
   the DiT's shapes (the FLOP floors).
 - vae: decode of one 81-frame window and encode of its 25 motion frames: float32, bfloat16, channels-last, compiled
   norms (WanVAE.speed_up), time and error against float32; the Lab colour transfer; the decode's top kernels.
-- matrix (480p): for bf16 / FP8 linears x SDPA / INT8 / FP8 / cuDNN FP8 attention: the compiled forward (compile
-  time, step time, error against the bf16 + SDPA forward at t = 900, peak memory) and, for four of them, the
-  backend's render() of a whole window (steps, VAE, colour) with torch's recompile log captured; the FLOP floor;
-  optional official code.
+- matrix (480p): for bf16 / FP8 linears (fp8fast: with fast accumulation) x SDPA / INT8 / FP8 / cuDNN FP8 attention:
+  the compiled forward (compile time, step time, error against the bf16 + SDPA forward at t = 900, peak memory)
+  and, for four of them, the backend's render() of a whole window (steps, VAE, colour) with torch's recompile log
+  captured; the FLOP floor; optional official code.
 - errors (416x240, eager): the forward's error against bf16 + SDPA at the 6 timesteps of the seed's sampler, and
   the decoded window's error, for every configuration, on random weights and on "structured" weights (see
   structured_weights: heavy tails and outlier channels modelled on what is reported for trained DiTs; not the
@@ -92,6 +92,7 @@ CONFIGS = [
     ("fp8", "sdpa"),
     ("bf16", "fp8"),
     ("fp8", "fp8"),
+    ("fp8fast", "cudnn-fp8"),  # FP8 linears with the matmul's fast accumulation (FP8Linear.fast_accum)
 ]
 WINDOWED = CONFIGS[:4]
 CANDIDATE = CONFIGS[1]
@@ -237,7 +238,8 @@ class Linears:
         for slot in self.slots:
             slot[3] = FP8Linear(slot[2])
 
-    def use(self, fp8: bool) -> None:
+    def use(self, fp8: bool, fast_accum: bool = False) -> None:
+        FP8Linear.fast_accum = fast_accum
         for block, ffn in zip(self.blocks, self.ffns):
             block.ffn = ffn
         for parent, attr, linear, quantized in self.slots:
@@ -252,7 +254,7 @@ class Linears:
 
 def configure(model: InfiniteTalkModel, linears: Linears, config: tuple[str, str], device: torch.device) -> None:
     torch._dynamo.reset()  # a new graph per configuration; the old ones freed, no recompile limit reached
-    linears.use(config[0] == "fp8")
+    linears.use(config[0].startswith("fp8"), fast_accum=config[0] == "fp8fast")
     model.use_attention(select_attention(config[1], device))
 
 
