@@ -136,8 +136,10 @@ def apply(model, variant: dict):
     for key, value in variant.get("inductor", {}).items():
         target, attr = (inductor.triton, key.split(".", 1)[1]) if key.startswith("triton.") else (inductor, key)
         setattr(target, attr, value)
-    FP8Linear.fast_accum = variant.get("fast_accum", False)
     block = model.blocks[0]
+    for layer in block.modules():
+        if isinstance(layer, FP8Linear):
+            layer.fast_accum = variant.get("fast_accum", False)
     block.ffn = (nn.Sequential if variant.get("unfused_gelu") else FP8FeedForward)(*block.ffn)
     model.blocks[0]._compiled_call_impl = None  # nn.Module.compile's slot: compile again under the new options
     model.blocks[0].compile(dynamic=False, mode=variant.get("mode"))
@@ -149,7 +151,6 @@ def undo(variant: dict) -> None:
     for key in variant.get("inductor", {}):
         target, attr = (inductor.triton, key.split(".", 1)[1]) if key.startswith("triton.") else (inductor, key)
         setattr(target, attr, type(getattr(target, attr))())  # the defaults here are False / 0
-    FP8Linear.fast_accum = False
 
 
 def main() -> None:

@@ -115,8 +115,9 @@ def test_use_fp8_fuses_the_infinitetalk_feed_forward_and_keeps_its_keys():
     )
     model = InfiniteTalkModel(cfg)
     keys = set(model.state_dict())
-    use_fp8(model.blocks, INFINITETALK_LINEARS)
+    use_fp8(model.blocks, INFINITETALK_LINEARS, fast_accum=True)
     assert all(type(block.ffn) is FP8FeedForward for block in model.blocks)
+    assert all(m.fast_accum for m in model.modules() if isinstance(m, FP8Linear))
     assert {k.rsplit(".", 1)[0] for k in model.state_dict()} == {k.rsplit(".", 1)[0] for k in keys}
 
 

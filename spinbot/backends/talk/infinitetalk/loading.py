@@ -162,7 +162,7 @@ def load_transformer(
     model = load_model(paths, config, precision.transformer, precision.device, prefixes)
     lora = merge_lora(model, files["lora_model"], lora_strength) if "lora_model" in files else None
     if precision.fp8:
-        use_fp8(model.blocks, INFINITETALK_LINEARS)
+        use_fp8(model.blocks, INFINITETALK_LINEARS, fast_accum=True)
     model.use_attention(select_attention(precision.attention, precision.device, "SPINBOT_TALK_ATTENTION"))
     return model, lora
 
