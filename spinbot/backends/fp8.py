@@ -5,7 +5,9 @@ Hopper runs e4m3 matmuls at about twice the bfloat16 rate (`torch._scaled_mm`). 
 output row (each row's absmax maps to e4m3's largest value, 448); activations per token, when the layer runs
 (the same absmax rule, computed on the fly; under torch.compile it fuses into the op before). The product comes back
 in bfloat16 (the kernel's output with row-wise scales), then the bias is added and the layer's own dtype restored.
-Each backend names the layers (InfiniteTalk: INFINITETALK_LINEARS; F5-TTS: F5_LINEARS).
+Each backend names the layers (InfiniteTalk: INFINITETALK_LINEARS; F5-TTS: F5_LINEARS). A tanh-GELU MLP of two
+such layers becomes FP8FeedForward: its hidden activation is quantized in the same pass as the bias and GELU
+(fp8_gelu.py). InfiniteTalk's layers accumulate with Hopper's fast FP8 accumulation (use_fp8's `fast_accum`).
 
 Where `_scaled_mm` has no kernel (the CPU), the same quantized numbers are multiplied in float32: the tests check
 the quantization, the device run checks the kernel.
