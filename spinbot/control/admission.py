@@ -16,7 +16,7 @@ from spinbot.backends.registry import backend_name
 from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
 from spinbot.control.requests import JobRequest
 from spinbot.control.script import ScriptParams
-from spinbot.errors import InputError, ParamsError
+from spinbot.errors import InputError, InputTooLarge, ParamsError
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore, check_key
@@ -88,16 +88,16 @@ class Admission:
             load_image(request.image)
         with tempfile.TemporaryDirectory(prefix="spinbot-admission-") as tmp:
             if request.voice is not None:
-                check_voice(request.voice, self.settings.min_voice_seconds, "the narrator voice")
+                check_voice(request.voice, self.settings, "the narrator voice")
             elif "narrator_voice" in request.input_keys:
                 path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
-                check_voice(path, self.settings.min_voice_seconds, "the narrator voice")
+                check_voice(path, self.settings, "the narrator voice")
             for node_id, given in nodes.items():
                 if isinstance(given, TextToSpeechParams) and given.narrator_voice:
                     path = self._fetch(
                         self._named_key(node_id, given.narrator_voice, request.owner), Path(tmp) / node_id
                     )
-                    check_voice(path, self.settings.min_voice_seconds, f"{node_id}.narrator_voice")
+                    check_voice(path, self.settings, f"{node_id}.narrator_voice")
 
     def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
         """A stored file a param names: it exists, and with API keys it is one of the owner's uploads."""
@@ -117,17 +117,20 @@ class Admission:
         return dest
 
 
-def check_voice(path: Path, min_seconds: float, what: str) -> None:
-    """A voice sample too short or silent to clone; decoding errors are one line too."""
-    from spinbot.media.audio import load_audio
+def check_voice(path: Path, settings: Settings, what: str) -> None:
+    """A voice sample too long (its header, then a decode that stops at the limit: a long file is refused before it
+    is read whole), too short or silent to clone; decoding errors are one line too."""
+    from spinbot.media.audio import load_voice
     from spinbot.media.features import speech_bounds
 
-    audio, sr = load_audio(path)
+    try:
+        audio, sr = load_voice(path, max_seconds=settings.max_voice_seconds)
+    except InputTooLarge as err:
+        raise InputTooLarge(f"{what}: {err}") from None
     seconds = len(audio) / sr
-    if seconds < min_seconds:
-        raise InputError(
-            f"{what} lasts {seconds:.2f} s, under the minimum of {min_seconds:g} s (SPINBOT_MIN_VOICE_SECONDS)"
-        )
+    if seconds < settings.min_voice_seconds:
+        minimum = f"{settings.min_voice_seconds:g} s (SPINBOT_MIN_VOICE_SECONDS)"
+        raise InputError(f"{what} lasts {seconds:.2f} s, under the minimum of {minimum}")
     if speech_bounds(audio, sr) is None:
         raise InputError(f"{what} is silent: nothing in it rises above the noise floor")
 

@@ -227,6 +227,29 @@ def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(
     assert result.exit_code == 2 and expected in result.output
 
 
+def test_a_long_local_voice_is_refused_at_submission_from_its_header(spinbot_env, tmp_path, monkeypatch):
+    """The CLI's local voice file (no upload step checked it): over SPINBOT_MAX_VOICE_SECONDS it is refused before
+    any node runs and before it is decoded whole (a 2-hour WAV took 4.3 GB and 12.7 s before this check)."""
+    from spinbot.media import audio
+
+    voice = write_voice(tmp_path / "long.wav", 90.0, rate=8000)
+    decoded: list[float | None] = []
+    real_load_audio = audio.load_audio
+
+    def watched_load_audio(path, sr=None, mono=True, max_seconds=None):
+        decoded.append(max_seconds)
+        return real_load_audio(path, sr, mono, max_seconds)
+
+    monkeypatch.setattr(audio, "load_audio", watched_load_audio)
+    result = CliRunner().invoke(
+        cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice)]
+    )
+    expected = "the narrator voice: the audio lasts 90.0 s, over the limit of 60 s (SPINBOT_MAX_VOICE_SECONDS)"
+    assert result.exit_code == 2 and expected in result.output
+    assert decoded == []  # the header said enough
+    assert stored(spinbot_env) == []  # no job, nothing uploaded
+
+
 def test_what_the_configured_backend_needs_is_checked_at_submission(client, uploaded, spinbot_env, use_settings):
     refused(
         client,
