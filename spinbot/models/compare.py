@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from spinbot.models.headers import FLOAT_DTYPES, TensorSpec
+from spinbot.models.headers import FLOAT_DTYPES, TensorSpec, UnreadableCheckpoint, read_header
 
 Layout = Mapping[str, TensorSpec]  # key -> shape and dtype, in the model's names
 
@@ -99,3 +99,16 @@ def problems_from_error(path: Path, err: BaseException) -> list[Problem]:
 
 def _quoted(names: str) -> Iterable[str]:
     return [part.strip().strip('"') for part in names.split(",") if part.strip()]
+
+
+def unreadable_safetensors(paths: Iterable[Path]) -> list[Problem]:
+    """Present safetensors files whose layout is not checked yet (the rest of what their loader reads is missing):
+    each header at least reads, so a corrupt or cut download is reported now (a header read is cheap)."""
+    problems = []
+    for path in paths:
+        if path.suffix == ".safetensors":
+            try:
+                read_header(path)
+            except UnreadableCheckpoint as err:
+                problems.append(Problem(path, str(err)))
+    return problems

@@ -118,3 +118,41 @@ def test_full_size_files_have_the_published_sizes():
     assert planned_size(umt5_entries(FULL.umt5), {"format": "pt"}) == PUBLISHED["umt5-xxl-enc-bf16"]
     assert 0 <= PUBLISHED["InfiniteTalk single fp16"] - planned_size(adapter) <= 72
     assert 0 <= PUBLISHED["clip_vision_h"] - planned_size(clip_entries(FULL.clip)) <= 32
+
+
+def test_a_cut_file_is_reported_before_the_rest_of_its_group_is_there(tiny_transformer, tmp_path):
+    """The transformer's layout is checked once its three files are present; until then each present safetensors
+    file's header is still read, so a cut download is reported at once (the LoRA here is missing)."""
+    import shutil
+
+    from spinbot.models.layouts import infinitetalk
+    from spinbot.models.selection import task_params
+
+    params = task_params("infinite_talk", {})
+    paths = {f.param: f.path for f in infinitetalk.files(params, tmp_path)}
+    wan, talk = tiny_transformer
+    for param, source in (("wan_video_model", wan), ("infinitetalk_model", talk)):
+        paths[param].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, paths[param])
+    with paths["infinitetalk_model"].open("r+b") as cut:
+        cut.truncate(paths["infinitetalk_model"].stat().st_size // 2)
+
+    problems = {p.path: p.message for p in infinitetalk.check(params, tmp_path)}
+    assert problems[paths["lora_model"]] == "missing (lora_model)"
+    assert problems[paths["infinitetalk_model"]].startswith("not a readable safetensors file")
+    assert paths["wan_video_model"] not in problems  # whole and readable: its layout waits for the group
+
+
+def test_a_corrupt_f5_checkpoint_is_reported_while_its_vocabulary_is_missing(tmp_path):
+    from spinbot.models.layouts import f5tts
+    from spinbot.models.selection import task_params
+
+    params = task_params("f5_to_tts", {})
+    checkpoint = next(f.path for f in f5tts.files(params, tmp_path) if f.param == "model")
+    assert checkpoint.suffix == ".safetensors"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}" + bytes(64))
+
+    problems = {p.path: p.message for p in f5tts.check(params, tmp_path)}
+    assert problems[checkpoint].startswith("not a readable safetensors file")
+    assert any(message.startswith("missing (") for message in problems.values())  # the vocabulary, the vocoder

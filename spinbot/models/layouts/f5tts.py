@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from spinbot.models.compare import Problem, compare_layout, module_layout
+from spinbot.models.compare import Problem, compare_layout, module_layout, unreadable_safetensors
 from spinbot.models.files import ModelFile, model_file
 from spinbot.models.headers import UnreadableCheckpoint, read_tree
 from spinbot.models.manifest import SOURCES
@@ -74,6 +74,8 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
         else:
             found = F5Files(checkpoint, vocab, config, vocoder_config.parent)
             problems += _guarded(checkpoint, lambda: cfm_problems(found))
+    else:
+        problems += unreadable_safetensors(p for p in (checkpoint,) if p not in missing)
     if not {vocoder_config, vocoder_weights} & missing:
         problems += _guarded(vocoder_weights, lambda: vocoder_problems(vocoder_config.parent))
     return problems

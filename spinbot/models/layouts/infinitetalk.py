@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from spinbot.models.compare import Problem, compare_layout, module_layout
+from spinbot.models.compare import Problem, compare_layout, module_layout, unreadable_safetensors
 from spinbot.models.files import ModelFile, model_file
 from spinbot.models.headers import FLOAT_DTYPES, FP8_DTYPES, TensorSpec, UnreadableCheckpoint, as_meta, read_header
 
@@ -93,8 +93,11 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
         (["wav2vec_model"], folder, lambda: wav2vec_problems(folder)),
     ]
     for params_read, path, run in groups:
-        if all(f.present or not f.required for f in needed if f.param in params_read):
+        group = [f for f in needed if f.param in params_read]
+        if all(f.present or not f.required for f in group):
             problems += _guarded(path, run)
+        else:
+            problems += unreadable_safetensors([f.path for f in group if f.present])
     return problems
 
 
