@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spinbot.api.auth import Unauthorized
 from spinbot.api.public_errors import public_error
-from spinbot.errors import Conflict, InputError, JobNotFound, SpinBotError
+from spinbot.errors import BackendUnavailable, Conflict, InputError, JobNotFound, SpinBotError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _MEANINGS = {
     413: "the upload is larger than SPINBOT_MAX_UPLOAD_BYTES",
     422: "a field is missing or has the wrong type",
     501: "not available in this version",
-    503: "a service the API needs (storage, database) is unavailable",
+    503: "a service the API needs (storage, database, a native backend's model files) is unavailable",
 }
 
 
@@ -63,6 +63,7 @@ def _status_for(err: SpinBotError) -> int:
         (RangeNotSatisfiable, 416),
         (InvalidField, 422),
         (StorageUnavailable, 503),
+        (BackendUnavailable, 503),
     ):
         if isinstance(err, kind):
             return status

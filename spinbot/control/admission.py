@@ -16,7 +16,7 @@ from spinbot.backends.registry import backend_name
 from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
 from spinbot.control.requests import JobRequest
 from spinbot.control.script import ScriptParams
-from spinbot.errors import InputError, InputTooLarge, ParamsError
+from spinbot.errors import BackendUnavailable, InputError, InputTooLarge, ParamsError
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore, check_key
@@ -37,6 +37,7 @@ class Admission:
         self.check_texts(spec, nodes, request)
         self.check_speech_length(spec, nodes)
         self.check_backends(spec, nodes, request)
+        self.check_model_files(spec, nodes)
         self.check_files(spec, nodes, request)
 
     # ---- texts ----------------------------------------------------------------------------------------------------
@@ -77,6 +78,26 @@ class Admission:
             if node.task in REQUIREMENTS:
                 backend = backend_name(node.task, self.settings)
                 check_backend_params(node.task, backend, node.id, nodes[node.id], values)
+
+    def check_model_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams]) -> None:
+        """Where tasks run in this process (no SPINBOT_REDIS_URL: the embedded queue), a native backend's required
+        model files are present, so a job does not fail at that node after the ones before it ran. (Workers check
+        their tasks' files, layouts included, when they start: spinbot.worker.main.)"""
+        if self.settings.redis_url:
+            return
+        from spinbot.models.layouts import LAYOUTS, layout_for
+
+        for node in spec.nodes:
+            if node.task not in LAYOUTS or backend_name(node.task, self.settings) != "native":
+                continue
+            files = layout_for(node.task).files(nodes[node.id], self.settings.models_dir)
+            missing = [f.relpath for f in files if f.required and not f.present]
+            if missing:
+                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+                raise BackendUnavailable(
+                    f"{node.id}: the native backend lacks model files in SPINBOT_MODELS_DIR={self.settings.models_dir}"
+                    f": {missing[0]}{more} (`spinbot models pull` fetches them)"
+                )
 
     # ---- files ----------------------------------------------------------------------------------------------------
     def check_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:

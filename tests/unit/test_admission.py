@@ -16,7 +16,7 @@ from spinbot.api.app import create_app
 from spinbot.cli import app as cli_app
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.control.requests import JobRequest
-from spinbot.errors import InputError, ParamsError
+from spinbot.errors import BackendUnavailable, InputError, ParamsError
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from spinbot.settings import reset_settings
 from spinbot.storage.local import LocalStore
@@ -334,3 +334,44 @@ def test_a_job_request_is_one_object(spinbot_env, tmp_path):
     with pytest.raises(InputError, match="prompt is empty"):
         runner.create_job(request.model_copy(update={"prompt": "  "}))
     assert len(runner.jobs.list()[0]) == 1
+
+
+def test_missing_native_model_files_refuse_the_job_before_any_node_runs(
+    client, uploaded, spinbot_env, use_settings, tmp_path
+):
+    """The embedded queue runs tasks in this process: a native backend without its files is refused at submission
+    (CLI: one line, exit 2; API: 503 with the server's path taken out), not at its node after the others ran."""
+    models = tmp_path / "models"
+    models.mkdir()
+    use_settings(talk_backend="native", models_dir=models)
+    expected = "infinite_talk: the native backend lacks model files in SPINBOT_MODELS_DIR="
+    pull = "(`spinbot models pull` fetches them)"
+    with TestClient(create_app()) as native:
+        before = stored(spinbot_env)
+        r = submit(native, uploaded)
+        assert r.status_code == 503, r.text
+        message = r.json()["error"]
+        assert "infinite_talk: the native backend lacks model files" in message and pull in message
+        assert str(tmp_path) not in message and "\n" not in message
+        assert stored(spinbot_env) == before
+    result = CliRunner().invoke(
+        cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())]
+    )
+    assert result.exit_code == 2
+    assert expected + str(models) in result.output and "and 8 more" in result.output
+
+
+def test_workers_check_their_own_model_files_so_submission_with_redis_does_not(spinbot_env, use_settings, tmp_path):
+    from spinbot.control.admission import Admission
+    from spinbot.pipelines.spec import load_pipelines
+    from spinbot.tasks.catalog import load_task
+
+    use_settings(talk_backend="native", models_dir=tmp_path / "models", redis_url="redis://127.0.0.1:6379/0")
+    from spinbot.settings import get_settings
+
+    spec = load_pipelines()["f5tts_infinitetalk"]
+    nodes = {n.id: load_task(n.task).params_model() for n in spec.nodes}
+    Admission(get_settings(), LocalStore(tmp_path / "store")).check_model_files(spec, nodes)  # no error: workers do
+    use_settings(redis_url="")
+    with pytest.raises(BackendUnavailable, match="infinite_talk: the native backend lacks model files"):
+        Admission(get_settings(), LocalStore(tmp_path / "store")).check_model_files(spec, nodes)

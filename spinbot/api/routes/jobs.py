@@ -29,7 +29,7 @@ JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "i
 IDLE_CHECK_SECONDS = 15.0
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422))
+@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 503))
 def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
     runner, store = services.runner, services.runner.artifacts
     spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
