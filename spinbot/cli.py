@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +70,44 @@ def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
         return run_with_progress(runner, job_id)
 
 
+def _check_out(out: Path | None) -> None:
+    """--out before any work: an existing folder (the video goes in it), or a file whose folder exists or can be
+    made and is writable; otherwise one line now rather than a failed copy after a long render."""
+    if out is None or out.is_dir():
+        target = out
+    else:
+        target = out.parent
+        if out.exists() and not out.is_file():
+            raise InputError(f"--out {out}: exists and is not a regular file")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"--out {out}: cannot create its folder ({err.strerror or err})") from None
+    if target is not None:
+        try:  # a file made and removed: permission bits do not say it for root, nor for /proc-like folders
+            with tempfile.NamedTemporaryFile(dir=target, prefix=".spinbot-out-"):
+                pass
+        except OSError as err:
+            raise InputError(f"--out {out}: cannot write in {target} ({err.strerror or err})") from None
+
+
 def _finish(runner, job, out: Path | None) -> None:
     if job.status != "succeeded":
         fail(f"job {job.id} {job.status}: {job.error}", code=1)
     key = runner.final_artifact(job)
     if key is None:
         fail(f"job {job.id} succeeded but produced no artifact", code=1)
-    out = out or Path("spinbot-out") / f"{job.id}{Path(key).suffix}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    runner.artifacts.download(key, out)
+    name = f"{job.id}{Path(key).suffix}"
+    out = out / name if out is not None and out.is_dir() else out or Path("spinbot-out") / name
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        runner.artifacts.download(key, out)
+    except OSError as err:  # the video stays in the job's artifacts: say how to get it
+        fail(
+            f"could not write {out} ({err.strerror or err}); the video is kept: "
+            f"spinbot run --resume {job.id} --out ANOTHER_FILE copies it",
+            code=1,
+        )
     typer.echo(str(out))
 
 
@@ -110,7 +140,9 @@ def run(
     ref_text: str | None = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice sample."),
     pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
     set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
-    out: Path | None = typer.Option(None, metavar="FILE", help="Where to copy the final video."),
+    out: Path | None = typer.Option(
+        None, metavar="FILE", help="Where to copy the final video (a folder: it goes in as JOB_ID.mp4)."
+    ),
     resume: str | None = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node."),
     priority: int | None = typer.Option(
         None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks (1 runs first)."
@@ -127,6 +159,7 @@ def run(
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path."""
     try:
+        _check_out(out)
         runner = _runner(watch)
         if resume:
             job_id = runner.jobs.get(resume).id
@@ -168,6 +201,7 @@ def demo(
     from spinbot import samples
 
     try:
+        _check_out(out)
         runner = _runner()
         image = samples.portrait_path(runner.settings.data_dir / "samples")
         job_id = runner.create_job(

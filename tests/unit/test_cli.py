@@ -271,3 +271,47 @@ def test_own_script_needs_no_prompt_and_resume_shows_the_recorded_node_times(
     assert "succeeded  1:02:05" in rows["infinite_talk"], rows
     assert "succeeded  0:00:00" in rows["script"], rows  # the user's script took no time
     assert "1:02:05" not in rows["upscale_video"]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "an_existing_non_file"])
+def test_an_unwritable_out_is_refused_before_the_job_starts(inputs, spinbot_env, tmp_path, where):
+    """Checked first: a failed copy after a long render would waste the render (it was a traceback, exit 1)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, so nothing can be made under it")
+    out = blocker / "video.mp4" if where == "under_a_file" else tmp_path / "fifo"
+    if where == "an_existing_non_file":
+        import os
+
+        os.mkfifo(out)
+    args = ["run", "--prompt", "hi", "--image", str(inputs["image"]), "--voice", str(inputs["voice"]), "--out"]
+    code, lines = run_cli(*args, str(out))
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: --out {out}:")
+    assert stored_files(spinbot_env) == []
+
+
+def test_out_as_a_folder_gets_the_video_named_by_its_job_and_a_failed_copy_keeps_it(
+    inputs, spinbot_env, tmp_path, monkeypatch
+):
+    from spinbot.storage.local import LocalStore
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    args = ["run", "--prompt", "hi", "--image", str(inputs["image"]), "--voice", str(inputs["voice"])]
+    code, lines = run_cli(*args, "--out", str(folder))
+    assert code == 0, lines
+    job_id = lines[0].removeprefix("job ")
+    assert lines[-1] == str(folder / f"{job_id}.mp4") and (folder / f"{job_id}.mp4").stat().st_size > 0
+
+    def disk_full(self, key, dest):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(LocalStore, "download", disk_full)
+        code, lines = run_cli("run", "--resume", job_id, "--out", str(tmp_path / "again.mp4"))
+    assert code == 1 and lines[-1] == (
+        f"error: could not write {tmp_path / 'again.mp4'} (No space left on device); the video is kept: "
+        f"spinbot run --resume {job_id} --out ANOTHER_FILE copies it"
+    )
+    code, lines = run_cli("run", "--resume", job_id, "--out", str(tmp_path / "again.mp4"))
+    assert code == 0 and (tmp_path / "again.mp4").read_bytes() == (folder / f"{job_id}.mp4").read_bytes()
