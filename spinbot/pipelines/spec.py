@@ -216,16 +216,26 @@ def parse_pipelines(data: Any, source: str = "pipelines.json") -> dict[str, Pipe
     return {name: validate_pipeline(name, raw) for name, raw in data.items()}
 
 
+MAX_PIPELINES_BYTES = 1 << 20  # a pipelines file is a few KB; 1 MiB leaves room for hundreds of pipelines
+
+
 def load_pipelines_file(path: Path | str) -> dict[str, PipelineSpec]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_PIPELINES_BYTES + 1)
     except OSError as err:
         raise PipelineError(f"{path}: cannot read pipelines file ({err.strerror or err})") from None
+    if len(raw) > MAX_PIPELINES_BYTES:
+        raise PipelineError(f"{path}: a pipelines file is at most {MAX_PIPELINES_BYTES:,} bytes")
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise PipelineError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    except RecursionError:  # the decoder recurses per nesting level: '[' * 100000 is valid-looking and fatal
+        raise PipelineError(f"{path}: not valid JSON (nested too deeply)") from None
     return parse_pipelines(data, str(path))
 
 

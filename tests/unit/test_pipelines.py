@@ -114,6 +114,24 @@ def test_bad_json_and_empty_files_are_one_line_errors(tmp_path: Path):
         parse_pipelines({"empty": {"nodes": [], "edges": []}})
 
 
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (nested too deeply)"),  # was a RecursionError traceback
+        (b"\xff\xfe{}", "not UTF-8 text (byte 0)"),  # was a UnicodeDecodeError traceback
+        (b" " * (2 << 20), "a pipelines file is at most 1,048,576 bytes"),
+    ],
+)
+def test_a_hostile_pipelines_file_is_one_line_before_it_is_parsed(tmp_path: Path, content: bytes, expected: str):
+    path = tmp_path / "pipelines.json"
+    path.write_bytes(content)
+    with pytest.raises(PipelineError) as err:
+        load_pipelines_file(path)
+    assert str(err.value) == f"{path}: {expected}"
+    result = CliRunner().invoke(app, ["pipelines", "validate", str(path)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {path}: {expected}"
+
+
 def test_spinbot_pipelines_env_points_at_users_file(tmp_path, use_settings, spinbot_env):
     data = {"mine": copy.deepcopy(SEED["f5tts_infinitetalk"])}
     path = tmp_path / "mine.json"
