@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from spinbot.errors import InputError, ParamsError
 from spinbot.storage.base import ArtifactStore, artifact_key
 
+MAX_ECHOED_CHARS = 80  # a refused value is quoted back this far: a one-line error stays one readable line
+
 
 class TaskParams(BaseModel):
     """Base for every params model: unknown names are refused, values are validated on assignment."""
@@ -114,7 +116,9 @@ def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) 
                 f"{node_id}.{fieldname}: unknown param{did_you_mean(fieldname, model.model_fields)} "
                 f"(allowed: {', '.join(model.model_fields)})"
             ) from None
-        raise ParamsError(f"{node_id}.{fieldname}: {first['msg']} (got {first.get('input')!r})") from None
+        got = repr(first.get("input"))
+        got = got if len(got) <= MAX_ECHOED_CHARS else f"{got[:MAX_ECHOED_CHARS]}... ({len(got):,} characters)"
+        raise ParamsError(f"{node_id}.{fieldname}: {first['msg']} (got {got})") from None
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

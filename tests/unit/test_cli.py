@@ -315,3 +315,12 @@ def test_out_as_a_folder_gets_the_video_named_by_its_job_and_a_failed_copy_keeps
     )
     code, lines = run_cli("run", "--resume", job_id, "--out", str(tmp_path / "again.mp4"))
     assert code == 0 and (tmp_path / "again.mp4").read_bytes() == (folder / f"{job_id}.mp4").read_bytes()
+
+
+def test_a_huge_refused_value_is_quoted_only_in_part(inputs, spinbot_env):
+    value = "[" * 50_000 + "]" * 50_000
+    args = ["run", "--prompt", "hi", "--image", str(inputs["image"]), "--voice", str(inputs["voice"])]
+    code, lines = run_cli(*args, "--set", f"infinite_talk.fps={value}")
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: infinite_talk.fps: Input should be a valid integer")
+    assert lines[0].endswith("... (100,002 characters))") and len(lines[0]) < 300
