@@ -103,10 +103,10 @@ class Admission:
     def check_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
         """A local portrait decodes; the job's narrator voice and any other voice a speech node names are long
         enough and not silent (stored ones are fetched to be checked)."""
-        from spinbot.media.image import load_image
+        from spinbot.media.image import load_portrait
 
         if request.image is not None:
-            load_image(request.image)
+            load_portrait(request.image)
         with tempfile.TemporaryDirectory(prefix="spinbot-admission-") as tmp:
             if request.voice is not None:
                 check_voice(request.voice, self.settings, "the narrator voice")

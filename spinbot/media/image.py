@@ -74,6 +74,26 @@ def load_image(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+# A portrait's long side at most 4x its short one: wider frames are not a talking head, and past this the lite
+# backends kept the aspect into frames libx264 cannot encode (a 20000x64 image failed only at the last node).
+MAX_PORTRAIT_ASPECT = 4.0
+
+
+def load_portrait(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
+    """load_image for the portrait a video is made from: its aspect ratio checked from the header first."""
+    from spinbot.settings import get_settings
+
+    limit = max_pixels if max_pixels is not None else get_settings().max_image_pixels
+    header = probe_image(path, limit)
+    long_side, short_side = max(header.width, header.height), min(header.width, header.height)
+    if long_side > MAX_PORTRAIT_ASPECT * short_side:
+        raise InputTooLarge(  # a limit, like pixels and seconds: the upload route passes its message on
+            f"the portrait is {header.width}x{header.height}: one side is more than {MAX_PORTRAIT_ASPECT:g}x the "
+            "other (crop it closer to the face)"
+        )
+    return load_image(path, limit)
+
+
 def fit_size(width: int, height: int, max_pixels: int, multiple: int = 16) -> tuple[int, int]:
     """Shrink (never enlarge) to at most max_pixels, keep the aspect, round down to a multiple of `multiple`."""
     scale = min(1.0, math.sqrt(max_pixels / float(width * height)))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
@@ -66,6 +67,13 @@ def test_uploads_are_checked_by_content_and_bad_ones_write_nothing(client, spinb
     big.write_bytes(b"\0" * (3 * 1024 * 1024))
     r = upload(client, "portrait", big)
     assert r.status_code == 413 and "limit" in r.json()["error"]
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (20000, 64)).save(strip)
+    r = upload(client, "portrait", strip)
+    assert r.status_code == 400 and r.json()["error"] == (
+        "the portrait upload is refused: the portrait is 20000x64: one side is more than 4x the other "
+        "(crop it closer to the face)"
+    )
     r = client.post("/v1/uploads", data={"kind": "video"}, files={"file": ("a.png", b"x")}, headers=auth(KEY_A))
     assert r.status_code == 422 and r.json()["error"].startswith("kind:")
     assert stored(spinbot_env) == []

@@ -324,3 +324,16 @@ def test_a_huge_refused_value_is_quoted_only_in_part(inputs, spinbot_env):
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("error: infinite_talk.fps: Input should be a valid integer")
     assert lines[0].endswith("... (100,002 characters))") and len(lines[0]) < 300
+
+
+def test_a_portrait_far_from_portrait_shaped_is_refused_before_the_job(inputs, spinbot_env, tmp_path):
+    """A 20000x64 image passed every check and failed at upscale_video's encoder, after the whole render."""
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (20000, 64), (120, 100, 90)).save(strip)
+    code, lines = run_cli("run", "--prompt", "hi", "--image", str(strip), "--voice", str(inputs["voice"]))
+    assert code == 2 and lines == [
+        "error: the portrait is 20000x64: one side is more than 4x the other (crop it closer to the face)"
+    ]
+    assert stored_files(spinbot_env) == []

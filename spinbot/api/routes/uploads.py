@@ -87,11 +87,11 @@ def check_content(kind: str, path: Path, settings: Settings) -> None:
     """Judge the file by its content, never its name: the header against the limits first (no decode of a file
     that claims 30000x30000 or two hours), then a full decode. Every failure is a 400 that says why."""
     from spinbot.media.audio import load_voice
-    from spinbot.media.image import load_image
+    from spinbot.media.image import load_portrait
 
     try:
         if kind == "portrait":
-            load_image(path, settings.max_image_pixels)
+            load_portrait(path, settings.max_image_pixels)
         else:
             load_voice(path, max_seconds=settings.max_voice_seconds)
     except InputTooLarge as err:
