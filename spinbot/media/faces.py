@@ -10,8 +10,8 @@ cascade's 20-pixel window even when the faces were searched on a shrunken copy.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -38,12 +38,20 @@ class Box:
         return Box(round(self.x * factor), round(self.y * factor), round(self.w * factor), round(self.h * factor))
 
 
-@lru_cache(maxsize=4)
+_THREAD = threading.local()
+
+
 def _cascade(name: str) -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]  # not in cv2's stubs
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV cascade {name} is missing from the cv2 wheel")
-    return cascade
+    """This thread's own classifier: detectMultiScale keeps its working data in the object, so two jobs sharing one
+    (two threads of one process) changed each other's detections, or failed OpenCV's getScaleData assertion (11 of
+    405 detections differed and two threads raised, in tests/unit/test_faces.py's concurrency test before this)."""
+    cascades = _THREAD.__dict__.setdefault("cascades", {})
+    if name not in cascades:
+        cascade = cv2.CascadeClassifier(cv2.data.haarcascades + name)  # type: ignore[attr-defined]  # not in stubs
+        if cascade.empty():
+            raise RuntimeError(f"OpenCV cascade {name} is missing from the cv2 wheel")
+        cascades[name] = cascade
+    return cascades[name]
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
