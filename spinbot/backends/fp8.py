@@ -63,11 +63,14 @@ class FP8Linear(nn.Module):
         self.out_dtype = linear.weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        out = self.product(*quantize_rows(rows))
+        return self.apply_quantized(*quantize_rows(x.reshape(-1, x.shape[-1])), x.shape[:-1])
+
+    def apply_quantized(self, values: torch.Tensor, scale: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        """The layer on rows already in e4m3 (values [rows, in], scales [rows, 1]): [*lead, out] in its dtype."""
+        out = self.product(values, scale)
         if self.bias is not None:
             out = out + self.bias
-        return out.to(self.out_dtype).reshape(*x.shape[:-1], out.shape[-1])
+        return out.to(self.out_dtype).reshape(*lead, out.shape[-1])
 
     def product(self, values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """e4m3 rows [rows, in] with their scales [rows, 1] times the weight: [rows, out], no bias."""
@@ -94,10 +97,7 @@ class FP8FeedForward(nn.Sequential):
         first, second = cast(FP8Linear, self[0]), cast(FP8Linear, self[2])
         rows = x.reshape(-1, x.shape[-1])
         values, scale = gelu_quantize_rows(first.product(*quantize_rows(rows)), first.bias)
-        out = second.product(values, scale)
-        if second.bias is not None:
-            out = out + second.bias
-        return out.to(second.out_dtype).reshape(*x.shape[:-1], out.shape[-1])
+        return second.apply_quantized(values, scale, x.shape[:-1])
 
 
 def is_tanh_gelu_mlp(module: nn.Module) -> bool:

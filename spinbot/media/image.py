@@ -64,6 +64,11 @@ def load_image(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
 
         max_pixels = get_settings().max_image_pixels
     probe_image(path, max_pixels)
+    return _decode(path)
+
+
+def _decode(path: Path | str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of a file whose header was checked (probe_image)."""
     data = np.fromfile(path, dtype=np.uint8)
     try:
         img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -91,7 +96,7 @@ def load_portrait(path: Path | str, max_pixels: int | None = None) -> np.ndarray
             f"the portrait is {header.width}x{header.height}: one side is more than {MAX_PORTRAIT_ASPECT:g}x the "
             "other (crop it closer to the face)"
         )
-    return load_image(path, limit)
+    return _decode(path)
 
 
 def fit_size(width: int, height: int, max_pixels: int, multiple: int = 16) -> tuple[int, int]:

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("triton")
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-        reason="needs a CUDA GPU with FP8 tensor cores",
-    ),
-]
+from tests.gpu.fp8_gpu import NEEDS_FP8_GPU, relative_error, torch
+
+pytestmark = NEEDS_FP8_GPU
 
 
 def qkv(tokens: int = 3000, heads: int = 4, dim: int = 128):
@@ -27,10 +21,6 @@ def qkv(tokens: int = 3000, heads: int = 4, dim: int = 128):
     k = k + 2.0 * torch.randn(heads, dim, generator=gen, device="cuda")  # a shared key offset
     v = v + torch.randn(heads, dim, generator=gen, device="cuda")
     return q.bfloat16(), k.bfloat16(), v.bfloat16()
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got.float() - expected.float()).norm() / expected.float().norm())
 
 
 HOPPER = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)

@@ -9,19 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("triton")
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
-        reason="needs a CUDA GPU with FP8 tensor cores",
-    ),
-]
+from tests.gpu.fp8_gpu import NEEDS_FP8_GPU, relative_error, torch
 
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got.float() - expected.float()).norm() / expected.float().norm())
+pytestmark = NEEDS_FP8_GPU
 
 
 @pytest.mark.parametrize("cols", [13824, 1000])

@@ -75,7 +75,7 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
             found = F5Files(checkpoint, vocab, config, vocoder_config.parent)
             problems += _guarded(checkpoint, lambda: cfm_problems(found))
     else:
-        problems += unreadable_safetensors(p for p in (checkpoint,) if p not in missing)
+        problems += unreadable_safetensors([checkpoint] if checkpoint not in missing else [])
     if not {vocoder_config, vocoder_weights} & missing:
         problems += _guarded(vocoder_weights, lambda: vocoder_problems(vocoder_config.parent))
     return problems
