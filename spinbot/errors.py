@@ -1,5 +1,18 @@
 """Errors that carry one clear line for the user (CLI exit message, API 4xx body)."""
 
+MAX_ECHOED_CHARS = 80  # a refused value is quoted back this far: a one-line error stays one readable line
+
+
+def shorten(text: str) -> str:
+    """Text the user gave, for an error line: cut at MAX_ECHOED_CHARS with its length said (an unknown name of a
+    megabyte must not come back whole)."""
+    return text if len(text) <= MAX_ECHOED_CHARS else f"{text[:MAX_ECHOED_CHARS]}... ({len(text):,} characters)"
+
+
+def echo(value: object) -> str:
+    """A value the user gave, quoted (its repr) and shortened."""
+    return shorten(repr(value))
+
 
 class SpinBotError(Exception):
     """Base class: str(err) is the one line shown to the user."""

@@ -13,7 +13,7 @@ from spinbot.api.executor import JobExecutor
 from spinbot.api.metrics import Metrics
 from spinbot.api.readiness import Readiness
 from spinbot.control.runner import Runner
-from spinbot.errors import JobNotFound
+from spinbot.errors import JobNotFound, echo
 from spinbot.settings import Settings
 from spinbot.state.event_feed import LocalEventFeed, RedisEventFeed
 from spinbot.state.store import JobView
@@ -31,7 +31,7 @@ class Services:
     def owned_job(self, job_id: str, owner: str | None) -> JobView:
         """The job, if this owner may see it; another owner's job is as missing as one that never was."""
         if not re.fullmatch(r"[0-9a-f]{32}", job_id):
-            raise JobNotFound(f"job '{job_id}' not found")
+            raise JobNotFound(f"job {echo(job_id)} not found")
         return self.runner.jobs.get(job_id, owner=owner) if owner is not None else self.runner.jobs.get(job_id)
 
 

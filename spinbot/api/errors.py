@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spinbot.api.auth import Unauthorized
 from spinbot.api.public_errors import public_error
-from spinbot.errors import BackendUnavailable, Conflict, InputError, JobNotFound, SpinBotError
+from spinbot.errors import BackendUnavailable, Conflict, InputError, JobNotFound, SpinBotError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,12 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
 
 
+MAX_ERROR_CHARS = 1000  # an error is one readable line, whatever a client's input made of it
+
+
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    if len(message) > MAX_ERROR_CHARS:
+        message = f"{message[:MAX_ERROR_CHARS]}..."
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -110,7 +115,7 @@ def install_error_handlers(app: FastAPI) -> None:
         first = err.errors()[0]
         if first.get("type") == "json_invalid":
             return error(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}")
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        where = shorten(".".join(str(p) for p in first["loc"] if p != "body"))  # a dict key is the client's text
         return error(422, f"{where}: {first['msg']}" if where else first["msg"])
 
     @app.exception_handler(StarletteHTTPException)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from spinbot.api.auth import media_owner
 from spinbot.api.deps import Owner
-from spinbot.errors import JobNotFound
+from spinbot.errors import JobNotFound, echo
 from spinbot.state.store import JobView
 
 router = APIRouter()
@@ -80,5 +80,5 @@ def job_input(
 
 def owned_job(runner: Any, job_id: str, owner: str | None) -> JobView:
     if not re.fullmatch(r"[0-9a-f]{32}", job_id):
-        raise JobNotFound(f"job '{job_id}' not found")
+        raise JobNotFound(f"job {echo(job_id)} not found")
     return runner.jobs.get(job_id, owner=owner) if owner is not None else runner.jobs.get(job_id)

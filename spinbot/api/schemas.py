@@ -16,15 +16,15 @@ UploadKind = Literal["portrait", "voice"]
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pipeline: str = "f5tts_infinitetalk"
+    pipeline: str = Field(default="f5tts_infinitetalk", max_length=200)
     prompt: str = Field(
         default="",
-        max_length=4000,
-        description="what the video is about; may be empty when params.script.text gives your own script",
+        description="what the video is about, at most SPINBOT_MAX_PROMPT_CHARS characters; may be empty when "
+        "params.script.text gives your own script",
     )
-    image: str = Field(description="upload id of the portrait")
-    voice: str = Field(description="upload id of the narrator voice")
-    ref_text: str = ""
+    image: str = Field(max_length=64, description="upload id of the portrait")
+    voice: str = Field(max_length=64, description="upload id of the narrator voice")
+    ref_text: str = Field(default="", description="transcript of the voice, at most SPINBOT_MAX_REF_TEXT_CHARS")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     priority: int | None = Field(default=None, ge=1, le=2_097_152, description="queue priority, 1 runs first")
 

@@ -157,5 +157,7 @@ def check_voice(path: Path, settings: Settings, what: str) -> None:
 
 
 def _refuse_long(text: str, limit: int, what: str, setting: str) -> None:
+    if "\x00" in text:  # stored in PostgreSQL, whose text types cannot hold it
+        raise InputError(f"{what} contains a NUL character")
     if len(text) > limit:
         raise InputError(f"{what} has {len(text)} characters, over the limit of {limit} ({setting})")

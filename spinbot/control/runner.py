@@ -16,7 +16,7 @@ from spinbot.control.admission import Admission
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.requests import JobRequest
-from spinbot.errors import ParamsError, SpinBotError, TaskFailed
+from spinbot.errors import ParamsError, SpinBotError, TaskFailed, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -81,11 +81,11 @@ class Runner:
         for node_id, node_params in params.items():
             if node_id not in spec.nodes_by_id:
                 raise ParamsError(
-                    f"{node_id}: no such node in pipeline '{spec.name}'"
+                    f"{shorten(node_id)}: no such node in pipeline '{spec.name}'"
                     f"{did_you_mean(node_id, spec.nodes_by_id)} (nodes: {', '.join(spec.nodes_by_id)})"
                 )
             if not isinstance(node_params, dict):
-                raise ParamsError(f"{node_id}: params must be an object")
+                raise ParamsError(f"{shorten(node_id)}: params must be an object")
         for node in spec.nodes:
             task = load_task(node.task)
             given = params.get(node.id, {})

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spinbot.errors import PipelineError
+from spinbot.errors import PipelineError, echo
 from spinbot.tasks.catalog import TASK_PLANES
 
 PLANES = ("node", "python")
@@ -255,7 +255,7 @@ def load_pipelines(path: Path | str | None = None) -> dict[str, PipelineSpec]:
 def get_pipeline(name: str, path: Path | str | None = None) -> PipelineSpec:
     pipelines = load_pipelines(path)
     if name not in pipelines:
-        raise PipelineError(f"unknown pipeline '{name}' (known: {', '.join(sorted(pipelines))})")
+        raise PipelineError(f"unknown pipeline {echo(name)} (known: {', '.join(sorted(pipelines))})")
     return pipelines[name]
 
 

@@ -7,20 +7,36 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from spinbot.errors import InputError, ParamsError
+from spinbot.errors import InputError, ParamsError, echo, shorten
 from spinbot.storage.base import ArtifactStore, artifact_key
 
-MAX_ECHOED_CHARS = 80  # a refused value is quoted back this far: a one-line error stays one readable line
+# The longest text a param may hold (a file name, a device, an extra prompt for the text encoder, which reads 512
+# tokens): a job's params are stored, returned by every GET and repeated in meta.ignored_params. The texts a job is
+# about have their own settings (SPINBOT_MAX_SCRIPT_CHARS, SPINBOT_MAX_REF_TEXT_CHARS), checked at admission.
+MAX_PARAM_CHARS = 4000
 
 
 class TaskParams(BaseModel):
     """Base for every params model: unknown names are refused, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # NaN and infinities are refused (JSON has no such numbers; PostgreSQL's json type refuses them)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+    # params whose length a setting bounds at admission instead of MAX_PARAM_CHARS
+    LONG_TEXT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _text_is_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain a NUL character")
+            if info.field_name not in cls.LONG_TEXT_FIELDS and len(value) > MAX_PARAM_CHARS:
+                raise ValueError(f"at most {MAX_PARAM_CHARS:,} characters ({len(value):,} given)")
+        return value
 
 
 class NodeOutput(BaseModel):
@@ -113,12 +129,11 @@ def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) 
         fieldname = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
             raise ParamsError(
-                f"{node_id}.{fieldname}: unknown param{did_you_mean(fieldname, model.model_fields)} "
+                f"{node_id}.{shorten(fieldname)}: unknown param{did_you_mean(fieldname, model.model_fields)} "
                 f"(allowed: {', '.join(model.model_fields)})"
             ) from None
-        got = repr(first.get("input"))
-        got = got if len(got) <= MAX_ECHOED_CHARS else f"{got[:MAX_ECHOED_CHARS]}... ({len(got):,} characters)"
-        raise ParamsError(f"{node_id}.{fieldname}: {first['msg']} (got {got})") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise ParamsError(f"{node_id}.{fieldname}: {message} (got {echo(first.get('input'))})") from None
 
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:

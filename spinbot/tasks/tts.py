@@ -37,6 +37,7 @@ WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_
 
 
 class TextToSpeechParams(TaskParams):
+    LONG_TEXT_FIELDS = frozenset({"ref_text"})  # SPINBOT_MAX_REF_TEXT_CHARS, at admission
     model: str = Field(
         default="F5TTS_v1_Base", description="Text-to-speech model: a folder in the models folder's F5-TTS/."
     )

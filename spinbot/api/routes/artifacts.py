@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 
 from spinbot.api.deps import MediaOwner, Services, ServicesDep
 from spinbot.api.errors import error_responses
-from spinbot.errors import JobNotFound
+from spinbot.errors import JobNotFound, echo
 from spinbot.storage.local import LocalStore
 from spinbot.storage.s3 import S3Store
 
@@ -37,7 +37,7 @@ def artifact(job_id: str, node_id: str, name: str, request: Request, services: S
     job = services.owned_job(job_id, owner)
     record = next((a for a in job.artifacts if a["node_id"] == node_id and a["name"] == name), None)
     if record is None:
-        raise JobNotFound(f"artifact '{node_id}/{name}' not found for job '{job_id}'")
+        raise JobNotFound(f"artifact {echo(f'{node_id}/{name}')} not found for job {echo(job_id)}")
     return stored_file(services, record["key"], record["content_type"], request)
 
 

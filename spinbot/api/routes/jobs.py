@@ -17,7 +17,7 @@ from spinbot.api.errors import error_responses
 from spinbot.api.public_errors import public_error
 from spinbot.api.schemas import JobCreate, JobOut, JobPage
 from spinbot.control.requests import JobRequest
-from spinbot.errors import Conflict, InputError
+from spinbot.errors import Conflict, InputError, echo
 from spinbot.pipelines.spec import get_pipeline
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, JobView
 
@@ -57,7 +57,7 @@ def list_jobs(
     services: ServicesDep,
     owner: Owner,
     limit: int = Query(20, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**53),  # a database integer holds it
     status: JobStatus | None = Query(None, description="only jobs in this state"),
 ) -> JobPage:
     jobs, total = services.runner.jobs.list(owner=owner, limit=limit, offset=offset, status=status)
@@ -145,8 +145,8 @@ def _snapshot(job: JobView) -> dict[str, Any]:
 
 def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{32}", upload_id or ""):
-        raise InputError(f"unknown {kind} upload '{upload_id}'")
+        raise InputError(f"unknown {kind} upload {echo(upload_id)}")
     keys = [k for k in store.list(f"uploads/{owner or 'local'}/{upload_id}") if Path(k).stem == kind]
     if not keys:
-        raise InputError(f"unknown {kind} upload '{upload_id}'")
+        raise InputError(f"unknown {kind} upload {echo(upload_id)}")
     return keys[0]

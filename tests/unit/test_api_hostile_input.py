@@ -1,0 +1,140 @@
+"""Requests an attacker sent to the API (a black-box probe of 2026-12-04), each of which got a 500, stored a value
+other than the one the API showed, or echoed a megabyte back: each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import reset_settings
+from spinbot.tasks.base import MAX_PARAM_CHARS
+
+KEY = "key-a-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MEGABYTE = "Q" * 1_000_000
+
+
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
+    reset_settings()
+    with TestClient(create_app()) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory) -> Path:
+    return portrait_path(tmp_path_factory.mktemp("portrait"))
+
+
+@pytest.fixture
+def uploads(client, portrait) -> dict[str, str]:
+    return upload_both(client, portrait)
+
+
+def upload_both(client, portrait: Path) -> dict[str, str]:
+    ids = {}
+    for kind, path in (("portrait", portrait), ("voice", voice_path())):
+        with open(path, "rb") as f:
+            answer = client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
+        assert answer.status_code == 201, answer.text
+        ids[kind] = answer.json()["id"]
+    return ids
+
+
+def submit(client, uploads, body_text: str | None = None, **fields):
+    """POST /v1/jobs; `body_text` sends raw JSON (what json.dumps cannot write: NaN, Infinity)."""
+    body = {"image": uploads["portrait"], "voice": uploads["voice"], "params": {"script": {"text": "Hello there."}}}
+    body.update(fields)
+    if body_text is not None:
+        headers = AUTH | {"content-type": "application/json"}
+        return client.post("/v1/jobs", content=body_text % body, headers=headers)
+    return client.post("/v1/jobs", json=body, headers=AUTH)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("param", ["f5_to_tts.temperature", "infinite_talk.sampling_cfg"])
+def test_nan_and_infinity_in_a_float_param_are_a_400_naming_it(client, uploads, constant, param):
+    node, name = param.split(".")
+    body = (
+        '{"image": "%(image)s", "voice": "%(voice)s", "params": {"script": {"text": "Hello there."}, '
+        f'"{node}": {{"{name}": {constant}}}}}}}'
+    )
+    answer = submit(client, uploads, body_text=body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith(f"{param}: Input should be a finite number")
+    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+
+
+def test_an_offset_past_a_database_integer_is_a_422_not_a_500(client):
+    answer = client.get("/v1/jobs?offset=9223372036854775808", headers=AUTH)
+    assert answer.status_code == 422 and answer.json()["error"].startswith("query.offset:")
+
+
+@pytest.mark.parametrize("param", ["infinite_talk.negative_prompt", "f5_to_tts.device", "upscale_video.model_name_1"])
+def test_every_text_param_has_a_length_limit(client, uploads, param):
+    node, name = param.split(".")
+    answer = submit(client, uploads, params={"script": {"text": "Hi."}, node: {name: "p" * (MAX_PARAM_CHARS + 1)}})
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith(f"{param}: at most {MAX_PARAM_CHARS:,} characters")
+    assert len(answer.text) < 400
+
+
+def test_a_long_script_is_bounded_by_its_own_setting_not_the_param_limit(spinbot_env, use_settings, portrait):
+    use_settings(api_keys=KEY, max_script_chars=MAX_PARAM_CHARS * 2, max_speech_seconds=100_000)
+    with TestClient(create_app()) as client:
+        text = "Words to say. " * (MAX_PARAM_CHARS // 10)  # 1.4x the param limit
+        answer = submit(client, upload_both(client, portrait), params={"script": {"text": text}})
+        assert answer.status_code == 201, answer.text
+        client.post(f"/v1/jobs/{answer.json()['id']}/cancel", headers=AUTH)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"prompt": "a\x00b"}, {"params": {"script": {"text": "Hello\x00 there."}}}, {"ref_text": "me\x00"}],
+    ids=["prompt", "script.text", "ref_text"],
+)
+def test_a_nul_character_in_any_text_is_refused(client, uploads, fields):
+    answer = submit(client, uploads, **fields)
+    assert answer.status_code == 400 and "NUL character" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"pipeline": MEGABYTE[:150]},
+        {"params": {"script": {"text": "Hi.", MEGABYTE: 1}}},
+        {"params": {MEGABYTE: {}}},
+        {"params": {"script": {"text": "Hi."}, MEGABYTE: 1}},
+    ],
+    ids=["pipeline", "param name", "node id", "node params not an object"],
+)
+def test_an_unknown_name_is_quoted_in_part_not_echoed_whole(client, uploads, fields):
+    answer = submit(client, uploads, **fields)
+    assert answer.status_code in (400, 422), answer.text
+    assert "QQQQ" in answer.json()["error"] and len(answer.text) < 1200
+
+
+def test_an_oversized_upload_id_or_pipeline_name_is_refused_by_its_length(client, uploads):
+    answer = submit(client, uploads, image="f" * 100_000, pipeline=MEGABYTE)
+    assert answer.status_code == 422 and len(answer.text) < 300
+
+
+def test_a_long_job_id_in_a_path_is_not_echoed_whole(client):
+    answer = client.get(f"/v1/jobs/{'a' * 8000}", headers=AUTH)
+    assert answer.status_code == 404 and len(answer.text) < 300
+
+
+@pytest.mark.parametrize("limit", [100, 5000])
+def test_the_prompt_limit_is_the_setting_for_the_api_too(spinbot_env, use_settings, portrait, limit):
+    use_settings(api_keys=KEY, max_prompt_chars=limit)
+    with TestClient(create_app()) as client:
+        answer = submit(client, upload_both(client, portrait), prompt="p" * (limit + 1))
+    assert answer.status_code == 400
+    assert answer.json()["error"] == (
+        f"prompt has {limit + 1} characters, over the limit of {limit} (SPINBOT_MAX_PROMPT_CHARS)"
+    )
