@@ -336,9 +336,8 @@ def serve(
     """Start the HTTP API (and the web page) with uvicorn; jobs run in this process's control plane."""
     import ipaddress
 
-    import uvicorn
-
     from spinbot.api.app import create_app
+    from spinbot.api.limits import run_server
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
@@ -350,7 +349,7 @@ def serve(
     if not loopback and not settings.api_key_list:
         fail(f"refusing to serve on {host} without API keys: set SPINBOT_API_KEYS (comma-separated)")
     setup_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    run_server(create_app(settings), host, port, settings.api_request_timeout, settings.api_max_connections)
 
 
 @app.command(cls=Command)

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # Any other request's body (a job is a few KB; a script of SPINBOT_MAX_SCRIPT_CHARS, JSON-escaped, fits many times)
+    max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    # Seconds a client may take to send a request's head, and the longest pause in its body; past it the connection
+    # is closed (head) or answered 408 (body).
+    api_request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    api_max_connections: int = Field(default=1000, ge=8)  # open connections (event streams count); past it: 503
     # Inputs are judged by their headers before any decode: a small file can claim a huge image or hours of audio.
     # Pillow refuses headers past 2 x its own MAX_IMAGE_PIXELS (178,956,970) by itself, so the limit stays under it.
     max_image_pixels: int = Field(default=40_000_000, ge=64 * 64, le=178_956_970)  # 40 MP: 8000 x 5000

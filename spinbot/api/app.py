@@ -15,6 +15,7 @@ from spinbot.api.deps import Services
 from spinbot.api.errors import install_error_handlers
 from spinbot.api.executor import JobExecutor
 from spinbot.api.headers import ResponseHeaders
+from spinbot.api.limits import RequestBodyLimit
 from spinbot.api.metrics import Metrics, RequestCounter
 from spinbot.api.readiness import Readiness
 from spinbot.api.routes import artifacts, jobs, meta, uploads
@@ -58,7 +59,8 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     from spinbot.api.web import mount_web
 
     mount_web(app)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.api_request_timeout)
     app.add_middleware(RequestCounter, metrics=metrics)
-    app.add_middleware(ResponseHeaders)
+    app.add_middleware(ResponseHeaders)  # outermost: its headers go on every answer, the limits' ones too
     redact_access_log()
     return app

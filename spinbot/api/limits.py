@@ -1,0 +1,149 @@
+"""Bounds on what one client can make the API server hold: the size of a request body, how long a request may take
+to arrive, how many connections are open.
+
+- `RequestBodyLimit` (ASGI middleware): a body over SPINBOT_MAX_REQUEST_BYTES is a 413 before FastAPI reads and
+  parses it (FastAPI reads a JSON body, on the event loop, before the route's key check: a 300 MB body without a key
+  took 1.4 GB and stalled every other request for a second). A declared length is refused before one byte is read; a
+  chunked body is cut once past the limit. While a body arrives, a pause longer than SPINBOT_API_REQUEST_TIMEOUT is
+  a 408. Uploads read their own body against SPINBOT_MAX_UPLOAD_BYTES (upload_body.py) and get the pause bound only.
+- `TimedH11Protocol` (uvicorn's h11 protocol with one timer added): a request head must arrive within
+  SPINBOT_API_REQUEST_TIMEOUT of its first byte, or the connection is closed. uvicorn bounds idle keep-alive
+  connections only, so a client sending a header a byte a minute held a connection forever. h11 bounds the head's
+  size (HEADER_BYTES); httptools, uvicorn's other parser, accepted 20 MB headers.
+- The connection count: uvicorn's `limit_concurrency` (SPINBOT_API_MAX_CONNECTIONS), 503 past it.
+
+Written here because neither uvicorn nor Starlette has a body-size limit or a request-head timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import h11
+from starlette.exceptions import HTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HEADER_BYTES = 64 * 1024  # a request's head: the API key, the media cookie and a browser's usual headers fit many times
+OWN_BODY_LIMIT = ("/v1/uploads",)  # routes that bound their body themselves
+
+
+# HTTPExceptions: FastAPI passes them on from its body parsing (any other error there becomes a 400), and the
+# API's handler answers them as JSON errors
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"request body over {max_bytes:,} bytes (SPINBOT_MAX_REQUEST_BYTES)")
+
+
+class BodyTimeout(HTTPException):
+    def __init__(self, timeout_s: float):
+        super().__init__(408, f"the request body paused over {timeout_s:g} s (SPINBOT_API_REQUEST_TIMEOUT)")
+
+
+class RequestBodyLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limited = not scope["path"].startswith(OWN_BODY_LIMIT)
+        declared = _content_length(scope)
+        if limited and declared is not None and declared > self.max_bytes:
+            await _answer(send, BodyTooLarge(self.max_bytes))
+            return
+        received, body_done = 0, False
+
+        async def bounded_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for the client to leave (event streams) has no time limit
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if limited and received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, bounded_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or []:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _answer(send: Send, err: HTTPException) -> None:
+    """A JSON error answered before the body was read (ResponseHeaders adds `Connection: close`, so the server stops
+    receiving it)."""
+    body = json.dumps({"error": err.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head takes longer than `head_timeout_s` from its
+    first byte (the first request's or a kept-alive connection's next one)."""
+
+    head_timeout_s: float = 30.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.logger.warning("closing a connection whose request head took over %g s", self.head_timeout_s)
+            self.transport.close()
+
+
+def protocol_with_timeout(head_timeout_s: float) -> type[TimedH11Protocol]:
+    return type("TimedH11Protocol", (TimedH11Protocol,), {"head_timeout_s": head_timeout_s})
+
+
+def run_server(app: Any, host: str, port: int, timeout_s: float, max_connections: int) -> None:
+    """uvicorn with the bounds above."""
+    import uvicorn
+
+    uvicorn.run(app, **server_options(timeout_s, max_connections), host=host, port=port, log_config=None)
+
+
+def server_options(timeout_s: float, max_connections: int) -> dict[str, Any]:
+    return {
+        "http": protocol_with_timeout(timeout_s),
+        "h11_max_incomplete_event_size": HEADER_BYTES,
+        "limit_concurrency": max_connections,
+    }

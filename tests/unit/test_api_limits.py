@@ -1,0 +1,164 @@
+"""What one client can make the API server hold (spinbot/api/limits.py): request bodies, slow requests, connections.
+The server tests run uvicorn on a loopback port with the options `spinbot serve` uses."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.api.limits import HEADER_BYTES, server_options
+
+KEY = "key-a-123"
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture
+def client(spinbot_env, use_settings):
+    use_settings(api_keys=KEY, max_request_bytes=64 * 1024)
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def test_a_job_body_over_the_limit_is_a_413_before_it_is_read_or_the_key_checked(client):
+    answer = client.post("/v1/jobs", content=b'{"prompt": "' + b"a" * 100_000 + b'"}')
+    assert answer.status_code == 413
+    assert answer.json() == {"error": "request body over 65,536 bytes (SPINBOT_MAX_REQUEST_BYTES)"}
+    assert answer.headers["connection"] == "close" and answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_body_under_the_limit_reaches_the_route(client):
+    answer = client.post("/v1/jobs", json={"image": "x"}, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 422 and answer.json()["error"] == "voice: Field required"
+
+
+def test_uploads_keep_their_own_larger_limit(client, tmp_path):
+    wav = tmp_path / "v.wav"
+    wav.write_bytes(b"RIFF" + b"\0" * 200_000)  # over the request limit, under the upload one; not a real WAV
+    with open(wav, "rb") as f:
+        answer = client.post(
+            "/v1/uploads",
+            data={"kind": "voice"},
+            files={"file": ("v.wav", f)},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+    assert answer.status_code == 400, answer.text  # judged as a voice, not refused by size
+
+
+# ---- a real server --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server(spinbot_env, use_settings):
+    """`spinbot serve`'s uvicorn options with a 1 s request timeout and 8 connections; yields the port."""
+    use_settings(api_request_timeout=TIMEOUT_S)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, **server_options(TIMEOUT_S, 8))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def connect(port: int) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return conn
+
+
+def read_all(conn: socket.socket) -> bytes:
+    data = b""
+    while chunk := conn.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_request_head_that_never_ends_is_closed_after_the_timeout(server):
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line: the head never ends
+        started = time.monotonic()
+        assert read_all(conn) == b""  # closed by the server
+        assert TIMEOUT_S * 0.9 <= time.monotonic() - started < TIMEOUT_S + 5
+
+
+def test_the_next_head_on_a_kept_alive_connection_is_timed_too(server):
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert read_all(conn) == b""
+        assert time.monotonic() - started < TIMEOUT_S + 5
+
+
+def test_a_body_that_stops_arriving_is_a_408(server):
+    with connect(server) as conn:
+        conn.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        answer = read_all(conn)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"SPINBOT_API_REQUEST_TIMEOUT" in answer
+
+
+def test_a_chunked_job_body_is_cut_once_past_the_limit(server):
+    with connect(server) as conn:
+        conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:  # the server answers and closes long before
+                conn.sendall(b"10000\r\n" + b"a" * 65536 + b"\r\n")
+                sent += 65536
+        except OSError:
+            pass
+        answer = read_all(conn)
+    assert answer.startswith(b"HTTP/1.1 413") and b"SPINBOT_MAX_REQUEST_BYTES" in answer
+    assert sent < 16 * 1024 * 1024
+
+
+def test_a_header_past_the_limit_is_refused(server, caplog):
+    with connect(server) as conn:
+        try:  # a megabyte of header: refused at about HEADER_BYTES, the connection closed (or reset) while it is sent
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1024 * 1024 + b"\r\n\r\n")
+            answer = read_all(conn)
+        except ConnectionResetError:
+            answer = b"(reset)"
+    assert answer.startswith((b"HTTP/1.1 400", b"(reset)"))
+    assert "Invalid HTTP request received." in caplog.text
+    with connect(server) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_slow_but_steady_client_is_served(server):
+    with connect(server) as conn:
+        for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
+            conn.sendall(part)
+            time.sleep(TIMEOUT_S / 4)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_connections_past_the_limit_get_a_503(server):
+    idle = [connect(server) for _ in range(8)]
+    try:
+        for conn in idle:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # open, their heads pending
+        time.sleep(0.2)
+        with connect(server) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 503")
+    finally:
+        for conn in idle:
+            conn.close()
