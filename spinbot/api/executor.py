@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from spinbot.control.runner import Runner
 from spinbot.errors import Conflict
@@ -20,6 +20,9 @@ from spinbot.state.store import ORPHAN_STATES
 log = logging.getLogger(__name__)
 
 RETENTION_SWEEP_SECONDS = 3600.0
+# On shutdown, how long running jobs get to reach their next progress report and let go (then the process exits
+# anyway; a job whose thread was still busy keeps its lease until it expires, a lease time later)
+SHUTDOWN_WAIT_SECONDS = 20.0
 
 
 class JobExecutor:
@@ -87,10 +90,18 @@ class JobExecutor:
 
         expire_jobs(self.runner, days)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_seconds: float = SHUTDOWN_WAIT_SECONDS) -> None:
+        """Hand every job back: a queued one at once, a running one at its next progress report. Its state stays
+        what it was (running, not failed), so the next API process takes it over and resumes it from its last
+        finished node; without this, a Ctrl-C of `spinbot serve` failed the jobs it was rendering."""
         self._stop.set()
         with self._lock:
             queued = [job_id for job_id, future in self._active.items() if future.cancel()]
+            running = {job_id: future for job_id, future in self._active.items() if job_id not in queued}
         for job_id in queued:  # never started here: let another process have them at once
             self.runner.leases.release(job_id)
+        self.runner.leases.give_up(list(running))
+        if running:
+            log.info("handing running jobs back", extra={"jobs": list(running)})
+            wait(list(running.values()), timeout=wait_seconds)
         self.pool.shutdown(wait=False, cancel_futures=True)

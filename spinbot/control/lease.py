@@ -38,6 +38,7 @@ class LeaseKeeper:
         self.owner = owner or process_owner_id()
         self._renewed: dict[str, float] = {}  # held job -> time.monotonic() of its last successful renewal
         self._lost: set[str] = set()
+        self._given_up: set[str] = set()  # still ours, being let go (shutdown): see give_up
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,14 +56,23 @@ class LeaseKeeper:
         with self._lock:
             self._renewed[job_id] = time.monotonic()
             self._lost.discard(job_id)
+            self._given_up.discard(job_id)
         self._ensure_thread()
 
     def release(self, job_id: str) -> None:
         with self._lock:
             held = self._renewed.pop(job_id, None) is not None
             self._lost.discard(job_id)
+            self._given_up.discard(job_id)
         if held:
             self.store.release(job_id, self.owner)
+
+    def give_up(self, job_ids: list[str]) -> None:
+        """Stop driving these jobs (the process is shutting down): each stops at its task's next progress report
+        (LeaseLost, nothing recorded) and its lease is freed when the runner lets go, so another process takes the
+        job over at once instead of a lease time later."""
+        with self._lock:
+            self._given_up.update(job_ids)
 
     def require(self, job_id: str, wait_if_silent: bool = False) -> None:
         """Raise Conflict naming the holder unless this process can take the job's lease; with wait_if_silent,
@@ -107,6 +117,9 @@ class LeaseKeeper:
         with self._lock:
             renewed = self._renewed.get(job_id)
             lost = job_id in self._lost or renewed is None or time.monotonic() - renewed > self.seconds
+            given_up = job_id in self._given_up
+        if given_up and not lost:
+            raise LeaseLost(f"job {job_id}: this process is shutting down; another one takes the job over")
         if lost:
             self._mark_lost(job_id)
             raise LeaseLost(f"job {job_id}: this process no longer holds its lease")
@@ -119,8 +132,9 @@ class LeaseKeeper:
             raise LeaseLost(f"job {job_id}: another process took its lease over")
 
     def is_lost(self, job_id: str) -> bool:
+        """Lost, or being let go: an error the job's task raises now is not the job's failure."""
         with self._lock:
-            return job_id in self._lost
+            return job_id in self._lost or job_id in self._given_up
 
     # ---- the heartbeat -----------------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:

@@ -125,6 +125,30 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_stops_without_recordi
     assert attempts(b, job_id) == [1, 2, 1, 1]
 
 
+def test_an_api_process_shutting_down_hands_its_running_job_to_the_next_one(runners):
+    """Ctrl-C of `spinbot serve` during a render: the job is neither failed nor held for a lease time; the next
+    API process takes it over at once and finishes it."""
+    a, b, runs, request = runners
+    a.dispatcher.hold = "infinite_talk"
+    job_id = a.create_job(request)
+    executor = JobExecutor(a, 1)
+    assert executor.submit(job_id)  # as POST /v1/jobs does
+    assert a.dispatcher.holding.wait(30)
+    started = time.monotonic()
+    executor.shutdown()
+    assert time.monotonic() - started < a.leases.seconds  # stopped at its next progress report
+    job = a.jobs.get(job_id)
+    assert job.status == "running" and job.error is None
+    other = JobExecutor(b, 1)
+    assert other.claim_orphans() == [job_id]  # free at once, not after the lease expired
+    deadline = time.monotonic() + 30
+    while b.jobs.get(job_id).status != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other.shutdown()
+    assert runs == [("a", "f5_to_tts"), ("a", "infinite_talk"), ("b", "infinite_talk"), ("b", "upscale_video")]
+
+
 def test_lease_store_takes_a_lease_only_when_free_expired_or_already_ours(spinbot_env):
     runner = Runner()
     leases = LeaseStore(runner.jobs.engine)
