@@ -39,12 +39,12 @@ class Settings(BaseSettings):
 
     ollama_host: str = "http://127.0.0.1:11434"
     ollama_model: str = "llama3.2"
-    ollama_timeout: float = 30.0
+    ollama_timeout: float = Field(default=30.0, gt=0, le=3600)
 
     models_dir: Path = Path("./models")
-    tts_backend: Literal["lite", "native", "comfyui"] = "lite"
-    talk_backend: Literal["lite", "native", "comfyui"] = "lite"
-    upscale_backend: Literal["lite", "native", "comfyui"] = "lite"
+    tts_backend: Literal["lite", "native"] = "lite"
+    talk_backend: Literal["lite", "native"] = "lite"
+    upscale_backend: Literal["lite", "native"] = "lite"
 
     # Native backends on CUDA: torch.compile the transformer blocks; e4m3 (FP8) matmuls in them (spinbot.backends.fp8;
     # InfiniteTalk, with cuDNN FP8 attention on an H200: 1.95 s a step against 2.55 s, at 5.5-6.1% forward error, the

@@ -118,3 +118,15 @@ def test_unknown_or_ill_typed_params_are_refused_naming_node_and_field(model, ra
 def test_cli_strings_are_converted_by_the_params_model():
     p = validate_params("infinite_talk", InfiniteTalkParams, {"fps": "30", "normalize_loudness": "false"})
     assert p.fps == 30 and p.normalize_loudness is False
+
+
+@pytest.mark.parametrize("setting", ["tts_backend", "talk_backend", "upscale_backend"])
+def test_a_backend_that_does_not_exist_is_refused_with_the_settings(use_settings, setting):
+    """`comfyui` passed the settings and failed the job at its node, after the nodes before it ran."""
+    from spinbot.errors import SettingsError
+    from spinbot.settings import get_settings
+
+    use_settings(**{setting: "comfyui"})
+    with pytest.raises(SettingsError) as err:
+        get_settings()
+    assert str(err.value) == f"SPINBOT_{setting.upper()}='comfyui' refused: Input should be 'lite' or 'native'"
