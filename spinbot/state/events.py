@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
@@ -41,13 +41,16 @@ FINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 
 
 class EventBus:
-    """In-process publish/subscribe with a bounded per-job history for late readers."""
+    """In-process publish/subscribe with a bounded per-job history for late readers, kept for the jobs that
+    published last (a long-lived API process sees every job it ever ran; a late reader of an older one gets the
+    job's recorded state, which the API's streams send first anyway)."""
 
-    history_limit = 2000
+    history_limit = 2000  # events a job
+    jobs_limit = 500  # jobs with a history
 
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
-        self._history: dict[str, list[Event]] = defaultdict(list)
+        self._history: OrderedDict[str, list[Event]] = OrderedDict()
         self._cond = threading.Condition()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -69,9 +72,12 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         with self._cond:
-            history = self._history[event.job_id]
+            history = self._history.setdefault(event.job_id, [])
+            self._history.move_to_end(event.job_id)
             history.append(event)
             del history[: max(0, len(history) - self.history_limit)]
+            while len(self._history) > self.jobs_limit:
+                self._history.popitem(last=False)
             listeners = list(self._listeners)
             self._cond.notify_all()
         for listener in listeners:
@@ -82,9 +88,9 @@ class EventBus:
         seen = 0
         while True:
             with self._cond:
-                history = self._history[job_id]
-                if seen >= len(history):
+                if seen >= len(self._history.get(job_id, ())):
                     self._cond.wait(timeout)
+                history = self._history.get(job_id, [])
                 fresh, seen = history[seen:], len(history)
             if not fresh:
                 yield None

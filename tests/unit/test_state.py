@@ -55,3 +55,17 @@ def test_engine_migrates_a_new_database_once(spinbot_env):
     engine = get_engine(get_settings().resolved_database_url)
     tables = set(inspect(engine).get_table_names())
     assert {"jobs", "node_runs", "artifacts", "alembic_version"} <= tables
+
+
+def test_the_in_process_event_history_keeps_the_jobs_that_published_last():
+    """A long-lived API process kept every job's events forever, deleted jobs included."""
+    from spinbot.state.events import Event, EventBus
+
+    bus = EventBus()
+    for n in range(bus.jobs_limit + 50):
+        bus.publish(Event(f"job-{n}", "job", "running"))
+    bus.publish(Event("job-0", "job", "succeeded"))  # an old job that publishes again stays
+    assert len(bus._history) == bus.jobs_limit
+    assert [e.status for e in bus.subscribe_after_history("job-0", lambda e: None)[0]] == ["succeeded"]
+    assert bus.subscribe_after_history("job-1", lambda e: None)[0] == []
+    assert len(bus.subscribe_after_history(f"job-{bus.jobs_limit + 49}", lambda e: None)[0]) == 1
