@@ -74,7 +74,19 @@ class LocalStore(ArtifactStore):
         keys = self.list(prefix)
         for key in keys:
             self.path(key).unlink(missing_ok=True)
+        self._remove_empty_folders(prefix.rstrip("/"))
         return len(keys)
+
+    def _remove_empty_folders(self, prefix: str) -> None:
+        """A prefix that names a folder (a job's, an upload's) goes with its files: no empty tree per deleted job."""
+        folder = self.path(prefix) if prefix else self.root
+        if folder == self.root or not folder.is_dir():
+            return
+        for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            if not any(sub.iterdir()):
+                sub.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size

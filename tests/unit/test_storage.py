@@ -69,10 +69,13 @@ def test_roundtrip_list_and_delete(tmp_path: Path):
     assert store.list("jobs/job1") == ["jobs/job1/f5_to_tts/speech.wav", "jobs/job1/script/script.txt"]
     store.download(key, tmp_path / "copy.wav")
     assert (tmp_path / "copy.wav").read_bytes() == b"RIFF...."
+    store.put_bytes("jobs/job2/script/script.txt", b"other")
     assert store.delete_prefix("jobs/job1") == 2
     assert store.list("jobs/job1") == []
     with pytest.raises(FileNotFoundError):
         store.get_bytes(key)
+    assert not (tmp_path / "root" / "jobs" / "job1").exists()  # no empty folders left per deleted job
+    assert store.get_bytes("jobs/job2/script/script.txt") == b"other"
 
 
 def test_artifact_key_refuses_hostile_ids():
