@@ -33,9 +33,15 @@ class ScriptParams(TaskParams):
     )
 
 
+FALLBACK_TOPIC_WORDS = 25  # of the prompt, in the fallback text: a 4,000-character prompt is not a script
+LLM_WORDS_MARGIN = 2.0  # an LLM's script is cut (at a sentence end) past this many times the words asked
+
+
 def fallback_script(prompt: str) -> str:
-    """The deterministic text used whenever the LLM cannot give a script: same prompt, same text."""
-    topic = " ".join(prompt.split()).strip(" .!?") or "something worth sharing"
+    """The deterministic text used whenever the LLM cannot give a script: same prompt, same text. Its length is
+    bounded (the prompt's first words), as the words asked of the LLM bound the LLM's: admission estimates the
+    speech from those, so a long prompt must not become minutes of speech that fail at the speech limit."""
+    topic = " ".join(prompt.split()[:FALLBACK_TOPIC_WORDS]).strip(" .!?,;:") or "something worth sharing"
     return (
         f"Hello, and welcome. Today I want to talk about {topic}. "
         "It matters more than you might think, so let us take a closer look together."
@@ -58,7 +64,18 @@ def ask_ollama(prompt: str, words: int) -> str:
     text = _clean(getattr(answer, "response", None) or "")
     if len(text.split()) < 3:
         raise ValueError(f"unusable answer from the model: {text[:80]!r}")
-    return text
+    return cut_at_sentence(text, int(words * LLM_WORDS_MARGIN))
+
+
+def cut_at_sentence(text: str, max_words: int) -> str:
+    """`text` if it has at most `max_words` words, else its longest start of whole sentences within them (or the
+    words themselves, ended with a full stop, when the first sentence is already longer)."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    head = " ".join(words[:max_words])
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", head)]
+    return head[: ends[-1]] if ends else head.rstrip(",;:") + "."
 
 
 def generate_script(prompt: str, words: int = 30) -> tuple[str, dict[str, str]]:

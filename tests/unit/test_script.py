@@ -89,3 +89,18 @@ def test_job_records_which_script_was_used_and_why(ollama_at, tmp_path):
     stored = runner.jobs.get(job_id).node("script")
     assert stored.status == "succeeded" and stored.output["meta"]["source"] == "fallback"
     assert stored.output["meta"]["reason"]
+
+
+def test_a_long_prompt_gives_a_fallback_of_bounded_length():
+    """A 4,000-character prompt made a 4,100-character fallback script: past the speech limit after it was spoken."""
+    text = fallback_script("sleep " * 666)
+    assert len(text) < 300 and text.count("sleep") == 25
+
+
+def test_an_llm_script_far_longer_than_asked_is_cut_at_a_sentence_end(ollama_at):
+    answer = "This is one sentence of the script. " * 40  # 280 words for 30 asked
+    with FakeOllama("ok", answer) as server:
+        ollama_at(server.url)
+        text, meta = generate_script("learning to fail", words=30)
+    assert meta["source"] == "ollama"
+    assert text == ("This is one sentence of the script. " * 8).strip()  # 56 words: whole sentences within 60
