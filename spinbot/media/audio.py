@@ -15,6 +15,9 @@ from spinbot.errors import InputError, InputTooLarge
 # Beyond any microphone or codec a voice sample comes from; a header claiming more is an attempt on memory
 # (seconds x rate x channels float32 samples are allocated by the decode).
 MAX_SAMPLE_RATE = 384_000
+# Telephone speech. Below it there is no voice to measure: a 100 Hz sample passed every check, then failed in the
+# speech task (Praat's pitch analysis).
+MIN_SAMPLE_RATE = 8_000
 MAX_CHANNELS = 8
 _UNKNOWN_FRAMES = 2**62  # libsndfile reports about 2**63 frames for a stream whose header leaves the length open
 
@@ -67,8 +70,10 @@ def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
         raise InputTooLarge(
             f"the audio lasts {header.seconds:.1f} s, over the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)"
         )
-    if not 0 < header.sample_rate <= MAX_SAMPLE_RATE:
-        raise InputError(f"the audio's sample rate {header.sample_rate} Hz is outside 1..{MAX_SAMPLE_RATE} Hz")
+    if not MIN_SAMPLE_RATE <= header.sample_rate <= MAX_SAMPLE_RATE:
+        raise InputTooLarge(  # a limit, like seconds: the upload route passes its message on
+            f"the audio's sample rate {header.sample_rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
+        )
     if not 0 < header.channels <= MAX_CHANNELS:
         raise InputError(f"the audio has {header.channels} channels; at most {MAX_CHANNELS} are accepted")
 
@@ -92,41 +97,61 @@ def load_audio(
     if not path.is_file():
         raise InputError(f"audio not found: {path}")
     try:
-        data, rate = _read_with_soundfile(path, max_seconds)
+        audio, rate = _read_with_soundfile(path, max_seconds, mono)
     except InputTooLarge:
         raise
     except Exception:  # noqa: BLE001 - anything libsndfile cannot read goes to FFmpeg, which says if it can
-        data, rate = _decode_with_av(path, max_seconds)
-    if data.size == 0:
+        audio, rate = _decode_with_av(path, max_seconds, mono)
+    if audio.size == 0:
         raise InputError(f"audio file has no samples: {path}")
-    audio = data.mean(axis=1) if mono else data
     if sr is not None and sr != rate:
         audio, rate = resample(audio, rate, sr), sr
     return np.ascontiguousarray(audio, dtype=np.float32), int(rate)
 
 
-def _read_with_soundfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _read_with_soundfile(path: Path, max_seconds: float | None, mono: bool) -> tuple[np.ndarray, int]:
     with sf.SoundFile(str(path)) as f:
         rate = f.samplerate
         limit = -1 if max_seconds is None else math.ceil(max_seconds * rate)
-        data = f.read(frames=-1 if limit < 0 else limit + 1, dtype="float32", always_2d=True)
+        frames = -1 if limit < 0 else limit + 1
+        data = _read_mono(f, frames) if mono else f.read(frames=frames, dtype="float32", always_2d=True)
     if 0 <= limit < len(data):
         raise _too_long(max_seconds)
     return data, rate
+
+
+# Frames a block: half a MB of float32 at the 8 channels a file may have.
+_BLOCK_FRAMES = 16_384
+
+
+def _read_mono(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """Up to `frames` frames (all when negative) as float32 mono. Beyond stereo, read and averaged a block at a
+    time: the decode costs the mono result, not rate x channels x seconds of float32 (a 200 KB FLAC of 60 s at
+    384 kHz in 8 channels took 740 MB before it was averaged). Mono and stereo are read whole, as always: at most
+    twice the result, and libsndfile's mp3 decode rounds a few samples differently when read by blocks."""
+    if f.channels <= 2:
+        return f.read(frames=frames, dtype="float32", always_2d=True).mean(axis=1)
+    left = f.frames - f.tell()  # what f.read would read: no more than the header's length
+    mono = np.empty(left if frames < 0 else min(frames, left), np.float32)
+    done = 0
+    for block in f.blocks(blocksize=_BLOCK_FRAMES, frames=len(mono), dtype="float32", always_2d=True):
+        mono[done : done + len(block)] = block.mean(axis=1)
+        done += len(block)
+    return mono[:done]
 
 
 def _too_long(max_seconds: float | None) -> InputTooLarge:
     return InputTooLarge(f"the audio lasts more than the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)")
 
 
-def _decode_with_av(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def _decode_with_av(path: Path, max_seconds: float | None, mono: bool) -> tuple[np.ndarray, int]:
     """Compressed formats soundfile cannot read (mp3, m4a, the audio of a video) through FFmpeg."""
     import av
 
     from spinbot.media.video import AudioTooLong, read_audio
 
     try:
-        decoded = read_audio(path, max_seconds=max_seconds)
+        decoded = read_audio(path, max_seconds=max_seconds, mono=mono)
     except AudioTooLong:
         raise _too_long(max_seconds) from None
     except (av.error.FFmpegError, ValueError, OSError):

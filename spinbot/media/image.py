@@ -3,16 +3,27 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from spinbot.errors import InputError, InputTooLarge
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+# The formats an image is read in: those OpenCV decoded when it did the decode, all plain pixels. Others Pillow
+# knows stay out: ICO and ICNS pick one of several sizes, EPS and PDF run Ghostscript.
+FORMATS = ("AVIF", "BMP", "GIF", "JPEG", "JPEG2000", "MPO", "PNG", "PPM", "TIFF", "WEBP")
 
 
 @dataclass(frozen=True)
@@ -29,54 +40,16 @@ class ImageHeader:
 def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
     """Format and size from the file's header, refused when over max_pixels. No pixel is decoded (Pillow's open
     reads the header only), so a small file that claims 30000x30000 costs nothing here."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
-            with Image.open(path) as image:
-                header = ImageHeader(image.format or "unknown", int(image.size[0]), int(image.size[1]))
-    except Image.DecompressionBombError as err:  # Pillow's own ceiling, above any limit the settings allow
-        claimed = re.search(r"\((\d+) pixels\)", str(err))
-        count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
-        raise InputTooLarge(
-            f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InputError(f"not a readable image: {path}") from None
-    if header.pixels > max_pixels:
-        raise InputTooLarge(
-            f"the image is {header.width}x{header.height} ({header.pixels:,} pixels), over the limit "
-            f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
-        )
-    return header
+    with _opened(path, max_pixels) as (_, header):
+        return header
 
 
 def load_image(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3) after its header passed the pixel limit (default: the
-    SPINBOT_MAX_IMAGE_PIXELS setting); anything that is not an image, or not one OpenCV decodes, is a one-line
+    SPINBOT_MAX_IMAGE_PIXELS setting); anything that is not an image, or not one that decodes, is a one-line
     error."""
-    if max_pixels is None:
-        from spinbot.settings import get_settings
-
-        max_pixels = get_settings().max_image_pixels
-    probe_image(path, max_pixels)
-    return _decode(path)
-
-
-def _decode(path: Path | str) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of a file whose header was checked (probe_image)."""
-    data = np.fromfile(path, dtype=np.uint8)
-    try:
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    except cv2.error:  # a stream OpenCV refuses (its own pixel limit, corrupt data)
-        img = None
-    if img is None:
-        raise InputError(f"not a readable image: {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    with _opened(path, _pixel_limit(max_pixels)) as (image, header):
+        return _decode(image, header, path)
 
 
 # A portrait's long side at most 4x its short one: wider frames are not a talking head, and past this the lite
@@ -86,17 +59,118 @@ MAX_PORTRAIT_ASPECT = 4.0
 
 def load_portrait(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
     """load_image for the portrait a video is made from: its aspect ratio checked from the header first."""
+    with _opened(path, _pixel_limit(max_pixels)) as (image, header):
+        long_side, short_side = max(header.width, header.height), min(header.width, header.height)
+        if long_side > MAX_PORTRAIT_ASPECT * short_side:
+            raise InputTooLarge(  # a limit, like pixels and seconds: the upload route passes its message on
+                f"the portrait is {header.width}x{header.height}: one side is more than {MAX_PORTRAIT_ASPECT:g}x "
+                "the other (crop it closer to the face)"
+            )
+        return _decode(image, header, path)
+
+
+def _pixel_limit(max_pixels: int | None) -> int:
+    if max_pixels is not None:
+        return max_pixels
     from spinbot.settings import get_settings
 
-    limit = max_pixels if max_pixels is not None else get_settings().max_image_pixels
-    header = probe_image(path, limit)
-    long_side, short_side = max(header.width, header.height), min(header.width, header.height)
-    if long_side > MAX_PORTRAIT_ASPECT * short_side:
-        raise InputTooLarge(  # a limit, like pixels and seconds: the upload route passes its message on
-            f"the portrait is {header.width}x{header.height}: one side is more than {MAX_PORTRAIT_ASPECT:g}x the "
-            "other (crop it closer to the face)"
-        )
-    return _decode(path)
+    return get_settings().max_image_pixels
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """FORMATS this Pillow has a reader for (AVIF is a build option): open() fails on a name it lacks."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(name for name in FORMATS if name in Image.OPEN)
+
+
+@contextmanager
+def _opened(path: Path | str, max_pixels: int) -> Iterator[tuple[Image, ImageHeader]]:
+    """The image opened by its header (no pixel decoded yet) and that header, refused when over max_pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
+            image = Image.open(path, formats=_formats())
+    except Image.DecompressionBombError as err:  # Pillow's own ceiling, above any limit the settings allow
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        count = f"{int(claimed[1]):,}" if claimed else f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,}"
+        raise InputTooLarge(
+            f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InputError(f"not a readable image: {path}") from None
+    with image:
+        header = ImageHeader(image.format or "unknown", int(image.size[0]), int(image.size[1]))
+        if header.pixels > max_pixels:
+            raise InputTooLarge(
+                f"the image is {header.width}x{header.height} ({header.pixels:,} pixels), over the limit "
+                f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
+            )
+        yield image, header
+
+
+def _decode(image: Image, header: ImageHeader, path: Path | str) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image opened by _opened, upright as its EXIF orientation says. The decode is by
+    the library that read the header, into a buffer of the checked size. (OpenCV decoded before, and read some
+    headers otherwise: a TIFF with its width written twice was 3000x3000 to Pillow, 120000x3000 to OpenCV.)"""
+    try:
+        image.load()
+        if image.size != (header.width, header.height):  # no reader of FORMATS does this; a new one must not
+            raise InputError(
+                f"the image decodes to {image.size[0]}x{image.size[1]}, not the {header.width}x{header.height} "
+                f"its header says: {path}"
+            )
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        turn = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+        rgb = _rgb8(image)
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - a broken or hostile stream: each reader fails in its own way
+        raise InputError(f"not a readable image: {path}") from None
+    image.close()  # Pillow's pixels freed before the turn makes a second copy of ours
+    return np.ascontiguousarray(turn(rgb)) if turn is not None else rgb
+
+
+_ORIENTATION = 0x0112  # the EXIF tag; what each value needs to stand upright, as Pillow's exif_transpose does it
+_UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a),
+}
+_BAND_ROWS = 256
+
+
+def _rgb8(image: Image) -> np.ndarray:
+    """8-bit RGB as OpenCV's IMREAD_COLOR made it: 16-bit samples by their high byte, alpha dropped (not blended),
+    grey and palettes expanded. Converted a band of rows at a time: Pillow keeps RGB in 4 bytes a pixel, and a
+    whole-image convert and copy to numpy held two more copies of it (a 40 MP portrait peaked at 580 MB)."""
+    width, height = image.size
+    rgb = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, _BAND_ROWS):
+        band = image.crop((0, top, width, min(height, top + _BAND_ROWS)))
+        rgb[top : top + band.height] = _band_rgb8(band)
+    return rgb
+
+
+def _band_rgb8(band: Image) -> np.ndarray:
+    if band.mode == "F":  # a PFM
+        grey = np.clip(np.rint(np.asarray(band)), 0, 255).astype(np.uint8)
+    elif band.mode == "I" or band.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF, PPM)
+        grey = np.clip(np.asarray(band) >> 8, 0, 255).astype(np.uint8)
+    else:
+        return np.asarray(band.convert("RGB") if band.mode != "RGB" else band)
+    return grey[..., None]  # broadcast to the three channels
 
 
 def fit_size(width: int, height: int, max_pixels: int, multiple: int = 16) -> tuple[int, int]:

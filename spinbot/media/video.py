@@ -74,34 +74,37 @@ class AudioTooLong(ValueError):
     """The decode passed the length it was allowed."""
 
 
-def _planar_float_chunks(container, stream, max_samples: int | None = None) -> list[np.ndarray]:
-    """Decoded audio as float32 (channels, samples) blocks, whatever the codec's sample format; with max_samples,
-    AudioTooLong as soon as more than that many were decoded (a header cannot be trusted to tell the length).
-    (PyAV 18's AudioFrame.to_ndarray takes no format: convert through a resampler.)"""
-    resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.codec_context.sample_rate)
+def _float_chunks(container, stream, max_samples: int | None = None, mono: bool = False) -> list[np.ndarray]:
+    """Decoded audio as float32 (samples, channels) blocks, whatever the codec's sample format, or (samples,) blocks
+    averaged as they come when mono (8 channels held whole are 8 times the memory); with max_samples, AudioTooLong
+    as soon as more than that many were decoded (a header cannot be trusted to tell the length). (PyAV 18's
+    AudioFrame.to_ndarray takes no format: convert through a resampler; to packed samples, as its planar
+    to_ndarray crashed the process on 8 channels.)"""
+    resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=stream.codec_context.sample_rate)
     chunks, total = [], 0
     for frame in itertools.chain(container.decode(stream), [None]):  # None flushes the resampler
         for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray())
-            total += chunks[-1].shape[1]
+            packed = out.to_ndarray().reshape(-1, out.layout.nb_channels)
+            chunks.append(packed.mean(axis=1) if mono else packed)
+            total += len(chunks[-1])
             if max_samples is not None and total > max_samples:
                 raise AudioTooLong(f"more than {max_samples} samples")
     return chunks
 
 
-def read_audio(path: Path | str, max_seconds: float | None = None) -> tuple[np.ndarray, int] | None:
-    """The first audio stream of a media file as float32 (samples, channels), or None if there is none; with
-    max_seconds, AudioTooLong once the decode passes that length."""
+def read_audio(path: Path | str, max_seconds: float | None = None, mono: bool = False) -> tuple[np.ndarray, int] | None:
+    """The first audio stream of a media file as float32 (samples, channels), or (samples,) averaged when mono,
+    or None if there is none; with max_seconds, AudioTooLong once the decode passes that length."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate
         limit = None if max_seconds is None else int(max_seconds * rate) + 1
-        chunks = _planar_float_chunks(container, stream, limit)
+        chunks = _float_chunks(container, stream, limit, mono)
     if not chunks:
         return None
-    return np.concatenate(chunks, axis=1).T.astype(np.float32), int(rate)
+    return np.concatenate(chunks), int(rate)
 
 
 class VideoWriter:

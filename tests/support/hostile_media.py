@@ -1,5 +1,6 @@
-"""Small files that claim to be huge, as an attacker makes them: a PNG whose header says 30000x30000, a silent FLAC of
-hours that compresses to almost nothing."""
+"""Small files that claim to be huge, as an attacker makes them: a PNG whose header says 30000x30000, a TIFF whose
+readers disagree on its size, a silent FLAC of hours (or of 8 channels at 384 kHz) that compresses to almost
+nothing."""
 
 from __future__ import annotations
 
@@ -27,10 +28,30 @@ def png_claiming(path: Path, width: int, height: int, payload: int = 800_000) ->
     return path
 
 
-def silent_flac(path: Path, seconds: float, rate: int = 8000) -> Path:
+def tiff_with_two_widths(path: Path, first: int, last: int, height: int) -> Path:
+    """An 8-bit RGB TIFF that writes its ImageWidth tag twice: Pillow keeps the last value, libtiff (and so OpenCV)
+    the first. One deflate strip of zeros as wide as the wider of the two: a few KB a megapixel."""
+    width = max(first, last)
+    packer = zlib.compressobj(9)
+    row = b"\0" * (width * 3)
+    strip = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    # (tag, type, value): 3 SHORT, 4 LONG; BitsPerSample and StripOffsets point past the IFD, at 162 and 168.
+    entries = [(256, 4, first), (256, 4, last), (257, 4, height), (258, 3, 162), (259, 3, 8), (262, 3, 2)]
+    entries += [(273, 4, 168), (277, 3, 3), (278, 4, height), (279, 4, len(strip))]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", tag, kind, 3 if tag == 258 else 1)
+        + (struct.pack("<HH", value, 0) if kind == 3 and tag != 258 else struct.pack("<I", value))
+        for tag, kind, value in entries
+    )
+    header = b"II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    path.write_bytes(header.ljust(162, b"\0") + struct.pack("<HHH", 8, 8, 8) + strip)
+    return path
+
+
+def silent_flac(path: Path, seconds: float, rate: int = 8000, channels: int = 1) -> Path:
     """Silence compresses to a few bytes a block: two hours at 8 kHz is about 180 KB."""
-    block = np.zeros(rate * 60, np.float32)
-    with sf.SoundFile(path, "w", rate, 1, format="FLAC") as out:
+    block = np.zeros((rate, channels), np.float32)
+    with sf.SoundFile(path, "w", rate, channels, format="FLAC") as out:
         left = int(seconds * rate)
         while left > 0:
             out.write(block[: min(left, len(block))])

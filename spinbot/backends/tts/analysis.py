@@ -5,6 +5,7 @@ Used to adapt the lite voice to the narrator voice, and by the tests to check th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,8 @@ from parselmouth.praat import call
 from scipy.signal import find_peaks
 
 from spinbot.errors import InputError
+
+log = logging.getLogger(__name__)
 
 # Praat's usual pitch search range for speech, widened down for low male voices.
 PITCH_FLOOR_HZ = 60.0
@@ -90,9 +93,22 @@ def count_syllables(audio: np.ndarray, sr: int, intervals: list[tuple[float, flo
 
 
 def analyse_voice(audio: np.ndarray, sr: int, ref_text: str = "") -> VoiceAnalysis:
-    """Median pitch and articulation rate of a voice sample; the rate from its transcript when there is one."""
+    """Median pitch and articulation rate of a voice sample; the rate from its transcript when there is one. A
+    sample Praat cannot measure is a one-line error in the user's words: Praat's own messages run over lines and
+    speak of its analyses (at 100 Hz: "Analysis window too short." over "Sound: pitch analysis not performed.")."""
     if len(audio) < 0.1 * sr:
         raise InputError(f"narrator voice is too short ({len(audio) / sr:.2f} s); give a few seconds of speech")
+    try:
+        return _measure(audio, sr, ref_text)
+    except parselmouth.PraatError as err:
+        log.warning("Praat could not measure the narrator voice", extra={"error": " ".join(str(err).split())})
+        raise InputError(
+            f"the narrator voice ({len(audio) / sr:.2f} s at {sr} Hz) could not be measured for pitch and speaking "
+            "rate; give a few seconds of clear speech"
+        ) from None
+
+
+def _measure(audio: np.ndarray, sr: int, ref_text: str) -> VoiceAnalysis:
     intervals = speech_intervals(audio, sr)
     speech_s = sum(e - s for s, e in intervals)
     words = len(ref_text.split())
