@@ -8,6 +8,7 @@ name, and the input files themselves (a portrait that decodes, a narrator voice 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ class Admission:
         for node_id, given in nodes.items():
             if isinstance(given, ScriptParams) and given.text:
                 _refuse_long(given.text, s.max_script_chars, f"{node_id}.text", "SPINBOT_MAX_SCRIPT_CHARS")
+                if given.text.strip() and not re.search(r"\w", given.text):  # what f5_to_tts would find
+                    raise InputError(f"{node_id}.text has no letters or digits: there is nothing to speak")
             if isinstance(given, TextToSpeechParams) and given.ref_text:
                 _refuse_long(given.ref_text, s.max_ref_text_chars, f"{node_id}.ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
 

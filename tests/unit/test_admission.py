@@ -109,6 +109,17 @@ def test_long_script_and_ref_text_are_refused_naming_the_limit(client, uploaded,
     )
 
 
+def test_a_script_with_nothing_to_speak_is_refused_at_submission(client, uploaded, spinbot_env):
+    """Emoji only: stored and run, then failed in f5_to_tts."""
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "script.text has no letters or digits: there is nothing to speak",
+        params={"script": {"text": "\U0001f600\U0001f389 \U0001f680!"}},
+    )
+
+
 def test_a_script_that_would_speak_past_the_limit_is_refused_before_it_runs(client, uploaded, spinbot_env):
     script = SENTENCE * 70  # 5,040 characters: under the character limit, about 336 s of speech
     message = refused(
