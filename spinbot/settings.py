@@ -119,6 +119,8 @@ class Settings(BaseSettings):
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    # What one key's uploads may hold in all (the uploads its jobs use count too; deleting a job frees its uploads)
+    max_upload_storage_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
     # Any other request's body (a job is a few KB; a script of SPINBOT_MAX_SCRIPT_CHARS, JSON-escaped, fits many times)
     max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     # Seconds a client may take to send a request's head, and the longest pause in its body; past it the connection

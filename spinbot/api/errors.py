@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class UploadTooLarge(InputError):
-    """An upload body past SPINBOT_MAX_UPLOAD_BYTES (413)."""
+    """An upload body past SPINBOT_MAX_UPLOAD_BYTES, or past what the key's uploads may hold in all (413)."""
 
 
 class InvalidField(InputError):
@@ -36,7 +36,8 @@ _MEANINGS = {
     401: "missing or unknown API key",
     404: "no such job, upload or artifact for this key",
     409: "the job's state forbids this now",
-    413: "the upload is larger than SPINBOT_MAX_UPLOAD_BYTES",
+    413: "too large: an upload over SPINBOT_MAX_UPLOAD_BYTES, a key's uploads over SPINBOT_MAX_UPLOAD_STORAGE_BYTES, "
+    "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     422: "a field is missing or has the wrong type",
     501: "not available in this version",
     503: "a service the API needs (storage, database, a native backend's model files) is unavailable",

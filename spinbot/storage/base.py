@@ -56,6 +56,10 @@ class ArtifactStore(ABC):
     @abstractmethod
     def size(self, key: str) -> int: ...
 
+    @abstractmethod
+    def usage(self, prefix: str) -> int:
+        """Bytes stored under `prefix` (an owner's uploads, against their quota)."""
+
 
 def open_store(url: str) -> ArtifactStore:
     if url.startswith("file://"):

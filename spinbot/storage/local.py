@@ -90,3 +90,12 @@ class LocalStore(ArtifactStore):
 
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
+
+    def usage(self, prefix: str) -> int:
+        total = 0
+        for key in self.list(prefix):
+            try:
+                total += self.path(key).stat().st_size
+            except FileNotFoundError:  # deleted meanwhile
+                pass
+        return total

@@ -170,6 +170,11 @@ class S3Store(ArtifactStore):
                 keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
         return sorted(keys)
 
+    def usage(self, prefix: str) -> int:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._folder(prefix))
+        with self._errors():
+            return sum(o.get("Size", 0) for page in pages for o in page.get("Contents", []))
+
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)
         for start in range(0, len(keys), _DELETE_BATCH):

@@ -273,3 +273,10 @@ def test_retry_mode_and_attempts_come_from_settings(s3_env, use_settings):
     with pytest.raises(Exception, match="cannot reach the S3 endpoint"):
         store.put_bytes("jobs/j1/node/out.bin", b"x")
     assert len(sent) == 3
+
+
+def test_usage_sums_the_bytes_under_a_prefix(store: S3Store):
+    store.put_bytes("uploads/a/1/voice.wav", b"x" * 300)
+    store.put_bytes("uploads/a/2/portrait.png", b"y" * 20)
+    store.put_bytes("uploads/b/3/voice.wav", b"z" * 5000)
+    assert store.usage("uploads/a/") == 320 and store.usage("uploads/b/") == 5000 and store.usage("uploads/c/") == 0

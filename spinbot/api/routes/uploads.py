@@ -10,14 +10,14 @@ import uuid
 from pathlib import Path
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
 from spinbot.api.deps import Owner, ServicesDep
-from spinbot.api.errors import InvalidField, error_responses
+from spinbot.api.errors import InvalidField, UploadTooLarge, error_responses
 from spinbot.api.schemas import UploadKind, UploadOut
 from spinbot.api.upload_body import receive_upload
-from spinbot.errors import InputError, InputTooLarge
+from spinbot.errors import Conflict, InputError, InputTooLarge, JobNotFound, echo
 from spinbot.settings import Settings
 
 router = APIRouter(tags=["uploads"])
@@ -53,8 +53,12 @@ _KIND = TypeAdapter(UploadKind)
 )
 async def upload(request: Request, services: ServicesDep, owner: Owner) -> UploadOut:
     settings, store = services.settings, services.runner.artifacts
+    folder = _owner_folder(owner)
+    used = await anyio.to_thread.run_sync(store.usage, folder)
+    _check_quota(used, 0, settings)  # full already: refused before the body is read
     with tempfile.TemporaryDirectory(prefix="spinbot-upload-") as tmp:
         received = await receive_upload(request, Path(tmp) / "upload", settings.max_upload_bytes)
+        _check_quota(used, received.size, settings)
         kind = _kind(received.fields.get("kind"))
         if received.path is None:
             raise InvalidField("file: Field required")
@@ -63,10 +67,39 @@ async def upload(request: Request, services: ServicesDep, owner: Owner) -> Uploa
         local = received.path.rename(received.path.with_suffix(_safe_suffix(received.filename)))
         await anyio.to_thread.run_sync(check_content, kind, local, settings)
         upload_id = uuid.uuid4().hex
-        key = f"uploads/{owner or 'local'}/{upload_id}/{kind}{local.suffix}"
+        key = f"{folder}{upload_id}/{kind}{local.suffix}"
         await anyio.to_thread.run_sync(lambda: store.upload(local, key, content_type=received.content_type))
     services.metrics.upload_bytes.observe(received.size)
     return UploadOut(id=upload_id, kind=kind, size=received.size, filename=received.filename)
+
+
+@router.delete(
+    "/v1/uploads/{upload_id}", status_code=204, response_class=Response, responses=error_responses(401, 404, 409)
+)
+def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Response:
+    """Delete one of the key's uploads that none of its jobs names (409 while one does: delete the job, and its
+    uploads go with it)."""
+    store, folder = services.runner.artifacts, _owner_folder(owner)
+    keys = store.list(f"{folder}{upload_id}/") if re.fullmatch(r"[0-9a-f]{32}", upload_id) else []
+    if not keys:
+        raise JobNotFound(f"upload {echo(upload_id)} not found")
+    if services.runner.jobs.input_keys_in_use("", owner) & set(keys):
+        raise Conflict(f"upload '{upload_id}' is an input of one of your jobs; deleting that job deletes it")
+    store.delete_prefix(f"{folder}{upload_id}")
+    return Response(status_code=204)
+
+
+def _owner_folder(owner: str | None) -> str:
+    return f"uploads/{owner or 'local'}/"
+
+
+def _check_quota(used: int, incoming: int, settings: Settings) -> None:
+    limit = settings.max_upload_storage_bytes
+    if used + incoming > limit or (incoming == 0 and used >= limit):
+        raise UploadTooLarge(
+            f"your uploads hold {used:,} bytes{f' and this one is {incoming:,}' if incoming else ''}: over the "
+            f"limit of {limit:,} (SPINBOT_MAX_UPLOAD_STORAGE_BYTES); delete uploads or jobs you no longer need"
+        )
 
 
 def _kind(value: str | None) -> UploadKind:
