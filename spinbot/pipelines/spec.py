@@ -12,10 +12,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spinbot.errors import PipelineError, echo
-from spinbot.tasks.catalog import TASK_PLANES
+from spinbot.errors import PipelineError, StorageKeyError, echo, shorten
+from spinbot.storage.base import check_key
+from spinbot.tasks.catalog import FINAL_ARTIFACT, JOB_INPUTS, TASK_IO, TASK_PLANES, TaskIO
 
 PLANES = ("node", "python")
+# A node id names the node's folder in artifact keys (jobs/<job>/<node>/<name>) and is part of its work folder's
+# name: one key part, short enough for any file system's name limit once prefixed.
+MAX_NODE_ID_CHARS = 64
+NODE_ID_RULE = (
+    f"a node id is one artifact key part: letters, digits, '.', '_', '=' or '-', starting with a letter or digit, "
+    f"at most {MAX_NODE_ID_CHARS} characters"
+)
+# Ids that something else already owns: the planner's graph state keys (planner.JobState) and the folder that the
+# job's uploaded inputs are stored under (runner.INPUTS_NODE).
+RESERVED_NODE_IDS = ("job_id", "outputs", "inputs")
 
 
 class NodeSpec(BaseModel):
@@ -130,6 +141,24 @@ def _parse(name: str, raw: Any) -> PipelineSpec:
 # ---- rules for each node, in the order they are listed ------------------------------------------------------------
 
 
+def node_id_is_a_key_part(spec: PipelineSpec, index: int, node: NodeSpec) -> None:
+    # Checked first and quoted with echo: later messages put the id in quotes as it is.
+    if not _is_key_part(node.id) or len(node.id) > MAX_NODE_ID_CHARS:
+        raise _fail(spec.name, f"node id {echo(node.id)} is not usable: {NODE_ID_RULE}")
+    if node.id in RESERVED_NODE_IDS:
+        raise _fail(spec.name, f"node id '{node.id}' is reserved (reserved: {', '.join(RESERVED_NODE_IDS)})")
+
+
+def _is_key_part(text: str) -> bool:
+    """The artifact store's own rule for one part of a key (spinbot.storage.base.check_key)."""
+    try:
+        check_key(text)
+    except StorageKeyError:
+        return False
+    # check_key's pattern ends in `$`, which also matches before a final newline: "tts\n" passes it
+    return "/" not in text and text.isprintable()
+
+
 def node_id_is_unique(spec: PipelineSpec, index: int, node: NodeSpec) -> None:
     if any(earlier.id == node.id for earlier in spec.nodes[:index]):
         raise _fail(spec.name, "duplicate node id", node.id)
@@ -157,7 +186,8 @@ def task_runs_on_its_plane(spec: PipelineSpec, index: int, node: NodeSpec) -> No
 def edge_ends_are_nodes(spec: PipelineSpec, edge: EdgeSpec) -> None:
     for end in (edge.source, edge.target):
         if end not in spec.nodes_by_id:
-            raise _fail(spec.name, f"edge {edge.source} -> {edge.target} names unknown node '{end}'")
+            edge_text = f"{shorten(edge.source)} -> {shorten(edge.target)}"
+            raise _fail(spec.name, f"edge {edge_text} names unknown node {echo(end)}")
 
 
 def edge_is_not_a_loop(spec: PipelineSpec, edge: EdgeSpec) -> None:
@@ -193,7 +223,57 @@ def every_node_is_reachable(spec: PipelineSpec) -> None:
             raise _fail(spec.name, f"unreachable from the start node '{spec.start}'", node.id)
 
 
+def inputs_are_made_upstream(spec: PipelineSpec) -> None:
+    """Each node's needs are the job's inputs or made by one of its ancestors (what TaskContext hands it). One pass in
+    topological order, each node's offer built from its parents', so a file of thousands of nodes stays quick."""
+    if not _io_known(spec):
+        return
+    parents: dict[str, list[str]] = {n.id: [] for n in spec.nodes}
+    for edge in spec.edges:
+        parents[edge.target].append(edge.source)
+    offered: dict[str, set[tuple[str, str]]] = {}  # node -> (kind, name) made before it
+    for node_id in spec.topological_order():
+        have = _offers(JOB_INPUTS)
+        for parent in parents[node_id]:
+            have |= offered[parent] | _offers(TASK_IO[spec.node(parent).task])
+        offered[node_id] = have
+        io = TASK_IO[spec.node(node_id).task]
+        needs = [("artifact", n) for n in io.needs_artifacts] + [("value", n) for n in io.needs_values]
+        for kind, name in needs:
+            if (kind, name) not in have:
+                why = f"needs {kind} '{name}', which no node before it makes ({_makers(kind, name)})"
+                raise _fail(spec.name, why, node_id)
+
+
+def final_nodes_make_the_video(spec: PipelineSpec) -> None:
+    """A job's result is its last node's video: a pipeline that ends elsewhere would succeed with nothing to give."""
+    if not _io_known(spec):
+        return
+    has_outgoing = {edge.source for edge in spec.edges}
+    for node in spec.nodes:
+        if node.id not in has_outgoing and FINAL_ARTIFACT not in TASK_IO[node.task].artifacts:
+            makers = _makers("artifact", FINAL_ARTIFACT)
+            raise _fail(
+                spec.name, f"ends the pipeline but makes no '{FINAL_ARTIFACT}', the job's result ({makers})", node.id
+            )
+
+
+def _io_known(spec: PipelineSpec) -> bool:
+    """Every node's task declares what it needs and makes (a plugin task registered without may not)."""
+    return all(node.task in TASK_IO for node in spec.nodes)
+
+
+def _offers(io: TaskIO) -> set[tuple[str, str]]:
+    return {("artifact", n) for n in io.artifacts} | {("value", n) for n in io.values}
+
+
+def _makers(kind: str, name: str) -> str:
+    tasks = [task for task, io in TASK_IO.items() if (kind, name) in _offers(io)]
+    return f"made by task {' or '.join(tasks)}" if tasks else "no task makes it"
+
+
 NODE_RULES: tuple[Callable[[PipelineSpec, int, NodeSpec], None], ...] = (
+    node_id_is_a_key_part,
     node_id_is_unique,
     plane_is_known,
     task_is_known,
@@ -204,6 +284,8 @@ GRAPH_RULES: tuple[Callable[[PipelineSpec], None], ...] = (
     graph_is_acyclic,
     start_has_no_inputs,
     every_node_is_reachable,
+    inputs_are_made_upstream,
+    final_nodes_make_the_video,
 )
 
 

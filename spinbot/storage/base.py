@@ -6,9 +6,9 @@ import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from spinbot.errors import StorageKeyError
+from spinbot.errors import StorageKeyError, echo
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*")  # fullmatch: `$` alone also matched before a final newline
 
 
 def check_key(key: str) -> str:
@@ -16,10 +16,10 @@ def check_key(key: str) -> str:
     if not isinstance(key, str) or not key:
         raise StorageKeyError("artifact key is empty")
     if key.startswith("/") or "\\" in key or "\x00" in key or re.match(r"^[A-Za-z]:", key):
-        raise StorageKeyError(f"artifact key '{key}' is not a relative key")
+        raise StorageKeyError(f"artifact key {echo(key)} is not a relative key")
     for part in key.split("/"):
-        if part in ("", ".", "..") or not _SEGMENT.match(part):
-            raise StorageKeyError(f"artifact key '{key}' has an invalid part '{part}'")
+        if part in ("", ".", "..") or not _SEGMENT.fullmatch(part):
+            raise StorageKeyError(f"artifact key {echo(key)} has an invalid part {echo(part)}")
     return key
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from spinbot.errors import InputError, ParamsError, echo, shorten
 from spinbot.storage.base import ArtifactStore, artifact_key
+from spinbot.tasks.model_files import outside_folder
 
 # The longest text a param may hold (a file name, a device, an extra prompt for the text encoder, which reads 512
 # tokens): a job's params are stored, returned by every GET and repeated in meta.ignored_params. The texts a job is
@@ -27,6 +28,8 @@ class TaskParams(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
     # params whose length a setting bounds at admission instead of MAX_PARAM_CHARS
     LONG_TEXT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    # params that name a model file or folder -> their folder under SPINBOT_MODELS_DIR (tasks/model_files.py)
+    MODEL_FOLDERS: ClassVar[Mapping[str, str]] = {}
 
     @field_validator("*", mode="after")
     @classmethod
@@ -36,6 +39,17 @@ class TaskParams(BaseModel):
                 raise ValueError("must not contain a NUL character")
             if info.field_name not in cls.LONG_TEXT_FIELDS and len(value) > MAX_PARAM_CHARS:
                 raise ValueError(f"at most {MAX_PARAM_CHARS:,} characters ({len(value):,} given)")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _model_file_stays_in_its_folder(cls, value: Any, info: ValidationInfo) -> Any:
+        # Refused here, so the CLI, the API and `spinbot models` all refuse it before any path is built: a worker
+        # would otherwise load (and a missing-file error describe) whatever file on the server the value reaches.
+        folder = cls.MODEL_FOLDERS.get(info.field_name or "")
+        why = outside_folder(value) if folder is not None and isinstance(value, str) else None
+        if why:
+            raise ValueError(f"must be a relative path inside {folder}/ of SPINBOT_MODELS_DIR; this one {why}")
         return value
 
 

@@ -1,4 +1,4 @@
-"""Every task name a pipeline may use, its plane, and the module that implements it.
+"""Every task name a pipeline may use, its plane, what it needs and produces, and the module that implements it.
 
 Modules are imported lazily so that loading pipelines.json never imports a model backend.
 """
@@ -6,7 +6,10 @@ Modules are imported lazily so that loading pipelines.json never imports a model
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from spinbot.control.requests import INPUT_ARTIFACTS
 
 if TYPE_CHECKING:
     from spinbot.tasks.base import TaskDef
@@ -26,10 +29,44 @@ _TASK_MODULES: dict[str, str] = {
 }
 
 
-def register_task(name: str, module: str, plane: str = "python") -> None:
-    """Add a task from outside the package (plugins; the queue tests' no-op tasks). Built-in names win."""
+@dataclass(frozen=True)
+class TaskIO:
+    """The names a task reads from upstream (TaskContext.input_path / value) and puts in its NodeOutput: a pipeline
+    is checked against them at load, so a node whose input nothing upstream makes is refused before any job runs.
+    (tests/unit/test_pipelines.py reads each task's code to hold these to what it really asks for and returns.)"""
+
+    needs_artifacts: tuple[str, ...] = ()
+    needs_values: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+
+
+# What every job starts with, as if a node before the first had made it: the uploaded files and the request's
+# texts (Runner.create_job stores these as the job's inputs).
+JOB_INPUTS = TaskIO(artifacts=INPUT_ARTIFACTS, values=("prompt", "ref_text"))
+
+TASK_IO: dict[str, TaskIO] = {
+    "script.generateScript": TaskIO(needs_values=("prompt",), values=("text",)),
+    "f5_to_tts": TaskIO(
+        needs_artifacts=("narrator_voice",), needs_values=("text",), artifacts=("audio",), values=("audio_duration",)
+    ),
+    "infinite_talk": TaskIO(
+        needs_artifacts=("audio", "source_image"), artifacts=("video",), values=("video_duration",)
+    ),
+    "upscale_video": TaskIO(needs_artifacts=("video",), artifacts=("video",)),
+}
+
+# The artifact a job delivers: Runner.final_artifact takes the last node's `video`, the CLI writes it to --out.
+FINAL_ARTIFACT = "video"
+
+
+def register_task(name: str, module: str, plane: str = "python", io: TaskIO | None = None) -> None:
+    """Add a task from outside the package (plugins; the queue tests' no-op tasks). Built-in names win. A pipeline
+    with a task registered without its io is not checked for what its nodes need and make (nothing is known)."""
     TASK_PLANES.setdefault(name, plane)
     _TASK_MODULES.setdefault(name, module)
+    if io is not None:
+        TASK_IO.setdefault(name, io)
 
 
 def load_task(name: str) -> TaskDef:

@@ -7,8 +7,11 @@ paths. Listing never opens a file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from spinbot.errors import echo
 
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 MAX_LISTED = 200  # a models folder holds tens of files; a huge one is not walked to its end
@@ -37,6 +40,32 @@ MODEL_SLOTS: dict[str, dict[str, ModelSlot]] = {
 }
 
 
+def model_folders(task: str) -> dict[str, str]:
+    """param -> its folder under SPINBOT_MODELS_DIR, for the task's params model (TaskParams.MODEL_FOLDERS)."""
+    return {param: slot.folder for param, slot in MODEL_SLOTS[task].items()}
+
+
+def outside_folder(name: str) -> str | None:
+    """Why a model-file param's value could name something outside its folder, or None. The value is joined to the
+    folder as it is (the backends' loaders, `spinbot models`, the check at submission), and it comes from users
+    (the API, --set): only a relative POSIX path whose every part is a name may pass. (Symlinks that the models
+    folder's owner put inside are followed on purpose: a folder kept on another disk.)"""
+    if not name:
+        return None  # lora_model's "no LoRA"; for any other param a file that is simply not there
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "is absolute"
+    if "\\" in name:
+        return "has a backslash (use '/' between folders)"
+    if re.search(r"[\x00-\x1f\x7f]", name):
+        return "has a control character"
+    parts = name.split("/")
+    if ".." in parts:
+        return "has a '..' part"
+    if "" in parts or "." in parts:
+        return "has an empty or '.' part"
+    return None
+
+
 def present_models(models_dir: Path, slot: ModelSlot) -> list[str]:
     """The names that the slot's param may take in this models folder, sorted."""
     root = Path(models_dir) / slot.folder
@@ -57,8 +86,11 @@ def present_models(models_dir: Path, slot: ModelSlot) -> list[str]:
 def missing_model(models_dir: Path, task: str, param: str, name: str) -> str | None:
     """Why the model a param names is not in the models folder, or None when it is there."""
     slot = MODEL_SLOTS[task][param]
+    why = outside_folder(name)
+    if why:  # params validation refuses it first (TaskParams.MODEL_FOLDERS); a caller that skipped it learns nothing
+        return f"{echo(name)} is not a relative path inside {slot.folder}/ of the models folder: it {why}"
     path = Path(models_dir) / slot.folder / name
     present = path.is_file() if slot.holds == "file" else any(path.glob(slot.holds))
     if present:
         return None
-    return f"{name!r} is not in the models folder: looked for {path} (SPINBOT_MODELS_DIR={models_dir})"
+    return f"{echo(name)} is not in the models folder: looked for {path} (SPINBOT_MODELS_DIR={models_dir})"

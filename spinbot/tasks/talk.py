@@ -22,15 +22,25 @@ from spinbot.media.image import load_image
 from spinbot.media.video import VideoWriter
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.live import LiveOutput
+from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.windows import Window, frame_count, plan_windows
 
 TARGET_LUFS = -23.0  # EBU R 128
 # The samplers the native backend implements (spinbot.backends.talk.infinitetalk.sampler.SCHEDULERS).
 Scheduler = Literal["euler", "unipc", "dpm++_sde"]
 MUX_RATE = 48000  # AAC pads its last 1024-sample block: at 48 kHz that stays under half a frame at 25 fps
+# Upper bounds where the seed's table gives none, from ComfyUI-WanVideoWrapper's nodes: WanVideoSampler's cfg 0..30,
+# MultiTalkWav2VecEmbeds' audio_cfg_scale 0..100, the audio strength 0..10 of its other audio nodes (the lite
+# animator's lip corners cross past about 13: a mouth of negative width), and the official InfiniteTalk's
+# max_frame_num 1000 for a window (the model was trained on 81 frames).
+MAX_CFG = 30
+MAX_AUDIO_SCALE = 10
+MAX_AUDIO_CFG = 100
+MAX_WINDOW_FRAMES = 1000
 
 
 class InfiniteTalkParams(TaskParams):
+    MODEL_FOLDERS = model_folders("infinite_talk")
     # Model loading (paths relative to SPINBOT_MODELS_DIR, laid out as ComfyUI's models/ folder)
     infinitetalk_model: str = Field(
         default="wanvideo/infinite_talk/Wan2_1-InfiniTetalk-Single_fp16.safetensors",
@@ -73,18 +83,29 @@ class InfiniteTalkParams(TaskParams):
     sampling_cfg: float = Field(
         default=1.0,
         ge=0,
+        le=MAX_CFG,
         description="Guidance scale: how closely the video follows the prompts (1: no guidance pass).",
     )
     sampling_scheduler: Scheduler = Field(default="dpm++_sde", description="Sampler scheduler algorithm.")
-    frame_window_size: int = Field(default=81, ge=2, description="Frames generated per sliding window.")
+    frame_window_size: int = Field(
+        default=81, ge=2, le=MAX_WINDOW_FRAMES, description="Frames generated per sliding window."
+    )
     motion_frame: int = Field(
-        default=25, ge=0, description="Frames of each window carried over from the one before, for smooth motion."
+        default=25,
+        ge=0,
+        le=MAX_WINDOW_FRAMES - 1,
+        description="Frames of each window carried over from the one before, for smooth motion.",
     )
     # Audio processing
     normalize_loudness: bool = Field(default=True, description="Normalize the speech loudness before animating.")
-    audio_scale: float = Field(default=1.6, ge=0, description="How strongly the speech drives the lips and face.")
+    audio_scale: float = Field(
+        default=1.6, ge=0, le=MAX_AUDIO_SCALE, description="How strongly the speech drives the lips and face."
+    )
     audio_cfg_scale: float = Field(
-        default=1, ge=0, description="Guidance scale of the audio: how closely the motion follows the speech."
+        default=1,
+        ge=0,
+        le=MAX_AUDIO_CFG,
+        description="Guidance scale of the audio: how closely the motion follows the speech.",
     )
     # Beside the seed's table: what its ComfyUI graph fixes in nodes that have no param here
     # (docs/infinitetalk-notes.md)

@@ -22,6 +22,7 @@ from spinbot.backends.tts.base import Reference, SpeechBackend, Voice
 from spinbot.errors import InputError
 from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
+from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,14 @@ WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_
 
 class TextToSpeechParams(TaskParams):
     LONG_TEXT_FIELDS = frozenset({"ref_text"})  # SPINBOT_MAX_REF_TEXT_CHARS, at admission
+    MODEL_FOLDERS = model_folders("f5_to_tts")
     model: str = Field(
         default="F5TTS_v1_Base", description="Text-to-speech model: a folder in the models folder's F5-TTS/."
     )
     device: str = Field(default="cuda", description='Device the model runs on ("cuda", "cuda:1", "cpu").')
+    # Bounds of the F5-TTS ComfyUI nodes the seed's workflow comes from: temperature 0..2, cfg_strength 0..10.
     temperature: float = Field(
-        default=0.8, description="Sampling temperature: lower is steadier, higher more expressive."
+        default=0.8, ge=0, le=2, description="Sampling temperature: lower is steadier, higher more expressive."
     )
     # The seed's table types speed as int (default 1); F5-TTS takes a float factor, so 0.9 is accepted too.
     speed: float = Field(default=1, gt=0.1, le=4, description="Speaking speed factor (1 is the voice's own pace).")
@@ -55,7 +58,10 @@ class TextToSpeechParams(TaskParams):
         default=32, ge=1, le=256, description="Denoising steps of the model: more is slower and cleaner."
     )
     cfg_strength: float = Field(
-        default=2, description="Guidance strength: how closely the speech follows the text and the reference voice."
+        default=2,
+        ge=0,
+        le=10,
+        description="Guidance strength: how closely the speech follows the text and the reference voice.",
     )
     narrator_voice: str | None = Field(
         default=None, description="Storage key of another reference voice; unset: the job's uploaded voice sample."
@@ -63,7 +69,10 @@ class TextToSpeechParams(TaskParams):
     ref_text: str | None = Field(
         default=None, description="Transcript of that reference voice; unset: the job's ref_text."
     )
-    seed: int = Field(default=290381, description="Random seed: the same seed gives the same speech.")
+    # torch.manual_seed takes 0..2**64-1; 2**53-1 is the largest integer the web page's JavaScript holds exactly.
+    seed: int = Field(
+        default=290381, ge=0, le=2**53 - 1, description="Random seed: the same seed gives the same speech."
+    )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from spinbot.media.faces import Box
 from spinbot.media.video import VideoWriter, frame_rate, iter_frames, probe, read_audio
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.live import LiveOutput
+from spinbot.tasks.model_files import model_folders
 
 # Faces are detected on every DETECT_EVERY-th frame and their boxes reused in between (0.4 s at 25 fps: a
 # talking head moves little in that time, and the padded, feathered face region absorbs it). A detection that
@@ -35,6 +36,7 @@ FaceDetector = Literal["retinaface_resnet50"]
 
 
 class AIUpscalerParams(TaskParams):
+    MODEL_FOLDERS = model_folders("upscale_video")
     model_name_0: str = Field(
         default="RealESRGAN_x2.pth",
         description="Upscaler model file, in upscale_models/; its name gives the factor (x2, x4).",
@@ -49,7 +51,8 @@ class AIUpscalerParams(TaskParams):
     codeformer_fidelity: float = Field(
         default=1, ge=0, le=1, description="Face restoration: 1 keeps closest to the input, 0 restores the most."
     )
-    frame_load_cap: int = Field(default=0, ge=0, description="Upscale at most this many frames (0: all).")
+    # 11 hours at 25 fps: far past any job's video (SPINBOT_MAX_SPEECH_SECONDS), and an exact float wherever it goes
+    frame_load_cap: int = Field(default=0, ge=0, le=1_000_000, description="Upscale at most this many frames (0: all).")
 
 
 class FaceTrack:

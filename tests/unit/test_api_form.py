@@ -100,6 +100,33 @@ def test_a_native_upscaler_file_missing_from_the_models_folder_is_refused_at_sub
     assert r.status_code == 400 and r.json()["error"].startswith("upscale_video.model_name_1: 'GFPGANv1.4.pth'")
 
 
+def test_a_model_file_outside_the_models_folder_is_refused_without_probing_it(native_upscaler, spinbot_env, tmp_path):
+    # '../' reached any server file: one that exists was accepted (and a worker would torch.load it), one that does
+    # not was answered with its resolved path, so a key holder could map the server's files
+    image = upload(native_upscaler, "portrait", portrait_path(tmp_path)).json()["id"]
+    voice = upload(native_upscaler, "voice", voice_path()).json()["id"]
+    before = stored(spinbot_env)
+    for value, why in (("../../../../etc/hostname", "has a '..' part"), ("/etc/hostname", "is absolute")):
+        params = {"upscale_video": {"model_name_0": value}}
+        body = {"prompt": "hi", "image": image, "voice": voice, "params": params}
+        r = native_upscaler.post("/v1/jobs", json=body, headers=auth(KEY_A))
+        assert r.status_code == 400
+        assert r.json()["error"].startswith(  # the API takes server paths out of what it echoes
+            "upscale_video.model_name_0: must be a relative path inside upscale_models/ of SPINBOT_MODELS_DIR; "
+            f"this one {why} (got '"
+        )
+    assert stored(spinbot_env) == before
+
+
+def test_v1_params_describes_both_bounds_of_every_number(client):
+    schemas = client.get("/v1/params", headers=auth(KEY_A)).json()
+    for task in ("f5_to_tts", "infinite_talk", "upscale_video"):
+        for name, prop in schemas[task]["properties"].items():
+            if prop.get("type") in ("integer", "number"):
+                assert {"minimum", "exclusiveMinimum"} & set(prop) and {"maximum", "exclusiveMaximum"} & set(prop), name
+    assert schemas["infinite_talk"]["properties"]["audio_scale"]["maximum"] == 10
+
+
 def test_lite_settings_that_cannot_work_are_refused_at_submission(client, tmp_path):
     image = upload(client, "portrait", portrait_path(tmp_path)).json()["id"]
     voice = upload(client, "voice", voice_path()).json()["id"]

@@ -12,7 +12,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
-from spinbot.api.limits import HEADER_BYTES, server_options
+from spinbot.api.limits import server_options
 
 KEY = "key-a-123"
 TIMEOUT_S = 1.0

@@ -99,6 +99,34 @@ def test_list_refuses_a_node_without_model_files(tiny):
     assert code == 2 and "'nonode', which has no model files" in lines[-1]
 
 
+@pytest.mark.parametrize("command", ["list", "check", "pull"])
+def test_a_model_file_outside_the_models_folder_is_refused_in_one_line(tmp_path, command):
+    # `models list` reported '../../in/face_x2.png' as present: any file on the machine could be named
+    outside = tmp_path / "in" / "face_x2.png"
+    outside.parent.mkdir()
+    outside.write_bytes(b"x")
+    models = tmp_path / "md" / "models"
+    models.mkdir(parents=True)
+    value = "../../in/face_x2.png"
+    code, lines = run(
+        "models",
+        command,
+        "--models-dir",
+        str(models),
+        "--task",
+        "upscale_video",
+        "--set",
+        f"upscale_video.model_name_0={value}",
+    )
+    assert (code, lines) == (
+        2,
+        [
+            "error: upscale_video.model_name_0: must be a relative path inside upscale_models/ of SPINBOT_MODELS_DIR; "
+            f"this one has a '..' part (got '{value}')"
+        ],
+    )
+
+
 def test_check_passes_on_the_real_layouts(tiny):
     code, lines = run("models", "check", *TASKS, "--models-dir", str(tiny))
     assert code == 0, lines

@@ -1,7 +1,8 @@
 import pytest
 
-from spinbot.errors import ParamsError
+from spinbot.errors import ParamsError, echo
 from spinbot.tasks.base import validate_params
+from spinbot.tasks.model_files import MODEL_SLOTS, missing_model
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.tts import TextToSpeechParams
 from spinbot.tasks.upscale import AIUpscalerParams
@@ -130,3 +131,118 @@ def test_a_backend_that_does_not_exist_is_refused_with_the_settings(use_settings
     with pytest.raises(SettingsError) as err:
         get_settings()
     assert str(err.value) == f"SPINBOT_{setting.upper()}='comfyui' refused: Input should be 'lite' or 'native'"
+
+
+# ---- model-file params stay inside their folder of SPINBOT_MODELS_DIR ---------------------------------------------
+
+PARAMS_MODELS = {
+    "f5_to_tts": TextToSpeechParams,
+    "infinite_talk": InfiniteTalkParams,
+    "upscale_video": AIUpscalerParams,
+}
+MODEL_FILE_PARAMS = [(task, param) for task, slots in MODEL_SLOTS.items() for param in slots]
+OUTSIDE = [
+    ("../../in/face_x2.png", "has a '..' part"),
+    ("wanvideo/../../../etc/passwd", "has a '..' part"),
+    ("..", "has a '..' part"),
+    ("/etc/passwd_x2", "is absolute"),
+    ("C:/models/x.pth", "is absolute"),
+    ("sub\\x.pth", "has a backslash (use '/' between folders)"),
+    ("x.pth\n", "has a control character"),
+    ("./x.pth", "has an empty or '.' part"),
+    ("sub//x.pth", "has an empty or '.' part"),
+]
+
+
+@pytest.mark.parametrize("task, param", MODEL_FILE_PARAMS)
+@pytest.mark.parametrize("value, why", OUTSIDE, ids=[v for v, _ in OUTSIDE])
+def test_a_model_file_param_that_could_name_a_file_outside_its_folder_is_refused(task, param, value, why):
+    # '../../in/face_x2.png' was `present` in `spinbot models list`, accepted at submission, and a worker would have
+    # torch.loaded it; a missing one was answered with its resolved server path.
+    with pytest.raises(ParamsError) as err:
+        validate_params(task, PARAMS_MODELS[task], {param: value})
+    folder = MODEL_SLOTS[task][param].folder
+    assert str(err.value) == (
+        f"{task}.{param}: must be a relative path inside {folder}/ of SPINBOT_MODELS_DIR; this one {why} "
+        f"(got {echo(value)})"
+    )
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("task, param", MODEL_FILE_PARAMS)
+def test_nested_model_file_names_and_the_defaults_stay_valid(task, param):
+    model = PARAMS_MODELS[task]
+    for value in (model.model_fields[param].default, "wanvideo/Wan2_1_VAE_bf16.safetensors", "a/b.c/x-y_1.pth"):
+        assert getattr(validate_params(task, model, {param: value}), param) == value
+    assert validate_params("infinite_talk", InfiniteTalkParams, {"lora_model": ""}).lora_model == ""  # no LoRA
+
+
+def test_the_models_folder_check_names_nothing_outside_its_folder_even_unvalidated(tmp_path):
+    # A caller that skipped params validation still learns nothing of the file system: the file exists here.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "face_x2.png").write_bytes(b"x")
+    why = missing_model(tmp_path / "models", "upscale_video", "model_name_0", "../../in/face_x2.png")
+    assert why == (
+        "'../../in/face_x2.png' is not a relative path inside upscale_models/ of the models folder: it has a '..' part"
+    )
+
+
+# ---- every number has both bounds: no accepted value can overflow inside a node ----------------------------------
+
+
+def numeric_params(model) -> list[tuple[str, dict]]:
+    schema = model.model_json_schema()["properties"]
+    return [(name, prop) for name, prop in schema.items() if prop.get("type") in ("integer", "number")]
+
+
+@pytest.mark.parametrize("model", PARAMS_MODELS.values(), ids=PARAMS_MODELS)
+def test_every_number_param_has_a_lower_and_an_upper_bound(model):
+    for name, prop in numeric_params(model):
+        assert {"minimum", "exclusiveMinimum"} & set(prop), name
+        assert {"maximum", "exclusiveMaximum"} & set(prop), name
+
+
+@pytest.mark.parametrize("task, model", PARAMS_MODELS.items())
+def test_a_huge_number_is_refused_at_validation_naming_the_param(task, model):
+    # infinite_talk.audio_scale=1e308 was accepted, then failed inside the node: OverflowError, a traceback logged
+    for name, prop in numeric_params(model):
+        huge = 1e308 if prop["type"] == "number" else 10**30
+        with pytest.raises(ParamsError, match=rf"^{task}\.{name}: Input should be less than"):
+            validate_params(task, model, {name: huge})
+
+
+def test_the_bounds_come_from_the_seeds_tools():
+    talk, tts = (
+        InfiniteTalkParams.model_json_schema()["properties"],
+        TextToSpeechParams.model_json_schema()["properties"],
+    )
+    assert [talk[n]["maximum"] for n in ("sampling_cfg", "audio_scale", "audio_cfg_scale")] == [30, 10, 100]
+    assert (talk["frame_window_size"]["maximum"], talk["motion_frame"]["maximum"]) == (1000, 999)
+    assert (tts["temperature"]["maximum"], tts["cfg_strength"]["maximum"], tts["seed"]["maximum"]) == (2, 10, 2**53 - 1)
+    assert AIUpscalerParams.model_json_schema()["properties"]["frame_load_cap"]["maximum"] == 1_000_000
+
+
+def test_the_lite_talking_head_renders_at_every_upper_bound(tmp_path):
+    # audio_scale 100 (WanVideoWrapper's MultiTalkWav2VecEmbeds bound) crossed the lite animator's lip corners: a
+    # mouth of negative width, "negative dimensions are not allowed"
+    from spinbot.media.audio import load_audio, write_wav
+    from spinbot.samples import portrait_path, voice_path
+    from tests.support.tasks import run_talk
+
+    audio, sr = load_audio(voice_path())
+    speech = write_wav(tmp_path / "speech.wav", audio[: int(2 * sr)], sr)
+    top = {name: prop["maximum"] for name, prop in numeric_params(InfiniteTalkParams)}
+    out, _ = run_talk(tmp_path, portrait_path(tmp_path), speech, live_output=False, **top)
+    assert out.artifacts["video"]
+
+
+def test_spinbot_params_describes_the_new_bounds():
+    from typer.testing import CliRunner
+
+    from spinbot.cli import app
+
+    result = CliRunner().invoke(app, ["params"])
+    lines = {line.split()[0]: line for line in result.output.splitlines() if line.startswith("  ") and line.split()}
+    assert "number, >= 0, <= 10; default 1.6" in lines["audio_scale"]
+    assert "integer, >= 0, <= 9007199254740991; default 290381" in lines["seed"]
+    assert "integer, >= 0, <= 1000000; default 0" in lines["frame_load_cap"]

@@ -83,3 +83,8 @@ def test_artifact_key_refuses_hostile_ids():
         artifact_key("..", "node", "x")
     with pytest.raises(StorageKeyError):
         artifact_key("job", "node", "../../x")
+
+
+def test_a_key_part_ending_in_a_newline_is_refused():
+    with pytest.raises(StorageKeyError, match="invalid part"):
+        check_key("jobs/j/tts\n/speech.wav")
