@@ -38,6 +38,9 @@ ENDLIST = "#EXT-X-ENDLIST"
 # MPEG-TS timestamps cannot be negative, and FFmpeg would otherwise shift the first segment alone.
 LEAD_SECONDS = 1
 AAC_BLOCK = 1024
+# A cut asked for before a segment holds this much video is put off to the next one: windows of a few frames (a
+# frame_window_size of 2) made a segment and a whole playlist rewrite per frame, tens of thousands a job.
+MIN_SEGMENT_SECONDS = 0.5
 
 Publish = Callable[[str, Path, str], None]
 
@@ -105,9 +108,10 @@ class AudioPackets:
 
 
 class HlsSegmenter:
-    """Frames in, MPEG-TS segments and a playlist out. `cut()` ends a segment (a window, a batch); a segment also
-    ends by itself at `max_segment_frames`, which sets the playlist's target duration. `finish()` closes the
-    playlist; `close()` without it leaves the playlist open (the stream stopped early)."""
+    """Frames in, MPEG-TS segments and a playlist out. `cut()` ends a segment (a window, a batch) that holds at
+    least MIN_SEGMENT_SECONDS; a segment also ends by itself at `max_segment_frames`, which sets the playlist's
+    target duration. `finish()` closes the playlist; `close()` without it leaves the playlist open (the stream
+    stopped early)."""
 
     def __init__(
         self,
@@ -128,6 +132,7 @@ class HlsSegmenter:
         self.fps = Fraction(fps)
         self.width, self.height = width, height
         self.max_segment_frames = max_segment_frames
+        self.min_segment_frames = min(max_segment_frames, math.ceil(MIN_SEGMENT_SECONDS * self.fps))
         self.target_seconds = max(1, math.ceil(max_segment_frames / self.fps))
         self.publish = publish
         self.encoder_options = {"crf": str(crf), "preset": preset, "bframes": "0"}  # no B-frames: DTS = PTS
@@ -154,7 +159,9 @@ class HlsSegmenter:
             self.cut()
 
     def cut(self) -> None:
-        """End the segment being written (if any frame is in it) and publish it, then the playlist."""
+        """End the segment being written (if it holds MIN_SEGMENT_SECONDS) and publish it, then the playlist."""
+        if self._segment is not None and self.frames - self._segment[3] < self.min_segment_frames:
+            return
         if self._end_segment():
             self._publish_playlist(ended=False)
 

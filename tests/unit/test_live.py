@@ -310,3 +310,10 @@ def test_jobs_of_spinbot_run_ask_for_live_output_only_when_watched(spinbot_env, 
         job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path()))
         job = runner.jobs.get(job_id)
         assert runner._request(job, job.node("infinite_talk"), {}).live_output is watched
+
+
+def test_cuts_asked_for_every_frame_make_segments_of_half_a_second(tmp_path, published):
+    """A window of 2 frames with 1 of motion context cut a segment (and rewrote the playlist) per frame."""
+    segmenter = write_stream(tmp_path, published, frames=60, cuts=set(range(1, 61)), max_frames=50)
+    assert segmenter.segments == 5 and segmenter.frames == 60
+    assert segment_durations(published.playlists[-1]) == [0.52, 0.52, 0.52, 0.52, 0.32]  # 13 frames at 25 fps
