@@ -1,10 +1,9 @@
-"""spinbot run | demo | gc | params | pipelines (list, show, validate) | serve | worker."""
+"""spinbot run | demo | cancel | gc | params | pipelines (list, show, validate) | serve | worker."""
 
 from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +11,11 @@ import typer
 from typer.core import TyperCommand
 
 from spinbot import __version__
-from spinbot.cli_progress import run_with_progress
+from spinbot.cli_checks import check_out, check_serve_address, check_services, refuse_new_job_options
+from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
-from spinbot.errors import InputError, SpinBotError
+from spinbot.errors import Conflict, InputError, SpinBotError
 from spinbot.models.cli import app as models_app
 
 app = typer.Typer(
@@ -60,65 +60,33 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def _run_watched(runner, job_id: str, watch: bool, port: int) -> Any:
+def _run_watched(runner, job_id: str, watch: bool, port: int, out: Path | None) -> Any:
     """With --watch: say where the live playlists are (and serve them from S3) while the job runs."""
     if not watch:
-        return run_with_progress(runner, job_id)
+        return run_with_progress(runner, job_id, out)
     from spinbot.watch import watch as live_places
 
     with live_places(runner, job_id, lambda line: err_console.print(line, highlight=False, soft_wrap=True), port):
-        return run_with_progress(runner, job_id)
+        return run_with_progress(runner, job_id, out)
 
 
-def _check_out(out: Path | None) -> None:
-    """--out before any work: an existing folder (the video goes in it), or a file whose folder exists or can be
-    made and is writable; otherwise one line now rather than a failed copy after a long render."""
-    if out is None or out.is_dir():
-        target = out
-    else:
-        target = out.parent
-        if out.exists() and not out.is_file():
-            raise InputError(f"--out {out}: exists and is not a regular file")
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise InputError(f"--out {out}: cannot create its folder ({err.strerror or err})") from None
-    if target is not None:
-        try:  # a file made and removed: permission bits do not say it for root, nor for /proc-like folders
-            with tempfile.NamedTemporaryFile(dir=target, prefix=".spinbot-out-"):
-                pass
-        except OSError as err:
-            raise InputError(f"--out {out}: cannot write in {target} ({err.strerror or err})") from None
+def _check_out(out: Path | None, **inputs: Path | None) -> None:
+    """--out before any work (one line now rather than a failed copy after a long render, or an input overwritten);
+    a file there already is replaced, and the user is told so."""
+    if check_out(out, {f"--{option}": path for option, path in inputs.items()}):
+        err_console.print(f"--out {out} exists: the video will replace it", highlight=False, soft_wrap=True)
 
 
-def _finish(runner, job, out: Path | None) -> None:
-    if job.status != "succeeded":
-        fail(f"job {job.id} {job.status}: {job.error}", code=1)
-    key = runner.final_artifact(job)
-    if key is None:
-        fail(f"job {job.id} succeeded but produced no artifact", code=1)
-    name = f"{job.id}{Path(key).suffix}"
-    out = out / name if out is not None and out.is_dir() else out or Path("spinbot-out") / name
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        runner.artifacts.download(key, out)
-    except OSError as err:  # the video stays in the job's artifacts: say how to get it
-        fail(
-            f"could not write {out} ({err.strerror or err}); the video is kept: "
-            f"spinbot run --resume {job.id} --out ANOTHER_FILE copies it",
-            code=1,
-        )
-    typer.echo(str(out))
-
-
-def _runner(watch: bool = False):
-    """The control plane in this process; jobs it runs write their live output only when watched (--watch)."""
+def _runner(watch: bool = False, reachable: bool = True):
+    """The control plane in this process, once the services the settings name answer (one line naming the setting
+    otherwise, before anything is stored); jobs it runs write their live output only when watched (--watch)."""
     from spinbot.control.runner import Runner
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
     setup_logging("WARNING")
     settings = get_settings()
+    check_services(settings, reachable=reachable)
     return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
 
 
@@ -127,6 +95,7 @@ SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
 
 @app.command(cls=Command)
 def run(
+    ctx: typer.Context,
     prompt: str | None = typer.Option(
         None,
         metavar="TEXT",
@@ -143,7 +112,9 @@ def run(
     out: Path | None = typer.Option(
         None, metavar="FILE", help="Where to copy the final video (a folder: it goes in as JOB_ID.mp4)."
     ),
-    resume: str | None = typer.Option(None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node."),
+    resume: str | None = typer.Option(
+        None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node, with its own inputs."
+    ),
     priority: int | None = typer.Option(
         None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks (1 runs first)."
     ),
@@ -157,9 +128,14 @@ def run(
         0, "--watch-port", min=0, max=65535, metavar="INTEGER", help="Port for --watch on S3 (0: any free port)."
     ),
 ) -> None:
-    """Run a job to the end with a progress bar per node, then print the output path."""
+    """Run a job to the end with a progress bar per node, then print the output path.
+
+    Ctrl-C, SIGTERM or SIGHUP marks the job interrupted and prints the command that resumes it (exit status 128 + the
+    signal: 130, 143, 129)."""
     try:
-        _check_out(out)
+        if resume:
+            refuse_new_job_options(ctx)
+        _check_out(out, image=image, voice=voice)
         runner = _runner(watch)
         if resume:
             job_id = runner.jobs.get(resume).id
@@ -183,8 +159,8 @@ def run(
                 )
             )
             err_console.print(f"job {job_id}", highlight=False)
-        job = _run_watched(runner, job_id, watch, watch_port)
-        _finish(runner, job, out)
+        job = _run_watched(runner, job_id, watch, watch_port, out)
+        deliver(runner, job, out)
     except SpinBotError as err:
         fail(str(err))
 
@@ -214,8 +190,8 @@ def demo(
             )
         )
         err_console.print(f"job {job_id}", highlight=False)
-        job = run_with_progress(runner, job_id)
-        _finish(runner, job, out)
+        job = run_with_progress(runner, job_id, out)
+        deliver(runner, job, out)
     except SpinBotError as err:
         fail(str(err))
 
@@ -301,6 +277,29 @@ def pipelines_validate(file: Path = typer.Argument(..., metavar="FILE", help="A 
 
 
 @app.command(cls=Command)
+def cancel(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to cancel.")) -> None:
+    """Cancel a pending, running or interrupted job, also one whose process died.
+
+    A job that a live process runs stops at its next progress report; one whose process died (its lease ran out) is
+    cancelled at once."""
+    from spinbot.state.store import CANCELLED, FINAL_STATES
+
+    try:
+        runner = _runner()
+        job = runner.jobs.get(job_id)
+        if job.status in FINAL_STATES and job.status != CANCELLED:
+            raise Conflict(f"job {job.id} already {job.status}: there is nothing to cancel")
+        runner.cancel(job.id)  # what POST /v1/jobs/{id}/cancel does
+        status = runner.jobs.get(job.id).status
+    except SpinBotError as err:
+        fail(str(err))
+    if status == CANCELLED:
+        typer.echo(f"job {job.id} cancelled")
+    else:
+        typer.echo(f"job {job.id}: cancel requested; the process running it stops it at its next progress report")
+
+
+@app.command(cls=Command)
 def gc(
     older_than: float | None = typer.Option(
         None, "--older-than", min=0, help="Days since a job finished (default: SPINBOT_JOB_RETENTION_DAYS)."
@@ -312,7 +311,7 @@ def gc(
     from spinbot.control.lifecycle import expire_jobs
 
     try:
-        runner = _runner()
+        runner = _runner(reachable=False)  # deleting needs the database and storage, not Redis
         days = older_than if older_than is not None else runner.settings.job_retention_days
         if days is None and not job:
             raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")
@@ -331,23 +330,20 @@ def gc(
 @app.command(cls=Command)
 def serve(
     host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to bind."),
-    port: int = typer.Option(8000, metavar="INTEGER", help="Port to bind."),
+    port: int = typer.Option(8000, min=1, max=65535, metavar="INTEGER", help="Port to bind."),
 ) -> None:
     """Start the HTTP API (and the web page) with uvicorn; jobs run in this process's control plane."""
-    import ipaddress
-
     from spinbot.api.app import create_app
     from spinbot.api.limits import run_server
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
     settings = get_settings()
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not settings.api_key_list:
-        fail(f"refusing to serve on {host} without API keys: set SPINBOT_API_KEYS (comma-separated)")
+    try:  # before the app starts (and takes over unfinished jobs); a Redis or S3 outage is /readyz's to report
+        check_serve_address(host, port, settings)
+        check_services(settings, reachable=False)
+    except SpinBotError as err:
+        fail(str(err))
     setup_logging(settings.log_level)
     run_server(create_app(settings), host, port, settings.api_request_timeout, settings.api_max_connections)
 
@@ -377,8 +373,9 @@ def worker(
         except SpinBotError as err:
             fail(str(err))
         settings = settings.model_copy(update={"worker_gpus": gpus})
-    setup_logging(settings.log_level)
     try:
+        check_services(settings, database=False, reachable=False)  # a Redis outage it rides out
+        setup_logging(settings.log_level)
         run_worker([q.strip() for q in queues.split(",") if q.strip()] if queues else None, settings)
     except SpinBotError as err:
         fail(str(err))

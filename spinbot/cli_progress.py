@@ -1,15 +1,31 @@
-"""The CLI's progress display: one bar per node with the node's own time, and Ctrl-C's resume hint."""
+"""A job run by the CLI: one bar per node with the node's own time and, while it runs, the time it has left (plain
+lines as well where stderr is not a terminal: a log file); then its video copied out, or, stopped by Ctrl-C, SIGTERM
+or SIGHUP, the command that resumes it."""
 
 from __future__ import annotations
 
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn
 from rich.text import Text
 
-from spinbot.cli_style import err_console
+from spinbot.cli_style import err_console, fail
+
+PLAIN_EVERY_SECONDS = 10.0  # plain lines: a running node's progress at most this often
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # what timeout, systemd and docker stop send; a closed terminal
+
+
+def clock(seconds: float) -> str:
+    return str(timedelta(seconds=int(seconds)))
 
 
 class NodeTimeColumn(ProgressColumn):
@@ -22,54 +38,184 @@ class NodeTimeColumn(ProgressColumn):
             if not task.started:
                 return Text("-:--:--", style="progress.elapsed")
             seconds = task.elapsed or 0
-        return Text(str(timedelta(seconds=int(seconds))), style="progress.elapsed")
+        return Text(clock(seconds), style="progress.elapsed")
 
 
-def run_with_progress(runner, job_id: str) -> Any:
-    job, interrupted = runner.jobs.get(job_id), False
-    with Progress(
+class TimeLeft:
+    """A running node's time left from its own progress rate since its first progress report (the web page's
+    method, spinbot/api/web/progress.js): nothing until a later report has measured some progress."""
+
+    def __init__(self) -> None:
+        self.first: tuple[float, float] | None = None  # (time.monotonic(), progress) of the first report
+        self.last: tuple[float, float] | None = None
+
+    def report(self, progress: float, now: float) -> None:
+        self.first = self.first or (now, progress)
+        self.last = (now, progress)
+
+    def seconds(self, now: float) -> float | None:
+        if self.first is None or self.last is None:
+            return None
+        (t0, p0), (t1, p1) = self.first, self.last
+        if p1 <= p0 or t1 <= t0:
+            return None
+        left_at_last = (1.0 - p1) * (t1 - t0) / (p1 - p0)
+        return max(0.0, left_at_last - (now - t1))  # counts down between reports
+
+
+class TimeLeftColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        estimate = task.fields.get("left")
+        seconds = estimate.seconds(time.monotonic()) if task.fields.get("status") == "running" and estimate else None
+        return Text(f"~{clock(seconds)} left" if seconds is not None else "", style="progress.remaining")
+
+
+class PlainLines:
+    """Progress for a log file: a line when a node's state changes, and while it runs at most every
+    PLAIN_EVERY_SECONDS (node, percent, its message, the time left once measured)."""
+
+    def __init__(self) -> None:
+        self.shown: dict[str, tuple[str, float]] = {}  # node -> (status, when) of its last line
+
+    def show(self, node: str, status: str, progress: float, message: str, left: float | None, now: float) -> None:
+        last = self.shown.get(node)
+        if last is not None and last[0] == status and now - last[1] < PLAIN_EVERY_SECONDS:
+            return
+        self.shown[node] = (status, now)
+        detail = message + (f" (~{clock(left)} left)" if left is not None else "")
+        err_console.print(f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip(), highlight=False, markup=False)
+
+
+def resume_command(job_id: str, out: Path | None) -> str:
+    """The command that continues the job, writing where this one would have (--out)."""
+    return f"spinbot run --resume {job_id}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, met as Ctrl-C is: a KeyboardInterrupt, so the runner marks the job interrupted."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def signals_stop_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run as Ctrl-C does. Their default kills the process at once, leaving the job
+    `running` under a lease nobody renews, with no word to the user."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        for sig in STOP_SIGNALS:  # once: a second signal must not cut short the marking of the job
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+class NodeBars:
+    """One bar per node of the job, fed by its events; plain lines as well where stderr is not a terminal (rich
+    draws nothing there until the end)."""
+
+    def __init__(self, progress: Progress, runner, job) -> None:
+        self.progress, self.runner, self.job_id = progress, runner, job.id
+        self.plain = None if err_console.is_terminal else PlainLines()
+        self.estimates = {n.node_id: TimeLeft() for n in job.nodes}
+        self.bars = {n.node_id: self._add(n) for n in job.nodes}
+
+    def _add(self, node) -> Any:
+        finished = node.status == "succeeded"
+        return self.progress.add_task(
+            node.message or "",
+            total=1.0,
+            node=node.node_id,
+            status=node.status,
+            start=False,
+            completed=1 if finished else 0,
+            seconds=node.seconds if finished else None,
+            left=self.estimates[node.node_id],
+        )
+
+    def on_event(self, event) -> None:
+        if event.kind != "node" or event.node_id not in self.bars:
+            return
+        node, status, now = event.node_id, event.status, time.monotonic()
+        if status == "running" and event.message is not None:  # a task's own report (not the node's start)
+            self.estimates[node].report(event.progress, now)
+        done = 1.0 if status == "succeeded" else event.progress
+        seconds = self.runner.jobs.get(self.job_id).node(node).seconds if status == "succeeded" else None
+        message = (event.message or "")[:60]
+        self.progress.start_task(self.bars[node])  # the node's clock starts at its first event (no-op once started)
+        self.progress.update(self.bars[node], completed=done, status=status, description=message, seconds=seconds)
+        if self.plain is not None:
+            left = self.estimates[node].seconds(now) if status == "running" else None
+            took = f"took {clock(seconds)}" if seconds is not None else message
+            self.plain.show(node, status, done, took, left, now)
+
+
+def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
+    """Run the job with its progress shown; stopped (Ctrl-C, SIGTERM, SIGHUP): the job is marked interrupted, the
+    command that resumes it is printed, and the exit status is 128 + the signal (130 for Ctrl-C)."""
+    stopped = None
+    with _bars() as progress, signals_stop_like_ctrl_c():
+        unsubscribe = runner.events.subscribe(NodeBars(progress, runner, runner.jobs.get(job_id)).on_event)
+        try:
+            return runner.run(job_id)
+        except KeyboardInterrupt as err:  # the runner marked the job interrupted
+            stopped = err
+        finally:
+            unsubscribe()
+    _say_interrupted(job_id, out)
+    raise typer.Exit(128 + getattr(stopped, "signum", signal.SIGINT))
+
+
+def _bars() -> Progress:
+    return Progress(
         TextColumn("{task.fields[node]:<14}"),
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.fields[status]:<10}"),
         NodeTimeColumn(),
+        TimeLeftColumn(),
         TextColumn("{task.description}"),
         console=err_console,
         transient=False,
-    ) as progress:
-        bars = {
-            n.node_id: progress.add_task(
-                n.message or "",
-                total=1.0,
-                node=n.node_id,
-                status=n.status,
-                start=False,
-                completed=1 if n.status == "succeeded" else 0,
-                seconds=n.seconds if n.status == "succeeded" else None,
-            )
-            for n in job.nodes
-        }
+    )
 
-        def on_event(event) -> None:
-            if event.kind != "node" or event.node_id not in bars:
-                return
-            bar = bars[event.node_id]
-            progress.start_task(bar)  # the node's clock starts at its first event (no-op once started)
-            done = 1.0 if event.status == "succeeded" else event.progress
-            seconds = runner.jobs.get(job_id).node(event.node_id).seconds if event.status == "succeeded" else None
-            progress.update(
-                bar, completed=done, status=event.status, description=(event.message or "")[:60], seconds=seconds
-            )
 
-        unsubscribe = runner.events.subscribe(on_event)
-        try:
-            return runner.run(job_id)
-        except KeyboardInterrupt:  # the runner marked the job interrupted
-            interrupted = True
-        finally:
-            unsubscribe()
-    if interrupted:
+def _say_interrupted(job_id: str, out: Path | None) -> None:
+    try:
         err_console.print(
-            f"job {job_id} interrupted; resume it with: spinbot run --resume {job_id}", highlight=False, soft_wrap=True
+            f"job {job_id} interrupted; resume it with: {resume_command(job_id, out)}", highlight=False, soft_wrap=True
         )
-        raise typer.Exit(130)
+    except OSError:  # SIGHUP: the terminal may be gone; the job is marked all the same
+        pass
+
+
+def deliver(runner, job, out: Path | None) -> None:
+    """The finished job's video copied to --out (default spinbot-out/JOB_ID.mp4) and its path printed; a job that
+    did not succeed is one error line."""
+    if job.status != "succeeded":
+        fail(f"job {job.id} {job.status}: {job.error}", code=1)
+    key = runner.final_artifact(job)
+    if key is None:
+        fail(f"job {job.id} succeeded but produced no artifact", code=1)
+    name = f"{job.id}{Path(key).suffix}"
+    out = out / name if out is not None and out.is_dir() else out or Path("spinbot-out") / name
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        runner.artifacts.download(key, out)
+    except OSError as err:  # the video stays in the job's artifacts: say how to get it
+        fail(
+            f"could not write {out} ({err.strerror or err}); the video is kept: "
+            f"spinbot run --resume {job.id} --out ANOTHER_FILE copies it",
+            code=1,
+        )
+    typer.echo(str(out))

@@ -63,7 +63,10 @@ def expire_jobs(runner: Runner, days: float, dry_run: bool = False) -> list[str]
 
 def _refuse_unless_deletable(job: st.JobView) -> None:
     if job.status not in DELETABLE_STATES:
-        raise Conflict(f"job {job.id} is {job.status}; cancel it and wait until it has stopped to delete it")
+        raise Conflict(
+            f"job {job.id} is {job.status}; cancel it (spinbot cancel {job.id}, or POST /v1/jobs/{job.id}/cancel) "
+            "and wait until it has stopped to delete it"
+        )
 
 
 def _folders_to_delete(runner: Runner, job: st.JobView) -> list[str]:

@@ -212,15 +212,23 @@ class Runner:
         return True
 
     def cancel(self, job_id: str) -> None:
+        """Ask the job to stop: the process running it stops at the task's next progress report. A job that nothing
+        runs to notice the request (pending, interrupted, or running for a process that died: its lease ran out)
+        is recorded cancelled here."""
         self.jobs.request_cancel(job_id)
         job = self.jobs.get(job_id)
-        if job.status in (st.PENDING, st.INTERRUPTED):  # nothing runs it to notice the request
-            self._finish(
-                job_id,
-                st.CANCELLED,
-                "cancelled before it started" if job.status == st.PENDING else "cancelled while interrupted",
-            )
+        reasons = {st.PENDING: "cancelled before it started", st.INTERRUPTED: "cancelled while interrupted"}
+        if job.status == st.RUNNING and self._abandoned(job_id):
+            reasons[st.RUNNING] = "cancelled after the process running it had stopped renewing its lease"
+        if job.status in reasons:
+            self._finish(job_id, st.CANCELLED, reasons[job.status])
             self.leases.release(job_id)
+
+    def _abandoned(self, job_id: str) -> bool:
+        """Take the lease of a running job whose owner stopped renewing it; never one that is renewed (a live
+        process, this one's own job threads included)."""
+        lease = self.leases.store.view(job_id)
+        return not (lease is not None and lease.live) and self.leases.acquire(job_id)
 
     def delete_job(self, job_id: str) -> None:
         """Delete a finished job with its artifacts and the uploads no other job uses (spinbot.control.lifecycle);

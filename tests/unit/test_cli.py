@@ -82,6 +82,7 @@ COMMANDS = [
     [],
     ["run"],
     ["demo"],
+    ["cancel"],
     ["params"],
     ["serve"],
     ["worker"],
@@ -337,3 +338,54 @@ def test_a_portrait_far_from_portrait_shaped_is_refused_before_the_job(inputs, s
         "error: the portrait is 20000x64: one side is more than 4x the other (crop it closer to the face)"
     ]
     assert stored_files(spinbot_env) == []
+
+
+@pytest.mark.parametrize("option", ["image", "voice"])
+@pytest.mark.parametrize("spelling", ["same", "relative", "symlink"])
+def test_out_that_is_an_input_file_is_refused_before_the_job(
+    inputs, spinbot_env, tmp_path, monkeypatch, option, spelling
+):
+    """`--image victim.png --out victim.png` replaced the user's portrait with the video, exit 0."""
+    import shutil
+
+    victim = tmp_path / f"victim{inputs[option].suffix}"
+    shutil.copy(inputs[option], victim)
+    before = victim.read_bytes()
+    out = {"same": victim, "relative": Path("sub/../") / victim.name, "symlink": tmp_path / "link"}[spelling]
+    if spelling == "symlink":
+        out.symlink_to(victim)
+    monkeypatch.chdir(tmp_path)
+    paths = {"image": str(inputs["image"]), "voice": str(inputs["voice"]), option: str(victim)}
+    args = ["run", "--prompt", "hi", "--image", paths["image"], "--voice", paths["voice"], "--out", str(out)]
+    code, lines = run_cli(*args)
+    assert (code, lines) == (2, [f"error: --out {out}: is the --{option} file; the video would overwrite it"])
+    assert victim.read_bytes() == before and stored_files(spinbot_env) == []
+
+
+def test_out_that_exists_is_replaced_and_the_user_is_told(inputs, spinbot_env, tmp_path):
+    out = tmp_path / "old.mp4"
+    out.write_bytes(b"an older video")
+    args = ["run", "--set", "script.text=Hi.", "--image", str(inputs["image"]), "--voice", str(inputs["voice"])]
+    code, lines = run_cli(*args, "--out", str(out))
+    assert code == 0 and lines[0] == f"--out {out} exists: the video will replace it", lines
+    assert lines[-1] == str(out) and out.read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--image", "x.png", "--prompt", "hi"], "--prompt, --image"),
+        (["--voice", "v.wav", "--ref-text", "words"], "--voice, --ref-text"),
+        (
+            ["--set", "script.text=Hi.", "--pipeline", "f5tts_infinitetalk", "--priority", "1"],
+            "--pipeline, --set, --priority",
+        ),
+    ],
+)
+def test_resume_refuses_options_that_define_a_new_job(spinbot_env, extra, named):
+    """They were silently ignored: the job resumed with its own inputs, exit 0."""
+    code, lines = run_cli("run", "--resume", "0" * 32, *extra)
+    assert (code, lines) == (
+        2,
+        [f"error: --resume continues a job with its own inputs: {named} cannot be given with it"],
+    )

@@ -1,0 +1,183 @@
+"""What the CLI checks before it does any work, so that a mistake costs one line (exit 2) rather than a traceback,
+a stored job or a render written over the user's own file: --out, the address `serve` binds, and the services the
+settings name (the data folder, the database, the artifact storage, Redis)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from typer._click.core import ParameterSource  # typer 0.29 vendors click as typer._click
+
+from spinbot.errors import InputError, SettingsError, SpinBotError
+from spinbot.settings import Settings
+
+REDIS_TIMEOUT_SECONDS = 5.0
+REASON_CHARS = 200  # a driver's message can be long (PostgreSQL's names host, port and what failed): one line
+
+
+# What defines a new job (`spinbot run`'s option names): with --resume they would be silently ignored.
+NEW_JOB_OPTIONS = ("prompt", "image", "voice", "ref_text", "set_", "pipeline", "priority")
+
+
+def refuse_new_job_options(ctx: Any) -> None:
+    """--resume continues a job with its own inputs: an option that would define another job is refused."""
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name in NEW_JOB_OPTIONS and ctx.get_parameter_source(param.name) != ParameterSource.DEFAULT
+    ]
+    if given:
+        raise InputError(f"--resume continues a job with its own inputs: {', '.join(given)} cannot be given with it")
+
+
+# ---- --out -------------------------------------------------------------------------------------------------------
+def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
+    """--out before any work: never one of the job's input files; an existing folder (the video goes in it), or a
+    file whose folder exists or can be made and is writable. True when --out is a file there already (the video
+    will replace it)."""
+    if out is None:
+        return False
+    for option, path in inputs.items():
+        if path is not None and _same_file(out, path):
+            raise InputError(f"--out {out}: is the {option} file; the video would overwrite it")
+    if out.is_dir():
+        _check_writable(out, out)
+        return False
+    if out.exists() and not out.is_file():
+        raise InputError(f"--out {out}: exists and is not a regular file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot create its folder ({err.strerror or err})") from None
+    _check_writable(out, out.parent)
+    return out.exists()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    # samefile sees through links and other spellings of a path; a path that is not there yet only by its name
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _check_writable(out: Path, folder: Path) -> None:
+    try:
+        _write_in(folder)
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot write in {folder} ({err.strerror or err})") from None
+
+
+# ---- spinbot serve's address --------------------------------------------------------------------------------------
+def check_serve_address(host: str, port: int, settings: Settings) -> None:
+    """A public address only with API keys; and one this process can listen on."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not settings.api_key_list:
+        raise InputError(f"refusing to serve on {host} without API keys: set SPINBOT_API_KEYS (comma-separated)")
+    check_bindable(host, port)
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Bind each address `host` names (as uvicorn will) and let it go: a port in use or an address that is not this
+    machine's is one line, before the server starts (and takes over unfinished jobs)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no conflict
+                sock.bind(address)
+    except OSError as err:  # socket.gaierror too: an unknown host name
+        raise InputError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
+
+
+# ---- the services -------------------------------------------------------------------------------------------------
+def check_services(settings: Settings, *, database: bool = True, reachable: bool = True) -> None:
+    """Open what the settings name, in the order a job needs it; SettingsError naming the setting and the problem.
+    reachable: also ask Redis and an S3 bucket now (a command that works at once: a job is submitted only when it
+    can run). `serve` and `worker` leave that out: they ride out an outage (/readyz reports it)."""
+    if (database and not settings.database_url) or not settings.storage_url:
+        _check_data_dir(settings.data_dir)
+    if database:
+        _check_database(settings)
+    _check_storage(settings, reachable)
+    if settings.redis_url:
+        _check_redis(settings.redis_url, reachable)
+
+
+def _check_data_dir(folder: Path) -> None:
+    name = f"SPINBOT_DATA_DIR={folder}"
+    if folder.exists() and not folder.is_dir():
+        raise SettingsError(f"{name}: not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_in(folder)
+    except OSError as err:
+        raise SettingsError(f"{name}: cannot use it as the data folder ({err.strerror or err})") from None
+
+
+def _check_database(settings: Settings) -> None:
+    from spinbot.state.db import get_engine
+
+    try:
+        get_engine(settings.resolved_database_url)  # connects and migrates; the Runner reuses the engine
+    except Exception as err:  # noqa: BLE001 - an unknown dialect, a refused connection, a bad login: one line each
+        raise SettingsError(f"SPINBOT_DATABASE_URL: cannot use the database ({reason(err)})") from None
+
+
+def _check_storage(settings: Settings, reachable: bool) -> None:
+    from spinbot.storage.base import open_store
+    from spinbot.storage.local import LocalStore
+    from spinbot.storage.s3 import S3Store
+
+    name = "SPINBOT_STORAGE_URL" if settings.storage_url else f"SPINBOT_DATA_DIR={settings.data_dir}"
+    try:
+        store = open_store(settings.resolved_storage_url)
+        if isinstance(store, LocalStore):
+            _write_in(store.root)
+        elif isinstance(store, S3Store) and reachable:
+            store.check_bucket()
+    except SpinBotError as err:
+        raise SettingsError(f"{name}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - whatever the store's client raised: one line
+        raise SettingsError(f"{name}: cannot use the artifact storage ({reason(err)})") from None
+
+
+def _check_redis(url: str, reachable: bool) -> None:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+        )
+    except ValueError as err:
+        raise SettingsError(f"SPINBOT_REDIS_URL: not a Redis URL ({reason(err)})") from None
+    try:
+        if reachable:
+            client.ping()
+    except redis.RedisError as err:
+        raise SettingsError(f"SPINBOT_REDIS_URL: cannot reach Redis ({reason(err)})") from None
+    finally:
+        client.close()
+
+
+def _write_in(folder: Path) -> None:
+    # a file made and removed: permission bits do not say it for root, nor for /proc-like folders
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".spinbot-check-"):
+        pass
+
+
+def reason(err: BaseException) -> str:
+    """An exception's first line, for one error line (SQLAlchemy's own is the driver's, then more lines)."""
+    if isinstance(err, OSError) and err.strerror:  # without its "[Errno 2]"
+        text = err.strerror + (f": {err.filename}" if err.filename else "")
+    else:
+        text = str(getattr(err, "orig", None) or err).strip() or type(err).__name__
+    line = " ".join(text.splitlines()[0].split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 3] + "..."

@@ -1,0 +1,90 @@
+"""`spinbot run`'s progress for long renders: the time a running node has left, and plain lines in a log file (rich
+draws nothing until the end where stderr is not a terminal)."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+from rich.progress import Progress
+from typer.testing import CliRunner
+
+from spinbot import cli_progress
+from spinbot.cli import app
+from spinbot.cli_progress import PlainLines, TimeLeft, TimeLeftColumn
+from spinbot.samples import portrait_path, voice_path
+from spinbot.state.events import Event
+
+
+def test_time_left_comes_from_the_nodes_own_rate_once_measured():
+    estimate = TimeLeft()
+    assert estimate.seconds(100.0) is None
+    estimate.report(0.1, 100.0)  # its first report: a start, nothing measured yet
+    assert estimate.seconds(101.0) is None
+    estimate.report(0.3, 110.0)  # 0.2 in 10 s: 0.7 left takes 35 s
+    assert estimate.seconds(110.0) == pytest.approx(35.0)
+    assert estimate.seconds(120.0) == pytest.approx(25.0)  # counts down between reports
+    assert estimate.seconds(200.0) == 0.0
+    estimate.report(0.05, 111.0)  # progress that went back: no rate to go by
+    assert estimate.seconds(111.0) is None
+
+
+def test_the_running_nodes_bar_shows_its_time_left():
+    progress = Progress(TimeLeftColumn())
+    estimate = TimeLeft()
+    bar = progress.add_task("", status="running", left=estimate)
+    column = TimeLeftColumn()
+    assert column.render(progress.tasks[bar]).plain == ""  # nothing guessed before something is measured
+    now = cli_progress.time.monotonic()
+    estimate.report(0.2, now - 20)
+    estimate.report(0.6, now)  # 0.4 in 20 s: 0.4 left takes 20 s
+    assert column.render(progress.tasks[bar]).plain in ("~0:00:20 left", "~0:00:19 left")
+    progress.update(bar, status="succeeded")
+    assert column.render(progress.tasks[bar]).plain == ""
+    assert any(isinstance(c, TimeLeftColumn) for c in cli_progress._bars().columns)
+
+
+def test_node_bars_measure_from_the_tasks_reports_not_the_nodes_start(monkeypatch):
+    clock = iter([0.0, 10.0, 15.0])
+    monkeypatch.setattr(cli_progress.time, "monotonic", lambda: next(clock))
+    job = SimpleNamespace(id="j", nodes=[SimpleNamespace(node_id="talk", status="pending", message=None, seconds=None)])
+    bars = cli_progress.NodeBars(Progress(), runner=None, job=job)
+    bars.on_event(Event("j", "node", "running", "talk"))  # the node started (a model load may follow)
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.1, message="window 1/10"))
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.3, message="window 3/10"))
+    assert bars.estimates["talk"].seconds(15.0) == pytest.approx(17.5)  # 0.2 in 5 s, not 0.3 in 15 s
+
+
+def test_plain_lines_on_each_state_change_and_every_ten_seconds_while_running(capsys):
+    lines = PlainLines()
+    lines.show("talk", "queued", 0.0, "", None, 0.0)
+    lines.show("talk", "running", 0.05, "window 1/40", None, 1.0)
+    lines.show("talk", "running", 0.1, "window 4/40", None, 6.0)  # 5 s later: not yet
+    lines.show("talk", "running", 0.3, "window 12/40", 24.0, 11.5)
+    lines.show("talk", "succeeded", 1.0, "took 0:00:40", None, 12.0)
+    assert capsys.readouterr().err.splitlines() == [
+        "talk           queued       0%",
+        "talk           running      5%  window 1/40",
+        "talk           running     30%  window 12/40 (~0:00:24 left)",
+        "talk           succeeded  100%  took 0:00:40",
+    ]
+
+
+def test_run_in_a_log_file_prints_each_node_as_it_goes(spinbot_env, tmp_path):
+    """Piped to a file, nothing but `job ID` came until the job ended (a 7-minute render was silent)."""
+    args = ["run", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())]
+    result = CliRunner().invoke(app, [*args, "--set", "script.text=Ever tried.", "--out", str(tmp_path / "o.mp4")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for node in ("script", "f5_to_tts", "infinite_talk", "upscale_video"):
+        running = [i for i, line in enumerate(lines) if re.match(rf"{node} +running +\d+%", line)]
+        done = [i for i, line in enumerate(lines) if re.match(rf"{node} +succeeded +100%  took \d:\d\d:\d\d$", line)]
+        assert running and done and running[0] < done[0], (node, lines)
+    assert re.match(
+        r"upscale_video +running +\d+%  upscaled \d+/\d+ frames", lines[_first(lines, "upscale_video  run")]
+    )
+
+
+def _first(lines: list[str], start: str) -> int:
+    return next(i for i, line in enumerate(lines) if line.startswith(start))
