@@ -155,7 +155,7 @@ def check_voice(path: Path, settings: Settings, what: str) -> None:
     if seconds < settings.min_voice_seconds:
         minimum = f"{settings.min_voice_seconds:g} s (SPINBOT_MIN_VOICE_SECONDS)"
         raise InputError(f"{what} lasts {seconds:.2f} s, under the minimum of {minimum}")
-    if speech_bounds(audio, sr) is None:
+    if speech_bounds(audio - audio.mean(), sr) is None:  # a constant (DC) offset is no sound either
         raise InputError(f"{what} is silent: nothing in it rises above the noise floor")
 
 

@@ -23,7 +23,8 @@ class ScriptParams(TaskParams):
     LONG_TEXT_FIELDS = frozenset({"text"})  # SPINBOT_MAX_SCRIPT_CHARS, at admission
 
     text: str | None = Field(
-        default=None, max_length=20_000, description="Your own script: spoken as it is, and no LLM is called."
+        default=None,
+        description="Your own script: spoken as it is, and no LLM is called (at most SPINBOT_MAX_SCRIPT_CHARS).",
     )
     words: int = Field(
         default=30,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from spinbot.errors import SpinBotError
+from spinbot.errors import InputError, SpinBotError
 
 app = typer.Typer(no_args_is_help=True, help="List, check and pull the native backends' model files.")
 
@@ -26,7 +26,10 @@ def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
     from spinbot.settings import get_settings
 
     settings = get_settings()
-    return select_tasks(settings, tasks), (models_dir or settings.models_dir), parse_sets(sets)
+    root = models_dir or settings.models_dir
+    if root.exists() and not root.is_dir():
+        raise InputError(f"SPINBOT_MODELS_DIR={root} is a file, not a folder")
+    return select_tasks(settings, tasks), root, parse_sets(sets)
 
 
 def _none_selected() -> str:
@@ -56,7 +59,8 @@ def list_files(
         fail(str(err))
     except ImportError as err:
         fail(GPU_EXTRA.format(err=err))
-    typer.echo(f"SPINBOT_MODELS_DIR={root}")
+    missing = "" if root.is_dir() else " (no such folder yet: spinbot models pull makes it)"
+    typer.echo(f"SPINBOT_MODELS_DIR={root}{missing}")
     for f in needed:
         status = "present" if f.present else ("missing" if f.required else "absent (optional)")
         size = f.size if f.present else (f.source.size if f.source else None)

@@ -238,6 +238,16 @@ def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(
     assert result.exit_code == 2 and expected in result.output
 
 
+def test_a_constant_offset_is_silent_too(spinbot_env, tmp_path):
+    """A DC signal (a constant sample value) passed the silence check and had nothing to clone."""
+    voice = tmp_path / "dc.wav"
+    sf.write(voice, np.full(48_000, 0.25, np.float32), 24_000, subtype="PCM_16")
+    result = CliRunner().invoke(
+        cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice)]
+    )
+    assert result.exit_code == 2 and "the narrator voice is silent" in result.output
+
+
 def test_a_long_local_voice_is_refused_at_submission_from_its_header(spinbot_env, tmp_path, monkeypatch):
     """The CLI's local voice file (no upload step checked it): over SPINBOT_MAX_VOICE_SECONDS it is refused before
     any node runs and before it is decoded whole (a 2-hour WAV took 4.3 GB and 12.7 s before this check)."""

@@ -83,6 +83,15 @@ def test_list_names_every_file_with_its_place_status_size_and_source(tiny, tmp_p
     assert lines[-1] == "18 files, 15 missing; `spinbot models pull` fetches them"  # 2 of the absent are optional
 
 
+def test_list_says_a_models_folder_is_missing_and_refuses_a_file(tmp_path):
+    code, lines = run("models", "list", *TASKS, "--models-dir", str(tmp_path / "nowhere"))
+    assert code == 0 and lines[0].endswith("nowhere (no such folder yet: spinbot models pull makes it)")
+    (tmp_path / "afile").write_text("x")
+    for command in ("list", "check", "pull"):
+        code, lines = run("models", command, *TASKS, "--models-dir", str(tmp_path / "afile"))
+        assert code == 2 and lines == [f"error: SPINBOT_MODELS_DIR={tmp_path / 'afile'} is a file, not a folder"]
+
+
 def test_list_refuses_a_node_without_model_files(tiny):
     code, lines = run(
         "models",

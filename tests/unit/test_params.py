@@ -246,3 +246,10 @@ def test_spinbot_params_describes_the_new_bounds():
     assert "number, >= 0, <= 10; default 1.6" in lines["audio_scale"]
     assert "integer, >= 0, <= 9007199254740991; default 290381" in lines["seed"]
     assert "integer, >= 0, <= 1000000; default 0" in lines["frame_load_cap"]
+
+
+def test_the_script_text_is_bounded_by_its_setting_only():
+    """A hard-coded 20,000 made SPINBOT_MAX_SCRIPT_CHARS above it useless; admission applies the setting."""
+    from spinbot.control.script import ScriptParams
+
+    assert len(validate_params("script", ScriptParams, {"text": "a" * 25_000}).text) == 25_000
