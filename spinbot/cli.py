@@ -135,8 +135,8 @@ def run(
     try:
         if resume:
             refuse_new_job_options(ctx)
-        _check_out(out, image=image, voice=voice)
         runner = _runner(watch)
+        _check_out(out, image=image, voice=voice)
         if resume:
             job_id = runner.jobs.get(resume).id
             runner.leases.require(job_id, wait_if_silent=True)  # another process's job: one line, no progress
@@ -177,8 +177,8 @@ def demo(
     from spinbot import samples
 
     try:
-        _check_out(out)
         runner = _runner()
+        _check_out(out)
         image = samples.portrait_path(runner.settings.data_dir / "samples")
         job_id = runner.create_job(
             JobRequest(

@@ -48,12 +48,13 @@ def test_a_signal_interrupts_the_job_as_ctrl_c_does_and_the_hint_keeps_out(spinb
     monkeypatch.setattr(upscale, "TASK", upscale.TaskDef("upscale_video", upscale.AIUpscalerParams, stopped_mid_node))
     out = tmp_path / "my out.mp4"
     args = ["run", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())]
-    previous = signal.signal(signum, _not_handled) if signum != signal.SIGINT else None
+    # SIGINT: Python's own handler (Ctrl-C), set here too, since a test run started in the background by a shell
+    # inherits SIGINT ignored
+    previous = signal.signal(signum, _not_handled if signum != signal.SIGINT else signal.default_int_handler)
     try:
         code, lines = run_cli(*args, "--set", "script.text=Ever tried.", "--out", str(out))
     finally:
-        if previous is not None:
-            signal.signal(signum, previous)
+        signal.signal(signum, previous)
     job_id = lines[0].removeprefix("job ")
     assert code == 128 + signum, lines
     assert lines[-1] == (

@@ -211,7 +211,16 @@ def test_ctrl_c_marks_the_job_interrupted_and_prints_the_resume_command(tmp_path
         "--out",
         str(tmp_path / "o.mp4"),
     ]
-    proc = subprocess.Popen(SPINBOT + args, env=slow_job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        SPINBOT + args,
+        env=slow_job_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C's default action in the child even where this test run inherited SIGINT ignored (a shell's
+        # background job): Python then starts with its KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         job = None

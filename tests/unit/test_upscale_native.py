@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shutil
 import time
 from pathlib import Path
 
@@ -152,8 +153,12 @@ def test_an_unknown_detector_is_refused(use_models):
 
 
 def test_a_codeformer_file_that_is_an_upscaler_is_refused(use_models):
-    with pytest.raises(ParamsError, match="CodeFormer"):
-        loaded(model_name_1="../upscale_models/RealESRGAN_x2.pth")
+    shutil.copy(use_models / "upscale_models" / "RealESRGAN_x2.pth", use_models / "facerestore_models" / "esrgan.pth")
+    try:
+        with pytest.raises(ParamsError, match="CodeFormer"):
+            loaded(model_name_1="esrgan.pth")
+    finally:
+        (use_models / "facerestore_models" / "esrgan.pth").unlink()
 
 
 # ---- pixels ---------------------------------------------------------------------------------------------------
