@@ -59,8 +59,8 @@ def list_files(
         fail(str(err))
     except ImportError as err:
         fail(GPU_EXTRA.format(err=err))
-    missing = "" if root.is_dir() else " (no such folder yet: spinbot models pull makes it)"
-    typer.echo(f"SPINBOT_MODELS_DIR={root}{missing}")
+    no_folder = "" if root.is_dir() else " (no such folder yet: spinbot models pull makes it)"
+    typer.echo(f"SPINBOT_MODELS_DIR={root}{no_folder}")
     for f in needed:
         status = "present" if f.present else ("missing" if f.required else "absent (optional)")
         size = f.size if f.present else (f.source.size if f.source else None)
