@@ -54,5 +54,9 @@ class InputTooLarge(InputError):
     """An input over one of its limits (bytes, pixels, seconds); the message names the limit."""
 
 
+class TooManyJobs(SpinBotError):
+    """A key with as many jobs waiting or running as it may have (SPINBOT_MAX_ACTIVE_JOBS)."""
+
+
 class Conflict(SpinBotError):
     """A request that the job's current state forbids (retrying a job that is not failed, deleting a running one)."""

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spinbot.api.auth import Unauthorized
 from spinbot.api.public_errors import public_error
-from spinbot.errors import BackendUnavailable, Conflict, InputError, JobNotFound, SpinBotError, shorten
+from spinbot.errors import BackendUnavailable, Conflict, InputError, JobNotFound, SpinBotError, TooManyJobs, shorten
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ _MEANINGS = {
     413: "too large: an upload over SPINBOT_MAX_UPLOAD_BYTES, a key's uploads over SPINBOT_MAX_UPLOAD_STORAGE_BYTES, "
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     422: "a field is missing or has the wrong type",
+    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running",
     501: "not available in this version",
     503: "a service the API needs (storage, database, a native backend's model files) is unavailable",
 }
@@ -68,6 +69,7 @@ def _status_for(err: SpinBotError) -> int:
         (UploadTooLarge, 413),
         (RangeNotSatisfiable, 416),
         (InvalidField, 422),
+        (TooManyJobs, 429),
         (StorageUnavailable, 503),
         (BackendUnavailable, 503),
     ):

@@ -197,6 +197,13 @@ class JobStore:
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
             return [_view(j) for j in jobs], s.scalar(count_q) or 0
 
+    def count_unfinished(self, owner: str | None) -> int:
+        """The owner's jobs that are waiting or running (pending, queued, running)."""
+        with self.session() as s:
+            same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
+            query = select(func.count()).select_from(Job).where(same_owner, Job.status.in_(ORPHAN_STATES))
+            return s.scalar(query) or 0
+
     def input_keys_in_use(self, except_job: str, owner: str | None) -> set[str]:
         """Every stored input that the owner's jobs other than `except_job` name (uploads are per owner, so no
         other owner's job can name them)."""

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
+from spinbot.api.auth import owner_of
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
 from spinbot.tasks.base import MAX_PARAM_CHARS
@@ -138,3 +139,20 @@ def test_the_prompt_limit_is_the_setting_for_the_api_too(spinbot_env, use_settin
     assert answer.json()["error"] == (
         f"prompt has {limit + 1} characters, over the limit of {limit} (SPINBOT_MAX_PROMPT_CHARS)"
     )
+
+
+def test_a_key_with_its_limit_of_jobs_waiting_or_running_gets_a_429(spinbot_env, use_settings, portrait):
+    """40 jobs in a row were all accepted: one key could queue work without end."""
+    use_settings(api_keys=f"{KEY},other-key", max_active_jobs=2)
+    with TestClient(create_app()) as client:
+        ids = upload_both(client, portrait)
+        jobs = client.app.state.services.runner.jobs
+        for status in ("pending", "running", "succeeded"):  # two waiting or running; a finished one does not count
+            job_id = jobs.new_id()
+            jobs.create_job(job_id, "f5tts_infinitetalk", [], {"values": {}, "artifacts": {}}, {}, owner_of(KEY))
+            jobs.set_job_status(job_id, status)
+        answer = submit(client, ids)
+        assert answer.status_code == 429
+        assert answer.json()["error"].startswith("this key has 2 jobs waiting or running, the limit")
+        jobs.set_job_status(job_id, "running")  # the third one too: still 429, and nothing stored meanwhile
+        assert submit(client, ids).status_code == 429 and jobs.list(owner=owner_of(KEY))[1] == 3

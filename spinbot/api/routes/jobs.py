@@ -17,7 +17,7 @@ from spinbot.api.errors import error_responses
 from spinbot.api.public_errors import public_error
 from spinbot.api.schemas import JobCreate, JobOut, JobPage
 from spinbot.control.requests import JobRequest
-from spinbot.errors import Conflict, InputError, echo
+from spinbot.errors import Conflict, InputError, TooManyJobs, echo
 from spinbot.pipelines.spec import get_pipeline
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, JobView
 
@@ -29,9 +29,10 @@ JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "i
 IDLE_CHECK_SECONDS = 15.0
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 503))
+@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 429, 503))
 def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
     runner, store = services.runner, services.runner.artifacts
+    _refuse_past_active_limit(runner, owner, services.settings.max_active_jobs)
     spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
     runner.validate_params(spec, dict(body.params))
     image = _upload_key(store, owner, body.image, "portrait")
@@ -141,6 +142,17 @@ async def _event_stream(services: Services, job: JobView) -> AsyncIterator[dict[
 
 def _snapshot(job: JobView) -> dict[str, Any]:
     return {"event": "snapshot", "data": JobOut.of(job).model_dump_json()}
+
+
+def _refuse_past_active_limit(runner, owner: str | None, limit: int) -> None:
+    """Before any work on the request: one key cannot queue jobs without end (checked, not locked: jobs submitted
+    at the same moment may pass it by a few)."""
+    active = runner.jobs.count_unfinished(owner)
+    if active >= limit:
+        raise TooManyJobs(
+            f"this key has {active} jobs waiting or running, the limit (SPINBOT_MAX_ACTIVE_JOBS={limit}); "
+            "wait for one to finish, or cancel one"
+        )
 
 
 def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:
