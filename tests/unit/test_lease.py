@@ -154,10 +154,11 @@ def test_lease_store_takes_a_lease_only_when_free_expired_or_already_ours(spinbo
     leases = LeaseStore(runner.jobs.engine)
     job_id = runner.jobs.new_id()
     runner.jobs.create_job(job_id, "p", [("n", "t", "node")], {}, {})
-    assert leases.acquire(job_id, "one", 0.5) and leases.acquire(job_id, "one", 0.5)
-    assert not leases.acquire(job_id, "two", 0.5)
+    # 3 s: long enough that a loaded machine (CI on 2 busy cores) does not let it expire between the lines below
+    assert leases.acquire(job_id, "one", 3) and leases.acquire(job_id, "one", 3)
+    assert not leases.acquire(job_id, "two", 3)
     assert leases.view(job_id).live and leases.claimable(["pending"]) == []
-    time.sleep(0.6)
+    time.sleep(3.2)
     assert leases.claimable(["pending"]) == [job_id]
     assert leases.acquire(job_id, "two", 5)
     assert leases.renew([job_id], "one", 5) == set()  # one lost it
