@@ -11,8 +11,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from typer._click.core import ParameterSource  # typer 0.29 vendors click as typer._click
-
 from spinbot.errors import InputError, SettingsError, SpinBotError
 from spinbot.settings import Settings
 
@@ -29,7 +27,7 @@ def refuse_new_job_options(ctx: Any) -> None:
     given = [
         param.opts[0]
         for param in ctx.command.params
-        if param.name in NEW_JOB_OPTIONS and ctx.get_parameter_source(param.name) != ParameterSource.DEFAULT
+        if param.name in NEW_JOB_OPTIONS and ctx.get_parameter_source(param.name).name != "DEFAULT"
     ]
     if given:
         raise InputError(f"--resume continues a job with its own inputs: {', '.join(given)} cannot be given with it")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
 from spinbot.api.errors import error_responses
 from spinbot.api.public_errors import public_error
+from spinbot.api.routes.uploads import upload_keys
 from spinbot.api.schemas import JobCreate, JobOut, JobPage
 from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError, TooManyJobs, echo
@@ -156,9 +156,7 @@ def _refuse_past_active_limit(runner, owner: str | None, limit: int) -> None:
 
 
 def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{32}", upload_id or ""):
-        raise InputError(f"unknown {kind} upload {echo(upload_id)}")
-    keys = [k for k in store.list(f"uploads/{owner or 'local'}/{upload_id}") if Path(k).stem == kind]
+    keys = [k for k in upload_keys(store, owner, upload_id) if Path(k).stem == kind]
     if not keys:
         raise InputError(f"unknown {kind} upload {echo(upload_id)}")
     return keys[0]

@@ -80,7 +80,7 @@ def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Respon
     """Delete one of the key's uploads that none of its jobs names (409 while one does: delete the job, and its
     uploads go with it)."""
     store, folder = services.runner.artifacts, _owner_folder(owner)
-    keys = store.list(f"{folder}{upload_id}/") if re.fullmatch(r"[0-9a-f]{32}", upload_id) else []
+    keys = upload_keys(store, owner, upload_id)
     if not keys:
         raise JobNotFound(f"upload {echo(upload_id)} not found")
     if services.runner.jobs.input_keys_in_use("", owner) & set(keys):
@@ -91,6 +91,13 @@ def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Respon
 
 def _owner_folder(owner: str | None) -> str:
     return f"uploads/{owner or 'local'}/"
+
+
+def upload_keys(store, owner: str | None, upload_id: str) -> list[str]:
+    """The stored file of the owner's upload `upload_id` (one key), or [] for an id that is none of theirs."""
+    if not re.fullmatch(r"[0-9a-f]{32}", upload_id or ""):
+        return []
+    return store.list(f"{_owner_folder(owner)}{upload_id}/")
 
 
 def _check_quota(used: int, incoming: int, settings: Settings) -> None:
