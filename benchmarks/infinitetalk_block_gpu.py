@@ -30,8 +30,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from infinitetalk_gpu import SIZES, inputs, random_model, sync  # noqa: E402
 from machine import machine  # noqa: E402
 
-from spinbot.backends.attention import select_attention  # noqa: E402
-from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8FeedForward, FP8Linear, use_fp8  # noqa: E402
+from spinbot.backends.attention import cudnn_fp8, select_attention  # noqa: E402
+from spinbot.backends.fp8 import (  # noqa: E402
+    INFINITETALK_LINEARS,
+    INFINITETALK_MERGED,
+    FP8FeedForward,
+    FP8Linear,
+    merge_projections,
+    use_fp8,
+)
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig  # noqa: E402
 
 # variant -> what it changes against "base" (FP8 linears + cuDNN FP8 attention, torch.compile's default mode)
@@ -40,6 +47,9 @@ VARIANTS = {
     "coordinate": {"inductor": {"coordinate_descent_tuning": True}},
     "fast-accum": {"fast_accum": True},
     "unfused-gelu": {"unfused_gelu": True},  # the FFN as before FP8FeedForward: GELU and quantization compiled
+    "merged-qkv": {"fast_accum": True, "merged": True},  # self-attention's q, k, v as one FP8 matmul
+    "no-amax": {"fast_accum": True, "amax": False},  # cuDNN's graph without its S / O absmax outputs
+    "merged-qkv+no-amax": {"fast_accum": True, "merged": True, "amax": False},
     "coordinate+fast-accum": {"inductor": {"coordinate_descent_tuning": True}, "fast_accum": True},
     "multi-kernel": {"inductor": {"triton.multi_kernel": 1}},
     "max-autotune": {"mode": "max-autotune-no-cudagraphs"},
@@ -110,7 +120,7 @@ def event_ms(fn, repeats: int) -> list[float]:
 
 
 def kernel_table(fn) -> dict:
-    """Kernel time by kind and the 12 largest kernels, for one call."""
+    """Kernel time by kind and the 30 largest kernels, for one call."""
     if not torch.cuda.is_available():
         return {}
     from torch.profiler import ProfilerActivity, profile
@@ -122,7 +132,7 @@ def kernel_table(fn) -> dict:
     by_kind: dict[str, float] = defaultdict(float)
     for e in events:
         by_kind[kind_of(e.key)] += e.device_time_total / 1e3
-    top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:12]
+    top = sorted(events, key=lambda e: e.device_time_total, reverse=True)[:30]
     return {
         "by_kind_ms": {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
         "top_ms": {f"{e.key[:100]} x{e.count}": round(e.device_time_total / 1e3, 3) for e in top},
@@ -141,16 +151,44 @@ def apply(model, variant: dict):
         if isinstance(layer, FP8Linear):
             layer.fast_accum = variant.get("fast_accum", False)
     block.ffn = (nn.Sequential if variant.get("unfused_gelu") else FP8FeedForward)(*block.ffn)
+    separate = {name: getattr(block.self_attn, name) for name in INFINITETALK_MERGED["self_attn"]}
+    if variant.get("merged"):
+        merge_projections(block, INFINITETALK_MERGED)
+    cudnn_fp8.AMAX_OUTPUTS = variant.get("amax", True)
+    cudnn_fp8._plan.cache_clear()
     model.blocks[0]._compiled_call_impl = None  # nn.Module.compile's slot: compile again under the new options
     model.blocks[0].compile(dynamic=False, mode=variant.get("mode"))
+    return separate
 
 
-def undo(variant: dict) -> None:
+def undo(model, variant: dict, separate: dict) -> None:
     import torch._inductor.config as inductor
+
+    attn = model.blocks[0].self_attn
+    attn._modules.pop("qkv", None)
+    for name, layer in separate.items():
+        setattr(attn, name, layer)
 
     for key in variant.get("inductor", {}):
         target, attr = (inductor.triton, key.split(".", 1)[1]) if key.startswith("triton.") else (inductor, key)
         setattr(target, attr, type(getattr(target, attr))())  # the defaults here are False / 0
+
+
+def measure(call, reference: torch.Tensor | None, repeats: int) -> dict:
+    """One variant: its first (compiling) call, its error against the first variant's output, its median time and
+    kernels; "output" holds this variant's output for the next ones to compare with."""
+    started = time.perf_counter()
+    got = call().float()
+    sync()
+    entry: dict = {"first_call_s": round(time.perf_counter() - started, 1)}
+    base = got if reference is None else reference
+    entry["rel_err_vs_first"] = round(float((got - base).norm() / base.norm()), 5)
+    call()
+    entry["block_ms"] = round(statistics.median(event_ms(call, repeats)), 2)
+    entry["x40_s"] = round(entry["block_ms"] * 40 / 1e3, 3)
+    entry.update(kernel_table(call))
+    entry["output"] = got
+    return entry
 
 
 def main() -> None:
@@ -175,19 +213,14 @@ def main() -> None:
         reference = None
         for variant_name in variants:
             variant = VARIANTS[variant_name]
-            apply(model, variant)
-            started = time.perf_counter()
-            got = call().float()
-            sync()
-            entry = {"first_call_s": round(time.perf_counter() - started, 1)}
-            reference = got if reference is None else reference
-            entry["rel_err_vs_first"] = round(float((got - reference).norm() / reference.norm()), 5)
-            call()
-            times = event_ms(call, 1 if args.smoke else args.repeats)
-            entry["block_ms"] = round(statistics.median(times), 2)
-            entry["x40_s"] = round(entry["block_ms"] * 40 / 1e3, 3)
-            entry.update(kernel_table(call))
-            undo(variant)
+            separate = apply(model, variant)
+            try:
+                entry = measure(call, reference, 1 if args.smoke else args.repeats)
+                reference = entry.pop("output") if reference is None else reference
+            except Exception as error:  # noqa: BLE001 - a variant the GPU or cuDNN refuses is recorded, the rest run
+                entry = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"}
+            undo(model, variant, separate)
+            entry.pop("output", None)
             res["variants"][variant_name] = entry
             print(label, variant_name, json.dumps(entry, indent=1), flush=True)
     if not args.smoke:
