@@ -613,6 +613,7 @@ def errors_part(
             continue
         block = res.setdefault(weights, {})
         if weights == "structured":
+            linears.use(False)  # the bf16 layers in place: they get the new weights, their FP8 copies are made again
             res["structured_recipe"] = structured_weights(model)
             linears.requantize()
         one = scale.inputs(model.config, size, device)
@@ -639,10 +640,18 @@ def errors_part(
 
 
 def size720_part(
-    out: dict, budget: Budget, model, linears: Linears, vae, device: torch.device, scale: Scale, configs: list
+    out: dict,
+    budget: Budget,
+    model,
+    linears: Linears,
+    vae,
+    device: torch.device,
+    scale: Scale,
+    configs: list,
+    runs: int = 1,
 ) -> None:
-    """One step of bf16 + SDPA and of each configuration in `configs` (its error against the first), and one window
-    of the candidate when it is among them."""
+    """`runs` steps of bf16 + SDPA and of each configuration in `configs` (its error against the first), and one
+    window of the candidate when it is among them."""
     size = scale.size("720p")
     res = out.setdefault("720p", {"size": f"{size[0]}x{size[1]}"})
     one = scale.inputs(model.config, size, device)
@@ -664,7 +673,7 @@ def size720_part(
             reference = got if reference is None else reference
             entry["rel_err_vs_bf16_sdpa_t900"] = relative_error(got, reference)
             with torch.inference_mode():
-                entry["step"] = timed(lambda: model(**one), 1, 0)
+                entry["step"] = timed(lambda: model(**one), runs, 0)
             entry["peak_vram_gib"] = peak_gib()
         print("720p", name(config), json.dumps(entry), flush=True)
     if vae is not None and CANDIDATE in configs and budget.allows(90, "720p window"):
@@ -787,6 +796,7 @@ def main() -> None:
         default="bfloat16",
         help="the windows' VAE (SPINBOT_TALK_VAE_DTYPE; the backend's default is float32)",
     )
+    parser.add_argument("--step-runs", type=int, default=1, help="timed steps per configuration at 720p")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/infinitetalk_speed_gpu.json")
     parser.add_argument("--smoke", action="store_true", help="every part at toy size on the CPU, nothing written")
     parser.add_argument("--help-wheels", action="store_true", help="the wheels the device lacks")
@@ -891,7 +901,9 @@ def main() -> None:
         errors_part(out, budget, model, linears, vae, device, scale, configs)
         flush(out)
     if "720p" in parts:
-        size720_part(out, budget, model, linears, vae, device, scale, configs if args.configs else [CANDIDATE])
+        size720_part(
+            out, budget, model, linears, vae, device, scale, configs if args.configs else [CANDIDATE], args.step_runs
+        )
         flush(out)
     if "modes" in parts:
         modes_part(out, budget, model, linears, device, scale)
