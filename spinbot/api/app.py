@@ -14,6 +14,7 @@ from spinbot.api.auth import redact_access_log
 from spinbot.api.deps import Services
 from spinbot.api.errors import install_error_handlers
 from spinbot.api.executor import JobExecutor
+from spinbot.api.head import HeadAsGet
 from spinbot.api.headers import ResponseHeaders
 from spinbot.api.limits import RequestBodyLimit
 from spinbot.api.metrics import Metrics, RequestCounter
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     from spinbot.api.web import mount_web
 
     mount_web(app)
+    app.add_middleware(HeadAsGet)  # innermost: the others see the HEAD request as it came
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.api_request_timeout)
     app.add_middleware(RequestCounter, metrics=metrics)
     app.add_middleware(ResponseHeaders)  # outermost: its headers go on every answer, the limits' ones too

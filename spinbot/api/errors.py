@@ -38,6 +38,7 @@ _MEANINGS = {
     409: "the job's state forbids this now",
     413: "too large: an upload over SPINBOT_MAX_UPLOAD_BYTES, a key's uploads over SPINBOT_MAX_UPLOAD_STORAGE_BYTES, "
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
+    416: "the byte range starts past the end of the file (Content-Range: bytes */SIZE says its size)",
     422: "a field is missing or has the wrong type",
     429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running",
     501: "not available in this version",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import re
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from spinbot.api.deps import MediaOwner, ServicesDep
 from spinbot.api.errors import error_responses
-from spinbot.errors import JobNotFound
+from spinbot.api.files import FileDownload, stat_of
+from spinbot.errors import JobNotFound, echo
 from spinbot.media.segments import ENDLIST, PLAYLIST, PLAYLIST_TYPE, SEGMENT_TYPE
 from spinbot.state.store import FINAL_STATES, JobView, NodeView
 from spinbot.tasks.live import live_key
@@ -54,30 +55,31 @@ def live_playlist(job_id: str, node_id: str, services: ServicesDep, owner: Media
     response_class=Response,
     responses={
         200: {"content": {SEGMENT_TYPE: {}}, "description": "one MPEG-TS segment"},
-        **error_responses(401, 404, 422),
+        206: {"description": "the requested byte range of a segment (local storage)"},
+        **error_responses(401, 404, 416, 422),
     },
 )
-def live_segment(job_id: str, node_id: str, segment: str, services: ServicesDep, owner: MediaOwner):
+def live_segment(
+    job_id: str, node_id: str, segment: str, request: Request, services: ServicesDep, owner: MediaOwner
+) -> Response:
     """One MPEG-TS segment of the node's live output."""
     job = services.owned_job(job_id, owner)
     node = _node(job, node_id)
     if not SEGMENT_NAME.fullmatch(segment):
-        raise JobNotFound(f"no live segment '{segment}' for node '{node_id}'")
+        raise JobNotFound(f"no live segment {echo(segment)} for node '{node_id}'")
     key = live_key(job.id, node.node_id, segment)
     store = services.runner.artifacts
     missing = f"no live segment '{segment}' for node '{node_id}' of job '{job_id}'"
     if hasattr(store, "path"):  # the local store: served from the file, with range requests
         path = store.path(key)
-        if not path.is_file():
-            raise JobNotFound(missing)
-        return FileResponse(path, media_type=SEGMENT_TYPE)
+        return FileDownload(path, stat_of(path, missing), media_type=SEGMENT_TYPE).with_range(request.headers)
     return Response(_stored(services, key, missing), media_type=SEGMENT_TYPE)
 
 
 def _node(job: JobView, node_id: str) -> NodeView:
     node = next((n for n in job.nodes if n.node_id == node_id), None)
     if node is None:
-        raise JobNotFound(f"job '{job.id}' has no node '{node_id}'")
+        raise JobNotFound(f"job '{job.id}' has no node {echo(node_id)}")
     return node
 
 

@@ -37,10 +37,6 @@ INFINITETALK_LINEARS = (
     "ffn.0",
     "ffn.2",
 )
-# Projections of one input merged into one matmul (parent path -> its layers, in output order): one quantization of
-# the input instead of three and a 3x wider product; the per-output-row weight scales make the merged layer's numbers
-# exactly those of the three.
-INFINITETALK_MERGED = {"self_attn": ("q", "k", "v")}
 # F5-TTS DiT blocks: attention and feed-forward (the adaptive norm's linear works on one time embedding a sample)
 F5_LINEARS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "ff.ff.0.0", "ff.ff.2")
 
@@ -59,28 +55,12 @@ class FP8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, fast_accum: bool = False):
         super().__init__()
-        weight, scale = quantize_rows(linear.weight.detach())
-        bias = None if linear.bias is None else linear.bias.detach()
-        self._hold(weight, scale.T.contiguous(), bias, linear.weight.dtype, fast_accum)
-
-    def _hold(self, weight, weight_scale, bias, out_dtype: torch.dtype, fast_accum: bool) -> None:
         self.fast_accum = fast_accum  # the matmul's fast (fewer-bit) accumulation; see use_fp8
-        self.register_buffer("weight", weight)  # [out, in] e4m3
-        self.register_buffer("weight_scale", weight_scale)  # [1, out]
-        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        self.out_dtype = out_dtype
-
-    @classmethod
-    def merged(cls, layers: list[FP8Linear]) -> FP8Linear:
-        """One layer computing `layers` (same input width) side by side: their outputs concatenated in order."""
-        merged = cls.__new__(cls)
-        nn.Module.__init__(merged)
-        biases = [layer.bias for layer in layers]
-        bias = None if any(b is None for b in biases) else torch.cat([cast(torch.Tensor, b) for b in biases])
-        weight = torch.cat([layer.weight for layer in layers])
-        weight_scale = torch.cat([layer.weight_scale for layer in layers], dim=1)
-        merged._hold(weight, weight_scale, bias, layers[0].out_dtype, layers[0].fast_accum)
-        return merged
+        weight, scale = quantize_rows(linear.weight.detach())
+        self.register_buffer("weight", weight)  # [out, in]
+        self.register_buffer("weight_scale", scale.T.contiguous())  # [1, out]
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
+        self.out_dtype = linear.weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply_quantized(*quantize_rows(x.reshape(-1, x.shape[-1])), x.shape[:-1])
@@ -129,34 +109,12 @@ def is_tanh_gelu_mlp(module: nn.Module) -> bool:
     return gelu and isinstance(first, FP8Linear) and isinstance(second, FP8Linear)
 
 
-def merge_projections(block: nn.Module, merged: dict[str, tuple[str, ...]]) -> int:
-    """Replace each parent's FP8 layers named in `merged` by one FP8Linear `<parent>.<names joined>` (e.g.
-    self_attn.qkv); the parent's forward uses it when present. Returns how many merged layers were made."""
-    made = 0
-    for parent_path, names in merged.items():
-        parent = block.get_submodule(parent_path)
-        layers = [getattr(parent, name, None) for name in names]
-        if not all(isinstance(layer, FP8Linear) for layer in layers):
-            continue  # kept as they are (e.g. not all of them FP8)
-        setattr(parent, "".join(names), FP8Linear.merged(cast(list[FP8Linear], layers)))
-        for name in names:
-            delattr(parent, name)
-        made += 1
-    return made
-
-
-def use_fp8(
-    blocks: nn.ModuleList,
-    paths: tuple[str, ...],
-    fast_accum: bool = False,
-    merged: dict[str, tuple[str, ...]] | None = None,
-) -> int:
+def use_fp8(blocks: nn.ModuleList, paths: tuple[str, ...], fast_accum: bool = False) -> int:
     """Swap each block's linear layers at `paths` for FP8Linear in place, and each tanh-GELU MLP they then form for
     FP8FeedForward; returns how many linear layers were swapped. `fast_accum`: the matmuls accumulate with Hopper's
     fast, fewer-bit FP8 accumulation: InfiniteTalk's matmuls 7% faster, its forward error 5.5% / 6.1% against
     5.5% / 5.9% (random / structured weights), the decoded window's 6.8% / 7.2% against 6.8% / 7.3%
-    (benchmarks/results/infinitetalk_speed_gpu_fused_gelu_errors.json). `merged`: projections of one input made one
-    matmul (merge_projections)."""
+    (benchmarks/results/infinitetalk_speed_gpu_fused_gelu_errors.json)."""
     swapped = 0
     for block in blocks:
         parents = set()
@@ -173,5 +131,4 @@ def use_fp8(
             if parent_path and is_tanh_gelu_mlp(parent):
                 owner_path, _, name = parent_path.rpartition(".")
                 setattr(block.get_submodule(owner_path), name, FP8FeedForward(*cast(nn.Sequential, parent)))
-        merge_projections(block, merged or {})
     return swapped

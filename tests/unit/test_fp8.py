@@ -121,47 +121,6 @@ def test_use_fp8_fuses_the_infinitetalk_feed_forward_and_keeps_its_keys():
     assert {k.rsplit(".", 1)[0] for k in model.state_dict()} == {k.rsplit(".", 1)[0] for k in keys}
 
 
-def test_merged_projections_give_the_separate_layers_numbers_with_one_matmul():
-    from spinbot.backends.fp8 import INFINITETALK_MERGED
-
-    torch.manual_seed(0)
-    cfg = InfiniteTalkConfig(
-        dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32, intermediate_dim=16, output_dim=32
-    )
-    model = InfiniteTalkModel(cfg).to(torch.bfloat16)
-    use_fp8(model.blocks, INFINITETALK_LINEARS, fast_accum=True)
-    attn = model.blocks[0].self_attn
-    x = torch.randn(2, 12, 64, dtype=torch.bfloat16)
-    separate = [layer(x) for layer in (attn.q, attn.k, attn.v)]
-    rope = (torch.ones(12, 8), torch.zeros(12, 8))
-    before = attn(x, rope)
-
-    merged = FP8Linear.merged([attn.q, attn.k, attn.v])
-    assert merged.weight.shape == (192, 64) and merged.weight_scale.shape == (1, 192) and merged.fast_accum
-    for got, want in zip(merged(x).chunk(3, dim=-1), separate):
-        assert torch.equal(got, want)  # per-output-row weight scales: the same numbers, one product
-
-    from spinbot.backends.fp8 import merge_projections
-
-    assert merge_projections(model.blocks[0], INFINITETALK_MERGED) == 1
-    assert "qkv" in attn._modules and not any(n in attn._modules for n in ("q", "k", "v"))
-    assert torch.equal(attn(x, rope), before)  # the forward takes the merged path and gives the same output
-    assert merge_projections(model.blocks[0], INFINITETALK_MERGED) == 0  # nothing left to merge
-    assert isinstance(model.blocks[0].cross_attn.q, FP8Linear)  # cross-attention keeps its own projections
-
-
-def test_use_fp8_merges_what_it_is_asked_to():
-    from spinbot.backends.fp8 import INFINITETALK_MERGED
-
-    cfg = InfiniteTalkConfig(
-        dim=64, ffn_dim=128, num_heads=4, num_layers=2, text_dim=32, freq_dim=32, intermediate_dim=16, output_dim=32
-    )
-    model = InfiniteTalkModel(cfg)
-    assert use_fp8(model.blocks, INFINITETALK_LINEARS, merged=INFINITETALK_MERGED) == 2 * len(INFINITETALK_LINEARS)
-    assert all(type(block.self_attn._modules.get("qkv")) is FP8Linear for block in model.blocks)
-    assert not any(name.endswith("self_attn.q") for name, _ in model.named_modules())
-
-
 GELU_INTERPRETER_SCRIPT = """
 import json, torch
 from spinbot.backends.fp8_gelu import gelu_quantize_rows, reference

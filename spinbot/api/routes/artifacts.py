@@ -6,21 +6,19 @@ the internal endpoint never reaches a client."""
 from __future__ import annotations
 
 import mimetypes
-import re
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from spinbot.api.deps import MediaOwner, Services, ServicesDep
 from spinbot.api.errors import error_responses
+from spinbot.api.files import FileDownload, UnsatisfiableRange, requested_range, stat_of
 from spinbot.errors import JobNotFound, echo
 from spinbot.storage.local import LocalStore
-from spinbot.storage.s3 import S3Store
+from spinbot.storage.s3 import RangeNotSatisfiable, S3Store
 
 router = APIRouter(tags=["artifacts"])
-
-_ONE_RANGE = re.compile(r"bytes=\d*-\d*")  # one range; anything else gets the whole object
 
 
 @router.get(
@@ -28,9 +26,9 @@ _ONE_RANGE = re.compile(r"bytes=\d*-\d*")  # one range; anything else gets the w
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "the file"},
-        206: {"description": "the requested byte range"},
+        206: {"description": "the requested byte range (one range; any other Range header gets the whole file)"},
         307: {"description": "to a presigned URL on SPINBOT_S3_PUBLIC_URL, where that is set"},
-        **error_responses(401, 404, 422),
+        **error_responses(401, 404, 416, 422),
     },
 )
 def artifact(job_id: str, node_id: str, name: str, request: Request, services: ServicesDep, owner: MediaOwner):
@@ -46,15 +44,29 @@ def stored_file(services: Services, key: str, content_type: str | None, request:
     endpoint (SPINBOT_S3_PUBLIC_URL) or streamed through the API; never a URL of the internal endpoint."""
     store = services.runner.artifacts
     media_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
+    missing = f"file {Path(key).name} is no longer stored"
     if isinstance(store, LocalStore):
-        return FileResponse(store.path(key), media_type=media_type, filename=Path(key).name)
+        path = store.path(key)
+        found = stat_of(path, missing)
+        return FileDownload(path, found, media_type=media_type, filename=Path(key).name).with_range(request.headers)
     if not isinstance(store, S3Store):
         raise TypeError(f"no way to serve files from a {type(store).__name__}")
     public_url = services.settings.s3_public_url
     if public_url:
         return RedirectResponse(store.public_presigned_url(key, public_url), status_code=307)
-    wanted = request.headers.get("range")
-    read = store.open_read(key, wanted if wanted and _ONE_RANGE.fullmatch(wanted) else None)
+    try:
+        return _streamed(store, key, media_type, request)
+    except FileNotFoundError:  # its record outlived the object
+        raise JobNotFound(missing) from None
+
+
+def _streamed(store: S3Store, key: str, media_type: str, request: Request) -> StreamingResponse:
+    # This answer carries no validator, so an If-Range cannot be current: the whole object (RFC 9110 13.1.5).
+    wanted = None if "if-range" in request.headers else requested_range(request.headers.get("range"))
+    try:
+        read = store.open_read(key, wanted.header() if wanted else None)
+    except RangeNotSatisfiable:
+        raise UnsatisfiableRange(store.size(key)) from None
     headers = {
         "Content-Length": str(read.length),
         "Accept-Ranges": "bytes",

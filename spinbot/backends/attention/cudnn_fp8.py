@@ -40,9 +40,6 @@ HOPPER = (9, 0)
 # the kernel takes 26.3 ms on the ragged length and 23.3 ms padded to 32,768 (H200,
 # benchmarks/results/infinitetalk_speed_gpu_cudnn_fp8_kernels.json).
 TOKEN_MULTIPLE = 128
-# The graph's S and O absmax outputs (FP8 training's delayed scaling; inference has fixed scales): whether cuDNN's
-# kernel still computes them when they are not asked for is measured by benchmarks/infinitetalk_block_gpu.py.
-AMAX_OUTPUTS = True
 PLAN_TIMES: dict[tuple, dict] = {}  # [B, L, heads, D] -> the candidate plans' times (ms) and the chosen index
 
 
@@ -189,9 +186,9 @@ def _execute(plan: _Plan, q, k, v, descale_q, descale_k, descale_v, scale_o) -> 
         t["scale_s"]: plan.scale_s,
         t["scale_o"]: scale_o,
         t["o"]: out,
+        t["amax_s"]: amax[0],
+        t["amax_o"]: amax[1],
     }
-    if "amax_s" in t:
-        buffers.update({t["amax_s"]: amax[0], t["amax_o"]: amax[1]})
     if plan.seq_len is not None:
         buffers[t["seq_len"]] = plan.seq_len
     plan.graph.execute_plan_at_index(buffers, workspace, plan.index, handle=plan.handle)
@@ -272,12 +269,10 @@ def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
         **masking,
     )
     o.set_output(True).set_dim(dims).set_stride(_bhsd(strides[0])).set_data_type(cudnn.data_type.FP8_E4M3)
-    t.update(o=o)
-    if AMAX_OUTPUTS:
-        for amax in (amax_s, amax_o):
-            amax.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1])
-            amax.set_data_type(cudnn.data_type.FLOAT)
-        t.update(amax_s=amax_s, amax_o=amax_o)
+    for amax in (amax_s, amax_o):
+        amax.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1])
+        amax.set_data_type(cudnn.data_type.FLOAT)
+    t.update(o=o, amax_s=amax_s, amax_o=amax_o)
     return graph, t
 
 

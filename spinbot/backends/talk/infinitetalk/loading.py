@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 
 from spinbot.backends.attention import resolve_attention, select_attention
-from spinbot.backends.fp8 import INFINITETALK_LINEARS, INFINITETALK_MERGED, use_fp8
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
 from spinbot.backends.talk.infinitetalk.lora import LoraReport, merge_lora
@@ -162,7 +162,7 @@ def load_transformer(
     model = load_model(paths, config, precision.transformer, precision.device, prefixes)
     lora = merge_lora(model, files["lora_model"], lora_strength) if "lora_model" in files else None
     if precision.fp8:
-        use_fp8(model.blocks, INFINITETALK_LINEARS, fast_accum=True, merged=INFINITETALK_MERGED)
+        use_fp8(model.blocks, INFINITETALK_LINEARS, fast_accum=True)
     model.use_attention(select_attention(precision.attention, precision.device, "SPINBOT_TALK_ATTENTION"))
     return model, lora
 

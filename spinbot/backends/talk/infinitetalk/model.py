@@ -209,17 +209,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         heads = (self.num_heads, -1)
-        q, k, v = self.project(x)
-        q = apply_rope(self.norm_q(q).unflatten(-1, heads), rope).to(x.dtype)
-        k = apply_rope(self.norm_k(k).unflatten(-1, heads), rope).to(x.dtype)
-        return self.o(self.attend(q, k, v.unflatten(-1, heads)).flatten(2))
-
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k, v of x: one matmul when the three layers were merged into `qkv` (fp8.merge_projections)."""
-        merged = self._modules.get("qkv")
-        if merged is not None:
-            return merged(x).chunk(3, dim=-1)
-        return self.q(x), self.k(x), self.v(x)
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope).to(x.dtype)
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope).to(x.dtype)
+        v = self.v(x).unflatten(-1, heads)
+        return self.o(self.attend(q, k, v).flatten(2))
 
 
 class ImageTextCrossAttention(SelfAttention):
