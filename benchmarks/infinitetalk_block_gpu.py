@@ -31,14 +31,7 @@ from infinitetalk_gpu import SIZES, inputs, random_model, sync  # noqa: E402
 from machine import machine  # noqa: E402
 
 from spinbot.backends.attention import cudnn_fp8, select_attention  # noqa: E402
-from spinbot.backends.fp8 import (  # noqa: E402
-    INFINITETALK_LINEARS,
-    INFINITETALK_MERGED,
-    FP8FeedForward,
-    FP8Linear,
-    merge_projections,
-    use_fp8,
-)
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8FeedForward, FP8Linear, use_fp8  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig  # noqa: E402
 
 # variant -> what it changes against "base" (FP8 linears + cuDNN FP8 attention, torch.compile's default mode)
@@ -47,13 +40,13 @@ VARIANTS = {
     "coordinate": {"inductor": {"coordinate_descent_tuning": True}},
     "fast-accum": {"fast_accum": True},
     "unfused-gelu": {"unfused_gelu": True},  # the FFN as before FP8FeedForward: GELU and quantization compiled
-    "merged-qkv": {"fast_accum": True, "merged": True},  # self-attention's q, k, v as one FP8 matmul
-    "no-amax": {"fast_accum": True, "amax": False},  # cuDNN's graph without its S / O absmax outputs
-    "merged-qkv+no-amax": {"fast_accum": True, "merged": True, "amax": False},
+    # cuDNN FP8 attention's input quantization in PyTorch ops compiled by Inductor, as before cudnn_fp8_quantize.py
+    "torch-quantize": {"fast_accum": True, "torch_quantize": True},
     "coordinate+fast-accum": {"inductor": {"coordinate_descent_tuning": True}, "fast_accum": True},
     "multi-kernel": {"inductor": {"triton.multi_kernel": 1}},
     "max-autotune": {"mode": "max-autotune-no-cudagraphs"},
 }
+FUSED_QUANTIZE = cudnn_fp8.quantize
 # profiler kernel names -> kind (first match wins)
 KINDS = (
     ("sdpa_fp8/self-attention", ("f8_knob", "fprop_wgmma_f8")),
@@ -151,23 +144,13 @@ def apply(model, variant: dict):
         if isinstance(layer, FP8Linear):
             layer.fast_accum = variant.get("fast_accum", False)
     block.ffn = (nn.Sequential if variant.get("unfused_gelu") else FP8FeedForward)(*block.ffn)
-    separate = {name: getattr(block.self_attn, name) for name in INFINITETALK_MERGED["self_attn"]}
-    if variant.get("merged"):
-        merge_projections(block, INFINITETALK_MERGED)
-    cudnn_fp8.AMAX_OUTPUTS = variant.get("amax", True)
-    cudnn_fp8._plan.cache_clear()
+    cudnn_fp8.quantize = cudnn_fp8.reference_quantize if variant.get("torch_quantize") else FUSED_QUANTIZE
     model.blocks[0]._compiled_call_impl = None  # nn.Module.compile's slot: compile again under the new options
     model.blocks[0].compile(dynamic=False, mode=variant.get("mode"))
-    return separate
 
 
-def undo(model, variant: dict, separate: dict) -> None:
+def undo(variant: dict) -> None:
     import torch._inductor.config as inductor
-
-    attn = model.blocks[0].self_attn
-    attn._modules.pop("qkv", None)
-    for name, layer in separate.items():
-        setattr(attn, name, layer)
 
     for key in variant.get("inductor", {}):
         target, attr = (inductor.triton, key.split(".", 1)[1]) if key.startswith("triton.") else (inductor, key)
@@ -213,13 +196,13 @@ def main() -> None:
         reference = None
         for variant_name in variants:
             variant = VARIANTS[variant_name]
-            separate = apply(model, variant)
+            apply(model, variant)
             try:
                 entry = measure(call, reference, 1 if args.smoke else args.repeats)
                 reference = entry.pop("output") if reference is None else reference
             except Exception as error:  # noqa: BLE001 - a variant the GPU or cuDNN refuses is recorded, the rest run
                 entry = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"}
-            undo(model, variant, separate)
+            undo(variant)
             entry.pop("output", None)
             res["variants"][variant_name] = entry
             print(label, variant_name, json.dumps(entry, indent=1), flush=True)

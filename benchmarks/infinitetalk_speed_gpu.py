@@ -71,13 +71,7 @@ from infinitetalk_gpu import (  # noqa: E402
 from machine import machine  # noqa: E402
 
 from spinbot.backends.attention import select_attention  # noqa: E402
-from spinbot.backends.fp8 import (  # noqa: E402
-    INFINITETALK_LINEARS,
-    INFINITETALK_MERGED,
-    FP8FeedForward,
-    FP8Linear,
-    merge_projections,
-)
+from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8FeedForward, FP8Linear  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import (  # noqa: E402
     InfiniteTalkConfig,
     InfiniteTalkModel,
@@ -227,8 +221,7 @@ def recompiles():
 
 class Linears:
     """The blocks' big linears and their FP8 copies, swapped in place (both stay resident: 35 + 14 GiB at 14B); with
-    FP8 each block's FFN runs as FP8FeedForward (the fused GELU quantization) and its self-attention's q, k, v as one
-    merged matmul, as use_fp8 sets them up."""
+    FP8 each block's FFN runs as FP8FeedForward (the fused GELU quantization), as use_fp8 sets it up."""
 
     def __init__(self, model: InfiniteTalkModel):
         self.slots = []
@@ -252,12 +245,9 @@ class Linears:
             block.ffn = ffn
         for parent, attr, linear, quantized in self.slots:
             setattr(parent, attr, quantized if fp8 else linear)
-        for block in self.blocks:
-            block.self_attn._modules.pop("qkv", None)
         if fp8:
             for block, ffn in zip(self.blocks, self.ffns):
                 block.ffn = FP8FeedForward(*ffn)
-                merge_projections(block, INFINITETALK_MERGED)  # as use_fp8 does in the backend
 
     def fp8_gib(self) -> float:
         return round(sum(s[3].weight.numel() for s in self.slots) / 2**30, 2)

@@ -48,12 +48,15 @@ MAGIC_FLOAT = tl.constexpr(12582912.0)
 
 @triton.jit
 def _round_to_e4m3(p):
-    """p >= 0 rounded to e4m3's grid in float32 arithmetic (3 mantissa bits; subnormal step 2^-9), so that the
-    conversion after it is exact. Only for Triton's interpreter, whose float32 -> e4m3 conversion (Triton 3.8)
+    """p >= 0 rounded to e4m3's grid in float32 arithmetic (3 mantissa bits; subnormal step 2^-9; ties to even), so
+    that the conversion after it is exact. Only for Triton's interpreter, whose float32 -> e4m3 conversion (Triton 3.8)
     corrupts values whose rounding carries into the exponent; the GPU converts with round-to-nearest-even."""
     exponent = tl.maximum(tl.floor(tl.math.log2(tl.maximum(p, 1e-30))), -6.0)
     step = tl.math.exp2(exponent - 3.0)
-    return tl.floor(p / step + 0.5) * step
+    steps = p / step
+    nearest = tl.floor(steps + 0.5)
+    odd_tie = (nearest - steps == 0.5) & (nearest - 2.0 * tl.floor(nearest * 0.5) == 1.0)
+    return tl.where(odd_tie, nearest - 1.0, nearest) * step  # ties to even, as the GPU's conversion rounds
 
 
 @triton.jit
