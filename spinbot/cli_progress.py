@@ -121,13 +121,18 @@ def signals_stop_like_ctrl_c() -> Iterator[None]:
 
 
 class NodeBars:
-    """One bar per node of the job, fed by its events; plain lines as well where stderr is not a terminal (rich
-    draws nothing there until the end)."""
+    """A bar for the whole job, then one per node, fed by the job's events; plain lines as well where stderr is not a
+    terminal (rich draws nothing there until the end). A node that starts again (a new attempt) starts its bar and
+    its time estimate over, and says which attempt it is."""
 
     def __init__(self, progress: Progress, runner, job) -> None:
         self.progress, self.runner, self.job_id = progress, runner, job.id
         self.plain = None if err_console.is_terminal else PlainLines()
+        self.job_bar = progress.add_task(
+            "", total=1.0, node="job", status=job.status, start=False, completed=job.progress, seconds=None, left=None
+        )
         self.estimates = {n.node_id: TimeLeft() for n in job.nodes}
+        self.attempts = {n.node_id: n.attempts for n in job.nodes}
         self.bars = {n.node_id: self._add(n) for n in job.nodes}
 
     def _add(self, node) -> Any:
@@ -144,20 +149,45 @@ class NodeBars:
         )
 
     def on_event(self, event) -> None:
+        if event.kind == "job":
+            self._on_job_event(event)
+            return
         if event.kind != "node" or event.node_id not in self.bars:
             return
         node, status, now = event.node_id, event.status, time.monotonic()
+        self._note_attempt(node, event.attempt)
         if status == "running" and event.message is not None:  # a task's own report (not the node's start)
             self.estimates[node].report(event.progress, now)
         done = 1.0 if status == "succeeded" else event.progress
         seconds = self.runner.jobs.get(self.job_id).node(node).seconds if status == "succeeded" else None
-        message = (event.message or "")[:60]
+        message = self._attempt_prefix(node) + (event.message or "")[:60]
         self.progress.start_task(self.bars[node])  # the node's clock starts at its first event (no-op once started)
         self.progress.update(self.bars[node], completed=done, status=status, description=message, seconds=seconds)
+        if event.job_progress is not None:
+            self.progress.start_task(self.job_bar)
+            self.progress.update(self.job_bar, completed=event.job_progress)
         if self.plain is not None:
             left = self.estimates[node].seconds(now) if status == "running" else None
             took = f"took {clock(seconds)}" if seconds is not None else message
             self.plain.show(node, status, done, took, left, now)
+
+    def _on_job_event(self, event) -> None:
+        """The job's state and overall progress (a plain line on each change of state)."""
+        self.progress.start_task(self.job_bar)
+        self.progress.update(self.job_bar, completed=event.progress, status=event.status)
+        if self.plain is not None:
+            self.plain.show("job", event.status, event.progress, "", None, time.monotonic())
+
+    def _note_attempt(self, node: str, attempt: int | None) -> None:
+        """A higher attempt is the node starting again from 0: its rate so far says nothing about the new run."""
+        if attempt is not None and attempt > self.attempts[node]:
+            if self.attempts[node] > 0:
+                self.estimates[node] = TimeLeft()
+                self.progress.update(self.bars[node], left=self.estimates[node])
+            self.attempts[node] = attempt
+
+    def _attempt_prefix(self, node: str) -> str:
+        return f"attempt {self.attempts[node]}: " if self.attempts[node] > 1 else ""
 
 
 def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:

@@ -41,7 +41,10 @@ class NodeOut(BaseModel):
     task: str
     plane: str
     status: str
-    progress: float
+    progress: float = Field(
+        description="0..1; never goes down within one attempt: a node that starts again (a takeover, a resume, a "
+        "retry, another worker) starts from 0 with attempts one higher"
+    )
     message: str | None
     attempts: int
     error: str | None
@@ -62,6 +65,11 @@ class JobOut(BaseModel):
     id: str
     pipeline: str
     status: str
+    progress: float = Field(
+        default=0.0,
+        description="the job's overall progress, 0..1: the average of its nodes' (a finished node counts 1); never "
+        "goes down, 1 only once the job succeeded",
+    )
     priority: int | None
     error: str | None
     prompt: str | None
@@ -83,6 +91,7 @@ class JobOut(BaseModel):
             id=job.id,
             pipeline=job.pipeline,
             status=job.status,
+            progress=job.progress,
             priority=job.priority,
             error=public_error(job.error),
             prompt=values.get("prompt"),

@@ -64,6 +64,17 @@ def execute_task(
     return output
 
 
+def report_restart(report: Callable[[float, str], None], message: str) -> None:
+    """Tell a node's reporter that its task began again from nothing (another worker took it over after the first
+    one died): the control plane's reporter counts a new attempt (spinbot.control.progress.NodeProgress.restart);
+    a plain callable gets a report of 0."""
+    restart = getattr(report, "restart", None)
+    if callable(restart):
+        restart(message)
+    else:
+        report(0.0, message)
+
+
 class Dispatcher(ABC):
     @abstractmethod
     def run(

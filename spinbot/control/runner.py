@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ from typing import Any
 from spinbot.control.admission import Admission
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
 from spinbot.control.lease import LeaseKeeper, LeaseLost
+from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
 from spinbot.errors import ParamsError, SpinBotError, TaskFailed, shorten
 from spinbot.pipelines.planner import compile_graph
@@ -32,7 +32,7 @@ from spinbot.tasks.catalog import load_task
 log = logging.getLogger(__name__)
 
 INPUTS_NODE = "inputs"  # job inputs are stored as if a node named "inputs" had produced them
-PROGRESS_DB_INTERVAL = 0.25  # seconds between progress writes to the database, per node
+TAKEN_OVER = "waiting to resume: the process that ran it stopped"
 
 
 class JobCancelled(Exception):
@@ -73,6 +73,7 @@ class Runner:
         self.dispatcher = dispatcher or make_dispatcher(self.settings, self.artifacts)
         self.events = events or make_event_bus(self.settings.redis_url)
         self.leases = LeaseKeeper(LeaseStore(self.jobs.engine), self.settings.job_lease_seconds)
+        self._progress: dict[str, JobProgress] = {}  # the overall progress of each job this process drives
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
     def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -146,7 +147,8 @@ class Runner:
             job = self.jobs.get(job_id)  # again, as its owner: the last one may have finished it meanwhile
             if self._done(job):
                 return job
-            self._drive(job)
+            self._reset_in_flight(job_id)
+            self._drive(self.jobs.get(job_id))
         except LeaseLost as err:
             log.warning("stopped driving the job: %s", err, extra={"job_id": job_id})
         except KeyboardInterrupt:
@@ -160,13 +162,33 @@ class Runner:
     def _done(job: st.JobView) -> bool:
         return job.status in st.FINAL_STATES and job.status != st.FAILED
 
+    def _reset_in_flight(self, job_id: str) -> None:
+        """Nodes still queued or running when this process takes the job are its last driver's (which died or let
+        go): they go back to pending at 0 now, so the job's record shows the new attempt from its start instead of
+        the old attempt's progress until the new one reports."""
+        for node_id, attempt in self.jobs.reset_in_flight(job_id, TAKEN_OVER):
+            log.info("node taken over", extra={"job_id": job_id, "node_id": node_id, "attempt": attempt})
+            event = Event(job_id, "node", st.PENDING, node_id, message=TAKEN_OVER, attempt=attempt)
+            self.events.publish(event)
+
+    def _publish_job(self, job_id: str, status: str, message: str | None = None) -> None:
+        """A job event with the job's overall progress (spinbot.state.progress): as recorded, and while this process
+        drives the job, no lower than its node events said."""
+        job = self.jobs.get(job_id)
+        progress, overall = job.progress, self._progress.get(job_id)
+        if overall is not None and job.status != st.SUCCEEDED and overall.value > progress:
+            progress = overall.value
+            self.jobs.raise_job_progress(job_id, progress)
+        self.events.publish(Event(job_id, "job", status, progress=progress, message=message))
+
     def _drive(self, job: st.JobView) -> None:
         """The graph from its last checkpoint to the end; the job's final state is recorded here."""
         job_id = job.id
         spec = get_pipeline(job.pipeline, self.settings.pipelines)
         config = {"configurable": {"thread_id": job_id}}
         self.jobs.set_job_status(job_id, st.RUNNING)
-        self.events.publish(Event(job_id, "job", st.RUNNING))
+        self._progress[job_id] = JobProgress(job)
+        self._publish_job(job_id, st.RUNNING)
         try:
             with self._graph(spec) as graph:
                 # durability="sync": each step's checkpoint is written before the next step starts, so a process
@@ -190,6 +212,8 @@ class Runner:
             self._finish(job_id, st.FAILED, str(err) or type(err).__name__)
         else:
             self._finish(job_id, st.SUCCEEDED)
+        finally:
+            self._progress.pop(job_id, None)
 
     def _unfinished_nodes(self, job_id: str) -> list[str]:
         return [n.node_id for n in self.jobs.get(job_id).nodes if n.status != st.SUCCEEDED]
@@ -201,14 +225,14 @@ class Runner:
                 self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
             if status == st.INTERRUPTED and node.status in (st.QUEUED, st.RUNNING):
                 self.jobs.node_status(job_id, node.node_id, st.INTERRUPTED)
-        self.events.publish(Event(job_id, "job", status, message=error))
+        self._publish_job(job_id, status, error)
 
     def reopen(self, job_id: str) -> bool:
         """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when
         the job was neither at that moment: of concurrent retries, exactly one reopens it."""
         if not self.jobs.reopen_failed(job_id):
             return False
-        self.events.publish(Event(job_id, "job", st.PENDING))
+        self._publish_job(job_id, st.PENDING)
         return True
 
     def cancel(self, job_id: str) -> None:
@@ -247,10 +271,10 @@ class Runner:
             raise JobCancelled(f"job cancelled before node '{node_id}'")
         self.leases.confirm(job_id)  # only the job's owner starts a node: never two processes the same node
         request = self._request(job, node, upstream)
-        report = self._reporter(job_id, node_id)
         inline = node.plane == "node"
-        self.jobs.node_started(job_id, node_id, st.RUNNING if inline else st.QUEUED)
-        self.events.publish(Event(job_id, "node", st.RUNNING if inline else st.QUEUED, node_id))
+        attempt = self.jobs.node_started(job_id, node_id, st.RUNNING if inline else st.QUEUED)
+        report = self._reporter(job, node_id, attempt)
+        report.state(st.RUNNING if inline else st.QUEUED)
         started = time.monotonic()
         try:
             if inline:
@@ -260,8 +284,9 @@ class Runner:
         except LeaseLost:
             raise
         except Cancelled as err:
+            report.settle()
             self.jobs.node_status(job_id, node_id, st.CANCELLED, error=str(err))
-            self.events.publish(Event(job_id, "node", st.CANCELLED, node_id))
+            report.state(st.CANCELLED)
             raise JobCancelled(str(err)) from None
         except Exception as err:
             if self.leases.is_lost(job_id):
@@ -273,11 +298,12 @@ class Runner:
                 extra={"job_id": job_id, "node_id": node_id, "error": str(err)},
                 exc_info=not isinstance(err, SpinBotError),
             )
+            report.settle()
             self.jobs.node_status(job_id, node_id, st.FAILED, error=str(err))
-            self.events.publish(Event(job_id, "node", st.FAILED, node_id, message=str(err)))
+            report.state(st.FAILED, str(err))
             raise TaskFailed(message) from err
         result = self._record(job_id, node_id, output, time.monotonic() - started)
-        self.events.publish(Event(job_id, "node", st.SUCCEEDED, node_id, progress=1.0))
+        report.state(st.SUCCEEDED)
         return result
 
     def _cancel_check(self, job_id: str) -> Callable[[], bool]:
@@ -325,21 +351,17 @@ class Runner:
         self.jobs.node_succeeded(job_id, node_id, result, records)
         return result
 
-    def _reporter(self, job_id: str, node_id: str) -> Callable[[float, str], None]:
-        lock = threading.Lock()
-        last_written = [0.0]  # when this node's progress last went to the database
-
-        def report(fraction: float, message: str) -> None:
-            self.events.publish(Event(job_id, "node", st.RUNNING, node_id, progress=fraction, message=message))
-            now = time.monotonic()
-            with lock:
-                if now - last_written[0] < PROGRESS_DB_INTERVAL and fraction < 1.0:
-                    return
-                last_written[0] = now
-            self.jobs.node_progress(job_id, node_id, fraction, message)
-            self.jobs.node_status(job_id, node_id, st.RUNNING)
-
-        return report
+    def _reporter(self, job: st.JobView, node_id: str, attempt: int) -> NodeProgress:
+        """The node attempt's one publisher of progress (spinbot.control.progress)."""
+        overall = self._progress.get(job.id) or JobProgress(job)
+        return NodeProgress(
+            self.events,
+            self.jobs,
+            overall,
+            (job.id, node_id),
+            attempt,
+            is_current=lambda: not self.leases.is_lost(job.id),
+        )
 
     # ---- reading ------------------------------------------------------------------------------------------------
     def final_artifact(self, job: st.JobView) -> str | None:

@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from spinbot.control.dispatch import Dispatcher, TaskRequest
+from spinbot.control.dispatch import Dispatcher, TaskRequest, report_restart
 from spinbot.queue.bridge import LoopThread
 from spinbot.queue.bull import LIVE_STATES, BullQueues
 from spinbot.queue.channel import NodeChannel
@@ -165,6 +165,7 @@ class _NodeWait:
         self.report = report
         self.is_cancelled = is_cancelled
         self.last_id = "0"  # from the start: a reader that attaches late still gets the whole run
+        self.starts = 0  # the worker runs of the node seen: each one after the first began the task again
         self.cancel_sent_at: float | None = None
         self.next_cancel_check = 0.0
         self.next_queue_check = time.monotonic() + QUEUE_CHECK_SECONDS
@@ -197,12 +198,21 @@ class _NodeWait:
             if kind == PROGRESS:
                 self.report(float(fields.get("fraction", 0.0)), fields.get("message", ""))
             elif kind == STARTED:
-                self.report(0.0, f"started on worker {fields.get('worker', '?')}")
+                self.relay_start(fields.get("worker", "?"))
             elif kind == DONE:
                 result = self.node.result()
                 if result is not None:
                     return result
         return None
+
+    def relay_start(self, worker: str) -> None:
+        """A worker started the task. A later start than the first is a restart from nothing (its worker died or
+        stopped and the queue gave the task to another): a new attempt, not the last one's progress going back."""
+        self.starts += 1
+        if self.starts == 1:
+            self.report(0.0, f"started on worker {worker}")
+        else:
+            report_restart(self.report, f"started again on worker {worker}: the last run of the task stopped")
 
     def forward_cancel(self) -> NodeResult | None:
         """Set the node's cancel flag once is_cancelled() turns true; withdraw the job if no worker has it yet."""

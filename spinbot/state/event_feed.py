@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,32 @@ async def _queued(queue: asyncio.Queue[Event], idle: float) -> AsyncIterator[Eve
         yield event
 
 
+@dataclass(eq=False)
+class Subscription:
+    """One reader's events, from the moment it was opened (or from the job's first event, with its history)."""
+
+    queue: asyncio.Queue[Event]
+    close: Callable[[], None]
+
+    async def events(self, idle: float = 15.0) -> AsyncIterator[Event | None]:
+        """Its events in order, None after `idle` seconds without one; closed when the iteration ends."""
+        try:
+            async for event in _queued(self.queue, idle):
+                yield event
+        finally:
+            self.close()
+
+
 class LocalEventFeed:
-    """The in-process bus: its history first, then new events, handed over from the publishing thread."""
+    """The in-process bus: its history first (unless not wanted), then new events, handed over from the publishing
+    thread."""
 
     def __init__(self, bus: EventBus):
         self.bus = bus
 
-    async def follow(self, job_id: str, idle: float = 15.0) -> AsyncIterator[Event | None]:
+    async def open(self, job_id: str, history: bool = True) -> Subscription:
+        """Subscribed when this returns: a reader that reads the job's state next and then follows misses nothing
+        published after it opened (history=False: nothing published before is replayed over that state)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -55,14 +74,16 @@ class LocalEventFeed:
                 except RuntimeError:  # the API's loop has closed
                     pass
 
-        history, unsubscribe = self.bus.subscribe_after_history(job_id, deliver)
-        for past in history:
-            queue.put_nowait(past)
-        try:
-            async for event in _queued(queue, idle):
-                yield event
-        finally:
-            unsubscribe()
+        if not history:
+            return Subscription(queue, self.bus.subscribe(deliver))
+        past, unsubscribe = self.bus.subscribe_after_history(job_id, deliver)
+        for event in past:
+            queue.put_nowait(event)
+        return Subscription(queue, unsubscribe)
+
+    async def follow(self, job_id: str, idle: float = 15.0) -> AsyncIterator[Event | None]:
+        async for event in (await self.open(job_id)).events(idle):
+            yield event
 
     async def close(self) -> None:
         pass
@@ -91,20 +112,33 @@ class RedisEventFeed:
         self._readers: dict[str, set[_Reader]] = {}
         self._task: asyncio.Task | None = None
 
-    async def follow(self, job_id: str, idle: float = 15.0) -> AsyncIterator[Event | None]:
-        reader = _Reader(job_id)
+    async def open(self, job_id: str, history: bool = True) -> Subscription:
+        """Subscribed when this returns; history=False: from the stream's last entry now on (LocalEventFeed.open)."""
+        reader = _Reader(job_id, last=(0, 0) if history else await self._last_entry(job_id))
         self._readers.setdefault(job_id, set()).add(reader)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._read_all(), name="spinbot-event-feed")
-        try:
-            async for event in _queued(reader.queue, idle):
-                yield event
-        finally:
+
+        def close() -> None:
             readers = self._readers.get(job_id)
             if readers is not None:
                 readers.discard(reader)
                 if not readers:
                     del self._readers[job_id]
+
+        return Subscription(reader.queue, close)
+
+    async def follow(self, job_id: str, idle: float = 15.0) -> AsyncIterator[Event | None]:
+        async for event in (await self.open(job_id)).events(idle):
+            yield event
+
+    async def _last_entry(self, job_id: str) -> tuple[int, int]:
+        try:
+            last: Any = await self.redis.xrevrange(self.prefix + job_id, count=1)
+        except Exception as err:  # noqa: BLE001 - Redis away: from the start (readers drop what they already have)
+            log.warning("event feed cannot read Redis", extra={"error": str(err)})
+            return (0, 0)
+        return _entry_id(last[0][0]) if last else (0, 0)
 
     async def _read_all(self) -> None:
         loop = asyncio.get_running_loop()

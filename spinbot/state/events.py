@@ -17,6 +17,11 @@ from typing import Any, cast
 
 @dataclass(frozen=True)
 class Event:
+    """A job's or a node's state. A node's `progress` never goes down within one `attempt` (spinbot.control.progress
+    publishes it); a new attempt (the node started again: a takeover, a resume, a retry, another worker) starts
+    from 0 with a higher number. A job event's `progress` is the job's overall progress (spinbot.state.progress);
+    a node event carries it too, as `job_progress`."""
+
     job_id: str
     kind: str  # "job" or "node"
     status: str
@@ -24,18 +29,19 @@ class Event:
     progress: float = 0.0
     message: str | None = None
     ts: float = field(default_factory=time.time)
+    attempt: int | None = None  # node events: the node's attempt (NodeOut.attempts)
+    job_progress: float | None = None  # node events: the job's overall progress
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
-        fields: dict[str, Any] = {
-            k: data.get(k) for k in ("job_id", "kind", "status", "node_id", "progress", "message", "ts")
-        }
-        return cls(**fields)
+        # Entries written before a field existed (a Redis stream outlives an upgrade) take its default.
+        return cls(**{k: data[k] for k in EVENT_FIELDS if k in data})
 
 
+EVENT_FIELDS = tuple(Event.__dataclass_fields__)
 Listener = Callable[[Event], None]
 FINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 

@@ -37,6 +37,8 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # The highest overall progress recorded for the job (spinbot.state.progress): what it reports never goes back.
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
     nodes: Mapped[list[NodeRun]] = relationship(back_populates="job", order_by="NodeRun.position")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="job", order_by="Artifact.id")

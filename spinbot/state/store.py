@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from spinbot.errors import JobNotFound
 from spinbot.state.lease import database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
+from spinbot.state.progress import job_progress, node_share
 
 PENDING, QUEUED, RUNNING = "pending", "queued", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
@@ -24,6 +25,7 @@ FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 RETRYABLE_STATES = (FAILED, INTERRUPTED)  # a retry makes them pending again
 # Jobs a control plane resumes on its own when nobody holds them (at start, and when their owner's lease expired).
 ORPHAN_STATES = (PENDING, QUEUED, RUNNING)
+IN_FLIGHT_STATES = (QUEUED, RUNNING)  # a node its job's driver has started and not finished
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,16 @@ class JobView:
     finished_at: datetime | None
     nodes: tuple[NodeView, ...]
     artifacts: tuple[dict[str, Any], ...]
+    recorded_progress: float = 0.0  # the highest overall progress its driver recorded (jobs.progress)
 
     def node(self, node_id: str) -> NodeView:
         return next(n for n in self.nodes if n.node_id == node_id)
+
+    @property
+    def progress(self) -> float:
+        """The job's overall progress (spinbot.state.progress): monotonic, 1.0 only once it succeeded."""
+        shares = (node_share(n.status, n.progress) for n in self.nodes)
+        return job_progress(self.status, shares, self.recorded_progress)
 
 
 def _view(job: Job) -> JobView:
@@ -104,6 +113,7 @@ def _view(job: Job) -> JobView:
         job.finished_at,
         nodes,
         arts,
+        job.progress or 0.0,
     )
 
 
@@ -227,6 +237,8 @@ class JobStore:
             values["finished_at"] = None
         if status in FINAL_STATES:
             values["finished_at"] = utcnow()
+        if status == SUCCEEDED:
+            values["progress"] = 1.0
         if error is not None:
             values["error"] = error
         with self.session() as s, s.begin():
@@ -250,8 +262,9 @@ class JobStore:
         with self.session() as s:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
-    def node_started(self, job_id: str, node_id: str, status: str = RUNNING) -> None:
-        """Count an attempt and mark the node queued or running; a retry clears the last error."""
+    def node_started(self, job_id: str, node_id: str, status: str = RUNNING) -> int:
+        """Count an attempt and mark the node queued or running; a retry clears the last error. Returns the
+        attempt's number."""
         with self.session() as s, s.begin():
             s.execute(
                 update(NodeRun)
@@ -266,6 +279,44 @@ class JobStore:
                     message=None,
                 )
             )
+            return self._attempts(s, job_id, node_id)
+
+    def node_restarted(self, job_id: str, node_id: str, attempt: int, message: str) -> int | None:
+        """The node's work began again from nothing within attempt `attempt` (its worker died and another one took
+        the task): counted as the next attempt, from 0. None if `attempt` is no longer the node's current one."""
+        with self.session() as s, s.begin():
+            changed = cast(
+                "CursorResult[Any]",
+                s.execute(
+                    update(NodeRun)
+                    .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id, NodeRun.attempts == attempt)
+                    .values(attempts=attempt + 1, started_at=utcnow(), progress=0.0, message=message)
+                ),
+            )
+            return attempt + 1 if changed.rowcount == 1 else None
+
+    def reset_in_flight(self, job_id: str, message: str) -> builtins.list[tuple[str, int]]:
+        """Nodes left queued or running by a driver that is gone (its lease expired, or it handed the job back):
+        pending again at 0, so the job's record shows no progress that nobody is making. Returns (node, attempts) of
+        each one reset; the next attempt counts from there."""
+        with self.session() as s, s.begin():
+            stale = s.execute(
+                select(NodeRun.node_id, NodeRun.attempts).where(
+                    NodeRun.job_id == job_id, NodeRun.status.in_(IN_FLIGHT_STATES)
+                )
+            ).all()
+            if stale:
+                s.execute(
+                    update(NodeRun)
+                    .where(NodeRun.job_id == job_id, NodeRun.node_id.in_([n for n, _ in stale]))
+                    .values(status=PENDING, progress=0.0, message=message)
+                )
+            return [(node_id, attempts) for node_id, attempts in stale]
+
+    @staticmethod
+    def _attempts(s: Session, job_id: str, node_id: str) -> int:
+        where = (NodeRun.job_id == job_id, NodeRun.node_id == node_id)
+        return s.scalar(select(NodeRun.attempts).where(*where)) or 0
 
     def node_status(self, job_id: str, node_id: str, status: str, *, error: str | None = None) -> None:
         values: dict[str, Any] = {"status": status}
@@ -276,13 +327,38 @@ class JobStore:
         with self.session() as s, s.begin():
             s.execute(update(NodeRun).where(NodeRun.job_id == job_id, NodeRun.node_id == node_id).values(**values))
 
-    def node_progress(self, job_id: str, node_id: str, progress: float, message: str | None) -> None:
+    def node_progress(
+        self,
+        job_id: str,
+        node_id: str,
+        progress: float,
+        message: str | None,
+        *,
+        attempt: int | None = None,
+        job_progress: float | None = None,
+    ) -> bool:
+        """A running node's progress (and the job's, raised to `job_progress`). With `attempt`, only while that is
+        still the node's attempt: a late write of a driver that lost the job never overwrites the next attempt's.
+        Returns whether the node's row was written."""
+        where = [NodeRun.job_id == job_id, NodeRun.node_id == node_id]
+        if attempt is not None:
+            where += [NodeRun.attempts == attempt, NodeRun.status.in_(IN_FLIGHT_STATES)]
         with self.session() as s, s.begin():
-            s.execute(
-                update(NodeRun)
-                .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
-                .values(progress=progress, message=message)
+            written = cast(
+                "CursorResult[Any]",
+                s.execute(update(NodeRun).where(*where).values(progress=progress, message=message, status=RUNNING)),
             )
+            if written.rowcount == 1 and job_progress is not None:
+                self._raise_job_progress(s, job_id, job_progress)
+            return written.rowcount == 1
+
+    def raise_job_progress(self, job_id: str, progress: float) -> None:
+        with self.session() as s, s.begin():
+            self._raise_job_progress(s, job_id, progress)
+
+    @staticmethod
+    def _raise_job_progress(s: Session, job_id: str, progress: float) -> None:
+        s.execute(update(Job).where(Job.id == job_id, Job.progress < progress).values(progress=progress))
 
     def node_succeeded(
         self, job_id: str, node_id: str, output: dict[str, Any], artifacts: builtins.list[dict[str, Any]]

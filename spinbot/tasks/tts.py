@@ -156,7 +156,7 @@ def _speak(
     sr, fade = backend.sample_rate, params.cross_fade_duration
     pieces: list[np.ndarray] = []
     for i, chunk in enumerate(chunks):
-        ctx.progress(i / len(chunks), f"speaking chunk {i + 1}/{len(chunks)}")
+        ctx.progress(0.95 * i / len(chunks), f"speaking chunk {i + 1}/{len(chunks)}")  # 0.95: resampling after
         audio = backend.synthesize(chunk.text, voice, params)
         start, end = active_bounds(audio, sr)
         if end <= start:

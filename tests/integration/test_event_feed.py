@@ -80,3 +80,45 @@ def test_redis_feed_fans_one_reader_out_to_every_stream(redis_url):
         for got in runs:
             assert got == [float(i) for i in range(50)], job
     assert reader_tasks <= 1 and left == {}  # one reader task; finished readers leave nothing behind
+
+
+async def open_then_publish(bus: EventBus, feed, job_id: str) -> list[float]:
+    """5 events, a reader opened without history, 3 more: what the reader gets."""
+    publish(bus, job_id, 0, 5)
+    subscription = await feed.open(job_id, history=False)
+    await asyncio.to_thread(publish, bus, job_id, 5, 3)
+    got = []
+    async with asyncio.timeout(10):
+        async for event in subscription.events(idle=0.5):
+            if event is not None:
+                got.append(event.progress)
+                if len(got) == 3:
+                    break
+    await asyncio.sleep(0.3)  # a stray replay of the first five would have come by now
+    while not subscription.queue.empty():
+        got.append(subscription.queue.get_nowait().progress)
+    return got
+
+
+def test_local_feed_opened_without_history_gets_only_later_events():
+    bus = EventBus()
+    assert asyncio.run(open_then_publish(bus, LocalEventFeed(bus), uuid.uuid4().hex)) == [5.0, 6.0, 7.0]
+
+
+def test_redis_feed_opened_without_history_starts_at_the_streams_end(redis_url):
+    prefix = f"spinbot-test-feed:{uuid.uuid4().hex[:8]}:"
+    bus = RedisEventBus(redis_url, prefix=prefix)
+    job_id = uuid.uuid4().hex
+
+    async def run():
+        feed = RedisEventFeed(redis_url, prefix)
+        try:
+            return await open_then_publish(bus, feed, job_id)
+        finally:
+            await feed.close()
+
+    try:
+        assert asyncio.run(run()) == [5.0, 6.0, 7.0]
+    finally:
+        bus.redis.delete(prefix + job_id)
+        bus.close()

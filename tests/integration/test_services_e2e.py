@@ -216,8 +216,12 @@ def collect_sse(stack: Stack, job_id: str, events: list, done: threading.Event) 
         for line in reply.iter_lines():
             if line.startswith("event:"):
                 kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind in ("node", "job"):
-                events.append(json.loads(line.split(":", 1)[1]))
+            elif line.startswith("data:") and kind in ("node", "job", "snapshot"):
+                events.append(
+                    {"kind": "snapshot", "job": json.loads(line.split(":", 1)[1])}
+                    if kind == "snapshot"
+                    else json.loads(line.split(":", 1)[1])
+                )
     done.set()
 
 
@@ -243,16 +247,24 @@ def test_job_runs_through_two_workers_with_artifacts_in_s3_states_in_postgres_an
     # States are in PostgreSQL.
     stored = JobStore(get_engine(stack.database_url)).get(job_id)
     assert stored.status == "succeeded" and [n.status for n in stored.nodes] == ["succeeded"] * 4
-    # The SSE stream delivered progress for every node, in pipeline order.
+    # The SSE stream began with the job as it was, then delivered progress for every node not finished by then, in
+    # pipeline order, never going back, with the job's overall progress rising to 1.
+    assert events[0]["kind"] == "snapshot"
+    finished = {n["id"] for n in events[0]["job"]["nodes"] if n["status"] == "succeeded"}
+    following = [n for n in PIPELINE_NODES if n not in finished]
+    assert following[-2:] == ["infinite_talk", "upscale_video"], finished  # the renders were ahead when it connected
     node_events = [e for e in events if e["kind"] == "node"]
-    first = {n: next(i for i, e in enumerate(node_events) if e["node_id"] == n) for n in PIPELINE_NODES}
-    last = {n: max(i for i, e in enumerate(node_events) if e["node_id"] == n) for n in PIPELINE_NODES}
-    for a, b in itertools.pairwise(PIPELINE_NODES):
+    first = {n: next(i for i, e in enumerate(node_events) if e["node_id"] == n) for n in following}
+    last = {n: max(i for i, e in enumerate(node_events) if e["node_id"] == n) for n in following}
+    for a, b in itertools.pairwise(following):
         assert last[a] < first[b], f"{a} events after {b} started"
-    for n in PIPELINE_NODES[1:]:
+    for n in following:
         progress = [e["progress"] for e in node_events if e["node_id"] == n and e["status"] == "running"]
-        assert progress and progress == sorted(progress), f"{n}: progress {progress}"
+        assert n == "script" or progress, n
+        assert progress == sorted(progress), f"{n}: progress {progress}"
         assert node_events[last[n]]["status"] == "succeeded"
+    overall = [e["progress"] if e["kind"] == "job" else e["job_progress"] for e in events if e["kind"] != "snapshot"]
+    assert overall == sorted(overall) and overall[-1] == 1.0
     assert events[-1]["kind"] == "job" and events[-1]["status"] == "succeeded"
     # The final video can be downloaded (streamed from S3 by the API).
     video = next(a for a in job["artifacts"] if a["node_id"] == "upscale_video")
@@ -266,13 +278,22 @@ def test_killed_worker_job_finishes_on_the_other_worker_with_one_artifact_set(st
     stack.wait_job(job_id, lambda j: node(j, "upscale_video")["status"] == "running")
 
     def running_it():
-        return next((w for w in stack.live_workers() if any(r.job_id == job_id for r in w.running)), None)
+        return next(
+            (
+                w
+                for w in stack.live_workers()
+                if any(r.job_id == job_id and r.node_id == "upscale_video" for r in w.running)
+            ),
+            None,
+        )
 
     victim = services.wait_until(running_it, 10, 0.05) and running_it()
     proc = next(p for p in stack.workers if p.pid == victim.pid)
     stack.kill(proc)
     job = stack.wait_job(job_id, lambda j: j["status"] in FINAL)
     assert job["status"] == "succeeded", job
+    # The other worker started the task again from nothing: a second attempt, not the first one's progress going back.
+    assert node(job, "upscale_video")["attempts"] >= 2, node(job, "upscale_video")
     artifacts = [key for key in stack.bucket_keys(f"jobs/{job_id}/") if "/live/" not in key]
     assert [key for key in artifacts if "/upscale_video/" in key] == [f"jobs/{job_id}/upscale_video/upscaled.mp4"]
     assert len(artifacts) == 3

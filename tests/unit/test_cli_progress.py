@@ -48,7 +48,8 @@ def test_the_running_nodes_bar_shows_its_time_left():
 def test_node_bars_measure_from_the_tasks_reports_not_the_nodes_start(monkeypatch):
     clock = iter([0.0, 10.0, 15.0])
     monkeypatch.setattr(cli_progress.time, "monotonic", lambda: next(clock))
-    job = SimpleNamespace(id="j", nodes=[SimpleNamespace(node_id="talk", status="pending", message=None, seconds=None)])
+    talk = SimpleNamespace(node_id="talk", status="pending", message=None, seconds=None, attempts=0)
+    job = SimpleNamespace(id="j", status="running", progress=0.0, nodes=[talk])
     bars = cli_progress.NodeBars(Progress(), runner=None, job=job)
     bars.on_event(Event("j", "node", "running", "talk"))  # the node started (a model load may follow)
     bars.on_event(Event("j", "node", "running", "talk", progress=0.1, message="window 1/10"))
@@ -88,3 +89,32 @@ def test_run_in_a_log_file_prints_each_node_as_it_goes(spinbot_env, tmp_path):
 
 def _first(lines: list[str], start: str) -> int:
     return next(i for i, line in enumerate(lines) if line.startswith(start))
+
+
+def test_node_bars_show_the_jobs_overall_progress_and_a_nodes_new_attempt(monkeypatch, capsys):
+    clock = iter(float(t) for t in range(100))
+    monkeypatch.setattr(cli_progress.time, "monotonic", lambda: next(clock))
+    talk = SimpleNamespace(node_id="talk", status="running", message=None, seconds=None, attempts=1)
+    job = SimpleNamespace(id="j", status="running", progress=0.25, nodes=[talk])
+    progress = Progress()
+    bars = cli_progress.NodeBars(progress, runner=None, job=job)
+    bars.plain = PlainLines()  # as in a log file
+    overall = progress.tasks[bars.job_bar]
+    assert (overall.fields["node"], overall.completed) == ("job", 0.25)
+    bars.on_event(
+        Event("j", "node", "running", "talk", progress=0.2, message="window 2/10", attempt=1, job_progress=0.4)
+    )
+    bars.on_event(
+        Event("j", "node", "running", "talk", progress=0.6, message="window 6/10", attempt=1, job_progress=0.7)
+    )
+    assert overall.completed == 0.7
+    # The node starts again (another worker): a new attempt from 0, whose rate is measured afresh.
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.0, message="started again", attempt=2))
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.1, message="window 1/10", attempt=2))
+    talk_bar = progress.tasks[bars.bars["talk"]]
+    assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
+    assert bars.estimates["talk"].first == (2.0, 0.0)  # not the first attempt's (0.0, 0.2)
+    assert overall.completed == 0.7  # the job's progress holds while the node catches up
+    bars.on_event(Event("j", "job", "succeeded", progress=1.0))
+    assert (overall.completed, overall.fields["status"]) == (1.0, "succeeded")
+    assert "job            succeeded  100%" in capsys.readouterr().err.splitlines()

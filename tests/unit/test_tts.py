@@ -228,6 +228,15 @@ def test_progress_is_reported_per_chunk(store):
     assert [m for m in messages if m.startswith("speaking chunk")] == [f"speaking chunk {i}/3" for i in (1, 2, 3)]
 
 
+def test_progress_of_a_long_script_stays_below_the_resampling_step(store):
+    # 25 chunks: unscaled, chunk 25 would report 24/25 = 0.96, above the 0.95 of the step after it
+    reports = []
+    speak(store, text=" ".join(f"Line {i} is here." for i in range(25)), report=lambda f, m: reports.append((f, m)))
+    assert sum(m.startswith("speaking chunk") for _, m in reports) >= 21
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions)
+
+
 def test_long_sentences_are_split_at_commas_within_the_limit():
     long_sentence = (
         "When you start something new, you will stumble, you will forget, you will feel slow, "

@@ -19,14 +19,18 @@ from spinbot.api.schemas import JobCreate, JobOut, JobPage
 from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError, TooManyJobs, echo
 from spinbot.pipelines.spec import get_pipeline
-from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, JobView
+from spinbot.state.events import Event
+from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, RUNNING, JobView
 
 router = APIRouter(tags=["jobs"])
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 # With no event for this long, the stream looks at the job's row: a job whose process died without a final event
-# still ends its streams. SSE pings (every 10 s) keep idle connections open meanwhile.
+# still ends its streams.
 IDLE_CHECK_SECONDS = 15.0
+# A comment line this often keeps a stream that has nothing to say (a long render between two reports) from being cut
+# by a proxy's idle timeout (nginx's default read timeout is 60 s).
+PING_SECONDS = 10.0
 
 
 @router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 429, 503))
@@ -112,7 +116,8 @@ def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
     responses={
         200: {
             "content": {"text/event-stream": {}},
-            "description": "a `snapshot` (the job as GET returns it), then `node` and `job` events until the job ends",
+            "description": "a `snapshot` (the job as GET returns it, when the stream opens), then the `node` and `job` "
+            "events published after it, until the job ends; a `: ping` comment every 10 s while nothing happens",
         },
         **error_responses(401, 404, 422),
     },
@@ -120,24 +125,55 @@ def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
 async def job_events(job_id: str, services: ServicesDep, owner: MediaOwner) -> EventSourceResponse:
     """Server-sent events; the header key or the media cookie (EventSource cannot send a header)."""
     job = await anyio.to_thread.run_sync(services.owned_job, job_id, owner)
-    return EventSourceResponse(_event_stream(services, job), ping=10)
+    return EventSourceResponse(_event_stream(services, job.id), ping=PING_SECONDS)
 
 
-async def _event_stream(services: Services, job: JobView) -> AsyncIterator[dict[str, Any]]:
-    """A snapshot first, then every event of the job in order until it ends; no thread is held while waiting."""
-    yield _snapshot(job)
-    if job.status in FINAL_STATES:
-        return
-    async for event in services.feed.follow(job.id, idle=IDLE_CHECK_SECONDS):
-        if event is None:
-            current = await anyio.to_thread.run_sync(services.runner.jobs.get, job.id)
-            if current.status in FINAL_STATES:
-                yield _snapshot(current)
-                return
-            continue
-        yield {"event": event.kind, "data": json.dumps({**event.to_dict(), "message": public_error(event.message)})}
-        if event.kind == "job" and event.status in FINAL_STATES:
+async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    """The job as it is now first (a snapshot), then the events published since, in order, until it ends; no thread
+    is held while waiting. Nothing from before the snapshot is replayed: a client that connects late (or reconnects)
+    would otherwise watch the job go back through its past, a retried job's old `failed` ending the stream."""
+    subscription = await services.feed.open(job_id, history=False)  # before the snapshot: nothing falls between
+    try:
+        job = await anyio.to_thread.run_sync(services.runner.jobs.get, job_id)
+        yield _snapshot(job)
+        if job.status in FINAL_STATES:
             return
+        shown = ShownProgress(job)
+        async for event in subscription.events(IDLE_CHECK_SECONDS):
+            if event is None:
+                current = await anyio.to_thread.run_sync(services.runner.jobs.get, job_id)
+                if current.status in FINAL_STATES:
+                    yield _snapshot(current)
+                    return
+                continue
+            if not shown.admits(event):
+                continue
+            data = {**event.to_dict(), "message": public_error(event.message)}
+            yield {"event": event.kind, "data": json.dumps(data)}
+            if event.kind == "job" and event.status in FINAL_STATES:
+                return
+    finally:
+        subscription.close()
+
+
+class ShownProgress:
+    """Each node's (attempt, progress) as this stream has shown it. An event published after the subscription but
+    before the snapshot was read can be older than the snapshot (the database is written after the event): it is
+    left out rather than shown as progress going back."""
+
+    def __init__(self, job: JobView):
+        self.nodes = {n.node_id: (n.attempts, n.progress) for n in job.nodes}
+
+    def admits(self, event: Event) -> bool:
+        if event.kind != "node" or event.node_id is None or event.attempt is None:
+            return True
+        attempt, progress = self.nodes.get(event.node_id, (0, 0.0))
+        if event.attempt < attempt:
+            return False  # an attempt that another one already replaced
+        if event.attempt == attempt and event.status == RUNNING and event.progress < progress:
+            return False
+        self.nodes[event.node_id] = (event.attempt, event.progress)
+        return True
 
 
 def _snapshot(job: JobView) -> dict[str, Any]:

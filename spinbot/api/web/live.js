@@ -14,8 +14,13 @@ import { OverallProgress } from "./progress.js";
 // A later state never gives way to an earlier one that arrives late (a GET answer overtaken by events).
 const STATE_ORDER = { pending: 0, queued: 1, running: 2, succeeded: 3, failed: 3, cancelled: 3 };
 
+// A node started again (a takeover, a retry, another worker) is a later attempt: its states replace the earlier
+// attempt's whatever their order, so a restart from 0 shows as one.
 function newer(shown, incoming) {
   if (!shown) return incoming;
+  if (shown.attempt != null && incoming.attempt != null && shown.attempt !== incoming.attempt) {
+    return incoming.attempt > shown.attempt ? incoming : shown;
+  }
   const order = (state) => STATE_ORDER[state.status] ?? 0;
   if (order(incoming) !== order(shown)) return order(incoming) > order(shown) ? incoming : shown;
   if (incoming.status === "running" && (incoming.progress ?? 0) < (shown.progress ?? 0)) {
@@ -108,7 +113,7 @@ export class JobView {
   onNodeEvent(event) {
     this.overall.onNodeEvent(event);
     this.showNode(event.node_id, { status: event.status, progress: event.progress, message: event.message,
-      error: event.status === "failed" ? event.message : undefined });
+      attempt: event.attempt, error: event.status === "failed" ? event.message : undefined });
     this.player.onNodeEvent(event);
     this.showOverall();
     // Artifacts, the script and errors are in the job: read it again whenever a node ends.
@@ -237,7 +242,10 @@ export class JobView {
   showNode(id, incoming) {
     const row = this.$(`.node[data-node="${CSS.escape(id)}"]`);
     if (!row) return;
-    const state = newer(this.nodes.get(id), { ...this.nodes.get(id), ...defined(incoming) });
+    const shown = this.nodes.get(id);
+    // events name their attempt, a job's nodes count theirs: the same number
+    const attempt = incoming.attempt ?? incoming.attempts ?? shown?.attempt;
+    const state = newer(shown, { ...shown, ...defined(incoming), attempt });
     this.nodes.set(id, state);
     const progress = state.status === "succeeded" ? 1 : state.progress || 0;
     row.dataset.status = state.status;
