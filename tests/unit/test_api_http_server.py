@@ -129,6 +129,30 @@ def test_a_request_the_server_cannot_parse_gets_a_json_error(port):
     assert json.loads(body) == {"error": "invalid HTTP request: bad syntax, or a request head over 65,536 bytes"}
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
+def test_a_request_head_over_the_limit_is_refused_even_in_one_read(port, line_end):
+    # 100 KB of head sent at once: h11 alone bounds only a head it has not yet seen whole
+    head = b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1" + line_end + b"Host: x" + line_end + line_end
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head)
+        answer = read_all(conn)
+    status, body = answer.split(b"\r\n\r\n", 1)
+    assert status.startswith(b"HTTP/1.1 431") and b"content-type: application/json" in status
+    assert json.loads(body) == {"error": "the request head is over 65,536 bytes"}
+
+
+def test_a_request_head_within_the_limit_in_pieces_and_kept_alive_is_served(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        for _ in range(3):  # three requests on one connection, each head 40 KB in 1 KB pieces
+            head = b"GET /healthz?" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+            for start in range(0, len(head), 1024):
+                conn.sendall(head[start : start + 1024])
+            status, headers, body = read_head(conn)
+            while len(body) < int(headers["content-length"]):
+                body += conn.recv(65536)
+            assert status == "HTTP/1.1 200 OK", status
+
+
 @pytest.mark.parametrize(
     "path",
     [
