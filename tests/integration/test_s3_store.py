@@ -280,3 +280,22 @@ def test_usage_sums_the_bytes_under_a_prefix(store: S3Store):
     store.put_bytes("uploads/a/2/portrait.png", b"y" * 20)
     store.put_bytes("uploads/b/3/voice.wav", b"z" * 5000)
     assert store.usage("uploads/a/") == 320 and store.usage("uploads/b/") == 5000 and store.usage("uploads/c/") == 0
+
+
+def test_a_stream_stopped_early_closes_its_body(store: S3Store, monkeypatch):
+    store.put_bytes("jobs/j/n/big.bin", b"x" * (3 * 1024 * 1024))
+    closed = []
+    real = store.client.get_object
+
+    def get_object(**kwargs):
+        reply = real(**kwargs)
+        body = reply["Body"]
+        close = body.close
+        body.close = lambda: (closed.append(True), close())
+        return reply
+
+    monkeypatch.setattr(store.client, "get_object", get_object)
+    read = store.open_read("jobs/j/n/big.bin")
+    assert next(read.chunks)  # a first chunk, then the reader goes away (a client that disconnected)
+    read.chunks.close()
+    assert closed == [True]
