@@ -10,7 +10,7 @@ to arrive, how many connections are open.
   SPINBOT_API_REQUEST_TIMEOUT of its first byte, or the connection is closed. uvicorn bounds idle keep-alive
   connections only, so a client sending a header a byte a minute held a connection forever. h11 bounds the head's
   size (HEADER_BYTES); httptools, uvicorn's other parser, accepted 20 MB headers.
-- The connection count: uvicorn's `limit_concurrency` (SPINBOT_API_MAX_CONNECTIONS), 503 past it.
+- The connection count: uvicorn's `limit_concurrency` (SPINBOT_API_MAX_CONNECTIONS), a JSON 503 past it.
 
 Written here because neither uvicorn nor Starlette has a body-size limit or a request-head timeout.
 """
@@ -91,23 +91,44 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _answer(send: Send, err: HTTPException) -> None:
-    """A JSON error answered before the body was read (ResponseHeaders adds `Connection: close`, so the server stops
-    receiving it)."""
+async def _answer(send: Send, err: HTTPException, close: bool = False) -> None:
+    """A JSON error answered before the body was read (inside the app, ResponseHeaders adds `Connection: close`, so
+    the server stops receiving it; outside it, `close` says so)."""
     body = json.dumps({"error": err.detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": err.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head takes longer than `head_timeout_s` from its
-    first byte (the first request's or a kept-alive connection's next one)."""
+    first byte (the first request's or a kept-alive connection's next one), bounding the head's size, and answering
+    past the connection cap (uvicorn's `limit_concurrency`) with the API's JSON 503 instead of uvicorn's text."""
 
     head_timeout_s: float = 30.0
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0  # of the request head being received
     _head_tail = b""  # its last bytes, where a blank line may begin
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        cap, self.limit_concurrency = self.limit_concurrency, None  # checked in _capped instead, the same way
+        if cap is not None:
+            self.app = self._capped(self.app, cap)
+
+    def _capped(self, app: Any, cap: int) -> Any:
+        async def capped(scope: Scope, receive: Receive, send: Send) -> None:
+            # uvicorn's own test, but here this request's task already counts among the tasks
+            if len(self.connections) >= cap or len(self.tasks) > cap:
+                self.logger.warning("Exceeded concurrency limit.")
+                error = HTTPException(503, f"the server has SPINBOT_API_MAX_CONNECTIONS ({cap}) open")
+                await _answer(send, error, close=True)
+                return
+            await app(scope, receive, send)
+
+        return capped
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:

@@ -3,6 +3,7 @@ The server tests run uvicorn on a loopback port with the options `spinbot serve`
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -157,7 +158,10 @@ def test_connections_past_the_limit_get_a_503(server):
         time.sleep(0.2)
         with connect(server) as conn:
             conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert conn.recv(65536).startswith(b"HTTP/1.1 503")
+            answer = read_all(conn)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503") and b"content-type: application/json" in head.lower()
+        assert "SPINBOT_API_MAX_CONNECTIONS" in json.loads(body)["error"]
     finally:
         for conn in idle:
             conn.close()
