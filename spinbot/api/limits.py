@@ -91,6 +91,12 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _head_size(request: h11.Request) -> int:
+    """The request line and header lines' bytes, as sent (give or take the spaces around header values)."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers) + 2
+
+
 async def _answer(send: Send, err: HTTPException, close: bool = False) -> None:
     """A JSON error answered before the body was read (inside the app, ResponseHeaders adds `Connection: close`, so
     the server stops receiving it; outside it, `close` says so)."""
@@ -104,26 +110,42 @@ async def _answer(send: Send, err: HTTPException, close: bool = False) -> None:
 
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head takes longer than `head_timeout_s` from its
-    first byte (the first request's or a kept-alive connection's next one), bounding the head's size, and answering
-    past the connection cap (uvicorn's `limit_concurrency`) with the API's JSON 503 instead of uvicorn's text."""
+    first byte (the first request's or a kept-alive connection's next one), bounding each request head to
+    HEADER_BYTES, and answering past the connection cap (uvicorn's `limit_concurrency`) with the API's JSON 503
+    instead of uvicorn's text. Heads and the cap are judged as h11 hands over each request, where uvicorn judges its
+    cap: a request pipelined behind another is judged like the first."""
 
     head_timeout_s: float = 30.0
     _head_timer: asyncio.TimerHandle | None = None
-    _head_bytes = 0  # of the request head being received
-    _head_tail = b""  # its last bytes, where a blank line may begin
+    _head_refused = False  # the last request's head was over HEADER_BYTES
+    _over_cap = False  # the last request came in with the connections or requests at the cap
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        cap, self.limit_concurrency = self.limit_concurrency, None  # checked in _capped instead, the same way
-        if cap is not None:
-            self.app = self._capped(self.app, cap)
+        self._cap, self.limit_concurrency = self.limit_concurrency, None  # judged in _next_event instead
+        self._h11_next_event = self.conn.next_event
+        self.conn.next_event = self._next_event  # type: ignore[method-assign]  # uvicorn keeps one h11 connection
+        if self._cap is not None:
+            self.app = self._capped(self.app)
 
-    def _capped(self, app: Any, cap: int) -> Any:
+    def _next_event(self) -> Any:
+        """h11's next event; a request whose head is over HEADER_BYTES is a protocol error (h11 bounds only a head it
+        has not yet seen whole: one that arrives in a single read, or pipelined behind another, passed whole)."""
+        event = self._h11_next_event()
+        if isinstance(event, h11.Request):
+            if _head_size(event) > HEADER_BYTES:
+                self._head_refused = True
+                raise h11.RemoteProtocolError(f"request head over {HEADER_BYTES} bytes")
+            # uvicorn's test, at uvicorn's moment: before this request's task exists
+            cap = self._cap
+            self._over_cap = cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
+        return event
+
+    def _capped(self, app: Any) -> Any:
         async def capped(scope: Scope, receive: Receive, send: Send) -> None:
-            # uvicorn's own test, but here this request's task already counts among the tasks
-            if len(self.connections) >= cap or len(self.tasks) > cap:
+            if self._over_cap:  # read at the task's start: h11 hands over no next request before this one ends
                 self.logger.warning("Exceeded concurrency limit.")
-                error = HTTPException(503, f"the server has SPINBOT_API_MAX_CONNECTIONS ({cap}) open")
+                error = HTTPException(503, f"the server has SPINBOT_API_MAX_CONNECTIONS ({self._cap}) open")
                 await _answer(send, error, close=True)
                 return
             await app(scope, receive, send)
@@ -131,28 +153,11 @@ class TimedH11Protocol(H11Protocol):
         return capped
 
     def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
-            if self._head_too_long(data):
-                self._send_json_error(
-                    431, "Request Header Fields Too Large", f"the request head is over {HEADER_BYTES:,} bytes"
-                )
-                return
+        if self.conn.their_state is h11.IDLE and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self._cancel_head_timer()
-            self._head_bytes, self._head_tail = 0, b""
-
-    def _head_too_long(self, data: bytes) -> bool:
-        """Whether the head, up to its blank line, passes HEADER_BYTES with `data`. h11 bounds only a head it has not
-        yet seen whole (h11_max_incomplete_event_size), so one that arrives in a single read would pass uncounted."""
-        seen = self._head_tail + data
-        ends = [i for i in (seen.find(b"\n\r\n"), seen.find(b"\n\n")) if i >= 0]
-        upto = min(ends) + 1 if ends else len(seen)  # h11 takes LF as well as CRLF line ends
-        head = self._head_bytes + upto - len(self._head_tail)
-        self._head_bytes, self._head_tail = head, seen[-2:]
-        return head > HEADER_BYTES
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -161,6 +166,11 @@ class TimedH11Protocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request h11 cannot parse (bad syntax, a head over HEADER_BYTES), as the API's JSON
         error rather than uvicorn's plain text; the connection is closed after it, as uvicorn does."""
+        if self._head_refused:
+            self._send_json_error(
+                431, "Request Header Fields Too Large", f"the request head is over {HEADER_BYTES:,} bytes"
+            )
+            return
         self._send_json_error(
             400, "Bad Request", f"invalid HTTP request: bad syntax, or a request head over {HEADER_BYTES:,} bytes"
         )

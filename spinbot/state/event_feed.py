@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,9 +136,11 @@ class RedisEventFeed:
     async def _last_entry(self, job_id: str) -> tuple[int, int]:
         try:
             last: Any = await self.redis.xrevrange(self.prefix + job_id, count=1)
-        except Exception as err:  # noqa: BLE001 - Redis away: from the start (readers drop what they already have)
+        except Exception as err:  # noqa: BLE001 - Redis away: from now, by this host's clock
+            # Not from the start: the history would replay over the snapshot (a retried job's old "failed" would end
+            # the stream). Stream ids are the Redis host's milliseconds; nothing is published while it is away.
             log.warning("event feed cannot read Redis", extra={"error": str(err)})
-            return (0, 0)
+            return (int(time.time() * 1000), 0)
         return _entry_id(last[0][0]) if last else (0, 0)
 
     async def _read_all(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +42,9 @@ class ObjectRead:
     length: int  # bytes in `chunks`
     content_range: str | None  # "bytes a-b/total" when a range was asked for
     content_type: str | None
-
-
-def _closing_chunks(body) -> Iterator[bytes]:
-    """The body's chunks; the body closed when they end or the reader stops early (a client gone, a HEAD), so its
-    connection goes back to the pool at once instead of whenever the garbage collector finds it."""
-    try:
-        yield from body.iter_chunks(_READ_CHUNK)
-    finally:
-        body.close()
+    # Closes the object's body: the reader calls it when it stops, whether the chunks ran out or not (a client gone,
+    # a HEAD), so the connection goes back to the pool at once instead of whenever the garbage collector finds it.
+    close: Callable[[], None]
 
 
 class RangeNotSatisfiable(SpinBotError):
@@ -223,11 +217,13 @@ class S3Store(ArtifactStore):
         extra = {"Range": byte_range} if byte_range else {}
         with self._errors(key):
             reply = self.client.get_object(Bucket=self.bucket, Key=self._object_key(key), **extra)
+        body = reply["Body"]
         return ObjectRead(
-            _closing_chunks(reply["Body"]),
+            body.iter_chunks(_READ_CHUNK),
             reply["ContentLength"],
             reply.get("ContentRange"),
             reply.get("ContentType"),
+            body.close,
         )
 
     def ensure_bucket(self) -> bool:

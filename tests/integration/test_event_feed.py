@@ -82,9 +82,10 @@ def test_redis_feed_fans_one_reader_out_to_every_stream(redis_url):
     assert reader_tasks <= 1 and left == {}  # one reader task; finished readers leave nothing behind
 
 
-async def open_then_publish(bus: EventBus, feed, job_id: str) -> list[float]:
-    """5 events, a reader opened without history, 3 more: what the reader gets."""
+async def open_then_publish(bus: EventBus, feed, job_id: str, pause: float = 0.0) -> list[float]:
+    """5 events, (a pause,) a reader opened without history, 3 more: what the reader gets."""
     publish(bus, job_id, 0, 5)
+    await asyncio.sleep(pause)
     subscription = await feed.open(job_id, history=False)
     await asyncio.to_thread(publish, bus, job_id, 5, 3)
     got = []
@@ -118,6 +119,31 @@ def test_redis_feed_opened_without_history_starts_at_the_streams_end(redis_url):
             await feed.close()
 
     try:
+        assert asyncio.run(run()) == [5.0, 6.0, 7.0]
+    finally:
+        bus.redis.delete(prefix + job_id)
+        bus.close()
+
+
+def test_redis_feed_that_cannot_find_the_streams_end_replays_no_history(redis_url):
+    prefix = f"spinbot-test-feed:{uuid.uuid4().hex[:8]}:"
+    bus = RedisEventBus(redis_url, prefix=prefix)
+    job_id = uuid.uuid4().hex
+
+    async def run():
+        feed = RedisEventFeed(redis_url, prefix)
+
+        async def unreachable(*args, **kwargs):  # Redis away for that one read
+            raise ConnectionError("Redis went away")
+
+        feed.redis.xrevrange = unreachable
+        try:
+            return await open_then_publish(bus, feed, job_id, pause=0.05)
+        finally:
+            await feed.close()
+
+    try:
+        # not the five published before it opened (it starts from its host's clock: 50 ms before is history)
         assert asyncio.run(run()) == [5.0, 6.0, 7.0]
     finally:
         bus.redis.delete(prefix + job_id)

@@ -282,7 +282,14 @@ def test_usage_sums_the_bytes_under_a_prefix(store: S3Store):
     assert store.usage("uploads/a/") == 320 and store.usage("uploads/b/") == 5000 and store.usage("uploads/c/") == 0
 
 
-def test_a_stream_stopped_early_closes_its_body(store: S3Store, monkeypatch):
+@pytest.mark.parametrize("client_leaves", [True, False])
+def test_a_streamed_answer_closes_the_object_body_whether_or_not_the_client_stays(store, monkeypatch, client_leaves):
+    import asyncio
+
+    from starlette.requests import Request
+
+    from spinbot.api.routes.artifacts import _streamed
+
     store.put_bytes("jobs/j/n/big.bin", b"x" * (3 * 1024 * 1024))
     closed = []
     real = store.client.get_object
@@ -295,7 +302,19 @@ def test_a_stream_stopped_early_closes_its_body(store: S3Store, monkeypatch):
         return reply
 
     monkeypatch.setattr(store.client, "get_object", get_object)
-    read = store.open_read("jobs/j/n/big.bin")
-    assert next(read.chunks)  # a first chunk, then the reader goes away (a client that disconnected)
-    read.chunks.close()
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    response = _streamed(store, "jobs/j/n/big.bin", "application/octet-stream", Request(scope))
+    sent: list[dict] = []
+
+    async def receive():
+        if client_leaves:
+            return {"type": "http.disconnect"}  # gone before the first chunk
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(response(scope, receive, send))
     assert closed == [True]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert (len(body) < 3 * 1024 * 1024) if client_leaves else len(body) == 3 * 1024 * 1024

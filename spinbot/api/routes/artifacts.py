@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from spinbot.api.deps import MediaOwner, Services, ServicesDep
 from spinbot.api.errors import error_responses
@@ -75,5 +76,9 @@ def _streamed(store: S3Store, key: str, media_type: str, request: Request) -> St
     if read.content_range:
         headers["Content-Range"] = read.content_range
     return StreamingResponse(
-        read.chunks, status_code=206 if read.content_range else 200, media_type=media_type, headers=headers
+        read.chunks,
+        status_code=206 if read.content_range else 200,
+        media_type=media_type,
+        headers=headers,
+        background=BackgroundTask(read.close),  # runs after the answer, sent whole or cut short by the client
     )
