@@ -155,6 +155,8 @@ class NodeBars:
         if event.kind != "node" or event.node_id not in self.bars:
             return
         node, status, now = event.node_id, event.status, time.monotonic()
+        if event.attempt is not None and event.attempt < self.attempts[node]:
+            return  # a late event of an attempt that was replaced: it would move the new attempt's bar back
         self._note_attempt(node, event.attempt)
         if status == "running" and event.message is not None:  # a task's own report (not the node's start)
             self.estimates[node].report(event.progress, now)

@@ -165,8 +165,8 @@ class NodeProgress:
         with self._db_lock:
             with self._lock:
                 self._timer = None
-                if self._closed:
-                    return
+                if self._closed or self.message is None:
+                    return  # nothing reported yet (a settle of a node still queued): its row says so already
                 self._written_at = time.monotonic()
                 values = (self.fraction, self.message, self.attempt, self.job.value)
             fraction, message, attempt, overall = values

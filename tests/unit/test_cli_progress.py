@@ -113,6 +113,8 @@ def test_node_bars_show_the_jobs_overall_progress_and_a_nodes_new_attempt(monkey
     bars.on_event(Event("j", "node", "running", "talk", progress=0.1, message="window 1/10", attempt=2))
     talk_bar = progress.tasks[bars.bars["talk"]]
     assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.7, message="window 7/10", attempt=1))  # late
+    assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
     assert bars.estimates["talk"].first == (2.0, 0.0)  # not the first attempt's (0.0, 0.2)
     assert overall.completed == 0.7  # the job's progress holds while the node catches up
     bars.on_event(Event("j", "job", "succeeded", progress=1.0))

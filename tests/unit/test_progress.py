@@ -136,6 +136,15 @@ def test_the_database_gets_the_last_report_of_a_burst(spinbot_env, request_, mon
     assert (node.progress, node.message) == (0.2, "window 2/10")
 
 
+def test_settling_a_node_that_never_reported_leaves_it_queued(spinbot_env, request_):
+    runner = Runner(dispatcher=ScriptedDispatcher())
+    job_id = runner.create_job(request_)
+    attempt = runner.jobs.node_started(job_id, "infinite_talk", "queued")
+    report = runner._reporter(runner.jobs.get(job_id), "infinite_talk", attempt)
+    report.settle()  # as when the node fails or is cancelled before any report: no running state for a moment
+    assert runner.jobs.get(job_id).node("infinite_talk").status == "queued"
+
+
 # ---- a worker's restart is a new attempt, not progress going back ----------------------------------------------
 class FakeChannel:
     """A node's Redis events as the queue dispatcher reads them."""
