@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from infinitetalk_gpu import SIZES, inputs, random_model, sync  # noqa: E402
 from machine import machine  # noqa: E402
 
-from spinbot.backends.attention import cudnn_fp8, select_attention  # noqa: E402
+from spinbot.backends.attention import select_attention  # noqa: E402
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, FP8FeedForward, FP8Linear, use_fp8  # noqa: E402
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig  # noqa: E402
 
@@ -40,13 +40,10 @@ VARIANTS = {
     "coordinate": {"inductor": {"coordinate_descent_tuning": True}},
     "fast-accum": {"fast_accum": True},
     "unfused-gelu": {"unfused_gelu": True},  # the FFN as before FP8FeedForward: GELU and quantization compiled
-    # cuDNN FP8 attention's input quantization in PyTorch ops compiled by Inductor, as before cudnn_fp8_quantize.py
-    "torch-quantize": {"fast_accum": True, "torch_quantize": True},
     "coordinate+fast-accum": {"inductor": {"coordinate_descent_tuning": True}, "fast_accum": True},
     "multi-kernel": {"inductor": {"triton.multi_kernel": 1}},
     "max-autotune": {"mode": "max-autotune-no-cudagraphs"},
 }
-FUSED_QUANTIZE = cudnn_fp8.quantize
 # profiler kernel names -> kind (first match wins)
 KINDS = (
     ("sdpa_fp8/self-attention", ("f8_knob", "fprop_wgmma_f8")),
@@ -144,7 +141,6 @@ def apply(model, variant: dict):
         if isinstance(layer, FP8Linear):
             layer.fast_accum = variant.get("fast_accum", False)
     block.ffn = (nn.Sequential if variant.get("unfused_gelu") else FP8FeedForward)(*block.ffn)
-    cudnn_fp8.quantize = cudnn_fp8.reference_quantize if variant.get("torch_quantize") else FUSED_QUANTIZE
     model.blocks[0]._compiled_call_impl = None  # nn.Module.compile's slot: compile again under the new options
     model.blocks[0].compile(dynamic=False, mode=variant.get("mode"))
 

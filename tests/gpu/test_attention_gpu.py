@@ -61,20 +61,3 @@ def test_the_kernel_runs_inside_a_compiled_function(name):
         got = torch.compile(block, fullgraph=True)(q, k, v)
     # Inductor's fused quantization may round a few values to the neighbouring 8-bit step
     assert relative_error(got, expected) < (1e-2 if name != "cudnn-fp8" else 3e-2)
-
-
-@needs_cudnn_fp8
-@pytest.mark.parametrize("tokens", [3000, 32760])
-def test_the_two_pass_quantization_equals_its_reference_on_the_gpu(tokens):
-    from spinbot.backends.attention import cudnn_fp8
-
-    q, k, v = qkv(tokens, heads=40)
-    with torch.inference_mode():
-        got = cudnn_fp8.quantize(q, k, v, cudnn_fp8.TOKEN_MULTIPLE)
-        want = cudnn_fp8.reference_quantize(q, k, v, cudnn_fp8.TOKEN_MULTIPLE)
-    for name in ("q", "k", "v"):
-        a, w = getattr(got, name).float(), getattr(want, name).float()
-        assert a.shape == w.shape and (a[:, tokens:] == 0).all()
-        assert float((getattr(got, "descale_" + name) / getattr(want, "descale_" + name) - 1).abs()) < 1e-5
-        assert float((a == w).float().mean()) > 0.999  # float32 rounding of the means may move a tie
-    assert float((got.v_mean - want.v_mean).abs().max()) < 1e-5

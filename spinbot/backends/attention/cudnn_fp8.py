@@ -14,9 +14,8 @@ every head's relative precision as long as the values stay above 2^-6 of the lar
 - O: e4m3 on Hopper (cuDNN gives bf16 output from FP8 inputs only on Blackwell), at scale 448 / absmax(V smoothed),
   which cannot overflow since every output row is a convex combination of V's rows.
 
-The quantization is two Triton passes on the GPU (cudnn_fp8_quantize.py; `reference_quantize` is the same in PyTorch
-ops); the output's dequantization is plain PyTorch, which Inductor fuses with the projection after; the cuDNN call
-is an opaque custom op (`spinbot::attention_cudnn_fp8`).
+The quantization and the output's dequantization are plain PyTorch, so under torch.compile Inductor fuses them with
+the RoPE before and the projection after; the cuDNN call is an opaque custom op (`spinbot::attention_cudnn_fp8`).
 On CPU tensors the op computes the same formats in float32 (`emulate`: slow, for tests).
 """
 
@@ -68,23 +67,7 @@ def _to_e4m3(x: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, multiple: int = 1) -> Quantized:
-    """q, k, v [B, L, heads, D] -> Quantized, tokens padded to a multiple of `multiple` (see the module docstring).
-    On the GPU (and under Triton's interpreter) two Triton passes compute it (cudnn_fp8_quantize.py); elsewhere
-    `reference_quantize`."""
-    from spinbot.backends.attention.eight_bit_kernel import interpreted
-
-    if not (q.is_cuda or interpreted()):
-        return reference_quantize(q, k, v, multiple)
-    from spinbot.backends.attention.cudnn_fp8_quantize import smoothed_e4m3
-
-    tokens = q.shape[1]
-    q8, k8, v8, descales, v_mean = smoothed_e4m3(q, k, v, tokens + (-tokens) % multiple)
-    descale_q, descale_k, descale_v = (d.reshape(1, 1, 1, 1) for d in descales.unbind())
-    return Quantized(q8, k8, v8, descale_q, descale_k, descale_v, 1.0 / descale_v, v_mean, tokens)
-
-
-def reference_quantize(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, multiple: int = 1) -> Quantized:
-    """`quantize` in PyTorch ops."""
+    """q, k, v [B, L, heads, D] -> Quantized, tokens padded to a multiple of `multiple` (see the module docstring)."""
     tokens = q.shape[1]
     pad = (-tokens) % multiple
     kf, vf = k.float(), v.float()
