@@ -156,3 +156,38 @@ def test_the_gelu_kernel_matches_its_reference_under_the_interpreter():
     for name, (value_error, scale_error) in json.loads(run.stdout.strip().splitlines()[-1]).items():
         assert value_error < 1e-3, name  # e4m3 ties may round apart: a few values one step off at most
         assert scale_error < 1e-5, name
+
+
+ROUNDING_SCRIPT = """
+import json, torch, triton, triton.language as tl
+from spinbot.backends.attention.eight_bit_kernel import _round_to_e4m3
+
+@triton.jit
+def rounded(X, Out, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(Out + offs, _round_to_e4m3(tl.load(X + offs, mask=offs < n)), mask=offs < n)
+
+# ties between two e4m3 values (168 lies between 160 and 176), near-ties, subnormals, and values on the grid
+x = torch.tensor([168.0, 184.0, 5.25, 5.75, 0.01171875, 167.9, 168.1, 0.001, 448.0, 1.0, 0.0, 2**-9 * 1.5])
+out = torch.empty_like(x)
+rounded[(1,)](x, out, x.numel(), BLOCK=16)
+print(json.dumps([out.tolist(), x.to(torch.float8_e4m3fn).float().tolist()]))
+"""
+
+
+def test_the_interpreters_e4m3_rounding_matches_torchs_ties_to_even():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    run = subprocess.run([sys.executable, "-c", ROUNDING_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got, want = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got == want  # 168 -> 160 and 184 -> 192 (even mantissas), as the GPU's conversion rounds
