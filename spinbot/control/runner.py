@@ -166,9 +166,11 @@ class Runner:
         """Nodes still queued or running when this process takes the job are its last driver's (which died or let
         go): they go back to pending at 0 now, so the job's record shows the new attempt from its start instead of
         the old attempt's progress until the new one reports."""
-        for node_id, attempt in self.jobs.reset_in_flight(job_id, TAKEN_OVER):
-            log.info("node taken over", extra={"job_id": job_id, "node_id": node_id, "attempt": attempt})
-            event = Event(job_id, "node", st.PENDING, node_id, message=TAKEN_OVER, attempt=attempt)
+        for node_id, attempts in self.jobs.reset_in_flight(job_id, TAKEN_OVER):
+            log.info("node taken over", extra={"job_id": job_id, "node_id": node_id, "attempt": attempts})
+            # named by the attempt that will run the node, so that a reader showing the stopped one (the page, the
+            # CLI) replaces it at once instead of at the new attempt's first event
+            event = Event(job_id, "node", st.PENDING, node_id, message=TAKEN_OVER, attempt=attempts + 1)
             self.events.publish(event)
 
     def _publish_job(self, job_id: str, status: str, message: str | None = None) -> None:
