@@ -165,15 +165,17 @@ class TimedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request h11 cannot parse (bad syntax, a head over HEADER_BYTES), as the API's JSON
-        error rather than uvicorn's plain text; the connection is closed after it, as uvicorn does."""
-        if self._head_refused:
+        error rather than uvicorn's plain text; the connection is closed after it, as uvicorn does. A malformed body
+        arriving while an answer is under way (the app answered early) only closes it: no error inside that answer."""
+        if self.conn.our_state is h11.SEND_BODY:
+            self.transport.close()
+        elif self._head_refused:
             self._send_json_error(
                 431, "Request Header Fields Too Large", f"the request head is over {HEADER_BYTES:,} bytes"
             )
-            return
-        self._send_json_error(
-            400, "Bad Request", f"invalid HTTP request: bad syntax, or a request head over {HEADER_BYTES:,} bytes"
-        )
+        else:
+            reason = f"invalid HTTP request: bad syntax, or a request head over {HEADER_BYTES:,} bytes"
+            self._send_json_error(400, "Bad Request", reason)
 
     def _send_json_error(self, status: int, reason: str, message: str) -> None:
         """A JSON error, then the connection closed. Written as bytes: h11 sends no response to a request it has not

@@ -334,15 +334,18 @@ class JobStore:
         progress: float,
         message: str | None,
         *,
-        attempt: int | None = None,
+        attempt: int,
         job_progress: float | None = None,
     ) -> bool:
-        """A running node's progress (and the job's, raised to `job_progress`). With `attempt`, only while that is
-        still the node's attempt: a late write of a driver that lost the job never overwrites the next attempt's.
+        """A running node's progress (and the job's, raised to `job_progress`), only while `attempt` is still the
+        node's attempt and in flight: a late write of a driver that lost the job never overwrites the next attempt's.
         Returns whether the node's row was written."""
-        where = [NodeRun.job_id == job_id, NodeRun.node_id == node_id]
-        if attempt is not None:
-            where += [NodeRun.attempts == attempt, NodeRun.status.in_(IN_FLIGHT_STATES)]
+        where = [
+            NodeRun.job_id == job_id,
+            NodeRun.node_id == node_id,
+            NodeRun.attempts == attempt,
+            NodeRun.status.in_(IN_FLIGHT_STATES),
+        ]
         with self.session() as s, s.begin():
             written = cast(
                 "CursorResult[Any]",

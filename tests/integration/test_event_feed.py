@@ -106,45 +106,36 @@ def test_local_feed_opened_without_history_gets_only_later_events():
     assert asyncio.run(open_then_publish(bus, LocalEventFeed(bus), uuid.uuid4().hex)) == [5.0, 6.0, 7.0]
 
 
-def test_redis_feed_opened_without_history_starts_at_the_streams_end(redis_url):
+def redis_open_then_publish(redis_url: str, end_unreadable: bool = False, pause: float = 0.0) -> list[float]:
+    """open_then_publish on a Redis feed with a stream of its own; `end_unreadable`: Redis fails the one read that
+    finds the stream's end."""
     prefix = f"spinbot-test-feed:{uuid.uuid4().hex[:8]}:"
     bus = RedisEventBus(redis_url, prefix=prefix)
     job_id = uuid.uuid4().hex
 
+    async def unreachable(*args, **kwargs):
+        raise ConnectionError("Redis went away")
+
     async def run():
         feed = RedisEventFeed(redis_url, prefix)
+        if end_unreadable:
+            feed.redis.xrevrange = unreachable
         try:
-            return await open_then_publish(bus, feed, job_id)
+            return await open_then_publish(bus, feed, job_id, pause)
         finally:
             await feed.close()
 
     try:
-        assert asyncio.run(run()) == [5.0, 6.0, 7.0]
+        return asyncio.run(run())
     finally:
         bus.redis.delete(prefix + job_id)
         bus.close()
+
+
+def test_redis_feed_opened_without_history_starts_at_the_streams_end(redis_url):
+    assert redis_open_then_publish(redis_url) == [5.0, 6.0, 7.0]
 
 
 def test_redis_feed_that_cannot_find_the_streams_end_replays_no_history(redis_url):
-    prefix = f"spinbot-test-feed:{uuid.uuid4().hex[:8]}:"
-    bus = RedisEventBus(redis_url, prefix=prefix)
-    job_id = uuid.uuid4().hex
-
-    async def run():
-        feed = RedisEventFeed(redis_url, prefix)
-
-        async def unreachable(*args, **kwargs):  # Redis away for that one read
-            raise ConnectionError("Redis went away")
-
-        feed.redis.xrevrange = unreachable
-        try:
-            return await open_then_publish(bus, feed, job_id, pause=0.05)
-        finally:
-            await feed.close()
-
-    try:
-        # not the five published before it opened (it starts from its host's clock: 50 ms before is history)
-        assert asyncio.run(run()) == [5.0, 6.0, 7.0]
-    finally:
-        bus.redis.delete(prefix + job_id)
-        bus.close()
+    # not the five published before it opened (it starts from its host's clock: 50 ms before is history)
+    assert redis_open_then_publish(redis_url, end_unreadable=True, pause=0.05) == [5.0, 6.0, 7.0]

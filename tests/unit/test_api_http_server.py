@@ -10,12 +10,11 @@ import threading
 import time
 
 import pytest
-import uvicorn
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
-from spinbot.api.limits import server_options
 from spinbot.state.store import JobStore
+from tests.support.server import serving
 
 KEY = "key-a-123"
 DATA = bytes(range(256)) * 4096  # 1 MiB
@@ -30,20 +29,8 @@ def app(spinbot_env, use_settings):
 
 @pytest.fixture
 def port(app):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **server_options(5.0, 16))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with serving(app, 5.0, 16) as port:
+        yield port
 
 
 @pytest.fixture
@@ -122,6 +109,17 @@ def test_head_of_a_running_job_s_event_stream_ends_after_its_headers(app, port, 
         time.sleep(0.5)
         # nothing keeps following the job's events for an answer that has no body
         assert following.is_set() and stopped.is_set()
+
+
+def test_a_body_that_goes_bad_during_an_answer_closes_it_without_an_error_inside(port, job_id):
+    head = f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n")
+        status, _, rest = read_head(conn)
+        assert status == "HTTP/1.1 200 OK"  # the event stream is under way
+        conn.sendall(b"zz-not-a-chunk-size\r\n")  # the request's body turns malformed meanwhile
+        after = rest + read_all(conn)
+    assert b"HTTP/1.1 400" not in after  # no second answer written into the stream's body; the connection closed
 
 
 def test_a_request_the_server_cannot_parse_gets_a_json_error(port):

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
-from spinbot.api.limits import server_options
+from tests.support.server import serving
 
 KEY = "key-a-123"
 TIMEOUT_S = 1.0
@@ -58,20 +56,8 @@ def test_uploads_keep_their_own_larger_limit(client, tmp_path):
 def server(spinbot_env, use_settings):
     """`spinbot serve`'s uvicorn options with a 1 s request timeout and 8 connections; yields the port."""
     use_settings(api_request_timeout=TIMEOUT_S)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None, **server_options(TIMEOUT_S, 8))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
+    with serving(create_app(), TIMEOUT_S, 8) as port:
+        yield port
 
 
 def connect(port: int) -> socket.socket:
