@@ -48,8 +48,10 @@ def probe_audio(path: Path | str) -> AudioHeader:
 def _probe_with_av(path: Path) -> AudioHeader:
     import av
 
+    from spinbot.media.video import open_input
+
     try:
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             if not container.streams.audio:
                 raise InputError(f"not a readable audio file: {path}")
             stream = container.streams.audio[0]

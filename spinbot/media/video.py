@@ -13,6 +13,18 @@ import numpy as np
 
 from spinbot.errors import InputError
 
+# The demuxers media is read with: plain audio and video containers, by the names FFmpeg matches against its demuxers'
+# ("mov" is mov/mp4/m4a/3gp, "matroska" is mkv/webm). FFmpeg's others include playlists and references (hls, concat,
+# dash) that open further files a file names: a voice uploaded as an .m3u8 that listed another job's talk.mp4 by its
+# path on the server was decoded as that file's audio. Only local files: no other protocol (data:, crypto:, http:).
+INPUT_FORMATS = "wav,w64,flac,ogg,mp3,aac,mov,matroska,aiff,caf,avi,mpegts,amr,wv"
+
+
+def open_input(path: Path | str) -> av.container.InputContainer:
+    """A media file opened for reading, by one of INPUT_FORMATS' demuxers only (any other is an FFmpegError)."""
+    options = {"format_whitelist": INPUT_FORMATS, "protocol_whitelist": "file"}
+    return av.open(str(path), container_options=options)
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -28,7 +40,7 @@ class VideoInfo:
 def probe(path: Path | str) -> VideoInfo:
     """Count frames by demuxing packets (exact, cheap: no decode)."""
     try:
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             if not container.streams.video:
                 raise InputError(f"not a video file (no video stream): {path}")
             vs = container.streams.video[0]
@@ -36,7 +48,7 @@ def probe(path: Path | str) -> VideoInfo:
             fps = float(vs.average_rate or vs.guessed_rate or 0)
             frames = sum(1 for p in container.demux(vs) if p.size)
         audio_rate = audio_duration = None
-        with av.open(str(path)) as container:
+        with open_input(path) as container:
             if container.streams.audio:
                 aus = container.streams.audio[0]
                 audio_rate = aus.codec_context.sample_rate
@@ -51,7 +63,7 @@ def probe(path: Path | str) -> VideoInfo:
 
 def frame_rate(path: Path | str) -> Fraction:
     """The video stream's exact frame rate (30000/1001 stays exact, where probe's float would not)."""
-    with av.open(str(path)) as container:
+    with open_input(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
     if not rate:
@@ -61,7 +73,7 @@ def frame_rate(path: Path | str) -> Fraction:
 
 def iter_frames(path: Path | str, cap: int = 0) -> Iterator[np.ndarray]:
     """Decode RGB frames one at a time; stop after `cap` frames when cap > 0. Never holds the video."""
-    with av.open(str(path)) as container:
+    with open_input(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):
@@ -95,7 +107,7 @@ def _float_chunks(container, stream, max_samples: int | None = None, mono: bool 
 def read_audio(path: Path | str, max_seconds: float | None = None, mono: bool = False) -> tuple[np.ndarray, int] | None:
     """The first audio stream of a media file as float32 (samples, channels), or (samples,) averaged when mono,
     or None if there is none; with max_seconds, AudioTooLong once the decode passes that length."""
-    with av.open(str(path)) as container:
+    with open_input(path) as container:
         if not container.streams.audio:
             return None
         stream = container.streams.audio[0]
