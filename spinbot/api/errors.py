@@ -57,6 +57,9 @@ MAX_ERROR_CHARS = 1000  # an error is one readable line, whatever a client's inp
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     if len(message) > MAX_ERROR_CHARS:
         message = f"{message[:MAX_ERROR_CHARS]}..."
+    # a client's text echoed in it may hold a lone surrogate (JSON's "\ud800"), which has no UTF-8: written as
+    # that escape, not a 500
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

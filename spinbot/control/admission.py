@@ -21,7 +21,7 @@ from spinbot.errors import BackendUnavailable, InputError, InputTooLarge, Params
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore, check_key
-from spinbot.tasks.base import TaskParams
+from spinbot.tasks.base import TaskParams, unstorable
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
 from spinbot.tasks.tts import TextToSpeechParams
@@ -160,7 +160,8 @@ def check_voice(path: Path, settings: Settings, what: str) -> None:
 
 
 def _refuse_long(text: str, limit: int, what: str, setting: str) -> None:
-    if "\x00" in text:  # stored in PostgreSQL, whose text types cannot hold it
-        raise InputError(f"{what} contains a NUL character")
+    problem = unstorable(text)
+    if problem:
+        raise InputError(f"{what} {problem}")
     if len(text) > limit:
         raise InputError(f"{what} has {len(text)} characters, over the limit of {limit} ({setting})")

@@ -8,7 +8,7 @@ import re
 from pydantic import Field
 
 from spinbot.settings import get_settings
-from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams
+from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, unstorable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ def ask_ollama(prompt: str, words: int) -> str:
     text = _clean(getattr(answer, "response", None) or "")
     if len(text.split()) < 3:
         raise ValueError(f"unusable answer from the model: {text[:80]!r}")
+    problem = unstorable(text)  # JSON's "\ud800" or "\u0000": the speech would fail, the job could not be shown
+    if problem:
+        raise ValueError(f"unusable answer from the model: it {problem}")
     return cut_at_sentence(text, int(words * LLM_WORDS_MARGIN))
 
 

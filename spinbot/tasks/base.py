@@ -21,6 +21,19 @@ from spinbot.tasks.model_files import outside_folder
 MAX_PARAM_CHARS = 4000
 
 
+def unstorable(text: str) -> str | None:
+    """Why a text cannot be stored and sent back, or None: a NUL (PostgreSQL's text types cannot hold it), or a lone
+    UTF-16 surrogate (JSON's "\\ud800" decodes to one; it is no character and has no UTF-8, so the job was stored,
+    its speech failed, and every answer that showed it, the key's job list included, was a 500)."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return f"contains {echo(text[err.start])}, a lone UTF-16 surrogate, which is no character"
+    return None
+
+
 class TaskParams(BaseModel):
     """Base for every params model: unknown names are refused, values are validated on assignment."""
 
@@ -35,8 +48,9 @@ class TaskParams(BaseModel):
     @classmethod
     def _text_is_bounded(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("must not contain a NUL character")
+            problem = unstorable(value)
+            if problem:
+                raise ValueError(f"must be text: it {problem}")
             if info.field_name not in cls.LONG_TEXT_FIELDS and len(value) > MAX_PARAM_CHARS:
                 raise ValueError(f"at most {MAX_PARAM_CHARS:,} characters ({len(value):,} given)")
         return value

@@ -156,3 +156,35 @@ def test_a_key_with_its_limit_of_jobs_waiting_or_running_gets_a_429(spinbot_env,
         assert answer.json()["error"].startswith("this key has 2 jobs waiting or running, the limit")
         jobs.set_job_status(job_id, "running")  # the third one too: still 429, and nothing stored meanwhile
         assert submit(client, ids).status_code == 429 and jobs.list(owner=owner_of(KEY))[1] == 3
+
+
+# ---- a probe of 2026-12-05 ---------------------------------------------------------------------------------------
+def body_with(fields: str) -> str:
+    """A raw JSON body for submit(): the uploads and `fields` as sent (escapes json.dumps would not write)."""
+    return '{"image": "%(image)s", "voice": "%(voice)s", ' + fields + "}"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        '"prompt": "\\ud800", "params": {"script": {"text": "Hello there."}}',
+        '"params": {"script": {"text": "Hello \\udfff there."}}',
+        '"ref_text": "me \\ud83d", "params": {"script": {"text": "Hello there."}}',
+        '"params": {"script": {"text": "Hi."}, "infinite_talk": {"negative_prompt": "\\ud800"}}',
+    ],
+    ids=["prompt", "script.text", "ref_text", "negative_prompt"],
+)
+def test_a_lone_surrogate_in_any_text_is_refused_and_nothing_is_stored(client, uploads, fields):
+    """JSON's "\\ud800" decodes to a lone surrogate, no character: the job was stored and ran (its speech failed),
+    the answer was a 500, and every later GET /v1/jobs of the key was a 500 too."""
+    answer = submit(client, uploads, body_text=body_with(fields))
+    assert answer.status_code == 400, answer.text
+    assert "a lone UTF-16 surrogate" in answer.json()["error"]
+    listed = client.get("/v1/jobs", headers=AUTH)
+    assert listed.status_code == 200 and listed.json()["total"] == 0
+
+
+def test_a_lone_surrogate_echoed_in_an_error_is_escaped_not_a_500(client, uploads):
+    answer = submit(client, uploads, body_text=body_with('"params": {"\\ud800x": {}}'))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("\\ud800x: no such node")

@@ -104,3 +104,13 @@ def test_an_llm_script_far_longer_than_asked_is_cut_at_a_sentence_end(ollama_at)
         text, meta = generate_script("learning to fail", words=30)
     assert meta["source"] == "ollama"
     assert text == ("This is one sentence of the script. " * 8).strip()  # 56 words: whole sentences within 60
+
+
+@pytest.mark.parametrize("escape", ["\ud800", "\x00"], ids=["lone surrogate", "NUL"])
+def test_an_answer_with_a_lone_surrogate_or_a_nul_falls_back(ollama_at, escape):
+    """JSON's "\\ud800" decodes to no character: the speech failed on it, and the job that showed it was a 500."""
+    with FakeOllama("ok", f"Hello there {escape} friend. This came from the model.") as server:
+        ollama_at(server.url)
+        text, meta = generate_script("learning to fail")
+    assert meta["source"] == "fallback" and "unusable answer from the model: it contains" in meta["reason"]
+    assert text == fallback_script("learning to fail")
