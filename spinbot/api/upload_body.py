@@ -129,9 +129,9 @@ async def receive_upload(request: Request, dest: Path, max_file_bytes: int) -> R
     if kind != b"multipart/form-data" or not boundary:
         raise MalformedUpload("an upload is a multipart/form-data body with the fields 'kind' and 'file'")
     collector = _Collector(dest, max_file_bytes)
-    parser = MultipartParser(boundary, cast(Any, collector.callbacks()))
     received, body_limit = 0, max_file_bytes + FRAMING_BYTES
     try:
+        parser = MultipartParser(boundary, cast(Any, collector.callbacks()))  # refuses a boundary over 256 bytes
         async for chunk in request.stream():
             received += len(chunk)
             if received > body_limit:

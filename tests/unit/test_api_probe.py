@@ -1,5 +1,5 @@
-"""Requests of a black-box probe of the API (2026-12-05) that reached further than they should: each test fails on the
-code before its fix."""
+"""Requests of a black-box probe of the API (2026-12-05) that got a 500, grew the server's memory or reached files
+they should not: each test fails on the code before its fix."""
 
 from __future__ import annotations
 
@@ -49,3 +49,22 @@ def test_a_voice_that_is_a_playlist_of_a_file_on_the_server_is_refused(client, t
     assert answer.json()["error"] == "the voice upload is not audio that can be decoded"
     assert upload(client, "voice", "voice.m4a", other.read_bytes()).status_code == 201  # the file itself is fine
     assert upload(client, "voice", "voice.wav", voice_path().read_bytes()).status_code == 201
+
+
+def test_a_multipart_boundary_over_the_parsers_limit_is_a_400_not_a_500(client):
+    boundary = "b" * 300  # RFC 2046 allows 70; python-multipart refuses more than 256 when the parser is made
+    answer = client.post(
+        "/v1/uploads",
+        headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        content=f"--{boundary}\r\n".encode(),
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("malformed multipart body: Boundary length 300 exceeds")
+
+
+def test_requests_with_invented_methods_add_no_metric_series(client):
+    for n in range(3):
+        assert client.request(f"PROBE{n}{'X' * 1000}", "/healthz").status_code == 405
+    metrics = client.get("/metrics", headers=AUTH).text
+    assert "PROBE" not in metrics
+    assert 'spinbot_http_requests_total{method="other",route="/healthz",status="405"} 3.0' in metrics
