@@ -3,11 +3,15 @@ they should not: each test fails on the code before its fix."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
@@ -68,3 +72,29 @@ def test_requests_with_invented_methods_add_no_metric_series(client):
     metrics = client.get("/metrics", headers=AUTH).text
     assert "PROBE" not in metrics
     assert 'spinbot_http_requests_total{method="other",route="/healthz",status="405"} 3.0' in metrics
+
+
+def test_uploads_sent_at_once_stay_within_the_keys_quota(spinbot_env, use_settings):
+    """Each measured what the key held before any of them was stored: four at once all passed a quota of one."""
+    quota = 1024 * 1024  # the least the setting takes
+    buffer = io.BytesIO()
+    sf.write(buffer, np.random.default_rng(0).standard_normal(22 * 16000) * 0.1, 16000, format="WAV")
+    voice = buffer.getvalue()  # 704 KB: one fits the quota, two do not
+    use_settings(api_keys=KEY, max_upload_storage_bytes=quota)
+    with TestClient(create_app()) as client:
+
+        async def send_four() -> list[int]:
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                answers = await asyncio.gather(
+                    *(
+                        http.post("/v1/uploads", data={"kind": "voice"}, files={"file": ("v.wav", voice)}, headers=AUTH)
+                        for _ in range(4)
+                    )
+                )
+            return [a.status_code for a in answers]
+
+        statuses = asyncio.run(send_four())
+        store = client.app.state.services.runner.artifacts
+        assert store.usage("uploads/") <= quota
+        assert statuses.count(201) <= 1 and set(statuses) <= {201, 413}, statuses

@@ -69,6 +69,7 @@ async def upload(request: Request, services: ServicesDep, owner: Owner) -> Uploa
         upload_id = uuid.uuid4().hex
         key = f"{folder}{upload_id}/{kind}{local.suffix}"
         await anyio.to_thread.run_sync(lambda: store.upload(local, key, content_type=received.content_type))
+    await anyio.to_thread.run_sync(_keep_within_quota, store, folder, upload_id, settings)
     services.metrics.upload_bytes.observe(received.size)
     return UploadOut(id=upload_id, kind=kind, size=received.size, filename=received.filename)
 
@@ -107,6 +108,18 @@ def _check_quota(used: int, incoming: int, settings: Settings) -> None:
             f"your uploads hold {used:,} bytes{f' and this one is {incoming:,}' if incoming else ''}: over the "
             f"limit of {limit:,} (SPINBOT_MAX_UPLOAD_STORAGE_BYTES); delete uploads or jobs you no longer need"
         )
+
+
+def _keep_within_quota(store, folder: str, upload_id: str, settings: Settings) -> None:
+    """The quota again, with this upload stored: uploads of one key at the same time all passed the first check
+    (each measured what the key held before any of them), so a key could hold the quota many times over. Measured
+    after storing, in any API process: an upload that takes the key past its quota is deleted (of uploads that
+    arrive together, each may be, so the key never holds more than its quota)."""
+    used = store.usage(folder)
+    if used > settings.max_upload_storage_bytes:
+        size = sum(store.size(key) for key in store.list(f"{folder}{upload_id}/"))
+        store.delete_prefix(f"{folder}{upload_id}")
+        _check_quota(used - size, size, settings)
 
 
 def _kind(value: str | None) -> UploadKind:
