@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from spinbot.api.app import create_app
 from spinbot.samples import voice_path
@@ -98,3 +99,22 @@ def test_uploads_sent_at_once_stay_within_the_keys_quota(spinbot_env, use_settin
         store = client.app.state.services.runner.artifacts
         assert store.usage("uploads/") <= quota
         assert statuses.count(201) <= 1 and set(statuses) <= {201, 413}, statuses
+
+
+def test_an_upload_is_stored_by_its_content_not_the_clients_name_or_type(client, monkeypatch):
+    """The client's Content-Type went onto the S3 object (presigned for SPINBOT_S3_PUBLIC_URL, a portrait that was
+    also HTML was served as text/html there) and its file name's suffix into the stored name."""
+    store, stored = client.app.state.services.runner.artifacts, []
+    real_upload = store.upload
+
+    def recording_upload(src, key, content_type=None):
+        stored.append((key.rsplit("/", 1)[1], content_type))
+        real_upload(src, key, content_type)
+
+    monkeypatch.setattr(store, "upload", recording_upload)
+    jpeg = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(jpeg, format="JPEG")
+    html = b"<html><script>alert(document.domain)</script></html>"
+    assert upload(client, "portrait", "page.html", jpeg.getvalue() + html, "text/html").status_code == 201
+    assert upload(client, "voice", "voice.svg", voice_path().read_bytes(), "image/svg+xml").status_code == 201
+    assert stored == [("portrait.jpg", "image/jpeg"), ("voice.wav", "audio/x-wav")]

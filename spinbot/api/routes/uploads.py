@@ -4,6 +4,7 @@ enforced while it arrives; the content is judged from its header first, then by 
 from __future__ import annotations
 
 import logging
+import mimetypes
 import re
 import tempfile
 import uuid
@@ -65,10 +66,11 @@ async def upload(request: Request, services: ServicesDep, owner: Owner) -> Uploa
         if received.size == 0:
             raise InputError("upload is empty")
         local = received.path.rename(received.path.with_suffix(_safe_suffix(received.filename)))
-        await anyio.to_thread.run_sync(check_content, kind, local, settings)
+        suffix = await anyio.to_thread.run_sync(check_content, kind, local, settings)
         upload_id = uuid.uuid4().hex
-        key = f"{folder}{upload_id}/{kind}{local.suffix}"
-        await anyio.to_thread.run_sync(lambda: store.upload(local, key, content_type=received.content_type))
+        key = f"{folder}{upload_id}/{kind}{suffix}"
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        await anyio.to_thread.run_sync(lambda: store.upload(local, key, content_type=content_type))
     await anyio.to_thread.run_sync(_keep_within_quota, store, folder, upload_id, settings)
     services.metrics.upload_bytes.observe(received.size)
     return UploadOut(id=upload_id, kind=kind, size=received.size, filename=received.filename)
@@ -136,17 +138,35 @@ def _safe_suffix(filename: str | None) -> str:
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".bin"
 
 
-def check_content(kind: str, path: Path, settings: Settings) -> None:
+# The suffix an upload is stored with, from the format its content was read as (Pillow's names, then libsndfile's or
+# FFmpeg's first demuxer name), never from the client's file name: it sets the Content-Type the file is served with
+# (an S3 object kept the client's own, so a portrait that was also HTML, presigned for SPINBOT_S3_PUBLIC_URL, was a
+# web page on that endpoint). A format not named here is stored as .bin (application/octet-stream).
+STORED_SUFFIXES = {
+    **{f: f".{f.lower()}" for f in ("AVIF", "BMP", "GIF", "PNG", "PPM", "TIFF", "WEBP", "MPO")},
+    "JPEG": ".jpg",
+    "JPEG2000": ".jp2",
+    **dict.fromkeys(("WAV", "WAVEX", "RF64", "wav"), ".wav"),
+    **{f: f".{f.lower()}" for f in ("FLAC", "flac", "OGG", "ogg", "MP3", "mp3", "AIFF", "aiff", "aac", "avi")},
+    "mov": ".m4a",
+    "matroska": ".mka",
+}
+
+
+def check_content(kind: str, path: Path, settings: Settings) -> str:
     """Judge the file by its content, never its name: the header against the limits first (no decode of a file
-    that claims 30000x30000 or two hours), then a full decode. Every failure is a 400 that says why."""
-    from spinbot.media.audio import load_voice
-    from spinbot.media.image import load_portrait
+    that claims 30000x30000 or two hours), then a full decode. Every failure is a 400 that says why. Returns the
+    suffix to store it with (STORED_SUFFIXES)."""
+    from spinbot.media.audio import load_voice, probe_audio
+    from spinbot.media.image import load_portrait, probe_image
 
     try:
         if kind == "portrait":
             load_portrait(path, settings.max_image_pixels)
+            found = probe_image(path, settings.max_image_pixels).format
         else:
             load_voice(path, max_seconds=settings.max_voice_seconds)
+            found = probe_audio(path).format.split(",")[0]
     except InputTooLarge as err:
         raise InputTooLarge(f"the {kind} upload is refused: {err}") from None
     except Exception as err:  # noqa: BLE001 - InputError, or anything a decoder raised on a hostile file
@@ -154,3 +174,4 @@ def check_content(kind: str, path: Path, settings: Settings) -> None:
             log.warning("decoder failed on an upload", extra={"kind": kind, "error": repr(err)})
         what = "an image" if kind == "portrait" else "audio"
         raise InputError(f"the {kind} upload is not {what} that can be decoded") from None
+    return STORED_SUFFIXES.get(found, ".bin")
