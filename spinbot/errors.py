@@ -14,6 +14,13 @@ def echo(value: object) -> str:
     return shorten(repr(value))
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, or its type's name when it has none: compiler, cuDNN and parser
+    errors are many lines, and a message of one line has to stay one line."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 class SpinBotError(Exception):
     """Base class: str(err) is the one line shown to the user."""
 

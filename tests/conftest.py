@@ -1,5 +1,7 @@
+import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -35,6 +37,14 @@ def spinbot_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_module(name: str) -> ModuleType:
+    """An optional package a test needs: a skip on a developer's machine without it, a failure under CI, which
+    installs every extra (nothing but a test that needs a GPU may skip there)."""
+    if in_ci():
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -28,10 +28,6 @@ class TaskRequest(BaseModel):
     priority: int | None = Field(default=None, ge=1)  # queue priority, 1 runs first; None: the task's default
     live_output: bool = True  # the video also as live HLS while it renders, from the tasks that can (tasks/live.py)
 
-    @property
-    def idempotency_key(self) -> str:
-        return f"{self.job_id}:{self.node_id}"
-
 
 def execute_task(
     request: TaskRequest,

@@ -150,7 +150,7 @@ class Runner:
             self._reset_in_flight(job_id)
             self._drive(self.jobs.get(job_id))
         except LeaseLost as err:
-            log.warning("stopped driving the job: %s", err, extra={"job_id": job_id})
+            log.warning("stopped driving the job", extra={"job_id": job_id, "reason": str(err)})
         except KeyboardInterrupt:
             self._finish(job_id, st.INTERRUPTED, f"interrupted by its user; resume with: spinbot run --resume {job_id}")
             raise

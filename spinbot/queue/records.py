@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
-from spinbot.errors import SpinBotError
+from spinbot.errors import SpinBotError, first_line
 from spinbot.tasks.base import NodeOutput
 
 Status = Literal["succeeded", "failed", "cancelled"]
@@ -37,8 +37,8 @@ def event(kind: str, **fields: Any) -> dict[str, str]:
 
 def one_line(err: BaseException) -> str:
     """The error as one line for the control plane; the worker's log keeps the traceback."""
-    lines = str(err).strip().splitlines()
-    text = lines[0] if lines else ""
-    if isinstance(err, SpinBotError) and text:
-        return text  # already written for the user
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if not str(err).strip():
+        return type(err).__name__
+    if isinstance(err, SpinBotError):
+        return first_line(err)  # already written for the user
+    return f"{type(err).__name__}: {first_line(err)}"

@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,15 +103,14 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("web-server")
-    port = free_port()
-    log = folder / "server.log"
+@contextmanager
+def running_server(folder: Path, env: dict[str, str]) -> Iterator[Server]:
+    """`spinbot serve` with `env`, run in `folder` (its log there), answering /healthz; stopped on exit."""
+    port, log = free_port(), folder / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "spinbot", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(folder / "data"),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=folder,
@@ -120,6 +121,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield Server(url=url, api_key=API_KEY, log=log)
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("web-server")
+    with running_server(folder, server_env(folder / "data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

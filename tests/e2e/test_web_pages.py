@@ -6,14 +6,12 @@ reuse, delete), the history's status filter, settings refused at submission and 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
-from tests.e2e.conftest import API_KEY, Server, free_port, server_env, stop, wait_until_healthy
+from tests.e2e.conftest import API_KEY, running_server, server_env
 from tests.e2e.test_web import JOB_SECONDS, SHORT_SCRIPT, job_error, open_page, param_input, wait_for_job_end
 from tests.e2e.views import check_view
 
@@ -217,21 +215,8 @@ def native_upscale_server(tmp_path_factory):
         (models / name).parent.mkdir(parents=True, exist_ok=True)
         (models / name).write_bytes(b"not a checkpoint")
     env = server_env(folder / "data") | {"SPINBOT_UPSCALE_BACKEND": "native", "SPINBOT_MODELS_DIR": str(models)}
-    port, log = free_port(), folder / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spinbot", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=folder,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, log)
-        yield Server(url=url, api_key=API_KEY, log=log)
-    finally:
-        stop(process)
+    with running_server(folder, env) as server:
+        yield server
 
 
 def test_a_missing_model_file_is_refused_and_a_failed_job_keeps_its_talking_head(

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import in_ci
+from tests.conftest import in_ci, require_module
 
 if in_ci():
     import torch  # CI installs torch: its absence is a failure there, not a skip
@@ -250,27 +250,12 @@ json.dump(results, sys.stdout)
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, list[float]]:
-    """The kernel run by Triton's interpreter in a subprocess (Triton reads TRITON_INTERPRET when it is imported):
-    {case: [error against SDPA, error against the emulation]}."""
+    """The kernel run by Triton's interpreter: {case: [error against SDPA, error against the emulation]}."""
     import json
-    import os
-    import subprocess
-    from pathlib import Path
 
-    pytest.importorskip("triton")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
-    run = subprocess.run(
-        [sys.executable, "-c", INTERPRETER_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=root,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr[-1500:]
-    return json.loads(run.stdout.splitlines()[-1])
+    from tests.support.triton_interpreter import run_interpreted
+
+    return json.loads(run_interpreted(INTERPRETER_SCRIPT))
 
 
 @pytest.mark.parametrize(("qk_format", "rows"), INTERPRETER_CASES)
@@ -358,7 +343,7 @@ def test_the_model_runs_with_8bit_attention_and_fp8_linears(name, fp8_linears):
 def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
     """The first pass of the GPU autotuner (its timing runs need a GPU): a configuration whose compile fails is
     dropped, the launch's own grid is not passed on, and none compiling is a clear error."""
-    pytest.importorskip("triton")
+    require_module("triton")
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
     calls = []
@@ -383,7 +368,7 @@ def test_the_autotuner_keeps_only_configurations_that_compile(monkeypatch):
 
 
 def test_hopper_runs_the_measured_configuration_and_other_gpus_the_autotuner():
-    pytest.importorskip("triton")
+    require_module("triton")
     from spinbot.backends.attention import eight_bit_kernel as kernels
 
     pinned = kernels.pinned_config((9, 0))

@@ -104,16 +104,12 @@ def test_fused_projections_are_views_of_one_weight_and_leave_the_state_dict_alon
     assert set(model.state_dict()) == keys
 
 
-def test_the_grouped_conv_kernel_equals_conv_mish_mask_in_tritons_interpreter(tmp_path):
+def test_the_grouped_conv_kernel_equals_conv_mish_mask_in_tritons_interpreter():
     """grouped_conv.py's Triton kernel, run by Triton's CPU interpreter (CI has no GPU) in a subprocess, against
     torch's Conv1d + Mish + mask on odd sizes (frames not a multiple of the block, padding inside the batch)."""
-    import os
-    import subprocess
-    import sys
+    from tests.support.triton_interpreter import run_interpreted
 
-    pytest.importorskip("triton")
-    script = tmp_path / "check.py"
-    script.write_text("""
+    script = """
 import torch
 from spinbot.backends.tts.f5.grouped_conv import grouped_conv_mish, tap_major_weight
 torch.manual_seed(0)
@@ -125,11 +121,8 @@ with torch.no_grad():
     got = grouped_conv_mish(x, tap_major_weight(conv), conv.bias, keep)
     expected = torch.nn.functional.mish(conv(x.permute(0, 2, 1)).permute(0, 2, 1)).masked_fill(~keep[..., None], 0)
 print(float((got - expected).abs().max()), float(expected.abs().max()))
-""")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-800:]
-    error, scale = map(float, run.stdout.split())
+"""
+    error, scale = map(float, run_interpreted(script, timeout=300).split())
     assert scale > 0.5 and error < 1e-4
 
 

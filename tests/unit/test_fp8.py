@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import nn
 
 from spinbot.backends.fp8 import E4M3, INFINITETALK_LINEARS, FP8Linear, quantize_rows, use_fp8
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+from tests.support.triton_interpreter import run_interpreted
 
 
 def test_row_quantization_round_trips_within_e4m3_precision():
@@ -138,22 +141,7 @@ print(json.dumps(out))
 
 
 def test_the_gelu_kernel_matches_its_reference_under_the_interpreter():
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import pytest
-
-    pytest.importorskip("triton")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
-    run = subprocess.run(
-        [sys.executable, "-c", GELU_INTERPRETER_SCRIPT], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    for name, (value_error, scale_error) in json.loads(run.stdout.strip().splitlines()[-1]).items():
+    for name, (value_error, scale_error) in json.loads(run_interpreted(GELU_INTERPRETER_SCRIPT)).items():
         assert value_error < 1e-3, name  # e4m3 ties may round apart: a few values one step off at most
         assert scale_error < 1e-5, name
 
@@ -176,18 +164,5 @@ print(json.dumps([out.tolist(), x.to(torch.float8_e4m3fn).float().tolist()]))
 
 
 def test_the_interpreters_e4m3_rounding_matches_torchs_ties_to_even():
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import pytest
-
-    pytest.importorskip("triton")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
-    run = subprocess.run([sys.executable, "-c", ROUNDING_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
-    got, want = json.loads(run.stdout.strip().splitlines()[-1])
+    got, want = json.loads(run_interpreted(ROUNDING_SCRIPT, timeout=300))
     assert got == want  # 168 -> 160 and 184 -> 192 (even mantissas), as the GPU's conversion rounds

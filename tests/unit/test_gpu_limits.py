@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from spinbot.backends import gpu
 from spinbot.settings import Settings
+from tests.conftest import require_module
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1"])
@@ -15,7 +16,7 @@ def test_fraction_outside_0_1_is_refused(monkeypatch, value):
 
 
 def test_cap_is_applied_once_per_device(monkeypatch):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     calls = []
     monkeypatch.setattr(gpu, "_applied", False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -28,7 +29,7 @@ def test_cap_is_applied_once_per_device(monkeypatch):
 
 
 def test_unset_fraction_leaves_cuda_alone(monkeypatch):
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     monkeypatch.setattr(gpu, "_applied", False)
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda *a: pytest.fail("no cap was asked for"))
     gpu.apply_process_limits(None)

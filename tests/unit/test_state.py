@@ -46,7 +46,8 @@ def test_job_priority_travels_to_every_python_task_request(spinbot_env, tmp_path
     job = runner.jobs.get(job_id)
     assert job.priority == 3
     request = runner._request(job, job.node("f5_to_tts"), {"script": {"values": {"text": "Hi."}}})
-    assert request.priority == 3 and request.values["text"] == "Hi." and request.idempotency_key.endswith(":f5_to_tts")
+    assert request.priority == 3 and request.values["text"] == "Hi."
+    assert (request.job_id, request.node_id) == (job_id, "f5_to_tts")
 
 
 def test_engine_migrates_a_new_database_once(spinbot_env):

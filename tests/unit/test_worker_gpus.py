@@ -9,6 +9,7 @@ from spinbot.errors import SettingsError
 from spinbot.settings import get_settings
 from spinbot.worker import gpu_group
 from spinbot.worker.gpu_group import group_devices, parse_gpus
+from tests.conftest import require_module
 from tests.unit.test_cli import run_cli
 
 
@@ -55,7 +56,7 @@ def test_gpus_and_cpu_ranks_exclude_each_other(spinbot_env, use_settings) -> Non
 
 
 def test_valid_gpus_become_cuda_devices(spinbot_env, use_settings, monkeypatch) -> None:
-    torch = pytest.importorskip("torch")
+    torch = require_module("torch")
     monkeypatch.setattr(gpu_group, "visible_gpus", lambda: 8)
     use_settings(worker_gpus="3, 1")
     assert group_devices(get_settings()) == [torch.device("cuda", 3), torch.device("cuda", 1)]
@@ -67,7 +68,7 @@ def test_valid_gpus_become_cuda_devices(spinbot_env, use_settings, monkeypatch) 
 def test_the_worker_starts_and_stops_its_group(spinbot_env, use_settings, monkeypatch) -> None:
     """run_worker with two CPU ranks: jobs see the group (the backend reports it in the node output, see
     test_infinitetalk_group), and it is gone when the worker stops."""
-    pytest.importorskip("torch")
+    require_module("torch")
     from spinbot.backends.talk.infinitetalk.transformer_group import active_group
     from spinbot.worker import main
 

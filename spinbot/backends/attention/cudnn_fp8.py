@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spinbot.errors import BackendUnavailable
+from spinbot.errors import BackendUnavailable, first_line
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
@@ -159,10 +159,9 @@ def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int) ->
     except (BackendUnavailable, torch.OutOfMemoryError):
         raise
     except Exception as error:  # cuDNN's own errors (e.g. cudnnGraphNotSupportedError) are multi-line C++ texts
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BackendUnavailable(
             f"SPINBOT_TALK_ATTENTION=cudnn-fp8: cuDNN cannot run FP8 attention on [B, L, heads, D] {list(q.shape)} "
-            f"({type(error).__name__}: {first[:200]}); use int8 or sdpa"
+            f"({type(error).__name__}: {first_line(error)[:200]}); use int8 or sdpa"
         ) from error
     return _execute(plan, q, k, v, descale_q, descale_k, descale_v, scale_o)
 

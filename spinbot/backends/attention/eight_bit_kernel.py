@@ -39,6 +39,8 @@ import os
 import triton
 import triton.language as tl
 
+from spinbot.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -223,9 +225,8 @@ def compiling_configs(configs: list, named_args: dict, **kwargs) -> list:
             usable.append(config)
         except Exception as error:  # noqa: BLE001 (any lowering failure: the config is not usable here)
             log.warning(
-                "8-bit attention: config %s does not compile here: %s",
-                config,
-                str(error).splitlines()[0] if str(error) else type(error).__name__,
+                "8-bit attention: a kernel configuration does not compile here",
+                extra={"config": str(config), "error": first_line(error)},
             )
     if not usable:
         raise RuntimeError("8-bit attention: no kernel configuration compiles on this GPU / Triton")

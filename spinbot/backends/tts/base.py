@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class SpokenScript:
     joins: list[int]  # sample where each join is centred
 
 
+@runtime_checkable
 class ScriptSpeaker(SpeechBackend, Protocol):
     """A SpeechBackend that speaks a whole script itself (F5-TTS: its own chunk plan from the reference's speaking
     rate, chunks batched through the model, its own cross-fade). The task then only resamples and sets levels."""

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import torch
 import torch.nn.functional as F
 
+from spinbot.errors import first_line
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -65,5 +67,5 @@ def with_eager_fallback(
     except Exception as err:  # noqa: BLE001 - any compiler failure: the eager model computes the same
         with _compile_lock:
             _compiled_modules[id(module)] = (module, None)
-        log.warning("torch.compile failed for the %s, running it eager: %s", role, str(err).splitlines()[0])
+        log.warning("torch.compile failed: the model runs eager", extra={"model": role, "error": first_line(err)})
         return eager_call()

@@ -25,7 +25,7 @@ import torch
 
 from spinbot.backends.fp8 import F5_LINEARS, use_fp8
 from spinbot.backends.tts.f5.packed import attention_kernel, use_packing
-from spinbot.errors import BackendUnavailable
+from spinbot.errors import BackendUnavailable, first_line
 
 T = TypeVar("T")
 
@@ -229,8 +229,7 @@ def load_vocoder(folder: Path, device: torch.device) -> Any:
         vocoder.load_state_dict(state)
     except RuntimeError as err:
         raise BackendUnavailable(
-            f"f5_to_tts native: {folder / 'pytorch_model.bin'} does not fit "
-            f"{folder / 'config.yaml'}: {str(err).splitlines()[0]}"
+            f"f5_to_tts native: {folder / 'pytorch_model.bin'} does not fit {folder / 'config.yaml'}: {first_line(err)}"
         ) from None
     return vocoder.eval().to(device)
 
