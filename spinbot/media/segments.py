@@ -124,7 +124,10 @@ class HlsSegmenter:
         audio: tuple[np.ndarray, int] | None = None,
         crf: int = 23,
         preset: str = "veryfast",
+        start_frame: int = 0,
     ):
+        """start_frame: the video's frame the first written frame is (a render resumed there): timestamps and the
+        audio start at that frame's time, so a later start continues the timeline of an earlier one."""
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.folder = Path(folder)
@@ -139,7 +142,9 @@ class HlsSegmenter:
         self.lead_frames = math.ceil(LEAD_SECONDS * self.fps)
         lead_seconds = self.lead_frames / self.fps
         self.audio = AudioPackets(audio[0], audio[1], round(lead_seconds * audio[1])) if audio is not None else None
-        self.frames = 0  # frames written, over all segments
+        self.frames = start_frame  # the video's frames before the next one written
+        if self.audio is not None:  # the audio before the start, but for the packet that plays across it
+            self.audio.until(round(start_frame * self.audio.rate / self.fps) - AAC_BLOCK)
         self.durations: list[float] = []
         self._segment: Segment | None = None
 

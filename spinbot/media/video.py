@@ -119,6 +119,29 @@ def read_audio(path: Path | str, max_seconds: float | None = None, mono: bool = 
     return np.concatenate(chunks), int(rate)
 
 
+def add_audio_stream(container, audio: np.ndarray, rate: int):
+    """An AAC stream for this audio (float32 mono or (n, ch)) in an output container, before its first packet."""
+    stream = container.add_stream("aac", rate=rate)
+    stream.layout = "mono" if audio.ndim == 1 or audio.shape[1] == 1 else "stereo"
+    stream.time_base = Fraction(1, rate)
+    return stream
+
+
+def mux_audio(container, stream, audio: np.ndarray, rate: int) -> None:
+    """The whole audio AAC-encoded into `stream` (from add_audio_stream) and muxed."""
+    layout = stream.layout.name
+    audio = audio.reshape(len(audio), -1).astype(np.float32)[:, : (1 if layout == "mono" else 2)]
+    block = 1024
+    for start in range(0, len(audio), block):
+        chunk = np.ascontiguousarray(audio[start : start + block].T)
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+        frame.sample_rate, frame.pts = rate, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
 class VideoWriter:
     """H.264 yuv420p mp4 at a fixed fps; audio (float32 mono or (n, ch)) is AAC-encoded and muxed on close."""
 
@@ -145,13 +168,7 @@ class VideoWriter:
         self._video.options = {"crf": str(crf), "preset": preset}
         # Every stream must exist before the first packet is muxed (the header is written then).
         self._audio = audio
-        self._audio_stream = self._add_audio_stream(*audio) if audio is not None else None
-
-    def _add_audio_stream(self, audio: np.ndarray, rate: int):
-        stream = self._container.add_stream("aac", rate=rate)
-        stream.layout = "mono" if audio.ndim == 1 or audio.shape[1] == 1 else "stereo"
-        stream.time_base = Fraction(1, rate)
-        return stream
+        self._audio_stream = add_audio_stream(self._container, *audio) if audio is not None else None
 
     def write(self, frame_rgb: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
@@ -160,26 +177,12 @@ class VideoWriter:
         for packet in self._video.encode(frame):
             self._container.mux(packet)
 
-    def _mux_audio(self, audio: np.ndarray, rate: int) -> None:
-        stream = self._audio_stream
-        assert stream is not None, "made in __init__ whenever there is audio"
-        layout = stream.layout.name
-        audio = audio.reshape(len(audio), -1).astype(np.float32)[:, : (1 if layout == "mono" else 2)]
-        block = 1024
-        for start in range(0, len(audio), block):
-            chunk = np.ascontiguousarray(audio[start : start + block].T)
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-            frame.sample_rate, frame.pts = rate, start
-            for packet in stream.encode(frame):
-                self._container.mux(packet)
-        for packet in stream.encode(None):
-            self._container.mux(packet)
-
     def close(self) -> None:
         for packet in self._video.encode(None):
             self._container.mux(packet)
         if self._audio is not None:
-            self._mux_audio(*self._audio)
+            assert self._audio_stream is not None, "made in __init__ whenever there is audio"
+            mux_audio(self._container, self._audio_stream, *self._audio)
         self._container.close()
 
     def __enter__(self) -> VideoWriter:

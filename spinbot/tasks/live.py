@@ -39,7 +39,9 @@ class LiveOutput:
         height: int,
         max_segment_frames: int,
         audio: tuple[np.ndarray, int] | None,
+        start_frame: int = 0,
     ):
+        """start_frame: where a resumed render starts (spinbot.media.segments.HlsSegmenter)."""
         self.ctx = ctx
         self.warning: str | None = None
         self._segmenter: HlsSegmenter | None = None
@@ -50,7 +52,14 @@ class LiveOutput:
             return
         self._segmenter = self._guard(
             lambda: HlsSegmenter(
-                ctx.output_path(LIVE_FOLDER), fps, width, height, max_segment_frames, self._publish, audio=audio
+                ctx.output_path(LIVE_FOLDER),
+                fps,
+                width,
+                height,
+                max_segment_frames,
+                self._publish,
+                audio=audio,
+                start_frame=start_frame,
             )
         )
         self._made = self._segmenter  # kept after a stop, for describe()

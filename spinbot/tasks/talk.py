@@ -17,12 +17,14 @@ from pydantic import Field, model_validator
 from spinbot.backends.talk.base import SpeechTrack, TalkBackend
 from spinbot.errors import InputError
 from spinbot.media.audio import load_audio, resample
+from spinbot.media.chunks import join_chunks
 from spinbot.media.features import Loudness, fit_length, frame_features, highpass, normalize_loudness, speech_bounds
 from spinbot.media.image import load_image
 from spinbot.media.video import VideoWriter
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.model_files import model_folders
+from spinbot.tasks.talk_resume import WindowCheckpoints, fingerprint
 from spinbot.tasks.windows import Window, frame_count, plan_windows
 
 TARGET_LUFS = -23.0  # EBU R 128
@@ -153,14 +155,25 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     ctx.progress(0.05, "speech and portrait ready")
     state = backend.prepare(image, speech, params)
+    checkpoints = WindowCheckpoints(
+        ctx, fingerprint(ctx, params, backend.name, windows, image.shape, speech.fps), len(windows)
+    )
+    start = checkpoints.resume(backend, state)
+    if start:
+        ctx.progress(0.05 + 0.9 * start / len(windows), _resume_message(start, len(windows)))
     video = ctx.output_path("talk.mp4")
-    live = combine_video(ctx, video, backend, state, windows, speech, image.shape)
-    steps.append({"step": "generate", "backend": backend.name, "windows": len(windows)})
+    live = combine_video(ctx, video, backend, state, windows, speech, image.shape, checkpoints)
+    steps.append({"step": "generate", "backend": backend.name, "windows": len(windows) - start})
     steps.append(
-        {"step": "video_combine", "video": "h264 yuv420p mp4", "audio": f"aac {MUX_RATE} Hz", "frames": speech.frames}
+        {
+            "step": "video_combine",
+            "video": "h264 yuv420p mp4, one chunk per window joined without re-encoding",
+            "audio": f"aac {MUX_RATE} Hz",
+            "frames": speech.frames,
+        }
     )
     described = backend.describe(state)
-    warnings += described.pop("warnings", [])
+    warnings += described.pop("warnings", []) + ([checkpoints.warning] if checkpoints.warning else [])
     meta = {
         "backend": backend.name,
         "ignored_params": ignored_params(params, set(backend.honoured_params)),
@@ -171,11 +184,15 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
             "count": len(windows),
             "plan": [[w.start, w.end] for w in windows],
         },
+        # the first window this attempt rendered, when an earlier one had finished those before (tasks/talk_resume)
+        "resumed_from_window": start or None,
+        **({"checkpoint_ignored": checkpoints.ignored} if checkpoints.ignored else {}),
         **described,
         "live": live,
         "warnings": warnings,
     }
     key = ctx.save("talk.mp4", video, content_type="video/mp4")
+    checkpoints.clear()
     ctx.progress(1.0, "video written")
     return NodeOutput(values={"video_duration": speech.frames / speech.fps}, artifacts={"video": key}, meta=meta)
 
@@ -245,9 +262,11 @@ def combine_video(
     windows: list[Window],
     speech: SpeechTrack,
     shape: tuple[int, ...],
+    checkpoints: WindowCheckpoints,
 ) -> dict[str, Any]:
-    """Encode each window's frames as the backend yields them, with the speech muxed at exactly frames / fps.
-    Each window is also published as a live segment as soon as it is done; returns what the live output made."""
+    """Render the windows the checkpoints do not hold yet, each encoded as its own chunk and checkpointed, then join
+    every chunk into the video, with the speech muxed at exactly frames / fps. Each window is also published as a
+    live segment as soon as it is done; returns what the live output made."""
     mux_audio = fit_length(
         resample(speech.audio, speech.sample_rate, MUX_RATE), round(speech.frames * MUX_RATE / speech.fps)
     )
@@ -257,16 +276,29 @@ def combine_video(
             f"window {index + 1}/{len(windows)}, step {done}/{total}",
         )
     longest = max(len(window.new_frames) for window in windows)
-    with (
-        VideoWriter(path, speech.fps, shape[1], shape[0], audio=(mux_audio, MUX_RATE)) as writer,
-        LiveOutput(ctx, speech.fps, shape[1], shape[0], longest, (mux_audio, MUX_RATE)) as live,
-    ):
-        for window in windows:
-            _write_window(writer, live, backend.render_window(state, window), window, backend.name)
+    todo = windows[checkpoints.done :]
+    first = todo[0].new_start if todo else speech.frames
+    height, width = shape[0], shape[1]
+    with LiveOutput(ctx, speech.fps, width, height, longest, (mux_audio, MUX_RATE), start_frame=first) as live:
+        for window in todo:
+            chunk = checkpoints.chunk_path(window.index)
+            with VideoWriter(chunk, speech.fps, width, height) as writer:
+                _write_window(writer, live, backend.render_window(state, window), window, backend.name)
             live.cut()  # before the progress event: "window i/n" means its segment is there to play
+            last = window.index == len(windows) - 1
+            checkpoints.save(window.index, chunk, None if last else backend.checkpoint(state))
             ctx.progress(0.05 + 0.9 * (window.index + 1) / len(windows), f"window {window.index + 1}/{len(windows)}")
         live.finish()
+    frames = join_chunks(checkpoints.chunk_paths(), path, speech.fps, audio=(mux_audio, MUX_RATE))
+    if frames != speech.frames:
+        raise RuntimeError(f"infinite_talk joined {frames} frames, expected {speech.frames}")
     return live.describe()
+
+
+def _resume_message(start: int, windows: int) -> str:
+    if start == windows:
+        return f"all {windows} windows were rendered before: joining them"
+    return f"resuming at window {start + 1}/{windows}"
 
 
 def _write_window(

@@ -10,6 +10,7 @@ features, which the audio projection consumes.
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 from pathlib import Path
@@ -317,6 +318,59 @@ def test_a_missing_file_is_named_with_its_folder(native, inputs, tmp_path, use_s
     expected = partial / "clip_vision" / DEFAULTS.clip_vision_model
     assert f"clip_vision_model file {DEFAULTS.clip_vision_model} not found: looked for {expected}" in message
     assert "\n" not in message
+
+
+def test_a_render_stopped_at_a_window_resumes_with_the_frames_of_one_that_never_stopped(
+    native, inputs, tmp_path, monkeypatch
+):
+    """The checkpoint after each window holds the next window's motion latents and the generator's state
+    (continuation.py): the resumed windows are sampled from the same noise and context as uninterrupted ones."""
+    from spinbot.backends.talk.infinitetalk.backend import NativeTalkBackend
+
+    seen: dict = {"calls": [], "fail_at": None}
+    real = NativeTalkBackend.render_window
+
+    def render_window(self, state, window):
+        seen["calls"].append(window.index)
+        if window.index == seen["fail_at"]:
+            seen["fail_at"] = None
+            raise RuntimeError(f"stopped at window {window.index}")
+        return real(self, state, window)
+
+    monkeypatch.setattr(NativeTalkBackend, "render_window", render_window)
+    _, whole_video = run_talk(tmp_path / "whole", *inputs, **RUN)
+    assert seen["calls"] == [0, 1, 2, 3]
+    seen["calls"], seen["fail_at"] = [], 2
+    with pytest.raises(RuntimeError, match="stopped at window 2"):
+        run_talk(tmp_path / "resumed", *inputs, **RUN)
+    seen["calls"] = []
+    out, video = run_talk(tmp_path / "resumed", *inputs, **RUN)
+    assert seen["calls"] == [2, 3] and out.meta["resumed_from_window"] == 2
+    assert len(out.meta["seconds_per_window"]) == 4  # the earlier attempt's timings ride along
+    frames, expected = list(iter_frames(video)), list(iter_frames(whole_video))
+    assert len(frames) == len(expected) == out.meta["steps"][6]["frames"]
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))
+
+
+def test_the_native_continuation_refuses_bytes_it_cannot_use(native, inputs):
+    from spinbot.backends.talk.infinitetalk.backend import NativeTalkBackend
+    from spinbot.tasks.talk import prepare_image, prepare_speech
+
+    params = InfiniteTalkParams(**RUN)
+    speech, _, _ = prepare_speech(inputs[1], params)
+    backend = NativeTalkBackend()
+    image, _ = prepare_image(inputs[0], backend, params)
+    state = backend.prepare(image, speech, params)
+    before = state.generator.get_state()
+    for data in (b"", b"not a torch file", b"PK\x03\x04 a zip, and not one"):
+        with pytest.raises(ValueError, match="not a native checkpoint"):
+            backend.restore(state, data)
+    wrong = torch.zeros(1, 16, 7, 2, 2)
+    buffer = io.BytesIO()
+    torch.save({"generator": before, "motion_latent": wrong}, buffer)
+    with pytest.raises(ValueError, match="motion latents are"):
+        backend.restore(state, buffer.getvalue())
+    assert torch.equal(state.generator.get_state(), before) and state.motion_latent is None
 
 
 # ---- LoRA ---------------------------------------------------------------------------------------------------------

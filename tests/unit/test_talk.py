@@ -100,11 +100,15 @@ def test_mouth_motion_follows_the_speech_envelope(beckett_video):
 
 
 def test_the_background_stays_still(beckett_video):
+    """Within a window the backdrop does not change; each window's chunk starts with a keyframe of its own
+    (spinbot.tasks.talk_resume), which may quantize the flat backdrop a level apart: never more."""
     _, _, frames = beckett_video
     corner = (slice(0, 48), slice(464, 512))  # grey backdrop, top right, away from the head
     first = frames[0][corner].astype(np.int16)
-    change = [np.abs(f[corner].astype(np.int16) - first).mean() for f in frames]
-    assert max(change) < 0.5
+    for window in plan_windows(len(frames), 81, 25):
+        own = frames[window.new_start][corner].astype(np.int16)
+        assert max(np.abs(frames[i][corner].astype(np.int16) - own).mean() for i in window.new_frames) < 0.5
+        assert np.abs(own - first).mean() < 1.5
 
 
 def test_the_muxed_speech_is_loudness_normalized(beckett_video):

@@ -64,6 +64,13 @@ class AnimatorBackend:
         for index in window.new_frames:
             yield render_frame(state, index)
 
+    def checkpoint(self, state: AnimatorState) -> bytes:
+        return b""  # a frame depends only on its index (module docstring): nothing carries over between windows
+
+    def restore(self, state: AnimatorState, data: bytes) -> None:
+        if data:
+            raise ValueError(f"the lite backend keeps no state between windows, got {len(data)} bytes")
+
     def describe(self, state: AnimatorState) -> dict[str, Any]:
         f = state.layout
         warnings = [] if f.face_found else ["no face detected in the portrait: animated a centred estimate"]

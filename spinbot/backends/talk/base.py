@@ -47,5 +47,14 @@ class TalkBackend(Protocol):
         """The window's new frames, window.new_frames in order, as RGB uint8 arrays of the image's size.
         A backend that generates all window.size frames yields frames[window.keep]."""
 
+    def checkpoint(self, state: Any) -> bytes:
+        """What the next window needs of the windows rendered so far (motion context, random state), as bytes a
+        later process can give to `restore` after its own `prepare` (a resumed render: spinbot.tasks.talk_resume).
+        Called between windows only; b"" for a backend whose windows depend on nothing before them."""
+
+    def restore(self, state: Any, data: bytes) -> None:
+        """Continue from `checkpoint`'s bytes, on a state fresh from `prepare` with the same inputs and params;
+        ValueError (state untouched) for bytes it cannot use. Bytes from storage: never unpickled."""
+
     def describe(self, state: Any) -> dict[str, Any]:
         """What the run found and decided, for the node's metadata; a "warnings" list if anything degraded."""

@@ -27,7 +27,7 @@ try:
 except ImportError:  # the registry imports this module by name: say what to install, in one line
     raise BackendUnavailable("infinite_talk native needs PyTorch: pip install 'spinbot[gpu]'") from None
 
-from spinbot.backends.talk.infinitetalk import pipeline
+from spinbot.backends.talk.infinitetalk import continuation, pipeline
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
@@ -111,6 +111,12 @@ class NativeTalkBackend:
 
     def render_window(self, state: pipeline.TalkState, window: Window) -> Iterator[np.ndarray]:
         return pipeline.render(state, window, self.on_step or _log_step)
+
+    def checkpoint(self, state: pipeline.TalkState) -> bytes:
+        return continuation.save(state)
+
+    def restore(self, state: pipeline.TalkState, data: bytes) -> None:
+        continuation.restore(state, data)
 
     def describe(self, state: pipeline.TalkState) -> dict[str, Any]:
         s, models = state.settings, state.models

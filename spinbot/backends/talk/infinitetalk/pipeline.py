@@ -79,6 +79,8 @@ class TalkState:
     audio: torch.Tensor  # [frames, 12, 768]
     y: torch.Tensor  # [1, 20, T, h, w]
     motion: torch.Tensor | None = None  # the next window's motion frames [1, 3, M, H, W] in [-1, 1]
+    # their latents, when encoded ahead of the next window (a checkpoint: continuation.py), else None
+    motion_latent: torch.Tensor | None = None
     generator: torch.Generator = field(default_factory=torch.Generator)
     # Each window's initial noise for a shape; None: drawn from `generator`. A reference run replays recorded noise.
     noise: Callable[[tuple[int, ...]], torch.Tensor] | None = None
@@ -179,6 +181,7 @@ def render(state: TalkState, window: Window, on_step: StepReport | None = None) 
         frames = match_colors((video[0].permute(1, 2, 3, 0).float() + 1.0) / 2.0, state.colors, s.color_strength)
         tail = frames[s.window - s.motion : s.window]  # output frames [window.end - M, window.end)
         state.motion = (tail * 2.0 - 1.0).permute(3, 0, 1, 2)[None].contiguous()
+        state.motion_latent = None
         out = (frames[window.keep] * 255.0).round_().to(torch.uint8).cpu().numpy()
     state.window_seconds.append(time.perf_counter() - started)
     log.info("infinite_talk window %d: %.1f s", window.index, state.window_seconds[-1])
@@ -232,6 +235,9 @@ def window_conditions(
 def motion_latents(state: TalkState, window: Window) -> torch.Tensor:
     """The clean latents written over the window's first latent frames: the portrait's for the first window
     (the encoder is causal, so y's first latent frame is the portrait's latent alone), else the encoded motion."""
+    if state.motion_latent is not None:  # encoded ahead (continuation.py), or restored from a checkpoint
+        latent, state.motion_latent = state.motion_latent, None
+        return latent.to(state.y.device)
     if state.motion is None:
         return state.y[:, MASK_CHANNELS:, :1].clone()
     return state.models.vae.encode(state.motion)

@@ -1,0 +1,226 @@
+"""infinite_talk continues from its last finished window (spinbot.tasks.talk_resume): a render that failed at a
+window, run again, renders only the windows after the last finished one and gives the same video as a render that
+never stopped."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from spinbot.backends.talk.animator import AnimatorBackend
+from spinbot.control.dispatch import TaskRequest, execute_task
+from spinbot.media.audio import load_audio, write_wav
+from spinbot.media.video import iter_frames, probe
+from spinbot.samples import portrait_path, voice_path
+from spinbot.storage.base import ArtifactStore
+from spinbot.storage.local import LocalStore
+from spinbot.tasks.base import NodeOutput
+from tests.support import services
+
+PARAMS = {"fps": 10, "frame_window_size": 6, "motion_frame": 1}  # 2.2 s of speech: 5 windows
+PREFIX = "jobs/job1/infinite_talk/resume/"
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def talk_inputs(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("inputs")
+    audio, sr = load_audio(voice_path())
+    return portrait_path(folder), write_wav(folder / "speech.wav", audio[: int(2.5 * sr)], sr)
+
+
+@pytest.fixture
+def renders(monkeypatch, use_settings) -> dict:
+    """The lite backend's render_window, recording each window it is asked for, and failing once at
+    renders["fail_at"] (a window index) when that is set."""
+    use_settings(talk_max_pixels=128 * 128, talk_backend="lite")
+    seen: dict = {"calls": [], "fail_at": None}
+    real = AnimatorBackend.render_window
+
+    def render_window(self, state, window):
+        seen["calls"].append(window.index)
+        if window.index == seen["fail_at"]:
+            seen["fail_at"] = None
+            raise Interrupted(f"the render stopped at window {window.index}")
+        return real(self, state, window)
+
+    monkeypatch.setattr(AnimatorBackend, "render_window", render_window)
+    return seen
+
+
+def talk(store: ArtifactStore, inputs: tuple[Path, Path], workdir: Path, report=None, **params) -> NodeOutput:
+    keys = {}
+    for name, path in zip(("source_image", "audio"), inputs):
+        keys[name] = f"inputs/{path.name}"
+        if not store.exists(keys[name]):
+            store.upload(path, keys[name])
+    request = TaskRequest(job_id="job1", node_id="infinite_talk", task="infinite_talk", params=params, artifacts=keys)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return execute_task(request, store, report or (lambda f, m: None), workdir_root=workdir)
+
+
+def video_of(store: ArtifactStore, out: NodeOutput, dest: Path) -> Path:
+    store.download(out.artifacts["video"], dest)
+    return dest
+
+
+def video_packets(path: Path) -> list[tuple[bytes, int | None, int | None]]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [(bytes(p), p.pts, p.dts) for p in container.demux(stream) if p.size]
+
+
+def interrupted(store: ArtifactStore, inputs, tmp_path: Path, renders: dict, at: int, **params) -> None:
+    renders["fail_at"] = at
+    with pytest.raises(Interrupted):
+        talk(store, inputs, tmp_path / "first", **(PARAMS | params))
+    assert renders["calls"] == list(range(at + 1))
+    renders["calls"].clear()
+
+
+def test_a_rerun_renders_only_the_windows_after_the_last_finished_one(tmp_path, talk_inputs, renders):
+    store = LocalStore(tmp_path / "store")
+    interrupted(store, talk_inputs, tmp_path, renders, at=2)
+    manifest = json.loads(store.get_bytes(PREFIX + "manifest.json"))
+    assert manifest["done"] == 2 and manifest["windows"] == 5
+    assert sorted(store.list(PREFIX)) == [
+        PREFIX + "chunk-00000.mp4",
+        PREFIX + "chunk-00001.mp4",
+        PREFIX + "manifest.json",
+        PREFIX + "state-00001/backend.bin",
+    ]
+
+    said: list[tuple[float, str]] = []
+    resumed = talk(store, talk_inputs, tmp_path / "second", lambda f, m: said.append((f, m)), **PARAMS)
+    assert renders["calls"] == [2, 3, 4]
+    assert resumed.meta["resumed_from_window"] == 2
+    assert resumed.meta["steps"][5] == {"step": "generate", "backend": "lite", "windows": 3}
+    resuming = next((f, m) for f, m in said if m.startswith("resuming"))
+    assert resuming == (pytest.approx(0.05 + 0.9 * 2 / 5), "resuming at window 3/5")
+    assert min(f for f, _ in said[said.index(resuming) :]) >= resuming[0]
+    assert store.list(PREFIX) == []  # the node succeeded: its checkpoint is gone
+
+    renders["calls"].clear()
+    whole_store = LocalStore(tmp_path / "whole")
+    whole = talk(whole_store, talk_inputs, tmp_path / "whole-work", **PARAMS)
+    assert renders["calls"] == [0, 1, 2, 3, 4] and whole.meta["resumed_from_window"] is None
+    video = video_of(store, resumed, tmp_path / "resumed.mp4")
+    reference = video_of(whole_store, whole, tmp_path / "whole.mp4")
+    frames, expected = list(iter_frames(video)), list(iter_frames(reference))
+    count = resumed.meta["steps"][6]["frames"]
+    assert len(frames) == len(expected) == count == probe(video).frames
+    assert all(np.array_equal(a, b) for a, b in zip(frames, expected))
+    assert video_packets(video) == video_packets(reference)  # the kept windows were not encoded again
+    info = probe(video)
+    assert info.audio_rate == 48000 and info.audio_duration == pytest.approx(count / 10, abs=1024 / 48000 + 1e-6)
+
+
+def test_a_changed_param_ignores_the_checkpoint(tmp_path, talk_inputs, renders, caplog):
+    store = LocalStore(tmp_path / "store")
+    interrupted(store, talk_inputs, tmp_path, renders, at=3)
+    with caplog.at_level(logging.WARNING, logger="spinbot.tasks.talk_resume"):
+        out = talk(store, talk_inputs, tmp_path / "second", **(PARAMS | {"audio_scale": 1.0}))
+    assert renders["calls"] == [0, 1, 2, 3, 4]
+    assert out.meta["resumed_from_window"] is None
+    assert "other params" in out.meta["checkpoint_ignored"]
+    assert "checkpoint of job1/infinite_talk ignored and removed" in caplog.text
+    assert store.list(PREFIX) == []
+
+
+@pytest.mark.parametrize("damage", ["manifest", "chunk", "missing chunk", "state"])
+def test_a_damaged_checkpoint_is_ignored_with_a_log_line(tmp_path, talk_inputs, renders, caplog, damage):
+    store = LocalStore(tmp_path / "store")
+    interrupted(store, talk_inputs, tmp_path, renders, at=3)
+    if damage == "manifest":
+        store.put_bytes(PREFIX + "manifest.json", b'{"format": 1, "done": ')
+    elif damage == "chunk":
+        data = bytearray(store.get_bytes(PREFIX + "chunk-00001.mp4"))
+        data[len(data) // 2] ^= 0xFF
+        store.put_bytes(PREFIX + "chunk-00001.mp4", bytes(data))
+    elif damage == "missing chunk":
+        store.path(PREFIX + "chunk-00002.mp4").unlink()
+    else:
+        store.put_bytes(PREFIX + "state-00002/backend.bin", b"not the lite backend's state")
+    with caplog.at_level(logging.WARNING, logger="spinbot.tasks.talk_resume"):
+        out = talk(store, talk_inputs, tmp_path / "second", **PARAMS)
+    assert renders["calls"] == [0, 1, 2, 3, 4]
+    assert out.meta["resumed_from_window"] is None and out.meta["checkpoint_ignored"]
+    assert "ignored and removed" in caplog.text
+    assert store.list(PREFIX) == []
+    assert probe(video_of(store, out, tmp_path / "out.mp4")).frames == out.meta["steps"][6]["frames"]
+
+
+def test_a_checkpoint_in_s3_lets_another_process_continue(tmp_path, talk_inputs, renders, monkeypatch):
+    from spinbot.storage.s3 import S3Store
+
+    with services.moto_s3() as endpoint:
+        for name, value in services.TEST_AWS_ENV.items():
+            monkeypatch.setenv(name, value)
+        store = S3Store("spinbot-resume", endpoint_url=endpoint)
+        store.ensure_bucket()
+        interrupted(store, talk_inputs, tmp_path, renders, at=1)
+        assert PREFIX + "chunk-00000.mp4" in store.list(PREFIX)
+        other = S3Store("spinbot-resume", endpoint_url=endpoint)  # another worker, the same bucket
+        out = talk(other, talk_inputs, tmp_path / "second", **PARAMS)
+        assert renders["calls"] == [1, 2, 3, 4] and out.meta["resumed_from_window"] == 1
+        assert store.list(PREFIX) == []
+        video = video_of(store, out, tmp_path / "out.mp4")
+        assert len(list(iter_frames(video))) == probe(video).frames == out.meta["steps"][6]["frames"]
+
+
+# ---- through the job runner ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_job(tmp_path: Path, spinbot_env, renders):
+    """A job of the seed pipeline (in-process runner) whose infinite_talk failed at its third window."""
+    from spinbot.control.requests import JobRequest
+    from spinbot.control.runner import Runner
+
+    runner = Runner()
+    job_id = runner.create_job(
+        JobRequest(
+            prompt="resume",
+            image=portrait_path(tmp_path),
+            voice=voice_path(),
+            ref_text="x",
+            params={
+                "script": {"text": "Ever tried. Ever failed."},
+                "infinite_talk": {"fps": 10, "frame_window_size": 4, "motion_frame": 1},
+            },
+        )
+    )
+    renders["fail_at"] = 2
+    failed = runner.run(job_id)
+    assert failed.status == "failed" and "stopped at window 2" in (failed.error or "")
+    assert renders["calls"] == [0, 1, 2]
+    renders["calls"].clear()
+    checkpoint = spinbot_env / "jobs" / job_id / "infinite_talk" / "resume"
+    assert (checkpoint / "manifest.json").is_file()
+    return runner, job_id, checkpoint
+
+
+def test_a_retried_job_renders_only_the_rest_of_its_windows(failing_job, renders):
+    runner, job_id, checkpoint = failing_job
+    assert runner.reopen(job_id)  # POST /v1/jobs/{id}/retry, spinbot run --resume
+    done = runner.run(job_id)
+    assert done.status == "succeeded", done.error
+    windows = done.node("infinite_talk").output["meta"]["windows"]["count"]
+    assert windows >= 4 and renders["calls"] == list(range(2, windows))
+    assert done.node("infinite_talk").output["meta"]["resumed_from_window"] == 2
+    assert done.node("infinite_talk").attempts == 2 and done.node("f5_to_tts").attempts == 1
+    assert not checkpoint.exists()
+
+
+def test_deleting_a_failed_job_removes_its_window_checkpoint(failing_job):
+    runner, job_id, checkpoint = failing_job
+    runner.delete_job(job_id)
+    assert not checkpoint.exists()
