@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
@@ -22,8 +23,14 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> None:
     """The CLI's one error style: one line on stderr, "error: ...", and a non-zero exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    """ "error: MESSAGE" on stderr, the message printed as it is: a path or value with brackets in it ("[1]", "[/]")
+    is no markup to rich (it would vanish, or fail the print with a traceback)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
 
 
 # typer 0.29 shows Python types in help (<str>, <list[str]>, <path>): the plain names a user types instead.
@@ -89,7 +96,7 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
             ctx = getattr(err, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if isinstance(err, UsageError) and ctx else ""
             message = _first_lower(err.format_message()).rstrip(".")
-            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False, soft_wrap=True, markup=True)
+            print_error(f"{message}{hint}")
             result = err.exit_code
         except typer.Abort:
             err_console.print("[bold red]error:[/] aborted", highlight=False)

@@ -1,0 +1,47 @@
+"""What a new user runs into first: errors that are one line (never a traceback), however odd the path or the setting
+that caused them, and commands that fail before any work when the machine cannot do what was asked."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from spinbot.cli import app
+from spinbot.samples import voice_path
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    return result.exit_code, lines, result.exception
+
+
+# ---- brackets in what an error line quotes ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["a[/]b.png", "my[bold]face.png", "take[1].png"])
+def test_a_path_with_brackets_is_quoted_as_it_is(spinbot_env, tmp_path, name):
+    # rich read "[/]" as markup and failed the print with a traceback; "[bold]" vanished from the path shown
+    code, lines, exception = run_cli("run", "--prompt", "hi", "--image", name, "--voice", str(voice_path()))
+    assert not isinstance(exception, Exception) or isinstance(exception, SystemExit), exception
+    assert code == 2 and lines == [f"error: image not found: {name}"]
+
+
+def test_the_gpu_extra_hint_keeps_its_brackets(spinbot_env, monkeypatch):
+    import spinbot.models.selection as selection
+
+    def no_torch(settings, tasks):
+        raise ModuleNotFoundError("No module named 'torch'")
+
+    monkeypatch.setattr(selection, "select_tasks", no_torch)
+    code, lines, _ = run_cli("models", "list", "--task", "f5_to_tts")
+    assert code == 2 and lines == [
+        "error: the native backends' model files need the gpu extra (pip install -e '.[gpu]'): No module named 'torch'"
+    ]
+
+
+def test_an_existing_out_with_brackets_is_named_as_it_is(spinbot_env, tmp_path):
+    out = tmp_path / "take[bold]1.mp4"
+    out.write_bytes(b"old")
+    code, lines, _ = run_cli(
+        "run", "--prompt", "hi", "--image", str(tmp_path / "none.png"), "--voice", str(voice_path()), "--out", str(out)
+    )
+    assert code == 2 and lines[0] == f"--out {out} exists: the video will replace it"
