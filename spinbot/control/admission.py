@@ -93,7 +93,13 @@ class Admission:
         for node in spec.nodes:
             if node.task not in LAYOUTS or backend_name(node.task, self.settings) != "native":
                 continue
-            files = layout_for(node.task).files(nodes[node.id], self.settings.models_dir)
+            try:
+                layout = layout_for(node.task)  # imports torch and the backend's packages
+            except ImportError as err:  # a CPU install (`make demo`) with a native backend chosen
+                raise BackendUnavailable(
+                    f"{node.id}: the native backend needs the gpu extra (pip install -e '.[gpu]'): {err}"
+                ) from None
+            files = layout.files(nodes[node.id], self.settings.models_dir)
             missing = [f.relpath for f in files if f.required and not f.present]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

@@ -45,3 +45,34 @@ def test_an_existing_out_with_brackets_is_named_as_it_is(spinbot_env, tmp_path):
         "run", "--prompt", "hi", "--image", str(tmp_path / "none.png"), "--voice", str(voice_path()), "--out", str(out)
     )
     assert code == 2 and lines[0] == f"--out {out} exists: the video will replace it"
+
+
+# ---- a native backend on the CPU install ---------------------------------------------------------------------------
+@pytest.fixture
+def without_torch(monkeypatch):
+    """`make demo`'s install: no gpu extra, so the native backends' layouts (which import torch) cannot load."""
+    import spinbot.models.layouts as layouts
+
+    def no_torch(task: str):
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    monkeypatch.setattr(layouts, "layout_for", no_torch)
+
+
+@pytest.mark.parametrize("backend, node", [("tts_backend", "f5_to_tts"), ("talk_backend", "infinite_talk")])
+def test_a_native_backend_without_the_gpu_extra_is_one_line_at_submission(
+    spinbot_env, use_settings, without_torch, tmp_path, backend, node
+):
+    # it was a ModuleNotFoundError traceback from the models-folder check
+    from spinbot.samples import portrait_path
+
+    use_settings(**{backend: "native", "models_dir": tmp_path / "models"})
+    code, lines, exception = run_cli(
+        "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
+        "--voice", str(voice_path()),
+    )  # fmt: skip
+    assert code == 2, exception
+    assert lines == [
+        f"error: {node}: the native backend needs the gpu extra (pip install -e '.[gpu]'): No module named 'torch'"
+    ]
+    assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
