@@ -76,3 +76,15 @@ def test_a_native_backend_without_the_gpu_extra_is_one_line_at_submission(
         f"error: {node}: the native backend needs the gpu extra (pip install -e '.[gpu]'): No module named 'torch'"
     ]
     assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
+
+
+def test_worker_gpus_without_the_gpu_extra_is_one_line(spinbot_env, monkeypatch):
+    # `import torch` in the GPU check was a ModuleNotFoundError traceback
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails as on the CPU install
+    code, lines, exception = run_cli("worker", "--gpus", "0")
+    assert code == 2, exception
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --gpus (SPINBOT_WORKER_GPUS, SPINBOT_WORKER_CPU_RANKS) needs the gpu extra (pip install -e '.[gpu]'): "
+    ), lines
