@@ -88,3 +88,58 @@ def test_worker_gpus_without_the_gpu_extra_is_one_line(spinbot_env, monkeypatch)
     assert len(lines) == 1 and lines[0].startswith(
         "error: --gpus (SPINBOT_WORKER_GPUS, SPINBOT_WORKER_CPU_RANKS) needs the gpu extra (pip install -e '.[gpu]'): "
     ), lines
+
+
+# ---- settings a new user gets wrong -------------------------------------------------------------------------------
+def main_lines(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
+    """`spinbot ARGS` as the console script runs it (main() turns a refused setting into one line)."""
+    import sys
+
+    from spinbot import cli
+
+    monkeypatch.setattr(sys, "argv", ["spinbot", *args])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        # serve and worker passed it to logging: a ValueError traceback ("Unknown level: 'LOUD'")
+        (
+            "SPINBOT_LOG_LEVEL",
+            "loud",
+            "error: SPINBOT_LOG_LEVEL='loud' refused: "
+            "Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'",
+        ),
+        # pydantic-settings' own SettingsError (not JSON) was a traceback
+        (
+            "SPINBOT_QUEUE_ROUTES",
+            "upscale_video=cpu",
+            "error: SPINBOT_QUEUE_ROUTES='upscale_video=cpu' refused: not JSON, "
+            'e.g. SPINBOT_QUEUE_ROUTES=\'{"upscale_video": "cpu"}\'',
+        ),
+        # the variable was named SPINBOT_QUEUE_ROUTES_A, which does not exist
+        (
+            "SPINBOT_QUEUE_ROUTES",
+            '{"a": 1}',
+            "error: SPINBOT_QUEUE_ROUTES='{\"a\": 1}' refused: a: Input should be a valid string (got 1)",
+        ),
+    ],
+)
+def test_a_refused_setting_is_one_line_naming_it(spinbot_env, use_settings, monkeypatch, capsys, name, value, expected):
+    monkeypatch.setenv(name, value)
+    use_settings()
+    assert main_lines(monkeypatch, capsys, "pipelines", "list") == (2, [expected])
+
+
+def test_serve_refuses_a_bad_log_level_before_it_starts(spinbot_env, use_settings, monkeypatch, capsys):
+    use_settings(log_level="loud")
+    assert main_lines(monkeypatch, capsys, "serve", "--port", "1") == (
+        2,
+        ["error: SPINBOT_LOG_LEVEL='loud' refused: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"],
+    )
