@@ -143,3 +143,39 @@ def test_serve_refuses_a_bad_log_level_before_it_starts(spinbot_env, use_setting
         2,
         ["error: SPINBOT_LOG_LEVEL='loud' refused: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"],
     )
+
+
+# ---- input files that are there but cannot be used ------------------------------------------------------------------
+@pytest.mark.parametrize("option", ["--image", "--voice"])
+def test_a_folder_given_as_an_input_file_is_called_a_folder(spinbot_env, tmp_path, option):
+    # it was "image not found: DIR": the user sees the folder is there
+    from spinbot.samples import portrait_path
+
+    files = {"--image": str(portrait_path(tmp_path)), "--voice": str(voice_path()), option: str(tmp_path)}
+    code, lines, _ = run_cli("run", "--prompt", "hi", *[part for pair in files.items() for part in pair])
+    what = "image" if option == "--image" else "audio"
+    assert code == 2 and lines == [f"error: {what} is a folder, not a file: {tmp_path}"]
+
+
+@pytest.mark.parametrize("option", ["--image", "--voice"])
+def test_an_unreadable_input_file_says_why(spinbot_env, tmp_path, monkeypatch, option):
+    # it was "not a readable image/audio file": a permission problem read as a broken file (chmod 000 does not stop
+    # root, who runs these tests here, so the refusal is the operating system's answer, stood in for)
+    import builtins
+    import shutil
+
+    from spinbot.samples import portrait_path
+
+    image, voice = portrait_path(tmp_path), shutil.copy(voice_path(), tmp_path / "me.wav")
+    locked = image if option == "--image" else voice
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if str(file) == str(locked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    code, lines, _ = run_cli("run", "--prompt", "hi", "--image", str(image), "--voice", str(voice))
+    what = "image" if option == "--image" else "audio"
+    assert code == 2 and lines == [f"error: cannot read the {what} file {locked} (Permission denied)"]
