@@ -13,6 +13,8 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from spinbot.errors import SettingsError
+
 if TYPE_CHECKING:  # the mixin below only ever joins click's Command
     from typer._click.core import Command as _ClickCommand
 else:
@@ -98,6 +100,9 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
             message = _first_lower(err.format_message()).rstrip(".")
             print_error(f"{message}{hint}")
             result = err.exit_code
+        except SettingsError as err:  # a SPINBOT_ variable refused where a command first reads the settings
+            print_error(str(err))
+            result = 2
         except typer.Abort:
             err_console.print("[bold red]error:[/] aborted", highlight=False)
             result = 1

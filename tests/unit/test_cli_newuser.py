@@ -91,21 +91,6 @@ def test_worker_gpus_without_the_gpu_extra_is_one_line(spinbot_env, monkeypatch)
 
 
 # ---- settings a new user gets wrong -------------------------------------------------------------------------------
-def main_lines(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
-    """`spinbot ARGS` as the console script runs it (main() turns a refused setting into one line)."""
-    import sys
-
-    from spinbot import cli
-
-    monkeypatch.setattr(sys, "argv", ["spinbot", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-
 @pytest.mark.parametrize(
     "name, value, expected",
     [
@@ -131,18 +116,22 @@ def main_lines(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
         ),
     ],
 )
-def test_a_refused_setting_is_one_line_naming_it(spinbot_env, use_settings, monkeypatch, capsys, name, value, expected):
+def test_a_refused_setting_is_one_line_naming_it(spinbot_env, use_settings, monkeypatch, name, value, expected):
     monkeypatch.setenv(name, value)
     use_settings()
-    assert main_lines(monkeypatch, capsys, "pipelines", "list") == (2, [expected])
+    for command in (["pipelines", "list"], ["serve", "--port", "1"], ["worker"]):
+        code, lines, exception = run_cli(*command)  # as the `spinbot` console script runs: spinbot.cli:app
+        assert (code, lines) == (2, [expected]), (command, exception)
 
 
-def test_serve_refuses_a_bad_log_level_before_it_starts(spinbot_env, use_settings, monkeypatch, capsys):
-    use_settings(log_level="loud")
-    assert main_lines(monkeypatch, capsys, "serve", "--port", "1") == (
-        2,
-        ["error: SPINBOT_LOG_LEVEL='loud' refused: Input should be 'DEBUG', 'INFO', 'WARNING', 'ERROR' or 'CRITICAL'"],
-    )
+def test_serve_and_worker_refuse_any_bad_setting_in_one_line(spinbot_env, use_settings):
+    # the console script is spinbot.cli:app, which let serve's and worker's SettingsError out as a traceback (only
+    # `python -m spinbot` caught it)
+    use_settings(talk_backend="gpu")
+    expected = ["error: SPINBOT_TALK_BACKEND='gpu' refused: Input should be 'lite' or 'native'"]
+    for command in (["serve", "--port", "1"], ["worker"]):
+        code, lines, exception = run_cli(*command)
+        assert (code, lines) == (2, expected), (command, exception)
 
 
 # ---- input files that are there but cannot be used ------------------------------------------------------------------
