@@ -87,6 +87,7 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        warn_misspelled_settings()
         try:
             result = super().main(
                 args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
@@ -109,6 +110,16 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def warn_misspelled_settings() -> None:
+    """One "warning: ..." line on stderr for each SPINBOT_ variable that looks like a misspelled setting."""
+    import os
+
+    from spinbot.settings import misspelled
+
+    for line in misspelled(os.environ):
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
 
 
 def _first_lower(message: str) -> str:

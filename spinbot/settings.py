@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -191,6 +192,22 @@ def unparsed(err: SourceError) -> str:
         return f"a SPINBOT_ setting refused: {err}"
     name = f"SPINBOT_{field[1].upper()}"
     return f'{name}={os.environ.get(name)!r} refused: not JSON, e.g. {name}=\'{{"upscale_video": "cpu"}}\''
+
+
+def misspelled(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each SPINBOT_ variable that is no setting but close to one (SPINBOT_TALK_BACKEDN): pydantic-
+    settings ignores unknown names, so such a typo would silently leave the default in force."""
+    import difflib
+
+    known = {f"SPINBOT_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("SPINBOT_") or name in known or name.startswith("SPINBOT_TEST_"):  # the tests' own
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            warnings.append(f"{name} is not a setting (ignored); did you mean {close[0]}?")
+    return warnings
 
 
 def reset_settings() -> None:

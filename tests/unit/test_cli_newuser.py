@@ -168,3 +168,14 @@ def test_an_unreadable_input_file_says_why(spinbot_env, tmp_path, monkeypatch, o
     code, lines, _ = run_cli("run", "--prompt", "hi", "--image", str(image), "--voice", str(voice))
     what = "image" if option == "--image" else "audio"
     assert code == 2 and lines == [f"error: cannot read the {what} file {locked} (Permission denied)"]
+
+
+def test_a_misspelled_setting_name_is_a_warning_not_a_silent_default(spinbot_env, monkeypatch):
+    # SPINBOT_TALK_BACKEDN=native left the lite backend in force without a word
+    monkeypatch.setenv("SPINBOT_TALK_BACKEDN", "native")
+    monkeypatch.setenv("SPINBOT_SOMETHING_ELSE", "1")  # not close to any setting: no line
+    monkeypatch.setenv("SPINBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379")  # the tests' own variables
+    code, lines, _ = run_cli("pipelines", "list")
+    assert code == 0
+    assert lines[0] == "warning: SPINBOT_TALK_BACKEDN is not a setting (ignored); did you mean SPINBOT_TALK_BACKEND?"
+    assert len(lines) == 2 and lines[1].startswith("f5tts_infinitetalk")
