@@ -179,3 +179,33 @@ def test_a_misspelled_setting_name_is_a_warning_not_a_silent_default(spinbot_env
     assert code == 0
     assert lines[0] == "warning: SPINBOT_TALK_BACKEDN is not a setting (ignored); did you mean SPINBOT_TALK_BACKEND?"
     assert len(lines) == 2 and lines[1].startswith("f5tts_infinitetalk")
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        (
+            "cuda",
+            "error: f5_to_tts native: device 'cuda' asked for but torch sees no CUDA GPU; "
+            "set f5_to_tts.device=cpu (slow) or run on a GPU worker",
+        ),
+        ("gpu", "error: f5_to_tts: device 'gpu' is not a torch device (cpu, cuda, cuda:1, ...)"),
+    ],
+)
+def test_native_tts_on_a_device_this_machine_lacks_is_refused_at_submission(
+    spinbot_env, use_settings, monkeypatch, tmp_path, device, expected
+):
+    # it was accepted and failed at f5_to_tts, after the script node (an LLM call of up to SPINBOT_OLLAMA_TIMEOUT);
+    # and before the missing model files, so nobody pulls 54 GB for a machine that cannot run them
+    import torch
+
+    from spinbot.samples import portrait_path
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    use_settings(tts_backend="native", models_dir=tmp_path / "models")
+    code, lines, exception = run_cli(
+        "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
+        "--voice", str(voice_path()), "--set", f"f5_to_tts.device={device}",
+    )  # fmt: skip
+    assert (code, lines) == (2, [expected]), exception
+    assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
