@@ -89,7 +89,7 @@ def _runner(watch: bool = False, reachable: bool = True):
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
-    setup_logging("WARNING")
+    setup_logging("WARNING", plain=True)  # a person reads these, between the progress lines
     settings = get_settings()
     check_services(settings, reachable=reachable)
     return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))

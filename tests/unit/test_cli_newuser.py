@@ -209,3 +209,19 @@ def test_native_tts_on_a_device_this_machine_lacks_is_refused_at_submission(
     )  # fmt: skip
     assert (code, lines) == (2, [expected]), exception
     assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
+
+
+def test_the_cli_logs_plain_lines_for_a_person(spinbot_env, capsys):
+    # `spinbot run` without Ollama showed a JSON object ({"ts": ..., "level": "warning", "logger": ...}) between
+    # its progress lines
+    import logging
+
+    from spinbot.cli import _runner
+
+    _runner()
+    logging.getLogger("spinbot.control.script").warning(
+        "script: Ollama failed, using the fallback text", extra={"reason": "ConnectionError: refused\nsecond line"}
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: script: Ollama failed, using the fallback text (reason: ConnectionError: refused second line)"
+    ]
