@@ -230,3 +230,12 @@ def test_a_config_that_is_not_one_is_a_problem_line_not_a_traceback(tiny, tmp_pa
     assert code == 1, lines
     assert len(lines) == 2 and lines[0].startswith(f"{relpath}: ") and expected in lines[0], lines
     assert lines[1].startswith("1 problem(s) in the model files of f5_to_tts")
+
+
+def test_a_file_that_is_no_torch_checkpoint_says_what_torch_load_raised(tiny, tmp_path):
+    # torch's legacy loader raises KeyError(<a number read from the junk>): the line said "... checkpoint: 174812789"
+    root = linked_copy(tiny, tmp_path / "junk")
+    (root / UPSCALER).unlink()
+    (root / UPSCALER).write_text("junk\n")
+    code, lines = run("models", "check", "--task", "upscale_video", "--models-dir", str(root))
+    assert code == 1 and lines[0].startswith(f"{UPSCALER}: not a readable torch checkpoint: KeyError: "), lines
