@@ -13,7 +13,7 @@ from typer.core import TyperCommand
 from spinbot import __version__
 from spinbot.cli_checks import check_out, check_serve_address, check_services, refuse_new_job_options
 from spinbot.cli_progress import deliver, run_with_progress
-from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail
+from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import Conflict, InputError, SpinBotError
 from spinbot.models.cli import app as models_app
@@ -66,7 +66,10 @@ def _run_watched(runner, job_id: str, watch: bool, port: int, out: Path | None) 
         return run_with_progress(runner, job_id, out)
     from spinbot.watch import watch as live_places
 
-    with live_places(runner, job_id, lambda line: err_console.print(line, highlight=False, soft_wrap=True), port):
+    def say(line: str) -> None:
+        err_console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    with live_places(runner, job_id, say, port):
         return run_with_progress(runner, job_id, out)
 
 
@@ -74,7 +77,9 @@ def _check_out(out: Path | None, **inputs: Path | None) -> None:
     """--out before any work (one line now rather than a failed copy after a long render, or an input overwritten);
     a file there already is replaced, and the user is told so."""
     if check_out(out, {f"--{option}": path for option, path in inputs.items()}):
-        err_console.print(f"--out {out} exists: the video will replace it", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"--out {out} exists: the video will replace it", highlight=False, soft_wrap=True, markup=False
+        )
 
 
 def _runner(watch: bool = False, reachable: bool = True):
@@ -84,7 +89,7 @@ def _runner(watch: bool = False, reachable: bool = True):
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
-    setup_logging("WARNING")
+    setup_logging("WARNING", plain=True)  # a person reads these, between the progress lines
     settings = get_settings()
     check_services(settings, reachable=reachable)
     return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
@@ -387,7 +392,7 @@ def main() -> None:  # python -m spinbot
     try:
         app()
     except SettingsError as err:  # raised wherever a command first reads the settings
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        print_error(str(err))
         sys.exit(2)
 
 

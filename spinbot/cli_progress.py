@@ -225,7 +225,10 @@ def _bars() -> Progress:
 def _say_interrupted(job_id: str, out: Path | None) -> None:
     try:
         err_console.print(
-            f"job {job_id} interrupted; resume it with: {resume_command(job_id, out)}", highlight=False, soft_wrap=True
+            f"job {job_id} interrupted; resume it with: {resume_command(job_id, out)}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
         )
     except OSError:  # SIGHUP: the terminal may be gone; the job is marked all the same
         pass

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer 0.29 vendors click as typer._click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from spinbot.errors import SettingsError
 
 if TYPE_CHECKING:  # the mixin below only ever joins click's Command
     from typer._click.core import Command as _ClickCommand
@@ -22,8 +25,14 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 2) -> None:
     """The CLI's one error style: one line on stderr, "error: ...", and a non-zero exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    """ "error: MESSAGE" on stderr, the message printed as it is: a path or value with brackets in it ("[1]", "[/]")
+    is no markup to rich (it would vanish, or fail the print with a traceback)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
 
 
 # typer 0.29 shows Python types in help (<str>, <list[str]>, <path>): the plain names a user types instead.
@@ -78,6 +87,7 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        warn_misspelled_settings()
         try:
             result = super().main(
                 args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
@@ -89,14 +99,27 @@ class OneErrorStyle(FlagsWithoutType, TyperGroup):
             ctx = getattr(err, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if isinstance(err, UsageError) and ctx else ""
             message = _first_lower(err.format_message()).rstrip(".")
-            err_console.print(f"[bold red]error:[/] {message}{hint}", highlight=False, soft_wrap=True, markup=True)
+            print_error(f"{message}{hint}")
             result = err.exit_code
+        except SettingsError as err:  # a SPINBOT_ variable refused where a command first reads the settings
+            print_error(str(err))
+            result = 2
         except typer.Abort:
             err_console.print("[bold red]error:[/] aborted", highlight=False)
             result = 1
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def warn_misspelled_settings() -> None:
+    """One "warning: ..." line on stderr for each SPINBOT_ variable that looks like a misspelled setting."""
+    import os
+
+    from spinbot.settings import misspelled
+
+    for line in misspelled(os.environ):
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
 
 
 def _first_lower(message: str) -> str:

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, with any `extra=` fields kept as keys."""
+"""Structured logs: one JSON object per line, with any `extra=` fields kept as keys (services); plain lines for the
+CLI's own jobs."""
 
 from __future__ import annotations
 
@@ -23,9 +24,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(level: str = "INFO") -> None:
+class PlainFormatter(logging.Formatter):
+    """For a person at a terminal (the CLI's own jobs): "warning: MESSAGE (key: value; ...)" on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = "; ".join(f"{k}: {v}" for k, v in vars(record).items() if k not in _STANDARD)
+        line = f"{record.levelname.lower()}: {record.getMessage()}" + (f" ({extra})" if extra else "")
+        return " ".join(line.split())  # one line, whatever a reason holds
+
+
+def setup_logging(level: str = "INFO", *, plain: bool = False) -> None:
+    """JSON lines (services: serve, worker), or plain lines (plain=True: the CLI running jobs itself)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(PlainFormatter() if plain else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from spinbot.errors import SettingsError
 
@@ -76,7 +80,7 @@ class Settings(BaseSettings):
     # with --watch, since nothing else plays it there.
     live_output: bool = True
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"  # any case: info, Warning
 
     # Redis queue and workers (docs/queue-choice.md). Routes add to or override the default task -> queue table.
     queue_routes: dict[str, str] = Field(default_factory=dict)
@@ -138,6 +142,11 @@ class Settings(BaseSettings):
     metrics_key: str | None = None
     api_job_threads: int = Field(default=2, ge=1)
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
@@ -162,13 +171,43 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as err:
         raise SettingsError(one_line(err)) from None
+    except SourceError as err:  # a value pydantic-settings cannot even parse: a dict setting that is not JSON
+        raise SettingsError(unparsed(err)) from None
 
 
 def one_line(err: ValidationError) -> str:
     first, more = err.errors()[0], len(err.errors()) - 1
-    name = "SPINBOT_" + "_".join(str(part) for part in first["loc"]).upper()
+    field, *inside = first["loc"]  # inside: the key within a dict setting (SPINBOT_QUEUE_ROUTES)
+    name = f"SPINBOT_{str(field).upper()}"
     tail = f" (and {more} more)" if more else ""
-    return f"{name}={first.get('input')!r} refused: {first['msg']}{tail}"
+    if inside:
+        where = ".".join(str(part) for part in inside)
+        return f"{name}={os.environ.get(name)!r} refused: {where}: {first['msg']} (got {first.get('input')!r}){tail}"
+    return f"{name}={os.environ.get(name, first.get('input'))!r} refused: {first['msg']}{tail}"  # as the user typed it
+
+
+def unparsed(err: SourceError) -> str:
+    field = re.search(r'field "(\w+)"', str(err))
+    if field is None:
+        return f"a SPINBOT_ setting refused: {err}"
+    name = f"SPINBOT_{field[1].upper()}"
+    return f'{name}={os.environ.get(name)!r} refused: not JSON, e.g. {name}=\'{{"upscale_video": "cpu"}}\''
+
+
+def misspelled(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each SPINBOT_ variable that is no setting but close to one (SPINBOT_TALK_BACKEDN): pydantic-
+    settings ignores unknown names, so such a typo would silently leave the default in force."""
+    import difflib
+
+    known = {f"SPINBOT_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("SPINBOT_") or name in known or name.startswith("SPINBOT_TEST_"):  # the tests' own
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close:
+            warnings.append(f"{name} is not a setting (ignored); did you mean {close[0]}?")
+    return warnings
 
 
 def reset_settings() -> None:

@@ -83,8 +83,9 @@ class Admission:
                 check_backend_params(node.task, backend, node.id, nodes[node.id], values)
 
     def check_model_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams]) -> None:
-        """Where tasks run in this process (no SPINBOT_REDIS_URL: the embedded queue), a native backend's required
-        model files are present, so a job does not fail at that node after the ones before it ran. (Workers check
+        """Where tasks run in this process (no SPINBOT_REDIS_URL: the embedded queue), a native backend can run here
+        (the gpu extra installed, a CUDA GPU for f5_to_tts.device=cuda) and its required model files are present, so
+        a job does not fail at that node after the ones before it ran. (Workers check
         their tasks' files, layouts included, when they start: spinbot.worker.main.)"""
         if self.settings.redis_url:
             return
@@ -93,7 +94,17 @@ class Admission:
         for node in spec.nodes:
             if node.task not in LAYOUTS or backend_name(node.task, self.settings) != "native":
                 continue
-            files = layout_for(node.task).files(nodes[node.id], self.settings.models_dir)
+            try:
+                layout = layout_for(node.task)  # imports torch and the backend's packages
+            except ImportError as err:  # a CPU install (`make demo`) with a native backend chosen
+                raise BackendUnavailable(
+                    f"{node.id}: the native backend needs the gpu extra (pip install -e '.[gpu]'): {err}"
+                ) from None
+            if node.task == "f5_to_tts":  # its `device` param: this process runs it, so its GPUs decide
+                from spinbot.backends.tts.f5.backend import _device
+
+                _device(nodes[node.id].device)  # type: ignore[attr-defined]  # TextToSpeechParams
+            files = layout.files(nodes[node.id], self.settings.models_dir)
             missing = [f.relpath for f in files if f.required and not f.present]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

@@ -11,6 +11,7 @@ import soundfile as sf
 import soxr
 
 from spinbot.errors import InputError, InputTooLarge
+from spinbot.media.paths import check_input_file
 
 # Beyond any microphone or codec a voice sample comes from; a header claiming more is an attempt on memory
 # (seconds x rate x channels float32 samples are allocated by the decode).
@@ -34,8 +35,7 @@ def probe_audio(path: Path | str) -> AudioHeader:
     """Format, rate, channels and duration from the file's header (libsndfile), else from the container's header
     as FFmpeg probes it (PyAV); no sample is decoded."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"audio not found: {path}")
+    check_input_file(path, "audio")
     try:
         info = sf.info(str(path))
     except Exception:  # noqa: BLE001 - not a libsndfile format (mp3 in some builds, m4a, a video's audio): FFmpeg
@@ -96,8 +96,7 @@ def load_audio(
     """Decode any audio file to float32 (mono by default), optionally resampled to `sr`; with `max_seconds`, the
     decode stops with an error as soon as the audio passes that length."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"audio not found: {path}")
+    check_input_file(path, "audio")
     try:
         audio, rate = _read_with_soundfile(path, max_seconds, mono)
     except InputTooLarge:

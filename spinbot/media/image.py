@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from spinbot.errors import InputError, InputTooLarge
+from spinbot.media.paths import check_input_file
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -92,8 +93,7 @@ def _opened(path: Path | str, max_pixels: int) -> Iterator[tuple[Image, ImageHea
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image not found: {path}")
+    check_input_file(path, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below

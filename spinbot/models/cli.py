@@ -17,7 +17,7 @@ TASK_HELP = (
 )
 SET_HELP = "NODE.PARAM=VALUE, repeatable: a file param other than the default (e.g. upscale_video.model_name_0=x.pth)."
 DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
-GPU_EXTRA = "the native backends' model files need the gpu extra (pip install 'spinbot[gpu]'): {err}"
+GPU_EXTRA = "the native backends' model files need the gpu extra (pip install -e '.[gpu]'): {err}"
 
 
 def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
@@ -114,7 +114,8 @@ def pull(
     models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
 ) -> None:
     """Download every missing file from its source (HF_TOKEN, HF_ENDPOINT honoured), sha256-verified."""
-    from spinbot.cli import err_console, fail
+    from spinbot.cli import fail
+    from spinbot.cli_style import print_error
     from spinbot.models.pull import PullError, pull_file
     from spinbot.models.selection import required_files
 
@@ -135,7 +136,7 @@ def pull(
             done = pull_file(f)
         except PullError as err:
             failures.append(str(err))
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            print_error(str(err))
             continue
         how = f"verified against the {done.verified_against}" if done.verified_against else "no published hash"
         commit = f", commit {done.commit}" if done.commit else ""

@@ -127,4 +127,6 @@ def as_meta(header: Header) -> dict[str, Any]:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
+    if isinstance(err, (KeyError, IndexError, EOFError)):  # their text alone is a bare key, index or nothing
+        return f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text.splitlines()[0] if text else type(err).__name__

@@ -71,7 +71,7 @@ def refuse_on_problems(settings: Any, queues: list[str]) -> None:
         served, problems = startup_problems(settings, queues)
     except ImportError as err:
         raise SpinBotError(
-            f"refusing to start: the native backends need the gpu extra (pip install 'spinbot[gpu]'): {err}"
+            f"refusing to start: the native backends need the gpu extra (pip install -e '.[gpu]'): {err}"
         ) from None
     if problems:
         lines = "\n".join(p.line(settings.models_dir) for p in problems)

@@ -47,7 +47,13 @@ def group_devices(settings: Settings) -> list[torch.device] | None:
         raise SettingsError("set --gpus (SPINBOT_WORKER_GPUS) or SPINBOT_WORKER_CPU_RANKS, not both")
     if not settings.worker_gpus and not settings.worker_cpu_ranks:
         return None
-    import torch
+    try:
+        import torch
+    except ImportError as err:  # the CPU install (`make demo`): no gpu extra
+        raise SettingsError(
+            f"--gpus (SPINBOT_WORKER_GPUS, SPINBOT_WORKER_CPU_RANKS) needs the gpu extra (pip install -e '.[gpu]'): "
+            f"{err}"
+        ) from None
 
     if settings.worker_cpu_ranks:
         return [torch.device("cpu")] * settings.worker_cpu_ranks

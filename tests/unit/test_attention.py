@@ -87,7 +87,7 @@ def test_cudnn_fp8_names_what_it_lacks_in_one_line(monkeypatch):
     assert "cuDNN 9.1" in cudnn_fp8.missing(torch.device("cuda"))
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91900)
     monkeypatch.setitem(sys.modules, "cudnn", None)  # the package not installed
-    assert "pip install 'spinbot[gpu]'" in cudnn_fp8.missing(torch.device("cuda"))
+    assert "pip install -e '.[gpu]'" in cudnn_fp8.missing(torch.device("cuda"))
 
 
 def test_the_setting_refuses_an_unknown_kernel_in_one_line(use_settings):

@@ -207,3 +207,35 @@ def test_a_worker_that_serves_no_native_task_starts_without_model_files(tmp_path
 
     use_settings(models_dir=tmp_path, tts_backend="native", redis_url="redis://127.0.0.1:9/0")
     assert startup_problems(get_settings(), ["cpu"]) == ([], [])  # f5_to_tts runs on the gpu queue
+
+
+@pytest.mark.parametrize(
+    "relpath, text, expected",
+    [
+        # Vocos.from_hparams' KeyError / TypeError, then yaml's ParserError, were tracebacks
+        ("F5-TTS/vocos-mel-24khz/config.yaml", "junk\n", "not a Vocos config (TypeError: "),
+        ("F5-TTS/vocos-mel-24khz/config.yaml", "a: 1\n", "not a Vocos config (KeyError: 'feature_extractor')"),
+        ("F5-TTS/vocos-mel-24khz/config.yaml", "a: [\n", "not a Vocos config (ParserError: "),
+        # f5-tts's own config, optional beside the checkpoint: "'str' object has no attribute 'get'" traceback
+        ("F5-TTS/F5TTS_v1_Base/config.yaml", "model: 3\n", "is not an f5-tts config (its model section is no mapping)"),
+        ("F5-TTS/F5TTS_v1_Base/config.yaml", "model: [\n", "is not YAML ("),
+    ],
+)
+def test_a_config_that_is_not_one_is_a_problem_line_not_a_traceback(tiny, tmp_path, relpath, text, expected):
+    root = linked_copy(tiny, tmp_path / "configs")
+    path = root / relpath
+    path.unlink(missing_ok=True)
+    path.write_text(text)
+    code, lines = run("models", "check", "--task", "f5_to_tts", "--models-dir", str(root))
+    assert code == 1, lines
+    assert len(lines) == 2 and lines[0].startswith(f"{relpath}: ") and expected in lines[0], lines
+    assert lines[1].startswith("1 problem(s) in the model files of f5_to_tts")
+
+
+def test_a_file_that_is_no_torch_checkpoint_says_what_torch_load_raised(tiny, tmp_path):
+    # torch's legacy loader raises KeyError(<a number read from the junk>): the line said "... checkpoint: 174812789"
+    root = linked_copy(tiny, tmp_path / "junk")
+    (root / UPSCALER).unlink()
+    (root / UPSCALER).write_text("junk\n")
+    code, lines = run("models", "check", "--task", "upscale_video", "--models-dir", str(root))
+    assert code == 1 and lines[0].startswith(f"{UPSCALER}: not a readable torch checkpoint: KeyError: "), lines

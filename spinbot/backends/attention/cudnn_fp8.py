@@ -138,7 +138,7 @@ def missing(device: torch.device) -> str | None:
     try:
         import cudnn  # noqa: F401
     except ImportError as error:
-        return f"it needs NVIDIA's cudnn-frontend: pip install 'spinbot[gpu]' ({error})"
+        return f"it needs NVIDIA's cudnn-frontend: pip install -e '.[gpu]' ({error})"
     return None
 
 

@@ -128,7 +128,7 @@ def import_spandrel() -> Any:
             import spandrel_extra_arches
         except ImportError as err:
             raise BackendUnavailable(
-                f"upscale_video native needs the gpu extra (pip install 'spinbot[gpu]'): {err}"
+                f"upscale_video native needs the gpu extra (pip install -e '.[gpu]'): {err}"
             ) from None
         spandrel_extra_arches.install(ignore_duplicates=True)
         return spandrel

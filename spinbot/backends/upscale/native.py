@@ -50,7 +50,7 @@ try:
     import torch
     import torch.nn.functional as F
 except ImportError:  # the registry imports this module by name: say what to install, in one line
-    raise BackendUnavailable("upscale_video native needs PyTorch: pip install 'spinbot[gpu]'") from None
+    raise BackendUnavailable("upscale_video native needs PyTorch: pip install -e '.[gpu]'") from None
 
 from spinbot.backends.upscale.base import UpscaleBackend
 from spinbot.backends.upscale.compiled_models import (

@@ -28,7 +28,7 @@ try:
     from torchvision.models.feature_extraction import create_feature_extractor
     from torchvision.ops import nms
 except ImportError:  # the native upscaler imports this module: say what to install, in one line
-    raise BackendUnavailable("upscale_video native needs torchvision: pip install 'spinbot[gpu]'") from None
+    raise BackendUnavailable("upscale_video native needs torchvision: pip install -e '.[gpu]'") from None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from spinbot.tasks.windows import Window
 try:
     import torch
 except ImportError:  # the registry imports this module by name: say what to install, in one line
-    raise BackendUnavailable("infinite_talk native needs PyTorch: pip install 'spinbot[gpu]'") from None
+    raise BackendUnavailable("infinite_talk native needs PyTorch: pip install -e '.[gpu]'") from None
 
 from spinbot.backends.talk.infinitetalk import continuation, pipeline
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models

@@ -96,7 +96,13 @@ def model_config(path: Path) -> dict[str, Any]:
     """The `model` section of an f5-tts config (backbone, arch, mel_spec), as plain dicts."""
     import yaml
 
-    config = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+    try:
+        whole = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise BackendUnavailable(f"f5_to_tts native: {path} is not YAML ({_first_line(err)})") from None
+    config = (whole.get("model") if isinstance(whole, dict) else None) or {}
+    if not isinstance(config, dict) or not isinstance(config.get("mel_spec", {}), dict):
+        raise BackendUnavailable(f"f5_to_tts native: {path} is not an f5-tts config (its model section is no mapping)")
     missing = [k for k in ("backbone", "arch", "mel_spec") if k not in config]
     if missing:
         raise BackendUnavailable(f"f5_to_tts native: {path} lacks model.{', model.'.join(missing)}")
@@ -221,9 +227,7 @@ def new_cfm(files: F5Files) -> tuple[Any, dict[str, Any]]:
 
 def load_vocoder(folder: Path, device: torch.device) -> Any:
     """Vocos from config.yaml + pytorch_model.bin, the local branch of utils_infer.load_vocoder."""
-    from vocos import Vocos
-
-    vocoder = Vocos.from_hparams(str(folder / "config.yaml"))
+    vocoder = vocos_from_config(folder / "config.yaml")
     state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     try:
         vocoder.load_state_dict(state)
@@ -232,6 +236,22 @@ def load_vocoder(folder: Path, device: torch.device) -> Any:
             f"f5_to_tts native: {folder / 'pytorch_model.bin'} does not fit {folder / 'config.yaml'}: {first_line(err)}"
         ) from None
     return vocoder.eval().to(device)
+
+
+def vocos_from_config(path: Path) -> Any:
+    """Vocos as its config.yaml describes it (weights not loaded); a file that is not such a config is one line."""
+    from vocos import Vocos
+
+    try:
+        return Vocos.from_hparams(str(path))
+    except Exception as err:  # noqa: BLE001 - a YAML error, a missing section, a class it cannot build: one line
+        raise BackendUnavailable(
+            f"f5_to_tts native: {path} is not a Vocos config ({type(err).__name__}: {_first_line(err)})"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 
 
 def cached(role: str, path: Path, tag: str, load: Callable[[], T], size: int | None = None) -> T:
