@@ -333,6 +333,7 @@ def main() -> None:
         # f5_to_tts's seed default is device=cuda; the CPU smoke asks for the CPU (the other backends follow torch)
         sets = ["--set", "f5_to_tts.device=cpu"] if args.smoke else []
         offset, jobs = 0, []
+        result["jobs"] = jobs  # filled as each job ends: a run stopped by its time limit keeps the jobs it finished
         for index in range(1, args.jobs + 1):
             job, offset = run_job(index, env, inputs, data_dir, work, sampler, worker_log, offset, sets)
             jobs.append(job)
@@ -341,7 +342,6 @@ def main() -> None:
                 f"{len(job['model_loads'])} model loads, checks {job['checks']}",
                 flush=True,
             )
-        result["jobs"] = jobs
         result["second_job_reloads"] = len(jobs[1]["model_loads"]) if len(jobs) > 1 else None
     except Exception:
         print(worker_log.read_text()[-6000:], file=sys.stderr)
