@@ -35,6 +35,10 @@ BROWSER_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 API_KEY = "e2e-web-key"
 SERVER_START_SECONDS = 60
+# How long a page action or an `expect(...)` assertion waits for the page (Playwright's default is 5 s for
+# assertions): a loaded 2-core CI machine answered a job's first POST /v1/jobs in over 5 s (the native backend's
+# check imports torch in that request). Waits for a job's end use test_web.JOB_SECONDS instead.
+UI_TIMEOUT_MS = 30_000
 
 
 def require(ready: bool, message: str) -> None:
@@ -137,6 +141,9 @@ def chromium():
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "playwright is missing: pip install -c constraints.txt -e '.[test]'")
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # every assertion, in every e2e module
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(BROWSER), args=BROWSER_ARGS, headless=True)
         yield browser
@@ -148,7 +155,7 @@ def page(chromium):
     """A fresh browser context (empty localStorage) whose page records every script error it meets."""
     context = chromium.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.set_default_timeout(UI_TIMEOUT_MS)
     page.script_errors = []
     page.on("pageerror", lambda error: page.script_errors.append(str(error)))
     yield page

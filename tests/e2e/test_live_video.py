@@ -100,9 +100,7 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     assert wait_for_job_end(page) == "succeeded", job_error(page, server)
     job = server.get(f"/v1/jobs/{job_id}")
     final = next(a for a in job["artifacts"] if a["node_id"] == "upscale_video" and a["name"] == "video")
-    page.wait_for_function(
-        "url => document.querySelector('#final-video').currentSrc.includes(url)", arg=final["url"], timeout=30_000
-    )
+    page.wait_for_function("url => document.querySelector('#final-video').currentSrc.includes(url)", arg=final["url"])
     record = page.evaluate("window.liveRecord")
 
     talk = next(n for n in job["nodes"] if n["id"] == "infinite_talk")

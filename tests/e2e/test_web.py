@@ -107,7 +107,6 @@ def media_duration(page: Page, selector: str) -> float:
     page.wait_for_function(
         "selector => { const m = document.querySelector(selector); return m.readyState >= 1 && isFinite(m.duration) }",
         arg=selector,
-        timeout=30_000,
     )
     return page.eval_on_selector(selector, "media => media.duration")
 
