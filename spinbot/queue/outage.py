@@ -9,11 +9,12 @@ count does not express. The clients keep redis-py's retry off (`Retry(NoBackoff(
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis
-from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, wait_exponential
 
 from spinbot.queue.errors import QueueUnavailable
 
@@ -26,22 +27,38 @@ REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingErro
 FIRST_WAIT_SECONDS, LONGEST_WAIT_SECONDS = 0.1, 2.0
 
 
-def ride_out_outage(step: Callable[[], T], limit_seconds: float, redis_url: str, what: str) -> T:
+def ride_out_outage(
+    step: Callable[[], T],
+    limit_seconds: float,
+    redis_url: str,
+    what: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
     """step(), tried again with a doubling wait (0.1 s up to 2 s) while Redis is unreachable; QueueUnavailable
-    once it has been unreachable for `limit_seconds` (the last wait is cut short to try once more at the limit)."""
+    once it has been unreachable for `limit_seconds` (the last wait is cut short to try once more at the limit).
+    `sleep` and `clock` are the waits and the time they are measured with (tests pass their own)."""
     backoff = wait_exponential(multiplier=FIRST_WAIT_SECONDS, max=LONGEST_WAIT_SECONDS)
+    started = clock()
+
+    def unreachable_for() -> float:
+        return clock() - started
 
     def wait(state: RetryCallState) -> float:
-        return max(0.0, min(backoff(state), limit_seconds - (state.seconds_since_start or 0.0)))
+        return max(0.0, min(backoff(state), limit_seconds - unreachable_for()))
 
-    retrying = Retrying(retry=retry_if_exception_type(REDIS_ERRORS), wait=wait, stop=stop_after_delay(limit_seconds))
+    def stop(state: RetryCallState) -> bool:
+        return unreachable_for() >= limit_seconds
+
+    retrying = Retrying(retry=retry_if_exception_type(REDIS_ERRORS), wait=wait, stop=stop, sleep=sleep)
     try:
         return retrying(step)
     except RetryError as gave_up:
         err = gave_up.last_attempt.exception()
-        waited = retrying.statistics.get("delay_since_first_attempt", limit_seconds)
         raise QueueUnavailable(
-            f"Redis at {_safe(redis_url)} unreachable for {waited:.0f} s while {what}: {type(err).__name__}: {err}"
+            f"Redis at {_safe(redis_url)} unreachable for {unreachable_for():.0f} s while {what}: "
+            f"{type(err).__name__}: {err}"
         ) from err
 
 
