@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from spinbot.errors import first_line
 from spinbot.models.headers import FLOAT_DTYPES, TensorSpec, UnreadableCheckpoint, read_header
 
 Layout = Mapping[str, TensorSpec]  # key -> shape and dtype, in the model's names
@@ -94,7 +95,7 @@ def problems_from_error(path: Path, err: BaseException) -> list[Problem]:
                 problems += [Problem(path, f"{what} '{key}'") for key in _quoted(line[len(prefix) :])]
         if line.startswith("size mismatch for "):
             problems.append(Problem(path, line))
-    return problems or [Problem(path, text.strip().splitlines()[0] if text.strip() else type(err).__name__)]
+    return problems or [Problem(path, first_line(err))]
 
 
 def _quoted(names: str) -> Iterable[str]:

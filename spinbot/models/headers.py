@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spinbot.errors import first_line
+
 SAFETENSORS_DTYPES = {  # torch dtype name -> safetensors' name
     "float32": "F32",
     "float16": "F16",
@@ -127,6 +129,6 @@ def as_meta(header: Header) -> dict[str, Any]:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
-    if isinstance(err, (KeyError, IndexError, EOFError)):  # their text alone is a bare key, index or nothing
-        return f"{type(err).__name__}: {text}" if text else type(err).__name__
-    return text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, (KeyError, IndexError, EOFError)) and text:  # their text alone is a bare key or index
+        return f"{type(err).__name__}: {first_line(err)}"
+    return first_line(err)

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from spinbot.errors import first_line
 from spinbot.models.files import ModelFile
 from spinbot.models.manifest import Source
 
@@ -79,7 +80,7 @@ def _pull_hub(file: ModelFile, source: Source) -> Pulled:
         os.replace(staged, file.path)
         return Pulled(file, digest, against, meta.commit_hash)
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise PullError(f"{file.relpath}: {source.describe()}: {_first_line(err)}") from None
+        raise PullError(f"{file.relpath}: {source.describe()}: {first_line(err)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(file.models_dir / STAGING)
@@ -106,7 +107,7 @@ def _pull_url(file: ModelFile, source: Source) -> Pulled:
         _download(source.url, part, source.size, file.relpath)
         digest = _verified(part, source.sha256, file)
     except OSError as err:
-        raise PullError(f"{file.relpath}: {source.url}: {_first_line(err)}") from None
+        raise PullError(f"{file.relpath}: {source.url}: {first_line(err)}") from None
     os.replace(part, file.path)
     return Pulled(file, digest, "manifest" if source.sha256 else "")
 
@@ -174,8 +175,3 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from spinbot.errors import first_line
 from spinbot.models.compare import Problem, compare_layout, module_layout, unreadable_safetensors
 from spinbot.models.files import ModelFile, model_file
 from spinbot.models.headers import FLOAT_DTYPES, FP8_DTYPES, TensorSpec, UnreadableCheckpoint, as_meta, read_header
@@ -224,7 +225,7 @@ def _tokenizer_problems(path: Path) -> list[Problem]:
     try:
         Tokenizer.from_file(str(path))
     except Exception as err:  # noqa: BLE001 - tokenizers raises its own Exception type
-        return [Problem(path, f"not a tokenizers file: {str(err).splitlines()[0]}")]
+        return [Problem(path, f"not a tokenizers file: {first_line(err)}")]
     return []
 
 
@@ -260,7 +261,7 @@ def wav2vec_problems(folder: Path) -> list[Problem]:
     try:
         config = Wav2Vec2Config.from_dict(json.loads((folder / "config.json").read_text()))
     except (OSError, ValueError) as err:
-        return [Problem(folder / "config.json", f"not a wav2vec2 config: {str(err).splitlines()[0]}")]
+        return [Problem(folder / "config.json", f"not a wav2vec2 config: {first_line(err)}")]
     weights = next(folder / w for w in WAV2VEC_WEIGHTS if (folder / w).is_file())
     with torch.device("meta"):
         expected = module_layout(Wav2Vec2Model(config))

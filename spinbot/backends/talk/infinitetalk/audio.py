@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
+from spinbot.errors import first_line
 
 if TYPE_CHECKING:
     from transformers import Wav2Vec2Model
@@ -105,7 +106,7 @@ def load_audio_encoder(
         # With output_loading_info the call returns (model, info); transformers' annotations say model alone.
         model, info = cast("tuple[Wav2Vec2Model, dict[str, list[str]]]", loaded)
     except OSError as err:  # no weights file, or an unreadable one
-        raise CheckpointError(f"wav2vec2 model {folder.name}: {str(err).splitlines()[0]}") from None
+        raise CheckpointError(f"wav2vec2 model {folder.name}: {first_line(err)}") from None
     missing = sorted(k for k in info["missing_keys"] if not k.endswith(UNUSED_KEYS))
     if missing:  # transformers would leave them randomly initialised, with a warning
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

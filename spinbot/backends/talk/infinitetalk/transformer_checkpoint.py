@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
-from spinbot.errors import BackendUnavailable
+from spinbot.errors import BackendUnavailable, first_line
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SCALE_SUFFIXES = (".scale_weight", ".weight_scale")  # scaled fp8: <module>.weight * <module>.scale_weight
@@ -156,5 +156,5 @@ def _open(path: Path, device: str | torch.device):
         return safe_open(str(path), framework="pt", device=str(device))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(
-            f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: {str(err).splitlines()[0]}"
+            f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: {first_line(err)}"
         ) from None

@@ -16,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
+from spinbot.errors import first_line
 
 
 @contextmanager
@@ -44,7 +45,7 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
             return {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(
-            f"{what} checkpoint {path.name} is not a readable safetensors file: {str(err).splitlines()[0]}"
+            f"{what} checkpoint {path.name} is not a readable safetensors file: {first_line(err)}"
         ) from None
 
 

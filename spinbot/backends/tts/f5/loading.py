@@ -99,7 +99,7 @@ def model_config(path: Path) -> dict[str, Any]:
     try:
         whole = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise BackendUnavailable(f"f5_to_tts native: {path} is not YAML ({_first_line(err)})") from None
+        raise BackendUnavailable(f"f5_to_tts native: {path} is not YAML ({first_line(err)})") from None
     config = (whole.get("model") if isinstance(whole, dict) else None) or {}
     if not isinstance(config, dict) or not isinstance(config.get("mel_spec", {}), dict):
         raise BackendUnavailable(f"f5_to_tts native: {path} is not an f5-tts config (its model section is no mapping)")
@@ -246,12 +246,8 @@ def vocos_from_config(path: Path) -> Any:
         return Vocos.from_hparams(str(path))
     except Exception as err:  # noqa: BLE001 - a YAML error, a missing section, a class it cannot build: one line
         raise BackendUnavailable(
-            f"f5_to_tts native: {path} is not a Vocos config ({type(err).__name__}: {_first_line(err)})"
+            f"f5_to_tts native: {path} is not a Vocos config ({type(err).__name__}: {first_line(err)})"
         ) from None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0]
 
 
 def cached(role: str, path: Path, tag: str, load: Callable[[], T], size: int | None = None) -> T:
