@@ -113,3 +113,11 @@ def unreadable_safetensors(paths: Iterable[Path]) -> list[Problem]:
             except UnreadableCheckpoint as err:
                 problems.append(Problem(path, str(err)))
     return problems
+
+
+def guarded(path: Path, run: Callable[[], list[Problem]]) -> list[Problem]:
+    """run()'s problems, or the one problem that a file it reads is not a readable checkpoint (blamed on `path`)."""
+    try:
+        return run()
+    except UnreadableCheckpoint as err:
+        return [Problem(path, str(err))]

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from spinbot.models.compare import Problem, compare_layout, module_layout, unreadable_safetensors
+from spinbot.models.compare import Problem, compare_layout, guarded, module_layout, unreadable_safetensors
 from spinbot.models.files import ModelFile, model_file
-from spinbot.models.headers import UnreadableCheckpoint, read_tree
+from spinbot.models.headers import read_tree
 from spinbot.models.manifest import SOURCES
 
 TASK = "f5_to_tts"
@@ -73,19 +73,12 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
             )
         else:
             found = F5Files(checkpoint, vocab, config, vocoder_config.parent)
-            problems += _guarded(checkpoint, lambda: cfm_problems(found))
+            problems += guarded(checkpoint, lambda: cfm_problems(found))
     else:
         problems += unreadable_safetensors([checkpoint] if checkpoint not in missing else [])
     if not {vocoder_config, vocoder_weights} & missing:
-        problems += _guarded(vocoder_weights, lambda: vocoder_problems(vocoder_config.parent))
+        problems += guarded(vocoder_weights, lambda: vocoder_problems(vocoder_config.parent))
     return problems
-
-
-def _guarded(path: Path, run) -> list[Problem]:
-    try:
-        return run()
-    except UnreadableCheckpoint as err:
-        return [Problem(path, str(err))]
 
 
 def cfm_layout(found) -> dict:

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 
 from spinbot.errors import first_line
-from spinbot.models.compare import Problem, compare_layout, module_layout, unreadable_safetensors
+from spinbot.models.compare import Problem, compare_layout, guarded, module_layout, unreadable_safetensors
 from spinbot.models.files import ModelFile, model_file
-from spinbot.models.headers import FLOAT_DTYPES, FP8_DTYPES, TensorSpec, UnreadableCheckpoint, as_meta, read_header
+from spinbot.models.headers import FLOAT_DTYPES, FP8_DTYPES, TensorSpec, as_meta, read_header
 
 TASK = "infinite_talk"
 TALK_DTYPES = FLOAT_DTYPES | FP8_DTYPES  # float8 weights are upcast (and scaled) as read
@@ -96,17 +96,10 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
     for params_read, path, run in groups:
         group = [f for f in needed if f.param in params_read]
         if all(f.present or not f.required for f in group):
-            problems += _guarded(path, run)
+            problems += guarded(path, run)
         else:
             problems += unreadable_safetensors([f.path for f in group if f.present])
     return problems
-
-
-def _guarded(path: Path, run) -> list[Problem]:
-    try:
-        return run()
-    except UnreadableCheckpoint as err:
-        return [Problem(path, str(err))]
 
 
 # ---- the transformer and its LoRA -------------------------------------------------------------------------------

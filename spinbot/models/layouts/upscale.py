@@ -8,14 +8,15 @@ accepts exactly what the loader accepts. RetinaFace is the backend's own module,
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from spinbot.models.compare import Problem, compare_layout, module_layout, problems_from_error
+from spinbot.models.compare import Problem, compare_layout, guarded, module_layout, problems_from_error
 from spinbot.models.files import ModelFile, model_file
-from spinbot.models.headers import TensorSpec, UnreadableCheckpoint, as_meta, read_tree
+from spinbot.models.headers import TensorSpec, as_meta, read_tree
 
 TASK = "upscale_video"
 
@@ -36,10 +37,7 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
     problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
     for f, run in zip(needed, (upscaler_problems, restorer_problems, retinaface_problems)):
         if f.present:
-            try:
-                problems += run(f.path)
-            except UnreadableCheckpoint as err:
-                problems.append(Problem(f.path, str(err)))
+            problems += guarded(f.path, partial(run, f.path))
     return problems
 
 
