@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -18,6 +20,19 @@ TASK_HELP = (
 SET_HELP = "NODE.PARAM=VALUE, repeatable: a file param other than the default (e.g. upscale_video.model_name_0=x.pth)."
 DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
 GPU_EXTRA = "the native backends' model files need the gpu extra (pip install -e '.[gpu]'): {err}"
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A SpinBotError or a missing gpu extra inside: its one error line, and the command exits."""
+    from spinbot.cli import fail
+
+    try:
+        yield
+    except SpinBotError as err:
+        fail(str(err))
+    except ImportError as err:
+        fail(GPU_EXTRA.format(err=err))
 
 
 def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
@@ -46,19 +61,14 @@ def list_files(
     models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
 ) -> None:
     """Every file the selected backends need: where it is looked up, present or missing, its size, its source."""
-    from spinbot.cli import fail
     from spinbot.models.selection import required_files
 
-    try:
+    with _refusals():
         tasks, root, overrides = _context(task, set_, models_dir)
         if not tasks:
             typer.echo(_none_selected())
             return
         needed = required_files(tasks, root, overrides)
-    except SpinBotError as err:
-        fail(str(err))
-    except ImportError as err:
-        fail(GPU_EXTRA.format(err=err))
     no_folder = "" if root.is_dir() else " (no such folder yet: spinbot models pull makes it)"
     typer.echo(f"SPINBOT_MODELS_DIR={root}{no_folder}")
     for f in needed:
@@ -84,16 +94,12 @@ def check(
     from spinbot.models.selection import check_tasks, required_files
 
     start = time.monotonic()
-    try:
+    with _refusals():
         tasks, root, overrides = _context(task, set_, models_dir)
         if not tasks:
             fail(_none_selected())
         problems = check_tasks(tasks, root, overrides)
         count = len([f for f in required_files(tasks, root, overrides) if f.present])
-    except SpinBotError as err:
-        fail(str(err))
-    except ImportError as err:
-        fail(GPU_EXTRA.format(err=err))
     for problem in problems:
         typer.echo(problem.line(root))
     seconds = time.monotonic() - start
@@ -119,15 +125,11 @@ def pull(
     from spinbot.models.pull import PullError, pull_file
     from spinbot.models.selection import required_files
 
-    try:
+    with _refusals():
         tasks, root, overrides = _context(task, set_, models_dir)
         if not tasks:
             fail(_none_selected())
         needed = required_files(tasks, root, overrides)
-    except SpinBotError as err:
-        fail(str(err))
-    except ImportError as err:
-        fail(GPU_EXTRA.format(err=err))
     failures = []
     for f in needed:
         if f.present or (not f.required and f.source is None):
