@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Window:
@@ -58,17 +56,3 @@ def plan_windows(total_frames: int, window_size: int, motion_frames: int) -> lis
         end = start + window_size
         windows.append(Window(prev.index + 1, start, end, motion_frames, prev.end, min(end, total_frames)))
     return windows
-
-
-def take_padded(values: np.ndarray, start: int, end: int) -> np.ndarray:
-    """values[start:end] along the first axis, zero-padded (silence) where the range runs past either end."""
-    out = np.zeros((end - start,) + values.shape[1:], dtype=values.dtype)
-    lo, hi = max(start, 0), min(end, len(values))
-    if hi > lo:
-        out[lo - start : hi - start] = values[lo:hi]
-    return out
-
-
-def sample_range(window: Window, sample_rate: int, fps: int) -> tuple[int, int]:
-    """The audio samples that play during a window's frames (past the audio's end: padded with silence)."""
-    return round(window.start * sample_rate / fps), round(window.end * sample_rate / fps)

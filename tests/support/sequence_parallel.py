@@ -5,14 +5,17 @@ The functions run in the child processes, so they live here (importable by name)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from safetensors import safe_open
 
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig
-from spinbot.backends.talk.infinitetalk.rank_group import launch_cpu_ranks
+from spinbot.backends.talk.infinitetalk.rank_group import free_port, init_rank
 from spinbot.backends.talk.infinitetalk.sequence_parallel import SequenceParallel
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import load_model
 
@@ -57,3 +60,17 @@ def run_parallel_forward(
 ) -> torch.Tensor:
     launch_cpu_ranks(parallel_forward, world, str(path), str(out), crop, traced)
     return torch.load(out)
+
+
+def _cpu_entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple) -> None:
+    torch.set_num_threads(1)  # the ranks share the host's cores; more threads each only contend
+    init_rank(rank, world, port, torch.device("cpu"))
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_cpu_ranks(fn: Callable[..., None], world: int, *args: Any) -> None:
+    """Run fn(rank, *args) in `world` gloo rank processes and wait for all (a failing rank fails the call)."""
+    mp.spawn(_cpu_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)

@@ -138,8 +138,3 @@ def _numel(shape: tuple[int, ...]) -> int:
     for size in shape:
         n *= size
     return n
-
-
-def random_state(layout: dict[str, tuple[int, ...]], dtype_of, seed: int = 0) -> dict[str, torch.Tensor]:
-    """In memory, for the small torch.save files (CPU)."""
-    return {e.name: make(e, seed, torch.device("cpu")) for e in entries(layout, dtype_of)}

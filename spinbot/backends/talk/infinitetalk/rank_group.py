@@ -4,13 +4,11 @@ per rank through torch.multiprocessing (spawn: CUDA cannot be forked), NCCL on G
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 # A collective waits this long for every rank (default 10 minutes): after a new model, rank 0 waits in its first
 # broadcast while the followers load the 14B checkpoint from disk.
@@ -40,17 +38,3 @@ def init_rank(rank: int, world: int, port: int, device: torch.device) -> None:
         timeout=COLLECTIVE_TIMEOUT,
         **kwargs,
     )
-
-
-def _cpu_entry(rank: int, world: int, port: int, fn: Callable[..., None], args: tuple) -> None:
-    torch.set_num_threads(1)  # the ranks share the host's cores; more threads each only contend
-    init_rank(rank, world, port, torch.device("cpu"))
-    try:
-        fn(rank, *args)
-    finally:
-        dist.destroy_process_group()
-
-
-def launch_cpu_ranks(fn: Callable[..., None], world: int, *args: Any) -> None:
-    """Run fn(rank, *args) in `world` gloo rank processes and wait for all (a failing rank fails the call)."""
-    mp.spawn(_cpu_entry, args=(world, free_port(), fn, args), nprocs=world, join=True)
