@@ -95,7 +95,11 @@ class LiveOutput:
         try:
             return action()
         except Exception as err:  # a preview must not fail the render (module docstring)
-            log.warning("live output of %s/%s stopped: %s", self.ctx.job_id, self.ctx.node_id, err, exc_info=True)
+            log.warning(
+                "live output stopped",
+                extra={"job_id": self.ctx.job_id, "node_id": self.ctx.node_id, "error": str(err)},
+                exc_info=True,
+            )
             self.warning = f"the live output stopped: {err}"
             self._stop()
             return None
@@ -106,7 +110,7 @@ class LiveOutput:
             try:
                 segmenter.close()
             except Exception as err:  # noqa: BLE001 - already stopping after an error
-                log.debug("live output: closing after an error failed too: %s", err)
+                log.debug("live output: closing after an error failed too", extra={"error": str(err)})
 
     def __enter__(self) -> Self:
         return self

@@ -113,12 +113,15 @@ class WindowCheckpoints:
     def reject(self, why: Exception | str) -> None:
         """Forget the stored checkpoint: logged, removed, and the render starts at its first window."""
         self.ignored = str(why)
-        log.warning("infinite_talk checkpoint of %s/%s ignored and removed: %s", self.ctx.job_id, self.ctx.node_id, why)
+        log.warning(
+            "infinite_talk checkpoint ignored and removed",
+            extra={"job_id": self.ctx.job_id, "node_id": self.ctx.node_id, "reason": str(why)},
+        )
         self.chunks, self._state_folder = [], None
         try:
             self.clear()
         except Exception as err:  # noqa: BLE001 - the next save overwrites the manifest anyway
-            log.warning("infinite_talk checkpoint not removed: %s", err)
+            log.warning("infinite_talk checkpoint not removed", extra={"error": str(err)})
 
     def _load(self) -> bytes | None:
         """The backend's state (b"" when every window is finished), the finished chunks fetched and checked into the
@@ -161,7 +164,7 @@ class WindowCheckpoints:
         try:
             self._save(index, data, backend_state)
         except Exception as err:  # the render goes on; its next attempt starts over
-            log.warning("infinite_talk checkpoints stopped: %s", err, exc_info=True)
+            log.warning("infinite_talk checkpoints stopped", extra={"error": str(err)}, exc_info=True)
             self.warning = f"window checkpoints stopped (a new attempt would start over): {err}"
 
     def _save(self, index: int, chunk: bytes, backend_state: bytes | None) -> None:

@@ -131,7 +131,8 @@ def test_a_changed_param_ignores_the_checkpoint(tmp_path, talk_inputs, renders, 
     assert renders["calls"] == [0, 1, 2, 3, 4]
     assert out.meta["resumed_from_window"] is None
     assert "other params" in out.meta["checkpoint_ignored"]
-    assert "checkpoint of job1/infinite_talk ignored and removed" in caplog.text
+    (record,) = [r for r in caplog.records if r.getMessage() == "infinite_talk checkpoint ignored and removed"]
+    assert (record.job_id, record.node_id) == ("job1", "infinite_talk") and "other params" in record.reason
     assert store.list(PREFIX) == []
 
 

@@ -159,4 +159,4 @@ def _default_device() -> str:
 
 
 def _log_step(window: int, done: int, total: int) -> None:
-    log.debug("infinite_talk window %d: step %d/%d", window, done, total)
+    log.debug("infinite_talk window step", extra={"window": window, "step": done, "steps": total})

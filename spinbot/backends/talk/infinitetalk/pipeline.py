@@ -184,7 +184,7 @@ def render(state: TalkState, window: Window, on_step: StepReport | None = None) 
         state.motion_latent = None
         out = (frames[window.keep] * 255.0).round_().to(torch.uint8).cpu().numpy()
     state.window_seconds.append(time.perf_counter() - started)
-    log.info("infinite_talk window %d: %.1f s", window.index, state.window_seconds[-1])
+    log.info("infinite_talk window done", extra={"window": window.index, "seconds": round(state.window_seconds[-1], 1)})
     yield from out
 
 
