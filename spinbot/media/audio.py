@@ -80,14 +80,11 @@ def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
         raise InputError(f"the audio has {header.channels} channels; at most {MAX_CHANNELS} are accepted")
 
 
-def load_voice(path: Path | str, sr: int | None = None, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
-    """A narrator voice sample: its header checked against max_seconds (default: SPINBOT_MAX_VOICE_SECONDS) first,
-    then a decode that also stops at that length (a header may not tell, or may lie)."""
-    from spinbot.settings import get_settings
-
-    limit = max_seconds if max_seconds is not None else get_settings().max_voice_seconds
-    check_voice_header(probe_audio(path), limit)
-    return load_audio(path, sr, max_seconds=limit)
+def load_voice(path: Path | str, *, max_seconds: float, sr: int | None = None) -> tuple[np.ndarray, int]:
+    """A narrator voice sample: its header checked against max_seconds (the caller's SPINBOT_MAX_VOICE_SECONDS)
+    first, then a decode that also stops at that length (a header may not tell, or may lie)."""
+    check_voice_header(probe_audio(path), max_seconds)
+    return load_audio(path, sr, max_seconds=max_seconds)
 
 
 def load_audio(

@@ -135,7 +135,7 @@ def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
             raise InputError(message) from None
     else:
         path = ctx.input_path("narrator_voice")
-    audio, sr = load_voice(path)
+    audio, sr = load_voice(path, max_seconds=get_settings().max_voice_seconds)
     text = params.ref_text if params.ref_text is not None else ctx.values.get("ref_text") or ""
     return Reference(audio, sr, str(text))
 

@@ -223,3 +223,20 @@ def _planar_frames(path: Path) -> list[av.AudioFrame]:
         resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.codec_context.sample_rate)
         frames = [out for frame in container.decode(stream) for out in resampler.resample(frame)]
         return frames + resampler.resample(None)
+
+
+def test_the_tts_task_reads_its_voice_within_spinbot_max_voice_seconds(spinbot_env, use_settings, tmp_path):
+    """load_voice takes its limit from its caller: the speech node passes SPINBOT_MAX_VOICE_SECONDS."""
+    from types import SimpleNamespace
+
+    from spinbot.errors import InputTooLarge
+    from spinbot.tasks.tts import _reference
+
+    use_settings(max_voice_seconds=2)
+    voice = _tone(tmp_path / "voice.wav", 16_000, 3 * 16_000)
+    ctx = SimpleNamespace(node_id="tts", values={}, input_path=lambda name: voice)
+    params = SimpleNamespace(narrator_voice=None, ref_text="")
+    with pytest.raises(InputTooLarge, match="over the limit of 2 s"):
+        _reference(ctx, params)
+    use_settings(max_voice_seconds=60)
+    assert _reference(ctx, params).audio.shape[0] == 3 * 16_000
