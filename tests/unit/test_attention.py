@@ -44,7 +44,7 @@ def qkv(batch: int = 1, tokens: int = 77, heads: int = 2, dim: int = 32, key_off
 
 
 def test_an_unknown_kernel_is_refused_in_one_line():
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(SettingsError) as err:  # a refused SPINBOT_ value, like the others
         select_attention("flash9", torch.device("cpu"), "SPINBOT_TALK_ATTENTION")
     message = str(err.value)
     assert "\n" not in message and "SPINBOT_TALK_ATTENTION='flash9'" in message

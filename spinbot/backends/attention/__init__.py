@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from spinbot.errors import BackendUnavailable
+from spinbot.errors import BackendUnavailable, SettingsError
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 ATTENTION_KERNELS = ("sdpa", "int8", "fp8", "cudnn-fp8")
@@ -52,7 +52,8 @@ def select_attention(name: str, device: torch.device, setting: str = "attention"
     """The kernel called `name` for a model on `device`; one-line errors for an unknown name or a GPU without
     FP8 tensor cores. `setting` names the option in the messages (e.g. SPINBOT_TALK_ATTENTION)."""
     if name not in ATTENTION_CHOICES:
-        raise ValueError(f"{setting}={name!r} is not an attention kernel; use one of: {', '.join(ATTENTION_CHOICES)}")
+        choices = ", ".join(ATTENTION_CHOICES)
+        raise SettingsError(f"{setting}={name!r} is not an attention kernel; use one of: {choices}")
     name = resolve_attention(name, device)
     if name == "sdpa":
         from spinbot.backends.attention.sdpa import sdpa_attention
