@@ -11,6 +11,8 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
+    # Hand-written rather than python-json-logger: these few lines give our exact keys (ts, level, logger, msg, exc)
+    # and share _STANDARD's extra-field rule with PlainFormatter, with no dependency to pin for 3.11-3.13.
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
