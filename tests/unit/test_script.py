@@ -36,7 +36,7 @@ def test_hanging_server_falls_back_after_the_timeout(ollama_at):
         started = time.monotonic()
         text, meta = generate_script("learning to fail")
         elapsed = time.monotonic() - started
-    assert elapsed < 5
+    assert elapsed < 15  # cut at the 1 s timeout, not the 30 s the server hangs (room for a loaded machine)
     assert meta["source"] == "fallback" and "timed out" in meta["reason"].lower()
     assert text == fallback_script("learning to fail")
 
