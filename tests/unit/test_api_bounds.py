@@ -40,3 +40,12 @@ def test_the_page_and_documented_paths_still_answer(client, path):
 def test_a_path_nothing_serves_says_which(client):
     reply = client.get("/v1/nothing-here", headers=auth())
     assert reply.status_code == 404 and reply.json() == {"error": "nothing at '/v1/nothing-here'"}
+
+
+@pytest.mark.parametrize("size", [20, 2000])
+def test_a_file_part_without_a_filename_says_so(client, size):
+    reply = client.post("/v1/uploads", headers=auth(), data={"kind": "portrait"}, files={"file": (None, b"x" * size)})
+    assert reply.status_code == 400
+    assert reply.json()["error"] == (
+        "the part 'file' has no filename: send the file as a file part (curl -F file=@face.jpg)"
+    )
