@@ -36,6 +36,10 @@ class InvalidField(InputError):
     """A request field missing or out of its values (422), where FastAPI does not check it itself."""
 
 
+class TooManyStreams(SpinBotError):
+    """A key with SPINBOT_MAX_STREAMS_PER_KEY event streams open (429)."""
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="what went wrong, in one line")
 
@@ -49,7 +53,8 @@ _MEANINGS = {
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     416: "the byte range starts past the end of the file (Content-Range: bytes */SIZE says its size)",
     422: "a field is missing or has the wrong type",
-    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running",
+    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), or SPINBOT_MAX_STREAMS_PER_KEY "
+    "event streams open (an event stream)",
     501: "not available in this version",
     503: "a service the API needs (storage, database, a native backend's model files) is unavailable",
 }
@@ -83,6 +88,7 @@ def _status_for(err: SpinBotError) -> int:
         (RangeNotSatisfiable, 416),
         (InvalidField, 422),
         (TooManyJobs, 429),
+        (TooManyStreams, 429),
         (StorageUnavailable, 503),
         (BackendUnavailable, 503),
     ):
