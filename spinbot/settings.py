@@ -132,6 +132,7 @@ class Settings(BaseSettings):
     api_request_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_active_jobs: int = Field(default=20, ge=1)  # jobs one API key may have waiting or running; past it: 429
     api_max_connections: int = Field(default=1000, ge=8)  # open connections (event streams count); past it: 503
+    max_streams_per_key: int = Field(default=20, ge=1)  # event streams one API key may have open (per process): 429
     # Inputs are judged by their headers before any decode: a small file can claim a huge image or hours of audio.
     # Pillow refuses headers past 2 x its own MAX_IMAGE_PIXELS (178,956,970) by itself, so the limit stays under it.
     max_image_pixels: int = Field(default=40_000_000, ge=64 * 64, le=178_956_970)  # 40 MP: 8000 x 5000

@@ -48,9 +48,16 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         services.readiness.close()
         await services.feed.close()
 
-    # /docs with Swagger UI's files from the fastapi-offline package: it works with no internet.
+    # /docs with Swagger UI's files from the fastapi-offline package: it works with no internet. No redirects of a
+    # path with (or without) a trailing slash: Starlette's answered `GET /healthz/` with a 307 to the Host header's
+    # site (`Host: evil.com` -> http://evil.com/healthz) and no JSON body; such a path is the API's JSON 404.
     app = FastAPIOffline(
-        title="SpinBot", version=__version__, lifespan=lifespan, redoc_url=None, static_url="/docs/assets"
+        title="SpinBot",
+        version=__version__,
+        lifespan=lifespan,
+        redoc_url=None,
+        static_url="/docs/assets",
+        redirect_slashes=False,
     )
     app.state.settings, app.state.services = settings, services
     app.state.runner = runner  # a shortcut that tests and route modules use

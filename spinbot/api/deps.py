@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +19,26 @@ from spinbot.state.event_feed import LocalEventFeed, RedisEventFeed
 from spinbot.state.store import JobView
 
 
+class StreamSlots:
+    """The event streams each key has open in this process (SPINBOT_MAX_STREAMS_PER_KEY): one key could otherwise
+    hold every connection the server takes (SPINBOT_API_MAX_CONNECTIONS). Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def take(self, owner: str, limit: int) -> bool:
+        count = self.open.get(owner, 0)
+        if count >= limit:
+            return False
+        self.open[owner] = count + 1
+        return True
+
+    def give_back(self, owner: str) -> None:
+        count = self.open.pop(owner, 0) - 1
+        if count > 0:
+            self.open[owner] = count
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -27,6 +47,7 @@ class Services:
     metrics: Metrics
     feed: LocalEventFeed | RedisEventFeed
     readiness: Readiness
+    streams: StreamSlots = field(default_factory=StreamSlots)
 
     def owned_job(self, job_id: str, owner: str | None) -> JobView:
         """The job, if this owner may see it; another owner's job is as missing as one that never was."""

@@ -14,7 +14,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spinbot.api.auth import Unauthorized
 from spinbot.api.public_errors import public_error
-from spinbot.errors import BackendUnavailable, Conflict, InputError, JobNotFound, SpinBotError, TooManyJobs, shorten
+from spinbot.errors import (
+    BackendUnavailable,
+    Conflict,
+    InputError,
+    JobNotFound,
+    SpinBotError,
+    TooManyJobs,
+    echo,
+    shorten,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +34,10 @@ class UploadTooLarge(InputError):
 
 class InvalidField(InputError):
     """A request field missing or out of its values (422), where FastAPI does not check it itself."""
+
+
+class TooManyStreams(SpinBotError):
+    """A key with SPINBOT_MAX_STREAMS_PER_KEY event streams open (429)."""
 
 
 class ErrorBody(BaseModel):
@@ -40,7 +53,8 @@ _MEANINGS = {
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     416: "the byte range starts past the end of the file (Content-Range: bytes */SIZE says its size)",
     422: "a field is missing or has the wrong type",
-    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running",
+    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), or SPINBOT_MAX_STREAMS_PER_KEY "
+    "event streams open (an event stream)",
     501: "not available in this version",
     503: "a service the API needs (storage, database, a native backend's model files) is unavailable",
 }
@@ -74,6 +88,7 @@ def _status_for(err: SpinBotError) -> int:
         (RangeNotSatisfiable, 416),
         (InvalidField, 422),
         (TooManyJobs, 429),
+        (TooManyStreams, 429),
         (StorageUnavailable, 503),
         (BackendUnavailable, 503),
     ):
@@ -107,6 +122,18 @@ def document_validation_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _detail(request: Request, err: StarletteHTTPException) -> str:
+    """The error's line; Starlette's bare "Not Found" for a path no route serves says which path, and for one with
+    a trailing slash (never redirected: app.py) that no path of the API ends in one. The path is the client's own
+    text, quoted and shortened."""
+    path = request.url.path
+    if err.status_code != 404 or err.detail != "Not Found":
+        return str(err.detail)
+    if len(path) > 1 and path.endswith("/"):
+        return f"nothing at {echo(path)}: no path of this API ends in '/'"
+    return f"nothing at {echo(path)}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     document_validation_errors(app)
 
@@ -127,7 +154,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
-        return error(err.status_code, str(err.detail), getattr(err, "headers", None))
+        return error(err.status_code, _detail(request, err), getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):

@@ -79,6 +79,10 @@ class _Collector:
             raise MalformedUpload("a multipart part has no name")
         self._field = name.decode("latin-1")
         if b"filename" not in options:
+            if self._field == "file":  # a text field of that name: its length or its absence was the error shown
+                raise MalformedUpload(
+                    "the part 'file' has no filename: send the file as a file part (curl -F file=@face.jpg)"
+                )
             return
         if self._field != "file" or self._file is not None or self.result.path is not None:
             raise MalformedUpload("an upload carries exactly one file, in the part named 'file'")

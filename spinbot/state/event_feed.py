@@ -27,8 +27,55 @@ MIN_READ_SECONDS = 0.1
 REDIS_RETRY_SECONDS = 1.0
 
 
+# A reader's queue is bounded (each open event stream has one, filled whether or not its client reads): past
+# COALESCE_AFTER waiting events, a node's progress replaces the one of the same node and attempt still waiting (only
+# its newest counts); state changes are always kept. Past MAX_PENDING the reader has lagged too far: its queue is
+# emptied and it ends (ReaderLagged), the API's stream with an event asking the client to reconnect (a stream starts
+# from the job's snapshot, so nothing is lost).
+COALESCE_AFTER = 64
+MAX_PENDING = 1000
+
+
+class ReaderLagged(Exception):
+    """A reader fell MAX_PENDING events behind: its events were dropped, and it should start again."""
+
+
+def _is_progress(event: Event) -> bool:
+    return event.kind == "node" and event.status == "running" and event.node_id is not None
+
+
+class EventQueue(asyncio.Queue[Event]):
+    """An asyncio queue that never holds more than MAX_PENDING events (above). put_nowait never blocks or raises."""
+
+    lagged = False
+
+    def _put(self, item: Event) -> None:
+        pending: Any = self._queue  # type: ignore[attr-defined]  # asyncio.Queue's deque
+        if self.lagged:
+            return
+        if len(pending) >= COALESCE_AFTER and _is_progress(item):
+            for queued in reversed(pending):
+                if queued.node_id == item.node_id and queued.kind == "node":
+                    if _is_progress(queued) and queued.attempt == item.attempt:
+                        pending.remove(queued)  # the newest progress only, in the newest one's place
+                    break  # the node's latest waiting event decides: a state change after it stays before it
+        if len(pending) >= MAX_PENDING:
+            pending.clear()
+            self.lagged = True
+            return
+        pending.append(item)
+
+    def _get(self) -> Event:
+        if self.lagged and not self._queue:  # type: ignore[attr-defined]
+            raise ReaderLagged(f"the reader fell over {MAX_PENDING} events behind")
+        return super()._get()
+
+    def empty(self) -> bool:
+        return super().empty() and not self.lagged
+
+
 async def _queued(queue: asyncio.Queue[Event], idle: float) -> AsyncIterator[Event | None]:
-    """Events from the queue; None after `idle` seconds without one."""
+    """Events from the queue; None after `idle` seconds without one; ReaderLagged where an EventQueue overflowed."""
     while True:
         try:
             async with asyncio.timeout(idle):  # a timer, not the task per wait that wait_for makes
@@ -66,7 +113,7 @@ class LocalEventFeed:
         """Subscribed when this returns: a reader that reads the job's state next and then follows misses nothing
         published after it opened (history=False: nothing published before is replayed over that state)."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
+        queue = EventQueue()
 
         def deliver(event: Event) -> None:
             if event.job_id == job_id:
@@ -99,7 +146,7 @@ def _entry_id(raw: bytes | str) -> tuple[int, int]:
 class _Reader:
     job_id: str
     last: tuple[int, int] = (0, 0)  # the last entry handed to this reader
-    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    queue: EventQueue = field(default_factory=EventQueue)
 
 
 class RedisEventFeed:

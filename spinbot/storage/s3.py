@@ -201,16 +201,30 @@ class S3Store(ArtifactStore):
                 "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=seconds
             )
 
-    def public_presigned_url(self, key: str, public_url: str, seconds: int | None = None) -> str:
+    def public_presigned_url(
+        self,
+        key: str,
+        public_url: str,
+        seconds: int | None = None,
+        *,
+        content_type: str | None = None,
+        disposition: str | None = None,
+    ) -> str:
         """presigned_url for the endpoint that clients reach (SPINBOT_S3_PUBLIC_URL): SigV4 signs the host, so the
-        URL is signed by a client that names that endpoint (it makes no request)."""
+        URL is signed by a client that names that endpoint (it makes no request). `content_type` and `disposition`
+        are signed into the URL (response-content-type, response-content-disposition): S3 answers with them instead
+        of the object's stored ones, which for an object stored before uploads got their detected type are the
+        client's own (text/html on a portrait made a web page on that endpoint)."""
         if self._public_client is None or self._public_client.meta.endpoint_url != public_url.rstrip("/"):
             self._public_client = _make_client(public_url.rstrip("/"), self.client.meta.region_name)
         name, seconds = self._object_key(key), seconds or self.presign_seconds
+        params = {"Bucket": self.bucket, "Key": name}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        if disposition:
+            params["ResponseContentDisposition"] = disposition
         with self._errors(key):
-            return self._public_client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=seconds
-            )
+            return self._public_client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
 
     def open_read(self, key: str, byte_range: str | None = None) -> ObjectRead:
         """The object (or one `bytes=a-b` range of it) as a stream of chunks, for the API to pass on."""

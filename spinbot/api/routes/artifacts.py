@@ -40,11 +40,28 @@ def artifact(job_id: str, node_id: str, name: str, request: Request, services: S
     return stored_file(services, record["key"], record["content_type"], request)
 
 
+# Types a browser shows (or plays, or offers to save) without running anything in it. A stored file of any other
+# type is served as application/octet-stream: inputs stored before uploads got the suffix of their detected format
+# kept the client's (`portrait.html`, `portrait.svg`), and an S3 object the client's Content-Type.
+INERT_TYPES = frozenset(
+    {"text/plain", "application/json", "application/octet-stream", "application/vnd.apple.mpegurl", "video/mp2t"}
+)
+INERT_PREFIXES = ("image/", "audio/", "video/")
+ACTIVE_TYPES = frozenset({"image/svg+xml"})  # SVG is an image that runs scripts
+
+
+def served_type(key: str, recorded: str | None = None) -> str:
+    """The Content-Type a stored file is served with: its recorded type or its key's suffix's, if inert."""
+    found = (recorded or mimetypes.guess_type(key)[0] or "").split(";")[0].strip().lower()
+    inert = found in INERT_TYPES or (found.startswith(INERT_PREFIXES) and found not in ACTIVE_TYPES)
+    return found if inert else "application/octet-stream"
+
+
 def stored_file(services: Services, key: str, content_type: str | None, request: Request) -> Response:
     """A stored file as its answer: served from a local store's folder, or from S3 by redirect to the public
     endpoint (SPINBOT_S3_PUBLIC_URL) or streamed through the API; never a URL of the internal endpoint."""
     store = services.runner.artifacts
-    media_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
+    media_type = served_type(key, content_type)
     missing = f"file {Path(key).name} is no longer stored"
     if isinstance(store, LocalStore):
         path = store.path(key)
@@ -54,7 +71,9 @@ def stored_file(services: Services, key: str, content_type: str | None, request:
         raise TypeError(f"no way to serve files from a {type(store).__name__}")
     public_url = services.settings.s3_public_url
     if public_url:
-        return RedirectResponse(store.public_presigned_url(key, public_url), status_code=307)
+        disposition = f'attachment; filename="{Path(key).name}"'  # as the API's own answers: a download
+        url = store.public_presigned_url(key, public_url, content_type=media_type, disposition=disposition)
+        return RedirectResponse(url, status_code=307)
     try:
         return _streamed(store, key, media_type, request)
     except FileNotFoundError:  # its record outlived the object

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,13 +12,14 @@ from fastapi import APIRouter, Query, Response
 from sse_starlette.sse import EventSourceResponse
 
 from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
-from spinbot.api.errors import error_responses
+from spinbot.api.errors import TooManyStreams, error_responses
 from spinbot.api.public_errors import public_error
 from spinbot.api.routes.uploads import upload_keys
 from spinbot.api.schemas import JobCreate, JobOut, JobPage
 from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError, TooManyJobs, echo
 from spinbot.pipelines.spec import get_pipeline
+from spinbot.state.event_feed import ReaderLagged
 from spinbot.state.events import Event
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, RUNNING, JobView
 
@@ -31,6 +32,8 @@ IDLE_CHECK_SECONDS = 15.0
 # A comment line this often keeps a stream that has nothing to say (a long render between two reports) from being cut
 # by a proxy's idle timeout (nginx's default read timeout is 60 s).
 PING_SECONDS = 10.0
+# A stream that fell too far behind ends with a `reconnect` event; EventSource connects again after this long.
+RECONNECT_MS = 1000
 
 
 @router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 429, 503))
@@ -119,13 +122,34 @@ def delete_job(job_id: str, services: ServicesDep, owner: Owner) -> Response:
             "description": "a `snapshot` (the job as GET returns it, when the stream opens), then the `node` and `job` "
             "events published after it, until the job ends; a `: ping` comment every 10 s while nothing happens",
         },
-        **error_responses(401, 404, 422),
+        **error_responses(401, 404, 422, 429),
     },
 )
 async def job_events(job_id: str, services: ServicesDep, owner: MediaOwner) -> EventSourceResponse:
-    """Server-sent events; the header key or the media cookie (EventSource cannot send a header)."""
+    """Server-sent events; the header key or the media cookie (EventSource cannot send a header). A key may have
+    SPINBOT_MAX_STREAMS_PER_KEY open in this process; one more is a 429."""
     job = await anyio.to_thread.run_sync(services.owned_job, job_id, owner)
-    return EventSourceResponse(_event_stream(services, job.id), ping=PING_SECONDS)
+    slot, limit = owner or "", services.settings.max_streams_per_key
+    if not services.streams.take(slot, limit):  # no await between the count and taking a slot
+        raise TooManyStreams(
+            f"this key has {limit} event streams open, the limit (SPINBOT_MAX_STREAMS_PER_KEY={limit}); close one"
+        )
+    return CountedEventSource(_event_stream(services, job.id), lambda: services.streams.give_back(slot))
+
+
+class CountedEventSource(EventSourceResponse):
+    """An event stream that gives its key's slot back when it ends, however it ends (the job ended, the client left,
+    a HEAD, an error); the generator's own `finally` would not run for a stream never started."""
+
+    def __init__(self, events: AsyncIterator[dict[str, Any]], release: Callable[[], None]):
+        super().__init__(events, ping=PING_SECONDS)
+        self.release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
@@ -139,7 +163,10 @@ async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[s
         if job.status in FINAL_STATES:
             return
         shown = ShownProgress(job)
-        async for event in subscription.events(IDLE_CHECK_SECONDS):
+        async for event in _lag_ends(subscription.events(IDLE_CHECK_SECONDS)):
+            if isinstance(event, ReaderLagged):
+                yield {"event": "reconnect", "data": json.dumps({"message": str(event)}), "retry": RECONNECT_MS}
+                return
             if event is None:
                 current = await anyio.to_thread.run_sync(services.runner.jobs.get, job_id)
                 if current.status in FINAL_STATES:
@@ -154,6 +181,17 @@ async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[s
                 return
     finally:
         subscription.close()
+
+
+async def _lag_ends(events: AsyncIterator[Event | None]) -> AsyncIterator[Event | ReaderLagged | None]:
+    """The events, then ReaderLagged as the last item where the stream's queue overflowed (event_feed.EventQueue)."""
+    try:
+        async for event in events:
+            yield event
+    except ReaderLagged:
+        yield ReaderLagged(
+            "this stream fell too far behind the job's events and ends here; connect again for the job as it is now"
+        )
 
 
 class ShownProgress:

@@ -1,0 +1,190 @@
+"""Regression tests for the second API probe (each failing on the code before its fix): no redirect that trusts the
+Host header, bounded event queues, a per-key cap on event streams, an upload's file part without a filename."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.api.auth import owner_of
+from spinbot.settings import reset_settings
+from spinbot.state.event_feed import COALESCE_AFTER, MAX_PENDING, LocalEventFeed
+from spinbot.state.events import Event, EventBus
+from tests.support.server import serving
+
+KEY = "key-bounds-1"
+
+
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
+    reset_settings()
+    with TestClient(create_app(), follow_redirects=False) as c:
+        yield c
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.mark.parametrize("path", ["/healthz/", "/v1/jobs/", "/v1/pipelines/", "/docs/"])
+def test_a_trailing_slash_is_a_json_404_never_a_redirect_to_the_host_header(client, path):
+    reply = client.get(path, headers={**auth(), "Host": "evil.example"})
+    assert reply.status_code == 404 and "location" not in reply.headers
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json() == {"error": f"nothing at '{path}': no path of this API ends in '/'"}
+
+
+@pytest.mark.parametrize("path", ["/", "/web/app.js", "/web/style.css", "/docs", "/healthz", "/openapi.json"])
+def test_the_page_and_documented_paths_still_answer(client, path):
+    assert client.get(path).status_code == 200
+
+
+def test_a_path_nothing_serves_says_which(client):
+    reply = client.get("/v1/nothing-here", headers=auth())
+    assert reply.status_code == 404 and reply.json() == {"error": "nothing at '/v1/nothing-here'"}
+
+
+@pytest.mark.parametrize("size", [20, 2000])
+def test_a_file_part_without_a_filename_says_so(client, size):
+    reply = client.post("/v1/uploads", headers=auth(), data={"kind": "portrait"}, files={"file": (None, b"x" * size)})
+    assert reply.status_code == 400
+    assert reply.json()["error"] == (
+        "the part 'file' has no filename: send the file as a file part (curl -F file=@face.jpg)"
+    )
+
+
+# ---- event streams: bounded queues, a cap per key ----------------------------------------------------------------
+NODES = [("f5_to_tts", "f5_to_tts", "python"), ("infinite_talk", "infinite_talk", "python")]
+OTHER_KEY = "key-bounds-2"
+
+
+def running_job(app, key: str = KEY) -> str:
+    jobs = app.state.services.runner.jobs
+    job_id = jobs.new_id()
+    jobs.create_job(job_id, "f5tts_infinitetalk", NODES, {"values": {}, "artifacts": {}}, {}, owner_of(key))
+    jobs.set_job_status(job_id, "running")
+    return job_id
+
+
+def progress(job_id: str, node: str, value: float, attempt: int = 1) -> Event:
+    return Event(job_id, "node", "running", node, progress=value, attempt=attempt)
+
+
+def test_a_reader_that_does_not_read_holds_the_newest_progress_of_each_node_and_every_state_change(spinbot_env):
+    async def scenario() -> tuple[int, list[Event]]:
+        bus = EventBus()
+        subscription = await LocalEventFeed(bus).open("j", history=False)
+        for i in range(5000):
+            bus.publish(progress("j", "talk", i / 5000))
+            bus.publish(progress("j", "upscale", i / 5000))
+            if i == 2500:
+                bus.publish(Event("j", "node", "failed", "tts", attempt=1))  # a state change: never dropped
+        bus.publish(Event("j", "node", "succeeded", "talk", progress=1.0, attempt=1))
+        await asyncio.sleep(0.1)  # the loop hands the events over
+        held = subscription.queue.qsize()
+        got = [subscription.queue.get_nowait() for _ in range(held)]
+        subscription.close()
+        return held, got
+
+    held, got = asyncio.run(scenario())
+    assert held <= COALESCE_AFTER + 3  # before: 10,002 events for a reader that reads nothing
+    assert [e.status for e in got if e.node_id == "tts"] == ["failed"]
+    talk = [(e.status, e.progress) for e in got if e.node_id == "talk"]
+    assert talk[-2:] == [("running", 4999 / 5000), ("succeeded", 1.0)]  # the newest progress, then the end
+    assert max(e.progress for e in got if e.node_id == "upscale") == 4999 / 5000
+
+
+@pytest.fixture
+def app(spinbot_env, use_settings):
+    use_settings(api_keys=f"{KEY},{OTHER_KEY}", max_streams_per_key=3)
+    app = create_app()
+    app.state.services.executor.resume_unfinished = lambda: None  # the jobs below stay running, undriven
+    return app
+
+
+def auth_line(key: str = KEY) -> str:
+    return f"Authorization: Bearer {key}"
+
+
+def open_stream(port: int, job_id: str, key: str = KEY, rcvbuf: int | None = None) -> tuple[socket.socket, str, bytes]:
+    conn = socket.socket()
+    if rcvbuf:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    conn.settimeout(10)
+    conn.connect(("127.0.0.1", port))
+    conn.sendall(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return conn, head.decode("latin-1").split("\r\n")[0], rest
+
+
+def test_a_key_has_at_most_max_streams_per_key_open(app):
+    job_id, other = running_job(app), running_job(app, OTHER_KEY)
+    with serving(app, 5.0, 64) as port:
+        for _ in range(5):  # HEAD answers end at once and give their slot back
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(f"HEAD /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n{auth_line()}\r\n\r\n".encode())
+                assert conn.recv(4096).startswith(b"HTTP/1.1 200 OK")
+        streams = [open_stream(port, job_id) for _ in range(3)]
+        assert [status for _, status, _ in streams] == ["HTTP/1.1 200 OK"] * 3
+        conn, status, rest = open_stream(port, job_id)
+        assert status == "HTTP/1.1 429 Too Many Requests"
+        while rest.count(b"}") < 1:
+            rest += conn.recv(4096)
+        assert json.loads(rest) == {
+            "error": "this key has 3 event streams open, the limit (SPINBOT_MAX_STREAMS_PER_KEY=3); close one"
+        }
+        conn.close()
+        conn, status, _ = open_stream(port, other, OTHER_KEY)  # another key's are its own
+        assert status == "HTTP/1.1 200 OK"
+        conn.close()
+        streams.pop()[0].close()  # a client that leaves gives its slot back
+        deadline = time.monotonic() + 5
+        while app.state.services.streams.open.get(owner_of(KEY)) != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        conn, status, _ = open_stream(port, job_id)
+        assert status == "HTTP/1.1 200 OK"
+        for c in [conn] + [s[0] for s in streams]:
+            c.close()
+
+
+def test_a_stream_whose_client_reads_nothing_stays_bounded_then_asks_it_to_reconnect(app, monkeypatch):
+    job_id = running_job(app)
+    services = app.state.services
+    opened: list = []
+    open_feed = services.feed.open
+
+    async def watched_open(*args, **kwargs):
+        opened.append(await open_feed(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(services.feed, "open", watched_open)
+    with serving(app, 5.0, 64) as port:
+        conn, status, rest = open_stream(port, job_id, rcvbuf=4096)
+        assert status == "HTTP/1.1 200 OK"
+        for i in range(30000):  # the client reads nothing meanwhile
+            services.runner.events.publish(progress(job_id, "infinite_talk", i / 30000))
+        time.sleep(0.5)
+        assert opened[0].queue.qsize() <= COALESCE_AFTER + 1  # before: the ~29,000 the socket did not take
+        for _ in range(MAX_PENDING + 10):  # state changes are kept: past MAX_PENDING the stream has lagged
+            services.runner.events.publish(Event(job_id, "node", "pending", "f5_to_tts", attempt=1))
+        time.sleep(0.5)
+        data = rest
+        while b"event: reconnect" not in data or not data.endswith(b"0\r\n\r\n"):
+            chunk = conn.recv(65536)
+            assert chunk, data[-300:]
+            data += chunk
+        assert data.count(b"event: reconnect") == 1 and b"connect again" in data
+        conn.close()
