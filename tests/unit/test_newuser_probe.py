@@ -1,0 +1,70 @@
+"""Stumbles a new user met on a first run, each one line and a non-zero exit before any work starts (or noise that
+is gone): a native backend that would run for days on the CPU, an --out that is no video file, progress lines in a
+log, the resume hint, unknown worker queues, third-party noise from the native backends' imports."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from spinbot.cli import app
+from spinbot.samples import portrait_path, voice_path
+
+
+def run_cli(*args: str):
+    result = CliRunner().invoke(app, list(args))
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    return result.exit_code, lines, result.exception
+
+
+# ---- native infinite_talk without a GPU ---------------------------------------------------------------------------
+def write_talk_files(models, transformer_bytes: int) -> None:
+    """Every file native infinite_talk needs, the transformer at the size given (sparse: no disk used)."""
+    from spinbot.models.layouts import layout_for
+    from spinbot.tasks.talk import InfiniteTalkParams
+
+    for f in layout_for("infinite_talk").files(InfiniteTalkParams(), models):
+        f.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f.path, "wb") as out:
+            out.truncate(transformer_bytes if f.param == "wan_video_model" else 1)
+
+
+def test_native_infinite_talk_with_full_size_files_and_no_gpu_is_refused_at_submission(
+    spinbot_env, use_settings, tmp_path, monkeypatch
+):
+    # it ran the 14B model on the CPU (days), quietly
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    models = tmp_path / "models"
+    write_talk_files(models, 32 * 10**9)
+    use_settings(talk_backend="native", models_dir=models)
+    code, lines, exception = run_cli(
+        "run", "--prompt", "hi", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())
+    )
+    assert code == 2, exception
+    assert lines == [
+        "error: infinite_talk: the native infinite_talk backend needs a CUDA GPU; none is visible (its 32 GB "
+        "transformer would run on the CPU for days; use SPINBOT_TALK_BACKEND=lite on a CPU machine, or "
+        "SPINBOT_TALK_ALLOW_CPU=true to run it anyway)"
+    ]
+    assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
+
+
+@pytest.mark.parametrize("transformer_bytes, allow", [(16 * 10**6, False), (32 * 10**9, True)])
+def test_tiny_checkpoints_or_the_opt_in_pass_the_cpu_check(
+    spinbot_env, use_settings, tmp_path, monkeypatch, transformer_bytes, allow
+):
+    torch = pytest.importorskip("torch")
+    from spinbot.control.admission import Admission
+    from spinbot.pipelines.spec import load_pipelines
+    from spinbot.settings import get_settings
+    from spinbot.storage.local import LocalStore
+    from spinbot.tasks.catalog import load_task
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    models = tmp_path / "models"
+    write_talk_files(models, transformer_bytes)
+    use_settings(talk_backend="native", models_dir=models, talk_allow_cpu=allow)
+    spec = load_pipelines()["f5tts_infinitetalk"]
+    nodes = {n.id: load_task(n.task).params_model() for n in spec.nodes}
+    Admission(get_settings(), LocalStore(tmp_path / "store")).check_model_files(spec, nodes)  # no error
