@@ -34,9 +34,12 @@ def refuse_new_job_options(ctx: Any) -> None:
 
 
 # ---- --out -------------------------------------------------------------------------------------------------------
+VIDEO_SUFFIX = ".mp4"  # what every pipeline's last node delivers (its `video`)
+
+
 def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
-    """--out before any work: never one of the job's input files; an existing folder (the video goes in it), or a
-    file whose folder exists or can be made and is writable. True when --out is a file there already (the video
+    """--out before any work: never one of the job's input files; an existing folder (the video goes in it), or an
+    .mp4 file whose folder exists or can be made and is writable. True when --out is a file there already (the video
     will replace it)."""
     if out is None:
         return False
@@ -48,6 +51,11 @@ def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
         return False
     if out.exists() and not out.is_file():
         raise InputError(f"--out {out}: exists and is not a regular file")
+    if out.suffix.lower() != VIDEO_SUFFIX:  # the video is an mp4 whatever the name; a folder must exist already
+        raise InputError(
+            f"--out {out}: the video is an {VIDEO_SUFFIX} file; give a name ending in {VIDEO_SUFFIX} "
+            f"(e.g. {out.with_suffix(VIDEO_SUFFIX) if out.suffix else f'{out}{VIDEO_SUFFIX}'}) or a folder that exists"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -68,3 +68,26 @@ def test_tiny_checkpoints_or_the_opt_in_pass_the_cpu_check(
     spec = load_pipelines()["f5tts_infinitetalk"]
     nodes = {n.id: load_task(n.task).params_model() for n in spec.nodes}
     Admission(get_settings(), LocalStore(tmp_path / "store")).check_model_files(spec, nodes)  # no error
+
+
+# ---- --out ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, example", [("x.txt", "x.mp4"), ("talk", "talk.mp4")])
+def test_an_out_that_is_no_mp4_is_refused_before_any_work(spinbot_env, tmp_path, monkeypatch, name, example):
+    # an mp4 was written under the name x.txt after the whole render
+    monkeypatch.chdir(tmp_path)
+    code, lines, exception = run_cli(
+        "run", "--prompt", "hi", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()), "--out", name
+    )
+    assert code == 2, exception
+    assert lines == [
+        f"error: --out {name}: the video is an .mp4 file; give a name ending in .mp4 (e.g. {example}) "
+        "or a folder that exists"
+    ]
+    assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
+
+
+def test_an_mp4_out_in_capitals_or_a_folder_is_taken(tmp_path):
+    from spinbot.cli_checks import check_out
+
+    assert check_out(tmp_path / "TALK.MP4", {}) is False
+    assert check_out(tmp_path, {}) is False
