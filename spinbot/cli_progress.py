@@ -162,7 +162,7 @@ class NodeBars:
             self.estimates[node].report(event.progress, now)
         done = 1.0 if status == "succeeded" else event.progress
         seconds = self.runner.jobs.get(self.job_id).node(node).seconds if status == "succeeded" else None
-        message = self._attempt_prefix(node) + (event.message or "")[:60]
+        message = self._described(node, (event.message or "")[:60])
         self.progress.start_task(self.bars[node])  # the node's clock starts at its first event (no-op once started)
         self.progress.update(self.bars[node], completed=done, status=status, description=message, seconds=seconds)
         if event.job_progress is not None:
@@ -188,8 +188,10 @@ class NodeBars:
                 self.progress.update(self.bars[node], left=self.estimates[node])
             self.attempts[node] = attempt
 
-    def _attempt_prefix(self, node: str) -> str:
-        return f"attempt {self.attempts[node]}: " if self.attempts[node] > 1 else ""
+    def _described(self, node: str, message: str) -> str:
+        """The task's message, after `attempt N` from the second attempt on (`attempt 2`, not `attempt 2:`, alone)."""
+        attempt = f"attempt {self.attempts[node]}" if self.attempts[node] > 1 else ""
+        return ": ".join(part for part in (attempt, message) if part)
 
 
 def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
@@ -209,6 +211,8 @@ def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
 
 
 def _bars() -> Progress:
+    """In a terminal: the bars, redrawn. Elsewhere (a log file) rich draws nothing until the end, and then a table
+    fitted to 80 columns that cut node names (`infinite_t…`): the plain lines say it all there, so no table."""
     return Progress(
         TextColumn("{task.fields[node]:<14}"),
         BarColumn(),
@@ -219,6 +223,7 @@ def _bars() -> Progress:
         TextColumn("{task.description}"),
         console=err_console,
         transient=False,
+        disable=not err_console.is_terminal,
     )
 
 

@@ -91,3 +91,48 @@ def test_an_mp4_out_in_capitals_or_a_folder_is_taken(tmp_path):
 
     assert check_out(tmp_path / "TALK.MP4", {}) is False
     assert check_out(tmp_path, {}) is False
+
+
+# ---- progress in a log file ---------------------------------------------------------------------------------------
+def test_a_failed_job_in_a_log_file_keeps_node_names_whole(spinbot_env, tmp_path, monkeypatch):
+    # rich's final table, fitted to 80 columns where stderr is no terminal, cut names to `infinite_t…`
+    from spinbot.control import dispatch
+    from spinbot.errors import SpinBotError
+
+    def boom(request, *args, **kwargs):
+        if request.node_id == "infinite_talk":
+            raise SpinBotError("infinite_talk: " + "a long reason why the render stopped " * 3)
+        return real(request, *args, **kwargs)
+
+    real = dispatch.execute_task
+    monkeypatch.setattr(dispatch, "execute_task", boom)
+    code, lines, exception = run_cli(
+        "run", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()),
+        "--set", "script.text=Ever tried.", "--out", str(tmp_path / "o.mp4"),
+    )  # fmt: skip
+    assert code == 1, exception
+    assert not any("…" in line for line in lines), lines
+    assert any(line.startswith("infinite_talk  failed") for line in lines), lines
+    assert lines[-1].startswith("error: job ") and "failed: infinite_talk: a long reason" in lines[-1]
+
+
+def test_a_new_attempt_with_no_message_yet_has_no_dangling_colon(capsys):
+    # `queued 0%  attempt 2:` on resume
+    from types import SimpleNamespace
+
+    from rich.progress import Progress
+
+    from spinbot import cli_progress
+    from spinbot.state.events import Event
+
+    talk = SimpleNamespace(node_id="infinite_talk", status="failed", message=None, seconds=None, attempts=1)
+    bars = cli_progress.NodeBars(
+        Progress(), runner=None, job=SimpleNamespace(id="j", status="queued", progress=0.0, nodes=[talk])
+    )
+    bars.plain = cli_progress.PlainLines()
+    bars.on_event(Event("j", "node", "queued", "infinite_talk", attempt=2))
+    bars.on_event(Event("j", "node", "running", "infinite_talk", progress=0.1, message="window 1/4", attempt=2))
+    assert capsys.readouterr().err.splitlines() == [
+        "infinite_talk  queued       0%  attempt 2",
+        "infinite_talk  running     10%  attempt 2: window 1/4",
+    ]
