@@ -134,6 +134,9 @@ class NodeBars:
         self.estimates = {n.node_id: TimeLeft() for n in job.nodes}
         self.attempts = {n.node_id: n.attempts for n in job.nodes}
         self.bars = {n.node_id: self._add(n) for n in job.nodes}
+        for node in job.nodes:  # in a log file: the nodes that finished before a --resume, with their recorded time
+            if self.plain is not None and node.status == "succeeded" and node.seconds is not None:
+                self.plain.show(node.node_id, node.status, 1.0, f"took {clock(node.seconds)}", None, time.monotonic())
 
     def _add(self, node) -> Any:
         finished = node.status == "succeeded"
