@@ -4,8 +4,11 @@ or SIGHUP, the command that resumes it."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -86,9 +89,25 @@ class PlainLines:
         err_console.print(f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip(), highlight=False, markup=False)
 
 
+def invoked_as() -> str:
+    """`spinbot` as the user ran it, so a printed command works from where they are: `.venv/bin/spinbot` as typed,
+    `python -m spinbot` with their interpreter, `spinbot` when that is what PATH finds (or when run otherwise)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    path = Path(argv0)
+    if path.name == "__main__.py" and path.parent.name == "spinbot":  # python -m spinbot
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable
+        return f"{shlex.quote(python)} -m spinbot"
+    if not path.name.startswith("spinbot"):  # embedded (tests, another program): the console script's name
+        return "spinbot"
+    found = shutil.which(path.name)
+    if found and path.exists() and os.path.samefile(found, path):
+        return path.name
+    return shlex.quote(argv0)
+
+
 def resume_command(job_id: str, out: Path | None) -> str:
     """The command that continues the job, writing where this one would have (--out)."""
-    return f"spinbot run --resume {job_id}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
+    return f"{invoked_as()} run --resume {job_id}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
 
 
 class Stopped(KeyboardInterrupt):
@@ -258,7 +277,7 @@ def deliver(runner, job, out: Path | None) -> None:
     except OSError as err:  # the video stays in the job's artifacts: say how to get it
         fail(
             f"could not write {out} ({err.strerror or err}); the video is kept: "
-            f"spinbot run --resume {job.id} --out ANOTHER_FILE copies it",
+            f"{invoked_as()} run --resume {job.id} --out ANOTHER_FILE copies it",
             code=1,
         )
     typer.echo(str(out))

@@ -4,6 +4,8 @@ log, the resume hint, unknown worker queues, third-party noise from the native b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -136,3 +138,27 @@ def test_a_new_attempt_with_no_message_yet_has_no_dangling_colon(capsys):
         "infinite_talk  queued       0%  attempt 2",
         "infinite_talk  running     10%  attempt 2: window 1/4",
     ]
+
+
+# ---- the resume hint ------------------------------------------------------------------------------------------------
+def test_the_resume_hint_is_the_command_as_the_user_ran_it(tmp_path, monkeypatch):
+    # it said `spinbot run --resume ...` to a user who ran .venv/bin/spinbot (not on PATH) or python -m spinbot
+    import sys
+
+    from spinbot.cli_progress import resume_command
+
+    script = tmp_path / "venv" / "bin" / "spinbot"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", ["venv/bin/spinbot", "run"])
+    assert resume_command("J", None) == "venv/bin/spinbot run --resume J"
+    monkeypatch.setenv("PATH", str(script.parent))  # the venv activated: `spinbot` finds the same script
+    monkeypatch.setattr(sys, "argv", [str(script), "run"])
+    assert resume_command("J", tmp_path / "my out.mp4") == f"spinbot run --resume J --out '{tmp_path}/my out.mp4'"
+    main = str(Path(__import__("spinbot").__file__).parent / "__main__.py")
+    monkeypatch.setattr(sys, "argv", [main, "run"])
+    monkeypatch.setattr(sys, "orig_argv", [".venv/bin/python", "-m", "spinbot", "run"])
+    assert resume_command("J", None) == ".venv/bin/python -m spinbot run --resume J"
