@@ -33,6 +33,31 @@ def refuse_new_job_options(ctx: Any) -> None:
         raise InputError(f"--resume continues a job with its own inputs: {', '.join(given)} cannot be given with it")
 
 
+# ---- worker --queues -----------------------------------------------------------------------------------------------
+BUILT_IN_QUEUES = ("gpu", "cpu")  # SPINBOT_WORKER_QUEUES' default: always accepted
+
+
+def worker_queues(given: str | None, settings: Settings) -> list[str]:
+    """The queues a worker serves (--queues, else SPINBOT_WORKER_QUEUES), each one a task is routed to: the default
+    routes, SPINBOT_QUEUE_ROUTES (which may name queues of its own) and SPINBOT_QUEUE_DEFAULT. A misspelled name
+    would start a worker that serves nothing, silently."""
+    from spinbot.queue.config import DEFAULT_ROUTES
+
+    option = "--queues" if given is not None else "SPINBOT_WORKER_QUEUES"
+    names = [q.strip() for q in (given if given is not None else settings.worker_queues).split(",") if q.strip()]
+    routed = {*DEFAULT_ROUTES.values(), *settings.queue_routes.values(), settings.queue_default}
+    known = sorted({*BUILT_IN_QUEUES, *routed})
+    if not names:
+        raise InputError(f"{option}: no queue named (known: {', '.join(known)})")
+    unknown = [q for q in names if q not in known]
+    if unknown:
+        raise InputError(
+            f"{option}: no task is routed to queue '{unknown[0]}' (known: {', '.join(known)}; "
+            "SPINBOT_QUEUE_ROUTES adds others)"
+        )
+    return list(dict.fromkeys(names))
+
+
 # ---- --out -------------------------------------------------------------------------------------------------------
 VIDEO_SUFFIX = ".mp4"  # what every pipeline's last node delivers (its `video`)
 

@@ -162,3 +162,36 @@ def test_the_resume_hint_is_the_command_as_the_user_ran_it(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "argv", [main, "run"])
     monkeypatch.setattr(sys, "orig_argv", [".venv/bin/python", "-m", "spinbot", "run"])
     assert resume_command("J", None) == ".venv/bin/python -m spinbot run --resume J"
+
+
+# ---- worker --queues ------------------------------------------------------------------------------------------------
+def test_a_worker_on_a_queue_no_task_uses_is_refused_in_one_line(spinbot_env, use_settings, monkeypatch):
+    # `spinbot worker --queues nope` started and served nothing, silently
+    import spinbot.worker.main as worker_main
+
+    monkeypatch.setattr(worker_main, "run_worker", lambda *a: pytest.fail("the worker started"))
+    use_settings(redis_url="redis://127.0.0.1:9/0")
+    code, lines, exception = run_cli("worker", "--queues", "gpu,nope")
+    assert (code, lines) == (
+        2,
+        ["error: --queues: no task is routed to queue 'nope' (known: cpu, gpu; SPINBOT_QUEUE_ROUTES adds others)"],
+    ), exception
+    monkeypatch.setenv("SPINBOT_WORKER_QUEUES", "gpu,cuda")
+    use_settings()
+    code, lines, _ = run_cli("worker")
+    assert (code, lines) == (
+        2,
+        [
+            "error: SPINBOT_WORKER_QUEUES: no task is routed to queue 'cuda' (known: cpu, gpu; "
+            "SPINBOT_QUEUE_ROUTES adds others)"
+        ],
+    )
+
+
+def test_queues_that_the_routes_name_are_served(spinbot_env, use_settings):
+    from spinbot.cli_checks import worker_queues
+    from spinbot.settings import get_settings
+
+    use_settings(queue_routes='{"upscale_video": "big-gpu"}', queue_default="light")
+    assert worker_queues("big-gpu, gpu,light,gpu", get_settings()) == ["big-gpu", "gpu", "light"]
+    assert worker_queues(None, get_settings()) == ["gpu", "cpu"]  # SPINBOT_WORKER_QUEUES' default
