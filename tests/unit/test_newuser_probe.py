@@ -195,3 +195,26 @@ def test_queues_that_the_routes_name_are_served(spinbot_env, use_settings):
     use_settings(queue_routes='{"upscale_video": "big-gpu"}', queue_default="light")
     assert worker_queues("big-gpu, gpu,light,gpu", get_settings()) == ["big-gpu", "gpu", "light"]
     assert worker_queues(None, get_settings()) == ["gpu", "cpu"]  # SPINBOT_WORKER_QUEUES' default
+
+
+# ---- third-party noise ----------------------------------------------------------------------------------------------
+def test_the_native_backends_imports_print_no_third_party_noise_but_ours_still_shows():
+    # `spinbot models list/check` printed torch's jit.script FutureWarning and bitsandbytes' "pip install kernels" line
+    import subprocess
+    import sys
+
+    from tests.conftest import require_module
+
+    for name in ("x_transformers", "spandrel_extra_arches", "diffusers", "bitsandbytes"):
+        require_module(name)
+    code = (
+        "import logging, warnings; logging.basicConfig()\n"
+        "import spinbot.backends\n"
+        "import x_transformers, spandrel_extra_arches.architectures.CodeFormer, diffusers.quantizers.bitsandbytes\n"
+        "warnings.warn('ours', FutureWarning)\n"
+        "logging.getLogger('spinbot.x').warning('ours too')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "jit.script" not in result.stderr and "gemm_4bit" not in result.stderr, result.stderr
+    assert "FutureWarning: ours" in result.stderr and "ours too" in result.stderr
