@@ -218,3 +218,20 @@ def test_the_native_backends_imports_print_no_third_party_noise_but_ours_still_s
     assert result.returncode == 0, result.stderr
     assert "jit.script" not in result.stderr and "gemm_4bit" not in result.stderr, result.stderr
     assert "FutureWarning: ours" in result.stderr and "ours too" in result.stderr
+
+
+# ---- the web page -------------------------------------------------------------------------------------------------
+def test_the_page_names_its_icon_so_the_browser_asks_for_no_favicon(spinbot_env):
+    # every page load asked for /favicon.ico and got a 404
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from spinbot.api.app import create_app
+
+    with TestClient(create_app()) as client:
+        r = client.get("/")
+    assert r.status_code == 200
+    icons = re.findall(r'<link rel="icon" href="([^"]+)"', r.text)
+    assert icons == ["data:,"]  # an empty icon, which the page's CSP allows (img-src data:)
+    assert "img-src 'self' blob: data:" in r.headers["content-security-policy"]
