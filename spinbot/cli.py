@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperCommand
 
 from spinbot import __version__
-from spinbot.cli_checks import check_out, check_serve_address, check_services, refuse_new_job_options
+from spinbot.cli_checks import check_out, check_serve_address, check_services, refuse_new_job_options, worker_queues
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
@@ -381,7 +381,7 @@ def worker(
     try:
         check_services(settings, database=False, reachable=False)  # a Redis outage it rides out
         setup_logging(settings.log_level)
-        run_worker([q.strip() for q in queues.split(",") if q.strip()] if queues else None, settings)
+        run_worker(worker_queues(queues, settings), settings)
     except SpinBotError as err:
         fail(str(err))
 

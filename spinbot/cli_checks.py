@@ -33,10 +33,38 @@ def refuse_new_job_options(ctx: Any) -> None:
         raise InputError(f"--resume continues a job with its own inputs: {', '.join(given)} cannot be given with it")
 
 
+# ---- worker --queues -----------------------------------------------------------------------------------------------
+BUILT_IN_QUEUES = ("gpu", "cpu")  # SPINBOT_WORKER_QUEUES' default: always accepted
+
+
+def worker_queues(given: str | None, settings: Settings) -> list[str]:
+    """The queues a worker serves (--queues, else SPINBOT_WORKER_QUEUES), each one a task is routed to: the default
+    routes, SPINBOT_QUEUE_ROUTES (which may name queues of its own) and SPINBOT_QUEUE_DEFAULT. A misspelled name
+    would start a worker that serves nothing, silently."""
+    from spinbot.queue.config import DEFAULT_ROUTES
+
+    option = "--queues" if given is not None else "SPINBOT_WORKER_QUEUES"
+    names = [q.strip() for q in (given if given is not None else settings.worker_queues).split(",") if q.strip()]
+    routed = {*DEFAULT_ROUTES.values(), *settings.queue_routes.values(), settings.queue_default}
+    known = sorted({*BUILT_IN_QUEUES, *routed})
+    if not names:
+        raise InputError(f"{option}: no queue named (known: {', '.join(known)})")
+    unknown = [q for q in names if q not in known]
+    if unknown:
+        raise InputError(
+            f"{option}: no task is routed to queue '{unknown[0]}' (known: {', '.join(known)}; "
+            "SPINBOT_QUEUE_ROUTES adds others)"
+        )
+    return list(dict.fromkeys(names))
+
+
 # ---- --out -------------------------------------------------------------------------------------------------------
+VIDEO_SUFFIX = ".mp4"  # what every pipeline's last node delivers (its `video`)
+
+
 def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
-    """--out before any work: never one of the job's input files; an existing folder (the video goes in it), or a
-    file whose folder exists or can be made and is writable. True when --out is a file there already (the video
+    """--out before any work: never one of the job's input files; an existing folder (the video goes in it), or an
+    .mp4 file whose folder exists or can be made and is writable. True when --out is a file there already (the video
     will replace it)."""
     if out is None:
         return False
@@ -48,6 +76,11 @@ def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
         return False
     if out.exists() and not out.is_file():
         raise InputError(f"--out {out}: exists and is not a regular file")
+    if out.suffix.lower() != VIDEO_SUFFIX:  # the video is an mp4 whatever the name; a folder must exist already
+        raise InputError(
+            f"--out {out}: the video is an {VIDEO_SUFFIX} file; give a name ending in {VIDEO_SUFFIX} "
+            f"(e.g. {out.with_suffix(VIDEO_SUFFIX) if out.suffix else f'{out}{VIDEO_SUFFIX}'}) or a folder that exists"
+        )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -4,8 +4,11 @@ or SIGHUP, the command that resumes it."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -86,9 +89,25 @@ class PlainLines:
         err_console.print(f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip(), highlight=False, markup=False)
 
 
+def invoked_as() -> str:
+    """`spinbot` as the user ran it, so a printed command works from where they are: `.venv/bin/spinbot` as typed,
+    `python -m spinbot` with their interpreter, `spinbot` when that is what PATH finds (or when run otherwise)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    path = Path(argv0)
+    if path.name == "__main__.py" and path.parent.name == "spinbot":  # python -m spinbot
+        python = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else sys.executable
+        return f"{shlex.quote(python)} -m spinbot"
+    if not path.name.startswith("spinbot"):  # embedded (tests, another program): the console script's name
+        return "spinbot"
+    found = shutil.which(path.name)
+    if found and path.exists() and os.path.samefile(found, path):
+        return path.name
+    return shlex.quote(argv0)
+
+
 def resume_command(job_id: str, out: Path | None) -> str:
     """The command that continues the job, writing where this one would have (--out)."""
-    return f"spinbot run --resume {job_id}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
+    return f"{invoked_as()} run --resume {job_id}" + (f" --out {shlex.quote(str(out))}" if out is not None else "")
 
 
 class Stopped(KeyboardInterrupt):
@@ -134,6 +153,9 @@ class NodeBars:
         self.estimates = {n.node_id: TimeLeft() for n in job.nodes}
         self.attempts = {n.node_id: n.attempts for n in job.nodes}
         self.bars = {n.node_id: self._add(n) for n in job.nodes}
+        for node in job.nodes:  # in a log file: the nodes that finished before a --resume, with their recorded time
+            if self.plain is not None and node.status == "succeeded" and node.seconds is not None:
+                self.plain.show(node.node_id, node.status, 1.0, f"took {clock(node.seconds)}", None, time.monotonic())
 
     def _add(self, node) -> Any:
         finished = node.status == "succeeded"
@@ -162,7 +184,7 @@ class NodeBars:
             self.estimates[node].report(event.progress, now)
         done = 1.0 if status == "succeeded" else event.progress
         seconds = self.runner.jobs.get(self.job_id).node(node).seconds if status == "succeeded" else None
-        message = self._attempt_prefix(node) + (event.message or "")[:60]
+        message = self._described(node, (event.message or "")[:60])
         self.progress.start_task(self.bars[node])  # the node's clock starts at its first event (no-op once started)
         self.progress.update(self.bars[node], completed=done, status=status, description=message, seconds=seconds)
         if event.job_progress is not None:
@@ -188,8 +210,10 @@ class NodeBars:
                 self.progress.update(self.bars[node], left=self.estimates[node])
             self.attempts[node] = attempt
 
-    def _attempt_prefix(self, node: str) -> str:
-        return f"attempt {self.attempts[node]}: " if self.attempts[node] > 1 else ""
+    def _described(self, node: str, message: str) -> str:
+        """The task's message, after `attempt N` from the second attempt on (`attempt 2`, not `attempt 2:`, alone)."""
+        attempt = f"attempt {self.attempts[node]}" if self.attempts[node] > 1 else ""
+        return ": ".join(part for part in (attempt, message) if part)
 
 
 def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
@@ -209,6 +233,8 @@ def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
 
 
 def _bars() -> Progress:
+    """In a terminal: the bars, redrawn. Elsewhere (a log file) rich draws nothing until the end, and then a table
+    fitted to 80 columns that cut node names (`infinite_t…`): the plain lines say it all there, so no table."""
     return Progress(
         TextColumn("{task.fields[node]:<14}"),
         BarColumn(),
@@ -219,6 +245,7 @@ def _bars() -> Progress:
         TextColumn("{task.description}"),
         console=err_console,
         transient=False,
+        disable=not err_console.is_terminal,
     )
 
 
@@ -250,7 +277,7 @@ def deliver(runner, job, out: Path | None) -> None:
     except OSError as err:  # the video stays in the job's artifacts: say how to get it
         fail(
             f"could not write {out} ({err.strerror or err}); the video is kept: "
-            f"spinbot run --resume {job.id} --out ANOTHER_FILE copies it",
+            f"{invoked_as()} run --resume {job.id} --out ANOTHER_FILE copies it",
             code=1,
         )
     typer.echo(str(out))

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     models_dir: Path = Path("./models")
     tts_backend: Literal["lite", "native"] = "lite"
     talk_backend: Literal["lite", "native"] = "lite"
+    # Native InfiniteTalk with full-size transformer files where torch sees no CUDA GPU would run the 14B model on the
+    # CPU for days: refused at submission unless this is set (spinbot.control.admission).
+    talk_allow_cpu: bool = False
     upscale_backend: Literal["lite", "native"] = "lite"
 
     # Native backends on CUDA: torch.compile the transformer blocks; e4m3 (FP8) matmuls in them (spinbot.backends.fp8;

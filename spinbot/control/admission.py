@@ -26,6 +26,9 @@ from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
 from spinbot.tasks.tts import TextToSpeechParams
 
+TALK_TRANSFORMER_PARAMS = ("wan_video_model", "infinitetalk_model")  # the 14B transformer's two files
+TALK_CPU_MAX_BYTES = 10**9  # full size: about 38 GB in bfloat16 (16 GB in FP8); the synthetic tiny ones: 16 MB
+
 
 class Admission:
     def __init__(self, settings: Settings, store: ArtifactStore):
@@ -84,7 +87,8 @@ class Admission:
 
     def check_model_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams]) -> None:
         """Where tasks run in this process (no SPINBOT_REDIS_URL: the embedded queue), a native backend can run here
-        (the gpu extra installed, a CUDA GPU for f5_to_tts.device=cuda) and its required model files are present, so
+        (the gpu extra installed, a CUDA GPU for f5_to_tts.device=cuda and for full-size InfiniteTalk files) and its
+        required model files are present, so
         a job does not fail at that node after the ones before it ran. (Workers check
         their tasks' files, layouts included, when they start: spinbot.worker.main.)"""
         if self.settings.redis_url:
@@ -112,6 +116,26 @@ class Admission:
                     f"{node.id}: the native backend lacks model files in SPINBOT_MODELS_DIR={self.settings.models_dir}"
                     f": {missing[0]}{more} (`spinbot models pull` fetches them)"
                 )
+            if node.task == "infinite_talk":
+                self.refuse_talk_on_cpu(node.id, files)
+
+    def refuse_talk_on_cpu(self, node_id: str, files: list[Any]) -> None:
+        """The backend runs on the CPU where torch sees no CUDA GPU: with full-size transformer files (the 14B model)
+        a job would take days, so it is refused unless SPINBOT_TALK_ALLOW_CPU is set. Tiny checkpoints (tests,
+        `python -m spinbot.models.synth`) run in seconds and pass."""
+        if self.settings.talk_allow_cpu:
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            return
+        size = sum(f.path.stat().st_size for f in files if f.param in TALK_TRANSFORMER_PARAMS and f.present)
+        if size > TALK_CPU_MAX_BYTES:
+            raise BackendUnavailable(
+                f"{node_id}: the native infinite_talk backend needs a CUDA GPU; none is visible (its "
+                f"{size / 1e9:.0f} GB transformer would run on the CPU for days; use SPINBOT_TALK_BACKEND=lite on a "
+                "CPU machine, or SPINBOT_TALK_ALLOW_CPU=true to run it anyway)"
+            )
 
     # ---- files ----------------------------------------------------------------------------------------------------
     def check_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:

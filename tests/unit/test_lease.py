@@ -235,7 +235,8 @@ def test_ctrl_c_marks_the_job_interrupted_and_prints_the_resume_command(tmp_path
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert f"job {job.id} interrupted; resume it with: spinbot run --resume {job.id}" in err
+    # as it was run (python -m spinbot), so the command works from where the user is
+    assert f"job {job.id} interrupted; resume it with: {sys.executable} -m spinbot run --resume {job.id}" in err
     stopped = runner.jobs.get(job.id)
     assert stopped.status == "interrupted" and "spinbot run --resume" in stopped.error
     assert stopped.node("infinite_talk").status == "interrupted"
