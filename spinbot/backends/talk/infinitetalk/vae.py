@@ -16,6 +16,7 @@ sampling. Video is [B, 3, T, H, W] in [-1, 1]; T = 1 + 4k frames map to 1 + k la
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
 
@@ -70,12 +72,12 @@ class WanVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.autoencoder.parameters()).dtype
 
-    def speed_up(self, channels_last: bool = True, compile_norms: bool = True) -> None:
+    def speed_up(self, channels_last: bool = True, compile_norms: bool = True, backend: str = "inductor") -> None:
         """For the GPU: convolutions in channels-last layout (cuDNN's 3-D convolutions run on the tensor cores without
         transposing every input), and the RMS norms (a float32 normalize, a scale and a bias: five elementwise
         kernels each) compiled into one kernel each, shapes left dynamic so the many resolutions and chunk lengths
-        of a decode share their graphs. Numerics are unchanged. Timed per window in
-        benchmarks/infinitetalk_speed_gpu.py."""
+        of a decode share their graphs. Timed per window in benchmarks/infinitetalk_speed_gpu.py. `backend`: the
+        torch.compile backend (tests use "eager" to check the graphs without building kernels)."""
         if channels_last:
             self.memory_format = torch.channels_last_3d
             for module in self.autoencoder.modules():
@@ -83,11 +85,7 @@ class WanVAE(nn.Module):
                     layout = torch.channels_last_3d if isinstance(module, nn.Conv3d) else torch.channels_last
                     module.weight.data = module.weight.data.contiguous(memory_format=layout)
         if compile_norms:
-            from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
-
-            for module in self.autoencoder.modules():
-                if isinstance(module, WanRMS_norm):
-                    module.compile(dynamic=True)
+            compile_rms_norms(self.autoencoder, backend)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -157,3 +155,38 @@ def load_vae(
     if fast:
         vae.speed_up()
     return vae
+
+
+RMS_NORM_GRAPHS = 64  # graphs the compiled norm may keep (see _compiled_forward)
+
+
+def rms_norm(x: torch.Tensor, gamma: torch.Tensor, bias: Any, scale: float, channel_first: bool) -> torch.Tensor:
+    """diffusers' WanRMS_norm.forward as a function of its tensors: normalise over the channels (in float32 for
+    half-precision inputs), times sqrt(channels) and the gain, plus the bias."""
+    low_precision = x.dtype in (torch.float16, torch.bfloat16)
+    normalized = F.normalize(x.float() if low_precision else x, dim=1 if channel_first else -1).to(x.dtype)
+    return normalized * scale * gamma + bias
+
+
+def compile_rms_norms(autoencoder: nn.Module, backend: str = "inductor") -> None:
+    """Every WanRMS_norm of the VAE through one compiled function. Compiling each module (module.compile) gave a
+    graph per module instance, since torch.compile guards on the module it traces: the VAE's few dozen norms passed
+    torch._dynamo's recompile limit (8) in the first window (seen on the H200, benchmarks/results/
+    native_e2e_head_worker.log) and the rest ran uncompiled. As a function of the tensors, the norms share a few
+    graphs (by layout and bias), their sizes left dynamic."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
+
+    compiled = torch.compile(rms_norm, dynamic=True, backend=backend)
+    for module in autoencoder.modules():
+        if isinstance(module, WanRMS_norm):
+            module.forward = functools.partial(_compiled_forward, module, compiled)  # type: ignore[method-assign]
+
+
+def _compiled_forward(module: Any, compiled: Any, x: torch.Tensor) -> torch.Tensor:
+    # detached: torch.compile keeps a Parameter's sizes static (force_parameter_static_shapes), which would tie the
+    # graph to one channel count through the broadcast with x
+    bias = module.bias.detach() if isinstance(module.bias, torch.Tensor) else module.bias
+    # Still a graph per input rank, memory layout and size-1 dimension (8 for a tiny VAE's three clip lengths in
+    # channels-last): more than torch's default limit of 8 in a real decode, past which the calls run uncompiled.
+    with torch._dynamo.config.patch(recompile_limit=RMS_NORM_GRAPHS):
+        return compiled(x, module.gamma.detach(), bias, module.scale, module.channel_first)
