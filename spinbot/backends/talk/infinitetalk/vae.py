@@ -179,7 +179,7 @@ def compile_rms_norms(autoencoder: nn.Module, backend: str = "inductor") -> None
     compiled = torch.compile(rms_norm, dynamic=True, backend=backend)
     for module in autoencoder.modules():
         if isinstance(module, WanRMS_norm):
-            module.forward = functools.partial(_compiled_forward, module, compiled)  # type: ignore[method-assign]
+            module.forward = functools.partial(_compiled_forward, module, compiled)
 
 
 def _compiled_forward(module: Any, compiled: Any, x: torch.Tensor) -> torch.Tensor:
