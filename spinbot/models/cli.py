@@ -130,10 +130,12 @@ def pull(
         if not tasks:
             fail(_none_selected())
         needed = required_files(tasks, root, overrides)
+        wanted = [f for f in needed if not f.present and (f.required or f.source is not None)]
+        if wanted:  # the downloaders (the gpu extra's): one line before any download, not a traceback midway
+            import httpx  # noqa: F401
+            import huggingface_hub  # noqa: F401
     failures = []
-    for f in needed:
-        if f.present or (not f.required and f.source is None):
-            continue
+    for f in wanted:
         try:
             done = pull_file(f)
         except PullError as err:

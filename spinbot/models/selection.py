@@ -9,6 +9,7 @@ from spinbot.errors import InputError
 from spinbot.models.compare import Problem
 from spinbot.models.files import ModelFile
 from spinbot.models.layouts import LAYOUTS, layout_for
+from spinbot.models.needs import needed_files
 
 BACKEND_SETTING = {"f5_to_tts": "tts_backend", "infinite_talk": "talk_backend", "upscale_video": "upscale_backend"}
 
@@ -45,7 +46,8 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
 
 def required_files(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[ModelFile]:
     check_overrides(overrides)
-    return [f for task in tasks for f in layout_for(task).files(task_params(task, overrides), models_dir)]
+    """Names, paths and sizes only: no torch (spinbot models list and pull run on the CPU install)."""
+    return [f for task in tasks for f in needed_files(task, task_params(task, overrides), models_dir)]
 
 
 def check_tasks(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[Problem]:

@@ -31,7 +31,7 @@ from spinbot.tasks.model_files import model_folders
 # restoration flicker off and on.
 DETECT_EVERY = 10
 HOLD_MISSES = 2
-# The face detectors the native backend loads (spinbot.backends.upscale.model_loading.DETECTOR_FILES).
+# The face detectors the native backend loads (spinbot.backends.upscale.files.DETECTOR_FILES).
 FaceDetector = Literal["retinaface_resnet50"]
 
 

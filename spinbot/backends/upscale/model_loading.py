@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 import torch.nn.functional as F
 
+from spinbot.backends.upscale.files import DETECTOR_FILES
 from spinbot.backends.upscale.retinaface import RetinaFaceConfig, RetinaFaceDetector, load_retinaface
 from spinbot.errors import BackendUnavailable, ParamsError
 
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
     from spinbot.tasks.upscale import AIUpscalerParams
 
 T = TypeVar("T")
-
-DETECTOR_FILES = {"retinaface_resnet50": "detection_Resnet50_Final.pth"}
 
 
 @dataclass

@@ -1,5 +1,8 @@
-"""One module per native backend: `files(params, models_dir)` (what it needs, where it is looked up) and
-`check(params, models_dir)` (every file's key layout against the architecture the backend builds)."""
+"""One module per native backend: `check(params, models_dir)` (every file's key layout against the architecture the
+backend builds) and `files(params, models_dir)` (what it needs, where it is looked up: spinbot/models/needs.py's list).
+
+Importing a layout imports torch and the backend's packages (the gpu extra); for names, paths and sizes only (no
+torch), use spinbot.models.needs.needed_files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""f5_to_tts (native): the files the `model` param names and the key layout each must have.
+"""f5_to_tts (native): the key layout each file the `model` param names must have (the files themselves, torch-free:
+spinbot/models/needs.py; `files` here is that list, for layout_for(task).files).
 
 The CFM is built by the backend's own code (loading.new_cfm: the package's classes from the config and the
 vocabulary) on the meta device, and the checkpoint's header goes through the loader's own unwrapping
@@ -15,43 +16,8 @@ from typing import Any
 import torch
 
 from spinbot.models.compare import Problem, compare_layout, guarded, module_layout, unreadable_safetensors
-from spinbot.models.files import ModelFile, model_file
 from spinbot.models.headers import read_tree
-from spinbot.models.manifest import SOURCES
-
-TASK = "f5_to_tts"
-FOLDER, VOCODER = "F5-TTS", "vocos-mel-24khz"
-
-
-def files(params: Any, models_dir: Path) -> list[ModelFile]:
-    folder = models_dir / FOLDER / params.model
-    return [
-        model_file(TASK, "model", models_dir, FOLDER, params.model, _checkpoint_name(folder, params.model)),
-        model_file(TASK, "model (vocabulary)", models_dir, FOLDER, params.model, "vocab.txt"),
-        model_file(
-            TASK,
-            "model (config)",
-            models_dir,
-            FOLDER,
-            params.model,
-            "config.yaml",
-            required=False,
-            note=f"optional: f5-tts's own configs/{params.model}.yaml is used without it",
-        ),
-        model_file(TASK, "vocoder", models_dir, FOLDER, VOCODER, "config.yaml"),
-        model_file(TASK, "vocoder", models_dir, FOLDER, VOCODER, "pytorch_model.bin"),
-    ]
-
-
-def _checkpoint_name(folder: Path, model: str) -> str:
-    """The checkpoint the loader would pick (the highest model_<step>), else the one the manifest names."""
-    from spinbot.backends.tts.f5.loading import find_checkpoint
-
-    try:
-        return find_checkpoint(folder, folder).name
-    except Exception:  # noqa: BLE001 - BackendUnavailable: none there yet
-        known = [k.rsplit("/", 1)[1] for k in SOURCES if k.startswith(f"{FOLDER}/{model}/model_")]
-        return known[0] if known else "model_<step>.safetensors"
+from spinbot.models.needs import f5tts_files as files
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:

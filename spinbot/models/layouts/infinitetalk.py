@@ -1,4 +1,5 @@
-"""infinite_talk (native): the files InfiniteTalkParams names and the key layout each must have.
+"""infinite_talk (native): the key layout each file InfiniteTalkParams names must have (the files themselves,
+torch-free: spinbot/models/needs.py; `files` here is that list, for layout_for(task).files).
 
 Every layout is derived from the architecture the backend builds, through the loaders' own code: the transformer's
 config read from the files' shapes (loading.transformer_config) and InfiniteTalkModel built on the meta device; the
@@ -15,60 +16,15 @@ from typing import Any
 
 import torch
 
+from spinbot.backends.talk.infinitetalk.files import FOLDERS, TOKENIZER_FILE, WAV2VEC_WEIGHTS
 from spinbot.errors import first_line
 from spinbot.models.compare import Problem, compare_layout, guarded, module_layout, unreadable_safetensors
-from spinbot.models.files import ModelFile, model_file
 from spinbot.models.headers import FLOAT_DTYPES, FP8_DTYPES, TensorSpec, as_meta, read_header
+from spinbot.models.needs import infinitetalk_files as files
 
-TASK = "infinite_talk"
 TALK_DTYPES = FLOAT_DTYPES | FP8_DTYPES  # float8 weights are upcast (and scaled) as read
 ADAPTER_KEYS = ("audio_proj.", ".audio_cross_attn.", ".norm_x.")  # what the InfiniteTalk file holds
-WAV2VEC_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # transformers' order of preference
 WAV2VEC_PREFIX = "wav2vec2."  # Wav2Vec2ForPreTraining checkpoints (TencentGameMate's) nest the model under it
-
-
-def files(params: Any, models_dir: Path) -> list[ModelFile]:
-    from spinbot.backends.talk.infinitetalk.loading import FOLDERS
-
-    out = []
-    for param, (folder, _) in FOLDERS.items():
-        name = getattr(params, param)
-        if param == "lora_model" and not name:
-            continue
-        if param == "wav2vec_model":
-            out += _wav2vec_files(models_dir, folder, name)
-            continue
-        out.append(model_file(TASK, param, models_dir, folder, name))
-        if param == "t5_text_encoder_model":
-            out.append(
-                model_file(
-                    TASK,
-                    "t5_text_encoder_model (tokenizer)",
-                    models_dir,
-                    folder,
-                    str(Path(name).parent),
-                    "tokenizer.json",
-                )
-            )
-    return out
-
-
-def _wav2vec_files(models_dir: Path, folder: str, name: str) -> list[ModelFile]:
-    base = (folder, name)
-    weights = next((w for w in WAV2VEC_WEIGHTS if (models_dir.joinpath(*base) / w).is_file()), WAV2VEC_WEIGHTS[1])
-    return [
-        model_file(TASK, "wav2vec_model", models_dir, *base, "config.json"),
-        model_file(TASK, "wav2vec_model", models_dir, *base, weights),
-        model_file(
-            TASK,
-            "wav2vec_model",
-            models_dir,
-            *base,
-            "preprocessor_config.json",
-            required=False,
-            note="optional: without it the feature extractor's defaults are used",
-        ),
-    ]
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:
@@ -77,7 +33,7 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
     problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
     paths = {f.param: f.path for f in needed}
     lora = paths.get("lora_model")
-    folder = models_dir / "wav2vec2" / params.wav2vec_model
+    folder = models_dir / FOLDERS["wav2vec_model"][0] / params.wav2vec_model
     groups = [
         (
             ["wan_video_model", "infinitetalk_model", "lora_model"],
@@ -199,7 +155,7 @@ def vae_problems(path: Path) -> list[Problem]:
 def umt5_problems(path: Path) -> list[Problem]:
     from transformers import UMT5EncoderModel
 
-    from spinbot.backends.talk.infinitetalk.t5 import TOKENIZER_FILE, UMT5Size, hf_names, hf_to_wan
+    from spinbot.backends.talk.infinitetalk.t5 import UMT5Size, hf_names, hf_to_wan
     from spinbot.backends.talk.infinitetalk.weights import strip_prefix, uninitialised
 
     original = strip_prefix(as_meta(read_header(path)), ("model.",))

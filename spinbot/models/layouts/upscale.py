@@ -1,4 +1,5 @@
-"""upscale_video (native): the upscaler, CodeFormer and RetinaFace files and the key layout each must have.
+"""upscale_video (native): the key layout the upscaler, CodeFormer and RetinaFace files must have (the files
+themselves, torch-free: spinbot/models/needs.py; `files` here is that list, for layout_for(task).files).
 
 The upscaler and CodeFormer load through spandrel, which detects the architecture from the keys and shapes: the
 check runs spandrel's own detection and load on meta tensors made from the header (the wrappers `params_ema`,
@@ -15,21 +16,8 @@ from typing import Any
 import torch
 
 from spinbot.models.compare import Problem, compare_layout, guarded, module_layout, problems_from_error
-from spinbot.models.files import ModelFile, model_file
 from spinbot.models.headers import TensorSpec, as_meta, read_tree
-
-TASK = "upscale_video"
-
-
-def files(params: Any, models_dir: Path) -> list[ModelFile]:
-    from spinbot.backends.upscale.model_loading import DETECTOR_FILES
-
-    detector = DETECTOR_FILES.get(params.facedetection, f"<no native detector '{params.facedetection}'>")
-    return [
-        model_file(TASK, "model_name_0", models_dir, "upscale_models", params.model_name_0),
-        model_file(TASK, "model_name_1", models_dir, "facerestore_models", params.model_name_1),
-        model_file(TASK, "facedetection", models_dir, "facedetection", detector),
-    ]
+from spinbot.models.needs import upscale_files as files
 
 
 def check(params: Any, models_dir: Path) -> list[Problem]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from spinbot.models.layouts import layout_for
+from spinbot.models.needs import needed_files
 
 SCALES = ("tiny", "full")
 TASKS = ("f5_to_tts", "infinite_talk", "upscale_video")
@@ -65,7 +65,7 @@ def default_paths(task: str, root: Path) -> dict[str, Path]:
 
     params = load_task(task).params_model()
     paths: dict[str, Path] = {}
-    for f in layout_for(task).files(params, root):
+    for f in needed_files(task, params, root):
         param = f.param.split(" ")[0]
         if param == "wav2vec_model" or param == "vocoder":
             paths[param] = f.path.parent

@@ -31,6 +31,7 @@ from spinbot.backends.attention import resolve_attention, select_attention
 from spinbot.backends.fp8 import INFINITETALK_LINEARS, use_fp8
 from spinbot.backends.talk.infinitetalk.audio import AudioEncoder, load_audio_encoder
 from spinbot.backends.talk.infinitetalk.clip import ClipImageEncoder, load_clip_vision
+from spinbot.backends.talk.infinitetalk.files import FOLDERS
 from spinbot.backends.talk.infinitetalk.lora import LoraReport, merge_lora
 from spinbot.backends.talk.infinitetalk.model import WAV2VEC_DIM, WAV2VEC_LAYERS, InfiniteTalkConfig, InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.t5 import TextEncoder, load_text_encoder
@@ -42,15 +43,6 @@ T = TypeVar("T")
 
 HEAD_DIM = 128
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
-FOLDERS = {  # param -> (folder in SPINBOT_MODELS_DIR, is a directory)
-    "wan_video_model": ("diffusion_models", False),
-    "infinitetalk_model": ("diffusion_models", False),
-    "lora_model": ("loras", False),
-    "vae_model": ("vae", False),
-    "t5_text_encoder_model": ("text_encoders", False),
-    "clip_vision_model": ("clip_vision", False),
-    "wav2vec_model": ("wav2vec2", True),
-}
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spinbot.backends.talk.infinitetalk.files import TOKENIZER_FILE
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
 from spinbot.backends.talk.infinitetalk.weights import load_checked, read_safetensors, strip_prefix, uninitialised
 
 TEXT_LEN = 512
-TOKENIZER_FILE = "tokenizer.json"
 WAN_TO_HF = (  # per block: Wan's name -> transformers'
     ("norm1.weight", "layer.0.layer_norm.weight"),
     ("attn.q.weight", "layer.0.SelfAttention.q.weight"),

@@ -14,7 +14,6 @@ way f5_tts.infer.utils_infer.load_checkpoint loads it (EMA weights, `ema_model.`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files as package_files
@@ -24,13 +23,12 @@ from typing import Any, TypeVar
 import torch
 
 from spinbot.backends.fp8 import F5_LINEARS, use_fp8
+from spinbot.backends.tts.f5.files import FOLDER, VOCODER, latest_checkpoint
 from spinbot.backends.tts.f5.packed import attention_kernel, use_packing
 from spinbot.errors import BackendUnavailable, first_line
 
 T = TypeVar("T")
 
-FOLDER = "F5-TTS"
-VOCODER = "vocos-mel-24khz"
 # Keys of old checkpoints that the current MelSpec no longer has (utils_infer.load_checkpoint drops them too).
 STALE_KEYS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window")
 
@@ -61,15 +59,10 @@ def _missing(what: str, name: str, folder: Path, models_dir: Path) -> BackendUna
 
 def find_checkpoint(folder: Path, models_dir: Path) -> Path:
     """model_<step>.safetensors or .pt with the highest step (safetensors first on a tie)."""
-    found = [p for p in folder.glob("model_*") if p.suffix in (".safetensors", ".pt") and p.is_file()]
-    if not found:
+    found = latest_checkpoint(folder)
+    if found is None:
         raise _missing("checkpoint", "model_*.safetensors (or .pt)", folder, models_dir)
-
-    def rank(p: Path) -> tuple[int, int]:
-        step = re.fullmatch(r"model_(\d+)", p.stem)
-        return (int(step.group(1)) if step else -1, p.suffix == ".safetensors")
-
-    return max(found, key=rank)
+    return found
 
 
 def resolve_files(model: str, models_dir: Path) -> F5Files:
