@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -35,9 +36,26 @@ class PlainFormatter(logging.Formatter):
         return " ".join(line.split())  # one line, whatever a reason holds
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a record comes, not as it was at setup: a program that runs the CLI in
+    process and swaps stderr around it (a test runner, an embedding app) closed the stream a plain StreamHandler
+    kept, and every later record was a "--- Logging error ---" traceback on the next stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; sys.stderr is read at each record
+        pass
+
+
 def setup_logging(level: str = "INFO", *, plain: bool = False) -> None:
     """JSON lines (services: serve, worker), or plain lines (plain=True: the CLI running jobs itself)."""
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     handler.setFormatter(PlainFormatter() if plain else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

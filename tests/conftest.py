@@ -52,3 +52,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     loop running in the main thread until the session ends, and tests that run a loop of their own (asyncio.run)
     fail after it. A stable sort keeps every other test in its order."""
     items.sort(key=lambda item: "e2e" in item.path.parts)
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored():
+    """The root logger as it was before each test: a test that runs `spinbot serve`, `worker` or `run` in process
+    sets its handler and level (INFO for the services), and later tests' CLI output would hold their records."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
