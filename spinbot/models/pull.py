@@ -55,6 +55,7 @@ def pull_file(file: ModelFile) -> Pulled:
 
 
 def _pull_hub(file: ModelFile, source: Source) -> Pulled:
+    import httpx
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -79,7 +80,8 @@ def _pull_hub(file: ModelFile, source: Source) -> Pulled:
         digest = _verified(staged, expected, file)
         os.replace(staged, file.path)
         return Pulled(file, digest, against, meta.commit_hash)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+    # httpx.HTTPError: huggingface_hub 1.x speaks httpx, whose refused connections and timeouts are not OSErrors
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, httpx.HTTPError) as err:
         raise PullError(f"{file.relpath}: {source.describe()}: {first_line(err)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

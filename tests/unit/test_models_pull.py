@@ -141,6 +141,19 @@ def test_a_file_missing_from_the_hub_is_one_line(hub, sources, tmp_path):
     assert not (tmp_path / UPSCALER).exists()
 
 
+def test_a_hub_that_cannot_be_reached_is_one_line(sources, tmp_path, monkeypatch):
+    from tests.support.services import free_port
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    sources(UPSCALER, Source("test/upscale", COMMIT, "RealESRGAN_x2.pth", sha256="0" * 64))
+    code, output = pull(tmp_path)
+    assert code == 1, output
+    line = next(line for line in output.splitlines() if "RealESRGAN_x2.pth" in line)
+    assert f"hf://test/upscale@{COMMIT}/RealESRGAN_x2.pth: " in line
+    assert "Traceback" not in output and "ConnectError" not in output.replace(line, "")
+    assert not (tmp_path / UPSCALER).exists()
+
+
 def test_the_manifest_pins_every_seed_default():
     """Every file the default params name has a source, Hub files with a revision and every big file a sha256."""
     from spinbot.models.layouts import LAYOUTS, layout_for
