@@ -163,7 +163,7 @@ class Admission:
         from spinbot.media.image import load_portrait
 
         if request.image is not None:
-            load_portrait(request.image)
+            load_portrait(request.image, self.settings.max_image_pixels)
         with tempfile.TemporaryDirectory(prefix="spinbot-admission-") as tmp:
             if request.voice is not None:
                 check_voice(request.voice, self.settings, "the narrator voice")
