@@ -5,10 +5,25 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# uvicorn passes its message again with terminal colours as extra={"color_message": ...}: for its own formatter only
+_DROPPED = {"color_message"}
+# Terminal escape sequences (colours, cursor moves, titles) in any field: CSI, OSC, and the two-byte ones
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])?")
+
+
+def _plain(value: Any) -> Any:
+    return _ANSI.sub("", value) if isinstance(value, str) else value
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The `extra=` fields of a record, with no terminal escape sequences in their strings."""
+    return {k: _plain(v) for k, v in vars(record).items() if k not in _STANDARD and k not in _DROPPED}
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,11 +34,11 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _plain(record.getMessage()),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update(_extras(record))
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _plain(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
@@ -31,8 +46,8 @@ class PlainFormatter(logging.Formatter):
     """For a person at a terminal (the CLI's own jobs): "warning: MESSAGE (key: value; ...)" on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extra = "; ".join(f"{k}: {v}" for k, v in vars(record).items() if k not in _STANDARD)
-        line = f"{record.levelname.lower()}: {record.getMessage()}" + (f" ({extra})" if extra else "")
+        extra = "; ".join(f"{k}: {v}" for k, v in _extras(record).items())
+        line = f"{record.levelname.lower()}: {_plain(record.getMessage())}" + (f" ({extra})" if extra else "")
         return " ".join(line.split())  # one line, whatever a reason holds
 
 

@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        services.readiness.start()  # the native backends' imports, in a thread: /readyz says when they are done
         services.executor.resume_unfinished()
         yield
         unsubscribe()

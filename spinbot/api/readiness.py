@@ -1,24 +1,34 @@
-"""/readyz: each dependency's state (database, Redis, storage), checked at once and bounded in time.
+"""/readyz: each dependency's state (database, Redis, storage), checked at once and bounded in time, and whether the
+native backends' imports are done.
 
 The checks are blocking client calls, so they run on a small pool of their own: a dependency that hangs ties up at
 most one of its threads (a check still running is reported as timed out, never started twice), and never the
 threads that serve requests.
+
+Where jobs run in this process with a native backend, a submission's check imports torch and the backend's packages
+(several seconds); the API does that once as it starts, in a thread of its own (`start`), and reports `backends`
+as `loading` (503) until it is done, so that no submission waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from spinbot.api.schemas import DependencyState, ReadyOut
+from spinbot.control.admission import Admission
 from spinbot.control.runner import Runner
+from spinbot.errors import first_line
 from spinbot.settings import Settings
 
 CHECK_TIMEOUT_SECONDS = 3.0
+log = logging.getLogger(__name__)
 
 
 def ping_database(runner: Runner) -> None:
@@ -35,6 +45,38 @@ class Readiness:
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="spinbot-readyz")
         self._running: dict[str, Future] = {}
         self._redis: Any = None
+        self._imports: Future | None = None  # the native backends' imports, where there are any
+        self._imports_took: float | None = None
+
+    def start(self) -> None:
+        """Import the native backends' packages in a thread, where some task runs natively in this process."""
+        admission = Admission(self.settings, self.runner.artifacts)
+        if not admission.native_tasks_here():
+            return
+        future = self._imports = Future()
+        started = time.perf_counter()
+
+        def run() -> None:
+            try:
+                admission.import_native()
+            except Exception as err:  # noqa: BLE001 - a CPU install: submissions refuse the job with it
+                log.warning("the native backends could not be imported: %s", first_line(err))
+                future.set_exception(err)
+            else:
+                future.set_result(None)
+            finally:
+                self._imports_took = time.perf_counter() - started
+
+        threading.Thread(target=run, name="spinbot-native-imports", daemon=True).start()
+
+    def _backends(self) -> DependencyState:
+        future = self._imports
+        if future is None:
+            return DependencyState(ok=True, ms=0.0, detail="not configured")
+        if not future.done():
+            return DependencyState(ok=False, ms=0.0, detail="loading")
+        detail = "unavailable" if future.exception() is not None else "ok"
+        return DependencyState(ok=detail == "ok", ms=round((self._imports_took or 0.0) * 1000, 1), detail=detail)
 
     def _checks(self) -> dict[str, Callable[[], None] | None]:
         return {
@@ -46,8 +88,9 @@ class Readiness:
     async def check(self) -> ReadyOut:
         names, checks = zip(*self._checks().items())
         states = await asyncio.gather(*(self._run(name, check) for name, check in zip(names, checks)))
-        ready = all(s.ok for s in states)
-        return ReadyOut(status="ready" if ready else "unavailable", dependencies=dict(zip(names, states)))
+        dependencies = {**dict(zip(names, states)), "backends": self._backends()}
+        ready = all(s.ok for s in dependencies.values())
+        return ReadyOut(status="ready" if ready else "unavailable", dependencies=dependencies)
 
     async def _run(self, name: str, check: Callable[[], None] | None) -> DependencyState:
         if check is None:

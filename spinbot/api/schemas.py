@@ -155,9 +155,13 @@ class HealthOut(BaseModel):
 class DependencyState(BaseModel):
     ok: bool
     ms: float = Field(description="how long the check took")
-    detail: str = Field(description="'ok', 'not configured', 'unreachable' or 'timed out'")
+    detail: str = Field(
+        description="'ok', 'not configured', 'unreachable' or 'timed out'; backends: 'loading' or 'unavailable' too"
+    )
 
 
 class ReadyOut(BaseModel):
     status: Literal["ready", "unavailable"]
-    dependencies: dict[str, DependencyState] = Field(description="database, redis, storage")
+    dependencies: dict[str, DependencyState] = Field(
+        description="database, redis, storage, and backends (the native backends' imports, done as the API starts)"
+    )

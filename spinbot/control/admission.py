@@ -91,12 +91,11 @@ class Admission:
         required model files are present, so
         a job does not fail at that node after the ones before it ran. (Workers check
         their tasks' files, layouts included, when they start: spinbot.worker.main.)"""
-        if self.settings.redis_url:
-            return
-        from spinbot.models.layouts import LAYOUTS, layout_for
+        from spinbot.models.layouts import layout_for
 
+        here = self.native_tasks_here()
         for node in spec.nodes:
-            if node.task not in LAYOUTS or backend_name(node.task, self.settings) != "native":
+            if node.task not in here:
                 continue
             try:
                 layout = layout_for(node.task)  # imports torch and the backend's packages
@@ -118,6 +117,26 @@ class Admission:
                 )
             if node.task == "infinite_talk":
                 self.refuse_talk_on_cpu(node.id, files)
+
+    def native_tasks_here(self) -> list[str]:
+        """The tasks check_model_files checks: a native backend configured, and tasks run in this process."""
+        if self.settings.redis_url:
+            return []
+        from spinbot.models.layouts import LAYOUTS
+
+        return [task for task in LAYOUTS if backend_name(task, self.settings) == "native"]
+
+    def import_native(self) -> None:
+        """Import what check_model_files imports (torch and each native backend's packages: seconds), so that no
+        submission waits for it; the API runs this once as it starts (spinbot.api.readiness). An ImportError (a CPU
+        install) is raised; submissions then refuse the job with it."""
+        from spinbot.models.layouts import layout_for
+
+        for task in self.native_tasks_here():
+            layout = layout_for(task)
+            layout.files(load_task(task).params_model(), self.settings.models_dir)  # the modules it imports itself
+            if task == "f5_to_tts":
+                import spinbot.backends.tts.f5.backend  # noqa: F401 - check_model_files asks it about `device`
 
     def refuse_talk_on_cpu(self, node_id: str, files: list[Any]) -> None:
         """The backend runs on the CPU where torch sees no CUDA GPU: with full-size transformer files (the 14B model)
@@ -144,7 +163,7 @@ class Admission:
         from spinbot.media.image import load_portrait
 
         if request.image is not None:
-            load_portrait(request.image)
+            load_portrait(request.image, self.settings.max_image_pixels)
         with tempfile.TemporaryDirectory(prefix="spinbot-admission-") as tmp:
             if request.voice is not None:
                 check_voice(request.voice, self.settings, "the narrator voice")

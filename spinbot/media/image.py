@@ -45,11 +45,10 @@ def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
         return header
 
 
-def load_image(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
-    """Decode an image file to RGB uint8 (H, W, 3) after its header passed the pixel limit (default: the
-    SPINBOT_MAX_IMAGE_PIXELS setting); anything that is not an image, or not one that decodes, is a one-line
-    error."""
-    with _opened(path, _pixel_limit(max_pixels)) as (image, header):
+def load_image(path: Path | str, max_pixels: int) -> np.ndarray:
+    """Decode an image file to RGB uint8 (H, W, 3) after its header passed the pixel limit (the caller's
+    SPINBOT_MAX_IMAGE_PIXELS); anything that is not an image, or not one that decodes, is a one-line error."""
+    with _opened(path, max_pixels) as (image, header):
         return _decode(image, header, path)
 
 
@@ -58,9 +57,9 @@ def load_image(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
 MAX_PORTRAIT_ASPECT = 4.0
 
 
-def load_portrait(path: Path | str, max_pixels: int | None = None) -> np.ndarray:
+def load_portrait(path: Path | str, max_pixels: int) -> np.ndarray:
     """load_image for the portrait a video is made from: its aspect ratio checked from the header first."""
-    with _opened(path, _pixel_limit(max_pixels)) as (image, header):
+    with _opened(path, max_pixels) as (image, header):
         long_side, short_side = max(header.width, header.height), min(header.width, header.height)
         if long_side > MAX_PORTRAIT_ASPECT * short_side:
             raise InputTooLarge(  # a limit, like pixels and seconds: the upload route passes its message on
@@ -68,14 +67,6 @@ def load_portrait(path: Path | str, max_pixels: int | None = None) -> np.ndarray
                 "the other (crop it closer to the face)"
             )
         return _decode(image, header, path)
-
-
-def _pixel_limit(max_pixels: int | None) -> int:
-    if max_pixels is not None:
-        return max_pixels
-    from spinbot.settings import get_settings
-
-    return get_settings().max_image_pixels
 
 
 @functools.cache

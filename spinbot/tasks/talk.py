@@ -8,6 +8,7 @@ through the backend, each window's frames streamed to the encoder as it finishes
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from spinbot.media.chunks import join_chunks
 from spinbot.media.features import Loudness, fit_length, frame_features, highpass, normalize_loudness, speech_bounds
 from spinbot.media.image import load_image
 from spinbot.media.video import VideoWriter
+from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.model_files import model_folders
@@ -239,7 +241,7 @@ def _loudness_step(loudness: Loudness) -> dict[str, Any]:
 
 def prepare_image(path: Path, backend: TalkBackend, params: InfiniteTalkParams) -> tuple[np.ndarray, dict[str, Any]]:
     """The portrait at the output size the backend chooses (aspect kept, centre crop)."""
-    image = _named_input("source_image", load_image, path)
+    image = _named_input("source_image", partial(load_image, max_pixels=get_settings().max_image_pixels), path)
     h0, w0 = image.shape[:2]
     fitted, rule = backend.fit_portrait(image, params)
     height, width = fitted.shape[:2]

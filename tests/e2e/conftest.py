@@ -37,7 +37,8 @@ API_KEY = "e2e-web-key"
 SERVER_START_SECONDS = 60
 # How long a page action or an `expect(...)` assertion waits for the page (Playwright's default is 5 s for
 # assertions): a loaded 2-core CI machine answered a job's first POST /v1/jobs in over 5 s (the native backend's
-# check imports torch in that request). Waits for a job's end use test_web.JOB_SECONDS instead.
+# check imported torch in that request; the server now does that as it starts, and wait_until_ready waits for it).
+# Waits for a job's end use test_web.JOB_SECONDS instead.
 UI_TIMEOUT_MS = 30_000
 
 
@@ -85,17 +86,19 @@ def server_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
+    """/readyz answers 200: the database and storage answer, and a native backend's imports are done (the server does
+    them as it starts, so that the first POST /v1/jobs does not wait for them)."""
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
         try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):
-                return
+            with urllib.request.urlopen(url + "/readyz", timeout=2):
+                return  # urlopen raises HTTPError (an URLError) on the 503 of a server not ready yet
         except (urllib.error.URLError, OSError):
             time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer /healthz in {SERVER_START_SECONDS} s:\n{log.read_text()}")
+    raise RuntimeError(f"the server was not ready (/readyz) in {SERVER_START_SECONDS} s:\n{log.read_text()}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -121,7 +124,7 @@ def running_server(folder: Path, env: dict[str, str]) -> Iterator[Server]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(url, process, log)
+        wait_until_ready(url, process, log)
         yield Server(url=url, api_key=API_KEY, log=log)
     finally:
         stop(process)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import time
+from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -187,4 +188,49 @@ def test_a_stream_whose_client_reads_nothing_stays_bounded_then_asks_it_to_recon
             assert chunk, data[-300:]
             data += chunk
         assert data.count(b"event: reconnect") == 1 and b"connect again" in data
+        conn.close()
+
+
+def test_a_stream_whose_client_never_reads_ends_on_the_server_when_its_last_write_waits(app, monkeypatch):
+    """Over a real socket: a client connected that reads nothing at all. The job's events fill the socket's buffers
+    and the stream lags (its last event a `reconnect`); that write waits, and is abandoned after SEND_TIMEOUT_SECONDS:
+    the server's generator ends, its subscription is closed and the key's slot given back. Before, the stream waited
+    on that write for as long as the client stayed connected."""
+    from spinbot.api.routes import jobs as jobs_route
+
+    monkeypatch.setattr(jobs_route, "SEND_TIMEOUT_SECONDS", 2.0)
+    job_id = running_job(app)
+    services = app.state.services
+    opened: list = []
+    closed: list[bool] = []
+    open_feed = services.feed.open
+
+    async def watched_open(*args, **kwargs):
+        opened.append(await open_feed(*args, **kwargs))
+        close = opened[-1].close
+        opened[-1].close = lambda: (closed.append(True), close())[1]
+        return opened[-1]
+
+    monkeypatch.setattr(services.feed, "open", watched_open)
+    with serving(app, 5.0, 64) as port:
+        conn, status, _ = open_stream(port, job_id, rcvbuf=4096)
+        assert status == "HTTP/1.1 200 OK" and services.streams.open == {owner_of(KEY): 1}
+        # events of 8 KB, paced so that the stream writes each, until a write waits: one stays queued
+        deadline, value = time.monotonic() + 30, 0.0
+        while True:
+            for _ in range(50):
+                value += 1e-5
+                event = progress(job_id, "infinite_talk", value)
+                services.runner.events.publish(replace(event, message="window 1/2 " + "x" * 8000))
+            time.sleep(0.05)
+            if opened[0].queue.qsize() and (time.sleep(0.3) or opened[0].queue.qsize()):
+                break
+            assert time.monotonic() < deadline, "the socket's buffers never filled"
+        assert not closed
+        for _ in range(MAX_PENDING + 10):
+            services.runner.events.publish(Event(job_id, "node", "pending", "f5_to_tts", attempt=1))
+        deadline = time.monotonic() + 15
+        while services.streams.open or not closed:
+            assert time.monotonic() < deadline, "the stream still waits on its client"
+            time.sleep(0.05)
         conn.close()

@@ -317,8 +317,9 @@ def test_job_errors_reach_clients_without_endpoints_keys_or_paths(client):
 def test_readyz_reports_each_dependency_and_503_when_one_is_down(client, monkeypatch):
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready"
-    assert set(ready["dependencies"]) == {"database", "redis", "storage"}
+    assert set(ready["dependencies"]) == {"database", "redis", "storage", "backends"}
     assert ready["dependencies"]["redis"]["detail"] == "not configured"
+    assert ready["dependencies"]["backends"]["detail"] == "not configured"  # lite backends: nothing to import
     readiness = services(client).readiness
     monkeypatch.setattr(readiness.settings, "redis_url", "redis://127.0.0.1:9/0")  # nothing listens there
     started = time.monotonic()

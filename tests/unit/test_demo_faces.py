@@ -15,6 +15,7 @@ from spinbot.media.faces import Box, face_candidates
 from spinbot.media.image import load_image
 from spinbot.media.video import iter_frames
 from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import get_settings
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.upscale import DETECT_EVERY, AIUpscalerParams, scale_box
 from tests.support.tasks import run_talk
@@ -39,7 +40,7 @@ def talking_head(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_the_animator_finds_the_astronaut_and_her_eyes(talking_head):
-    layout = locate_face(load_image(talking_head[0]))
+    layout = locate_face(load_image(talking_head[0], get_settings().max_image_pixels))
     assert layout.face_found and layout.eyes_found
     face = layout.face
     cx, cy = face.x + face.w / 2, face.y + face.h / 2

@@ -11,12 +11,13 @@ import numpy as np
 from spinbot.media.faces import face_candidates
 from spinbot.media.image import load_image
 from spinbot.samples import portrait_path
+from spinbot.settings import get_settings
 
 
 def test_threads_detecting_at_once_find_what_one_thread_finds(tmp_path: Path):
     """One CascadeClassifier shared by threads gave other threads' results (11 of 405 here) or raised OpenCV's
     getScaleData assertion; each thread now has its own."""
-    portrait = load_image(portrait_path(tmp_path))
+    portrait = load_image(portrait_path(tmp_path), get_settings().max_image_pixels)
     rng = np.random.default_rng(0)
     noisy = [np.clip(portrait + rng.integers(-20, 20, portrait.shape), 0, 255).astype(np.uint8) for _ in range(4)]
     images = noisy + [cv2.resize(portrait, (side, side)) for side in (200, 300, 700)]

@@ -161,3 +161,71 @@ def test_a_silent_stream_is_pinged_so_proxies_keep_it_open(client, monkeypatch):
     assert body.startswith("event: snapshot")
     assert body.count(": ping") >= 3, body
     assert jobs_route.PING_SECONDS <= 30  # well inside the usual proxy idle timeouts (nginx: 60 s)
+
+
+def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, monkeypatch):
+    """A client still connected that reads nothing: once its buffers are full every write waits (here: every write
+    after the snapshot never returns). When the job ends the stream's last writes are abandoned after
+    SEND_TIMEOUT_SECONDS, and the stream ends, its generator closed and its key's slot given back. Before, the last
+    write waited for ever."""
+    monkeypatch.setattr(jobs_route, "SEND_TIMEOUT_SECONDS", 0.3)
+    services = client.app.state.services
+    jobs = services.runner.jobs
+    job_id = jobs.new_id()
+    jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")], {}, {}, owner_of(KEY))
+    jobs.set_job_status(job_id, "running")
+    closed = []
+    stream = jobs_route._event_stream
+
+    async def watched(*args):
+        try:
+            async for item in stream(*args):
+                yield item
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(jobs_route, "_event_stream", watched)
+    path = f"/v1/jobs/{job_id}/events"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"t"), (b"authorization", f"Bearer {KEY}".encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+    written: list[bytes] = []
+
+    async def main() -> None:
+        never = asyncio.Event()
+        requested = False
+
+        async def receive():  # the request, then nothing: the client never hangs up
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await never.wait()
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                if written:  # the snapshot went out; the client reads nothing more
+                    await never.wait()
+                written.append(message["body"])
+
+        def job_ends() -> None:
+            jobs.set_job_status(job_id, "succeeded")
+            services.runner.events.publish(Event(job_id, "job", "succeeded"))
+
+        asyncio.get_running_loop().call_later(0.5, job_ends)
+        async with asyncio.timeout(10):
+            await client.app(scope, receive, send)
+
+    asyncio.run(main())
+    assert written[0].startswith(b"event: snapshot") and len(written) == 1
+    assert closed == [True] and services.streams.open == {}

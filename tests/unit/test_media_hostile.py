@@ -40,7 +40,8 @@ def test_a_tiff_with_its_width_written_twice_is_refused_not_decoded_at_another_s
 
 
 def test_the_same_tiff_with_one_width_decodes(tmp_path):
-    assert load_portrait(tiff_with_two_widths(tmp_path / "one.tif", 3000, 3000, 1000)).shape == (1000, 3000, 3)
+    tiff = tiff_with_two_widths(tmp_path / "one.tif", 3000, 3000, 1000)
+    assert load_portrait(tiff, 40_000_000).shape == (1000, 3000, 3)
 
 
 def _opencv(path: Path) -> np.ndarray:
@@ -95,7 +96,7 @@ def test_every_format_an_upload_took_still_decodes_as_opencv_did(tmp_path, photo
         options = {**options, "exif": _exif(options["exif"])}
     path = tmp_path / f"portrait.{suffix}"
     image.save(path, **options)
-    decoded, before = load_portrait(path), _opencv(path)
+    decoded, before = load_portrait(path, get_settings().max_image_pixels), _opencv(path)
     assert decoded.dtype == np.uint8 and decoded.flags.c_contiguous and decoded.flags.writeable
     assert decoded.shape == before.shape
     assert np.abs(decoded.astype(int) - before).max() <= 1
@@ -107,7 +108,7 @@ def test_formats_no_upload_took_stay_refused(tmp_path, photo, suffix):
     path = tmp_path / f"portrait.{suffix}"
     photo.save(path)
     with pytest.raises(InputError, match="not a readable image"):
-        load_image(path)
+        load_image(path, get_settings().max_image_pixels)
 
 
 # ---- C5: a sample rate no voice is measured at ------------------------------------------------------------------

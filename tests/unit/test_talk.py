@@ -18,6 +18,7 @@ from spinbot.media.features import frame_features, normalize_loudness, speech_bo
 from spinbot.media.image import load_image
 from spinbot.media.video import iter_frames, probe, read_audio
 from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import get_settings
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.windows import plan_windows
 from tests.support.tasks import run_talk
@@ -180,7 +181,7 @@ def speech_track(audio_path: Path, fps: int = 25) -> SpeechTrack:
 
 
 def test_frames_do_not_depend_on_the_window_plan_and_are_deterministic(portrait, beckett_excerpt):
-    image = load_image(portrait)
+    image = load_image(portrait, get_settings().max_image_pixels)
     speech = speech_track(beckett_excerpt)
     backend = AnimatorBackend()
 
@@ -196,7 +197,7 @@ def test_frames_do_not_depend_on_the_window_plan_and_are_deterministic(portrait,
 
 
 def test_audio_scale_scales_the_mouth_motion(portrait, beckett_excerpt):
-    image = load_image(portrait)
+    image = load_image(portrait, get_settings().max_image_pixels)
     speech = speech_track(beckett_excerpt)
     layout = AnimatorBackend().prepare(image, speech, InfiniteTalkParams()).layout
     default = motion_tracks(speech, layout, 1.6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,10 @@ IDLE_CHECK_SECONDS = 15.0
 PING_SECONDS = 10.0
 # A stream that fell too far behind ends with a `reconnect` event; EventSource connects again after this long.
 RECONNECT_MS = 1000
+# A write to the client that waits this long (its buffers full: a client connected that stopped reading) abandons the
+# stream, which then ends as if the client had left; a client that reads, however slowly, never waits on a write.
+SEND_TIMEOUT_SECONDS = 30.0
+log = logging.getLogger(__name__)
 
 
 @router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 429, 503))
@@ -147,9 +152,28 @@ class CountedEventSource(EventSourceResponse):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, _bounded(send))
+        except StalledClient:
+            log.warning("an event stream ended: its client read nothing for %g s", SEND_TIMEOUT_SECONDS)
         finally:
             self.release()
+
+
+class StalledClient(Exception):
+    """A write to an event stream's client did not finish in SEND_TIMEOUT_SECONDS."""
+
+
+def _bounded(send: Any) -> Any:
+    """`send` with every write bounded by SEND_TIMEOUT_SECONDS. sse-starlette's own `send_timeout` (3.7) bounds the
+    events and pings but not the write that ends the body, where a stream whose job ended would wait for ever."""
+
+    async def bounded_send(message: Any) -> None:
+        with anyio.move_on_after(SEND_TIMEOUT_SECONDS) as scope:
+            await send(message)
+        if scope.cancelled_caught:
+            raise StalledClient
+
+    return bounded_send
 
 
 async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
