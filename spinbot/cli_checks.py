@@ -5,6 +5,7 @@ settings name (the data folder, the database, the artifact storage, Redis)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 import tempfile
@@ -13,6 +14,8 @@ from typing import Any
 
 from spinbot.errors import InputError, SettingsError, SpinBotError
 from spinbot.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_SECONDS = 5.0
 REASON_CHARS = 200  # a driver's message can be long (PostgreSQL's names host, port and what failed): one line
@@ -38,9 +41,10 @@ BUILT_IN_QUEUES = ("gpu", "cpu")  # SPINBOT_WORKER_QUEUES' default: always accep
 
 
 def worker_queues(given: str | None, settings: Settings) -> list[str]:
-    """The queues a worker serves (--queues, else SPINBOT_WORKER_QUEUES), each one a task is routed to: the default
-    routes, SPINBOT_QUEUE_ROUTES (which may name queues of its own) and SPINBOT_QUEUE_DEFAULT. A misspelled name
-    would start a worker that serves nothing, silently."""
+    """The queues a worker serves (--queues, else SPINBOT_WORKER_QUEUES). A name no task is routed to by this
+    machine's settings (the default routes, SPINBOT_QUEUE_ROUTES, SPINBOT_QUEUE_DEFAULT) is served with a warning,
+    not refused: the routes that count are those of the process that submits the jobs, which may differ (a
+    misspelled name otherwise started a worker that served nothing, silently)."""
     from spinbot.queue.config import DEFAULT_ROUTES
 
     option = "--queues" if given is not None else "SPINBOT_WORKER_QUEUES"
@@ -49,11 +53,11 @@ def worker_queues(given: str | None, settings: Settings) -> list[str]:
     known = sorted({*BUILT_IN_QUEUES, *routed})
     if not names:
         raise InputError(f"{option}: no queue named (known: {', '.join(known)})")
-    unknown = [q for q in names if q not in known]
-    if unknown:
-        raise InputError(
-            f"{option}: no task is routed to queue '{unknown[0]}' (known: {', '.join(known)}; "
-            "SPINBOT_QUEUE_ROUTES adds others)"
+    for queue in (q for q in names if q not in known):
+        log.warning(
+            f"{option}: no task is routed to queue '{queue}' by this machine's settings (known: {', '.join(known)}); "
+            "serving it, as the process that submits jobs may route tasks there (SPINBOT_QUEUE_ROUTES)",
+            extra={"queue": queue},
         )
     return list(dict.fromkeys(names))
 
