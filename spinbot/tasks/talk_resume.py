@@ -101,7 +101,7 @@ class WindowCheckpoints:
         """Continue the backend from the stored checkpoint, if one fits; returns the windows finished before."""
         try:
             data = self._load()
-            if data is not None:
+            if data is not None and self.done < self.windows:  # every window done: no state to continue from
                 backend.restore(state, data)
         except Exception as err:  # noqa: BLE001 - whatever is wrong with it, a checkpoint only ever saves time
             self.reject(err)

@@ -225,3 +225,34 @@ def test_deleting_a_failed_job_removes_its_window_checkpoint(failing_job):
     runner, job_id, checkpoint = failing_job
     runner.delete_job(job_id)
     assert not checkpoint.exists()
+
+
+def test_a_checkpoint_with_every_window_done_is_joined_without_a_restore(tmp_path, talk_inputs, renders, monkeypatch):
+    """The render failed after its last window (the join, the upload): the next attempt joins the stored chunks.
+    The backend's state is not restored then (there is none: b""), as the native backend refuses empty bytes."""
+    from spinbot.tasks import talk as talk_module
+
+    store = LocalStore(tmp_path / "store")
+    real_join = talk_module.join_chunks
+
+    def failing_join(*args, **kwargs):
+        monkeypatch.setattr(talk_module, "join_chunks", real_join)
+        raise Interrupted("the join failed")
+
+    monkeypatch.setattr(talk_module, "join_chunks", failing_join)
+    with pytest.raises(Interrupted):
+        talk(store, talk_inputs, tmp_path / "first", **PARAMS)
+    assert renders["calls"] == [0, 1, 2, 3, 4]
+    manifest = json.loads(store.get_bytes(PREFIX + "manifest.json"))
+    assert manifest["done"] == 5 and manifest["state"] is None
+    renders["calls"].clear()
+
+    def native_like_restore(self, state, data):  # continuation.restore: torch.load of b"" is "not a native checkpoint"
+        raise ValueError("not a native checkpoint: empty")
+
+    monkeypatch.setattr(AnimatorBackend, "restore", native_like_restore)
+    out = talk(store, talk_inputs, tmp_path / "second", **PARAMS)
+    assert renders["calls"] == []
+    assert out.meta["resumed_from_window"] == 5 and "checkpoint_ignored" not in out.meta
+    assert probe(video_of(store, out, tmp_path / "out.mp4")).frames == out.meta["steps"][6]["frames"]
+    assert store.list(PREFIX) == []
