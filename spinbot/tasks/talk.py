@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from spinbot.backends.talk.base import SpeechTrack, TalkBackend
 from spinbot.errors import InputError
 from spinbot.media.audio import load_audio, resample
-from spinbot.media.chunks import join_chunks
+from spinbot.media.chunks import ChunkMismatch, join_chunks
 from spinbot.media.features import Loudness, fit_length, frame_features, highpass, normalize_loudness, speech_bounds
 from spinbot.media.image import load_image
 from spinbot.media.video import VideoWriter
@@ -291,9 +291,13 @@ def combine_video(
             checkpoints.save(window.index, chunk, None if last else backend.checkpoint(state))
             ctx.progress(0.05 + 0.9 * (window.index + 1) / len(windows), f"window {window.index + 1}/{len(windows)}")
         live.finish()
-    frames = join_chunks(checkpoints.chunk_paths(), path, speech.fps, audio=(mux_audio, MUX_RATE))
-    if frames != speech.frames:
-        raise RuntimeError(f"infinite_talk joined {frames} frames, expected {speech.frames}")
+    try:
+        frames = join_chunks(checkpoints.chunk_paths(), path, speech.fps, audio=(mux_audio, MUX_RATE))
+        if frames != speech.frames:
+            raise ChunkMismatch(f"infinite_talk joined {frames} frames, expected {speech.frames}")
+    except ChunkMismatch:
+        checkpoints.clear()  # chunks that cannot make the video would fail every retry the same way: render anew
+        raise
     return live.describe()
 
 

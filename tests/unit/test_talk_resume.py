@@ -256,3 +256,24 @@ def test_a_checkpoint_with_every_window_done_is_joined_without_a_restore(tmp_pat
     assert out.meta["resumed_from_window"] == 5 and "checkpoint_ignored" not in out.meta
     assert probe(video_of(store, out, tmp_path / "out.mp4")).frames == out.meta["steps"][6]["frames"]
     assert store.list(PREFIX) == []
+
+
+def test_chunks_that_cannot_be_joined_are_removed_so_a_retry_renders_anew(tmp_path, talk_inputs, renders, monkeypatch):
+    """Chunks encoded with other settings (another worker's x264) cannot be joined: kept, every retry failed alike."""
+    from spinbot.media.chunks import ChunkMismatch
+    from spinbot.tasks import talk as talk_module
+
+    store = LocalStore(tmp_path / "store")
+
+    def mismatched(*args, **kwargs):
+        raise ChunkMismatch("chunk-00003.mp4 was encoded with other settings than the first chunk")
+
+    real_join = talk_module.join_chunks
+    monkeypatch.setattr(talk_module, "join_chunks", mismatched)
+    with pytest.raises(ChunkMismatch):
+        talk(store, talk_inputs, tmp_path / "first", **PARAMS)
+    assert store.list(PREFIX) == []
+    monkeypatch.setattr(talk_module, "join_chunks", real_join)
+    renders["calls"].clear()
+    out = talk(store, talk_inputs, tmp_path / "second", **PARAMS)
+    assert renders["calls"] == [0, 1, 2, 3, 4] and out.meta["resumed_from_window"] is None
