@@ -41,6 +41,8 @@ class Server:
                 "TMPDIR": str(self.spool),
                 "SPINBOT_MAX_UPLOAD_BYTES": str(LIMIT),
                 "SPINBOT_OLLAMA_HOST": "http://127.0.0.1:9",
+                # the 50-stream test opens them all with one key (the per-key cap has its own test)
+                "SPINBOT_MAX_STREAMS_PER_KEY": "100",
             }
         )
         self.log = folder / "server.log"
