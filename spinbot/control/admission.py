@@ -88,9 +88,8 @@ class Admission:
     def check_model_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams]) -> None:
         """Where tasks run in this process (no SPINBOT_REDIS_URL: the embedded queue), a native backend can run here
         (the gpu extra installed, a CUDA GPU for f5_to_tts.device=cuda and for full-size InfiniteTalk files) and its
-        required model files are present, so
-        a job does not fail at that node after the ones before it ran. (Workers check
-        their tasks' files, layouts included, when they start: spinbot.worker.main.)"""
+        required model files are present, so a job does not fail at that node after the ones before it ran.
+        (Workers check their tasks' files, layouts included, when they start: spinbot.worker.main.)"""
         from spinbot.models.layouts import layout_for
 
         here = self.native_tasks_here()
@@ -104,9 +103,9 @@ class Admission:
                     f"{node.id}: the native backend needs the gpu extra (pip install -e '.[gpu]'): {err}"
                 ) from None
             if node.task == "f5_to_tts":  # its `device` param: this process runs it, so its GPUs decide
-                from spinbot.backends.tts.f5.backend import _device
+                from spinbot.backends.tts.f5.backend import run_device
 
-                _device(nodes[node.id].device)  # type: ignore[attr-defined]  # TextToSpeechParams
+                run_device(nodes[node.id].device)  # type: ignore[attr-defined]  # TextToSpeechParams
             files = layout.files(nodes[node.id], self.settings.models_dir)
             missing = [f.relpath for f in files if f.required and not f.present]
             if missing:

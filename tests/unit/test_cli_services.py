@@ -3,7 +3,6 @@ the setting, exit 2, before anything is stored; `spinbot serve` checks its port 
 
 from __future__ import annotations
 
-import logging
 import socket
 import sqlite3
 from pathlib import Path
@@ -13,16 +12,6 @@ from typer.testing import CliRunner
 
 from spinbot.cli import app
 from spinbot.samples import portrait_path, voice_path
-
-
-@pytest.fixture(autouse=True)
-def logging_as_it_was():
-    """`serve` and `worker` set up logging on the stream CliRunner gives them, which is closed after the call."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run_cli(*args: str) -> tuple[int, list[str]]:

@@ -326,22 +326,13 @@ def test_a_render_stopped_at_a_window_resumes_with_the_frames_of_one_that_never_
     """The checkpoint after each window holds the next window's motion latents and the generator's state
     (continuation.py): the resumed windows are sampled from the same noise and context as uninterrupted ones."""
     from spinbot.backends.talk.infinitetalk.backend import NativeTalkBackend
+    from tests.support.renders import watch_renders
 
-    seen: dict = {"calls": [], "fail_at": None}
-    real = NativeTalkBackend.render_window
-
-    def render_window(self, state, window):
-        seen["calls"].append(window.index)
-        if window.index == seen["fail_at"]:
-            seen["fail_at"] = None
-            raise RuntimeError(f"stopped at window {window.index}")
-        return real(self, state, window)
-
-    monkeypatch.setattr(NativeTalkBackend, "render_window", render_window)
+    seen = watch_renders(monkeypatch, NativeTalkBackend)
     _, whole_video = run_talk(tmp_path / "whole", *inputs, **RUN)
     assert seen["calls"] == [0, 1, 2, 3]
     seen["calls"], seen["fail_at"] = [], 2
-    with pytest.raises(RuntimeError, match="stopped at window 2"):
+    with pytest.raises(RuntimeError, match="the render stopped at window 2"):
         run_talk(tmp_path / "resumed", *inputs, **RUN)
     seen["calls"] = []
     out, video = run_talk(tmp_path / "resumed", *inputs, **RUN)

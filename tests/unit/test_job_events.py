@@ -114,6 +114,31 @@ def client(spinbot_env, monkeypatch):
         yield c
 
 
+def stream_scope(path: str) -> dict:
+    """The ASGI scope of a keyed GET of `path` (an event stream driven without a server)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"host", b"t"), (b"authorization", f"Bearer {KEY}".encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+    }
+
+
+def running_job(jobs) -> str:
+    """A job of KEY marked running that nothing runs: as far as readers see, a render between two reports."""
+    job_id = jobs.new_id()
+    jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")], {}, {}, owner_of(KEY))
+    jobs.set_job_status(job_id, "running")
+    return job_id
+
+
 async def read_stream(app, path: str, seconds: float) -> str:
     """The body of a GET held open for `seconds`, then disconnected (as a browser tab closing)."""
     body: list[bytes] = []
@@ -132,19 +157,7 @@ async def read_stream(app, path: str, seconds: float) -> str:
         if message["type"] == "http.response.body":
             body.append(message.get("body", b""))
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"t"), (b"authorization", f"Bearer {KEY}".encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("t", 80),
-    }
+    scope = stream_scope(path)
     asyncio.get_running_loop().call_later(seconds, hang_up.set)
     async with asyncio.timeout(seconds + 10):
         await app(scope, receive, send)
@@ -153,10 +166,7 @@ async def read_stream(app, path: str, seconds: float) -> str:
 
 def test_a_silent_stream_is_pinged_so_proxies_keep_it_open(client, monkeypatch):
     monkeypatch.setattr(jobs_route, "PING_SECONDS", 0.2)
-    jobs = client.app.state.services.runner.jobs
-    job_id = jobs.new_id()
-    jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")], {}, {}, owner_of(KEY))
-    jobs.set_job_status(job_id, "running")  # nothing runs it: a render between two reports, as far as readers see
+    job_id = running_job(client.app.state.services.runner.jobs)
     body = asyncio.run(read_stream(client.app, f"/v1/jobs/{job_id}/events", seconds=1.5))
     assert body.startswith("event: snapshot")
     assert body.count(": ping") >= 3, body
@@ -170,10 +180,7 @@ def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, m
     write waited for ever."""
     monkeypatch.setattr(jobs_route, "SEND_TIMEOUT_SECONDS", 0.3)
     services = client.app.state.services
-    jobs = services.runner.jobs
-    job_id = jobs.new_id()
-    jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")], {}, {}, owner_of(KEY))
-    jobs.set_job_status(job_id, "running")
+    job_id = running_job(services.runner.jobs)
     closed = []
     stream = jobs_route._event_stream
 
@@ -186,19 +193,7 @@ def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, m
 
     monkeypatch.setattr(jobs_route, "_event_stream", watched)
     path = f"/v1/jobs/{job_id}/events"
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", b"t"), (b"authorization", f"Bearer {KEY}".encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("t", 80),
-    }
+    scope = stream_scope(path)
     written: list[bytes] = []
 
     async def main() -> None:
@@ -219,7 +214,7 @@ def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, m
                 written.append(message["body"])
 
         def job_ends() -> None:
-            jobs.set_job_status(job_id, "succeeded")
+            services.runner.jobs.set_job_status(job_id, "succeeded")
             services.runner.events.publish(Event(job_id, "job", "succeeded"))
 
         asyncio.get_running_loop().call_later(0.5, job_ends)

@@ -21,6 +21,7 @@ from spinbot.storage.base import ArtifactStore
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.base import NodeOutput
 from tests.support import services
+from tests.support.renders import watch_renders
 
 PARAMS = {"fps": 10, "frame_window_size": 6, "motion_frame": 1}  # 2.2 s of speech: 5 windows
 PREFIX = "jobs/job1/infinite_talk/resume/"
@@ -42,18 +43,7 @@ def renders(monkeypatch, use_settings) -> dict:
     """The lite backend's render_window, recording each window it is asked for, and failing once at
     renders["fail_at"] (a window index) when that is set."""
     use_settings(talk_max_pixels=128 * 128, talk_backend="lite")
-    seen: dict = {"calls": [], "fail_at": None}
-    real = AnimatorBackend.render_window
-
-    def render_window(self, state, window):
-        seen["calls"].append(window.index)
-        if window.index == seen["fail_at"]:
-            seen["fail_at"] = None
-            raise Interrupted(f"the render stopped at window {window.index}")
-        return real(self, state, window)
-
-    monkeypatch.setattr(AnimatorBackend, "render_window", render_window)
-    return seen
+    return watch_renders(monkeypatch, AnimatorBackend, Interrupted)
 
 
 def talk(store: ArtifactStore, inputs: tuple[Path, Path], workdir: Path, report=None, **params) -> NodeOutput:

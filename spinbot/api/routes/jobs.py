@@ -154,7 +154,7 @@ class CountedEventSource(EventSourceResponse):
         try:
             await super().__call__(scope, receive, _bounded(send))
         except StalledClient:
-            log.warning("an event stream ended: its client read nothing for %g s", SEND_TIMEOUT_SECONDS)
+            log.warning("an event stream ended: its client read nothing", extra={"seconds": SEND_TIMEOUT_SECONDS})
         finally:
             self.release()
 

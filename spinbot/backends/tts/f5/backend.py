@@ -115,7 +115,7 @@ class NativeF5Backend:
         models = load_models(
             params.model,
             settings.models_dir,
-            _device(params.device),
+            run_device(params.device),
             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8, attention=settings.tts_attention),
         )
         chunks = plan(text, voice, params.speed, models.mel["hop_length"])
@@ -128,7 +128,8 @@ class NativeF5Backend:
         return SpokenScript(audio * voice.gain, meta, joins)
 
 
-def _device(name: str) -> Any:
+def run_device(name: str) -> Any:
+    """The torch device f5_to_tts's `device` param names, if this process has it (admission asks it too)."""
     import torch
 
     try:
