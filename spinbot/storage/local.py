@@ -64,11 +64,15 @@ class LocalStore(ArtifactStore):
         base = self.path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if not base.exists():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".tmp-")
-        )
+        # os.walk, not Path.rglob: a folder another request deletes during the walk (an upload past the quota, a
+        # deleted job) is skipped, where rglob raised FileNotFoundError (a 500 for two uploads sent at once)
+        keys = []
+        for folder, _, names in os.walk(base):
+            for name in names:
+                path = Path(folder, name)
+                if not name.startswith(".tmp-") and path.is_file():
+                    keys.append(path.relative_to(self.root).as_posix())
+        return sorted(keys)
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)

@@ -88,3 +88,26 @@ def test_artifact_key_refuses_hostile_ids():
 def test_a_key_part_ending_in_a_newline_is_refused():
     with pytest.raises(StorageKeyError, match="invalid part"):
         check_key("jobs/j/tts\n/speech.wav")
+
+
+def test_local_listing_skips_a_folder_deleted_while_it_walks(tmp_path, monkeypatch):
+    """Two uploads at once: one's quota check listed the uploads while the other deleted its folder, and the
+    listing raised FileNotFoundError (a 500)."""
+    import os
+    import shutil
+
+    from spinbot.storage.local import LocalStore
+
+    store = LocalStore(tmp_path)
+    for key in ("uploads/k/a/voice.wav", "uploads/k/b/voice.wav"):
+        store.put_bytes(key, b"x")
+    doomed = str(tmp_path / "uploads" / "k" / "b")
+    scandir = os.scandir
+
+    def scandir_after_a_delete(path="."):
+        if not isinstance(path, int) and os.fspath(path) == doomed:  # (rmtree scans by descriptor)
+            shutil.rmtree(doomed)  # another request removes it just before the walk reaches it
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir_after_a_delete)
+    assert store.list("uploads/") == ["uploads/k/a/voice.wav"]
