@@ -101,6 +101,8 @@ def test_the_job_view_plays_the_video_while_later_windows_render(page, server, s
     job = server.get(f"/v1/jobs/{job_id}")
     final = next(a for a in job["artifacts"] if a["node_id"] == "upscale_video" and a["name"] == "video")
     page.wait_for_function("url => document.querySelector('#final-video').currentSrc.includes(url)", arg=final["url"])
+    # the recorder samples every 50 ms: the status the wait above saw may not be in its record yet
+    page.wait_for_function("() => window.liveRecord.jobEnded !== null")
     record = page.evaluate("window.liveRecord")
 
     talk = next(n for n in job["nodes"] if n["id"] == "infinite_talk")
