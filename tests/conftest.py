@@ -18,7 +18,10 @@ def use_settings(monkeypatch: pytest.MonkeyPatch):
             monkeypatch.setenv(f"SPINBOT_{name.upper()}", str(value))
         reset_settings()
 
-    return apply
+    yield apply
+    # torn down before monkeypatch restores the variables: the next get_settings() reads them restored (a test
+    # module's renders after test_talk_resume's had its 128x128 frames)
+    reset_settings()
 
 
 @pytest.fixture
