@@ -157,9 +157,9 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     ctx.progress(0.05, "speech and portrait ready")
     state = backend.prepare(image, speech, params)
-    checkpoints = WindowCheckpoints(
-        ctx, fingerprint(ctx, params, backend.name, windows, image.shape, speech.fps), len(windows)
-    )
+    numerics = backend.numerics(state)
+    digest = fingerprint(ctx, params, backend.name, numerics, windows, image.shape, speech.fps)
+    checkpoints = WindowCheckpoints(ctx, digest, len(windows), numerics)
     start = checkpoints.resume(backend, state)
     if start:
         ctx.progress(0.05 + 0.9 * start / len(windows), _resume_message(start, len(windows)))

@@ -8,7 +8,8 @@ chunks joined without a second encode). After each window, under jobs/<job>/<nod
 - state-NNNNN/backend.bin: what the backend's next window needs (TalkBackend.checkpoint), the latest window's only;
 - manifest.json, written last: the fingerprint of everything the frames depend on, and each finished chunk's and
   the state's size and SHA-256.
-A checkpoint whose fingerprint differs (other params, inputs, backend, frame size or window plan), or whose files
+A checkpoint whose fingerprint differs (other params, inputs, backend, backend numerics such as the native
+backend's precision settings and model files, frame size or window plan), or whose files
 are missing, altered or unreadable, is logged and removed, and the render starts at its first window. The node's
 success removes the folder; deleting the job removes it with the job's folder. Its size is about the video's.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,23 @@ def chunk_name(index: int) -> str:
 
 
 def fingerprint(
-    ctx: TaskContext, params: TaskParams, backend: str, windows: Sequence[Window], shape: tuple[int, ...], fps: int
+    ctx: TaskContext,
+    params: TaskParams,
+    backend: str,
+    numerics: Mapping[str, Any],
+    windows: Sequence[Window],
+    shape: tuple[int, ...],
+    fps: int,
 ) -> str:
-    """A digest of everything the frames depend on: the node's params, its inputs (keys and content), the backend,
-    the window plan, the frame size and rate."""
+    """A digest of everything the frames depend on: the node's params, its inputs (keys and content), the backend
+    and its numerics (TalkBackend.numerics: precision settings, model files), the window plan, the frame size and
+    rate."""
     described = {
         "format": FORMAT,
         "params": params.model_dump(mode="json"),
         "inputs": {name: [ctx.artifacts[name], file_sha256(ctx.input_path(name))] for name in INPUTS},
         "backend": backend,
+        "numerics": numerics,
         "windows": [[w.start, w.end, w.new_start, w.new_end] for w in windows],
         "frame_size": [shape[1], shape[0]],
         "fps": fps,
@@ -71,9 +80,10 @@ def file_sha256(path: Path) -> str:
 class WindowCheckpoints:
     """The checkpoint of one render: `load` what an earlier attempt finished, `save` each window, `clear`."""
 
-    def __init__(self, ctx: TaskContext, fingerprint: str, windows: int):
+    def __init__(self, ctx: TaskContext, fingerprint: str, windows: int, numerics: Mapping[str, Any] | None = None):
         self.ctx = ctx
         self.fingerprint = fingerprint
+        self.numerics = dict(numerics or {})  # kept in the manifest, to say what changed when they differ
         self.windows = windows
         self.folder = ctx.output_path(RESUME_FOLDER)
         self.folder.mkdir(exist_ok=True)
@@ -135,7 +145,7 @@ class WindowCheckpoints:
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointUnusable(f"unreadable manifest ({err})") from None
         if manifest.get("format") != FORMAT or manifest.get("fingerprint") != self.fingerprint:
-            raise CheckpointUnusable("made with other params, inputs, backend or frame size")
+            raise CheckpointUnusable(_mismatch(manifest.get("numerics"), self.numerics))
         if not isinstance(done, int) or not 0 < done <= self.windows or len(chunks) != done:
             raise CheckpointUnusable(f"{done!r} windows done of {self.windows}, {len(chunks)} chunks")
         for index, entry in enumerate(chunks):
@@ -179,6 +189,7 @@ class WindowCheckpoints:
         manifest = {
             "format": FORMAT,
             "fingerprint": self.fingerprint,
+            "numerics": self.numerics,
             "windows": self.windows,
             "done": self.done,
             "chunks": self.chunks,
@@ -192,6 +203,15 @@ class WindowCheckpoints:
     def clear(self) -> None:
         """Remove the stored checkpoint (the node succeeded, or it cannot be used)."""
         self.ctx.discard(RESUME_FOLDER)
+
+
+def _mismatch(stored: Any, current: dict[str, Any]) -> str:
+    """Why the fingerprints differ, as far as the manifest tells: the numerics' changed keys, named, when those
+    differ (a worker with other SPINBOT_TALK_* settings or model files), else the rest."""
+    if isinstance(stored, dict) and stored != current:
+        changed = sorted(key for key in stored.keys() | current.keys() if stored.get(key) != current.get(key))
+        return f"made with other backend numerics (changed: {', '.join(changed)})"
+    return "made with other params, inputs, backend or frame size"
 
 
 def _check(data: bytes, entry: dict[str, Any], what: str) -> None:

@@ -364,6 +364,65 @@ def test_the_native_continuation_refuses_bytes_it_cannot_use(native, inputs):
     assert torch.equal(state.generator.get_state(), before) and state.motion_latent is None
 
 
+def test_a_model_file_replaced_in_place_starts_the_render_afresh(native, inputs, tmp_path, monkeypatch, use_settings):
+    """Another LoRA under the same name (the same header, other weights): windows rendered with the old one are not
+    continued with the new one (numerics.py), and the output says which numerics changed."""
+    from spinbot.backends.talk.infinitetalk.backend import NativeTalkBackend
+    from tests.support.renders import watch_renders
+
+    models = tmp_path / "models"
+    shutil.copytree(native, models)
+    use_settings(models_dir=models)
+    seen = watch_renders(monkeypatch, NativeTalkBackend)
+    seen["fail_at"] = 2
+    with pytest.raises(RuntimeError, match="the render stopped at window 2"):
+        run_talk(tmp_path / "run", *inputs, **RUN)
+    lora = models / "loras" / DEFAULTS.lora_model
+    save(lora, {k: v * 2 for k, v in lora_tensors().items()})
+    seen["calls"] = []
+    out, _ = run_talk(tmp_path / "run", *inputs, **RUN)
+    assert seen["calls"] == [0, 1, 2, 3] and out.meta["resumed_from_window"] is None
+    assert out.meta["checkpoint_ignored"] == "made with other backend numerics (changed: files)"
+
+
+def test_the_numerics_name_precision_settings_and_file_identities_not_paths(models_dir, tmp_path):
+    from spinbot.backends.talk.infinitetalk.loading import Precision, resolve_files
+    from spinbot.backends.talk.infinitetalk.numerics import render_numerics
+
+    files = resolve_files(DEFAULTS, models_dir)
+    cuda = torch.device("cuda")  # for_device resolves no kernel for a named one: no GPU needed
+
+    def numerics(precision: Precision, compile_mode: str | None = "default", ranks: int = 1, **moved) -> dict:
+        return render_numerics(precision, compile_mode, ranks, files | moved, seed=1, lora_strength=1.0)
+
+    base = numerics(Precision.for_device(cuda, attention="sdpa"))
+    assert base["dtypes"] == {"transformer": "bfloat16", "encoders": "bfloat16", "audio": "float32", "vae": "float32"}
+    changed = {
+        "attention": Precision.for_device(cuda, attention="int8"),
+        "fp8": Precision.for_device(cuda, attention="sdpa", fp8=True),
+        "dtypes": Precision.for_device(cuda, attention="sdpa", vae_dtype="bfloat16"),
+        "fast_vae": Precision.for_device(cuda, attention="sdpa", fast_vae=True),
+    }
+    for key, precision in changed.items():
+        other = numerics(precision)
+        assert [k for k in base if base[k] != other[k]] == [key]
+    assert numerics(Precision.for_device(cuda, attention="sdpa"), ranks=4)["ranks"] == 4
+    # the CPU runs float32 whatever the settings say: SPINBOT_TALK_FP8 there changes nothing, nor a resume
+    cpu = torch.device("cpu")
+    assert numerics(Precision.for_device(cpu, fp8=True)) == numerics(Precision.for_device(cpu, fp8=False))
+
+    copy = tmp_path / "elsewhere" / "vae.safetensors"  # the same file on another worker: another path and mtime
+    copy.parent.mkdir()
+    shutil.copyfile(files["vae_model"], copy)
+    plain = Precision.for_device(cuda, attention="sdpa")
+    assert numerics(plain, vae_model=copy)["files"]["vae_model"][1:] == base["files"]["vae_model"][1:]
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 1  # the last weight's last byte
+    copy.write_bytes(bytes(data))
+    assert numerics(plain, vae_model=copy)["files"]["vae_model"] != numerics(plain)["files"]["vae_model"]
+    assert len(numerics(plain)["files"]["wav2vec_model"]) >= 2  # a folder: each of its files
+
+
 # ---- LoRA ---------------------------------------------------------------------------------------------------------
 
 

@@ -267,3 +267,25 @@ def test_chunks_that_cannot_be_joined_are_removed_so_a_retry_renders_anew(tmp_pa
     renders["calls"].clear()
     out = talk(store, talk_inputs, tmp_path / "second", **PARAMS)
     assert renders["calls"] == [0, 1, 2, 3, 4] and out.meta["resumed_from_window"] is None
+
+
+def test_other_backend_numerics_start_afresh_with_a_log_line(tmp_path, talk_inputs, renders, caplog, monkeypatch):
+    """Windows rendered under other numerics (the native backend's SPINBOT_TALK_ATTENTION, FP8, dtypes, model
+    files: TalkBackend.numerics) would not join the new ones: the checkpoint is not continued, and the output says
+    why."""
+    numerics = {"attention": "sdpa", "fp8": False}
+    monkeypatch.setattr(AnimatorBackend, "numerics", lambda self, state: dict(numerics), raising=False)
+    store = LocalStore(tmp_path / "store")
+    interrupted(store, talk_inputs, tmp_path, renders, at=3)
+    assert json.loads(store.get_bytes(PREFIX + "manifest.json"))["numerics"] == numerics
+
+    numerics["attention"] = "int8"  # another worker, or the same after a settings change
+    with caplog.at_level(logging.WARNING, logger="spinbot.tasks.talk_resume"):
+        out = talk(store, talk_inputs, tmp_path / "second", **PARAMS)
+    assert renders["calls"] == [0, 1, 2, 3, 4]
+    assert out.meta["resumed_from_window"] is None
+    assert out.meta["checkpoint_ignored"] == "made with other backend numerics (changed: attention)"
+    (record,) = [r for r in caplog.records if r.getMessage() == "infinite_talk checkpoint ignored and removed"]
+    assert record.reason == out.meta["checkpoint_ignored"] and record.job_id == "job1"
+    assert store.list(PREFIX) == []
+    assert probe(video_of(store, out, tmp_path / "out.mp4")).frames == out.meta["steps"][6]["frames"]

@@ -71,6 +71,9 @@ class AnimatorBackend:
         if data:
             raise ValueError(f"the lite backend keeps no state between windows, got {len(data)} bytes")
 
+    def numerics(self, state: AnimatorState) -> dict[str, Any]:
+        return {}  # plain numpy on the frame size (SPINBOT_TALK_MAX_PIXELS' only effect): no model, no precision
+
     def describe(self, state: AnimatorState) -> dict[str, Any]:
         f = state.layout
         warnings = [] if f.face_found else ["no face detected in the portrait: animated a centred estimate"]

@@ -56,5 +56,11 @@ class TalkBackend(Protocol):
         """Continue from `checkpoint`'s bytes, on a state fresh from `prepare` with the same inputs and params;
         ValueError (state untouched) for bytes it cannot use. Bytes from storage: never unpickled."""
 
+    def numerics(self, state: Any) -> dict[str, Any]:
+        """What the frames depend on besides the params, the inputs and the frame size: the settings, devices and
+        model files the numbers come from, as JSON values read from names and file stats (nothing loaded). A window
+        checkpoint made under other numerics is not continued (spinbot.tasks.talk_resume): its windows would not
+        join the new ones."""
+
     def describe(self, state: Any) -> dict[str, Any]:
         """What the run found and decided, for the node's metadata; a "warnings" list if anything degraded."""

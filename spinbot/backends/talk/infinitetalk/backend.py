@@ -30,6 +30,7 @@ except ImportError:  # the registry imports this module by name: say what to ins
 from spinbot.backends.talk.infinitetalk import continuation, pipeline
 from spinbot.backends.talk.infinitetalk.loading import Precision, load_models
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkModel
+from spinbot.backends.talk.infinitetalk.numerics import render_numerics
 from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
 from spinbot.backends.talk.infinitetalk.transformer_group import LoadSpec, active_group
 
@@ -107,7 +108,11 @@ class NativeTalkBackend:
             spec = LoadSpec(models.files, precision, self.config.lora_strength, compile_mode)
             # a stand-in with the model's interface (conditions, token_grid, the call): the pipeline is unchanged
             models = replace(models, transformer=cast(InfiniteTalkModel, group.transformer(models.transformer, spec)))
-        return pipeline.prepare(models, image, speech, params, settings)
+        state = pipeline.prepare(models, image, speech, params, settings)
+        ranks = group.world if group is not None else 1
+        c = self.config
+        state.numerics = render_numerics(precision, compile_mode, ranks, models.files, settings.seed, c.lora_strength)
+        return state
 
     def render_window(self, state: pipeline.TalkState, window: Window) -> Iterator[np.ndarray]:
         return pipeline.render(state, window, self.on_step or _log_step)
@@ -117,6 +122,9 @@ class NativeTalkBackend:
 
     def restore(self, state: pipeline.TalkState, data: bytes) -> None:
         continuation.restore(state, data)
+
+    def numerics(self, state: pipeline.TalkState) -> dict[str, Any]:
+        return state.numerics
 
     def describe(self, state: pipeline.TalkState) -> dict[str, Any]:
         s, models = state.settings, state.models

@@ -87,6 +87,8 @@ class TalkState:
     window_seconds: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # what the numbers come from besides the params (numerics.py): a checkpoint made under others is not continued
+    numerics: dict[str, Any] = field(default_factory=dict)
 
 
 StepReport = Callable[[int, int, int], None]  # (window index, steps done, steps in the window)
