@@ -26,7 +26,7 @@ from spinbot.state.db import get_engine
 from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.state.lease import LeaseStore
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
-from spinbot.tasks.base import Cancelled, NodeOutput, did_you_mean, validate_params
+from spinbot.tasks.base import Cancelled, NodeOutput, Superseded, did_you_mean, validate_params
 from spinbot.tasks.catalog import load_task
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,8 @@ class Runner:
                 output = self.dispatcher.run(request, report, self._cancel_check(job_id))
         except LeaseLost:
             raise
+        except Superseded as err:  # its task saw another process's run of the node: that process owns the job now
+            raise LeaseLost(f"job {job_id}: node '{node_id}' was taken over by another run ({err})") from err
         except Cancelled as err:
             report.settle()
             self.jobs.node_status(job_id, node_id, st.CANCELLED, error=str(err))

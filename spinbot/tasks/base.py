@@ -79,6 +79,11 @@ class Cancelled(Exception):
     """Raised inside a task when its job was cancelled."""
 
 
+class Superseded(Exception):
+    """Raised inside a task that found another run of its node took the node over (this run's process lost its
+    lease or queue lock and kept rendering through a stall): it stops, and its driver records nothing for it."""
+
+
 ProgressFn = Callable[[float, str], None]
 
 

@@ -7,7 +7,13 @@ chunks joined without a second encode). After each window, under jobs/<job>/<nod
 - chunk-NNNNN.mp4: the window's chunk;
 - state-NNNNN/backend.bin: what the backend's next window needs (TalkBackend.checkpoint), the latest window's only;
 - manifest.json, written last: the fingerprint of everything the frames depend on, and each finished chunk's and
-  the state's size and SHA-256.
+  the state's size and SHA-256;
+- owner.json: the run of the node that writes the checkpoint now, claimed as a run starts. Two runs of one node can
+  overlap (a process whose lease or queue lock ran out during a long window, still rendering, while another took
+  the node over): the older one finds the claim gone before it writes its next window and stops (Superseded), so
+  it never overwrites the newer run's chunks, state or manifest, nor leaves a checkpoint after the newer one
+  succeeded. Were it to write in the moment between its check and its writes, every file is checked against the
+  manifest's SHA-256 when loaded, so a mixed checkpoint is refused (started afresh), never joined.
 A checkpoint whose fingerprint differs (other params, inputs, backend, backend numerics such as the native
 backend's precision settings and model files, frame size or window plan), or whose files
 are missing, altered or unreadable, is logged and removed, and the render starts at its first window. The node's
@@ -19,19 +25,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from spinbot.backends.talk.base import TalkBackend
 from spinbot.storage.base import artifact_key
-from spinbot.tasks.base import TaskContext, TaskParams
+from spinbot.tasks.base import Superseded, TaskContext, TaskParams
 from spinbot.tasks.windows import Window
 
 log = logging.getLogger(__name__)
 
 RESUME_FOLDER = "resume"
 MANIFEST = "manifest.json"
+OWNER = "owner.json"
 FORMAT = 1  # of the manifest and its files; another format is another fingerprint
 INPUTS = ("audio", "source_image")  # the input artifacts the frames depend on
 
@@ -91,6 +99,7 @@ class WindowCheckpoints:
         self.ignored: str | None = None  # why a stored checkpoint was not used
         self.warning: str | None = None  # why checkpoints stopped being saved
         self._state_folder: str | None = None
+        self.token = uuid.uuid4().hex  # this run's claim on the checkpoint (OWNER)
 
     @property
     def done(self) -> int:
@@ -118,7 +127,26 @@ class WindowCheckpoints:
         else:
             if data is None:
                 self.clear()  # what an attempt left before its first manifest
+        try:
+            self._claim()
+        except Exception as err:  # noqa: BLE001 - the store is away: render on, without checkpoints
+            self._stop_saving(err)
         return self.done
+
+    def _claim(self) -> None:
+        """This run writes the checkpoint from now on: an older run still rendering stops at its next save."""
+        owner = json.dumps({"token": self.token}).encode()
+        self.ctx.store.put_bytes(self._key(OWNER), owner, content_type="application/json")
+
+    def _confirm_claim(self) -> None:
+        """Superseded unless the checkpoint is still this run's (the claim is gone once a newer run claimed it, or
+        cleared it as it succeeded)."""
+        try:
+            claim = json.loads(self.ctx.store.get_bytes(self._key(OWNER)))
+        except (FileNotFoundError, ValueError):  # cleared (the newer run succeeded), or not a claim of ours
+            claim = None
+        if not isinstance(claim, dict) or claim.get("token") != self.token:
+            raise Superseded(f"node '{self.ctx.node_id}' of job {self.ctx.job_id}: another run took it over")
 
     def reject(self, why: Exception | str) -> None:
         """Forget the stored checkpoint: logged, removed, and the render starts at its first window."""
@@ -173,12 +201,18 @@ class WindowCheckpoints:
             return
         try:
             self._save(index, data, backend_state)
-        except Exception as err:  # the render goes on; its next attempt starts over
-            log.warning("infinite_talk checkpoints stopped", extra={"error": str(err)}, exc_info=True)
-            self.warning = f"window checkpoints stopped (a new attempt would start over): {err}"
+        except Superseded:
+            raise  # another run renders this node now: this one stops here
+        except Exception as err:  # noqa: BLE001 - the render goes on; its next attempt starts over
+            self._stop_saving(err)
+
+    def _stop_saving(self, err: Exception) -> None:
+        log.warning("infinite_talk checkpoints stopped", extra={"error": str(err)}, exc_info=True)
+        self.warning = f"window checkpoints stopped (a new attempt would start over): {err}"
 
     def _save(self, index: int, chunk: bytes, backend_state: bytes | None) -> None:
         store = self.ctx.store
+        self._confirm_claim()  # before any write: a superseded run must not touch the newer run's files
         store.put_bytes(self._key(chunk_name(index)), chunk, content_type="video/mp4")
         state, folder = None, None
         if backend_state is not None:

@@ -19,7 +19,7 @@ from spinbot.queue.channel import NodeChannel
 from spinbot.queue.outage import REDIS_ERRORS, ride_out_outage
 from spinbot.queue.records import CANCELLED, FAILED, PROGRESS, STARTED, SUCCEEDED, NodeResult, Status, event, one_line
 from spinbot.storage.base import ArtifactStore
-from spinbot.tasks.base import Cancelled
+from spinbot.tasks.base import Cancelled, Superseded
 from spinbot.worker.heartbeat import RunningNode, WorkerState
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 CANCEL_CACHE_SECONDS = 0.2  # tasks may call progress often; Redis is asked at most this often
 
 # handle() outcomes
-STORED, ALREADY_FINISHED, REQUEUE = "stored", "already-finished", "requeue"
+STORED, ALREADY_FINISHED, REQUEUE, SUPERSEDED = "stored", "already-finished", "requeue", "superseded"
 
 
 class CancelCheck:
@@ -83,6 +83,8 @@ class NodeExecutor:
         self.state.started(running)
         try:
             result = self._run(request, node, queue, float(data.get("enqueued_at", 0.0)), running.since)
+            if isinstance(result, str):  # SUPERSEDED: the run that took the node over stores the result
+                return result
             if result is None:
                 return REQUEUE
             self._store(node, result)
@@ -92,8 +94,10 @@ class NodeExecutor:
 
     def _run(
         self, request: TaskRequest, node: NodeChannel, queue: str, enqueued_at: float, started_at: float
-    ) -> NodeResult | None:
-        """The task's result, or None when this worker was told to stop now (the job goes back to the queue)."""
+    ) -> NodeResult | str | None:
+        """The task's result, None when this worker was told to stop now (the job goes back to the queue), or
+        SUPERSEDED when the task found that another run of the node took it over (this worker's queue lock ran out
+        while it rendered: the queue gave the job to another worker)."""
         cancel = CancelCheck(node, self.stop_now)
         node.publish(event(STARTED, worker=self.state.id))
         log.info("node started", extra=_ids(request))
@@ -105,6 +109,11 @@ class NodeExecutor:
             if self.stop_now.is_set() and not cancel.flag:
                 return None
             return self._result(CANCELLED, error=str(err))
+        except Superseded as err:
+            log.warning(
+                "node taken over by another run: stopped, no result stored", extra={**_ids(request), "reason": str(err)}
+            )
+            return SUPERSEDED
         except Exception as err:
             # Expected failures (bad input, missing backend) are one line; anything else keeps its traceback.
             log.warning(

@@ -525,3 +525,22 @@ def test_watchdog_restarts_a_queue_worker_whose_fetch_loop_stopped(
         loop.call_soon_threadsafe(service._stopping.set)
         thread.join(20)
         reset_settings()
+
+
+def test_a_run_superseded_by_another_workers_stores_no_result(redis_url, tmp_path, monkeypatch):
+    """A worker whose queue lock ran out during a long window (the queue gave the job to another worker) finds its
+    node taken over (Superseded, spinbot.tasks.talk_resume): it stores nothing, not a failure over the other run's."""
+    from spinbot.queue.channel import NodeChannel
+    from spinbot.tasks.base import Superseded
+    from spinbot.worker import executor
+    from spinbot.worker.heartbeat import WorkerState
+
+    def taken_over(*args, **kwargs):
+        raise Superseded("node 'talk' of job x: another run took it over")
+
+    monkeypatch.setattr(executor, "execute_task", taken_over)
+    client = redis.Redis.from_url(redis_url)
+    request = TaskRequest(job_id=f"job-{uuid.uuid4().hex[:8]}", node_id="talk", task="infinite_talk")
+    node = executor.NodeExecutor(client, LocalStore(tmp_path), WorkerState(["q"]), 60, 1.0, redis_url)
+    assert node.handle({"request": request.model_dump(mode="json")}, "q") == executor.SUPERSEDED
+    assert NodeChannel(client, request.job_id, "talk", 60).result() is None

@@ -85,6 +85,7 @@ def test_a_rerun_renders_only_the_windows_after_the_last_finished_one(tmp_path, 
         PREFIX + "chunk-00000.mp4",
         PREFIX + "chunk-00001.mp4",
         PREFIX + "manifest.json",
+        PREFIX + "owner.json",
         PREFIX + "state-00001/backend.bin",
     ]
 
@@ -170,14 +171,11 @@ def test_a_checkpoint_in_s3_lets_another_process_continue(tmp_path, talk_inputs,
 # ---- through the job runner ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def failing_job(tmp_path: Path, spinbot_env, renders):
-    """A job of the seed pipeline (in-process runner) whose infinite_talk failed at its third window."""
+def seed_job(runner, tmp_path: Path) -> str:
+    """A job of the seed pipeline with a multi-window infinite_talk."""
     from spinbot.control.requests import JobRequest
-    from spinbot.control.runner import Runner
 
-    runner = Runner()
-    job_id = runner.create_job(
+    return runner.create_job(
         JobRequest(
             prompt="resume",
             image=portrait_path(tmp_path),
@@ -189,6 +187,15 @@ def failing_job(tmp_path: Path, spinbot_env, renders):
             },
         )
     )
+
+
+@pytest.fixture
+def failing_job(tmp_path: Path, spinbot_env, renders):
+    """A job of the seed pipeline (in-process runner) whose infinite_talk failed at its third window."""
+    from spinbot.control.runner import Runner
+
+    runner = Runner()
+    job_id = seed_job(runner, tmp_path)
     renders["fail_at"] = 2
     failed = runner.run(job_id)
     assert failed.status == "failed" and "stopped at window 2" in (failed.error or "")
@@ -289,3 +296,89 @@ def test_other_backend_numerics_start_afresh_with_a_log_line(tmp_path, talk_inpu
     assert record.reason == out.meta["checkpoint_ignored"] and record.job_id == "job1"
     assert store.list(PREFIX) == []
     assert probe(video_of(store, out, tmp_path / "out.mp4")).frames == out.meta["steps"][6]["frames"]
+
+
+# ---- two runs of one node at once ----------------------------------------------------------------------------------
+
+
+def stall_at(monkeypatch, at: int, meanwhile) -> dict:
+    """The first render of window `at` stalls (a GPU stall past the lease): `meanwhile()` runs there (another
+    process's run of the node), then the stalled window goes on with other frames than a fresh render's (another
+    GPU's numbers: its chunk would differ from the newer run's). Returns {"stalled": bool}."""
+    seen = {"stalled": False}
+    real = AnimatorBackend.render_window  # the renders fixture's watcher
+
+    def render_window(self, state, window):
+        if window.index != at or seen["stalled"]:
+            yield from real(self, state, window)
+            return
+        seen["stalled"] = True
+        meanwhile()
+        for frame in real(self, state, window):
+            yield 255 - frame
+
+    monkeypatch.setattr(AnimatorBackend, "render_window", render_window)
+    return seen
+
+
+def test_a_run_taken_over_mid_window_writes_nothing_into_the_newer_runs_checkpoint(
+    tmp_path, talk_inputs, renders, monkeypatch
+):
+    """Run A stalls in window 2; run B takes the node over, resumes at window 2 and stops at window 4 (its worker
+    died too). A wakes up: it must not write its window 2 over B's checkpoint (Superseded). A third run continues
+    B's checkpoint at window 4, and its video is the frames of a render that never stopped."""
+    from spinbot.tasks.base import Superseded
+
+    store = LocalStore(tmp_path / "store")
+
+    def run_b() -> None:
+        renders["fail_at"] = 4
+        with pytest.raises(Interrupted):
+            talk(LocalStore(tmp_path / "store"), talk_inputs, tmp_path / "b", **PARAMS)
+
+    stall_at(monkeypatch, 2, run_b)
+    with pytest.raises(Superseded, match="another run took it over"):
+        talk(store, talk_inputs, tmp_path / "a", **PARAMS)
+    assert renders["calls"] == [0, 1, 2, 3, 4, 2]  # A: 0, 1; B (in A's stall): 2, 3, 4 (failed); A's window 2
+    assert json.loads(store.get_bytes(PREFIX + "manifest.json"))["done"] == 4  # B's, untouched
+
+    renders["calls"].clear()
+    out = talk(store, talk_inputs, tmp_path / "c", **PARAMS)
+    assert renders["calls"] == [4] and out.meta["resumed_from_window"] == 4
+    renders["calls"].clear()
+    whole_store = LocalStore(tmp_path / "whole")
+    whole = talk(whole_store, talk_inputs, tmp_path / "whole-work", **PARAMS)
+    frames = list(iter_frames(video_of(store, out, tmp_path / "out.mp4")))
+    expected = list(iter_frames(video_of(whole_store, whole, tmp_path / "whole.mp4")))
+    assert len(frames) == len(expected) and all(np.array_equal(a, b) for a, b in zip(frames, expected))
+    assert store.list(PREFIX) == []
+
+
+def test_a_run_that_wakes_after_the_newer_run_succeeded_leaves_no_checkpoint(
+    tmp_path, talk_inputs, renders, monkeypatch
+):
+    from spinbot.tasks.base import Superseded
+
+    store = LocalStore(tmp_path / "store")
+    done: list[NodeOutput] = []
+    stall_at(monkeypatch, 3, lambda: done.append(talk(store, talk_inputs, tmp_path / "b", **PARAMS)))
+    with pytest.raises(Superseded):
+        talk(store, talk_inputs, tmp_path / "a", **PARAMS)
+    assert done[0].meta["resumed_from_window"] == 3
+    assert store.list(PREFIX) == []  # B cleared it as it succeeded; A wrote nothing after
+
+
+def test_a_superseded_run_records_nothing_for_its_job(tmp_path, spinbot_env, renders, monkeypatch):
+    """The process whose task found its node taken over (Superseded) no longer drives the job: the job and the node
+    are not recorded failed over it (the other process records them)."""
+    from spinbot.control.runner import Runner
+    from spinbot.tasks.base import Superseded
+
+    def taken_over(self, state, window):
+        raise Superseded("node 'infinite_talk' of job x: another run took it over")
+
+    monkeypatch.setattr(AnimatorBackend, "render_window", taken_over)
+    runner = Runner()
+    job = runner.run(seed_job(runner, tmp_path))
+    assert job.status == "running" and job.error is None
+    assert job.node("infinite_talk").status == "running" and job.node("infinite_talk").error is None
