@@ -312,8 +312,9 @@ def gc(
     job: list[str] = typer.Option([], "--job", help="Delete this finished job whatever its age (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list the jobs that would be deleted."),
 ) -> None:
-    """Delete finished jobs: their artifacts, the uploads no other job uses, their records."""
-    from spinbot.control.lifecycle import expire_jobs
+    """Delete finished jobs: their artifacts, the uploads no other job uses, their records; and the window
+    checkpoints left behind by jobs that succeeded or were cancelled."""
+    from spinbot.control.lifecycle import expire_jobs, sweep_checkpoints
 
     try:
         runner = _runner(reachable=False)  # deleting needs the database and storage, not Redis
@@ -325,11 +326,16 @@ def gc(
             for job_id in ids:
                 runner.delete_job(job_id)
         ids += expire_jobs(runner, days, dry_run) if days is not None else []
+        swept = 0 if dry_run else sweep_checkpoints(runner)
     except SpinBotError as err:
         fail(str(err))
     for job_id in ids:
         typer.echo(job_id)
     err_console.print(f"{'would delete' if dry_run else 'deleted'} {len(ids)} job(s)", highlight=False)
+    if swept:
+        err_console.print(
+            f"removed {swept} file(s) of window checkpoints left behind by finished jobs", highlight=False
+        )
 
 
 @app.command(cls=Command)

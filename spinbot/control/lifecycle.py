@@ -3,7 +3,9 @@
 Nothing a running job needs is deleted: only a job that is finished (or interrupted by its user) can go, and the
 deleting process holds the job's lease meanwhile, so no other process can start it (a retry) halfway through.
 Retention (SPINBOT_JOB_RETENTION_DAYS) deletes finished jobs that finished longer ago than that; `spinbot gc` and
-the API's sweeper apply it.
+the API's sweeper apply it. A node's resume checkpoint (tasks/talk_resume.py) goes as soon as the node can never run
+again: the node's success removes it, the job's cancellation (discard_checkpoints), and `spinbot gc` what a run
+wrote late (sweep_checkpoints). A failed or interrupted job keeps it for its retry, until the job is deleted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from spinbot.errors import Conflict, JobNotFound
 from spinbot.state import store as st
 from spinbot.state.checkpoints import open_checkpointer
 from spinbot.state.models import utcnow
+from spinbot.storage.base import artifact_key
+from spinbot.tasks.base import RESUME_FOLDER
 
 if TYPE_CHECKING:
     from spinbot.control.runner import Runner
@@ -59,6 +63,24 @@ def expire_jobs(runner: Runner, days: float, dry_run: bool = False) -> list[str]
             continue
         deleted.append(job_id)
     return deleted
+
+
+def discard_checkpoints(runner: Runner, nodes: list[tuple[str, str]]) -> int:
+    """Remove the resume checkpoints of these (job, node)s, which will never run again; returns the files removed.
+    A store error is logged, never raised: the job's own state is what matters, and `spinbot gc` tries again."""
+    removed = 0
+    for job_id, node_id in nodes:
+        try:
+            removed += runner.artifacts.delete_prefix(artifact_key(job_id, node_id, RESUME_FOLDER) + "/")
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            log.warning("checkpoint not removed", extra={"job_id": job_id, "node_id": node_id, "error": str(err)})
+    return removed
+
+
+def sweep_checkpoints(runner: Runner) -> int:
+    """Checkpoints of jobs that succeeded or were cancelled: what a superseded run of a node (spinbot.tasks.base.
+    Superseded) or a task still stopping wrote after its job's end had removed them. Returns the files removed."""
+    return discard_checkpoints(runner, runner.jobs.nodes_of_jobs_in((st.SUCCEEDED, st.CANCELLED)))
 
 
 def _refuse_unless_deletable(job: st.JobView) -> None:

@@ -222,11 +222,16 @@ class Runner:
 
     def _finish(self, job_id: str, status: str, error: str | None = None) -> None:
         self.jobs.set_job_status(job_id, status, error)
-        for node in self.jobs.get(job_id).nodes:
+        nodes = self.jobs.get(job_id).nodes
+        for node in nodes:
             if status == st.CANCELLED and node.status in (st.PENDING, st.QUEUED, st.RUNNING):
                 self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
             if status == st.INTERRUPTED and node.status in (st.QUEUED, st.RUNNING):
                 self.jobs.node_status(job_id, node.node_id, st.INTERRUPTED)
+        if status == st.CANCELLED:  # a cancelled job is never retried: its nodes' resume checkpoints are no use
+            from spinbot.control.lifecycle import discard_checkpoints
+
+            discard_checkpoints(self, [(job_id, n.node_id) for n in nodes if n.status != st.SUCCEEDED])
         self._publish_job(job_id, status, error)
 
     def reopen(self, job_id: str) -> bool:

@@ -192,6 +192,16 @@ class JobStore:
                 )
             )
 
+    def nodes_of_jobs_in(self, statuses: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(job id, node id) of every node of the jobs in these states."""
+        with self.session() as s:
+            rows = s.execute(
+                select(NodeRun.job_id, NodeRun.node_id)
+                .join(Job, Job.id == NodeRun.job_id)
+                .where(Job.status.in_(statuses))
+            )
+            return [(job_id, node_id) for job_id, node_id in rows]
+
     def list(
         self, owner: str | None = None, limit: int = 20, offset: int = 0, status: str | None = None
     ) -> tuple[list[JobView], int]:

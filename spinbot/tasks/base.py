@@ -67,6 +67,12 @@ class TaskParams(BaseModel):
         return value
 
 
+# What a task keeps under jobs/<job>/<node>/ so that a re-run of the node continues (tasks/talk_resume.py): no use
+# once the job can never run that node again (it succeeded, or the job was cancelled), then removed by the runner
+# and by `spinbot gc` (control/lifecycle.py).
+RESUME_FOLDER = "resume"
+
+
 class NodeOutput(BaseModel):
     """What a node hands downstream: plain values, artifact keys by name, and metadata for the record."""
 

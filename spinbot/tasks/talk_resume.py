@@ -15,9 +15,11 @@ chunks joined without a second encode). After each window, under jobs/<job>/<nod
   succeeded. Were it to write in the moment between its check and its writes, every file is checked against the
   manifest's SHA-256 when loaded, so a mixed checkpoint is refused (started afresh), never joined.
 A checkpoint whose fingerprint differs (other params, inputs, backend, backend numerics such as the native
-backend's precision settings and model files, frame size or window plan), or whose files
-are missing, altered or unreadable, is logged and removed, and the render starts at its first window. The node's
-success removes the folder; deleting the job removes it with the job's folder. Its size is about the video's.
+backend's precision settings and model files, frame size or window plan), or whose files are missing, altered or
+unreadable, is logged and removed, and the render starts at its first window. The node's success removes the
+folder; so does the job's cancellation (it can never be retried), and `spinbot gc` what a superseded run wrote
+after either (spinbot.control.lifecycle); deleting the job removes it with the job's folder. Its size is about
+the video's.
 """
 
 from __future__ import annotations
@@ -32,12 +34,11 @@ from typing import Any
 
 from spinbot.backends.talk.base import TalkBackend
 from spinbot.storage.base import artifact_key
-from spinbot.tasks.base import Superseded, TaskContext, TaskParams
+from spinbot.tasks.base import RESUME_FOLDER, Superseded, TaskContext, TaskParams
 from spinbot.tasks.windows import Window
 
 log = logging.getLogger(__name__)
 
-RESUME_FOLDER = "resume"
 MANIFEST = "manifest.json"
 OWNER = "owner.json"
 FORMAT = 1  # of the manifest and its files; another format is another fingerprint

@@ -127,7 +127,7 @@ def test_a_changed_param_ignores_the_checkpoint(tmp_path, talk_inputs, renders, 
     assert store.list(PREFIX) == []
 
 
-@pytest.mark.parametrize("damage", ["manifest", "chunk", "missing chunk", "state"])
+@pytest.mark.parametrize("damage", ["manifest", "chunk", "truncated chunk", "missing chunk", "state"])
 def test_a_damaged_checkpoint_is_ignored_with_a_log_line(tmp_path, talk_inputs, renders, caplog, damage):
     store = LocalStore(tmp_path / "store")
     interrupted(store, talk_inputs, tmp_path, renders, at=3)
@@ -137,6 +137,9 @@ def test_a_damaged_checkpoint_is_ignored_with_a_log_line(tmp_path, talk_inputs, 
         data = bytearray(store.get_bytes(PREFIX + "chunk-00001.mp4"))
         data[len(data) // 2] ^= 0xFF
         store.put_bytes(PREFIX + "chunk-00001.mp4", bytes(data))
+    elif damage == "truncated chunk":  # a copy to another store that stopped halfway
+        data = store.get_bytes(PREFIX + "chunk-00002.mp4")
+        store.put_bytes(PREFIX + "chunk-00002.mp4", data[: len(data) // 2])
     elif damage == "missing chunk":
         store.path(PREFIX + "chunk-00002.mp4").unlink()
     else:
@@ -382,3 +385,61 @@ def test_a_superseded_run_records_nothing_for_its_job(tmp_path, spinbot_env, ren
     job = runner.run(seed_job(runner, tmp_path))
     assert job.status == "running" and job.error is None
     assert job.node("infinite_talk").status == "running" and job.node("infinite_talk").error is None
+
+
+# ---- checkpoints of jobs that will never run again -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["while it renders", "while interrupted"])
+def test_a_cancelled_job_leaves_no_window_checkpoint(tmp_path, spinbot_env, renders, monkeypatch, how):
+    """A cancelled job cannot be retried: the windows it kept would stay in the store until the job is deleted."""
+    from spinbot.control.runner import Runner
+
+    runner = Runner()
+    job_id = seed_job(runner, tmp_path)
+    checkpoint = spinbot_env / "jobs" / job_id / "infinite_talk" / "resume"
+    real = AnimatorBackend.render_window
+
+    def stopped_at_window_2(self, state, window):
+        if window.index == 2:
+            assert (checkpoint / "manifest.json").is_file()  # windows 0 and 1 are kept
+            if how == "while it renders":
+                runner.jobs.request_cancel(job_id)  # POST /v1/jobs/{id}/cancel: seen at the next progress report
+            else:
+                raise KeyboardInterrupt  # Ctrl-C in `spinbot run`: the job is interrupted, resumable
+        return real(self, state, window)
+
+    monkeypatch.setattr(AnimatorBackend, "render_window", stopped_at_window_2)
+    if how == "while it renders":
+        assert runner.run(job_id).status == "cancelled"
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(job_id)
+        assert (checkpoint / "manifest.json").is_file()  # kept for `spinbot run --resume`
+        runner.cancel(job_id)
+        assert runner.jobs.get(job_id).status == "cancelled"
+    assert not checkpoint.exists()
+
+
+def test_spinbot_gc_removes_checkpoints_left_behind_by_finished_jobs(tmp_path, spinbot_env, renders):
+    """A superseded run that wrote in the moment before it saw its claim gone, after the node succeeded: gc's
+    sweep removes what it left, and only that."""
+    from typer.testing import CliRunner
+
+    from spinbot.cli import app
+    from spinbot.control.runner import Runner
+
+    runner = Runner()
+    done_id, failed_id = seed_job(runner, tmp_path), seed_job(runner, tmp_path)
+    assert runner.run(done_id).status == "succeeded"
+    renders["fail_at"] = 1
+    assert runner.run(failed_id).status == "failed"
+    late = f"jobs/{done_id}/infinite_talk/resume/chunk-00003.mp4"
+    runner.artifacts.put_bytes(late, b"a late window")
+    kept = f"jobs/{failed_id}/infinite_talk/resume/manifest.json"
+    assert runner.artifacts.exists(kept)  # a failed job's checkpoint: its retry continues from it
+
+    result = CliRunner().invoke(app, ["gc", "--older-than", "1000"])
+    assert result.exit_code == 0, result.output
+    assert not runner.artifacts.exists(late) and runner.artifacts.exists(kept)
+    assert runner.artifacts.exists(runner.final_artifact(runner.jobs.get(done_id)) or "")
