@@ -26,7 +26,7 @@ from spinbot.tasks.live import live_key
 router = APIRouter(tags=["live"])
 
 SEGMENT_NAME = re.compile(r"seg-\d{5}\.ts")
-NO_STORE = {"Cache-Control": "no-cache"}  # the playlist grows; a cached copy would stall the player
+NO_STORE = {"Cache-Control": "no-store"}  # the playlist grows; a cached copy would stall the player
 
 
 @router.get(

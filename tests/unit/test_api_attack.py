@@ -1,0 +1,39 @@
+"""Regression tests for what probing the running API as an outside attacker found (each failing on the code before
+its fix), through FastAPI's TestClient on embedded defaults with two keys."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.settings import reset_settings
+from tests.unit.test_api_hardening import KEY_A, METRICS_KEY, add_artifact, auth, make_job
+
+
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},key-b-456")
+    monkeypatch.setenv("SPINBOT_METRICS_KEY", METRICS_KEY)
+    reset_settings()
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def test_private_answers_are_kept_by_no_cache(client):
+    job_id = make_job(client, status="succeeded")
+    artifact = add_artifact(client, job_id)
+    answers = {
+        "job": client.get(f"/v1/jobs/{job_id}", headers=auth()),
+        "jobs": client.get("/v1/jobs", headers=auth()),
+        "file": client.get(artifact, headers=auth()),
+        "file by cookie": client.get(artifact),
+        "file range": client.get(artifact, headers={**auth(), "Range": "bytes=0-3"}),
+        "missing": client.get(f"/v1/jobs/{'0' * 32}", headers=auth()),
+        "no key": client.get("/v1/jobs"),
+        "metrics": client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"}),
+    }
+    for what, answer in answers.items():
+        assert answer.headers.get("cache-control") == "no-store", what
+    assert answers["file"].headers["last-modified"]  # what let a shared cache keep it (RFC 9111 section 4.2.2)
+    assert client.get("/").headers["cache-control"] == "no-cache"  # the page is no one's: revalidated, not refused
