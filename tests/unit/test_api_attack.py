@@ -3,6 +3,8 @@ its fix), through FastAPI's TestClient on embedded defaults with two keys."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -37,3 +39,13 @@ def test_private_answers_are_kept_by_no_cache(client):
         assert answer.headers.get("cache-control") == "no-store", what
     assert answers["file"].headers["last-modified"]  # what let a shared cache keep it (RFC 9111 section 4.2.2)
     assert client.get("/").headers["cache-control"] == "no-cache"  # the page is no one's: revalidated, not refused
+
+
+@pytest.mark.parametrize("segment", ["seg-0000\uff10.ts", "seg-\u0660\u0660\u0660\u0660\u0660.ts", "seg-00000.ts\n"])
+def test_a_live_segment_name_in_other_digits_is_a_404(client, segment):
+    # `\d` matched any script's digits: the name passed the route's check and the store refused it with a 400
+    # naming its "artifact key"
+    job_id = make_job(client, status="running")
+    answer = client.get(f"/v1/jobs/{job_id}/live/f5_to_tts/{quote(segment)}", headers=auth())
+    assert answer.status_code == 404 and "no live segment" in answer.json()["error"]
+    assert "artifact key" not in answer.text
