@@ -49,3 +49,19 @@ def test_a_live_segment_name_in_other_digits_is_a_404(client, segment):
     answer = client.get(f"/v1/jobs/{job_id}/live/f5_to_tts/{quote(segment)}", headers=auth())
     assert answer.status_code == 404 and "no live segment" in answer.json()["error"]
     assert "artifact key" not in answer.text
+
+
+def test_an_upload_of_many_small_fields_is_refused_at_the_part_limit(client, monkeypatch):
+    # each part cost a round of parser callbacks and a kept field: 50 MB of them, 850,000 parts, took 9 s
+    from spinbot.api import upload_body
+
+    seen = []
+    monkeypatch.setattr(upload_body._Collector, "_part_end", lambda self: seen.append(self._field))
+    body = b"".join(b'--XX\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(10_000))
+    answer = client.post(
+        "/v1/uploads",
+        content=body + b"--XX--\r\n",
+        headers={**auth(), "Content-Type": "multipart/form-data; boundary=XX"},
+    )
+    assert answer.status_code == 400 and f"at most {upload_body.MAX_PARTS} parts" in answer.json()["error"]
+    assert len(seen) <= upload_body.MAX_PARTS
