@@ -65,3 +65,16 @@ def test_an_upload_of_many_small_fields_is_refused_at_the_part_limit(client, mon
     )
     assert answer.status_code == 400 and f"at most {upload_body.MAX_PARTS} parts" in answer.json()["error"]
     assert len(seen) <= upload_body.MAX_PARTS
+
+
+def test_keys_are_compared_as_values_of_one_length(client, monkeypatch):
+    # hmac.compare_digest returns at once on values of different lengths: the time told how long a key is
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((len(a), len(b))) or real(a, b))
+    for given in ("k", "key-a-12", KEY_A, "x" * 500):
+        client.get("/v1/jobs", headers={"X-API-Key": given})
+    assert compared and all(a == b for a, b in compared)
+    assert client.get("/v1/jobs", headers={"X-API-Key": KEY_A}).status_code == 200
