@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
+from spinbot.api.public_errors import STORAGE_FAILED
 from spinbot.settings import reset_settings
 from tests.unit.test_api_hardening import KEY_A, METRICS_KEY, add_artifact, auth, make_job
 
@@ -78,3 +79,31 @@ def test_keys_are_compared_as_values_of_one_length(client, monkeypatch):
         client.get("/v1/jobs", headers={"X-API-Key": given})
     assert compared and all(a == b for a, b in compared)
     assert client.get("/v1/jobs", headers={"X-API-Key": KEY_A}).status_code == 200
+
+
+def test_node_metadata_reaches_clients_without_addresses_credentials_or_paths(client):
+    # the script node records the Ollama host it asked (credentials and all) and a warning keeps its error's text;
+    # every other client-facing text went through public_errors, the metadata went out as stored
+    job_id = make_job(client, status="succeeded")
+    meta = {
+        "source": "fallback",
+        "host": "http://llm-user:llm-secret@ollama.internal:11434",
+        "reason": "HTTPStatusError: Client error '404 Not Found' for url 'http://ollama.internal:11434/api/generate'",
+        "live": {
+            "playlist": f"jobs/{job_id}/script/live/index.m3u8",
+            "warning": "the live output stopped: Could not connect to the endpoint URL: http://minio.internal:9000/b",
+        },
+        "warnings": ["checkpoints stopped: [Errno 28] No space left on device: '/srv/spinbot-data/jobs/x/ckpt.bin'"],
+        "ignored_params": {"model": "wanvideo/clip_vision_h.safetensors"},
+    }
+    jobs = client.app.state.services.runner.jobs
+    jobs.node_succeeded(job_id, "script", {"values": {"text": "Hi."}, "artifacts": {}, "meta": meta}, [])
+    shown = client.get(f"/v1/jobs/{job_id}", headers=auth()).json()["nodes"][0]["meta"]
+    text = str(shown)
+    for internal in ("llm-secret", "ollama.internal", "minio.internal", "/srv/spinbot-data", "jobs/"):
+        assert internal not in text, internal
+    assert shown["source"] == "fallback" and shown["host"] == "<internal address>"
+    assert shown["live"]["playlist"] == "index.m3u8" and shown["live"]["warning"] == STORAGE_FAILED
+    assert shown["warnings"] == ["checkpoints stopped: [Errno 28] No space left on device: 'ckpt.bin'"]
+    assert shown["ignored_params"] == meta["ignored_params"]  # what names no internal thing is left as it was
+    assert client.get("/v1/jobs", headers=auth()).json()["items"][0]["nodes"][0]["meta"] == shown
