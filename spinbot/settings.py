@@ -130,8 +130,9 @@ class Settings(BaseSettings):
     max_upload_storage_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
     # Any other request's body (a job is a few KB; a script of SPINBOT_MAX_SCRIPT_CHARS, JSON-escaped, fits many times)
     max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
-    # Seconds a client may take to send a request's head, and the longest pause in its body; past it the connection
-    # is closed (head) or answered 408 (body).
+    # Seconds a client may take to send a request's head (from the connection's opening for its first), and a
+    # request's whole body (an upload's: the longest pause in it); past it the connection is closed (head) or
+    # answered 408 (body).
     api_request_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_active_jobs: int = Field(default=20, ge=1)  # jobs one API key may have waiting or running; past it: 429
     api_max_connections: int = Field(default=1000, ge=8)  # open connections (event streams count); past it: 503

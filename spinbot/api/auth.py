@@ -47,9 +47,12 @@ def _header_key(request: Request) -> str:
 
 
 def _matching_key(given: str, keys: list[str]) -> str | None:
+    # Digests of equal length are compared: compare_digest returns at once on values of different lengths, which
+    # told a caller how long the keys are. Every key is compared, so the time taken does not tell which one matched.
+    digest = hashlib.sha256(given.encode()).digest()
     found = None
-    for key in keys:  # every key is compared, so the time taken does not tell which one matched
-        if given and hmac.compare_digest(given.encode(), key.encode()):
+    for key in keys:
+        if given and hmac.compare_digest(digest, hashlib.sha256(key.encode()).digest()):
             found = key
     return found
 

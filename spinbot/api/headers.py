@@ -1,5 +1,6 @@
 """Headers on every answer, in one pure ASGI middleware (no per-request task, so open event streams cost nothing):
-security headers (a Content-Security-Policy per kind of route, nosniff, no framing), the media cookie a keyed call
+security headers (a Content-Security-Policy per kind of route, nosniff, no framing), `Cache-Control: no-store` on
+the API's answers (a key's jobs and files, and the media cookie, kept by no cache), the media cookie a keyed call
 asked for (spinbot.api.auth), and `Connection: close` on an answer given before its request's body was read (a
 refused upload), so the server stops receiving it instead of draining a body it has refused."""
 
@@ -29,6 +30,10 @@ DOCS_CSP = (
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 _ALWAYS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+# A key's jobs, files and media cookie: without a Cache-Control, a shared cache may keep an answer that carries a
+# Last-Modified (a file) and give it to anyone who asks for its URL (RFC 9111 section 4.2.2; a request authenticated
+# by the cookie, not an Authorization header, does not stop it), and a browser keeps it on disk after the key is gone.
+PRIVATE_PREFIXES = ("/v1/", "/metrics")
 
 
 def _csp(path: str) -> bytes:
@@ -68,6 +73,8 @@ class ResponseHeaders:
                 headers += [(n, v) for n, v in _ALWAYS if n not in names]
                 if b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", _csp(scope["path"])))
+                if b"cache-control" not in names and scope["path"].startswith(PRIVATE_PREFIXES):
+                    headers.append((b"cache-control", b"no-store"))
                 cookie = media_cookie_header(scope)
                 if cookie:
                     headers.append((b"set-cookie", cookie))

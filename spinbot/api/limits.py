@@ -4,12 +4,16 @@ to arrive, how many connections are open.
 - `RequestBodyLimit` (ASGI middleware): a body over SPINBOT_MAX_REQUEST_BYTES is a 413 before FastAPI reads and
   parses it (FastAPI reads a JSON body, on the event loop, before the route's key check: a 300 MB body without a key
   took 1.4 GB and stalled every other request for a second). A declared length is refused before one byte is read; a
-  chunked body is cut once past the limit. While a body arrives, a pause longer than SPINBOT_API_REQUEST_TIMEOUT is
-  a 408. Uploads read their own body against SPINBOT_MAX_UPLOAD_BYTES (upload_body.py) and get the pause bound only.
+  chunked body is cut once past the limit. Such a body must arrive whole within SPINBOT_API_REQUEST_TIMEOUT (a 408
+  past it): a bound on pauses alone let a client without a key send a byte every 29 s and hold its connection for
+  days. Uploads read their own body against SPINBOT_MAX_UPLOAD_BYTES (upload_body.py), after the key check, and get
+  the pause bound only (50 MB may take minutes on a slow link).
 - `TimedH11Protocol` (uvicorn's h11 protocol with one timer added): a request head must arrive within
-  SPINBOT_API_REQUEST_TIMEOUT of its first byte, or the connection is closed. uvicorn bounds idle keep-alive
-  connections only, so a client sending a header a byte a minute held a connection forever. h11 bounds the head's
-  size (HEADER_BYTES); httptools, uvicorn's other parser, accepted 20 MB headers.
+  SPINBOT_API_REQUEST_TIMEOUT of the connection's opening (the first request) or of its own first byte (a kept-alive
+  connection's next one), or the connection is closed. uvicorn bounds idle keep-alive connections only, so a client
+  sending a header a byte a minute, or nothing at all, held a connection forever (SPINBOT_API_MAX_CONNECTIONS silent
+  sockets: every other client a 503). h11 bounds the head's size (HEADER_BYTES); httptools, uvicorn's other parser,
+  accepted 20 MB headers.
 - The connection count: uvicorn's `limit_concurrency` (SPINBOT_API_MAX_CONNECTIONS), a JSON 503 past it.
 
 Written here because neither uvicorn nor Starlette has a body-size limit or a request-head timeout.
@@ -44,8 +48,9 @@ class BodyTooLarge(HTTPException):
 
 
 class BodyTimeout(HTTPException):
-    def __init__(self, timeout_s: float):
-        super().__init__(408, f"the request body paused over {timeout_s:g} s (SPINBOT_API_REQUEST_TIMEOUT)")
+    def __init__(self, timeout_s: float, whole: bool = False):
+        what = "took over" if whole else "paused over"
+        super().__init__(408, f"the request body {what} {timeout_s:g} s (SPINBOT_API_REQUEST_TIMEOUT)")
 
 
 class RequestBodyLimit:
@@ -62,15 +67,17 @@ class RequestBodyLimit:
             await _answer(send, BodyTooLarge(self.max_bytes))
             return
         received, body_done = 0, False
+        deadline = asyncio.get_running_loop().time() + self.timeout_s  # for the whole of a limited body
 
         async def bounded_receive() -> Message:
             nonlocal received, body_done
             if body_done:  # after the body: waiting for the client to leave (event streams) has no time limit
                 return await receive()
+            left = deadline - asyncio.get_running_loop().time() if limited else self.timeout_s
             try:
-                message = await asyncio.wait_for(receive(), self.timeout_s)
+                message = await asyncio.wait_for(receive(), max(min(left, self.timeout_s), 0))
             except TimeoutError:
-                raise BodyTimeout(self.timeout_s) from None
+                raise BodyTimeout(self.timeout_s, whole=limited) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
@@ -151,6 +158,11 @@ class TimedH11Protocol(H11Protocol):
             await app(scope, receive, send)
 
         return capped
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it too
+        super().connection_made(transport)
+        # timed from the opening: a connection that never sends a byte would hold its place without end
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE and self._head_timer is None:

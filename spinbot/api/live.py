@@ -25,8 +25,8 @@ from spinbot.tasks.live import live_key
 
 router = APIRouter(tags=["live"])
 
-SEGMENT_NAME = re.compile(r"seg-\d{5}\.ts")
-NO_STORE = {"Cache-Control": "no-cache"}  # the playlist grows; a cached copy would stall the player
+SEGMENT_NAME = re.compile(r"seg-[0-9]{5}\.ts")  # ASCII digits: `\d` took any script's (a 400 from the store)
+NO_STORE = {"Cache-Control": "no-store"}  # the playlist grows; a cached copy would stall the player
 
 
 @router.get(

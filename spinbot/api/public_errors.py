@@ -6,6 +6,7 @@ comes back through Redis), so this works on the text."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 STORAGE_FAILED = "the artifact storage could not be used; retry the job later"
 
@@ -23,6 +24,23 @@ def public_error(message: str | None) -> str | None:
     match = _NODE_FAILED.match(message)
     prefix, detail = (match[1], match[2]) if match else ("", message)
     return prefix + (STORAGE_FAILED if _STORAGE.search(detail) else _redact(detail))
+
+
+# Keys of a node's metadata whose text is an error's (a live output's or checkpoint's warning, the script's fallback
+# reason): shown as errors are. Its other strings get the redaction alone (a user's param text stays as given).
+_ERROR_KEYS = frozenset({"warning", "warnings", "reason"})
+
+
+def public_meta(value: Any, error: bool = False) -> Any:
+    """A node's metadata as clients see it: stored whole for operators, it names internals too (the script node
+    records the Ollama host it asked, which may carry credentials; a warning holds a storage error)."""
+    if isinstance(value, str):
+        return public_error(value) if error else _redact(value)
+    if isinstance(value, dict):
+        return {key: public_meta(item, error or key in _ERROR_KEYS) for key, item in value.items()}
+    if isinstance(value, list):
+        return [public_meta(item, error) for item in value]
+    return value
 
 
 def _redact(text: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spinbot.api.public_errors import public_error
+from spinbot.api.public_errors import public_error, public_meta
 from spinbot.state.store import JobView
 
 UploadKind = Literal["portrait", "voice"]
@@ -112,7 +112,7 @@ class JobOut(BaseModel):
                     attempts=n.attempts,
                     error=public_error(n.error),
                     seconds=n.seconds,
-                    meta=(n.output or {}).get("meta"),
+                    meta=public_meta((n.output or {}).get("meta")),
                     values=(n.output or {}).get("values"),
                 )
                 for n in job.nodes

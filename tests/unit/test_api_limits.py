@@ -80,6 +80,27 @@ def test_a_request_head_that_never_ends_is_closed_after_the_timeout(server):
         assert TIMEOUT_S * 0.9 <= time.monotonic() - started < TIMEOUT_S + 5
 
 
+def test_a_connection_that_sends_nothing_is_closed_after_the_timeout(server):
+    # uvicorn times a head from its first byte only: silent sockets, one per connection the server takes, held every
+    # other client at a 503 for as long as they stayed open
+    with connect(server) as conn:
+        started = time.monotonic()
+        assert read_all(conn) == b""  # closed by the server
+        assert TIMEOUT_S * 0.9 <= time.monotonic() - started < TIMEOUT_S + 5
+
+
+def test_silent_connections_do_not_hold_the_server_at_its_connection_cap(server):
+    silent = [connect(server) for _ in range(8)]
+    try:
+        time.sleep(TIMEOUT_S + 0.5)
+        with connect(server) as conn:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for conn in silent:
+            conn.close()
+
+
 def test_the_next_head_on_a_kept_alive_connection_is_timed_too(server):
     with connect(server) as conn:
         conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -98,6 +119,23 @@ def test_a_body_that_stops_arriving_is_a_408(server):
         answer = read_all(conn)
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"SPINBOT_API_REQUEST_TIMEOUT" in answer
+
+
+def test_a_job_body_trickled_in_is_a_408_once_the_timeout_has_passed(server):
+    # no pause reaches the timeout, yet the body never ends: a client without a key held its connection for days
+    with connect(server) as conn:
+        conn.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        started, answer = time.monotonic(), b""
+        conn.settimeout(TIMEOUT_S / 4)
+        while not answer and time.monotonic() - started < TIMEOUT_S * 10:
+            try:
+                answer = conn.recv(65536)
+            except TimeoutError:
+                conn.sendall(b" ")
+    assert answer.startswith(b"HTTP/1.1 408") and b"SPINBOT_API_REQUEST_TIMEOUT" in answer
+    assert time.monotonic() - started < TIMEOUT_S * 3
 
 
 def test_a_chunked_job_body_is_cut_once_past_the_limit(server):

@@ -58,7 +58,7 @@ def test_the_playlist_is_404_until_the_first_segment_and_then_stays_open_while_t
     got = client.get(url(job_id), headers=auth(KEY_A))
     assert got.status_code == 200
     assert got.headers["content-type"].startswith("application/vnd.apple.mpegurl")
-    assert got.headers["cache-control"] == "no-cache"
+    assert got.headers["cache-control"] == "no-store"
     assert "seg-00001.ts" in got.text and ENDLIST not in got.text
 
 
