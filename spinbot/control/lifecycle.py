@@ -27,17 +27,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DELETABLE_STATES = (*st.FINAL_STATES, st.INTERRUPTED)
+DELETABLE_STATES = (*st.FINAL_STATES, st.INTERRUPTED, st.DELETING)
 
 
 def delete_job(runner: Runner, job_id: str) -> None:
     """Delete a finished job's stored files and records; JobNotFound if there is no such job, Conflict while
     it is pending or running (here or in another process)."""
-    _refuse_unless_deletable(runner.jobs.get(job_id))
+    if (job := runner.jobs.get(job_id)).status not in DELETABLE_STATES:
+        raise _not_deletable(job)
     runner.leases.require(job_id)
     try:
-        job = runner.jobs.get(job_id)  # again, as the lease holder: a retry may have started it meanwhile
-        _refuse_unless_deletable(job)
+        # A retry answered in this process shares the lease's owner, so the lease alone does not keep it out: the
+        # status moves to deleting only if it is still deletable, and a retry from then on finds it not failed.
+        if not runner.jobs.mark_deleting(job_id, DELETABLE_STATES):
+            raise _not_deletable(runner.jobs.get(job_id))
+        job = runner.jobs.get(job_id)
         for folder in _folders_to_delete(runner, job):
             runner.artifacts.delete_prefix(folder)
         with open_checkpointer(runner.settings) as saver:
@@ -83,12 +87,11 @@ def sweep_checkpoints(runner: Runner) -> int:
     return discard_checkpoints(runner, runner.jobs.nodes_of_jobs_in((st.SUCCEEDED, st.CANCELLED)))
 
 
-def _refuse_unless_deletable(job: st.JobView) -> None:
-    if job.status not in DELETABLE_STATES:
-        raise Conflict(
-            f"job {job.id} is {job.status}; cancel it (spinbot cancel {job.id}, or POST /v1/jobs/{job.id}/cancel) "
-            "and wait until it has stopped to delete it"
-        )
+def _not_deletable(job: st.JobView) -> Conflict:
+    return Conflict(
+        f"job {job.id} is {job.status}; cancel it (spinbot cancel {job.id}, or POST /v1/jobs/{job.id}/cancel) "
+        "and wait until it has stopped to delete it"
+    )
 
 
 def _folders_to_delete(runner: Runner, job: st.JobView) -> list[str]:

@@ -20,6 +20,9 @@ from spinbot.state.progress import job_progress, node_share
 PENDING, QUEUED, RUNNING = "pending", "queued", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 INTERRUPTED = "interrupted"  # stopped by its user (Ctrl-C in `spinbot run`): resumed only when asked to
+# Its files, then its rows, are being removed (control/lifecycle.delete_job): no retry can make it pending again
+# meanwhile; a delete cut short (a storage error) is finished by the next one.
+DELETING = "deleting"
 NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 RETRYABLE_STATES = (FAILED, INTERRUPTED)  # a retry makes them pending again
@@ -182,12 +185,13 @@ class JobStore:
             return _view(job)
 
     def finished_before(self, cutoff: datetime) -> list[str]:
-        """Finished jobs (succeeded, failed, cancelled) that finished before `cutoff`, oldest first."""
+        """Finished jobs (succeeded, failed, cancelled, or a delete of one cut short) that finished before `cutoff`,
+        oldest first."""
         with self.session() as s:
             return list(
                 s.scalars(
                     select(Job.id)
-                    .where(Job.status.in_(FINAL_STATES), Job.finished_at < cutoff)
+                    .where(Job.status.in_((*FINAL_STATES, DELETING)), Job.finished_at < cutoff)
                     .order_by(Job.finished_at)
                 )
             )
@@ -261,6 +265,16 @@ class JobStore:
             result = cast(
                 "CursorResult[Any]",
                 s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(status=PENDING)),
+            )
+            return result.rowcount == 1
+
+    def mark_deleting(self, job_id: str, from_states: tuple[str, ...]) -> bool:
+        """-> deleting in one conditional UPDATE, only from these states; False when the job was in none of them
+        (a retry made it pending since it was read)."""
+        with self.session() as s, s.begin():
+            result = cast(
+                "CursorResult[Any]",
+                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(from_states)).values(status=DELETING)),
             )
             return result.rowcount == 1
 

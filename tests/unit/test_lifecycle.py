@@ -155,3 +155,65 @@ def test_the_api_deletes_a_finished_job_and_answers_409_while_one_runs(spinbot_e
         assert client.delete(f"/v1/jobs/{jobs['succeeded']}", headers=headers).status_code == 204
         assert client.get(f"/v1/jobs/{jobs['succeeded']}", headers=headers).status_code == 404
         assert files(spinbot_env, "jobs") == [f"jobs/{jobs['running']}/script/out.txt"]
+
+
+def failed_job(runner: Runner, tmp_path: Path) -> str:
+    job_id = runner.create_job(JobRequest(prompt="p", image=portrait_path(tmp_path), voice=voice_path()))
+    runner.jobs.set_job_status(job_id, "failed", "boom")
+    runner.leases.release(job_id)
+    return job_id
+
+
+def test_a_retry_arriving_while_the_job_is_deleted_is_refused(runner, spinbot_env, tmp_path, monkeypatch):
+    # The API answers a retry and a delete of one job in one process: one lease owner, so only the job's status
+    # keeps them apart. Here the retry comes while the delete removes the files.
+    job_id = failed_job(runner, tmp_path)
+    delete_prefix = runner.artifacts.delete_prefix
+    retried: list[bool] = []
+
+    def retry_meanwhile(prefix: str) -> int:
+        retried.append(runner.reopen(job_id))
+        assert runner.jobs.get(job_id).status == "deleting"
+        return delete_prefix(prefix)
+
+    monkeypatch.setattr(runner.artifacts, "delete_prefix", retry_meanwhile)
+    runner.delete_job(job_id)
+    assert retried == [False]
+    with pytest.raises(JobNotFound):
+        runner.jobs.get(job_id)
+
+
+def test_a_delete_after_a_retry_it_did_not_see_is_refused_and_keeps_the_job(runner, spinbot_env, tmp_path, monkeypatch):
+    # The retry lands between the delete's first look at the job and its lease: the job is pending again and
+    # must not lose its files under the run that starts.
+    job_id = failed_job(runner, tmp_path)
+    require = runner.leases.require
+
+    def retried_first(job: str, wait_if_silent: bool = False) -> None:
+        assert runner.reopen(job)
+        require(job, wait_if_silent)
+
+    monkeypatch.setattr(runner.leases, "require", retried_first)
+    with pytest.raises(Conflict, match=f"job {job_id} is pending"):
+        runner.delete_job(job_id)
+    assert runner.jobs.get(job_id).status == "pending" and files(spinbot_env, f"jobs/{job_id}")
+
+
+def test_a_delete_cut_short_leaves_the_job_deleting_and_the_next_delete_finishes_it(
+    runner, spinbot_env, tmp_path, monkeypatch
+):
+    job_id = failed_job(runner, tmp_path)
+
+    def storage_away(prefix: str) -> int:
+        raise OSError("storage away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.artifacts, "delete_prefix", storage_away)
+        with pytest.raises(OSError):
+            runner.delete_job(job_id)
+    assert runner.jobs.get(job_id).status == "deleting"
+    assert not runner.reopen(job_id)  # never run again, with half its files gone
+    runner.delete_job(job_id)
+    with pytest.raises(JobNotFound):
+        runner.jobs.get(job_id)
+    assert files(spinbot_env, "jobs") == []

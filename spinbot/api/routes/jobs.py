@@ -25,7 +25,7 @@ from spinbot.state.events import Event
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, RUNNING, JobView
 
 router = APIRouter(tags=["jobs"])
-JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted"]
+JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted", "deleting"]
 
 # With no event for this long, the stream looks at the job's row: a job whose process died without a final event
 # still ends its streams.
