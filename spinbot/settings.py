@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # request's whole body (an upload's: the longest pause in it); past it the connection is closed (head) or
     # answered 408 (body).
     api_request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # Seconds one write of an answer (a download, a live segment, an event) may wait for its client to take it; past
+    # it the answer ends and the connection is closed (a client that stopped reading held it for ever).
+    api_send_timeout: float = Field(default=60.0, gt=0, le=3600)
     max_active_jobs: int = Field(default=20, ge=1)  # jobs one API key may have waiting or running; past it: 429
     api_max_connections: int = Field(default=1000, ge=8)  # open connections (event streams count); past it: 503
     max_streams_per_key: int = Field(default=20, ge=1)  # event streams one API key may have open (per process): 429

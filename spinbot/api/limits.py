@@ -15,20 +15,29 @@ to arrive, how many connections are open.
   sockets: every other client a 503). h11 bounds the head's size (HEADER_BYTES); httptools, uvicorn's other parser,
   accepted 20 MB headers.
 - The connection count: uvicorn's `limit_concurrency` (SPINBOT_API_MAX_CONNECTIONS), a JSON 503 past it.
+- `SlowReaderLimit` (ASGI middleware): every write of an answer must be taken by the client within
+  SPINBOT_API_SEND_TIMEOUT, or the answer ends and its connection is closed. uvicorn waits for a full socket buffer
+  to drain with no time limit, so a keyed client that stopped reading a download (or a live segment) held its
+  connection, one of SPINBOT_API_MAX_CONNECTIONS, for as long as it stayed connected. Event streams bound their own
+  writes the same way (routes/jobs.py), to give their key's slot back.
 
-Written here because neither uvicorn nor Starlette has a body-size limit or a request-head timeout.
+Written here because neither uvicorn nor Starlette has a body-size limit, a request-head timeout or a write timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 import h11
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,6 +95,41 @@ class RequestBodyLimit:
             return message
 
         await self.app(scope, bounded_receive, send)
+
+
+class StalledClient(Exception):
+    """A write of an answer was not taken by its client within the time allowed."""
+
+
+def bounded_send(send: Send, seconds: float) -> Send:
+    """`send` with every write bounded by `seconds`: StalledClient past it (the write abandoned)."""
+
+    async def bounded(message: Message) -> None:
+        with anyio.move_on_after(seconds) as scope:
+            await send(message)
+        if scope.cancelled_caught:
+            raise StalledClient
+
+    return bounded
+
+
+class SlowReaderLimit:
+    """Ends an answer whose client takes none of a write for `timeout_s` (see the module's docstring)."""
+
+    def __init__(self, app: ASGIApp, timeout_s: float):
+        self.app, self.timeout_s = app, timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, bounded_send(send, self.timeout_s))
+        except* StalledClient:  # grouped by the task group of a streamed answer, or bare
+            log.warning(
+                "an answer ended: its client took nothing for the send timeout",
+                extra={"path": scope["path"], "seconds": self.timeout_s},
+            )
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -318,3 +318,37 @@ def test_a_streamed_answer_closes_the_object_body_whether_or_not_the_client_stay
     assert closed == [True]
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert (len(body) < 3 * 1024 * 1024) if client_leaves else len(body) == 3 * 1024 * 1024
+
+
+def test_a_streamed_answer_abandoned_by_the_send_timeout_closes_the_object_body(store, monkeypatch):
+    import asyncio
+
+    from starlette.requests import Request
+
+    from spinbot.api.limits import StalledClient
+    from spinbot.api.routes.artifacts import _streamed
+
+    store.put_bytes("jobs/j/n/big.bin", b"x" * (3 * 1024 * 1024))
+    closed = []
+    real = store.client.get_object
+
+    def get_object(**kwargs):
+        reply = real(**kwargs)
+        close = reply["Body"].close
+        reply["Body"].close = lambda: (closed.append(True), close())
+        return reply
+
+    monkeypatch.setattr(store.client, "get_object", get_object)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+    response = _streamed(store, "jobs/j/n/big.bin", "application/octet-stream", Request(scope))
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            raise StalledClient  # what SlowReaderLimit's bounded send raises once a write waited too long
+
+    with pytest.raises(StalledClient):
+        asyncio.run(response(scope, receive, send))
+    assert closed == [True]

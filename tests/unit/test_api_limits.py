@@ -189,3 +189,34 @@ def test_connections_past_the_limit_get_a_503(server):
     finally:
         for conn in idle:
             conn.close()
+
+
+def test_a_download_its_client_stopped_reading_is_ended_after_the_send_timeout(spinbot_env, use_settings):
+    """A keyed client asks for a big file and reads nothing: once the socket's buffers are full the server's write
+    waits. Past SPINBOT_API_SEND_TIMEOUT the answer is abandoned and the connection closed; before, it stayed open
+    (one of SPINBOT_API_MAX_CONNECTIONS) for as long as the client did."""
+    from spinbot.api.auth import owner_of
+
+    use_settings(api_keys=KEY, api_send_timeout=TIMEOUT_S)
+    app = create_app()
+    runner = app.state.services.runner
+    job_id, key, size = runner.jobs.new_id(), "uploads/o/1/portrait.png", 64 * 1024 * 1024
+    runner.artifacts.put_bytes(key, b"\0" * size)  # far more than a loopback socket buffers
+    inputs = {"artifacts": {"source_image": key}}
+    runner.jobs.create_job(job_id, "f5tts_infinitetalk", [], inputs, {}, owner_of(KEY))
+    with serving(app, 30.0, 8) as port:
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        conn.settimeout(30)
+        conn.connect(("127.0.0.1", port))
+        conn.sendall(
+            f"GET /v1/jobs/{job_id}/inputs/source_image HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
+        )
+        time.sleep(TIMEOUT_S + 3)  # reads nothing meanwhile: the server's write waits, then is abandoned
+        started = time.monotonic()
+        data = b""  # what the buffers held, then the end: the server closed the connection
+        while (chunk := conn.recv(1 << 20)) and len(data) < size / 4:
+            data += chunk
+        conn.close()
+    assert data.startswith(b"HTTP/1.1 200") and len(data) < size / 4
+    assert time.monotonic() - started < 10

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import mimetypes
 from pathlib import Path
+from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from spinbot.api.deps import MediaOwner, Services, ServicesDep
 from spinbot.api.errors import error_responses
 from spinbot.api.files import FileDownload, UnsatisfiableRange, requested_range, stat_of
 from spinbot.errors import JobNotFound, echo
 from spinbot.storage.local import LocalStore
-from spinbot.storage.s3 import RangeNotSatisfiable, S3Store
+from spinbot.storage.s3 import ObjectRead, RangeNotSatisfiable, S3Store
 
 router = APIRouter(tags=["artifacts"])
 
@@ -94,10 +95,20 @@ def _streamed(store: S3Store, key: str, media_type: str, request: Request) -> St
     }
     if read.content_range:
         headers["Content-Range"] = read.content_range
-    return StreamingResponse(
-        read.chunks,
-        status_code=206 if read.content_range else 200,
-        media_type=media_type,
-        headers=headers,
-        background=BackgroundTask(read.close),  # runs after the answer, sent whole or cut short by the client
-    )
+    return ObjectStream(read, status_code=206 if read.content_range else 200, media_type=media_type, headers=headers)
+
+
+class ObjectStream(StreamingResponse):
+    """A streamed S3 object whose body is closed however the answer ends: sent whole, cut short by its client, or
+    abandoned by the send timeout (api/limits.SlowReaderLimit). A background task would run after a whole answer
+    only, leaving the object's connection out of the pool until the garbage collector found it."""
+
+    def __init__(self, read: ObjectRead, **kwargs: Any):
+        super().__init__(read.chunks, **kwargs)
+        self.close_object = read.close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await anyio.to_thread.run_sync(self.close_object)

@@ -14,6 +14,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
 from spinbot.api.errors import TooManyStreams, error_responses
+from spinbot.api.limits import StalledClient, bounded_send
 from spinbot.api.public_errors import public_error
 from spinbot.api.routes.uploads import upload_keys
 from spinbot.api.schemas import JobCreate, JobOut, JobPage
@@ -159,21 +160,11 @@ class CountedEventSource(EventSourceResponse):
             self.release()
 
 
-class StalledClient(Exception):
-    """A write to an event stream's client did not finish in SEND_TIMEOUT_SECONDS."""
-
-
 def _bounded(send: Any) -> Any:
-    """`send` with every write bounded by SEND_TIMEOUT_SECONDS. sse-starlette's own `send_timeout` (3.7) bounds the
-    events and pings but not the write that ends the body, where a stream whose job ended would wait for ever."""
-
-    async def bounded_send(message: Any) -> None:
-        with anyio.move_on_after(SEND_TIMEOUT_SECONDS) as scope:
-            await send(message)
-        if scope.cancelled_caught:
-            raise StalledClient
-
-    return bounded_send
+    """`send` with every write bounded by SEND_TIMEOUT_SECONDS (StalledClient past it). sse-starlette's own
+    `send_timeout` (3.7) bounds the events and pings but not the write that ends the body, where a stream whose job
+    ended would wait for ever."""
+    return bounded_send(send, SEND_TIMEOUT_SECONDS)
 
 
 async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
