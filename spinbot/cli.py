@@ -148,7 +148,12 @@ def run(
         else:
             params = parse_sets(set_)
             own_script = str(params.get("script", {}).get("text") or "").strip()
-            given = (("--prompt", prompt or own_script), ("--image", image), ("--voice", voice))
+            # the script is the prompt's alternative: a user who gives neither learns of both
+            given = (
+                ("--prompt or --set script.text=YOUR WORDS", prompt or own_script),
+                ("--image", image),
+                ("--voice", voice),
+            )
             missing = [name for name, value in given if not value]
             if missing:
                 raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")

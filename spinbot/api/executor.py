@@ -14,7 +14,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from spinbot.control.runner import Runner
-from spinbot.errors import Conflict
+from spinbot.errors import Conflict, first_line
+from spinbot.queue.outage import REDIS_ERRORS
 from spinbot.state.store import ORPHAN_STATES
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class JobExecutor:
             self.runner.run(job_id)
         except Conflict as err:  # another process took it first: it is theirs to finish
             log.info("job left to its owner", extra={"job_id": job_id, "reason": str(err)})
+        except REDIS_ERRORS as err:  # its events and queue are in Redis: taken again once Redis answers
+            log.warning(
+                "job waits for Redis: taken again at the next look for unfinished jobs",
+                extra={"job_id": job_id, "error": first_line(err)},
+            )
         except Exception:  # runner.run records failures itself; this guards the thread
             log.exception("job thread crashed", extra={"job_id": job_id})
         finally:

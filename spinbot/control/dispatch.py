@@ -85,3 +85,12 @@ class InProcessDispatcher(Dispatcher):
 
     def run(self, request, report, is_cancelled):
         return execute_task(request, self.store, report, is_cancelled)
+
+
+def report_waiting(report: Callable[[float, str], None], message: str) -> None:
+    """Tell a node's reporter why its task waits in the queue (no worker serves the queue): the control plane's
+    reporter shows it with the node still queued (spinbot.control.progress.NodeProgress.waiting); a plain callable
+    gets nothing, since any report would mean the task runs."""
+    waiting = getattr(report, "waiting", None)
+    if callable(waiting):
+        waiting(message)

@@ -92,6 +92,15 @@ class NodeProgress:
         if due:
             self._write()
 
+    def waiting(self, message: str) -> None:
+        """Why the node, still queued, has not started (no worker serves its queue): the state stays queued; the
+        message shows in the event, the node's row, the CLI's line and the page until a worker starts it."""
+        with self._lock:
+            if self._closed or not self.is_current() or self.message is not None:
+                return  # a report came: the node runs already
+            self._publish(st.QUEUED, message)
+        self.jobs.node_waiting(self.job_id, self.node_id, message, attempt=self.attempt)
+
     def restart(self, message: str) -> None:
         """The node's work began again from nothing (another worker took the task over): the next attempt."""
         with self._lock:

@@ -122,7 +122,7 @@ def pull(
     """Download every missing file from its source (HF_TOKEN, HF_ENDPOINT honoured), sha256-verified."""
     from spinbot.cli import fail
     from spinbot.cli_style import print_error
-    from spinbot.models.pull import PullError, pull_file
+    from spinbot.models.pull import PullError, Unreachable, pull_file, source_host
     from spinbot.models.selection import required_files
 
     with _refusals():
@@ -135,9 +135,18 @@ def pull(
             import httpx  # noqa: F401
             import huggingface_hub  # noqa: F401
     failures = []
+    unreachable: dict[str, Unreachable] = {}  # host -> the first refusal: its other files are not tried
+    not_tried: list[str] = []
     for f in wanted:
+        if f.source is not None and source_host(f.source) in unreachable:
+            not_tried.append(f.relpath)
+            continue
         try:
             done = pull_file(f)
+        except Unreachable as err:
+            unreachable.setdefault(err.host, err)
+            not_tried.append(f.relpath)
+            continue
         except PullError as err:
             failures.append(str(err))
             print_error(str(err))
@@ -145,9 +154,22 @@ def pull(
         how = f"verified against the {done.verified_against}" if done.verified_against else "no published hash"
         commit = f", commit {done.commit}" if done.commit else ""
         typer.echo(f"pulled {f.relpath} (sha256 {done.sha256}, {how}{commit})")
-    if failures:
+    if unreachable:
+        print_error(_unreachable_line(unreachable, not_tried, root))
+    if failures or unreachable:
         raise typer.Exit(1)
     typer.echo(f"ok: every file of {', '.join(tasks)} is in {root}")
+
+
+def _unreachable_line(unreachable: dict, not_tried: list[str], root: Path) -> str:
+    """One line for every file whose host took no connection (offline, say), instead of one error per file."""
+    first = next(iter(unreachable.values()))
+    count = f"{len(not_tried)} file{'s' if len(not_tried) != 1 else ''}"
+    return (
+        f"cannot reach {', '.join(unreachable)} ({first.reason}): {count} not downloaded ({not_tried[0]}"
+        f"{', ...' if len(not_tried) > 1 else ''}); check the network, set HF_ENDPOINT to a Hub mirror, or copy the "
+        f"files into {root} by hand (`spinbot models list` shows each one's place)"
+    )
 
 
 def _human(count: int | None) -> str:

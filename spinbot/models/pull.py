@@ -18,10 +18,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from spinbot.errors import first_line
 from spinbot.models.files import ModelFile
-from spinbot.models.manifest import Source
+from spinbot.models.manifest import HF, Source
 
 STAGING = ".spinbot-pull"  # inside the models folder: same filesystem, so the final move is an atomic rename
 CHUNK = 8 * 1024 * 1024
@@ -31,6 +32,21 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 class PullError(Exception):
     """One file could not be pulled (no source, a network or hub error, a hash that differs); one line."""
+
+
+class Unreachable(PullError):
+    """The source's host took no connection at all (no network, a name that does not resolve, a refused or timed
+    out connect): every other file from that host would fail the same way, so `pull` tries none of them."""
+
+    def __init__(self, host: str, reason: str):
+        super().__init__(f"cannot reach {host} ({reason})")
+        self.host, self.reason = host, reason
+
+
+def source_host(source: Source) -> str:
+    """The host a source is downloaded from: the Hub's (HF_ENDPOINT, else huggingface.co) or the URL's."""
+    url = (os.environ.get("HF_ENDPOINT") or HF) if source.is_hub else (source.url or "")
+    return urlsplit(url).netloc or url
 
 
 @dataclass(frozen=True)
@@ -45,10 +61,14 @@ def pull_file(file: ModelFile) -> Pulled:
     source = file.source
     if source is None:
         raise PullError(f"{file.relpath}: no known source (not a seed default); put it in place by hand")
+    made = [folder for folder in (file.path.parent, *file.path.parent.parents) if not folder.exists()]
     file.path.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_hub:
-        return _pull_hub(file, source)
-    return _pull_url(file, source)
+    try:
+        return _pull_hub(file, source) if source.is_hub else _pull_url(file, source)
+    except PullError:
+        for folder in made:  # deepest first: a failed pull leaves no empty folders behind
+            _remove_if_empty(folder)
+        raise
 
 
 # ---- Hugging Face Hub ---------------------------------------------------------------------------------------------
@@ -80,6 +100,8 @@ def _pull_hub(file: ModelFile, source: Source) -> Pulled:
         digest = _verified(staged, expected, file)
         os.replace(staged, file.path)
         return Pulled(file, digest, against, meta.commit_hash)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as err:  # before httpx.HTTPError, which they are
+        raise Unreachable(source_host(source), first_line(err)) from None
     # httpx.HTTPError: huggingface_hub 1.x speaks httpx, whose refused connections and timeouts are not OSErrors
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, httpx.HTTPError) as err:
         raise PullError(f"{file.relpath}: {source.describe()}: {first_line(err)}") from None
@@ -108,6 +130,8 @@ def _pull_url(file: ModelFile, source: Source) -> Pulled:
     try:
         _download(source.url, part, source.size, file.relpath)
         digest = _verified(part, source.sha256, file)
+    except Unreachable:
+        raise
     except OSError as err:
         raise PullError(f"{file.relpath}: {source.url}: {first_line(err)}") from None
     os.replace(part, file.path)
@@ -119,7 +143,9 @@ def _download(url: str, part: Path, size: int | None, label: str) -> None:
     from tqdm.auto import tqdm
 
     attempts = 0
-    with tqdm(total=size, initial=_size(part), unit="B", unit_scale=True, desc=label[-40:]) as bar:
+    answered = False  # the host answered once: a later failure to connect is a dropped connection, retried
+    bar = tqdm(total=size, initial=_size(part), unit="B", unit_scale=True, desc=label[-40:], delay=1)
+    try:
         while True:
             done = _size(part)
             if size is not None and done >= size:
@@ -128,6 +154,7 @@ def _download(url: str, part: Path, size: int | None, label: str) -> None:
                 with httpx.stream(
                     "GET", url, headers={"Range": f"bytes={done}-"} if done else {}, follow_redirects=True, timeout=30
                 ) as response:
+                    answered = True
                     if response.status_code == 416 and done:  # already complete: the server has no bytes left
                         return
                     response.raise_for_status()
@@ -139,13 +166,25 @@ def _download(url: str, part: Path, size: int | None, label: str) -> None:
                             out.write(chunk)
                             bar.update(len(chunk))
                 return
-            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError, httpx.TimeoutException) as err:
-                attempts += 1
-                if attempts > HTTP_RETRIES:
-                    raise OSError(f"connection lost {attempts} times, last: {err}") from None
-                time.sleep(min(2**attempts, 10) * 0.1)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                if not answered:  # no network, a name that does not resolve, nothing listening: no retry helps
+                    raise Unreachable(urlsplit(url).netloc, first_line(err)) from None
+                attempts = _retry(attempts, err)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.TimeoutException) as err:
+                attempts = _retry(attempts, err)
             except httpx.HTTPStatusError as err:
                 raise OSError(f"HTTP {err.response.status_code}") from None
+    finally:
+        bar.close()
+
+
+def _retry(attempts: int, err: Exception) -> int:
+    """One more try of a dropped connection after a short wait; OSError past HTTP_RETRIES."""
+    attempts += 1
+    if attempts > HTTP_RETRIES:
+        raise OSError(f"connection lost {attempts} times, last: {err}") from None
+    time.sleep(min(2**attempts, 10) * 0.1)
+    return attempts
 
 
 def _size(path: Path) -> int:

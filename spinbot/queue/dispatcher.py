@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from spinbot.control.dispatch import Dispatcher, TaskRequest, report_restart
+from spinbot.control.dispatch import Dispatcher, TaskRequest, report_restart, report_waiting
 from spinbot.queue.bridge import LoopThread
 from spinbot.queue.bull import LIVE_STATES, BullQueues
 from spinbot.queue.channel import NodeChannel
@@ -29,6 +29,7 @@ from spinbot.queue.outage import ride_out_outage
 from spinbot.queue.records import CANCELLED, DONE, PROGRESS, STARTED, SUCCEEDED, NodeResult
 from spinbot.settings import Settings, get_settings
 from spinbot.tasks.base import Cancelled, NodeOutput
+from spinbot.worker.heartbeat import list_workers
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ CANCEL_GRACE_SECONDS = 30.0  # a task that ignores cancellation this long is rep
 BULL_CALL_SECONDS = 10.0
 MAX_READDS = 3  # times a job lost by the queue (Redis restarted empty) is added again
 FINISHING_SECONDS = 10.0  # a worker that stored a result hands its job back to BullMQ within this
+WORKER_CHECK_SECONDS = 3.0  # a node not started yet: how often the waiter looks for a live worker of its queue
 
 
 class QueueDispatcher(Dispatcher):
@@ -169,6 +171,8 @@ class _NodeWait:
         self.cancel_sent_at: float | None = None
         self.next_cancel_check = 0.0
         self.next_queue_check = time.monotonic() + QUEUE_CHECK_SECONDS
+        self.next_worker_check = time.monotonic() + WORKER_CHECK_SECONDS
+        self.unserved: bool | None = None  # whether the node's queue had no live worker at the last look
         self.readds = 0
 
     def until_done(self, what: str) -> NodeResult:
@@ -183,6 +187,9 @@ class _NodeWait:
         if result is None and now >= self.next_queue_check:
             self.next_queue_check = now + QUEUE_CHECK_SECONDS
             result = self.check_queue()
+        if result is None and not self.starts and now >= self.next_worker_check:
+            self.next_worker_check = now + WORKER_CHECK_SECONDS
+            self.check_workers()
         if result is None and self.cancel_sent_at and now - self.cancel_sent_at > CANCEL_GRACE_SECONDS:
             result = NodeResult(
                 status=CANCELLED,
@@ -213,6 +220,24 @@ class _NodeWait:
             self.report(0.0, f"started on worker {worker}")
         else:
             report_restart(self.report, f"started again on worker {worker}: the last run of the task stopped")
+
+    def check_workers(self) -> None:
+        """A node that no worker has started: say so when no live worker (heartbeat) serves its queue, since it
+        waits until one starts (a `spinbot run` or a page that showed "queued" and nothing more, for ever)."""
+        queue, _ = self.dispatcher.route(self.request)
+        unserved = not any(queue in worker.queues for worker in list_workers(self.dispatcher.redis))
+        if unserved == bool(self.unserved):
+            return
+        self.unserved = unserved
+        if unserved:
+            log.warning(
+                f"no worker serves queue '{queue}': node '{self.request.node_id}' waits until one starts "
+                f"(spinbot worker --queues {queue})",
+                extra={"job_id": self.request.job_id},
+            )
+            report_waiting(self.report, f"waiting for a worker: none serves queue '{queue}'")
+        else:
+            report_waiting(self.report, f"waiting in queue '{queue}'")
 
     def forward_cancel(self) -> NodeResult | None:
         """Set the node's cancel flag once is_cancelled() turns true; withdraw the job if no worker has it yet."""

@@ -351,6 +351,18 @@ class JobStore:
         with self.session() as s, s.begin():
             s.execute(update(NodeRun).where(NodeRun.job_id == job_id, NodeRun.node_id == node_id).values(**values))
 
+    def node_waiting(self, job_id: str, node_id: str, message: str, *, attempt: int) -> bool:
+        """Why a queued node still waits (no worker serves its queue), while `attempt` is queued; its state stays."""
+        where = [
+            NodeRun.job_id == job_id,
+            NodeRun.node_id == node_id,
+            NodeRun.attempts == attempt,
+            NodeRun.status == QUEUED,
+        ]
+        with self.session() as s, s.begin():
+            written = cast("CursorResult[Any]", s.execute(update(NodeRun).where(*where).values(message=message)))
+            return written.rowcount == 1
+
     def node_progress(
         self,
         job_id: str,

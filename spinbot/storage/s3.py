@@ -311,9 +311,7 @@ class S3Store(ArtifactStore):
     def _translate_client_error(self, err: ClientError, key: str | None) -> Exception:
         code = _code(err)
         if code == "NoSuchBucket" or (code in _NOT_FOUND and (key is None or self._bucket_really_missing())):
-            return BucketMissing(
-                f"S3 bucket '{self.bucket}' does not exist{self._at()}; create it first (S3Store.ensure_bucket())"
-            )
+            return BucketMissing(f"S3 bucket '{self.bucket}' does not exist{self._at()}; {self._create_hint()}")
         if code in _NOT_FOUND:
             return FileNotFoundError(f"artifact '{key}' not found")
         if code == "InvalidRange":
@@ -338,6 +336,11 @@ class S3Store(ArtifactStore):
                 f"S3 error on {self.url}: {len(errors)} objects not deleted, first '{first.get('Key')}': "
                 f"{first.get('Code')}: {first.get('Message')}"
             )
+
+    def _create_hint(self) -> str:
+        """The command that makes the bucket (the Python method it used to name is no help at a shell)."""
+        endpoint = f" --endpoint-url {self.endpoint_url}" if self.endpoint_url else ""
+        return f"create it first (aws s3 mb s3://{self.bucket}{endpoint}; MinIO: mc mb ALIAS/{self.bucket})"
 
     def _at(self) -> str:
         return f" at {self.endpoint_url}" if self.endpoint_url else ""

@@ -201,9 +201,19 @@ def check(params: AIUpscalerParams) -> None:
             raise ParamsError(f"model_name_0: {str(err).removeprefix('model_name_0 ')}") from None
         return
     for param in ("model_name_0", "model_name_1"):
-        why = missing_model(get_settings().models_dir, "upscale_video", param, getattr(params, param))
+        name = getattr(params, param)
+        why = missing_model(get_settings().models_dir, "upscale_video", param, name)
         if why:
-            raise ParamsError(f"{param}: {why}; the native upscaler needs it")
+            raise ParamsError(f"{param}: {why}; the native upscaler needs it ({_how_to_get(param, name)})")
+
+
+def _how_to_get(param: str, name: str) -> str:
+    """What makes a missing model file present: `models pull` for a file with a known source, else the user."""
+    from spinbot.models.manifest import source_for
+    from spinbot.tasks.model_files import MODEL_SLOTS
+
+    known = source_for(f"{MODEL_SLOTS['upscale_video'][param].folder}/{name}") is not None
+    return "`spinbot models pull` fetches it" if known else "put the file there"
 
 
 TASK = TaskDef(name="upscale_video", params_model=AIUpscalerParams, run=run, check=check)

@@ -36,6 +36,8 @@ from spinbot.worker.registry import install_extra_tasks
 
 log = logging.getLogger(__name__)
 
+CLOSE_CHECK_SECONDS = 1.0  # stopping: how long an idle queue's worker may take to close before its fetch is forced
+
 
 class WorkerService:
     def __init__(self, settings: Settings, queues: list[str]):
@@ -65,13 +67,37 @@ class WorkerService:
         log.info("worker ready", extra={"worker": self.state.id, "queues": self.queues})
         await self._stopping.wait()
         log.info("worker stopping: running jobs finish first", extra={"worker": self.state.id})
-        await asyncio.gather(*(w.close() for w in self.bull.values()), return_exceptions=True)
+        await self._close_queues()
+        # A closed worker's run() ends at once, unless it never reached Redis: then it waits in its first call
+        await asyncio.wait(self.runs.values(), timeout=CLOSE_CHECK_SECONDS)
+        for run in self.runs.values():
+            run.cancel()
         await asyncio.gather(*self.runs.values(), return_exceptions=True)
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self._forget_heartbeat()
         log.info("worker stopped", extra={"worker": self.state.id, "finished": self.state.info.finished})
+
+    async def _close_queues(self) -> None:
+        """Close every queue's BullMQ worker, letting its running task finish. BullMQ's close() also waits for the
+        queue's fetch in flight, which it retries for as long as Redis is unreachable (a worker whose Redis was down
+        never stopped, even on a second SIGTERM): a queue that runs no task here and has not closed within
+        CLOSE_CHECK_SECONDS is closed with force, which interrupts only that fetch."""
+        closing = [asyncio.ensure_future(worker.close()) for worker in self.bull.values()]
+        forced: set[str] = set()
+        while True:
+            await asyncio.wait(closing, timeout=CLOSE_CHECK_SECONDS)
+            if all(task.done() for task in closing):
+                break
+            busy = {node.queue for node in self.state.snapshot([]).running}
+            for queue, worker in self.bull.items():
+                if queue not in busy and queue not in forced and not worker.closed:
+                    forced.add(queue)
+                    closing.append(asyncio.ensure_future(worker.close(force=True)))
+        for task in closing:
+            if task.exception() is not None:
+                log.warning("queue worker did not close cleanly", extra={"error": str(task.exception())})
 
     def _bull_worker(self, queue: str) -> Worker:
         opts = {

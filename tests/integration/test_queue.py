@@ -6,6 +6,7 @@ own, so workers started for one test never take another test's jobs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -24,7 +25,7 @@ import redis
 
 from spinbot.control.dispatch import TaskRequest
 from spinbot.queue.config import QueueOptions
-from spinbot.queue.dispatcher import QueueDispatcher
+from spinbot.queue.dispatcher import WORKER_CHECK_SECONDS, QueueDispatcher
 from spinbot.queue.errors import QueueUnavailable, WorkerTaskError
 from spinbot.queue.keys import bull_job_id
 from spinbot.settings import Settings, reset_settings
@@ -410,6 +411,57 @@ def test_a_waiting_job_is_cancelled_without_running(make_dispatcher, client, bac
 
     assert dispatcher.queue_state(req) == "unknown"
     assert runs(client, req) == []
+
+
+class WaitingReport:
+    """A reporter as the control plane's: reports, and why a queued node waits (NodeProgress.waiting)."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[float, str]] = []
+        self.waits: list[str] = []
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.reports.append((fraction, message))
+
+    def waiting(self, message: str) -> None:
+        self.waits.append(message)
+
+
+def test_a_node_no_worker_serves_says_so_while_it_waits(make_dispatcher, background, caplog):
+    """With no live worker on its queue, a node would wait for ever as "queued" with no word (a new user's
+    `spinbot run` with Redis set and no `spinbot worker`): the wait says which queue lacks a worker."""
+    dispatcher = make_dispatcher({"test.echo": "nobody-serves-this"})
+    req = request("test.echo")
+    report, cancel = WaitingReport(), threading.Event()
+    with caplog.at_level(logging.WARNING, logger="spinbot.queue.dispatcher"):
+        pending = background(dispatcher.run, req, report, cancel.is_set)
+        try:
+            wait_for(lambda: report.waits, 10, "the waiting message")
+        finally:
+            cancel.set()
+        with pytest.raises(Cancelled):
+            pending.result(timeout=5)
+    assert report.waits == ["waiting for a worker: none serves queue 'nobody-serves-this'"]
+    assert report.reports == []  # nothing that would show the node as running
+    warnings = [r.getMessage() for r in caplog.records if r.name == "spinbot.queue.dispatcher"]
+    assert warnings == [
+        "no worker serves queue 'nobody-serves-this': node 'node' waits until one starts "
+        "(spinbot worker --queues nobody-serves-this)"
+    ]
+
+
+def test_a_node_waiting_behind_a_busy_worker_gets_no_such_message(fleet, client, make_dispatcher, background):
+    """The queue's one worker is busy past the first look for workers: the node waits, and no message says none."""
+    dispatcher = make_dispatcher({"test.sleep": "prio", "test.echo": "prio"})
+    blocker = request("test.sleep", seconds=WORKER_CHECK_SECONDS + 1.5)
+    first = background(dispatcher.run, blocker, quiet, never)
+    wait_for(lambda: started(client, blocker), 10, "the blocker to start")
+    report = WaitingReport()
+    output = background(dispatcher.run, request("test.echo", text="served"), report, never).result(20)
+    first.result(timeout=10)
+    assert output.values["echo"] == "served"
+    assert report.waits == []
+    assert report.reports and report.reports[0][1].startswith("started on worker")
 
 
 # ---- the worker -----------------------------------------------------------------------------------------------------

@@ -211,6 +211,9 @@ def test_missing_bucket_is_one_clear_error_until_created(s3_env, tmp_path: Path)
             call()
         message = str(err.value)
         assert f"S3 bucket '{bucket}' does not exist at {s3_env}" in message and "\n" not in message
+        assert message.endswith(
+            f"create it first (aws s3 mb s3://{bucket} --endpoint-url {s3_env}; MinIO: mc mb ALIAS/{bucket})"
+        )
     assert store.ensure_bucket() is True
     assert store.ensure_bucket() is False
     store.put_bytes("a/b", b"x")

@@ -98,6 +98,18 @@ def test_a_native_upscaler_file_missing_from_the_models_folder_is_refused_at_sub
     body["params"] = {"upscale_video": {"model_name_1": "GFPGANv1.4.pth"}}
     r = native_upscaler.post("/v1/jobs", json=body, headers=auth(KEY_A))
     assert r.status_code == 400 and r.json()["error"].startswith("upscale_video.model_name_1: 'GFPGANv1.4.pth'")
+    assert r.json()["error"].endswith("; the native upscaler needs it (put the file there)")  # no known source
+
+
+def test_a_missing_seed_default_upscaler_file_names_the_command_that_fetches_it(native_upscaler, tmp_path):
+    (tmp_path / "models" / "facerestore_models" / "codeformer.pth").unlink()
+    image = upload(native_upscaler, "portrait", portrait_path(tmp_path)).json()["id"]
+    voice = upload(native_upscaler, "voice", voice_path()).json()["id"]
+    r = native_upscaler.post("/v1/jobs", json={"prompt": "hi", "image": image, "voice": voice}, headers=auth(KEY_A))
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error.startswith("upscale_video.model_name_1: 'codeformer.pth' is not in the models folder: looked for ")
+    assert error.endswith("; the native upscaler needs it (`spinbot models pull` fetches it)")
 
 
 def test_a_model_file_outside_the_models_folder_is_refused_without_probing_it(native_upscaler, spinbot_env, tmp_path):

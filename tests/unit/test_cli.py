@@ -63,6 +63,15 @@ def test_missing_required_options_are_named(spinbot_env):
     assert code != 0 and lines == ["error: missing --image, --voice (or use --resume JOB_ID)"]
 
 
+def test_a_missing_or_empty_prompt_names_the_own_script_alternative(spinbot_env, tmp_path):
+    image = portrait_path(tmp_path)
+    for prompt in ((), ("--prompt", "")):
+        code, lines = run_cli("run", *prompt, "--image", str(image), "--voice", str(voice_path()))
+        assert code == 2 and lines == [
+            "error: missing --prompt or --set script.text=YOUR WORDS (or use --resume JOB_ID)"
+        ], lines
+
+
 def test_resume_of_unknown_job_is_a_clear_error(spinbot_env):
     code, lines = run_cli("run", "--resume", "0" * 32)
     assert code != 0 and lines == [f"error: job '{'0' * 32}' not found"]

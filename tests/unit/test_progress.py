@@ -145,6 +145,25 @@ def test_settling_a_node_that_never_reported_leaves_it_queued(spinbot_env, reque
     assert runner.jobs.get(job_id).node("infinite_talk").status == "queued"
 
 
+def test_a_queued_node_that_waits_for_a_worker_says_why_and_stays_queued(spinbot_env, request_):
+    runner = Runner(dispatcher=ScriptedDispatcher())
+    events = recorded(runner)
+    job_id = runner.create_job(request_)
+    attempt = runner.jobs.node_started(job_id, "infinite_talk", "queued")
+    report = runner._reporter(runner.jobs.get(job_id), "infinite_talk", attempt)
+    report.waiting("waiting for a worker: none serves queue 'gpu'")
+    node = runner.jobs.get(job_id).node("infinite_talk")
+    assert (node.status, node.message, node.progress) == ("queued", "waiting for a worker: none serves queue 'gpu'", 0)
+    assert [(e.status, e.message) for e in node_events(events, "infinite_talk")] == [
+        ("queued", "waiting for a worker: none serves queue 'gpu'")
+    ]
+    report(0.0, "started on worker w1")  # a worker took it: running, and no later wait message goes back to queued
+    report.waiting("waiting in queue 'gpu'")
+    node = runner.jobs.get(job_id).node("infinite_talk")
+    assert (node.status, node.message) == ("running", "started on worker w1")
+    assert node_events(events, "infinite_talk")[-1].status == "running"
+
+
 # ---- a worker's restart is a new attempt, not progress going back ----------------------------------------------
 class FakeChannel:
     """A node's Redis events as the queue dispatcher reads them."""
