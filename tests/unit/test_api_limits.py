@@ -209,9 +209,8 @@ def test_a_download_its_client_stopped_reading_is_ended_after_the_send_timeout(s
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
         conn.settimeout(30)
         conn.connect(("127.0.0.1", port))
-        conn.sendall(
-            f"GET /v1/jobs/{job_id}/inputs/source_image HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
-        )
+        head = f"GET /v1/jobs/{job_id}/inputs/source_image HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {KEY}\r\n"
+        conn.sendall(head.encode() + b"\r\n")
         time.sleep(TIMEOUT_S + 3)  # reads nothing meanwhile: the server's write waits, then is abandoned
         started = time.monotonic()
         data = b""  # what the buffers held, then the end: the server closed the connection
