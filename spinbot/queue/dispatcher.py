@@ -231,9 +231,13 @@ class _NodeWait:
         self.unserved = unserved
         if unserved:
             log.warning(
-                f"no worker serves queue '{queue}': node '{self.request.node_id}' waits until one starts "
-                f"(spinbot worker --queues {queue})",
-                extra={"job_id": self.request.job_id},
+                "no worker serves the node's queue: it waits until one starts",
+                extra={
+                    "job_id": self.request.job_id,
+                    "node_id": self.request.node_id,
+                    "queue": queue,
+                    "start_one": f"spinbot worker --queues {queue}",
+                },
             )
             report_waiting(self.report, f"waiting for a worker: none serves queue '{queue}'")
         else:

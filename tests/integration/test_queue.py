@@ -443,11 +443,10 @@ def test_a_node_no_worker_serves_says_so_while_it_waits(make_dispatcher, backgro
             pending.result(timeout=5)
     assert report.waits == ["waiting for a worker: none serves queue 'nobody-serves-this'"]
     assert report.reports == []  # nothing that would show the node as running
-    warnings = [r.getMessage() for r in caplog.records if r.name == "spinbot.queue.dispatcher"]
-    assert warnings == [
-        "no worker serves queue 'nobody-serves-this': node 'node' waits until one starts "
-        "(spinbot worker --queues nobody-serves-this)"
-    ]
+    warnings = [r for r in caplog.records if r.name == "spinbot.queue.dispatcher"]
+    assert [r.getMessage() for r in warnings] == ["no worker serves the node's queue: it waits until one starts"]
+    assert (warnings[0].queue, warnings[0].node_id) == ("nobody-serves-this", "node")
+    assert warnings[0].start_one == "spinbot worker --queues nobody-serves-this"
 
 
 def test_a_node_waiting_behind_a_busy_worker_gets_no_such_message(fleet, client, make_dispatcher, background):
