@@ -150,10 +150,31 @@ class Settings(BaseSettings):
     metrics_key: str | None = None
     api_job_threads: int = Field(default=2, ge=1)
 
+    # Webhooks (spinbot.control.callbacks): a job's callback_url is POSTed to, signed, when the job ends. Only public
+    # addresses are called (no loopback, private, link-local such as cloud metadata, multicast or reserved ones), the
+    # address checked is the one connected to, redirects are not followed (spinbot.control.callback_url).
+    callback_allow_private: bool = False  # also loopback and private networks (an on-prem receiver); not link-local
+    # Comma-separated host names, IP addresses and networks (hooks.internal, 10.1.2.3, 10.0.0.0/8) called even where
+    # they are not public (link-local too, where named); for self-hosters' internal services.
+    callback_allow_hosts: str = ""
+    callback_max_url_chars: int = Field(default=2048, ge=64, le=8192)
+    callback_connect_timeout: float = Field(default=5.0, gt=0, le=60)  # the name's lookup, then the connection
+    callback_timeout: float = Field(default=15.0, gt=0, le=120)  # a whole attempt, lookup to the answer's status
+    callback_max_attempts: int = Field(default=5, ge=1, le=20)  # network errors, 5xx and 429 are tried again
+    callback_retry_seconds: float = Field(default=10.0, gt=0, le=3600)  # the first wait; each next one 3x as long
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("callback_allow_hosts")
+    @classmethod
+    def _allow_hosts(cls, value: str) -> str:
+        from spinbot.control.callback_url import parse_allow_list
+
+        parse_allow_list(value)  # a ValueError naming the entry
+        return value
 
     @property
     def api_key_list(self) -> list[str]:

@@ -20,6 +20,8 @@ from spinbot.api.limits import RequestBodyLimit, SlowReaderLimit
 from spinbot.api.metrics import Metrics, RequestCounter
 from spinbot.api.readiness import Readiness
 from spinbot.api.routes import artifacts, jobs, meta, uploads
+from spinbot.api.schemas import JobOut
+from spinbot.control.callbacks import CallbackSender
 from spinbot.control.runner import Runner
 from spinbot.settings import Settings, get_settings
 from spinbot.state.event_feed import make_event_feed
@@ -29,10 +31,12 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     settings = settings or get_settings()
     runner = runner or Runner(settings)
     metrics = Metrics()
+    if runner.callbacks is None:  # this process sends the webhooks of the jobs it ends, and those left due
+        runner.callbacks = CallbackSender(runner.jobs, settings, render=_webhook_job)
     services = Services(
         settings,
         runner,
-        JobExecutor(runner, settings.api_job_threads),
+        JobExecutor(runner, settings.api_job_threads, runner.callbacks),
         metrics,
         make_event_feed(runner.events, settings.redis_url),
         Readiness(settings, runner),
@@ -75,3 +79,8 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     app.add_middleware(SlowReaderLimit, timeout_s=settings.api_send_timeout)  # outermost: every write bounded
     redact_access_log()
     return app
+
+
+def _webhook_job(job) -> dict:
+    """The job in a webhook's body: as GET /v1/jobs/{id} answers it, less the webhook's own delivery state."""
+    return JobOut.of(job).model_dump(mode="json", exclude={"callback"})

@@ -3,7 +3,9 @@
 At start, and then every half lease time, it takes over the unfinished jobs that no process holds: never leased,
 released, or whose owner stopped renewing its lease (it died or hung). A job another process drives is left alone,
 so any number of API processes and `spinbot run`s can share one database without a job running twice. When
-SPINBOT_JOB_RETENTION_DAYS is set, the same thread deletes expired finished jobs once an hour.
+SPINBOT_JOB_RETENTION_DAYS is set, the same thread deletes expired finished jobs once an hour. It also schedules
+the webhook attempts due in the database (spinbot.control.callbacks): new ones recorded by another process, retries
+and attempts a stopped process left.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from spinbot.control.callbacks import CallbackSender
 from spinbot.control.runner import Runner
 from spinbot.errors import Conflict, first_line
 from spinbot.queue.outage import REDIS_ERRORS
@@ -27,8 +30,8 @@ SHUTDOWN_WAIT_SECONDS = 20.0
 
 
 class JobExecutor:
-    def __init__(self, runner: Runner, threads: int):
-        self.runner = runner
+    def __init__(self, runner: Runner, threads: int, callbacks: CallbackSender | None = None):
+        self.runner, self.callbacks = runner, callbacks
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spinbot-job")
         self._active: dict[str, Future] = {}
         self._lock = threading.Lock()
@@ -63,6 +66,7 @@ class JobExecutor:
     def resume_unfinished(self) -> list[str]:
         """Take over the orphaned jobs now, then keep looking for more in the background."""
         ids = self.claim_orphans()
+        self._sweep_callbacks()
         if self._sweeper is None:
             self._sweeper = threading.Thread(target=self._sweep, name="spinbot-job-sweeper", daemon=True)
             self._sweeper.start()
@@ -83,9 +87,14 @@ class JobExecutor:
         while not self._stop.wait(self.runner.settings.job_lease_seconds / 2):
             try:
                 self.claim_orphans()
+                self._sweep_callbacks()
                 self._expire_old_jobs()
             except Exception:  # the database may be away for a while: try again next round
                 log.exception("job sweep failed")
+
+    def _sweep_callbacks(self) -> None:
+        if self.callbacks is not None:
+            self.callbacks.sweep()
 
     def _expire_old_jobs(self) -> None:
         days = self.runner.settings.job_retention_days
@@ -101,6 +110,8 @@ class JobExecutor:
         what it was (running, not failed), so the next API process takes it over and resumes it from its last
         finished node; without this, a Ctrl-C of `spinbot serve` failed the jobs it was rendering."""
         self._stop.set()
+        if self.callbacks is not None:  # an attempt under way ends with the process; its claim runs out, and
+            self.callbacks.close()  # another API process sends it again
         with self._lock:
             queued = [job_id for job_id, future in self._active.items() if future.cancel()]
             running = {job_id: future for job_id, future in self._active.items() if job_id not in queued}

@@ -27,6 +27,19 @@ class JobCreate(BaseModel):
     ref_text: str = Field(default="", description="transcript of the voice, at most SPINBOT_MAX_REF_TEXT_CHARS")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     priority: int | None = Field(default=None, ge=1, le=2_097_152, description="queue priority, 1 runs first")
+    callback_url: str | None = Field(
+        default=None,
+        max_length=8192,
+        description="an http(s) URL POSTed to, signed, when the job ends (succeeded, failed or cancelled): the job as "
+        "GET returns it, with an event id; it must resolve to public addresses only (SPINBOT_CALLBACK_ALLOW_PRIVATE, "
+        "SPINBOT_CALLBACK_ALLOW_HOSTS), with no credentials, at most SPINBOT_CALLBACK_MAX_URL_CHARS",
+    )
+    callback_secret: str | None = Field(
+        default=None,
+        max_length=200,
+        description="your own signing secret for the callback (whsec_ and the base64 of 24 to 64 random bytes); "
+        "omitted: the job's answer carries a new one, once",
+    )
 
 
 class UploadOut(BaseModel):
@@ -61,6 +74,41 @@ class ArtifactOut(BaseModel):
     url: str = Field(description="GET it with the API key, or the media cookie that every keyed answer sets")
 
 
+class CallbackOut(BaseModel):
+    """The job's webhook: where (the host only) and how its delivery went; never its URL's path or query, nor the
+    secret."""
+
+    url_host: str = Field(description="the callback URL's host (and port, where not the scheme's default)")
+    state: Literal["waiting", "pending", "delivered", "failed", "superseded"] = Field(
+        description="waiting: the job has not ended; pending: being delivered (retries included); delivered: a 2xx "
+        "answer; failed: attempts used up or a final answer (4xx, a redirect); superseded: the job was retried or "
+        "deleted before it went out"
+    )
+    delivered: bool
+    event_id: str | None = Field(description="the webhook-id of the event being delivered (the same on every attempt)")
+    attempts: int
+    last_attempt_at: datetime | None
+    last_status: int | None = Field(description="the receiver's HTTP status at the last attempt")
+    last_error: str | None = Field(description="why the last attempt failed, in one line")
+
+    @classmethod
+    def of(cls, callback: dict[str, Any] | None) -> CallbackOut | None:
+        if not callback:
+            return None
+        from urllib.parse import urlsplit
+
+        return cls(
+            url_host=urlsplit(callback["url"]).netloc.rpartition("@")[2].lower(),
+            state=callback["state"],
+            delivered=callback["state"] == "delivered",
+            event_id=callback.get("event_id"),
+            attempts=callback.get("attempts") or 0,
+            last_attempt_at=callback.get("last_attempt_at"),
+            last_status=callback.get("last_status"),
+            last_error=callback.get("last_error"),
+        )
+
+
 class JobOut(BaseModel):
     id: str
     pipeline: str
@@ -81,6 +129,7 @@ class JobOut(BaseModel):
     params: dict[str, Any]
     nodes: list[NodeOut]
     artifacts: list[ArtifactOut]
+    callback: CallbackOut | None = Field(default=None, description="the webhook, for a job created with one")
 
     @classmethod
     def of(cls, job: JobView) -> JobOut:
@@ -127,7 +176,16 @@ class JobOut(BaseModel):
                 )
                 for a in job.artifacts
             ],
+            callback=CallbackOut.of(job.callback),
         )
+
+
+class JobCreated(JobOut):
+    callback_secret: str | None = Field(
+        default=None,
+        description="the callback's signing secret, answered only here and only when the server made it: keep it to "
+        "verify webhook-signature (README)",
+    )
 
 
 class JobPage(BaseModel):

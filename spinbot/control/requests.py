@@ -26,3 +26,5 @@ class JobRequest(BaseModel):
     owner: str | None = None  # the API key's owner; None for local jobs
     input_keys: dict[str, str] = Field(default_factory=dict)  # source_image / narrator_voice -> stored key
     priority: int | None = Field(default=None, ge=1)  # queue priority of the job's tasks, 1 runs first
+    callback_url: str | None = None  # POSTed to, signed, when the job ends (spinbot.control.callbacks)
+    callback_secret: str | None = None  # the client's own signing secret; None: a new one

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from spinbot.control.admission import Admission
+from spinbot.control.callback_url import CallbackPolicy
+from spinbot.control.callbacks import CallbackSender, new_job_callback
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
@@ -21,6 +23,7 @@ from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
 from spinbot.state import store as st
+from spinbot.state.callbacks import CallbackStore
 from spinbot.state.checkpoints import open_checkpointer
 from spinbot.state.db import get_engine
 from spinbot.state.events import Event, EventBus, make_event_bus
@@ -74,6 +77,7 @@ class Runner:
         self.events = events or make_event_bus(self.settings.redis_url)
         self.leases = LeaseKeeper(LeaseStore(self.jobs.engine), self.settings.job_lease_seconds)
         self._progress: dict[str, JobProgress] = {}  # the overall progress of each job this process drives
+        self.callbacks: CallbackSender | None = None  # the API's: sends the webhooks of the jobs that end here
 
     # ---- creating jobs ----------------------------------------------------------------------------------------
     def validate_params(self, spec: PipelineSpec, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -106,6 +110,8 @@ class Runner:
         spec = get_pipeline(request.pipeline, self.settings.pipelines)
         params = self.validate_params(spec, dict(request.params))
         Admission(self.settings, self.artifacts).check(spec, params, request)
+        policy = CallbackPolicy.from_settings(self.settings)
+        callback = new_job_callback(request.callback_url, request.callback_secret, policy)
         job_id = self.jobs.new_id()
         artifacts = dict(request.input_keys)
         for name, path in (("source_image", request.image), ("narrator_voice", request.voice)):
@@ -125,6 +131,7 @@ class Runner:
             request.owner,
             request.priority,
             lease=(self.leases.owner, self.leases.seconds),
+            callback=callback,
         )
         self.leases.adopt(job_id)
         self.events.publish(Event(job_id, "job", st.PENDING))
@@ -233,6 +240,10 @@ class Runner:
 
             discard_checkpoints(self, [(job_id, n.node_id) for n in nodes if n.status != st.SUCCEEDED])
         self._publish_job(job_id, status, error)
+        # its webhook's event, due now: sent by this process's sender, else by an API's sweeper (interrupted: the
+        # job is not over, its user resumes it)
+        if status in st.FINAL_STATES and CallbackStore(self.jobs.engine).job_ended(job_id, status) and self.callbacks:
+            self.callbacks.schedule(job_id)
 
     def reopen(self, job_id: str) -> bool:
         """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when

@@ -39,6 +39,11 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
     # The highest overall progress recorded for the job (spinbot.state.progress): what it reports never goes back.
     progress: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # The job's webhook (spinbot.control.callbacks): URL, secret and delivery state; the event being delivered; when
+    # its next attempt is due (None: nothing to deliver). A process delivering it holds it by moving the due time.
+    callback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    callback_event: Mapped[str | None] = mapped_column(String(40))
+    callback_due_at: Mapped[datetime | None] = mapped_column(index=True)
 
     nodes: Mapped[list[NodeRun]] = relationship(back_populates="job", order_by="NodeRun.position")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="job", order_by="Artifact.id")

@@ -69,6 +69,7 @@ class JobView:
     nodes: tuple[NodeView, ...]
     artifacts: tuple[dict[str, Any], ...]
     recorded_progress: float = 0.0  # the highest overall progress its driver recorded (jobs.progress)
+    callback: dict[str, Any] | None = None  # its webhook and delivery state (spinbot.control.callbacks); holds a secret
 
     def node(self, node_id: str) -> NodeView:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -117,6 +118,7 @@ def _view(job: Job) -> JobView:
         nodes,
         arts,
         job.progress or 0.0,
+        job.callback,
     )
 
 
@@ -141,6 +143,7 @@ class JobStore:
         owner: str | None = None,
         priority: int | None = None,
         lease: tuple[str, float] | None = None,
+        callback: dict[str, Any] | None = None,
     ) -> JobView:
         """A new pending job; with `lease` (owner, seconds) it is born leased to its creator, so no other process
         can take it between its creation and its start."""
@@ -154,6 +157,7 @@ class JobStore:
                 inputs=inputs,
                 params=params,
                 created_at=utcnow(),
+                callback=callback,
             )
             if lease is not None:
                 now = database_now(s)

@@ -30,7 +30,8 @@ def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), "head")
     columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
-    assert {"priority", "lease_owner", "lease_expires_at", "heartbeat_at"} <= columns
+    assert {"priority", "lease_owner", "lease_expires_at", "heartbeat_at", "progress"} <= columns
+    assert {"callback", "callback_event", "callback_due_at"} <= columns  # 0005: the webhook
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, priority FROM jobs")).all() == [("a", None)]
     with engine.begin() as conn:

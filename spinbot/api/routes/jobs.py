@@ -17,7 +17,7 @@ from spinbot.api.errors import TooManyStreams, error_responses
 from spinbot.api.limits import StalledClient, bounded_send
 from spinbot.api.public_errors import public_error
 from spinbot.api.routes.uploads import upload_keys
-from spinbot.api.schemas import JobCreate, JobOut, JobPage
+from spinbot.api.schemas import JobCreate, JobCreated, JobOut, JobPage
 from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError, TooManyJobs, echo
 from spinbot.pipelines.spec import get_pipeline
@@ -42,8 +42,8 @@ SEND_TIMEOUT_SECONDS = 30.0
 log = logging.getLogger(__name__)
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobOut, responses=error_responses(400, 401, 422, 429, 503))
-def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
+@router.post("/v1/jobs", status_code=201, response_model=JobCreated, responses=error_responses(400, 401, 422, 429, 503))
+def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobCreated:
     runner, store = services.runner, services.runner.artifacts
     _refuse_past_active_limit(runner, owner, services.settings.max_active_jobs)
     spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
@@ -59,11 +59,16 @@ def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobOut:
             owner=owner,
             priority=body.priority,
             input_keys={"source_image": image, "narrator_voice": voice},
+            callback_url=body.callback_url,
+            callback_secret=body.callback_secret,
         )
     )
     services.metrics.jobs_created.inc()
+    job = runner.jobs.get(job_id)
     services.executor.submit(job_id)
-    return JobOut.of(runner.jobs.get(job_id))
+    # a secret the server made is answered here, once; a client's own is never sent back
+    secret = job.callback["secret"] if job.callback is not None and body.callback_secret is None else None
+    return JobCreated(**JobOut.of(job).model_dump(), callback_secret=secret)
 
 
 @router.get("/v1/jobs", response_model=JobPage, responses=error_responses(401, 422))

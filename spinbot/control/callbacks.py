@@ -1,0 +1,289 @@
+"""Webhooks: a job created with a callback_url gets a signed POST when it ends (succeeded, failed or cancelled).
+
+The control plane that finishes the job (the API process driving its graph, whichever worker ran its tasks) records
+a new event on the job's row, due now (spinbot.state.callbacks); a CallbackSender in the API process delivers it in
+its own threads, never in a job's or a request's. Each attempt: the job read again (a job deleted meanwhile, or
+retried since, gets nothing), the URL checked and its name resolved once (spinbot.control.callback_url), one POST to
+the checked address with a total time limit, no redirect followed, no body read, no proxy from the environment.
+Network errors, 429 and 5xx are tried again after SPINBOT_CALLBACK_RETRY_SECONDS, then 3x longer each time, up to
+SPINBOT_CALLBACK_MAX_ATTEMPTS in all; any other answer ends it. Pending attempts live in the database, so the API's
+sweeper sends those a stopped process left (at least once: a receiver deduplicates by `webhook-id`).
+
+Signed as the Standard Webhooks spec says: `webhook-id` (the event id, the same on every attempt),
+`webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature`: `v1,` and the base64 HMAC-SHA256 of
+`{webhook-id}.{webhook-timestamp}.{body}` keyed with the job's secret (`whsec_` + base64 of the key's bytes), which
+the job's creation answered once (or the client's own).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import heapq
+import hmac
+import itertools
+import json
+import logging
+import random
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import httpx
+
+from spinbot import __version__
+from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target
+from spinbot.errors import InputError, JobNotFound
+from spinbot.state import callbacks as cs
+from spinbot.state.store import JobStore, JobView
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+SECRET_BYTES_RANGE = (24, 64)  # a client's own secret: the Standard Webhooks spec's bounds
+TIMESTAMP_TOLERANCE_SECONDS = 300  # what `verify` accepts, as the spec advises receivers
+CLAIM_MARGIN_SECONDS = 30.0  # an attempt's claim outlasts its longest run by this much
+SENDER_THREADS = 4
+
+
+# ---- secrets and signatures ----------------------------------------------------------------------------------------
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+
+
+def check_secret(secret: str) -> str:
+    """A client's own secret: `whsec_` and the base64 of 24 to 64 random bytes; InputError otherwise."""
+    low, high = SECRET_BYTES_RANGE
+    try:
+        size = len(secret_key(secret)) if secret.startswith(SECRET_PREFIX) else 0
+    except (binascii.Error, ValueError):
+        size = 0
+    if not low <= size <= high:
+        raise InputError(f"callback_secret: must be {SECRET_PREFIX} and the base64 of {low} to {high} random bytes")
+    return secret
+
+
+def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> bool:
+    """What a receiver does (the README has it for any language): the signature over the id, the timestamp and the
+    raw body, compared in constant time, and a timestamp within 5 minutes of now."""
+    try:
+        event_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
+        given = headers["webhook-signature"].split()
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - stamp) > TIMESTAMP_TOLERANCE_SECONDS:
+        return False
+    expected = sign(secret, event_id, stamp, body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in given)
+
+
+def new_job_callback(url: str | None, secret: str | None, policy: CallbackPolicy) -> dict[str, Any] | None:
+    """The webhook state a job is created with, checked first (CallbackRefused, InputError): the URL as the policy
+    sees it now, and the client's secret or a new one."""
+    if url is None:
+        if secret is not None:
+            raise InputError("callback_secret: given without a callback_url")
+        return None
+    policy.check(url)
+    return cs.new_callback(url, check_secret(secret) if secret is not None else new_secret())
+
+
+# ---- one attempt ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    status: int | None  # the receiver's HTTP status, if it answered
+    error: str | None  # one line; None when delivered
+    retry: bool  # worth another attempt (network errors, 429, 5xx)
+
+
+def judged(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(status, None, False)
+    if 300 <= status < 400:
+        return Outcome(status, f"HTTP {status}: redirects are not followed", False)
+    return Outcome(status, f"HTTP {status}", status == 429 or status >= 500)
+
+
+async def post(
+    target: Target, headers: dict[str, str], body: bytes, timeouts: tuple[float, float], tls: Any
+) -> Outcome:
+    """One POST to the checked address, the name in Host and SNI; the answer's status only, its body never read."""
+    connect, total = timeouts
+    extensions = {"sni_hostname": target.url.host} if target.url.scheme == "https" else {}
+    headers = {**headers, "host": target.url.authority}
+    timeout = httpx.Timeout(total, connect=connect)
+    try:
+        with anyio.fail_after(total):
+            async with httpx.AsyncClient(
+                trust_env=False, follow_redirects=False, timeout=timeout, verify=tls
+            ) as client:
+                request = client.build_request("POST", target.request_url, content=body, headers=headers)
+                request.extensions.update(extensions)
+                response = await client.send(request, stream=True)
+                await response.aclose()
+                return judged(response.status_code)
+    except (TimeoutError, httpx.TimeoutException):
+        return Outcome(None, f"no answer within {total:g} s", True)
+    except httpx.ConnectError:
+        return Outcome(None, "could not connect", True)
+    except httpx.HTTPError as err:
+        return Outcome(None, f"the connection failed ({type(err).__name__})", True)
+
+
+# ---- the sender -------------------------------------------------------------------------------------------------
+class CallbackSender:
+    """Delivers the webhooks of jobs that ended, in this process's own threads: a timer heap and a small pool."""
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        settings: Any,
+        render: Callable[[JobView], dict[str, Any]],
+        *,
+        resolver: Resolver | None = None,
+        tls: ssl.SSLContext | bool = True,
+    ):
+        self.jobs, self.settings, self.render, self.tls = jobs, settings, render, tls
+        self.store = cs.CallbackStore(jobs.engine)
+        self.policy = CallbackPolicy.from_settings(settings, resolver)
+        self.hold_seconds = settings.callback_connect_timeout + settings.callback_timeout + CLAIM_MARGIN_SECONDS
+        self._heap: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix="spinbot-callback")
+        self._timer: threading.Thread | None = None  # started with the first attempt scheduled
+
+    def schedule(self, job_id: str, delay: float = 0.0) -> None:
+        with self._wake:
+            if self._closed:
+                return  # the process is stopping: the attempt stays due in the database for another one
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job_id))
+            if self._timer is None:
+                self._timer = threading.Thread(target=self._run_timer, name="spinbot-callback-timer", daemon=True)
+                self._timer.start()
+            self._wake.notify()
+
+    def sweep(self) -> None:
+        """Schedule every attempt due in the database: new ones a CLI recorded, retries and claims a stopped process
+        left."""
+        for job_id in self.store.due():
+            self.schedule(job_id)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run_timer(self) -> None:
+        with self._wake:
+            while not self._closed:
+                wait = self._heap[0][0] - time.monotonic() if self._heap else None
+                if wait is None or wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                job_id = heapq.heappop(self._heap)[2]
+                self._pool.submit(self._attempt_logged, job_id)
+
+    def _attempt_logged(self, job_id: str) -> None:
+        try:
+            self.attempt(job_id)
+        except Exception:  # the database away for a while: the claim runs out and the sweeper tries again
+            log.exception("callback attempt crashed", extra={"job_id": job_id})
+
+    def attempt(self, job_id: str) -> None:
+        """One attempt at the job's due event, if this process gets it."""
+        claim = self.store.claim(job_id, self.hold_seconds)
+        if claim is None:
+            return
+        job = self._job(job_id)
+        if job is None or job.status != claim.callback["event"]:  # deleted, or retried since it ended
+            self.store.record(claim, {"state": cs.SUPERSEDED}, None)
+            log.info("callback not sent: the job changed", extra={"job_id": job_id, "event_id": claim.event_id})
+            return
+        outcome = self._deliver(claim, job)
+        self._record(claim, outcome)
+
+    def _job(self, job_id: str) -> JobView | None:
+        try:
+            return self.jobs.get(job_id)
+        except JobNotFound:
+            return None
+
+    def _deliver(self, claim: cs.Claim, job: JobView) -> Outcome:
+        try:
+            target = self.policy.check(claim.callback["url"])  # resolved once; the request goes to this address
+        except CallbackRefused as err:
+            return Outcome(None, str(err).removeprefix("callback_url: "), retry=err.transient)
+        body = self._body(claim, job)
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": f"SpinBot-Webhook/{__version__}",
+            "webhook-id": claim.event_id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(claim.callback["secret"], claim.event_id, stamp, body),
+        }
+        timeouts = (self.settings.callback_connect_timeout, self.settings.callback_timeout)
+        return anyio.run(post, target, headers, body, timeouts, self.tls)
+
+    def _body(self, claim: cs.Claim, job: JobView) -> bytes:
+        event = {
+            "type": f"job.{claim.callback['event']}",
+            "event_id": claim.event_id,
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "job": self.render(job),
+        }
+        return json.dumps(event, separators=(",", ":")).encode()
+
+    def _record(self, claim: cs.Claim, outcome: Outcome) -> None:
+        attempts = int(claim.callback.get("attempts") or 0) + 1
+        last_retry = attempts >= self.settings.callback_max_attempts
+        retry_in = None if last_retry or not outcome.retry else self._backoff(attempts)
+        state = cs.DELIVERED if outcome.error is None else (cs.PENDING if retry_in is not None else cs.FAILED)
+        changes = {
+            "state": state,
+            "attempts": attempts,
+            "last_attempt_at": claim.now.isoformat(),
+            "last_status": outcome.status,
+            "last_error": outcome.error,
+            "delivered_at": claim.now.isoformat() if state == cs.DELIVERED else None,
+        }
+        self.store.record(claim, changes, retry_in)
+        if retry_in is not None:
+            self.schedule(claim.job_id, retry_in + 0.05)  # just past due, by the database's clock too
+        fields = {"job_id": claim.job_id, "event_id": claim.event_id, "host": _host(claim), "attempt": attempts}
+        fields.update(status_code=outcome.status, state=state)
+        if outcome.error is None:
+            log.info("callback delivered", extra=fields)
+        else:
+            log.warning("callback attempt failed", extra={**fields, "error": outcome.error, "retry_in": retry_in})
+
+    def _backoff(self, attempts: int) -> float:
+        return self.settings.callback_retry_seconds * 3 ** (attempts - 1) * random.uniform(1.0, 1.2)
+
+
+def _host(claim: cs.Claim) -> str:
+    """The host (and port) of the URL, for logs: never its path or query, where a token may be."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(claim.callback["url"]).netloc.rpartition("@")[2]
