@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -32,8 +33,9 @@ from spinbot.control.runner import Runner
 from spinbot.errors import TaskFailed
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import get_settings
-from spinbot.tasks.base import NodeOutput
-from tests.support.webhook_receiver import Receiver
+from spinbot.tasks.base import Cancelled, NodeOutput
+from tests.conftest import require_module
+from tests.support.webhook_receiver import Receiver, self_signed
 
 KEY = "key-callbacks-1"
 PUBLIC = "93.184.215.14"  # a public address; nothing here connects to it
@@ -41,14 +43,20 @@ FINAL_CALLBACK_STATES = ("delivered", "failed", "superseded")
 
 
 class QuickDispatcher(Dispatcher):
-    """Python nodes return at once; `fail` fails infinite_talk with one line."""
+    """Python nodes return at once; `fail` fails infinite_talk with one line, `hold` keeps it running until the job
+    is cancelled."""
 
-    def __init__(self, fail: bool = False):
-        self.fail = fail
+    def __init__(self, fail: bool = False, hold: bool = False):
+        self.fail, self.hold, self.holding = fail, hold, threading.Event()
 
     def run(self, request, report, is_cancelled):
         if self.fail and request.node_id == "infinite_talk":
             raise TaskFailed("the render broke")
+        while self.hold and request.node_id == "infinite_talk":
+            self.holding.set()
+            if is_cancelled():
+                raise Cancelled("cancelled by its user")
+            time.sleep(0.02)
         return NodeOutput(values={"audio_duration": 1.0})
 
 
@@ -56,6 +64,7 @@ class Api:
     def __init__(self, client: TestClient, tmp: Path):
         self.client, self.tmp = client, tmp
         self.inputs: dict[str, str] = {}
+        self.dispatcher: Any = None
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {KEY}"}
@@ -97,10 +106,12 @@ def start_api(spinbot_env, use_settings, tmp_path) -> Iterator[Callable[..., Api
     """start_api(fail=False, **settings): the API with jobs that take no time, keyed, on the test's settings."""
     with ExitStack() as stack:
 
-        def start(fail: bool = False, **settings: object) -> Api:
+        def start(fail: bool = False, hold: bool = False, **settings: object) -> Api:
             use_settings(**{"api_keys": KEY, "callback_retry_seconds": 0.2, **settings})
-            runner = Runner(dispatcher=QuickDispatcher(fail))
-            return Api(stack.enter_context(TestClient(create_app(runner=runner))), tmp_path)
+            runner = Runner(dispatcher=QuickDispatcher(fail, hold))
+            api = Api(stack.enter_context(TestClient(create_app(runner=runner))), tmp_path)
+            api.dispatcher = runner.dispatcher
+            return api
 
         yield start
 
@@ -166,6 +177,39 @@ def test_a_failed_job_posts_its_failure_and_a_tampered_body_does_not_verify(star
     assert verify(secret, call.headers, call.body)
     assert not verify(secret, call.headers, call.body.replace(b"failed", b"succeeded"))
     assert not verify(new_secret(), call.headers, call.body)
+
+
+def test_a_cancelled_job_posts_its_cancellation(start_api):
+    api = start_api(hold=True, callback_allow_private=True)
+    with Receiver() as receiver:
+        created = api.submit(f"{receiver.url}/hook").json()
+        assert api.dispatcher.holding.wait(20)
+        assert api.job(created["id"])["callback"]["state"] == "waiting"  # nothing sent while it runs
+        assert api.client.post(f"/v1/jobs/{created['id']}/cancel", headers=api.headers()).status_code == 202
+        job = api.settled(created["id"])
+        (call,) = receiver.wait(1)
+    event = json.loads(call.body)
+    assert event["type"] == "job.cancelled" and event["job"]["status"] == "cancelled" == job["status"]
+    assert verify(created["callback_secret"], call.headers, call.body)
+
+
+def test_a_failures_call_due_while_its_job_runs_again_is_superseded_and_the_new_ending_is_called(start_api):
+    api = start_api(fail=True, callback_allow_private=True, callback_retry_seconds=1.0)
+    with Receiver(answers=[500, 200]) as receiver:
+        job_id = api.submit(f"{receiver.url}/hook").json()["id"]
+        first = receiver.wait(1)[0]
+        api.dispatcher.fail, api.dispatcher.hold = False, True
+        assert api.client.post(f"/v1/jobs/{job_id}/retry", headers=api.headers()).status_code == 202
+        assert api.dispatcher.holding.wait(20)
+        superseded = api.settled(job_id)["callback"]  # its retry came while the job ran again: not sent
+        assert api.client.post(f"/v1/jobs/{job_id}/cancel", headers=api.headers()).status_code == 202
+        calls = receiver.wait(2)
+        time.sleep(0.5)
+        job = api.job(job_id)
+    assert superseded["state"] == "superseded" and superseded["attempts"] == 1
+    assert [json.loads(c.body)["type"] for c in calls] == ["job.failed", "job.cancelled"]
+    assert calls[1].headers["webhook-id"] != first.headers["webhook-id"]
+    assert job["callback"]["state"] == "delivered" and job["callback"]["event_id"] == calls[1].headers["webhook-id"]
 
 
 def test_500_and_429_are_tried_again_with_the_same_event_id_until_one_succeeds(start_api):
@@ -416,6 +460,24 @@ def test_the_request_goes_to_the_address_checked_with_the_name_in_its_host_heade
     assert call.headers["host"] == f"hooks.test:{receiver.port}" and call.path == "/hook?x=1"
 
 
+def test_https_goes_to_the_checked_address_with_the_name_in_sni_and_the_certificate_check(dns, tmp_path):
+    require_module("cryptography")
+    dns["hooks.test"] = dns["other.test"] = lambda: ["127.0.0.1"]
+    server_tls, client_tls = self_signed(tmp_path, "hooks.test")
+    policy = CallbackPolicy(allow_hosts="hooks.test,other.test")
+    with Receiver(tls=server_tls) as receiver:
+        target = policy.check(f"https://hooks.test:{receiver.port}/hook")
+        assert target.request_url == f"https://127.0.0.1:{receiver.port}/hook"
+        outcome = anyio.run(post, target, {}, b"{}", (2.0, 5.0), client_tls)
+        (call,) = receiver.wait(1)
+        # the same address under a name the certificate is not for: the handshake fails, nothing is sent
+        wrong = policy.check(f"https://other.test:{receiver.port}/hook")
+        refused = anyio.run(post, wrong, {}, b"{}", (2.0, 5.0), client_tls)
+    assert outcome.status == 200 and call.headers["host"] == f"hooks.test:{receiver.port}"
+    assert receiver.server_names[0] == "hooks.test"
+    assert refused.status is None and refused.error == "could not connect" and len(receiver.received) == 1
+
+
 def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_total_time_limit():
     """Each byte comes well within the read timeout; the attempt still ends at its total limit."""
     server = socket.create_server(("127.0.0.1", 0))
@@ -470,3 +532,15 @@ def test_signatures_follow_the_standard_webhooks_scheme():
     assert not verify(secret, {**headers, "webhook-id": "evt_2"}, body, now=1700000000)
     assert not verify(secret, {**headers, "webhook-timestamp": "1700000001"}, body, now=1700000000)
     assert not verify(secret, {"webhook-id": "evt_1"}, body)
+
+
+def test_the_readmes_verify_function_verifies_a_signed_call():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    code = readme.split("def verify(secret: str, headers, body: bytes)", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec("import base64, hashlib, hmac, time\ndef verify(secret: str, headers, body: bytes)" + code, namespace)
+    secret, body, stamp = new_secret(), b'{"type":"job.failed"}', int(time.time())
+    headers = {"webhook-id": "evt_9", "webhook-timestamp": str(stamp)}
+    headers["webhook-signature"] = sign(secret, "evt_9", stamp, body)
+    assert namespace["verify"](secret, headers, body)
+    assert not namespace["verify"](secret, headers, body + b" ")
