@@ -4,6 +4,7 @@ log, the resume hint, unknown worker queues, third-party noise from the native b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -177,8 +178,10 @@ def test_a_worker_on_a_queue_no_task_is_routed_to_here_warns_and_serves_it(spinb
     code, lines, exception = run_cli("worker", "--queues", "gpu,nope")
     assert code == 0, exception
     assert served == [["gpu", "nope"]]
-    warning = "no task is routed to queue 'nope' by this machine's settings (known: cpu, gpu)"
-    assert any(warning in line for line in lines)
+    warnings = [json.loads(line) for line in lines if "no task is routed to this queue" in line]  # a worker logs JSON
+    assert [(w["level"], w["option"], w["queue"], w["known"]) for w in warnings] == [
+        ("warning", "--queues", "nope", "cpu, gpu")
+    ]
     code, lines, _ = run_cli("worker", "--queues", " , ")
     assert (code, lines) == (2, ["error: --queues: no queue named (known: cpu, gpu)"])
 
