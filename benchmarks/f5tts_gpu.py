@@ -74,21 +74,6 @@ TEXT = (
     "again, and fail a little better each time."
 )
 SMOKE_TEXT = "Every expert was once a beginner. Try again."
-TINY_ARCH = {
-    "dim": 32,
-    "depth": 2,
-    "heads": 2,
-    "dim_head": 16,
-    "ff_mult": 2,
-    "text_dim": 16,
-    "conv_layers": 1,
-    "text_mask_padding": True,
-    "qk_norm": None,
-    "pe_attn_head": None,
-    "attn_backend": "torch",
-    "attn_mask_enabled": False,
-    "checkpoint_activations": False,
-}
 VOCOS_REAL = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
 VOCOS_TINY = {"dim": 32, "intermediate_dim": 64, "num_layers": 1}
 REQUIRED = [
@@ -222,6 +207,8 @@ def write_models(models: Path, tiny: bool) -> dict[str, Path]:
     shutil.copy(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), folder / "vocab.txt")
     config = yaml.safe_load(Path(str(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml"))).read_text())["model"]
     if tiny:
+        from spinbot.models.synth.tts import TINY_ARCH
+
         config["arch"] = TINY_ARCH
         (folder / "config.yaml").write_text(yaml.safe_dump({"model": config}))
     vocab_map, vocab_size = get_tokenizer(str(folder / "vocab.txt"), "custom")
