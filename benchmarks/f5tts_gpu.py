@@ -1,5 +1,8 @@
 """Benchmark the native f5_to_tts backend on a CUDA GPU against the f5-tts package's own F5TTS.infer.
 
+(Past 400 lines: the package's F5TTS.infer and our path are timed on the same models in one run, so both
+harnesses, the model writer and the comparison live in the one script the device command runs.)
+
 Device command (from the repository root; the .whl-f5 folder must travel with it: carry [".whl-f5"]):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-scipy/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
 Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. FlashAttention 4 (the fa4 extra) is too big

@@ -1,5 +1,8 @@
 """Benchmark the native upscale_video backend on a CUDA GPU: 832x480 -> 1664x960, a face in every frame.
 
+(Past 400 lines: the backend and the plain per-frame loop it must beat are timed in the same run on the same
+models, so both live in the one script the device command runs.)
+
 Run on the GPU machine, from the repository root (needs the gpu extra and spinbot's own dependencies; about
 four minutes, three of them compiling the models on a fresh machine):
     python benchmarks/upscale_gpu.py                  (writes benchmarks/results/upscale_gpu.json)
