@@ -1,5 +1,8 @@
 """The API under open event streams, and the upload path under a refused 1 GiB body; loopback only, bounded time.
 
+(Past 400 lines: the server, the stream holders in their own process and the upload probe are one measurement
+of one server run; the parts share its start, its folders and its teardown.)
+
     python benchmarks/api_streams.py [--streams 0,50,200] [--probes 300] [--redis-url redis://127.0.0.1:6379/0]
                                      [--no-redis] [--upload-mib 1024] [--nice N]
                                      [--out benchmarks/results/api_streams.json]

@@ -1,5 +1,8 @@
 """Benchmark the native f5_to_tts backend on a CUDA GPU against the f5-tts package's own F5TTS.infer.
 
+(Past 400 lines: the package's F5TTS.infer and our path are timed on the same models in one run, so both
+harnesses, the model writer and the comparison live in the one script the device command runs.)
+
 Device command (from the repository root; the .whl-f5 folder must travel with it: carry [".whl-f5"]):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-f5/*.whl && (python3 -c "import scipy" 2>/dev/null || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl-scipy/*.whl) && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/f5tts_gpu.py --out $OUT/f5tts_gpu.json
 Then copy $OUT/f5tts_gpu.json to benchmarks/results/f5tts_gpu.json. FlashAttention 4 (the fa4 extra) is too big
@@ -74,21 +77,6 @@ TEXT = (
     "again, and fail a little better each time."
 )
 SMOKE_TEXT = "Every expert was once a beginner. Try again."
-TINY_ARCH = {
-    "dim": 32,
-    "depth": 2,
-    "heads": 2,
-    "dim_head": 16,
-    "ff_mult": 2,
-    "text_dim": 16,
-    "conv_layers": 1,
-    "text_mask_padding": True,
-    "qk_norm": None,
-    "pe_attn_head": None,
-    "attn_backend": "torch",
-    "attn_mask_enabled": False,
-    "checkpoint_activations": False,
-}
 VOCOS_REAL = {"dim": 512, "intermediate_dim": 1536, "num_layers": 8}
 VOCOS_TINY = {"dim": 32, "intermediate_dim": 64, "num_layers": 1}
 REQUIRED = [
@@ -222,6 +210,8 @@ def write_models(models: Path, tiny: bool) -> dict[str, Path]:
     shutil.copy(str(files("f5_tts").joinpath("infer/examples/vocab.txt")), folder / "vocab.txt")
     config = yaml.safe_load(Path(str(files("f5_tts").joinpath("configs/F5TTS_v1_Base.yaml"))).read_text())["model"]
     if tiny:
+        from spinbot.models.synth.tts import TINY_ARCH
+
         config["arch"] = TINY_ARCH
         (folder / "config.yaml").write_text(yaml.safe_dump({"model": config}))
     vocab_map, vocab_size = get_tokenizer(str(folder / "vocab.txt"), "custom")

@@ -1,6 +1,9 @@
 """InfiniteTalk (Wan2.1-I2V-14B + the InfiniteTalk audio adapter) on one GPU: seconds per denoising step and per
 window, peak VRAM, the FLOP floor, and the official model code's forward on the same shapes, in the same run.
 
+(Past 400 lines: the official code's harness, its stand-ins and our forward are timed on the same shapes in one
+run, so both sides and the comparison live in the one script the device command runs.)
+
 Run on the GPU machine, from the repository root (about 8 minutes on an H100):
     python benchmarks/infinitetalk_gpu.py --official third_party/InfiniteTalk --out benchmarks/results/infinitetalk_gpu.json
     python benchmarks/infinitetalk_gpu.py --smoke        (plumbing check on the CPU at tiny size, writes nothing)

@@ -3,6 +3,9 @@
 first window's recompiles, 720p. 14B architecture with random weights built on the GPU, 81 frames, seed defaults
 (dpm++_sde, 6 steps, one pass a step).
 
+(Past 400 lines: one device run builds the 14B model once and every part measures it, so the parts, their
+shared timing helpers and the summary live in the one script the device command runs.)
+
 Device commands, from the repository root (the wheels the device lacks travel in .whl, see --help-wheels; each run
 builds the model again and stops starting new parts once its time budget, --budget-s, is spent):
   run 1: python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site && PYTHONUNBUFFERED=1 python3 benchmarks/infinitetalk_speed_gpu.py --parts kernels,vae,matrix --out $OUT/infinitetalk_speed_gpu.json

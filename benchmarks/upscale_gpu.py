@@ -1,5 +1,8 @@
 """Benchmark the native upscale_video backend on a CUDA GPU: 832x480 -> 1664x960, a face in every frame.
 
+(Past 400 lines: the backend and the plain per-frame loop it must beat are timed in the same run on the same
+models, so both live in the one script the device command runs.)
+
 Run on the GPU machine, from the repository root (needs the gpu extra and spinbot's own dependencies; about
 four minutes, three of them compiling the models on a fresh machine):
     python benchmarks/upscale_gpu.py                  (writes benchmarks/results/upscale_gpu.json)
@@ -117,7 +120,11 @@ def run_pipelined(backend, clip: Path, out: Path, fidelity: float, cap: int = 0)
         for frame, count in backend.stream(iter_frames(clip, cap), fidelity):
             writer.write(frame)
             frames, faces = frames + 1, faces + count
-    seconds = time.perf_counter() - started
+    return throughput(frames, time.perf_counter() - started, sampler, faces)
+
+
+def throughput(frames: int, seconds: float, sampler: BusySampler, faces: int) -> dict:
+    """One timed loop's record: frames, seconds, frames per second, GPU busy share, faces restored."""
     return {
         "frames": frames,
         "seconds": round(seconds, 2),
@@ -158,15 +165,7 @@ def run_task_path(backend, params, clip: Path, out: Path, total: int, live: bool
         )
         if segments is not None:
             segments.finish()
-    seconds = time.perf_counter() - started
-    return {
-        "frames": frames,
-        "seconds": round(seconds, 2),
-        "fps": round(frames / seconds, 1),
-        "gpu_busy": sampler.busy,
-        "faces_restored": faces,
-        "batch_size": params.batch_size,
-    }
+    return throughput(frames, time.perf_counter() - started, sampler, faces) | {"batch_size": params.batch_size}
 
 
 def run_plain_loop(backend, clip: Path, out: Path, fidelity: float, frames: int) -> dict:
@@ -185,14 +184,7 @@ def run_plain_loop(backend, clip: Path, out: Path, fidelity: float, frames: int)
                 upscaled = backend.restore_faces(upscaled, boxes, fidelity)
             writer.write(upscaled)
             done, faces = done + 1, faces + len(boxes)
-    seconds = time.perf_counter() - started
-    return {
-        "frames": done,
-        "seconds": round(seconds, 2),
-        "fps": round(done / seconds, 1),
-        "gpu_busy": sampler.busy,
-        "faces_restored": faces,
-    }
+    return throughput(done, time.perf_counter() - started, sampler, faces)
 
 
 def gpu_ms(fn, repeat: int = 5) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, p
 from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
 from spinbot.errors import Conflict, InputError, SpinBotError
 from spinbot.models.cli import app as models_app
+from spinbot.pipelines.cli import app as pipelines_app
 
 app = typer.Typer(
     cls=OneErrorStyle,
@@ -25,7 +25,6 @@ app = typer.Typer(
     context_settings=HELP,
     help="SpinBot: prompt + portrait + voice -> video.",
 )
-pipelines_app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and validate pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
 for _command in models_app.registered_commands:  # the same help and errors under `spinbot models`
     if _command.cls in (None, TyperCommand):
@@ -248,42 +247,6 @@ def _print_params(node_id: str, task: str, infos: list) -> None:
         typer.echo(f"  {info.name:<22} {kind}{limits}; default {plain_value(info.default)}")
         typer.echo(f"  {'':<22} {info.description}")
     typer.echo("")
-
-
-@pipelines_app.command("list", cls=Command)
-def pipelines_list() -> None:
-    """Every pipeline, with its nodes in order."""
-    from spinbot.pipelines.spec import load_pipelines
-
-    try:
-        for name, spec in load_pipelines().items():
-            typer.echo(f"{name}\t{' -> '.join(spec.topological_order())}")
-    except SpinBotError as err:
-        fail(str(err))
-
-
-@pipelines_app.command("show", cls=Command)
-def pipelines_show(name: str = typer.Argument(..., metavar="NAME", help="A pipeline name.")) -> None:
-    """Print a pipeline as JSON."""
-    from spinbot.pipelines.spec import get_pipeline
-
-    try:
-        spec = get_pipeline(name)
-    except SpinBotError as err:
-        fail(str(err))
-    typer.echo(json.dumps(spec.model_dump(by_alias=True, exclude={"name"}), indent=2))
-
-
-@pipelines_app.command("validate", cls=Command)
-def pipelines_validate(file: Path = typer.Argument(..., metavar="FILE", help="A pipelines.json to check.")) -> None:
-    """Check a pipelines file: its format, its tasks and its graph."""
-    from spinbot.pipelines.spec import load_pipelines_file
-
-    try:
-        pipelines = load_pipelines_file(file)
-    except SpinBotError as err:
-        fail(str(err))
-    typer.echo(f"ok: {len(pipelines)} pipeline(s): {', '.join(pipelines)}")
 
 
 @app.command(cls=Command)

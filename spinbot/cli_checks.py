@@ -55,9 +55,9 @@ def worker_queues(given: str | None, settings: Settings) -> list[str]:
         raise InputError(f"{option}: no queue named (known: {', '.join(known)})")
     for queue in (q for q in names if q not in known):
         log.warning(
-            f"{option}: no task is routed to queue '{queue}' by this machine's settings (known: {', '.join(known)}); "
-            "serving it, as the process that submits jobs may route tasks there (SPINBOT_QUEUE_ROUTES)",
-            extra={"queue": queue},
+            "no task is routed to this queue by this machine's settings; serving it, as the process that submits "
+            "jobs may route tasks there (SPINBOT_QUEUE_ROUTES)",
+            extra={"option": option, "queue": queue, "known": ", ".join(known)},
         )
     return list(dict.fromkeys(names))
 

@@ -252,7 +252,9 @@ class TimedH11Protocol(H11Protocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.logger.warning("closing a connection whose request head took over %g s", self.head_timeout_s)
+            self.logger.warning(
+                "closing a connection whose request head took too long", extra={"timeout_s": self.head_timeout_s}
+            )
             self.transport.close()
 
 

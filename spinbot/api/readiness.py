@@ -60,7 +60,7 @@ class Readiness:
             try:
                 admission.import_native()
             except Exception as err:  # noqa: BLE001 - a CPU install: submissions refuse the job with it
-                log.warning("the native backends could not be imported: %s", first_line(err))
+                log.warning("the native backends could not be imported", extra={"reason": first_line(err)})
                 future.set_exception(err)
             else:
                 future.set_result(None)

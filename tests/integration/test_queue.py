@@ -1,7 +1,9 @@
 """The Redis queue against a real Redis: workers are `spinbot worker` subprocesses running test-only tasks
 (tests/integration/queue_tasks, loaded through SPINBOT_EXTRA_TASKS). Each test routes its tasks to queues of its
 own, so workers started for one test never take another test's jobs.
-"""
+
+(Past 400 lines: every test here shares one module-scoped fleet of `spinbot worker` subprocesses, which take
+seconds to start; a split by subject would start the fleet once per file.)"""
 
 from __future__ import annotations
 

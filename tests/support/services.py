@@ -1,5 +1,8 @@
 """The services the integration tests need, on loopback: an S3 server (moto), Redis and PostgreSQL.
 
+(Past 400 lines: the test fixtures and `scripts/test-services` start and stop the services through the same
+functions, so that what one started the other stops exactly; one module per service would split that record.)
+
 Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth, database `test`) are the machine's own: they are
 checked, started only if stopped, and stopped again only if this module started them (checked by process id, so a
 server someone else restarted meanwhile is left alone). The S3 server is always ours: moto on a free port, either in

@@ -1,5 +1,8 @@
 """Regression tests for the API defects of the hardening issue (one or more per defect, each failing on the code
-before the fix), through FastAPI's TestClient or the ASGI app itself, on embedded defaults."""
+before the fix), through FastAPI's TestClient or the ASGI app itself, on embedded defaults.
+
+(Past 400 lines: one test or more per defect of one issue, numbered as the issue numbers them, so that each
+fix's regression test is found next to the others.)"""
 
 from __future__ import annotations
 

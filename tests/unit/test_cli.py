@@ -1,10 +1,9 @@
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from spinbot.cli import app
 from spinbot.samples import portrait_path, voice_path
+from tests.support.cli import run_cli, stored_job_files
 
 
 @pytest.fixture
@@ -16,15 +15,9 @@ def inputs(tmp_path: Path, spinbot_env) -> dict[str, Path]:
     return {"image": portrait_path(tmp_path), "voice": voice_path(), "text": text, "fake_png": fake_png}
 
 
-def run_cli(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    return result.exit_code, lines
-
-
-def stored_files(data_dir: Path) -> list[Path]:
-    jobs = data_dir / "jobs"
-    return [p for p in jobs.rglob("*") if p.is_file()] if jobs.exists() else []
+def run_with_inputs(inputs: dict[str, Path], *args: str) -> tuple[int, list[str]]:
+    """`spinbot run --prompt hello` with the fixture's portrait and voice, then args."""
+    return run_cli("run", "--prompt", "hello", "--image", str(inputs["image"]), "--voice", str(inputs["voice"]), *args)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +48,7 @@ def test_bad_input_exits_non_zero_with_one_clear_line_and_writes_nothing(inputs,
     assert code != 0
     assert len(lines) == 1, lines
     assert lines[0].startswith("error:") and expected in lines[0]
-    assert stored_files(spinbot_env) == []
+    assert stored_job_files(spinbot_env) == []
 
 
 def test_missing_required_options_are_named(spinbot_env):
@@ -151,46 +144,16 @@ def test_usage_errors_are_one_line_in_the_same_style(spinbot_env, args, expected
 
 
 def test_a_misspelled_param_gets_a_suggestion(inputs, spinbot_env):
-    code, lines = run_cli(
-        "run",
-        "--prompt",
-        "hello",
-        "--image",
-        str(inputs["image"]),
-        "--voice",
-        str(inputs["voice"]),
-        "--set",
-        "infinite_talk.fpss=30",
-    )
+    code, lines = run_with_inputs(inputs, "--set", "infinite_talk.fpss=30")
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("error: infinite_talk.fpss: unknown param; did you mean fps? (allowed: ")
-    code, lines = run_cli(
-        "run",
-        "--prompt",
-        "hello",
-        "--image",
-        str(inputs["image"]),
-        "--voice",
-        str(inputs["voice"]),
-        "--set",
-        "infinite_tallk.fps=30",
-    )
+    code, lines = run_with_inputs(inputs, "--set", "infinite_tallk.fps=30")
     assert code == 2 and "did you mean infinite_talk?" in lines[0]
-    assert stored_files(spinbot_env) == []
+    assert stored_job_files(spinbot_env) == []
 
 
 def test_an_unknown_scheduler_is_refused_with_the_choices(inputs, spinbot_env):
-    code, lines = run_cli(
-        "run",
-        "--prompt",
-        "hello",
-        "--image",
-        str(inputs["image"]),
-        "--voice",
-        str(inputs["voice"]),
-        "--set",
-        "infinite_talk.sampling_scheduler=ddim",
-    )
+    code, lines = run_with_inputs(inputs, "--set", "infinite_talk.sampling_scheduler=ddim")
     assert code == 2 and lines == [
         "error: infinite_talk.sampling_scheduler: Input should be 'euler', 'unipc' or 'dpm++_sde' (got 'ddim')"
     ]
@@ -298,7 +261,7 @@ def test_an_unwritable_out_is_refused_before_the_job_starts(inputs, spinbot_env,
     code, lines = run_cli(*args, str(out))
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"error: --out {out}:")
-    assert stored_files(spinbot_env) == []
+    assert stored_job_files(spinbot_env) == []
 
 
 def test_out_as_a_folder_gets_the_video_named_by_its_job_and_a_failed_copy_keeps_it(
@@ -347,7 +310,7 @@ def test_a_portrait_far_from_portrait_shaped_is_refused_before_the_job(inputs, s
     assert code == 2 and lines == [
         "error: the portrait is 20000x64: one side is more than 4x the other (crop it closer to the face)"
     ]
-    assert stored_files(spinbot_env) == []
+    assert stored_job_files(spinbot_env) == []
 
 
 @pytest.mark.parametrize("option", ["image", "voice"])
@@ -369,7 +332,7 @@ def test_out_that_is_an_input_file_is_refused_before_the_job(
     args = ["run", "--prompt", "hi", "--image", paths["image"], "--voice", paths["voice"], "--out", str(out)]
     code, lines = run_cli(*args)
     assert (code, lines) == (2, [f"error: --out {out}: is the --{option} file; the video would overwrite it"])
-    assert victim.read_bytes() == before and stored_files(spinbot_env) == []
+    assert victim.read_bytes() == before and stored_job_files(spinbot_env) == []
 
 
 def test_out_that_exists_is_replaced_and_the_user_is_told(inputs, spinbot_env, tmp_path):

@@ -4,23 +4,16 @@ that caused them, and commands that fail before any work when the machine cannot
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from spinbot.cli import app
 from spinbot.samples import voice_path
-
-
-def run_cli(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    return result.exit_code, lines, result.exception
+from tests.support.cli import run_cli_result
 
 
 # ---- brackets in what an error line quotes ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["a[/]b.png", "my[bold]face.png", "take[1].png"])
 def test_a_path_with_brackets_is_quoted_as_it_is(spinbot_env, tmp_path, name):
     # rich read "[/]" as markup and failed the print with a traceback; "[bold]" vanished from the path shown
-    code, lines, exception = run_cli("run", "--prompt", "hi", "--image", name, "--voice", str(voice_path()))
+    code, lines, exception = run_cli_result("run", "--prompt", "hi", "--image", name, "--voice", str(voice_path()))
     assert not isinstance(exception, Exception) or isinstance(exception, SystemExit), exception
     assert code == 2 and lines == [f"error: image not found: {name}"]
 
@@ -32,7 +25,7 @@ def test_the_gpu_extra_hint_keeps_its_brackets(spinbot_env, monkeypatch):
         raise ModuleNotFoundError("No module named 'torch'")
 
     monkeypatch.setattr(selection, "select_tasks", no_torch)
-    code, lines, _ = run_cli("models", "list", "--task", "f5_to_tts")
+    code, lines, _ = run_cli_result("models", "list", "--task", "f5_to_tts")
     assert code == 2 and lines == [
         "error: the native backends' model files need the gpu extra (pip install -e '.[gpu]'): No module named 'torch'"
     ]
@@ -41,7 +34,7 @@ def test_the_gpu_extra_hint_keeps_its_brackets(spinbot_env, monkeypatch):
 def test_an_existing_out_with_brackets_is_named_as_it_is(spinbot_env, tmp_path):
     out = tmp_path / "take[bold]1.mp4"
     out.write_bytes(b"old")
-    code, lines, _ = run_cli(
+    code, lines, _ = run_cli_result(
         "run", "--prompt", "hi", "--image", str(tmp_path / "none.png"), "--voice", str(voice_path()), "--out", str(out)
     )
     assert code == 2 and lines[0] == f"--out {out} exists: the video will replace it"
@@ -67,7 +60,7 @@ def test_a_native_backend_without_the_gpu_extra_is_one_line_at_submission(
     from spinbot.samples import portrait_path
 
     use_settings(**{backend: "native", "models_dir": tmp_path / "models"})
-    code, lines, exception = run_cli(
+    code, lines, exception = run_cli_result(
         "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
         "--voice", str(voice_path()),
     )  # fmt: skip
@@ -83,7 +76,7 @@ def test_worker_gpus_without_the_gpu_extra_is_one_line(spinbot_env, monkeypatch)
     import sys
 
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails as on the CPU install
-    code, lines, exception = run_cli("worker", "--gpus", "0")
+    code, lines, exception = run_cli_result("worker", "--gpus", "0")
     assert code == 2, exception
     assert len(lines) == 1 and lines[0].startswith(
         "error: --gpus (SPINBOT_WORKER_GPUS, SPINBOT_WORKER_CPU_RANKS) needs the gpu extra (pip install -e '.[gpu]'): "
@@ -120,7 +113,7 @@ def test_a_refused_setting_is_one_line_naming_it(spinbot_env, use_settings, monk
     monkeypatch.setenv(name, value)
     use_settings()
     for command in (["pipelines", "list"], ["serve", "--port", "1"], ["worker"]):
-        code, lines, exception = run_cli(*command)  # as the `spinbot` console script runs: spinbot.cli:app
+        code, lines, exception = run_cli_result(*command)  # as the `spinbot` console script runs: spinbot.cli:app
         assert (code, lines) == (2, [expected]), (command, exception)
 
 
@@ -130,7 +123,7 @@ def test_serve_and_worker_refuse_any_bad_setting_in_one_line(spinbot_env, use_se
     use_settings(talk_backend="gpu")
     expected = ["error: SPINBOT_TALK_BACKEND='gpu' refused: Input should be 'lite' or 'native'"]
     for command in (["serve", "--port", "1"], ["worker"]):
-        code, lines, exception = run_cli(*command)
+        code, lines, exception = run_cli_result(*command)
         assert (code, lines) == (2, expected), (command, exception)
 
 
@@ -141,7 +134,7 @@ def test_a_folder_given_as_an_input_file_is_called_a_folder(spinbot_env, tmp_pat
     from spinbot.samples import portrait_path
 
     files = {"--image": str(portrait_path(tmp_path)), "--voice": str(voice_path()), option: str(tmp_path)}
-    code, lines, _ = run_cli("run", "--prompt", "hi", *[part for pair in files.items() for part in pair])
+    code, lines, _ = run_cli_result("run", "--prompt", "hi", *[part for pair in files.items() for part in pair])
     what = "image" if option == "--image" else "audio"
     assert code == 2 and lines == [f"error: {what} is a folder, not a file: {tmp_path}"]
 
@@ -165,7 +158,7 @@ def test_an_unreadable_input_file_says_why(spinbot_env, tmp_path, monkeypatch, o
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", guarded_open)
-    code, lines, _ = run_cli("run", "--prompt", "hi", "--image", str(image), "--voice", str(voice))
+    code, lines, _ = run_cli_result("run", "--prompt", "hi", "--image", str(image), "--voice", str(voice))
     what = "image" if option == "--image" else "audio"
     assert code == 2 and lines == [f"error: cannot read the {what} file {locked} (Permission denied)"]
 
@@ -175,7 +168,7 @@ def test_a_misspelled_setting_name_is_a_warning_not_a_silent_default(spinbot_env
     monkeypatch.setenv("SPINBOT_TALK_BACKEDN", "native")
     monkeypatch.setenv("SPINBOT_SOMETHING_ELSE", "1")  # not close to any setting: no line
     monkeypatch.setenv("SPINBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379")  # the tests' own variables
-    code, lines, _ = run_cli("pipelines", "list")
+    code, lines, _ = run_cli_result("pipelines", "list")
     assert code == 0
     assert lines[0] == "warning: SPINBOT_TALK_BACKEDN is not a setting (ignored); did you mean SPINBOT_TALK_BACKEND?"
     assert len(lines) == 2 and lines[1].startswith("f5tts_infinitetalk")
@@ -203,7 +196,7 @@ def test_native_tts_on_a_device_this_machine_lacks_is_refused_at_submission(
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     use_settings(tts_backend="native", models_dir=tmp_path / "models")
-    code, lines, exception = run_cli(
+    code, lines, exception = run_cli_result(
         "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
         "--voice", str(voice_path()), "--set", f"f5_to_tts.device={device}",
     )  # fmt: skip

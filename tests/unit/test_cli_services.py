@@ -8,15 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from spinbot.cli import app
 from spinbot.samples import portrait_path, voice_path
-
-
-def run_cli(*args: str) -> tuple[int, list[str]]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, [line for line in result.output.splitlines() if line.strip()]
+from tests.support.cli import run_cli
 
 
 def stored_jobs(data_dir: Path) -> int:

@@ -12,18 +12,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from typer.testing import CliRunner
 
-from spinbot.cli import app
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.samples import portrait_path, voice_path
 from spinbot.state.models import Job, utcnow
-
-
-def run_cli(*args: str) -> tuple[int, list[str]]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, [line for line in result.output.splitlines() if line.strip()]
+from tests.support.cli import run_cli
 
 
 class NotHandled(Exception):

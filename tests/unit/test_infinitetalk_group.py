@@ -1,7 +1,7 @@
 """The native backend with its transformer over a group of ranks (gloo, CPU): the same video as one process.
 
-The tiny models of test_infinitetalk_backend (2 heads, a 4 x 4 token grid a latent frame); rank 0 is this test's
-process and runs the pipeline, rank 1 a process the group starts."""
+The tiny models of tests/support/infinitetalk_models.py (2 heads, a 4 x 4 token grid a latent frame); rank 0 is
+this test's process and runs the pipeline, rank 1 a process the group starts."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from spinbot.backends.talk.infinitetalk.backend import NativeTalkBackend
 from spinbot.backends.talk.infinitetalk.transformer_group import active_group, start_group, stop_group
 from spinbot.tasks.talk import InfiniteTalkParams, prepare_image, prepare_speech
 from spinbot.tasks.windows import plan_windows
+from tests.support.infinitetalk_models import RUN, inputs, models_dir, native  # noqa: F401 (fixtures)
 from tests.support.tasks import run_talk
-from tests.unit.test_infinitetalk_backend import RUN, inputs, models_dir, native  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -4,19 +4,13 @@ log, the resume hint, unknown worker queues, third-party noise from the native b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from spinbot.cli import app
 from spinbot.samples import portrait_path, voice_path
-
-
-def run_cli(*args: str):
-    result = CliRunner().invoke(app, list(args))
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    return result.exit_code, lines, result.exception
+from tests.support.cli import run_cli_result
 
 
 # ---- native infinite_talk without a GPU ---------------------------------------------------------------------------
@@ -40,7 +34,7 @@ def test_native_infinite_talk_with_full_size_files_and_no_gpu_is_refused_at_subm
     models = tmp_path / "models"
     write_talk_files(models, 32 * 10**9)
     use_settings(talk_backend="native", models_dir=models)
-    code, lines, exception = run_cli(
+    code, lines, exception = run_cli_result(
         "run", "--prompt", "hi", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())
     )
     assert code == 2, exception
@@ -77,7 +71,7 @@ def test_tiny_checkpoints_or_the_opt_in_pass_the_cpu_check(
 def test_an_out_that_is_no_mp4_is_refused_before_any_work(spinbot_env, tmp_path, monkeypatch, name, example):
     # an mp4 was written under the name x.txt after the whole render
     monkeypatch.chdir(tmp_path)
-    code, lines, exception = run_cli(
+    code, lines, exception = run_cli_result(
         "run", "--prompt", "hi", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()), "--out", name
     )
     assert code == 2, exception
@@ -108,7 +102,7 @@ def test_a_failed_job_in_a_log_file_keeps_node_names_whole(spinbot_env, tmp_path
 
     real = dispatch.execute_task
     monkeypatch.setattr(dispatch, "execute_task", boom)
-    code, lines, exception = run_cli(
+    code, lines, exception = run_cli_result(
         "run", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()),
         "--set", "script.text=Ever tried.", "--out", str(tmp_path / "o.mp4"),
     )  # fmt: skip
@@ -174,12 +168,14 @@ def test_a_worker_on_a_queue_no_task_is_routed_to_here_warns_and_serves_it(spinb
     served = []
     monkeypatch.setattr(worker_main, "run_worker", lambda queues, settings: served.append(queues))
     use_settings(redis_url="redis://127.0.0.1:9/0")
-    code, lines, exception = run_cli("worker", "--queues", "gpu,nope")
+    code, lines, exception = run_cli_result("worker", "--queues", "gpu,nope")
     assert code == 0, exception
     assert served == [["gpu", "nope"]]
-    warning = "no task is routed to queue 'nope' by this machine's settings (known: cpu, gpu)"
-    assert any(warning in line for line in lines)
-    code, lines, _ = run_cli("worker", "--queues", " , ")
+    warnings = [json.loads(line) for line in lines if "no task is routed to this queue" in line]  # a worker logs JSON
+    assert [(w["level"], w["option"], w["queue"], w["known"]) for w in warnings] == [
+        ("warning", "--queues", "nope", "cpu, gpu")
+    ]
+    code, lines, _ = run_cli_result("worker", "--queues", " , ")
     assert (code, lines) == (2, ["error: --queues: no queue named (known: cpu, gpu)"])
 
 

@@ -1,6 +1,9 @@
 """infinite_talk continues from its last finished window (spinbot.tasks.talk_resume): a render that failed at a
 window, run again, renders only the windows after the last finished one and gives the same video as a render that
-never stopped."""
+never stopped.
+
+(Past 400 lines: one subject, the window checkpoints, through the task, the job runner, concurrent runs and
+cleanup; the tests share the renders fixture and the talk inputs.)"""
 
 from __future__ import annotations
 
