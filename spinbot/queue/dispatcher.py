@@ -29,7 +29,7 @@ from spinbot.queue.outage import ride_out_outage
 from spinbot.queue.records import CANCELLED, DONE, PROGRESS, STARTED, SUCCEEDED, NodeResult
 from spinbot.settings import Settings, get_settings
 from spinbot.tasks.base import Cancelled, NodeOutput
-from spinbot.worker.heartbeat import list_workers
+from spinbot.worker import heartbeat  # the module, not its names: heartbeat imports spinbot.queue (a cycle)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class _NodeWait:
         """A node that no worker has started: say so when no live worker (heartbeat) serves its queue, since it
         waits until one starts (a `spinbot run` or a page that showed "queued" and nothing more, for ever)."""
         queue, _ = self.dispatcher.route(self.request)
-        unserved = not any(queue in worker.queues for worker in list_workers(self.dispatcher.redis))
+        unserved = not any(queue in worker.queues for worker in heartbeat.list_workers(self.dispatcher.redis))
         if unserved == bool(self.unserved):
             return
         self.unserved = unserved

@@ -102,12 +102,16 @@ def test_a_reader_that_does_not_read_holds_the_newest_progress_of_each_node_and_
     assert max(e.progress for e in got if e.node_id == "upscale") == 4999 / 5000
 
 
-@pytest.fixture
-def app(spinbot_env, use_settings):
-    use_settings(api_keys=f"{KEY},{OTHER_KEY}", max_streams_per_key=3)
+def streams_app(use_settings, send_timeout: float = 60.0):
+    use_settings(api_keys=f"{KEY},{OTHER_KEY}", max_streams_per_key=3, api_send_timeout=send_timeout)
     app = create_app()
     app.state.services.executor.resume_unfinished = lambda: None  # the jobs below stay running, undriven
     return app
+
+
+@pytest.fixture
+def app(spinbot_env, use_settings):
+    return streams_app(use_settings)
 
 
 def auth_line(key: str = KEY) -> str:
@@ -161,12 +165,12 @@ def test_a_key_has_at_most_max_streams_per_key_open(app):
             c.close()
 
 
-def test_a_stream_whose_client_reads_nothing_stays_bounded_then_asks_it_to_reconnect(app, monkeypatch):
-    from spinbot.api.routes import jobs as jobs_route
-
+def test_a_stream_whose_client_reads_nothing_stays_bounded_then_asks_it_to_reconnect(
+    spinbot_env, use_settings, monkeypatch
+):
     # not about the bound on a write (the next test is): on a loaded machine the 30,000 events below can take
     # longer than it, and the stream would be abandoned before the client reads
-    monkeypatch.setattr(jobs_route, "SEND_TIMEOUT_SECONDS", 600.0)
+    app = streams_app(use_settings, send_timeout=600.0)
     job_id = running_job(app)
     services = app.state.services
     opened: list = []
@@ -204,14 +208,14 @@ def test_a_stream_whose_client_reads_nothing_stays_bounded_then_asks_it_to_recon
         conn.close()
 
 
-def test_a_stream_whose_client_never_reads_ends_on_the_server_when_its_last_write_waits(app, monkeypatch):
+def test_a_stream_whose_client_never_reads_ends_on_the_server_when_its_last_write_waits(
+    spinbot_env, use_settings, monkeypatch
+):
     """Over a real socket: a client connected that reads nothing at all. The job's events fill the socket's buffers
-    and the stream lags (its last event a `reconnect`); that write waits, and is abandoned after SEND_TIMEOUT_SECONDS:
-    the server's generator ends, its subscription is closed and the key's slot given back. Before, the stream waited
-    on that write for as long as the client stayed connected."""
-    from spinbot.api.routes import jobs as jobs_route
-
-    monkeypatch.setattr(jobs_route, "SEND_TIMEOUT_SECONDS", 2.0)
+    and the stream lags (its last event a `reconnect`); that write waits, and is abandoned past
+    SPINBOT_API_SEND_TIMEOUT: the server's generator ends, its subscription is closed and the key's slot given back.
+    Before, the stream waited on that write for as long as the client stayed connected."""
+    app = streams_app(use_settings, send_timeout=2.0)
     job_id = running_job(app)
     services = app.state.services
     opened: list = []

@@ -176,10 +176,10 @@ def test_a_silent_stream_is_pinged_so_proxies_keep_it_open(client, monkeypatch):
 def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, monkeypatch):
     """A client still connected that reads nothing: once its buffers are full every write waits (here: every write
     after the snapshot never returns). When the job ends the stream's last writes are abandoned after
-    SEND_TIMEOUT_SECONDS, and the stream ends, its generator closed and its key's slot given back. Before, the last
+    SPINBOT_API_SEND_TIMEOUT, and the stream ends, its generator closed and its key's slot given back. Before, the last
     write waited for ever."""
-    monkeypatch.setattr(jobs_route, "SEND_TIMEOUT_SECONDS", 0.3)
     services = client.app.state.services
+    monkeypatch.setattr(services, "settings", services.settings.model_copy(update={"api_send_timeout": 0.3}))
     job_id = running_job(services.runner.jobs)
     closed = []
     stream = jobs_route._event_stream

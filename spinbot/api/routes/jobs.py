@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,9 +37,6 @@ IDLE_CHECK_SECONDS = 15.0
 PING_SECONDS = 10.0
 # A stream that fell too far behind ends with a `reconnect` event; EventSource connects again after this long.
 RECONNECT_MS = 1000
-# A write to the client that waits this long (its buffers full: a client connected that stopped reading) abandons the
-# stream, which then ends as if the client had left; a client that reads, however slowly, never waits on a write.
-SEND_TIMEOUT_SECONDS = 30.0
 log = logging.getLogger(__name__)
 
 
@@ -145,31 +143,28 @@ async def job_events(job_id: str, services: ServicesDep, owner: MediaOwner) -> E
         raise TooManyStreams(
             f"this key has {limit} event streams open, the limit (SPINBOT_MAX_STREAMS_PER_KEY={limit}); close one"
         )
-    return CountedEventSource(_event_stream(services, job.id), lambda: services.streams.give_back(slot))
+    release = partial(services.streams.give_back, slot)
+    return CountedEventSource(_event_stream(services, job.id), release, services.settings.api_send_timeout)
 
 
 class CountedEventSource(EventSourceResponse):
     """An event stream that gives its key's slot back when it ends, however it ends (the job ended, the client left,
-    a HEAD, an error); the generator's own `finally` would not run for a stream never started."""
+    a HEAD, an error, a write its client did not take within SPINBOT_API_SEND_TIMEOUT); the generator's own `finally`
+    would not run for a stream never started."""
 
-    def __init__(self, events: AsyncIterator[dict[str, Any]], release: Callable[[], None]):
+    def __init__(self, events: AsyncIterator[dict[str, Any]], release: Callable[[], None], send_timeout: float):
         super().__init__(events, ping=PING_SECONDS)
-        self.release = release
+        self.release, self.write_timeout = release, send_timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Bounded here as well as by SlowReaderLimit, which bounds every answer: sse-starlette's own `send_timeout`
+        # bounds the events and pings but not the write that ends the body, and the slot must be given back.
         try:
-            await super().__call__(scope, receive, _bounded(send))
+            await super().__call__(scope, receive, bounded_send(send, self.write_timeout))
         except StalledClient:
-            log.warning("an event stream ended: its client read nothing", extra={"seconds": SEND_TIMEOUT_SECONDS})
+            log.warning("an event stream ended: its client read nothing", extra={"seconds": self.write_timeout})
         finally:
             self.release()
-
-
-def _bounded(send: Any) -> Any:
-    """`send` with every write bounded by SEND_TIMEOUT_SECONDS (StalledClient past it). sse-starlette's own
-    `send_timeout` (3.7) bounds the events and pings but not the write that ends the body, where a stream whose job
-    ended would wait for ever."""
-    return bounded_send(send, SEND_TIMEOUT_SECONDS)
 
 
 async def _event_stream(services: Services, job_id: str) -> AsyncIterator[dict[str, Any]]:
