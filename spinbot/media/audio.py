@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import mmap
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,12 @@ MAX_SAMPLE_RATE = 384_000
 MIN_SAMPLE_RATE = 8_000
 MAX_CHANNELS = 8
 _UNKNOWN_FRAMES = 2**62  # libsndfile reports about 2**63 frames for a stream whose header leaves the length open
+# FFmpeg parses ID3v2 tags at the start of any file, inside ADTS (.aac) streams and in WAV/AIFF chunks, and inflates
+# their zlib-compressed frames into metadata it keeps: a 534 KB .aac with eight compressed TXXX frames took 1.2 GB
+# (a 50 MB upload: about 100 GB). A voice needs a few KB of tags; more is refused before FFmpeg opens the file.
+MAX_ID3_BYTES = 64 * 1024
+# A header FFmpeg parses (its ff_id3v2_match, and versions 2 to 4), wherever it is in the file.
+_ID3_HEADER = re.compile(rb"ID3[\x02-\x04][\x00-\xfe][\x00-\xff][\x00-\x7f]{4}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ def _probe_with_av(path: Path) -> AudioHeader:
 
     from spinbot.media.video import open_input
 
+    refuse_id3_bombs(path)
     try:
         with open_input(path) as container:
             if not container.streams.audio:
@@ -64,6 +73,24 @@ def _probe_with_av(path: Path) -> AudioHeader:
             return AudioHeader(container.format.name, int(ctx.sample_rate or 0), int(ctx.channels or 0), seconds)
     except (av.error.FFmpegError, ValueError, OSError):
         raise InputError(f"not a readable audio file: {path}") from None
+
+
+def refuse_id3_bombs(path: Path) -> None:
+    """InputTooLarge when the file's ID3v2 tags (their sizes as their headers claim, within the file) hold more
+    than MAX_ID3_BYTES: to run before FFmpeg reads a file that libsndfile could not."""
+    if path.stat().st_size == 0:
+        return  # mmap refuses an empty file; FFmpeg finds nothing in it
+    total = 0
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for found in _ID3_HEADER.finditer(data):  # mmap: the file searched without reading it into memory
+            a, b, c, d = found.group()[6:]  # the tag's size, 7 bits a byte ("syncsafe")
+            size = a << 21 | b << 14 | c << 7 | d
+            total += min(size, len(data) - found.end())
+            if total > MAX_ID3_BYTES:
+                raise InputTooLarge(
+                    f"the audio carries more than {MAX_ID3_BYTES // 1024} KiB of ID3 tags (remove its tags or "
+                    "cover art, or send it as WAV or FLAC)"
+                )
 
 
 def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
@@ -148,6 +175,7 @@ def _decode_with_av(path: Path, max_seconds: float | None, mono: bool) -> tuple[
 
     from spinbot.media.video import AudioTooLong, read_audio
 
+    refuse_id3_bombs(path)
     try:
         decoded = read_audio(path, max_seconds=max_seconds, mono=mono)
     except AudioTooLong:

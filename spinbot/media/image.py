@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from spinbot.errors import InputError, InputTooLarge
+from spinbot.media.image_layout import refuse_costly_layout
 from spinbot.media.paths import check_input_file
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def _opened(path: Path | str, max_pixels: int) -> Iterator[tuple[Image, ImageHea
 
     path = Path(path)
     check_input_file(path, "image")
+    refuse_costly_layout(path)  # strips, blocks and chunks Pillow's open would parse one by one
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides, below
