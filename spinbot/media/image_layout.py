@@ -1,12 +1,13 @@
 """The parts of an image file that Pillow parses in Python one step at a time (a TIFF's strips, a GIF's extension
-blocks, a PNG's chunks), counted before Pillow opens the file: each step costs Pillow far more than its bytes, and
-no pixel limit bounds them, since a small image can carry millions. Found by a hostile-media probe: a 16 MB 64x64
-TIFF of 4 million strips took 1.2 GB and 46 s at upload, a 4 MB GIF of 200,000 comments 137 s (Pillow joins them a
-block at a time, so the cost grows with the square), a 42 MB PNG of 3.5 million empty chunks 560 MB and 24 s; all
-three were accepted."""
+blocks, a PNG's chunks, a netpbm header's comments), counted before Pillow opens the file: each step costs Pillow far
+more than its bytes, and no pixel limit bounds them, since a small image can carry millions. Found by hostile-media
+probes: a 16 MB 64x64 TIFF of 4 million strips took 1.2 GB and 46 s at upload, a 4 MB GIF of 200,000 comments 137 s
+(Pillow joins them a block at a time, so the cost grows with the square), a 42 MB PNG of 3.5 million empty chunks
+560 MB and 24 s, a PPM with a 40 MB comment 29 s; all were accepted."""
 
 from __future__ import annotations
 
+import re
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -21,10 +22,14 @@ MAX_GIF_EXTENSIONS = 256
 MAX_GIF_HEADER_BYTES = 1024 * 1024
 # A PNG's chunks, image data included: a 50 MB PNG written in 8 KB IDAT chunks has 6,400.
 MAX_PNG_CHUNKS = 65_536
+# A netpbm (PPM, PGM, PBM) header with its comments: Pillow reads it a byte at a time, so a 40 MB comment took 29 s.
+MAX_NETPBM_HEADER_BYTES = 64 * 1024
+_NETPBM_SEPARATOR = rb"(?:\s|#[^\r\n]*[\r\n])+"  # whitespace, or a comment to the end of its line
 
 
 def refuse_costly_layout(path: Path) -> None:
-    """InputTooLarge when a TIFF, GIF or PNG holds more of the steps above than an image needs; other files pass."""
+    """InputTooLarge when a TIFF, GIF, PNG or netpbm file holds more of the steps above than an image needs; other
+    files pass."""
     with open(path, "rb") as f:
         head = f.read(16)
         try:
@@ -34,6 +39,8 @@ def refuse_costly_layout(path: Path) -> None:
                 _gif(f, head)
             elif head[:8] == b"\x89PNG\r\n\x1a\n":
                 _png(f)
+            elif re.match(rb"P[1-6]\s", head):
+                _netpbm(f, head)
         except struct.error:  # a file cut short: Pillow says what is wrong with it
             pass
 
@@ -87,3 +94,12 @@ def _png(f: BinaryIO) -> None:
             return
         f.seek(struct.unpack(">I", header[:4])[0] + 4, 1)  # the data and its CRC
     raise _too_many("PNG chunks", MAX_PNG_CHUNKS)
+
+
+def _netpbm(f: BinaryIO, head: bytes) -> None:
+    """The header (magic, width, height and, but for bitmaps, the largest value) ends within its byte limit."""
+    numbers = 2 if head[1:2] in (b"1", b"4") else 3
+    header = re.compile(rb"P[1-6](?:" + _NETPBM_SEPARATOR + rb"[0-9]+){%d}" % numbers)
+    data = head + f.read(MAX_NETPBM_HEADER_BYTES - len(head))
+    if len(data) >= MAX_NETPBM_HEADER_BYTES and header.match(data) is None:
+        raise _too_many("bytes of netpbm header and comments", MAX_NETPBM_HEADER_BYTES)

@@ -45,7 +45,11 @@ def _is_progress(event: Event) -> bool:
 
 
 class EventQueue(asyncio.Queue[Event]):
-    """An asyncio queue that never holds more than MAX_PENDING events (above). put_nowait never blocks or raises."""
+    """An asyncio queue that never holds more than MAX_PENDING events (above). put_nowait never blocks or raises.
+
+    Written on asyncio.Queue's `_put`/`_get` hooks over its `_queue` deque, the ones the standard library's own
+    LifoQueue and PriorityQueue override: coalescing inside them keeps the queue's own bookkeeping (waiting getters
+    woken, unfinished tasks counted), which a wrapper around put_nowait would have to redo."""
 
     lagged = False
 

@@ -1,4 +1,9 @@
-"""Job state: create jobs, move nodes through their states, record outputs and artifacts."""
+"""Job state: create jobs, move nodes through their states, record outputs and artifacts.
+
+Past 400 lines: JobStore is the one writer of a job's and its nodes' states, each change one conditional UPDATE
+whose condition names the states it may come from (retry, cancel, delete, attempts); kept in one class so those
+transitions read side by side. Leases (lease.py), webhook state (callbacks.py) and progress (progress.py) live apart.
+"""
 
 from __future__ import annotations
 

@@ -122,7 +122,16 @@ BOMBS = {
         "1,048,576 bytes of GIF extensions",
     ),
     "png-chunks": (lambda p: _png_with(p / "a.png", 70_000), "65,536 PNG chunks"),
+    "ppm-comment": (
+        lambda p: _written(p / "a.ppm", b"P6\n#" + b"c" * 200_000 + b"\n64 64\n255\n" + b"\x80" * (64 * 64 * 3)),
+        "65,536 bytes of netpbm header",
+    ),
 }
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 @pytest.mark.parametrize("bomb", BOMBS)
@@ -141,3 +150,7 @@ def test_images_with_a_few_strips_blocks_and_chunks_are_read(tmp_path):
     assert load_portrait(_tiff_of_strips(tmp_path / "a.tif", 64), 40_000_000).shape == (64, 64, 3)
     assert load_portrait(_gif_with(tmp_path / "a.gif", b"!\xfe\x05hello\x00" * 20), 40_000_000).shape == (64, 64, 3)
     assert load_portrait(_png_with(tmp_path / "a.png", 1000), 40_000_000)[0, 0].tolist() == [200, 120, 80]
+    ppm = _written(tmp_path / "a.ppm", b"P6\n# a comment\n64 64\n255\n" + b"\x80\x40\x20" * (64 * 64))
+    assert load_portrait(ppm, 40_000_000)[0, 0].tolist() == [128, 64, 32]
+    big = _written(tmp_path / "b.pgm", b"P5 256 256 255\n" + bytes(range(256)) * 256)  # over 64 KiB, a short header
+    assert load_portrait(big, 40_000_000).shape == (256, 256, 3)
