@@ -8,9 +8,10 @@ forgery if it may name an internal service (a database, the cloud's metadata at 
   0x7f.1, 0177.0.0.1 and 127.1 (which C's inet_aton, so getaddrinfo, reads as 127.0.0.1) are refused as written;
   `localhost` and names under `.localhost` are loopback by name; one trailing dot is dropped (`example.com.`);
 - every address the name resolves to must be public (`refusal` below: not loopback, private, shared, link-local,
-  multicast, reserved or unspecified, and an IPv6 address carrying an IPv4 one, IPv4-mapped, 6to4, Teredo or NAT64,
-  is judged by the IPv4 address it carries), unless SPINBOT_CALLBACK_ALLOW_PRIVATE (loopback and private networks)
-  or SPINBOT_CALLBACK_ALLOW_HOSTS (names, addresses, networks) lets it through;
+  multicast, reserved or unspecified, and an IPv6 address carrying an IPv4 one, IPv4-mapped, 6to4, Teredo or NAT64's
+  64:ff9b::/96, is judged by the IPv4 address it carries; local-use NAT64, 64:ff9b:1::/48, is private), unless
+  SPINBOT_CALLBACK_ALLOW_PRIVATE (loopback and private networks) or SPINBOT_CALLBACK_ALLOW_HOSTS (names, addresses,
+  networks) lets it through;
 - the name is resolved once per attempt, and the request goes to the address that was checked (`Target.address`),
   with the name in the Host header and TLS's SNI and certificate check: no second lookup that a short-lived DNS
   answer could point at another address (DNS rebinding).
@@ -39,7 +40,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 PRINTABLE = re.compile(r"[\x21-\x7e]+")
 LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")  # the WHATWG URL standard's IPv4 number forms
-NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4 address is the last 32 bits
+# RFC 8215's local-use NAT64 prefix: not global, and the IPv4 address sits where the network's own prefix length puts
+# it (RFC 6052: bits 48-87, less the u octet, for a /48), so no one place to judge it by; private, as IANA lists it
+LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 # The kinds SPINBOT_CALLBACK_ALLOW_PRIVATE lets through; link-local (cloud metadata) only an allow-list entry does.
 PRIVATE_KINDS = ("loopback", "private")
 _lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spinbot-callback-dns")
@@ -91,7 +95,10 @@ def parse_callback_url(url: str, max_chars: int) -> ParsedUrl:
             "callback_url: printable ASCII only, no spaces or backslashes (an international name in its xn-- form, "
             "other characters percent-encoded)"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracketed host that is no IP address (http://[x]/): urlsplit checks it itself
+        raise CallbackRefused(f"callback_url: {shorten(url)} is no URL with a host[:port]") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise CallbackRefused(f"callback_url: only http and https URLs can be called, not {shorten(url)}")
@@ -152,6 +159,8 @@ def refusal(address: IPAddress) -> str | None:
     """Why an address is not public (its kind: loopback, private, link-local, multicast, reserved, unspecified), or
     None for a public one. An IPv6 address that carries an IPv4 one is judged by the IPv4 address."""
     if isinstance(address, ipaddress.IPv6Address):
+        if address in LOCAL_NAT64:
+            return "private"
         carried = _carried_ipv4(address)
         if carried is not None:
             return refusal(carried)
@@ -174,7 +183,7 @@ def _carried_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if any(address in net for net in NAT64):
+    if address in NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 

@@ -327,6 +327,11 @@ HOSTILE = [
     "http://172.16.0.1/",
     "http://192.168.1.1/",
     "http://100.64.0.1/",  # shared address space
+    "http://[64:ff9b:1:7f00:0:100:5db8:d70e]/",  # local-use NAT64 (/48: 127.0.0.1 in bits 48-87), a public last 32
+    "http://[64:ff9b:1::a00:1]/",
+    "http://[x]/",  # urlsplit's own check of a bracketed host raised ValueError: a 500
+    "http://[::1x]/",
+    "http://[v1.x]/",
     "http://224.0.0.1/",
     "http://255.255.255.255/",
     "http://240.0.0.1/",
