@@ -24,9 +24,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -46,7 +45,12 @@ NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # the well-known prefix: the IPv4
 LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
 # The kinds SPINBOT_CALLBACK_ALLOW_PRIVATE lets through; link-local (cloud metadata) only an allow-list entry does.
 PRIVATE_KINDS = ("loopback", "private")
-_lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="spinbot-callback-dns")
+# A lookup runs in its own thread, which a name whose DNS never answers holds past the lookup's time limit (glibc: 5 s
+# per try, two tries per server): a shared pool of 4 threads that 4 such names of one client held refused every other
+# client's names for as long. So each API key (job owner) has at most this many lookups running, its slow ones too.
+MAX_LOOKUPS_PER_OWNER = 4
+_lookups_lock = threading.Lock()
+_lookups_running: dict[str | None, int] = {}
 
 
 class CallbackRefused(InputError):
@@ -238,29 +242,56 @@ class CallbackPolicy:
             resolver=resolver,
         )
 
-    def check(self, url: str) -> Target:
-        """The URL parsed, resolved once and every address checked: the target to connect to, or CallbackRefused."""
+    def check(self, url: str, owner: str | None = None) -> Target:
+        """The URL parsed, resolved once and every address checked: the target to connect to, or CallbackRefused.
+        `owner`: the API key whose lookup it is (MAX_LOOKUPS_PER_OWNER)."""
         parsed = parse_callback_url(url, self.max_chars)
-        addresses = self._addresses(parsed)
+        addresses = self._addresses(parsed, owner)
         for address in addresses:
             kind = refusal(address)
             if kind is not None and not self._allowed(parsed.host, address, kind):
                 raise CallbackRefused(f"callback_url: {parsed.authority} is not a public address")
         return Target(parsed, str(addresses[0]))
 
-    def _addresses(self, parsed: ParsedUrl) -> list[IPAddress]:
+    def _addresses(self, parsed: ParsedUrl, owner: str | None) -> list[IPAddress]:
         try:
             return [ipaddress.ip_address(parsed.host)]
         except ValueError:
             pass
-        future = _lookups.submit(self.resolver or system_resolver, parsed.host, parsed.port)
         try:
-            found = [ipaddress.ip_address(a) for a in future.result(timeout=self.lookup_timeout)]
-        except (OSError, ValueError, FutureTimeout):
+            found = [ipaddress.ip_address(a) for a in self._lookup(parsed, owner)]
+        except ValueError:
             found = []
         if not found:
             raise Unresolved(f"callback_url: {parsed.authority} is not a public address")
         return found
+
+    def _lookup(self, parsed: ParsedUrl, owner: str | None) -> list[str]:
+        """The name's addresses, [] where it did not resolve within the time limit."""
+        with _lookups_lock:
+            if _lookups_running.get(owner, 0) >= MAX_LOOKUPS_PER_OWNER:
+                raise Unresolved(
+                    f"callback_url: {MAX_LOOKUPS_PER_OWNER} of this key's callback names are still being looked up; "
+                    "try again shortly"
+                )
+            _lookups_running[owner] = _lookups_running.get(owner, 0) + 1
+        resolve, done = self.resolver or system_resolver, threading.Event()
+        found: list[str] = []
+
+        def run() -> None:
+            try:
+                found.extend(resolve(parsed.host, parsed.port))
+            except (OSError, ValueError):  # no such name, or one the resolver cannot encode
+                pass
+            finally:
+                with _lookups_lock:
+                    _lookups_running[owner] -= 1
+                    if not _lookups_running[owner]:
+                        del _lookups_running[owner]
+                done.set()
+
+        threading.Thread(target=run, name="spinbot-callback-dns", daemon=True).start()
+        return list(found) if done.wait(self.lookup_timeout) else []
 
     def _allowed(self, host: str, address: IPAddress, kind: str) -> bool:
         if kind in ("unspecified", "multicast"):

@@ -95,14 +95,16 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     return any(hmac.compare_digest(expected, candidate) for candidate in given)
 
 
-def new_job_callback(url: str | None, secret: str | None, policy: CallbackPolicy) -> dict[str, Any] | None:
+def new_job_callback(
+    url: str | None, secret: str | None, policy: CallbackPolicy, owner: str | None = None
+) -> dict[str, Any] | None:
     """The webhook state a job is created with, checked first (CallbackRefused, InputError): the URL as the policy
-    sees it now, and the client's secret or a new one."""
+    sees it now (its name looked up as `owner`'s), and the client's secret or a new one."""
     if url is None:
         if secret is not None:
             raise InputError("callback_secret: given without a callback_url")
         return None
-    policy.check(url)
+    policy.check(url, owner)
     return cs.new_callback(url, check_secret(secret) if secret is not None else new_secret())
 
 
@@ -231,7 +233,7 @@ class CallbackSender:
 
     def _deliver(self, claim: cs.Claim, job: JobView) -> Outcome:
         try:
-            target = self.policy.check(claim.callback["url"])  # resolved once; the request goes to this address
+            target = self.policy.check(claim.callback["url"], job.owner)  # resolved once; the request goes there
         except CallbackRefused as err:
             return Outcome(None, str(err).removeprefix("callback_url: "), retry=err.transient)
         body = self._body(claim, job)

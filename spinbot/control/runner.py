@@ -111,7 +111,7 @@ class Runner:
         params = self.validate_params(spec, dict(request.params))
         Admission(self.settings, self.artifacts).check(spec, params, request)
         policy = CallbackPolicy.from_settings(self.settings)
-        callback = new_job_callback(request.callback_url, request.callback_secret, policy)
+        callback = new_job_callback(request.callback_url, request.callback_secret, policy, request.owner)
         job_id = self.jobs.new_id()
         artifacts = dict(request.input_keys)
         for name, path in (("source_image", request.image), ("narrator_voice", request.voice)):

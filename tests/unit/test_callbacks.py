@@ -431,6 +431,34 @@ def test_an_allow_list_entry_that_is_no_host_is_a_settings_error(use_settings):
         get_settings()
 
 
+def test_one_keys_names_that_never_resolve_hold_up_no_other_keys_submission(start_api, dns):
+    """A name whose DNS never answers holds its lookup's thread past the time limit: a shared pool of 4 that one key's
+    4 such names held refused every other key's callback names until they gave up."""
+    release, other = threading.Event(), "key-callbacks-2"
+    dns["hooks.example.test"] = lambda: [PUBLIC]
+    for i in range(6):
+        dns[f"slow{i}.attacker.test"] = lambda: [PUBLIC] if release.wait(30) else []
+    api = start_api(api_keys=f"{KEY},{other}", callback_connect_timeout=0.5)
+    attacker = Api(api.client, api.tmp)
+    attacker.headers = lambda: {"Authorization": f"Bearer {other}"}  # type: ignore[method-assign]
+    try:
+        for i in range(4):  # each gives up after the time limit; its lookup goes on
+            r = attacker.submit(f"http://slow{i}.attacker.test/")
+            assert r.status_code == 400 and r.json()["error"].endswith("is not a public address"), r.text
+        started = time.monotonic()
+        r = api.submit("https://hooks.example.test/spinbot")  # another key's: looked up as usual
+        assert r.status_code == 201, r.text
+        r = attacker.submit("http://slow4.attacker.test/")  # that key's fifth: refused at once
+        assert r.status_code == 400 and "still being looked up" in r.json()["error"], r.text
+        assert time.monotonic() - started < 0.5
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while callback_url._lookups_running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert attacker.submit("http://slow5.attacker.test/").status_code == 201  # its lookups done: its turn again
+
+
 # ---- DNS rebinding, time limits -----------------------------------------------------------------------------------
 def test_a_name_that_rebinds_to_loopback_after_the_check_is_refused_at_delivery(start_api, dns):
     answers = iter([[PUBLIC]])  # the submission's lookup; every later one: loopback
