@@ -46,6 +46,18 @@ from spinbot.state import callbacks as cs
 from spinbot.state.store import JobStore, JobView
 
 log = logging.getLogger(__name__)
+SENDER_THREAD_PREFIX = "spinbot-callback"
+
+
+class _NoCallbackRequestLines(logging.Filter):
+    """httpx logs each request's whole URL at INFO ("HTTP Request: POST http://host/path?token=..."): a token in a
+    callback URL's path or query would be in the server log. The sender's threads log their own line, host only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.threadName or "").startswith(SENDER_THREAD_PREFIX)
+
+
+logging.getLogger("httpx").addFilter(_NoCallbackRequestLines())
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -171,7 +183,7 @@ class CallbackSender:
         self._order = itertools.count()
         self._wake = threading.Condition()
         self._closed = False
-        self._pool = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix="spinbot-callback")
+        self._pool = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix=SENDER_THREAD_PREFIX)
         self._timer: threading.Thread | None = None  # started with the first attempt scheduled
 
     def schedule(self, job_id: str, delay: float = 0.0) -> None:

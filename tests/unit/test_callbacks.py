@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import threading
 import time
@@ -131,7 +132,8 @@ def dns(monkeypatch) -> dict[str, Callable[[], list[str]]]:
 
 
 # ---- delivery -------------------------------------------------------------------------------------------------------
-def test_a_succeeded_job_posts_itself_signed_to_its_callback(start_api):
+def test_a_succeeded_job_posts_itself_signed_to_its_callback(start_api, caplog):
+    caplog.set_level(logging.INFO)
     api = start_api(callback_allow_private=True)
     with Receiver() as receiver:
         r = api.submit(f"{receiver.url}/hooks/spinbot?token=s3cret")
@@ -161,6 +163,9 @@ def test_a_succeeded_job_posts_itself_signed_to_its_callback(start_api):
     assert callback["event_id"] == call.headers["webhook-id"]
     shown = json.dumps(api.job(created["id"]))
     assert "s3cret" not in shown and "whsec_" not in shown  # neither the URL's token nor the secret again
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "callback delivered" in logged  # and httpx's own line, with the whole URL, not at all:
+    assert "s3cret" not in logged and "whsec_" not in logged
 
 
 def test_a_failed_job_posts_its_failure_and_a_tampered_body_does_not_verify(start_api):
