@@ -30,6 +30,7 @@ import secrets
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,6 +66,9 @@ SECRET_BYTES_RANGE = (24, 64)  # a client's own secret: the Standard Webhooks sp
 TIMESTAMP_TOLERANCE_SECONDS = 300  # what `verify` accepts, as the spec advises receivers
 CLAIM_MARGIN_SECONDS = 30.0  # an attempt's claim outlasts its longest run by this much
 SENDER_THREADS = 4
+# One key's attempts at once: a key whose receivers are slow (or that ends many jobs at once) holds at most these of
+# the SENDER_THREADS; its other due calls wait for one of its own attempts to end, never other keys' threads.
+PER_OWNER_ATTEMPTS = 2
 
 
 # ---- secrets and signatures ----------------------------------------------------------------------------------------
@@ -185,11 +189,17 @@ class CallbackSender:
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix=SENDER_THREAD_PREFIX)
         self._timer: threading.Thread | None = None  # started with the first attempt scheduled
+        self._queued: set[str] = set()  # in the heap or waiting for a thread: a sweep adds none of them twice
+        self._running: Counter[str] = Counter()  # attempts running, by job owner
+        self._parked: dict[str, dict[str, None]] = {}  # by owner, in order: due calls waiting for its attempts
 
     def schedule(self, job_id: str, delay: float = 0.0) -> None:
         with self._wake:
             if self._closed:
                 return  # the process is stopping: the attempt stays due in the database for another one
+            if job_id in self._queued:
+                return  # already on its way (a sweep of a backed-up sender finds it due again)
+            self._queued.add(job_id)
             heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job_id))
             if self._timer is None:
                 self._timer = threading.Thread(target=self._run_timer, name="spinbot-callback-timer", daemon=True)
@@ -219,10 +229,46 @@ class CallbackSender:
                 self._pool.submit(self._attempt_logged, job_id)
 
     def _attempt_logged(self, job_id: str) -> None:
+        with self._wake:
+            self._queued.discard(job_id)
         try:
-            self.attempt(job_id)
+            owner = self._owner(job_id)
+            if not self._enter(owner, job_id):
+                return  # parked: scheduled again as one of its owner's attempts ends
+            try:
+                self.attempt(job_id)
+            finally:
+                self._leave(owner)
         except Exception:  # the database away for a while: the claim runs out and the sweeper tries again
             log.exception("callback attempt crashed", extra={"job_id": job_id})
+
+    def _owner(self, job_id: str) -> str:
+        job = self._job(job_id)
+        return (job.owner or "") if job is not None else ""
+
+    def _enter(self, owner: str, job_id: str) -> bool:
+        """Count an attempt of this owner, or park it (False) while PER_OWNER_ATTEMPTS of its own run."""
+        with self._wake:
+            if self._running[owner] >= PER_OWNER_ATTEMPTS:
+                self._parked.setdefault(owner, {})[job_id] = None
+                return False
+            self._running[owner] += 1
+            return True
+
+    def _leave(self, owner: str) -> None:
+        """An attempt of this owner ended: its oldest parked call, if any, is scheduled now."""
+        with self._wake:
+            self._running[owner] -= 1
+            if self._running[owner] <= 0:
+                del self._running[owner]
+            parked = self._parked.get(owner, {})
+            following = next(iter(parked), None)
+            if following is not None:
+                del parked[following]
+            if not parked:
+                self._parked.pop(owner, None)
+        if following is not None:
+            self.schedule(following)
 
     def attempt(self, job_id: str) -> None:
         """One attempt at the job's due event, if this process gets it."""
