@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote
+
+from tests.support.quiet_server import QuietHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -59,7 +61,7 @@ class FakeHub:
         return [r.range for r in self.requests if r.method == "GET" and r.path.endswith(suffix) and r.range]
 
 
-def start_fake_hub() -> tuple[FakeHub, ThreadingHTTPServer]:
+def start_fake_hub() -> tuple[FakeHub, QuietHTTPServer]:
     hub = FakeHub()
 
     class Handler(BaseHTTPRequestHandler):
@@ -111,7 +113,7 @@ def start_fake_hub() -> tuple[FakeHub, ThreadingHTTPServer]:
                 return
             self.wfile.write(data)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -6,7 +6,9 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.support.quiet_server import QuietHTTPServer
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Receiver:
         self.received: list[Received] = []
         self.server_names: list[str | None] = []  # the TLS SNI of each handshake
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = QuietHTTPServer(("127.0.0.1", 0), self._handler())
         if tls is not None:
             tls.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
