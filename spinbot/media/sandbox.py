@@ -81,7 +81,10 @@ def run_checked(settings: Any, what: str, target: str, *args: Any) -> Any:
     """target(*args) ("module:function") in the shared sandbox of these settings, or in this process where the
     sandbox is off or cannot run here. `what` starts the one-line error ("the portrait upload")."""
     if not settings.upload_check_sandbox or not available():
-        return resolve(target)(*args)
+        try:
+            return resolve(target)(*args)
+        except MemoryError:
+            raise CheckAbandoned(f"{what} could not be checked within the limits: it ran out of memory") from None
     return shared(Limits.from_settings(settings)).run(what, target, *args)
 
 

@@ -115,6 +115,24 @@ def test_an_allocation_past_the_memory_limit_is_refused_and_the_next_check_works
     assert hooks_sandbox.run("x", f"{HOOKS}:allocate", 64 * 1024**2) == 64 * 1024**2
 
 
+def test_a_real_decode_past_the_memory_limit_is_said_as_the_limit(tmp_path):
+    """A 40 MP portrait (the largest SPINBOT_MAX_IMAGE_PIXELS takes) peaks near 0.82 GiB in a worker: under a
+    0.7 GiB limit Pillow's allocation fails, and that is said as the limit, not as a file that does not decode."""
+    big = tmp_path / "40mp.png"
+    y, x = np.mgrid[0:5000, 0:8000]
+    Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(big, compress_level=1)
+    box = Sandbox(Limits(700 * 1024**2, seconds=60, cpu_seconds=60, workers=1))
+    try:
+        with pytest.raises(CheckAbandoned) as refused:
+            box.run("the portrait upload", uploads.CHECK, "portrait", str(big), 40_000_000, 60.0)
+        assert one_line(refused.value) == (
+            "the portrait upload could not be checked within the limits: it needed more than 0.684 GiB of memory "
+            "(SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+        )
+    finally:
+        box.close()
+
+
 def test_a_check_past_its_cpu_time_is_ended_by_the_kernel(hooks_sandbox):
     assert hooks_sandbox.run("x", f"{HOOKS}:spin", 0.2) == "spun"  # under the limit: fine, also run after run
     assert hooks_sandbox.run("x", f"{HOOKS}:spin", 0.5) == "spun"
