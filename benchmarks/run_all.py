@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CPU_BENCHMARKS = ["demo.py", "upscale_memory.py", "queue_latency.py", "api_streams.py"]
+CPU_BENCHMARKS = ["demo.py", "upscale_memory.py", "queue_latency.py", "api_streams.py", "upload_check.py"]
 
 
 def main() -> int:

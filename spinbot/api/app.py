@@ -23,6 +23,7 @@ from spinbot.api.routes import artifacts, jobs, meta, uploads
 from spinbot.api.schemas import JobOut
 from spinbot.control.callbacks import CallbackSender
 from spinbot.control.runner import Runner
+from spinbot.media.sandbox import warm_shared
 from spinbot.settings import Settings, get_settings
 from spinbot.state.event_feed import make_event_feed
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         services.readiness.start()  # the native backends' imports, in a thread: /readyz says when they are done
+        warm_shared(settings)  # the upload checkers' processes start now, not at the first upload
         services.executor.resume_unfinished()
         yield
         unsubscribe()

@@ -56,7 +56,8 @@ _MEANINGS = {
     429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), or SPINBOT_MAX_STREAMS_PER_KEY "
     "event streams open (an event stream)",
     501: "not available in this version",
-    503: "a service the API needs (storage, database, a native backend's model files) is unavailable",
+    503: "a service the API needs (storage, database, a native backend's model files, a free upload checker) is "
+    "unavailable",
 }
 
 
@@ -78,6 +79,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 def _status_for(err: SpinBotError) -> int:
+    from spinbot.media.sandbox import CheckUnavailable
     from spinbot.storage.s3 import RangeNotSatisfiable, StorageUnavailable
 
     for kind, status in (
@@ -91,6 +93,7 @@ def _status_for(err: SpinBotError) -> int:
         (TooManyStreams, 429),
         (StorageUnavailable, 503),
         (BackendUnavailable, 503),
+        (CheckUnavailable, 503),
     ):
         if isinstance(err, kind):
             return status

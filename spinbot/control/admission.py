@@ -17,7 +17,7 @@ from spinbot.backends.registry import backend_name
 from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
 from spinbot.control.requests import JobRequest
 from spinbot.control.script import ScriptParams
-from spinbot.errors import BackendUnavailable, InputError, InputTooLarge, ParamsError
+from spinbot.errors import BackendUnavailable, InputError, ParamsError
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore, check_key
@@ -158,7 +158,12 @@ class Admission:
     # ---- files ----------------------------------------------------------------------------------------------------
     def check_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
         """A local portrait decodes; the job's narrator voice and any other voice a speech node names are long
-        enough and not silent (stored ones are fetched to be checked)."""
+        enough and not silent (stored ones are fetched to be checked).
+
+        Where the decodes run: a stored voice is an upload, bytes from an API client, so it is decoded in the
+        sandbox (spinbot.media.sandbox: a child process with memory, CPU and time limits), like the upload check.
+        Local files (request.image, request.voice) are the CLI user's own, named on their own machine (the API never
+        sets them), and are decoded here. The uploaded portrait is not decoded again: its upload check did that."""
         from spinbot.media.image import load_portrait
 
         if request.image is not None:
@@ -168,13 +173,13 @@ class Admission:
                 check_voice(request.voice, self.settings, "the narrator voice")
             elif "narrator_voice" in request.input_keys:
                 path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
-                check_voice(path, self.settings, "the narrator voice")
+                check_voice(path, self.settings, "the narrator voice", sandboxed=True)
             for node_id, given in nodes.items():
                 if isinstance(given, TextToSpeechParams) and given.narrator_voice:
                     path = self._fetch(
                         self._named_key(node_id, given.narrator_voice, request.owner), Path(tmp) / node_id
                     )
-                    check_voice(path, self.settings, f"{node_id}.narrator_voice")
+                    check_voice(path, self.settings, f"{node_id}.narrator_voice", sandboxed=True)
 
     def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
         """A stored file a param names: it exists, and with API keys it is one of the owner's uploads."""
@@ -194,22 +199,20 @@ class Admission:
         return dest
 
 
-def check_voice(path: Path, settings: Settings, what: str) -> None:
-    """A voice sample too long (its header, then a decode that stops at the limit: a long file is refused before it
-    is read whole), too short or silent to clone; decoding errors are one line too."""
-    from spinbot.media.audio import load_voice
-    from spinbot.media.features import speech_bounds
+VOICE_CHECK = "spinbot.media.upload_check:check_voice_sample"
 
-    try:
-        audio, sr = load_voice(path, max_seconds=settings.max_voice_seconds)
-    except InputTooLarge as err:
-        raise InputTooLarge(f"{what}: {err}") from None
-    seconds = len(audio) / sr
-    if seconds < settings.min_voice_seconds:
-        minimum = f"{settings.min_voice_seconds:g} s (SPINBOT_MIN_VOICE_SECONDS)"
-        raise InputError(f"{what} lasts {seconds:.2f} s, under the minimum of {minimum}")
-    if speech_bounds(audio - audio.mean(), sr) is None:  # a constant (DC) offset is no sound either
-        raise InputError(f"{what} is silent: nothing in it rises above the noise floor")
+
+def check_voice(path: Path, settings: Settings, what: str, sandboxed: bool = False) -> None:
+    """A voice sample too long (its header, then a decode that stops at the limit: a long file is refused before it
+    is read whole), too short or silent to clone; decoding errors are one line too. `sandboxed`: decoded in a
+    sandbox worker (spinbot.media.sandbox) unless SPINBOT_UPLOAD_CHECK_SANDBOX=false."""
+    from spinbot.media.sandbox import resolve, run_checked
+
+    limits = (settings.max_voice_seconds, settings.min_voice_seconds, what)
+    if sandboxed:
+        run_checked(settings, what, VOICE_CHECK, str(path), *limits)
+    else:
+        resolve(VOICE_CHECK)(str(path), *limits)
 
 
 def _refuse_long(text: str, limit: int, what: str, setting: str) -> None:

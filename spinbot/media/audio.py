@@ -123,7 +123,7 @@ def load_audio(
     check_input_file(path, "audio")
     try:
         audio, rate = _read_with_soundfile(path, max_seconds, mono)
-    except InputTooLarge:
+    except (InputTooLarge, MemoryError):  # MemoryError: past the sandbox's memory limit, which says so
         raise
     except Exception:  # noqa: BLE001 - anything libsndfile cannot read goes to FFmpeg, which says if it can
         audio, rate = _decode_with_av(path, max_seconds, mono)

@@ -123,7 +123,7 @@ def _decode(image: Image, header: ImageHeader, path: Path | str) -> np.ndarray:
         orientation = image.getexif().get(_ORIENTATION, 1)
         turn = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
         rgb = _rgb8(image)
-    except InputError:
+    except (InputError, MemoryError):  # MemoryError: past the sandbox's memory limit, which says so
         raise
     except Exception:  # noqa: BLE001 - a broken or hostile stream: each reader fails in its own way
         raise InputError(f"not a readable image: {path}") from None

@@ -3,7 +3,6 @@ enforced while it arrives; the content is judged from its header first, then by 
 
 from __future__ import annotations
 
-import logging
 import mimetypes
 import re
 import tempfile
@@ -18,11 +17,10 @@ from spinbot.api.deps import Owner, ServicesDep
 from spinbot.api.errors import InvalidField, UploadTooLarge, error_responses
 from spinbot.api.schemas import UploadKind, UploadOut
 from spinbot.api.upload_body import receive_upload
-from spinbot.errors import Conflict, InputError, InputTooLarge, JobNotFound, echo
+from spinbot.errors import Conflict, InputError, JobNotFound, echo
 from spinbot.settings import Settings
 
 router = APIRouter(tags=["uploads"])
-log = logging.getLogger(__name__)
 
 # The body is read by the route itself (spinbot.api.upload_body), so its form is described here for /openapi.json.
 _FORM = {
@@ -50,7 +48,7 @@ _KIND = TypeAdapter(UploadKind)
     status_code=201,
     response_model=UploadOut,
     openapi_extra=_FORM,
-    responses=error_responses(400, 401, 413, 422),
+    responses=error_responses(400, 401, 413, 422, 503),
 )
 async def upload(request: Request, services: ServicesDep, owner: Owner) -> UploadOut:
     settings, store = services.settings, services.runner.artifacts
@@ -138,40 +136,15 @@ def _safe_suffix(filename: str | None) -> str:
     return suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".bin"
 
 
-# The suffix an upload is stored with, from the format its content was read as (Pillow's names, then libsndfile's or
-# FFmpeg's first demuxer name), never from the client's file name: it sets the Content-Type the file is served with
-# (an S3 object kept the client's own, so a portrait that was also HTML, presigned for SPINBOT_S3_PUBLIC_URL, was a
-# web page on that endpoint). A format not named here is stored as .bin (application/octet-stream).
-STORED_SUFFIXES = {
-    **{f: f".{f.lower()}" for f in ("AVIF", "BMP", "GIF", "PNG", "PPM", "TIFF", "WEBP", "MPO")},
-    "JPEG": ".jpg",
-    "JPEG2000": ".jp2",
-    **dict.fromkeys(("WAV", "WAVEX", "RF64", "wav"), ".wav"),
-    **{f: f".{f.lower()}" for f in ("FLAC", "flac", "OGG", "ogg", "MP3", "mp3", "AIFF", "aiff", "aac", "avi")},
-    "mov": ".m4a",
-    "matroska": ".mka",
-}
+# The check that decodes an upload, by name: run in a sandbox worker (spinbot.media.sandbox), which imports it.
+CHECK = "spinbot.media.upload_check:check_upload"
 
 
 def check_content(kind: str, path: Path, settings: Settings) -> str:
-    """Judge the file by its content, never its name: the header against the limits first (no decode of a file
-    that claims 30000x30000 or two hours), then a full decode. Every failure is a 400 that says why. Returns the
-    suffix to store it with (STORED_SUFFIXES)."""
-    from spinbot.media.audio import load_voice, probe_audio
-    from spinbot.media.image import load_portrait, probe_image
+    """Judge the file by its content, never its name (spinbot.media.upload_check), in a child process with hard
+    limits on memory, CPU and time unless SPINBOT_UPLOAD_CHECK_SANDBOX=false. Every failure is a 400 that says why
+    (a 503 when no checker could run). Returns the suffix to store it with."""
+    from spinbot.media.sandbox import run_checked
 
-    try:
-        if kind == "portrait":
-            load_portrait(path, settings.max_image_pixels)
-            found = probe_image(path, settings.max_image_pixels).format
-        else:
-            load_voice(path, max_seconds=settings.max_voice_seconds)
-            found = probe_audio(path).format.split(",")[0]
-    except InputTooLarge as err:
-        raise InputTooLarge(f"the {kind} upload is refused: {err}") from None
-    except Exception as err:  # noqa: BLE001 - InputError, or anything a decoder raised on a hostile file
-        if not isinstance(err, InputError):
-            log.warning("decoder failed on an upload", extra={"kind": kind, "error": repr(err)})
-        what = "an image" if kind == "portrait" else "audio"
-        raise InputError(f"the {kind} upload is not {what} that can be decoded") from None
-    return STORED_SUFFIXES.get(found, ".bin")
+    limits = (settings.max_image_pixels, settings.max_voice_seconds)
+    return run_checked(settings, f"the {kind} upload", CHECK, kind, str(path), *limits)

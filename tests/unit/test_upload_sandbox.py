@@ -1,0 +1,226 @@
+"""Uploads are decoded in child processes with hard limits (spinbot.media.sandbox): a decoder that crashes, takes
+memory or CPU past its limit, or runs past its time costs one child, the client gets one line, and the next check
+works. The hostile 'decoders' are plain functions the worker runs by name (tests/support/sandbox_hooks.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from spinbot.api.app import create_app
+from spinbot.api.routes import uploads
+from spinbot.api.routes.uploads import check_content
+from spinbot.control import admission
+from spinbot.errors import InputError, InputTooLarge
+from spinbot.media import sandbox
+from spinbot.media.sandbox import CheckAbandoned, CheckUnavailable, Limits, Sandbox
+from spinbot.media.upload_check import check_upload
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import get_settings, reset_settings
+
+HOOKS = "tests.support.sandbox_hooks"
+KEY = "key-sandbox-1"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def hooks_sandbox():
+    """Small limits, and workers that preload only the hooks (each starts in a fraction of a second)."""
+    box = Sandbox(Limits(memory_bytes=768 * 1024**2, seconds=5, cpu_seconds=1, workers=2), preload=(HOOKS,))
+    yield box
+    box.close()
+
+
+def one_line(err: BaseException) -> str:
+    message = str(err)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+# ---- real checks through the shared sandbox -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("samples")
+    wide = folder / "wide.png"
+    Image.new("RGB", (1000, 100), "white").save(wide)
+    text = folder / "notes.png"
+    text.write_text("not an image at all\n" * 10)
+    short = folder / "short.wav"
+    sf.write(short, (0.3 * np.sin(np.arange(4000) / 5)).astype(np.float32), 8000)
+    return {"portrait": portrait_path(folder), "voice": voice_path(), "wide": wide, "text": text, "short": short}
+
+
+def test_a_portrait_and_a_voice_pass_through_the_sandbox_with_the_suffix_they_had_in_process(samples):
+    settings = get_settings()
+    assert settings.upload_check_sandbox  # the default, and what the tests run
+    for kind in ("portrait", "voice"):
+        in_process = check_upload(kind, str(samples[kind]), settings.max_image_pixels, settings.max_voice_seconds)
+        assert check_content(kind, samples[kind], settings) == in_process
+    assert in_process == ".wav"
+    workers = sandbox.shared(Limits.from_settings(settings))._pool._processes  # type: ignore[union-attr]
+    assert workers and os.getpid() not in {p.pid for p in workers.values()}
+
+
+def test_errors_raised_in_the_child_come_back_as_the_same_one_line_errors(samples):
+    settings = get_settings()
+    with pytest.raises(InputTooLarge) as wide:
+        check_content("portrait", samples["wide"], settings)
+    assert one_line(wide.value).startswith("the portrait upload is refused: the portrait is 1000x100")
+    with pytest.raises(InputError) as text:
+        check_content("portrait", samples["text"], settings)
+    assert type(text.value) is InputError
+    assert one_line(text.value) == "the portrait upload is not an image that can be decoded"
+    with pytest.raises(InputError) as short:
+        admission.check_voice(samples["short"], settings, "the narrator voice", sandboxed=True)
+    assert one_line(short.value).startswith("the narrator voice lasts 0.50 s, under the minimum of 1 s")
+
+
+def test_the_sandbox_can_be_turned_off(use_settings, monkeypatch, samples):
+    monkeypatch.setattr(uploads, "CHECK", f"{HOOKS}:pid")
+    assert check_content("portrait", samples["portrait"], get_settings()) != f".{os.getpid()}"
+    use_settings(upload_check_sandbox="false")
+    assert check_content("portrait", samples["portrait"], get_settings()) == f".{os.getpid()}"
+
+
+# ---- crashes and limits ---------------------------------------------------------------------------------------------
+def test_a_crashing_decoder_costs_one_child_and_the_next_check_works(hooks_sandbox):
+    before = hooks_sandbox.run("the portrait upload", f"{HOOKS}:pid")
+    with pytest.raises(CheckAbandoned) as crashed:
+        hooks_sandbox.run("the portrait upload", f"{HOOKS}:segfault")
+    assert one_line(crashed.value) == (
+        "the portrait upload could not be checked within the limits: its decoder process died (SIGSEGV)"
+    )
+    with pytest.raises(CheckAbandoned, match=r"died \(SIGABRT\)$"):
+        hooks_sandbox.run("the voice upload", f"{HOOKS}:abort")
+    after = hooks_sandbox.run("the portrait upload", f"{HOOKS}:pid")
+    assert after != before and after != f".{os.getpid()}"  # a new worker, not this process
+
+
+def test_an_allocation_past_the_memory_limit_is_refused_and_the_next_check_works(hooks_sandbox):
+    assert hooks_sandbox.run("x", f"{HOOKS}:allocate", 64 * 1024**2) == 64 * 1024**2
+    with pytest.raises(CheckAbandoned) as refused:
+        hooks_sandbox.run("the voice upload", f"{HOOKS}:allocate", 1024**3)
+    assert one_line(refused.value) == (
+        "the voice upload could not be checked within the limits: it needed more than 0.75 GiB of memory "
+        "(SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+    )
+    assert hooks_sandbox.run("x", f"{HOOKS}:allocate", 64 * 1024**2) == 64 * 1024**2
+
+
+def test_a_real_decode_past_the_memory_limit_is_said_as_the_limit(tmp_path):
+    """A 40 MP portrait (the largest SPINBOT_MAX_IMAGE_PIXELS takes) peaks near 0.82 GiB in a worker: under a
+    0.7 GiB limit Pillow's allocation fails, and that is said as the limit, not as a file that does not decode."""
+    big = tmp_path / "40mp.png"
+    y, x = np.mgrid[0:5000, 0:8000]
+    Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)).save(big, compress_level=1)
+    box = Sandbox(Limits(700 * 1024**2, seconds=60, cpu_seconds=60, workers=1))
+    try:
+        with pytest.raises(CheckAbandoned) as refused:
+            box.run("the portrait upload", uploads.CHECK, "portrait", str(big), 40_000_000, 60.0)
+        assert one_line(refused.value) == (
+            "the portrait upload could not be checked within the limits: it needed more than 0.684 GiB of memory "
+            "(SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+        )
+    finally:
+        box.close()
+
+
+def test_a_check_past_its_cpu_time_is_ended_by_the_kernel(hooks_sandbox):
+    assert hooks_sandbox.run("x", f"{HOOKS}:spin", 0.2) == "spun"  # under the limit: fine, also run after run
+    assert hooks_sandbox.run("x", f"{HOOKS}:spin", 0.5) == "spun"
+    assert hooks_sandbox.run("x", f"{HOOKS}:spin", 0.5) == "spun"  # each call has its own second, not the worker
+    with pytest.raises(CheckAbandoned) as refused:
+        hooks_sandbox.run("the portrait upload", f"{HOOKS}:spin", 30)
+    assert one_line(refused.value).endswith("it used more than 1 s of CPU (SPINBOT_UPLOAD_CHECK_SECONDS)")
+    assert hooks_sandbox.run("x", f"{HOOKS}:spin", 0.1) == "spun"
+
+
+def test_a_check_past_its_time_is_killed_and_the_next_check_works(hooks_sandbox):
+    started = time.monotonic()
+    with pytest.raises(CheckAbandoned) as late:
+        hooks_sandbox.run("the voice upload", f"{HOOKS}:sleep", 60)
+    assert 5 <= time.monotonic() - started < 15
+    assert one_line(late.value) == (
+        "the voice upload could not be checked within the limits: it took longer than 5 s "
+        "(SPINBOT_UPLOAD_CHECK_SECONDS)"
+    )
+    assert hooks_sandbox.run("x", f"{HOOKS}:sleep", 0) == "slept"
+
+
+def test_a_check_in_the_pool_that_another_one_crashed_is_tried_again(hooks_sandbox):
+    results: list[object] = []
+
+    def innocent() -> None:
+        results.append(hooks_sandbox.run("the voice upload", f"{HOOKS}:sleep", 1.5))
+
+    thread = threading.Thread(target=innocent)
+    replaced = hooks_sandbox.replaced
+    thread.start()
+    time.sleep(0.5)
+    with pytest.raises(CheckAbandoned, match="SIGSEGV"):
+        hooks_sandbox.run("the portrait upload", f"{HOOKS}:segfault")
+    thread.join(20)
+    assert results == ["slept"] and hooks_sandbox.replaced > replaced
+
+
+def test_a_bug_in_a_check_is_no_input_error_and_no_traceback_crosses(hooks_sandbox):
+    with pytest.raises(RuntimeError) as bug:
+        hooks_sandbox.run("x", f"{HOOKS}:broken")
+    assert one_line(bug.value) == f"the check {HOOKS}:broken failed in its worker: KeyError: 'a bug in a check'"
+    with pytest.raises(InputTooLarge, match="a test's limit"):
+        hooks_sandbox.run("x", f"{HOOKS}:too_large")
+
+
+def test_with_every_checker_busy_for_the_whole_time_a_check_is_unavailable():
+    box = Sandbox(Limits(1024**3, seconds=0.2, cpu_seconds=1, workers=1), preload=(HOOKS,))
+    assert box._slots.acquire(timeout=1)  # the one checker taken
+    with pytest.raises(CheckUnavailable, match=r"every checker was busy for 0\.2 s; try again"):
+        box.run("the voice upload", f"{HOOKS}:pid")
+    box.close()
+
+
+# ---- through the API ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
+    reset_settings()
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def post_upload(client, kind: str, path: Path):
+    with open(path, "rb") as f:
+        return client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
+
+
+def test_an_upload_whose_check_crashes_is_a_400_and_the_server_keeps_serving(client, monkeypatch, samples):
+    monkeypatch.setattr(uploads, "CHECK", f"{HOOKS}:segfault")
+    answer = post_upload(client, "portrait", samples["portrait"])
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "the portrait upload could not be checked within the limits: its decoder process died (SIGSEGV)"
+    }
+    assert client.get("/healthz").status_code == 200
+    monkeypatch.undo()
+    answer = post_upload(client, "portrait", samples["portrait"])
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_stored_voice_is_decoded_in_the_sandbox_at_submission(client, monkeypatch, samples):
+    ids = {kind: post_upload(client, kind, samples[kind]).json()["id"] for kind in ("portrait", "voice")}
+    monkeypatch.setattr(admission, "VOICE_CHECK", f"{HOOKS}:segfault")
+    body = {"image": ids["portrait"], "voice": ids["voice"], "params": {"script": {"text": "Hello there."}}}
+    answer = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "the narrator voice could not be checked within the limits: its decoder process died (SIGSEGV)"
+    }
+    assert client.get("/v1/jobs", headers=AUTH).json()["items"] == []  # nothing stored
