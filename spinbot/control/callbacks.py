@@ -31,18 +31,20 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from spinbot import __version__
 from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target
-from spinbot.errors import InputError, JobNotFound
+from spinbot.errors import InputError, JobNotFound, first_line
 from spinbot.state import callbacks as cs
 from spinbot.state.store import JobStore, JobView
 
@@ -189,7 +191,7 @@ class CallbackSender:
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix=SENDER_THREAD_PREFIX)
         self._timer: threading.Thread | None = None  # started with the first attempt scheduled
-        self._queued: set[str] = set()  # in the heap or waiting for a thread: a sweep adds none of them twice
+        self._queued: set[str] = set()  # on the heap, waiting for a thread or parked: a sweep adds none twice
         self._running: Counter[str] = Counter()  # attempts running, by job owner
         self._parked: dict[str, dict[str, None]] = {}  # by owner, in order: due calls waiting for its attempts
 
@@ -200,11 +202,15 @@ class CallbackSender:
             if job_id in self._queued:
                 return  # already on its way (a sweep of a backed-up sender finds it due again)
             self._queued.add(job_id)
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job_id))
-            if self._timer is None:
-                self._timer = threading.Thread(target=self._run_timer, name="spinbot-callback-timer", daemon=True)
-                self._timer.start()
-            self._wake.notify()
+            self._push(job_id, delay)
+
+    def _push(self, job_id: str, delay: float) -> None:
+        """Onto the timer heap (the caller holds self._wake); the timer thread starts with the first call."""
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job_id))
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._run_timer, name="spinbot-callback-timer", daemon=True)
+            self._timer.start()
+        self._wake.notify()
 
     def sweep(self) -> None:
         """Schedule every attempt due in the database: new ones a CLI recorded, retries and claims a stopped process
@@ -213,6 +219,9 @@ class CallbackSender:
             self.schedule(job_id)
 
     def close(self) -> None:
+        """Start no more attempts: those queued or parked stay due in the database for the next API process. The
+        attempts already running finish within their time limit and record their outcome (the interpreter joins
+        the pool's threads at exit); a process killed meanwhile leaves its claims to run out."""
         with self._wake:
             self._closed = True
             self._wake.notify()
@@ -226,37 +235,44 @@ class CallbackSender:
                     self._wake.wait(wait)
                     continue
                 job_id = heapq.heappop(self._heap)[2]
-                self._pool.submit(self._attempt_logged, job_id)
+                self._pool.submit(self._run_due, job_id)
 
-    def _attempt_logged(self, job_id: str) -> None:
-        with self._wake:
-            self._queued.discard(job_id)
-        try:
+    def _run_due(self, job_id: str) -> None:
+        """A due call, in a pool thread: attempted now, or parked while its owner has PER_OWNER_ATTEMPTS running."""
+        with _failures_logged(job_id):
             owner = self._owner(job_id)
-            if not self._enter(owner, job_id):
+            if not self._start(owner, job_id):
                 return  # parked: scheduled again as one of its owner's attempts ends
             try:
                 self.attempt(job_id)
             finally:
-                self._leave(owner)
-        except Exception:  # the database away for a while: the claim runs out and the sweeper tries again
-            log.exception("callback attempt crashed", extra={"job_id": job_id})
+                self._end(owner)
 
     def _owner(self, job_id: str) -> str:
-        job = self._job(job_id)
+        try:
+            job = self._job(job_id)
+        except BaseException:
+            self._forget(job_id)  # still due in the database: the next sweep schedules it again
+            raise
         return (job.owner or "") if job is not None else ""
 
-    def _enter(self, owner: str, job_id: str) -> bool:
-        """Count an attempt of this owner, or park it (False) while PER_OWNER_ATTEMPTS of its own run."""
+    def _forget(self, job_id: str) -> None:
+        with self._wake:
+            self._queued.discard(job_id)
+
+    def _start(self, owner: str, job_id: str) -> bool:
+        """Count an attempt of this owner (True), or park it while PER_OWNER_ATTEMPTS of its own run: a parked call
+        stays in self._queued, so a sweep that finds it due again does not queue it a second time."""
         with self._wake:
             if self._running[owner] >= PER_OWNER_ATTEMPTS:
                 self._parked.setdefault(owner, {})[job_id] = None
                 return False
             self._running[owner] += 1
+            self._queued.discard(job_id)  # from here a retry (or a later event) may be scheduled again
             return True
 
-    def _leave(self, owner: str) -> None:
-        """An attempt of this owner ended: its oldest parked call, if any, is scheduled now."""
+    def _end(self, owner: str) -> None:
+        """An attempt of this owner ended: its oldest parked call, if any, goes back on the heap, due now."""
         with self._wake:
             self._running[owner] -= 1
             if self._running[owner] <= 0:
@@ -267,8 +283,8 @@ class CallbackSender:
                 del parked[following]
             if not parked:
                 self._parked.pop(owner, None)
-        if following is not None:
-            self.schedule(following)
+            if following is not None and not self._closed:
+                self._push(following, 0.0)
 
     def attempt(self, job_id: str) -> None:
         """One attempt at the job's due event, if this process gets it."""
@@ -317,8 +333,8 @@ class CallbackSender:
 
     def _record(self, claim: cs.Claim, outcome: Outcome) -> None:
         attempts = int(claim.callback.get("attempts") or 0) + 1
-        last_retry = attempts >= self.settings.callback_max_attempts
-        retry_in = None if last_retry or not outcome.retry else self._backoff(attempts)
+        attempts_left = attempts < self.settings.callback_max_attempts
+        retry_in = self._backoff(attempts) if outcome.retry and attempts_left else None
         state = cs.DELIVERED if outcome.error is None else (cs.PENDING if retry_in is not None else cs.FAILED)
         changes = {
             "state": state,
@@ -328,9 +344,11 @@ class CallbackSender:
             "last_error": outcome.error,
             "delivered_at": claim.now.isoformat() if state == cs.DELIVERED else None,
         }
-        self.store.record(claim, changes, retry_in)
-        if retry_in is not None:
-            self.schedule(claim.job_id, retry_in + 0.05)  # just past due, by the database's clock too
+        written = self.store.record(claim, changes, retry_in)  # not where the job ended again meanwhile: a new event
+        if written and retry_in is not None:
+            # the database's due time was its own clock at the write plus retry_in; this delay starts after the
+            # write, so it ends past due by either clock (a claim refused anyway waits for the next sweep)
+            self.schedule(claim.job_id, retry_in + 0.05)
         fields = {"job_id": claim.job_id, "event_id": claim.event_id, "host": _host(claim), "attempt": attempts}
         fields.update(status_code=outcome.status, state=state)
         if outcome.error is None:
@@ -340,6 +358,18 @@ class CallbackSender:
 
     def _backoff(self, attempts: int) -> float:
         return self.settings.callback_retry_seconds * 3 ** (attempts - 1) * random.uniform(1.0, 1.2)
+
+
+@contextmanager
+def _failures_logged(job_id: str) -> Iterator[None]:
+    """An attempt that could not finish: one line for the database away (the attempt was never claimed, or its claim
+    runs out, and a later sweep sends it), the traceback for anything else."""
+    try:
+        yield
+    except SQLAlchemyError as err:
+        log.warning("callback attempt stopped", extra={"job_id": job_id, "error": first_line(err)})
+    except Exception:
+        log.exception("callback attempt crashed", extra={"job_id": job_id})
 
 
 def _host(claim: cs.Claim) -> str:
