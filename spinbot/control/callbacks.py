@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +66,9 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 SECRET_BYTES_RANGE = (24, 64)  # a client's own secret: the Standard Webhooks spec's bounds
 TIMESTAMP_TOLERANCE_SECONDS = 300  # what `verify` accepts, as the spec advises receivers
-CLAIM_MARGIN_SECONDS = 30.0  # an attempt's claim outlasts its longest run by this much
+# An attempt's claim outlasts its longest run by this much: its time limit, and a lookup that may use all of the
+# connect timeout where that is the longer, plus the database's reads and writes around them.
+CLAIM_MARGIN_SECONDS = 30.0
 SENDER_THREADS = 4
 # One key's attempts at once: a key whose receivers are slow (or that ends many jobs at once) holds at most these of
 # the SENDER_THREADS; its other due calls wait for one of its own attempts to end, never other keys' threads.
@@ -142,16 +144,30 @@ def judged(status: int) -> Outcome:
     return Outcome(status, f"HTTP {status}", status == 429 or status >= 500)
 
 
+@dataclass(frozen=True)
+class AttemptLimits:
+    """An attempt's time limits: `connect` seconds for the name's lookup and again for the connection, `total` for
+    the whole attempt, the lookup included, counted from `started` (time.monotonic())."""
+
+    connect: float
+    total: float
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return max(0.0, self.started + self.total - time.monotonic())
+
+
 async def post(
-    target: Target, headers: dict[str, str], body: bytes, timeouts: tuple[float, float], tls: Any
+    target: Target, headers: dict[str, str], body: bytes, limits: AttemptLimits, tls: ssl.SSLContext | bool
 ) -> Outcome:
-    """One POST to the checked address, the name in Host and SNI; the answer's status only, its body never read."""
-    connect, total = timeouts
+    """One POST to the checked address, the name in Host and SNI, within what is left of the attempt's time; the
+    answer's status only, its body never read."""
+    left = limits.left()
     extensions = {"sni_hostname": target.url.host} if target.url.scheme == "https" else {}
     headers = {**headers, "host": target.url.authority}
-    timeout = httpx.Timeout(total, connect=connect)
+    timeout = httpx.Timeout(left, connect=min(limits.connect, left))
     try:
-        with anyio.fail_after(total):
+        with anyio.fail_after(left):
             async with httpx.AsyncClient(
                 trust_env=False, follow_redirects=False, timeout=timeout, verify=tls
             ) as client:
@@ -161,7 +177,7 @@ async def post(
                 await response.aclose()
                 return judged(response.status_code)
     except (TimeoutError, httpx.TimeoutException):
-        return Outcome(None, f"no answer within {total:g} s", True)
+        return Outcome(None, f"no answer within {limits.total:g} s", True)
     except httpx.ConnectError:
         return Outcome(None, "could not connect", True)
     except httpx.HTTPError as err:
@@ -306,6 +322,7 @@ class CallbackSender:
             return None
 
     def _deliver(self, claim: cs.Claim, job: JobView) -> Outcome:
+        limits = AttemptLimits(self.settings.callback_connect_timeout, self.settings.callback_timeout)
         try:
             target = self.policy.check(claim.callback["url"], job.owner)  # resolved once; the request goes there
         except CallbackRefused as err:
@@ -319,8 +336,7 @@ class CallbackSender:
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(claim.callback["secret"], claim.event_id, stamp, body),
         }
-        timeouts = (self.settings.callback_connect_timeout, self.settings.callback_timeout)
-        return anyio.run(post, target, headers, body, timeouts, self.tls)
+        return anyio.run(post, target, headers, body, limits, self.tls)
 
     def _body(self, claim: cs.Claim, job: JobView) -> bytes:
         event = {

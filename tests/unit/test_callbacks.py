@@ -27,7 +27,15 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 from spinbot.control import callback_url
 from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Target, parse_callback_url
-from spinbot.control.callbacks import PER_OWNER_ATTEMPTS, CallbackSender, new_secret, post, sign, verify
+from spinbot.control.callbacks import (
+    PER_OWNER_ATTEMPTS,
+    AttemptLimits,
+    CallbackSender,
+    new_secret,
+    post,
+    sign,
+    verify,
+)
 from spinbot.control.dispatch import Dispatcher
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
@@ -492,7 +500,7 @@ def test_the_request_goes_to_the_address_checked_with_the_name_in_its_host_heade
     policy = CallbackPolicy(allow_hosts="hooks.test")
     with Receiver() as receiver:
         target = policy.check(f"http://hooks.test:{receiver.port}/hook?x=1")
-        outcome = anyio.run(post, target, {"webhook-id": "evt_1"}, b"{}", (2.0, 3.0), True)
+        outcome = anyio.run(post, target, {"webhook-id": "evt_1"}, b"{}", AttemptLimits(2.0, 3.0), True)
         (call,) = receiver.wait(1)
     assert outcome.status == 200 and outcome.error is None and lookups == [1]
     assert call.headers["host"] == f"hooks.test:{receiver.port}" and call.path == "/hook?x=1"
@@ -506,11 +514,11 @@ def test_https_goes_to_the_checked_address_with_the_name_in_sni_and_the_certific
     with Receiver(tls=server_tls) as receiver:
         target = policy.check(f"https://hooks.test:{receiver.port}/hook")
         assert target.request_url == f"https://127.0.0.1:{receiver.port}/hook"
-        outcome = anyio.run(post, target, {}, b"{}", (2.0, 5.0), client_tls)
+        outcome = anyio.run(post, target, {}, b"{}", AttemptLimits(2.0, 5.0), client_tls)
         (call,) = receiver.wait(1)
         # the same address under a name the certificate is not for: the handshake fails, nothing is sent
         wrong = policy.check(f"https://other.test:{receiver.port}/hook")
-        refused = anyio.run(post, wrong, {}, b"{}", (2.0, 5.0), client_tls)
+        refused = anyio.run(post, wrong, {}, b"{}", AttemptLimits(2.0, 5.0), client_tls)
     assert outcome.status == 200 and call.headers["host"] == f"hooks.test:{receiver.port}"
     assert receiver.server_names[0] == "hooks.test"
     assert refused.status is None and refused.error == "could not connect" and len(receiver.received) == 1
@@ -534,12 +542,21 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_total_time_limit
     thread.start()
     target = Target(parse_callback_url(f"http://127.0.0.1:{server.getsockname()[1]}/", 2048), "127.0.0.1")
     started = time.monotonic()
-    outcome = anyio.run(post, target, {}, b"{}", (1.0, 1.5), True)
+    outcome = anyio.run(post, target, {}, b"{}", AttemptLimits(1.0, 1.5), True)
     elapsed = time.monotonic() - started
     stop.set()
     server.close()
     assert outcome.status is None and outcome.error == "no answer within 1.5 s" and outcome.retry
     assert 1.4 < elapsed < 3.0
+
+
+def test_the_lookups_time_counts_in_the_attempts_total_limit():
+    """SPINBOT_CALLBACK_TIMEOUT bounds the whole attempt: a lookup that used it all leaves the POST no time."""
+    with Receiver() as receiver:
+        target = Target(parse_callback_url(f"{receiver.url}/hook", 2048), "127.0.0.1")
+        spent = AttemptLimits(1.0, 1.5, started=time.monotonic() - 1.5)
+        outcome = anyio.run(post, target, {}, b"{}", spent, True)
+    assert outcome.error == "no answer within 1.5 s" and outcome.retry and receiver.received == []
 
 
 def test_a_receiver_that_never_answers_fails_the_attempt_within_the_timeout(start_api):
