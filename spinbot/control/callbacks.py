@@ -43,7 +43,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from spinbot import __version__
-from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target
+from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target, url_host
 from spinbot.errors import InputError, JobNotFound, first_line
 from spinbot.state import callbacks as cs
 from spinbot.state.store import JobStore, JobView
@@ -365,7 +365,12 @@ class CallbackSender:
             # the database's due time was its own clock at the write plus retry_in; this delay starts after the
             # write, so it ends past due by either clock (a claim refused anyway waits for the next sweep)
             self.schedule(claim.job_id, retry_in + 0.05)
-        fields = {"job_id": claim.job_id, "event_id": claim.event_id, "host": _host(claim), "attempt": attempts}
+        fields = {
+            "job_id": claim.job_id,
+            "event_id": claim.event_id,
+            "host": url_host(claim.callback["url"]),
+            "attempt": attempts,
+        }
         fields.update(status_code=outcome.status, state=state)
         if outcome.error is None:
             log.info("callback delivered", extra=fields)
@@ -386,10 +391,3 @@ def _failures_logged(job_id: str) -> Iterator[None]:
         log.warning("callback attempt stopped", extra={"job_id": job_id, "error": first_line(err)})
     except Exception:
         log.exception("callback attempt crashed", extra={"job_id": job_id})
-
-
-def _host(claim: cs.Claim) -> str:
-    """The host (and port) of the URL, for logs: never its path or query, where a token may be."""
-    from urllib.parse import urlsplit
-
-    return urlsplit(claim.callback["url"]).netloc.rpartition("@")[2]
