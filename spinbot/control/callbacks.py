@@ -10,28 +10,22 @@ SPINBOT_CALLBACK_MAX_ATTEMPTS in all; any other answer ends it. Pending attempts
 sweeper sends those a stopped process left (at least once: a receiver deduplicates by `webhook-id`).
 
 Signed as the Standard Webhooks spec says: `webhook-id` (the event id, the same on every attempt),
-`webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature`: `v1,` and the base64 HMAC-SHA256 of
-`{webhook-id}.{webhook-timestamp}.{body}` keyed with the job's secret (`whsec_` + base64 of the key's bytes), which
-the job's creation answered once (or the client's own).
+`webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature` (spinbot.control.callback_signing), keyed
+with the job's secret, which the job's creation answered once (or the client's own).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import heapq
-import hmac
 import itertools
 import json
 import logging
 import random
-import secrets
 import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +37,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from spinbot import __version__
+from spinbot.control.callback_signing import check_secret, new_secret, sign
 from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target, url_host
 from spinbot.errors import InputError, JobNotFound, first_line
 from spinbot.state import callbacks as cs
@@ -62,10 +57,6 @@ class _NoCallbackRequestLines(logging.Filter):
 
 logging.getLogger("httpx").addFilter(_NoCallbackRequestLines())
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32
-SECRET_BYTES_RANGE = (24, 64)  # a client's own secret: the Standard Webhooks spec's bounds
-TIMESTAMP_TOLERANCE_SECONDS = 300  # what `verify` accepts, as the spec advises receivers
 # An attempt's claim outlasts its longest run by this much: its time limit, and a lookup that may use all of the
 # connect timeout where that is the longer, plus the database's reads and writes around them.
 CLAIM_MARGIN_SECONDS = 30.0
@@ -73,46 +64,6 @@ SENDER_THREADS = 4
 # One key's attempts at once: a key whose receivers are slow (or that ends many jobs at once) holds at most these of
 # the SENDER_THREADS; its other due calls wait for one of its own attempts to end, never other keys' threads.
 PER_OWNER_ATTEMPTS = 2
-
-
-# ---- secrets and signatures ----------------------------------------------------------------------------------------
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
-
-
-def secret_key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-
-
-def check_secret(secret: str) -> str:
-    """A client's own secret: `whsec_` and the base64 of 24 to 64 random bytes; InputError otherwise."""
-    low, high = SECRET_BYTES_RANGE
-    try:
-        size = len(secret_key(secret)) if secret.startswith(SECRET_PREFIX) else 0
-    except (binascii.Error, ValueError):
-        size = 0
-    if not low <= size <= high:
-        raise InputError(f"callback_secret: must be {SECRET_PREFIX} and the base64 of {low} to {high} random bytes")
-    return secret
-
-
-def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{event_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
-
-
-def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> bool:
-    """What a receiver does (the README has it for any language): the signature over the id, the timestamp and the
-    raw body, compared in constant time, and a timestamp within 5 minutes of now."""
-    try:
-        event_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
-        given = headers["webhook-signature"].split()
-    except (KeyError, ValueError):
-        return False
-    if abs((time.time() if now is None else now) - stamp) > TIMESTAMP_TOLERANCE_SECONDS:
-        return False
-    expected = sign(secret, event_id, stamp, body)
-    return any(hmac.compare_digest(expected, candidate) for candidate in given)
 
 
 def new_job_callback(

@@ -26,15 +26,13 @@ from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.control import callback_url
+from spinbot.control.callback_signing import new_secret, sign, verify
 from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Target, parse_callback_url
 from spinbot.control.callbacks import (
     PER_OWNER_ATTEMPTS,
     AttemptLimits,
     CallbackSender,
-    new_secret,
     post,
-    sign,
-    verify,
 )
 from spinbot.control.dispatch import Dispatcher
 from spinbot.control.requests import JobRequest
