@@ -329,6 +329,8 @@ class CallbackSender:
             log.warning("callback attempt failed", extra={**fields, "error": outcome.error, "retry_in": retry_in})
 
     def _backoff(self, attempts: int) -> float:
+        # up to a fifth longer at random: the calls of many jobs that one outage failed together do not all come back
+        # in the same instant
         return self.settings.callback_retry_seconds * 3 ** (attempts - 1) * random.uniform(1.0, 1.2)
 
 
