@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from spinbot.control.callbacks import CallbackSender
 from spinbot.control.dispatch import Dispatcher
 from spinbot.errors import TaskFailed
 from spinbot.samples import portrait_path, voice_path
@@ -75,5 +77,35 @@ class Api:
             time.sleep(0.05)
         raise AssertionError(f"the webhook did not settle: {self.job(job_id).get('callback')}")
 
+    def sender(self) -> CallbackSender:
+        sender = self.client.app.state.runner.callbacks  # type: ignore[attr-defined]
+        assert sender is not None
+        return sender
+
     def total(self) -> int:
         return self.client.get("/v1/jobs", headers=self.headers()).json()["total"]
+
+
+class AttemptCounter:
+    """The sender's attempts that ended, whatever their outcome: a test waits for one instead of sleeping past it."""
+
+    def __init__(self, sender: CallbackSender, monkeypatch: pytest.MonkeyPatch):
+        self.ended = 0
+        self._changed = threading.Condition()
+        attempt = sender.attempt
+
+        def counted(job_id: str) -> None:
+            try:
+                attempt(job_id)
+            finally:
+                with self._changed:
+                    self.ended += 1
+                    self._changed.notify_all()
+
+        monkeypatch.setattr(sender, "attempt", counted)
+
+    def wait(self, count: int, timeout: float = 20.0) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.ended >= count, timeout), (
+                f"{self.ended} attempts, {count} expected"
+            )

@@ -29,7 +29,7 @@ from spinbot.control.callbacks import (
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.samples import portrait_path, voice_path
-from tests.support.callback_api import QuickDispatcher
+from tests.support.callback_api import AttemptCounter, QuickDispatcher
 from tests.support.webhook_receiver import Receiver
 
 
@@ -110,8 +110,7 @@ def test_a_failures_call_due_while_its_job_runs_again_is_superseded_and_the_new_
         superseded = api.settled(job_id)["callback"]  # its retry came while the job ran again: not sent
         assert api.client.post(f"/v1/jobs/{job_id}/cancel", headers=api.headers()).status_code == 202
         calls = receiver.wait(2)
-        time.sleep(0.5)
-        job = api.job(job_id)
+        job = api.settled(job_id)  # the second call was sent: its event is the job's, pending until recorded
     assert superseded["state"] == "superseded" and superseded["attempts"] == 1
     assert [json.loads(c.body)["type"] for c in calls] == ["job.failed", "job.cancelled"]
     assert calls[1].headers["webhook-id"] != first.headers["webhook-id"]
@@ -153,8 +152,7 @@ def test_a_4xx_ends_the_delivery_and_5xx_stops_after_the_last_attempt(start_api)
             "last_status": 404,
             "last_error": "HTTP 404",
         }
-        callback = api.settled(second["id"])["callback"]
-        time.sleep(0.5)
+        callback = api.settled(second["id"])["callback"]  # failed: nothing due any more, no third call to wait for
     assert (callback["state"], callback["attempts"], callback["last_error"]) == ("failed", 2, "HTTP 503")
     assert len(gone.received) == 1 and len(down.received) == 2
 
@@ -170,13 +168,14 @@ def test_a_redirect_is_not_followed(start_api):
     )
 
 
-def test_a_job_deleted_before_its_retry_gets_nothing_more(start_api):
+def test_a_job_deleted_before_its_retry_gets_nothing_more(start_api, monkeypatch):
     api = start_api(callback_allow_private=True, callback_retry_seconds=1.0)
+    attempts = AttemptCounter(api.sender(), monkeypatch)
     with Receiver(answers=[500, 200]) as receiver:
         job_id = api.submit(f"{receiver.url}/hook").json()["id"]
-        receiver.wait(1)
+        attempts.wait(1)  # the 500 recorded and its retry scheduled
         assert api.client.delete(f"/v1/jobs/{job_id}", headers=api.headers()).status_code == 204
-        time.sleep(2.0)
+        attempts.wait(2)  # the retry came, and found nothing to send
     assert len(receiver.received) == 1
 
 
@@ -195,8 +194,7 @@ def test_a_call_left_due_by_a_process_without_a_sender_goes_out_from_the_api(spi
         )
         job_id = runner.create_job(request)
         assert runner.run(job_id).status == "succeeded"
-        time.sleep(0.3)
-        assert receiver.received == [] and runner.jobs.get(job_id).callback["state"] == "pending"
+        assert runner.jobs.get(job_id).callback["state"] == "pending"
         with TestClient(create_app()):  # its start looks for due calls
             (call,) = receiver.wait(1)
     assert json.loads(call.body)["job"]["id"] == job_id
@@ -226,7 +224,7 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_at_the_total_time_limit
     stop.set()
     server.close()
     assert outcome.status is None and outcome.error == "no answer within 1.5 s" and outcome.retry
-    assert 1.4 < elapsed < 3.0
+    assert 1.4 < elapsed < 10.0  # the drip would last 200 s; a loaded machine may be seconds late
 
 
 def test_the_lookups_time_counts_in_the_attempts_total_limit():
@@ -240,10 +238,10 @@ def test_the_lookups_time_counts_in_the_attempts_total_limit():
 
 def test_a_receiver_that_never_answers_fails_the_attempt_within_the_timeout(start_api):
     api = start_api(callback_allow_private=True, callback_timeout=1, callback_max_attempts=1)
-    with Receiver(delay=4.0) as receiver:
+    with Receiver(hang=True) as receiver:
         job_id = api.submit(f"{receiver.url}/hook").json()["id"]
         (call,) = receiver.wait(1)
-        job = api.settled(job_id, timeout=10)
+        job = api.settled(job_id)  # the receiver answers only when the test ends
         settled_after = time.monotonic() - call.at
-    assert settled_after < 3.0
+    assert settled_after < 10.0  # 1 s and the recording; the default limit would be 15 s
     assert job["callback"]["state"] == "failed" and job["callback"]["last_error"] == "no answer within 1 s"

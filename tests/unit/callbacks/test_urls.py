@@ -153,15 +153,13 @@ def test_one_keys_names_that_never_resolve_hold_up_no_other_keys_submission(star
         for i in range(4):  # each gives up after the time limit; its lookup goes on
             r = attacker.submit(f"http://slow{i}.attacker.test/")
             assert r.status_code == 400 and r.json()["error"].endswith("is not a public address"), r.text
-        started = time.monotonic()
-        r = api.submit("https://hooks.example.test/spinbot")  # another key's: looked up as usual
-        assert r.status_code == 201, r.text
-        r = attacker.submit("http://slow4.attacker.test/")  # that key's fifth: refused at once
+        r = api.submit("https://hooks.example.test/spinbot")  # another key's: looked up as usual (a shared pool
+        assert r.status_code == 201, r.text  # held by the 4 would have timed it out: a 400 "not a public address")
+        r = attacker.submit("http://slow4.attacker.test/")  # that key's fifth: refused by its count, not timed out
         assert r.status_code == 400 and "still being looked up" in r.json()["error"], r.text
-        assert time.monotonic() - started < 0.5
     finally:
         release.set()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20
     while callback_url._lookups_running and time.monotonic() < deadline:
         time.sleep(0.01)
     assert attacker.submit("http://slow5.attacker.test/").status_code == 201  # its lookups done: its turn again
