@@ -110,8 +110,8 @@ class JobExecutor:
         what it was (running, not failed), so the next API process takes it over and resumes it from its last
         finished node; without this, a Ctrl-C of `spinbot serve` failed the jobs it was rendering."""
         self._stop.set()
-        if self.callbacks is not None:  # an attempt under way ends with the process; its claim runs out, and
-            self.callbacks.close()  # another API process sends it again
+        if self.callbacks is not None:  # no new attempt: those due stay in the database for the next process
+            self.callbacks.close()
         with self._lock:
             queued = [job_id for job_id, future in self._active.items() if future.cancel()]
             running = {job_id: future for job_id, future in self._active.items() if job_id not in queued}

@@ -113,6 +113,12 @@ def parse_callback_url(url: str, max_chars: int) -> ParsedUrl:
     return ParsedUrl(scheme, host, port, target)
 
 
+def url_host(url: str) -> str:
+    """The host (and port) of a URL already accepted, as logs and the job show it: never its path or query, where a
+    token may be."""
+    return urlsplit(url).netloc.rpartition("@")[2].lower()
+
+
 def _host_and_port(netloc: str, default_port: int) -> tuple[str, int]:
     if netloc.startswith("["):
         literal, _, rest = netloc[1:].partition("]")
@@ -216,6 +222,24 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]).partition("%")[0] for info in infos))
 
 
+def _reserve_lookup(owner: str | None) -> None:
+    """Count a lookup of this owner's, or Unresolved where MAX_LOOKUPS_PER_OWNER of its own are still running."""
+    with _lookups_lock:
+        if _lookups_running.get(owner, 0) >= MAX_LOOKUPS_PER_OWNER:
+            raise Unresolved(
+                f"callback_url: {MAX_LOOKUPS_PER_OWNER} of this key's callback names are still being looked up; "
+                "try again shortly"
+            )
+        _lookups_running[owner] = _lookups_running.get(owner, 0) + 1
+
+
+def _release_lookup(owner: str | None) -> None:
+    with _lookups_lock:
+        _lookups_running[owner] -= 1
+        if not _lookups_running[owner]:
+            del _lookups_running[owner]
+
+
 class CallbackPolicy:
     """The settings' rules for callback URLs; `resolver` is the name lookup (the system's by default)."""
 
@@ -268,13 +292,7 @@ class CallbackPolicy:
 
     def _lookup(self, parsed: ParsedUrl, owner: str | None) -> list[str]:
         """The name's addresses, [] where it did not resolve within the time limit."""
-        with _lookups_lock:
-            if _lookups_running.get(owner, 0) >= MAX_LOOKUPS_PER_OWNER:
-                raise Unresolved(
-                    f"callback_url: {MAX_LOOKUPS_PER_OWNER} of this key's callback names are still being looked up; "
-                    "try again shortly"
-                )
-            _lookups_running[owner] = _lookups_running.get(owner, 0) + 1
+        _reserve_lookup(owner)
         resolve, done = self.resolver or system_resolver, threading.Event()
         found: list[str] = []
 
@@ -284,13 +302,14 @@ class CallbackPolicy:
             except (OSError, ValueError):  # no such name, or one the resolver cannot encode
                 pass
             finally:
-                with _lookups_lock:
-                    _lookups_running[owner] -= 1
-                    if not _lookups_running[owner]:
-                        del _lookups_running[owner]
+                _release_lookup(owner)
                 done.set()
 
-        threading.Thread(target=run, name="spinbot-callback-dns", daemon=True).start()
+        try:
+            threading.Thread(target=run, name="spinbot-callback-dns", daemon=True).start()
+        except BaseException:  # no thread to release its count (RuntimeError: can't start new thread)
+            _release_lookup(owner)
+            raise
         return list(found) if done.wait(self.lookup_timeout) else []
 
     def _allowed(self, host: str, address: IPAddress, kind: str) -> bool:

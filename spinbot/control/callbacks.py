@@ -10,39 +10,36 @@ SPINBOT_CALLBACK_MAX_ATTEMPTS in all; any other answer ends it. Pending attempts
 sweeper sends those a stopped process left (at least once: a receiver deduplicates by `webhook-id`).
 
 Signed as the Standard Webhooks spec says: `webhook-id` (the event id, the same on every attempt),
-`webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature`: `v1,` and the base64 HMAC-SHA256 of
-`{webhook-id}.{webhook-timestamp}.{body}` keyed with the job's secret (`whsec_` + base64 of the key's bytes), which
-the job's creation answered once (or the client's own).
+`webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature` (spinbot.control.callback_signing), keyed
+with the job's secret, which the job's creation answered once (or the client's own).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import heapq
-import hmac
 import itertools
 import json
 import logging
 import random
-import secrets
 import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from spinbot import __version__
-from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target
-from spinbot.errors import InputError, JobNotFound
+from spinbot.control.callback_signing import check_secret, new_secret, sign
+from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target, url_host
+from spinbot.errors import InputError, JobNotFound, first_line
 from spinbot.state import callbacks as cs
 from spinbot.state.store import JobStore, JobView
 
@@ -60,55 +57,13 @@ class _NoCallbackRequestLines(logging.Filter):
 
 logging.getLogger("httpx").addFilter(_NoCallbackRequestLines())
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32
-SECRET_BYTES_RANGE = (24, 64)  # a client's own secret: the Standard Webhooks spec's bounds
-TIMESTAMP_TOLERANCE_SECONDS = 300  # what `verify` accepts, as the spec advises receivers
-CLAIM_MARGIN_SECONDS = 30.0  # an attempt's claim outlasts its longest run by this much
+# An attempt's claim outlasts its longest run by this much: its time limit, and a lookup that may use all of the
+# connect timeout where that is the longer, plus the database's reads and writes around them.
+CLAIM_MARGIN_SECONDS = 30.0
 SENDER_THREADS = 4
 # One key's attempts at once: a key whose receivers are slow (or that ends many jobs at once) holds at most these of
 # the SENDER_THREADS; its other due calls wait for one of its own attempts to end, never other keys' threads.
 PER_OWNER_ATTEMPTS = 2
-
-
-# ---- secrets and signatures ----------------------------------------------------------------------------------------
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
-
-
-def secret_key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-
-
-def check_secret(secret: str) -> str:
-    """A client's own secret: `whsec_` and the base64 of 24 to 64 random bytes; InputError otherwise."""
-    low, high = SECRET_BYTES_RANGE
-    try:
-        size = len(secret_key(secret)) if secret.startswith(SECRET_PREFIX) else 0
-    except (binascii.Error, ValueError):
-        size = 0
-    if not low <= size <= high:
-        raise InputError(f"callback_secret: must be {SECRET_PREFIX} and the base64 of {low} to {high} random bytes")
-    return secret
-
-
-def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{event_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
-
-
-def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> bool:
-    """What a receiver does (the README has it for any language): the signature over the id, the timestamp and the
-    raw body, compared in constant time, and a timestamp within 5 minutes of now."""
-    try:
-        event_id, stamp = headers["webhook-id"], int(headers["webhook-timestamp"])
-        given = headers["webhook-signature"].split()
-    except (KeyError, ValueError):
-        return False
-    if abs((time.time() if now is None else now) - stamp) > TIMESTAMP_TOLERANCE_SECONDS:
-        return False
-    expected = sign(secret, event_id, stamp, body)
-    return any(hmac.compare_digest(expected, candidate) for candidate in given)
 
 
 def new_job_callback(
@@ -140,16 +95,30 @@ def judged(status: int) -> Outcome:
     return Outcome(status, f"HTTP {status}", status == 429 or status >= 500)
 
 
+@dataclass(frozen=True)
+class AttemptLimits:
+    """An attempt's time limits: `connect` seconds for the name's lookup and again for the connection, `total` for
+    the whole attempt, the lookup included, counted from `started` (time.monotonic())."""
+
+    connect: float
+    total: float
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return max(0.0, self.started + self.total - time.monotonic())
+
+
 async def post(
-    target: Target, headers: dict[str, str], body: bytes, timeouts: tuple[float, float], tls: Any
+    target: Target, headers: dict[str, str], body: bytes, limits: AttemptLimits, tls: ssl.SSLContext | bool
 ) -> Outcome:
-    """One POST to the checked address, the name in Host and SNI; the answer's status only, its body never read."""
-    connect, total = timeouts
+    """One POST to the checked address, the name in Host and SNI, within what is left of the attempt's time; the
+    answer's status only, its body never read."""
+    left = limits.left()
     extensions = {"sni_hostname": target.url.host} if target.url.scheme == "https" else {}
     headers = {**headers, "host": target.url.authority}
-    timeout = httpx.Timeout(total, connect=connect)
+    timeout = httpx.Timeout(left, connect=min(limits.connect, left))
     try:
-        with anyio.fail_after(total):
+        with anyio.fail_after(left):
             async with httpx.AsyncClient(
                 trust_env=False, follow_redirects=False, timeout=timeout, verify=tls
             ) as client:
@@ -159,7 +128,7 @@ async def post(
                 await response.aclose()
                 return judged(response.status_code)
     except (TimeoutError, httpx.TimeoutException):
-        return Outcome(None, f"no answer within {total:g} s", True)
+        return Outcome(None, f"no answer within {limits.total:g} s", True)
     except httpx.ConnectError:
         return Outcome(None, "could not connect", True)
     except httpx.HTTPError as err:
@@ -189,7 +158,7 @@ class CallbackSender:
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=SENDER_THREADS, thread_name_prefix=SENDER_THREAD_PREFIX)
         self._timer: threading.Thread | None = None  # started with the first attempt scheduled
-        self._queued: set[str] = set()  # in the heap or waiting for a thread: a sweep adds none of them twice
+        self._queued: set[str] = set()  # on the heap, waiting for a thread or parked: a sweep adds none twice
         self._running: Counter[str] = Counter()  # attempts running, by job owner
         self._parked: dict[str, dict[str, None]] = {}  # by owner, in order: due calls waiting for its attempts
 
@@ -200,11 +169,15 @@ class CallbackSender:
             if job_id in self._queued:
                 return  # already on its way (a sweep of a backed-up sender finds it due again)
             self._queued.add(job_id)
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job_id))
-            if self._timer is None:
-                self._timer = threading.Thread(target=self._run_timer, name="spinbot-callback-timer", daemon=True)
-                self._timer.start()
-            self._wake.notify()
+            self._push(job_id, delay)
+
+    def _push(self, job_id: str, delay: float) -> None:
+        """Onto the timer heap (the caller holds self._wake); the timer thread starts with the first call."""
+        heapq.heappush(self._heap, (time.monotonic() + delay, next(self._order), job_id))
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._run_timer, name="spinbot-callback-timer", daemon=True)
+            self._timer.start()
+        self._wake.notify()
 
     def sweep(self) -> None:
         """Schedule every attempt due in the database: new ones a CLI recorded, retries and claims a stopped process
@@ -213,6 +186,9 @@ class CallbackSender:
             self.schedule(job_id)
 
     def close(self) -> None:
+        """Start no more attempts: those queued or parked stay due in the database for the next API process. The
+        attempts already running finish within their time limit and record their outcome (the interpreter joins
+        the pool's threads at exit); a process killed meanwhile leaves its claims to run out."""
         with self._wake:
             self._closed = True
             self._wake.notify()
@@ -226,37 +202,44 @@ class CallbackSender:
                     self._wake.wait(wait)
                     continue
                 job_id = heapq.heappop(self._heap)[2]
-                self._pool.submit(self._attempt_logged, job_id)
+                self._pool.submit(self._run_due, job_id)
 
-    def _attempt_logged(self, job_id: str) -> None:
-        with self._wake:
-            self._queued.discard(job_id)
-        try:
+    def _run_due(self, job_id: str) -> None:
+        """A due call, in a pool thread: attempted now, or parked while its owner has PER_OWNER_ATTEMPTS running."""
+        with _failures_logged(job_id):
             owner = self._owner(job_id)
-            if not self._enter(owner, job_id):
+            if not self._start(owner, job_id):
                 return  # parked: scheduled again as one of its owner's attempts ends
             try:
                 self.attempt(job_id)
             finally:
-                self._leave(owner)
-        except Exception:  # the database away for a while: the claim runs out and the sweeper tries again
-            log.exception("callback attempt crashed", extra={"job_id": job_id})
+                self._end(owner)
 
     def _owner(self, job_id: str) -> str:
-        job = self._job(job_id)
+        try:
+            job = self._job(job_id)
+        except BaseException:
+            self._forget(job_id)  # still due in the database: the next sweep schedules it again
+            raise
         return (job.owner or "") if job is not None else ""
 
-    def _enter(self, owner: str, job_id: str) -> bool:
-        """Count an attempt of this owner, or park it (False) while PER_OWNER_ATTEMPTS of its own run."""
+    def _forget(self, job_id: str) -> None:
+        with self._wake:
+            self._queued.discard(job_id)
+
+    def _start(self, owner: str, job_id: str) -> bool:
+        """Count an attempt of this owner (True), or park it while PER_OWNER_ATTEMPTS of its own run: a parked call
+        stays in self._queued, so a sweep that finds it due again does not queue it a second time."""
         with self._wake:
             if self._running[owner] >= PER_OWNER_ATTEMPTS:
                 self._parked.setdefault(owner, {})[job_id] = None
                 return False
             self._running[owner] += 1
+            self._queued.discard(job_id)  # from here a retry (or a later event) may be scheduled again
             return True
 
-    def _leave(self, owner: str) -> None:
-        """An attempt of this owner ended: its oldest parked call, if any, is scheduled now."""
+    def _end(self, owner: str) -> None:
+        """An attempt of this owner ended: its oldest parked call, if any, goes back on the heap, due now."""
         with self._wake:
             self._running[owner] -= 1
             if self._running[owner] <= 0:
@@ -267,8 +250,8 @@ class CallbackSender:
                 del parked[following]
             if not parked:
                 self._parked.pop(owner, None)
-        if following is not None:
-            self.schedule(following)
+            if following is not None and not self._closed:
+                self._push(following, 0.0)
 
     def attempt(self, job_id: str) -> None:
         """One attempt at the job's due event, if this process gets it."""
@@ -290,6 +273,7 @@ class CallbackSender:
             return None
 
     def _deliver(self, claim: cs.Claim, job: JobView) -> Outcome:
+        limits = AttemptLimits(self.settings.callback_connect_timeout, self.settings.callback_timeout)
         try:
             target = self.policy.check(claim.callback["url"], job.owner)  # resolved once; the request goes there
         except CallbackRefused as err:
@@ -303,8 +287,7 @@ class CallbackSender:
             "webhook-timestamp": str(stamp),
             "webhook-signature": sign(claim.callback["secret"], claim.event_id, stamp, body),
         }
-        timeouts = (self.settings.callback_connect_timeout, self.settings.callback_timeout)
-        return anyio.run(post, target, headers, body, timeouts, self.tls)
+        return anyio.run(post, target, headers, body, limits, self.tls)
 
     def _body(self, claim: cs.Claim, job: JobView) -> bytes:
         event = {
@@ -317,8 +300,8 @@ class CallbackSender:
 
     def _record(self, claim: cs.Claim, outcome: Outcome) -> None:
         attempts = int(claim.callback.get("attempts") or 0) + 1
-        last_retry = attempts >= self.settings.callback_max_attempts
-        retry_in = None if last_retry or not outcome.retry else self._backoff(attempts)
+        attempts_left = attempts < self.settings.callback_max_attempts
+        retry_in = self._backoff(attempts) if outcome.retry and attempts_left else None
         state = cs.DELIVERED if outcome.error is None else (cs.PENDING if retry_in is not None else cs.FAILED)
         changes = {
             "state": state,
@@ -328,10 +311,17 @@ class CallbackSender:
             "last_error": outcome.error,
             "delivered_at": claim.now.isoformat() if state == cs.DELIVERED else None,
         }
-        self.store.record(claim, changes, retry_in)
-        if retry_in is not None:
-            self.schedule(claim.job_id, retry_in + 0.05)  # just past due, by the database's clock too
-        fields = {"job_id": claim.job_id, "event_id": claim.event_id, "host": _host(claim), "attempt": attempts}
+        written = self.store.record(claim, changes, retry_in)  # not where the job ended again meanwhile: a new event
+        if written and retry_in is not None:
+            # the database's due time was its own clock at the write plus retry_in; this delay starts after the
+            # write, so it ends past due by either clock (a claim refused anyway waits for the next sweep)
+            self.schedule(claim.job_id, retry_in + 0.05)
+        fields = {
+            "job_id": claim.job_id,
+            "event_id": claim.event_id,
+            "host": url_host(claim.callback["url"]),
+            "attempt": attempts,
+        }
         fields.update(status_code=outcome.status, state=state)
         if outcome.error is None:
             log.info("callback delivered", extra=fields)
@@ -339,11 +329,18 @@ class CallbackSender:
             log.warning("callback attempt failed", extra={**fields, "error": outcome.error, "retry_in": retry_in})
 
     def _backoff(self, attempts: int) -> float:
+        # up to a fifth longer at random: the calls of many jobs that one outage failed together do not all come back
+        # in the same instant
         return self.settings.callback_retry_seconds * 3 ** (attempts - 1) * random.uniform(1.0, 1.2)
 
 
-def _host(claim: cs.Claim) -> str:
-    """The host (and port) of the URL, for logs: never its path or query, where a token may be."""
-    from urllib.parse import urlsplit
-
-    return urlsplit(claim.callback["url"]).netloc.rpartition("@")[2]
+@contextmanager
+def _failures_logged(job_id: str) -> Iterator[None]:
+    """An attempt that could not finish: one line for the database away (the attempt was never claimed, or its claim
+    runs out, and a later sweep sends it), the traceback for anything else."""
+    try:
+        yield
+    except SQLAlchemyError as err:
+        log.warning("callback attempt stopped", extra={"job_id": job_id, "error": first_line(err)})
+    except Exception:
+        log.exception("callback attempt crashed", extra={"job_id": job_id})

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import inspect
@@ -21,22 +19,11 @@ from tests.unit.test_state import alembic_config
 
 pytestmark = pytest.mark.integration
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture
 def postgres_url():
-    name = f"spinbot_callbacks_{uuid.uuid4().hex[:8]}"
-    with services.machine_services():
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        try:
-            yield url
-        finally:
-            get_engine(url).dispose()
-            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with services.scratch_postgres("spinbot_callbacks") as url:
+        yield url
 
 
 def test_the_callback_columns_migrate_down_and_up_on_postgres(postgres_url):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import spinbot.queue  # noqa: F401 - before test_services_e2e's spinbot.worker.heartbeat, which imported first is circular
-from spinbot.control.callbacks import verify
+from spinbot.control.callback_signing import verify
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from tests.integration.test_services_e2e import BUCKET, Stack
 from tests.support import services

@@ -9,11 +9,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import psycopg
 import pytest
 
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
@@ -27,22 +25,12 @@ pytestmark = pytest.mark.integration
 
 LEASE_SECONDS = 4
 SCRIPT = "Ever tried. Ever failed. No matter. Try again."
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
 def postgres_url():
-    name = f"spinbot_lease_{uuid.uuid4().hex[:8]}"
-    with services.machine_services():
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        try:
-            yield url
-        finally:
-            get_engine(url).dispose()
-            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with services.scratch_postgres("spinbot_lease") as url:
+        yield url
 
 
 def test_of_many_processes_taking_one_lease_at_once_exactly_one_wins_on_postgres(postgres_url):

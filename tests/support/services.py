@@ -309,6 +309,30 @@ def machine_services() -> Iterator[None]:
             stop_redis(redis_started)
 
 
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """A database of the test's own on the machine's PostgreSQL (up for the duration): its URL; dropped on exit,
+    with the pooled connections spinbot's engine holds to it."""
+    import uuid
+
+    import psycopg
+
+    from spinbot.state.db import get_engine
+
+    admin_url = f"postgresql://{PG_USER}@{LOOPBACK}:{PG_PORT}/{PG_DATABASE}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with machine_services():
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = f"postgresql://{PG_USER}@{LOOPBACK}:{PG_PORT}/{name}"
+        try:
+            yield url
+        finally:
+            get_engine(url).dispose()
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def service_env(s3_endpoint: str, bucket: str = TEST_BUCKET) -> dict[str, str]:
     """The environment that points spinbot (and boto3) at the test services."""
     return {

@@ -21,17 +21,19 @@ class Received:
 
 class Receiver:
     """`answers`: the status of each request in turn (the last one repeats); `redirect_to` the Location of a 3xx;
-    `delay` seconds before answering."""
+    `hang`: answer nothing until the receiver closes (a receiver that never answers, for as long as the test runs)."""
 
     def __init__(
         self,
         answers: list[int] | None = None,
         redirect_to: str = "",
-        delay: float = 0.0,
+        hang: bool = False,
         tls: ssl.SSLContext | None = None,
     ):
-        self.answers, self.redirect_to, self.delay = list(answers or [200]), redirect_to, delay
+        self.answers, self.redirect_to, self.hang = list(answers or [200]), redirect_to, hang
         self.received: list[Received] = []
+        self._arrived = threading.Condition()  # notified as each request is recorded
+        self._closing = threading.Event()
         self.server_names: list[str | None] = []  # the TLS SNI of each handshake
         self._lock = threading.Lock()
         self.server = QuietHTTPServer(("127.0.0.1", 0), self._handler())
@@ -51,15 +53,20 @@ class Receiver:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()  # a hanging answer ends: no request thread outlives the test by much
         self.server.shutdown()
         self.server.server_close()
 
     def wait(self, count: int, timeout: float = 20.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
+        with self._arrived:
+            self._arrived.wait_for(lambda: len(self.received) >= count, timeout)
         assert len(self.received) >= count, f"{len(self.received)} webhooks received, {count} expected"
         return self.received
+
+    def _record(self, call: Received) -> None:
+        with self._arrived:
+            self.received.append(call)
+            self._arrived.notify_all()
 
     def _answer(self) -> int:
         with self._lock:
@@ -72,8 +79,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.received.append(Received(self.path, headers, body, time.monotonic()))
-                time.sleep(receiver.delay)
+                receiver._record(Received(self.path, headers, body, time.monotonic()))
+                if receiver.hang:
+                    receiver._closing.wait()
+                    return
                 status = receiver._answer()
                 self.send_response(status)
                 if 300 <= status < 400:
