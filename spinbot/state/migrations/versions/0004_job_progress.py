@@ -3,7 +3,7 @@ one of its nodes starts again (a takeover, a retry)
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2027-01-15
+Create Date: 2026-12-05
 """
 
 import sqlalchemy as sa

@@ -3,7 +3,7 @@ delivery state; the event now being delivered; when its next attempt is due (NUL
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2027-01-20
+Create Date: 2026-12-05
 """
 
 import sqlalchemy as sa
