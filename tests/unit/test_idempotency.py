@@ -203,3 +203,25 @@ def assert_keys_unique_per_owner(engine) -> None:
     for job_id, owner in (("7", "a"), ("8", None)):
         with pytest.raises(IntegrityError), engine.begin() as conn:
             conn.execute(insert, {"id": job_id, "owner": owner, "key": "k"})
+
+
+def test_without_api_keys_a_repeat_answers_the_keyless_scopes_job(spinbot_env, use_settings, tmp_path, monkeypatch):
+    monkeypatch.delenv("SPINBOT_API_KEYS", raising=False)
+    use_settings()  # no keys: every job's owner is NULL, one scope for the keys (its own unique index)
+    with TestClient(create_app(runner=Runner(dispatcher=QuickDispatcher()))) as client:
+        api = Api(client, tmp_path)
+        first = api.post(api.body(), "local")
+        assert first.status_code == 201
+        answers = post_at_once(api, monkeypatch, api.body(), "local-at-once", 4)
+        assert len({r.json()["id"] for r in answers}) == 1
+        assert sorted(r.status_code for r in answers) == [200, 200, 200, 201]
+        assert api.post(api.body(), "local").json()["id"] == first.json()["id"]
+        assert api.total() == 2
+
+
+def test_the_header_and_the_replay_answer_are_in_the_openapi_document(start_api):
+    api = start_api()
+    operation = api.client.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in operation["parameters"])
+    assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
+    assert "Idempotency-Key" in operation["responses"]["422"]["description"]
