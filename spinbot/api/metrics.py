@@ -14,6 +14,11 @@ class Metrics:
             "spinbot_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=self.registry
         )
         self.jobs_created = Counter("spinbot_jobs_created_total", "Jobs created", registry=self.registry)
+        self.jobs_replayed = Counter(
+            "spinbot_jobs_replayed_total",
+            "Job requests answered by the job their Idempotency-Key made",
+            registry=self.registry,
+        )
         self.jobs_finished = Counter("spinbot_jobs_finished_total", "Jobs finished", ["status"], registry=self.registry)
         self.node_finished = Counter(
             "spinbot_nodes_finished_total", "Nodes finished", ["node", "status"], registry=self.registry

@@ -130,6 +130,9 @@ class JobOut(BaseModel):
     nodes: list[NodeOut]
     artifacts: list[ArtifactOut]
     callback: CallbackOut | None = Field(default=None, description="the webhook, for a job created with one")
+    idempotency_key: str | None = Field(
+        default=None, description="the Idempotency-Key header of the request that created the job, if it had one"
+    )
 
     @classmethod
     def of(cls, job: JobView) -> JobOut:
@@ -177,6 +180,7 @@ class JobOut(BaseModel):
                 for a in job.artifacts
             ],
             callback=CallbackOut.of(job.callback),
+            idempotency_key=job.idempotency_key,
         )
 
 

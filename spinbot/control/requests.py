@@ -28,3 +28,6 @@ class JobRequest(BaseModel):
     priority: int | None = Field(default=None, ge=1)  # queue priority of the job's tasks, 1 runs first
     callback_url: str | None = None  # POSTed to, signed, when the job ends (spinbot.control.callbacks)
     callback_secret: str | None = None  # the client's own signing secret; None: a new one
+    # the API client's Idempotency-Key and the digest of its request (spinbot.api.idempotency); the job is not
+    # created (KeyInUse) where the owner's key already names one
+    idempotency: tuple[str, str] | None = None

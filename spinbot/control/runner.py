@@ -27,6 +27,7 @@ from spinbot.state.callbacks import CallbackStore
 from spinbot.state.checkpoints import open_checkpointer
 from spinbot.state.db import get_engine
 from spinbot.state.events import Event, EventBus, make_event_bus
+from spinbot.state.idempotency import KeyInUse
 from spinbot.state.lease import LeaseStore
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
 from spinbot.tasks.base import Cancelled, NodeOutput, Superseded, did_you_mean, validate_params
@@ -106,7 +107,8 @@ class Runner:
 
     def create_job(self, request: JobRequest) -> str:
         """Validate everything first (spinbot.control.admission), then store the inputs and the job: bad input
-        writes nothing."""
+        writes nothing. A request whose Idempotency-Key already names one of its owner's jobs raises KeyInUse
+        (spinbot.state.idempotency), with nothing stored."""
         spec = get_pipeline(request.pipeline, self.settings.pipelines)
         params = self.validate_params(spec, dict(request.params))
         Admission(self.settings, self.artifacts).check(spec, params, request)
@@ -122,17 +124,23 @@ class Runner:
         inputs = {"values": {"prompt": request.prompt, "ref_text": request.ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
         # Born leased to this process: no other one can start it before this one does.
-        self.jobs.create_job(
-            job_id,
-            spec.name,
-            nodes,
-            inputs,
-            params,
-            request.owner,
-            request.priority,
-            lease=(self.leases.owner, self.leases.seconds),
-            callback=callback,
-        )
+        try:
+            self.jobs.create_job(
+                job_id,
+                spec.name,
+                nodes,
+                inputs,
+                params,
+                request.owner,
+                request.priority,
+                lease=(self.leases.owner, self.leases.seconds),
+                callback=callback,
+                idempotency=request.idempotency,
+            )
+        except KeyInUse:
+            if request.image is not None or request.voice is not None:  # the inputs copied from local files
+                self.artifacts.delete_prefix(f"jobs/{job_id}/")
+            raise
         self.leases.adopt(job_id)
         self.events.publish(Event(job_id, "job", st.PENDING))
         return job_id

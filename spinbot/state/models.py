@@ -5,7 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -17,8 +30,27 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}  # noqa: RUF012 - SQLAlchemy's name
 
 
+# The key whose job a request with an Idempotency-Key names, at most one per API key (spinbot.state.idempotency);
+# jobs of the keyless API (owner NULL, loopback only) share one scope. Both column indexes, not one on an expression
+# (coalesce(owner, '')): Alembic's batch mode on SQLite, which a later migration may use, keeps column indexes (a
+# partial one too) but drops expression indexes.
+OWNER_KEY_INDEX = "uq_jobs_owner_idempotency_key"
+KEYLESS_KEY_INDEX = "uq_jobs_keyless_idempotency_key"
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = (
+        Index(OWNER_KEY_INDEX, "owner", "idempotency_key", unique=True),
+        Index(
+            KEYLESS_KEY_INDEX,
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("owner IS NULL"),
+            postgresql_where=text("owner IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     pipeline: Mapped[str] = mapped_column(String(200))
@@ -44,6 +76,10 @@ class Job(Base):
     callback: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     callback_event: Mapped[str | None] = mapped_column(String(40))
     callback_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The client's Idempotency-Key of the request that created the job, and the SHA-256 of that request (its JSON
+    # body, canonical): a repeat with the same key answers this job, one with another body is refused.
+    idempotency_key: Mapped[str | None] = mapped_column(String(MAX_IDEMPOTENCY_KEY_CHARS))
+    idempotency_digest: Mapped[str | None] = mapped_column(String(64))
 
     nodes: Mapped[list[NodeRun]] = relationship(back_populates="job", order_by="NodeRun.position")
     artifacts: Mapped[list[Artifact]] = relationship(back_populates="job", order_by="Artifact.id")

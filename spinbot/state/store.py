@@ -15,9 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from spinbot.errors import JobNotFound
+from spinbot.state.idempotency import KeyInUse, find_keyed_job
 from spinbot.state.lease import database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
 from spinbot.state.progress import job_progress, node_share
@@ -75,6 +77,7 @@ class JobView:
     artifacts: tuple[dict[str, Any], ...]
     recorded_progress: float = 0.0  # the highest overall progress its driver recorded (jobs.progress)
     callback: dict[str, Any] | None = None  # its webhook and delivery state (spinbot.control.callbacks); holds a secret
+    idempotency_key: str | None = None  # the client's Idempotency-Key of the request that created it
 
     def node(self, node_id: str) -> NodeView:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -124,6 +127,7 @@ def _view(job: Job) -> JobView:
         arts,
         job.progress or 0.0,
         job.callback,
+        job.idempotency_key,
     )
 
 
@@ -149,39 +153,49 @@ class JobStore:
         priority: int | None = None,
         lease: tuple[str, float] | None = None,
         callback: dict[str, Any] | None = None,
+        idempotency: tuple[str, str] | None = None,
     ) -> JobView:
         """A new pending job; with `lease` (owner, seconds) it is born leased to its creator, so no other process
-        can take it between its creation and its start."""
-        with self.session() as s, s.begin():
-            job = Job(
-                id=job_id,
-                pipeline=pipeline,
-                status=PENDING,
-                owner=owner,
-                priority=priority,
-                inputs=inputs,
-                params=params,
-                created_at=utcnow(),
-                callback=callback,
-            )
-            if lease is not None:
-                now = database_now(s)
-                job.lease_owner, job.heartbeat_at = lease[0], now
-                job.lease_expires_at = now + timedelta(seconds=lease[1])
-            s.add(job)
-            for pos, (node_id, task, plane) in enumerate(nodes):
-                s.add(
-                    NodeRun(
-                        job_id=job_id,
-                        node_id=node_id,
-                        position=pos,
-                        task=task,
-                        plane=plane,
-                        status=PENDING,
-                        progress=0.0,
-                        attempts=0,
-                    )
+        can take it between its creation and its start. With `idempotency` (the client's key, its request's digest):
+        KeyInUse, and nothing written, where the owner's key already names a job (the unique index decides)."""
+        try:
+            with self.session() as s, s.begin():
+                job = Job(
+                    id=job_id,
+                    pipeline=pipeline,
+                    status=PENDING,
+                    owner=owner,
+                    priority=priority,
+                    inputs=inputs,
+                    params=params,
+                    created_at=utcnow(),
+                    callback=callback,
+                    idempotency_key=idempotency[0] if idempotency else None,
+                    idempotency_digest=idempotency[1] if idempotency else None,
                 )
+                if lease is not None:
+                    now = database_now(s)
+                    job.lease_owner, job.heartbeat_at = lease[0], now
+                    job.lease_expires_at = now + timedelta(seconds=lease[1])
+                s.add(job)
+                for pos, (node_id, task, plane) in enumerate(nodes):
+                    s.add(
+                        NodeRun(
+                            job_id=job_id,
+                            node_id=node_id,
+                            position=pos,
+                            task=task,
+                            plane=plane,
+                            status=PENDING,
+                            progress=0.0,
+                            attempts=0,
+                        )
+                    )
+        except IntegrityError:
+            keyed = find_keyed_job(self.engine, owner, idempotency[0]) if idempotency else None
+            if keyed is None:
+                raise
+            raise KeyInUse(keyed) from None
         return self.get(job_id)
 
     def get(self, job_id: str, owner: str | None = None) -> JobView:

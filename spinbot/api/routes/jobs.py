@@ -7,14 +7,15 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from sse_starlette.sse import EventSourceResponse
 
 from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
-from spinbot.api.errors import TooManyStreams, error_responses
+from spinbot.api.errors import ErrorBody, TooManyStreams, error_responses
+from spinbot.api.idempotency import HEADER, REPLAYED_HEADER, checked_key, replayed_job, request_digest
 from spinbot.api.limits import StalledClient, bounded_send
 from spinbot.api.public_errors import public_error
 from spinbot.api.routes.uploads import upload_keys
@@ -24,6 +25,7 @@ from spinbot.errors import Conflict, InputError, TooManyJobs, echo
 from spinbot.pipelines.spec import get_pipeline
 from spinbot.state.event_feed import ReaderLagged
 from spinbot.state.events import Event
+from spinbot.state.idempotency import KeyedJob, KeyInUse, find_keyed_job
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, RUNNING, JobView
 
 router = APIRouter(tags=["jobs"])
@@ -40,33 +42,86 @@ RECONNECT_MS = 1000
 log = logging.getLogger(__name__)
 
 
-@router.post("/v1/jobs", status_code=201, response_model=JobCreated, responses=error_responses(400, 401, 422, 429, 503))
-def create_job(body: JobCreate, services: ServicesDep, owner: Owner) -> JobCreated:
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="your own unique value for this request (1 to 255 printable ASCII characters, a UUID say): sent "
+        "again with the same body, it answers the job the first request created (200, Idempotent-Replayed: true) "
+        "instead of making another; with another body, a 422. Scoped to the API key, kept as long as the job",
+    ),
+]
+_REPLAY_ANSWER = {
+    "model": JobCreated,
+    "description": "a repeat of a request with the same Idempotency-Key and body: the job it created, unchanged; "
+    "header Idempotent-Replayed: true; callback_secret is never answered again",
+    "headers": {REPLAYED_HEADER: {"description": "true", "schema": {"type": "string"}}},
+}
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=201,
+    response_model=JobCreated,
+    responses={
+        200: _REPLAY_ANSWER,
+        **error_responses(400, 401, 429, 503),
+        422: {
+            "model": ErrorBody,
+            "description": "a field is missing or has the wrong type, or the Idempotency-Key "
+            "was used for another request",
+        },
+    },
+)
+def create_job(
+    body: JobCreate, services: ServicesDep, owner: Owner, response: Response, idempotency_key: IdempotencyKey = None
+) -> JobCreated:
     runner, store = services.runner, services.runner.artifacts
+    key = checked_key(idempotency_key)
+    idempotency = (key, request_digest(body)) if key is not None else None
+    if idempotency is not None:  # a repeat: answered before any check or limit, so it costs nothing twice
+        keyed = find_keyed_job(runner.jobs.engine, owner, idempotency[0])
+        if keyed is not None:
+            return _replay(services, response, keyed, idempotency)
     _refuse_past_active_limit(runner, owner, services.settings.max_active_jobs)
     spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
     runner.validate_params(spec, dict(body.params))
     image = _upload_key(store, owner, body.image, "portrait")
     voice = _upload_key(store, owner, body.voice, "voice")
-    job_id = runner.create_job(
-        JobRequest(
-            pipeline=body.pipeline,
-            prompt=body.prompt,
-            ref_text=body.ref_text,
-            params=body.params,
-            owner=owner,
-            priority=body.priority,
-            input_keys={"source_image": image, "narrator_voice": voice},
-            callback_url=body.callback_url,
-            callback_secret=body.callback_secret,
+    try:
+        job_id = runner.create_job(
+            JobRequest(
+                pipeline=body.pipeline,
+                prompt=body.prompt,
+                ref_text=body.ref_text,
+                params=body.params,
+                owner=owner,
+                priority=body.priority,
+                input_keys={"source_image": image, "narrator_voice": voice},
+                callback_url=body.callback_url,
+                callback_secret=body.callback_secret,
+                idempotency=idempotency,
+            )
         )
-    )
+    except KeyInUse as err:  # a concurrent request with the same key stored its job first
+        assert idempotency is not None
+        return _replay(services, response, err.job, idempotency)
     services.metrics.jobs_created.inc()
     job = runner.jobs.get(job_id)
     services.executor.submit(job_id)
     # a secret the server made is answered here, once; a client's own is never sent back
     secret = job.callback["secret"] if job.callback is not None and body.callback_secret is None else None
     return JobCreated(**JobOut.of(job).model_dump(), callback_secret=secret)
+
+
+def _replay(services: Services, response: Response, keyed: KeyedJob, idempotency: tuple[str, str]) -> JobCreated:
+    """The job an earlier request with the same key and body created (KeyReused, a 422, for another body). Its
+    callback_secret is never answered again, whoever made it."""
+    job_id = replayed_job(keyed, *idempotency)
+    response.status_code = 200
+    response.headers[REPLAYED_HEADER] = "true"
+    services.metrics.jobs_replayed.inc()
+    return JobCreated(**JobOut.of(services.runner.jobs.get(job_id)).model_dump())
 
 
 @router.get("/v1/jobs", response_model=JobPage, responses=error_responses(401, 422))
