@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from spinbot.api.public_errors import public_error, public_meta
+from spinbot.control.callback_url import url_host
 from spinbot.state.store import JobView
 
 UploadKind = Literal["portrait", "voice"]
@@ -95,10 +96,8 @@ class CallbackOut(BaseModel):
     def of(cls, callback: dict[str, Any] | None) -> CallbackOut | None:
         if not callback:
             return None
-        from urllib.parse import urlsplit
-
         return cls(
-            url_host=urlsplit(callback["url"]).netloc.rpartition("@")[2].lower(),
+            url_host=url_host(callback["url"]),
             state=callback["state"],
             delivered=callback["state"] == "delivered",
             event_id=callback.get("event_id"),

@@ -1,4 +1,9 @@
-"""Start, run, resume and cancel jobs: the LangGraph graph drives the nodes, the store records every state."""
+"""Start, run, resume and cancel jobs: the LangGraph graph drives the nodes, the store records every state.
+
+Just past 400 lines: the Runner is the one thing that drives a job (the API and the CLI both go through it), so its
+life (create, run a node, finish, reopen, cancel) reads in one class; admission, leases, progress, deletion and
+webhooks are modules of their own.
+"""
 
 from __future__ import annotations
 
