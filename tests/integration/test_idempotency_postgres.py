@@ -15,7 +15,8 @@ from spinbot.api.app import create_app
 from spinbot.control.runner import Runner
 from spinbot.state.db import get_engine
 from tests.support import services
-from tests.support.idempotent_api import KEY_A, KEY_B, Api, QuickDispatcher, assert_one_job_made, post_at_once
+from tests.support.idempotent_api import KEY_A, KEY_B, Api, assert_one_job_made, post_at_once
+from tests.support.quick_dispatcher import QuickDispatcher
 from tests.unit.test_idempotency import INDEXES, assert_keys_unique_per_owner
 from tests.unit.test_state import alembic_config
 

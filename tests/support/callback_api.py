@@ -12,32 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from spinbot.control.callbacks import CallbackSender
-from spinbot.control.dispatch import Dispatcher
-from spinbot.errors import TaskFailed
 from spinbot.samples import portrait_path, voice_path
-from spinbot.tasks.base import Cancelled, NodeOutput
 
 KEY = "key-callbacks-1"
 PUBLIC = "93.184.215.14"  # a public address; nothing here connects to it
 FINAL_CALLBACK_STATES = ("delivered", "failed", "superseded")
-
-
-class QuickDispatcher(Dispatcher):
-    """Python nodes return at once; `fail` fails infinite_talk with one line, `hold` keeps it running until the job
-    is cancelled."""
-
-    def __init__(self, fail: bool = False, hold: bool = False):
-        self.fail, self.hold, self.holding = fail, hold, threading.Event()
-
-    def run(self, request, report, is_cancelled):
-        if self.fail and request.node_id == "infinite_talk":
-            raise TaskFailed("the render broke")
-        while self.hold and request.node_id == "infinite_talk":
-            self.holding.set()
-            if is_cancelled():
-                raise Cancelled("cancelled by its user")
-            time.sleep(0.02)
-        return NodeOutput(values={"audio_duration": 1.0})
 
 
 class Api:

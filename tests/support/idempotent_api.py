@@ -15,25 +15,9 @@ import httpx
 from fastapi.testclient import TestClient
 
 from spinbot.api.routes import jobs as jobs_route
-from spinbot.control.dispatch import Dispatcher
 from spinbot.samples import portrait_path, voice_path
-from spinbot.tasks.base import Cancelled, NodeOutput
 
 KEY_A, KEY_B = "key-idem-a", "key-idem-b"
-
-
-class QuickDispatcher(Dispatcher):
-    """Python nodes return at once; with `hold`, infinite_talk runs until its job is cancelled."""
-
-    def __init__(self, hold: bool = False):
-        self.hold = hold
-
-    def run(self, request, report, is_cancelled):
-        while self.hold and request.node_id == "infinite_talk":
-            if is_cancelled():
-                raise Cancelled("cancelled by its user")
-            time.sleep(0.02)
-        return NodeOutput(values={"audio_duration": 1.0})
 
 
 class Api:

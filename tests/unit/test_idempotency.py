@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 
 from spinbot.api.app import create_app
 from spinbot.control.runner import Runner
-from tests.support.idempotent_api import KEY_A, KEY_B, Api, QuickDispatcher, assert_one_job_made, post_at_once
+from tests.support.idempotent_api import KEY_A, KEY_B, Api, assert_one_job_made, post_at_once
+from tests.support.quick_dispatcher import QuickDispatcher
 from tests.unit.test_state import alembic_config
 
 INDEXES = {"uq_jobs_owner_idempotency_key", "uq_jobs_keyless_idempotency_key"}

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 from spinbot.control import callback_url
 from spinbot.control.runner import Runner
-from tests.support.callback_api import KEY, Api, QuickDispatcher
+from tests.support.callback_api import KEY, Api
+from tests.support.quick_dispatcher import QuickDispatcher
 
 
 @pytest.fixture

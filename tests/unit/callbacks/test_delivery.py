@@ -29,7 +29,8 @@ from spinbot.control.callbacks import (
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.samples import portrait_path, voice_path
-from tests.support.callback_api import AttemptCounter, QuickDispatcher
+from tests.support.callback_api import AttemptCounter
+from tests.support.quick_dispatcher import QuickDispatcher
 from tests.support.webhook_receiver import Receiver
 
 

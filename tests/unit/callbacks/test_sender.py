@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from spinbot.control.callbacks import PER_OWNER_ATTEMPTS, CallbackSender
 from spinbot.control.runner import Runner
 from spinbot.settings import get_settings
-from tests.support.callback_api import QuickDispatcher
+from tests.support.quick_dispatcher import QuickDispatcher
 
 OWNERS = {"slow-1": "slow", "slow-2": "slow", "slow-3": "slow", "other": "other"}
 
