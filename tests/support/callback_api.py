@@ -68,12 +68,19 @@ class Api:
 class AttemptCounter:
     """The sender's attempts that ended, whatever their outcome: a test waits for one instead of sleeping past it."""
 
-    def __init__(self, sender: CallbackSender, monkeypatch: pytest.MonkeyPatch):
-        self.ended = 0
-        self._changed = threading.Condition()
+    def __init__(self, sender: CallbackSender, monkeypatch: pytest.MonkeyPatch, hold_after: int | None = None):
+        """With `hold_after`, the attempts after that many wait for `release()` before they start (a test does
+        something between two attempts whatever the machine's speed)."""
+        self.ended, self.started, self.hold_after = 0, 0, hold_after
+        self._changed, self._released = threading.Condition(), threading.Event()
         attempt = sender.attempt
 
         def counted(job_id: str) -> None:
+            with self._changed:
+                self.started += 1
+                held = self.hold_after is not None and self.started > self.hold_after
+            if held:
+                self._released.wait(20)
             try:
                 attempt(job_id)
             finally:
@@ -82,6 +89,9 @@ class AttemptCounter:
                     self._changed.notify_all()
 
         monkeypatch.setattr(sender, "attempt", counted)
+
+    def release(self) -> None:
+        self._released.set()
 
     def wait(self, count: int, timeout: float = 20.0) -> None:
         with self._changed:

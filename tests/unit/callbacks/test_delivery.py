@@ -171,11 +171,12 @@ def test_a_redirect_is_not_followed(start_api):
 
 def test_a_job_deleted_before_its_retry_gets_nothing_more(start_api, monkeypatch):
     api = start_api(callback_allow_private=True, callback_retry_seconds=1.0)
-    attempts = AttemptCounter(api.sender(), monkeypatch)
+    attempts = AttemptCounter(api.sender(), monkeypatch, hold_after=1)  # the retry waits for the delete
     with Receiver(answers=[500, 200]) as receiver:
         job_id = api.submit(f"{receiver.url}/hook").json()["id"]
         attempts.wait(1)  # the 500 recorded and its retry scheduled
         assert api.client.delete(f"/v1/jobs/{job_id}", headers=api.headers()).status_code == 204
+        attempts.release()
         attempts.wait(2)  # the retry came, and found nothing to send
     assert len(receiver.received) == 1
 
