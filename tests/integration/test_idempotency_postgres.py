@@ -3,9 +3,6 @@ one key through the API make one job (the unique index decides; the others answe
 
 from __future__ import annotations
 
-import uuid
-
-import psycopg
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
@@ -22,23 +19,12 @@ from tests.unit.test_state import alembic_config
 
 pytestmark = pytest.mark.integration
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture
 def postgres_url():
     """A scratch database of this test's own, dropped after it."""
-    name = f"spinbot_idempotency_{uuid.uuid4().hex[:8]}"
-    with services.machine_services():
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-        try:
-            yield url
-        finally:
-            get_engine(url).dispose()
-            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with services.scratch_postgres("spinbot_idempotency") as url:
+        yield url
 
 
 def test_the_idempotency_columns_migrate_down_and_up_on_postgres(postgres_url):
