@@ -48,6 +48,13 @@ class JobCancelled(Exception):
     pass
 
 
+def _stops(job_status: str, node_status: str) -> bool:
+    """A node still to run or running takes its job's end state when the job is cancelled or interrupted."""
+    if job_status == st.CANCELLED:
+        return node_status in (st.PENDING, st.QUEUED, st.RUNNING)
+    return job_status == st.INTERRUPTED and node_status in (st.QUEUED, st.RUNNING)
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars and arrays (and Paths) that tasks put in their metadata, as JSON-ready values."""
     if hasattr(value, "tolist"):
@@ -243,11 +250,10 @@ class Runner:
     def _finish(self, job_id: str, status: str, error: str | None = None) -> None:
         self.jobs.set_job_status(job_id, status, error)
         nodes = self.jobs.get(job_id).nodes
-        for node in nodes:
-            if status == st.CANCELLED and node.status in (st.PENDING, st.QUEUED, st.RUNNING):
-                self.jobs.node_status(job_id, node.node_id, st.CANCELLED)
-            if status == st.INTERRUPTED and node.status in (st.QUEUED, st.RUNNING):
-                self.jobs.node_status(job_id, node.node_id, st.INTERRUPTED)
+        for node in (n for n in nodes if _stops(status, n.status)):
+            self.jobs.node_status(job_id, node.node_id, status)
+            # its readers (the CLI's table, the page) last saw it run: an event, or they show it running for ever
+            self.events.publish(Event(job_id, "node", status, node.node_id, node.progress, attempt=node.attempts))
         if status == st.CANCELLED:  # a cancelled job is never retried: its nodes' resume checkpoints are no use
             from spinbot.control.lifecycle import discard_checkpoints
 

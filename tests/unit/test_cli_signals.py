@@ -104,3 +104,19 @@ def test_cancel_refuses_a_finished_job_and_an_unknown_one(spinbot_env, tmp_path)
     runner.jobs.set_job_status(job_id, "succeeded")
     assert run_cli("cancel", job_id) == (2, [f"error: job {job_id} already succeeded: there is nothing to cancel"])
     assert run_cli("cancel", "0" * 32) == (2, [f"error: job '{'0' * 32}' not found"])
+
+
+def test_ctrl_c_shows_the_stopped_node_as_interrupted_not_running(spinbot_env, monkeypatch, tmp_path):
+    """The node's row said interrupted, but no event did: the progress table (and the page) kept it `running`."""
+    from spinbot.tasks import upscale
+
+    def stopped_mid_node(ctx, params):
+        ctx.progress(0.25, "upscaled 50/200 frames")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upscale, "TASK", upscale.TaskDef("upscale_video", upscale.AIUpscalerParams, stopped_mid_node))
+    args = ["run", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path()), "--set", "script.text=Hi."]
+    code, lines = run_cli(*args)
+    assert code == 130, lines
+    upscale_lines = [line.split()[:3] for line in lines if line.startswith("upscale_video")]
+    assert upscale_lines[-1] == ["upscale_video", "interrupted", "25%"], lines
