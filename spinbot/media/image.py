@@ -145,9 +145,9 @@ _BAND_ROWS = 256
 
 
 def _rgb8(image: Image) -> np.ndarray:
-    """8-bit RGB as OpenCV's IMREAD_COLOR made it: 16-bit samples by their high byte, alpha dropped (not blended),
-    grey and palettes expanded. Converted a band of rows at a time: Pillow keeps RGB in 4 bytes a pixel, and a
-    whole-image convert and copy to numpy held two more copies of it (a 40 MP portrait peaked at 580 MB)."""
+    """8-bit RGB: 16-bit samples by their high byte, grey and palettes expanded, transparent parts on white.
+    Converted a band of rows at a time: Pillow keeps RGB in 4 bytes a pixel, and a whole-image convert and copy to
+    numpy held two more copies of it (a 40 MP portrait peaked at 580 MB)."""
     width, height = image.size
     rgb = np.empty((height, width, 3), np.uint8)
     for top in range(0, height, _BAND_ROWS):
@@ -157,6 +157,8 @@ def _rgb8(image: Image) -> np.ndarray:
 
 
 def _band_rgb8(band: Image) -> np.ndarray:
+    if band.has_transparency_data and band.mode not in ("F", "I") and not band.mode.startswith("I;16"):
+        return _on_white(np.asarray(band.convert("RGBA")))
     if band.mode == "F":  # a PFM
         grey = np.clip(np.rint(np.asarray(band)), 0, 255).astype(np.uint8)
     elif band.mode == "I" or band.mode.startswith("I;16"):  # 16-bit grey (PNG, TIFF, PPM)
@@ -164,6 +166,13 @@ def _band_rgb8(band: Image) -> np.ndarray:
     else:
         return np.asarray(band.convert("RGB") if band.mode != "RGB" else band)
     return grey[..., None]  # broadcast to the three channels
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    """A cut-out portrait (transparent background) on white, as the page's preview and image viewers show it.
+    Dropping the alpha showed what lay under it: black for most background removers, or the removed background."""
+    alpha = rgba[..., 3:].astype(np.uint16)
+    return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
 def fit_size(width: int, height: int, max_pixels: int, multiple: int = 16) -> tuple[int, int]:
