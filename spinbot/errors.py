@@ -61,6 +61,15 @@ class InputTooLarge(InputError):
     """An input over one of its limits (bytes, pixels, seconds); the message names the limit."""
 
 
+class UnusableFile(InputError):
+    """A file recognised as something that cannot be used (an iPhone's HEIC photo, a video without sound as the
+    voice). `reason` says what it is and what to send instead, naming no path: an upload's answer gives it."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
 class TooManyJobs(SpinBotError):
     """A key with as many jobs waiting or running as it may have (SPINBOT_MAX_ACTIVE_JOBS)."""
 

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from spinbot.errors import InputError, InputTooLarge
+from spinbot.errors import InputError, InputTooLarge, UnusableFile
 from spinbot.media.paths import check_input_file
 
 # Beyond any microphone or codec a voice sample comes from; a header claiming more is an attempt on memory
@@ -62,6 +62,8 @@ def _probe_with_av(path: Path) -> AudioHeader:
     try:
         with open_input(path) as container:
             if not container.streams.audio:
+                if container.streams.video:
+                    raise UnusableFile(path, "a video with no sound track: give a recording of the narrator's voice")
                 raise InputError(f"not a readable audio file: {path}")
             stream = container.streams.audio[0]
             seconds = None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from spinbot.errors import InputError, InputTooLarge
+from spinbot.errors import InputError, InputTooLarge, UnusableFile
 from spinbot.media.image_layout import refuse_costly_layout
 from spinbot.media.paths import check_input_file
 
@@ -98,7 +98,8 @@ def _opened(path: Path | str, max_pixels: int) -> Iterator[tuple[Image, ImageHea
             f"the image claims {count} pixels, over the limit of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InputError(f"not a readable image: {path}") from None
+        unread = _unread_format(path)
+        raise (UnusableFile(path, unread) if unread else InputError(f"not a readable image: {path}")) from None
     with image:
         header = ImageHeader(image.format or "unknown", int(image.size[0]), int(image.size[1]))
         if header.pixels > max_pixels:
@@ -107,6 +108,27 @@ def _opened(path: Path | str, max_pixels: int) -> Iterator[tuple[Image, ImageHea
                 f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
             )
         yield image, header
+
+
+# ISO-BMFF brands (the ftyp box's major and compatible ones) of HEIF, the format an iPhone takes photos in, which
+# Pillow does not read without a plugin; AVIF shares the container and is read where this Pillow has it.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def _unread_format(path: Path) -> str | None:
+    """What an image Pillow could not identify is, and what to send instead, for a format people have photos in."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[4:8] != b"ftyp":
+        return None
+    end = min(int.from_bytes(head[:4], "big"), len(head))
+    brands = {head[i : i + 4] for i in range(8, end - 3, 4)}
+    if brands & _AVIF_BRANDS and "AVIF" in _formats():
+        return None  # an AVIF Pillow refused: a broken file, not a format
+    if brands & (_HEIF_BRANDS | _AVIF_BRANDS):
+        return "a HEIC/HEIF image (an iPhone photo?), which is not read: save it as JPEG or PNG"
+    return None
 
 
 def _decode(image: Image, header: ImageHeader, path: Path | str) -> np.ndarray:

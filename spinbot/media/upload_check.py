@@ -11,7 +11,7 @@ import av  # noqa: F401 - imported once in the worker: audio.py imports it on it
 import numpy as np
 from PIL import Image
 
-from spinbot.errors import InputError, InputTooLarge
+from spinbot.errors import InputError, InputTooLarge, UnusableFile
 from spinbot.media.audio import load_voice, probe_audio
 from spinbot.media.features import speech_bounds
 from spinbot.media.image import load_portrait, probe_image
@@ -47,6 +47,8 @@ def check_upload(kind: str, path: str, max_image_pixels: int, max_voice_seconds:
             found = probe_audio(path).format.split(",")[0]
     except InputTooLarge as err:
         raise InputTooLarge(f"the {kind} upload is refused: {err}") from None
+    except UnusableFile as err:  # what it is and what to send instead: said, without the server's path
+        raise InputError(f"the {kind} upload is refused: {err.reason}") from None
     except MemoryError:
         raise  # past the sandbox's memory limit: the sandbox says so
     except Exception as err:  # noqa: BLE001 - InputError, or anything a decoder raised on a hostile file

@@ -3,11 +3,19 @@ video with no sound given as the voice. Each gives the picture they see, or one 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from spinbot.api.routes.uploads import check_content
+from spinbot.errors import InputError
 from spinbot.media.image import load_portrait
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import get_settings
+from tests.support.cli import run_cli
 
 MAX_PIXELS = 40_000_000
 RED, WHITE = (200, 30, 30), (255, 255, 255)
@@ -38,3 +46,61 @@ def test_a_cut_out_portrait_is_on_white_as_the_page_shows_it(tmp_path, mode):
     assert rgb.shape == (32, 64, 3) and (rgb[:, :32] == opaque).all() and (rgb[:, 50:] == WHITE).all()
     if mode != "P":
         assert (np.abs(rgb[:, 40].astype(int) - (opaque.astype(int) + 255) // 2) <= 1).all()  # half way to white
+
+
+# ---- files that are no portrait or no voice, as people send them ---------------------------------------------------
+HEIF = "a HEIC/HEIF image (an iPhone photo?), which is not read: save it as JPEG or PNG"
+NO_SOUND = "a video with no sound track: give a recording of the narrator's voice"
+
+
+def _heic(path: Path, brand: bytes = b"heic") -> Path:
+    """An ISO-BMFF file as an iPhone writes a photo: an ftyp box naming the brand, then boxes Pillow cannot read."""
+    path.write_bytes(b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1" + brand + bytes(2000))
+    return path
+
+
+def _video(path: Path, sound: np.ndarray | None = None) -> Path:
+    """A second of black 64x64 frames, with `sound` (mono float32 at 16 kHz) as its AAC track when given."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        track = container.add_stream("aac", rate=16000) if sound is not None else None
+        for _ in range(25):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode(None))
+        if track is not None:
+            frame = av.AudioFrame.from_ndarray(sound[None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, 0
+            container.mux(track.encode(frame))
+            container.mux(track.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("brand", [b"heic", b"mif1"])
+def test_an_iphone_photo_is_named_with_what_to_do(spinbot_env, tmp_path, brand):
+    # it was "not a readable image" (the CLI) or "not an image that can be decoded" (the page): a broken file?
+    photo = _heic(tmp_path / "IMG_0001.HEIC", brand)
+    with pytest.raises(InputError) as refused:
+        load_portrait(photo, MAX_PIXELS)
+    assert str(refused.value) == f"{photo}: {HEIF}"
+    with pytest.raises(InputError) as refused:
+        check_content("portrait", photo, get_settings())
+    assert str(refused.value) == f"the portrait upload is refused: {HEIF}"
+
+
+def test_a_video_without_sound_as_the_voice_says_so(spinbot_env, tmp_path):
+    video = _video(tmp_path / "clip.mp4")
+    code, lines = run_cli("run", "--prompt", "hi", "--image", str(portrait_path(tmp_path)), "--voice", str(video))
+    assert code == 2 and lines == [f"error: {video}: {NO_SOUND}"]
+    with pytest.raises(InputError) as refused:
+        check_content("voice", video, get_settings())
+    assert str(refused.value) == f"the voice upload is refused: {NO_SOUND}"
+
+
+def test_a_video_with_sound_is_a_voice(tmp_path):
+    from spinbot.media.audio import load_audio, load_voice
+
+    speech, _ = load_audio(voice_path())
+    audio, rate = load_voice(_video(tmp_path / "talk.mp4", speech), max_seconds=60)
+    assert rate == 16000 and abs(len(audio) - len(speech)) < rate // 10
