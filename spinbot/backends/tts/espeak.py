@@ -15,10 +15,11 @@ import numpy as np
 
 from spinbot.backends.tts.analysis import VoiceAnalysis, analyse_voice
 from spinbot.backends.tts.base import Reference
+from spinbot.backends.tts.languages import language_runs
 from spinbot.errors import BackendUnavailable
 
 SAMPLE_RATE = 22050
-LANGUAGE = "en-us"  # the seed's scripts are English
+LANGUAGE = "en-us"  # the seed's scripts are English: Latin letters are spoken in it
 
 # speak_lib.h constants.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -181,5 +182,11 @@ class EspeakBackend:
         return EspeakVoice(f"{LANGUAGE}+{variant}", pitch, rate, analysis)
 
     def synthesize(self, text: str, voice: EspeakVoice, params: Any) -> np.ndarray:
-        samples = synthesize_raw(text, voice.name, voice.rate, voice.pitch, params.seed)
-        return samples.astype(np.float32) / 32768.0
+        """Each stretch of the text in the language its writing system names (spinbot.backends.tts.languages), in
+        the narrator's variant, pitch and rate."""
+        variant = voice.name.partition("+")[2]
+        parts = [
+            synthesize_raw(run, f"{language}+{variant}", voice.rate, voice.pitch, params.seed)
+            for language, run in language_runs(text, LANGUAGE)
+        ]
+        return np.concatenate(parts).astype(np.float32) / 32768.0
