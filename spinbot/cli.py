@@ -114,7 +114,9 @@ def run(
     pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
     set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
     out: Path | None = typer.Option(
-        None, metavar="FILE", help="Where to copy the final video (a folder: it goes in as JOB_ID.mp4)."
+        None,
+        metavar="FILE",
+        help="Where to copy the final video (a folder: it goes in as JOB_ID.mp4; default: spinbot-out/JOB_ID.mp4).",
     ),
     resume: str | None = typer.Option(
         None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node, with its own inputs."
@@ -280,8 +282,9 @@ def gc(
     job: list[str] = typer.Option([], "--job", help="Delete this finished job whatever its age (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list the jobs that would be deleted."),
 ) -> None:
-    """Delete finished jobs: their artifacts, the uploads no other job uses, their records; and the window
-    checkpoints left behind by jobs that succeeded or were cancelled."""
+    """Delete finished jobs: their artifacts, the uploads no other job uses, their records.
+
+    Also the window checkpoints left behind by jobs that succeeded or were cancelled."""
     from spinbot.control.lifecycle import expire_jobs, sweep_checkpoints
 
     try:
