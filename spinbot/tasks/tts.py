@@ -227,14 +227,16 @@ def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
     key = ctx.save("speech.wav", write_wav(ctx.output_path("speech.wav"), audio, OUTPUT_RATE), "audio/wav")
     ctx.progress(1.0, "speech written")
     honoured = backend.honoured | WORKFLOW_PARAMS
+    voice_meta, level_meta = voice.as_meta(), _level_meta(audio, params.target_rms)
     meta = {
         "backend": backend.name,
         "honoured_params": sorted(honoured),
         "ignored_params": ignored_params(params, set(honoured)),
-        **voice.as_meta(),
+        **voice_meta,
         "chunks": chunk_plan,
         "joins_s": [round(j / backend.sample_rate, 3) for j in joins],
-        **_level_meta(audio, params.target_rms),
+        **level_meta,
+        "warnings": voice_meta.get("warnings", []) + level_meta["warnings"],
     }
     duration = round(len(audio) / OUTPUT_RATE, 3)
     return NodeOutput(artifacts={"audio": key}, values={"audio_duration": duration}, meta=meta)

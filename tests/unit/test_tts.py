@@ -248,3 +248,13 @@ def test_long_sentences_are_split_at_commas_within_the_limit():
     assert " ".join(c.text for c in chunks) == f"Short one. {long_sentence} Done!"
     assert chunks[1].text.endswith(",") and chunks[1].pause_after < chunks[0].pause_after
     assert plan_chunks("one " * 40, max_chars=30)[0].text.count("one") == 7
+
+
+def test_a_narrator_voice_with_no_speech_in_it_is_warned_of(store, tmp_path, caplog):
+    # noise, a hum or a click passed as "not silent", and the default voice spoke with no word of why
+    noise = (0.01 * np.random.default_rng(0).standard_normal(5 * 16000)).astype(np.float32)
+    key = "jobs/job1/inputs/noise.wav"
+    store.upload(write_wav(tmp_path / "noise.wav", noise, 16000), key)
+    output = speak(store, ONE_SENTENCE, job_ref_text="", narrator_voice=key, artifacts={})[2]
+    said = "no voiced speech in the narrator voice (no pitch found): spoke with espeak's default pitch and rate"
+    assert output.meta["warnings"] == [said] and said in caplog.messages

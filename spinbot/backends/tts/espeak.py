@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from spinbot.backends.tts.analysis import VoiceAnalysis, analyse_voice
 from spinbot.backends.tts.base import Reference
 from spinbot.backends.tts.languages import language_runs
 from spinbot.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050
 LANGUAGE = "en-us"  # the seed's scripts are English: Latin letters are spoken in it
@@ -139,10 +142,18 @@ class EspeakVoice:
     rate: int  # espeak words per minute
     analysis: VoiceAnalysis
 
+    @property
+    def warnings(self) -> list[str]:
+        if self.analysis.f0_hz is not None:
+            return []
+        # noise, a hum or music passes as "not silent" at submission: the user hears a voice that is not theirs
+        return ["no voiced speech in the narrator voice (no pitch found): spoke with espeak's default pitch and rate"]
+
     def as_meta(self) -> dict[str, Any]:
         return {
             "voice_analysis": self.analysis.as_meta(),
             "espeak": {"voice": self.name, "pitch": self.pitch, "rate": self.rate},
+            "warnings": self.warnings,
         }
 
 
@@ -179,7 +190,10 @@ class EspeakBackend:
         analysis = analyse_voice(reference.audio, reference.sample_rate, reference.text)
         variant, pitch = choose_pitch(analysis.f0_hz)
         rate = choose_rate(analysis.words_per_minute, float(params.speed))
-        return EspeakVoice(f"{LANGUAGE}+{variant}", pitch, rate, analysis)
+        voice = EspeakVoice(f"{LANGUAGE}+{variant}", pitch, rate, analysis)
+        for warning in voice.warnings:
+            log.warning(warning)
+        return voice
 
     def synthesize(self, text: str, voice: EspeakVoice, params: Any) -> np.ndarray:
         """Each stretch of the text in the language its writing system names (spinbot.backends.tts.languages), in
