@@ -146,7 +146,7 @@ def test_metadata_records_backend_ignored_params_steps_face_and_windows(beckett_
         "generate",
         "video_combine",
     ]
-    assert meta["face_found"] is True and meta["warnings"] == []
+    assert meta["face_found"] is True and meta["faces_found"] == 1 and meta["warnings"] == []
     assert meta["eyes"] == "detected" and meta["lip_line"] == "found"
     assert meta["blinks"] >= 1  # ten seconds: blinks come every 2-6 s
     assert meta["windows"]["count"] == len(plan_windows(249, 81, 25)) == 4
@@ -234,6 +234,20 @@ def test_a_portrait_without_a_face_still_renders_with_a_warning(tmp_path, becket
     info = probe(video)
     assert (info.width, info.height) == (320, 240)
     assert info.frames == round(cropped_duration(out.meta) * 25)
+
+
+def test_a_portrait_with_two_faces_says_which_one_speaks(tmp_path, portrait, beckett_excerpt):
+    # the largest face was animated and the other stayed still, with no word of it
+    one = load_image(portrait, 40_000_000)
+    smaller = np.full_like(one, 128)  # the same person on the right, smaller: the left face is the largest
+    smaller[51:461, 51:461] = cv2.resize(one, (410, 410), interpolation=cv2.INTER_AREA)
+    two = np.concatenate([one, smaller], axis=1)
+    path = tmp_path / "two.png"
+    cv2.imwrite(str(path), cv2.cvtColor(two, cv2.COLOR_RGB2BGR))
+    out, _ = run_talk(tmp_path, path, beckett_excerpt)
+    assert out.meta["faces_found"] == 2 and out.meta["warnings"] == [
+        "2 faces in the portrait: animated the largest, on the left (crop the portrait to the one that speaks)"
+    ]
 
 
 def test_silence_only_audio_renders_the_whole_clip_with_a_warning(tmp_path, portrait):

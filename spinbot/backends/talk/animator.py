@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from spinbot.backends.talk.base import SpeechTrack
-from spinbot.backends.talk.face_layout import locate_face
+from spinbot.backends.talk.face_layout import FaceLayout, locate_face
 from spinbot.backends.talk.motion import motion_tracks
 from spinbot.backends.talk.rendering import AnimatorState, cavity_colour, lash_colour, render_frame
 from spinbot.backends.talk.warp_fields import blink_field, body_masks, jaw_field, spread_field
@@ -42,8 +42,8 @@ class AnimatorBackend:
 
     def prepare(self, image: np.ndarray, speech: SpeechTrack, params: Any) -> AnimatorState:
         layout = locate_face(image)
-        if not layout.face_found:
-            log.warning("no face detected in the portrait; animating a centred estimate")
+        for warning in _face_warnings(layout, image.shape[1]):
+            log.warning(warning)
         masks = body_masks(image.shape, layout)
         grid_y, grid_x = np.mgrid[masks.y0 : masks.y1, masks.x0 : masks.x1].astype(np.float32)
         return AnimatorState(
@@ -76,13 +76,27 @@ class AnimatorBackend:
 
     def describe(self, state: AnimatorState) -> dict[str, Any]:
         f = state.layout
-        warnings = [] if f.face_found else ["no face detected in the portrait: animated a centred estimate"]
         return {
             "face_found": f.face_found,
+            "faces_found": f.faces_found,
             "face_box": [f.face.x, f.face.y, f.face.w, f.face.h],
             "eyes": "detected" if f.eyes_found else "estimated",
             "lip_line": "found" if f.lip_line_found else "estimated",
             "mouth": [round(f.mouth_x, 1), round(f.mouth_y, 1)],
             "blinks": int(np.count_nonzero(np.diff((state.tracks.blink > 0).astype(np.int8), prepend=0) == 1)),
-            "warnings": warnings,
+            "warnings": _face_warnings(f, state.image.shape[1]),
         }
+
+
+def _face_warnings(layout: FaceLayout, width: int) -> list[str]:
+    """What the user should know about the face that speaks: none found, or one of several."""
+    if not layout.face_found:
+        return ["no face detected in the portrait: animated a centred estimate"]
+    if layout.faces_found < 2:
+        return []
+    centre = (layout.face.x + layout.face.w / 2) / width
+    where = "on the left" if centre < 1 / 3 else "on the right" if centre > 2 / 3 else "in the middle"
+    return [
+        f"{layout.faces_found} faces in the portrait: animated the largest, {where} "
+        "(crop the portrait to the one that speaks)"
+    ]

@@ -84,6 +84,7 @@ class FaceLayout:
     face_found: bool
     eyes_found: bool
     lip_line_found: bool
+    faces_found: int = 0  # faces confirmed by an eye: past one, the others stay still
 
 
 def locate_face(image: np.ndarray, p: FaceProportions = PROPORTIONS) -> FaceLayout:
@@ -91,7 +92,8 @@ def locate_face(image: np.ndarray, p: FaceProportions = PROPORTIONS) -> FaceLayo
     h, w = image.shape[:2]
     # A face confirmed by an eye; else the cascade's largest candidate (a face with its eyes hidden), which beats
     # a guess at the centre.
-    faces = detect_faces(image) or face_candidates(image)[:1]
+    confirmed = detect_faces(image)
+    faces = confirmed or face_candidates(image)[:1]
     face = faces[0] if faces else _centred_face(w, h, p)
     eye_boxes = detect_eyes(image, face) if faces else []
     if len(eye_boxes) == 2:
@@ -113,6 +115,7 @@ def locate_face(image: np.ndarray, p: FaceProportions = PROPORTIONS) -> FaceLayo
         bool(faces),
         len(eye_boxes) == 2,
         lip_line is not None,
+        len(confirmed),
     )
 
 
