@@ -22,6 +22,9 @@ MAX_SAMPLE_RATE = 384_000
 # speech task (Praat's pitch analysis).
 MIN_SAMPLE_RATE = 8_000
 MAX_CHANNELS = 8
+# What to do with a voice over the limit: the lite backend measures pitch and rate on a few sentences, and F5-TTS
+# clones from at most 12 s.
+CUT_VOICE = "cut 10 to 30 s of clear speech from it"
 _UNKNOWN_FRAMES = 2**62  # libsndfile reports about 2**63 frames for a stream whose header leaves the length open
 # FFmpeg parses ID3v2 tags at the start of any file, inside ADTS (.aac) streams and in WAV/AIFF chunks, and inflates
 # their zlib-compressed frames into metadata it keeps: a 534 KB .aac with eight compressed TXXX frames took 1.2 GB
@@ -100,6 +103,7 @@ def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
     if header.seconds is not None and header.seconds > max_seconds:
         raise InputTooLarge(
             f"the audio lasts {header.seconds:.1f} s, over the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)"
+            f": {CUT_VOICE}"
         )
     if not MIN_SAMPLE_RATE <= header.sample_rate <= MAX_SAMPLE_RATE:
         raise InputTooLarge(  # a limit, like seconds: the upload route passes its message on
@@ -168,7 +172,9 @@ def _read_mono(f: sf.SoundFile, frames: int) -> np.ndarray:
 
 
 def _too_long(max_seconds: float | None) -> InputTooLarge:
-    return InputTooLarge(f"the audio lasts more than the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)")
+    return InputTooLarge(
+        f"the audio lasts more than the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS): {CUT_VOICE}"
+    )
 
 
 def _decode_with_av(path: Path, max_seconds: float | None, mono: bool) -> tuple[np.ndarray, int]:

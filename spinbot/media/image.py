@@ -105,7 +105,7 @@ def _opened(path: Path | str, max_pixels: int) -> Iterator[tuple[Image, ImageHea
         if header.pixels > max_pixels:
             raise InputTooLarge(
                 f"the image is {header.width}x{header.height} ({header.pixels:,} pixels), over the limit "
-                f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS)"
+                f"of {max_pixels:,} pixels (SPINBOT_MAX_IMAGE_PIXELS): scale it down"
             )
         yield image, header
 

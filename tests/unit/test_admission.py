@@ -265,7 +265,10 @@ def test_a_long_local_voice_is_refused_at_submission_from_its_header(spinbot_env
     result = CliRunner().invoke(
         cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice)]
     )
-    expected = "the narrator voice: the audio lasts 90.0 s, over the limit of 60 s (SPINBOT_MAX_VOICE_SECONDS)"
+    expected = (  # and what to do, not only the limit
+        "the narrator voice: the audio lasts 90.0 s, over the limit of 60 s (SPINBOT_MAX_VOICE_SECONDS): "
+        "cut 10 to 30 s of clear speech from it"
+    )
     assert result.exit_code == 2 and expected in result.output
     assert decoded == []  # the header said enough
     assert stored(spinbot_env) == []  # no job, nothing uploaded

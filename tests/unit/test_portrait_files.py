@@ -104,3 +104,15 @@ def test_a_video_with_sound_is_a_voice(tmp_path):
     speech, _ = load_audio(voice_path())
     audio, rate = load_voice(_video(tmp_path / "talk.mp4", speech), max_seconds=60)
     assert rate == 16000 and abs(len(audio) - len(speech)) < rate // 10
+
+
+def test_a_photo_over_the_pixel_limit_says_what_to_do(tmp_path):
+    # a 48 MP phone photo was refused naming the setting only
+    photo = tmp_path / "big.png"
+    Image.new("RGB", (800, 600)).save(photo)
+    with pytest.raises(InputError) as refused:
+        load_portrait(photo, 400_000)
+    assert str(refused.value) == (
+        "the image is 800x600 (480,000 pixels), over the limit of 400,000 pixels (SPINBOT_MAX_IMAGE_PIXELS): "
+        "scale it down"
+    )
