@@ -224,6 +224,32 @@ def test_a_text_file_as_portrait_shows_the_api_error_and_sends_no_job(page, serv
     assert server.get("/v1/jobs")["total"] == jobs_before
 
 
+def test_a_submit_while_the_form_still_loads_waits_for_it(page, server, tmp_path):
+    """After the key is given the form's data loads again: a click before it came said "the server's pipelines did
+    not load" (they were loading), the message vanished when they came, and nothing was sent."""
+    held = []
+    page.goto(server.url)
+    expect(page.locator("#key-panel")).to_be_visible()
+    page.route(
+        "**/v1/params/form",
+        lambda route: held.append(route) if route.request.headers.get("authorization") else route.continue_(),
+    )
+    page.fill("#api-key", server.api_key)
+    page.click("#key-form button[type=submit]")
+    while not held:
+        page.wait_for_timeout(50)
+    not_an_image = tmp_path / "portrait.png"
+    not_an_image.write_text("this is text pretending to be a png")
+    page.fill("#prompt", "a click before the form is ready")
+    page.set_input_files("#portrait", str(not_an_image))
+    page.set_input_files("#voice", str(voice_path()))
+    page.click("#submit")
+    page.wait_for_timeout(300)
+    expect(page.locator('.field-error[data-for="form"]')).not_to_contain_text("did not load")
+    held[0].continue_()
+    expect(page.locator('.field-error[data-for="form"]')).to_contain_text("see the upload errors")
+
+
 def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, screenshot, tmp_path):
     open_page(page, server)
     fill_the_form(page, tmp_path)

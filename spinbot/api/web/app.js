@@ -20,6 +20,7 @@ const portrait = new UploadField(form, { kind: "portrait", key: "image", input: 
 const voice = new UploadField(form, { kind: "voice", key: "voice", input: $("#voice"), preview: $("#voice-player") });
 let advanced = null;
 let pipelines = [];
+let formLoad = Promise.resolve(); // the form's data as it loads (again after a key is given): a submit waits for it
 
 // ---- the API key ---------------------------------------------------------------------------------------------
 function askForKey(reason, detail = "") {
@@ -47,7 +48,12 @@ async function useKey(event) {
 }
 
 // ---- the form ------------------------------------------------------------------------------------------------
-async function loadForm() {
+function loadForm() {
+  formLoad = fetchForm();
+  return formLoad;
+}
+
+async function fetchForm() {
   try {
     const [catalog, schemas, about] = await Promise.all([api.pipelines(), api.paramSchemas(), api.paramForm()]);
     pipelines = catalog.pipelines;
@@ -123,6 +129,7 @@ async function uploadIds() {
 async function submitJob(event) {
   event.preventDefault();
   clearErrors(form);
+  if (!advanced) await formLoad; // still loading (a click right after the key): not a failure
   if (!advanced) return showError(form, "form", "the form is not ready: the server's pipelines did not load");
   const { params, errors } = advanced.collect();
   const script = $("#script_text").value.trim();
