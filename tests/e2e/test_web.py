@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from spinbot.media.audio import load_audio
+from spinbot.media.video import VideoWriter
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from tests.e2e.views import check_view
 
@@ -248,6 +252,20 @@ def test_a_submit_while_the_form_still_loads_waits_for_it(page, server, tmp_path
     expect(page.locator('.field-error[data-for="form"]')).not_to_contain_text("did not load")
     held[0].continue_()
     expect(page.locator('.field-error[data-for="form"]')).to_contain_text("see the upload errors")
+
+
+def test_the_voice_picker_offers_videos_whose_sound_is_read(page, server, tmp_path):
+    """The server reads a video's sound track as the voice (a phone's recording is often a video): the picker
+    offered audio files only, so such a recording could not be chosen on the page."""
+    open_page(page, server)
+    assert set(page.get_attribute("#voice", "accept").split(",")) == {"audio/*", "video/*"}
+    speech, rate = load_audio(voice_path())
+    clip = tmp_path / "recording.mp4"
+    with VideoWriter(clip, 25, 64, 64, audio=(speech, rate)) as writer:
+        for _ in range(int(len(speech) / rate * 25)):
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+    page.set_input_files("#voice", str(clip))
+    expect(page.locator(".upload-state[data-state-for=voice]")).to_contain_text("uploaded")
 
 
 def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, screenshot, tmp_path):
