@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 import numpy as np
+import pytest
 
 from spinbot.media.audio import load_audio
 from spinbot.media.video import VideoWriter
