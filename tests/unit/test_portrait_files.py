@@ -116,3 +116,53 @@ def test_a_photo_over_the_pixel_limit_says_what_to_do(tmp_path):
         "the image is 800x600 (480,000 pixels), over the limit of 400,000 pixels (SPINBOT_MAX_IMAGE_PIXELS): "
         "scale it down"
     )
+
+
+# ---- colour profiles: an iPhone photo's Display P3 numbers are not sRGB ----------------------------------------------
+
+SWATCHES = np.array([[(200, 100, 100), (220, 170, 140), (128, 128, 128), (60, 120, 200), (30, 200, 60)]], np.uint8)
+
+
+def _srgb_from_p3(pixels: np.ndarray) -> np.ndarray:
+    """What the test profile's numbers are in sRGB, worked out from the primaries: linear light through the P3 matrix
+    to D50 XYZ, back through the sRGB profile's own matrix, then sRGB's curve (the relative colorimetric intent of
+    two matrix/curve profiles is exactly this)."""
+    from PIL import ImageCms
+
+    from tests.support.icc import DISPLAY_P3, GAMMA_U8F8
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).profile
+    to_xyz = np.array([DISPLAY_P3[c] for c in ("red", "green", "blue")]).T
+    srgb_to_xyz = np.array([getattr(srgb, f"{c}_colorant")[0] for c in ("red", "green", "blue")]).T
+    linear = (pixels / 255.0) ** (GAMMA_U8F8 / 256)
+    out = np.clip(linear @ to_xyz.T @ np.linalg.inv(srgb_to_xyz).T, 0, 1)
+    encoded = np.where(out <= 0.0031308, 12.92 * out, 1.055 * out ** (1 / 2.4) - 0.055)
+    return np.rint(encoded * 255)
+
+
+def _tagged_png(path: Path, profile: bytes | None) -> Path:
+    Image.fromarray(np.repeat(SWATCHES, 8, axis=0)).save(path, icc_profile=profile)
+    return path
+
+
+def test_a_display_p3_photo_is_converted_to_srgb(tmp_path):
+    # its numbers were taken as sRGB: every saturated colour came out duller than the phone shows it
+    from tests.support.icc import rgb_profile
+
+    got = load_portrait(_tagged_png(tmp_path / "p3.png", rgb_profile()), MAX_PIXELS)[0].astype(int)
+    expected = _srgb_from_p3(SWATCHES[0])
+    assert np.abs(got - expected).max() <= 2
+    assert np.abs(expected - SWATCHES[0]).max() > 10  # the conversion moves these colours visibly
+
+
+def test_an_srgb_broken_or_oversized_profile_keeps_the_numbers(tmp_path):
+    from PIL import ImageCms
+
+    from spinbot.media.image import MAX_ICC_BYTES
+    from tests.support.icc import rgb_profile
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    huge = rgb_profile() + b"\0" * MAX_ICC_BYTES  # a valid profile, past the length read
+    for name, profile in {"none": None, "srgb": srgb, "broken": b"not a profile " * 40, "huge": huge}.items():
+        got = load_portrait(_tagged_png(tmp_path / f"{name}.png", profile), MAX_PIXELS)
+        assert (got == np.repeat(SWATCHES, 8, axis=0)).all(), name
