@@ -1,0 +1,74 @@
+"""Job requests from a black-box probe of a running server (2026-12-05) that got a 500 or an error that named
+nothing: each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import reset_settings
+from spinbot.tasks.base import MAX_PARAM_DEPTH
+
+KEY = "key-a-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture
+def client(spinbot_env, monkeypatch):
+    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
+    reset_settings()
+    with TestClient(create_app()) as c:
+        yield c
+
+
+@pytest.fixture
+def uploads(client, tmp_path) -> dict[str, str]:
+    ids = {}
+    for kind, path in (("portrait", portrait_path(tmp_path)), ("voice", voice_path())):
+        with open(path, "rb") as f:
+            answer = client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
+        assert answer.status_code == 201, answer.text
+        ids[kind] = answer.json()["id"]
+    return ids
+
+
+def nested_body(uploads: dict[str, str], depth: int) -> bytes:
+    """A job whose infinite_talk.fps is a list `depth` levels deep (raw JSON: json.dumps recurses)."""
+    head = '{"image": "%s", "voice": "%s", "prompt": "the sea", "params": {"infinite_talk": {"fps": '
+    value = "[" * depth + "]" * depth
+    return ((head % (uploads["portrait"], uploads["voice"])) + value + "}}}").encode()
+
+
+@pytest.mark.parametrize("depth", [300, 900])
+@pytest.mark.parametrize("keyed", [True, False], ids=["idempotency-key", "no-key"])
+def test_a_param_nested_hundreds_of_levels_deep_is_a_400_naming_it(client, uploads, depth, keyed):
+    # With an Idempotency-Key the request's digest serialized the body first: pydantic's "Maximum serialization
+    # depth exceeded", a 500 and the connection closed
+    headers = AUTH | {"content-type": "application/json"} | ({"Idempotency-Key": str(uuid.uuid4())} if keyed else {})
+    answer = client.post("/v1/jobs", content=nested_body(uploads, depth), headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith(f"infinite_talk.fps: lists and objects nested more than {MAX_PARAM_DEPTH}")
+    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+
+
+def test_a_shallow_list_for_a_number_param_is_still_named_by_its_type(client, uploads):
+    headers = AUTH | {"content-type": "application/json"}
+    answer = client.post("/v1/jobs", content=nested_body(uploads, MAX_PARAM_DEPTH), headers=headers)
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("infinite_talk.fps: Input should be a valid integer")
+
+
+def test_the_cli_path_refuses_a_deep_param_too(spinbot_env):
+    from spinbot.errors import ParamsError
+    from spinbot.tasks.base import validate_params
+    from spinbot.tasks.talk import InfiniteTalkParams
+
+    deep: list = []
+    for _ in range(MAX_PARAM_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(ParamsError, match=r"^infinite_talk\.fps: lists and objects nested"):
+        validate_params("infinite_talk", InfiniteTalkParams, {"fps": deep})
