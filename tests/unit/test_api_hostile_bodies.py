@@ -72,3 +72,26 @@ def test_the_cli_path_refuses_a_deep_param_too(spinbot_env):
         deep = [deep]
     with pytest.raises(ParamsError, match=r"^infinite_talk\.fps: lists and objects nested"):
         validate_params("infinite_talk", InfiniteTalkParams, {"fps": deep})
+
+
+@pytest.mark.parametrize(
+    "send, expected",
+    [
+        ({"data": {"image": "a", "voice": "b"}}, "Content-Type: application/json; it came as 'application/x-www-form"),
+        ({"content": b'{"image": "a"}', "headers": {"content-type": "text/plain"}}, "it came as 'text/plain'"),
+        ({"content": b'{"image": "a"}'}, "it came with no Content-Type"),
+        ({"content": b"", "headers": {"content-type": "application/json"}}, "the body is empty; send a JSON object"),
+        ({"json": [1, 2]}, "the body must be a JSON object, not an array"),
+        ({"content": b"null", "headers": {"content-type": "application/json"}}, "a JSON object, not null"),
+        ({"json": "a job"}, "the body must be a JSON object, not a string"),
+    ],
+    ids=["form", "text", "no-type", "empty", "array", "null", "string"],
+)
+def test_a_body_that_is_no_json_object_is_a_422_that_says_so(client, send, expected):
+    # was: "Input should be a valid dictionary or object to extract fields from" (or "Field required"), naming
+    # neither the body nor its Content-Type
+    send = dict(send)
+    answer = client.post("/v1/jobs", headers=AUTH | send.pop("headers", {}), **send)
+    assert answer.status_code == 422
+    assert expected in answer.json()["error"]
+    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
