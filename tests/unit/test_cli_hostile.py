@@ -1,0 +1,44 @@
+"""The CLI given hostile values (a probe of 2026-12-05): each got a traceback, or an error line that was not one
+line or that wrote terminal control sequences; each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from spinbot.samples import portrait_path, voice_path
+from tests.support.cli import run_cli, stored_job_files
+
+# What no error line may hold: control characters (C0, DEL, C1) and bidi overrides / isolates
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+@pytest.fixture
+def new_job(tmp_path, spinbot_env) -> list[str]:
+    return ["run", "--prompt", "hello", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--set", "a\nb"], "--set expects NODE.PARAM=VALUE, got 'a\\nb'"),
+        (["--set", "evil\x1b[2J.x=1"], "evil\\x1b[2J: no such node"),
+        (["--set", "infinite_talk.x\x1b]0;owned\x07=1"], "infinite_talk.x\\x1b]0;owned\\x07: unknown param"),
+        (["--set", "script.x\u202egnp.exe=1"], "script.x\\u202egnp.exe: unknown param"),
+    ],
+    ids=["newline", "csi", "osc-title", "bidi-override"],
+)
+def test_control_characters_an_error_quotes_are_escaped_on_its_one_line(new_job, spinbot_env, args, expected):
+    code, lines = run_cli(*new_job, *args)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert not UNPRINTABLE.search(lines[0])
+    assert stored_job_files(spinbot_env) == []
+
+
+@pytest.mark.parametrize("command", [["cancel"], ["run", "--resume"], ["params"], ["pipelines", "show"]])
+def test_a_hostile_id_or_name_is_one_inert_line(spinbot_env, command):
+    code, lines = run_cli(*command, "abc\x1b[2J\r\nrm -rf")
+    assert code == 2 and len(lines) == 1, lines
+    assert "abc\\x1b[2J\\r\\nrm -rf" in lines[0] and not UNPRINTABLE.search(lines[0])
