@@ -42,3 +42,52 @@ def test_a_hostile_id_or_name_is_one_inert_line(spinbot_env, command):
     code, lines = run_cli(*command, "abc\x1b[2J\r\nrm -rf")
     assert code == 2 and len(lines) == 1, lines
     assert "abc\\x1b[2J\\r\\nrm -rf" in lines[0] and not UNPRINTABLE.search(lines[0])
+
+
+@pytest.mark.parametrize("priority", ["99999999999999999999", "2097153"])
+def test_a_priority_past_the_queue_range_is_a_usage_line_and_nothing_is_stored(new_job, spinbot_env, priority):
+    # 10^20 was SQLite's OverflowError traceback; 2097153 was stored, then refused by BullMQ with a worker
+    code, lines = run_cli(*new_job, "--priority", priority)
+    assert (code, lines) == (
+        2,
+        [
+            "error: invalid value for '--priority': Input should be less than or equal to 2097152 "
+            "(see 'root run --help')"
+        ],
+    )
+    assert stored_job_files(spinbot_env) == []
+
+
+@pytest.mark.parametrize("days", ["1e309", "99999999999"])
+def test_gc_older_than_past_a_century_is_a_usage_line(spinbot_env, days):
+    # an OverflowError traceback: timedelta(days=inf), a date before year 1
+    code, lines = run_cli("gc", "--older-than", days)
+    assert code == 2 and lines == [
+        "error: invalid value for '--older-than': Input should be less than or equal to 36500 (see 'root gc --help')"
+    ]
+
+
+@pytest.mark.parametrize(
+    "setting, value, command, refused",
+    [
+        ("JOB_RETENTION_DAYS", "inf", ["gc"], "Input should be a finite number"),
+        ("JOB_RETENTION_DAYS", "1e9", ["gc"], "Input should be less than or equal to 36500"),
+        (
+            "JOB_LEASE_SECONDS",
+            "1e300",
+            ["run", "--set", "script.text=Hi."],
+            "Input should be less than or equal to 86400",
+        ),
+        ("JOB_LEASE_SECONDS", "inf", ["run", "--set", "script.text=Hi."], "Input should be a finite number"),
+        ("MAX_SPEECH_SECONDS", "nan", ["gc"], "Input should be a finite number"),
+    ],
+)
+def test_a_time_setting_that_overflows_a_clock_is_one_line_naming_it(
+    spinbot_env, use_settings, tmp_path, setting, value, command, refused
+):
+    # each was an OverflowError traceback (the lease's after the job was stored)
+    use_settings(**{setting.lower(): value})
+    inputs = ["--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())] if command[0] == "run" else []
+    code, lines = run_cli(*command, *inputs)
+    assert code == 2 and lines == [f"error: SPINBOT_{setting}='{value}' refused: {refused}"], lines
+    assert stored_job_files(spinbot_env) == []
