@@ -95,3 +95,24 @@ def test_a_body_that_is_no_json_object_is_a_422_that_says_so(client, send, expec
     assert answer.status_code == 422
     assert expected in answer.json()["error"]
     assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+
+
+def test_params_that_make_thousands_of_windows_are_a_400_before_anything_is_stored(client, uploads):
+    # a window a frame at 120 fps: 7,600 windows for this script, each a chunk and a manifest of all before it
+    params = {
+        "script": {"text": "Words to say here. " * 50},
+        "infinite_talk": {"fps": 120, "frame_window_size": 2, "motion_frame": 1},
+    }
+    body = {"image": uploads["portrait"], "voice": uploads["voice"], "params": params}
+    answer = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == (
+        "infinite_talk: frame_window_size 2 with motion_frame 1 makes 7,599 windows (1 new frame each) for 7,600 "
+        "frames (about 63 s of speech at 120 fps), over the limit of 2,000: raise frame_window_size or lower "
+        "motion_frame"
+    )
+    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+    params["infinite_talk"] = {"fps": 120, "frame_window_size": 8, "motion_frame": 1}  # 1,086 windows
+    accepted = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert accepted.status_code == 201
+    client.post(f"/v1/jobs/{accepted.json()['id']}/cancel", headers=AUTH)

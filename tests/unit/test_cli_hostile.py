@@ -91,3 +91,11 @@ def test_a_time_setting_that_overflows_a_clock_is_one_line_naming_it(
     code, lines = run_cli(*command, *inputs)
     assert code == 2 and lines == [f"error: SPINBOT_{setting}='{value}' refused: {refused}"], lines
     assert stored_job_files(spinbot_env) == []
+
+
+def test_a_window_a_frame_for_minutes_of_speech_is_one_line_and_nothing_is_stored(new_job, spinbot_env):
+    windows = ["--set", "infinite_talk.frame_window_size=2", "--set", "infinite_talk.motion_frame=1"]
+    code, lines = run_cli(*new_job, "--set", "script.words=700", *windows)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: infinite_talk: frame_window_size 2 with motion_frame 1 makes 6,999 windows")
+    assert stored_job_files(spinbot_env) == []
