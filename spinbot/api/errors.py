@@ -130,6 +130,8 @@ def _detail(request: Request, err: StarletteHTTPException) -> str:
     a trailing slash (never redirected: app.py) that no path of the API ends in one. The path is the client's own
     text, quoted and shortened."""
     path = request.url.path
+    if err.status_code == 400 and err.detail == "There was an error parsing the body":
+        return f"malformed JSON body: {_unparsed_why(err.__cause__)}"
     if err.status_code != 404 or err.detail != "Not Found":
         return str(err.detail)
     if len(path) > 1 and path.endswith("/"):
@@ -152,6 +154,18 @@ def _body_problem(request: Request, first: dict[str, Any]) -> str:
 def _json_kind(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
     return names.get(type(value), "a number")
+
+
+def _unparsed_why(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a JSON body that is no JSONDecodeError (it said only "There was an error parsing
+    the body"); nothing of the exception itself is echoed."""
+    if isinstance(cause, RecursionError):
+        return "lists or objects nested too deep"
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number of more than 4,300 digits"
+    return "unreadable"
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -116,3 +116,19 @@ def test_params_that_make_thousands_of_windows_are_a_400_before_anything_is_stor
     accepted = client.post("/v1/jobs", json=body, headers=AUTH)
     assert accepted.status_code == 201
     client.post(f"/v1/jobs/{accepted.json()['id']}/cancel", headers=AUTH)
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b'{"params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "lists or objects nested too deep"),
+        (b'{"image": "\xff\xfe"}', "not UTF-8 text"),
+        (b'{"priority": ' + b"9" * 5000 + b"}", "a number of more than 4,300 digits"),
+    ],
+    ids=["deep", "latin-1", "long-number"],
+)
+def test_a_body_the_json_parser_cannot_read_says_why(client, body, why):
+    # was: "There was an error parsing the body"
+    answer = client.post("/v1/jobs", content=body, headers=AUTH | {"content-type": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json() == {"error": f"malformed JSON body: {why}"}
