@@ -44,6 +44,14 @@ class TaskParams(BaseModel):
     # params that name a model file or folder -> their folder under SPINBOT_MODELS_DIR (tasks/model_files.py)
     MODEL_FOLDERS: ClassVar[Mapping[str, str]] = {}
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_value_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 and false as 0 for a number: {"fps": true} rendered a video at 1 fps
+        if isinstance(value, bool) and cls.model_fields[info.field_name or ""].annotation in (int, float):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("*", mode="after")
     @classmethod
     def _text_is_bounded(cls, value: Any, info: ValidationInfo) -> Any:

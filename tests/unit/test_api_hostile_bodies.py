@@ -132,3 +132,19 @@ def test_a_body_the_json_parser_cannot_read_says_why(client, body, why):
     answer = client.post("/v1/jobs", content=body, headers=AUTH | {"content-type": "application/json"})
     assert answer.status_code == 400
     assert answer.json() == {"error": f"malformed JSON body: {why}"}
+
+
+@pytest.mark.parametrize("param, value", [("infinite_talk.fps", True), ("infinite_talk.sampling_cfg", False)])
+def test_true_or_false_for_a_number_param_is_a_400_naming_it(client, uploads, param, value):
+    # pydantic's lax mode stored {"fps": true} as fps 1: a job that rendered a video at 1 frame a second
+    node, name = param.split(".")
+    body = {
+        "image": uploads["portrait"],
+        "voice": uploads["voice"],
+        "prompt": "the sea",
+        "params": {node: {name: value}},
+    }
+    answer = client.post("/v1/jobs", json=body, headers=AUTH)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == f"{param}: must be a number, not true or false (got {value!r})"
+    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
