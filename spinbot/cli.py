@@ -13,10 +13,11 @@ from spinbot import __version__
 from spinbot.cli_checks import check_out, check_serve_address, check_services, refuse_new_job_options, worker_queues
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
-from spinbot.control.requests import DEFAULT_PIPELINE, JobRequest
+from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
 from spinbot.errors import Conflict, InputError, SpinBotError
 from spinbot.models.cli import app as models_app
 from spinbot.pipelines.cli import app as pipelines_app
+from spinbot.settings import MAX_RETENTION_DAYS
 
 app = typer.Typer(
     cls=OneErrorStyle,
@@ -122,7 +123,11 @@ def run(
         None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node, with its own inputs."
     ),
     priority: int | None = typer.Option(
-        None, min=1, metavar="INTEGER", help="Queue priority of the job's tasks (1 runs first)."
+        None,
+        min=PRIORITY_MIN,
+        max=PRIORITY_MAX,
+        metavar="INTEGER",
+        help="Queue priority of the job's tasks (1 runs first).",
     ),
     watch: bool = typer.Option(
         False,
@@ -277,7 +282,11 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to 
 @app.command(cls=Command)
 def gc(
     older_than: float | None = typer.Option(
-        None, "--older-than", min=0, help="Days since a job finished (default: SPINBOT_JOB_RETENTION_DAYS)."
+        None,
+        "--older-than",
+        min=0,
+        max=MAX_RETENTION_DAYS,
+        help="Days since a job finished (default: SPINBOT_JOB_RETENTION_DAYS).",
     ),
     job: list[str] = typer.Option([], "--job", help="Delete this finished job whatever its age (repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only list the jobs that would be deleted."),

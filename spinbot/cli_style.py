@@ -3,6 +3,7 @@ for click's usage errors, and help in plain words (TEXT, PATH, INTEGER; no type 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,19 @@ def fail(message: str, code: int = 2) -> None:
 def print_error(message: str) -> None:
     """ "error: MESSAGE" on stderr, the message printed as it is: a path or value with brackets in it ("[1]", "[/]")
     is no markup to rich (it would vanish, or fail the print with a traceback)."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(inert(message))}", highlight=False, soft_wrap=True, markup=True)
+
+
+# Control characters (C0, DEL, C1) and the invisible marks that reorder or hide text (bidi embeddings, overrides,
+# isolates; line and paragraph separators)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def inert(text: str) -> str:
+    r"""Text for a terminal line, each unprintable character written as its escape (\n, \x1b, \u202e): an error
+    quotes a name, a path or a job's error as given (`--set $'x\ny'`, a file name, a job an API client made), and
+    a newline in it broke the one-line error, an escape sequence redrew or cleared the user's terminal."""
+    return _UNPRINTABLE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 # typer 0.29 shows Python types in help (<str>, <list[str]>, <path>): the plain names a user types instead.
@@ -119,7 +132,7 @@ def warn_misspelled_settings() -> None:
     from spinbot.settings import misspelled
 
     for line in misspelled(os.environ):
-        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True, markup=True)
+        err_console.print(f"[yellow]warning:[/] {escape(inert(line))}", highlight=False, soft_wrap=True, markup=True)
 
 
 def _first_lower(message: str) -> str:

@@ -15,9 +15,15 @@ from pydantic_settings import SettingsError as SourceError
 
 from spinbot.errors import SettingsError
 
+# The longest a time setting may be (a day; retention: a century): each is slept on, added to a clock or
+# multiplied into a timeout, where inf or 1e300 was an OverflowError traceback once a job was already stored.
+MAX_SETTING_SECONDS = 24 * 3600
+MAX_RETENTION_DAYS = 36_500
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPINBOT_", extra="ignore")
+    # NaN and infinities are refused as any other value out of bounds (one line naming the variable)
+    model_config = SettingsConfigDict(env_prefix="SPINBOT_", extra="ignore", allow_inf_nan=False)
 
     # Where the embedded defaults keep their files (SQLite, checkpoints, artifacts).
     data_dir: Path = Path("./spinbot-data")
@@ -88,10 +94,12 @@ class Settings(BaseSettings):
     # Redis queue and workers (docs/queue-choice.md). Routes add to or override the default task -> queue table.
     queue_routes: dict[str, str] = Field(default_factory=dict)
     queue_default: str = "cpu"
-    queue_lock_seconds: float = Field(default=30.0, gt=0)  # a dead worker's job is redelivered after about this
-    queue_stalled_check_seconds: float = Field(default=15.0, gt=0)
+    # a dead worker's job is redelivered after about queue_lock_seconds
+    queue_lock_seconds: float = Field(default=30.0, gt=0, le=MAX_SETTING_SECONDS)
+    queue_stalled_check_seconds: float = Field(default=15.0, gt=0, le=MAX_SETTING_SECONDS)
     queue_max_stalled: int = Field(default=2, ge=0)  # redeliveries after dead workers before the node fails
-    queue_redis_retry_seconds: float = Field(default=60.0, gt=0)  # Redis unreachable this long: the node fails
+    # Redis unreachable this long: the node fails
+    queue_redis_retry_seconds: float = Field(default=60.0, gt=0, le=MAX_SETTING_SECONDS)
     queue_result_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     worker_queues: str = "gpu,cpu"
     # The native InfiniteTalk transformer on several GPUs, one process each, the token sequence split between them
@@ -99,8 +107,9 @@ class Settings(BaseSettings):
     # device. worker_cpu_ranks runs that many gloo ranks on the CPU instead (tests).
     worker_gpus: str = ""
     worker_cpu_ranks: int = Field(default=0, ge=0)
-    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
-    worker_watchdog_seconds: float = Field(default=10.0, gt=0)  # restart a queue worker idle while jobs wait
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=MAX_SETTING_SECONDS)
+    # restart a queue worker idle while jobs wait
+    worker_watchdog_seconds: float = Field(default=10.0, gt=0, le=MAX_SETTING_SECONDS)
     extra_tasks: str = ""  # comma-separated modules, each with a TASK, that workers may also run (tests, plugins)
     # Models kept loaded between jobs (host and GPU memory together). The native set of the seed's defaults takes
     # about 52 GB (docs/models.md): below that the 14B transformer is reloaded for every job.
@@ -118,10 +127,10 @@ class Settings(BaseSettings):
 
     # One owner per job: the process driving a job renews its lease every third of this; another process takes the
     # job over only after the lease expired (spinbot.control.lease).
-    job_lease_seconds: float = Field(default=30.0, ge=1)
+    job_lease_seconds: float = Field(default=30.0, ge=1, le=MAX_SETTING_SECONDS)
     # Finished jobs (and their artifacts and uploads) older than this are deleted by `spinbot gc` and by the API's
     # hourly sweep; unset: kept until deleted.
-    job_retention_days: float | None = Field(default=None, gt=0)
+    job_retention_days: float | None = Field(default=None, gt=0, le=MAX_RETENTION_DAYS)
 
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses

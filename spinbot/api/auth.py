@@ -39,11 +39,17 @@ def _keys(request: Request) -> list[str]:
 
 
 def _header_key(request: Request) -> str:
-    given = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
-    if not given and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    return given
+    """The one key the request's headers carry ("" for none). Two different ones (X-API-Key and a Bearer token, or a
+    header twice) are refused: the first X-API-Key won and the rest were ignored, so a proxy or log that went by
+    the Authorization header saw another caller than the one the API served."""
+    given = {value.strip() for value in request.headers.getlist("x-api-key")}
+    given |= {
+        auth[7:].strip() for auth in request.headers.getlist("authorization") if auth.lower().startswith("bearer ")
+    }
+    given.discard("")
+    if len(given) > 1:
+        raise Unauthorized(f"the request carries {len(given)} different API keys; {_HEADER_HINT}, once")
+    return given.pop() if given else ""
 
 
 def _matching_key(given: str, keys: list[str]) -> str | None:

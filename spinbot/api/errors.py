@@ -52,7 +52,7 @@ _MEANINGS = {
     413: "too large: an upload over SPINBOT_MAX_UPLOAD_BYTES, a key's uploads over SPINBOT_MAX_UPLOAD_STORAGE_BYTES, "
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     416: "the byte range starts past the end of the file (Content-Range: bytes */SIZE says its size)",
-    422: "a field is missing or has the wrong type",
+    422: "a field is missing or has the wrong type, or the body is no JSON object (Content-Type: application/json)",
     429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), or SPINBOT_MAX_STREAMS_PER_KEY "
     "event streams open (an event stream)",
     501: "not available in this version",
@@ -130,11 +130,42 @@ def _detail(request: Request, err: StarletteHTTPException) -> str:
     a trailing slash (never redirected: app.py) that no path of the API ends in one. The path is the client's own
     text, quoted and shortened."""
     path = request.url.path
+    if err.status_code == 400 and err.detail == "There was an error parsing the body":
+        return f"malformed JSON body: {_unparsed_why(err.__cause__)}"
     if err.status_code != 404 or err.detail != "Not Found":
         return str(err.detail)
     if len(path) > 1 and path.endswith("/"):
         return f"nothing at {echo(path)}: no path of this API ends in '/'"
     return f"nothing at {echo(path)}"
+
+
+def _body_problem(request: Request, first: dict[str, Any]) -> str:
+    """The whole body is wrong (no field to name): JSON sent as a form or as text is read as no JSON at all, and
+    pydantic's "Input should be a valid dictionary or object to extract fields from" said neither."""
+    given = request.headers.get("content-type", "").split(";")[0].strip()
+    if given.lower() != "application/json" and not given.lower().endswith("+json"):
+        sent = f"it came as {echo(given)}" if given else "it came with no Content-Type"
+        return f"the body must be a JSON object with Content-Type: application/json; {sent}"
+    if first.get("type") == "missing":
+        return "the body is empty; send a JSON object"
+    return f"the body must be a JSON object, not {_json_kind(first.get('input'))}"
+
+
+def _json_kind(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _unparsed_why(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a JSON body that is no JSONDecodeError (it said only "There was an error parsing
+    the body"); nothing of the exception itself is echoed."""
+    if isinstance(cause, RecursionError):
+        return "lists or objects nested too deep"
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number of more than 4,300 digits"
+    return "unreadable"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -153,6 +184,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return error(400, f"malformed JSON body: {first.get('ctx', {}).get('error', first['msg'])}")
         where = shorten(".".join(str(p) for p in first["loc"] if p != "body"))  # a dict key is the client's text
+        if not where and tuple(first["loc"]) == ("body",):
+            return error(422, _body_problem(request, first))
         return error(422, f"{where}: {first['msg']}" if where else first["msg"])
 
     @app.exception_handler(StarletteHTTPException)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spinbot.api.public_errors import public_error, public_meta
 from spinbot.control.callback_url import url_host
+from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN
 from spinbot.state.store import JobView
 
 UploadKind = Literal["portrait", "voice"]
@@ -27,7 +28,9 @@ class JobCreate(BaseModel):
     voice: str = Field(max_length=64, description="upload id of the narrator voice")
     ref_text: str = Field(default="", description="transcript of the voice, at most SPINBOT_MAX_REF_TEXT_CHARS")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    priority: int | None = Field(default=None, ge=1, le=2_097_152, description="queue priority, 1 runs first")
+    priority: int | None = Field(
+        default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="queue priority, 1 runs first"
+    )
     callback_url: str | None = Field(
         default=None,
         max_length=8192,

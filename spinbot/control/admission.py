@@ -24,7 +24,9 @@ from spinbot.storage.base import ArtifactStore, check_key
 from spinbot.tasks.base import TaskParams, unstorable
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
+from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.tts import TextToSpeechParams
+from spinbot.tasks.windows import frame_count, refuse_too_many_windows
 
 TALK_TRANSFORMER_PARAMS = ("wan_video_model", "infinitetalk_model")  # the 14B transformer's two files
 TALK_CPU_MAX_BYTES = 10**9  # full size: about 38 GB in bfloat16 (16 GB in FP8); the synthetic tiny ones: 16 MB
@@ -39,7 +41,7 @@ class Admission:
         """Raise InputError (or ParamsError) with one line for the first thing wrong with the job."""
         nodes = {n.id: load_task(n.task).params_model.model_validate(params.get(n.id, {})) for n in spec.nodes}
         self.check_texts(spec, nodes, request)
-        self.check_speech_length(spec, nodes)
+        self.check_windows(spec, nodes, self.check_speech_length(spec, nodes))
         self.check_backends(spec, nodes, request)
         self.check_model_files(spec, nodes)
         self.check_files(spec, nodes, request)
@@ -62,8 +64,10 @@ class Admission:
             if isinstance(given, TextToSpeechParams) and given.ref_text:
                 _refuse_long(given.ref_text, s.max_ref_text_chars, f"{node_id}.ref_text", "SPINBOT_MAX_REF_TEXT_CHARS")
 
-    def check_speech_length(self, spec: PipelineSpec, nodes: dict[str, Any]) -> None:
-        """Each speech node's script (the user's text, or the words asked of the LLM) at that node's speed."""
+    def check_speech_length(self, spec: PipelineSpec, nodes: dict[str, Any]) -> dict[str, float]:
+        """Each speech node's script (the user's text, or the words asked of the LLM) at that node's speed; returns
+        the seconds estimated for each."""
+        estimates: dict[str, float] = {}
         for node_id, speech in nodes.items():
             if not isinstance(speech, TextToSpeechParams):
                 continue
@@ -76,7 +80,19 @@ class Admission:
                 chars, what = float(len(given.text)), f"{script}.text"
             else:
                 chars, what = words_to_chars(given.words), f"{script}.words ({given.words} words asked of the LLM)"
-            refuse_over_limit(estimate_seconds(chars, speech.speed), self.settings.max_speech_seconds, what)
+            estimates[node_id] = estimate_seconds(chars, speech.speed)
+            refuse_over_limit(estimates[node_id], self.settings.max_speech_seconds, what)
+        return estimates
+
+    def check_windows(self, spec: PipelineSpec, nodes: dict[str, Any], speech: dict[str, float]) -> None:
+        """A talking head's windows for the speech estimated before it (infinite_talk checks them again on the
+        speech it gets)."""
+        for node_id, talk in nodes.items():
+            seconds = max((speech[a] for a in spec.ancestors(node_id) if a in speech), default=None)
+            if not isinstance(talk, InfiniteTalkParams) or seconds is None:
+                continue
+            frames, about = frame_count(seconds, talk.fps), f"about {seconds:.0f} s of speech at {talk.fps} fps"
+            refuse_too_many_windows(node_id, max(frames, 1), talk.frame_window_size, talk.motion_frame, about)
 
     def check_backends(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
         values = {"ref_text": request.ref_text or ""}

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_PIPELINE = "f5tts_infinitetalk"
 INPUT_ARTIFACTS = ("source_image", "narrator_voice")  # the job's input files, by the names tasks ask for
+# A job's queue priority: BullMQ's range, 1 runs first (spinbot.queue.config); the CLI and the API refuse others
+PRIORITY_MIN, PRIORITY_MAX = 1, 2_097_152
 
 
 class JobRequest(BaseModel):
@@ -25,7 +27,7 @@ class JobRequest(BaseModel):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # node -> param -> value
     owner: str | None = None  # the API key's owner; None for local jobs
     input_keys: dict[str, str] = Field(default_factory=dict)  # source_image / narrator_voice -> stored key
-    priority: int | None = Field(default=None, ge=1)  # queue priority of the job's tasks, 1 runs first
+    priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)  # of the job's tasks, 1 runs first
     callback_url: str | None = None  # POSTed to, signed, when the job ends (spinbot.control.callbacks)
     callback_secret: str | None = None  # the client's own signing secret; None: a new one
     # the API client's Idempotency-Key and the digest of its request (spinbot.api.idempotency); the job is not

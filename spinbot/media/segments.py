@@ -38,8 +38,9 @@ ENDLIST = "#EXT-X-ENDLIST"
 # MPEG-TS timestamps cannot be negative, and FFmpeg would otherwise shift the first segment alone.
 LEAD_SECONDS = 1
 AAC_BLOCK = 1024
-# A cut asked for before a segment holds this much video is put off to the next one: windows of a few frames (a
-# frame_window_size of 2) made a segment and a whole playlist rewrite per frame, tens of thousands a job.
+# A cut asked for before a segment holds this much video is put off to the next one, and no segment ends by itself
+# before it either: windows of a few frames (a frame_window_size of 2) or an upscaler's batch_size of 1 made a
+# segment and a whole playlist rewrite per frame, tens of thousands a job.
 MIN_SEGMENT_SECONDS = 0.5
 
 Publish = Callable[[str, Path, str], None]
@@ -109,9 +110,9 @@ class AudioPackets:
 
 class HlsSegmenter:
     """Frames in, MPEG-TS segments and a playlist out. `cut()` ends a segment (a window, a batch) that holds at
-    least MIN_SEGMENT_SECONDS; a segment also ends by itself at `max_segment_frames`, which sets the playlist's
-    target duration. `finish()` closes the playlist; `close()` without it leaves the playlist open (the stream
-    stopped early)."""
+    least MIN_SEGMENT_SECONDS; a segment also ends by itself at `max_segment_frames` (raised to MIN_SEGMENT_SECONDS),
+    which sets the playlist's target duration. `finish()` closes the playlist; `close()` without it leaves the
+    playlist open (the stream stopped early)."""
 
     def __init__(
         self,
@@ -134,9 +135,11 @@ class HlsSegmenter:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps)
         self.width, self.height = width, height
-        self.max_segment_frames = max_segment_frames
-        self.min_segment_frames = min(max_segment_frames, math.ceil(MIN_SEGMENT_SECONDS * self.fps))
-        self.target_seconds = max(1, math.ceil(max_segment_frames / self.fps))
+        # The cap is a window's new frames or a batch, which a client's params can make one frame: it is raised
+        # to MIN_SEGMENT_SECONDS too, or every frame would still end a segment and rewrite the playlist.
+        self.min_segment_frames = math.ceil(MIN_SEGMENT_SECONDS * self.fps)
+        self.max_segment_frames = max(max_segment_frames, self.min_segment_frames)
+        self.target_seconds = max(1, math.ceil(self.max_segment_frames / self.fps))
         self.publish = publish
         self.encoder_options = {"crf": str(crf), "preset": preset, "bframes": "0"}  # no B-frames: DTS = PTS
         self.lead_frames = math.ceil(LEAD_SECONDS * self.fps)

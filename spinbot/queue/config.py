@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN  # BullMQ's range, which jobs are checked against
 from spinbot.errors import SpinBotError
 from spinbot.settings import Settings
 
@@ -15,7 +16,6 @@ DEFAULT_ROUTES = {"f5_to_tts": "gpu", "infinite_talk": "gpu", "upscale_video": "
 PRIORITY_HIGH = 10
 PRIORITY_NORMAL = 100
 PRIORITY_LOW = 1000
-PRIORITY_MIN, PRIORITY_MAX = 1, 2_097_152
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,14 @@ class TaskParams(BaseModel):
     # params that name a model file or folder -> their folder under SPINBOT_MODELS_DIR (tasks/model_files.py)
     MODEL_FOLDERS: ClassVar[Mapping[str, str]] = {}
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_value_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 and false as 0 for a number: {"fps": true} rendered a video at 1 fps
+        if isinstance(value, bool) and cls.model_fields[info.field_name or ""].annotation in (int, float):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("*", mode="after")
     @classmethod
     def _text_is_bounded(cls, value: Any, info: ValidationInfo) -> Any:
@@ -157,8 +165,39 @@ class TaskDef:
     check: Callable[[Any], None] | None = None
 
 
+# How deep a list or object may nest in a param value (every task of the catalog takes numbers, texts, true, false
+# and null only): a value nested some 250 levels deep passed the JSON parser, then broke pydantic's serializer, so a
+# job request with an Idempotency-Key (its digest serializes the body) was a 500.
+MAX_PARAM_DEPTH = 8
+
+
+def nesting_depth(value: Any, limit: int = MAX_PARAM_DEPTH) -> int:
+    """How deep lists and objects nest in `value` (a scalar: 0), counted without recursion up to limit + 1."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [item for item in level if isinstance(item, (list, dict))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for item in containers for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
+
+
+def refuse_deep_params(params: Mapping[str, Any]) -> None:
+    """ParamsError naming the first param (NODE.PARAM) whose value nests deeper than MAX_PARAM_DEPTH; checked
+    before anything else reads a job's params."""
+    for node_id, values in params.items():
+        for name, value in values.items() if isinstance(values, dict) else ():
+            if nesting_depth(value) > MAX_PARAM_DEPTH:
+                raise ParamsError(
+                    f"{shorten(node_id)}.{shorten(name)}: lists and objects nested more than {MAX_PARAM_DEPTH} "
+                    "levels deep; a param is a number, a text, true, false or null"
+                )
+
+
 def validate_params(node_id: str, model: type[TaskParams], raw: dict[str, Any]) -> TaskParams:
     """Validate one node's params; the error names node and field in one line."""
+    refuse_deep_params({node_id: raw})
     try:
         return model.model_validate(raw)
     except ValidationError as err:

@@ -27,7 +27,7 @@ from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ign
 from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.talk_resume import WindowCheckpoints, fingerprint
-from spinbot.tasks.windows import Window, frame_count, plan_windows
+from spinbot.tasks.windows import Window, frame_count, plan_windows, refuse_too_many_windows
 
 TARGET_LUFS = -23.0  # EBU R 128
 # The samplers the native backend implements (spinbot.backends.talk.infinitetalk.sampler.SCHEDULERS).
@@ -154,6 +154,8 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     speech, steps, warnings = prepare_speech(ctx.input_path("audio"), params)
     image, resize_step = prepare_image(ctx.input_path("source_image"), backend, params)
     steps.append(resize_step)
+    about = f"{speech.frames / speech.fps:.1f} s of speech at {speech.fps} fps"
+    refuse_too_many_windows(ctx.node_id, speech.frames, params.frame_window_size, params.motion_frame, about)
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     ctx.progress(0.05, "speech and portrait ready")
     state = backend.prepare(image, speech, params)

@@ -31,6 +31,11 @@ from spinbot.tasks.model_files import model_folders
 # restoration flicker off and on.
 DETECT_EVERY = 10
 HOLD_MISSES = 2
+# The upscaled frames one batch may hold (RGB, 3 bytes a pixel): batch_size goes up to 10,000, and a batch holds its
+# input and its upscaled frames at once (a native backend a few batches, between its threads), so a client's
+# batch_size of 10,000 held a 300-second video whole (about 3.8 MiB a 1024x1024 frame: 28 GiB), and at an 8x factor a
+# few hundred frames were past any machine. Fewer frames a batch change no frame of the output.
+BATCH_BYTES = 1 << 30
 # The face detectors the native backend loads (spinbot.backends.upscale.files.DETECTOR_FILES).
 FaceDetector = Literal["retinaface_resnet50"]
 
@@ -44,7 +49,12 @@ class AIUpscalerParams(TaskParams):
     model_name_1: str = Field(
         default="codeformer.pth", description="Face restoration model file, in facerestore_models/."
     )
-    batch_size: int = Field(default=50, ge=1, le=10_000, description="Frames processed at a time (memory use).")
+    batch_size: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Frames processed at a time (memory use; at most 1 GiB of upscaled frames).",
+    )
     facedetection: FaceDetector = Field(
         default="retinaface_resnet50", description="Face detector that finds the faces to restore."
     )
@@ -115,6 +125,7 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
     fps = frame_rate(source)
     # H.264 in yuv420p needs even sizes; only an odd-sized input at an odd factor (x3) loses its last pixel.
     width, height = info.width * backend.scale // 2 * 2, info.height * backend.scale // 2 * 2
+    asked, params = params.batch_size, held_batch(params, width, height)
     out_path = ctx.output_path("upscaled.mp4")
     audio = source_audio(source, fps, params.frame_load_cap)
     with (
@@ -130,12 +141,28 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
             "backend": backend.name,
             "scale": backend.scale,
             "frames": frames,
+            "batch_size": params.batch_size,
             "size": [width, height],
             "faces_restored": restored,  # face restorations summed over frames
             "face_detection_every": getattr(backend, "face_detection_every", DETECT_EVERY),
             "ignored_params": ignored_params(params, backend.honoured),
             "live": live.describe(),
+            "warnings": [_batch_warning(asked, params.batch_size, width, height)] if asked > params.batch_size else [],
         },
+    )
+
+
+def held_batch(params: AIUpscalerParams, width: int, height: int) -> AIUpscalerParams:
+    """The params with batch_size lowered to the upscaled frames of width x height that fit in BATCH_BYTES (at least
+    one)."""
+    fits = max(1, BATCH_BYTES // (width * height * 3))
+    return params if params.batch_size <= fits else params.model_copy(update={"batch_size": fits})
+
+
+def _batch_warning(asked: int, held: int, width: int, height: int) -> str:
+    return (
+        f"batch_size {asked} would hold {asked * width * height * 3 / 2**30:.1f} GiB of {width}x{height} frames: "
+        f"batches of {held} instead (1 GiB of upscaled frames a batch)"
     )
 
 
@@ -155,7 +182,7 @@ def upscale_stream(
     made."""
     frames = iter_frames(source, params.frame_load_cap)
     results = (
-        backend.stream(frames, params.codeformer_fidelity)
+        backend.stream(frames, params.codeformer_fidelity, params.batch_size)
         if hasattr(backend, "stream")
         else _batched_results(backend, params, frames)
     )

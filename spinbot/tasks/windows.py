@@ -8,7 +8,16 @@ N (its audio padded with silence) and is trimmed. So every output frame is produ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+from spinbot.errors import ParamsError
+
+# Each window is encoded as a chunk and stored with a checkpoint manifest that lists every chunk before it
+# (tasks/talk_resume.py), so windows cost more than their frames: frame_window_size=2 with motion_frame=1 at 120 fps
+# made a window a frame, 36,000 for 300 s of speech (1,799 windows for 15 s already wrote 154 MB of manifests in
+# 5,397 store writes). The seed's 81 frames with 25 of motion context make 643 windows at 120 fps for 300 s.
+MAX_WINDOWS = 2000
 
 
 @dataclass(frozen=True)
@@ -56,3 +65,22 @@ def plan_windows(total_frames: int, window_size: int, motion_frames: int) -> lis
         end = start + window_size
         windows.append(Window(prev.index + 1, start, end, motion_frames, prev.end, min(end, total_frames)))
     return windows
+
+
+def window_count(total_frames: int, window_size: int, motion_frames: int) -> int:
+    """len(plan_windows(total_frames, window_size, motion_frames)), without planning them."""
+    if total_frames <= window_size:
+        return 1
+    return 1 + math.ceil((total_frames - window_size) / (window_size - motion_frames))
+
+
+def refuse_too_many_windows(node_id: str, total_frames: int, window_size: int, motion_frames: int, about: str) -> None:
+    """ParamsError, one line, where the windows for `total_frames` are more than MAX_WINDOWS; `about` says where the
+    frames come from ("about 300 s of speech at 25 fps")."""
+    count, new = window_count(total_frames, window_size, motion_frames), window_size - motion_frames
+    if count > MAX_WINDOWS:
+        raise ParamsError(
+            f"{node_id}: frame_window_size {window_size} with motion_frame {motion_frames} makes {count:,} windows "
+            f"({new} new frame{'s' if new > 1 else ''} each) for {total_frames:,} frames ({about}), over the limit "
+            f"of {MAX_WINDOWS:,}: raise frame_window_size or lower motion_frame"
+        )

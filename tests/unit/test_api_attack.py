@@ -107,3 +107,25 @@ def test_node_metadata_reaches_clients_without_addresses_credentials_or_paths(cl
     assert shown["warnings"] == ["checkpoints stopped: [Errno 28] No space left on device: 'ckpt.bin'"]
     assert shown["ignored_params"] == meta["ignored_params"]  # what names no internal thing is left as it was
     assert client.get("/v1/jobs", headers=auth()).json()["items"][0]["nodes"][0]["meta"] == shown
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Authorization", "Bearer not-a-key"), ("X-API-Key", KEY_A)],  # a bogus bearer was ignored: 200 as key A
+        [("Authorization", f"Bearer {KEY_A}"), ("X-API-Key", "key-b-456")],  # answered as key B
+        [("X-API-Key", "key-b-456"), ("X-API-Key", KEY_A)],
+        [("Authorization", f"Bearer {KEY_A}"), ("Authorization", "Bearer key-b-456")],
+    ],
+    ids=["bogus-bearer", "two-keys", "x-api-key-twice", "bearer-twice"],
+)
+def test_a_request_with_two_different_keys_is_refused(client, headers):
+    for path in ("/v1/jobs", "/metrics"):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 401, (path, answer.text)
+        assert answer.json()["error"].startswith("the request carries 2 different API keys")
+
+
+def test_one_key_sent_in_both_headers_is_that_key(client):
+    headers = [("Authorization", f"Bearer {KEY_A}"), ("X-API-Key", KEY_A), ("Authorization", "Basic cHJveHk6eA==")]
+    assert client.get("/v1/jobs", headers=headers).status_code == 200

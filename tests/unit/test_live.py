@@ -323,3 +323,19 @@ def test_cuts_asked_for_every_frame_make_segments_of_half_a_second(tmp_path, pub
     segmenter = write_stream(tmp_path, published, frames=60, cuts=set(range(1, 61)), max_frames=50)
     assert segmenter.segments == 5 and segmenter.frames == 60
     assert segment_durations(published.playlists[-1]) == [0.52, 0.52, 0.52, 0.52, 0.32]  # 13 frames at 25 fps
+
+
+def test_a_cap_below_half_a_second_still_makes_segments_of_half_a_second(tmp_path, published):
+    """The cap the tasks pass is a window's new frames or the upscaler's batch_size: frame_window_size=2 with
+    motion_frame=1 (windows of 1 new frame), or batch_size=1, made a segment and a playlist rewrite per frame."""
+    segmenter = write_stream(tmp_path, published, frames=60, cuts=set(range(1, 61)), max_frames=1)
+    assert segmenter.segments == 5 and len(published.playlists) == 5
+    assert segment_durations(published.playlists[-1]) == [0.52, 0.52, 0.52, 0.52, 0.32]
+
+
+def test_windows_of_one_new_frame_publish_half_second_segments(tmp_path, talk_inputs, use_settings):
+    use_settings(talk_max_pixels=96 * 96)
+    out, _ = run_talk(tmp_path, *talk_inputs, frame_window_size=2, motion_frame=1)
+    frames = out.meta["steps"][-1]["frames"]
+    assert out.meta["windows"]["count"] >= frames - 1 >= 40  # a window a frame
+    assert out.meta["live"]["segments"] == -(-frames // 13)  # 13 frames (0.52 s at 25 fps) a segment

@@ -249,3 +249,33 @@ def test_feathered_mask_is_solid_inside_and_zero_at_the_corners():
     assert mask[30, 20] == pytest.approx(1.0)
     assert mask[0, 0] == 0 and mask[59, 39] == 0
     assert np.all(np.diff(mask[30, :20]) >= 0)  # rises smoothly toward the centre
+
+
+def test_a_batch_past_batch_bytes_holds_fewer_frames_and_says_so(clip, tmp_path, monkeypatch):
+    """batch_size 10,000 held the whole video at once, input and upscaled frames: about 3.8 MiB a 1024x1024 frame,
+    28 GiB for 300 s at 25 fps. The frames a batch holds are bounded by their bytes; the video is the same."""
+    import spinbot.tasks.upscale as task
+
+    out_frame = (2 * SIDE) ** 2 * 3
+    monkeypatch.setattr(task, "BATCH_BYTES", 5 * out_frame + 1, raising=False)  # 5 upscaled frames
+    seen = []
+    batch = ResampleUpscaler.upscale_batch
+    monkeypatch.setattr(
+        ResampleUpscaler, "upscale_batch", lambda self, frames: seen.append(len(frames)) or batch(self, frames)
+    )
+    path, output = upscale(clip, tmp_path, batch_size=10_000, frame_load_cap=24)
+    assert probe(path).frames == 24 and max(seen) == 5 and sum(seen) == 24
+    assert output.meta["batch_size"] == 5
+    assert output.meta["warnings"] == [
+        f"batch_size 10000 would hold {10_000 * out_frame / 2**30:.1f} GiB of {2 * SIDE}x{2 * SIDE} frames: "
+        "batches of 5 instead (1 GiB of upscaled frames a batch)"
+    ]
+    assert output.meta["live"]["segments"] == 2  # 13 frames (0.5 s) at least a segment, not 5
+
+
+def test_the_default_batch_fits_the_largest_talking_head_at_2x():
+    from spinbot.tasks.upscale import held_batch
+
+    params = AIUpscalerParams()
+    assert held_batch(params, 2 * 1280, 2 * 720).batch_size == params.batch_size == 50  # native 720p, x2
+    assert held_batch(params.model_copy(update={"batch_size": 10_000}), 2 * 832, 2 * 480).batch_size == 224

@@ -89,3 +89,27 @@ def test_windows_cover_any_audio_length(duration, fps):
 def test_bad_window_plans_are_refused_with_a_clear_message(n, w, m, message):
     with pytest.raises(ValueError, match=message):
         plan_windows(n, w, m)
+
+
+@pytest.mark.parametrize("n,w,m", COMBOS)
+def test_the_window_count_is_the_plans_length(n, w, m):
+    from spinbot.tasks.windows import window_count
+
+    assert window_count(n, w, m) == len(plan_windows(n, w, m))
+
+
+def test_the_talk_task_refuses_too_many_windows_before_rendering_one(tmp_path, monkeypatch):
+    """frame_window_size=2 with motion_frame=1 at 120 fps: a window a frame, 36,000 for 300 s of speech, each with a
+    chunk and a manifest listing all before it (1,799 windows wrote 154 MB of manifests)."""
+    import spinbot.tasks.windows as windows
+    from spinbot.errors import ParamsError
+    from spinbot.media.audio import load_audio, write_wav
+    from spinbot.samples import portrait_path, voice_path
+    from tests.support.tasks import run_talk
+
+    monkeypatch.setattr(windows, "MAX_WINDOWS", 30, raising=False)
+    audio, sr = load_audio(voice_path())
+    speech = write_wav(tmp_path / "speech.wav", audio[: 2 * sr], sr)
+    with pytest.raises(ParamsError, match=r"^infinite_talk: frame_window_size 2 with motion_frame 1 makes \d+ windows"):
+        run_talk(tmp_path, portrait_path(tmp_path), speech, frame_window_size=2, motion_frame=1)
+    assert not list((tmp_path / "store").rglob("chunk*")), "no window was rendered"

@@ -27,6 +27,7 @@ from spinbot.state.event_feed import ReaderLagged
 from spinbot.state.events import Event
 from spinbot.state.idempotency import KeyedJob, KeyInUse, find_keyed_job
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, RUNNING, JobView
+from spinbot.tasks.base import refuse_deep_params
 
 router = APIRouter(tags=["jobs"])
 JobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled", "interrupted", "deleting"]
@@ -78,6 +79,7 @@ def create_job(
 ) -> JobCreated:
     runner, store = services.runner, services.runner.artifacts
     key = checked_key(idempotency_key)
+    refuse_deep_params(body.params)  # before the digest, which serializes them
     idempotency = (key, request_digest(body)) if key is not None else None
     if idempotency is not None:  # a repeat: answered before any check or limit, so it costs nothing twice
         keyed = find_keyed_job(runner.jobs.engine, owner, idempotency[0])

@@ -66,8 +66,9 @@ class UpscaleBackend(ABC):
         blend them back with a feathered mask. fidelity 1 stays closest to the upscaled input, 0 applies the most
         restoration (CodeFormer's w)."""
 
-    # Optional: `stream(frames, fidelity) -> Iterator[(upscaled frame, faces restored)]`. A backend that overlaps
-    # decoding, device work and encoding itself provides it, and the task uses it instead of its own batch loop.
+    # Optional: `stream(frames, fidelity, batch_size=None) -> Iterator[(upscaled frame, faces restored)]`. A backend
+    # that overlaps decoding, device work and encoding itself provides it, and the task uses it instead of its own
+    # batch loop, with the batch_size it allows (tasks/upscale.py: BATCH_BYTES; None: the params' own).
 
 
 def feathered_ellipse(height: int, width: int, feather: float) -> np.ndarray:

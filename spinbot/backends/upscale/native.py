@@ -153,15 +153,18 @@ class NativeUpscaler(UpscaleBackend):
 
     # ---- fast path ------------------------------------------------------------------------------------------
 
-    def stream(self, frames: Iterable[np.ndarray], fidelity: float) -> Iterator[tuple[np.ndarray, int]]:
+    def stream(
+        self, frames: Iterable[np.ndarray], fidelity: float, batch_size: int | None = None
+    ) -> Iterator[tuple[np.ndarray, int]]:
         """Each frame upscaled with its faces restored, in order, with the number of faces restored in it.
 
-        Three threads: one pulls frames from `frames` (decoding) and packs batches of `batch_size`, one runs
-        them on the device, and the caller's, which consumes this iterator (encoding). The queues between them
-        hold `queue_depth` batches, so memory stays bounded by the batch size, not the video's length.
+        Three threads: one pulls frames from `frames` (decoding) and packs batches of `batch_size` (the task's;
+        None: the params' at load), one runs them on the device, and the caller's, which consumes this iterator
+        (encoding). The queues between them hold `queue_depth` batches, so memory stays bounded by the batch size,
+        not the video's length.
         """
         depth = self.config.queue_depth
-        batches = prefetch(iter(frames), depth, self._pack, group=self.batch_size)
+        batches = prefetch(iter(frames), depth, self._pack, group=batch_size or self.batch_size)
         launched = prefetch(batches, depth, lambda batch: self._launch(batch, fidelity))
         for host, ready, counts in launched:
             if ready is not None:
