@@ -192,7 +192,8 @@ class Sandbox:
             for attempt in (1, 2):
                 pool = self._current()
                 try:
-                    outcome = pool.submit(_call, target, args, limits.cpu_seconds).result(timeout=limits.seconds)
+                    call = pool.submit(_call, target, args, limits.cpu_seconds, _cwd())
+                    outcome = call.result(timeout=limits.seconds)
                 except FutureTimeout:
                     self._replace(pool, kill=True)
                     log.warning("an upload check ran past its time", extra={"what": what, "target": target})
@@ -255,6 +256,9 @@ def _start_worker(memory_bytes: int, preload: tuple[str, ...]) -> None:
     """Limits first, imports after: the decoders' own address space counts against the limit."""
     import resource
 
+    # Ctrl-C at a terminal reaches the whole process group: the parent (`spinbot run`) decides what it ends, and
+    # shuts its workers down as it exits; an idle worker's own KeyboardInterrupt printed a traceback on the way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _ONE_THREAD:
         os.environ[name] = "1"
     _few_malloc_arenas()
@@ -286,10 +290,24 @@ def _noop() -> None:
     return None
 
 
-def _call(target: str, args: tuple[Any, ...], cpu_seconds: float) -> tuple[str, str, Any]:
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder was removed: absolute paths still work
+        return None
+
+
+def _call(target: str, args: tuple[Any, ...], cpu_seconds: float, cwd: str | None) -> tuple[str, str, Any]:
     """One call in a worker, its outcome as plain values: ("ok", "", value), ("error", class name, message),
-    ("memory", "", "") or ("failed", target, first line)."""
+    ("memory", "", "") or ("failed", target, first line). Run in the caller's working folder: a path the CLI's
+    user typed ("me.png") means the same file, and an error names it as they typed it."""
     import resource
+
+    if cwd is not None:
+        try:
+            os.chdir(cwd)  # the worker started where its caller was then, which may have moved since
+        except OSError:
+            pass
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds)  # this call's CPU time, past what it used

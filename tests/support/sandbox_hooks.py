@@ -16,6 +16,10 @@ def pid(*_: object) -> str:
     return f".{os.getpid()}"
 
 
+def cwd(*_: object) -> str:
+    return os.getcwd()
+
+
 def segfault(*_: object) -> str:
     ctypes.string_at(0)  # reads address 0: SIGSEGV, as a C decoder's bad pointer
     return "unreachable"

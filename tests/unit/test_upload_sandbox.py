@@ -5,6 +5,7 @@ works. The hostile 'decoders' are plain functions the worker runs by name (tests
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -169,6 +170,26 @@ def test_a_check_in_the_pool_that_another_one_crashed_is_tried_again(hooks_sandb
         hooks_sandbox.run("the portrait upload", f"{HOOKS}:segfault")
     thread.join(20)
     assert results == ["slept"] and hooks_sandbox.replaced > replaced
+
+
+def test_a_check_runs_in_its_callers_folder(hooks_sandbox, tmp_path, monkeypatch):
+    """A relative path the CLI's user typed names the file they meant, whatever folder the worker started in."""
+    hooks_sandbox.run("x", f"{HOOKS}:pid")  # an idle worker, started in the tests' folder
+    monkeypatch.chdir(tmp_path)
+    assert hooks_sandbox.run("x", f"{HOOKS}:cwd") == str(tmp_path)
+
+
+def test_ctrl_c_at_a_terminal_is_left_to_the_parent(hooks_sandbox):
+    """Ctrl-C reaches the whole process group, workers too: `spinbot run` ends its job and exits, and shuts its
+    workers down; a worker ended by the signal itself printed a KeyboardInterrupt traceback under the CLI's lines."""
+    hooks_sandbox.run("x", f"{HOOKS}:pid")
+    replaced, workers = hooks_sandbox.replaced, list(hooks_sandbox._current()._processes.values())
+    for process in workers:
+        os.kill(process.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert [process.exitcode for process in workers] == [None] * len(workers)
+    hooks_sandbox.run("x", f"{HOOKS}:pid")
+    assert hooks_sandbox.replaced == replaced
 
 
 def test_a_bug_in_a_check_is_no_input_error_and_no_traceback_crosses(hooks_sandbox):
