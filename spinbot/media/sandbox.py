@@ -10,9 +10,10 @@ next call works; a call that was in the same pool when another one broke it is t
 The function runs by name ("module:function"), so the server never imports the decoders for it; InputError and
 InputTooLarge raised in the child come back as themselves, by class name and message (never a pickled traceback).
 
-Used by the upload check (spinbot/api/routes/uploads.py) and the voice check at submission
-(spinbot/control/admission.py); `run_checked` runs in-process where the sandbox is off
-(SPINBOT_UPLOAD_CHECK_SANDBOX=false) or the platform has no `resource` module.
+Used by the upload check (spinbot/api/routes/uploads.py), the checks at submission (spinbot/control/admission.py)
+and the check of a job's input file before a task decodes it (spinbot/tasks/user_files.py), so in the API, a CLI
+and `spinbot worker` alike; `run_checked` runs in-process where the sandbox is off (SPINBOT_UPLOAD_CHECK_SANDBOX=false)
+or the platform has no `resource` module.
 """
 
 from __future__ import annotations

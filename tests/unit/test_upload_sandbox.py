@@ -80,7 +80,7 @@ def test_errors_raised_in_the_child_come_back_as_the_same_one_line_errors(sample
     assert type(text.value) is InputError
     assert one_line(text.value) == "the portrait upload is not an image that can be decoded"
     with pytest.raises(InputError) as short:
-        admission.check_voice(samples["short"], settings, "the narrator voice", sandboxed=True)
+        admission.check_voice(samples["short"], settings, "the narrator voice")
     assert one_line(short.value).startswith("the narrator voice lasts 0.50 s, under the minimum of 1 s")
 
 
