@@ -45,6 +45,12 @@ def sleep(seconds: float) -> str:
     return "slept"
 
 
+def nap(seconds: float) -> int:
+    """Where it slept."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def too_large(*_: object) -> str:
     raise InputTooLarge("the portrait upload is refused: 9 x 9 is a test's limit")
 
