@@ -63,11 +63,11 @@ def main() -> None:
             kind: statistics.median(_timed(lambda kind=kind: box.run("x", CHECK, *args[kind])) for _ in range(REPEATS))
             for kind in args
         }
-        workers = list(box._pool._processes.values())  # type: ignore[union-attr]
+        workers = box.pids()
         result["sandbox"] = {
             "cold_ms": _ms(cold),
             "warm_median_ms": _ms(warm),
-            "worker_after_checks_mib": _mib(workers[0].pid),
+            "worker_after_checks_mib": _mib(workers[0]),
         }
 
         big = Path(tmp) / "40mp.jpg"
@@ -76,7 +76,7 @@ def main() -> None:
         result["portrait_40mp"] = {
             "in_process_ms": round(_timed(lambda: resolve(CHECK)(*big_args)) * 1000, 1),
             "sandbox_ms": round(_timed(lambda: box.run("x", CHECK, *big_args)) * 1000, 1),
-            "worker_mib": max((_mib(p.pid) for p in workers), key=lambda m: m["VmPeak"]),
+            "worker_mib": max((_mib(pid) for pid in workers), key=lambda m: m["VmPeak"]),
         }
         box.close()
     result.update(

@@ -153,10 +153,11 @@ class Settings(BaseSettings):
     # Pillow refuses headers past 2 x its own MAX_IMAGE_PIXELS (178,956,970) by itself, so the limit stays under it.
     max_image_pixels: int = Field(default=40_000_000, ge=64 * 64, le=178_956_970)  # 40 MP: 8000 x 5000
     max_voice_seconds: float = Field(default=60.0, gt=0, le=3600)  # the narrator voice sample
-    # Uploads (and a stored voice at submission) are decoded in child processes (spinbot.media.sandbox), so a decoder
-    # blow-up costs a child, not the server: each child's address space (imports included: about 0.6 GiB; a 40 MP
-    # portrait's decode peaks near 1 GiB), one check's wall-clock and CPU seconds, and how many children run at once.
-    # false: decoded in the server's threads (platforms without `resource`; tests that need it).
+    # Uploads, the inputs at submission and a job's inputs before its task reads them are decoded first in child
+    # processes (spinbot.media.sandbox), so a decoder blow-up costs a child, not the API, CLI or worker: each child's
+    # address space (imports included: about 0.6 GiB; a 40 MP portrait's decode peaks near 1 GiB), one check's
+    # wall-clock and CPU seconds, and how many children run at once. false: decoded in the process's own threads
+    # (platforms without `resource`; tests that need it).
     upload_check_sandbox: bool = True
     upload_check_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**3)
     upload_check_seconds: float = Field(default=60.0, gt=0, le=3600)

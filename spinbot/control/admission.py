@@ -18,6 +18,7 @@ from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
 from spinbot.control.requests import JobRequest
 from spinbot.control.script import ScriptParams
 from spinbot.errors import BackendUnavailable, InputError, ParamsError
+from spinbot.media.sandbox import run_checked
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore, check_key
@@ -176,26 +177,26 @@ class Admission:
         """A local portrait decodes; the job's narrator voice and any other voice a speech node names are long
         enough and not silent (stored ones are fetched to be checked).
 
-        Where the decodes run: a stored voice is an upload, bytes from an API client, so it is decoded in the
-        sandbox (spinbot.media.sandbox: a child process with memory, CPU and time limits), like the upload check.
-        Local files (request.image, request.voice) are the CLI user's own, named on their own machine (the API never
-        sets them), and are decoded here. The uploaded portrait is not decoded again: its upload check did that."""
-        from spinbot.media.image import load_portrait
-
+        Every decode runs in the sandbox (spinbot.media.sandbox: a child process with memory, CPU and time limits),
+        like the upload check: a stored voice is bytes from an API client, and a local file (request.image,
+        request.voice: the CLI's, never the API's) must not take the CLI's own process down either. The uploaded
+        portrait is not decoded again here: its upload check did that (and the task that reads it checks it again,
+        spinbot.tasks.user_files)."""
         if request.image is not None:
-            load_portrait(request.image, self.settings.max_image_pixels)
+            what, limit = "the portrait", self.settings.max_image_pixels
+            run_checked(self.settings, what, PORTRAIT_CHECK, str(request.image), limit)
         with tempfile.TemporaryDirectory(prefix="spinbot-admission-") as tmp:
             if request.voice is not None:
                 check_voice(request.voice, self.settings, "the narrator voice")
             elif "narrator_voice" in request.input_keys:
                 path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
-                check_voice(path, self.settings, "the narrator voice", sandboxed=True)
+                check_voice(path, self.settings, "the narrator voice")
             for node_id, given in nodes.items():
                 if isinstance(given, TextToSpeechParams) and given.narrator_voice:
                     path = self._fetch(
                         self._named_key(node_id, given.narrator_voice, request.owner), Path(tmp) / node_id
                     )
-                    check_voice(path, self.settings, f"{node_id}.narrator_voice", sandboxed=True)
+                    check_voice(path, self.settings, f"{node_id}.narrator_voice")
 
     def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
         """A stored file a param names: it exists, and with API keys it is one of the owner's uploads."""
@@ -215,20 +216,17 @@ class Admission:
         return dest
 
 
+# The checks that decode, by name: run in a sandbox worker (spinbot.media.sandbox), which imports them.
 VOICE_CHECK = "spinbot.media.upload_check:check_voice_sample"
+PORTRAIT_CHECK = "spinbot.media.upload_check:check_portrait"
 
 
-def check_voice(path: Path, settings: Settings, what: str, sandboxed: bool = False) -> None:
+def check_voice(path: Path, settings: Settings, what: str) -> None:
     """A voice sample too long (its header, then a decode that stops at the limit: a long file is refused before it
-    is read whole), too short or silent to clone; decoding errors are one line too. `sandboxed`: decoded in a
-    sandbox worker (spinbot.media.sandbox) unless SPINBOT_UPLOAD_CHECK_SANDBOX=false."""
-    from spinbot.media.sandbox import resolve, run_checked
-
+    is read whole), too short or silent to clone; decoding errors are one line too. Decoded in a sandbox worker
+    (spinbot.media.sandbox) unless SPINBOT_UPLOAD_CHECK_SANDBOX=false."""
     limits = (settings.max_voice_seconds, settings.min_voice_seconds, what)
-    if sandboxed:
-        run_checked(settings, what, VOICE_CHECK, str(path), *limits)
-    else:
-        resolve(VOICE_CHECK)(str(path), *limits)
+    run_checked(settings, what, VOICE_CHECK, str(path), *limits)
 
 
 def _refuse_long(text: str, limit: int, what: str, setting: str) -> None:

@@ -7,8 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spinbot.tasks.user_files import INPUT_KINDS
+
 DEFAULT_PIPELINE = "f5tts_infinitetalk"
-INPUT_ARTIFACTS = ("source_image", "narrator_voice")  # the job's input files, by the names tasks ask for
+INPUT_ARTIFACTS = tuple(INPUT_KINDS)  # the job's input files, by the names tasks ask for: source_image, narrator_voice
 # A job's queue priority: BullMQ's range, 1 runs first (spinbot.queue.config); the CLI and the API refuse others
 PRIORITY_MIN, PRIORITY_MAX = 1, 2_097_152
 

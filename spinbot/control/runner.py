@@ -37,10 +37,10 @@ from spinbot.state.lease import LeaseStore
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
 from spinbot.tasks.base import Cancelled, NodeOutput, Superseded, did_you_mean, validate_params
 from spinbot.tasks.catalog import load_task
+from spinbot.tasks.user_files import INPUTS_NODE  # job inputs are stored as if a node named "inputs" wrote them
 
 log = logging.getLogger(__name__)
 
-INPUTS_NODE = "inputs"  # job inputs are stored as if a node named "inputs" had produced them
 TAKEN_OVER = "waiting to resume: the process that ran it stopped"
 
 

@@ -1,18 +1,21 @@
 """User media decoded in child processes with hard limits, so that the next unknown decoder blow-up (memory, CPU, a
 segfault in a C decoder) costs one child, never the API server that serves everyone.
 
-A `Sandbox` keeps a few warm worker processes (a ProcessPoolExecutor of the 'spawn' context: a fresh interpreter,
-never a fork of the multi-threaded server). Each worker starts by capping its address space (RLIMIT_AS) and core
-dumps, then imports the decoders once; each call gets its own CPU-time budget (RLIMIT_CPU's soft limit moved past
-the CPU the worker already used: SIGXCPU ends it) and a wall-clock limit (the worker is killed). A worker that died
-(a signal, a limit) or was killed makes the call a one-line `CheckAbandoned` (400), and the pool is replaced, so the
-next call works; a call that was in the same pool when another one broke it is tried once more in the new pool.
+A `Sandbox` keeps a few warm worker processes (of the 'spawn' context: a fresh interpreter, never a fork of the
+multi-threaded server), each with a pipe of its own and one call at a time. Each worker starts by capping its
+address space (RLIMIT_AS) and core dumps, then imports the decoders once; each call gets its own CPU-time budget
+(RLIMIT_CPU's soft limit moved past the CPU the worker already used: SIGXCPU ends it) and a wall-clock limit (the
+worker is killed). A worker that died (a signal, a limit) or was killed makes its call a one-line `CheckAbandoned`
+(400) and is replaced at the next call; the other workers, and the calls they run, are not touched. A worker
+whose parent died (even killed) reads the end of its pipe and exits. (A ProcessPoolExecutor did this before: one
+call's time limit killed all its workers, and they outlived a killed parent.)
 The function runs by name ("module:function"), so the server never imports the decoders for it; InputError and
 InputTooLarge raised in the child come back as themselves, by class name and message (never a pickled traceback).
 
-Used by the upload check (spinbot/api/routes/uploads.py) and the voice check at submission
-(spinbot/control/admission.py); `run_checked` runs in-process where the sandbox is off
-(SPINBOT_UPLOAD_CHECK_SANDBOX=false) or the platform has no `resource` module.
+Used by the upload check (spinbot/api/routes/uploads.py), the checks at submission (spinbot/control/admission.py)
+and the check of a job's input file before a task decodes it (spinbot/tasks/user_files.py), so in the API, a CLI
+and `spinbot worker` alike; `run_checked` runs in-process where the sandbox is off (SPINBOT_UPLOAD_CHECK_SANDBOX=false)
+or the platform has no `resource` module.
 """
 
 from __future__ import annotations
@@ -21,11 +24,9 @@ import importlib
 import logging
 import math
 import os
+import queue
 import signal
 import threading
-import weakref
-from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,120 +110,129 @@ def shared(limits: Limits) -> Sandbox:
         return _shared
 
 
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, limits: Limits, preload: tuple[str, ...]):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        # daemon: ended with the process that started it (multiprocessing's own exit handler)
+        self.process = context.Process(target=_serve, args=(theirs, limits.memory_bytes, preload), daemon=True)
+        self.process.start()
+        theirs.close()  # the child's end lives in the child only: its death is an EOF here
+
+    def end(self, kill: bool) -> str:
+        """Why it ended, once it did (killed first if asked): a signal's name, else _NO_SIGNAL."""
+        if kill:
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+        code = self.process.exitcode
+        return signal.Signals(-code).name if code is not None and code < 0 else _NO_SIGNAL
+
+
 class Sandbox:
     def __init__(self, limits: Limits, preload: tuple[str, ...] = PRELOAD):
         self.limits, self.preload = limits, preload
+        # The idle workers, the last used on top (it is warm); None is one not started yet (at first use, or since
+        # its last one ended). A call takes one for itself, so at most `workers` calls run at once, and a call past
+        # its time ends its own worker, never one that another call is running in.
+        self._idle: queue.LifoQueue[_Worker | None] = queue.LifoQueue()
+        for _ in range(limits.workers):
+            self._idle.put(None)
         self._lock = threading.Lock()
-        # At most `workers` calls in the pool at once, so each one submitted runs at once (none waits in the pool's
-        # queue while its time runs) and a timeout kills a worker that is running it, not a queued call.
-        self._slots = threading.BoundedSemaphore(limits.workers)
-        self._pool: ProcessPoolExecutor | None = None
-        self._workers_of: weakref.WeakKeyDictionary[ProcessPoolExecutor, tuple[list[Any], Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self.replaced = 0  # pools replaced after a worker died or was killed (tests, logs)
-
-    # ---- the pool ---------------------------------------------------------------------------------------------------
-    def _current(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                import multiprocessing
-
-                self._pool = ProcessPoolExecutor(
-                    self.limits.workers,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_worker,
-                    initargs=(self.limits.memory_bytes, self.preload),
-                )
-            return self._pool
+        self._live: set[_Worker] = set()
+        self.replaced = 0  # workers ended after they died, ran past a limit or held a MemoryError (tests, logs)
 
     def warm(self) -> None:
-        """Start every worker now (each imports the decoders), so the first checks need not wait for it; a pool
-        already started is left alone."""
-        with self._lock:
-            if self._pool is not None:
-                return
-        pool = self._current()
-        for _ in range(self.limits.workers):
-            pool.submit(_noop)  # a worker is spawned per call while none is idle
+        """Start every worker not started yet (each imports the decoders), so the first checks need not wait."""
+        taken: list[_Worker | None] = []
+        while True:
+            try:
+                taken.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for worker in taken:
+            try:
+                worker = worker or self._start()
+            finally:
+                self._idle.put(worker)
 
-    def _drop(self, pool: ProcessPoolExecutor) -> tuple[bool, tuple[list[Any], Any]]:
-        """Drop `pool` if it is still the current one (the next call starts a new one): whether this call dropped it,
-        and its workers and manager thread (also where another call dropped it first)."""
+    def pids(self) -> list[int]:
         with self._lock:
-            ours = self._pool is pool
-            if ours:
-                self._pool = None
-                self.replaced += 1
-                # the executor's own table of its workers and its manager thread, which shutdown() forgets: kept
-                # for a later kill, and to read exit codes once that thread reaped the workers
-                workers = list((getattr(pool, "_processes", None) or {}).values())
-                self._workers_of[pool] = (workers, getattr(pool, "_executor_manager_thread", None))
-                pool.shutdown(wait=False, cancel_futures=True)  # idle workers exit, a busy one after its call
-            return ours, self._workers_of.get(pool, ([], None))
-
-    def _replace(self, pool: ProcessPoolExecutor, kill: bool) -> str:
-        """_drop, its workers killed if asked; why they ended, from their exit codes ("" where another call dropped
-        the pool: that call says why)."""
-        ours, (processes, manager) = self._drop(pool)
-        for process in processes if kill else ():
-            process.kill()
-        if not ours:
-            return ""
-        # The executor's thread ends the others after a crash and reaps them all; reaping them here too raced it
-        # (a waitpid that lost found no child, and a SIGABRT read as no signal at all).
-        if manager is not None:
-            manager.join(timeout=5)
-        return _why_ended([p.exitcode for p in processes])
+            return [w.process.pid for w in self._live if w.process.pid is not None]
 
     def close(self) -> None:
-        pool = self._pool
-        if pool is not None:
-            self._replace(pool, kill=True)
+        with self._lock:
+            live, self._live = list(self._live), set()
+        for worker in live:
+            worker.end(kill=True)
+
+    def _start(self) -> _Worker:
+        worker = _Worker(self.limits, self.preload)
+        with self._lock:
+            self._live.add(worker)
+        return worker
+
+    def _is_live(self, worker: _Worker | None) -> bool:
+        with self._lock:
+            return worker in self._live
+
+    def _end(self, worker: _Worker, kill: bool) -> str:
+        with self._lock:
+            self._live.discard(worker)
+            self.replaced += 1
+        return worker.end(kill)
 
     # ---- one call ---------------------------------------------------------------------------------------------------
     def run(self, what: str, target: str, *args: Any) -> Any:
         """target(*args) in a worker; its value, its InputError, or a one-line CheckAbandoned / CheckUnavailable."""
-        limits = self.limits
-        if not self._slots.acquire(timeout=limits.seconds):
-            raise CheckUnavailable(
-                f"{what} could not be checked: every checker was busy for {limits.seconds:g} s; try again"
-            )
         try:
-            for attempt in (1, 2):
-                pool = self._current()
-                try:
-                    outcome = pool.submit(_call, target, args, limits.cpu_seconds).result(timeout=limits.seconds)
-                except FutureTimeout:
-                    self._replace(pool, kill=True)
-                    log.warning("an upload check ran past its time", extra={"what": what, "target": target})
-                    raise CheckAbandoned(
-                        f"{what} could not be checked within the limits: it took longer than {limits.seconds:g} s "
-                        "(SPINBOT_UPLOAD_CHECK_SECONDS)"
-                    ) from None
-                except (BrokenExecutor, RuntimeError) as err:  # RuntimeError: submitted as another call shut it
-                    why = self._replace(pool, kill=False)
-                    log.warning("an upload check's worker died", extra={"what": what, "why": why, "error": repr(err)})
-                    if attempt == 1:
-                        continue  # maybe another call's crash ended the pool: once more, in a fresh one
-                    if why == "":
-                        why = "another check's crash ended it"
-                    elif why == _NO_SIGNAL:
-                        raise CheckUnavailable(f"{what} could not be checked: {why} (see the server's log)") from None
-                    raise CheckAbandoned(f"{what} could not be checked within the limits: {self._said(why)}") from None
-                return self._outcome(what, pool, outcome)
+            worker = self._idle.get(timeout=self.limits.seconds)
+        except queue.Empty:
+            raise CheckUnavailable(
+                f"{what} could not be checked: every checker was busy for {self.limits.seconds:g} s; try again"
+            ) from None
+        try:
+            worker = worker or self._start()
+            outcome = self._ask(what, target, worker, (target, args, self.limits.cpu_seconds, _cwd()))
+            if outcome[0] == "memory":
+                self._end(worker, kill=True)  # it lived through it; a fresh one is surer than its heap
         finally:
-            self._slots.release()
-        raise AssertionError("unreachable")
+            self._idle.put(worker if self._is_live(worker) else None)
+        return self._outcome(what, outcome)
 
-    def _outcome(self, what: str, pool: ProcessPoolExecutor, outcome: tuple[str, str, Any]) -> Any:
+    def _ask(self, what: str, target: str, worker: _Worker, message: tuple[Any, ...]) -> tuple[str, str, Any]:
+        """Send one call and wait for its answer, at most the time limit; a dead or late worker is ended here."""
+        try:
+            worker.conn.send(message)
+            if worker.conn.poll(self.limits.seconds):
+                return worker.conn.recv()
+        except (EOFError, OSError):  # the worker died: its exit code says why
+            why = self._end(worker, kill=False)
+            log.warning("an upload check's worker died", extra={"what": what, "target": target, "why": why})
+            if why == _NO_SIGNAL:  # no limit or crash: it could not start (an import failed): the server's fault
+                raise CheckUnavailable(f"{what} could not be checked: {why} (see the server's log)") from None
+            raise CheckAbandoned(f"{what} could not be checked within the limits: {self._said(why)}") from None
+        except BaseException:  # interrupted (Ctrl-C): the answer still to come must not answer the next call
+            self._end(worker, kill=True)
+            raise
+        self._end(worker, kill=True)
+        log.warning("an upload check ran past its time", extra={"what": what, "target": target})
+        raise CheckAbandoned(
+            f"{what} could not be checked within the limits: it took longer than {self.limits.seconds:g} s "
+            "(SPINBOT_UPLOAD_CHECK_SECONDS)"
+        )
+
+    def _outcome(self, what: str, outcome: tuple[str, str, Any]) -> Any:
         status, name, value = outcome
         if status == "ok":
             return value
         if status == "error":
             raise _RETURNED[name](value)
         if status == "memory":
-            self._drop(pool)  # the worker lived through it; a fresh one is surer than its heap
             gib = self.limits.memory_bytes / 1024**3
             raise CheckAbandoned(
                 f"{what} could not be checked within the limits: it needed more than {gib:.3g} GiB of memory "
@@ -239,22 +249,14 @@ class Sandbox:
 _NO_SIGNAL = "its worker process exited"
 
 
-def _why_ended(codes: list[int | None]) -> str:
-    """The signal that ended the pool's worker (a crash, a limit), else that one exited (its initializer failed).
-    SIGTERM is the executor ending the others after one died; SIGKILL may be the kernel's OOM killer."""
-    signals = [-code for code in codes if code is not None and code < 0 and -code != signal.SIGTERM]
-    if signals:
-        return signal.Signals(signals[0]).name
-    if any(code == -signal.SIGTERM for code in codes):
-        return "SIGTERM"
-    return _NO_SIGNAL
-
-
 # ---- in the worker ---------------------------------------------------------------------------------------------------
 def _start_worker(memory_bytes: int, preload: tuple[str, ...]) -> None:
     """Limits first, imports after: the decoders' own address space counts against the limit."""
     import resource
 
+    # Ctrl-C at a terminal reaches the whole process group: the parent (`spinbot run`) decides what it ends, and
+    # shuts its workers down as it exits; an idle worker's own KeyboardInterrupt printed a traceback on the way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in _ONE_THREAD:
         os.environ[name] = "1"
     _few_malloc_arenas()
@@ -282,14 +284,35 @@ def _few_malloc_arenas() -> None:
         pass
 
 
-def _noop() -> None:
-    return None
+def _serve(conn: Any, memory_bytes: int, preload: tuple[str, ...]) -> None:
+    """A worker's life: its limits and imports, then one call after another until its parent's end closes."""
+    _start_worker(memory_bytes, preload)
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the parent closed its end, or died
+            return
+        conn.send(_call(*message))
 
 
-def _call(target: str, args: tuple[Any, ...], cpu_seconds: float) -> tuple[str, str, Any]:
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder was removed: absolute paths still work
+        return None
+
+
+def _call(target: str, args: tuple[Any, ...], cpu_seconds: float, cwd: str | None) -> tuple[str, str, Any]:
     """One call in a worker, its outcome as plain values: ("ok", "", value), ("error", class name, message),
-    ("memory", "", "") or ("failed", target, first line)."""
+    ("memory", "", "") or ("failed", target, first line). Run in the caller's working folder: a path the CLI's
+    user typed ("me.png") means the same file, and an error names it as they typed it."""
     import resource
+
+    if cwd is not None:
+        try:
+            os.chdir(cwd)  # the worker started where its caller was then, which may have moved since
+        except OSError:
+            pass
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = math.ceil(usage.ru_utime + usage.ru_stime + cpu_seconds)  # this call's CPU time, past what it used

@@ -1,6 +1,7 @@
-"""The checks that decode a user's file: an upload (a portrait or a voice) and a narrator voice at submission. They
-run in a sandbox worker (spinbot/media/sandbox.py), so this module imports the decoders at its top: a worker imports
-it once as it starts. Arguments and results are plain values (they cross a process boundary)."""
+"""The checks that decode a user's file: an upload (a portrait or a voice), the portrait and narrator voice at
+submission, and a job's input file the first time a task reads it (spinbot/tasks/user_files.py). They run in a
+sandbox worker (spinbot/media/sandbox.py), so this module imports the decoders at its top: a worker imports it once
+as it starts. Arguments and results are plain values (they cross a process boundary)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ STORED_SUFFIXES = {
 }
 
 
-def check_upload(kind: str, path: str, max_image_pixels: int, max_voice_seconds: float) -> str:
+def check_upload(kind: str, path: str, max_image_pixels: int, max_voice_seconds: float, what: str = "") -> str:
     """Judge the file by its content, never its name: the header against the limits first (no decode of a file
-    that claims 30000x30000 or two hours), then a full decode. Every failure is an InputError that says why.
-    Returns the suffix to store it with (STORED_SUFFIXES)."""
+    that claims 30000x30000 or two hours), then a full decode. Every failure is an InputError that says why, and
+    starts with `what` (default: "the portrait upload", "the voice upload"). Returns the suffix to store it with
+    (STORED_SUFFIXES)."""
+    what = what or f"the {kind} upload"
     try:
         if kind == "portrait":
             load_portrait(path, max_image_pixels)
@@ -46,17 +49,23 @@ def check_upload(kind: str, path: str, max_image_pixels: int, max_voice_seconds:
             load_voice(path, max_seconds=max_voice_seconds)
             found = probe_audio(path).format.split(",")[0]
     except InputTooLarge as err:
-        raise InputTooLarge(f"the {kind} upload is refused: {err}") from None
+        raise InputTooLarge(f"{what} is refused: {err}") from None
     except UnusableFile as err:  # what it is and what to send instead: said, without the server's path
-        raise InputError(f"the {kind} upload is refused: {err.reason}") from None
+        raise InputError(f"{what} is refused: {err.reason}") from None
     except MemoryError:
         raise  # past the sandbox's memory limit: the sandbox says so
     except Exception as err:  # noqa: BLE001 - InputError, or anything a decoder raised on a hostile file
         if not isinstance(err, InputError):
-            log.warning("decoder failed on an upload", extra={"kind": kind, "error": repr(err)})
-        what = "an image" if kind == "portrait" else "audio"
-        raise InputError(f"the {kind} upload is not {what} that can be decoded") from None
+            log.warning("decoder failed on a user's file", extra={"what": what, "error": repr(err)})
+        content = "an image" if kind == "portrait" else "audio"
+        raise InputError(f"{what} is not {content} that can be decoded") from None
     return STORED_SUFFIXES.get(found, ".bin")
+
+
+def check_portrait(path: str, max_pixels: int) -> None:
+    """A portrait named on the CLI decodes: its own errors pass through as they are (they name the user's own file,
+    on their own machine), and nothing of the decode comes back."""
+    load_portrait(path, max_pixels)
 
 
 def check_voice_sample(path: str, max_seconds: float, min_seconds: float, what: str) -> None:

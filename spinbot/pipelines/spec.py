@@ -25,7 +25,7 @@ NODE_ID_RULE = (
     f"at most {MAX_NODE_ID_CHARS} characters"
 )
 # Ids that something else already owns: the planner's graph state keys (planner.JobState) and the folder that the
-# job's uploaded inputs are stored under (runner.INPUTS_NODE).
+# job's uploaded inputs are stored under (tasks.user_files.INPUTS_NODE).
 RESERVED_NODE_IDS = ("job_id", "outputs", "inputs")
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from spinbot.errors import InputError, ParamsError, echo, shorten
 from spinbot.storage.base import ArtifactStore, artifact_key
 from spinbot.tasks.model_files import outside_folder
+from spinbot.tasks.user_files import INPUT_KINDS, INPUT_NAMES, check_user_file, written_by_the_job
 
 # The longest text a param may hold (a file name, a device, an extra prompt for the text encoder, which reads 512
 # tokens): a job's params are stored, returned by every GET and repeated in meta.ignored_params. The texts a job is
@@ -112,6 +113,7 @@ class TaskContext:
     report: ProgressFn = lambda fraction, message: None
     is_cancelled: Callable[[], bool] = lambda: False
     live_output: bool = True  # the job wants its video as live HLS while it renders (tasks/live.py)
+    checked: set[str] = field(default_factory=set)  # keys of the user's files checked so far (tasks/user_files.py)
 
     def value(self, name: str) -> Any:
         if name not in self.values:
@@ -119,10 +121,23 @@ class TaskContext:
         return self.values[name]
 
     def input_path(self, name: str) -> Path:
-        """Fetch the named input artifact into the work folder and return its local path."""
+        """Fetch the named input artifact into the work folder and return its local path; one of the job's inputs
+        (the user's portrait or voice) is checked first, unless an earlier node of the job wrote it."""
         if name not in self.artifacts:
             raise InputError(f"node '{self.node_id}' needs input artifact '{name}', which no upstream node produced")
-        return self.fetch(self.artifacts[name])
+        key, kind = self.artifacts[name], INPUT_KINDS.get(name)
+        if kind is None or written_by_the_job(self.job_id, key):
+            return self.fetch(key)
+        return self.fetch_user_file(key, kind, INPUT_NAMES[name])
+
+    def fetch_user_file(self, key: str, kind: str, what: str) -> Path:
+        """Fetch a file the user gave, and run the upload check of `kind` on this local copy (in the sandbox: see
+        spinbot.tasks.user_files) the first time, before any decoder of this process reads it."""
+        path = self.fetch(key)
+        if key not in self.checked:
+            check_user_file(path, kind, what)
+            self.checked.add(key)
+        return path
 
     def fetch(self, key: str) -> Path:
         dest = self.workdir / "in" / key.replace("/", "__")

@@ -129,7 +129,7 @@ def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
 
     if params.narrator_voice:
         try:
-            path = ctx.fetch(params.narrator_voice)
+            path = ctx.fetch_user_file(params.narrator_voice, "voice", f"{ctx.node_id}.narrator_voice")
         except FileNotFoundError:
             message = f"{ctx.node_id}: narrator_voice '{params.narrator_voice}' is not in the artifact store"
             raise InputError(message) from None

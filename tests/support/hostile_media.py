@@ -57,3 +57,21 @@ def silent_flac(path: Path, seconds: float, rate: int = 8000, channels: int = 1)
             out.write(block[: min(left, len(block))])
             left -= len(block)
     return path
+
+
+# A portrait within SPINBOT_MAX_IMAGE_PIXELS at its highest: a 1-bit PNG of a few KB that decodes to 0.18 GB in
+# Pillow and 0.53 GB of RGB, past a checker's 1 GiB (its imports take about half) with these settings.
+BOMB_SIDE = 13_300
+BOMB_LIMITS = {"max_image_pixels": 178_956_970, "upload_check_memory_bytes": 1024**3}
+BOMB_REFUSED = (
+    "the portrait (source_image) could not be checked within the limits: it needed more than 1 GiB of memory "
+    "(SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+)
+
+
+def png_bomb(path: Path, side: int = BOMB_SIDE) -> Path:
+    """A complete, valid 1-bit PNG of side x side black pixels: zeros compress to almost nothing."""
+    from PIL import Image
+
+    Image.new("1", (side, side)).save(path)
+    return path

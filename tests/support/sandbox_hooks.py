@@ -16,6 +16,10 @@ def pid(*_: object) -> str:
     return f".{os.getpid()}"
 
 
+def cwd(*_: object) -> str:
+    return os.getcwd()
+
+
 def segfault(*_: object) -> str:
     ctypes.string_at(0)  # reads address 0: SIGSEGV, as a C decoder's bad pointer
     return "unreachable"
@@ -39,6 +43,12 @@ def spin(seconds: float) -> str:
 def sleep(seconds: float) -> str:
     time.sleep(seconds)
     return "slept"
+
+
+def nap(seconds: float) -> int:
+    """Where it slept."""
+    time.sleep(seconds)
+    return os.getpid()
 
 
 def too_large(*_: object) -> str:

@@ -5,6 +5,9 @@ works. The hostile 'decoders' are plain functions the worker runs by name (tests
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -65,8 +68,8 @@ def test_a_portrait_and_a_voice_pass_through_the_sandbox_with_the_suffix_they_ha
         in_process = check_upload(kind, str(samples[kind]), settings.max_image_pixels, settings.max_voice_seconds)
         assert check_content(kind, samples[kind], settings) == in_process
     assert in_process == ".wav"
-    workers = sandbox.shared(Limits.from_settings(settings))._pool._processes  # type: ignore[union-attr]
-    assert workers and os.getpid() not in {p.pid for p in workers.values()}
+    workers = sandbox.shared(Limits.from_settings(settings)).pids()
+    assert workers and os.getpid() not in workers
 
 
 def test_errors_raised_in_the_child_come_back_as_the_same_one_line_errors(samples):
@@ -79,7 +82,7 @@ def test_errors_raised_in_the_child_come_back_as_the_same_one_line_errors(sample
     assert type(text.value) is InputError
     assert one_line(text.value) == "the portrait upload is not an image that can be decoded"
     with pytest.raises(InputError) as short:
-        admission.check_voice(samples["short"], settings, "the narrator voice", sandboxed=True)
+        admission.check_voice(samples["short"], settings, "the narrator voice")
     assert one_line(short.value).startswith("the narrator voice lasts 0.50 s, under the minimum of 1 s")
 
 
@@ -155,20 +158,98 @@ def test_a_check_past_its_time_is_killed_and_the_next_check_works(hooks_sandbox)
     assert hooks_sandbox.run("x", f"{HOOKS}:sleep", 0) == "slept"
 
 
-def test_a_check_in_the_pool_that_another_one_crashed_is_tried_again(hooks_sandbox):
-    results: list[object] = []
+def in_thread(box: Sandbox, target: str, *args: object) -> tuple[threading.Thread, list[object]]:
+    """box.run(target, *args) started in a thread; the list gets its value, or the error it raised."""
+    out: list[object] = []
 
-    def innocent() -> None:
-        results.append(hooks_sandbox.run("the voice upload", f"{HOOKS}:sleep", 1.5))
+    def run() -> None:
+        try:
+            out.append(box.run("the voice upload", target, *args))
+        except Exception as err:  # noqa: BLE001 - the test reads it
+            out.append(err)
 
-    thread = threading.Thread(target=innocent)
-    replaced = hooks_sandbox.replaced
+    thread = threading.Thread(target=run)
     thread.start()
+    return thread, out
+
+
+def test_a_crash_or_a_timeout_ends_its_own_worker_only():
+    """Each call has a worker of its own: another call's crash, or its time limit, ends that worker alone, and a
+    check then in flight goes on in its own (in one shared pool, the time limit killed every worker, and a check
+    then in flight began again in a new pool)."""
+    box = Sandbox(Limits(768 * 1024**2, seconds=5, cpu_seconds=5, workers=2), preload=(HOOKS,))
+    try:
+        box.warm()
+        started = set(box.pids())
+        innocent, out = in_thread(box, f"{HOOKS}:nap", 1.5)
+        time.sleep(0.5)
+        with pytest.raises(CheckAbandoned, match="SIGSEGV"):
+            box.run("the portrait upload", f"{HOOKS}:segfault")
+        innocent.join(20)
+        assert out and out[0] in started and box.pids() == out  # it slept in the worker it began in, which lives
+
+        (survivor,) = out
+        hog, late = in_thread(box, f"{HOOKS}:sleep", 60)  # in the survivor, ended at 5 s
+        time.sleep(3)
+        innocent, out = in_thread(box, f"{HOOKS}:nap", 3)  # in a new worker, in flight at the hog's 5 s
+        time.sleep(0.5)
+        (fresh,) = set(box.pids()) - {survivor}
+        hog.join(20)
+        innocent.join(20)
+        assert out == [fresh] and box.pids() == [fresh]
+        assert [type(err) for err in late] == [CheckAbandoned] and "longer than 5 s" in str(late[0])
+    finally:
+        box.close()
+
+
+def test_a_check_runs_in_its_callers_folder(hooks_sandbox, tmp_path, monkeypatch):
+    """A relative path the CLI's user typed names the file they meant, whatever folder the worker started in."""
+    hooks_sandbox.run("x", f"{HOOKS}:pid")  # an idle worker, started in the tests' folder
+    monkeypatch.chdir(tmp_path)
+    assert hooks_sandbox.run("x", f"{HOOKS}:cwd") == str(tmp_path)
+
+
+def test_ctrl_c_at_a_terminal_is_left_to_the_parent(hooks_sandbox):
+    """Ctrl-C reaches the whole process group, workers too: `spinbot run` ends its job and exits, and shuts its
+    workers down; a worker ended by the signal itself printed a KeyboardInterrupt traceback under the CLI's lines."""
+    replaced, worker = hooks_sandbox.replaced, hooks_sandbox.run("x", f"{HOOKS}:pid")
+    os.kill(int(worker[1:]), signal.SIGINT)
     time.sleep(0.5)
-    with pytest.raises(CheckAbandoned, match="SIGSEGV"):
-        hooks_sandbox.run("the portrait upload", f"{HOOKS}:segfault")
-    thread.join(20)
-    assert results == ["slept"] and hooks_sandbox.replaced > replaced
+    assert hooks_sandbox.run("x", f"{HOOKS}:pid") == worker  # the same one, the last used: alive
+    assert hooks_sandbox.replaced == replaced
+
+
+PARENT = f"""
+import time
+from spinbot.media.sandbox import Limits, Sandbox
+box = Sandbox(Limits(1024**3, seconds=10, cpu_seconds=10, workers=2), preload=({HOOKS!r},))
+box.warm()
+box.run("x", "{HOOKS}:pid")
+print(*box.pids(), flush=True)
+time.sleep(60)
+"""
+
+
+def test_workers_end_with_their_parent_even_a_killed_one():
+    """A worker reads the end of its pipe when its parent dies: a `spinbot worker` or API killed (OOM, kill -9)
+    left every worker of its pool running, about 185 MB each, for good."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]  # type: ignore[union-attr]
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while (alive := [pid for pid in workers if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)  # not left behind by a failing test either
+    assert len(workers) == 2 and alive == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie has ended
+    except FileNotFoundError:
+        return False
 
 
 def test_a_bug_in_a_check_is_no_input_error_and_no_traceback_crosses(hooks_sandbox):
@@ -181,7 +262,7 @@ def test_a_bug_in_a_check_is_no_input_error_and_no_traceback_crosses(hooks_sandb
 
 def test_with_every_checker_busy_for_the_whole_time_a_check_is_unavailable():
     box = Sandbox(Limits(1024**3, seconds=0.2, cpu_seconds=1, workers=1), preload=(HOOKS,))
-    assert box._slots.acquire(timeout=1)  # the one checker taken
+    assert box._idle.get(timeout=1) is None  # the one checker taken (not started yet)
     with pytest.raises(CheckUnavailable, match=r"every checker was busy for 0\.2 s; try again"):
         box.run("the voice upload", f"{HOOKS}:pid")
     box.close()
