@@ -19,6 +19,14 @@ TASK_HELP = (
 )
 SET_HELP = "NODE.PARAM=VALUE, repeatable: a file param other than the default (e.g. upscale_video.model_name_0=x.pth)."
 DIR_HELP = "Models folder (default: SPINBOT_MODELS_DIR)."
+# the three commands' options, declared once (typer reads them, never changes them)
+TASK_OPTION = typer.Option([], "--task", help=TASK_HELP)
+SET_OPTION = typer.Option([], "--set", help=SET_HELP)
+DIR_OPTION = typer.Option(None, "--models-dir", help=DIR_HELP)
+NONE_SELECTED = (
+    "no task uses a native backend (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND are all "
+    "lite); name one with --task"
+)
 GPU_EXTRA = "the native backends' model files need the gpu extra (pip install -e '.[gpu]'): {err}"
 
 
@@ -35,7 +43,9 @@ def _refusals() -> Iterator[None]:
         fail(GPU_EXTRA.format(err=err))
 
 
-def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
+def _context(tasks: list[str], sets: list[str], models_dir: Path | None, none_ok: bool = False):
+    """The selected tasks, the models folder and the --set overrides; no task selected is an error unless
+    `none_ok` (list says so and succeeds: there is nothing to check or pull, but nothing to list is an answer)."""
     from spinbot.cli import parse_sets
     from spinbot.models.selection import select_tasks
     from spinbot.settings import get_settings
@@ -44,29 +54,25 @@ def _context(tasks: list[str], sets: list[str], models_dir: Path | None):
     root = models_dir or settings.models_dir
     if root.exists() and not root.is_dir():
         raise InputError(f"SPINBOT_MODELS_DIR={root} is a file, not a folder")
-    return select_tasks(settings, tasks), root, parse_sets(sets)
-
-
-def _none_selected() -> str:
-    return (
-        "no task uses a native backend (SPINBOT_TTS_BACKEND, SPINBOT_TALK_BACKEND, SPINBOT_UPSCALE_BACKEND are "
-        "all lite); name one with --task"
-    )
+    selected, overrides = select_tasks(settings, tasks), parse_sets(sets)
+    if not selected and not none_ok:
+        raise InputError(NONE_SELECTED)
+    return selected, root, overrides
 
 
 @app.command("list")
 def list_files(
-    task: list[str] = typer.Option([], "--task", help=TASK_HELP),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
+    task: list[str] = TASK_OPTION,
+    set_: list[str] = SET_OPTION,
+    models_dir: Path | None = DIR_OPTION,
 ) -> None:
     """Every file the selected backends need: where it is looked up, present or missing, its size, its source."""
     from spinbot.models.selection import required_files
 
     with _refusals():
-        tasks, root, overrides = _context(task, set_, models_dir)
+        tasks, root, overrides = _context(task, set_, models_dir, none_ok=True)
         if not tasks:
-            typer.echo(_none_selected())
+            typer.echo(NONE_SELECTED)
             return
         needed = required_files(tasks, root, overrides)
     no_folder = "" if root.is_dir() else " (no such folder yet: spinbot models pull makes it)"
@@ -85,19 +91,17 @@ def list_files(
 
 @app.command()
 def check(
-    task: list[str] = typer.Option([], "--task", help=TASK_HELP),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
+    task: list[str] = TASK_OPTION,
+    set_: list[str] = SET_OPTION,
+    models_dir: Path | None = DIR_OPTION,
 ) -> None:
     """Every file's keys and shapes against the architecture the backend builds, from the headers only."""
-    from spinbot.cli import err_console, fail
+    from spinbot.cli import err_console
     from spinbot.models.selection import check_tasks, required_files
 
     start = time.monotonic()
     with _refusals():
         tasks, root, overrides = _context(task, set_, models_dir)
-        if not tasks:
-            fail(_none_selected())
         problems = check_tasks(tasks, root, overrides)
         count = len([f for f in required_files(tasks, root, overrides) if f.present])
     for problem in problems:
@@ -115,20 +119,17 @@ def check(
 
 @app.command()
 def pull(
-    task: list[str] = typer.Option([], "--task", help=TASK_HELP),
-    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    models_dir: Path | None = typer.Option(None, "--models-dir", help=DIR_HELP),
+    task: list[str] = TASK_OPTION,
+    set_: list[str] = SET_OPTION,
+    models_dir: Path | None = DIR_OPTION,
 ) -> None:
     """Download every missing file from its source (HF_TOKEN, HF_ENDPOINT honoured), sha256-verified."""
-    from spinbot.cli import fail
     from spinbot.cli_style import print_error
     from spinbot.models.pull import PullError, Unreachable, pull_file, source_host
     from spinbot.models.selection import required_files
 
     with _refusals():
         tasks, root, overrides = _context(task, set_, models_dir)
-        if not tasks:
-            fail(_none_selected())
         needed = required_files(tasks, root, overrides)
         wanted = [f for f in needed if not f.present and (f.required or f.source is not None)]
         if wanted:  # the downloaders (the gpu extra's): one line before any download, not a traceback midway

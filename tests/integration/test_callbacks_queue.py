@@ -10,8 +10,7 @@ import pytest
 import spinbot.queue  # noqa: F401 - before test_services_e2e's spinbot.worker.heartbeat, which imported first is circular
 from spinbot.control.callback_signing import verify
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
-from tests.integration.test_services_e2e import BUCKET, Stack
-from tests.support import services
+from tests.integration.test_services_e2e import Stack
 from tests.support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -19,22 +18,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("callback-stack")
-    with services.machine_services(), services.moto_s3() as endpoint:
-        services.create_bucket(endpoint, BUCKET)
-        s = Stack(tmp, endpoint)
-        s.env["SPINBOT_CALLBACK_ALLOW_PRIVATE"] = "true"  # the receiver is on loopback
-        s.start_redis()
-        s.create_database()
-        try:
-            s.start_worker()
-            s.start_api()
-            s.wait_workers(1)
-            yield s
-        finally:
-            s.stop_all()
-            s.stop_redis()
-            s.drop_database()
+    allow_loopback = {"SPINBOT_CALLBACK_ALLOW_PRIVATE": "true"}  # the receiver is on loopback
+    with Stack.running(tmp_path_factory.mktemp("callback-stack"), workers=1, env=allow_loopback) as s:
+        yield s
 
 
 def test_a_job_rendered_on_a_queue_worker_calls_its_webhook_from_the_control_plane(stack):

@@ -11,14 +11,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from spinbot.state.db import get_engine
 from spinbot.state.lease import LeaseStore
 from spinbot.state.store import JobStore
-from tests.integration.test_services_e2e import BUCKET, FINAL, KEY_A, Stack, node
+from tests.integration.test_services_e2e import FINAL, KEY_A, Stack, node
 from tests.support import services
 
 pytestmark = pytest.mark.integration
@@ -62,16 +61,7 @@ class SharedStack(Stack):
 
     def start_named_api(self, name: str) -> None:
         port = services.free_port()
-        proc = self._spawn("serve", "--port", str(port), log=f"api-{name}.log")
-        self.apis[name] = (proc, port)
-        assert services.wait_until(lambda: self._answers(port), 60), (self.tmp / f"api-{name}.log").read_text()[-3000:]
-
-    @staticmethod
-    def _answers(port: int) -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        self.apis[name] = (self.serve(port, f"api-{name}.log"), port)
 
     def use(self, name: str) -> None:
         """Send the Stack's calls (submit, job, wait_job) to this API."""
@@ -106,21 +96,8 @@ class SharedStack(Stack):
 
 @pytest.fixture
 def shared(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("shared")
-    with services.machine_services(), services.moto_s3() as endpoint:
-        services.create_bucket(endpoint, BUCKET)
-        s = SharedStack(tmp, endpoint)
-        s.start_redis()
-        s.create_database()
-        try:
-            s.start_worker()
-            s.start_worker()
-            s.wait_workers(2)
-            yield s
-        finally:
-            s.stop_all()
-            s.stop_redis()
-            s.drop_database()
+    with SharedStack.running(tmp_path_factory.mktemp("shared"), workers=2, api=False) as s:  # the tests start theirs
+        yield s
 
 
 def finals(stack: Stack, prefix: str) -> list[str]:

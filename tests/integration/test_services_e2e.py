@@ -15,7 +15,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 import boto3
 import httpx
@@ -68,6 +71,29 @@ class Stack:
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
 
+    @classmethod
+    @contextmanager
+    def running(cls, tmp: Path, workers: int, api: bool = True, env: dict[str, str] | None = None) -> Iterator[Self]:
+        """The machine's services, a moto S3 bucket, a Redis and a database of the stack's own, `workers` workers
+        and (with `api`) the API, all up for the duration and stopped after; `env` added to the processes'."""
+        with services.machine_services(), services.moto_s3() as endpoint:
+            services.create_bucket(endpoint, BUCKET)
+            stack = cls(tmp, endpoint)
+            stack.env.update(env or {})
+            stack.start_redis()
+            stack.create_database()
+            try:
+                for _ in range(workers):
+                    stack.start_worker()
+                if api:
+                    stack.start_api()
+                stack.wait_workers(workers)
+                yield stack
+            finally:
+                stack.stop_all()
+                stack.stop_redis()
+                stack.drop_database()
+
     # --- services -----------------------------------------------------------------------------------------------
     def start_redis(self) -> None:
         self.redis_proc = subprocess.Popen(
@@ -108,12 +134,20 @@ class Stack:
             return subprocess.Popen([sys.executable, "-m", "spinbot", *args], env=self.env, stdout=out, stderr=out)
 
     def start_api(self) -> None:
-        self.api = self._spawn("serve", "--port", str(self.api_port), log="api.log")
-        assert services.wait_until(self._api_up, 60), (self.tmp / "api.log").read_text()[-3000:]
+        self.api = self.serve(self.api_port, "api.log")
 
-    def _api_up(self) -> bool:
+    def serve(self, port: int, log: str) -> subprocess.Popen:
+        """`spinbot serve` on `port`, once it answers; one that does not is killed here (stop_all does not know it)."""
+        proc = self._spawn("serve", "--port", str(port), log=log)
+        if not services.wait_until(lambda: self._answers(port), 60):
+            self.kill(proc)
+            raise AssertionError((self.tmp / log).read_text()[-3000:])
+        return proc
+
+    @staticmethod
+    def _answers(port: int) -> bool:
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -191,22 +225,8 @@ def node(job: dict, node_id: str) -> dict:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stack")
-    with services.machine_services(), services.moto_s3() as endpoint:
-        services.create_bucket(endpoint, BUCKET)
-        s = Stack(tmp, endpoint)
-        s.start_redis()
-        s.create_database()
-        try:
-            s.start_worker()
-            s.start_worker()
-            s.start_api()
-            s.wait_workers(2)
-            yield s
-        finally:
-            s.stop_all()
-            s.stop_redis()
-            s.drop_database()
+    with Stack.running(tmp_path_factory.mktemp("stack"), workers=2) as s:
+        yield s
 
 
 def collect_sse(stack: Stack, job_id: str, events: list, done: threading.Event) -> None:

@@ -1,12 +1,14 @@
 """The native infinite_talk backend's tiny models and the fixtures that run it (shared by
 tests/unit/test_infinitetalk_backend.py and test_infinitetalk_group.py).
 
-Every model is the real architecture (same module classes, same key names) at tiny sizes with random weights, saved
-in the official file formats under the default names of InfiniteTalkParams in a temporary SPINBOT_MODELS_DIR:
-the transformer split into the Wan file and the InfiniteTalk file (official names), a lightx2v-format LoRA, the Wan
-VAE (original Wan names), UMT5 (Wan's names) with a tokenizer.json, CLIP vision (ComfyUI / transformers names) and a
-wav2vec2 transformers folder. Sizes the model code fixes stay real: CLIP's width (1280) and wav2vec2's 12 x 768
-features, which the audio projection consumes. Import it after the test module's importorskip of torch, diffusers and
+Every model is the real architecture (same module classes, same key names) at the package's tiny sizes
+(spinbot/models/synth/talk.py's TINY) with random weights from the modules' own initialisation, saved in the official
+file formats under the default names of InfiniteTalkParams in a temporary SPINBOT_MODELS_DIR: the transformer split
+into the Wan file and the InfiniteTalk file (official names), a lightx2v-format LoRA, the Wan VAE (original Wan
+names), UMT5 (Wan's names) with the package's tiny tokenizer.json, CLIP vision (ComfyUI / transformers names) and a
+wav2vec2 transformers folder. Not the package's synthetic values (synth/tensors.py): on the frames those give,
+x264 beside the live output's encoders now and then writes a window's chunk with other bytes, and the resume test
+compares decoded frames bit for bit. Import it after the test module's importorskip of torch, diffusers and
 transformers.
 """
 
@@ -21,25 +23,19 @@ import torch
 from safetensors.torch import save_file
 
 from spinbot.backends.talk.infinitetalk.audio import OFFICIAL_PREPROCESSOR
-from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+from spinbot.backends.talk.infinitetalk.files import TOKENIZER_FILE
+from spinbot.backends.talk.infinitetalk.model import InfiniteTalkModel
 from spinbot.backends.talk.infinitetalk.t5 import hf_to_wan
 from spinbot.backends.talk.infinitetalk.vae import wan_name
 from spinbot.media.audio import write_wav
+from spinbot.models.layouts.infinitetalk import ADAPTER_KEYS
+from spinbot.models.synth.talk import TINY as TINY_SIZES
+from spinbot.models.synth.talk import write_tokenizer
 from spinbot.tasks.talk import InfiniteTalkParams
+from tests.support.random_weights import randomized
 
 DEFAULTS = InfiniteTalkParams()
-TINY = InfiniteTalkConfig(
-    dim=256,
-    num_heads=2,
-    num_layers=2,
-    ffn_dim=64,
-    freq_dim=32,
-    text_dim=32,
-    intermediate_dim=16,
-    output_dim=32,
-    context_tokens=4,
-)
-AUDIO_KEYS = ("audio_proj.", ".audio_cross_attn.", ".norm_x.")
+TINY = TINY_SIZES.transformer
 LORA_TARGETS = ("blocks.0.self_attn.q", "blocks.1.ffn.0")
 RUN = {"frame_window_size": 13, "motion_frame": 5, "sampling_steps": 2, "audio_cfg_scale": 2.0}
 TINY_BUCKETS = {"0.50": (32, 64), "1.00": (64, 64), "2.00": (64, 32)}  # (height, width), as the official tables
@@ -49,12 +45,7 @@ TINY_BUCKETS = {"0.50": (32, 64), "1.00": (64, 64), "2.00": (64, 32)}  # (height
 
 
 def random_transformer(seed: int = 0) -> InfiniteTalkModel:
-    torch.manual_seed(seed)
-    model = InfiniteTalkModel(TINY)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.05)  # modulations too (zero at construction), so every path is live
-    return model.eval()
+    return randomized(lambda: InfiniteTalkModel(TINY), seed)
 
 
 def lora_tensors() -> dict[str, torch.Tensor]:
@@ -71,7 +62,7 @@ def lora_tensors() -> dict[str, torch.Tensor]:
 
 def write_transformer(models: Path, model: InfiniteTalkModel) -> None:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    talk = {k: v for k, v in state.items() if any(part in k for part in AUDIO_KEYS)}
+    talk = {k: v for k, v in state.items() if any(part in k for part in ADAPTER_KEYS)}
     save(models / "diffusion_models" / DEFAULTS.wan_video_model, {k: v for k, v in state.items() if k not in talk})
     save(models / "diffusion_models" / DEFAULTS.infinitetalk_model, {k: v.half() for k, v in talk.items()})
     save(models / "loras" / DEFAULTS.lora_model, lora_tensors())
@@ -81,68 +72,27 @@ def write_vae(models: Path) -> None:
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(2)
-    vae = AutoencoderKLWan(base_dim=8, z_dim=16)
+    vae = AutoencoderKLWan(base_dim=TINY_SIZES.vae_base_dim, z_dim=16)
     save(models / "vae" / DEFAULTS.vae_model, {wan_name(k): v.bfloat16() for k, v in vae.state_dict().items()})
 
 
 def write_umt5(models: Path) -> None:
-    from tokenizers import Tokenizer, pre_tokenizers, processors
-    from tokenizers import models as tok_models
-    from transformers import UMT5Config, UMT5EncoderModel
+    from transformers import UMT5EncoderModel
 
     torch.manual_seed(3)
-    config = UMT5Config(
-        vocab_size=64,
-        d_model=32,
-        d_kv=8,
-        d_ff=48,
-        num_layers=2,
-        num_heads=4,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-    )
-    state = UMT5EncoderModel(config).state_dict()
+    state = UMT5EncoderModel(TINY_SIZES.umt5.config()).state_dict()
     path = models / "text_encoders" / DEFAULTS.t5_text_encoder_model
     save(path, {hf_to_wan(k): v.bfloat16() for k, v in state.items() if k != "encoder.embed_tokens.weight"})
-    words = [
-        "a",
-        "man",
-        "is",
-        "talking",
-        "to",
-        "the",
-        "camera",
-        "natural",
-        "facial",
-        "expressions",
-        "clear",
-        "lip",
-        "movement",
-        "blurry",
-        "static",
-    ]
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(words)}
-    tokenizer = Tokenizer(tok_models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tokenizer.save(str(path.parent / "tokenizer.json"))
+    write_tokenizer(path.parent / TOKENIZER_FILE, TINY_SIZES.umt5.vocab_size)
 
 
 def write_clip(models: Path) -> None:
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPVisionModel
 
     torch.manual_seed(4)
-    config = CLIPVisionConfig(
-        hidden_size=1280,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=16,
-        image_size=28,
-        patch_size=14,
-    )
     state = {
         f"vision_model.{k.removeprefix('vision_model.')}": v.bfloat16()
-        for k, v in CLIPVisionModel(config).state_dict().items()
+        for k, v in CLIPVisionModel(TINY_SIZES.clip.config()).state_dict().items()
     }
     state["visual_projection.weight"] = torch.zeros(1024, 1280, dtype=torch.bfloat16)  # in the file, unused
     save(models / "clip_vision" / DEFAULTS.clip_vision_model, state)
@@ -152,17 +102,8 @@ def write_wav2vec(models: Path) -> None:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     torch.manual_seed(5)
-    config = Wav2Vec2Config(
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=32,
-        conv_dim=(32,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=16,
-    )
     folder = models / "wav2vec2" / DEFAULTS.wav2vec_model
-    Wav2Vec2Model(config).half().save_pretrained(str(folder))
+    Wav2Vec2Model(Wav2Vec2Config(**TINY_SIZES.wav2vec)).half().save_pretrained(str(folder))
     Wav2Vec2FeatureExtractor(**OFFICIAL_PREPROCESSOR).save_pretrained(str(folder))
 
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from spinbot.api.app import create_app
-from spinbot.api.auth import owner_of
-from spinbot.control.requests import JobRequest
 from spinbot.media.segments import playlist_text
-from spinbot.samples import portrait_path, voice_path
-from spinbot.settings import reset_settings
 from spinbot.tasks.live import live_key
+from tests.support.api_client import api_client, unrun_job
 
 KEY, OTHER_KEY = "key-a-123", "key-b-456"
 DATA = bytes(range(256)) * 300
@@ -25,9 +20,7 @@ def auth() -> dict[str, str]:
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY},{OTHER_KEY}")
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY, OTHER_KEY) as c:
         yield c
 
 
@@ -35,9 +28,7 @@ def client(spinbot_env, monkeypatch):
 def job_id(client, tmp_path) -> str:
     """A job of KEY (not run) with an artifact, its inputs and a live playlist with one segment."""
     runner = client.app.state.services.runner
-    job_id = runner.create_job(
-        JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(), owner=owner_of(KEY))
-    )
+    job_id = unrun_job(client, tmp_path, KEY)
     key = f"jobs/{job_id}/f5_to_tts/speech.wav"
     runner.artifacts.put_bytes(key, DATA)
     record = {"name": "speech.wav", "key": key, "size": len(DATA), "content_type": "audio/wav"}

@@ -9,27 +9,25 @@ import torch
 from f5_tts.model import DiT
 
 from spinbot.backends.tts.f5.packed import PackedDiT, known_lengths, use_packing
+from tests.support.random_weights import randomized
 
 
 def tiny_dit(**arch) -> DiT:
-    torch.manual_seed(0)
-    model = DiT(
-        dim=64,
-        depth=2,
-        heads=4,
-        dim_head=16,
-        ff_mult=2,
-        text_dim=16,
-        conv_layers=1,
-        text_num_embeds=40,
-        mel_dim=20,
-        attn_mask_enabled=True,
-        **arch,
-    ).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.05)  # zero-initialised layers too: every path does work
-    return model
+    return randomized(
+        lambda: DiT(
+            dim=64,
+            depth=2,
+            heads=4,
+            dim_head=16,
+            ff_mult=2,
+            text_dim=16,
+            conv_layers=1,
+            text_num_embeds=40,
+            mel_dim=20,
+            attn_mask_enabled=True,
+            **arch,
+        )
+    )
 
 
 def batch(lengths: list[int]):

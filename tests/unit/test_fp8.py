@@ -9,6 +9,7 @@ from torch import nn
 
 from spinbot.backends.fp8 import E4M3, INFINITETALK_LINEARS, FP8Linear, quantize_rows, use_fp8
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
+from tests.support.random_weights import randomized
 from tests.support.triton_interpreter import run_interpreted
 
 
@@ -56,13 +57,11 @@ def test_f5_blocks_take_fp8_and_stay_close():
 
     from spinbot.backends.fp8 import F5_LINEARS
 
-    torch.manual_seed(0)
-    model = DiT(
-        dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1, text_num_embeds=40, mel_dim=20
-    ).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.05)
+    model = randomized(
+        lambda: DiT(
+            dim=64, depth=2, heads=4, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1, text_num_embeds=40, mel_dim=20
+        )
+    )
     x, cond, text = torch.randn(2, 30, 20), torch.randn(2, 30, 20), torch.randint(0, 40, (2, 25))
     with torch.inference_mode():
         expected = model(x=x, cond=cond, text=text, time=torch.full((2,), 0.5))

@@ -4,15 +4,10 @@ runs, ENDLIST once it has ended, the segments' bytes from the store."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-from spinbot.api.app import create_app
-from spinbot.api.auth import owner_of
-from spinbot.control.requests import JobRequest
 from spinbot.media.segments import ENDLIST, playlist_text
-from spinbot.samples import portrait_path, voice_path
-from spinbot.settings import reset_settings
 from spinbot.tasks.live import live_key
+from tests.support.api_client import api_client, unrun_job
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 SEGMENT = b"G" + bytes(187)  # one MPEG-TS packet's worth of bytes
@@ -20,19 +15,14 @@ SEGMENT = b"G" + bytes(187)  # one MPEG-TS packet's worth of bytes
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY_A, KEY_B) as c:
         yield c
 
 
 @pytest.fixture
 def job_id(client, tmp_path) -> str:
     """A job of key A that is not run: the test plays the talk node's part by writing its live output."""
-    runner = client.app.state.services.runner
-    return runner.create_job(
-        JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path(), owner=owner_of(KEY_A))
-    )
+    return unrun_job(client, tmp_path, KEY_A)
 
 
 def write_live(client, job_id: str, segments: int, ended: bool) -> None:

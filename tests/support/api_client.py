@@ -1,0 +1,34 @@
+"""The HTTP API in this process (FastAPI's TestClient on the embedded defaults), for the route tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.api.auth import owner_of
+from spinbot.control.requests import JobRequest
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import reset_settings
+
+
+@contextmanager
+def api_client(monkeypatch: pytest.MonkeyPatch, *keys: str) -> Iterator[TestClient]:
+    """The app with these API keys, started and stopped as a client's `with` does."""
+    monkeypatch.setenv("SPINBOT_API_KEYS", ",".join(keys))
+    reset_settings()
+    with TestClient(create_app()) as client:
+        yield client
+
+
+def unrun_job(client: TestClient, folder: Path, key: str) -> str:
+    """A job of `key` that is created but not run: the test plays its nodes' part (the sample portrait is written
+    into `folder`)."""
+    runner = client.app.state.services.runner
+    return runner.create_job(
+        JobRequest(prompt="the sea", image=portrait_path(folder), voice=voice_path(), owner=owner_of(key))
+    )
