@@ -52,11 +52,13 @@ class LeaseKeeper:
         return True
 
     def adopt(self, job_id: str) -> None:
-        """Keep renewing a lease this process was just given (a job created with its lease)."""
+        """Keep renewing a lease this process was just given (a job created with its lease). A job given up stays
+        given up until released: the API's shutdown gives up a job whose thread has started but not yet taken the
+        lease (Runner.run's require), and that take must not undo it (the job then ran to its end after the
+        shutdown, in a thread nothing waited for)."""
         with self._lock:
             self._renewed[job_id] = time.monotonic()
             self._lost.discard(job_id)
-            self._given_up.discard(job_id)
         self._ensure_thread()
 
     def release(self, job_id: str) -> None:

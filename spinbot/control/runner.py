@@ -171,6 +171,7 @@ class Runner:
             return self.jobs.get(job_id)
         self.leases.require(job_id)
         try:
+            self.leases.check(job_id)  # given up meanwhile (the API shutting down): handed back before it starts
             job = self.jobs.get(job_id)  # again, as its owner: the last one may have finished it meanwhile
             if self._done(job):
                 return job

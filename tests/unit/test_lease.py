@@ -149,6 +149,47 @@ def test_an_api_process_shutting_down_hands_its_running_job_to_the_next_one(runn
     assert runs == [("a", "f5_to_tts"), ("a", "infinite_talk"), ("b", "infinite_talk"), ("b", "upscale_video")]
 
 
+def test_a_job_whose_thread_had_not_taken_its_lease_yet_is_handed_back_too(runners, monkeypatch):
+    """`spinbot serve` stopped just after a POST /v1/jobs: the job's thread had started but not yet taken the job's
+    lease (Runner.run) when the shutdown gave the job up. Taking the lease undid that give-up, and the job ran to its
+    end after the shutdown, in a thread nothing waited for (in the test suite: a 2-minute render going on through
+    the next tests, whose stand-in backends counted its windows)."""
+    a, b, runs, request = runners
+    job_id = a.create_job(request)
+    executor = JobExecutor(a, 1)
+    in_run, given_up = threading.Event(), threading.Event()
+    require, give_up = a.leases.require, a.leases.give_up
+
+    def late_require(job_id: str, wait_if_silent: bool = False) -> None:
+        in_run.set()
+        assert given_up.wait(30)
+        require(job_id, wait_if_silent)
+
+    def noted_give_up(job_ids: list[str]) -> None:
+        give_up(job_ids)
+        given_up.set()
+
+    monkeypatch.setattr(a.leases, "require", late_require)
+    monkeypatch.setattr(a.leases, "give_up", noted_give_up)
+    assert executor.submit(job_id)
+    assert in_run.wait(30)  # the job's thread is in Runner.run, before the lease
+    started = time.monotonic()
+    executor.shutdown()
+    assert time.monotonic() - started < a.leases.seconds  # not the shutdown's whole wait: the job stopped
+    assert runs == []
+    job = a.jobs.get(job_id)
+    assert job.status == "pending" and job.error is None and [n.status for n in job.nodes] == ["pending"] * 4
+    assert a.leases.store.view(job_id).owner is None
+    other = JobExecutor(b, 1)
+    assert other.claim_orphans() == [job_id]  # free at once
+    deadline = time.monotonic() + 30
+    while b.jobs.get(job_id).status != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    other.shutdown()
+    assert [who for who, _ in runs] == ["b"] * 3
+
+
 def test_lease_store_takes_a_lease_only_when_free_expired_or_already_ours(spinbot_env):
     runner = Runner()
     leases = LeaseStore(runner.jobs.engine)
