@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from spinbot.media.video import x264_options
+
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream
     from av.container import OutputContainer
@@ -141,7 +143,7 @@ class HlsSegmenter:
         self.max_segment_frames = max(max_segment_frames, self.min_segment_frames)
         self.target_seconds = max(1, math.ceil(self.max_segment_frames / self.fps))
         self.publish = publish
-        self.encoder_options = {"crf": str(crf), "preset": preset, "bframes": "0"}  # no B-frames: DTS = PTS
+        self.encoder_options = x264_options(crf, preset) | {"bframes": "0"}  # no B-frames: DTS = PTS
         self.lead_frames = math.ceil(LEAD_SECONDS * self.fps)
         lead_seconds = self.lead_frames / self.fps
         self.audio = AudioPackets(audio[0], audio[1], round(lead_seconds * audio[1])) if audio is not None else None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -142,6 +145,65 @@ def mux_audio(container, stream, audio: np.ndarray, rate: int) -> None:
         container.mux(packet)
 
 
+# x264's AVX-512 bit in its CPU flags (x264.h's X264_CPU_AVX512).
+X264_CPU_AVX512 = 1 << 16
+
+
+def _x264_library_paths() -> list[str]:
+    """The libx264 this process loaded with libavcodec (Linux: /proc/self/maps), then the one PyAV's wheel bundles."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and Path(fields[5].strip()).name.startswith("libx264"):
+                    paths.append(fields[5].strip())
+    except OSError:
+        pass
+    package = Path(av.__file__).parent
+    for folder in (package.parent / "av.libs", package / ".dylibs"):
+        paths += sorted(str(p) for p in folder.glob("libx264*"))
+    return list(dict.fromkeys(paths))
+
+
+@functools.cache
+def x264_cpu_flags() -> int | None:
+    """The CPU flags libx264 detects on this machine (what its asm=auto uses: x264_param_default's first field,
+    `uint32_t cpu`), or None where its library cannot be found."""
+    for path in _x264_library_paths():
+        try:
+            param_default = ctypes.CDLL(path).x264_param_default
+        except (OSError, AttributeError):
+            continue
+        param_default.argtypes, param_default.restype = [ctypes.c_void_p], None
+        param = ctypes.create_string_buffer(65536)  # an x264_param_t is about 1 KB
+        param_default(param)
+        return int.from_bytes(param.raw[:4], sys.byteorder)
+    return None
+
+
+def x264_options(crf: int, preset: str) -> dict[str, str]:
+    """libx264's options for this crf and preset, made so that the same frames always encode to the same bytes (a
+    resumed infinite_talk's chunks must be those of a render that never stopped: spinbot.media.chunks).
+
+    - No AVX-512: x264's AVX-512 mbtree_propagate_list takes 8 macroblocks a step and, unlike its C, SSSE3 and AVX2
+      versions, does not stop at the row's end, so where the width is not a multiple of 128 pixels (832x480,
+      480x832, 64x64) the lanes past the last row add whatever the heap held there (the freed buffers of another
+      encoder, such as the live output's beside it) into the macroblock tree: the same frames gave other bytes in 1
+      to 11 of 30 encodes beside the live output. Its output also differs from that of the SIMD levels below it
+      (which agree down to SSSE3), so without it a chunk is the same on a worker without AVX-512 too. The flags are
+      x264's own detection less that bit; no cost beyond the noise of a loaded 2-core box (median paired time ratio
+      0.97-1.03 at 832x480, 480x832 and 1280x720; best of 40 encodes 2-6% slower).
+    - One thread: x264 is deterministic for a fixed thread count, but its frame threads change the output with
+      their number (which threads=auto takes from the machine's cores). One is what PyAV's default gave.
+    """
+    options = {"crf": str(crf), "preset": preset, "threads": "1"}
+    flags = x264_cpu_flags()
+    if flags is not None and flags & X264_CPU_AVX512:
+        options["x264-params"] = f"asm={flags & ~X264_CPU_AVX512}"
+    return options
+
+
 class VideoWriter:
     """H.264 yuv420p mp4 at a fixed fps; audio (float32 mono or (n, ch)) is AAC-encoded and muxed on close."""
 
@@ -165,7 +227,7 @@ class VideoWriter:
         self._video = self._container.add_stream("libx264", rate=fps)
         self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
         self._video.time_base = Fraction(1, fps)
-        self._video.options = {"crf": str(crf), "preset": preset}
+        self._video.options = dict(x264_options(crf, preset))
         # Every stream must exist before the first packet is muxed (the header is written then).
         self._audio = audio
         self._audio_stream = add_audio_stream(self._container, *audio) if audio is not None else None
