@@ -124,6 +124,12 @@ class Settings(BaseSettings):
     max_ref_text_chars: int = Field(default=1000, ge=1)  # the transcript of the narrator voice
     max_speech_seconds: float = Field(default=300.0, gt=0)  # the speech a job may produce (sets the video's length)
     min_voice_seconds: float = Field(default=1.0, ge=0)  # the narrator voice sample, and it must hold sound
+    # The video a job makes (spinbot.tasks.video_budget): its frame, and its frames x width x height (the work). The
+    # largest native 720p frame at x2 is 1024x3840 (3.9 MP); 16 MP takes every native one at x4 (720p: 2048x7680)
+    # and none at x8. 300 s at 25 fps of that 720p x2 frame are 29.5 G pixels (the seed's 480p x2: 12.5 G at most).
+    # The frame's ceiling is the largest frame libx264 opens through FFmpeg (16384x16128; tasks/video_budget.py).
+    max_video_frame_pixels: int = Field(default=4096 * 4096, ge=64 * 64, le=16384 * 16128)
+    max_video_pixels: int = Field(default=30_000_000_000, ge=64 * 64)
 
     # One owner per job: the process driving a job renews its lease every third of this; another process takes the
     # job over only after the lease expired (spinbot.control.lease).

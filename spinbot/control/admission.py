@@ -3,7 +3,8 @@
 A job that would fail on its inputs is refused at submission with one line (CLI exit 2, API 400) and nothing is
 stored; it is never found out by a node after others ran. The checks, in order: text lengths, the length of the
 speech the script would make, what the configured backends need of their params, the stored files that params
-name, and the input files themselves (a portrait that decodes, a narrator voice long enough and not silent).
+name, the input files themselves (a portrait that decodes, a narrator voice long enough and not silent), and the
+size of the video the job would make (spinbot.control.budgets).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from spinbot.backends.registry import backend_name
 from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
+from spinbot.control.budgets import VideoBudget
 from spinbot.control.requests import JobRequest
 from spinbot.control.script import ScriptParams
 from spinbot.errors import BackendUnavailable, InputError, ParamsError
@@ -42,10 +44,13 @@ class Admission:
         """Raise InputError (or ParamsError) with one line for the first thing wrong with the job."""
         nodes = {n.id: load_task(n.task).params_model.model_validate(params.get(n.id, {})) for n in spec.nodes}
         self.check_texts(spec, nodes, request)
-        self.check_windows(spec, nodes, self.check_speech_length(spec, nodes))
+        speech = self.check_speech_length(spec, nodes)
+        self.check_windows(spec, nodes, speech)
         self.check_backends(spec, nodes, request)
         self.check_model_files(spec, nodes)
         self.check_files(spec, nodes, request)
+        # last: it reads the portrait's header, which check_files has found to be an image
+        VideoBudget(self.settings, self.store).check(spec, nodes, request, speech)
 
     # ---- texts ----------------------------------------------------------------------------------------------------
     # `nodes`: each node's params, of its task's own model (ScriptParams, TextToSpeechParams, ...), picked by task.

@@ -48,6 +48,19 @@ def probe_image(path: Path | str, max_pixels: int) -> ImageHeader:
         return header
 
 
+def probe_upright(path: Path | str, max_pixels: int) -> ImageHeader:
+    """probe_image, with width and height as the image will stand once decoded: swapped where its EXIF orientation
+    turns it a quarter (5 to 8). Only the EXIF the header holds is read: a PNG's eXIf chunk after its pixels is
+    missed (Pillow decodes them to find it), so this is a size to estimate with, never one to rely on."""
+    from PIL import Image
+
+    with _opened(path, max_pixels) as (image, header):
+        orientation = Image.Image.getexif(image).get(_ORIENTATION, 1)  # the base class's: no PNG decode
+    if orientation in _QUARTER_TURNS:
+        return ImageHeader(header.format, header.height, header.width)
+    return header
+
+
 def load_image(path: Path | str, max_pixels: int) -> np.ndarray:
     """Decode an image file to RGB uint8 (H, W, 3) after its header passed the pixel limit (the caller's
     SPINBOT_MAX_IMAGE_PIXELS); anything that is not an image, or not one that decodes, is a one-line error."""
@@ -165,6 +178,7 @@ _UPRIGHT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
     8: lambda a: np.rot90(a),
 }
+_QUARTER_TURNS = (5, 6, 7, 8)  # the orientations whose upright image is the stored one's transpose
 _BAND_ROWS = 256
 
 

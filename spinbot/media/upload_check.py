@@ -15,7 +15,7 @@ from PIL import Image
 from spinbot.errors import InputError, InputTooLarge, UnusableFile
 from spinbot.media.audio import load_voice, probe_audio
 from spinbot.media.features import speech_bounds
-from spinbot.media.image import load_portrait, probe_image
+from spinbot.media.image import load_portrait, probe_image, probe_upright
 
 log = logging.getLogger(__name__)
 Image.init()  # Pillow's plugins, registered once
@@ -66,6 +66,13 @@ def check_portrait(path: str, max_pixels: int) -> None:
     """A portrait named on the CLI decodes: its own errors pass through as they are (they name the user's own file,
     on their own machine), and nothing of the decode comes back."""
     load_portrait(path, max_pixels)
+
+
+def portrait_size(path: str, max_pixels: int) -> tuple[int, int]:
+    """A checked portrait's upright width and height, from its header (no decode): what admission sizes the job's
+    video from (spinbot.control.budgets)."""
+    header = probe_upright(path, max_pixels)
+    return header.width, header.height
 
 
 def check_voice_sample(path: str, max_seconds: float, min_seconds: float, what: str) -> None:

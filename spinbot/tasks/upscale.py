@@ -21,9 +21,11 @@ from spinbot.backends.upscale.base import UpscaleBackend
 from spinbot.errors import InputError, ParamsError
 from spinbot.media.faces import Box
 from spinbot.media.video import VideoWriter, frame_rate, iter_frames, probe, read_audio
+from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.model_files import model_folders
+from spinbot.tasks.video_budget import check_video, upscale_levers
 
 # Faces are detected on every DETECT_EVERY-th frame and their boxes reused in between (0.4 s at 25 fps: a
 # talking head moves little in that time, and the padded, feathered face region absorbs it). A detection that
@@ -125,6 +127,7 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
     fps = frame_rate(source)
     # H.264 in yuv420p needs even sizes; only an odd-sized input at an odd factor (x3) loses its last pixel.
     width, height = info.width * backend.scale // 2 * 2, info.height * backend.scale // 2 * 2
+    _check_budget(ctx.node_id, (width, height), total, backend.scale, fps)
     asked, params = params.batch_size, held_batch(params, width, height)
     out_path = ctx.output_path("upscaled.mp4")
     audio = source_audio(source, fps, params.frame_load_cap)
@@ -150,6 +153,16 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
             "warnings": [_batch_warning(asked, params.batch_size, width, height)] if asked > params.batch_size else [],
         },
     )
+
+
+def _check_budget(node_id: str, size: tuple[int, int], frames: int, scale: int, fps: Fraction) -> None:
+    """The upscaled video within the size limits (tasks/video_budget), before the first batch: admission estimated
+    it from the portrait's header, the speech's estimate (a lower bound) and the factor model_name_0 names (a native
+    model's own may differ)."""
+    about = f"{float(frames / fps):.1f} s of video at {float(fps):g} fps"
+    shorter = ("make the video it upscales shorter or of a lower fps",)
+    levers = (upscale_levers(node_id, scale), shorter)
+    check_video(f"{node_id}: the upscaled video", size, frames, get_settings(), about, levers)
 
 
 def held_batch(params: AIUpscalerParams, width: int, height: int) -> AIUpscalerParams:
@@ -218,7 +231,6 @@ def check(params: AIUpscalerParams) -> None:
     would not find in the models folder."""
     from spinbot.backends.registry import backend_name
     from spinbot.backends.upscale.base import scale_from_model_name
-    from spinbot.settings import get_settings
     from spinbot.tasks.model_files import missing_model
 
     if backend_name("upscale_video") != "native":

@@ -1,0 +1,137 @@
+"""The video a job would make, estimated at submission and held to the size limits (spinbot.tasks.video_budget).
+
+Each video node's frame and frame count, in pipeline order: infinite_talk's frame from the portrait's header (its
+upright size) and the configured backend's sizing (native: the `resolution` bucket of the nearest aspect; lite: at
+most SPINBOT_TALK_MAX_PIXELS), its frames from the speech estimated before it at its `fps`; upscale_video's frame is
+its source's times the factor its `model_name_0` names, with as many frames (or `frame_load_cap`). The speech
+estimate is a lower bound (spinbot.tasks.speech_length), so only a video surely over a limit is refused here; the
+tasks check their real numbers again before they start work.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinbot.backends.registry import backend_name
+from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, bucket_size
+from spinbot.backends.upscale.base import scale_from_model_name
+from spinbot.control.requests import JobRequest
+from spinbot.errors import InputError, ParamsError
+from spinbot.media.image import fit_size
+from spinbot.media.sandbox import run_checked
+from spinbot.pipelines.spec import PipelineSpec
+from spinbot.settings import Settings
+from spinbot.storage.base import ArtifactStore
+from spinbot.tasks.talk import InfiniteTalkParams
+from spinbot.tasks.upscale import AIUpscalerParams
+from spinbot.tasks.video_budget import check_video, talk_levers, upscale_levers
+from spinbot.tasks.windows import frame_count
+
+# Run in a sandbox worker, as every read of a user's file at submission (spinbot.media.sandbox).
+PORTRAIT_SIZE = "spinbot.media.upload_check:portrait_size"
+
+
+@dataclass(frozen=True)
+class Video:
+    """A node's video as estimated, and what the user can change to make it smaller."""
+
+    size: tuple[int, int]  # width, height
+    frames: int | None  # None: no speech estimate reaches the node (its text comes from elsewhere)
+    about: str  # where the frame count comes from, for the error line
+    frame_levers: tuple[str, ...]  # what makes the frame smaller
+    length_levers: tuple[str, ...]  # and what else makes the frames fewer
+
+
+class VideoBudget:
+    def __init__(self, settings: Settings, store: ArtifactStore):
+        self.settings = settings
+        self.store = store
+
+    def check(self, spec: PipelineSpec, nodes: dict[str, Any], request: JobRequest, speech: dict[str, float]) -> None:
+        """VideoTooLarge (a ParamsError) with one line for the first video node whose estimate is over a limit."""
+        if not any(isinstance(given, InfiniteTalkParams) for given in nodes.values()):
+            return  # no talking head: no portrait to size a video from (the tasks check their inputs' sizes)
+        portrait = self.portrait_size(request)
+        if portrait is None:
+            return
+        for node_id, video in estimate_videos(spec, nodes, speech, portrait, self.settings).items():
+            levers = (video.frame_levers, video.length_levers)
+            check_video(f"{node_id}: the video", video.size, video.frames, self.settings, video.about, levers)
+
+    def portrait_size(self, request: JobRequest) -> tuple[int, int] | None:
+        """The job's portrait's upright size from its header, read in the sandbox (an upload is fetched first)."""
+        with tempfile.TemporaryDirectory(prefix="spinbot-budget-") as tmp:
+            if request.image is not None:
+                path = Path(request.image)
+            elif "source_image" in request.input_keys:
+                key = request.input_keys["source_image"]
+                path = (Path(tmp) / "portrait").with_suffix(Path(key).suffix)
+                self.store.download(key, path)
+            else:
+                return None
+            limit = self.settings.max_image_pixels
+            try:
+                width, height = run_checked(self.settings, "the portrait", PORTRAIT_SIZE, str(path), limit)
+            except InputError:
+                # Judged when it was uploaded (a local one by check_files, just before): a stored file that no
+                # longer reads is refused by the task that reads it, in its own line (tasks/user_files.py).
+                return None
+        return int(width), int(height)
+
+
+def estimate_videos(
+    spec: PipelineSpec, nodes: dict[str, Any], speech: dict[str, float], portrait: tuple[int, int], settings: Settings
+) -> dict[str, Video]:
+    """Each talking head's and each upscale's video, in pipeline order; `speech`: the seconds estimated for each
+    speech node (Admission.check_speech_length)."""
+    videos: dict[str, Video] = {}
+    for node_id in spec.topological_order():
+        given = nodes[node_id]
+        if isinstance(given, InfiniteTalkParams):
+            seconds = max((speech[a] for a in spec.ancestors(node_id) if a in speech), default=None)
+            videos[node_id] = talk_video(node_id, given, seconds, portrait, settings)
+        elif isinstance(given, AIUpscalerParams):
+            source = next((a for a in reversed(spec.ancestors(node_id)) if a in videos), None)
+            if source is not None:
+                videos[node_id] = upscaled_video(node_id, given, videos[source])
+    return videos
+
+
+def talk_video(
+    node_id: str, params: InfiniteTalkParams, seconds: float | None, portrait: tuple[int, int], settings: Settings
+) -> Video:
+    backend = backend_name("infinite_talk", settings)
+    size = talk_frame_size(backend, portrait, params, settings)
+    frames = None if seconds is None else max(1, frame_count(seconds, params.fps))
+    about = f"about {seconds or 0:.0f} s of speech at {params.fps} fps"
+    return Video(size, frames, about, *talk_levers(node_id, backend, params.resolution))
+
+
+def talk_frame_size(
+    backend: str, portrait: tuple[int, int], params: InfiniteTalkParams, settings: Settings
+) -> tuple[int, int]:
+    """The talking head's (width, height) for an upright portrait of this size: the sizing each backend's
+    fit_portrait applies (native: spinbot.backends.talk.infinitetalk.sizing; lite: backends/talk/animator.py)."""
+    width, height = portrait
+    if backend == "native":
+        return bucket_size(width, height, BUCKETS[params.resolution])
+    return fit_size(width, height, settings.talk_max_pixels)
+
+
+def upscaled_video(node_id: str, params: AIUpscalerParams, source: Video) -> Video:
+    """The source's frame times the factor model_name_0 names, cut to even sides as the task cuts it. A native
+    upscaler's file need not name its factor (its weights say it): then 1, a lower bound the task checks again."""
+    try:
+        scale = scale_from_model_name(params.model_name_0)
+    except ParamsError:
+        scale = 1
+    width, height = source.size
+    size = (width * scale // 2 * 2, height * scale // 2 * 2)
+    frames, about = source.frames, source.about
+    if frames is not None and 0 < params.frame_load_cap < frames:
+        frames, about = params.frame_load_cap, f"{node_id}.frame_load_cap"
+    frame_levers = upscale_levers(node_id, scale) + source.frame_levers
+    return Video(size, frames, about, frame_levers, source.length_levers)

@@ -1,0 +1,260 @@
+"""The size limits on a job's video (SPINBOT_MAX_VIDEO_FRAME_PIXELS, SPINBOT_MAX_VIDEO_PIXELS, H.264's sides).
+
+An attacker's probe: nothing bounded the final video. An x8 upscaler (its factor read from its file name) on a
+talking head at 120 fps for 300 s of speech asked for hours of CPU and frames the encoder refuses only when it
+opens. Now the estimate is refused at submission (API 400, CLI exit 2, one line, nothing stored) and each task
+checks its real numbers before it starts work.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from spinbot.backends.talk.animator import AnimatorBackend
+from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
+from spinbot.backends.upscale.resample import ResampleUpscaler
+from spinbot.control.budgets import estimate_videos, talk_frame_size
+from spinbot.control.dispatch import TaskRequest, execute_task
+from spinbot.errors import SettingsError
+from spinbot.media.upload_check import portrait_size
+from spinbot.media.video import VideoWriter
+from spinbot.pipelines.spec import get_pipeline
+from spinbot.samples import portrait_path, voice_path
+from spinbot.settings import Settings, get_settings
+from spinbot.storage.local import LocalStore
+from spinbot.tasks.catalog import load_task
+from spinbot.tasks.talk import InfiniteTalkParams
+from spinbot.tasks.video_budget import H264_MAX_SIDE, VideoTooLarge, check_video
+from tests.support.api_client import api_client
+from tests.support.cli import run_cli, stored_job_files
+from tests.support.tasks import run_talk
+
+KEY = "key-budget-1"
+SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better. "  # 72 characters: 4.8 s
+SECONDS, FPS = 300, 25  # SPINBOT_MAX_SPEECH_SECONDS at the default fps
+NO_LEVERS: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+
+def nodes_of(params: dict) -> dict:
+    spec = get_pipeline("f5tts_infinitetalk")
+    return {n.id: load_task(n.task).params_model.model_validate(params.get(n.id, {})) for n in spec.nodes}
+
+
+def estimate(params: dict, portrait: tuple[int, int], seconds: float | None = SECONDS) -> dict:
+    speech = {} if seconds is None else {"f5_to_tts": seconds}
+    spec = get_pipeline("f5tts_infinitetalk")
+    return estimate_videos(spec, nodes_of(params), speech, portrait, get_settings())
+
+
+def big_portrait(folder: Path, side: int = 1024) -> Path:
+    """The astronaut at side x side: the lite talking head shrinks it to 624x624 (SPINBOT_TALK_MAX_PIXELS)."""
+    path = folder / f"astronaut-{side}.png"
+    cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(data.astronaut(), (side, side)), cv2.COLOR_RGB2BGR))
+    return path
+
+
+# ---- the defaults --------------------------------------------------------------------------------------------------
+
+
+def test_the_defaults_take_every_native_talking_head_at_2x_for_300_s_at_25_fps_and_none_at_8x():
+    settings = Settings()
+    for resolution, buckets in BUCKETS.items():
+        for height, width in buckets.values():
+            check_video(resolution, (2 * width, 2 * height), SECONDS * FPS, settings, "", NO_LEVERS)
+            with pytest.raises(VideoTooLarge, match="SPINBOT_MAX_VIDEO_FRAME_PIXELS"):
+                check_video(resolution, (8 * width, 8 * height), 1, settings, "", NO_LEVERS)
+    lite = 832 * 480  # SPINBOT_TALK_MAX_PIXELS
+    check_video("lite", (2 * 832, 2 * 480), SECONDS * FPS, settings, "", NO_LEVERS)
+    assert settings.talk_max_pixels == lite
+    # the seed's own params over 300 s at 120 fps are over the work limit
+    with pytest.raises(VideoTooLarge, match="SPINBOT_MAX_VIDEO_PIXELS"):
+        check_video("lite", (2 * 832, 2 * 480), SECONDS * 120, settings, "", NO_LEVERS)
+
+
+def test_the_encoder_opens_16384_a_side_and_no_more(tmp_path):
+    """The limits tasks/video_budget.py states, tried on the encoder every video goes through."""
+    with VideoWriter(tmp_path / "wide.mp4", 25, H264_MAX_SIDE, 16) as writer:
+        writer.write(np.zeros((16, H264_MAX_SIDE, 3), np.uint8))
+    for width, height in ((H264_MAX_SIDE + 2, 16), (16, H264_MAX_SIDE + 2), (H264_MAX_SIDE, 16130)):
+        with pytest.raises(av.error.FFmpegError), VideoWriter(tmp_path / "no.mp4", 25, width, height) as writer:
+            writer.write(np.zeros((2, 2, 3), np.uint8))  # refused as the encoder opens, before the frame is read
+    with pytest.raises(VideoTooLarge, match=r"H\.264 \(libx264\) encodes at most 16384 pixels a side"):
+        check_video("x", (H264_MAX_SIDE + 2, 16), 1, Settings(), "", NO_LEVERS)
+
+
+def test_the_frame_setting_stops_at_the_largest_frame_the_encoder_opens(spinbot_env, use_settings):
+    use_settings(max_video_frame_pixels=16384 * 16128 + 1)
+    with pytest.raises(SettingsError, match="SPINBOT_MAX_VIDEO_FRAME_PIXELS"):
+        get_settings()
+
+
+# ---- the estimate --------------------------------------------------------------------------------------------------
+
+
+def test_the_estimate_follows_the_portrait_the_talk_sizing_the_factor_and_the_speech(spinbot_env, use_settings):
+    videos = estimate({"upscale_video": {"model_name_0": "RealESRGAN_x4plus.pth"}}, (512, 512))
+    assert (videos["infinite_talk"].size, videos["infinite_talk"].frames) == ((512, 512), 7500)
+    assert (videos["upscale_video"].size, videos["upscale_video"].frames) == ((2048, 2048), 7500)
+    videos = estimate({"infinite_talk": {"fps": 120}, "upscale_video": {"frame_load_cap": 100}}, (1024, 1024), 10)
+    assert videos["infinite_talk"].size == (624, 624)  # lite: shrunk to SPINBOT_TALK_MAX_PIXELS, multiples of 16
+    assert (videos["upscale_video"].size, videos["upscale_video"].frames) == ((1248, 1248), 100)
+    assert videos["upscale_video"].about == "upscale_video.frame_load_cap"
+    assert estimate({}, (512, 512), None)["upscale_video"].frames is None  # no script: the frame alone
+    use_settings(talk_backend="native")
+    videos = estimate({"infinite_talk": {"resolution": "720p"}}, (1280, 720))
+    assert videos["infinite_talk"].size == (1280, 704)  # the 0.55 bucket
+    assert videos["upscale_video"].size == (2560, 1408)
+
+
+def test_an_upscaler_whose_name_names_no_factor_counts_as_x1(spinbot_env):
+    videos = estimate({"upscale_video": {"model_name_0": "my_upscaler.pth"}}, (512, 512))
+    assert videos["upscale_video"].size == (512, 512)  # a lower bound: the native task checks its model's own
+
+
+@pytest.mark.parametrize("size", [(512, 512), (1000, 600), (300, 900), (2000, 500), (333, 777)])
+def test_the_talk_frame_estimate_is_what_the_backends_make(size, spinbot_env):
+    image = np.zeros((size[1], size[0], 3), np.uint8)
+    params = InfiniteTalkParams()
+    lite, _ = AnimatorBackend().fit_portrait(image, params)
+    assert talk_frame_size("lite", size, params, get_settings()) == (lite.shape[1], lite.shape[0])
+    for resolution, buckets in BUCKETS.items():
+        native = fit_portrait(image, buckets)
+        params = InfiniteTalkParams(resolution=resolution)
+        assert talk_frame_size("native", size, params, get_settings()) == (native.shape[1], native.shape[0])
+
+
+def test_the_portrait_size_is_upright_as_its_exif_turns_it(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned a quarter clockwise: a phone held upright
+    Image.new("RGB", (600, 400)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGB", (600, 400)).save(tmp_path / "plain.jpg")
+    assert portrait_size(str(tmp_path / "turned.jpg"), 10**6) == (400, 600)
+    assert portrait_size(str(tmp_path / "plain.jpg"), 10**6) == (600, 400)
+
+
+# ---- refused at submission -----------------------------------------------------------------------------------------
+
+
+def upload(client, kind: str, path: Path) -> str:
+    with open(path, "rb") as f:
+        r = client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+X8 = {"upscale_video": {"model_name_0": "RealESRGAN_x8.pth"}}
+X8_LINE = (
+    "upscale_video: the video would have 4992x4992 frames (24,920,064 pixels), over the limit of 16,777,216 pixels "
+    "a frame (SPINBOT_MAX_VIDEO_FRAME_PIXELS); to get under it: use an upscaler of a smaller factor "
+    "(upscale_video.model_name_0 is x8) or use a smaller portrait"
+)
+# 3,960 characters: about 264 s at 120 fps, 31,680 frames of 1024x1024 (the astronaut at x2)
+FAST = {"script": {"text": SENTENCE * 55}, "infinite_talk": {"fps": 120}}
+FAST_LINE = (
+    "upscale_video: the video would be 31,680 frames of 1024x1024 (about 264 s of speech at 120 fps): "
+    "33,218,887,680 pixels, over the limit of 30,000,000,000 (SPINBOT_MAX_VIDEO_PIXELS); to get under it: lower "
+    "infinite_talk.fps, make the script shorter, use an upscaler of a smaller factor (upscale_video.model_name_0 is "
+    "x2) or use a smaller portrait"
+)
+
+
+def test_the_api_refuses_a_video_over_a_limit_with_one_line_and_stores_nothing(spinbot_env, monkeypatch, tmp_path):
+    with api_client(monkeypatch, KEY) as client:
+        voice = upload(client, "voice", voice_path())
+        for portrait, params, line in (
+            (big_portrait(tmp_path), X8, X8_LINE),
+            (portrait_path(tmp_path), FAST, FAST_LINE),
+        ):
+            image = upload(client, "portrait", portrait)
+            body = {"prompt": "the sea", "image": image, "voice": voice, "params": params}
+            r = client.post("/v1/jobs", json=body, headers=AUTH)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"] == line
+        assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+        assert stored_job_files(spinbot_env) == []
+        body = {"prompt": "the sea", "image": image, "voice": voice, "params": {"script": {"text": SENTENCE}}}
+        assert client.post("/v1/jobs", json=body, headers=AUTH).status_code == 201  # the defaults pass
+
+
+def test_the_cli_refuses_a_video_over_a_limit_with_one_line(spinbot_env, tmp_path):
+    code, lines = run_cli(
+        "run",
+        "--prompt",
+        "the sea",
+        "--image",
+        str(big_portrait(tmp_path)),
+        "--voice",
+        str(voice_path()),
+        "--set",
+        "upscale_video.model_name_0=RealESRGAN_x8.pth",
+    )
+    assert (code, lines) == (2, [f"error: {X8_LINE}"])
+    assert stored_job_files(spinbot_env) == []
+
+
+# ---- checked again by the tasks --------------------------------------------------------------------------------------
+
+
+def test_the_talk_task_checks_its_real_video_before_it_renders(spinbot_env, use_settings, tmp_path, monkeypatch):
+    def prepare(*args):
+        raise AssertionError("infinite_talk began its work")
+
+    monkeypatch.setattr(AnimatorBackend, "prepare", prepare)
+    use_settings(max_video_pixels=512 * 512 * 100)  # 4 s at 25 fps of the astronaut; the Beckett sample is 10 s
+    with pytest.raises(VideoTooLarge, match=r"^infinite_talk: the video would be 2\d\d frames of 512x512 \(") as err:
+        run_talk(tmp_path, portrait_path(tmp_path), voice_path())
+    assert str(err.value).endswith(
+        "over the limit of 26,214,400 (SPINBOT_MAX_VIDEO_PIXELS); to get under it: lower infinite_talk.fps, make the "
+        "script shorter or use a smaller portrait"
+    )
+    assert LocalStore(tmp_path / "store").list("jobs/") == []
+
+
+def write_clip(path: Path, frames: int = 20, side: int = 96) -> Path:
+    with VideoWriter(path, 25, side, side) as writer:
+        for i in range(frames):
+            writer.write(np.full((side, side, 3), 10 * i, np.uint8))
+    return path
+
+
+def upscale(folder: Path, **params):
+    store = LocalStore(folder / "store")
+    store.upload(write_clip(folder / "talk.mp4"), "inputs/talk.mp4")
+    request = TaskRequest(
+        job_id="job",
+        node_id="upscale_video",
+        task="upscale_video",
+        params=params,
+        artifacts={"video": "inputs/talk.mp4"},
+    )
+    return execute_task(request, store)
+
+
+def test_the_upscale_task_checks_its_real_video_before_its_first_batch(
+    spinbot_env, use_settings, tmp_path, monkeypatch
+):
+    def upscale_batch(*args):
+        raise AssertionError("upscale_video began its work")
+
+    monkeypatch.setattr(ResampleUpscaler, "upscale_batch", upscale_batch)
+    x4 = "RealESRGAN_x4plus.pth"
+    use_settings(max_video_frame_pixels=384 * 384 - 1)
+    with pytest.raises(VideoTooLarge) as err:
+        upscale(tmp_path, model_name_0=x4)
+    assert str(err.value) == (
+        "upscale_video: the upscaled video would have 384x384 frames (147,456 pixels), over the limit of 147,455 "
+        "pixels a frame (SPINBOT_MAX_VIDEO_FRAME_PIXELS); to get under it: use an upscaler of a smaller factor "
+        "(upscale_video.model_name_0 is x4)"
+    )
+    use_settings(max_video_frame_pixels=384 * 384, max_video_pixels=384 * 384 * 19)
+    with pytest.raises(VideoTooLarge, match=r"would be 20 frames of 384x384 \(0.8 s of video at 25 fps\)"):
+        upscale(tmp_path, model_name_0=x4)
+    assert LocalStore(tmp_path / "store").list("jobs/") == []
