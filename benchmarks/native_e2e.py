@@ -1,7 +1,8 @@
 """One native job end to end, as a user runs it: model files in place, `spinbot models check`, a `spinbot worker`
 with every backend native, and `spinbot run` twice (the second job in the same worker, models kept).
 
-Run on the GPU machine from the repository root (about 8 minutes on an H200 with `--write full`):
+Run on the GPU machine from the repository root (about 8 minutes on an H200 with `--write full`; the packages the
+machine lacks: benchmarks/device_packages.py, whose docstring gives the two device calls):
     python benchmarks/native_e2e.py --models /tmp/models --write full --redis-server PATH/redis-server \
         --out $OUT/native_e2e.json
     python benchmarks/native_e2e.py --models /tmp/models --redis-server PATH/redis-server --jobs 1 \
