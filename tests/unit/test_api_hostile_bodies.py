@@ -6,12 +6,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from fastapi.testclient import TestClient
 
-from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
-from spinbot.settings import reset_settings
 from spinbot.tasks.base import MAX_PARAM_DEPTH
+from tests.support.api_client import api_client
 
 KEY = "key-a-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -19,9 +17,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY) as c:
         yield c
 
 

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.samples import portrait_path, voice_path
-from spinbot.settings import reset_settings
 from spinbot.tasks.base import MAX_PARAM_CHARS
+from tests.support.api_client import api_client
 
 KEY = "key-a-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -21,9 +21,7 @@ MEGABYTE = "Q" * 1_000_000
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY) as c:
         yield c
 
 

@@ -9,16 +9,14 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from fastapi.testclient import TestClient
 
-from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.api.routes import jobs as jobs_route
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
-from spinbot.settings import reset_settings
 from spinbot.state.event_feed import LocalEventFeed
 from spinbot.state.events import Event
+from tests.support.api_client import api_client
 from tests.unit.test_progress import ScriptedDispatcher, failing_after, reports
 
 KEY = "key-events-1"
@@ -108,9 +106,7 @@ def test_events_older_than_the_snapshot_are_left_out():
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY) as c:
         yield c
 
 

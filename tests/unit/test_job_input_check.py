@@ -10,16 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from spinbot.api.app import create_app
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.media.sandbox import CheckAbandoned
 from spinbot.samples import portrait_path, voice_path
-from spinbot.settings import reset_settings
 from spinbot.storage.local import LocalStore
 from spinbot.tasks import base, user_files
 from spinbot.tasks.base import TaskContext
+from tests.support.api_client import api_client
 from tests.support.cli import run_cli, stored_job_files
 from tests.support.hostile_media import BOMB_LIMITS, BOMB_REFUSED, png_bomb
 
@@ -106,9 +104,7 @@ def test_a_voice_a_param_names_is_checked_before_the_speech_task_reads_it(tmp_pa
 # ---- embedded mode: jobs the API's process runs ----------------------------------------------------------------------
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY) as c:
         yield c
 
 

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from spinbot.api.app import create_app
 from spinbot.api.routes import uploads
 from spinbot.api.routes.uploads import check_content
 from spinbot.control import admission
@@ -27,7 +25,8 @@ from spinbot.media import sandbox
 from spinbot.media.sandbox import CheckAbandoned, CheckUnavailable, Limits, Sandbox
 from spinbot.media.upload_check import check_upload
 from spinbot.samples import portrait_path, voice_path
-from spinbot.settings import get_settings, reset_settings
+from spinbot.settings import get_settings
+from tests.support.api_client import api_client
 
 HOOKS = "tests.support.sandbox_hooks"
 KEY = "key-sandbox-1"
@@ -271,9 +270,7 @@ def test_with_every_checker_busy_for_the_whole_time_a_check_is_unavailable():
 # ---- through the API ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY) as c:
         yield c
 
 

@@ -21,7 +21,6 @@ from spinbot.backends.talk.animator import AnimatorBackend
 from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
 from spinbot.backends.upscale.resample import ResampleUpscaler
 from spinbot.control.budgets import estimate_videos, talk_frame_size
-from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.errors import SettingsError
 from spinbot.media.upload_check import portrait_size
 from spinbot.media.video import VideoWriter
@@ -35,6 +34,8 @@ from spinbot.tasks.video_budget import H264_MAX_SIDE, VideoTooLarge, check_video
 from tests.support.api_client import api_client
 from tests.support.cli import run_cli, stored_job_files
 from tests.support.tasks import run_talk
+from tests.unit.test_upscale import upscale as upscale_clip
+from tests.unit.test_upscale import write_clip
 
 KEY = "key-budget-1"
 SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better. "  # 72 characters: 4.8 s
@@ -218,24 +219,9 @@ def test_the_talk_task_checks_its_real_video_before_it_renders(spinbot_env, use_
     assert LocalStore(tmp_path / "store").list("jobs/") == []
 
 
-def write_clip(path: Path, frames: int = 20, side: int = 96) -> Path:
-    with VideoWriter(path, 25, side, side) as writer:
-        for i in range(frames):
-            writer.write(np.full((side, side, 3), 10 * i, np.uint8))
-    return path
-
-
 def upscale(folder: Path, **params):
-    store = LocalStore(folder / "store")
-    store.upload(write_clip(folder / "talk.mp4"), "inputs/talk.mp4")
-    request = TaskRequest(
-        job_id="job",
-        node_id="upscale_video",
-        task="upscale_video",
-        params=params,
-        artifacts={"video": "inputs/talk.mp4"},
-    )
-    return execute_task(request, store)
+    """upscale_video on a 20-frame 96x96 clip (test_upscale's helpers)."""
+    return upscale_clip(write_clip(folder / "talk.mp4", frames=20, side=96), folder / "store", **params)
 
 
 def test_the_upscale_task_checks_its_real_video_before_its_first_batch(
