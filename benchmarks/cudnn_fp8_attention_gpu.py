@@ -1,0 +1,115 @@
+"""cuDNN's FP8 self-attention alone, at the 14B model's 480p and 720p shapes, with whichever cuDNN this process loaded
+(issue 16: is a newer cuDNN's Hopper kernel faster than the one torch ships?).
+
+Run it once as is (torch's bundled cuDNN) and once with another cuDNN's libraries first on the loader's path; each
+run appends one row to --out:
+  python3 benchmarks/cudnn_fp8_attention_gpu.py --out $OUT/cudnn_fp8_attention_gpu.json
+  L=/tmp/cudnn/nvidia/cudnn/lib; LD_LIBRARY_PATH=$L LD_PRELOAD=$L/libcudnn.so.9:$L/libcudnn_graph.so.9 \
+    python3 benchmarks/cudnn_fp8_attention_gpu.py --cudnn-prefix /tmp/cudnn --out $OUT/cudnn_fp8_attention_gpu.json
+(only libcudnn, libcudnn_graph and libcudnn_engines_runtime_compiled are needed for this graph: about 56 MB as
+tar.xz). LD_PRELOAD gives torch the other cuDNN; --cudnn-prefix makes cudnn-frontend, which opens
+`<site-packages>/nvidia/cudnn/lib/libcudnn.so.9` by path, open the same one. A "sustained" time is 40 calls back to
+back, as in one step of the model, so a power-limited GPU shows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import sysconfig
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import machine  # noqa: E402
+
+from spinbot.backends.attention import cudnn_fp8  # noqa: E402
+
+SHAPES = {"480p": 21 * 30 * 52, "720p": 21 * 45 * 80}
+HEADS, DIM, LAYERS = 40, 128, 40
+
+
+def timed_ms(fn, calls: int) -> float:
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / calls
+
+
+def measure(tokens: int, device: torch.device) -> dict:
+    gen = torch.Generator(device).manual_seed(3)
+    q, k, v = (torch.randn(1, tokens, HEADS, DIM, generator=gen, device=device, dtype=torch.bfloat16) for _ in "qkv")
+    with torch.inference_mode():
+        got = cudnn_fp8.cudnn_fp8_attention(q, k, v)  # builds and times every plan once
+        heads4 = [t[:, :, :4].transpose(1, 2).float() for t in (q, k, v)]
+        ref = torch.nn.functional.scaled_dot_product_attention(*heads4).transpose(1, 2)
+        err = float((got[:, :, :4].float() - ref).norm() / ref.norm())
+        x = cudnn_fp8.quantize(q, k, v, cudnn_fp8.TOKEN_MULTIPLE)
+
+        def kernel():
+            cudnn_fp8.run_cudnn(x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
+
+        single = [timed_ms(kernel, 1) for _ in range(5)]
+        sustained = [timed_ms(kernel, LAYERS) for _ in range(3)]
+    flops = 4.0 * tokens * tokens * HEADS * DIM
+    best = min(sustained)
+    return {
+        "tokens": tokens,
+        "rel_err_vs_float32": round(err, 5),
+        "single_ms_median": round(statistics.median(single), 2),
+        "sustained_ms_per_call": [round(t, 2) for t in sustained],
+        "sustained_tflops": round(flops / best / 1e9, 1),
+        "plans": {str(key): value for key, value in cudnn_fp8.PLAN_TIMES.items() if key[1] >= tokens},
+    }
+
+
+def import_cudnn_frontend(prefix: str | None):
+    """cudnn-frontend, bound to the libcudnn under `prefix` (its nvidia/cudnn/lib) instead of site-packages'."""
+    if prefix is None:
+        import cudnn
+    else:
+        real = sysconfig.get_path
+        sysconfig.get_path = lambda name, *a, **k: prefix if name == "purelib" else real(name, *a, **k)
+        try:
+            import cudnn
+        finally:
+            sysconfig.get_path = real
+    return cudnn
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="480p,720p")
+    parser.add_argument("--cudnn-prefix", help="a folder holding nvidia/cudnn/lib of another cuDNN (see above)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    cudnn = import_cudnn_frontend(args.cudnn_prefix)
+    device = torch.device("cuda")
+    row = {
+        "cudnn_version_torch": torch.backends.cudnn.version(),
+        "cudnn_version_frontend": cudnn.backend_version(),
+        "cudnn_frontend": cudnn.__version__,
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(),
+        "machine": machine(),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "sizes": {},
+    }
+    for label in args.sizes.split(","):
+        row["sizes"][label] = measure(SHAPES[label], device)
+        print(label, json.dumps(row["sizes"][label]), flush=True)
+    rows = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    args.out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": [*rows, row]}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
