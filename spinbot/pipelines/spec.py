@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -339,6 +339,3 @@ def get_pipeline(name: str, path: Path | str | None = None) -> PipelineSpec:
     if name not in pipelines:
         raise PipelineError(f"unknown pipeline {echo(name)} (known: {', '.join(sorted(pipelines))})")
     return pipelines[name]
-
-
-Plane = Literal["node", "python"]

@@ -43,7 +43,6 @@ class Event:
 
 EVENT_FIELDS = tuple(Event.__dataclass_fields__)
 Listener = Callable[[Event], None]
-FINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 
 
 class EventBus:

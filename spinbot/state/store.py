@@ -30,7 +30,6 @@ INTERRUPTED = "interrupted"  # stopped by its user (Ctrl-C in `spinbot run`): re
 # Its files, then its rows, are being removed (control/lifecycle.delete_job): no retry can make it pending again
 # meanwhile; a delete cut short (a storage error) is finished by the next one.
 DELETING = "deleting"
-NODE_STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 RETRYABLE_STATES = (FAILED, INTERRUPTED)  # a retry makes them pending again
 # Jobs a control plane resumes on its own when nobody holds them (at start, and when their owner's lease expired).

@@ -30,7 +30,7 @@ from spinbot.settings import Settings, get_settings
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.talk import InfiniteTalkParams
-from spinbot.tasks.video_budget import H264_MAX_SIDE, VideoTooLarge, check_video
+from spinbot.tasks.video_budget import H264_MAX_FRAME_PIXELS, H264_MAX_SIDE, VideoTooLarge, check_video
 from tests.support.api_client import api_client
 from tests.support.cli import run_cli, stored_job_files
 from tests.support.tasks import run_talk
@@ -91,7 +91,7 @@ def test_the_encoder_opens_16384_a_side_and_no_more(tmp_path):
 
 
 def test_the_frame_setting_stops_at_the_largest_frame_the_encoder_opens(spinbot_env, use_settings):
-    use_settings(max_video_frame_pixels=16384 * 16128 + 1)
+    use_settings(max_video_frame_pixels=H264_MAX_FRAME_PIXELS + 1)
     with pytest.raises(SettingsError, match="SPINBOT_MAX_VIDEO_FRAME_PIXELS"):
         get_settings()
 
