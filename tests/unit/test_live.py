@@ -12,7 +12,6 @@ import av
 import numpy as np
 import pytest
 
-from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.segments import ENDLIST, PLAYLIST, HlsSegmenter
 from spinbot.media.video import VideoWriter, iter_frames, read_audio
@@ -256,7 +255,6 @@ def test_a_store_that_refuses_the_live_output_does_not_fail_the_render(
     tmp_path, talk_inputs, use_settings, monkeypatch
 ):
     use_settings(talk_max_pixels=192 * 192)
-    from spinbot.storage.local import LocalStore
 
     real_upload = LocalStore.upload
 
@@ -272,23 +270,8 @@ def test_a_store_that_refuses_the_live_output_does_not_fail_the_render(
     assert len(list(iter_frames(video))) > 0
 
 
-def upscale(clip: Path, store_root: Path, live_output: bool, **params):
-    store = LocalStore(store_root)
-    store.upload(clip, "inputs/talk.mp4")
-    request = TaskRequest(
-        job_id="job",
-        node_id="upscale_video",
-        task="upscale_video",
-        params=params,
-        artifacts={"video": "inputs/talk.mp4"},
-        live_output=live_output,
-    )
-    output = execute_task(request, store, workdir_root=store_root)
-    return store.path(output.artifacts["video"]), output
-
-
 def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(tmp_path, encoded):
-    from tests.unit.test_upscale import write_clip
+    from tests.unit.test_upscale import upscale, write_clip
 
     clip = write_clip(tmp_path / "talk.mp4", frames=45, side=96)
     video_without, without = upscale(clip, tmp_path / "off", live_output=False, batch_size=20)

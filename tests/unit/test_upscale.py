@@ -52,7 +52,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clip") / "talk.mp4")
 
 
-def upscale(clip: Path, store_root: Path, progress: list | None = None, **params):
+def upscale(clip: Path, store_root: Path, progress: list | None = None, live_output: bool = True, **params):
+    """The upscale_video task on `clip`, its work folder under `store_root` (test_live's `encoded` counts only the
+    writers under the test's own folder); returns the local path of its video and its output."""
     store = LocalStore(store_root)
     store.upload(clip, "inputs/talk.mp4")
     request = TaskRequest(
@@ -61,9 +63,12 @@ def upscale(clip: Path, store_root: Path, progress: list | None = None, **params
         task="upscale_video",
         params=params,
         artifacts={"video": "inputs/talk.mp4"},
+        live_output=live_output,
     )
     fractions = [] if progress is None else progress
-    output = execute_task(request, store, report=lambda fraction, message: fractions.append(fraction))
+    output = execute_task(
+        request, store, report=lambda fraction, message: fractions.append(fraction), workdir_root=store_root
+    )
     return store.path(output.artifacts["video"]), output
 
 
