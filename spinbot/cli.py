@@ -95,6 +95,37 @@ def _runner(watch: bool = False, reachable: bool = True):
     return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
 
 
+def _new_job_request(
+    prompt: str | None,
+    image: Path | None,
+    voice: Path | None,
+    ref_text: str | None,
+    pipeline: str,
+    params: dict[str, dict[str, Any]],
+    priority: int | None,
+) -> JobRequest:
+    """`spinbot run`'s new job, once every input it needs is given (one line naming each missing one otherwise)."""
+    own_script = str(params.get("script", {}).get("text") or "").strip()
+    # the script is the prompt's alternative: a user who gives neither learns of both
+    given = (
+        ("--prompt or --set script.text=YOUR WORDS", prompt or own_script),
+        ("--image", image),
+        ("--voice", voice),
+    )
+    missing = [name for name, value in given if not value]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")
+    return JobRequest(
+        pipeline=pipeline,
+        prompt=prompt or "",
+        image=image,
+        voice=voice,
+        ref_text=ref_text,
+        params=params,
+        priority=priority,
+    )
+
+
 SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
 
 
@@ -152,28 +183,8 @@ def run(
             job_id = runner.jobs.get(resume).id
             runner.leases.require(job_id, wait_if_silent=True)  # another process's job: one line, no progress
         else:
-            params = parse_sets(set_)
-            own_script = str(params.get("script", {}).get("text") or "").strip()
-            # the script is the prompt's alternative: a user who gives neither learns of both
-            given = (
-                ("--prompt or --set script.text=YOUR WORDS", prompt or own_script),
-                ("--image", image),
-                ("--voice", voice),
-            )
-            missing = [name for name, value in given if not value]
-            if missing:
-                raise InputError(f"missing {', '.join(missing)} (or use --resume JOB_ID)")
-            job_id = runner.create_job(
-                JobRequest(
-                    pipeline=pipeline,
-                    prompt=prompt or "",
-                    image=image,
-                    voice=voice,
-                    ref_text=ref_text,
-                    params=params,
-                    priority=priority,
-                )
-            )
+            request = _new_job_request(prompt, image, voice, ref_text, pipeline, parse_sets(set_), priority)
+            job_id = runner.create_job(request)
             err_console.print(f"job {job_id}", highlight=False)
         job = _run_watched(runner, job_id, watch, watch_port, out)
         deliver(runner, job, out)
