@@ -1,6 +1,9 @@
 """Everything a job can fail on its inputs is refused at submission (CLI exit 2, API 400, one line naming the field
 and the limit), and nothing is stored: long texts, speech over the length limit, parameter combinations that no
-window plan or backend accepts, a voice sample too short or silent to clone."""
+window plan or backend accepts, a voice sample too short or silent to clone.
+
+(Just past 400 lines: one subject, the checks at submission, through the API and the CLI alike; the tests share
+the client, the uploads and `refused`.)"""
 
 from __future__ import annotations
 
