@@ -1,4 +1,5 @@
-"""spinbot run | demo | cancel | gc | params | pipelines (list, show, validate) | serve | worker."""
+"""spinbot run | demo | cancel | gc | params | pipelines (list, show, validate) | models (list, check, pull) | serve
+| worker."""
 
 from __future__ import annotations
 
