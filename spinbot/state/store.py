@@ -283,20 +283,20 @@ class JobStore:
     def reopen_failed(self, job_id: str) -> bool:
         """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
         changed the row."""
-        with self.session() as s, s.begin():
-            result = cast(
-                "CursorResult[Any]",
-                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(status=PENDING)),
-            )
-            return result.rowcount == 1
+        return self._move_job(job_id, RETRYABLE_STATES, PENDING)
 
     def mark_deleting(self, job_id: str, from_states: tuple[str, ...]) -> bool:
         """-> deleting in one conditional UPDATE, only from these states; False when the job was in none of them
         (a retry made it pending since it was read)."""
+        return self._move_job(job_id, from_states, DELETING)
+
+    def _move_job(self, job_id: str, from_states: tuple[str, ...], status: str) -> bool:
+        """The job's status -> `status` only if it is in one of `from_states`, in one conditional UPDATE: of two
+        callers at once, only one changes the row and gets True."""
         with self.session() as s, s.begin():
             result = cast(
                 "CursorResult[Any]",
-                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(from_states)).values(status=DELETING)),
+                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(from_states)).values(status=status)),
             )
             return result.rowcount == 1
 
