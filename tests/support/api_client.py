@@ -25,6 +25,15 @@ def api_client(monkeypatch: pytest.MonkeyPatch, *keys: str) -> Iterator[TestClie
         yield client
 
 
+def stored(data_dir: Path) -> list[str]:
+    """The files under the data folder's uploads/ and jobs/ (what a refused request must not leave behind)."""
+    return sorted(
+        p.relative_to(data_dir).as_posix()
+        for p in data_dir.rglob("*")
+        if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs")
+    )
+
+
 def unrun_job(client: TestClient, folder: Path, key: str) -> str:
     """A job of `key` that is created but not run: the test plays its nodes' part (the sample portrait is written
     into `folder`)."""

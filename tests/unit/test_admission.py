@@ -1,9 +1,6 @@
 """Everything a job can fail on its inputs is refused at submission (CLI exit 2, API 400, one line naming the field
 and the limit), and nothing is stored: long texts, speech over the length limit, parameter combinations that no
-window plan or backend accepts, a voice sample too short or silent to clone.
-
-(Just past 400 lines: one subject, the checks at submission, through the API and the CLI alike; the tests share
-the client, the uploads and `refused`.)"""
+window plan or backend accepts, a voice sample too short or silent to clone."""
 
 from __future__ import annotations
 
@@ -21,20 +18,12 @@ from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.control.requests import JobRequest
 from spinbot.errors import BackendUnavailable, InputError, ParamsError
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
-from spinbot.settings import reset_settings
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.speech_length import SpeechTooLong, estimate_seconds
+from tests.support.api_client import api_client, stored
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better. "
-
-
-def stored(data_dir: Path) -> list[str]:
-    return sorted(
-        p.relative_to(data_dir).as_posix()
-        for p in data_dir.rglob("*")
-        if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs")
-    )
 
 
 def write_voice(path: Path, seconds: float, amplitude: float = 0.3, rate: int = 24000) -> Path:
@@ -45,9 +34,7 @@ def write_voice(path: Path, seconds: float, amplitude: float = 0.3, rate: int = 
 
 @pytest.fixture
 def client(spinbot_env, monkeypatch):
-    monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
-    reset_settings()
-    with TestClient(create_app()) as c:
+    with api_client(monkeypatch, KEY_A, KEY_B) as c:
         yield c
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
+from tests.support.api_client import stored
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 
@@ -33,14 +34,6 @@ def upload(client, kind: str, path: Path, key: str = KEY_A, name: str | None = N
         return client.post(
             "/v1/uploads", data={"kind": kind}, files={"file": (name or path.name, f)}, headers=auth(key)
         )
-
-
-def stored(data_dir: Path) -> list[str]:
-    return sorted(
-        p.relative_to(data_dir).as_posix()
-        for p in data_dir.rglob("*")
-        if p.is_file() and p.parts[len(data_dir.parts)] in ("uploads", "jobs")
-    )
 
 
 def test_health_pipelines_and_metrics(client):
