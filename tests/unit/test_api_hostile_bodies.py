@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
-from spinbot.samples import portrait_path, voice_path
+from spinbot.samples import portrait_path
 from spinbot.tasks.base import MAX_PARAM_DEPTH
 from tests.support.api_client import api_client
+from tests.unit.test_api_hostile_input import upload_both
 
 KEY = "key-a-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -23,13 +24,7 @@ def client(spinbot_env, monkeypatch):
 
 @pytest.fixture
 def uploads(client, tmp_path) -> dict[str, str]:
-    ids = {}
-    for kind, path in (("portrait", portrait_path(tmp_path)), ("voice", voice_path())):
-        with open(path, "rb") as f:
-            answer = client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
-        assert answer.status_code == 201, answer.text
-        ids[kind] = answer.json()["id"]
-    return ids
+    return upload_both(client, portrait_path(tmp_path))
 
 
 def nested_body(uploads: dict[str, str], depth: int) -> bytes:
