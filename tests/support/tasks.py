@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from spinbot.control.dispatch import TaskRequest, execute_task
+from spinbot.media.audio import load_audio, write_wav
+from spinbot.samples import voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.base import NodeOutput
 
@@ -24,3 +26,10 @@ def run_talk(folder: Path, image: Path, audio: Path, live_output: bool = True, *
     )
     out = execute_task(request, store, workdir_root=folder)
     return out, store.path(out.artifacts["video"])
+
+
+def write_beckett_excerpt(path: Path) -> Path:
+    """The first 2.5 s of the sample voice ("Ever tried. Ever failed."), written to `path`: speech for a short
+    run_talk."""
+    audio, sr = load_audio(voice_path())
+    return write_wav(path, audio[: int(2.5 * sr)], sr)

@@ -12,14 +12,13 @@ import av
 import numpy as np
 import pytest
 
-from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.segments import ENDLIST, PLAYLIST, HlsSegmenter
 from spinbot.media.video import VideoWriter, iter_frames, read_audio
 from spinbot.samples import portrait_path, voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.live import live_key
 from spinbot.tasks.windows import plan_windows
-from tests.support.tasks import run_talk
+from tests.support.tasks import run_talk, write_beckett_excerpt
 
 FPS = 25
 SIZE = (64, 48)
@@ -162,8 +161,7 @@ def test_close_without_finish_drops_the_half_segment_and_leaves_the_playlist_ope
 @pytest.fixture(scope="module")
 def talk_inputs(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("inputs")
-    audio, sr = load_audio(voice_path())
-    return portrait_path(folder), write_wav(folder / "speech.wav", audio[: int(2.5 * sr)], sr)
+    return portrait_path(folder), write_beckett_excerpt(folder / "speech.wav")
 
 
 WINDOWS = {"frame_window_size": 20, "motion_frame": 4}
@@ -292,7 +290,7 @@ def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(
 def test_jobs_of_spinbot_run_ask_for_live_output_only_when_watched(spinbot_env, tmp_path):
     from spinbot.cli import _runner
     from spinbot.control.requests import JobRequest
-    from spinbot.samples import portrait_path, voice_path
+    from spinbot.samples import portrait_path
 
     for watched in (False, True):
         runner = _runner(watch=watched)

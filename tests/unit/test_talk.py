@@ -21,7 +21,7 @@ from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import get_settings
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.windows import plan_windows
-from tests.support.tasks import run_talk
+from tests.support.tasks import run_talk, write_beckett_excerpt
 
 
 def cropped_duration(meta: dict) -> float:
@@ -42,8 +42,7 @@ def frame_rms(audio: np.ndarray, sr: int, fps: int, frames: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def beckett_excerpt(tmp_path_factory) -> Path:
     """The first 2.5 s of the Beckett sample ("Ever tried. Ever failed.")."""
-    audio, sr = load_audio(voice_path())
-    return write_wav(tmp_path_factory.mktemp("audio") / "excerpt.wav", audio[: int(2.5 * sr)], sr)
+    return write_beckett_excerpt(tmp_path_factory.mktemp("audio") / "excerpt.wav")
 
 
 @pytest.fixture(scope="module")

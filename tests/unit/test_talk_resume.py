@@ -17,7 +17,6 @@ import pytest
 
 from spinbot.backends.talk.animator import AnimatorBackend
 from spinbot.control.dispatch import TaskRequest, execute_task
-from spinbot.media.audio import load_audio, write_wav
 from spinbot.media.video import iter_frames, probe
 from spinbot.samples import portrait_path, voice_path
 from spinbot.storage.base import ArtifactStore
@@ -25,6 +24,7 @@ from spinbot.storage.local import LocalStore
 from spinbot.tasks.base import NodeOutput
 from tests.support import services
 from tests.support.renders import watch_renders
+from tests.support.tasks import write_beckett_excerpt
 
 PARAMS = {"fps": 10, "frame_window_size": 6, "motion_frame": 1}  # 2.2 s of speech: 5 windows
 PREFIX = "jobs/job1/infinite_talk/resume/"
@@ -37,8 +37,7 @@ class Interrupted(RuntimeError):
 @pytest.fixture(scope="module")
 def talk_inputs(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("inputs")
-    audio, sr = load_audio(voice_path())
-    return portrait_path(folder), write_wav(folder / "speech.wav", audio[: int(2.5 * sr)], sr)
+    return portrait_path(folder), write_beckett_excerpt(folder / "speech.wav")
 
 
 @pytest.fixture
