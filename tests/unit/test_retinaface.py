@@ -48,6 +48,7 @@ def test_detections_are_those_of_the_hand_written_detector(tmp_path):
     frames = np.stack([frame_with_texture(seed, width=160, height=128) for seed in range(3)])
     found = detector.detect(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255, CONFIDENCE)
     recorded = np.load(RECORDED)
+    assert len(found) == len(frames)  # one list of faces a frame, each compared below
     for index, faces in enumerate(found):
         boxes, scores = recorded[f"boxes_{index}"], recorded[f"scores_{index}"]
         landmarks = recorded[f"landmarks_{index}"]
