@@ -54,6 +54,7 @@ def file_identity(path: Path) -> list[Any]:
 
 @lru_cache(maxsize=256)
 def _sampled_at(path: Path, size: int, mtime_ns: int) -> str:
+    # mtime_ns is there for the cache key only: a file replaced under the same name and size is sampled again
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         digest.update(file.read(SAMPLE))
