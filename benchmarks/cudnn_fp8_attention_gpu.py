@@ -1,5 +1,6 @@
 """cuDNN's FP8 self-attention alone, at the 14B model's 480p and 720p shapes, with whichever cuDNN this process loaded
-(issue 16: is a newer cuDNN's Hopper kernel faster than the one torch ships?).
+(issue 16: is a newer cuDNN's Hopper kernel faster? The device image's torch 2.11 ships cuDNN 9.19; the torch this
+project pins, 2.14.1, ships 9.24; PyPI's newest is 9.28).
 
 Run it once as is (torch's bundled cuDNN) and once with another cuDNN's libraries first on the loader's path; each
 run appends one row to --out:
