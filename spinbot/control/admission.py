@@ -129,12 +129,12 @@ class Admission:
 
                 run_device(nodes[node.id].device)  # type: ignore[attr-defined]  # TextToSpeechParams
             files = layout.files(nodes[node.id], self.settings.models_dir)
-            missing = [f.relpath for f in files if f.required and not f.present]
+            missing = [f for f in files if f.required and not f.present]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise BackendUnavailable(
                     f"{node.id}: the native backend lacks model files in SPINBOT_MODELS_DIR={self.settings.models_dir}"
-                    f": {missing[0]}{more} (`spinbot models pull` fetches them)"
+                    f": {missing[0].relpath}{more} (`spinbot models pull` fetches them{missing[0].why_missing()})"
                 )
             if node.task == "infinite_talk":
                 self.refuse_talk_on_cpu(node.id, files)

@@ -284,3 +284,34 @@ def test_a_file_of_another_format_says_what_it_is(tiny, tmp_path, content, expec
     code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
     assert code == 1
     assert lines[0].startswith(f"{VAE}: not a readable safetensors file: {expected}"), lines
+
+
+def test_a_missing_file_says_what_is_at_or_near_its_place(tiny, tmp_path):
+    # each case was "missing (wan_video_model)" and nothing more
+    root = linked_copy(tiny, tmp_path / "near")
+    wan = root / WAN
+    wan.unlink()
+    wan.symlink_to(tmp_path / "gone.safetensors")  # a symlink into a disk that is not mounted
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert code == 1
+    assert lines[0] == f"{WAN}: missing (wan_video_model); it is a broken symlink (to {tmp_path / 'gone.safetensors'})"
+    code, lines = run("models", "list", "--task", "infinite_talk", "--models-dir", str(root))
+    assert any(line.startswith("missing") and "[it is a broken symlink (to " in line for line in lines), lines
+
+    wan.unlink()
+    shutil.copy(tiny / WAN, root / "diffusion_models" / Path(WAN).name)  # ComfyUI's folder, without wanvideo/
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert lines[0] == (
+        f"{WAN}: missing (wan_video_model); a file of this name is at diffusion_models/{Path(WAN).name}: move it here"
+    )
+
+    (root / "diffusion_models" / Path(WAN).name).rename(wan.parent / "wan2.1_i2v_480p_14B_bf16.safetensors")
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert lines[0] == (
+        f"{WAN}: missing (wan_video_model); diffusion_models/wanvideo/ holds wan2.1_i2v_480p_14B_bf16.safetensors "
+        "(to use it: --set infinite_talk.wan_video_model=wanvideo/wan2.1_i2v_480p_14B_bf16.safetensors)"
+    )
+    value = "wanvideo/wan2.1_i2v_480p_14B_bf16.safetensors"
+    code, lines = run("models", "check", "--task", "infinite_talk", "--set", f"infinite_talk.wan_video_model={value}",
+                      "--models-dir", str(root))
+    assert code == 0, lines  # the hint's --set works as printed
