@@ -77,7 +77,30 @@ def other_format(path: Path) -> str | None:
     if not head:
         return "an empty file (a download that never started?)"
     lowered = head.lstrip().lower()
-    return next((what for magic, what in OTHER_FORMATS if lowered.startswith(magic.lower())), None)
+    return next((what for magic, what in OTHER_FORMATS if lowered.startswith(magic.lower())), None) or _cut_short(
+        path
+    )
+
+
+def _cut_short(path: Path) -> str | None:
+    """'cut short: ...' for a safetensors file shorter than its own header says (a download that stopped)."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(size, 100_000_000):
+                return None
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, struct.error, TypeError, KeyError, IndexError):
+        return None
+    needed = 8 + length + int(end)
+    if size >= needed:
+        return None
+    return f"cut short: {size:,} bytes of the {needed:,} its header describes (an interrupted download?)"
 
 
 def not_safetensors(path: Path, err: BaseException) -> str:

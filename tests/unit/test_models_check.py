@@ -315,3 +315,26 @@ def test_a_missing_file_says_what_is_at_or_near_its_place(tiny, tmp_path):
     code, lines = run("models", "check", "--task", "infinite_talk", "--set", f"infinite_talk.wan_video_model={value}",
                       "--models-dir", str(root))
     assert code == 0, lines  # the hint's --set works as printed
+
+
+def test_a_cut_download_refuses_the_job_at_submission_not_at_its_node(tiny, tmp_path, use_settings, spinbot_env):
+    # was: the speech was made, then infinite_talk failed with "Error while deserializing header: incomplete
+    # metadata, file not fully covered"
+    from spinbot.samples import portrait_path, voice_path
+
+    root = linked_copy(tiny, tmp_path / "cut")
+    (root / CLIP).unlink()
+    (root / CLIP).write_bytes((tiny / CLIP).read_bytes()[:1_000_000])
+    use_settings(models_dir=root, talk_backend="native")
+    image, voice = str(portrait_path(tmp_path)), str(voice_path())
+    code, lines = run("run", "--prompt", "p", "--image", image, "--voice", voice)
+    assert code == 2, lines
+    size = (tiny / CLIP).stat().st_size
+    assert lines == [
+        f"error: infinite_talk: the native backend cannot use a model file in SPINBOT_MODELS_DIR={root}: {CLIP}: "
+        f"not a readable safetensors file: cut short: 1,000,000 bytes of the {size:,} its header describes (an "
+        "interrupted download?) (`spinbot models check` checks them all)"
+    ]
+    from spinbot.control.runner import Runner
+
+    assert Runner().jobs.list()[0] == []  # nothing stored
