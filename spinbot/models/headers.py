@@ -77,9 +77,7 @@ def other_format(path: Path) -> str | None:
     if not head:
         return "an empty file (a download that never started?)"
     lowered = head.lstrip().lower()
-    return next((what for magic, what in OTHER_FORMATS if lowered.startswith(magic.lower())), None) or _cut_short(
-        path
-    )
+    return next((what for magic, what in OTHER_FORMATS if lowered.startswith(magic.lower())), None) or _cut_short(path)
 
 
 def _cut_short(path: Path) -> str | None:

@@ -312,8 +312,16 @@ def test_a_missing_file_says_what_is_at_or_near_its_place(tiny, tmp_path):
         "(to use it: --set infinite_talk.wan_video_model=wanvideo/wan2.1_i2v_480p_14B_bf16.safetensors)"
     )
     value = "wanvideo/wan2.1_i2v_480p_14B_bf16.safetensors"
-    code, lines = run("models", "check", "--task", "infinite_talk", "--set", f"infinite_talk.wan_video_model={value}",
-                      "--models-dir", str(root))
+    code, lines = run(
+        "models",
+        "check",
+        "--task",
+        "infinite_talk",
+        "--set",
+        f"infinite_talk.wan_video_model={value}",
+        "--models-dir",
+        str(root),
+    )
     assert code == 0, lines  # the hint's --set works as printed
 
 
