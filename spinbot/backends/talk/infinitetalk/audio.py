@@ -103,11 +103,15 @@ def load_audio_encoder(
 
     # The official folder is a Wav2Vec2ForPreTraining checkpoint: its pre-training heads are not the encoder's, and
     # transformers printed them as an UNEXPECTED "LOAD REPORT" table (with a "Loading weights" bar) on every load.
-    encoder = type("Wav2Vec2Encoder", (Wav2Vec2Model,), {"_keys_to_ignore_on_load_unexpected": PRETRAINING_HEADS})
+    class Wav2Vec2Encoder(Wav2Vec2Model):
+        _keys_to_ignore_on_load_unexpected = PRETRAINING_HEADS
+
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        loaded = encoder.from_pretrained(str(folder), local_files_only=True, dtype=dtype, output_loading_info=True)
+        loaded = Wav2Vec2Encoder.from_pretrained(
+            str(folder), local_files_only=True, dtype=dtype, output_loading_info=True
+        )
         # With output_loading_info the call returns (model, info); transformers' annotations say model alone.
         model, info = cast("tuple[Wav2Vec2Model, dict[str, list[str]]]", loaded)
     except OSError as err:  # no weights file, or an unreadable one
