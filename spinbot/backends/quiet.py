@@ -2,8 +2,8 @@
 FutureWarning for `@torch.jit.script` (x_transformers, which f5-tts uses, and spandrel_extra_arches' CodeFormer
 decorate functions with it at import), and bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install
 kernels" line (diffusers imports bitsandbytes for its quantizers; we quantize nothing with it), and pydub's
-"Couldn't find ffmpeg or avconv" (f5-tts imports pydub; no code of ours calls it: ours is PyAV's FFmpeg). Our own warnings, and
-every other warning of these packages, still show."""
+"Couldn't find ffmpeg or avconv" (f5-tts imports pydub; no code of ours calls it: ours is PyAV's FFmpeg). Our own
+warnings, and every other warning of these packages, still show."""
 
 from __future__ import annotations
 
