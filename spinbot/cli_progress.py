@@ -75,7 +75,7 @@ class TimeLeftColumn(ProgressColumn):
 
 class PlainLines:
     """Progress for a log file: a line when a node's state changes, and while it runs at most every
-    PLAIN_EVERY_SECONDS (node, percent, its message, the time left once measured)."""
+    PLAIN_EVERY_SECONDS (node, percent, its message whole, the time left once measured)."""
 
     def __init__(self) -> None:
         self.shown: dict[str, tuple[str, float]] = {}  # node -> (status, when) of its last line
@@ -86,7 +86,8 @@ class PlainLines:
             return
         self.shown[node] = (status, now)
         detail = message + (f" (~{clock(left)} left)" if left is not None else "")
-        err_console.print(f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip(), highlight=False, markup=False)
+        line = f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip()
+        err_console.print(line, highlight=False, markup=False, soft_wrap=True)  # a log file's line is never cut
 
 
 def invoked_as() -> str:
@@ -192,7 +193,7 @@ class NodeBars:
             self.progress.update(self.job_bar, completed=event.job_progress)
         if self.plain is not None:
             left = self.estimates[node].seconds(now) if status == "running" else None
-            took = f"took {clock(seconds)}" if seconds is not None else message
+            took = f"took {clock(seconds)}" if seconds is not None else self._described(node, event.message or "")
             self.plain.show(node, status, done, took, left, now)
 
     def _on_job_event(self, event) -> None:

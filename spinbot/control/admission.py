@@ -129,15 +129,30 @@ class Admission:
 
                 run_device(nodes[node.id].device)  # type: ignore[attr-defined]  # TextToSpeechParams
             files = layout.files(nodes[node.id], self.settings.models_dir)
-            missing = [f.relpath for f in files if f.required and not f.present]
+            missing = [f for f in files if f.required and not f.present]
             if missing:
                 more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise BackendUnavailable(
                     f"{node.id}: the native backend lacks model files in SPINBOT_MODELS_DIR={self.settings.models_dir}"
-                    f": {missing[0]}{more} (`spinbot models pull` fetches them)"
+                    f": {missing[0].relpath}{more} (`spinbot models pull` fetches them{missing[0].why_missing()})"
                 )
+            self.refuse_unreadable(node.id, files)
             if node.task == "infinite_talk":
                 self.refuse_talk_on_cpu(node.id, files)
+
+    def refuse_unreadable(self, node_id: str, files: list[Any]) -> None:
+        """A safetensors file whose header does not read (a download cut short, an HTML page, a GGUF model under
+        the name) is refused now, not when its node loads it after the nodes before it ran. Headers only: ms."""
+        from spinbot.models.compare import unreadable_safetensors
+
+        bad = unreadable_safetensors([f.path for f in files if f.present])
+        if bad:
+            more = f" (and {len(bad) - 1} more file(s))" if len(bad) > 1 else ""
+            raise BackendUnavailable(
+                f"{node_id}: the native backend cannot use a model file in SPINBOT_MODELS_DIR="
+                f"{self.settings.models_dir}: {bad[0].line(self.settings.models_dir)}{more} (`spinbot models check` "
+                "checks them all)"
+            )
 
     def native_tasks_here(self) -> list[str]:
         """The tasks check_model_files checks: a native backend configured, and tasks run in this process."""

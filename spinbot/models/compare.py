@@ -43,6 +43,8 @@ def compare_layout(
     problem names what the user would find in the file; `path_of` names the file a key belongs in, where several
     files merge into one model."""
     where = path_of or (lambda key: path)
+    if found and expected and path_of is None and not set(expected) & set(found):
+        return [_another_model(path, expected, found, file_name)]
     problems = [
         Problem(where(k), f"missing key '{file_name(k)}' (shape {list(spec.shape)})")
         for k, spec in sorted(expected.items())
@@ -63,6 +65,61 @@ def compare_layout(
             allowed = ", ".join(sorted(dtypes)) if is_float(need.dtype) else "an integer type"
             problems.append(Problem(where(key), f"key '{file_name(key)}' is {spec.dtype}, the loader needs {allowed}"))
     return problems
+
+
+MAX_KEY_LINES = 5  # a file with more problems of one kind than this gets one line for them
+
+
+def _kind(message: str) -> str | None:
+    """The kind of a per-key problem line (its key is the first quoted name), or None for any other line."""
+    if message.startswith("missing key '"):
+        return "missing keys"
+    if message.startswith("unexpected key '"):
+        return "unexpected keys"
+    if (message.startswith("key '") and "' has shape " in message) or "the model's parameter is [" in message:
+        return "keys of another shape than the model's"
+    if message.startswith("'") and message.endswith("which the model does not have"):
+        return "keys targeting weights the model does not have"
+    return None
+
+
+def condensed(problems: list[Problem]) -> list[Problem]:
+    """The same problems, with a file's per-key problems of one kind (missing, unexpected, misshapen, a LoRA key
+    with no target) past MAX_KEY_LINES in one line: a file of another model or size under the expected name lacks
+    hundreds of keys, and one line per key buries the point."""
+    groups: dict[tuple[Path, str], list[Problem]] = {}
+    for problem in problems:
+        kind = _kind(problem.message)
+        if kind is not None:
+            groups.setdefault((problem.path, kind), []).append(problem)
+    many = {group: found for group, found in groups.items() if len(found) > MAX_KEY_LINES}
+    out: list[Problem] = []
+    for problem in problems:
+        group = (problem.path, _kind(problem.message) or "")
+        if group not in many:
+            out.append(problem)
+        elif many[group][0] is problem:  # the group's line, where its first key was
+            found = many[group]
+            names = [p.message.split("'")[1] for p in found[:3]]
+            shown = ", ".join(f"'{name}'" for name in names)
+            out.append(Problem(problem.path, f"{len(found)} {group[1]} ({shown} and {len(found) - len(names)} more)"))
+    return out
+
+
+def _another_model(path: Path, expected: Layout, found: Layout, file_name: Callable[[str], str]) -> Problem:
+    """A file that shares no key with the model: another model's file under this name (or a download of the wrong
+    file), said in one line instead of one per key."""
+    needs = ", ".join(f"'{file_name(k)}'" for k in sorted(expected)[:2])
+    try:  # the names as the file has them (a loader may have renamed them on the way to `found`)
+        names = sorted(read_header(path)) if path.suffix == ".safetensors" else []
+    except UnreadableCheckpoint:
+        names = []
+    holds = ", ".join(f"'{k}'" for k in (names or sorted(file_name(k) for k in found))[:2])
+    return Problem(
+        path,
+        f"holds none of the {len(expected)} keys the model needs ({needs}, ...); its {len(found)} keys ({holds}, "
+        "...) are another model's: the wrong file under this name?",
+    )
 
 
 def is_float(dtype: str) -> bool:

@@ -44,6 +44,67 @@ class TensorSpec:
 
 Header = dict[str, TensorSpec]
 
+HTML_PAGE = (
+    "an HTML page, not a model file: a download of a web page's link instead of the file's (on the Hub, /resolve/ "
+    "rather than /blob/)"
+)
+# What users put under a checkpoint's name instead of the checkpoint, by the file's first bytes
+OTHER_FORMATS = (
+    (
+        b"GGUF",
+        "a GGUF file (a quantized model for ComfyUI-GGUF or llama.cpp), which the native backends do not read: "
+        "use the safetensors file (bf16, fp16 or fp8)",
+    ),
+    (
+        b"version https://git-lfs",
+        "a Git LFS pointer, not the file: the repository was cloned without LFS "
+        "(`git lfs pull`, or `spinbot models pull`)",
+    ),
+    (b"<!doctype html", HTML_PAGE),
+    (b"<html", HTML_PAGE),
+    (b"PK\x03\x04", "a PyTorch (zip) checkpoint, not a safetensors file"),
+)
+
+
+def other_format(path: Path) -> str | None:
+    """What the file is instead of a safetensors checkpoint, where its first bytes say so (a GGUF model, a Git LFS
+    pointer, an HTML page, an empty file, a torch zip), else None. Reads 64 bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if not head:
+        return "an empty file (a download that never started?)"
+    lowered = head.lstrip().lower()
+    return next((what for magic, what in OTHER_FORMATS if lowered.startswith(magic.lower())), None) or _cut_short(path)
+
+
+def _cut_short(path: Path) -> str | None:
+    """'cut short: ...' for a safetensors file shorter than its own header says (a download that stopped)."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(size, 100_000_000):
+                return None
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, struct.error, TypeError, KeyError, IndexError):
+        return None
+    needed = 8 + length + int(end)
+    if size >= needed:
+        return None
+    return f"cut short: {size:,} bytes of the {needed:,} its header describes (an interrupted download?)"
+
+
+def not_safetensors(path: Path, err: BaseException) -> str:
+    """The reason a safetensors file does not open: what it is instead where that is known, else the error."""
+    return f"not a readable safetensors file: {other_format(path) or _first_line(err)}"
+
 
 def read_header(path: Path) -> Header:
     """Tensor specs of a flat checkpoint (safetensors, or a .pth whose top level is the state dict)."""
@@ -65,7 +126,7 @@ def _safetensors_header(path: Path) -> Header:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: TensorSpec(tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
-        raise UnreadableCheckpoint(f"not a readable safetensors file: {_first_line(err)}") from None
+        raise UnreadableCheckpoint(not_safetensors(path, err)) from None
 
 
 def _torch_tree(path: Path) -> dict[str, Any]:

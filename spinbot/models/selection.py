@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from spinbot.errors import InputError
-from spinbot.models.compare import Problem
+from spinbot.models.compare import Problem, condensed
 from spinbot.models.files import ModelFile
 from spinbot.models.layouts import LAYOUTS, layout_for
 from spinbot.models.needs import needed_files
@@ -45,14 +45,15 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
 
 
 def required_files(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[ModelFile]:
-    check_overrides(overrides)
     """Names, paths and sizes only: no torch (spinbot models list and pull run on the CPU install)."""
+    check_overrides(overrides)
     return [f for task in tasks for f in needed_files(task, task_params(task, overrides), models_dir)]
 
 
 def check_tasks(tasks: list[str], models_dir: Path, overrides: dict[str, dict[str, Any]]) -> list[Problem]:
+    """Every task's problems, a file's many missing or unexpected keys in one line each (compare.condensed)."""
     check_overrides(overrides)
-    return [p for task in tasks for p in layout_for(task).check(task_params(task, overrides), models_dir)]
+    return condensed([p for task in tasks for p in layout_for(task).check(task_params(task, overrides), models_dir)])
 
 
 def startup_problems(settings: Any, queues: list[str]) -> tuple[list[str], list[Problem]]:

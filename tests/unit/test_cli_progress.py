@@ -120,3 +120,16 @@ def test_node_bars_show_the_jobs_overall_progress_and_a_nodes_new_attempt(monkey
     bars.on_event(Event("j", "job", "succeeded", progress=1.0))
     assert (overall.completed, overall.fields["status"]) == (1.0, "succeeded")
     assert "job            succeeded  100%" in capsys.readouterr().err.splitlines()
+
+
+def test_a_plain_line_carries_the_whole_message_on_one_line(capsys):
+    # in a log file a failed node's line was cut to 60 characters and wrapped at 80 columns:
+    # "infinite_talk  failed       5%  CLIP vision checkpoint clip_vision_h.safetensors" / "is not a re"
+    message = "CLIP vision checkpoint clip_vision_h.safetensors is not a readable safetensors file: cut short: 1 of 2"
+    talk = SimpleNamespace(node_id="infinite_talk", status="running", message=None, seconds=None, attempts=1)
+    bars = cli_progress.NodeBars(
+        Progress(), runner=None, job=SimpleNamespace(id="j", status="running", progress=0.0, nodes=[talk])
+    )
+    bars.plain = PlainLines()  # as in a log file
+    bars.on_event(Event("j", "node", "failed", "infinite_talk", progress=0.05, message=message, attempt=1))
+    assert capsys.readouterr().err.splitlines() == [f"infinite_talk  failed       5%  {message}"]

@@ -356,3 +356,27 @@ def test_the_vae_runs_in_float32_on_cuda_as_the_official_pipeline():
         torch.float32,
         torch.float32,
     )
+
+
+def test_loading_the_official_wav2vec2_folder_prints_no_third_party_report(models_dir, capfd):
+    # every load printed transformers' "Wav2Vec2Model LOAD REPORT" (the pre-training heads as UNEXPECTED, "not ok if
+    # you expect identical arch") and a "Loading weights" bar among the job's progress lines
+    from spinbot.backends.talk.infinitetalk.audio import load_audio_encoder
+
+    encoder = load_audio_encoder(models_dir / "wav2vec2" / DEFAULTS.wav2vec_model)
+    out, err = capfd.readouterr()
+    assert "LOAD REPORT" not in out + err and "UNEXPECTED" not in out + err and "Loading weights" not in out + err
+    assert encoder.model.config.num_hidden_layers >= 1
+
+
+def test_a_read_only_portrait_array_is_converted_without_a_warning():
+    import warnings
+
+    from spinbot.backends.talk.infinitetalk.pipeline import to_unit_range
+
+    image = np.full((4, 6, 3), 255, dtype=np.uint8)
+    image.flags.writeable = False  # as frames decoded into a read-only buffer come
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was: UserWarning "The given NumPy array is not writable"
+        tensor = to_unit_range(image, torch.device("cpu"))
+    assert tensor.shape == (1, 3, 4, 6) and float(tensor.max()) == 1.0

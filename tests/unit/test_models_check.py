@@ -239,3 +239,110 @@ def test_a_file_that_is_no_torch_checkpoint_says_what_torch_load_raised(tiny, tm
     (root / UPSCALER).write_text("junk\n")
     code, lines = run("models", "check", "--task", "upscale_video", "--models-dir", str(root))
     assert code == 1 and lines[0].startswith(f"{UPSCALER}: not a readable torch checkpoint: KeyError: "), lines
+
+
+def test_another_models_file_under_the_name_is_one_line_not_one_per_key(tiny, tmp_path):
+    # the VAE saved as clip_vision_h.safetensors printed 519 lines of "missing key 'vision_model....'"
+    root = linked_copy(tiny, tmp_path / "swapped")
+    (root / CLIP).unlink()
+    shutil.copy(tiny / VAE, root / CLIP)
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert code == 1
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{CLIP}: holds none of the 519 keys the model needs ('vision_model.")
+    assert "another model's: the wrong file under this name?" in lines[0]
+    vae_key = sorted(load_file(str(tiny / VAE)))[0]
+    assert f"'{vae_key}'" in lines[0]  # the keys as the file names them, not as the loader renamed them
+
+
+def test_many_missing_keys_of_one_file_are_one_line(tiny, tmp_path):
+    root = linked_copy(tiny, tmp_path / "cut")
+    dropped = sorted(k for k in load_file(str(tiny / WAN)) if k.startswith("blocks.1.self_attn."))
+    assert len(dropped) > 5
+    rewrite(root, WAN, lambda s: [s.pop(k) for k in dropped])
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert code == 1
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{WAN}: {len(dropped)} missing keys ('{dropped[0]}', '{dropped[1]}', '{dropped[2]}'")
+    assert lines[0].endswith(f" and {len(dropped) - 3} more)")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"GGUF\x03\x00\x00\x00" + bytes(64), "a GGUF file (a quantized model for ComfyUI-GGUF or llama.cpp)"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 1\n", "a Git LFS pointer, not the file"),
+        (b"<!DOCTYPE html><html><body>model</body></html>", "an HTML page, not a model file"),
+        (b"", "an empty file"),
+    ],
+)
+def test_a_file_of_another_format_says_what_it_is(tiny, tmp_path, content, expected):
+    # was "not a readable safetensors file: Error while deserializing header: header too large"
+    root = linked_copy(tiny, tmp_path / "format")
+    (root / VAE).unlink()
+    (root / VAE).write_bytes(content)
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert code == 1
+    assert lines[0].startswith(f"{VAE}: not a readable safetensors file: {expected}"), lines
+
+
+def test_a_missing_file_says_what_is_at_or_near_its_place(tiny, tmp_path):
+    # each case was "missing (wan_video_model)" and nothing more
+    root = linked_copy(tiny, tmp_path / "near")
+    wan = root / WAN
+    wan.unlink()
+    wan.symlink_to(tmp_path / "gone.safetensors")  # a symlink into a disk that is not mounted
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert code == 1
+    assert lines[0] == f"{WAN}: missing (wan_video_model); it is a broken symlink (to {tmp_path / 'gone.safetensors'})"
+    code, lines = run("models", "list", "--task", "infinite_talk", "--models-dir", str(root))
+    assert any(line.startswith("missing") and "[it is a broken symlink (to " in line for line in lines), lines
+
+    wan.unlink()
+    shutil.copy(tiny / WAN, root / "diffusion_models" / Path(WAN).name)  # ComfyUI's folder, without wanvideo/
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert lines[0] == (
+        f"{WAN}: missing (wan_video_model); a file of this name is at diffusion_models/{Path(WAN).name}: move it here"
+    )
+
+    (root / "diffusion_models" / Path(WAN).name).rename(wan.parent / "wan2.1_i2v_480p_14B_bf16.safetensors")
+    code, lines = run("models", "check", "--task", "infinite_talk", "--models-dir", str(root))
+    assert lines[0] == (
+        f"{WAN}: missing (wan_video_model); diffusion_models/wanvideo/ holds wan2.1_i2v_480p_14B_bf16.safetensors "
+        "(to use it: --set infinite_talk.wan_video_model=wanvideo/wan2.1_i2v_480p_14B_bf16.safetensors)"
+    )
+    value = "wanvideo/wan2.1_i2v_480p_14B_bf16.safetensors"
+    code, lines = run(
+        "models",
+        "check",
+        "--task",
+        "infinite_talk",
+        "--set",
+        f"infinite_talk.wan_video_model={value}",
+        "--models-dir",
+        str(root),
+    )
+    assert code == 0, lines  # the hint's --set works as printed
+
+
+def test_a_cut_download_refuses_the_job_at_submission_not_at_its_node(tiny, tmp_path, use_settings, spinbot_env):
+    # was: the speech was made, then infinite_talk failed with "Error while deserializing header: incomplete
+    # metadata, file not fully covered"
+    from spinbot.samples import portrait_path, voice_path
+
+    root = linked_copy(tiny, tmp_path / "cut")
+    (root / CLIP).unlink()
+    (root / CLIP).write_bytes((tiny / CLIP).read_bytes()[:1_000_000])
+    use_settings(models_dir=root, talk_backend="native")
+    image, voice = str(portrait_path(tmp_path)), str(voice_path())
+    code, lines = run("run", "--prompt", "p", "--image", image, "--voice", voice)
+    assert code == 2, lines
+    size = (tiny / CLIP).stat().st_size
+    assert lines == [
+        f"error: infinite_talk: the native backend cannot use a model file in SPINBOT_MODELS_DIR={root}: {CLIP}: "
+        f"not a readable safetensors file: cut short: 1,000,000 bytes of the {size:,} its header describes (an "
+        "interrupted download?) (`spinbot models check` checks them all)"
+    ]
+    from spinbot.control.runner import Runner
+
+    assert Runner().jobs.list()[0] == []  # nothing stored

@@ -25,7 +25,9 @@ def check(params: Any, models_dir: Path) -> list[Problem]:
     from spinbot.backends.tts.f5.loading import F5Files
 
     needed = files(params, models_dir)
-    problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
+    problems = [
+        Problem(f.path, f"missing ({f.param}){f.why_missing()}") for f in needed if f.required and not f.present
+    ]
     missing = {p.path for p in problems}
     checkpoint, vocab, config, vocoder_config, vocoder_weights = (f.path for f in needed)
     if not {checkpoint, vocab} & missing:

@@ -30,7 +30,9 @@ WAV2VEC_PREFIX = "wav2vec2."  # Wav2Vec2ForPreTraining checkpoints (TencentGameM
 def check(params: Any, models_dir: Path) -> list[Problem]:
     """Every missing file, then the layout of every file whose group (what one loader reads) is complete."""
     needed = files(params, models_dir)
-    problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
+    problems = [
+        Problem(f.path, f"missing ({f.param}){f.why_missing()}") for f in needed if f.required and not f.present
+    ]
     paths = {f.param: f.path for f in needed}
     lora = paths.get("lora_model")
     folder = models_dir / FOLDERS["wav2vec_model"][0] / params.wav2vec_model

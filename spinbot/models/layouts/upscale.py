@@ -22,7 +22,9 @@ from spinbot.models.needs import upscale_files as files
 
 def check(params: Any, models_dir: Path) -> list[Problem]:
     needed = files(params, models_dir)
-    problems = [Problem(f.path, f"missing ({f.param})") for f in needed if f.required and not f.present]
+    problems = [
+        Problem(f.path, f"missing ({f.param}){f.why_missing()}") for f in needed if f.required and not f.present
+    ]
     for f, run in zip(needed, (upscaler_problems, restorer_problems, retinaface_problems)):
         if f.present:
             problems += guarded(f.path, partial(run, f.path))

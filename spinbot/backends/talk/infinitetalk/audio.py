@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 16000
 AUDIO_WINDOW = 5  # wav2vec2 frames around each video frame
 UNUSED_KEYS = ("masked_spec_embed",)  # only used for masked pre-training
+PRETRAINING_HEADS = [r"^quantizer\.", r"^project_hid\.", r"^project_q\."]  # Wav2Vec2ForPreTraining's, not the encoder's
 
 
 # chinese-wav2vec2-base's preprocessor_config.json, as published (docs/infinitetalk-notes.md)
@@ -98,15 +99,26 @@ def load_audio_encoder(
             f"wav2vec2 model not found: {folder} needs config.json and the weights (a transformers folder)"
         )
     from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers.utils import logging as hf_logging
 
+    # The official folder is a Wav2Vec2ForPreTraining checkpoint: its pre-training heads are not the encoder's, and
+    # transformers printed them as an UNEXPECTED "LOAD REPORT" table (with a "Loading weights" bar) on every load.
+    class Wav2Vec2Encoder(Wav2Vec2Model):
+        _keys_to_ignore_on_load_unexpected = PRETRAINING_HEADS
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
-        loaded = Wav2Vec2Model.from_pretrained(
+        loaded = Wav2Vec2Encoder.from_pretrained(
             str(folder), local_files_only=True, dtype=dtype, output_loading_info=True
         )
         # With output_loading_info the call returns (model, info); transformers' annotations say model alone.
         model, info = cast("tuple[Wav2Vec2Model, dict[str, list[str]]]", loaded)
     except OSError as err:  # no weights file, or an unreadable one
         raise CheckpointError(f"wav2vec2 model {folder.name}: {first_line(err)}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     missing = sorted(k for k in info["missing_keys"] if not k.endswith(UNUSED_KEYS))
     if missing:  # transformers would leave them randomly initialised, with a warning
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

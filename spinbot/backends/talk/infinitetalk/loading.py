@@ -37,7 +37,8 @@ from spinbot.backends.talk.infinitetalk.model import WAV2VEC_DIM, WAV2VEC_LAYERS
 from spinbot.backends.talk.infinitetalk.t5 import TextEncoder, load_text_encoder
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import MARKER_KEYS, CheckpointError, load_model
 from spinbot.backends.talk.infinitetalk.vae import WanVAE, load_vae
-from spinbot.errors import BackendUnavailable, first_line
+from spinbot.errors import BackendUnavailable
+from spinbot.models.headers import not_safetensors
 
 T = TypeVar("T")
 
@@ -217,9 +218,7 @@ def _header(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
-        raise CheckpointError(
-            f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: {first_line(err)}"
-        ) from None
+        raise CheckpointError(f"InfiniteTalk checkpoint {path.name} is {not_safetensors(path, err)}") from None
 
 
 def _size(files: dict[str, Path], *params: str) -> int:

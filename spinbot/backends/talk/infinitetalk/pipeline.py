@@ -152,6 +152,7 @@ def prepare(models: Models, image: np.ndarray, speech: SpeechTrack, params: Any,
 
 def to_unit_range(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """RGB uint8 [H, W, 3] -> [1, 3, H, W] float32 in [-1, 1], with the official arithmetic ((x / 255 - 0.5) * 2)."""
+    image = image if image.flags.writeable else image.copy()  # torch warns on (and may write to) a read-only one
     return (torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 255 - 0.5) * 2
 
 

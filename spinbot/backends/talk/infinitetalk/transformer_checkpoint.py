@@ -23,7 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from spinbot.backends.talk.infinitetalk.model import InfiniteTalkConfig, InfiniteTalkModel
-from spinbot.errors import BackendUnavailable, first_line
+from spinbot.errors import BackendUnavailable
+from spinbot.models.headers import not_safetensors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 SCALE_SUFFIXES = (".scale_weight", ".weight_scale")  # scaled fp8: <module>.weight * <module>.scale_weight
@@ -155,6 +156,4 @@ def _open(path: Path, device: str | torch.device):
     try:
         return safe_open(str(path), framework="pt", device=str(device))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"InfiniteTalk checkpoint {path.name} is not a readable safetensors file: {first_line(err)}"
-        ) from None
+        raise CheckpointError(f"InfiniteTalk checkpoint {path.name} is {not_safetensors(path, err)}") from None

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from spinbot.backends.talk.infinitetalk.transformer_checkpoint import CheckpointError
-from spinbot.errors import first_line
+from spinbot.models.headers import not_safetensors
 
 
 @contextmanager
@@ -44,9 +44,7 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"{what} checkpoint {path.name} is not a readable safetensors file: {first_line(err)}"
-        ) from None
+        raise CheckpointError(f"{what} checkpoint {path.name} is {not_safetensors(path, err)}") from None
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
