@@ -3,7 +3,8 @@
 Each video node's frame and frame count, in pipeline order: infinite_talk's frame from the portrait's header (its
 upright size) and the configured backend's sizing (native: the `resolution` bucket of the nearest aspect; lite: at
 most SPINBOT_TALK_MAX_PIXELS), its frames from the speech estimated before it at its `fps`; upscale_video's frame is
-its source's times the factor its `model_name_0` names, with as many frames (or `frame_load_cap`). The speech
+its source's times its factor (upscale_factor: a native model file's own, from its header, where that backend runs
+in this process; else the one `model_name_0` names), with as many frames (or `frame_load_cap`). The speech
 estimate is a lower bound (spinbot.tasks.speech_length), so only a video surely over a limit is refused here; the
 tasks check their real numbers again before they start work, infinite_talk its own video and the upscales' after it
 (derived_videos, sent with its TaskRequest), so that real speech longer than estimated stops the job before the
@@ -27,6 +28,7 @@ from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore
 from spinbot.tasks.catalog import load_task
+from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.upscale import AIUpscalerParams
 from spinbot.tasks.video_budget import DerivedVideo, Upscale, Video, check_videos, derived, talk_levers
@@ -145,10 +147,24 @@ def talk_frame_size(
 
 
 def upscale_factor(params: AIUpscalerParams, settings: Settings) -> int:
-    """The factor upscale_video will scale by, as far as it is known before the model loads: the one model_name_0
-    names. A native upscaler's file need not name its factor (its weights say it): then 1, a lower bound the task
-    checks again."""
+    """The factor upscale_video will scale by: where the native upscaler runs in this process (the embedded queue),
+    its model file's own, read from the file's header (spinbot.models.layouts.upscale.upscaler_scale: no weights
+    loaded); else the factor model_name_0 names (lite scales by it); else 1, a lower bound that the task checks
+    again on the model it loads (a worker's native upscaler, a file whose header does not read)."""
+    if backend_name("upscale_video", settings) == "native" and not settings.redis_url:
+        path = Path(settings.models_dir) / model_folders("upscale_video")["model_name_0"] / params.model_name_0
+        scale = _native_scale(path)
+        if scale is not None:
+            return scale
     try:
         return scale_from_model_name(params.model_name_0)
     except ParamsError:
         return 1
+
+
+def _native_scale(path: Path) -> int | None:
+    try:
+        from spinbot.models.layouts.upscale import upscaler_scale  # torch: imported already where the backend runs
+    except ImportError:  # a CPU install, where admission refuses the native backend (check_model_files)
+        return None
+    return upscaler_scale(path)

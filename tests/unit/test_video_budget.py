@@ -16,6 +16,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -127,6 +128,47 @@ def test_the_estimate_follows_the_portrait_the_talk_sizing_the_factor_and_the_sp
 def test_an_upscaler_whose_name_names_no_factor_counts_as_x1(spinbot_env):
     videos = estimate({"upscale_video": {"model_name_0": "my_upscaler.pth"}}, (512, 512))
     assert videos["upscale_video"].size == (512, 512)  # a lower bound: the native task checks its model's own
+
+
+def write_upscaler(path: Path, scale: int) -> Path:
+    """A tiny RealESRGAN checkpoint (RRDBNet, 16 features, 2 blocks) of this factor: .pth under params_ema as
+    released, or a flat .safetensors."""
+    from safetensors.torch import save_file
+
+    from spinbot.models.synth.upscale import realesrgan_state_dict
+
+    state = realesrgan_state_dict(scale=scale, num_feat=16, num_block=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file(state["params_ema"], path)
+    else:
+        torch.save(state, path)
+    return path
+
+
+def test_a_native_upscalers_factor_is_read_from_its_files_header_at_submission(spinbot_env, use_settings, tmp_path):
+    """A native upscaler's factor is its weights': a file whose name gives none counted as x1 until the task loaded
+    it, after the talking head had rendered. Its header is read (spandrel on meta tensors), cached by size and
+    modification time; a file that does not read keeps the lower bound."""
+    models = tmp_path / "models"
+    use_settings(upscale_backend="native", models_dir=models)
+    folder = models / "upscale_models"
+
+    def upscaled(name: str) -> tuple[int, int]:
+        return estimate({"upscale_video": {"model_name_0": name}}, (512, 512))["upscale_video"].size
+
+    write_upscaler(folder / "my_upscaler.pth", 4)
+    write_upscaler(folder / "mine.safetensors", 4)
+    assert upscaled("my_upscaler.pth") == upscaled("mine.safetensors") == (2048, 2048)
+    write_upscaler(folder / "my_upscaler.pth", 2)  # replaced: read again
+    assert upscaled("my_upscaler.pth") == (1024, 1024)
+    write_upscaler(folder / "RealESRGAN_x8.pth", 2)  # the weights' factor, which the native task scales by
+    assert upscaled("RealESRGAN_x8.pth") == (1024, 1024)
+    (folder / "broken.pth").write_bytes(b"<html>not found</html>")
+    assert upscaled("broken.pth") == upscaled("absent.pth") == (512, 512)
+    assert upscaled("broken_x4.pth") == (2048, 2048)  # unread, its name's factor as before
+    use_settings(redis_url="redis://127.0.0.1:9")  # a worker's upscaler: this process imports no torch for it
+    assert upscaled("my_upscaler.pth") == (512, 512)
 
 
 @pytest.mark.parametrize("size", [(512, 512), (1000, 600), (300, 900), (2000, 500), (333, 777)])
