@@ -3,15 +3,17 @@
 Each video node's frame and frame count, in pipeline order: infinite_talk's frame from the portrait's header (its
 upright size) and the configured backend's sizing (native: the `resolution` bucket of the nearest aspect; lite: at
 most SPINBOT_TALK_MAX_PIXELS), its frames from the speech estimated before it at its `fps`; upscale_video's frame is
-its source's times the factor its `model_name_0` names, with as many frames (or `frame_load_cap`). The speech
+its source's times its factor (upscale_factor: a native model file's own, from its header, where that backend runs
+in this process; else the one `model_name_0` names), with as many frames (or `frame_load_cap`). The speech
 estimate is a lower bound (spinbot.tasks.speech_length), so only a video surely over a limit is refused here; the
-tasks check their real numbers again before they start work.
+tasks check their real numbers again before they start work, infinite_talk its own video and the upscales' after it
+(derived_videos, sent with its TaskRequest), so that real speech longer than estimated stops the job before the
+talking head renders rather than after.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +27,15 @@ from spinbot.media.sandbox import run_checked
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore
+from spinbot.tasks.catalog import load_task
+from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.talk import InfiniteTalkParams
 from spinbot.tasks.upscale import AIUpscalerParams
-from spinbot.tasks.video_budget import check_video, talk_levers, upscale_levers
+from spinbot.tasks.video_budget import DerivedVideo, Upscale, Video, check_videos, derived, talk_levers
 from spinbot.tasks.windows import frame_count
 
 # Run in a sandbox worker, as every read of a user's file at submission (spinbot.media.sandbox).
 PORTRAIT_SIZE = "spinbot.media.upload_check:portrait_size"
-
-
-@dataclass(frozen=True)
-class Video:
-    """A node's video as estimated, and what the user can change to make it smaller."""
-
-    size: tuple[int, int]  # width, height
-    frames: int | None  # None: no speech estimate reaches the node (its text comes from elsewhere)
-    about: str  # where the frame count comes from, for the error line
-    frame_levers: tuple[str, ...]  # what makes the frame smaller
-    length_levers: tuple[str, ...]  # and what else makes the frames fewer
 
 
 class VideoBudget:
@@ -58,8 +51,7 @@ class VideoBudget:
         if portrait is None:
             return
         for node_id, video in estimate_videos(spec, nodes, speech, portrait, self.settings).items():
-            levers = (video.frame_levers, video.length_levers)
-            check_video(f"{node_id}: the video", video.size, video.frames, self.settings, video.about, levers)
+            check_videos(node_id, video, (), self.settings)
 
     def portrait_size(self, request: JobRequest) -> tuple[int, int] | None:
         """The job's portrait's upright size from its header, read in the sandbox (an upload is fetched first)."""
@@ -88,16 +80,49 @@ def estimate_videos(
     """Each talking head's and each upscale's video, in pipeline order; `speech`: the seconds estimated for each
     speech node (Admission.check_speech_length)."""
     videos: dict[str, Video] = {}
+    for node_id, (talk, upscales) in upscale_chains(spec, nodes, settings).items():
+        if not upscales:
+            seconds = max((speech[a] for a in spec.ancestors(node_id) if a in speech), default=None)
+            videos[node_id] = talk_video(node_id, nodes[node_id], seconds, portrait, settings)
+        else:
+            videos[node_id] = derived(videos[talk], upscales)
+    return videos
+
+
+def derived_videos(
+    spec: PipelineSpec, params: dict[str, dict[str, Any]], node_id: str, settings: Settings
+) -> list[DerivedVideo]:
+    """The videos that the upscales after talking head `node_id` will make from its video, for infinite_talk to check
+    on its real frame and speech before it renders (sent with its TaskRequest by Runner._request; `params`: the job's,
+    as stored); [] for any other node."""
+    if load_task(spec.nodes_by_id[node_id].task).params_model is not InfiniteTalkParams:
+        return []
+    nodes = {n.id: load_task(n.task).params_model.model_validate(params.get(n.id, {})) for n in spec.nodes}
+    chains = upscale_chains(spec, nodes, settings)
+    return [DerivedVideo(upscales=tuple(steps)) for talk, steps in chains.values() if talk == node_id and steps]
+
+
+def upscale_chains(
+    spec: PipelineSpec, nodes: dict[str, Any], settings: Settings
+) -> dict[str, tuple[str, list[Upscale]]]:
+    """Each video node, in pipeline order: the talking head its video comes from, and the upscales from that one's
+    video to its own (a talking head: itself and none). An upscale's source is its nearest video node upstream, as
+    Runner._request hands it the nearest `video`; one after no talking head is left out (its video comes from
+    elsewhere)."""
+    chains: dict[str, tuple[str, list[Upscale]]] = {}
     for node_id in spec.topological_order():
         given = nodes[node_id]
         if isinstance(given, InfiniteTalkParams):
-            seconds = max((speech[a] for a in spec.ancestors(node_id) if a in speech), default=None)
-            videos[node_id] = talk_video(node_id, given, seconds, portrait, settings)
+            chains[node_id] = (node_id, [])
         elif isinstance(given, AIUpscalerParams):
-            source = next((a for a in reversed(spec.ancestors(node_id)) if a in videos), None)
+            source = next((a for a in reversed(spec.ancestors(node_id)) if a in chains), None)
             if source is not None:
-                videos[node_id] = upscaled_video(node_id, given, videos[source])
-    return videos
+                talk, before = chains[source]
+                step = Upscale(
+                    node_id=node_id, scale=upscale_factor(given, settings), frame_load_cap=given.frame_load_cap
+                )
+                chains[node_id] = (talk, [*before, step])
+    return chains
 
 
 def talk_video(
@@ -121,17 +146,25 @@ def talk_frame_size(
     return fit_size(width, height, settings.talk_max_pixels)
 
 
-def upscaled_video(node_id: str, params: AIUpscalerParams, source: Video) -> Video:
-    """The source's frame times the factor model_name_0 names, cut to even sides as the task cuts it. A native
-    upscaler's file need not name its factor (its weights say it): then 1, a lower bound the task checks again."""
+def upscale_factor(params: AIUpscalerParams, settings: Settings) -> int:
+    """The factor upscale_video will scale by: where the native upscaler runs in this process (the embedded queue),
+    its model file's own, read from the file's header (spinbot.models.layouts.upscale.upscaler_scale: no weights
+    loaded); else the factor model_name_0 names (lite scales by it); else 1, a lower bound that the task checks
+    again on the model it loads (a worker's native upscaler, a file whose header does not read)."""
+    if backend_name("upscale_video", settings) == "native" and not settings.redis_url:
+        path = Path(settings.models_dir) / model_folders("upscale_video")["model_name_0"] / params.model_name_0
+        scale = _native_scale(path)
+        if scale is not None:
+            return scale
     try:
-        scale = scale_from_model_name(params.model_name_0)
+        return scale_from_model_name(params.model_name_0)
     except ParamsError:
-        scale = 1
-    width, height = source.size
-    size = (width * scale // 2 * 2, height * scale // 2 * 2)
-    frames, about = source.frames, source.about
-    if frames is not None and 0 < params.frame_load_cap < frames:
-        frames, about = params.frame_load_cap, f"{node_id}.frame_load_cap"
-    frame_levers = upscale_levers(node_id, scale) + source.frame_levers
-    return Video(size, frames, about, frame_levers, source.length_levers)
+        return 1
+
+
+def _native_scale(path: Path) -> int | None:
+    try:
+        from spinbot.models.layouts.upscale import upscaler_scale  # torch: imported already where the backend runs
+    except ImportError:  # a CPU install, where admission refuses the native backend (check_model_files)
+        return None
+    return upscaler_scale(path)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from spinbot.storage.base import ArtifactStore
 from spinbot.tasks.base import NodeOutput, TaskContext, validate_params
 from spinbot.tasks.catalog import load_task
+from spinbot.tasks.video_budget import DerivedVideo
 
 
 class TaskRequest(BaseModel):
@@ -27,6 +28,9 @@ class TaskRequest(BaseModel):
     artifacts: dict[str, str] = Field(default_factory=dict)
     priority: int | None = Field(default=None, ge=1)  # queue priority, 1 runs first; None: the task's default
     live_output: bool = True  # the video also as live HLS while it renders, from the tasks that can (tasks/live.py)
+    # the videos later nodes make from this one's (the upscales after a talking head), which the task holds to the
+    # size limits with its own before it renders (spinbot.control.budgets.derived_videos)
+    derived_videos: list[DerivedVideo] = Field(default_factory=list)
 
 
 def execute_task(
@@ -50,6 +54,7 @@ def execute_task(
         report=report,
         is_cancelled=is_cancelled,
         live_output=request.live_output,
+        derived_videos=list(request.derived_videos),
     )
     try:
         output = task.run(ctx, params)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spinbot.control.admission import Admission
+from spinbot.control.budgets import derived_videos
 from spinbot.control.callback_url import CallbackPolicy
 from spinbot.control.callbacks import CallbackSender, new_job_callback
 from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskRequest, execute_task
@@ -357,6 +358,7 @@ class Runner:
         return is_cancelled
 
     def _request(self, job: st.JobView, node: st.NodeView, upstream: dict[str, dict[str, Any]]) -> TaskRequest:
+        spec = get_pipeline(job.pipeline, self.settings.pipelines)
         values = dict(job.inputs.get("values", {}))
         artifacts = dict(job.inputs.get("artifacts", {}))
         for output in upstream.values():  # ancestors in topological order: nearer nodes win
@@ -371,6 +373,7 @@ class Runner:
             artifacts=artifacts,
             priority=job.priority,
             live_output=self.settings.live_output,
+            derived_videos=derived_videos(spec, job.params, node.node_id, self.settings),
         )
 
     def _record(self, job_id: str, node_id: str, output: NodeOutput, seconds: float) -> dict[str, Any]:

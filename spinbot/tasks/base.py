@@ -15,6 +15,7 @@ from spinbot.errors import InputError, ParamsError, echo, shorten
 from spinbot.storage.base import ArtifactStore, artifact_key
 from spinbot.tasks.model_files import outside_folder
 from spinbot.tasks.user_files import INPUT_KINDS, INPUT_NAMES, check_user_file, written_by_the_job
+from spinbot.tasks.video_budget import DerivedVideo
 
 # The longest text a param may hold (a file name, a device, an extra prompt for the text encoder, which reads 512
 # tokens): a job's params are stored, returned by every GET and repeated in meta.ignored_params. The texts a job is
@@ -114,6 +115,8 @@ class TaskContext:
     is_cancelled: Callable[[], bool] = lambda: False
     live_output: bool = True  # the job wants its video as live HLS while it renders (tasks/live.py)
     checked: set[str] = field(default_factory=set)  # keys of the user's files checked so far (tasks/user_files.py)
+    # the videos later nodes make from this node's, to check with its own (tasks/video_budget.py)
+    derived_videos: list[DerivedVideo] = field(default_factory=list)
 
     def value(self, name: str) -> Any:
         if name not in self.values:

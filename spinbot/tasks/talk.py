@@ -27,7 +27,7 @@ from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ign
 from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.talk_resume import WindowCheckpoints, fingerprint
-from spinbot.tasks.video_budget import check_video, talk_levers
+from spinbot.tasks.video_budget import Video, check_videos, talk_levers
 from spinbot.tasks.windows import Window, frame_count, plan_windows, refuse_too_many_windows
 
 TARGET_LUFS = -23.0  # EBU R 128
@@ -157,10 +157,11 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     steps.append(resize_step)
     about = f"{speech.frames / speech.fps:.1f} s of speech at {speech.fps} fps"
     refuse_too_many_windows(ctx.node_id, speech.frames, params.frame_window_size, params.motion_frame, about)
-    # on the real frame and speech, before any rendering: admission's estimate is a lower bound (tasks/video_budget)
-    levers = talk_levers(ctx.node_id, backend.name, params.resolution)
+    # on the real frame and speech, before any rendering: admission's estimate is a lower bound (tasks/video_budget);
+    # with the videos the upscales after this node will make of it, which would otherwise fail only once it rendered
     size = (image.shape[1], image.shape[0])
-    check_video(f"{ctx.node_id}: the video", size, speech.frames, get_settings(), about, levers)
+    made = Video(size, speech.frames, about, *talk_levers(ctx.node_id, backend.name, params.resolution))
+    check_videos(ctx.node_id, made, ctx.derived_videos, get_settings())
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     ctx.progress(0.05, "speech and portrait ready")
     state = backend.prepare(image, speech, params)

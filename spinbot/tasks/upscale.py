@@ -157,8 +157,9 @@ def run(ctx: TaskContext, params: AIUpscalerParams) -> NodeOutput:
 
 def _check_budget(node_id: str, size: tuple[int, int], frames: int, scale: int, fps: Fraction) -> None:
     """The upscaled video within the size limits (tasks/video_budget), before the first batch: admission estimated
-    it from the portrait's header, the speech's estimate (a lower bound) and the factor model_name_0 names (a native
-    model's own may differ)."""
+    it from the portrait's header, the speech's estimate (a lower bound) and the factor known before the model loads
+    (spinbot.control.budgets.upscale_factor: a worker's native model's own may differ), and infinite_talk checked it
+    on its real speech with that factor."""
     about = f"{float(frames / fps):.1f} s of video at {float(fps):g} fps"
     shorter = ("make the video it upscales shorter or of a lower fps",)
     levers = (upscale_levers(node_id, scale), shorter)

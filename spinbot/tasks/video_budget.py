@@ -6,11 +6,18 @@ the speech to SPINBOT_MAX_SPEECH_SECONDS, so one job could ask for 8192x8192 fra
 a huge file, and frames the encoder refuses only when it opens. Admission refuses a job whose estimated video is
 over a limit (spinbot.control.budgets); infinite_talk and upscale_video check their real numbers again before they
 start work, since the speech estimate is a lower bound and a portrait's header can misstate its upright size.
+infinite_talk checks the videos the upscales after it will make from its own too (DerivedVideo, from the control
+plane), so that a job whose real speech puts its final video over a limit fails before the talking head renders.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import reduce
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from spinbot.errors import ParamsError
 
@@ -56,6 +63,69 @@ def refuse_many_pixels(what: str, width: int, height: int, frames: int, limit: i
             f"{what} would be {frames:,} frames of {width}x{height} ({about}): {total:,} pixels, over the limit of "
             f"{limit:,} ({TOTAL_SETTING}); {change}"
         )
+
+
+@dataclass(frozen=True)
+class Video:
+    """A node's video, estimated or real, and what the user can change to make it smaller."""
+
+    size: tuple[int, int]  # width, height
+    frames: int | None  # None: not known yet (no speech estimate reaches the node: its text comes from elsewhere)
+    about: str  # where the frame count comes from, for the error line
+    frame_levers: tuple[str, ...]  # what makes the frame smaller
+    length_levers: tuple[str, ...]  # and what else makes the frames fewer
+
+
+class Upscale(BaseModel):
+    """An upscale_video node as the control plane knows it before it runs: the factor it will scale by (a lower
+    bound where the model's own is unknown: spinbot.control.budgets.upscale_factor) and its frame_load_cap."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    node_id: str
+    scale: int = Field(ge=1)
+    frame_load_cap: int = Field(default=0, ge=0)
+
+
+class DerivedVideo(BaseModel):
+    """A later node's video made from a talking head's: the upscales that make it, in pipeline order (the last one's
+    node makes it). Sent with infinite_talk's TaskRequest (spinbot.control.budgets.derived_videos)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    upscales: tuple[Upscale, ...] = Field(min_length=1)
+
+    @property
+    def node_id(self) -> str:
+        return self.upscales[-1].node_id
+
+
+def upscaled(source: Video, step: Upscale) -> Video:
+    """The video `step` makes of `source`: its frame times the factor, cut to even sides as upscale_video cuts it,
+    as many frames (or frame_load_cap)."""
+    width, height = source.size
+    size = (width * step.scale // 2 * 2, height * step.scale // 2 * 2)
+    frames, about = source.frames, source.about
+    if frames is not None and 0 < step.frame_load_cap < frames:
+        frames, about = step.frame_load_cap, f"{step.node_id}.frame_load_cap"
+    frame_levers = upscale_levers(step.node_id, step.scale) + source.frame_levers
+    return replace(source, size=size, frames=frames, about=about, frame_levers=frame_levers)
+
+
+def derived(source: Video, upscales: Iterable[Upscale]) -> Video:
+    """The video these upscales make of `source`, one after the other."""
+    return reduce(upscaled, upscales, source)
+
+
+def check_videos(node_id: str, video: Video, later: Iterable[DerivedVideo], settings: Settings) -> None:
+    """VideoTooLarge for node `node_id`'s video, or for the first of the `later` videos made from it, that is over a
+    limit: "upscale_video: the video would be ..." names the node whose video it is."""
+    check_video(f"{node_id}: the video", video.size, video.frames, settings, video.about, _levers(video))
+    for each in later:
+        made = derived(video, each.upscales)
+        check_video(f"{each.node_id}: the video", made.size, made.frames, settings, made.about, _levers(made))
+
+
+def _levers(video: Video) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return video.frame_levers, video.length_levers
 
 
 def check_video(

@@ -8,19 +8,23 @@ checks its real numbers before it starts work.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
 from spinbot.backends.talk.animator import AnimatorBackend
 from spinbot.backends.talk.infinitetalk.sizing import BUCKETS, fit_portrait
 from spinbot.backends.upscale.resample import ResampleUpscaler
-from spinbot.control.budgets import estimate_videos, talk_frame_size
+from spinbot.control.budgets import derived_videos, estimate_videos, talk_frame_size
+from spinbot.control.dispatch import TaskRequest
 from spinbot.errors import SettingsError
 from spinbot.media.upload_check import portrait_size
 from spinbot.media.video import VideoWriter
@@ -30,7 +34,14 @@ from spinbot.settings import Settings, get_settings
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.talk import InfiniteTalkParams
-from spinbot.tasks.video_budget import H264_MAX_FRAME_PIXELS, H264_MAX_SIDE, VideoTooLarge, check_video
+from spinbot.tasks.video_budget import (
+    H264_MAX_FRAME_PIXELS,
+    H264_MAX_SIDE,
+    DerivedVideo,
+    Upscale,
+    VideoTooLarge,
+    check_video,
+)
 from tests.support.api_client import api_client
 from tests.support.cli import run_cli, stored_job_files
 from tests.support.tasks import run_talk
@@ -117,6 +128,47 @@ def test_the_estimate_follows_the_portrait_the_talk_sizing_the_factor_and_the_sp
 def test_an_upscaler_whose_name_names_no_factor_counts_as_x1(spinbot_env):
     videos = estimate({"upscale_video": {"model_name_0": "my_upscaler.pth"}}, (512, 512))
     assert videos["upscale_video"].size == (512, 512)  # a lower bound: the native task checks its model's own
+
+
+def write_upscaler(path: Path, scale: int) -> Path:
+    """A tiny RealESRGAN checkpoint (RRDBNet, 16 features, 2 blocks) of this factor: .pth under params_ema as
+    released, or a flat .safetensors."""
+    from safetensors.torch import save_file
+
+    from spinbot.models.synth.upscale import realesrgan_state_dict
+
+    state = realesrgan_state_dict(scale=scale, num_feat=16, num_block=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        save_file(state["params_ema"], path)
+    else:
+        torch.save(state, path)
+    return path
+
+
+def test_a_native_upscalers_factor_is_read_from_its_files_header_at_submission(spinbot_env, use_settings, tmp_path):
+    """A native upscaler's factor is its weights': a file whose name gives none counted as x1 until the task loaded
+    it, after the talking head had rendered. Its header is read (spandrel on meta tensors), cached by size and
+    modification time; a file that does not read keeps the lower bound."""
+    models = tmp_path / "models"
+    use_settings(upscale_backend="native", models_dir=models)
+    folder = models / "upscale_models"
+
+    def upscaled(name: str) -> tuple[int, int]:
+        return estimate({"upscale_video": {"model_name_0": name}}, (512, 512))["upscale_video"].size
+
+    write_upscaler(folder / "my_upscaler.pth", 4)
+    write_upscaler(folder / "mine.safetensors", 4)
+    assert upscaled("my_upscaler.pth") == upscaled("mine.safetensors") == (2048, 2048)
+    write_upscaler(folder / "my_upscaler.pth", 2)  # replaced: read again
+    assert upscaled("my_upscaler.pth") == (1024, 1024)
+    write_upscaler(folder / "RealESRGAN_x8.pth", 2)  # the weights' factor, which the native task scales by
+    assert upscaled("RealESRGAN_x8.pth") == (1024, 1024)
+    (folder / "broken.pth").write_bytes(b"<html>not found</html>")
+    assert upscaled("broken.pth") == upscaled("absent.pth") == (512, 512)
+    assert upscaled("broken_x4.pth") == (2048, 2048)  # unread, its name's factor as before
+    use_settings(redis_url="redis://127.0.0.1:9")  # a worker's upscaler: this process imports no torch for it
+    assert upscaled("my_upscaler.pth") == (512, 512)
 
 
 @pytest.mark.parametrize("size", [(512, 512), (1000, 600), (300, 900), (2000, 500), (333, 777)])
@@ -217,6 +269,47 @@ def test_the_talk_task_checks_its_real_video_before_it_renders(spinbot_env, use_
         "script shorter or use a smaller portrait"
     )
     assert LocalStore(tmp_path / "store").list("jobs/") == []
+
+
+def test_the_talk_task_checks_the_upscaled_video_on_its_real_speech_before_it_renders(
+    spinbot_env, use_settings, tmp_path, monkeypatch
+):
+    """Admission estimates "Ever tried. Ever failed." at 1.6 s (15 characters a second); espeak says it in about
+    3.5 s. The upscaled video that real speech makes was refused only by upscale_video, after infinite_talk had
+    rendered: now infinite_talk holds it to the limit with its own, before it renders."""
+    from spinbot.control.requests import JobRequest
+    from spinbot.control.runner import Runner
+
+    def prepare(*args):
+        raise AssertionError("infinite_talk began its work")
+
+    monkeypatch.setattr(AnimatorBackend, "prepare", prepare)
+    use_settings(max_video_pixels=1024 * 1024 * 60)  # 2.4 s at 25 fps of the astronaut at x2; 9.6 s of the talk
+    runner = Runner()
+    params = {"script": {"text": "Ever tried. Ever failed."}}
+    request = JobRequest(prompt="x", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x", params=params)
+    job = runner.run(runner.create_job(request))  # admission passed it: 40 frames estimated
+    assert job.status == "failed"
+    assert re.fullmatch(
+        r"node 'infinite_talk' \(infinite_talk\) failed: upscale_video: the video would be \d\d frames of 1024x1024 "
+        r"\(\d\.\d s of speech at 25 fps\): [\d,]+ pixels, over the limit of 62,914,560 \(SPINBOT_MAX_VIDEO_PIXELS\); "
+        r"to get under it: lower infinite_talk.fps, make the script shorter, use an upscaler of a smaller factor "
+        r"\(upscale_video.model_name_0 is x2\) or use a smaller portrait",
+        job.error or "",
+    ), job.error
+    assert [(n.node_id, n.status) for n in job.nodes][2:] == [("infinite_talk", "failed"), ("upscale_video", "pending")]
+    assert not (spinbot_env / "jobs" / job.id / "infinite_talk").exists()
+
+
+def test_the_videos_after_a_talking_head_travel_with_its_task_request(spinbot_env):
+    """What the control plane sends infinite_talk (Runner._request), through the queue's JSON as a worker reads it."""
+    spec = get_pipeline("f5tts_infinitetalk")
+    params = {"upscale_video": {"model_name_0": "4x-UltraSharp.pth", "frame_load_cap": 10}}
+    derived = derived_videos(spec, params, "infinite_talk", get_settings())
+    assert derived == [DerivedVideo(upscales=(Upscale(node_id="upscale_video", scale=4, frame_load_cap=10),))]
+    assert derived_videos(spec, params, "upscale_video", get_settings()) == []
+    request = TaskRequest(job_id="j", node_id="infinite_talk", task="infinite_talk", derived_videos=derived)
+    assert TaskRequest.model_validate(json.loads(request.model_dump_json())) == request
 
 
 def upscale(folder: Path, **params):

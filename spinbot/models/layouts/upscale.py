@@ -9,7 +9,7 @@ accepts exactly what the loader accepts. RetinaFace is the backend's own module,
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,31 @@ def upscaler_problems(path: Path) -> list[Problem]:
     ):
         problems.append(Problem(path, f"not an RGB upscaler ({descriptor.architecture.name})"))
     return problems
+
+
+def upscaler_scale(path: Path) -> int | None:
+    """The factor of the upscaler in this file, from its header alone (spandrel's detection on meta tensors; no
+    weights read unless the .pth is in torch's legacy format: spinbot.models.headers), or None where it does not
+    read (missing, not a checkpoint, an architecture spandrel does not know): the task that loads it says what is
+    wrong. 0.17 s for a 64 MB RealESRGAN_x4plus-sized safetensors, 0.24 s for its .pth, on one CPU core; cached by
+    the file's size and modification time, so a file replaced is read again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _scale_of(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _scale_of(path: Path, size: int, mtime_ns: int) -> int | None:
+    # size and mtime_ns are there for the cache key only
+    try:
+        descriptor, _ = spandrel_layout(path)
+    except Exception:  # noqa: BLE001 - an unreadable file is the task's to refuse, in its own line, when it loads it
+        return None
+    if descriptor is None or descriptor.input_channels != 3 or descriptor.output_channels != 3:
+        return None
+    return int(descriptor.scale) if descriptor.scale >= 1 else None
 
 
 def restorer_problems(path: Path) -> list[Problem]:
