@@ -23,7 +23,7 @@ from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskReques
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
-from spinbot.errors import ParamsError, SpinBotError, TaskFailed, shorten
+from spinbot.errors import ParamsError, SpinBotError, TaskFailed, TooManyJobs, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -148,8 +148,9 @@ class Runner:
                 lease=(self.leases.owner, self.leases.seconds),
                 callback=callback,
                 idempotency=request.idempotency,
+                max_active=request.max_active,
             )
-        except KeyInUse:
+        except (KeyInUse, TooManyJobs):
             if request.image is not None or request.voice is not None:  # the inputs copied from local files
                 self.artifacts.delete_prefix(f"jobs/{job_id}/")
             raise

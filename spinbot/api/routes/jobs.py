@@ -103,6 +103,7 @@ def create_job(
                 callback_url=body.callback_url,
                 callback_secret=body.callback_secret,
                 idempotency=idempotency,
+                max_active=services.settings.max_active_jobs,
             )
         )
     except KeyInUse as err:  # a concurrent request with the same key stored its job first
@@ -291,14 +292,12 @@ def _snapshot(job: JobView) -> dict[str, Any]:
 
 
 def _refuse_past_active_limit(runner, owner: str | None, limit: int) -> None:
-    """Before any work on the request: one key cannot queue jobs without end (checked, not locked: jobs submitted
-    at the same moment may pass it by a few)."""
+    """Before any work on the request: one key cannot queue jobs without end. A cheap early refusal; the limit
+    itself is held where the job is written (JobStore.create_job's `max_active`), since requests sent at once all
+    pass this check while their inputs are checked."""
     active = runner.jobs.count_unfinished(owner)
     if active >= limit:
-        raise TooManyJobs(
-            f"this key has {active} jobs waiting or running, the limit (SPINBOT_MAX_ACTIVE_JOBS={limit}); "
-            "wait for one to finish, or cancel one"
-        )
+        raise TooManyJobs.at_limit(active, limit)
 
 
 def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:

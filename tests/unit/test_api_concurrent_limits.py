@@ -1,0 +1,84 @@
+"""Limits of one key under requests sent at the same moment (a probe of 2026-12-05: 80 job submissions at once from
+one key with SPINBOT_MAX_ACTIVE_JOBS=20 made 36 jobs). Each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spinbot.api.app import create_app
+from spinbot.api.auth import owner_of
+from spinbot.control.admission import Admission
+from spinbot.errors import TooManyJobs
+from spinbot.samples import portrait_path
+from spinbot.state.db import get_engine
+from spinbot.state.store import JobStore
+from tests.unit.test_api_hostile_input import KEY, submit, upload_both
+
+SENT_AT_ONCE = 6
+
+
+@pytest.fixture(scope="module")
+def portrait(tmp_path_factory) -> Path:
+    return portrait_path(tmp_path_factory.mktemp("portrait"))
+
+
+def test_jobs_submitted_at_once_never_pass_the_active_limit(spinbot_env, use_settings, portrait, monkeypatch):
+    """Every request counts the key's jobs before its inputs are checked, so requests sent at once all saw room:
+    here each one's input check waits for the others, as it did on a busy server."""
+    use_settings(api_keys=KEY, max_active_jobs=2)
+    checked = Admission.check
+    together = threading.Barrier(SENT_AT_ONCE, timeout=30)
+
+    def check_together(self, *args, **kwargs):
+        checked(self, *args, **kwargs)
+        together.wait()
+
+    monkeypatch.setattr(Admission, "check", check_together)
+    with TestClient(create_app()) as client:
+        monkeypatch.setattr(client.app.state.services.executor, "submit", lambda job_id: None)  # none starts
+        ids = upload_both(client, portrait)
+        with ThreadPoolExecutor(SENT_AT_ONCE) as pool:
+            answers = list(pool.map(lambda _: submit(client, ids), range(SENT_AT_ONCE)))
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [201, 201] + [429] * (SENT_AT_ONCE - 2), [a.text for a in answers]
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.json()["error"].startswith("this key has 2 jobs waiting or running, the limit")
+        jobs = client.app.state.services.runner.jobs
+        assert jobs.count_unfinished(owner_of(KEY)) == 2
+        assert jobs.list(owner=owner_of(KEY))[1] == 2  # nothing of the refused ones stored
+
+
+def create_at_once(store, owner: str, limit: int, count: int) -> list[str]:
+    """`count` jobs of `owner` written by as many threads at one moment, each with the limit: what each got."""
+    start = threading.Barrier(count, timeout=30)
+
+    def create(_: int) -> str:
+        start.wait()
+        try:
+            store.create_job(
+                store.new_id(),
+                "p",
+                [("a", "t", "python")],
+                {"values": {}, "artifacts": {}},
+                {},
+                owner,
+                max_active=limit,
+            )
+        except TooManyJobs:
+            return "refused"
+        return "created"
+
+    with ThreadPoolExecutor(count) as pool:
+        return sorted(pool.map(create, range(count)))
+
+
+def test_the_store_holds_the_limit_on_sqlite(tmp_path):
+    store = JobStore(get_engine(f"sqlite:///{tmp_path / 'jobs.sqlite'}"))
+    assert create_at_once(store, "owner-a", 3, 12) == ["created"] * 3 + ["refused"] * 9
+    assert store.count_unfinished("owner-a") == 3
+    assert create_at_once(store, "owner-b", 3, 4).count("created") == 3  # another owner's limit is its own
