@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(default=20, ge=1)  # jobs one API key may have waiting or running; past it: 429
     api_max_connections: int = Field(default=1000, ge=8)  # open connections (event streams count); past it: 503
     max_streams_per_key: int = Field(default=20, ge=1)  # event streams one API key may have open (per process): 429
+    # Uploads one API key may be sending to one API process at once: each is written to a temporary file of up to
+    # SPINBOT_MAX_UPLOAD_BYTES before the quota can count it, so one key could fill the disk. Past it: 429.
+    max_uploads_per_key: int = Field(default=4, ge=1)
     # Inputs are judged by their headers before any decode: a small file can claim a huge image or hours of audio.
     # Pillow refuses headers past 2 x its own MAX_IMAGE_PIXELS (178,956,970) by itself, so the limit stays under it.
     max_image_pixels: int = Field(default=40_000_000, ge=64 * 64, le=178_956_970)  # 40 MP: 8000 x 5000

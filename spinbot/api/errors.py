@@ -40,6 +40,10 @@ class TooManyStreams(SpinBotError):
     """A key with SPINBOT_MAX_STREAMS_PER_KEY event streams open (429)."""
 
 
+class TooManyUploads(SpinBotError):
+    """A key with SPINBOT_MAX_UPLOADS_PER_KEY uploads in progress (429)."""
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="what went wrong, in one line")
 
@@ -53,8 +57,8 @@ _MEANINGS = {
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     416: "the byte range starts past the end of the file (Content-Range: bytes */SIZE says its size)",
     422: "a field is missing or has the wrong type, or the body is no JSON object (Content-Type: application/json)",
-    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), or SPINBOT_MAX_STREAMS_PER_KEY "
-    "event streams open (an event stream)",
+    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), SPINBOT_MAX_STREAMS_PER_KEY "
+    "event streams open (an event stream), or SPINBOT_MAX_UPLOADS_PER_KEY uploads in progress (an upload)",
     501: "not available in this version",
     503: "a service the API needs (storage, database, a native backend's model files, a free upload checker) is "
     "unavailable",
@@ -91,6 +95,7 @@ def _status_for(err: SpinBotError) -> int:
         (InvalidField, 422),
         (TooManyJobs, 429),
         (TooManyStreams, 429),
+        (TooManyUploads, 429),
         (StorageUnavailable, 503),
         (BackendUnavailable, 503),
         (CheckUnavailable, 503),

@@ -3,7 +3,13 @@ one key with SPINBOT_MAX_ACTIVE_JOBS=20 made 36 jobs). Each test fails on the co
 
 from __future__ import annotations
 
+import glob
+import json
+import os
+import socket
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +23,7 @@ from spinbot.errors import TooManyJobs
 from spinbot.samples import portrait_path
 from spinbot.state.db import get_engine
 from spinbot.state.store import JobStore
+from tests.support.server import serving
 from tests.unit.test_api_hostile_input import KEY, submit, upload_both
 
 SENT_AT_ONCE = 6
@@ -82,3 +89,69 @@ def test_the_store_holds_the_limit_on_sqlite(tmp_path):
     assert create_at_once(store, "owner-a", 3, 12) == ["created"] * 3 + ["refused"] * 9
     assert store.count_unfinished("owner-a") == 3
     assert create_at_once(store, "owner-b", 3, 4).count("created") == 3  # another owner's limit is its own
+
+
+# ---- uploads in progress --------------------------------------------------------------------------------------------
+BOUNDARY = "b0undary"
+PART_HEAD = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="kind"\r\n\r\nportrait\r\n--{BOUNDARY}\r\n'
+    'Content-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+).encode()
+PART_END = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def send_upload(port: int, key: str, data: bytes, whole: bool) -> socket.socket:
+    """An upload of `data`: whole, or the file's first half only, the rest never sent (the connection held)."""
+    body = PART_HEAD + data + PART_END
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(
+        (
+            f"POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + (body if whole else PART_HEAD + data[: len(data) // 2])
+    )
+    return conn
+
+
+def answer_of(port: int, key: str) -> tuple[int, dict]:
+    """A whole upload of a small file that is no image: its status and JSON body."""
+    with send_upload(port, key, b"not an image at all", whole=True) as conn:
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def spooled_uploads() -> int:
+    """Uploads being written to a temporary file now (each in a folder of its own)."""
+    return len(glob.glob(os.path.join(tempfile.gettempdir(), "spinbot-upload-*")))
+
+
+def test_a_key_sends_at_most_its_limit_of_uploads_at_once(spinbot_env, use_settings):
+    """Each upload in progress holds a temporary file of up to SPINBOT_MAX_UPLOAD_BYTES before the key's quota can
+    count it: 30 uploads of one key held open at once were all being written (50 MiB each at the default)."""
+    use_settings(api_keys=f"{KEY},other-key", max_uploads_per_key=2, api_request_timeout=20)
+    before = spooled_uploads()
+    with serving(create_app(), 20, 16) as port:
+        held = [send_upload(port, KEY, b"\0" * 2_000_000, whole=False) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 10
+            while spooled_uploads() < before + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert answer_of(port, KEY) == (
+                429,
+                {
+                    "error": "this key has 2 uploads in progress, the limit (SPINBOT_MAX_UPLOADS_PER_KEY=2); "
+                    "send the next one when one has finished"
+                },
+            )
+            assert answer_of(port, "other-key")[0] == 400  # another key's limit is its own: judged, not refused
+        finally:
+            for conn in held:
+                conn.close()
+        deadline = time.monotonic() + 10  # the slots come back when the uploads end, however they end
+        while (status := answer_of(port, KEY)[0]) == 429 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status == 400

@@ -13,8 +13,8 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
-from spinbot.api.deps import Owner, ServicesDep
-from spinbot.api.errors import InvalidField, UploadTooLarge, error_responses
+from spinbot.api.deps import Owner, Services, ServicesDep
+from spinbot.api.errors import InvalidField, TooManyUploads, UploadTooLarge, error_responses
 from spinbot.api.schemas import UploadKind, UploadOut
 from spinbot.api.upload_body import receive_upload
 from spinbot.errors import Conflict, InputError, JobNotFound, echo
@@ -48,9 +48,24 @@ _KIND = TypeAdapter(UploadKind)
     status_code=201,
     response_model=UploadOut,
     openapi_extra=_FORM,
-    responses=error_responses(400, 401, 413, 422, 503),
+    responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 async def upload(request: Request, services: ServicesDep, owner: Owner) -> UploadOut:
+    """At most SPINBOT_MAX_UPLOADS_PER_KEY of a key's uploads at once in this process (429 before the body is read):
+    each is written to a temporary file before the key's quota can count it."""
+    slot, limit = owner or "", services.settings.max_uploads_per_key
+    if not services.uploads.take(slot, limit):  # no await between the count and taking a slot
+        raise TooManyUploads(
+            f"this key has {limit} uploads in progress, the limit (SPINBOT_MAX_UPLOADS_PER_KEY={limit}); "
+            "send the next one when one has finished"
+        )
+    try:
+        return await _upload(request, services, owner)
+    finally:
+        services.uploads.give_back(slot)
+
+
+async def _upload(request: Request, services: Services, owner: str | None) -> UploadOut:
     settings, store = services.settings, services.runner.artifacts
     folder = _owner_folder(owner)
     used = await anyio.to_thread.run_sync(store.usage, folder)
