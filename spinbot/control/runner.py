@@ -266,10 +266,11 @@ class Runner:
         if status in st.FINAL_STATES and CallbackStore(self.jobs.engine).job_ended(job_id, status) and self.callbacks:
             self.callbacks.schedule(job_id)
 
-    def reopen(self, job_id: str) -> bool:
+    def reopen(self, job_id: str, max_active: int | None = None) -> bool:
         """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when
-        the job was neither at that moment: of concurrent retries, exactly one reopens it."""
-        if not self.jobs.reopen_failed(job_id):
+        the job was neither at that moment: of concurrent retries, exactly one reopens it. With `max_active`:
+        TooManyJobs where its owner would have more jobs waiting or running (SPINBOT_MAX_ACTIVE_JOBS)."""
+        if not self.jobs.reopen_failed(job_id, max_active):
             return False
         self._publish_job(job_id, st.PENDING)
         return True

@@ -289,14 +289,21 @@ class JobStore:
         with self.session() as s, s.begin():
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
-    def reopen_failed(self, job_id: str) -> bool:
+    def reopen_failed(self, job_id: str, max_active: int | None = None) -> bool:
         """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
-        changed the row."""
+        changed the row. With `max_active`: TooManyJobs, and the job left as it was, where its owner would have
+        more jobs waiting or running."""
         with self.session() as s, s.begin():
             result = cast(
                 "CursorResult[Any]",
                 s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(status=PENDING)),
             )
+            if result.rowcount == 1 and max_active is not None:  # written first, as in create_job
+                owner = s.scalar(select(Job.owner).where(Job.id == job_id))
+                _lock_owner(s, owner)
+                active = s.scalar(_count_unfinished(owner)) or 0
+                if active > max_active:  # this one included
+                    raise TooManyJobs.at_limit(active - 1, max_active)
             return result.rowcount == 1
 
     def mark_deleting(self, job_id: str, from_states: tuple[str, ...]) -> bool:

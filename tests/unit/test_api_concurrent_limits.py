@@ -24,7 +24,7 @@ from spinbot.samples import portrait_path
 from spinbot.state.db import get_engine
 from spinbot.state.store import JobStore
 from tests.support.server import serving
-from tests.unit.test_api_hostile_input import KEY, submit, upload_both
+from tests.unit.test_api_hostile_input import AUTH, KEY, submit, upload_both
 
 SENT_AT_ONCE = 6
 
@@ -155,3 +155,28 @@ def test_a_key_sends_at_most_its_limit_of_uploads_at_once(spinbot_env, use_setti
         while (status := answer_of(port, KEY)[0]) == 429 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert status == 400
+
+
+# ---- retries --------------------------------------------------------------------------------------------------------
+def test_a_retry_counts_against_the_active_limit(spinbot_env, use_settings, portrait, monkeypatch):
+    """A key at its limit retried its failed jobs, each pending again: 2 allowed, 4 waiting or running."""
+    use_settings(api_keys=KEY, max_active_jobs=2)
+    with TestClient(create_app()) as client:
+        monkeypatch.setattr(client.app.state.services.executor, "submit", lambda job_id: None)  # none starts
+        jobs = client.app.state.services.runner.jobs
+        made = {}
+        for status in ("running", "failed", "failed", "interrupted"):
+            job_id = jobs.new_id()
+            jobs.create_job(job_id, "f5tts_infinitetalk", [], {"values": {}, "artifacts": {}}, {}, owner_of(KEY))
+            jobs.set_job_status(job_id, status)
+            made.setdefault(status, []).append(job_id)
+        first, second, interrupted = *made["failed"], made["interrupted"][0]
+        assert client.post(f"/v1/jobs/{first}/retry", headers=AUTH).status_code == 202  # 2 now: at the limit
+        for job_id in (second, interrupted):
+            answer = client.post(f"/v1/jobs/{job_id}/retry", headers=AUTH)
+            assert answer.status_code == 429, answer.text
+            assert answer.json()["error"].startswith("this key has 2 jobs waiting or running, the limit")
+        assert jobs.get(second).status == "failed" and jobs.get(interrupted).status == "interrupted"  # as they were
+        assert jobs.count_unfinished(owner_of(KEY)) == 2
+        jobs.set_job_status(first, "failed")  # one ended: room for one retry again
+        assert client.post(f"/v1/jobs/{second}/retry", headers=AUTH).status_code == 202

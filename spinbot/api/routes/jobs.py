@@ -155,14 +155,17 @@ def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
 
 
 @router.post(
-    "/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=error_responses(401, 404, 409, 422)
+    "/v1/jobs/{job_id}/retry",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(401, 404, 409, 422, 429),
 )
 def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     """Run a failed (or interrupted) job again from its first unfinished node. Of concurrent retries one wins; the
-    others get 409."""
+    others get 409. A retry counts against SPINBOT_MAX_ACTIVE_JOBS as a new job does (429)."""
     job = services.owned_job(job_id, owner)
     # pending again, with an event, before 202 (live readers follow the new run); only if it is still failed now
-    if not services.runner.reopen(job_id):
+    if not services.runner.reopen(job_id, services.settings.max_active_jobs):
         status = services.runner.jobs.get(job_id).status if job.status in RETRYABLE_STATES else job.status
         raise Conflict(f"job '{job_id}' is {status}; only failed jobs (or interrupted ones) can be retried")
     services.executor.submit(job_id)
