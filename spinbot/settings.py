@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # What one key's uploads may hold in all (the uploads its jobs use count too; deleting a job frees its uploads)
     max_upload_storage_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    # The uploads one API key may keep: each upload's quota check lists them all (a key of 100,000 tiny uploads made
+    # each next upload take 10 s). 413 past it.
+    max_upload_files: int = Field(default=5000, ge=1)
     # Any other request's body (a job is a few KB; a script of SPINBOT_MAX_SCRIPT_CHARS, JSON-escaped, fits many times)
     max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     # Seconds a client may take to send a request's head (from the connection's opening for its first), and a

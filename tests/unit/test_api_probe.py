@@ -97,7 +97,7 @@ def test_uploads_sent_at_once_stay_within_the_keys_quota(spinbot_env, use_settin
 
         statuses = asyncio.run(send_four())
         store = client.app.state.services.runner.artifacts
-        assert store.usage("uploads/") <= quota
+        assert store.usage("uploads/").bytes <= quota
         assert statuses.count(201) <= 1 and set(statuses) <= {201, 413}, statuses
 
 
