@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
@@ -23,6 +22,7 @@ from spinbot.errors import TooManyJobs
 from spinbot.samples import portrait_path
 from spinbot.state.db import get_engine
 from spinbot.state.store import JobStore
+from tests.support.api_client import local_client
 from tests.support.server import serving
 from tests.unit.test_api_hostile_input import AUTH, KEY, submit, upload_both
 
@@ -46,7 +46,7 @@ def test_jobs_submitted_at_once_never_pass_the_active_limit(spinbot_env, use_set
         together.wait()
 
     monkeypatch.setattr(Admission, "check", check_together)
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         monkeypatch.setattr(client.app.state.services.executor, "submit", lambda job_id: None)  # none starts
         ids = upload_both(client, portrait)
         with ThreadPoolExecutor(SENT_AT_ONCE) as pool:
@@ -161,7 +161,7 @@ def test_a_key_sends_at_most_its_limit_of_uploads_at_once(spinbot_env, use_setti
 def test_a_retry_counts_against_the_active_limit(spinbot_env, use_settings, portrait, monkeypatch):
     """A key at its limit retried its failed jobs, each pending again: 2 allowed, 4 waiting or running."""
     use_settings(api_keys=KEY, max_active_jobs=2)
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         monkeypatch.setattr(client.app.state.services.executor, "submit", lambda job_id: None)  # none starts
         jobs = client.app.state.services.runner.jobs
         made = {}

@@ -4,10 +4,10 @@ these, a key could upload 50 MB at a time without end, and an upload no job name
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.samples import voice_path
+from tests.support.api_client import local_client
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 
@@ -20,7 +20,7 @@ def auth(key: str) -> dict[str, str]:
 def client(spinbot_env, use_settings):
     quota = int(voice_path().stat().st_size * 2.5)  # room for two voice samples
     use_settings(api_keys=f"{KEY_A},{KEY_B}", max_upload_storage_bytes=max(quota, 1024 * 1024))
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 
@@ -73,7 +73,7 @@ def test_a_key_keeps_at_most_its_limit_of_uploads_however_small(spinbot_env, use
                 "/v1/uploads", data={"kind": "portrait"}, files={"file": ("t.png", f)}, headers=auth(key)
             )
 
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         ids = [upload().json()["id"] for _ in range(3)]
         answer = upload()
         assert answer.status_code == 413
