@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from spinbot.api.auth import Unauthorized
 from spinbot.api.public_errors import public_error
@@ -196,6 +197,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         return error(err.status_code, _detail(request, err), getattr(err, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, err: ClientDisconnect):
+        # A client that closed its connection mid-upload was uvicorn's "Exception in ASGI application" with a
+        # traceback at error level: any client could fill the error log. Nobody reads the answer.
+        log.info("a client closed its connection before its request's body ended", extra={"path": request.url.path})
+        return error(400, "the connection was closed before the request's body ended")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):

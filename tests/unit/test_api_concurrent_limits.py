@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -180,3 +181,22 @@ def test_a_retry_counts_against_the_active_limit(spinbot_env, use_settings, port
         assert jobs.count_unfinished(owner_of(KEY)) == 2
         jobs.set_job_status(first, "failed")  # one ended: room for one retry again
         assert client.post(f"/v1/jobs/{second}/retry", headers=AUTH).status_code == 202
+
+
+def test_an_upload_its_client_abandons_is_no_error_in_the_log(spinbot_env, use_settings, caplog):
+    """Each upload whose client closed the connection mid-body was uvicorn's "Exception in ASGI application", a
+    traceback of some 5 KB at error level: any client could fill the error log (and page whoever watches it)."""
+    use_settings(api_keys=KEY, api_request_timeout=20)
+    with caplog.at_level(logging.INFO), serving(create_app(), 20, 16) as port:
+        for _ in range(3):
+            send_upload(port, KEY, b"\0" * 2_000_000, whole=False).close()
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and sum("before its request's body ended" in r.getMessage() for r in caplog.records) < 3
+        ):
+            time.sleep(0.05)
+        assert answer_of(port, KEY)[0] == 400  # the server goes on, and the key's upload slots came back
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    gone = [r for r in caplog.records if "before its request's body ended" in r.getMessage()]
+    assert len(gone) == 3 and all(r.levelno == logging.INFO for r in gone)
