@@ -11,7 +11,14 @@ import typer
 from typer.core import TyperCommand
 
 from spinbot import __version__
-from spinbot.cli_checks import check_out, check_serve_address, check_services, refuse_new_job_options, worker_queues
+from spinbot.cli_checks import (
+    check_out,
+    check_pipelines,
+    check_serve_address,
+    check_services,
+    refuse_new_job_options,
+    worker_queues,
+)
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
@@ -344,6 +351,7 @@ def serve(
     settings = get_settings()
     try:  # before the app starts (and takes over unfinished jobs); a Redis or S3 outage is /readyz's to report
         check_serve_address(host, port, settings)
+        check_pipelines(settings)
         check_services(settings, reachable=False)
     except SpinBotError as err:
         fail(str(err))

@@ -146,6 +146,18 @@ def check_services(settings: Settings, *, database: bool = True, reachable: bool
         _check_redis(settings.redis_url, reachable)
 
 
+def check_pipelines(settings: Settings) -> None:
+    """SPINBOT_PIPELINES, loaded and validated whole, as `spinbot pipelines validate` does: `serve` started on a
+    missing or broken file answered /readyz ready and then every job, /v1/pipelines and each takeover failed."""
+    from spinbot.pipelines.spec import load_pipelines_file
+
+    if settings.pipelines:
+        try:
+            load_pipelines_file(settings.pipelines)
+        except SpinBotError as err:
+            raise SettingsError(f"SPINBOT_PIPELINES: {err}") from None
+
+
 def _check_data_dir(folder: Path) -> None:
     name = f"SPINBOT_DATA_DIR={folder}"
     if folder.exists() and not folder.is_dir():

@@ -73,6 +73,13 @@ class UnusableFile(InputError):
 class TooManyJobs(SpinBotError):
     """A key with as many jobs waiting or running as it may have (SPINBOT_MAX_ACTIVE_JOBS)."""
 
+    @classmethod
+    def at_limit(cls, active: int, limit: int) -> "TooManyJobs":
+        return cls(
+            f"this key has {active} jobs waiting or running, the limit (SPINBOT_MAX_ACTIVE_JOBS={limit}); "
+            "wait for one to finish, or cancel one"
+        )
+
 
 class Conflict(SpinBotError):
     """A request that the job's current state forbids (retrying a job that is not failed, deleting a running one)."""

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # What one key's uploads may hold in all (the uploads its jobs use count too; deleting a job frees its uploads)
     max_upload_storage_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    # The uploads one API key may keep: each upload's quota check lists them all (a key of 100,000 tiny uploads made
+    # each next upload take 10 s). 413 past it.
+    max_upload_files: int = Field(default=5000, ge=1)
     # Any other request's body (a job is a few KB; a script of SPINBOT_MAX_SCRIPT_CHARS, JSON-escaped, fits many times)
     max_request_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
     # Seconds a client may take to send a request's head (from the connection's opening for its first), and a
@@ -155,6 +158,9 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(default=20, ge=1)  # jobs one API key may have waiting or running; past it: 429
     api_max_connections: int = Field(default=1000, ge=8)  # open connections (event streams count); past it: 503
     max_streams_per_key: int = Field(default=20, ge=1)  # event streams one API key may have open (per process): 429
+    # Uploads one API key may be sending to one API process at once: each is written to a temporary file of up to
+    # SPINBOT_MAX_UPLOAD_BYTES before the quota can count it, so one key could fill the disk. Past it: 429.
+    max_uploads_per_key: int = Field(default=4, ge=1)
     # Inputs are judged by their headers before any decode: a small file can claim a huge image or hours of audio.
     # Pillow refuses headers past 2 x its own MAX_IMAGE_PIXELS (178,956,970) by itself, so the limit stays under it.
     max_image_pixels: int = Field(default=40_000_000, ge=64 * 64, le=178_956_970)  # 40 MP: 8000 x 5000

@@ -64,12 +64,14 @@ def _serve(runner, port: int) -> Iterator[str]:
 
     from spinbot.api.errors import install_error_handlers
     from spinbot.api.live import router
+    from spinbot.api.loopback import LoopbackHostOnly
 
     app = FastAPI(title="SpinBot live output", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = runner.settings.model_copy(update={"api_keys": None})  # loopback only, like `serve`
     app.state.services = _LiveServices(runner)
     install_error_handlers(app)
     app.include_router(router)
+    app.add_middleware(LoopbackHostOnly)  # a page that rebinds its name to 127.0.0.1 gets no video
 
     sock = socket.socket()
     sock.bind((LOOPBACK, port))

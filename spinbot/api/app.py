@@ -17,6 +17,7 @@ from spinbot.api.executor import JobExecutor
 from spinbot.api.head import HeadAsGet
 from spinbot.api.headers import ResponseHeaders
 from spinbot.api.limits import RequestBodyLimit, SlowReaderLimit
+from spinbot.api.loopback import LoopbackHostOnly
 from spinbot.api.metrics import Metrics, RequestCounter
 from spinbot.api.readiness import Readiness
 from spinbot.api.routes import artifacts, jobs, meta, uploads
@@ -77,6 +78,8 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     app.add_middleware(HeadAsGet)  # innermost: the others see the HEAD request as it came
     app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.api_request_timeout)
     app.add_middleware(RequestCounter, metrics=metrics)
+    if not settings.api_key_list:  # loopback only: and only requests addressed to it (DNS rebinding)
+        app.add_middleware(LoopbackHostOnly)
     app.add_middleware(ResponseHeaders)  # its headers go on every answer, the limits' ones too
     app.add_middleware(SlowReaderLimit, timeout_s=settings.api_send_timeout)  # outermost: every write bounded
     redact_access_log()

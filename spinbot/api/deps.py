@@ -20,8 +20,9 @@ from spinbot.state.store import JobView
 
 
 class StreamSlots:
-    """The event streams each key has open in this process (SPINBOT_MAX_STREAMS_PER_KEY): one key could otherwise
-    hold every connection the server takes (SPINBOT_API_MAX_CONNECTIONS). Used on the event loop only."""
+    """What each key has going in this process: its event streams (SPINBOT_MAX_STREAMS_PER_KEY), with which one key
+    could otherwise hold every connection the server takes (SPINBOT_API_MAX_CONNECTIONS), and its uploads in
+    progress (SPINBOT_MAX_UPLOADS_PER_KEY), each a temporary file. Used on the event loop only."""
 
     def __init__(self) -> None:
         self.open: dict[str, int] = {}
@@ -48,6 +49,7 @@ class Services:
     feed: LocalEventFeed | RedisEventFeed
     readiness: Readiness
     streams: StreamSlots = field(default_factory=StreamSlots)
+    uploads: StreamSlots = field(default_factory=StreamSlots)
 
     def owned_job(self, job_id: str, owner: str | None) -> JobView:
         """The job, if this owner may see it; another owner's job is as missing as one that never was."""

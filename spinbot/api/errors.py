@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from spinbot.api.auth import Unauthorized
 from spinbot.api.public_errors import public_error
@@ -40,6 +41,10 @@ class TooManyStreams(SpinBotError):
     """A key with SPINBOT_MAX_STREAMS_PER_KEY event streams open (429)."""
 
 
+class TooManyUploads(SpinBotError):
+    """A key with SPINBOT_MAX_UPLOADS_PER_KEY uploads in progress (429)."""
+
+
 class ErrorBody(BaseModel):
     error: str = Field(description="what went wrong, in one line")
 
@@ -53,8 +58,8 @@ _MEANINGS = {
     "or a request body over SPINBOT_MAX_REQUEST_BYTES",
     416: "the byte range starts past the end of the file (Content-Range: bytes */SIZE says its size)",
     422: "a field is missing or has the wrong type, or the body is no JSON object (Content-Type: application/json)",
-    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), or SPINBOT_MAX_STREAMS_PER_KEY "
-    "event streams open (an event stream)",
+    429: "the key has SPINBOT_MAX_ACTIVE_JOBS jobs waiting or running (a new job), SPINBOT_MAX_STREAMS_PER_KEY "
+    "event streams open (an event stream), or SPINBOT_MAX_UPLOADS_PER_KEY uploads in progress (an upload)",
     501: "not available in this version",
     503: "a service the API needs (storage, database, a native backend's model files, a free upload checker) is "
     "unavailable",
@@ -91,6 +96,7 @@ def _status_for(err: SpinBotError) -> int:
         (InvalidField, 422),
         (TooManyJobs, 429),
         (TooManyStreams, 429),
+        (TooManyUploads, 429),
         (StorageUnavailable, 503),
         (BackendUnavailable, 503),
         (CheckUnavailable, 503),
@@ -191,6 +197,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         return error(err.status_code, _detail(request, err), getattr(err, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, err: ClientDisconnect):
+        # A client that closed its connection mid-upload was uvicorn's "Exception in ASGI application" with a
+        # traceback at error level: any client could fill the error log. Nobody reads the answer.
+        log.info("a client closed its connection before its request's body ended", extra={"path": request.url.path})
+        return error(400, "the connection was closed before the request's body ended")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from spinbot.errors import InputError, shorten
+from spinbot.errors import InputError, echo, shorten
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -102,10 +102,13 @@ def parse_callback_url(url: str, max_chars: int) -> ParsedUrl:
     try:
         parts = urlsplit(url)
     except ValueError:  # a bracketed host that is no IP address (http://[x]/): urlsplit checks it itself
-        raise CallbackRefused(f"callback_url: {shorten(url)} is no URL with a host[:port]") from None
+        raise CallbackRefused("callback_url: the host in [ ] is no IPv6 address") from None
+    # These two name the part that is wrong, not the URL: the API takes URLs and paths out of the errors it sends
+    # (spinbot.api.public_errors), which made them 'not <internal address>' and 'not /hook'.
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise CallbackRefused(f"callback_url: only http and https URLs can be called, not {shorten(url)}")
+        given = f"{echo(scheme)} ones" if scheme else "one without a scheme"
+        raise CallbackRefused(f"callback_url: only http and https URLs can be called, not {given}")
     if "@" in parts.netloc:
         raise CallbackRefused("callback_url: credentials in the URL (user:password@) are refused; verify the signature")
     host, port = _host_and_port(parts.netloc, DEFAULT_PORTS[scheme])

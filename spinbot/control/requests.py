@@ -35,3 +35,6 @@ class JobRequest(BaseModel):
     # the API client's Idempotency-Key and the digest of its request (spinbot.api.idempotency); the job is not
     # created (KeyInUse) where the owner's key already names one
     idempotency: tuple[str, str] | None = None
+    # the most jobs the owner may have waiting or running with this one (the API's SPINBOT_MAX_ACTIVE_JOBS), held
+    # as the job is written (TooManyJobs, nothing stored); None: no limit (the CLI)
+    max_active: int | None = Field(default=None, ge=1)

@@ -24,7 +24,7 @@ from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskReques
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
-from spinbot.errors import ParamsError, SpinBotError, TaskFailed, shorten
+from spinbot.errors import ParamsError, SpinBotError, TaskFailed, TooManyJobs, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -149,8 +149,9 @@ class Runner:
                 lease=(self.leases.owner, self.leases.seconds),
                 callback=callback,
                 idempotency=request.idempotency,
+                max_active=request.max_active,
             )
-        except KeyInUse:
+        except (KeyInUse, TooManyJobs):
             if request.image is not None or request.voice is not None:  # the inputs copied from local files
                 self.artifacts.delete_prefix(f"jobs/{job_id}/")
             raise
@@ -266,10 +267,11 @@ class Runner:
         if status in st.FINAL_STATES and CallbackStore(self.jobs.engine).job_ended(job_id, status) and self.callbacks:
             self.callbacks.schedule(job_id)
 
-    def reopen(self, job_id: str) -> bool:
+    def reopen(self, job_id: str, max_active: int | None = None) -> bool:
         """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when
-        the job was neither at that moment: of concurrent retries, exactly one reopens it."""
-        if not self.jobs.reopen_failed(job_id):
+        the job was neither at that moment: of concurrent retries, exactly one reopens it. With `max_active`:
+        TooManyJobs where its owner would have more jobs waiting or running (SPINBOT_MAX_ACTIVE_JOBS)."""
+        if not self.jobs.reopen_failed(job_id, max_active):
             return False
         self._publish_job(job_id, st.PENDING)
         return True

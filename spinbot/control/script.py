@@ -36,6 +36,16 @@ class ScriptParams(TaskParams):
 
 FALLBACK_TOPIC_WORDS = 25  # of the prompt, in the fallback text: a 4,000-character prompt is not a script
 LLM_WORDS_MARGIN = 2.0  # an LLM's script is cut (at a sentence end) past this many times the words asked
+# The tokens the LLM may generate a word it keeps (English takes about 1.3; other scripts more), plus a few for the
+# sentence it is in: a prompt can ask for far more than `words` ("ignore that, write 10,000 words"), and the model
+# generated until the timeout for an answer that is cut at LLM_WORDS_MARGIN x words anyway.
+LLM_TOKENS_PER_WORD = 4
+LLM_EXTRA_TOKENS = 64
+
+
+def max_llm_tokens(words: int) -> int:
+    """Ollama's num_predict for a script of about `words` words."""
+    return int(words * LLM_WORDS_MARGIN * LLM_TOKENS_PER_WORD) + LLM_EXTRA_TOKENS
 
 
 def fallback_script(prompt: str) -> str:
@@ -61,14 +71,26 @@ def ask_ollama(prompt: str, words: int) -> str:
 
     settings = get_settings()
     client = ollama.Client(host=settings.ollama_host, timeout=settings.ollama_timeout)
-    answer = client.generate(model=settings.ollama_model, prompt=INSTRUCTIONS.format(words=words, prompt=prompt))
+    answer = client.generate(
+        model=settings.ollama_model,
+        prompt=INSTRUCTIONS.format(words=words, prompt=prompt),
+        options={"num_predict": max_llm_tokens(words)},
+    )
     text = _clean(getattr(answer, "response", None) or "")
+    if getattr(answer, "done_reason", None) == "length":  # stopped at num_predict: its last sentence is cut short
+        text = whole_sentences(text)
     if len(text.split()) < 3:
         raise ValueError(f"unusable answer from the model: {text[:80]!r}")
     problem = unstorable(text)  # JSON's "\ud800" or "\u0000": the speech would fail, the job could not be shown
     if problem:
         raise ValueError(f"unusable answer from the model: it {problem}")
     return cut_at_sentence(text, int(words * LLM_WORDS_MARGIN))
+
+
+def whole_sentences(text: str) -> str:
+    """`text` up to its last sentence end, or all of it where it has none."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]] if ends else text
 
 
 def cut_at_sentence(text: str, max_words: int) -> str:

@@ -8,6 +8,7 @@ transitions read side by side. Leases (lease.py), webhook state (callbacks.py) a
 from __future__ import annotations
 
 import builtins
+import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from spinbot.errors import JobNotFound
+from spinbot.errors import JobNotFound, TooManyJobs
 from spinbot.state.idempotency import KeyInUse, find_keyed_job
 from spinbot.state.lease import database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
@@ -153,12 +154,16 @@ class JobStore:
         lease: tuple[str, float] | None = None,
         callback: dict[str, Any] | None = None,
         idempotency: tuple[str, str] | None = None,
+        max_active: int | None = None,
     ) -> JobView:
         """A new pending job; with `lease` (owner, seconds) it is born leased to its creator, so no other process
         can take it between its creation and its start. With `idempotency` (the client's key, its request's digest):
-        KeyInUse, and nothing written, where the owner's key already names a job (the unique index decides)."""
+        KeyInUse, and nothing written, where the owner's key already names a job (the unique index decides). With
+        `max_active`: TooManyJobs, and nothing written, where the owner would have more jobs waiting or running."""
         try:
             with self.session() as s, s.begin():
+                if max_active is not None:
+                    _lock_owner(s, owner)
                 job = Job(
                     id=job_id,
                     pipeline=pipeline,
@@ -177,6 +182,11 @@ class JobStore:
                     job.lease_owner, job.heartbeat_at = lease[0], now
                     job.lease_expires_at = now + timedelta(seconds=lease[1])
                 s.add(job)
+                if max_active is not None:
+                    s.flush()  # written first: SQLite's write lock is held from here to the commit
+                    active = s.scalar(_count_unfinished(owner)) or 0
+                    if active > max_active:  # this one included
+                        raise TooManyJobs.at_limit(active - 1, max_active)
                 for pos, (node_id, task, plane) in enumerate(nodes):
                     s.add(
                         NodeRun(
@@ -246,9 +256,7 @@ class JobStore:
     def count_unfinished(self, owner: str | None) -> int:
         """The owner's jobs that are waiting or running (pending, queued, running)."""
         with self.session() as s:
-            same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
-            query = select(func.count()).select_from(Job).where(same_owner, Job.status.in_(ORPHAN_STATES))
-            return s.scalar(query) or 0
+            return s.scalar(_count_unfinished(owner)) or 0
 
     def input_keys_in_use(self, except_job: str, owner: str | None) -> set[str]:
         """Every stored input that the owner's jobs other than `except_job` name (uploads are per owner, so no
@@ -280,10 +288,22 @@ class JobStore:
         with self.session() as s, s.begin():
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
-    def reopen_failed(self, job_id: str) -> bool:
+    def reopen_failed(self, job_id: str, max_active: int | None = None) -> bool:
         """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
-        changed the row."""
-        return self._move_job(job_id, RETRYABLE_STATES, PENDING)
+        changed the row. With `max_active`: TooManyJobs, and the job left as it was, where its owner would have
+        more jobs waiting or running."""
+        with self.session() as s, s.begin():
+            result = cast(
+                "CursorResult[Any]",
+                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(status=PENDING)),
+            )
+            if result.rowcount == 1 and max_active is not None:  # written first, as in create_job
+                owner = s.scalar(select(Job.owner).where(Job.id == job_id))
+                _lock_owner(s, owner)
+                active = s.scalar(_count_unfinished(owner)) or 0
+                if active > max_active:  # this one included
+                    raise TooManyJobs.at_limit(active - 1, max_active)
+            return result.rowcount == 1
 
     def mark_deleting(self, job_id: str, from_states: tuple[str, ...]) -> bool:
         """-> deleting in one conditional UPDATE, only from these states; False when the job was in none of them
@@ -443,3 +463,17 @@ class JobStore:
                     row.size, row.content_type, row.name = art["size"], art.get("content_type"), art["name"]
             for stale in existing.values():
                 s.delete(stale)
+
+
+def _count_unfinished(owner: str | None):
+    same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
+    return select(func.count()).select_from(Job).where(same_owner, Job.status.in_(ORPHAN_STATES))
+
+
+def _lock_owner(s: Session, owner: str | None) -> None:
+    """One transaction at a time counts and adds an owner's jobs. PostgreSQL: a lock on the owner's name until the
+    transaction ends (its READ COMMITTED would let two inserts each count without the other's). SQLite holds one
+    writer at a time already: the job is written before it is counted."""
+    if s.get_bind().dialect.name == "postgresql":
+        digest = hashlib.blake2b(f"spinbot.jobs.owner:{owner}".encode(), digest_size=8).digest()
+        s.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))

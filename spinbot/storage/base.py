@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import NamedTuple
 
 from spinbot.errors import StorageKeyError, echo
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*")  # fullmatch: `$` alone also matched before a final newline
+
+
+class Usage(NamedTuple):
+    """What is stored under a prefix: bytes and files."""
+
+    bytes: int
+    files: int
 
 
 def check_key(key: str) -> str:
@@ -57,8 +65,8 @@ class ArtifactStore(ABC):
     def size(self, key: str) -> int: ...
 
     @abstractmethod
-    def usage(self, prefix: str) -> int:
-        """Bytes stored under `prefix` (an owner's uploads, against their quota)."""
+    def usage(self, prefix: str) -> Usage:
+        """Bytes and files stored under `prefix` (an owner's uploads, against their quota)."""
 
 
 def open_store(url: str) -> ArtifactStore:

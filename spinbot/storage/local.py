@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from spinbot.errors import StorageKeyError
-from spinbot.storage.base import ArtifactStore, check_key
+from spinbot.storage.base import ArtifactStore, Usage, check_key
 
 
 class LocalStore(ArtifactStore):
@@ -95,11 +95,12 @@ class LocalStore(ArtifactStore):
     def size(self, key: str) -> int:
         return self.path(key).stat().st_size
 
-    def usage(self, prefix: str) -> int:
-        total = 0
+    def usage(self, prefix: str) -> Usage:
+        total = files = 0
         for key in self.list(prefix):
             try:
                 total += self.path(key).stat().st_size
+                files += 1
             except FileNotFoundError:  # deleted meanwhile
                 pass
-        return total
+        return Usage(total, files)

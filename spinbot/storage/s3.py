@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from spinbot.errors import SpinBotError, StorageKeyError
 from spinbot.settings import Settings, get_settings
-from spinbot.storage.base import ArtifactStore, check_key
+from spinbot.storage.base import ArtifactStore, Usage, check_key
 
 # S3 bucket naming rules (3-63 chars, lowercase letters, digits, dots, hyphens); checked early for a clear error.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -173,10 +173,11 @@ class S3Store(ArtifactStore):
                 keys += [o["Key"][len(self.prefix) :] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
         return sorted(keys)
 
-    def usage(self, prefix: str) -> int:
+    def usage(self, prefix: str) -> Usage:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._folder(prefix))
         with self._errors():
-            return sum(o.get("Size", 0) for page in pages for o in page.get("Contents", []))
+            sizes = [o.get("Size", 0) for page in pages for o in page.get("Contents", [])]
+        return Usage(sum(sizes), len(sizes))
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix)

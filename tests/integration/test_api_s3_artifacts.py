@@ -7,12 +7,12 @@ import uuid
 from urllib.parse import urlparse
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.settings import reset_settings
 from tests.support import services
+from tests.support.api_client import local_client
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ def make_client(spinbot_env, monkeypatch, s3_endpoint, public_url: str | None):
         monkeypatch.setenv("SPINBOT_S3_PUBLIC_URL", public_url)
     reset_settings()
     services.create_bucket(s3_endpoint, bucket)
-    return TestClient(create_app(), follow_redirects=False)
+    return local_client(create_app(), follow_redirects=False)
 
 
 def video_job(client) -> str:

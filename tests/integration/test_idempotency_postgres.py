@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from alembic import command
-from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
 from spinbot.api.app import create_app
 from spinbot.control.runner import Runner
 from spinbot.state.db import get_engine
 from tests.support import services
+from tests.support.api_client import local_client
 from tests.support.idempotent_api import KEY_A, KEY_B, Api, assert_one_job_made, post_at_once
 from tests.support.quick_dispatcher import QuickDispatcher
 from tests.unit.test_idempotency import INDEXES, assert_keys_unique_per_owner
@@ -45,7 +45,7 @@ def test_concurrent_requests_with_one_key_make_one_job_on_postgres(
 ):
     use_settings(api_keys=f"{KEY_A},{KEY_B}", database_url=postgres_url)
     runner = Runner(dispatcher=QuickDispatcher())
-    with TestClient(create_app(runner=runner)) as client:
+    with local_client(create_app(runner=runner)) as client:
         api = Api(client, tmp_path)
         answers = post_at_once(api, monkeypatch, api.body(), "pg-at-once", 6)
         job_id = assert_one_job_made(api, answers)

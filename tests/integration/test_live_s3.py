@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
@@ -21,6 +20,7 @@ from spinbot.media.video import iter_frames
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
 from tests.support import services
+from tests.support.api_client import local_client
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def s3_app(spinbot_env, monkeypatch):
         reset_settings()
         app = create_app()
         app.state.services.runner.artifacts.ensure_bucket()
-        with TestClient(app) as client:
+        with local_client(app) as client:
             yield client
 
 

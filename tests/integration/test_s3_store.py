@@ -282,7 +282,8 @@ def test_usage_sums_the_bytes_under_a_prefix(store: S3Store):
     store.put_bytes("uploads/a/1/voice.wav", b"x" * 300)
     store.put_bytes("uploads/a/2/portrait.png", b"y" * 20)
     store.put_bytes("uploads/b/3/voice.wav", b"z" * 5000)
-    assert store.usage("uploads/a/") == 320 and store.usage("uploads/b/") == 5000 and store.usage("uploads/c/") == 0
+    assert store.usage("uploads/a/") == (320, 2) and store.usage("uploads/b/") == (5000, 1)
+    assert store.usage("uploads/c/") == (0, 0)
 
 
 @pytest.mark.parametrize("client_leaves", [True, False])

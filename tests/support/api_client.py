@@ -15,13 +15,20 @@ from spinbot.control.requests import JobRequest
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
 
+LOOPBACK_URL = "http://localhost"  # a server without API keys answers requests to the loopback only
+
+
+def local_client(app, **options) -> TestClient:
+    """FastAPI's TestClient addressed to localhost (its default Host, `testserver`, is refused without API keys)."""
+    return TestClient(app, base_url=LOOPBACK_URL, **options)
+
 
 @contextmanager
 def api_client(monkeypatch: pytest.MonkeyPatch, *keys: str) -> Iterator[TestClient]:
     """The app with these API keys, started and stopped as a client's `with` does."""
     monkeypatch.setenv("SPINBOT_API_KEYS", ",".join(keys))
     reset_settings()
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         yield client
 
 

@@ -13,8 +13,10 @@ from tests.support.quiet_server import QuietHTTPServer
 class FakeOllama:
     """mode: "ok" (a script), "hang" (never answers in time), "garbage" (not JSON), "empty" (empty response)."""
 
-    def __init__(self, mode: str = "ok", text: str = "Hello there. This is a script written by the model."):
-        self.mode, self.text, self.requests = mode, text, []
+    def __init__(
+        self, mode: str = "ok", text: str = "Hello there. This is a script written by the model.", done_reason="stop"
+    ):
+        self.mode, self.text, self.requests, self.done_reason = mode, text, [], done_reason
         self.release = threading.Event()
         owner = self
 
@@ -46,7 +48,7 @@ class FakeOllama:
                             "created_at": now,
                             "response": text,
                             "done": True,
-                            "done_reason": "stop",
+                            "done_reason": owner.done_reason,
                         }
                     payload = json.dumps(msg).encode()
                 self.send_response(200)

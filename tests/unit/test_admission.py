@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from spinbot.api.app import create_app
@@ -20,7 +19,7 @@ from spinbot.errors import BackendUnavailable, InputError, ParamsError
 from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.speech_length import SpeechTooLong, estimate_seconds
-from tests.support.api_client import api_client, stored
+from tests.support.api_client import api_client, local_client, stored
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better. "
@@ -280,7 +279,7 @@ def test_what_the_configured_backend_needs_is_checked_at_submission(client, uplo
         params={"infinite_talk": {"sampling_scheduler": "ddim"}},
     )
     use_settings(tts_backend="native", talk_backend="native")
-    with TestClient(create_app()) as native:  # the same data folder, so the same uploads
+    with local_client(create_app()) as native:  # the same data folder, so the same uploads
         refused(native, uploaded, spinbot_env, "f5_to_tts: ref_text (the transcript of the narrator voice) is empty")
         refused(
             native,
@@ -360,7 +359,7 @@ def test_missing_native_model_files_refuse_the_job_before_any_node_runs(
     use_settings(talk_backend="native", models_dir=models)
     expected = "infinite_talk: the native backend lacks model files in SPINBOT_MODELS_DIR="
     pull = "(`spinbot models pull` fetches them)"
-    with TestClient(create_app()) as native:
+    with local_client(create_app()) as native:
         before = stored(spinbot_env)
         r = submit(native, uploaded)
         assert r.status_code == 503, r.text

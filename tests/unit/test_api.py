@@ -5,13 +5,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
-from tests.support.api_client import stored
+from tests.support.api_client import local_client, stored
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 
@@ -21,7 +20,7 @@ def client(spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
     monkeypatch.setenv("SPINBOT_MAX_UPLOAD_BYTES", str(2 * 1024 * 1024))
     reset_settings()
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 

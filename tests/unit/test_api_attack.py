@@ -6,11 +6,11 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.public_errors import STORAGE_FAILED
 from spinbot.settings import reset_settings
+from tests.support.api_client import local_client
 from tests.unit.test_api_hardening import KEY_A, METRICS_KEY, add_artifact, auth, make_job
 
 
@@ -19,7 +19,7 @@ def client(spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},key-b-456")
     monkeypatch.setenv("SPINBOT_METRICS_KEY", METRICS_KEY)
     reset_settings()
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 

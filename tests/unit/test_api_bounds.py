@@ -10,13 +10,13 @@ import time
 from dataclasses import replace
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.settings import reset_settings
 from spinbot.state.event_feed import COALESCE_AFTER, MAX_PENDING, LocalEventFeed
 from spinbot.state.events import Event, EventBus
+from tests.support.api_client import local_client
 from tests.support.server import serving
 
 KEY = "key-bounds-1"
@@ -26,7 +26,7 @@ KEY = "key-bounds-1"
 def client(spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_API_KEYS", KEY)
     reset_settings()
-    with TestClient(create_app(), follow_redirects=False) as c:
+    with local_client(create_app(), follow_redirects=False) as c:
         yield c
 
 

@@ -4,12 +4,12 @@ refused when the job is submitted."""
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
 from spinbot.tasks.catalog import TASK_PLANES
+from tests.support.api_client import local_client
 from tests.unit.test_api import KEY_A, KEY_B, auth, stored, upload
 
 
@@ -18,7 +18,7 @@ def client(spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
     monkeypatch.setenv("SPINBOT_API_JOB_THREADS", "1")
     reset_settings()
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 
@@ -37,7 +37,7 @@ def native_upscaler(spinbot_env, monkeypatch, tmp_path):
     monkeypatch.setenv("SPINBOT_MODELS_DIR", str(models))
     monkeypatch.setenv("SPINBOT_API_KEYS", f"{KEY_A},{KEY_B}")
     reset_settings()
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import MEDIA_COOKIE, RedactQuerySecrets, media_token, owner_of
@@ -23,6 +22,7 @@ from spinbot.api.web import WEB_DIR
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
 from spinbot.state.store import JobStore
+from tests.support.api_client import local_client
 from tests.support.hostile_media import png_claiming, silent_flac
 
 KEY_A, KEY_B, METRICS_KEY = "key-a-123", "key-b-456", "scraper-789"
@@ -37,7 +37,7 @@ def client(spinbot_env, monkeypatch):
     monkeypatch.setenv("SPINBOT_MAX_UPLOAD_BYTES", str(LIMIT))
     monkeypatch.setenv("SPINBOT_MAX_VOICE_SECONDS", "20")
     reset_settings()
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.samples import portrait_path, voice_path
 from spinbot.tasks.base import MAX_PARAM_CHARS
-from tests.support.api_client import api_client
+from tests.support.api_client import api_client, local_client
 
 KEY = "key-a-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -85,7 +84,7 @@ def test_every_text_param_has_a_length_limit(client, uploads, param):
 
 def test_a_long_script_is_bounded_by_its_own_setting_not_the_param_limit(spinbot_env, use_settings, portrait):
     use_settings(api_keys=KEY, max_script_chars=MAX_PARAM_CHARS * 2, max_speech_seconds=100_000)
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         text = "Words to say. " * (MAX_PARAM_CHARS // 10)  # 1.4x the param limit
         answer = submit(client, upload_both(client, portrait), params={"script": {"text": text}})
         assert answer.status_code == 201, answer.text
@@ -131,7 +130,7 @@ def test_a_long_job_id_in_a_path_is_not_echoed_whole(client):
 @pytest.mark.parametrize("limit", [100, 5000])
 def test_the_prompt_limit_is_the_setting_for_the_api_too(spinbot_env, use_settings, portrait, limit):
     use_settings(api_keys=KEY, max_prompt_chars=limit)
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         answer = submit(client, upload_both(client, portrait), prompt="p" * (limit + 1))
     assert answer.status_code == 400
     assert answer.json()["error"] == (
@@ -142,7 +141,7 @@ def test_the_prompt_limit_is_the_setting_for_the_api_too(spinbot_env, use_settin
 def test_a_key_with_its_limit_of_jobs_waiting_or_running_gets_a_429(spinbot_env, use_settings, portrait):
     """40 jobs in a row were all accepted: one key could queue work without end."""
     use_settings(api_keys=f"{KEY},other-key", max_active_jobs=2)
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         ids = upload_both(client, portrait)
         jobs = client.app.state.services.runner.jobs
         for status in ("pending", "running", "succeeded"):  # two waiting or running; a finished one does not count

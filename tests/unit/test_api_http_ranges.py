@@ -14,6 +14,7 @@ from spinbot.api.auth import owner_of
 from spinbot.settings import reset_settings
 from spinbot.tasks.live import live_key
 from tests.support import services as test_services
+from tests.support.api_client import local_client
 
 KEY = "key-a-123"
 DATA = bytes(range(256)) * 40  # 10,240 bytes
@@ -30,7 +31,7 @@ def make_client(monkeypatch, **env: str) -> TestClient:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     reset_settings()
-    return TestClient(create_app())
+    return local_client(create_app())
 
 
 def artifact_url(client: TestClient) -> str:

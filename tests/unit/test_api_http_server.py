@@ -49,7 +49,7 @@ def job_id(app) -> str:
 
 
 def request(method: str, path: str) -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
+    return f"{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n\r\n".encode()
 
 
 def read_head(conn: socket.socket, buffered: bytes = b"") -> tuple[str, dict[str, str], bytes]:
@@ -112,7 +112,7 @@ def test_head_of_a_running_job_s_event_stream_ends_after_its_headers(app, port, 
 
 
 def test_a_body_that_goes_bad_during_an_answer_closes_it_without_an_error_inside(port, job_id):
-    head = f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    head = f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n")
         status, _, rest = read_head(conn)
@@ -124,7 +124,7 @@ def test_a_body_that_goes_bad_during_an_answer_closes_it_without_an_error_inside
 
 def test_a_request_the_server_cannot_parse_gets_a_json_error(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n")
         answer = read_all(conn)
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head
@@ -134,7 +134,7 @@ def test_a_request_the_server_cannot_parse_gets_a_json_error(port):
 @pytest.mark.parametrize("line_end", [b"\r\n", b"\n"])
 def test_a_request_head_over_the_limit_is_refused_even_in_one_read(port, line_end):
     # 100 KB of head sent at once: h11 alone bounds only a head it has not yet seen whole
-    head = b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1" + line_end + b"Host: x" + line_end + line_end
+    head = b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1" + line_end + b"Host: localhost" + line_end + line_end
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(head)
         answer = read_all(conn)
@@ -144,8 +144,8 @@ def test_a_request_head_over_the_limit_is_refused_even_in_one_read(port, line_en
 
 
 def test_a_request_head_over_the_limit_pipelined_behind_another_is_refused(port):
-    small = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-    big = b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    small = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    big = b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(small + big)  # one write: the second head waits in h11's buffer, whole
         answer = read_all(conn)
@@ -157,7 +157,7 @@ def test_a_request_head_over_the_limit_pipelined_behind_another_is_refused(port)
 def test_a_request_head_within_the_limit_in_pieces_and_kept_alive_is_served(port):
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         for _ in range(3):  # three requests on one connection, each head 40 KB in 1 KB pieces
-            head = b"GET /healthz?" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+            head = b"GET /healthz?" + b"a" * 40_000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n"
             for start in range(0, len(head), 1024):
                 conn.sendall(head[start : start + 1024])
             status, headers, body = read_head(conn)

@@ -8,9 +8,9 @@ import socket
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
+from tests.support.api_client import local_client
 from tests.support.server import serving
 
 KEY = "key-a-123"
@@ -20,7 +20,7 @@ TIMEOUT_S = 1.0
 @pytest.fixture
 def client(spinbot_env, use_settings):
     use_settings(api_keys=KEY, max_request_bytes=64 * 1024)
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 
@@ -74,7 +74,7 @@ def read_all(conn: socket.socket) -> bytes:
 
 def test_a_request_head_that_never_ends_is_closed_after_the_timeout(server):
     with connect(server) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line: the head never ends
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")  # no blank line: the head never ends
         started = time.monotonic()
         assert read_all(conn) == b""  # closed by the server
         assert TIMEOUT_S * 0.9 <= time.monotonic() - started < TIMEOUT_S + 5
@@ -94,7 +94,7 @@ def test_silent_connections_do_not_hold_the_server_at_its_connection_cap(server)
     try:
         time.sleep(TIMEOUT_S + 0.5)
         with connect(server) as conn:
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert conn.recv(65536).startswith(b"HTTP/1.1 200")
     finally:
         for conn in silent:
@@ -103,9 +103,9 @@ def test_silent_connections_do_not_hold_the_server_at_its_connection_cap(server)
 
 def test_the_next_head_on_a_kept_alive_connection_is_timed_too(server):
     with connect(server) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert conn.recv(65536).startswith(b"HTTP/1.1 200")
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
         started = time.monotonic()
         assert read_all(conn) == b""
         assert time.monotonic() - started < TIMEOUT_S + 5
@@ -114,7 +114,8 @@ def test_the_next_head_on_a_kept_alive_connection_is_timed_too(server):
 def test_a_body_that_stops_arriving_is_a_408(server):
     with connect(server) as conn:
         conn.sendall(
-            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
         )
         answer = read_all(conn)
     assert answer.startswith(b"HTTP/1.1 408")
@@ -125,7 +126,8 @@ def test_a_job_body_trickled_in_is_a_408_once_the_timeout_has_passed(server):
     # no pause reaches the timeout, yet the body never ends: a client without a key held its connection for days
     with connect(server) as conn:
         conn.sendall(
-            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
         )
         started, answer = time.monotonic(), b""
         conn.settimeout(TIMEOUT_S / 4)
@@ -140,7 +142,7 @@ def test_a_job_body_trickled_in_is_a_408_once_the_timeout_has_passed(server):
 
 def test_a_chunked_job_body_is_cut_once_past_the_limit(server):
     with connect(server) as conn:
-        conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
         sent = 0
         try:
             while sent < 64 * 1024 * 1024:  # the server answers and closes long before
@@ -156,19 +158,19 @@ def test_a_chunked_job_body_is_cut_once_past_the_limit(server):
 def test_a_header_past_the_limit_is_refused(server):
     with connect(server) as conn:
         try:  # a megabyte of header: refused at about HEADER_BYTES, the connection closed (or reset) while it is sent
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1024 * 1024 + b"\r\n\r\n")
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 1024 * 1024 + b"\r\n\r\n")
             answer = read_all(conn)
         except ConnectionResetError:
             answer = b"(reset)"
     assert answer.startswith((b"HTTP/1.1 431", b"(reset)"))  # refused once the head passes HEADER_BYTES
     with connect(server) as conn:
-        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert conn.recv(65536).startswith(b"HTTP/1.1 200")
 
 
 def test_a_slow_but_steady_client_is_served(server):
     with connect(server) as conn:
-        for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"\r\n"):
+        for part in (b"GET /healthz HTTP/1.1\r\n", b"Host: localhost\r\n", b"\r\n"):
             conn.sendall(part)
             time.sleep(TIMEOUT_S / 4)
         assert conn.recv(65536).startswith(b"HTTP/1.1 200")
@@ -181,7 +183,7 @@ def test_connections_past_the_limit_get_a_503(server):
             conn.sendall(b"GET /healthz HTTP/1.1\r\n")  # open, their heads pending
         time.sleep(0.2)
         with connect(server) as conn:
-            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             answer = read_all(conn)
         head, body = answer.split(b"\r\n\r\n", 1)
         assert head.startswith(b"HTTP/1.1 503") and b"content-type: application/json" in head.lower()

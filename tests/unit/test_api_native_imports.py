@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from spinbot.api.app import create_app
 
 before = "torch" in sys.modules
-with TestClient(create_app()) as client:
+with TestClient(create_app(), base_url="http://localhost") as client:  # keyless: loopback Host only
     deadline, answers = time.monotonic() + 120, []
     while True:
         r = client.get("/readyz")

@@ -12,11 +12,11 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from spinbot.api.app import create_app
 from spinbot.samples import voice_path
+from tests.support.api_client import local_client
 
 KEY = "key-a-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -25,7 +25,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture
 def client(spinbot_env, use_settings):
     use_settings(api_keys=KEY)
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 
@@ -82,7 +82,7 @@ def test_uploads_sent_at_once_stay_within_the_keys_quota(spinbot_env, use_settin
     sf.write(buffer, np.random.default_rng(0).standard_normal(22 * 16000) * 0.1, 16000, format="WAV")
     voice = buffer.getvalue()  # 704 KB: one fits the quota, two do not
     use_settings(api_keys=KEY, max_upload_storage_bytes=quota)
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
 
         async def send_four() -> list[int]:
             transport = httpx.ASGITransport(app=client.app)
@@ -97,7 +97,7 @@ def test_uploads_sent_at_once_stay_within_the_keys_quota(spinbot_env, use_settin
 
         statuses = asyncio.run(send_four())
         store = client.app.state.services.runner.artifacts
-        assert store.usage("uploads/") <= quota
+        assert store.usage("uploads/").bytes <= quota
         assert statuses.count(201) <= 1 and set(statuses) <= {201, 413}, statuses
 
 

@@ -100,3 +100,29 @@ def test_serve_refuses_a_port_in_use_before_the_app_starts(spinbot_env, no_serve
     assert (code, lines) == (2, [f"error: cannot listen on 127.0.0.1:{port} (Address already in use)"])
     assert no_server == []
     assert run_cli("serve", "--port", str(port))[0] == 0 and no_server == [("the app", port)]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "cannot read pipelines file (No such file or directory)"),
+        ("root:x:0:0:root:/root:/bin/bash\n", "not valid JSON (line 1: Expecting value)"),
+        ('{"p": {"nodes": [], "edges": []}}', "pipeline 'p': has no nodes"),
+    ],
+    ids=["missing", "not-json", "invalid"],
+)
+def test_serve_refuses_a_pipelines_file_it_cannot_use(
+    spinbot_env, use_settings, no_server, tmp_path, content, expected
+):
+    """It started, answered /readyz ready, and then failed every job, /v1/pipelines and each takeover of an unfinished
+    job with the file's error (a 400 naming a server path)."""
+    path = tmp_path / "pipelines.json"
+    if content is not None:
+        path.write_text(content)
+    use_settings(pipelines=path)
+    code, lines = run_cli("serve")
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: SPINBOT_PIPELINES: ") and expected in lines[0], lines
+    assert no_server == []
+    path.write_bytes((Path(__file__).parents[2] / "spinbot/pipelines/pipelines.json").read_bytes())
+    assert run_cli("serve") == (0, []) and no_server == [("the app", 8000)]

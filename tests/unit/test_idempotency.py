@@ -11,12 +11,12 @@ from contextlib import ExitStack
 
 import pytest
 from alembic import command
-from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from spinbot.api.app import create_app
 from spinbot.control.runner import Runner
+from tests.support.api_client import local_client
 from tests.support.idempotent_api import KEY_A, KEY_B, Api, assert_one_job_made, post_at_once
 from tests.support.quick_dispatcher import QuickDispatcher
 from tests.unit.test_state import alembic_config
@@ -31,7 +31,7 @@ def start_api(spinbot_env, use_settings, tmp_path) -> Iterator[Callable[..., Api
         def start(hold: bool = False, **settings: object) -> Api:
             use_settings(**{"api_keys": f"{KEY_A},{KEY_B}", **settings})
             runner = Runner(dispatcher=QuickDispatcher(hold))
-            return Api(stack.enter_context(TestClient(create_app(runner=runner))), tmp_path)
+            return Api(stack.enter_context(local_client(create_app(runner=runner))), tmp_path)
 
         yield start
 
@@ -209,7 +209,7 @@ def assert_keys_unique_per_owner(engine) -> None:
 def test_without_api_keys_a_repeat_answers_the_keyless_scopes_job(spinbot_env, use_settings, tmp_path, monkeypatch):
     monkeypatch.delenv("SPINBOT_API_KEYS", raising=False)
     use_settings()  # no keys: every job's owner is NULL, one scope for the keys (its own unique index)
-    with TestClient(create_app(runner=Runner(dispatcher=QuickDispatcher()))) as client:
+    with local_client(create_app(runner=Runner(dispatcher=QuickDispatcher()))) as client:
         api = Api(client, tmp_path)
         first = api.post(api.body(), "local")
         assert first.status_code == 201

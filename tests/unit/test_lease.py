@@ -28,6 +28,7 @@ from spinbot.samples import portrait_path, voice_path
 from spinbot.state.lease import LeaseStore
 from spinbot.state.models import Job, utcnow
 from spinbot.tasks.base import NodeOutput
+from tests.support.api_client import local_client
 
 SPINBOT = [sys.executable, "-m", "spinbot"]
 NODES = ["script", "f5_to_tts", "infinite_talk", "upscale_video"]
@@ -317,14 +318,13 @@ def test_resume_of_a_job_another_process_drives_is_refused_with_one_line(tmp_pat
 
 
 def test_the_api_retries_an_interrupted_job_and_lists_it_by_its_state(spinbot_env, monkeypatch, tmp_path):
-    from fastapi.testclient import TestClient
 
     from spinbot.api.app import create_app
     from spinbot.settings import reset_settings
 
     monkeypatch.setenv("SPINBOT_TALK_MAX_PIXELS", str(128 * 128))
     reset_settings()
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         runner = client.app.state.services.runner
         job_id = runner.create_job(
             JobRequest(

@@ -20,6 +20,7 @@ from spinbot.control.runner import Runner
 from spinbot.errors import Conflict, JobNotFound
 from spinbot.samples import portrait_path, voice_path
 from spinbot.state.models import Job, utcnow
+from tests.support.api_client import local_client
 
 
 def files(data_dir: Path, top: str) -> list[str]:
@@ -126,7 +127,6 @@ def test_retention_and_spinbot_gc_delete_only_old_finished_jobs(runner, spinbot_
 
 
 def test_the_api_deletes_a_finished_job_and_answers_409_while_one_runs(spinbot_env, monkeypatch):
-    from fastapi.testclient import TestClient
 
     from spinbot.api.app import create_app
     from spinbot.api.auth import owner_of
@@ -134,7 +134,7 @@ def test_the_api_deletes_a_finished_job_and_answers_409_while_one_runs(spinbot_e
 
     monkeypatch.setenv("SPINBOT_API_KEYS", "key-a")
     reset_settings()
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         runner = client.app.state.services.runner
         jobs = {}
         for status in ("succeeded", "running"):

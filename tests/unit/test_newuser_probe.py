@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spinbot.samples import portrait_path, voice_path
+from tests.support.api_client import local_client
 from tests.support.cli import run_cli_result
 
 
@@ -216,11 +217,9 @@ def test_the_page_names_its_icon_so_the_browser_asks_for_no_favicon(spinbot_env)
     # every page load asked for /favicon.ico and got a 404
     import re
 
-    from fastapi.testclient import TestClient
-
     from spinbot.api.app import create_app
 
-    with TestClient(create_app()) as client:
+    with local_client(create_app()) as client:
         r = client.get("/")
     assert r.status_code == 200
     icons = re.findall(r'<link rel="icon" href="([^"]+)"', r.text)

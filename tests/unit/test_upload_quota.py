@@ -4,10 +4,10 @@ these, a key could upload 50 MB at a time without end, and an upload no job name
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.samples import voice_path
+from tests.support.api_client import local_client
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 
@@ -20,7 +20,7 @@ def auth(key: str) -> dict[str, str]:
 def client(spinbot_env, use_settings):
     quota = int(voice_path().stat().st_size * 2.5)  # room for two voice samples
     use_settings(api_keys=f"{KEY_A},{KEY_B}", max_upload_storage_bytes=max(quota, 1024 * 1024))
-    with TestClient(create_app()) as c:
+    with local_client(create_app()) as c:
         yield c
 
 
@@ -56,3 +56,32 @@ def test_an_upload_a_job_uses_is_not_deleted_and_another_keys_is_not_found(clien
     assert answer.status_code == 409 and "deleting that job deletes it" in answer.json()["error"]
     assert client.delete(f"/v1/uploads/{voice}", headers=auth(KEY_B)).status_code == 404
     assert client.delete(f"/v1/uploads/{'x' * 5000}", headers=auth(KEY_A)).status_code == 404
+
+
+def test_a_key_keeps_at_most_its_limit_of_uploads_however_small(spinbot_env, use_settings, tmp_path):
+    """Bytes alone let one key keep millions of 69-byte portraits (2 GiB / 69), and every upload's quota check lists
+    them all: with 100,000 of them each next upload took 10 s. The number is bounded too."""
+    from PIL import Image
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (2, 2), (200, 100, 50)).save(tiny)
+    use_settings(api_keys=f"{KEY_A},{KEY_B}", max_upload_files=3)
+
+    def upload(key: str = KEY_A):
+        with open(tiny, "rb") as f:
+            return client.post(
+                "/v1/uploads", data={"kind": "portrait"}, files={"file": ("t.png", f)}, headers=auth(key)
+            )
+
+    with local_client(create_app()) as client:
+        ids = [upload().json()["id"] for _ in range(3)]
+        answer = upload()
+        assert answer.status_code == 413
+        assert answer.json() == {
+            "error": "you have 3 uploads, the limit (SPINBOT_MAX_UPLOAD_FILES=3); delete uploads or jobs you no "
+            "longer need"
+        }
+        assert len(client.app.state.services.runner.artifacts.list("uploads/")) == 3  # nothing more stored
+        assert upload(KEY_B).status_code == 201  # another key's limit is its own
+        assert client.delete(f"/v1/uploads/{ids[0]}", headers=auth(KEY_A)).status_code == 204
+        assert upload().status_code == 201

@@ -103,6 +103,7 @@ def create_job(
                 callback_url=body.callback_url,
                 callback_secret=body.callback_secret,
                 idempotency=idempotency,
+                max_active=services.settings.max_active_jobs,
             )
         )
     except KeyInUse as err:  # a concurrent request with the same key stored its job first
@@ -154,14 +155,17 @@ def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
 
 
 @router.post(
-    "/v1/jobs/{job_id}/retry", status_code=202, response_model=JobOut, responses=error_responses(401, 404, 409, 422)
+    "/v1/jobs/{job_id}/retry",
+    status_code=202,
+    response_model=JobOut,
+    responses=error_responses(401, 404, 409, 422, 429),
 )
 def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     """Run a failed (or interrupted) job again from its first unfinished node. Of concurrent retries one wins; the
-    others get 409."""
+    others get 409. A retry counts against SPINBOT_MAX_ACTIVE_JOBS as a new job does (429)."""
     job = services.owned_job(job_id, owner)
     # pending again, with an event, before 202 (live readers follow the new run); only if it is still failed now
-    if not services.runner.reopen(job_id):
+    if not services.runner.reopen(job_id, services.settings.max_active_jobs):
         status = services.runner.jobs.get(job_id).status if job.status in RETRYABLE_STATES else job.status
         raise Conflict(f"job '{job_id}' is {status}; only failed jobs (or interrupted ones) can be retried")
     services.executor.submit(job_id)
@@ -291,14 +295,12 @@ def _snapshot(job: JobView) -> dict[str, Any]:
 
 
 def _refuse_past_active_limit(runner, owner: str | None, limit: int) -> None:
-    """Before any work on the request: one key cannot queue jobs without end (checked, not locked: jobs submitted
-    at the same moment may pass it by a few)."""
+    """Before any work on the request: one key cannot queue jobs without end. A cheap early refusal; the limit
+    itself is held where the job is written (JobStore.create_job's `max_active`), since requests sent at once all
+    pass this check while their inputs are checked."""
     active = runner.jobs.count_unfinished(owner)
     if active >= limit:
-        raise TooManyJobs(
-            f"this key has {active} jobs waiting or running, the limit (SPINBOT_MAX_ACTIVE_JOBS={limit}); "
-            "wait for one to finish, or cancel one"
-        )
+        raise TooManyJobs.at_limit(active, limit)
 
 
 def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.control import callback_url
 from spinbot.control.runner import Runner
+from tests.support.api_client import local_client
 from tests.support.callback_api import KEY, Api
 from tests.support.quick_dispatcher import QuickDispatcher
 
@@ -24,7 +24,7 @@ def start_api(spinbot_env, use_settings, tmp_path) -> Iterator[Callable[..., Api
         def start(fail: bool = False, hold: bool = False, **settings: object) -> Api:
             use_settings(**{"api_keys": KEY, "callback_retry_seconds": 0.2, **settings})
             runner = Runner(dispatcher=QuickDispatcher(fail, hold))
-            api = Api(stack.enter_context(TestClient(create_app(runner=runner))), tmp_path)
+            api = Api(stack.enter_context(local_client(create_app(runner=runner))), tmp_path)
             api.dispatcher = runner.dispatcher
             return api
 

@@ -17,7 +17,6 @@ import threading
 import time
 
 import anyio
-from fastapi.testclient import TestClient
 
 from spinbot.api.app import create_app
 from spinbot.control.callback_signing import new_secret, verify
@@ -29,6 +28,7 @@ from spinbot.control.callbacks import (
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.samples import portrait_path, voice_path
+from tests.support.api_client import local_client
 from tests.support.callback_api import AttemptCounter
 from tests.support.quick_dispatcher import QuickDispatcher
 from tests.support.webhook_receiver import Receiver
@@ -197,7 +197,7 @@ def test_a_call_left_due_by_a_process_without_a_sender_goes_out_from_the_api(spi
         job_id = runner.create_job(request)
         assert runner.run(job_id).status == "succeeded"
         assert runner.jobs.get(job_id).callback["state"] == "pending"
-        with TestClient(create_app()):  # its start looks for due calls
+        with local_client(create_app()):  # its start looks for due calls
             (call,) = receiver.wait(1)
     assert json.loads(call.body)["job"]["id"] == job_id
     assert runner.jobs.get(job_id).callback["state"] == "delivered"

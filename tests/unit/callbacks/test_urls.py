@@ -215,3 +215,21 @@ def test_https_goes_to_the_checked_address_with_the_name_in_sni_and_the_certific
     assert outcome.status == 200 and call.headers["host"] == f"hooks.test:{receiver.port}"
     assert receiver.server_names[0] == "hooks.test"
     assert refused.status is None and refused.error == "could not connect" and len(receiver.received) == 1
+
+
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        ("file:///etc/passwd", "only http and https URLs can be called, not 'file' ones"),
+        ("gopher://example.test:70/_", "only http and https URLs can be called, not 'gopher' ones"),
+        ("//example.test/hook", "only http and https URLs can be called, not one without a scheme"),
+        ("http://[::1x]/a/b", "the host in [ ] is no IPv6 address"),
+    ],
+)
+def test_a_refusal_names_the_part_that_is_wrong(start_api, dns, url, error):
+    """They quoted the URL, which the API's error text takes out as an address or a server path: the client read
+    'not <internal address>', 'not /hook', '<internal address> is no URL with a host[:port]'."""
+    api = start_api()
+    api.upload()
+    r = api.submit(url)
+    assert r.status_code == 400 and r.json() == {"error": f"callback_url: {error}"}
