@@ -45,25 +45,37 @@ class NodeTimeColumn(ProgressColumn):
 
 
 class TimeLeft:
-    """A running node's time left from its own progress rate since its first progress report (the web page's
-    method, spinbot/api/web/progress.js): nothing until a later report has measured some progress."""
+    """A running node's time left from its own progress rate, measured from the end of the slowest interval between
+    two of its reports so far (the least progress a second): the set-up. A talking head reports "speech and portrait
+    ready", loads its models for minutes, then reports its first step; measured from its first report, the estimate
+    began at ~2 hours for a render of minutes. Nothing until a report after that one has measured some progress."""
 
     def __init__(self) -> None:
-        self.first: tuple[float, float] | None = None  # (time.monotonic(), progress) of the first report
+        self.since: tuple[float, float] | None = None  # (time.monotonic(), progress) the rate is measured from
         self.last: tuple[float, float] | None = None
+        self.slowest: tuple[float, float] | None = None  # (seconds, progress) of the slowest interval so far
 
     def report(self, progress: float, now: float) -> None:
-        self.first = self.first or (now, progress)
+        if self.last is not None:
+            interval = (now - self.last[0], progress - self.last[1])
+            if self.slowest is None or _slower(interval, self.slowest):
+                self.slowest, self.since = interval, (now, progress)
+        self.since = self.since or (now, progress)
         self.last = (now, progress)
 
     def seconds(self, now: float) -> float | None:
-        if self.first is None or self.last is None:
+        if self.since is None or self.last is None:
             return None
-        (t0, p0), (t1, p1) = self.first, self.last
+        (t0, p0), (t1, p1) = self.since, self.last
         if p1 <= p0 or t1 <= t0:
             return None
         left_at_last = (1.0 - p1) * (t1 - t0) / (p1 - p0)
         return max(0.0, left_at_last - (now - t1))  # counts down between reports
+
+
+def _slower(interval: tuple[float, float], than: tuple[float, float]) -> bool:
+    """Whether the (seconds, progress) `interval` made less progress a second than `than`."""
+    return interval[1] * than[0] < than[1] * interval[0]
 
 
 class TimeLeftColumn(ProgressColumn):
