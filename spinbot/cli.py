@@ -1,5 +1,5 @@
-"""spinbot run | demo | cancel | gc | params | pipelines (list, show, validate) | models (list, check, pull) | serve
-| worker."""
+"""spinbot run | demo | cancel | gc | params | jobs (list, show, watch) | pipelines (list, show, validate) | models
+(list, check, pull) | serve | worker."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from spinbot.cli_checks import (
     check_pipelines,
     check_serve_address,
     check_services,
+    open_runner,
     refuse_new_job_options,
     worker_queues,
 )
+from spinbot.cli_jobs import app as jobs_app
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
@@ -39,6 +41,7 @@ for _command in models_app.registered_commands:  # the same help and errors unde
     if _command.cls in (None, TyperCommand):
         _command.cls = Command
 app.add_typer(models_app, name="models", cls=OneErrorStyle)
+app.add_typer(jobs_app, name="jobs")
 
 
 def _show_version(value: bool) -> None:
@@ -88,19 +91,6 @@ def _check_out(out: Path | None, **inputs: Path | None) -> None:
         err_console.print(
             f"--out {out} exists: the video will replace it", highlight=False, soft_wrap=True, markup=False
         )
-
-
-def _runner(watch: bool = False, reachable: bool = True):
-    """The control plane in this process, once the services the settings name answer (one line naming the setting
-    otherwise, before anything is stored); jobs it runs write their live output only when watched (--watch)."""
-    from spinbot.control.runner import Runner
-    from spinbot.logs import setup_logging
-    from spinbot.settings import get_settings
-
-    setup_logging("WARNING", plain=True)  # a person reads these, between the progress lines
-    settings = get_settings()
-    check_services(settings, reachable=reachable)
-    return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
 
 
 def _new_job_request(
@@ -185,7 +175,7 @@ def run(
     try:
         if resume:
             refuse_new_job_options(ctx)
-        runner = _runner(watch)
+        runner = open_runner(watch)
         _check_out(out, image=image, voice=voice)
         if resume:
             job_id = runner.jobs.get(resume).id
@@ -212,7 +202,7 @@ def demo(
     from spinbot import samples
 
     try:
-        runner = _runner()
+        runner = open_runner()
         _check_out(out)
         image = samples.portrait_path(runner.settings.data_dir / "samples")
         job_id = runner.create_job(
@@ -284,7 +274,7 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to 
     from spinbot.state.store import CANCELLED, FINAL_STATES
 
     try:
-        runner = _runner()
+        runner = open_runner()
         job = runner.jobs.get(job_id)
         if job.status in FINAL_STATES and job.status != CANCELLED:
             raise Conflict(f"job {job.id} already {job.status}: there is nothing to cancel")
@@ -316,7 +306,7 @@ def gc(
     from spinbot.control.lifecycle import expire_jobs, sweep_checkpoints
 
     try:
-        runner = _runner(reachable=False)  # deleting needs the database and storage, not Redis
+        runner = open_runner(reachable=False)  # deleting needs the database and storage, not Redis
         days = older_than if older_than is not None else runner.settings.job_retention_days
         if days is None and not job:
             raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")

@@ -133,6 +133,19 @@ def check_bindable(host: str, port: int) -> None:
 
 
 # ---- the services -------------------------------------------------------------------------------------------------
+def open_runner(watch: bool = False, reachable: bool = True) -> Any:
+    """The control plane in this process, once the services the settings name answer (one line naming the setting
+    otherwise, before anything is stored); jobs it runs write their live output only when watched (--watch)."""
+    from spinbot.control.runner import Runner
+    from spinbot.logs import setup_logging
+    from spinbot.settings import get_settings
+
+    setup_logging("WARNING", plain=True)  # a person reads these, between the progress lines
+    settings = get_settings()
+    check_services(settings, reachable=reachable)
+    return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
+
+
 def check_services(settings: Settings, *, database: bool = True, reachable: bool = True) -> None:
     """Open what the settings name, in the order a job needs it; SettingsError naming the setting and the problem.
     reachable: also ask Redis and an S3 bucket now (a command that works at once: a job is submitted only when it

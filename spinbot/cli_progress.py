@@ -22,6 +22,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgres
 from rich.text import Text
 
 from spinbot.cli_style import err_console, fail
+from spinbot.state.events import Event
 
 PLAIN_EVERY_SECONDS = 10.0  # plain lines: a running node's progress at most this often
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # what timeout, systemd and docker stop send; a closed terminal
@@ -45,25 +46,37 @@ class NodeTimeColumn(ProgressColumn):
 
 
 class TimeLeft:
-    """A running node's time left from its own progress rate since its first progress report (the web page's
-    method, spinbot/api/web/progress.js): nothing until a later report has measured some progress."""
+    """A running node's time left from its own progress rate, measured from the end of the slowest interval between
+    two of its reports so far (the least progress a second): the set-up. A talking head reports "speech and portrait
+    ready", loads its models for minutes, then reports its first step; measured from its first report, the estimate
+    began at ~2 hours for a render of minutes. Nothing until a report after that one has measured some progress."""
 
     def __init__(self) -> None:
-        self.first: tuple[float, float] | None = None  # (time.monotonic(), progress) of the first report
+        self.since: tuple[float, float] | None = None  # (time.monotonic(), progress) the rate is measured from
         self.last: tuple[float, float] | None = None
+        self.slowest: tuple[float, float] | None = None  # (seconds, progress) of the slowest interval so far
 
     def report(self, progress: float, now: float) -> None:
-        self.first = self.first or (now, progress)
+        if self.last is not None:
+            interval = (now - self.last[0], progress - self.last[1])
+            if self.slowest is None or _slower(interval, self.slowest):
+                self.slowest, self.since = interval, (now, progress)
+        self.since = self.since or (now, progress)
         self.last = (now, progress)
 
     def seconds(self, now: float) -> float | None:
-        if self.first is None or self.last is None:
+        if self.since is None or self.last is None:
             return None
-        (t0, p0), (t1, p1) = self.first, self.last
+        (t0, p0), (t1, p1) = self.since, self.last
         if p1 <= p0 or t1 <= t0:
             return None
         left_at_last = (1.0 - p1) * (t1 - t0) / (p1 - p0)
         return max(0.0, left_at_last - (now - t1))  # counts down between reports
+
+
+def _slower(interval: tuple[float, float], than: tuple[float, float]) -> bool:
+    """Whether the (seconds, progress) `interval` made less progress a second than `than`."""
+    return interval[1] * than[0] < than[1] * interval[0]
 
 
 class TimeLeftColumn(ProgressColumn):
@@ -86,8 +99,13 @@ class PlainLines:
             return
         self.shown[node] = (status, now)
         detail = message + (f" (~{clock(left)} left)" if left is not None else "")
-        line = f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip()
+        line = node_line(node, status, progress, detail)
         err_console.print(line, highlight=False, markup=False, soft_wrap=True)  # a log file's line is never cut
+
+
+def node_line(node: str, status: str, progress: float, detail: str) -> str:
+    """A node's plain line (a log file's progress, `spinbot jobs show`): name, state, percent, what it says."""
+    return f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip()
 
 
 def invoked_as() -> str:
@@ -231,6 +249,63 @@ def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
             unsubscribe()
     _say_interrupted(job_id, out)
     raise typer.Exit(128 + getattr(stopped, "signum", signal.SIGINT))
+
+
+WATCH_POLL_SECONDS = 1.0  # `spinbot jobs watch`: how often it reads the job's rows
+ENDED_STATES = ("succeeded", "failed", "cancelled", "interrupted")  # nobody runs the job on from these on its own
+
+
+def watch_with_progress(runner, job_id: str) -> Any:
+    """Follow a job that another process runs (`spinbot serve`, another `spinbot run`) with `spinbot run`'s bars until
+    it ends; returns its last view. It reads the job's rows in the database (written at least every
+    PROGRESS_DB_INTERVAL while a node reports), which every process that runs jobs writes, whatever its event bus.
+    Ctrl-C stops the watching only (a KeyboardInterrupt for the caller): this process never holds the job."""
+    job = runner.jobs.get(job_id)
+    with _bars() as progress:
+        bars, changes = NodeBars(progress, runner, job), RowChanges(job)
+        while True:
+            for event in changes.events(job):  # at once the first time: a running node's bar shows where it is
+                bars.on_event(event)
+            if job.status in ENDED_STATES:
+                return job
+            time.sleep(WATCH_POLL_SECONDS)
+            job = runner.jobs.get(job_id)
+
+
+class RowChanges:
+    """What changed in a job's rows since the last read, as the events its driver published: what NodeBars draws."""
+
+    def __init__(self, job) -> None:
+        # the nodes NodeBars starts from as they are; a running one's state comes as an event at the first read
+        self.nodes = {n.node_id: _row_state(n) for n in job.nodes if n.status in ("pending", "succeeded")}
+        self.status = job.status
+
+    def events(self, job) -> list[Event]:
+        changed = [node for node in job.nodes if self.nodes.get(node.node_id) != _row_state(node)]
+        self.nodes.update((node.node_id, _row_state(node)) for node in changed)
+        found = [_node_event(job, node) for node in changed]
+        if job.status != self.status:
+            self.status = job.status
+            found.append(Event(job.id, "job", job.status, progress=job.progress))
+        return found
+
+
+def _row_state(node) -> tuple[str, float, str | None, int]:
+    return node.status, node.progress, node.message, node.attempts
+
+
+def _node_event(job, node) -> Event:
+    message = node.error if node.status == "failed" else node.message
+    return Event(
+        job.id,
+        "node",
+        node.status,
+        node.node_id,
+        progress=node.progress,
+        message=message,
+        attempt=node.attempts,
+        job_progress=job.progress,
+    )
 
 
 def _bars() -> Progress:

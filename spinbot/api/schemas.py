@@ -117,8 +117,8 @@ class JobOut(BaseModel):
     status: str
     progress: float = Field(
         default=0.0,
-        description="the job's overall progress, 0..1: the average of its nodes' (a finished node counts 1); never "
-        "goes down, 1 only once the job succeeded",
+        description="the job's overall progress, 0..1: its nodes' progress (a finished node counts 1) weighted by "
+        "their tasks' share of the work (the talking head most); never goes down, 1 only once the job succeeded",
     )
     priority: int | None
     error: str | None

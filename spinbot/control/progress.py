@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from spinbot.state import store as st
 from spinbot.state.events import Event, EventBus
-from spinbot.state.progress import job_progress, node_share
+from spinbot.state.progress import job_progress, node_part, node_share
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +29,19 @@ PROGRESS_DB_INTERVAL = 0.25  # seconds between progress writes to the database, 
 
 
 class JobProgress:
-    """A job's overall progress while this process drives it: each node's share, never below the highest value
-    already published or recorded."""
+    """A job's overall progress while this process drives it: its nodes' shares weighted by their tasks'
+    (spinbot.state.progress), never below the highest value already published or recorded."""
 
     def __init__(self, job: st.JobView):
         self._lock = threading.Lock()
-        self._shares = {n.node_id: node_share(n.status, n.progress) for n in job.nodes}
+        self._parts = {n.node_id: node_part(n.task, n.status, n.progress) for n in job.nodes}
         self._best = job.progress if job.status != st.SUCCEEDED else 0.0
 
     def update(self, node_id: str, share: float) -> float:
         """Record one node's share; returns the job's progress (a running job's: below 1.0)."""
         with self._lock:
-            self._shares[node_id] = share
-            self._best = job_progress(st.RUNNING, self._shares.values(), self._best)
+            self._parts[node_id] = (self._parts[node_id][0], share)
+            self._best = job_progress(st.RUNNING, self._parts.values(), self._best)
             return self._best
 
     @property

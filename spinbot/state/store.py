@@ -23,7 +23,7 @@ from spinbot.errors import JobNotFound, TooManyJobs
 from spinbot.state.idempotency import KeyInUse, find_keyed_job
 from spinbot.state.lease import database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
-from spinbot.state.progress import job_progress, node_share
+from spinbot.state.progress import job_progress, node_part
 
 PENDING, QUEUED, RUNNING = "pending", "queued", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
@@ -84,9 +84,10 @@ class JobView:
 
     @property
     def progress(self) -> float:
-        """The job's overall progress (spinbot.state.progress): monotonic, 1.0 only once it succeeded."""
-        shares = (node_share(n.status, n.progress) for n in self.nodes)
-        return job_progress(self.status, shares, self.recorded_progress)
+        """The job's overall progress (spinbot.state.progress): its nodes' progress weighted by their tasks' share of
+        the work, monotonic, 1.0 only once it succeeded."""
+        parts = (node_part(n.task, n.status, n.progress) for n in self.nodes)
+        return job_progress(self.status, parts, self.recorded_progress)
 
 
 def _view(job: Job) -> JobView:

@@ -41,6 +41,24 @@ class TaskIO:
     values: tuple[str, ...] = ()
 
 
+# How much of a job's work each task is, for the job's overall progress (spinbot.state.progress): a job's progress
+# is its nodes' progress weighted by these, so the talking head, nearly all of a render's time, is nearly all of the
+# bar (a plain average showed 54% when it had just started). Rough shares of a native render (100 in all): the
+# script is an LLM call, the speech some seconds, the upscale minutes, the talking head tens of minutes.
+TASK_WEIGHTS: dict[str, float] = {
+    "script.generateScript": 1.0,
+    "f5_to_tts": 4.0,
+    "infinite_talk": 80.0,
+    "upscale_video": 15.0,
+}
+DEFAULT_TASK_WEIGHT = 1.0  # a task registered without a weight (plugins; the queue tests' no-op tasks)
+
+
+def task_weight(name: str) -> float:
+    """The task's share of a job's work (TASK_WEIGHTS), relative to the job's other nodes."""
+    return TASK_WEIGHTS.get(name, DEFAULT_TASK_WEIGHT)
+
+
 # What every job starts with, as if a node before the first had made it: the uploaded files and the request's
 # texts (Runner.create_job stores these as the job's inputs).
 JOB_INPUTS = TaskIO(artifacts=INPUT_ARTIFACTS, values=("prompt", "ref_text"))
@@ -60,10 +78,15 @@ TASK_IO: dict[str, TaskIO] = {
 FINAL_ARTIFACT = "video"
 
 
-def register_task(name: str, module: str, plane: str = "python", io: TaskIO | None = None) -> None:
+def register_task(
+    name: str, module: str, plane: str = "python", io: TaskIO | None = None, weight: float | None = None
+) -> None:
     """Add a task from outside the package (plugins; the queue tests' no-op tasks). Built-in names win. A pipeline
-    with a task registered without its io is not checked for what its nodes need and make (nothing is known)."""
+    with a task registered without its io is not checked for what its nodes need and make (nothing is known); one
+    without a weight counts DEFAULT_TASK_WEIGHT in its job's progress."""
     TASK_PLANES.setdefault(name, plane)
+    if weight is not None:
+        TASK_WEIGHTS.setdefault(name, weight)
     _TASK_MODULES.setdefault(name, module)
     if io is not None:
         TASK_IO.setdefault(name, io)

@@ -211,9 +211,9 @@ def test_the_cli_logs_plain_lines_for_a_person(spinbot_env, capsys):
     # its progress lines
     import logging
 
-    from spinbot.cli import _runner
+    from spinbot.cli_checks import open_runner
 
-    _runner()
+    open_runner()
     logging.getLogger("spinbot.control.script").warning(
         "script: Ollama failed, using the fallback text", extra={"reason": "ConnectionError: refused\nsecond line"}
     )

@@ -22,12 +22,29 @@ def test_time_left_comes_from_the_nodes_own_rate_once_measured():
     assert estimate.seconds(100.0) is None
     estimate.report(0.1, 100.0)  # its first report: a start, nothing measured yet
     assert estimate.seconds(101.0) is None
-    estimate.report(0.3, 110.0)  # 0.2 in 10 s: 0.7 left takes 35 s
-    assert estimate.seconds(110.0) == pytest.approx(35.0)
-    assert estimate.seconds(120.0) == pytest.approx(25.0)  # counts down between reports
+    estimate.report(0.3, 110.0)  # the first interval may be a set-up: not measured yet
+    assert estimate.seconds(110.0) is None
+    estimate.report(0.5, 120.0)  # 0.2 in 10 s: 0.5 left takes 25 s
+    assert estimate.seconds(120.0) == pytest.approx(25.0)
+    assert estimate.seconds(130.0) == pytest.approx(15.0)  # counts down between reports
     assert estimate.seconds(200.0) == 0.0
-    estimate.report(0.05, 111.0)  # progress that went back: no rate to go by
-    assert estimate.seconds(111.0) is None
+    estimate.report(0.05, 121.0)  # progress that went back: no rate to go by
+    assert estimate.seconds(121.0) is None
+
+
+@pytest.mark.parametrize("started", [[], [(0.0, -2.0)]], ids=["in-process", "started on a worker"])
+def test_time_left_starts_after_the_set_up_not_at_the_first_report(started):
+    # A talking head: "speech and portrait ready" at 5%, ten minutes of model loading, then a step every 10 s (on a
+    # worker, a report of 0 "started on worker" comes first). From the first report it said 7:52:45 at step 2.
+    estimate = TimeLeft()
+    for progress, now in [*started, (0.05, 0.0), (0.06, 600.0)]:
+        estimate.report(progress, now)
+    assert estimate.seconds(600.0) is None  # all it measured is the set-up
+    estimate.report(0.07, 610.0)
+    assert estimate.seconds(610.0) == pytest.approx(930.0)  # 0.01 in 10 s: 0.93 left takes 930 s
+    estimate.report(0.07, 615.0)  # a window ends (its video encoded, no new progress): the clock starts over
+    estimate.report(0.08, 625.0)
+    assert estimate.seconds(625.0) == pytest.approx(920.0)
 
 
 def test_the_running_nodes_bar_shows_its_time_left():
@@ -37,7 +54,9 @@ def test_the_running_nodes_bar_shows_its_time_left():
     column = TimeLeftColumn()
     assert column.render(progress.tasks[bar]).plain == ""  # nothing guessed before something is measured
     now = cli_progress.time.monotonic()
+    estimate.report(0.1, now - 40)
     estimate.report(0.2, now - 20)
+    assert column.render(progress.tasks[bar]).plain == ""  # the first interval may be a set-up: not measured
     estimate.report(0.6, now)  # 0.4 in 20 s: 0.4 left takes 20 s
     assert column.render(progress.tasks[bar]).plain in ("~0:00:20 left", "~0:00:19 left")
     progress.update(bar, status="succeeded")
@@ -46,7 +65,7 @@ def test_the_running_nodes_bar_shows_its_time_left():
 
 
 def test_node_bars_measure_from_the_tasks_reports_not_the_nodes_start(monkeypatch):
-    clock = iter([0.0, 10.0, 15.0])
+    clock = iter([0.0, 10.0, 15.0, 17.0])
     monkeypatch.setattr(cli_progress.time, "monotonic", lambda: next(clock))
     talk = SimpleNamespace(node_id="talk", status="pending", message=None, seconds=None, attempts=0)
     job = SimpleNamespace(id="j", status="running", progress=0.0, nodes=[talk])
@@ -54,7 +73,8 @@ def test_node_bars_measure_from_the_tasks_reports_not_the_nodes_start(monkeypatc
     bars.on_event(Event("j", "node", "running", "talk"))  # the node started (a model load may follow)
     bars.on_event(Event("j", "node", "running", "talk", progress=0.1, message="window 1/10"))
     bars.on_event(Event("j", "node", "running", "talk", progress=0.3, message="window 3/10"))
-    assert bars.estimates["talk"].seconds(15.0) == pytest.approx(17.5)  # 0.2 in 5 s, not 0.3 in 15 s
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.4, message="window 4/10"))
+    assert bars.estimates["talk"].seconds(17.0) == pytest.approx(12.0)  # 0.1 in 2 s, not 0.4 in 17 s
 
 
 def test_plain_lines_on_each_state_change_and_every_ten_seconds_while_running(capsys):
@@ -115,7 +135,7 @@ def test_node_bars_show_the_jobs_overall_progress_and_a_nodes_new_attempt(monkey
     assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
     bars.on_event(Event("j", "node", "running", "talk", progress=0.7, message="window 7/10", attempt=1))  # late
     assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
-    assert bars.estimates["talk"].first == (2.0, 0.0)  # not the first attempt's (0.0, 0.2)
+    assert bars.estimates["talk"].since == (3.0, 0.1)  # measured within the second attempt, not from the first's
     assert overall.completed == 0.7  # the job's progress holds while the node catches up
     bars.on_event(Event("j", "job", "succeeded", progress=1.0))
     assert (overall.completed, overall.fields["status"]) == (1.0, "succeeded")

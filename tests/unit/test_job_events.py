@@ -49,15 +49,15 @@ def test_a_late_client_gets_the_job_as_it_is_then_only_what_follows(spinbot_env,
     got = asyncio.run(collect_stream(jobs_route._event_stream(services, job_id), lambda: runner.run(job_id)))
     name, snapshot = got[0]
     assert (
-        name == "snapshot" and snapshot["status"] == "pending" and snapshot["progress"] == 0.7
-    )  # (1 + 1 + 0.8 + 0) / 4, held
+        name == "snapshot" and snapshot["status"] == "pending" and snapshot["progress"] == 0.69
+    )  # (1 + 4 + 80 * 0.8 + 0) / 100, held
     after = [data for _, data in got[1:]]
     # Before the fix the stream replayed the job's history after the snapshot: the old run's `failed` ended it.
     assert [e["status"] for e in after if e["kind"] == "job"] == ["running", "succeeded"]
     talk = [(e["attempt"], e["progress"]) for e in after if e["node_id"] == "infinite_talk"]
     assert talk == [(2, 0.0), (2, 0.3), (2, 0.6), (2, 1.0)]  # the retry's attempt only, never the first's 0.8
     overall = [e["progress"] if e["kind"] == "job" else e["job_progress"] for e in after]
-    assert overall == sorted(overall) and overall[0] == 0.7 and overall[-1] == 1.0
+    assert overall == sorted(overall) and overall[0] == 0.69 and overall[-1] == 1.0
 
 
 def test_an_event_older_than_the_snapshot_is_not_streamed_after_it(spinbot_env):

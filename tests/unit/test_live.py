@@ -288,12 +288,12 @@ def test_upscale_video_publishes_one_segment_per_batch_and_the_same_final_video(
 
 
 def test_jobs_of_spinbot_run_ask_for_live_output_only_when_watched(spinbot_env, tmp_path):
-    from spinbot.cli import _runner
+    from spinbot.cli_checks import open_runner
     from spinbot.control.requests import JobRequest
     from spinbot.samples import portrait_path
 
     for watched in (False, True):
-        runner = _runner(watch=watched)
+        runner = open_runner(watch=watched)
         job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path()))
         job = runner.jobs.get(job_id)
         assert runner._request(job, job.node("infinite_talk"), {}).live_output is watched

@@ -1,6 +1,7 @@
 """Progress one can wait on: a node's never goes back within an attempt (a restart is a new, numbered attempt), the
-job's overall progress is the average of its nodes', monotonic and 1.0 only once it succeeded, and a job taken over
-shows its new attempt from the start. The runners here use a stand-in dispatcher, so the tests take seconds."""
+job's overall progress is its nodes' weighted by their tasks' share of the work, monotonic and 1.0 only once it
+succeeded, and a job taken over shows its new attempt from the start. The runners here use a stand-in dispatcher, so
+the tests take seconds."""
 
 from __future__ import annotations
 
@@ -211,22 +212,40 @@ def test_job_events_and_the_snapshot_carry_the_jobs_overall_progress(spinbot_env
     assert job_events == [("pending", 0.0), ("running", 0.0), ("succeeded", 1.0)]
     overall = [e.job_progress for e in events if e.kind == "node"]
     assert overall == sorted(overall) and max(overall) < 1.0  # 1.0 only once the job itself succeeded
-    assert 0.625 in overall  # script, f5_to_tts done, infinite_talk at half: (1 + 1 + 0.5 + 0) / 4
+    assert 0.45 in overall  # script, f5_to_tts done, infinite_talk at half: (1 + 4 + 80 * 0.5 + 0) / 100
     assert JobOut.of(job).progress == 1.0
+
+
+def test_the_jobs_progress_weighs_each_node_by_its_tasks_share_of_the_work(spinbot_env, request_):
+    # A plain average of the nodes showed 54% when the talking head, nearly all of a render's time, had just started.
+    runner = Runner(dispatcher=ScriptedDispatcher({"infinite_talk": failing_after(0.05)}))
+    events = recorded(runner)
+    failed = runner.run(runner.create_job(request_))
+    assert failed.status == "failed"
+    started = node_events(events, "infinite_talk", "running")[-1]
+    assert started.progress == 0.05 and started.job_progress == 0.09  # (1 + 4 + 80 * 0.05 + 0) / 100, not 0.5125
+    assert failed.progress == JobOut.of(failed).progress == 0.09  # the API's figure is the CLI's
+
+
+def test_a_task_registered_without_a_weight_counts_as_much_as_the_script():
+    from spinbot.state.progress import job_progress, node_part
+
+    parts = [node_part("script.generateScript", "succeeded", 0.0), node_part("a_plugin_task", "running", 0.5)]
+    assert job_progress("running", parts) == 0.75  # (1 * 1 + 1 * 0.5) / 2
 
 
 def test_the_jobs_progress_never_goes_back_when_a_retry_starts_a_node_again(spinbot_env, request_):
     runner = Runner(dispatcher=ScriptedDispatcher({"upscale_video": failing_after(0.5)}))
     job_id = runner.create_job(request_)
     failed = runner.run(job_id)
-    assert failed.status == "failed" and JobOut.of(failed).progress == 0.875  # (1 + 1 + 1 + 0.5) / 4
+    assert failed.status == "failed" and JobOut.of(failed).progress == 0.925  # (1 + 4 + 80 + 15 * 0.5) / 100
     assert runner.reopen(job_id)
     runner.dispatcher = ScriptedDispatcher({"upscale_video": reports(0.1, 0.9)})
     events = recorded(runner)
     done = runner.run(job_id)
     assert done.status == "succeeded"
     overall = [e.progress for e in events if e.kind == "job"] + [e.job_progress for e in events if e.kind == "node"]
-    assert min(overall) == 0.875  # upscale_video at 0.1 again: the job holds where it was
+    assert min(overall) == 0.925  # upscale_video at 0.1 again: the job holds where it was
     assert [e.progress for e in events if e.kind == "job"][-1] == 1.0
 
 

@@ -51,6 +51,7 @@ export class JobView {
     this.overall = new OverallProgress(root);
     this.job = null;
     this.nodes = new Map(); // node id -> {status, progress, message, error, seconds}
+    this.progress = 0; // the job's overall progress, as the API computes it: the highest seen, it never goes back
     this.events = null;
     this.timer = null;
     this.$ = (selector) => root.querySelector(selector);
@@ -74,6 +75,7 @@ export class JobView {
     this.close();
     this.job = null;
     this.nodes.clear();
+    this.progress = 0;
     this.overall.reset(job.nodes.map((node) => node.id));
     this.$("#nodes").replaceChildren(...job.nodes.map((node) => this.nodeRow(node)));
     this.$("#job-error").textContent = "";
@@ -112,6 +114,7 @@ export class JobView {
 
   onNodeEvent(event) {
     this.overall.onNodeEvent(event);
+    this.raiseProgress(event.job_progress);
     this.showNode(event.node_id, { status: event.status, progress: event.progress, message: event.message,
       attempt: event.attempt, error: event.status === "failed" ? event.message : undefined });
     this.player.onNodeEvent(event);
@@ -121,6 +124,7 @@ export class JobView {
   }
 
   onJobEvent(event) {
+    this.raiseProgress(event.progress);
     this.showStatus(event.status, event.message);
     if (!isFinal(event.status)) return;
     this.close();
@@ -190,6 +194,7 @@ export class JobView {
     const previous = this.job;
     const status = previous && !isFinal(job.status) ? newer({ status: previous.status }, job).status : job.status;
     this.job = { ...job, status };
+    this.raiseProgress(job.progress);
     this.$("#job-id").textContent = job.id;
     this.$("#job-prompt").textContent = job.prompt || "";
     for (const node of job.nodes) this.showNode(node.id, node);
@@ -236,7 +241,11 @@ export class JobView {
   }
 
   showOverall() {
-    if (this.job) this.overall.show(this.nodes, this.job.status);
+    if (this.job) this.overall.show(this.nodes, this.job.status, this.progress);
+  }
+
+  raiseProgress(progress) {
+    if (typeof progress === "number") this.progress = Math.max(this.progress, progress);
   }
 
   showNode(id, incoming) {

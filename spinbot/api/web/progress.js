@@ -48,13 +48,10 @@ export class OverallProgress {
     return (last.time - first.time) / 1000 / (last.done - first.done);
   }
 
-  /** Redraw from the nodes' states (id -> {status, progress}) and the job's status. */
-  show(states, jobStatus, now = performance.now()) {
-    const shares = this.order.map((id) => {
-      const state = states.get(id) || {};
-      return state.status === "succeeded" ? 1 : Math.min(1, state.progress || 0);
-    });
-    const fraction = jobStatus === "succeeded" ? 1 : shares.reduce((a, b) => a + b, 0) / (shares.length || 1);
+  /** Redraw from the nodes' states (id -> {status, progress}), the job's status and its overall progress: the
+   * API's figure (its nodes weighted by their share of the work, spinbot/state/progress.py), as the CLI shows it. */
+  show(states, jobStatus, progress, now = performance.now()) {
+    const fraction = jobStatus === "succeeded" ? 1 : Math.min(1, progress || 0);
     this.bar.value = fraction;
     this.bar.setAttribute("aria-valuetext", `${Math.round(fraction * 100)}%`);
     this.percent.textContent = `${Math.round(fraction * 100)}%`;
