@@ -123,7 +123,9 @@ def _safetensors_header(path: Path) -> Header:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        # numpy, not pt: torch maps the whole file copy-on-write, which the kernel refuses (ENOMEM) for a file larger
+        # than the memory it may commit, e.g. the 32 GB 14B checkpoint on a 24 GB machine; the header needs none of it
+        with safe_open(str(path), framework="numpy") as f:
             return {k: TensorSpec(tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
         raise UnreadableCheckpoint(not_safetensors(path, err)) from None

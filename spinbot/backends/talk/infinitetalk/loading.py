@@ -215,7 +215,7 @@ def transformer_config(paths: list[Path], prefixes: str | list[str] = "") -> Inf
 
 def _header(path: Path) -> dict[str, tuple[int, ...]]:
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
+        with safe_open(str(path), framework="numpy") as f:  # not pt: see spinbot.models.headers._safetensors_header
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as err:  # noqa: BLE001 - safetensors raises several types for a bad header
         raise CheckpointError(f"InfiniteTalk checkpoint {path.name} is {not_safetensors(path, err)}") from None
