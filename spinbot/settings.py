@@ -167,9 +167,9 @@ class Settings(BaseSettings):
     max_voice_seconds: float = Field(default=60.0, gt=0, le=3600)  # the narrator voice sample
     # Uploads, the inputs at submission and a job's inputs before its task reads them are decoded first in child
     # processes (spinbot.media.sandbox), so a decoder blow-up costs a child, not the API, CLI or worker: each child's
-    # address space (imports included: about 0.6 GiB; a 40 MP portrait's decode peaks near 1 GiB), one check's
-    # wall-clock and CPU seconds, and how many children run at once. false: decoded in the process's own threads
-    # (platforms without `resource`; tests that need it).
+    # address space past what its interpreter holds at start (the decoders' imports included: about 0.6 GiB; a 40 MP
+    # portrait's decode peaks near 1 GiB), one check's wall-clock and CPU seconds, and how many children run at once.
+    # false: decoded in the process's own threads (platforms without `resource`; tests that need it).
     upload_check_sandbox: bool = True
     upload_check_memory_bytes: int = Field(default=2 * 1024**3, ge=1024**3)
     upload_check_seconds: float = Field(default=60.0, gt=0, le=3600)

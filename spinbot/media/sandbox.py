@@ -198,7 +198,7 @@ class Sandbox:
         try:
             worker = worker or self._start()
             outcome = self._ask(what, target, worker, (target, args, self.limits.cpu_seconds, _cwd()))
-            if outcome[0] == "memory":
+            if outcome[0] in ("memory", "unstarted"):
                 self._end(worker, kill=True)  # it lived through it; a fresh one is surer than its heap
         finally:
             self._idle.put(worker if self._is_live(worker) else None)
@@ -238,6 +238,12 @@ class Sandbox:
                 f"{what} could not be checked within the limits: it needed more than {gib:.3g} GiB of memory "
                 "(SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
             )
+        if status == "unstarted":  # the server's setup, not the file: 503, and the next call starts a new worker
+            gib = self.limits.memory_bytes / 1024**3
+            raise CheckUnavailable(
+                f"{what} could not be checked: its checker process could not start ({value}; its imports have "
+                f"{gib:.3g} GiB of address space, SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+            )
         raise RuntimeError(f"the check {name} failed in its worker: {value}")  # a bug: the API's 500
 
     def _said(self, why: str) -> str:
@@ -262,7 +268,10 @@ def _start_worker(memory_bytes: int, preload: tuple[str, ...]) -> None:
     _few_malloc_arenas()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file of up to the memory limit
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
+    # on top of what the interpreter holds as it starts: a sitecustomize or .pth hook that imports torch maps about
+    # 4 GiB of CUDA libraries into every Python process (seen on a GPU machine), which no decode uses
+    limit = _address_space_bytes() + memory_bytes
+    limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))  # the hard limit too: nothing in the child raises it
     for module in preload:
         importlib.import_module(module)
@@ -272,6 +281,15 @@ def _start_worker(memory_bytes: int, preload: tuple[str, ...]) -> None:
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover - cv2 is a dependency
         pass
+
+
+def _address_space_bytes() -> int:
+    """This process's address space now (what RLIMIT_AS compares with); 0 where /proc does not say."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _few_malloc_arenas() -> None:
@@ -285,14 +303,23 @@ def _few_malloc_arenas() -> None:
 
 
 def _serve(conn: Any, memory_bytes: int, preload: tuple[str, ...]) -> None:
-    """A worker's life: its limits and imports, then one call after another until its parent's end closes."""
-    _start_worker(memory_bytes, preload)
+    """A worker's life: its limits and imports, then one call after another until its parent's end closes. A worker
+    whose imports fail answers its first call with why (an exit would only say that it exited) and ends."""
+    unstarted = None
+    try:
+        _start_worker(memory_bytes, preload)
+    except Exception as err:  # noqa: BLE001 - an import that failed under the limit (or without it): said in one line
+        from spinbot.errors import first_line
+
+        unstarted = ("unstarted", "", f"{type(err).__name__}: {first_line(err)}")
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):  # the parent closed its end, or died
             return
-        conn.send(_call(*message))
+        conn.send(unstarted or _call(*message))
+        if unstarted:
+            return
 
 
 def _cwd() -> str | None:

@@ -302,3 +302,34 @@ def test_a_stored_voice_is_decoded_in_the_sandbox_at_submission(client, monkeypa
         "error": "the narrator voice could not be checked within the limits: its decoder process died (SIGSEGV)"
     }
     assert client.get("/v1/jobs", headers=AUTH).json()["items"] == []  # nothing stored
+
+
+def test_the_memory_limit_is_on_top_of_what_the_interpreter_starts_with(tmp_path, monkeypatch, samples):
+    # a sitecustomize that imported torch (about 4 GiB of CUDA libraries mapped) made every worker fail its decoders'
+    # imports under the 2 GiB limit on a GPU machine: "could not be checked: its worker process exited"
+    (tmp_path / "sitecustomize.py").write_text(
+        "import mmap\nRESERVED = mmap.mmap(-1, 3 * 1024**3, prot=0)  # PROT_NONE: address space only\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    box = Sandbox(Limits(1024**3, seconds=60, cpu_seconds=60, workers=1))
+    settings = get_settings()
+    args = ("portrait", str(samples["portrait"]), settings.max_image_pixels, settings.max_voice_seconds)
+    try:
+        assert box.run("the portrait", "spinbot.media.upload_check:check_upload", *args) == ".png"
+    finally:
+        box.close()
+
+
+def test_a_worker_that_cannot_start_says_why_in_one_line():
+    box = Sandbox(Limits(1024**3, seconds=30, cpu_seconds=30, workers=1), preload=("spinbot.no_such_module",))
+    try:
+        for _ in range(2):  # the next call starts a new worker, which says it again
+            with pytest.raises(CheckUnavailable) as caught:
+                box.run("the portrait", "spinbot.media.upload_check:check_upload", "x.png")
+            assert str(caught.value) == (
+                "the portrait could not be checked: its checker process could not start (ModuleNotFoundError: No "
+                "module named 'spinbot.no_such_module'; its imports have 1 GiB of address space, "
+                "SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+            )
+    finally:
+        box.close()
