@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -264,6 +265,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="result JSON")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny models, one job: the plumbing")
     args = parser.parse_args()
+    # a time limit's SIGTERM (`timeout`) runs the clean-up below too: the worker and Redis it started would outlive it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         args.write, args.jobs = "tiny", 1
     work = Path(tempfile.mkdtemp(prefix="spinbot-e2e-"))
