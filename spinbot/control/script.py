@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from pydantic import Field
 
@@ -66,16 +70,12 @@ def _clean(text: str) -> str:
 
 
 def ask_ollama(prompt: str, words: int) -> str:
-    """One generate call on the configured Ollama server; raises on any failure or an unusable answer."""
-    import ollama
-
+    """One generate call on the configured Ollama server; raises on any failure or an unusable answer, and a
+    TimeoutError when the whole call (connecting, the request, every byte of the answer) passes
+    SPINBOT_OLLAMA_TIMEOUT: a limit on each read alone let a server that sends a byte a second hold the job for
+    as long as it liked."""
     settings = get_settings()
-    client = ollama.Client(host=settings.ollama_host, timeout=settings.ollama_timeout)
-    answer = client.generate(
-        model=settings.ollama_model,
-        prompt=INSTRUCTIONS.format(words=words, prompt=prompt),
-        options={"num_predict": max_llm_tokens(words)},
-    )
+    answer = run_coroutine(_generate(prompt, words), settings.ollama_timeout)
     text = _clean(getattr(answer, "response", None) or "")
     if getattr(answer, "done_reason", None) == "length":  # stopped at num_predict: its last sentence is cut short
         text = whole_sentences(text)
@@ -85,6 +85,39 @@ def ask_ollama(prompt: str, words: int) -> str:
     if problem:
         raise ValueError(f"unusable answer from the model: it {problem}")
     return cut_at_sentence(text, int(words * LLM_WORDS_MARGIN))
+
+
+async def _generate(prompt: str, words: int) -> Any:
+    import ollama
+
+    settings = get_settings()
+    async with ollama.AsyncClient(host=settings.ollama_host, timeout=settings.ollama_timeout) as client:
+        return await client.generate(
+            model=settings.ollama_model,
+            prompt=INSTRUCTIONS.format(words=words, prompt=prompt),
+            options={"num_predict": max_llm_tokens(words)},
+        )
+
+
+def run_coroutine(call: Coroutine[Any, Any, Any], deadline: float) -> Any:
+    """`call`'s result, or a TimeoutError once `deadline` seconds have passed: the call is cancelled then (its
+    connection closed), whatever it was waiting for. Runs on an event loop of its own, in this thread, or in a
+    short-lived one where this thread already runs a loop."""
+
+    async def bounded() -> Any:
+        try:
+            return await asyncio.wait_for(call, deadline)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the LLM call timed out: no whole answer within {deadline:g} s (SPINBOT_OLLAMA_TIMEOUT)"
+            ) from None
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # none here: the usual case (a worker thread, the CLI)
+        return asyncio.run(bounded())
+    with ThreadPoolExecutor(1, thread_name_prefix="spinbot-ollama") as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 def whole_sentences(text: str) -> str:

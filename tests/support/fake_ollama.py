@@ -11,13 +11,21 @@ from tests.support.quiet_server import QuietHTTPServer
 
 
 class FakeOllama:
-    """mode: "ok" (a script), "hang" (never answers in time), "garbage" (not JSON), "empty" (empty response)."""
+    """mode: "ok" (a script), "hang" (never answers in time), "garbage" (not JSON), "empty" (empty response),
+    "trickle" (a whole answer's headers, then its body one byte every `trickle_s`: each read gets a byte in time)."""
 
     def __init__(
-        self, mode: str = "ok", text: str = "Hello there. This is a script written by the model.", done_reason="stop"
+        self,
+        mode: str = "ok",
+        text: str = "Hello there. This is a script written by the model.",
+        done_reason="stop",
+        trickle_s: float = 0.2,
     ):
         self.mode, self.text, self.requests, self.done_reason = mode, text, [], done_reason
+        self.trickle_s = trickle_s
         self.release = threading.Event()
+        self.bytes_sent = 0  # trickle: the body's bytes written so far
+        self.client_left = threading.Event()  # trickle: a write failed, the client having closed the connection
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,11 +59,26 @@ class FakeOllama:
                             "done_reason": owner.done_reason,
                         }
                     payload = json.dumps(msg).encode()
+                if owner.mode == "trickle":  # far more than the test waits for: padded with spaces, valid JSON
+                    payload = payload[:1] + b" " * 10_000 + payload[1:]
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                self.wfile.write(payload)
+                if owner.mode == "trickle":
+                    self._trickle(payload)
+                else:
+                    self.wfile.write(payload)
+
+            def _trickle(self, payload: bytes) -> None:
+                try:
+                    for i in range(len(payload)):
+                        if owner.release.wait(owner.trickle_s):
+                            return
+                        self.wfile.write(payload[i : i + 1])
+                        owner.bytes_sent += 1
+                except OSError:  # BrokenPipeError, ConnectionResetError: the client closed the connection
+                    owner.client_left.set()
 
         self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -41,6 +41,41 @@ def test_hanging_server_falls_back_after_the_timeout(ollama_at):
     assert text == fallback_script("learning to fail")
 
 
+def test_a_server_that_trickles_its_answer_is_cut_at_the_whole_call_limit(ollama_at, tmp_path):
+    """SPINBOT_OLLAMA_TIMEOUT limited each read only: a real server on loopback that sends its answer a byte every
+    0.2 s (each read gets one in time; the whole answer would take over half an hour) held the script node, and the
+    job, for as long as it liked. Now the whole call is cut at the limit, its connection closed, and the node goes
+    on with the fallback text, its output saying why."""
+    import threading
+
+    from spinbot.control.requests import JobRequest
+    from spinbot.control.runner import Runner
+    from spinbot.samples import portrait_path, voice_path
+
+    with FakeOllama("trickle", trickle_s=0.2) as server:
+        ollama_at(server.url, timeout=1.5)
+        runner = Runner()
+        job_id = runner.create_job(
+            JobRequest(prompt="the ocean", image=portrait_path(tmp_path), voice=voice_path(), ref_text="x")
+        )
+        outputs: list[dict] = []
+        started = time.monotonic()
+        node = threading.Thread(target=lambda: outputs.append(runner.run_node(job_id, "script", {})), daemon=True)
+        node.start()
+        node.join(20)  # the fix ends it at 1.5 s; room for a loaded machine
+        elapsed = time.monotonic() - started
+        assert not node.is_alive(), f"the script node still waits on the trickling server after {elapsed:.0f} s"
+        assert server.bytes_sent >= 3  # the server did answer, a byte at a time, within every read's limit
+        assert server.client_left.wait(10)  # the connection was closed, not left to the server
+    assert elapsed < 15
+    assert outputs[0]["values"]["text"] == fallback_script("the ocean")
+    meta = runner.jobs.get(job_id).node("script").output["meta"]
+    assert meta["source"] == "fallback"
+    assert meta["reason"] == (
+        "TimeoutError: the LLM call timed out: no whole answer within 1.5 s (SPINBOT_OLLAMA_TIMEOUT)"
+    )
+
+
 def test_garbage_answer_falls_back(ollama_at):
     with FakeOllama("garbage") as server:
         ollama_at(server.url)
