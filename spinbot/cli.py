@@ -121,6 +121,7 @@ def _new_job_request(
         ref_text=ref_text,
         params=params,
         priority=priority,
+        local_files=True,  # --set NODE.narrator_voice=FILE
     )
 
 
@@ -212,6 +213,7 @@ def demo(
                 voice=samples.voice_path(),
                 ref_text=samples.BECKETT_TRANSCRIPT,
                 params=parse_sets(set_),
+                local_files=True,
             )
         )
         err_console.print(f"job {job_id}", highlight=False)

@@ -11,6 +11,7 @@ from spinbot.api.public_errors import public_error, public_meta
 from spinbot.control.callback_url import url_host
 from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN
 from spinbot.state.store import JobView
+from spinbot.storage.uploads import upload_id_of
 
 UploadKind = Literal["portrait", "voice"]
 
@@ -154,7 +155,7 @@ class JobOut(BaseModel):
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            params=job.params,
+            params=public_params(job.params),
             nodes=[
                 NodeOut(
                     id=n.node_id,
@@ -229,3 +230,16 @@ class ReadyOut(BaseModel):
     dependencies: dict[str, DependencyState] = Field(
         description="database, redis, storage, and backends (the native backends' imports, done as the API starts)"
     )
+
+
+def public_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A job's params as its client gave them: a `narrator_voice` is stored as the key admission resolved it to
+    (uploads/<owner>/<id>/voice.wav), and answered as the upload's id again, which a new job may name; a local
+    file the CLI copied in by its file name (object keys stay internal)."""
+    shown = {}
+    for node_id, given in params.items():
+        voice = given.get("narrator_voice") if isinstance(given, dict) else None
+        if isinstance(voice, str):
+            given = {**given, "narrator_voice": upload_id_of(voice) or public_meta(voice)}
+        shown[node_id] = given
+    return shown

@@ -19,11 +19,12 @@ from spinbot.backends.requirements import REQUIREMENTS, check_backend_params
 from spinbot.control.budgets import VideoBudget
 from spinbot.control.requests import JobRequest
 from spinbot.control.script import ScriptParams
-from spinbot.errors import BackendUnavailable, InputError, ParamsError
+from spinbot.errors import BackendUnavailable, InputError, ParamsError, echo
 from spinbot.media.sandbox import run_checked
 from spinbot.pipelines.spec import PipelineSpec
 from spinbot.settings import Settings
 from spinbot.storage.base import ArtifactStore, check_key
+from spinbot.storage.uploads import UPLOAD_ID, upload_folder, upload_key
 from spinbot.tasks.base import TaskParams, unstorable
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
@@ -40,15 +41,22 @@ class Admission:
         self.settings = settings
         self.store = store
 
-    def check(self, spec: PipelineSpec, params: dict[str, dict[str, Any]], request: JobRequest) -> None:
-        """Raise InputError (or ParamsError) with one line for the first thing wrong with the job."""
+    def check(
+        self,
+        spec: PipelineSpec,
+        params: dict[str, dict[str, Any]],
+        request: JobRequest,
+        local_voices: dict[str, Path] | None = None,
+    ) -> None:
+        """Raise InputError (or ParamsError) with one line for the first thing wrong with the job. `params` as
+        resolve_voices gave them back, with the local files it found (`local_voices`)."""
         nodes = {n.id: load_task(n.task).params_model.model_validate(params.get(n.id, {})) for n in spec.nodes}
         self.check_texts(spec, nodes, request)
         speech = self.check_speech_length(spec, nodes)
         self.check_windows(spec, nodes, speech)
         self.check_backends(spec, nodes, request)
         self.check_model_files(spec, nodes)
-        self.check_files(spec, nodes, request)
+        self.check_files(spec, nodes, request, local_voices or {})
         # last: it reads the portrait's header, which check_files has found to be an image
         VideoBudget(self.settings, self.store).check(spec, nodes, request, speech)
 
@@ -193,7 +201,41 @@ class Admission:
             )
 
     # ---- files ----------------------------------------------------------------------------------------------------
-    def check_files(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
+    def resolve_voices(
+        self, spec: PipelineSpec, params: dict[str, dict[str, Any]], request: JobRequest
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Path]]:
+        """Each speech node's `narrator_voice` param as the stored key its task reads, and the local files (the
+        CLI's) to copy into the job's inputs, by node. The param names:
+        - an upload by its id (what POST /v1/uploads answers): the owner's voice upload of that id. Any other id
+          (another key's upload, a portrait's, none) is the same one line, so no key learns of another's uploads;
+        - with `request.local_files` (`spinbot run --set NODE.narrator_voice=FILE`), a local file: copied into the
+          job's inputs by Runner.create_job, which sets the param to its key;
+        - a stored key: one of the owner's uploads (with API keys), present in the store.
+        Raises ParamsError; the file itself is checked by check_files, as the job's own voice is."""
+        resolved = {node_id: dict(given) for node_id, given in params.items()}
+        local: dict[str, Path] = {}
+        for node in spec.nodes:
+            value = resolved.get(node.id, {}).get("narrator_voice")
+            if not value or not issubclass(load_task(node.task).params_model, TextToSpeechParams):
+                continue
+            if request.local_files and Path(value).is_file():
+                local[node.id] = Path(value)
+            elif UPLOAD_ID.fullmatch(value):
+                key = upload_key(self.store, request.owner, value, "voice")
+                if key is None:
+                    raise ParamsError(f"{node.id}.narrator_voice: unknown voice upload {echo(value)}")
+                resolved[node.id]["narrator_voice"] = key
+            else:
+                self._named_key(node.id, value, request)
+        return resolved, local
+
+    def check_files(
+        self,
+        spec: PipelineSpec,
+        nodes: dict[str, TaskParams],
+        request: JobRequest,
+        local_voices: dict[str, Path] | None = None,
+    ) -> None:
         """A local portrait decodes; the job's narrator voice and any other voice a speech node names are long
         enough and not silent (stored ones are fetched to be checked).
 
@@ -212,22 +254,25 @@ class Admission:
                 path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
                 check_voice(path, self.settings, "the narrator voice")
             for node_id, given in nodes.items():
-                if isinstance(given, TextToSpeechParams) and given.narrator_voice:
-                    path = self._fetch(
-                        self._named_key(node_id, given.narrator_voice, request.owner), Path(tmp) / node_id
-                    )
+                if node_id in (local_voices or {}):
+                    check_voice((local_voices or {})[node_id], self.settings, f"{node_id}.narrator_voice")
+                elif isinstance(given, TextToSpeechParams) and given.narrator_voice:
+                    path = self._fetch(self._named_key(node_id, given.narrator_voice, request), Path(tmp) / node_id)
                     check_voice(path, self.settings, f"{node_id}.narrator_voice")
 
-    def _named_key(self, node_id: str, key: str, owner: str | None) -> str:
+    def _named_key(self, node_id: str, key: str, request: JobRequest) -> str:
         """A stored file a param names: it exists, and with API keys it is one of the owner's uploads."""
+        what, owner = f"{node_id}.narrator_voice", request.owner
+        # the CLI's value that is neither a file nor a key: a path mistyped, most likely
+        nothing_there = f"{what}: no file, voice upload or stored key is named {echo(key)}"
         try:
             check_key(key)
         except InputError as err:
-            raise ParamsError(f"{node_id}.narrator_voice: {err}") from None
-        if owner is not None and not key.startswith(f"uploads/{owner}/"):
-            raise ParamsError(f"{node_id}.narrator_voice: '{key}' is not one of your uploads")
+            raise ParamsError(nothing_there if request.local_files else f"{what}: {err}") from None
+        if owner is not None and not key.startswith(upload_folder(owner)):
+            raise ParamsError(f"{what}: '{key}' is not one of your uploads")
         if not self.store.exists(key):
-            raise ParamsError(f"{node_id}.narrator_voice: '{key}' is not in the artifact store")
+            raise ParamsError(nothing_there if request.local_files else f"{what}: '{key}' is not in the artifact store")
         return key
 
     def _fetch(self, key: str, dest: Path) -> Path:

@@ -17,7 +17,8 @@ PRIORITY_MIN, PRIORITY_MAX = 1, 2_097_152
 
 class JobRequest(BaseModel):
     """One job to create. Inputs come as local files (`image`, `voice`: the CLI) or as keys of files already in
-    the artifact store (`input_keys`: the API's uploads); lengths and limits are checked by Runner.create_job."""
+    the artifact store (`input_keys`: the API's uploads); a speech node's `narrator_voice` param names an upload
+    by its id, a stored key, or (`local_files`) a local file. Lengths and limits are checked by Runner.create_job."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -28,6 +29,9 @@ class JobRequest(BaseModel):
     ref_text: str | None = None  # the transcript of the narrator voice
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # node -> param -> value
     owner: str | None = None  # the API key's owner; None for local jobs
+    # the CLI's: a speech node's `narrator_voice` param may name a local file, copied into the job's inputs as
+    # `voice` is (never the API's: a client must not make the server read its own files)
+    local_files: bool = False
     input_keys: dict[str, str] = Field(default_factory=dict)  # source_image / narrator_voice -> stored key
     priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX)  # of the job's tasks, 1 runs first
     callback_url: str | None = None  # POSTed to, signed, when the job ends (spinbot.control.callbacks)

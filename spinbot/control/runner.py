@@ -124,7 +124,9 @@ class Runner:
         (spinbot.state.idempotency), with nothing stored."""
         spec = get_pipeline(request.pipeline, self.settings.pipelines)
         params = self.validate_params(spec, dict(request.params))
-        Admission(self.settings, self.artifacts).check(spec, params, request)
+        admission = Admission(self.settings, self.artifacts)
+        params, local_voices = admission.resolve_voices(spec, params, request)  # the keys the tasks will read
+        admission.check(spec, params, request, local_voices)
         policy = CallbackPolicy.from_settings(self.settings)
         callback = new_job_callback(request.callback_url, request.callback_secret, policy, request.owner)
         job_id = self.jobs.new_id()
@@ -134,6 +136,13 @@ class Runner:
                 key = artifact_key(job_id, INPUTS_NODE, f"{name}{Path(path).suffix.lower() or '.bin'}")
                 self.artifacts.upload(Path(path), key, content_type=mimetypes.guess_type(str(path))[0])
                 artifacts[name] = key
+        for node_id, path in local_voices.items():  # `--set NODE.narrator_voice=FILE`: stored as `--voice` is
+            key = artifact_key(job_id, INPUTS_NODE, f"{node_id}.narrator_voice{path.suffix.lower() or '.bin'}")
+            self.artifacts.upload(path, key, content_type=mimetypes.guess_type(str(path))[0])
+            params[node_id]["narrator_voice"] = key
+        for node_id, given in params.items():  # an input of the job as its own voice is: an upload in use, kept
+            if given.get("narrator_voice"):  # while the job is, deleted with it where no other job names it
+                artifacts[f"{node_id}.narrator_voice"] = given["narrator_voice"]
         inputs = {"values": {"prompt": request.prompt, "ref_text": request.ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
         # Born leased to this process: no other one can start it before this one does.
@@ -152,7 +161,7 @@ class Runner:
                 max_active=request.max_active,
             )
         except (KeyInUse, TooManyJobs):
-            if request.image is not None or request.voice is not None:  # the inputs copied from local files
+            if request.image is not None or request.voice is not None or local_voices:  # copied from local files
                 self.artifacts.delete_prefix(f"jobs/{job_id}/")
             raise
         self.leases.adopt(job_id)

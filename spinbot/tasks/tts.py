@@ -64,7 +64,9 @@ class TextToSpeechParams(TaskParams):
         description="Guidance strength: how closely the speech follows the text and the reference voice.",
     )
     narrator_voice: str | None = Field(
-        default=None, description="Storage key of another reference voice; unset: the job's uploaded voice sample."
+        default=None,
+        description="Another reference voice for this node: the id of one of your voice uploads (POST /v1/uploads), "
+        "or with `spinbot run` a local file; unset: the job's voice sample.",
     )
     ref_text: str | None = Field(
         default=None, description="Transcript of that reference voice; unset: the job's ref_text."
@@ -124,7 +126,8 @@ def _script_text(ctx: TaskContext) -> str:
 
 
 def _reference(ctx: TaskContext, params: TextToSpeechParams) -> Reference:
-    """The narrator voice: a storage key in the params, else the job's uploaded voice; and its transcript."""
+    """The narrator voice: the stored key in the params (admission resolved the upload id or local file the user
+    gave to it), else the job's uploaded voice; and its transcript."""
     from spinbot.media.audio import load_voice
 
     if params.narrator_voice:

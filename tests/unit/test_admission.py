@@ -327,6 +327,95 @@ def test_a_narrator_voice_param_must_name_one_of_the_owners_stored_voices(client
     )
 
 
+def test_a_narrator_voice_param_names_one_of_the_keys_voice_uploads_by_its_id(
+    client, uploaded, spinbot_env, tmp_path, monkeypatch
+):
+    """The API answers an upload's id, never its stored key, and refused the id as a narrator_voice: the param took
+    only uploads/<hash of the API key>/<id>/voice.<ext>. Now the id is resolved at submission to the owner's stored
+    voice, which is checked as the job's own voice is; the job stores the key its task reads, and answers the id."""
+    from spinbot.control.dispatch import TaskRequest, execute_task
+
+    monkeypatch.setattr(client.app.state.services.executor, "submit", lambda job_id: None)  # none runs
+    other_voice = upload(client, "voice", write_voice(tmp_path / "other.wav", 3.0))
+    r = submit(client, uploaded, params={"f5_to_tts": {"narrator_voice": other_voice, "ref_text": "x"}})
+    assert r.status_code == 201, r.text
+    assert r.json()["params"]["f5_to_tts"]["narrator_voice"] == other_voice  # the id again: no object key answered
+    runner = client.app.state.services.runner
+    job = runner.jobs.get(r.json()["id"])
+    key = stored_key(spinbot_env, other_voice)
+    assert key.startswith("uploads/") and key.endswith(f"/{other_voice}/voice.wav")
+    assert job.params["f5_to_tts"]["narrator_voice"] == key
+    # an input of the job as its own voice is: not deletable while the job names it
+    assert client.delete(f"/v1/uploads/{other_voice}", headers=auth()).status_code == 409
+    # the task reads the stored param (and not the job's voice: no artifacts given)
+    request = TaskRequest(
+        job_id=job.id,
+        node_id="f5_to_tts",
+        task="f5_to_tts",
+        params=job.params["f5_to_tts"],
+        values={"text": "Hello there. This is the other voice."},
+    )
+    output = execute_task(request, runner.artifacts, workdir_root=tmp_path)
+    assert runner.artifacts.exists(output.artifacts["audio"]) and output.values["audio_duration"] > 0.5
+
+
+def test_a_narrator_voice_id_of_another_key_is_unknown_as_one_that_never_was(client, uploaded, spinbot_env, tmp_path):
+    """No existence oracle across keys: another key's voice upload, one's own portrait upload and an id no upload
+    has are refused with the same line."""
+    others = upload(client, "voice", voice_path(), key=KEY_B)
+    never = "0123456789abcdef" * 2
+    lines = {
+        upload_id: refused(
+            client,
+            uploaded,
+            spinbot_env,
+            f"f5_to_tts.narrator_voice: unknown voice upload '{upload_id}'",
+            params={"f5_to_tts": {"narrator_voice": upload_id}},
+        ).replace(upload_id, "ID")
+        for upload_id in (others, uploaded["image"], never)
+    }
+    assert len(set(lines.values())) == 1
+    # the voice is checked like the job's own: a sample too short to clone is refused by its id too
+    short = upload(client, "voice", write_voice(tmp_path / "short.wav", 0.2))
+    refused(
+        client,
+        uploaded,
+        spinbot_env,
+        "f5_to_tts.narrator_voice lasts 0.20 s",
+        params={"f5_to_tts": {"narrator_voice": short}},
+    )
+
+
+def test_the_cli_takes_a_local_file_as_narrator_voice_and_the_api_never_does(spinbot_env, tmp_path):
+    """`spinbot run --set f5_to_tts.narrator_voice=FILE`: the file is checked and copied into the job's inputs as
+    --voice is, and the param stored as its key. A request that is not the CLI's (the API) cannot name a file of
+    the server's."""
+    from spinbot.cli import _new_job_request
+    from spinbot.control.runner import Runner
+
+    runner = Runner()
+    voice = write_voice(tmp_path / "narrator.wav", 3.0)
+    params = {"f5_to_tts": {"narrator_voice": str(voice)}}
+    request = _new_job_request("p", portrait_path(tmp_path), voice_path(), "x", "f5tts_infinitetalk", params, None)
+    assert request.local_files
+    job = runner.jobs.get(runner.create_job(request))
+    key = f"jobs/{job.id}/inputs/f5_to_tts.narrator_voice.wav"
+    assert job.params["f5_to_tts"]["narrator_voice"] == key
+    assert runner.artifacts.path(key).read_bytes() == voice.read_bytes()
+    with pytest.raises(ParamsError, match=r"^f5_to_tts\.narrator_voice: artifact key .* is not a relative key$"):
+        runner.create_job(request.model_copy(update={"local_files": False}))
+    with pytest.raises(ParamsError, match=r"^f5_to_tts\.narrator_voice: no file, voice upload or stored key is named"):
+        runner.create_job(request.model_copy(update={"params": {"f5_to_tts": {"narrator_voice": "nowhere.wav"}}}))
+    short = write_voice(tmp_path / "short.wav", 0.2)
+    result = CliRunner().invoke(
+        cli_app,
+        ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())]
+        + ["--set", f"f5_to_tts.narrator_voice={short}"],
+    )
+    assert result.exit_code == 2 and "f5_to_tts.narrator_voice lasts 0.20 s" in result.output
+    assert len(runner.jobs.list()[0]) == 1  # the first job only
+
+
 def test_a_job_request_is_one_object(spinbot_env, tmp_path):
     from spinbot.control.runner import Runner
 

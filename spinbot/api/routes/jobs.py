@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -18,7 +17,6 @@ from spinbot.api.errors import ErrorBody, TooManyStreams, error_responses
 from spinbot.api.idempotency import HEADER, REPLAYED_HEADER, checked_key, replayed_job, request_digest
 from spinbot.api.limits import StalledClient, bounded_send
 from spinbot.api.public_errors import public_error
-from spinbot.api.routes.uploads import upload_keys
 from spinbot.api.schemas import JobCreate, JobCreated, JobOut, JobPage
 from spinbot.control.requests import JobRequest
 from spinbot.errors import Conflict, InputError, TooManyJobs, echo
@@ -27,6 +25,7 @@ from spinbot.state.event_feed import ReaderLagged
 from spinbot.state.events import Event
 from spinbot.state.idempotency import KeyedJob, KeyInUse, find_keyed_job
 from spinbot.state.store import FINAL_STATES, RETRYABLE_STATES, RUNNING, JobView
+from spinbot.storage.uploads import upload_key
 from spinbot.tasks.base import refuse_deep_params
 
 router = APIRouter(tags=["jobs"])
@@ -304,7 +303,7 @@ def _refuse_past_active_limit(runner, owner: str | None, limit: int) -> None:
 
 
 def _upload_key(store, owner: str | None, upload_id: str, kind: str) -> str:
-    keys = [k for k in upload_keys(store, owner, upload_id) if Path(k).stem == kind]
-    if not keys:
+    key = upload_key(store, owner, upload_id, kind)
+    if key is None:
         raise InputError(f"unknown {kind} upload {echo(upload_id)}")
-    return keys[0]
+    return key

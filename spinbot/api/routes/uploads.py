@@ -20,6 +20,7 @@ from spinbot.api.upload_body import receive_upload
 from spinbot.errors import Conflict, InputError, JobNotFound, echo
 from spinbot.settings import Settings
 from spinbot.storage.base import Usage
+from spinbot.storage.uploads import upload_folder, upload_keys
 
 router = APIRouter(tags=["uploads"])
 
@@ -68,7 +69,7 @@ async def upload(request: Request, services: ServicesDep, owner: Owner) -> Uploa
 
 async def _upload(request: Request, services: Services, owner: str | None) -> UploadOut:
     settings, store = services.settings, services.runner.artifacts
-    folder = _owner_folder(owner)
+    folder = upload_folder(owner)
     used = await anyio.to_thread.run_sync(store.usage, folder)
     _check_quota(used, 0, settings)  # full already: refused before the body is read
     with tempfile.TemporaryDirectory(prefix="spinbot-upload-") as tmp:
@@ -96,7 +97,7 @@ async def _upload(request: Request, services: Services, owner: str | None) -> Up
 def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Response:
     """Delete one of the key's uploads that none of its jobs names (409 while one does: delete the job, and its
     uploads go with it)."""
-    store, folder = services.runner.artifacts, _owner_folder(owner)
+    store, folder = services.runner.artifacts, upload_folder(owner)
     keys = upload_keys(store, owner, upload_id)
     if not keys:
         raise JobNotFound(f"upload {echo(upload_id)} not found")
@@ -104,17 +105,6 @@ def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Respon
         raise Conflict(f"upload '{upload_id}' is an input of one of your jobs; deleting that job deletes it")
     store.delete_prefix(f"{folder}{upload_id}")
     return Response(status_code=204)
-
-
-def _owner_folder(owner: str | None) -> str:
-    return f"uploads/{owner or 'local'}/"
-
-
-def upload_keys(store, owner: str | None, upload_id: str) -> list[str]:
-    """The stored file of the owner's upload `upload_id` (one key), or [] for an id that is none of theirs."""
-    if not re.fullmatch(r"[0-9a-f]{32}", upload_id or ""):
-        return []
-    return store.list(f"{_owner_folder(owner)}{upload_id}/")
 
 
 def _check_quota(used: Usage, incoming: int, settings: Settings) -> None:
