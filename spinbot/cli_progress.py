@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from rich.text import Text
 
 from spinbot.cli_style import err_console, fail
 from spinbot.state.events import Event
+from spinbot.state.models import utcnow
+from spinbot.state.time_left import Countdown, job_seconds_left
 
 PLAIN_EVERY_SECONDS = 10.0  # plain lines: a running node's progress at most this often
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # what timeout, systemd and docker stop send; a closed terminal
@@ -34,49 +36,19 @@ def clock(seconds: float) -> str:
 
 class NodeTimeColumn(ProgressColumn):
     """A node's own time: the recorded seconds of a finished node (also one that finished before --resume), the
-    time since it started while it runs, nothing before it starts."""
+    time since it started while it runs (its recorded start, `since`, for one already running when the bars began:
+    `spinbot jobs watch`), nothing before it starts."""
 
     def render(self, task: Task) -> Text:
         seconds = task.fields.get("seconds")
+        since = task.fields.get("since")
+        if seconds is None and since is not None:
+            seconds = max(0.0, time.time() - since)
         if seconds is None:
             if not task.started:
                 return Text("-:--:--", style="progress.elapsed")
             seconds = task.elapsed or 0
         return Text(clock(seconds), style="progress.elapsed")
-
-
-class TimeLeft:
-    """A running node's time left from its own progress rate, measured from the end of the slowest interval between
-    two of its reports so far (the least progress a second): the set-up. A talking head reports "speech and portrait
-    ready", loads its models for minutes, then reports its first step; measured from its first report, the estimate
-    began at ~2 hours for a render of minutes. Nothing until a report after that one has measured some progress."""
-
-    def __init__(self) -> None:
-        self.since: tuple[float, float] | None = None  # (time.monotonic(), progress) the rate is measured from
-        self.last: tuple[float, float] | None = None
-        self.slowest: tuple[float, float] | None = None  # (seconds, progress) of the slowest interval so far
-
-    def report(self, progress: float, now: float) -> None:
-        if self.last is not None:
-            interval = (now - self.last[0], progress - self.last[1])
-            if self.slowest is None or _slower(interval, self.slowest):
-                self.slowest, self.since = interval, (now, progress)
-        self.since = self.since or (now, progress)
-        self.last = (now, progress)
-
-    def seconds(self, now: float) -> float | None:
-        if self.since is None or self.last is None:
-            return None
-        (t0, p0), (t1, p1) = self.since, self.last
-        if p1 <= p0 or t1 <= t0:
-            return None
-        left_at_last = (1.0 - p1) * (t1 - t0) / (p1 - p0)
-        return max(0.0, left_at_last - (now - t1))  # counts down between reports
-
-
-def _slower(interval: tuple[float, float], than: tuple[float, float]) -> bool:
-    """Whether the (seconds, progress) `interval` made less progress a second than `than`."""
-    return interval[1] * than[0] < than[1] * interval[0]
 
 
 class TimeLeftColumn(ProgressColumn):
@@ -160,16 +132,20 @@ def signals_stop_like_ctrl_c() -> Iterator[None]:
 
 class NodeBars:
     """A bar for the whole job, then one per node, fed by the job's events; plain lines as well where stderr is not a
-    terminal (rich draws nothing there until the end). A node that starts again (a new attempt) starts its bar and
-    its time estimate over, and says which attempt it is."""
+    terminal (rich draws nothing there until the end). A running node's time left is the one its events carry
+    (`seconds_left`, estimated where the progress is published: spinbot.state.time_left), counted down between them;
+    the job's, once every unfinished node has one. A node that starts again (a new attempt) starts its bar and its
+    time estimate over, and says which attempt it is."""
 
     def __init__(self, progress: Progress, runner, job) -> None:
         self.progress, self.runner, self.job_id = progress, runner, job.id
         self.plain = None if err_console.is_terminal else PlainLines()
+        self.estimates: dict[str, Countdown] = {n.node_id: Countdown(None, 0.0) for n in job.nodes}
+        self.statuses = {n.node_id: n.status for n in job.nodes}
+        left = JobTimeLeft(self)
         self.job_bar = progress.add_task(
-            "", total=1.0, node="job", status=job.status, start=False, completed=job.progress, seconds=None, left=None
+            "", total=1.0, node="job", status=job.status, start=False, completed=job.progress, seconds=None, left=left
         )
-        self.estimates = {n.node_id: TimeLeft() for n in job.nodes}
         self.attempts = {n.node_id: n.attempts for n in job.nodes}
         self.bars = {n.node_id: self._add(n) for n in job.nodes}
         for node in job.nodes:  # in a log file: the nodes that finished before a --resume, with their recorded time
@@ -186,6 +162,7 @@ class NodeBars:
             start=False,
             completed=1 if finished else 0,
             seconds=node.seconds if finished else None,
+            since=_started(node),
             left=self.estimates[node.node_id],
         )
 
@@ -199,18 +176,19 @@ class NodeBars:
         if event.attempt is not None and event.attempt < self.attempts[node]:
             return  # a late event of an attempt that was replaced: it would move the new attempt's bar back
         self._note_attempt(node, event.attempt)
-        if status == "running" and event.message is not None:  # a task's own report (not the node's start)
-            self.estimates[node].report(event.progress, now)
+        self.statuses[node] = status
+        self.estimates[node] = Countdown(event.seconds_left if status == "running" else None, now)
         done = 1.0 if status == "succeeded" else event.progress
         seconds = self.runner.jobs.get(self.job_id).node(node).seconds if status == "succeeded" else None
         message = self._described(node, (event.message or "")[:60])
         self.progress.start_task(self.bars[node])  # the node's clock starts at its first event (no-op once started)
-        self.progress.update(self.bars[node], completed=done, status=status, description=message, seconds=seconds)
+        bar, estimate = self.bars[node], self.estimates[node]
+        self.progress.update(bar, completed=done, status=status, description=message, seconds=seconds, left=estimate)
         if event.job_progress is not None:
             self.progress.start_task(self.job_bar)
             self.progress.update(self.job_bar, completed=event.job_progress)
         if self.plain is not None:
-            left = self.estimates[node].seconds(now) if status == "running" else None
+            left = self.estimates[node].seconds(now)
             took = f"took {clock(seconds)}" if seconds is not None else self._described(node, event.message or "")
             self.plain.show(node, status, done, took, left, now)
 
@@ -222,17 +200,36 @@ class NodeBars:
             self.plain.show("job", event.status, event.progress, "", None, time.monotonic())
 
     def _note_attempt(self, node: str, attempt: int | None) -> None:
-        """A higher attempt is the node starting again from 0: its rate so far says nothing about the new run."""
+        """A higher attempt is the node starting again from 0: its clock starts at this event."""
         if attempt is not None and attempt > self.attempts[node]:
             if self.attempts[node] > 0:
-                self.estimates[node] = TimeLeft()
-                self.progress.update(self.bars[node], left=self.estimates[node])
+                self.progress.reset(self.bars[node], start=True, since=None)
             self.attempts[node] = attempt
 
     def _described(self, node: str, message: str) -> str:
         """The task's message, after `attempt N` from the second attempt on (`attempt 2`, not `attempt 2:`, alone)."""
         attempt = f"attempt {self.attempts[node]}" if self.attempts[node] > 1 else ""
         return ": ".join(part for part in (attempt, message) if part)
+
+
+class JobTimeLeft:
+    """The job bar's time left: its unfinished nodes' together, once every one of them has one (job_seconds_left)."""
+
+    def __init__(self, bars: NodeBars) -> None:
+        self.bars = bars
+
+    def seconds(self, now: float) -> float | None:
+        estimates = self.bars.estimates
+        return job_seconds_left((status, estimates[node].seconds(now)) for node, status in self.bars.statuses.items())
+
+
+def _started(node) -> float | None:
+    """When a node already in flight as the bars begin started (Unix seconds), from its row: `spinbot jobs watch`
+    shows its time since then, not since the watching began."""
+    if node.status not in ("queued", "running") or getattr(node, "started_at", None) is None:
+        return None
+    moment = node.started_at
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
@@ -290,8 +287,8 @@ class RowChanges:
         return found
 
 
-def _row_state(node) -> tuple[str, float, str | None, int]:
-    return node.status, node.progress, node.message, node.attempts
+def _row_state(node) -> tuple[str, float, str | None, int, Any]:
+    return node.status, node.progress, node.message, node.attempts, node.estimated_end_at
 
 
 def _node_event(job, node) -> Event:
@@ -305,6 +302,7 @@ def _node_event(job, node) -> Event:
         message=message,
         attempt=node.attempts,
         job_progress=job.progress,
+        seconds_left=node.seconds_left(utcnow()),
     )
 
 

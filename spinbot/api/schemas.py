@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spinbot.api.public_errors import public_error, public_meta
 from spinbot.control.callback_url import url_host
 from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN
+from spinbot.state.models import utcnow
 from spinbot.state.store import JobView
 from spinbot.storage.uploads import upload_id_of
 
@@ -67,6 +68,12 @@ class NodeOut(BaseModel):
     attempts: int
     error: str | None
     seconds: float | None
+    seconds_left: float | None = Field(
+        default=None,
+        description="a running node's estimated time left, in seconds: its own progress rate measured after its "
+        "set-up (from the end of the slowest interval between two of its reports: a model load, not the work); null "
+        "until a report after that has measured some progress, and once the node is not running",
+    )
     meta: dict[str, Any] | None
     values: dict[str, Any] | None
 
@@ -121,6 +128,11 @@ class JobOut(BaseModel):
         description="the job's overall progress, 0..1: its nodes' progress (a finished node counts 1) weighted by "
         "their tasks' share of the work (the talking head most); never goes down, 1 only once the job succeeded",
     )
+    seconds_left: float | None = Field(
+        default=None,
+        description="the job's estimated time left, in seconds: its unfinished nodes' seconds_left together; null "
+        "while one of them has none (a node that has not started has none)",
+    )
     priority: int | None
     error: str | None
     prompt: str | None
@@ -142,11 +154,13 @@ class JobOut(BaseModel):
         base = f"/v1/jobs/{job.id}/artifacts"
         script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
         values = job.inputs.get("values", {})
+        now = utcnow()
         return cls(
             id=job.id,
             pipeline=job.pipeline,
             status=job.status,
             progress=job.progress,
+            seconds_left=job.seconds_left(now),
             priority=job.priority,
             error=public_error(job.error),
             prompt=values.get("prompt"),
@@ -167,6 +181,7 @@ class JobOut(BaseModel):
                     attempts=n.attempts,
                     error=public_error(n.error),
                     seconds=n.seconds,
+                    seconds_left=n.seconds_left(now),
                     meta=public_meta((n.output or {}).get("meta")),
                     values=(n.output or {}).get("values"),
                 )

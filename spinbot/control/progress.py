@@ -10,6 +10,10 @@ starting the task again after the first one died (`restart`).
 The database is written at most every PROGRESS_DB_INTERVAL seconds per node, and the last report of a burst always
 follows within that interval (a trailing write): a snapshot read between two reports is at most that far behind the
 events. Writes name their attempt, so a driver that lost the job never overwrites its successor's progress.
+
+Each running node's event carries its time left (spinbot.state.time_left.TimeLeft, measured here from the reports
+as they arrive), and its row the time it should end: the CLI, the API's clients and the web page show that one
+estimate.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from spinbot.state import store as st
 from spinbot.state.events import Event, EventBus
 from spinbot.state.progress import job_progress, node_part, node_share
+from spinbot.state.time_left import TimeLeft
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class NodeProgress:
         self.is_current = is_current  # False once this process lost the job: it publishes nothing more
         self.fraction = 0.0
         self.message: str | None = None
+        self.left = TimeLeft()  # this attempt's time left, from its reports
         self._lock = threading.Lock()  # one report at a time: events go out in the order of their values
         self._db_lock = threading.Lock()
         self._written_at = 0.0
@@ -85,6 +91,7 @@ class NodeProgress:
                 return
             self.fraction = max(self.fraction, min(max(fraction, 0.0), 1.0))
             self.message = message
+            self.left.report(self.fraction, time.monotonic())
             self._publish(st.RUNNING, message)
             due = time.monotonic() - self._written_at >= PROGRESS_DB_INTERVAL
             if not due:
@@ -114,6 +121,7 @@ class NodeProgress:
                 extra={"job_id": self.job_id, "node_id": self.node_id, "attempt": attempt, "reason": message},
             )
             self.attempt, self.fraction, self.message = attempt, 0.0, message
+            self.left = TimeLeft()
             self._publish(st.RUNNING, message)
 
     def settle(self) -> None:
@@ -147,8 +155,13 @@ class NodeProgress:
             message=message,
             attempt=self.attempt,
             job_progress=self.job.update(self.node_id, share),
+            seconds_left=self._seconds_left() if status == st.RUNNING else None,
         )
         self.events.publish(event)
+
+    def _seconds_left(self) -> float | None:
+        seconds = self.left.seconds(time.monotonic())
+        return None if seconds is None else round(seconds, 1)
 
     # ---- the database ----------------------------------------------------------------------------------------
     def _schedule_trailing_write(self) -> None:
@@ -177,6 +190,8 @@ class NodeProgress:
                 if self._closed or self.message is None:
                     return  # nothing reported yet (a settle of a node still queued): its row says so already
                 self._written_at = time.monotonic()
-                values = (self.fraction, self.message, self.attempt, self.job.value)
-            fraction, message, attempt, overall = values
-            self.jobs.node_progress(self.job_id, self.node_id, fraction, message, attempt=attempt, job_progress=overall)
+                values = (self.fraction, self.message, self.attempt, self.job.value, self._seconds_left())
+            fraction, message, attempt, overall, left = values
+            self.jobs.node_progress(
+                self.job_id, self.node_id, fraction, message, attempt=attempt, job_progress=overall, seconds_left=left
+            )

@@ -20,7 +20,8 @@ class Event:
     """A job's or a node's state. A node's `progress` never goes down within one `attempt` (spinbot.control.progress
     publishes it); a new attempt (the node started again: a takeover, a resume, a retry, another worker) starts
     from 0 with a higher number. A job event's `progress` is the job's overall progress (spinbot.state.progress);
-    a node event carries it too, as `job_progress`."""
+    a node event carries it too, as `job_progress`. A running node's event carries its time left as of `ts` once its
+    rate is measured (`seconds_left`, spinbot.state.time_left), None before that and in every other event."""
 
     job_id: str
     kind: str  # "job" or "node"
@@ -31,6 +32,7 @@ class Event:
     ts: float = field(default_factory=time.time)
     attempt: int | None = None  # node events: the node's attempt (NodeOut.attempts)
     job_progress: float | None = None  # node events: the job's overall progress
+    seconds_left: float | None = None  # running node events: the node's estimated time left, once measured
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

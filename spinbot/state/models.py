@@ -103,6 +103,8 @@ class NodeRun(Base):
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # While it runs: when it should end, from its measured progress rate (spinbot.state.time_left); None before that.
+    estimated_end_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="nodes")
 

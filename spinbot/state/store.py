@@ -21,9 +21,10 @@ from sqlalchemy.orm import Session, selectinload
 
 from spinbot.errors import JobNotFound, TooManyJobs
 from spinbot.state.idempotency import KeyInUse, find_keyed_job
-from spinbot.state.lease import database_now
+from spinbot.state.lease import aware, database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
 from spinbot.state.progress import job_progress, node_part
+from spinbot.state.time_left import job_seconds_left
 
 PENDING, QUEUED, RUNNING = "pending", "queued", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
@@ -51,12 +52,19 @@ class NodeView:
     output: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
+    estimated_end_at: datetime | None = None  # a running node's, from its measured rate (spinbot.state.time_left)
 
     @property
     def seconds(self) -> float | None:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+    def seconds_left(self, now: datetime) -> float | None:
+        """A running node's estimated time left at `now` (UTC), once its rate is measured."""
+        if self.status != RUNNING or self.estimated_end_at is None:
+            return None
+        return round(max(0.0, (aware(self.estimated_end_at) - now).total_seconds()), 1)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,12 @@ class JobView:
     def node(self, node_id: str) -> NodeView:
         return next(n for n in self.nodes if n.node_id == node_id)
 
+    def seconds_left(self, now: datetime) -> float | None:
+        """The job's estimated time left at `now` (UTC): its unfinished nodes' together, once each has one."""
+        if self.status in FINAL_STATES:
+            return None
+        return job_seconds_left((n.status, n.seconds_left(now)) for n in self.nodes)
+
     @property
     def progress(self) -> float:
         """The job's overall progress (spinbot.state.progress): its nodes' progress weighted by their tasks' share of
@@ -104,6 +118,7 @@ def _view(job: Job) -> JobView:
             n.output,
             n.started_at,
             n.finished_at,
+            n.estimated_end_at,
         )
         for n in job.nodes
     )
@@ -344,6 +359,7 @@ class JobStore:
                     error=None,
                     progress=0.0,
                     message=None,
+                    estimated_end_at=None,
                 )
             )
             return self._attempts(s, job_id, node_id)
@@ -357,7 +373,9 @@ class JobStore:
                 s.execute(
                     update(NodeRun)
                     .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id, NodeRun.attempts == attempt)
-                    .values(attempts=attempt + 1, started_at=utcnow(), progress=0.0, message=message)
+                    .values(
+                        attempts=attempt + 1, started_at=utcnow(), progress=0.0, message=message, estimated_end_at=None
+                    )
                 ),
             )
             return attempt + 1 if changed.rowcount == 1 else None
@@ -376,7 +394,7 @@ class JobStore:
                 s.execute(
                     update(NodeRun)
                     .where(NodeRun.job_id == job_id, NodeRun.node_id.in_([n for n, _ in stale]))
-                    .values(status=PENDING, progress=0.0, message=message)
+                    .values(status=PENDING, progress=0.0, message=message, estimated_end_at=None)
                 )
             return [(node_id, attempts) for node_id, attempts in stale]
 
@@ -415,8 +433,10 @@ class JobStore:
         *,
         attempt: int,
         job_progress: float | None = None,
+        seconds_left: float | None = None,
     ) -> bool:
-        """A running node's progress (and the job's, raised to `job_progress`), only while `attempt` is still the
+        """A running node's progress (its estimated end from `seconds_left`, None while unmeasured; the job's
+        progress raised to `job_progress`), only while `attempt` is still the
         node's attempt and in flight: a late write of a driver that lost the job never overwrites the next attempt's.
         Returns whether the node's row was written."""
         where = [
@@ -425,10 +445,13 @@ class JobStore:
             NodeRun.attempts == attempt,
             NodeRun.status.in_(IN_FLIGHT_STATES),
         ]
+        end = {"estimated_end_at": None if seconds_left is None else utcnow() + timedelta(seconds=seconds_left)}
         with self.session() as s, s.begin():
             written = cast(
                 "CursorResult[Any]",
-                s.execute(update(NodeRun).where(*where).values(progress=progress, message=message, status=RUNNING)),
+                s.execute(
+                    update(NodeRun).where(*where).values(progress=progress, message=message, status=RUNNING, **end)
+                ),
             )
             if written.rowcount == 1 and job_progress is not None:
                 self._raise_job_progress(s, job_id, job_progress)

@@ -303,3 +303,41 @@ def test_a_running_job_shows_its_progress_and_can_be_cancelled(page, server, scr
     expect(page.locator("#final-video-link")).to_be_hidden()
     expect(page.locator("#downloads a")).to_have_text(["Speech"])
     screenshot(page, "job-cancelled")
+
+
+# The page's own OverallProgress fed events as the server sends them: an upscale that reports "models loaded", loads
+# for ten minutes, then works. Measured from the first event it saw, the page said "About 180 min 0 s left" for a job
+# of seconds; it now shows the server's estimate (each running node event's seconds_left, the number the CLI shows).
+THE_SERVERS_ESTIMATE = """async () => {
+  const { OverallProgress } = await import("/web/progress.js");
+  const root = document.createElement("div");
+  root.innerHTML = '<progress id="overall-progress"></progress><span id="overall-percent"></span><p id="overall-eta">';
+  const overall = new OverallProgress(root);
+  overall.reset(["f5_to_tts", "upscale_video"]);
+  const states = new Map([["f5_to_tts", { status: "succeeded", progress: 1 }]]);
+  const shown = [];
+  const at = (now, progress, secondsLeft) => {
+    const event = { node_id: "upscale_video", status: "running", progress, message: "upscaling",
+      seconds_left: secondsLeft };
+    states.set("upscale_video", { status: "running", progress });
+    overall.onNodeEvent(event, now);
+    overall.show(states, "running", 0.9, now);
+    shown.push(overall.eta.textContent);
+  };
+  at(0, 0.05, null);
+  at(600_000, 0.1, null);
+  at(610_000, 0.15, 90);
+  overall.show(states, "running", 0.9, 650_000);
+  shown.push(overall.eta.textContent);
+  return shown;
+}"""
+
+
+def test_the_time_left_is_the_servers_estimate_counted_down_not_one_from_the_first_event(page, server):
+    open_page(page, server)
+    assert page.evaluate(THE_SERVERS_ESTIMATE) == [
+        "Estimating the time left for upscale_video…",
+        "Estimating the time left for upscale_video…",  # all that was measured is the model load
+        "About 1 min 30 s left for upscale_video.",
+        "About 50.0 s left for upscale_video.",  # counted down between events
+    ]

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +17,7 @@ from spinbot import cli_progress
 from spinbot.cli import app
 from spinbot.control.dispatch import InProcessDispatcher
 from spinbot.control.runner import Runner
+from spinbot.state.store import NodeView
 from tests.unit.test_lease import expire_lease
 from tests.unit.test_progress import ScriptedDispatcher, failing_after, request_  # noqa: F401 - request_: a fixture
 
@@ -162,10 +164,8 @@ def test_jobs_watch_of_a_job_that_ended_says_how_it_ended(jobs):
 
 def test_watching_shows_a_running_nodes_state_at_its_first_read_then_only_changes():
     # the first read came after a poll's sleep: a talking head at 59% showed 0% for a second under a job at 52%
-    talk = SimpleNamespace(
-        node_id="talk", status="running", progress=0.59, message="window 3/5", attempts=1, error=None
-    )
-    done = SimpleNamespace(node_id="tts", status="succeeded", progress=1.0, message=None, attempts=1, error=None)
+    talk = NodeView("talk", "t", "python", "running", 0.59, "window 3/5", 1, None, None, None, None)
+    done = NodeView("tts", "t", "python", "succeeded", 1.0, None, 1, None, None, None, None)
     job = SimpleNamespace(id="j", status="running", progress=0.52, nodes=[done, talk])
     changes = cli_progress.RowChanges(job)
     assert [(e.node_id, e.progress, e.message, e.job_progress) for e in changes.events(job)] == [
@@ -176,7 +176,7 @@ def test_watching_shows_a_running_nodes_state_at_its_first_read_then_only_change
         id="j",
         status="failed",
         progress=0.52,
-        nodes=[done, SimpleNamespace(**{**vars(talk), "status": "failed", "error": "the GPU fell over"})],
+        nodes=[done, replace(talk, status="failed", error="the GPU fell over")],
     )
     assert [(e.kind, e.status, e.message) for e in changes.events(ended)] == [
         ("node", "failed", "the GPU fell over"),

@@ -4,6 +4,7 @@ draws nothing until the end where stderr is not a terminal)."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -12,39 +13,12 @@ from typer.testing import CliRunner
 
 from spinbot import cli_progress
 from spinbot.cli import app
-from spinbot.cli_progress import PlainLines, TimeLeft, TimeLeftColumn
+from spinbot.cli_progress import NodeTimeColumn, PlainLines, TimeLeftColumn
 from spinbot.samples import portrait_path, voice_path
 from spinbot.state.events import Event
-
-
-def test_time_left_comes_from_the_nodes_own_rate_once_measured():
-    estimate = TimeLeft()
-    assert estimate.seconds(100.0) is None
-    estimate.report(0.1, 100.0)  # its first report: a start, nothing measured yet
-    assert estimate.seconds(101.0) is None
-    estimate.report(0.3, 110.0)  # the first interval may be a set-up: not measured yet
-    assert estimate.seconds(110.0) is None
-    estimate.report(0.5, 120.0)  # 0.2 in 10 s: 0.5 left takes 25 s
-    assert estimate.seconds(120.0) == pytest.approx(25.0)
-    assert estimate.seconds(130.0) == pytest.approx(15.0)  # counts down between reports
-    assert estimate.seconds(200.0) == 0.0
-    estimate.report(0.05, 121.0)  # progress that went back: no rate to go by
-    assert estimate.seconds(121.0) is None
-
-
-@pytest.mark.parametrize("started", [[], [(0.0, -2.0)]], ids=["in-process", "started on a worker"])
-def test_time_left_starts_after_the_set_up_not_at_the_first_report(started):
-    # A talking head: "speech and portrait ready" at 5%, ten minutes of model loading, then a step every 10 s (on a
-    # worker, a report of 0 "started on worker" comes first). From the first report it said 7:52:45 at step 2.
-    estimate = TimeLeft()
-    for progress, now in [*started, (0.05, 0.0), (0.06, 600.0)]:
-        estimate.report(progress, now)
-    assert estimate.seconds(600.0) is None  # all it measured is the set-up
-    estimate.report(0.07, 610.0)
-    assert estimate.seconds(610.0) == pytest.approx(930.0)  # 0.01 in 10 s: 0.93 left takes 930 s
-    estimate.report(0.07, 615.0)  # a window ends (its video encoded, no new progress): the clock starts over
-    estimate.report(0.08, 625.0)
-    assert estimate.seconds(625.0) == pytest.approx(920.0)
+from spinbot.state.models import utcnow
+from spinbot.state.store import NodeView
+from spinbot.state.time_left import TimeLeft
 
 
 def test_the_running_nodes_bar_shows_its_time_left():
@@ -64,17 +38,25 @@ def test_the_running_nodes_bar_shows_its_time_left():
     assert any(isinstance(c, TimeLeftColumn) for c in cli_progress._bars().columns)
 
 
-def test_node_bars_measure_from_the_tasks_reports_not_the_nodes_start(monkeypatch):
-    clock = iter([0.0, 10.0, 15.0, 17.0])
-    monkeypatch.setattr(cli_progress.time, "monotonic", lambda: next(clock))
+def test_node_bars_show_the_time_left_their_events_carry_and_the_jobs_once_every_node_has_one(monkeypatch):
+    # one estimate, made where the progress is published (spinbot.state.time_left), for the CLI, the API and the page
+    now = [0.0]
+    monkeypatch.setattr(cli_progress.time, "monotonic", lambda: now[0])
     talk = SimpleNamespace(node_id="talk", status="pending", message=None, seconds=None, attempts=0)
-    job = SimpleNamespace(id="j", status="running", progress=0.0, nodes=[talk])
-    bars = cli_progress.NodeBars(Progress(), runner=None, job=job)
-    bars.on_event(Event("j", "node", "running", "talk"))  # the node started (a model load may follow)
-    bars.on_event(Event("j", "node", "running", "talk", progress=0.1, message="window 1/10"))
-    bars.on_event(Event("j", "node", "running", "talk", progress=0.3, message="window 3/10"))
-    bars.on_event(Event("j", "node", "running", "talk", progress=0.4, message="window 4/10"))
-    assert bars.estimates["talk"].seconds(17.0) == pytest.approx(12.0)  # 0.1 in 2 s, not 0.4 in 17 s
+    tts = SimpleNamespace(node_id="tts", status="succeeded", message=None, seconds=3.0, attempts=1)
+    job = SimpleNamespace(id="j", status="running", progress=0.0, nodes=[tts, talk])
+    progress = Progress()
+    bars = cli_progress.NodeBars(progress, runner=None, job=job)
+    column, job_bar = TimeLeftColumn(), progress.tasks[bars.job_bar]
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.05, message="speech and portrait ready"))
+    assert bars.estimates["talk"].seconds(0.0) is None  # nothing measured: nothing shown
+    assert column.render(job_bar).plain == ""
+    now[0] = 600.0
+    bars.on_event(Event("j", "node", "running", "talk", progress=0.07, message="window 1/10", seconds_left=930.0))
+    now[0] = 610.0
+    assert bars.estimates["talk"].seconds(610.0) == pytest.approx(920.0)  # counted down between events
+    assert column.render(progress.tasks[bars.bars["talk"]]).plain == "~0:15:20 left"
+    assert column.render(job_bar).plain == "~0:15:20 left"  # the one unfinished node has one: the job's too
 
 
 def test_plain_lines_on_each_state_change_and_every_ten_seconds_while_running(capsys):
@@ -135,7 +117,7 @@ def test_node_bars_show_the_jobs_overall_progress_and_a_nodes_new_attempt(monkey
     assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
     bars.on_event(Event("j", "node", "running", "talk", progress=0.7, message="window 7/10", attempt=1))  # late
     assert talk_bar.completed == 0.1 and talk_bar.description == "attempt 2: window 1/10"
-    assert bars.estimates["talk"].since == (3.0, 0.1)  # measured within the second attempt, not from the first's
+    assert bars.estimates["talk"].seconds(10.0) is None  # the first attempt's estimate does not linger
     assert overall.completed == 0.7  # the job's progress holds while the node catches up
     bars.on_event(Event("j", "job", "succeeded", progress=1.0))
     assert (overall.completed, overall.fields["status"]) == (1.0, "succeeded")
@@ -153,3 +135,26 @@ def test_a_plain_line_carries_the_whole_message_on_one_line(capsys):
     bars.plain = PlainLines()  # as in a log file
     bars.on_event(Event("j", "node", "failed", "infinite_talk", progress=0.05, message=message, attempt=1))
     assert capsys.readouterr().err.splitlines() == [f"infinite_talk  failed       5%  {message}"]
+
+
+def test_a_node_running_when_the_watching_began_shows_its_time_since_it_started(monkeypatch):
+    # `spinbot jobs watch` of a talking head 2 minutes in showed 0:00:00, counting from when the watching began
+    started = utcnow() - timedelta(seconds=125)
+    talk = NodeView("talk", "talk.t", "python", "running", 0.4, "window 2/5", 1, None, None, started, None)
+    pending = NodeView("up", "up.t", "python", "pending", 0.0, None, 0, None, None, None, None)
+    job = SimpleNamespace(id="j", status="running", progress=0.3, nodes=[talk, pending])
+    progress = Progress()
+    bars = cli_progress.NodeBars(progress, runner=None, job=job)
+    for event in cli_progress.RowChanges(job).events(job):
+        bars.on_event(event)
+    shown = NodeTimeColumn().render(progress.tasks[bars.bars["talk"]]).plain
+    assert shown in ("0:02:05", "0:02:06"), shown
+    assert NodeTimeColumn().render(progress.tasks[bars.bars["up"]]).plain == "-:--:--"
+
+
+def test_watching_reads_a_running_nodes_time_left_from_its_row():
+    ends = utcnow() + timedelta(seconds=300)
+    talk = NodeView("talk", "talk.t", "python", "running", 0.4, "window 2/5", 1, None, None, utcnow(), None, ends)
+    job = SimpleNamespace(id="j", status="running", progress=0.3, nodes=[talk])
+    (event,) = cli_progress.RowChanges(job).events(job)
+    assert event.seconds_left == pytest.approx(300.0, abs=2.0)

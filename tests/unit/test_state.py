@@ -33,6 +33,7 @@ def test_migrations_upgrade_an_existing_database_keeping_its_rows(tmp_path):
     assert {"priority", "lease_owner", "lease_expires_at", "heartbeat_at", "progress"} <= columns
     assert {"callback", "callback_event", "callback_due_at"} <= columns  # 0005: the webhook
     assert {"idempotency_key", "idempotency_digest"} <= columns  # 0006: the Idempotency-Key
+    assert "estimated_end_at" in {c["name"] for c in inspect(engine).get_columns("node_runs")}  # 0007
     with engine.connect() as conn:
         assert conn.execute(text("SELECT id, priority FROM jobs")).all() == [("a", None)]
     with engine.begin() as conn:

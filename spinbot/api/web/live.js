@@ -198,6 +198,7 @@ export class JobView {
     this.$("#job-id").textContent = job.id;
     this.$("#job-prompt").textContent = job.prompt || "";
     for (const node of job.nodes) this.showNode(node.id, node);
+    this.overall.onJob(job);
     this.showStatus(this.job.status, job.error);
     this.showScript(job.script, scriptMeta(job));
     this.showSpeech(job);

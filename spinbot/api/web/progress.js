@@ -1,7 +1,9 @@
-// The job's overall progress bar and its time estimate. The estimate comes from the measured time per window of
-// the talking-head node (its events say "window 3/8" when a window ends, or "window 3/8, step 2/6" inside one):
-// the windows left times the seconds a window took so far. Other running nodes are estimated from their own
-// progress rate. Nothing is guessed before there is something measured.
+// The job's overall progress bar and its time estimate. The time left is the server's: each running node's events
+// (and its GET answer) carry `seconds_left`, measured where its progress is published, after its set-up (from the
+// end of the slowest interval between its reports: a model load, not the work; spinbot/state/time_left.py), the
+// number the CLI shows too; counted down here between events. The talking head's line also says how long a window
+// took (its events say "window 3/8" when a window ends, or "window 3/8, step 2/6" inside one). Nothing is guessed
+// before something is measured.
 
 import { formatSeconds } from "./dom.js";
 
@@ -27,17 +29,36 @@ export class OverallProgress {
   reset(order) {
     this.order = order;
     this.windows = []; // {node, time, done, total}: one per window event, in arrival order
-    this.firstSeen = new Map(); // node id -> {time, progress} when this page first saw it running
+    this.left = new Map(); // node id -> {seconds, time}: the server's time left for a running node, when it came
     this.shownEta = "";
   }
 
-  /** Record a node event's window count (and when it came). */
+  /** Record a node event's time left and window count (and when they came). */
   onNodeEvent(event, now = performance.now()) {
-    if (event.status === "running" && !this.firstSeen.has(event.node_id)) {
-      this.firstSeen.set(event.node_id, { time: now, progress: event.progress || 0 });
-    }
+    this.noteLeft(event.node_id, event.status, event.seconds_left, now);
     const windows = windowsDone(event.message);
     if (windows) this.windows.push({ node: event.node_id, time: now, ...windows });
+  }
+
+  /** The running nodes' time left in a job as the API answers it (a snapshot, a GET). */
+  onJob(job, now = performance.now()) {
+    for (const node of job.nodes) {
+      // an answer read before a node measured its rate must not hide an estimate that its events brought since
+      if (typeof node.seconds_left === "number" || node.status !== "running") {
+        this.noteLeft(node.id, node.status, node.seconds_left, now);
+      }
+    }
+  }
+
+  noteLeft(node, status, seconds, now) {
+    if (status === "running" && typeof seconds === "number") this.left.set(node, { seconds, time: now });
+    else this.left.delete(node);
+  }
+
+  /** The server's time left for a running node, counted down since it came, or null. */
+  secondsLeft(node, now) {
+    const left = this.left.get(node);
+    return left ? Math.max(0, left.seconds - (now - left.time) / 1000) : null;
   }
 
   /** Seconds one window takes, measured between the window events seen so far, or null. */
@@ -66,20 +87,12 @@ export class OverallProgress {
     const later = this.order.slice(this.order.indexOf(running) + 1);
     const then = later.length ? `, then ${later.join(", ")}` : "";
     const last = this.windows.at(-1);
-    const perWindow = this.secondsPerWindow();
     if (last?.node === running && last.done >= last.total) return `Finishing ${running}${then}.`;
-    if (last?.node === running && perWindow !== null) {
-      const left = Math.max(0, last.total - last.done) * perWindow;
-      return `About ${formatSeconds(left)} left for ${running} (${formatSeconds(perWindow)} a window, `
-        + `${Math.floor(last.done)} of ${last.total} windows done)${then}.`;
-    }
-    // Any other node: its progress rate since this page first saw it run (a node reports its set-up at once).
-    const progress = states.get(running)?.progress || 0;
-    const first = this.firstSeen.get(running);
-    if (first && progress - first.progress >= 0.05) {
-      const rate = (progress - first.progress) / ((now - first.time) / 1000);
-      return `About ${formatSeconds((1 - progress) / rate)} left for ${running}${then}.`;
-    }
-    return `Estimating the time left for ${running}…`;
+    const left = states.get(running)?.status === "running" ? this.secondsLeft(running, now) : null;
+    if (left === null) return `Estimating the time left for ${running}…`;
+    const perWindow = last?.node === running ? this.secondsPerWindow() : null;
+    const windows = perWindow === null ? ""
+      : ` (${formatSeconds(perWindow)} a window, ${Math.floor(last.done)} of ${last.total} windows done)`;
+    return `About ${formatSeconds(left)} left for ${running}${windows}${then}.`;
   }
 }
