@@ -12,7 +12,14 @@ import pytest
 import soundfile as sf
 
 from spinbot.backends.tts import espeak
-from spinbot.backends.tts.languages import LANGUAGES, LATIN_VOICES, MIN_CONFIDENCE, language_runs, latin_language
+from spinbot.backends.tts.languages import (
+    LANGUAGES,
+    LATIN_VOICES,
+    MIN_CONFIDENCE,
+    espeak_languages,
+    language_runs,
+    latin_language,
+)
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.control.script import fallback_script
 from spinbot.errors import SettingsError
@@ -97,6 +104,7 @@ def test_the_backend_speaks_a_chinese_script_with_the_mandarin_voice(monkeypatch
 def test_espeak_has_each_language_it_may_be_asked_for(language, capfd):
     assert len(espeak.synthesize_raw("a", f"{language}+m3", 175, 50, 0)) > 0  # an unknown voice raises
     assert "Can't read dictionary" not in capfd.readouterr().err  # Faroese has a voice file but no dictionary
+    assert language in espeak_languages()  # what SPINBOT_TTS_LANGUAGE takes
 
 
 @pytest.mark.parametrize(("text", "voice"), SCRIPTS)
@@ -137,7 +145,7 @@ def test_the_setting_takes_auto_or_an_espeak_language(use_settings, value, kept)
     assert get_settings().tts_language == kept
 
 
-@pytest.mark.parametrize("value", ["german", "xx", "", "de+f4"])
+@pytest.mark.parametrize("value", ["german", "xx", "", "de+f4", "fo"])  # fo: a voice without its dictionary
 def test_a_language_espeak_lacks_is_refused_in_one_line(use_settings, value):
     with pytest.raises(SettingsError, match=r"SPINBOT_TTS_LANGUAGE=.* refused: .*'auto' or a language"):
         use_settings(tts_language=value)

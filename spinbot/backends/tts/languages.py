@@ -153,8 +153,20 @@ def _identifier() -> Any:
 
 
 def espeak_languages() -> set[str]:
-    """Every language espeak-ng has a voice for (the names its voice files have, lower-case): de, pt-br, en-us, ..."""
+    """Every language espeak-ng has a voice for (the names of its voice files, lower-case: de, pt-br, en-us, ...), less
+    those whose dictionary its data lacks (Faroese, Karakalpak: they speak with an error on stderr)."""
     import espeakng_loader
 
-    folder = Path(espeakng_loader.get_data_path()) / "lang"
-    return {path.name.lower() for path in folder.rglob("*") if path.is_file()}
+    data = Path(espeakng_loader.get_data_path())
+    languages = set()
+    for path in (data / "lang").rglob("*"):
+        if path.is_file():
+            fields: dict[str, str] = {}
+            for line in path.read_text().splitlines():
+                if len(line.split()) > 1:
+                    fields.setdefault(*line.split()[:2])  # a field's first line (the main language comes first)
+            # espeak-ng's dictionary is the voice's "dictionary", else its language's up to the first "-"
+            dictionary = fields.get("dictionary", fields.get("language", path.name)).split("-")[0]
+            if (data / f"{dictionary}_dict").is_file():
+                languages.add(path.name.lower())
+    return languages
