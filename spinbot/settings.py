@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # CPU for days: refused at submission unless this is set (spinbot.control.admission).
     talk_allow_cpu: bool = False
     upscale_backend: Literal["lite", "native"] = "lite"
+    # The lite speech backend's language for Latin-script text: "auto" (detected, English unless sure) or an espeak-ng
+    # language (de, fr, pt-br, en-us, ...). Other writing systems keep the language they name.
+    tts_language: str = "auto"
 
     # Native backends on CUDA: torch.compile the transformer blocks; e4m3 (FP8) matmuls in them (spinbot.backends.fp8;
     # InfiniteTalk, with cuDNN FP8 attention on an H200: 1.95 s a step against 2.55 s, at 5.5-6.1% forward error, the
@@ -197,6 +200,18 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("tts_language")
+    @classmethod
+    def _tts_language(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value == "auto":
+            return value
+        from spinbot.backends.tts.languages import espeak_languages
+
+        if value not in espeak_languages():
+            raise ValueError("'auto' or a language the lite voice (espeak-ng) has, such as de, fr, pt-br, en-us")
+        return value
 
     @field_validator("callback_allow_hosts")
     @classmethod

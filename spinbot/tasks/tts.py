@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from spinbot.backends.tts.base import Reference, ScriptSpeaker, SpeechBackend, Voice
+from spinbot.backends.tts.base import Reference, ScriptSpeaker, ScriptVoice, SpeechBackend, Voice
 from spinbot.errors import InputError
 from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
@@ -215,6 +215,8 @@ def run(ctx: TaskContext, params: TextToSpeechParams) -> NodeOutput:
     refuse_over_limit(estimate_seconds(len(text), params.speed), limit_s, f"{ctx.node_id}: the script")
     backend = get_backend("f5_to_tts")
     voice = backend.prepare(_reference(ctx, params), params)
+    if isinstance(backend, ScriptVoice):  # the lite voice in the language of the script's Latin-script text
+        voice = backend.for_script(voice, text)
     if isinstance(backend, ScriptSpeaker):  # the model's own chunk plan and joins (F5-TTS)
         spoken = backend.speak_script(text, voice, params, lambda f, m: ctx.progress(0.95 * f, m))
         joined, joins, chunk_plan = spoken.audio, spoken.joins, spoken.chunks

@@ -1,8 +1,9 @@
 """The speech backend interface shared by the lite (espeak-ng) and native (F5-TTS) backends.
 
 The task owns the workflow (reference, chunking, joining, resampling, levels); a backend only turns one chunk of
-text into speech in the reference's voice. A backend whose model has its own long-text inference (ScriptSpeaker)
-speaks the whole script instead, with its own chunk plan and joins; the task still resamples and sets the levels.
+text into speech in the reference's voice (a ScriptVoice first adapts that voice to the whole script: the lite
+backend's language). A backend whose model has its own long-text inference (ScriptSpeaker) speaks the whole script
+instead, with its own chunk plan and joins; the task still resamples and sets the levels.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ class SpeechBackend(Protocol):
 
     def synthesize(self, text: str, voice: Voice, params: Any) -> np.ndarray:
         """One chunk of text as float32 mono audio at sample_rate; the same inputs and seed give the same samples."""
+
+
+@runtime_checkable
+class ScriptVoice(SpeechBackend, Protocol):
+    """A SpeechBackend whose voice depends on the script it is to speak (the lite backend: the language of its
+    Latin-script text). The task calls for_script once per job, with the whole script, before any chunk."""
+
+    def for_script(self, voice: Voice, text: str) -> Voice:
+        """The voice to speak `text` with."""
 
 
 @dataclass(frozen=True)

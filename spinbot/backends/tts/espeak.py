@@ -9,20 +9,19 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from spinbot.backends.tts.analysis import VoiceAnalysis, analyse_voice
 from spinbot.backends.tts.base import Reference
-from spinbot.backends.tts.languages import language_runs
+from spinbot.backends.tts.languages import ENGLISH, LatinLanguage, language_runs, latin_language
 from spinbot.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050
-LANGUAGE = "en-us"  # the seed's scripts are English: Latin letters are spoken in it
 
 # speak_lib.h constants.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
@@ -137,10 +136,11 @@ _DEFAULT_RATE, _DEFAULT_PITCH = 175, 50
 
 @dataclass(frozen=True)
 class EspeakVoice:
-    name: str  # espeak voice: language + variant, e.g. "en-us+m3"
+    name: str  # espeak voice: the language of Latin-script text + variant, e.g. "en-us+m3", "de+m3"
     pitch: int  # 0-100
     rate: int  # espeak words per minute
     analysis: VoiceAnalysis
+    language: LatinLanguage | None = None  # how the language in the name was chosen (None: before the script)
 
     @property
     def warnings(self) -> list[str]:
@@ -150,11 +150,12 @@ class EspeakVoice:
         return ["no voiced speech in the narrator voice (no pitch found): spoke with espeak's default pitch and rate"]
 
     def as_meta(self) -> dict[str, Any]:
-        return {
+        meta = {
             "voice_analysis": self.analysis.as_meta(),
             "espeak": {"voice": self.name, "pitch": self.pitch, "rate": self.rate},
             "warnings": self.warnings,
         }
+        return meta | ({"language": self.language.as_meta()} if self.language is not None else {})
 
 
 def choose_pitch(f0_hz: float | None) -> tuple[str, int]:
@@ -190,17 +191,27 @@ class EspeakBackend:
         analysis = analyse_voice(reference.audio, reference.sample_rate, reference.text)
         variant, pitch = choose_pitch(analysis.f0_hz)
         rate = choose_rate(analysis.words_per_minute, float(params.speed))
-        voice = EspeakVoice(f"{LANGUAGE}+{variant}", pitch, rate, analysis)
+        voice = EspeakVoice(f"{ENGLISH}+{variant}", pitch, rate, analysis)
         for warning in voice.warnings:
             log.warning(warning)
         return voice
 
-    def synthesize(self, text: str, voice: EspeakVoice, params: Any) -> np.ndarray:
-        """Each stretch of the text in the language its writing system names (spinbot.backends.tts.languages), in
-        the narrator's variant, pitch and rate."""
+    def for_script(self, voice: EspeakVoice, text: str) -> EspeakVoice:
+        """The voice in the language of the script's Latin-script text: SPINBOT_TTS_LANGUAGE where set, else the one
+        detected where the detector is sure of it, else English (spinbot.backends.tts.languages)."""
+        from spinbot.settings import get_settings
+
+        language = latin_language(text, get_settings().tts_language)
+        log.info("f5_to_tts lite: Latin-script text in '%s': %s", language.language, language.reason)
         variant = voice.name.partition("+")[2]
+        return replace(voice, name=f"{language.language}+{variant}", language=language)
+
+    def synthesize(self, text: str, voice: EspeakVoice, params: Any) -> np.ndarray:
+        """Each stretch of the text in the language its writing system names (spinbot.backends.tts.languages),
+        Latin letters in the voice's language; in the narrator's variant, pitch and rate."""
+        latin, _, variant = voice.name.partition("+")
         parts = [
             synthesize_raw(run, f"{language}+{variant}", voice.rate, voice.pitch, params.seed)
-            for language, run in language_runs(text, LANGUAGE)
+            for language, run in language_runs(text, latin)
         ]
         return np.concatenate(parts).astype(np.float32) / 32768.0
