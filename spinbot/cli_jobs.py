@@ -14,13 +14,23 @@ from spinbot.cli_checks import open_runner
 from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, watch_with_progress
 from spinbot.cli_style import Command, OneErrorStyle, err_console, fail
 from spinbot.errors import InputError, SpinBotError
+from spinbot.state.store import (
+    CANCELLED,
+    DELETING,
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    RETRYABLE_STATES,
+    RUNNING,
+    SUCCEEDED,
+)
 from spinbot.tasks.user_files import INPUTS_NODE
 
 app = typer.Typer(cls=OneErrorStyle, no_args_is_help=True, help="List, show and watch jobs.")
 
 LIST_DEFAULT = 20
 LIST_MAX = 500
-STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, DELETING)  # a job's (the API's JobStatus)
 JSON_HELP = "Print JSON (for scripts) instead of plain text."
 
 
@@ -128,7 +138,10 @@ def _say_end(runner, job) -> None:
 
 
 def _resume_hint(job) -> str:
-    return f"; resume it with: {invoked_as()} run --resume {job.id}" if job.status in ("failed", "interrupted") else ""
+    """How to resume a failed or interrupted job, unless its error says it already (an interrupted one's does)."""
+    if job.status not in RETRYABLE_STATES or "--resume" in (job.error or ""):
+        return ""
+    return f"; resume it with: {invoked_as()} run --resume {job.id}"
 
 
 # ---- what a job is, in words and as JSON ----------------------------------------------------------------------
@@ -168,7 +181,7 @@ def next_steps(runner, job) -> list[str]:
         return [f"copy the video: {me} run --resume {job.id} --out FILE"]
     if job.status == "cancelled":
         return []
-    if job.status in ("failed", "interrupted"):
+    if job.status in RETRYABLE_STATES:
         return [f"resume it: {me} run --resume {job.id}", f"cancel it: {me} cancel {job.id}"]
     lease = runner.leases.store.view(job.id)
     if lease is not None and lease.live:

@@ -24,6 +24,7 @@ from rich.text import Text
 from spinbot.cli_style import err_console, fail
 from spinbot.state.events import Event
 from spinbot.state.models import utcnow
+from spinbot.state.store import FINAL_STATES, INTERRUPTED
 from spinbot.state.time_left import Countdown, job_seconds_left
 
 PLAIN_EVERY_SECONDS = 10.0  # plain lines: a running node's progress at most this often
@@ -249,7 +250,7 @@ def run_with_progress(runner, job_id: str, out: Path | None = None) -> Any:
 
 
 WATCH_POLL_SECONDS = 1.0  # `spinbot jobs watch`: how often it reads the job's rows
-ENDED_STATES = ("succeeded", "failed", "cancelled", "interrupted")  # nobody runs the job on from these on its own
+ENDED_STATES = (*FINAL_STATES, INTERRUPTED)  # nobody runs the job on from these on its own
 
 
 def watch_with_progress(runner, job_id: str) -> Any:

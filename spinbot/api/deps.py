@@ -19,7 +19,7 @@ from spinbot.state.event_feed import LocalEventFeed, RedisEventFeed
 from spinbot.state.store import JobView
 
 
-class StreamSlots:
+class KeySlots:
     """What each key has going in this process: its event streams (SPINBOT_MAX_STREAMS_PER_KEY), with which one key
     could otherwise hold every connection the server takes (SPINBOT_API_MAX_CONNECTIONS), and its uploads in
     progress (SPINBOT_MAX_UPLOADS_PER_KEY), each a temporary file. Used on the event loop only."""
@@ -48,8 +48,8 @@ class Services:
     metrics: Metrics
     feed: LocalEventFeed | RedisEventFeed
     readiness: Readiness
-    streams: StreamSlots = field(default_factory=StreamSlots)
-    uploads: StreamSlots = field(default_factory=StreamSlots)
+    streams: KeySlots = field(default_factory=KeySlots)
+    uploads: KeySlots = field(default_factory=KeySlots)
 
     def owned_job(self, job_id: str, owner: str | None) -> JobView:
         """The job, if this owner may see it; another owner's job is as missing as one that never was."""

@@ -82,8 +82,8 @@ def list_files(
         size = f.size if f.present else (f.source.size if f.source else None)
         source = f.source.describe() if f.source else "no known source"
         note = f"  [{f.note}]" if f.note else ""
-        if f.required and not f.present:
-            note += f"  [{f.why_missing().removeprefix('; ')}]" if f.why_missing() else ""
+        why = f.why_missing() if f.required and not f.present else ""  # walks the models folder: once
+        note += f"  [{why.removeprefix('; ')}]" if why else ""
         typer.echo(f"{status:<18} {_human(size):>9}  {f.relpath}  ({f.task}.{f.param})  <- {source}{note}")
     missing = [f for f in needed if f.required and not f.present]
     typer.echo(

@@ -200,9 +200,7 @@ class JobStore:
                 s.add(job)
                 if max_active is not None:
                     s.flush()  # written first: SQLite's write lock is held from here to the commit
-                    active = s.scalar(_count_unfinished(owner)) or 0
-                    if active > max_active:  # this one included
-                        raise TooManyJobs.at_limit(active - 1, max_active)
+                    _refuse_past_limit(s, owner, max_active)
                 for pos, (node_id, task, plane) in enumerate(nodes):
                     s.add(
                         NodeRun(
@@ -316,23 +314,16 @@ class JobStore:
             if result.rowcount == 1 and max_active is not None:  # written first, as in create_job
                 owner = s.scalar(select(Job.owner).where(Job.id == job_id))
                 _lock_owner(s, owner)
-                active = s.scalar(_count_unfinished(owner)) or 0
-                if active > max_active:  # this one included
-                    raise TooManyJobs.at_limit(active - 1, max_active)
+                _refuse_past_limit(s, owner, max_active)
             return result.rowcount == 1
 
     def mark_deleting(self, job_id: str, from_states: tuple[str, ...]) -> bool:
         """-> deleting in one conditional UPDATE, only from these states; False when the job was in none of them
         (a retry made it pending since it was read)."""
-        return self._move_job(job_id, from_states, DELETING)
-
-    def _move_job(self, job_id: str, from_states: tuple[str, ...], status: str) -> bool:
-        """The job's status -> `status` only if it is in one of `from_states`, in one conditional UPDATE: of two
-        callers at once, only one changes the row and gets True."""
         with self.session() as s, s.begin():
             result = cast(
                 "CursorResult[Any]",
-                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(from_states)).values(status=status)),
+                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(from_states)).values(status=DELETING)),
             )
             return result.rowcount == 1
 
@@ -492,6 +483,14 @@ class JobStore:
 def _count_unfinished(owner: str | None):
     same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
     return select(func.count()).select_from(Job).where(same_owner, Job.status.in_(ORPHAN_STATES))
+
+
+def _refuse_past_limit(s: Session, owner: str | None, max_active: int) -> None:
+    """TooManyJobs where the owner has more than `max_active` jobs waiting or running. The caller has written its
+    job (pending) in this transaction, so it is counted, and holds the owner (_lock_owner; SQLite: its write)."""
+    active = s.scalar(_count_unfinished(owner)) or 0
+    if active > max_active:  # the caller's job included
+        raise TooManyJobs.at_limit(active - 1, max_active)
 
 
 def _lock_owner(s: Session, owner: str | None) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.media.audio import load_audio, write_wav
-from spinbot.samples import voice_path
+from spinbot.samples import BECKETT_TRANSCRIPT, voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.base import NodeOutput
 
@@ -26,6 +26,28 @@ def run_talk(folder: Path, image: Path, audio: Path, live_output: bool = True, *
     )
     out = execute_task(request, store, workdir_root=folder)
     return out, store.path(out.artifacts["video"])
+
+
+SPEECH_VOICE_KEY = "jobs/job1/inputs/narrator_voice.wav"
+
+
+def store_with_voice(folder: Path) -> LocalStore:
+    """A local store holding the sample voice as job1's narrator voice (SPEECH_VOICE_KEY), for run_speech."""
+    store = LocalStore(folder / "store")
+    store.upload(voice_path(), SPEECH_VOICE_KEY)
+    return store
+
+
+def run_speech(store: LocalStore, text: str) -> NodeOutput:
+    """The f5_to_tts task (the configured backend, default params) speaking `text` in the sample voice."""
+    request = TaskRequest(
+        job_id="job1",
+        node_id="f5_to_tts",
+        task="f5_to_tts",
+        values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
+        artifacts={"narrator_voice": SPEECH_VOICE_KEY},
+    )
+    return execute_task(request, store)
 
 
 def write_beckett_excerpt(path: Path) -> Path:

@@ -20,6 +20,7 @@ from spinbot.samples import BECKETT_TRANSCRIPT, portrait_path, voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.speech_length import SpeechTooLong, estimate_seconds
 from tests.support.api_client import api_client, local_client, stored
+from tests.support.tasks import run_speech, store_with_voice
 
 KEY_A, KEY_B = "key-a-123", "key-b-456"
 SENTENCE = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better. "
@@ -161,20 +162,10 @@ def test_the_cli_refuses_a_long_script_with_one_line(spinbot_env, tmp_path):
 
 @pytest.fixture
 def voice_store(tmp_path) -> LocalStore:
-    store = LocalStore(tmp_path / "store")
-    store.upload(voice_path(), "jobs/job1/inputs/narrator_voice.wav")
-    return store
+    return store_with_voice(tmp_path)
 
 
-def speak(store: LocalStore, text: str):
-    request = TaskRequest(
-        job_id="job1",
-        node_id="f5_to_tts",
-        task="f5_to_tts",
-        values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
-        artifacts={"narrator_voice": "jobs/job1/inputs/narrator_voice.wav"},
-    )
-    return execute_task(request, store)
+speak = run_speech
 
 
 def test_the_speech_task_enforces_the_limit_on_the_final_script_and_on_what_it_spoke(voice_store, use_settings):
@@ -333,7 +324,6 @@ def test_a_narrator_voice_param_names_one_of_the_keys_voice_uploads_by_its_id(
     """The API answers an upload's id, never its stored key, and refused the id as a narrator_voice: the param took
     only uploads/<hash of the API key>/<id>/voice.<ext>. Now the id is resolved at submission to the owner's stored
     voice, which is checked as the job's own voice is; the job stores the key its task reads, and answers the id."""
-    from spinbot.control.dispatch import TaskRequest, execute_task
 
     monkeypatch.setattr(client.app.state.services.executor, "submit", lambda job_id: None)  # none runs
     other_voice = upload(client, "voice", write_voice(tmp_path / "other.wav", 3.0))

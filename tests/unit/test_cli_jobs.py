@@ -85,7 +85,7 @@ def test_jobs_list_filters_by_status_and_limits_its_rows(jobs):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (("list", "--status", "done"), "error: unknown status 'done' (statuses: pending, queued, running,"),
+        (("list", "--status", "done"), "error: unknown status 'done' (statuses: pending, running, succeeded,"),
         (("list", "--limit", "100000"), "error: invalid value for '--limit'"),
         (("show", "0" * 32), f"error: job '{'0' * 32}' not found"),
         (("watch", "nope"), "error: job 'nope' not found"),
@@ -182,3 +182,12 @@ def test_watching_shows_a_running_nodes_state_at_its_first_read_then_only_change
         ("node", "failed", "the GPU fell over"),
         ("job", "failed", None),
     ]
+
+
+def test_jobs_watch_of_an_interrupted_job_says_how_to_resume_it_once(pending):
+    # an interrupted job's error names the command already (Runner.run records it on Ctrl-C): it was said twice
+    runner = Runner()
+    runner._finish(pending, "interrupted", f"interrupted by its user; resume with: spinbot run --resume {pending}")
+    result = invoke("watch", pending)
+    assert result.exit_code == 1
+    assert result.stderr.count(f"run --resume {pending}") == 1, result.stderr

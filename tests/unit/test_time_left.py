@@ -51,14 +51,21 @@ def node_out(job: JobOut, node_id: str):
     return next(n for n in job.nodes if n.id == node_id)
 
 
-def test_events_and_rows_carry_the_time_left_measured_after_the_set_up(spinbot_env, request_, monkeypatch):  # noqa: F811
+def reporting_talk(request_, monkeypatch, status: str):  # noqa: F811 - request_: the fixture's value
+    """A job whose infinite_talk has started (`status`), its reporter, the events it publishes, and the clock
+    `spinbot.control.progress` reads (now[0], seconds)."""
     now = [0.0]
     monkeypatch.setattr(progress_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     runner = Runner(dispatcher=ScriptedDispatcher())
     events = recorded(runner)
     job_id = runner.create_job(request_)
-    attempt = runner.jobs.node_started(job_id, "infinite_talk", "queued")
+    attempt = runner.jobs.node_started(job_id, "infinite_talk", status)
     report = runner._reporter(runner.jobs.get(job_id), "infinite_talk", attempt)
+    return runner, job_id, report, events, now
+
+
+def test_events_and_rows_carry_the_time_left_measured_after_the_set_up(spinbot_env, request_, monkeypatch):  # noqa: F811
+    runner, job_id, report, events, now = reporting_talk(request_, monkeypatch, "queued")
     for t, fraction, message in [(0, 0.05, "speech and portrait ready"), (600, 0.06, "window 1/10, step 1/10")]:
         now[0] = t
         report(fraction, message)
@@ -74,13 +81,7 @@ def test_events_and_rows_carry_the_time_left_measured_after_the_set_up(spinbot_e
 
 
 def test_a_node_started_again_has_no_estimate_until_it_measures_one(spinbot_env, request_, monkeypatch):  # noqa: F811
-    now = [0.0]
-    monkeypatch.setattr(progress_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    runner = Runner(dispatcher=ScriptedDispatcher())
-    events = recorded(runner)
-    job_id = runner.create_job(request_)
-    attempt = runner.jobs.node_started(job_id, "infinite_talk", "running")
-    report = runner._reporter(runner.jobs.get(job_id), "infinite_talk", attempt)
+    runner, job_id, report, events, now = reporting_talk(request_, monkeypatch, "running")
     for t, fraction in [(0, 0.1), (10, 0.2), (20, 0.3)]:
         now[0] = t
         report(fraction, f"at {fraction}")

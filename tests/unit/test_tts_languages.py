@@ -20,14 +20,13 @@ from spinbot.backends.tts.languages import (
     language_runs,
     latin_language,
 )
-from spinbot.control.dispatch import TaskRequest, execute_task
 from spinbot.control.script import fallback_script
 from spinbot.errors import SettingsError
-from spinbot.samples import BECKETT_TRANSCRIPT, DEMO_PROMPT, voice_path
+from spinbot.samples import DEMO_PROMPT
 from spinbot.settings import get_settings
 from spinbot.storage.local import LocalStore
+from tests.support.tasks import run_speech, store_with_voice
 
-VOICE_KEY = "jobs/job1/inputs/narrator_voice.wav"
 # Scripts of one to three sentences, as an LLM writes them for a talking head, with the espeak-ng voice for each.
 SCRIPTS = [
     ("Schlaf ist eines der wichtigsten Dinge, die du für deine Gesundheit tun kannst.", "de"),
@@ -154,21 +153,11 @@ def test_a_language_espeak_lacks_is_refused_in_one_line(use_settings, value):
 
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
-    store = LocalStore(tmp_path / "store")
-    store.upload(voice_path(), VOICE_KEY)
-    return store
+    return store_with_voice(tmp_path)
 
 
 def speak(store: LocalStore, text: str):
-    request = TaskRequest(
-        job_id="job1",
-        node_id="f5_to_tts",
-        task="f5_to_tts",
-        params={},
-        values={"text": text, "ref_text": BECKETT_TRANSCRIPT},
-        artifacts={"narrator_voice": VOICE_KEY},
-    )
-    output = execute_task(request, store, report=lambda f, m: None)
+    output = run_speech(store, text)
     audio, _ = sf.read(store.path(output.artifacts["audio"]), dtype="float32")
     return audio, output
 
