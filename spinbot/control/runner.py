@@ -24,7 +24,9 @@ from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskReques
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
-from spinbot.errors import ParamsError, SpinBotError, TaskFailed, TooManyJobs, shorten
+from pydantic import ValidationError
+
+from spinbot.errors import ParamsError, PipelineError, SpinBotError, TaskFailed, TooManyJobs, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -369,7 +371,6 @@ class Runner:
         return is_cancelled
 
     def _request(self, job: st.JobView, node: st.NodeView, upstream: dict[str, dict[str, Any]]) -> TaskRequest:
-        spec = get_pipeline(job.pipeline, self.settings.pipelines)
         values = dict(job.inputs.get("values", {}))
         artifacts = dict(job.inputs.get("artifacts", {}))
         for output in upstream.values():  # ancestors in topological order: nearer nodes win
@@ -384,8 +385,21 @@ class Runner:
             artifacts=artifacts,
             priority=job.priority,
             live_output=self.settings.live_output,
-            derived_videos=derived_videos(spec, job.params, node.node_id, self.settings),
+            derived_videos=self._derived_videos(job, node.node_id),
         )
+
+    def _derived_videos(self, job: st.JobView, node_id: str) -> list[Any]:
+        """The videos the upscales after this node make from its video (budgets.derived_videos), from the pipelines
+        file as it is now; none where that file no longer has the job's pipeline or node (edited while the job ran):
+        the early check is skipped, and each upscale still checks its own video before it starts."""
+        try:
+            spec = get_pipeline(job.pipeline, self.settings.pipelines)
+            if node_id not in spec.nodes_by_id:
+                raise PipelineError(f"no node {node_id!r} in pipeline {job.pipeline!r}")
+            return derived_videos(spec, job.params, node_id, self.settings)
+        except (PipelineError, ParamsError, ValidationError) as err:  # params: the task says it as its own error
+            log.warning("no early video budget check", extra={"job_id": job.id, "node_id": node_id, "why": str(err)})
+            return []
 
     def _record(self, job_id: str, node_id: str, output: NodeOutput, seconds: float) -> dict[str, Any]:
         output.meta.setdefault("seconds", round(seconds, 3))

@@ -241,8 +241,8 @@ class Sandbox:
         if status == "unstarted":  # the server's setup, not the file: 503, and the next call starts a new worker
             gib = self.limits.memory_bytes / 1024**3
             raise CheckUnavailable(
-                f"{what} could not be checked: its checker process could not start ({value}; its imports have "
-                f"{gib:.3g} GiB of address space, SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
+                f"{what} could not be checked: its checker process could not start ({value}; its imports may take "
+                f"{gib:.3g} GiB of address space past its start, SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
             )
         raise RuntimeError(f"the check {name} failed in its worker: {value}")  # a bug: the API's 500
 

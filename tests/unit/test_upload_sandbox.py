@@ -328,7 +328,7 @@ def test_a_worker_that_cannot_start_says_why_in_one_line():
                 box.run("the portrait", "spinbot.media.upload_check:check_upload", "x.png")
             assert str(caught.value) == (
                 "the portrait could not be checked: its checker process could not start (ModuleNotFoundError: No "
-                "module named 'spinbot.no_such_module'; its imports have 1 GiB of address space, "
+                "module named 'spinbot.no_such_module'; its imports may take 1 GiB of address space past its start, "
                 "SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
             )
     finally:

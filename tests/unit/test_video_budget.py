@@ -337,3 +337,22 @@ def test_the_upscale_task_checks_its_real_video_before_its_first_batch(
     with pytest.raises(VideoTooLarge, match=r"would be 20 frames of 384x384 \(0.8 s of video at 25 fps\)"):
         upscale(tmp_path, model_name_0=x4)
     assert LocalStore(tmp_path / "store").list("jobs/") == []
+
+
+def test_a_pipelines_file_edited_under_a_running_job_skips_the_early_check_only(spinbot_env, use_settings, tmp_path):
+    # the control plane read the pipelines file again for each node's request: a running job whose pipeline or node
+    # was renamed in it failed with an unclear error before its node started
+    from spinbot.control.runner import Runner
+    from spinbot.control.requests import JobRequest
+    from spinbot.samples import portrait_path, voice_path
+
+    runner = Runner()
+    job = runner.jobs.get(runner.create_job(JobRequest(prompt="hi", image=portrait_path(tmp_path), voice=voice_path())))
+    assert runner._request(job, job.node("infinite_talk"), {}).derived_videos  # the seed's pipeline: one upscale
+    other = tmp_path / "pipelines.json"
+    other.write_text(
+        json.dumps({"other": {"nodes": [{"id": "s", "task": "script.generateScript", "plane": "node"}], "edges": []}})
+    )
+    use_settings(pipelines=other)
+    request = runner._request(job, job.node("infinite_talk"), {})
+    assert request.derived_videos == [] and request.node_id == "infinite_talk"
