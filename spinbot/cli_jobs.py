@@ -12,7 +12,7 @@ import typer
 
 from spinbot.cli_checks import open_runner
 from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, watch_with_progress
-from spinbot.cli_style import Command, OneErrorStyle, err_console, fail
+from spinbot.cli_style import Command, OneErrorStyle, err_console, fail, inert
 from spinbot.errors import InputError, SpinBotError
 from spinbot.state.store import (
     CANCELLED,
@@ -64,13 +64,13 @@ def _print_table(runner, jobs: list) -> None:
     if not jobs:
         err_console.print("no jobs", highlight=False)
         return
-    width = max(8, *(len(job.pipeline) for job in jobs))
+    width = max(8, *(len(inert(job.pipeline)) for job in jobs))
     typer.echo(f"{'ID':<32}  {'PIPELINE':<{width}}  {'STATUS':<11}  {'CREATED':<20}  {'PROGRESS':>8}  OUTPUT")
     for job in jobs:
         output = output_place(runner, job) if job.status == "succeeded" else None
         typer.echo(
-            f"{job.id:<32}  {job.pipeline:<{width}}  {job.status:<11}  {utc(job.created_at):<20}  "
-            f"{job.progress:>8.0%}  {output or '-'}"
+            f"{job.id:<32}  {inert(job.pipeline):<{width}}  {job.status:<11}  {utc(job.created_at):<20}  "
+            f"{job.progress:>8.0%}  {inert(output or '-')}"
         )
 
 
@@ -149,17 +149,17 @@ def describe_job(runner, job) -> list[str]:
     """`spinbot jobs show`'s lines: the job, its nodes, its files, what to do next."""
     lines = [
         f"job       {job.id}",
-        f"pipeline  {job.pipeline}",
+        f"pipeline  {inert(job.pipeline)}",
         f"status    {job.status} {job.progress:.0%}",
         f"created   {utc(job.created_at)}" + (f"  finished {utc(job.finished_at)}" if job.finished_at else ""),
     ]
-    lines += [f"error     {job.error}"] if job.error else []
+    lines += [f"error     {inert(job.error)}"] if job.error else []  # an error may quote an API client's input
     lines += ["nodes"] + [f"  {_node_line(node)}" for node in job.nodes]
     made = [a for a in job.artifacts if a["node_id"] != INPUTS_NODE]  # not the uploaded portrait and voice
     if made:
-        lines += ["files"] + [f"  {a['node_id']:<14} {place(runner, a['key'])}" for a in made]
+        lines += ["files"] + [f"  {inert(a['node_id']):<14} {inert(place(runner, a['key']))}" for a in made]
     output = output_place(runner, job) if job.status == "succeeded" else None
-    lines += [f"output    {output}"] if output else []
+    lines += [f"output    {inert(output)}"] if output else []
     return lines + [f"next      {hint}" for hint in next_steps(runner, job)]
 
 

@@ -21,7 +21,7 @@ import typer
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn
 from rich.text import Text
 
-from spinbot.cli_style import err_console, fail
+from spinbot.cli_style import err_console, fail, inert
 from spinbot.state.events import Event
 from spinbot.state.models import utcnow
 from spinbot.state.store import FINAL_STATES, INTERRUPTED
@@ -77,8 +77,9 @@ class PlainLines:
 
 
 def node_line(node: str, status: str, progress: float, detail: str) -> str:
-    """A node's plain line (a log file's progress, `spinbot jobs show`): name, state, percent, what it says."""
-    return f"{node:<14} {status:<10} {progress:>4.0%}  {detail}".rstrip()
+    """A node's plain line (a log file's progress, `spinbot jobs show`): name, state, percent, what it says (a task's
+    message or error, which may quote what an API client sent: unprintable characters escaped, one line)."""
+    return f"{inert(node):<14} {status:<10} {progress:>4.0%}  {inert(detail)}".rstrip()
 
 
 def invoked_as() -> str:
@@ -210,7 +211,7 @@ class NodeBars:
     def _described(self, node: str, message: str) -> str:
         """The task's message, after `attempt N` from the second attempt on (`attempt 2`, not `attempt 2:`, alone)."""
         attempt = f"attempt {self.attempts[node]}" if self.attempts[node] > 1 else ""
-        return ": ".join(part for part in (attempt, message) if part)
+        return inert(": ".join(part for part in (attempt, message) if part))  # a bar's line: one, no escapes
 
 
 class JobTimeLeft:
@@ -317,7 +318,7 @@ def _bars() -> Progress:
         TextColumn("{task.fields[status]:<10}"),
         NodeTimeColumn(),
         TimeLeftColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a message with "[/]" in it is text, not rich's markup
         console=err_console,
         transient=False,
         disable=not err_console.is_terminal,

@@ -11,7 +11,7 @@ this machine sends `localhost` or `127.0.0.1` anyway.
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+import re
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,22 +19,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from spinbot.api.errors import error
 from spinbot.errors import echo
 
+# A Host header as RFC 9110 has it: a name or an address, IPv6 in [ ], then at most a port. Parsed as a URL's authority
+# it also took `evil.example@localhost` (userinfo), `localhost?x=evil`, `localhost:evil` and `[::1%25evil]` as the
+# loopback: no browser sends those, but a Host the check accepts must be one that names the loopback and nothing else.
+_HOST = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
+
 
 def loopback_host(host: str | None) -> bool:
     """Whether a Host header names this machine's loopback: localhost, a name under .localhost (RFC 6761), or a
     loopback address (127.0.0.0/8, [::1]); with any port."""
-    try:
-        name = urlsplit(f"//{host or ''}").hostname  # lower case, without the port and an IPv6 address's [ ]
-    except ValueError:  # a bracketed host that is no IPv6 address
+    found = _HOST.fullmatch(host or "")
+    if found is None:
         return False
-    if not name:
-        return False
+    name = (found["ipv6"] or found["name"]).lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    return address.is_loopback and (address.version == 6) == bool(found["ipv6"])
 
 
 class LoopbackHostOnly:

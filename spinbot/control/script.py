@@ -115,9 +115,28 @@ def run_coroutine(call: Coroutine[Any, Any, Any], deadline: float) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # none here: the usual case (a worker thread, the CLI)
-        return asyncio.run(bounded())
+        return _run_without_waiting(bounded())
     with ThreadPoolExecutor(1, thread_name_prefix="spinbot-ollama") as pool:
-        return pool.submit(asyncio.run, bounded()).result()
+        return pool.submit(_run_without_waiting, bounded()).result()
+
+
+def _run_without_waiting(call: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run(call), less its wait for the loop's resolver threads: a host name whose lookup hangs held
+    asyncio.run at its end (shutdown_default_executor) until the resolver gave up, after the deadline had cancelled
+    the call (a 0.5 s limit took 5 s with a 5 s lookup). The lookup's thread ends by itself when its resolver does."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(call)
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()  # shuts its default executor down without waiting for its threads
 
 
 def whole_sentences(text: str) -> str:

@@ -15,7 +15,12 @@ from tests.support.api_client import local_client
 ELSEWHERE = ["attacker.example", "attacker.example:8000", "127.0.0.1.nip.io", "localhost.attacker.example", "10.0.0.1"]
 
 
-@pytest.mark.parametrize("host", ELSEWHERE + ["[::2]:8000", "[x]:80", ""])
+# `user@host`, a query, a port that is none and an IPv6 zone passed as the loopback when the Host was parsed as a
+# URL's authority (a probe of 2026-12-05); no browser sends them, and none names the loopback alone
+MALFORMED = ["evil.example@localhost", "localhost?x=evil.example", "localhost:evil", "localhost:99999999", "[::1%25x]"]
+
+
+@pytest.mark.parametrize("host", ELSEWHERE + MALFORMED + ["[::2]:8000", "[x]:80", "", "::1", "[127.0.0.1]"])
 def test_a_host_that_is_not_loopback_is_refused(host):
     assert not loopback_host(host)
 

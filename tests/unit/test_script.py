@@ -167,3 +167,32 @@ def test_an_answer_stopped_at_the_token_limit_keeps_its_whole_sentences(ollama_a
         ollama_at(server.url)
         text, meta = generate_script("the sea", words=30)
     assert meta["source"] == "ollama" and text == "The sea is wide. The sea is deep."
+
+
+@pytest.mark.parametrize("in_a_loop", [False, True])
+def test_a_host_name_whose_lookup_hangs_is_cut_at_the_deadline(ollama_at, monkeypatch, in_a_loop):
+    """The deadline cancelled the call, then asyncio.run waited at its end for the resolver's thread: a lookup that
+    hung 4 s held a 0.3 s call for 4 s (a probe of 2026-12-05; a broken DNS server holds it as long as the resolver
+    tries). The call is given up at its deadline; the lookup's thread ends when its resolver does."""
+    import asyncio
+
+    real = socket.getaddrinfo
+
+    def hanging(host, *args, **kwargs):
+        if host in ("ollama.example", b"ollama.example"):
+            time.sleep(4)
+        return real("127.0.0.1", *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    ollama_at("http://ollama.example:9", timeout=0.3)
+    started = time.monotonic()
+    if in_a_loop:  # a caller that runs an event loop itself: the call gets a thread of its own
+
+        async def call():
+            return generate_script("learning to fail")
+
+        _, meta = asyncio.run(call())
+    else:
+        _, meta = generate_script("learning to fail")
+    assert time.monotonic() - started < 2.5
+    assert meta["source"] == "fallback" and "timed out" in meta["reason"]
