@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 SUCCEEDED = "succeeded"
+MAX_SECONDS = 30 * 24 * 3600.0  # an estimate past 30 days is no estimate
 
 
 class TimeLeft:
@@ -36,6 +37,8 @@ class TimeLeft:
         if p1 <= p0 or t1 <= t0:
             return None
         left_at_last = (1.0 - p1) * (t1 - t0) / (p1 - p0)
+        if left_at_last > MAX_SECONDS:  # progress by float noise: no estimate (and no end date past datetime's range)
+            return None
         return max(0.0, left_at_last - (now - t1))  # counts down between reports
 
 

@@ -128,3 +128,16 @@ def test_get_job_answers_the_time_left_of_its_running_node_and_of_the_job(spinbo
     assert speech["seconds_left"] == pytest.approx(120.0, abs=2.0)
     assert job["seconds_left"] == speech["seconds_left"]  # the one node left: the job's time left is its
     assert next(n for n in job["nodes"] if n["id"] == "script")["seconds_left"] is None
+
+
+def test_a_rate_of_float_noise_gives_no_estimate_and_no_date_out_of_range():
+    # 1e-15 of progress in 10 s: about 3e17 s left; its estimated_end_at raised OverflowError in the database write
+    from spinbot.state.time_left import TimeLeft
+
+    left = TimeLeft()
+    left.report(0.5, 0.0)
+    left.report(0.5 + 1e-15, 10.0)
+    left.report(0.5 + 2e-15, 20.0)
+    assert left.seconds(20.0) is None
+    left.report(0.75, 30.0)  # real progress again
+    assert left.seconds(30.0) is not None
