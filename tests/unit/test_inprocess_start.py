@@ -15,7 +15,7 @@ from spinbot.control import progress as progress_module
 from spinbot.control.dispatch import InProcessDispatcher
 from spinbot.control.runner import Runner
 from spinbot.tasks.base import NodeOutput
-from tests.unit.test_progress import node_events, recorded, request_  # noqa: F401 - a fixture
+from tests.unit.test_progress import ScriptedDispatcher, node_events, recorded, reports, request_  # noqa: F401 - a fixture
 
 
 def test_an_in_process_node_runs_from_its_start_and_times_its_set_up(spinbot_env, request_, monkeypatch):  # noqa: F811
@@ -40,3 +40,13 @@ def test_an_in_process_node_runs_from_its_start_and_times_its_set_up(spinbot_env
     assert seen["status"] == "running"  # in this process it runs at once: never `queued` while it sets up
     running = [e for e in node_events(events, "upscale_video", "running") if e.progress > 0]
     assert [e.seconds_left for e in running] == [None, pytest.approx(20.0)]  # 0.25 in 10 s: 0.5 left takes 20 s
+
+
+def test_a_succeeded_nodes_row_keeps_its_last_report_not_the_first_of_a_burst(spinbot_env, request_):  # noqa: F811
+    # The speech's reports come within the 0.25 s between row writes; the trailing write was cancelled when the node
+    # succeeded, so its row (GET /v1/jobs/{id}, the page, `jobs show --json`) said "speaking chunk 1/3" for good.
+    runner = Runner(dispatcher=ScriptedDispatcher({"f5_to_tts": reports(0.3, 0.6, 1.0)}))
+    job_id = runner.create_job(request_)
+    assert runner.run(job_id).status == "succeeded"
+    node = runner.jobs.get(job_id).node("f5_to_tts")
+    assert (node.status, node.progress, node.message) == ("succeeded", 1.0, "at 1.0")
