@@ -161,7 +161,7 @@ class NodeBars:
             total=1.0,
             node=node.node_id,
             status=node.status,
-            start=False,
+            start=finished,  # a bar never started is rich's pulse ("working, progress unknown"), not a finished one
             completed=1 if finished else 0,
             seconds=node.seconds if finished else None,
             since=_started(node),

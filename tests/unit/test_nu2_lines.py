@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from typer.testing import CliRunner
 
@@ -65,3 +67,20 @@ def test_a_database_url_is_named_by_its_setting_never_its_credentials(spinbot_en
     assert result.output.strip() == (
         "error: job 'nope' not found in the database SPINBOT_DATABASE_URL names: `spinbot jobs list` lists its jobs"
     )
+
+
+def test_a_node_that_succeeded_before_the_bars_began_shows_a_full_bar_not_a_pulse():
+    # `spinbot jobs watch` of a job past its speech, or `run --resume`: the nodes already done were bars never
+    # started, which rich draws as its "working, progress unknown" pulse, animated beside "100% succeeded".
+    from rich.progress import Progress
+
+    from spinbot import cli_progress
+
+    done = SimpleNamespace(node_id="f5_to_tts", status="succeeded", message="speech written", seconds=1.5, attempts=1)
+    later = SimpleNamespace(node_id="upscale_video", status="pending", message=None, seconds=None, attempts=0)
+    job = SimpleNamespace(id="j", status="running", progress=0.05, nodes=[done, later])
+    progress = Progress()
+    bars = cli_progress.NodeBars(progress, runner=None, job=job)
+    finished, waiting = (progress.tasks[bars.bars[n]] for n in ("f5_to_tts", "upscale_video"))
+    assert finished.started and finished.completed == 1
+    assert not waiting.started  # a node not begun stays unstarted: "-:--:--"
