@@ -108,8 +108,9 @@ def jobs_show(
 def jobs_watch(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to follow.")) -> None:
     """Follow a job another process runs (serve, another run) with a bar per node until it ends.
 
-    Then its output is printed (the video's path). Ctrl-C stops the watching only, never the job. Exit status: 0
-    once the job succeeded, 1 if it failed, was cancelled or interrupted, 130 on Ctrl-C."""
+    Then its output is printed (the video's path). Ctrl-C stops the watching only, never the job.
+
+    Exit status: 0 once the job succeeded, 1 if it failed, was cancelled or interrupted, 130 on Ctrl-C."""
     try:
         runner = open_runner(reachable=False)
         job = runner.jobs.get(job_id)
