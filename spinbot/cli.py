@@ -21,6 +21,7 @@ from spinbot.cli_checks import (
     worker_queues,
 )
 from spinbot.cli_jobs import app as jobs_app
+from spinbot.cli_jobs import explain
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
@@ -188,7 +189,7 @@ def run(
         job = _run_watched(runner, job_id, watch, watch_port, out)
         deliver(runner, job, out)
     except SpinBotError as err:
-        fail(str(err))
+        fail(explain(err))
 
 
 @app.command(cls=Command)
@@ -283,7 +284,7 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to 
         runner.cancel(job.id)  # what POST /v1/jobs/{id}/cancel does
         status = runner.jobs.get(job.id).status
     except SpinBotError as err:
-        fail(str(err))
+        fail(explain(err))
     if status == CANCELLED:
         typer.echo(f"job {job.id} cancelled")
     else:
@@ -319,7 +320,7 @@ def gc(
         ids += expire_jobs(runner, days, dry_run) if days is not None else []
         swept = 0 if dry_run else sweep_checkpoints(runner)
     except SpinBotError as err:
-        fail(str(err))
+        fail(explain(err))
     for job_id in ids:
         typer.echo(job_id)
     err_console.print(f"{'would delete' if dry_run else 'deleted'} {len(ids)} job(s)", highlight=False)

@@ -13,7 +13,7 @@ import typer
 from spinbot.cli_checks import open_runner
 from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, watch_with_progress
 from spinbot.cli_style import Command, OneErrorStyle, err_console, fail, inert
-from spinbot.errors import InputError, SpinBotError
+from spinbot.errors import InputError, JobNotFound, SpinBotError
 from spinbot.state.store import (
     CANCELLED,
     DELETING,
@@ -32,6 +32,28 @@ LIST_DEFAULT = 20
 LIST_MAX = 500
 STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED, INTERRUPTED, DELETING)  # a job's (the API's JobStatus)
 JSON_HELP = "Print JSON (for scripts) instead of plain text."
+DATA_DIR_NOTE = "(SPINBOT_DATA_DIR; by default ./spinbot-data in the folder spinbot runs in)"
+
+
+def jobs_place(settings=None) -> str:
+    """Where this install's jobs are, so a user who looks from another folder sees why theirs are not there: the
+    embedded database's file, or the setting that names another (never its URL: it may hold a password)."""
+    from spinbot.settings import get_settings
+
+    settings = settings or get_settings()
+    if settings.database_url:
+        return "the database SPINBOT_DATABASE_URL names"
+    return f"{(settings.data_dir / 'spinbot.db').resolve()} {DATA_DIR_NOTE}"
+
+
+def explain(err: SpinBotError) -> str:
+    """An error's line; an unknown job's says where it was looked for and how to list the jobs there."""
+    if not isinstance(err, JobNotFound):
+        return str(err)
+    from spinbot.settings import get_settings
+
+    there = "its jobs" if get_settings().database_url else "the jobs there"
+    return f"{err} in {jobs_place()}: `{invoked_as()} jobs list` lists {there}"
 
 
 @app.command("list", cls=Command)
@@ -51,7 +73,7 @@ def jobs_list(
         runner = open_runner(reachable=False)  # reading needs the database, not Redis
         jobs, total = runner.jobs.list(limit=limit, status=status)
     except SpinBotError as err:
-        fail(str(err))
+        fail(explain(err))
     if as_json:
         typer.echo(json.dumps([job_record(runner, job) for job in jobs], indent=2))
         return
@@ -62,7 +84,7 @@ def jobs_list(
 
 def _print_table(runner, jobs: list) -> None:
     if not jobs:
-        err_console.print("no jobs", highlight=False)
+        err_console.print(f"no jobs in {jobs_place()}", highlight=False, markup=False, soft_wrap=True)
         return
     width = max(8, *(len(inert(job.pipeline)) for job in jobs))
     typer.echo(f"{'ID':<32}  {'PIPELINE':<{width}}  {'STATUS':<11}  {'CREATED':<20}  {'PROGRESS':>8}  OUTPUT")
@@ -84,7 +106,7 @@ def jobs_show(
         runner = open_runner(reachable=False)
         job = runner.jobs.get(job_id)
     except SpinBotError as err:
-        fail(str(err))
+        fail(explain(err))
     if as_json:
         typer.echo(json.dumps(job_record(runner, job), indent=2))
         return
@@ -96,8 +118,9 @@ def jobs_show(
 def jobs_watch(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to follow.")) -> None:
     """Follow a job another process runs (serve, another run) with a bar per node until it ends.
 
-    Then its output is printed (the video's path). Ctrl-C stops the watching only, never the job. Exit status: 0
-    once the job succeeded, 1 if it failed, was cancelled or interrupted, 130 on Ctrl-C."""
+    Then its output is printed (the video's path). Ctrl-C stops the watching only, never the job.
+
+    Exit status: 0 once the job succeeded, 1 if it failed, was cancelled or interrupted, 130 on Ctrl-C."""
     try:
         runner = open_runner(reachable=False)
         job = runner.jobs.get(job_id)
@@ -105,7 +128,7 @@ def jobs_watch(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job
             _say_if_nobody_runs(runner, job)
             job = watch_with_progress(runner, job.id)
     except SpinBotError as err:
-        fail(str(err))
+        fail(explain(err))
     except KeyboardInterrupt:
         err_console.print(
             f"stopped watching; job {job_id} goes on ({invoked_as()} jobs show {job_id})",

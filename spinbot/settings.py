@@ -251,6 +251,7 @@ def get_settings() -> Settings:
 
 def one_line(err: ValidationError) -> str:
     first, more = err.errors()[0], len(err.errors()) - 1
+    first["msg"] = first["msg"].removeprefix("Value error, ")  # a validator's own sentence, as the user reads it
     field, *inside = first["loc"]  # inside: the key within a dict setting (SPINBOT_QUEUE_ROUTES)
     name = f"SPINBOT_{str(field).upper()}"
     tail = f" (and {more} more)" if more else ""
