@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from spinbot.control.admission import Admission
 from spinbot.control.budgets import derived_videos
 from spinbot.control.callback_url import CallbackPolicy
@@ -24,8 +26,6 @@ from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskReques
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
-from pydantic import ValidationError
-
 from spinbot.errors import ParamsError, PipelineError, SpinBotError, TaskFailed, TooManyJobs, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline

@@ -342,8 +342,8 @@ def test_the_upscale_task_checks_its_real_video_before_its_first_batch(
 def test_a_pipelines_file_edited_under_a_running_job_skips_the_early_check_only(spinbot_env, use_settings, tmp_path):
     # the control plane read the pipelines file again for each node's request: a running job whose pipeline or node
     # was renamed in it failed with an unclear error before its node started
-    from spinbot.control.runner import Runner
     from spinbot.control.requests import JobRequest
+    from spinbot.control.runner import Runner
     from spinbot.samples import portrait_path, voice_path
 
     runner = Runner()
