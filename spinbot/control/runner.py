@@ -356,6 +356,9 @@ class Runner:
             self.jobs.node_status(job_id, node_id, st.FAILED, error=str(err))
             report.state(st.FAILED, str(err))
             raise TaskFailed(message) from err
+        except BaseException:  # Ctrl-C or an exit: the row keeps the progress reached, which `interrupted` then shows
+            report.settle()
+            raise
         report.settle()  # its last report's message on the row (a burst's trailing write would be dropped)
         result = self._record(job_id, node_id, output, time.monotonic() - started)
         report.state(st.SUCCEEDED)
