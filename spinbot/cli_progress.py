@@ -60,19 +60,17 @@ class TimeLeftColumn(ProgressColumn):
 
 
 class PlainLines:
-    """Progress for a log file: a line when a node's state changes, at its first progress (a node starts at 0%,
-    "started"), and while it runs at most every PLAIN_EVERY_SECONDS (node, percent, its message whole, the time left
-    once measured)."""
+    """Progress for a log file: a line when a node's state changes, and while it runs at most every
+    PLAIN_EVERY_SECONDS (node, percent, its message whole, the time left once measured)."""
 
     def __init__(self) -> None:
-        self.shown: dict[str, tuple[str, float, float]] = {}  # node -> (status, when, progress) of its last line
+        self.shown: dict[str, tuple[str, float]] = {}  # node -> (status, when) of its last line
 
     def show(self, node: str, status: str, progress: float, message: str, left: float | None, now: float) -> None:
         last = self.shown.get(node)
-        first_progress = last is not None and last[2] == 0.0 and progress > 0.0
-        if last is not None and last[0] == status and now - last[1] < PLAIN_EVERY_SECONDS and not first_progress:
+        if last is not None and last[0] == status and now - last[1] < PLAIN_EVERY_SECONDS:
             return
-        self.shown[node] = (status, now, progress)
+        self.shown[node] = (status, now)
         detail = message + (f" (~{clock(left)} left)" if left is not None else "")
         line = node_line(node, status, progress, detail)
         err_console.print(line, highlight=False, markup=False, soft_wrap=True)  # a log file's line is never cut

@@ -84,17 +84,11 @@ class Dispatcher(ABC):
         """Run the task to the end (wherever it runs) and return its output; raise on failure."""
 
 
-IN_PROCESS_START = "started"
-
-
 class InProcessDispatcher(Dispatcher):
     def __init__(self, store: ArtifactStore):
         self.store = store
 
     def run(self, request, report, is_cancelled):
-        # The task runs from now, as a worker's does from its "started" report: its set-up (a model load, the
-        # voice's analysis) shows as running, not queued, and is the first interval its time left is measured over.
-        report(0.0, IN_PROCESS_START)
         return execute_task(request, self.store, report, is_cancelled)
 
 

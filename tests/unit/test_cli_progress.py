@@ -74,19 +74,6 @@ def test_plain_lines_on_each_state_change_and_every_ten_seconds_while_running(ca
     ]
 
 
-def test_plain_lines_show_a_started_nodes_first_progress_at_once(capsys):
-    # A node starts at 0% ("started": a worker's, or the process's own since it runs its tasks from their start);
-    # its first real progress is a line too, whatever the 10 s, so a short node's log says what it did.
-    lines = PlainLines()
-    lines.show("upscale", "running", 0.0, "started", None, 0.0)
-    lines.show("upscale", "running", 0.25, "upscaled 50/200 frames", None, 3.0)
-    lines.show("upscale", "running", 0.5, "upscaled 100/200 frames", None, 6.0)  # 3 s later: not yet
-    assert capsys.readouterr().err.splitlines() == [
-        "upscale        running      0%  started",
-        "upscale        running     25%  upscaled 50/200 frames",
-    ]
-
-
 def test_run_in_a_log_file_prints_each_node_as_it_goes(spinbot_env, tmp_path):
     """Piped to a file, nothing but `job ID` came until the job ended (a 7-minute render was silent)."""
     args = ["run", "--image", str(portrait_path(tmp_path)), "--voice", str(voice_path())]
@@ -97,9 +84,9 @@ def test_run_in_a_log_file_prints_each_node_as_it_goes(spinbot_env, tmp_path):
         running = [i for i, line in enumerate(lines) if re.match(rf"{node} +running +\d+%", line)]
         done = [i for i, line in enumerate(lines) if re.match(rf"{node} +succeeded +100%  took \d:\d\d:\d\d$", line)]
         assert running and done and running[0] < done[0], (node, lines)
-    assert re.match(r"upscale_video +running +0%  started$", lines[_first(lines, "upscale_video  run")])
-    first_progress = next(i for i, line in enumerate(lines) if re.match(r"upscale_video +running +[1-9]", line))
-    assert re.match(r"upscale_video +running +\d+%  upscaled \d+/\d+ frames", lines[first_progress])
+    assert re.match(
+        r"upscale_video +running +\d+%  upscaled \d+/\d+ frames", lines[_first(lines, "upscale_video  run")]
+    )
 
 
 def _first(lines: list[str], start: str) -> int:
