@@ -67,7 +67,8 @@ def test_a_missing_or_empty_prompt_names_the_own_script_alternative(spinbot_env,
 
 def test_resume_of_unknown_job_is_a_clear_error(spinbot_env):
     code, lines = run_cli("run", "--resume", "0" * 32)
-    assert code != 0 and lines == [f"error: job '{'0' * 32}' not found"]
+    assert code != 0 and len(lines) == 1 and lines[0].startswith(f"error: job '{'0' * 32}' not found in "), lines
+    assert lines[0].endswith("`spinbot jobs list` lists the jobs there")  # where it looked, and how to see
 
 
 def test_serve_refuses_a_public_address_without_api_keys(spinbot_env, monkeypatch):
