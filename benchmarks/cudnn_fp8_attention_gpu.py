@@ -29,21 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import machine  # noqa: E402
+from upscale_gpu import gpu_ms  # noqa: E402
 
 from spinbot.backends.attention import cudnn_fp8  # noqa: E402
 
 SHAPES = {"480p": 21 * 30 * 52, "720p": 21 * 45 * 80}
 HEADS, DIM, LAYERS = 40, 128, 40
-
-
-def timed_ms(fn, calls: int) -> float:
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(calls):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return start.elapsed_time(stop) / calls
 
 
 def measure(tokens: int, device: torch.device) -> dict:
@@ -59,8 +50,8 @@ def measure(tokens: int, device: torch.device) -> dict:
         def kernel():
             cudnn_fp8.run_cudnn(x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
 
-        single = [timed_ms(kernel, 1) for _ in range(5)]
-        sustained = [timed_ms(kernel, LAYERS) for _ in range(3)]
+        single = [gpu_ms(kernel, 1) for _ in range(5)]
+        sustained = [gpu_ms(kernel, LAYERS) for _ in range(3)]
     flops = 4.0 * tokens * tokens * HEADS * DIM
     best = min(sustained)
     return {
