@@ -13,6 +13,7 @@ import mimetypes
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskReques
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
-from spinbot.errors import ParamsError, PipelineError, SpinBotError, TaskFailed, TooManyJobs, shorten
+from spinbot.errors import ParamsError, SpinBotError, TaskFailed, TooManyJobs, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -174,7 +175,7 @@ class Runner:
     @contextmanager
     def _graph(self, spec: PipelineSpec) -> Iterator[Any]:
         with open_checkpointer(self.settings) as saver:
-            yield compile_graph(spec, self.run_node, saver)
+            yield compile_graph(spec, partial(self.run_node, spec=spec), saver)
 
     def run(self, job_id: str) -> st.JobView:
         """Run (or resume) a job to the end in this process; returns its final view. Raises Conflict while
@@ -313,8 +314,11 @@ class Runner:
 
         delete_job(self, job_id)
 
-    def run_node(self, job_id: str, node_id: str, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """One pipeline node: never re-run a finished node; record states, progress, output and artifacts."""
+    def run_node(
+        self, job_id: str, node_id: str, upstream: dict[str, dict[str, Any]], spec: PipelineSpec | None = None
+    ) -> dict[str, Any]:
+        """One pipeline node: never re-run a finished node; record states, progress, output and artifacts. `spec`: the
+        pipeline the job's graph runs (read from the pipelines file when not given)."""
         job = self.jobs.get(job_id)
         node = job.node(node_id)
         if node.status == st.SUCCEEDED and node.output is not None:
@@ -322,7 +326,7 @@ class Runner:
         if job.cancel_requested:
             raise JobCancelled(f"job cancelled before node '{node_id}'")
         self.leases.confirm(job_id)  # only the job's owner starts a node: never two processes the same node
-        request = self._request(job, node, upstream)
+        request = self._request(job, node, upstream, spec or get_pipeline(job.pipeline, self.settings.pipelines))
         inline = node.plane == "node"
         attempt = self.jobs.node_started(job_id, node_id, st.RUNNING if inline else st.QUEUED)
         report = self._reporter(job, node_id, attempt)
@@ -374,7 +378,9 @@ class Runner:
 
         return is_cancelled
 
-    def _request(self, job: st.JobView, node: st.NodeView, upstream: dict[str, dict[str, Any]]) -> TaskRequest:
+    def _request(
+        self, job: st.JobView, node: st.NodeView, upstream: dict[str, dict[str, Any]], spec: PipelineSpec
+    ) -> TaskRequest:
         values = dict(job.inputs.get("values", {}))
         artifacts = dict(job.inputs.get("artifacts", {}))
         for output in upstream.values():  # ancestors in topological order: nearer nodes win
@@ -389,19 +395,16 @@ class Runner:
             artifacts=artifacts,
             priority=job.priority,
             live_output=self.settings.live_output,
-            derived_videos=self._derived_videos(job, node.node_id),
+            derived_videos=self._derived_videos(spec, job, node.node_id),
         )
 
-    def _derived_videos(self, job: st.JobView, node_id: str) -> list[Any]:
-        """The videos the upscales after this node make from its video (budgets.derived_videos), from the pipelines
-        file as it is now; none where that file no longer has the job's pipeline or node (edited while the job ran):
-        the early check is skipped, and each upscale still checks its own video before it starts."""
+    def _derived_videos(self, spec: PipelineSpec, job: st.JobView, node_id: str) -> list[Any]:
+        """The videos the upscales after this node make from its video (budgets.derived_videos); none where the job's
+        stored params no longer validate (the task then says so as its own error, and each upscale still checks its
+        own video before it starts)."""
         try:
-            spec = get_pipeline(job.pipeline, self.settings.pipelines)
-            if node_id not in spec.nodes_by_id:
-                raise PipelineError(f"no node {node_id!r} in pipeline {job.pipeline!r}")
             return derived_videos(spec, job.params, node_id, self.settings)
-        except (PipelineError, ParamsError, ValidationError) as err:  # params: the task says it as its own error
+        except ValidationError as err:
             log.warning("no early video budget check", extra={"job_id": job.id, "node_id": node_id, "why": str(err)})
             return []
 

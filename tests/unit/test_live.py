@@ -14,6 +14,7 @@ import pytest
 
 from spinbot.media.segments import ENDLIST, PLAYLIST, HlsSegmenter
 from spinbot.media.video import VideoWriter, iter_frames, read_audio
+from spinbot.pipelines.spec import get_pipeline
 from spinbot.samples import portrait_path, voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks.live import live_key
@@ -296,7 +297,7 @@ def test_jobs_of_spinbot_run_ask_for_live_output_only_when_watched(spinbot_env, 
         runner = open_runner(watch=watched)
         job_id = runner.create_job(JobRequest(prompt="the sea", image=portrait_path(tmp_path), voice=voice_path()))
         job = runner.jobs.get(job_id)
-        assert runner._request(job, job.node("infinite_talk"), {}).live_output is watched
+        assert runner._request(job, job.node("infinite_talk"), {}, get_pipeline(job.pipeline)).live_output is watched
 
 
 def test_cuts_asked_for_every_frame_make_segments_of_half_a_second(tmp_path, published):

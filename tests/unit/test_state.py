@@ -6,6 +6,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
+from spinbot.pipelines.spec import get_pipeline
 from spinbot.samples import portrait_path, voice_path
 from spinbot.state.db import get_engine
 
@@ -48,7 +49,9 @@ def test_job_priority_travels_to_every_python_task_request(spinbot_env, tmp_path
     )
     job = runner.jobs.get(job_id)
     assert job.priority == 3
-    request = runner._request(job, job.node("f5_to_tts"), {"script": {"values": {"text": "Hi."}}})
+    request = runner._request(
+        job, job.node("f5_to_tts"), {"script": {"values": {"text": "Hi."}}}, get_pipeline(job.pipeline)
+    )
     assert request.priority == 3 and request.values["text"] == "Hi."
     assert (request.job_id, request.node_id) == (job_id, "f5_to_tts")
 

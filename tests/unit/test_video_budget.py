@@ -339,20 +339,23 @@ def test_the_upscale_task_checks_its_real_video_before_its_first_batch(
     assert LocalStore(tmp_path / "store").list("jobs/") == []
 
 
-def test_a_pipelines_file_edited_under_a_running_job_skips_the_early_check_only(spinbot_env, use_settings, tmp_path):
-    # the control plane read the pipelines file again for each node's request: a running job whose pipeline or node
-    # was renamed in it failed with an unclear error before its node started
+def test_a_running_job_runs_its_nodes_on_its_graphs_pipeline_not_the_file_read_again(
+    spinbot_env, use_settings, tmp_path
+):
+    # the control plane read the pipelines file again for each node's request: a running job whose pipeline was
+    # renamed in it failed with an unclear error before its next node started
     from spinbot.control.requests import JobRequest
     from spinbot.control.runner import Runner
     from spinbot.samples import portrait_path, voice_path
 
     runner = Runner()
     job = runner.jobs.get(runner.create_job(JobRequest(prompt="hi", image=portrait_path(tmp_path), voice=voice_path())))
-    assert runner._request(job, job.node("infinite_talk"), {}).derived_videos  # the seed's pipeline: one upscale
+    spec = get_pipeline(job.pipeline)
     other = tmp_path / "pipelines.json"
     other.write_text(
         json.dumps({"other": {"nodes": [{"id": "s", "task": "script.generateScript", "plane": "node"}], "edges": []}})
     )
     use_settings(pipelines=other)
-    request = runner._request(job, job.node("infinite_talk"), {})
-    assert request.derived_videos == [] and request.node_id == "infinite_talk"
+    assert runner._request(job, job.node("infinite_talk"), {}, spec).derived_videos  # the job's pipeline: one upscale
+    output = runner.run_node(job.id, "script", {}, spec=spec)
+    assert output["values"]["text"] and runner.jobs.get(job.id).node("script").status == "succeeded"
