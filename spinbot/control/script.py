@@ -139,10 +139,18 @@ def _run_without_waiting(call: Coroutine[Any, Any, Any]) -> Any:
             loop.close()  # shuts its default executor down without waiting for its threads
 
 
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def _last_sentence_end(text: str) -> int | None:
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return ends[-1] if ends else None
+
+
 def whole_sentences(text: str) -> str:
     """`text` up to its last sentence end, or all of it where it has none."""
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]] if ends else text
+    end = _last_sentence_end(text)
+    return text[:end] if end else text
 
 
 def cut_at_sentence(text: str, max_words: int) -> str:
@@ -152,8 +160,8 @@ def cut_at_sentence(text: str, max_words: int) -> str:
     if len(words) <= max_words:
         return text
     head = " ".join(words[:max_words])
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", head)]
-    return head[: ends[-1]] if ends else head.rstrip(",;:") + "."
+    end = _last_sentence_end(head)
+    return head[:end] if end else head.rstrip(",;:") + "."
 
 
 def generate_script(prompt: str, words: int = 30) -> tuple[str, dict[str, str]]:
