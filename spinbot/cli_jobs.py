@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from spinbot.cli_checks import open_runner
-from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, watch_with_progress
+from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, resume_command, watch_with_progress
 from spinbot.cli_style import Command, OneErrorStyle, err_console, fail, inert
 from spinbot.errors import InputError, JobNotFound, SpinBotError
 from spinbot.state.store import (
@@ -146,7 +146,7 @@ def _say_if_nobody_runs(runner, job) -> None:
     if lease is None or not lease.live:
         err_console.print(
             f"no process runs job {job.id} now; waiting for one (`{invoked_as()} serve` takes it over, "
-            f"`{invoked_as()} run --resume {job.id}` runs it here)",
+            f"`{resume_command(job.id, None)}` runs it here)",
             highlight=False,
             markup=False,
             soft_wrap=True,
@@ -164,7 +164,7 @@ def _resume_hint(job) -> str:
     """How to resume a failed or interrupted job, unless its error says it already (an interrupted one's does)."""
     if job.status not in RETRYABLE_STATES or "--resume" in (job.error or ""):
         return ""
-    return f"; resume it with: {invoked_as()} run --resume {job.id}"
+    return f"; resume it with: {resume_command(job.id, None)}"
 
 
 # ---- what a job is, in words and as JSON ----------------------------------------------------------------------
@@ -201,16 +201,16 @@ def next_steps(runner, job) -> list[str]:
     """The commands that apply to the job as it is."""
     me = invoked_as()
     if job.status == "succeeded":
-        return [f"copy the video: {me} run --resume {job.id} --out FILE"]
+        return [f"copy the video: {resume_command(job.id, None)} --out FILE"]
     if job.status == "cancelled":
         return []
     if job.status in RETRYABLE_STATES:
-        return [f"resume it: {me} run --resume {job.id}", f"cancel it: {me} cancel {job.id}"]
+        return [f"resume it: {resume_command(job.id, None)}", f"cancel it: {me} cancel {job.id}"]
     lease = runner.leases.store.view(job.id)
     if lease is not None and lease.live:
         return [f"follow it: {me} jobs watch {job.id}", f"cancel it: {me} cancel {job.id}"]
     return [
-        f"no process runs it: {me} run --resume {job.id} (or `{me} serve`, which takes it over)",
+        f"no process runs it: {resume_command(job.id, None)} (or `{me} serve`, which takes it over)",
         f"cancel it: {me} cancel {job.id}",
     ]
 
