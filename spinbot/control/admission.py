@@ -56,7 +56,7 @@ class Admission:
         self.check_windows(spec, nodes, speech)
         self.check_backends(spec, nodes, request)
         self.check_model_files(spec, nodes)
-        self.check_files(spec, nodes, request, local_voices or {})
+        self.check_files(spec, nodes, request, local_voices)
         # last: it reads the portrait's header, which check_files has found to be an image
         VideoBudget(self.settings, self.store).check(spec, nodes, request, speech)
 
@@ -254,8 +254,8 @@ class Admission:
                 path = self._fetch(request.input_keys["narrator_voice"], Path(tmp) / "voice")
                 check_voice(path, self.settings, "the narrator voice")
             for node_id, given in nodes.items():
-                if node_id in (local_voices or {}):
-                    check_voice((local_voices or {})[node_id], self.settings, f"{node_id}.narrator_voice")
+                if local_voices and node_id in local_voices:
+                    check_voice(local_voices[node_id], self.settings, f"{node_id}.narrator_voice")
                 elif isinstance(given, TextToSpeechParams) and given.narrator_voice:
                     path = self._fetch(self._named_key(node_id, given.narrator_voice, request), Path(tmp) / node_id)
                     check_voice(path, self.settings, f"{node_id}.narrator_voice")
