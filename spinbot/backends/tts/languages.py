@@ -152,7 +152,8 @@ def _identifier() -> Any:
         return _load_identifier()
 
 
-def espeak_languages() -> set[str]:
+@cache  # espeak-ng's data files do not change under a running process; settings validate more than once
+def espeak_languages() -> frozenset[str]:
     """Every language espeak-ng has a voice for (the names of its voice files, lower-case: de, pt-br, en-us, ...), less
     those whose dictionary its data lacks (Faroese, Karakalpak: they speak with an error on stderr)."""
     import espeakng_loader
@@ -169,4 +170,4 @@ def espeak_languages() -> set[str]:
             dictionary = fields.get("dictionary", fields.get("language", path.name)).split("-")[0]
             if (data / f"{dictionary}_dict").is_file():
                 languages.add(path.name.lower())
-    return languages
+    return frozenset(languages)
