@@ -16,6 +16,7 @@ back, as in one step of the model, so a power-limited GPU shows it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -48,10 +49,19 @@ def measure(tokens: int, device: torch.device) -> dict:
         x = cudnn_fp8.quantize(q, k, v, cudnn_fp8.TOKEN_MULTIPLE)
 
         def kernel():
-            cudnn_fp8.run_cudnn(x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
+            return cudnn_fp8.run_cudnn(x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
 
         single = [gpu_ms(kernel, 1) for _ in range(5)]
         sustained = [gpu_ms(kernel, LAYERS) for _ in range(3)]
+        # the same tensors head-major ([B, heads, L, D] in memory): does the layout change the kernel's time?
+        hq, hk, hv = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (x.q, x.k, x.v))
+
+        def head_major():
+            return cudnn_fp8.run_cudnn(hq, hk, hv, x.descale_q, x.descale_k, x.descale_v, x.scale_o, x.tokens)
+
+        plan_times = each_plan_sustained(x)
+        same = bool(torch.equal(head_major().view(torch.uint8), kernel().view(torch.uint8)))
+        sustained_head_major = [gpu_ms(head_major, LAYERS) for _ in range(3)]
     flops = 4.0 * tokens * tokens * HEADS * DIM
     best = min(sustained)
     return {
@@ -60,8 +70,35 @@ def measure(tokens: int, device: torch.device) -> dict:
         "single_ms_median": round(statistics.median(single), 2),
         "sustained_ms_per_call": [round(t, 2) for t in sustained],
         "sustained_tflops": round(flops / best / 1e9, 1),
-        "plans": {str(key): value for key, value in cudnn_fp8.PLAN_TIMES.items() if key[1] >= tokens},
+        "sustained_ms_per_call_head_major": [round(t, 2) for t in sustained_head_major],
+        "head_major_output_equal": same,
+        "each_plan_sustained_ms_on_random_inputs": plan_times,
+        "plans": {
+            str(key): value
+            for key, value in cudnn_fp8.PLAN_TIMES.items()
+            if key[1] in (tokens, tokens + (-tokens) % 128)
+        },
     }
+
+
+def each_plan_sustained(x: cudnn_fp8.Quantized) -> dict:
+    """Every plan cuDNN offers for this shape, timed over LAYERS calls on these (random) inputs: the backend picks
+    its plan on zeros, where the GPU draws less power, so the order on real data could differ."""
+    plan = cudnn_fp8._plan(
+        tuple(x.q.shape), tuple(x.k.shape), (x.q.stride(), x.k.stride(), x.v.stride()), (x.tokens, x.tokens), 0
+    )
+    times = {}
+    for index in range(plan.graph.get_execution_plan_count()):
+        try:
+            plan.graph.build_plan_at_index(index)
+            trial = dataclasses.replace(
+                plan, index=index, workspace_bytes=plan.graph.get_workspace_size_plan_at_index(index)
+            )
+            args = (x.q, x.k, x.v, x.descale_q, x.descale_k, x.descale_v, x.scale_o)
+            times[index] = round(gpu_ms(lambda trial=trial, args=args: cudnn_fp8._execute(trial, *args), LAYERS), 2)
+        except Exception as error:  # noqa: BLE001 (a plan that does not build is reported, not fatal)
+            times[index] = f"{type(error).__name__}: {str(error)[:120]}"
+    return {"chosen_on_zeros": plan.index, "ms_per_call": times}
 
 
 def import_cudnn_frontend(prefix: str | None):

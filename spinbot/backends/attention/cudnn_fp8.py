@@ -40,7 +40,8 @@ HOPPER = (9, 0)
 # the kernel takes 26.3 ms on the ragged length and 23.3 ms padded to 32,768 (H200,
 # benchmarks/results/infinitetalk_speed_gpu_cudnn_fp8_kernels.json).
 TOKEN_MULTIPLE = 128
-PLAN_TIMES: dict[tuple, dict] = {}  # [B, L, heads, D] -> the candidate plans' times (ms) and the chosen index
+# queries' [B, L, heads, D] (and the keys' when longer) -> the candidate plans' times (ms) and the chosen index
+PLAN_TIMES: dict[tuple, dict] = {}
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,18 @@ def check_support(device: torch.device, setting: str = "attention") -> None:
         raise BackendUnavailable(f"{setting}=cudnn-fp8: {reason}")
 
 
-def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int) -> torch.Tensor:
-    """One cuDNN FP8 attention on the current stream (keys past `tokens` masked); the graph is built and its plan
-    chosen once per shape and layout; a shape cuDNN cannot run is refused in one line."""
+def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int, q_tokens: int | None = None):
+    """One cuDNN FP8 attention on the current stream: keys past `tokens` masked, and queries past `q_tokens` (default
+    `tokens`; q may hold fewer rows than k and v, a slice of the queries); the graph is built and its plan chosen
+    once per shape and layout; a shape cuDNN cannot run is refused in one line."""
+    q_tokens = min(tokens, q.shape[1]) if q_tokens is None else q_tokens
     try:
         plan = _plan(
-            tuple(q.shape), tuple(q.stride()), tuple(k.stride()), tuple(v.stride()), tokens, q.device.index or 0
+            tuple(q.shape),
+            tuple(k.shape),
+            (tuple(q.stride()), tuple(k.stride()), tuple(v.stride())),
+            (q_tokens, tokens),
+            q.device.index or 0,
         )
     except (BackendUnavailable, torch.OutOfMemoryError):
         raise
@@ -188,8 +195,8 @@ def _execute(plan: _Plan, q, k, v, descale_q, descale_k, descale_v, scale_o) -> 
         t["amax_s"]: amax[0],
         t["amax_o"]: amax[1],
     }
-    if plan.seq_len is not None:
-        buffers[t["seq_len"]] = plan.seq_len
+    if plan.seq_lens is not None:
+        buffers[t["seq_len_q"]], buffers[t["seq_len_kv"]] = plan.seq_lens
     plan.graph.execute_plan_at_index(buffers, workspace, plan.index, handle=plan.handle)
     return out
 
@@ -203,7 +210,7 @@ class _Plan:
     workspace_bytes: int
     descale_s: torch.Tensor
     scale_s: torch.Tensor
-    seq_len: torch.Tensor | None  # [B, 1, 1, 1] int32, the unpadded length, when the graph masks padding
+    seq_lens: tuple[torch.Tensor, torch.Tensor] | None  # [B, 1, 1, 1] int32 query and key lengths, when masked
 
 
 def _bhsd(values: tuple) -> list[int]:
@@ -212,49 +219,50 @@ def _bhsd(values: tuple) -> list[int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _plan(shape: tuple, q_stride: tuple, k_stride: tuple, v_stride: tuple, tokens: int, device_index: int) -> _Plan:
-    """cuDNN's graph for [B, L, heads, D] e4m3 inputs with these strides, the keys and queries past `tokens` masked
-    when L is longer; every plan the heuristics offer is built and the fastest on zero inputs kept (as
-    torch.backends.cudnn.benchmark does for convolutions)."""
+def _plan(q_shape: tuple, kv_shape: tuple, strides: tuple, tokens: tuple[int, int], device_index: int) -> _Plan:
+    """cuDNN's graph for [B, L, heads, D] e4m3 queries and keys/values with these strides (q, k, v), the queries past
+    tokens[0] and the keys past tokens[1] masked when the tensors are longer; every plan the heuristics offer is
+    built and the fastest on zero inputs kept (as torch.backends.cudnn.benchmark does for convolutions)."""
     import cudnn
 
     with torch.cuda.device(device_index):
         handle = cudnn.create_handle()
-        graph, t = _graph(cudnn, handle, shape, (q_stride, k_stride, v_stride), tokens)
+        graph, t = _graph(cudnn, handle, (q_shape, kv_shape, kv_shape), strides, tokens)
         graph.validate()
         graph.build_operation_graph()
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.B, cudnn.heur_mode.FALLBACK])
         graph.check_support()
         device = torch.device("cuda", device_index)
         one = torch.ones(1, 1, 1, 1, device=device)
-        seq_len = (
-            torch.full((shape[0], 1, 1, 1), tokens, dtype=torch.int32, device=device) if tokens < shape[1] else None
-        )
-        plan = _Plan(graph, t, handle, 0, 0, one / E4M3_MAX, one * E4M3_MAX, seq_len)
-        return _fastest(plan, shape, (q_stride, k_stride, v_stride), device)
+        seq_lens = None
+        if "seq_len_q" in t:
+            q_len, kv_len = (torch.full((q_shape[0], 1, 1, 1), n, dtype=torch.int32, device=device) for n in tokens)
+            seq_lens = (q_len, kv_len)
+        plan = _Plan(graph, t, handle, 0, 0, one / E4M3_MAX, one * E4M3_MAX, seq_lens)
+        return _fastest(plan, (q_shape, kv_shape, kv_shape), strides, device)
 
 
-def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
-    """The sdpa_fp8 graph and its tensors by name."""
+def _graph(cudnn, handle, shapes: tuple, strides: tuple, tokens: tuple[int, int]):
+    """The sdpa_fp8 graph for q, k, v of these shapes and strides, and its tensors by name."""
     graph = cudnn.pygraph(
         io_data_type=cudnn.data_type.FP8_E4M3,
         intermediate_data_type=cudnn.data_type.FLOAT,
         compute_data_type=cudnn.data_type.FLOAT,
         handle=handle,
     )
-    dims = _bhsd(shape)
     t = {
-        name: graph.tensor(name=name, dim=dims, stride=_bhsd(stride), data_type=cudnn.data_type.FP8_E4M3)
-        for name, stride in zip(("q", "k", "v"), strides)
+        name: graph.tensor(name=name, dim=_bhsd(shape), stride=_bhsd(stride), data_type=cudnn.data_type.FP8_E4M3)
+        for name, shape, stride in zip(("q", "k", "v"), shapes, strides)
     }
     for name in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o"):
         t[name] = graph.tensor(name=name, dim=[1, 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.FLOAT)
     masking = {}
-    if tokens < shape[1]:
-        t["seq_len"] = graph.tensor(
-            name="seq_len", dim=[shape[0], 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.INT32
-        )
-        masking = {"use_padding_mask": True, "seq_len_q": t["seq_len"], "seq_len_kv": t["seq_len"]}
+    if tokens[0] < shapes[0][1] or tokens[1] < shapes[1][1]:
+        for name in ("seq_len_q", "seq_len_kv"):
+            t[name] = graph.tensor(
+                name=name, dim=[shapes[0][0], 1, 1, 1], stride=[1, 1, 1, 1], data_type=cudnn.data_type.INT32
+            )
+        masking = {"use_padding_mask": True, "seq_len_q": t["seq_len_q"], "seq_len_kv": t["seq_len_kv"]}
     scales = {name: t[name] for name in ("descale_q", "descale_k", "descale_v", "descale_s", "scale_s", "scale_o")}
     o, _, amax_s, amax_o = graph.sdpa_fp8(
         q=t["q"],
@@ -262,12 +270,12 @@ def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
         v=t["v"],
         **scales,
         is_inference=True,
-        attn_scale=1.0 / math.sqrt(shape[3]),
+        attn_scale=1.0 / math.sqrt(shapes[0][3]),
         use_causal_mask=False,
         name="attention",
         **masking,
     )
-    o.set_output(True).set_dim(dims).set_stride(_bhsd(strides[0])).set_data_type(cudnn.data_type.FP8_E4M3)
+    o.set_output(True).set_dim(_bhsd(shapes[0])).set_stride(_bhsd(strides[0])).set_data_type(cudnn.data_type.FP8_E4M3)
     for amax in (amax_s, amax_o):
         amax.set_output(True).set_dim([1, 1, 1, 1]).set_stride([1, 1, 1, 1])
         amax.set_data_type(cudnn.data_type.FLOAT)
@@ -275,12 +283,14 @@ def _graph(cudnn, handle, shape: tuple, strides: tuple, tokens: int):
     return graph, t
 
 
-def _fastest(plan: _Plan, shape: tuple, strides: tuple, device: torch.device) -> _Plan:
+def _fastest(plan: _Plan, shapes: tuple, strides: tuple, device: torch.device) -> _Plan:
     """`plan` with the fastest of the graph's execution plans (each built and timed twice on zero inputs)."""
     graph = plan.graph
     timings: dict = {}
     # zero inputs laid out as the graph's strides say (they may span more than a dense tensor)
-    q, k, v = (torch.empty_strided(shape, stride, dtype=E4M3, device=device).zero_() for stride in strides)
+    q, k, v = (
+        torch.empty_strided(shape, stride, dtype=E4M3, device=device).zero_() for shape, stride in zip(shapes, strides)
+    )
     scale = plan.scale_s / E4M3_MAX  # ones
     for index in range(graph.get_execution_plan_count()):
         try:
@@ -301,9 +311,9 @@ def _fastest(plan: _Plan, shape: tuple, strides: tuple, device: torch.device) ->
         reasons = "; ".join(" ".join(str(v).split()) for v in timings.values())[:300]
         raise BackendUnavailable(
             f"SPINBOT_TALK_ATTENTION=cudnn-fp8: cuDNN has no working FP8 attention plan for [B, L, heads, D] "
-            f"{list(shape)} ({reasons}); use int8 or sdpa"
+            f"{list(shapes[0])} ({reasons}); use int8 or sdpa"
         )
     index = min(measured, key=lambda i: measured[i][0])
     shown = {i: (round(v[0], 3) if isinstance(v, tuple) else v) for i, v in timings.items()}
-    PLAN_TIMES[shape] = {"chosen": index, "ms": shown}
+    PLAN_TIMES[shapes[0] if shapes[0] == shapes[1] else shapes[:2]] = {"chosen": index, "ms": shown}
     return dataclasses.replace(plan, index=index, workspace_bytes=measured[index][1])
