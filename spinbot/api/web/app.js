@@ -106,10 +106,12 @@ function showErrors(errors) {
   }
 }
 
-/** Which field an API error is about: "f5_to_tts.nfe_step: ...", "prompt: ...", "unknown portrait upload ...". */
+/** Which field an API error is about: "f5_to_tts.nfe_step: ...", "prompt: ...", "unknown portrait upload ...",
+ * "callback_url: ...". */
 function fieldOfError(message) {
   const named = /^([\w.]+): /.exec(message)?.[1];
-  if (named && named === narratorKey()) return "narrator_voice";
+  // "f5_to_tts.narrator_voice: unknown voice upload ...", "f5_to_tts.narrator_voice is silent: ...".
+  if (narratorKey() && /^[\w.]+/.exec(message)?.[0] === narratorKey()) return "narrator_voice";
   if (named && (JOB_FIELDS.includes(named) || named === scriptKey() || advanced?.has(named))) return named;
   if (message.startsWith("unknown pipeline")) return "pipeline";
   if (message.startsWith("prompt ")) return "prompt";
