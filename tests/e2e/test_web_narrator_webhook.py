@@ -17,6 +17,7 @@ from spinbot.errors import InputError
 from spinbot.samples import voice_path
 from tests.e2e.test_web import JOB_SECONDS, SHORT_SCRIPT, job_error, open_page, wait_for_job_end
 from tests.e2e.test_web_pages import choose_inputs, error_of, expect_tied_error, submit_and_get_request
+from tests.e2e.views import check_view
 from tests.support.webhook_receiver import Receiver
 
 try:
@@ -50,7 +51,9 @@ def jobs_total(server) -> int:
     return server.get("/v1/jobs")["total"]
 
 
-def test_a_job_with_a_narrator_voice_and_a_webhook_gets_both_and_its_call_arrives_signed(page, server, tmp_path):
+def test_a_job_with_a_narrator_voice_and_a_webhook_gets_both_and_its_call_arrives_signed(
+    page, server, screenshot, tmp_path
+):
     narrator_file = tmp_path / "narrator.wav"
     shutil.copy(voice_path(), narrator_file)
     with Receiver() as receiver:
@@ -74,6 +77,7 @@ def test_a_job_with_a_narrator_voice_and_a_webhook_gets_both_and_its_call_arrive
         expect(page.locator("#job-webhook-secret")).to_be_visible()  # the server made it: shown, once
         secret = page.locator("#job-webhook-secret-value")
         expect(secret).to_have_text(re.compile(r"^whsec_[A-Za-z0-9+/]{43}=$"))
+        check_view(page, screenshot, "webhook-secret")
 
         status = wait_for_job_end(page)
         assert status == "succeeded", f"the job {status}: {job_error(page, server)}"
