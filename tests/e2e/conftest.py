@@ -81,6 +81,8 @@ def server_env(data_dir: Path) -> dict[str, str]:
             "SPINBOT_OLLAMA_TIMEOUT": "2",
             "SPINBOT_TALK_MAX_PIXELS": str(192 * 192),  # a small talking head keeps the job short on the CPU
             "SPINBOT_API_KEYS": API_KEY,
+            # The tests' webhook receiver listens on loopback; every other private address stays refused.
+            "SPINBOT_CALLBACK_ALLOW_HOSTS": "127.0.0.1",
         }
     )
     return env

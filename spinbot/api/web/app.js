@@ -6,18 +6,23 @@ import { JobHistory } from "./history.js";
 import { JobView } from "./live.js";
 import { AdvancedParams } from "./params.js";
 import { UploadField } from "./uploads.js";
+import { callbackSecretError, callbackUrlError, webhookRequest } from "./webhook.js";
 
 const $ = (selector) => document.querySelector(selector);
 const form = $("#job-form");
-const JOB_FIELDS = ["pipeline", "prompt", "image", "voice", "ref_text"];
+const JOB_FIELDS = ["pipeline", "prompt", "image", "voice", "ref_text", "callback_url", "callback_secret"];
 
 const SCRIPT_TASK = "script.generateScript";
+const SPEECH_TASK = "f5_to_tts";
 
 const jobs = new JobHistory($("#history"), { onOpen: (job) => openJob(job.id) });
 const jobView = new JobView($("#job"), { onChange: () => jobs.load(), onReuse: reuseJob, onDelete: jobDeleted });
 const portrait = new UploadField(form, { kind: "portrait", key: "image", input: $("#portrait"),
   preview: $("#portrait-preview") });
 const voice = new UploadField(form, { kind: "voice", key: "voice", input: $("#voice"), preview: $("#voice-player") });
+// The speech node's narrator_voice param: an upload id, so a file field of its own rather than a text in Advanced.
+const narrator = new UploadField(form, { kind: "voice", key: "narrator_voice", input: $("#narrator"),
+  preview: $("#narrator-player"), optional: true, remove: $("#narrator-remove") });
 let advanced = null;
 let pipelines = [];
 let formLoad = Promise.resolve(); // the form's data as it loads (again after a key is given): a submit waits for it
@@ -58,8 +63,9 @@ async function fetchForm() {
     const [catalog, schemas, about] = await Promise.all([api.pipelines(), api.paramSchemas(), api.paramForm()]);
     pipelines = catalog.pipelines;
     $("#pipeline").replaceChildren(...pipelines.map(({ name }) => el("option", { value: name }, name)));
-    // The own script has its field at the top of the form, not in Advanced.
-    advanced = new AdvancedParams($("#params"), schemas, about, (key) => key === scriptKey());
+    // The own script and the narrator voice have their fields at the top of the form, not in Advanced.
+    advanced = new AdvancedParams($("#params"), schemas, about,
+      (key) => key === scriptKey() || key === narratorKey());
     showPipelineParams();
     clearError(form, "form");
   } catch (err) {
@@ -77,24 +83,35 @@ function scriptKey() {
   return node ? `${node.id}.text` : null;
 }
 
+/** "f5_to_tts.narrator_voice": the param the narrator voice field stands for (the pipeline's speech node), or null. */
+function narratorKey() {
+  const node = currentPipeline()?.nodes.find(({ task }) => task === SPEECH_TASK);
+  return node ? `${node.id}.narrator_voice` : null;
+}
+
 function showPipelineParams() {
   const pipeline = currentPipeline();
   advanced.show(pipeline ? pipeline.nodes : []);
   $("#script-field").hidden = !scriptKey();
   $("#script-field .field-error").dataset.for = scriptKey() || "script.text";
+  $("#narrator-field").hidden = !narratorKey();
   tieErrors(form);
 }
 
 function showErrors(errors) {
   for (const [key, message] of Object.entries(errors)) {
     if (advanced?.has(key)) advanced.reveal();
+    if (key.startsWith("callback_")) $("#webhook").open = true;
     showError(form, key, message);
   }
 }
 
-/** Which field an API error is about: "f5_to_tts.nfe_step: ...", "prompt: ...", "unknown portrait upload ...". */
+/** Which field an API error is about: "f5_to_tts.nfe_step: ...", "prompt: ...", "unknown portrait upload ...",
+ * "callback_url: ...". */
 function fieldOfError(message) {
   const named = /^([\w.]+): /.exec(message)?.[1];
+  // "f5_to_tts.narrator_voice: unknown voice upload ...", "f5_to_tts.narrator_voice is silent: ...".
+  if (narratorKey() && /^[\w.]+/.exec(message)?.[0] === narratorKey()) return "narrator_voice";
   if (named && (JOB_FIELDS.includes(named) || named === scriptKey() || advanced?.has(named))) return named;
   if (message.startsWith("unknown pipeline")) return "pipeline";
   if (message.startsWith("prompt ")) return "prompt";
@@ -103,7 +120,11 @@ function fieldOfError(message) {
   return "form";
 }
 
-function jobRequest(image, voiceId, params) {
+function jobRequest([image, voiceId, narratorId], params, webhook) {
+  if (narratorId) {
+    const [node, name] = narratorKey().split(".");
+    (params[node] ||= {})[name] = narratorId;
+  }
   return {
     pipeline: $("#pipeline").value,
     prompt: $("#prompt").value,
@@ -111,7 +132,21 @@ function jobRequest(image, voiceId, params) {
     voice: voiceId,
     ref_text: $("#ref_text").value,
     params,
+    ...webhook,
   };
+}
+
+function webhookFields() {
+  return webhookRequest($("#callback_url").value, $("#callback_secret").value);
+}
+
+/** Check a webhook field as it is typed, with the server's message. */
+function recheckWebhook({ target }) {
+  const check = { callback_url: callbackUrlError, callback_secret: callbackSecretError }[target.id];
+  if (!check) return;
+  const error = check(target.value);
+  if (error) showError(form, target.id, error);
+  else clearError(form, target.id);
 }
 
 function setBusy(busy) {
@@ -121,7 +156,8 @@ function setBusy(busy) {
 }
 
 async function uploadIds() {
-  const results = await Promise.allSettled([portrait.id(), voice.id()]);
+  const fields = narratorKey() ? [portrait, voice, narrator] : [portrait, voice];
+  const results = await Promise.allSettled(fields.map((field) => field.id()));
   if (results.some(({ status }) => status === "rejected")) return null; // each error is shown by its field
   return results.map(({ value }) => value);
 }
@@ -138,12 +174,14 @@ async function submitJob(event) {
     (params[node] ||= {})[name] = $("#script_text").value;
   }
   if (!$("#prompt").value.trim() && !script) errors.prompt = "prompt is empty: give a prompt, or your own script";
+  const webhook = webhookFields();
+  Object.assign(errors, webhook.errors);
   if (Object.keys(errors).length) return showErrors(errors);
   setBusy(true);
   try {
     const ids = await uploadIds();
     if (!ids) return showError(form, "form", "the job was not sent: see the upload errors above");
-    const job = await api.createJob(jobRequest(...ids, params));
+    const job = await api.createJob(jobRequest(ids, params, webhook.fields));
     $("#form-note").textContent = "";
     showJob(job);
     await jobs.load(0);
@@ -169,16 +207,33 @@ async function reuseJob(job, { edit = false } = {}) {
   const { [scriptNode]: scriptParams = {}, ...others } = job.params || {};
   const { [scriptName]: ownScript = "", ...scriptOthers } = scriptParams;
   $("#script_text").value = ownScript || "";
+  const narratorId = takeNarrator(others);
   advanced.fill({ ...others, [scriptNode]: scriptOthers });
-  if (Object.keys(others).length || Object.keys(scriptOthers).length) advanced.reveal();
+  if (Object.values(others).some((node) => Object.keys(node).length) || Object.keys(scriptOthers).length) {
+    advanced.reveal();
+  }
   $("#form-note").textContent = `${edit ? "Editing" : "Reusing"} the settings of job ${job.id}: change what you want `
     + "and make the video.";
   $("#create").scrollIntoView({ behavior: "smooth", block: "start" });
   $("#prompt").focus({ preventScroll: true });
+  narrator.keep(narratorId, `the narrator voice of job ${job.id} (upload ${narratorId})`);
   await Promise.all([
     portrait.reuse(() => api.inputFile(job.id, "source_image")),
     voice.reuse(() => api.inputFile(job.id, "narrator_voice")),
   ]);
+}
+
+/** Take the narrator voice's upload id out of a past job's params ({node: {name: value}}, changed in place): it is
+ * kept by the narrator field, not shown in Advanced. */
+function takeNarrator(params) {
+  if (!narratorKey()) return null;
+  const [node, name] = narratorKey().split(".");
+  const id = params[node]?.[name] || null;
+  if (params[node]) {
+    const { [name]: _taken, ...rest } = params[node];
+    params[node] = rest;
+  }
+  return id;
 }
 
 function jobDeleted(id) {
@@ -218,6 +273,7 @@ function bindEvents() {
   $("#change-key").addEventListener("click", () => askForKey("Give another API key."));
   $("#pipeline").addEventListener("change", showPipelineParams);
   form.addEventListener("submit", submitJob);
+  $("#webhook").addEventListener("input", recheckWebhook);
   window.addEventListener("hashchange", openJobFromAddress);
 }
 

@@ -66,7 +66,15 @@ export function inputItems(job) {
   const rows = [["Pipeline", job.pipeline], ["Prompt", job.prompt || "(none: own script)"],
     ["What the voice says", job.ref_text || "(not given)"]];
   if (job.priority) rows.push(["Priority", String(job.priority)]);
+  if (job.callback) rows.push(["Webhook", webhookState(job.callback)]);
   return rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]);
+}
+
+/** Where the webhook goes (its host: the API never answers the URL's path) and how its delivery went. */
+export function webhookState({ url_host: host, state, attempts, last_status: status, last_error: error }) {
+  const tries = attempts ? ` after ${attempts} attempt${attempts === 1 ? "" : "s"}` : "";
+  const last = error || (status ? `answered ${status}` : "");
+  return `${host}: ${state}${tries}${last ? ` (${last})` : ""}`;
 }
 
 /** The params the job changed from their defaults, one per line. */

@@ -84,6 +84,7 @@ export class JobView {
     this.root.hidden = false;
     this.update(job);
     this.showInputs(job);
+    this.showSecret(job.callback_secret);
     this.follow();
   }
 
@@ -205,6 +206,7 @@ export class JobView {
     this.showVideo(job);
     this.showDownloads(job);
     for (const node of job.nodes) this.showDetails(node);
+    this.$("#job-input-values").replaceChildren(...inputItems(job)); // the webhook's state changes as it is sent
     this.showOverall();
   }
 
@@ -310,8 +312,13 @@ export class JobView {
   }
 
   /** The job's prompt, transcript, portrait, voice and changed settings. */
+  /** The webhook's signing secret the server made: only the answer that created the job carries it. */
+  showSecret(secret) {
+    this.$("#job-webhook-secret").hidden = !secret;
+    this.$("#job-webhook-secret-value").textContent = secret || "";
+  }
+
   showInputs(job) {
-    this.$("#job-input-values").replaceChildren(...inputItems(job));
     this.$("#job-settings").replaceChildren(...settingItems(job));
     for (const [selector, name] of [["#job-portrait", "source_image"], ["#job-voice", "narrator_voice"]]) {
       const media = this.$(selector);

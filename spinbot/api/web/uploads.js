@@ -5,12 +5,15 @@ import { api } from "./api.js";
 import { clearError, showError } from "./dom.js";
 
 export class UploadField {
-  /** kind: "portrait" or "voice"; key: the job field ("image" or "voice") whose errors it shows. */
-  constructor(form, { kind, key, input, preview }) {
-    Object.assign(this, { form, kind, key, input, preview });
+  /** kind: "portrait" or "voice"; key: the field ("image", "voice", "narrator_voice") whose errors it shows;
+   * optional: no file is no error (id() gives null); remove: the button that takes the chosen file back. */
+  constructor(form, { kind, key, input, preview, optional = false, remove = null }) {
+    Object.assign(this, { form, kind, key, input, preview, optional, remove });
     this.state = form.querySelector(`.upload-state[data-state-for="${key}"]`);
     this.upload = null; // the promise of the chosen file's upload id
+    this.kept = null; // an upload id kept from a past job (no file chosen here): sent as it is
     input.addEventListener("change", () => this.choose());
+    remove?.addEventListener("click", () => this.clear());
     preview.addEventListener("error", () => (preview.hidden = true));
     preview.addEventListener(preview.tagName === "IMG" ? "load" : "loadedmetadata", () => (preview.hidden = false));
   }
@@ -21,6 +24,9 @@ export class UploadField {
 
   choose() {
     clearError(this.form, this.key);
+    this.kept = null;
+    if (this.remove) this.remove.hidden = !this.file;
+    if (!this.file) this.state.textContent = "";
     this.showPreview();
     this.upload = this.file ? this.send(this.file) : null;
     this.upload?.catch(() => {}); // shown next to the field already; id() tries again
@@ -63,8 +69,26 @@ export class UploadField {
     }
   }
 
+  /** No file, and no upload kept: the field as the page first shows it. */
+  clear() {
+    this.input.value = "";
+    this.choose();
+  }
+
+  /** Keep an upload id a past job names (the upload is kept while a job names it), as if its file were chosen. */
+  keep(id, note) {
+    this.clear();
+    if (!id) return;
+    this.kept = id;
+    this.upload = Promise.resolve(id);
+    this.state.textContent = note;
+    if (this.remove) this.remove.hidden = false;
+  }
+
   /** The upload id for the job; uploads again when the last try failed (a key may have been given since). */
   async id() {
+    if (this.kept) return this.kept;
+    if (!this.file && this.optional) return null;
     if (!this.file) {
       const message = `choose a ${this.kind} file`;
       showError(this.form, this.key, message);
