@@ -71,3 +71,37 @@ def test_the_cli_refuses_a_local_voice_of_nan_samples_with_one_line(spinbot_env,
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "some of its samples are not numbers (NaN or infinity)" in lines[0]
     assert not (spinbot_env / "jobs").exists()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (63, 200), (300, 40)])
+def test_a_portrait_too_small_to_show_a_face_is_a_400_at_upload(client, spinbot_env, tmp_path, size):
+    # Was a 201, and a job that succeeded: a video of one colour (the native backend renders it at 480p, as long)
+    from PIL import Image
+
+    Image.new("RGB", size, (200, 120, 80)).save(tmp_path / "small.png")
+    answer = upload(client, "portrait", tmp_path / "small.png")
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {
+        "error": f"the portrait upload is refused: the portrait is {size[0]}x{size[1]}: a side under 64 pixels is "
+        "too small to show a face (send a larger photo)"
+    }
+    assert stored(spinbot_env) == []
+
+
+def test_a_portrait_of_64_pixels_a_side_is_accepted(client, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 256), (200, 120, 80)).save(tmp_path / "small.png")
+    assert upload(client, "portrait", tmp_path / "small.png").status_code == 201
+
+
+def test_the_cli_refuses_a_1x1_portrait_with_one_line(spinbot_env, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), "red").save(tmp_path / "dot.png")
+    args = ["run", "--prompt", "the sea", "--image", str(tmp_path / "dot.png"), "--voice", str(voice_path())]
+    result = CliRunner().invoke(cli_app, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "the portrait is 1x1: a side under 64 pixels is too small to show a face" in lines[0]
+    assert not (spinbot_env / "jobs").exists()
