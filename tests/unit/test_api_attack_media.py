@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-from spinbot.samples import portrait_path, voice_path
 from typer.testing import CliRunner
 
 from spinbot.cli import app as cli_app
+from spinbot.samples import portrait_path, voice_path
 from tests.support.api_client import api_client, stored
 
 KEY = "key-a-123"
