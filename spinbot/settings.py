@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     # The frame's ceiling is the largest frame libx264 opens through FFmpeg (16384x16128; tasks/video_budget.py).
     max_video_frame_pixels: int = Field(default=4096 * 4096, ge=64 * 64, le=16384 * 16128)
     max_video_pixels: int = Field(default=30_000_000_000, ge=64 * 64)
+    # The talking head's denoising (spinbot.tasks.talk.check_talk_work): windows x frame_window_size x sampling_steps x
+    # model passes a step (1 to 3, by the guidance scales). The seed's recipe for 300 s at 25 fps is 65,124; the
+    # official 40 steps with both guidance passes 1.3 M (hours of an H100); 200 steps with both over the same
+    # speech 6.5 M, a day and a half.
+    max_talk_frame_steps: int = Field(default=2_000_000, ge=1)
 
     # One owner per job: the process driving a job renews its lease every third of this; another process takes the
     # job over only after the lease expired (spinbot.control.lease).

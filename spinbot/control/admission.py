@@ -28,9 +28,9 @@ from spinbot.storage.uploads import UPLOAD_ID, upload_folder, upload_key
 from spinbot.tasks.base import TaskParams, unstorable
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
-from spinbot.tasks.talk import InfiniteTalkParams
+from spinbot.tasks.talk import InfiniteTalkParams, check_talk_work
 from spinbot.tasks.tts import TextToSpeechParams
-from spinbot.tasks.windows import frame_count, refuse_too_many_windows
+from spinbot.tasks.windows import frame_count
 
 TALK_TRANSFORMER_PARAMS = ("wan_video_model", "infinitetalk_model")  # the 14B transformer's two files
 TALK_CPU_MAX_BYTES = 10**9  # full size: about 38 GB in bfloat16 (16 GB in FP8); the synthetic tiny ones: 16 MB
@@ -99,14 +99,14 @@ class Admission:
         return estimates
 
     def check_windows(self, spec: PipelineSpec, nodes: dict[str, Any], speech: dict[str, float]) -> None:
-        """A talking head's windows for the speech estimated before it (infinite_talk checks them again on the
-        speech it gets)."""
+        """A talking head's windows, and the denoising they cost, for the speech estimated before it (infinite_talk
+        checks them again on the speech it gets)."""
         for node_id, talk in nodes.items():
             seconds = max((speech[a] for a in spec.ancestors(node_id) if a in speech), default=None)
             if not isinstance(talk, InfiniteTalkParams) or seconds is None:
                 continue
             frames, about = frame_count(seconds, talk.fps), f"about {seconds:.0f} s of speech at {talk.fps} fps"
-            refuse_too_many_windows(node_id, max(frames, 1), talk.frame_window_size, talk.motion_frame, about)
+            check_talk_work(node_id, max(frames, 1), talk, self.settings.max_talk_frame_steps, about)
 
     def check_backends(self, spec: PipelineSpec, nodes: dict[str, TaskParams], request: JobRequest) -> None:
         values = {"ref_text": request.ref_text or ""}

@@ -117,7 +117,14 @@ def load_voice(path: Path | str, *, max_seconds: float, sr: int | None = None) -
     """A narrator voice sample: its header checked against max_seconds (the caller's SPINBOT_MAX_VOICE_SECONDS)
     first, then a decode that also stops at that length (a header may not tell, or may lie)."""
     check_voice_header(probe_audio(path), max_seconds)
-    return load_audio(path, sr, max_seconds=max_seconds)
+    audio, rate = load_audio(path, sr, max_seconds=max_seconds)
+    # A float WAV may hold NaN or infinity (and a double's 1e200 is infinity in float32): the silence check read a
+    # NaN voice as silent, and F5-TTS scales its reference by the RMS, which one infinite sample makes infinite.
+    if not np.isfinite(audio).all():
+        raise UnusableFile(
+            path, "some of its samples are not numbers (NaN or infinity): export it again as 16-bit PCM WAV or FLAC"
+        )
+    return audio, rate
 
 
 def load_audio(

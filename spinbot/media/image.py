@@ -71,12 +71,21 @@ def load_image(path: Path | str, max_pixels: int) -> np.ndarray:
 # A portrait's long side at most 4x its short one: wider frames are not a talking head, and past this the lite
 # backends kept the aspect into frames libx264 cannot encode (a 20000x64 image failed only at the last node).
 MAX_PORTRAIT_ASPECT = 4.0
+# A portrait's short side at least this: a 1x1 PNG passed every check and made a video of one colour (the native
+# backend enlarges it to its 480p bucket and renders it for as long as a real face). The models see a face in
+# patches of 16 pixels (the VAE's 8 times its patch of 2), so under 64 there are not four across.
+MIN_PORTRAIT_SIDE = 64
 
 
 def load_portrait(path: Path | str, max_pixels: int) -> np.ndarray:
-    """load_image for the portrait a video is made from: its aspect ratio checked from the header first."""
+    """load_image for the portrait a video is made from: its size and aspect ratio checked from the header first."""
     with _opened(path, max_pixels) as (image, header):
         long_side, short_side = max(header.width, header.height), min(header.width, header.height)
+        if short_side < MIN_PORTRAIT_SIDE:
+            raise InputTooLarge(  # a limit, as the aspect below: the upload route passes its message on
+                f"the portrait is {header.width}x{header.height}: a side under {MIN_PORTRAIT_SIDE} pixels is too "
+                "small to show a face (send a larger photo)"
+            )
         if long_side > MAX_PORTRAIT_ASPECT * short_side:
             raise InputTooLarge(  # a limit, like pixels and seconds: the upload route passes its message on
                 f"the portrait is {header.width}x{header.height}: one side is more than {MAX_PORTRAIT_ASPECT:g}x "

@@ -7,6 +7,7 @@ through the backend, each window's frames streamed to the encoder as it finishes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from spinbot.backends.talk.base import SpeechTrack, TalkBackend
-from spinbot.errors import InputError
+from spinbot.errors import InputError, ParamsError
 from spinbot.media.audio import load_audio, resample
 from spinbot.media.chunks import ChunkMismatch, join_chunks
 from spinbot.media.features import Loudness, fit_length, frame_features, highpass, normalize_loudness, speech_bounds
@@ -28,7 +29,7 @@ from spinbot.tasks.live import LiveOutput
 from spinbot.tasks.model_files import model_folders
 from spinbot.tasks.talk_resume import WindowCheckpoints, fingerprint
 from spinbot.tasks.video_budget import Video, check_videos, talk_levers
-from spinbot.tasks.windows import Window, frame_count, plan_windows, refuse_too_many_windows
+from spinbot.tasks.windows import Window, frame_count, plan_windows, refuse_too_many_windows, window_count
 
 TARGET_LUFS = -23.0  # EBU R 128
 # The samplers the native backend implements (spinbot.backends.talk.infinitetalk.sampler.SCHEDULERS).
@@ -148,6 +149,40 @@ class InfiniteTalkParams(TaskParams):
         return self
 
 
+def guidance_passes(sampling_cfg: float, audio_cfg_scale: float) -> int:
+    """Model passes a denoising step makes: one, and one more for each guidance scale that is not 1 (the native
+    sampler's Guidance.passes, without importing torch)."""
+    return 1 + sum(not math.isclose(scale, 1.0) for scale in (sampling_cfg, audio_cfg_scale))
+
+
+def denoising_work(total_frames: int, params: InfiniteTalkParams) -> tuple[int, int]:
+    """The windows for `total_frames`, and the frame-steps they denoise: each window's frames (motion context
+    included: the model denoises them all) x sampling_steps x model passes a step."""
+    windows = window_count(total_frames, params.frame_window_size, params.motion_frame)
+    passes = guidance_passes(params.sampling_cfg, params.audio_cfg_scale)
+    return windows, windows * params.frame_window_size * params.sampling_steps * passes
+
+
+def check_talk_work(node_id: str, total_frames: int, params: InfiniteTalkParams, limit: int, about: str) -> None:
+    """ParamsError, one line, where the windows are too many (spinbot.tasks.windows) or the denoising is over
+    SPINBOT_MAX_TALK_FRAME_STEPS. Each param is in range alone, but together they multiply: 200 steps with both
+    guidance passes over 300 s of speech are days of a GPU for one job. Run at submission on the speech estimated
+    and again here on the real one."""
+    refuse_too_many_windows(node_id, total_frames, params.frame_window_size, params.motion_frame, about)
+    windows, work = denoising_work(total_frames, params)
+    if work <= limit:
+        return
+    passes = guidance_passes(params.sampling_cfg, params.audio_cfg_scale)
+    why = {1: "", 2: " (sampling_cfg or audio_cfg_scale not 1)", 3: " (sampling_cfg and audio_cfg_scale not 1)"}
+    raise ParamsError(
+        f"{node_id}: {windows:,} window{'s' if windows > 1 else ''} of {params.frame_window_size} frames x "
+        f"{params.sampling_steps} sampling_steps x {passes} model pass{'es' if passes > 1 else ''} a step"
+        f"{why[passes]} is {work:,} frame-steps of denoising ({about}), over the limit of {limit:,} "
+        "(SPINBOT_MAX_TALK_FRAME_STEPS): lower sampling_steps, set sampling_cfg or audio_cfg_scale to 1, or make "
+        "the script shorter"
+    )
+
+
 def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     from spinbot.backends.registry import get_backend
 
@@ -156,7 +191,7 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     image, resize_step = prepare_image(ctx.input_path("source_image"), backend, params)
     steps.append(resize_step)
     about = f"{speech.frames / speech.fps:.1f} s of speech at {speech.fps} fps"
-    refuse_too_many_windows(ctx.node_id, speech.frames, params.frame_window_size, params.motion_frame, about)
+    check_talk_work(ctx.node_id, speech.frames, params, get_settings().max_talk_frame_steps, about)
     # on the real frame and speech, before any rendering: admission's estimate is a lower bound (tasks/video_budget);
     # with the videos the upscales after this node will make of it, which would otherwise fail only once it rendered
     size = (image.shape[1], image.shape[0])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from spinbot.api.routes.uploads import check_content
 from spinbot.errors import InputError
-from spinbot.media.image import load_portrait
+from spinbot.media.image import load_image, load_portrait
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import get_settings
 from tests.support.cli import run_cli
@@ -41,7 +41,8 @@ def test_a_cut_out_portrait_is_on_white_as_the_page_shows_it(tmp_path, mode):
     # here red), while the page's preview showed them white
     path = tmp_path / f"cut-out-{mode}.png"
     _cut_out(mode).save(path)
-    rgb = load_portrait(path, MAX_PIXELS)
+    # load_image: the decode itself (a swatch this small is under the portrait's 64 pixels a side)
+    rgb = load_image(path, MAX_PIXELS)
     opaque = rgb[0, 0]
     assert rgb.shape == (32, 64, 3) and (rgb[:, :32] == opaque).all() and (rgb[:, 50:] == WHITE).all()
     if mode != "P":
@@ -149,7 +150,7 @@ def test_a_display_p3_photo_is_converted_to_srgb(tmp_path):
     # its numbers were taken as sRGB: every saturated colour came out duller than the phone shows it
     from tests.support.icc import rgb_profile
 
-    got = load_portrait(_tagged_png(tmp_path / "p3.png", rgb_profile()), MAX_PIXELS)[0].astype(int)
+    got = load_image(_tagged_png(tmp_path / "p3.png", rgb_profile()), MAX_PIXELS)[0].astype(int)
     expected = _srgb_from_p3(SWATCHES[0])
     assert np.abs(got - expected).max() <= 2
     assert np.abs(expected - SWATCHES[0]).max() > 10  # the conversion moves these colours visibly
@@ -164,5 +165,5 @@ def test_an_srgb_broken_or_oversized_profile_keeps_the_numbers(tmp_path):
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     huge = rgb_profile() + b"\0" * MAX_ICC_BYTES  # a valid profile, past the length read
     for name, profile in {"none": None, "srgb": srgb, "broken": b"not a profile " * 40, "huge": huge}.items():
-        got = load_portrait(_tagged_png(tmp_path / f"{name}.png", profile), MAX_PIXELS)
+        got = load_image(_tagged_png(tmp_path / f"{name}.png", profile), MAX_PIXELS)
         assert (got == np.repeat(SWATCHES, 8, axis=0)).all(), name

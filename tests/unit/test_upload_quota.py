@@ -64,7 +64,7 @@ def test_a_key_keeps_at_most_its_limit_of_uploads_however_small(spinbot_env, use
     from PIL import Image
 
     tiny = tmp_path / "tiny.png"
-    Image.new("RGB", (2, 2), (200, 100, 50)).save(tiny)
+    Image.new("RGB", (64, 64), (200, 100, 50)).save(tiny)  # the smallest portrait
     use_settings(api_keys=f"{KEY_A},{KEY_B}", max_upload_files=3)
 
     def upload(key: str = KEY_A):
