@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -148,6 +148,10 @@ class Settings(BaseSettings):
 
     # HTTP API
     api_keys: str | None = None  # comma-separated; unset: the API only serves loopback addresses
+    # The API keys (comma-separated, each one of SPINBOT_API_KEYS) whose jobs may set `priority`: any other key's
+    # job with one is a 403, so one user cannot put their jobs ahead of everyone's. Without API keys (loopback only,
+    # one local user) priority is allowed.
+    priority_api_keys: str | None = None
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     # What one key's uploads may hold in all (the uploads its jobs use count too; deleting a job frees its uploads)
     max_upload_storage_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
@@ -218,6 +222,17 @@ class Settings(BaseSettings):
             raise ValueError("'auto' or a language the lite voice (espeak-ng) has, such as de, fr, pt-br, en-us")
         return value
 
+    @field_validator("priority_api_keys")
+    @classmethod
+    def _priority_keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # a key that is no API key (a typo, a key since removed) would allow nobody, silently
+        api_keys = set(_key_list(info.data.get("api_keys")))
+        strays = [key for key in _key_list(value) if key not in api_keys]
+        if strays:
+            keys = f"{len(strays)} key{'s' if len(strays) > 1 else ''}"
+            raise ValueError(f"it names {keys} that SPINBOT_API_KEYS does not have; list only API keys")
+        return value
+
     @field_validator("callback_allow_hosts")
     @classmethod
     def _allow_hosts(cls, value: str) -> str:
@@ -228,7 +243,11 @@ class Settings(BaseSettings):
 
     @property
     def api_key_list(self) -> list[str]:
-        return [k.strip() for k in (self.api_keys or "").split(",") if k.strip()]
+        return _key_list(self.api_keys)
+
+    @property
+    def priority_api_key_list(self) -> list[str]:
+        return _key_list(self.priority_api_keys)
 
     @property
     def resolved_database_url(self) -> str:
@@ -243,6 +262,10 @@ class Settings(BaseSettings):
         return self.data_dir / "checkpoints.sqlite"
 
 
+def _key_list(value: str | None) -> list[str]:
+    return [k.strip() for k in (value or "").split(",") if k.strip()]
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The settings from the environment; a refused value raises SettingsError with one line naming the variable."""
@@ -254,6 +277,10 @@ def get_settings() -> Settings:
         raise SettingsError(unparsed(err)) from None
 
 
+# Settings whose value is never echoed in an error line (it ends up in a terminal's scrollback or a service's log).
+SECRET_SETTINGS = frozenset({"SPINBOT_API_KEYS", "SPINBOT_PRIORITY_API_KEYS", "SPINBOT_METRICS_KEY"})
+
+
 def one_line(err: ValidationError) -> str:
     first, more = err.errors()[0], len(err.errors()) - 1
     first["msg"] = first["msg"].removeprefix("Value error, ")  # a validator's own sentence, as the user reads it
@@ -263,7 +290,8 @@ def one_line(err: ValidationError) -> str:
     if inside:
         where = ".".join(str(part) for part in inside)
         return f"{name}={os.environ.get(name)!r} refused: {where}: {first['msg']} (got {first.get('input')!r}){tail}"
-    return f"{name}={os.environ.get(name, first.get('input'))!r} refused: {first['msg']}{tail}"  # as the user typed it
+    shown = "'***'" if name in SECRET_SETTINGS else repr(os.environ.get(name, first.get("input")))  # as typed
+    return f"{name}={shown} refused: {first['msg']}{tail}"
 
 
 def unparsed(err: SourceError) -> str:

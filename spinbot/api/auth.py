@@ -30,6 +30,10 @@ class Unauthorized(SpinBotError):
     pass
 
 
+class Forbidden(SpinBotError):
+    """A known key asking for what its key may not do (403)."""
+
+
 def owner_of(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
@@ -92,6 +96,15 @@ async def media_owner(request: Request) -> str | None:
     if owner is None:
         raise _refuse(request)
     return owner
+
+
+async def may_set_priority(request: Request) -> bool:
+    """Whether the caller's key is one of SPINBOT_PRIORITY_API_KEYS (compared as the keys are: in constant time);
+    True without API keys (loopback only: one local user, whose jobs are all their own)."""
+    settings = request.app.state.settings
+    if not settings.api_key_list:
+        return True
+    return _matching_key(_header_key(request), settings.priority_api_key_list) is not None
 
 
 async def metrics_access(request: Request) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from spinbot.api.auth import current_owner, media_owner
+from spinbot.api.auth import current_owner, may_set_priority, media_owner
 from spinbot.api.executor import JobExecutor
 from spinbot.api.metrics import Metrics
 from spinbot.api.readiness import Readiness
@@ -65,3 +65,4 @@ async def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 Owner = Annotated[str | None, Depends(current_owner)]
 MediaOwner = Annotated[str | None, Depends(media_owner)]  # header key or media cookie: routes loaded by URL
+MaySetPriority = Annotated[bool, Depends(may_set_priority)]  # SPINBOT_PRIORITY_API_KEYS

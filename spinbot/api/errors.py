@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from spinbot.api.auth import Unauthorized
+from spinbot.api.auth import Forbidden, Unauthorized
 from spinbot.api.public_errors import public_error
 from spinbot.errors import (
     BackendUnavailable,
@@ -52,6 +52,7 @@ class ErrorBody(BaseModel):
 _MEANINGS = {
     400: "bad input: the message names the field or file and the rule",
     401: "missing or unknown API key",
+    403: "the key may not do this: a job's priority needs a key of SPINBOT_PRIORITY_API_KEYS",
     404: "no such job, upload or artifact for this key",
     409: "the job's state forbids this now",
     413: "too large: an upload over SPINBOT_MAX_UPLOAD_BYTES, a key's uploads over SPINBOT_MAX_UPLOAD_STORAGE_BYTES, "
@@ -89,6 +90,7 @@ def _status_for(err: SpinBotError) -> int:
 
     for kind, status in (
         (Unauthorized, 401),
+        (Forbidden, 403),
         (JobNotFound, 404),
         (Conflict, 409),
         (UploadTooLarge, 413),

@@ -31,7 +31,11 @@ class JobCreate(BaseModel):
     ref_text: str = Field(default="", description="transcript of the voice, at most SPINBOT_MAX_REF_TEXT_CHARS")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     priority: int | None = Field(
-        default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="queue priority, 1 runs first"
+        default=None,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description="queue priority, 1 runs first; with API keys, only a key of SPINBOT_PRIORITY_API_KEYS may set it "
+        "(403)",
     )
     callback_url: str | None = Field(
         default=None,

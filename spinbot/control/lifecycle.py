@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from spinbot.errors import Conflict, JobNotFound
 from spinbot.state import store as st
 from spinbot.state.checkpoints import open_checkpointer
+from spinbot.state.inputs_in_use import delete_unused
 from spinbot.state.models import utcnow
 from spinbot.storage.base import artifact_key
 from spinbot.tasks.base import RESUME_FOLDER
@@ -42,8 +43,8 @@ def delete_job(runner: Runner, job_id: str) -> None:
         if not runner.jobs.mark_deleting(job_id, DELETABLE_STATES):
             raise _not_deletable(runner.jobs.get(job_id))
         job = runner.jobs.get(job_id)
-        for folder in _folders_to_delete(runner, job):
-            runner.artifacts.delete_prefix(folder)
+        runner.artifacts.delete_prefix(f"jobs/{job.id}")
+        _delete_unused_uploads(runner, job)
         with open_checkpointer(runner.settings) as saver:
             saver.delete_thread(job_id)
         runner.jobs.delete_job(job_id)
@@ -94,16 +95,17 @@ def _not_deletable(job: st.JobView) -> Conflict:
     )
 
 
-def _folders_to_delete(runner: Runner, job: st.JobView) -> list[str]:
-    """The job's own folder (its inputs and every node's artifacts), and the folder of each upload it used that
-    none of the owner's other jobs names."""
-    in_use = runner.jobs.input_keys_in_use(job.id, job.owner)
-    uploads = {
-        str(PurePosixPath(key).parent)
-        for key in job.inputs.get("artifacts", {}).values()
-        if _is_upload(key) and key not in in_use
-    }
-    return [f"jobs/{job.id}", *sorted(uploads)]
+def _delete_unused_uploads(runner: Runner, job: st.JobView) -> None:
+    """The folder of each upload the job used that none of the owner's other jobs names, under the owner's lock
+    (spinbot.state.inputs_in_use): a job naming one that is submitted meanwhile is written first and keeps it, or
+    is refused."""
+    uploads = [key for key in job.inputs.get("artifacts", {}).values() if _is_upload(key)]
+
+    def delete(unused: list[str]) -> None:
+        for folder in sorted({str(PurePosixPath(key).parent) for key in unused}):
+            runner.artifacts.delete_prefix(folder)
+
+    delete_unused(runner.jobs.engine, job.owner, uploads, delete, except_job=job.id)
 
 
 def _is_upload(key: str) -> bool:

@@ -27,7 +27,7 @@ from spinbot.control.dispatch import Dispatcher, InProcessDispatcher, TaskReques
 from spinbot.control.lease import LeaseKeeper, LeaseLost
 from spinbot.control.progress import JobProgress, NodeProgress
 from spinbot.control.requests import JobRequest
-from spinbot.errors import ParamsError, SpinBotError, TaskFailed, TooManyJobs, shorten
+from spinbot.errors import InputError, ParamsError, SpinBotError, TaskFailed, TooManyJobs, shorten
 from spinbot.pipelines.planner import compile_graph
 from spinbot.pipelines.spec import PipelineSpec, get_pipeline
 from spinbot.settings import Settings, get_settings
@@ -39,6 +39,7 @@ from spinbot.state.events import Event, EventBus, make_event_bus
 from spinbot.state.idempotency import KeyInUse
 from spinbot.state.lease import LeaseStore
 from spinbot.storage.base import ArtifactStore, artifact_key, open_store
+from spinbot.storage.uploads import require_stored
 from spinbot.tasks.base import Cancelled, NodeOutput, Superseded, did_you_mean, validate_params
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.user_files import INPUTS_NODE  # job inputs are stored as if a node named "inputs" wrote them
@@ -162,8 +163,9 @@ class Runner:
                 callback=callback,
                 idempotency=request.idempotency,
                 max_active=request.max_active,
+                check_inputs=partial(require_stored, self.artifacts, artifacts),  # none deleted since admission
             )
-        except (KeyInUse, TooManyJobs):
+        except (KeyInUse, TooManyJobs, InputError):
             if request.image is not None or request.voice is not None or local_voices:  # copied from local files
                 self.artifacts.delete_prefix(f"jobs/{job_id}/")
             raise

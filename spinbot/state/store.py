@@ -8,9 +8,8 @@ transitions read side by side. Leases (lease.py), webhook state (callbacks.py) a
 from __future__ import annotations
 
 import builtins
-import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from spinbot.errors import JobNotFound, TooManyJobs
 from spinbot.state.idempotency import KeyInUse, find_keyed_job
+from spinbot.state.inputs_in_use import lock_owner
 from spinbot.state.lease import aware, database_now
 from spinbot.state.models import Artifact, Job, NodeRun, utcnow
 from spinbot.state.progress import job_progress, node_part
@@ -171,15 +171,19 @@ class JobStore:
         callback: dict[str, Any] | None = None,
         idempotency: tuple[str, str] | None = None,
         max_active: int | None = None,
+        check_inputs: Callable[[], None] | None = None,
     ) -> JobView:
         """A new pending job; with `lease` (owner, seconds) it is born leased to its creator, so no other process
         can take it between its creation and its start. With `idempotency` (the client's key, its request's digest):
         KeyInUse, and nothing written, where the owner's key already names a job (the unique index decides). With
-        `max_active`: TooManyJobs, and nothing written, where the owner would have more jobs waiting or running."""
+        `max_active`: TooManyJobs, and nothing written, where the owner would have more jobs waiting or running.
+        `check_inputs` runs under the owner's lock, which deleting an upload takes too (state/inputs_in_use.py):
+        whatever it raises (its uploads gone) is raised, and nothing written."""
+        guarded = max_active is not None or check_inputs is not None
         try:
             with self.session() as s, s.begin():
-                if max_active is not None:
-                    _lock_owner(s, owner)
+                if guarded:
+                    lock_owner(s, owner)
                 job = Job(
                     id=job_id,
                     pipeline=pipeline,
@@ -199,8 +203,10 @@ class JobStore:
                     job.lease_expires_at = now + timedelta(seconds=lease[1])
                 s.add(job)
                 if max_active is not None:
-                    s.flush()  # written first: SQLite's write lock is held from here to the commit
+                    s.flush()  # written first, so it is counted
                     _refuse_past_limit(s, owner, max_active)
+                if check_inputs is not None:
+                    check_inputs()
                 for pos, (node_id, task, plane) in enumerate(nodes):
                     s.add(
                         NodeRun(
@@ -272,14 +278,6 @@ class JobStore:
         with self.session() as s:
             return s.scalar(_count_unfinished(owner)) or 0
 
-    def input_keys_in_use(self, except_job: str, owner: str | None) -> set[str]:
-        """Every stored input that the owner's jobs other than `except_job` name (uploads are per owner, so no
-        other owner's job can name them)."""
-        with self.session() as s:
-            same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
-            rows = s.scalars(select(Job.inputs).where(Job.id != except_job, same_owner))
-            return {key for inputs in rows for key in (inputs or {}).get("artifacts", {}).values()}
-
     def delete_job(self, job_id: str) -> None:
         """The job's rows: its node runs, artifact records and the job itself."""
         with self.session() as s, s.begin():
@@ -313,7 +311,7 @@ class JobStore:
             )
             if result.rowcount == 1 and max_active is not None:  # written first, as in create_job
                 owner = s.scalar(select(Job.owner).where(Job.id == job_id))
-                _lock_owner(s, owner)
+                lock_owner(s, owner)
                 _refuse_past_limit(s, owner, max_active)
             return result.rowcount == 1
 
@@ -487,16 +485,7 @@ def _count_unfinished(owner: str | None):
 
 def _refuse_past_limit(s: Session, owner: str | None, max_active: int) -> None:
     """TooManyJobs where the owner has more than `max_active` jobs waiting or running. The caller has written its
-    job (pending) in this transaction, so it is counted, and holds the owner (_lock_owner; SQLite: its write)."""
+    job (pending) in this transaction, so it is counted, and holds the owner's lock (inputs_in_use.lock_owner)."""
     active = s.scalar(_count_unfinished(owner)) or 0
     if active > max_active:  # the caller's job included
         raise TooManyJobs.at_limit(active - 1, max_active)
-
-
-def _lock_owner(s: Session, owner: str | None) -> None:
-    """One transaction at a time counts and adds an owner's jobs. PostgreSQL: a lock on the owner's name until the
-    transaction ends (its READ COMMITTED would let two inserts each count without the other's). SQLite holds one
-    writer at a time already: the job is written before it is counted."""
-    if s.get_bind().dialect.name == "postgresql":
-        digest = hashlib.blake2b(f"spinbot.jobs.owner:{owner}".encode(), digest_size=8).digest()
-        s.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
+from spinbot.errors import InputError
 from spinbot.storage.base import ArtifactStore
 
 UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex
@@ -33,3 +34,15 @@ def upload_id_of(key: str) -> str | None:
     """The upload id in an upload's stored key; None for any other key."""
     match = _UPLOAD_KEY.fullmatch(key)
     return match[1] if match else None
+
+
+def require_stored(store: ArtifactStore, inputs: dict[str, str]) -> None:
+    """InputError naming the first of a job's inputs ({name: key}) that is an upload no longer stored: deleted after
+    the job's checks found it (spinbot.state.inputs_in_use: called where no upload can be deleted until the job is
+    written or refused)."""
+    for name, key in inputs.items():
+        upload_id = upload_id_of(key)
+        if upload_id is not None and not store.exists(key):
+            raise InputError(
+                f"upload '{upload_id}' ({name}) was deleted while the job was being submitted; upload it again"
+            )

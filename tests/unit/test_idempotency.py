@@ -29,7 +29,7 @@ def start_api(spinbot_env, use_settings, tmp_path) -> Iterator[Callable[..., Api
     with ExitStack() as stack:
 
         def start(hold: bool = False, **settings: object) -> Api:
-            use_settings(**{"api_keys": f"{KEY_A},{KEY_B}", **settings})
+            use_settings(**{"api_keys": f"{KEY_A},{KEY_B}", "priority_api_keys": KEY_A, **settings})
             runner = Runner(dispatcher=QuickDispatcher(hold))
             return Api(stack.enter_context(local_client(create_app(runner=runner))), tmp_path)
 

@@ -12,7 +12,8 @@ import anyio
 from fastapi import APIRouter, Header, Query, Response
 from sse_starlette.sse import EventSourceResponse
 
-from spinbot.api.deps import MediaOwner, Owner, Services, ServicesDep
+from spinbot.api.auth import Forbidden
+from spinbot.api.deps import MaySetPriority, MediaOwner, Owner, Services, ServicesDep
 from spinbot.api.errors import ErrorBody, TooManyStreams, error_responses
 from spinbot.api.idempotency import HEADER, REPLAYED_HEADER, checked_key, replayed_job, request_digest
 from spinbot.api.limits import StalledClient, bounded_send
@@ -65,7 +66,7 @@ _REPLAY_ANSWER = {
     response_model=JobCreated,
     responses={
         200: _REPLAY_ANSWER,
-        **error_responses(400, 401, 429, 503),
+        **error_responses(400, 401, 403, 429, 503),
         422: {
             "model": ErrorBody,
             "description": "a field is missing or has the wrong type, or the Idempotency-Key "
@@ -74,7 +75,12 @@ _REPLAY_ANSWER = {
     },
 )
 def create_job(
-    body: JobCreate, services: ServicesDep, owner: Owner, response: Response, idempotency_key: IdempotencyKey = None
+    body: JobCreate,
+    services: ServicesDep,
+    owner: Owner,
+    may_set_priority: MaySetPriority,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobCreated:
     runner, store = services.runner, services.runner.artifacts
     key = checked_key(idempotency_key)
@@ -84,6 +90,11 @@ def create_job(
         keyed = find_keyed_job(runner.jobs.engine, owner, idempotency[0])
         if keyed is not None:
             return _replay(services, response, keyed, idempotency)
+    if body.priority is not None and not may_set_priority:
+        raise Forbidden(
+            "this API key may not set a job's priority (only the keys in SPINBOT_PRIORITY_API_KEYS may); "
+            "send the job without priority"
+        )
     _refuse_past_active_limit(runner, owner, services.settings.max_active_jobs)
     spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
     runner.validate_params(spec, dict(body.params))

@@ -19,6 +19,7 @@ from spinbot.api.schemas import UploadKind, UploadOut
 from spinbot.api.upload_body import receive_upload
 from spinbot.errors import Conflict, InputError, JobNotFound, echo
 from spinbot.settings import Settings
+from spinbot.state.inputs_in_use import delete_unused
 from spinbot.storage.base import Usage
 from spinbot.storage.uploads import upload_folder, upload_keys
 
@@ -96,14 +97,20 @@ async def _upload(request: Request, services: Services, owner: str | None) -> Up
 )
 def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Response:
     """Delete one of the key's uploads that none of its jobs names (409 while one does: delete the job, and its
-    uploads go with it)."""
+    uploads go with it). Checked and deleted under the key's lock, which a job's insert takes too: a job submitted
+    meanwhile either is written first (409 here) or finds the upload gone (its 400)."""
     store, folder = services.runner.artifacts, upload_folder(owner)
     keys = upload_keys(store, owner, upload_id)
     if not keys:
         raise JobNotFound(f"upload {echo(upload_id)} not found")
-    if services.runner.jobs.input_keys_in_use("", owner) & set(keys):
-        raise Conflict(f"upload '{upload_id}' is an input of one of your jobs; deleting that job deletes it")
-    store.delete_prefix(f"{folder}{upload_id}")
+
+    def delete(_: list[str]) -> None:
+        store.delete_prefix(f"{folder}{upload_id}")
+
+    kept = delete_unused(services.runner.jobs.engine, owner, keys, delete)
+    if kept:
+        job_id = next(iter(kept.values()))  # the newest job naming it
+        raise Conflict(f"upload '{upload_id}' is an input of your job '{job_id}'; deleting that job deletes it")
     return Response(status_code=204)
 
 
