@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import CursorResult, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from spinbot.state.models import Job, utcnow
+from spinbot.state.models import Job, as_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class LeaseView:
 
     @property
     def seconds_left(self) -> float:
-        return (aware(self.expires_at) - aware(self.now)).total_seconds() if self.expires_at else 0.0
+        return (as_utc(self.expires_at) - as_utc(self.now)).total_seconds() if self.expires_at else 0.0
 
 
 def database_now(session: Session) -> datetime:
@@ -40,11 +40,6 @@ def database_now(session: Session) -> datetime:
     if session.get_bind().dialect.name == "postgresql":
         return session.execute(select(func.statement_timestamp())).scalar_one()
     return utcnow()
-
-
-def aware(moment: datetime) -> datetime:
-    # SQLite hands back the UTC times it was given without their zone.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 class LeaseStore:

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from spinbot.errors import JobNotFound, TooManyJobs
 from spinbot.state.idempotency import KeyInUse, find_keyed_job
-from spinbot.state.lease import aware, database_now
-from spinbot.state.models import Artifact, Job, NodeRun, utcnow
+from spinbot.state.lease import database_now
+from spinbot.state.models import Artifact, Job, NodeRun, as_utc, utcnow
 from spinbot.state.progress import job_progress, node_part
 from spinbot.state.time_left import job_seconds_left
 
@@ -64,7 +64,7 @@ class NodeView:
         """A running node's estimated time left at `now` (UTC), once its rate is measured."""
         if self.status != RUNNING or self.estimated_end_at is None:
             return None
-        return round(max(0.0, (aware(self.estimated_end_at) - now).total_seconds()), 1)
+        return round(max(0.0, (as_utc(self.estimated_end_at) - now).total_seconds()), 1)
 
 
 @dataclass(frozen=True)
