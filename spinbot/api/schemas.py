@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from spinbot.api.public_errors import public_error, public_meta
 from spinbot.control.callback_url import url_host
 from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN
-from spinbot.state.models import as_utc, utcnow
+from spinbot.state.models import as_utc
 from spinbot.state.store import JobView
 from spinbot.storage.uploads import upload_id_of
 
@@ -158,7 +158,7 @@ class JobOut(BaseModel):
         base = f"/v1/jobs/{job.id}/artifacts"
         script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
         values = job.inputs.get("values", {})
-        now = utcnow()
+        now = job.now  # the database's clock, which wrote its nodes' estimated ends
         return cls(
             id=job.id,
             pipeline=job.pipeline,

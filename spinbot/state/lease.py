@@ -4,7 +4,8 @@ A lease is three columns of the job's row: the owner (a process id string), when
 heartbeat. Taking a lease is one conditional UPDATE (free, already ours, or expired), so two processes that try at
 once cannot both win: SQLite serialises writers, and PostgreSQL re-checks the condition on the row it locked.
 Times come from the database's clock where there is one to share (PostgreSQL), so processes on machines whose
-clocks disagree still agree on when a lease expires; SQLite is one file on one machine, whose clock is used.
+clocks disagree still agree on when a lease expires; SQLite is one file on one machine, whose clock is used. The
+job store (spinbot.state.store) writes every time of a job and its nodes on that clock too.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ TOKYO = timezone(timedelta(hours=9))
 
 def recent(text: str) -> bool:
     """An aware UTC time in the one form, within a minute of now."""
-    return bool(UTC_ISO.fullmatch(text)) and abs(datetime.fromisoformat(text) - datetime.now(UTC)) < timedelta(seconds=60)
+    return bool(UTC_ISO.fullmatch(text)) and abs(datetime.fromisoformat(text) - datetime.now(UTC)) < timedelta(
+        seconds=60
+    )
 
 
 def finish(runner: Runner, job_id: str) -> None:
@@ -70,12 +72,18 @@ def test_a_time_stored_in_another_zone_is_read_back_as_the_same_instant_in_utc(s
     finished = runner.jobs.get(job_id).finished_at
     assert finished == moment and finished.tzinfo == UTC
     assert JobOut.of(runner.jobs.get(job_id)).model_dump()["finished_at"].tzinfo == UTC
-    assert JobOut.of(runner.jobs.get(job_id)).model_dump_json().count('"finished_at":"2026-12-05T17:31:37.123456Z"') == 1
+    assert (
+        JobOut.of(runner.jobs.get(job_id)).model_dump_json().count('"finished_at":"2026-12-05T17:31:37.123456Z"') == 1
+    )
 
 
 def test_a_callbacks_attempt_time_is_answered_in_utc_whatever_zone_it_was_written_in():
     # written by an older version as PostgreSQL's session time, with its offset
-    callback = {"url": "https://hooks.example.com/x", "state": "pending", "last_attempt_at": "2026-12-06T02:31:37+09:00"}
+    callback = {
+        "url": "https://hooks.example.com/x",
+        "state": "pending",
+        "last_attempt_at": "2026-12-06T02:31:37+09:00",
+    }
     shown = CallbackOut.of(callback)
     assert shown is not None and shown.model_dump(mode="json")["last_attempt_at"] == "2026-12-05T17:31:37Z"
 
