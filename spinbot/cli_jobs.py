@@ -5,7 +5,7 @@ with `spinbot run`'s bars (spinbot.cli_progress)."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -14,6 +14,7 @@ from spinbot.cli_checks import open_runner
 from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, resume_command, watch_with_progress
 from spinbot.cli_style import Command, OneErrorStyle, err_console, fail, inert
 from spinbot.errors import InputError, JobNotFound, SpinBotError
+from spinbot.state.models import as_utc, iso_utc
 from spinbot.state.store import (
     CANCELLED,
     DELETING,
@@ -223,9 +224,9 @@ def job_record(runner, job) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "error": job.error,
-        "created_at": utc(job.created_at),
-        "started_at": utc(job.started_at) if job.started_at else None,
-        "finished_at": utc(job.finished_at) if job.finished_at else None,
+        "created_at": iso_utc(job.created_at),  # as the API writes them
+        "started_at": iso_utc(job.started_at) if job.started_at else None,
+        "finished_at": iso_utc(job.finished_at) if job.finished_at else None,
         "output": output_place(runner, job) if job.status == "succeeded" else None,
         "nodes": [
             {
@@ -259,6 +260,5 @@ def place(runner, key: str) -> str:
 
 
 def utc(moment: datetime) -> str:
-    """A stored time (naive in SQLite: UTC) as 2025-01-31T12:00:00Z: one word, for columns."""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A stored time as 2025-01-31T12:00:00Z: one word, to the second, for columns (`--json` has iso_utc's)."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,7 +23,6 @@ from rich.text import Text
 
 from spinbot.cli_style import err_console, fail, inert
 from spinbot.state.events import Event
-from spinbot.state.models import utcnow
 from spinbot.state.store import FINAL_STATES, INTERRUPTED
 from spinbot.state.time_left import Countdown, job_seconds_left
 
@@ -304,7 +303,7 @@ def _node_event(job, node) -> Event:
         message=message,
         attempt=node.attempts,
         job_progress=job.progress,
-        seconds_left=node.seconds_left(utcnow()),
+        seconds_left=node.seconds_left(job.now),  # the database's clock, which wrote the node's estimated end
     )
 
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from spinbot.api.public_errors import public_error, public_meta
 from spinbot.control.callback_url import url_host
 from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN
-from spinbot.state.models import utcnow
+from spinbot.state.models import as_utc
 from spinbot.state.store import JobView
 from spinbot.storage.uploads import upload_id_of
 
 UploadKind = Literal["portrait", "voice"]
+# Every time in an answer: aware and in UTC, written as 2026-12-05T17:31:37.123456Z (spinbot.state.models.iso_utc).
+# A naive one (a stored time SQLite gave back, a webhook state written before) is UTC; a time in another zone (a
+# PostgreSQL session's) is converted, so that one form goes out everywhere.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class JobCreate(BaseModel):
@@ -103,7 +107,7 @@ class CallbackOut(BaseModel):
     delivered: bool
     event_id: str | None = Field(description="the webhook-id of the event being delivered (the same on every attempt)")
     attempts: int
-    last_attempt_at: datetime | None
+    last_attempt_at: UtcDatetime | None
     last_status: int | None = Field(description="the receiver's HTTP status at the last attempt")
     last_error: str | None = Field(description="why the last attempt failed, in one line")
 
@@ -142,9 +146,9 @@ class JobOut(BaseModel):
     prompt: str | None
     ref_text: str | None
     script: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     params: dict[str, Any]
     nodes: list[NodeOut]
     artifacts: list[ArtifactOut]
@@ -158,7 +162,7 @@ class JobOut(BaseModel):
         base = f"/v1/jobs/{job.id}/artifacts"
         script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
         values = job.inputs.get("values", {})
-        now = utcnow()
+        now = job.now  # the database's clock, which wrote its nodes' estimated ends
         return cls(
             id=job.id,
             pipeline=job.pipeline,

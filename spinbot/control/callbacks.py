@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -41,6 +40,7 @@ from spinbot.control.callback_signing import check_secret, new_secret, sign
 from spinbot.control.callback_url import CallbackPolicy, CallbackRefused, Resolver, Target, url_host
 from spinbot.errors import InputError, JobNotFound, first_line
 from spinbot.state import callbacks as cs
+from spinbot.state.models import iso_utc, utcnow
 from spinbot.state.store import JobStore, JobView
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ class CallbackSender:
         event = {
             "type": f"job.{claim.callback['event']}",
             "event_id": claim.event_id,
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "timestamp": iso_utc(utcnow()),
             "job": self.render(job),
         }
         return json.dumps(event, separators=(",", ":")).encode()
@@ -306,10 +306,10 @@ class CallbackSender:
         changes = {
             "state": state,
             "attempts": attempts,
-            "last_attempt_at": claim.now.isoformat(),
+            "last_attempt_at": iso_utc(claim.now),
             "last_status": outcome.status,
             "last_error": outcome.error,
-            "delivered_at": claim.now.isoformat() if state == cs.DELIVERED else None,
+            "delivered_at": iso_utc(claim.now) if state == cs.DELIVERED else None,
         }
         written = self.store.record(claim, changes, retry_in)  # not where the job ended again meanwhile: a new event
         if written and retry_in is not None:

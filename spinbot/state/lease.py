@@ -4,7 +4,8 @@ A lease is three columns of the job's row: the owner (a process id string), when
 heartbeat. Taking a lease is one conditional UPDATE (free, already ours, or expired), so two processes that try at
 once cannot both win: SQLite serialises writers, and PostgreSQL re-checks the condition on the row it locked.
 Times come from the database's clock where there is one to share (PostgreSQL), so processes on machines whose
-clocks disagree still agree on when a lease expires; SQLite is one file on one machine, whose clock is used.
+clocks disagree still agree on when a lease expires; SQLite is one file on one machine, whose clock is used. The
+job store (spinbot.state.store) writes every time of a job and its nodes on that clock too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import CursorResult, Engine, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from spinbot.state.models import Job, utcnow
+from spinbot.state.models import Job, as_utc, utcnow
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class LeaseView:
 
     @property
     def seconds_left(self) -> float:
-        return (aware(self.expires_at) - aware(self.now)).total_seconds() if self.expires_at else 0.0
+        return (as_utc(self.expires_at) - as_utc(self.now)).total_seconds() if self.expires_at else 0.0
 
 
 def database_now(session: Session) -> datetime:
@@ -40,11 +41,6 @@ def database_now(session: Session) -> datetime:
     if session.get_bind().dialect.name == "postgresql":
         return session.execute(select(func.statement_timestamp())).scalar_one()
     return utcnow()
-
-
-def aware(moment: datetime) -> datetime:
-    # SQLite hands back the UTC times it was given without their zone.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 class LeaseStore:

@@ -16,9 +16,11 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -26,8 +28,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime: a naive one is taken as UTC (every time this code stores is), an aware one converted."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """The one text form of a time that the API and the CLI write: ISO 8601 in UTC with a Z, as pydantic writes an
+    aware UTC datetime (2026-12-05T17:31:37.123456Z; no fraction when it is 0)."""
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A time column read back aware and in UTC: SQLite keeps no zone (it hands back naive values), PostgreSQL's
+    timestamptz comes back in the session's TimeZone, which need not be UTC. Written in UTC too, because SQLite
+    would store an aware non-UTC time's wall clock without its offset."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}  # noqa: RUF012 - SQLAlchemy's name
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime}  # noqa: RUF012 - SQLAlchemy's name
 
 
 # The key whose job a request with an Idempotency-Key names, at most one per API key (spinbot.state.idempotency);

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, selectinload
 from spinbot.errors import JobNotFound, TooManyJobs
 from spinbot.state.idempotency import KeyInUse, find_keyed_job
 from spinbot.state.inputs_in_use import lock_owner
-from spinbot.state.lease import aware, database_now
-from spinbot.state.models import Artifact, Job, NodeRun, utcnow
+from spinbot.state.lease import database_now
+from spinbot.state.models import Artifact, Job, NodeRun, as_utc, utcnow
 from spinbot.state.progress import job_progress, node_part
 from spinbot.state.time_left import job_seconds_left
 
@@ -64,7 +64,7 @@ class NodeView:
         """A running node's estimated time left at `now` (UTC), once its rate is measured."""
         if self.status != RUNNING or self.estimated_end_at is None:
             return None
-        return round(max(0.0, (aware(self.estimated_end_at) - now).total_seconds()), 1)
+        return round(max(0.0, (as_utc(self.estimated_end_at) - now).total_seconds()), 1)
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,13 @@ class JobView:
     recorded_progress: float = 0.0  # the highest overall progress its driver recorded (jobs.progress)
     callback: dict[str, Any] | None = None  # its webhook and delivery state (spinbot.control.callbacks); holds a secret
     idempotency_key: str | None = None  # the client's Idempotency-Key of the request that created it
+    # The database's time when this was read (spinbot.state.lease.database_now): the clock its times were written
+    # by, so a node's time left is counted on that clock too, not on this process's.
+    read_at: datetime | None = None
+
+    @property
+    def now(self) -> datetime:
+        return self.read_at or utcnow()
 
     def node(self, node_id: str) -> NodeView:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -104,7 +111,7 @@ class JobView:
         return job_progress(self.status, parts, self.recorded_progress)
 
 
-def _view(job: Job) -> JobView:
+def _view(job: Job, read_at: datetime) -> JobView:
     nodes = tuple(
         NodeView(
             n.node_id,
@@ -144,6 +151,7 @@ def _view(job: Job) -> JobView:
         job.progress or 0.0,
         job.callback,
         job.idempotency_key,
+        read_at,
     )
 
 
@@ -184,6 +192,7 @@ class JobStore:
             with self.session() as s, s.begin():
                 if guarded:
                     lock_owner(s, owner)
+                now = database_now(s)
                 job = Job(
                     id=job_id,
                     pipeline=pipeline,
@@ -192,13 +201,12 @@ class JobStore:
                     priority=priority,
                     inputs=inputs,
                     params=params,
-                    created_at=utcnow(),
+                    created_at=now,
                     callback=callback,
                     idempotency_key=idempotency[0] if idempotency else None,
                     idempotency_digest=idempotency[1] if idempotency else None,
                 )
                 if lease is not None:
-                    now = database_now(s)
                     job.lease_owner, job.heartbeat_at = lease[0], now
                     job.lease_expires_at = now + timedelta(seconds=lease[1])
                 s.add(job)
@@ -234,7 +242,7 @@ class JobStore:
             ).first()
             if job is None or (owner is not None and job.owner != owner):
                 raise JobNotFound(f"job '{job_id}' not found")
-            return _view(job)
+            return _view(job, database_now(s))
 
     def finished_before(self, cutoff: datetime) -> list[str]:
         """Finished jobs (succeeded, failed, cancelled, or a delete of one cut short) that finished before `cutoff`,
@@ -271,7 +279,8 @@ class JobStore:
                 q = q.where(Job.status == status)
                 count_q = count_q.where(Job.status == status)
             jobs = s.scalars(q.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
-            return [_view(j) for j in jobs], s.scalar(count_q) or 0
+            now = database_now(s)
+            return [_view(j, now) for j in jobs], s.scalar(count_q) or 0
 
     def count_unfinished(self, owner: str | None) -> int:
         """The owner's jobs that are waiting or running (pending, queued, running)."""
@@ -286,18 +295,19 @@ class JobStore:
             s.execute(delete(Job).where(Job.id == job_id))
 
     def set_job_status(self, job_id: str, status: str, error: str | None = None) -> None:
-        values: dict[str, Any] = {"status": status}
-        if status == RUNNING:
-            values["started_at"] = func.coalesce(Job.started_at, utcnow())
-            values["error"] = None
-            values["finished_at"] = None
-        if status in FINAL_STATES:
-            values["finished_at"] = utcnow()
-        if status == SUCCEEDED:
-            values["progress"] = 1.0
-        if error is not None:
-            values["error"] = error
         with self.session() as s, s.begin():
+            now = database_now(s)
+            values: dict[str, Any] = {"status": status}
+            if status == RUNNING:
+                values["started_at"] = func.coalesce(Job.started_at, now)
+                values["error"] = None
+                values["finished_at"] = None
+            if status in FINAL_STATES:
+                values["finished_at"] = now
+            if status == SUCCEEDED:
+                values["progress"] = 1.0
+            if error is not None:
+                values["error"] = error
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
     def reopen_failed(self, job_id: str, max_active: int | None = None) -> bool:
@@ -343,7 +353,7 @@ class JobStore:
                 .values(
                     status=status,
                     attempts=NodeRun.attempts + 1,
-                    started_at=utcnow(),
+                    started_at=database_now(s),
                     finished_at=None,
                     error=None,
                     progress=0.0,
@@ -363,7 +373,11 @@ class JobStore:
                     update(NodeRun)
                     .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id, NodeRun.attempts == attempt)
                     .values(
-                        attempts=attempt + 1, started_at=utcnow(), progress=0.0, message=message, estimated_end_at=None
+                        attempts=attempt + 1,
+                        started_at=database_now(s),
+                        progress=0.0,
+                        message=message,
+                        estimated_end_at=None,
                     )
                 ),
             )
@@ -393,12 +407,12 @@ class JobStore:
         return s.scalar(select(NodeRun.attempts).where(*where)) or 0
 
     def node_status(self, job_id: str, node_id: str, status: str, *, error: str | None = None) -> None:
-        values: dict[str, Any] = {"status": status}
-        if status in FINAL_STATES:
-            values["finished_at"] = utcnow()
-        if error is not None:
-            values["error"] = error
         with self.session() as s, s.begin():
+            values: dict[str, Any] = {"status": status}
+            if status in FINAL_STATES:
+                values["finished_at"] = database_now(s)
+            if error is not None:
+                values["error"] = error
             s.execute(update(NodeRun).where(NodeRun.job_id == job_id, NodeRun.node_id == node_id).values(**values))
 
     def node_waiting(self, job_id: str, node_id: str, message: str, *, attempt: int) -> bool:
@@ -434,8 +448,12 @@ class JobStore:
             NodeRun.attempts == attempt,
             NodeRun.status.in_(IN_FLIGHT_STATES),
         ]
-        end = {"estimated_end_at": None if seconds_left is None else utcnow() + timedelta(seconds=seconds_left)}
         with self.session() as s, s.begin():
+            # on the database's clock, as every time it holds: a reader on another machine counts it down on that
+            # clock too (JobView.read_at), so neither process's clock error reaches the time left it shows
+            end = {
+                "estimated_end_at": None if seconds_left is None else database_now(s) + timedelta(seconds=seconds_left)
+            }
             written = cast(
                 "CursorResult[Any]",
                 s.execute(
@@ -459,10 +477,11 @@ class JobStore:
     ) -> None:
         """Record a node's output and its artifacts in one transaction (a replay replaces, never duplicates)."""
         with self.session() as s, s.begin():
+            now = database_now(s)
             s.execute(
                 update(NodeRun)
                 .where(NodeRun.job_id == job_id, NodeRun.node_id == node_id)
-                .values(status=SUCCEEDED, output=output, progress=1.0, finished_at=utcnow(), error=None)
+                .values(status=SUCCEEDED, output=output, progress=1.0, finished_at=now, error=None)
             )
             existing = {
                 a.key: a
@@ -471,7 +490,7 @@ class JobStore:
             for art in artifacts:
                 row = existing.pop(art["key"], None)
                 if row is None:
-                    s.add(Artifact(job_id=job_id, node_id=node_id, created_at=utcnow(), **art))
+                    s.add(Artifact(job_id=job_id, node_id=node_id, created_at=now, **art))
                 else:
                     row.size, row.content_type, row.name = art["size"], art.get("content_type"), art["name"]
             for stale in existing.values():

@@ -1,7 +1,12 @@
 """A running node's time left, estimated where its progress is published (spinbot.control.progress) and sent with it:
 in its events (`seconds_left`), on its row (`estimated_end_at`, so `GET /v1/jobs/{id}` and `spinbot jobs watch` have
 it), so that `spinbot run`, the API's clients and the web page show one number, made by one rule (TimeLeft). A job's
-time left is the sum of its unfinished nodes' only once every one of them has a measured rate: nothing is guessed."""
+time left is the sum of its unfinished nodes' only once every one of them has a measured rate: nothing is guessed.
+
+The rate is measured on the publisher's monotonic clock; the end date on the row is the database's time at the write
+plus the time left (spinbot.state.lease.database_now: PostgreSQL's clock, which every process shares, as for every
+time the job store writes; SQLite's one machine's), and a reader counts it down from the database's time at its read
+(JobView.read_at), so neither the writer's nor the reader's clock error reaches the number shown."""
 
 from __future__ import annotations
 

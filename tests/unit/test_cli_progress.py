@@ -142,7 +142,7 @@ def test_a_node_running_when_the_watching_began_shows_its_time_since_it_started(
     started = utcnow() - timedelta(seconds=125)
     talk = NodeView("talk", "talk.t", "python", "running", 0.4, "window 2/5", 1, None, None, started, None)
     pending = NodeView("up", "up.t", "python", "pending", 0.0, None, 0, None, None, None, None)
-    job = SimpleNamespace(id="j", status="running", progress=0.3, nodes=[talk, pending])
+    job = SimpleNamespace(id="j", status="running", progress=0.3, nodes=[talk, pending], now=utcnow())
     progress = Progress()
     bars = cli_progress.NodeBars(progress, runner=None, job=job)
     for event in cli_progress.RowChanges(job).events(job):
@@ -155,6 +155,6 @@ def test_a_node_running_when_the_watching_began_shows_its_time_since_it_started(
 def test_watching_reads_a_running_nodes_time_left_from_its_row():
     ends = utcnow() + timedelta(seconds=300)
     talk = NodeView("talk", "talk.t", "python", "running", 0.4, "window 2/5", 1, None, None, utcnow(), None, ends)
-    job = SimpleNamespace(id="j", status="running", progress=0.3, nodes=[talk])
+    job = SimpleNamespace(id="j", status="running", progress=0.3, nodes=[talk], now=utcnow())
     (event,) = cli_progress.RowChanges(job).events(job)
     assert event.seconds_left == pytest.approx(300.0, abs=2.0)

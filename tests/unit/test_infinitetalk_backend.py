@@ -4,6 +4,7 @@ them are in tests/support/infinitetalk_models.py; the samplers' tests in test_in
 from __future__ import annotations
 
 import io
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -176,9 +177,14 @@ def test_the_native_continuation_refuses_bytes_it_cannot_use(native, inputs):
     assert torch.equal(state.generator.get_state(), before) and state.motion_latent is None
 
 
-def test_a_model_file_replaced_in_place_starts_the_render_afresh(native, inputs, tmp_path, monkeypatch, use_settings):
-    """Another LoRA under the same name (the same header, other weights): windows rendered with the old one are not
-    continued with the new one (numerics.py), and the output says which numerics changed."""
+@pytest.mark.parametrize("change", ["files", "gpu"])
+def test_a_model_file_replaced_or_another_gpu_starts_the_render_afresh(
+    change, native, inputs, tmp_path, monkeypatch, use_settings, caplog
+):
+    """Another LoRA under the same name (the same header, other weights), or a resume on another kind of GPU (other
+    kernels): windows rendered before are not continued (numerics.py); the render starts over, with a log line, and
+    the output says which numerics changed."""
+    from spinbot.backends.talk.infinitetalk import numerics
     from spinbot.backends.talk.infinitetalk.backend import NativeTalkBackend
     from tests.support.renders import watch_renders
 
@@ -186,23 +192,34 @@ def test_a_model_file_replaced_in_place_starts_the_render_afresh(native, inputs,
     shutil.copytree(native, models)
     use_settings(models_dir=models)
     seen = watch_renders(monkeypatch, NativeTalkBackend)
+    if change == "gpu":
+        monkeypatch.setattr(numerics, "gpu_kind", lambda device: "NVIDIA H100 80GB HBM3, sm_90")
     seen["fail_at"] = 2
     with pytest.raises(RuntimeError, match="the render stopped at window 2"):
         run_talk(tmp_path / "run", *inputs, **RUN)
-    lora = models / "loras" / DEFAULTS.lora_model
-    save(lora, {k: v * 2 for k, v in lora_tensors().items()})
+    if change == "files":
+        lora = models / "loras" / DEFAULTS.lora_model
+        save(lora, {k: v * 2 for k, v in lora_tensors().items()})
+    else:  # this CPU render plays a GPU's: the first run an H100's, the resume an A100's
+        monkeypatch.setattr(numerics, "gpu_kind", lambda device: "NVIDIA A100-SXM4-80GB, sm_80")
     seen["calls"] = []
-    out, _ = run_talk(tmp_path / "run", *inputs, **RUN)
+    with caplog.at_level(logging.WARNING, logger="spinbot.tasks.talk_resume"):
+        out, _ = run_talk(tmp_path / "run", *inputs, **RUN)
     assert seen["calls"] == [0, 1, 2, 3] and out.meta["resumed_from_window"] is None
-    assert out.meta["checkpoint_ignored"] == "made with other backend numerics (changed: files)"
+    assert out.meta["checkpoint_ignored"] == f"made with other backend numerics (changed: {change})"
+    (logged,) = [r for r in caplog.records if r.getMessage() == "infinite_talk checkpoint ignored and removed"]
+    assert logged.reason == out.meta["checkpoint_ignored"]
 
 
-def test_the_numerics_name_precision_settings_and_file_identities_not_paths(models_dir, tmp_path):
+def test_the_numerics_name_precision_settings_and_file_identities_not_paths(models_dir, tmp_path, monkeypatch):
     from spinbot.backends.talk.infinitetalk.loading import Precision, resolve_files
     from spinbot.backends.talk.infinitetalk.numerics import render_numerics
 
     files = resolve_files(DEFAULTS, models_dir)
     cuda = torch.device("cuda")  # for_device resolves no kernel for a named one: no GPU needed
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "capability": (9, 0)}  # the GPU the numerics find, as this test says
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu["name"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: gpu["capability"])
 
     def numerics(precision: Precision, compile_mode: str | None = "default", ranks: int = 1, **moved) -> dict:
         return render_numerics(precision, compile_mode, ranks, files | moved, seed=1, lora_strength=1.0)
@@ -219,9 +236,19 @@ def test_the_numerics_name_precision_settings_and_file_identities_not_paths(mode
         other = numerics(precision)
         assert [k for k in base if base[k] != other[k]] == [key]
     assert numerics(Precision.for_device(cuda, attention="sdpa"), ranks=4)["ranks"] == 4
+    assert base["gpu"] == "NVIDIA H100 80GB HBM3, sm_90"
+    # another kind of GPU picks other kernels (cuDNN's FP8 attention is Hopper's): only the GPU changed
+    gpu.update(name="NVIDIA A100-SXM4-80GB", capability=(8, 0))
+    other_gpu = numerics(Precision.for_device(cuda, attention="sdpa"))
+    assert [k for k in base if base[k] != other_gpu[k]] == ["gpu"] and other_gpu[
+        "gpu"
+    ] == "NVIDIA A100-SXM4-80GB, sm_80"
+    gpu.update(name="NVIDIA H100 PCIe", capability=(9, 0))  # Hopper too, with fewer SMs: other kernel plans
+    assert numerics(Precision.for_device(cuda, attention="sdpa"))["gpu"] != base["gpu"]
     # the CPU runs float32 whatever the settings say: SPINBOT_TALK_FP8 there changes nothing, nor a resume
     cpu = torch.device("cpu")
     assert numerics(Precision.for_device(cpu, fp8=True)) == numerics(Precision.for_device(cpu, fp8=False))
+    assert numerics(Precision.for_device(cpu))["gpu"] is None
 
     copy = tmp_path / "elsewhere" / "vae.safetensors"  # the same file on another worker: another path and mtime
     copy.parent.mkdir()

@@ -141,3 +141,31 @@ def test_a_rate_of_float_noise_gives_no_estimate_and_no_date_out_of_range():
     assert left.seconds(20.0) is None
     left.report(0.75, 30.0)  # real progress again
     assert left.seconds(30.0) is not None
+
+
+def test_a_nodes_end_is_written_and_counted_down_on_the_databases_clock(spinbot_env, monkeypatch):
+    # PostgreSQL's clock, which every process shares (spinbot.state.lease.database_now), an hour ahead of this
+    # process's: the estimated end was this process's clock plus the time left, while the node's start, the job's
+    # creation and its lease were the database's; a reader on another machine counted it down on its own clock.
+    from datetime import timedelta
+
+    from spinbot.state import store as store_module
+    from spinbot.state.models import utcnow
+
+    ahead = timedelta(hours=1)
+    monkeypatch.setattr(store_module, "database_now", lambda session: utcnow() + ahead)
+    with local_client(create_app()) as client:
+        jobs = client.app.state.services.runner.jobs
+        job_id = jobs.new_id()
+        jobs.create_job(job_id, "f5tts_infinitetalk", [("f5_to_tts", "f5_to_tts", "python")], {}, {}, None)
+        jobs.set_job_status(job_id, "running")
+        attempt = jobs.node_started(job_id, "f5_to_tts")
+        jobs.node_progress(job_id, "f5_to_tts", 0.5, "chunk 5/10", attempt=attempt, seconds_left=120.0)
+        job, answer = jobs.get(job_id), client.get(f"/v1/jobs/{job_id}").json()
+    node = job.node("f5_to_tts")
+    database = utcnow() + ahead
+    for moment in (job.created_at, job.started_at, node.started_at, job.read_at):
+        assert moment is not None and abs(moment - database) < timedelta(seconds=10)
+    assert node.estimated_end_at is not None
+    assert abs(node.estimated_end_at - (database + timedelta(seconds=120))) < timedelta(seconds=10)
+    assert answer["nodes"][0]["seconds_left"] == pytest.approx(120.0, abs=2.0)  # not 3720: the database's clock

@@ -1,6 +1,9 @@
 """What a native render's numbers come from besides its params and inputs, for the window checkpoints' fingerprint
 (spinbot.tasks.talk_resume): a window rendered in FP8 or with 8-bit attention, by another VAE dtype, another model
-file or another GPU layout differs from one rendered otherwise, and joined to it the video would jump at the seam.
+file, another GPU layout or another kind of GPU differs from one rendered otherwise, and joined to it the video
+would jump at the seam. The GPU's kind counts because the kernels are chosen per GPU (cuDNN's FP8 attention on
+Hopper, the int8 kernel or SDPA elsewhere; cuBLAS's and cuDNN's plans by architecture and SM count), so a render
+resumed on an H100 by windows an A100 made, or the other way, starts again at its first window.
 
 Only names, flags and, of each model file, its size and a digest of its first and last MiB (a safetensors header
 and the first and last weights): no tensor is loaded, and the same file copied to another worker has the same
@@ -15,6 +18,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
 
 if TYPE_CHECKING:
     from spinbot.backends.talk.infinitetalk.loading import Precision
@@ -31,6 +36,7 @@ def render_numerics(
     p = precision
     return {
         "device": p.device.type,  # not its index: cuda:0 and cuda:1 render the same numbers
+        "gpu": gpu_kind(p.device),
         "dtypes": {
             name: str(getattr(p, name)).removeprefix("torch.") for name in ("transformer", "encoders", "audio", "vae")
         },
@@ -43,6 +49,15 @@ def render_numerics(
         "lora_strength": lora_strength,
         "files": {param: file_identity(path) for param, path in sorted(files.items())},
     }
+
+
+def gpu_kind(device: torch.device) -> str | None:
+    """The GPU's model and compute capability ("NVIDIA H100 80GB HBM3, sm_90"); None on the CPU. The model too, not
+    only the architecture: two GPUs of one architecture with other SM counts can get other kernel plans."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"{torch.cuda.get_device_name(device)}, sm_{major}{minor}"
 
 
 def file_identity(path: Path) -> list[Any]:
