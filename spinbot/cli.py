@@ -25,7 +25,7 @@ from spinbot.cli_jobs import explain
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
-from spinbot.errors import Conflict, InputError, SpinBotError
+from spinbot.errors import Conflict, InputError, NoData, SpinBotError
 from spinbot.models.cli import app as models_app
 from spinbot.pipelines.cli import app as pipelines_app
 from spinbot.settings import MAX_RETENTION_DAYS
@@ -177,7 +177,7 @@ def run(
     try:
         if resume:
             refuse_new_job_options(ctx)
-        runner = open_runner(watch)
+        runner = open_runner(watch, existing=bool(resume))
         _check_out(out, image=image, voice=voice)
         if resume:
             job_id = runner.jobs.get(resume).id
@@ -277,7 +277,7 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to 
     from spinbot.state.store import CANCELLED, FINAL_STATES
 
     try:
-        runner = open_runner()
+        runner = open_runner(existing=True)
         job = runner.jobs.get(job_id)
         if job.status in FINAL_STATES and job.status != CANCELLED:
             raise Conflict(f"job {job.id} already {job.status}: there is nothing to cancel")
@@ -309,7 +309,7 @@ def gc(
     from spinbot.control.lifecycle import expire_jobs, sweep_checkpoints
 
     try:
-        runner = open_runner(reachable=False)  # deleting needs the database and storage, not Redis
+        runner = open_runner(reachable=False, existing=True)  # deleting needs the database and storage, not Redis
         days = older_than if older_than is not None else runner.settings.job_retention_days
         if days is None and not job:
             raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")
@@ -319,6 +319,11 @@ def gc(
                 runner.delete_job(job_id)
         ids += expire_jobs(runner, days, dry_run) if days is not None else []
         swept = 0 if dry_run else sweep_checkpoints(runner)
+    except NoData as err:
+        if job:  # the jobs named are not there
+            fail(str(err))
+        err_console.print(f"{err}; nothing to delete", highlight=False, markup=False, soft_wrap=True)
+        return
     except SpinBotError as err:
         fail(explain(err))
     for job_id in ids:
