@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from spinbot.cli_jobs import explain
 from spinbot.cli_progress import deliver, run_with_progress
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
-from spinbot.errors import Conflict, InputError, NoData, SpinBotError
+from spinbot.errors import Conflict, InputError, NoData, SpinBotError, shorten
 from spinbot.models.cli import app as models_app
 from spinbot.pipelines.cli import app as pipelines_app
 from spinbot.settings import MAX_RETENTION_DAYS
@@ -67,9 +68,23 @@ def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
         target, sep, value = pair.partition("=")
         node, dot, name = target.partition(".")
         if not sep or not dot or not node or not name:
-            raise InputError(f"--set expects NODE.PARAM=VALUE, got '{pair}'")
+            hint = _node_hint(target, value) if sep and not dot else ""
+            raise InputError(f"--set expects NODE.PARAM=VALUE, got '{shorten(pair)}'{hint}")
         params.setdefault(node, {})[name] = value
     return params
+
+
+def _node_hint(param: str, value: str) -> str:
+    """`--set fps=30`: the nodes of the default pipeline that take that param, as the --set to type instead (a new
+    user knows the param from the README or `spinbot params`, not that it is per node)."""
+    from spinbot.tasks.catalog import load_task
+
+    try:
+        nodes = [node for node, task in _tasks_by_name().values() if param in load_task(task).params_model.model_fields]
+    except SpinBotError:  # a pipelines file that does not load: the line without the hint
+        return ""
+    meant = " or ".join(f"--set {shlex.quote(f'{node}.{param}={shorten(value)}')}" for node in dict.fromkeys(nodes))
+    return f"; did you mean {meant}?" if meant else ""
 
 
 def _run_watched(runner, job_id: str, watch: bool, port: int, out: Path | None) -> Any:
