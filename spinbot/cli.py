@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from spinbot.cli_checks import (
 from spinbot.cli_jobs import app as jobs_app
 from spinbot.cli_jobs import explain
 from spinbot.cli_progress import deliver, run_with_progress
+from spinbot.cli_sets import parse_sets, tasks_by_name
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
-from spinbot.errors import Conflict, InputError, NoData, SpinBotError, shorten
+from spinbot.errors import Conflict, InputError, NoData, SpinBotError
 from spinbot.models.cli import app as models_app
 from spinbot.pipelines.cli import app as pipelines_app
 from spinbot.settings import MAX_RETENTION_DAYS
@@ -59,32 +59,6 @@ def _main(
     ),
 ) -> None:
     """SpinBot: prompt + portrait + voice -> video."""
-
-
-def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """NODE.PARAM=VALUE pairs -> {node: {param: value}}; values stay strings and the params models convert them."""
-    params: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        target, sep, value = pair.partition("=")
-        node, dot, name = target.partition(".")
-        if not sep or not dot or not node or not name:
-            hint = _node_hint(target, value) if sep and not dot else ""
-            raise InputError(f"--set expects NODE.PARAM=VALUE, got '{shorten(pair)}'{hint}")
-        params.setdefault(node, {})[name] = value
-    return params
-
-
-def _node_hint(param: str, value: str) -> str:
-    """`--set fps=30`: the nodes of the default pipeline that take that param, as the --set to type instead (a new
-    user knows the param from the README or `spinbot params`, not that it is per node)."""
-    from spinbot.tasks.catalog import load_task
-
-    try:
-        nodes = [node for node, task in _tasks_by_name().values() if param in load_task(task).params_model.model_fields]
-    except SpinBotError:  # a pipelines file that does not load: the line without the hint
-        return ""
-    meant = " or ".join(f"--set {shlex.quote(f'{node}.{param}={shorten(value)}')}" for node in dict.fromkeys(nodes))
-    return f"; did you mean {meant}?" if meant else ""
 
 
 def _run_watched(runner, job_id: str, watch: bool, port: int, out: Path | None) -> Any:
@@ -253,7 +227,7 @@ def params(
     from spinbot.tasks.describe import describe_params
 
     try:
-        tasks = _tasks_by_name()
+        tasks = tasks_by_name()
         if task is not None and task not in tasks:
             raise InputError(f"unknown task '{task}'{did_you_mean(task, tasks)} (tasks: {', '.join(tasks)})")
         wanted = {tasks[task]} if task else dict.fromkeys(tasks.values())
@@ -261,14 +235,6 @@ def params(
             _print_params(node_id, task_name, describe_params(load_task(task_name).params_model))
     except SpinBotError as err:
         fail(str(err))
-
-
-def _tasks_by_name() -> dict[str, tuple[str, str]]:
-    """What `spinbot params` accepts: node id (the --set prefix) -> (node id, task), task names too."""
-    from spinbot.pipelines.spec import get_pipeline
-
-    nodes = {n.id: (n.id, n.task) for n in get_pipeline(DEFAULT_PIPELINE).nodes}
-    return nodes | {task: (node, task) for node, task in nodes.values()}
 
 
 def _print_params(node_id: str, task: str, infos: list) -> None:

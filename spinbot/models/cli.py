@@ -46,7 +46,7 @@ def _refusals() -> Iterator[None]:
 def _context(tasks: list[str], sets: list[str], models_dir: Path | None, none_ok: bool = False):
     """The selected tasks, the models folder and the --set overrides; no task selected is an error unless
     `none_ok` (list says so and succeeds: there is nothing to check or pull, but nothing to list is an answer)."""
-    from spinbot.cli import parse_sets
+    from spinbot.cli_sets import parse_sets
     from spinbot.models.selection import select_tasks
     from spinbot.settings import get_settings
 
