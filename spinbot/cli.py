@@ -23,9 +23,10 @@ from spinbot.cli_checks import (
 from spinbot.cli_jobs import app as jobs_app
 from spinbot.cli_jobs import explain
 from spinbot.cli_progress import deliver, run_with_progress
+from spinbot.cli_sets import parse_sets, tasks_by_name
 from spinbot.cli_style import HELP, Command, OneErrorStyle, err_console, fail, print_error
 from spinbot.control.requests import DEFAULT_PIPELINE, PRIORITY_MAX, PRIORITY_MIN, JobRequest
-from spinbot.errors import Conflict, InputError, SpinBotError
+from spinbot.errors import Conflict, InputError, NoData, SpinBotError
 from spinbot.models.cli import app as models_app
 from spinbot.pipelines.cli import app as pipelines_app
 from spinbot.settings import MAX_RETENTION_DAYS
@@ -58,18 +59,6 @@ def _main(
     ),
 ) -> None:
     """SpinBot: prompt + portrait + voice -> video."""
-
-
-def parse_sets(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """NODE.PARAM=VALUE pairs -> {node: {param: value}}; values stay strings and the params models convert them."""
-    params: dict[str, dict[str, Any]] = {}
-    for pair in pairs:
-        target, sep, value = pair.partition("=")
-        node, dot, name = target.partition(".")
-        if not sep or not dot or not node or not name:
-            raise InputError(f"--set expects NODE.PARAM=VALUE, got '{pair}'")
-        params.setdefault(node, {})[name] = value
-    return params
 
 
 def _run_watched(runner, job_id: str, watch: bool, port: int, out: Path | None) -> Any:
@@ -177,7 +166,7 @@ def run(
     try:
         if resume:
             refuse_new_job_options(ctx)
-        runner = open_runner(watch)
+        runner = open_runner(watch, existing=bool(resume))
         _check_out(out, image=image, voice=voice)
         if resume:
             job_id = runner.jobs.get(resume).id
@@ -238,7 +227,7 @@ def params(
     from spinbot.tasks.describe import describe_params
 
     try:
-        tasks = _tasks_by_name()
+        tasks = tasks_by_name()
         if task is not None and task not in tasks:
             raise InputError(f"unknown task '{task}'{did_you_mean(task, tasks)} (tasks: {', '.join(tasks)})")
         wanted = {tasks[task]} if task else dict.fromkeys(tasks.values())
@@ -246,14 +235,6 @@ def params(
             _print_params(node_id, task_name, describe_params(load_task(task_name).params_model))
     except SpinBotError as err:
         fail(str(err))
-
-
-def _tasks_by_name() -> dict[str, tuple[str, str]]:
-    """What `spinbot params` accepts: node id (the --set prefix) -> (node id, task), task names too."""
-    from spinbot.pipelines.spec import get_pipeline
-
-    nodes = {n.id: (n.id, n.task) for n in get_pipeline(DEFAULT_PIPELINE).nodes}
-    return nodes | {task: (node, task) for node, task in nodes.values()}
 
 
 def _print_params(node_id: str, task: str, infos: list) -> None:
@@ -277,7 +258,7 @@ def cancel(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job to 
     from spinbot.state.store import CANCELLED, FINAL_STATES
 
     try:
-        runner = open_runner()
+        runner = open_runner(existing=True)
         job = runner.jobs.get(job_id)
         if job.status in FINAL_STATES and job.status != CANCELLED:
             raise Conflict(f"job {job.id} already {job.status}: there is nothing to cancel")
@@ -309,7 +290,7 @@ def gc(
     from spinbot.control.lifecycle import expire_jobs, sweep_checkpoints
 
     try:
-        runner = open_runner(reachable=False)  # deleting needs the database and storage, not Redis
+        runner = open_runner(reachable=False, existing=True)  # deleting needs the database and storage, not Redis
         days = older_than if older_than is not None else runner.settings.job_retention_days
         if days is None and not job:
             raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")
@@ -319,6 +300,11 @@ def gc(
                 runner.delete_job(job_id)
         ids += expire_jobs(runner, days, dry_run) if days is not None else []
         swept = 0 if dry_run else sweep_checkpoints(runner)
+    except NoData as err:
+        if job:  # the jobs named are not there
+            fail(str(err))
+        err_console.print(f"{err}; nothing to delete", highlight=False, markup=False, soft_wrap=True)
+        return
     except SpinBotError as err:
         fail(explain(err))
     for job_id in ids:

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from spinbot.errors import InputError, SettingsError, SpinBotError
+from spinbot.errors import InputError, NoData, SettingsError, SpinBotError
 from spinbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,17 +133,40 @@ def check_bindable(host: str, port: int) -> None:
 
 
 # ---- the services -------------------------------------------------------------------------------------------------
-def open_runner(watch: bool = False, reachable: bool = True) -> Any:
+def open_runner(watch: bool = False, reachable: bool = True, existing: bool = False) -> Any:
     """The control plane in this process, once the services the settings name answer (one line naming the setting
-    otherwise, before anything is stored); jobs it runs write their live output only when watched (--watch)."""
+    otherwise, before anything is stored); jobs it runs write their live output only when watched (--watch).
+    existing: the command works on jobs made before (`jobs`, `cancel`, `gc`, `run --resume`), so a database that
+    is not there is NoData, and nothing is made (opening it would create an empty data folder and database)."""
     from spinbot.control.runner import Runner
     from spinbot.logs import setup_logging
     from spinbot.settings import get_settings
 
     setup_logging("WARNING", plain=True)  # a person reads these, between the progress lines
     settings = get_settings()
+    if existing:
+        require_data(settings)
     check_services(settings, reachable=reachable)
     return Runner(settings.model_copy(update={"live_output": settings.live_output and watch}))
+
+
+def require_data(settings: Settings) -> None:
+    """NoData where the jobs' database is a SQLite file that does not exist (the embedded default, or a
+    SPINBOT_DATABASE_URL naming one); a server database is opened as usual (it is never made here)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    db = Path(url.database).resolve()
+    if db.is_file() or (settings.data_dir.exists() and not settings.data_dir.is_dir()):
+        return  # there, or a data folder setting that check_services names as wrong
+    if settings.database_url:
+        raise NoData(f"no SpinBot data found: the SQLite file SPINBOT_DATABASE_URL names ({db}) does not exist")
+    raise NoData(
+        f"no SpinBot data found at {settings.data_dir.resolve()} (no spinbot.db there): run spinbot in the folder "
+        "you made your jobs in, or set SPINBOT_DATA_DIR to their data folder"
+    )
 
 
 def check_services(settings: Settings, *, database: bool = True, reachable: bool = True) -> None:

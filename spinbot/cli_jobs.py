@@ -13,7 +13,7 @@ import typer
 from spinbot.cli_checks import open_runner
 from spinbot.cli_progress import ENDED_STATES, clock, invoked_as, node_line, resume_command, watch_with_progress
 from spinbot.cli_style import Command, OneErrorStyle, err_console, fail, inert
-from spinbot.errors import InputError, JobNotFound, SpinBotError
+from spinbot.errors import InputError, JobNotFound, NoData, SpinBotError
 from spinbot.state.models import as_utc, iso_utc
 from spinbot.state.store import (
     CANCELLED,
@@ -71,8 +71,11 @@ def jobs_list(
     try:
         if status is not None and status not in STATUSES:
             raise InputError(f"unknown status '{status}' (statuses: {', '.join(STATUSES)})")
-        runner = open_runner(reachable=False)  # reading needs the database, not Redis
+        runner = open_runner(reachable=False, existing=True)  # reading needs the database, not Redis
         jobs, total = runner.jobs.list(limit=limit, status=status)
+    except NoData as err:  # no jobs here: a true answer (exit 0), that says where it looked
+        _say_no_data(err, as_json)
+        return
     except SpinBotError as err:
         fail(explain(err))
     if as_json:
@@ -81,6 +84,12 @@ def jobs_list(
     _print_table(runner, jobs)
     if total > len(jobs):
         err_console.print(f"{len(jobs)} of {total} jobs shown (--limit N for more)", highlight=False)
+
+
+def _say_no_data(err: NoData, as_json: bool) -> None:
+    if as_json:
+        typer.echo("[]")
+    err_console.print(str(err), highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_table(runner, jobs: list) -> None:
@@ -104,7 +113,7 @@ def jobs_show(
 ) -> None:
     """A job's status, each node's state, progress and error, its files, and the command to resume or cancel it."""
     try:
-        runner = open_runner(reachable=False)
+        runner = open_runner(reachable=False, existing=True)
         job = runner.jobs.get(job_id)
     except SpinBotError as err:
         fail(explain(err))
@@ -123,7 +132,7 @@ def jobs_watch(job_id: str = typer.Argument(..., metavar="JOB_ID", help="The job
 
     Exit status: 0 once the job succeeded, 1 if it failed, was cancelled or interrupted, 130 on Ctrl-C."""
     try:
-        runner = open_runner(reachable=False)
+        runner = open_runner(reachable=False, existing=True)
         job = runner.jobs.get(job_id)
         if job.status not in ENDED_STATES:
             _say_if_nobody_runs(runner, job)

@@ -57,6 +57,10 @@ class JobNotFound(SpinBotError):
     pass
 
 
+class NoData(SpinBotError):
+    """A command that only reads (or acts on) existing jobs, where no database exists yet: nothing is created."""
+
+
 class InputTooLarge(InputError):
     """An input over one of its limits (bytes, pixels, seconds); the message names the limit."""
 

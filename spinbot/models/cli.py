@@ -46,7 +46,7 @@ def _refusals() -> Iterator[None]:
 def _context(tasks: list[str], sets: list[str], models_dir: Path | None, none_ok: bool = False):
     """The selected tasks, the models folder and the --set overrides; no task selected is an error unless
     `none_ok` (list says so and succeeds: there is nothing to check or pull, but nothing to list is an answer)."""
-    from spinbot.cli import parse_sets
+    from spinbot.cli_sets import parse_sets
     from spinbot.models.selection import select_tasks
     from spinbot.settings import get_settings
 
@@ -105,18 +105,30 @@ def check(
     with _refusals():
         tasks, root, overrides = _context(task, set_, models_dir)
         problems = check_tasks(tasks, root, overrides)
-        count = len([f for f in required_files(tasks, root, overrides) if f.present])
+        needed = required_files(tasks, root, overrides)
     for problem in problems:
         typer.echo(problem.line(root))
     seconds = time.monotonic() - start
+    count = len([f for f in needed if f.present])
     if problems:
+        missing = len([f for f in needed if f.required and not f.present])
         err_console.print(
-            f"{len(problems)} problem(s) in the model files of {', '.join(tasks)} ({seconds:.1f} s)",
+            f"{len(problems)} problem(s) in the model files of {', '.join(tasks)} ({seconds:.1f} s)"
+            + _where_and_what_next(root, missing),
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
         raise typer.Exit(1)
     typer.echo(f"ok: {count} files of {', '.join(tasks)} fit their architectures ({seconds:.1f} s)")
+
+
+def _where_and_what_next(root: Path, missing: int) -> str:
+    """The problem lines name files inside the models folder: which folder (a relative SPINBOT_MODELS_DIR is the
+    folder spinbot runs in), and how to get the files that are not there."""
+    there = "" if root.is_dir() else ", no such folder yet"
+    fetch = f"; {missing} file(s) missing: `spinbot models pull` fetches them" if missing else ""
+    return f"; the files are looked up in {root.resolve()} (SPINBOT_MODELS_DIR or --models-dir{there}){fetch}"
 
 
 @app.command()

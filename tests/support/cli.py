@@ -21,6 +21,14 @@ def run_cli(*args: str) -> tuple[int, list[str]]:
     return code, lines
 
 
+def made_database() -> None:
+    """The embedded data folder and its database, as `spinbot run` makes them first: the commands on existing jobs
+    read it (they make none: tests/unit/test_cli_no_data.py)."""
+    from spinbot.cli_checks import open_runner
+
+    open_runner()
+
+
 def stored_job_files(data_dir: Path) -> list[Path]:
     """Every file under the embedded data folder's jobs/ (inputs and artifacts): a refused run leaves none."""
     jobs = data_dir / "jobs"

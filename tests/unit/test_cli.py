@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from spinbot.samples import portrait_path, voice_path
-from tests.support.cli import run_cli, stored_job_files
+from tests.support.cli import made_database, run_cli, stored_job_files
 
 
 @pytest.fixture
@@ -66,6 +66,7 @@ def test_a_missing_or_empty_prompt_names_the_own_script_alternative(spinbot_env,
 
 
 def test_resume_of_unknown_job_is_a_clear_error(spinbot_env):
+    made_database()
     code, lines = run_cli("run", "--resume", "0" * 32)
     assert code != 0 and len(lines) == 1 and lines[0].startswith(f"error: job '{'0' * 32}' not found in "), lines
     assert lines[0].endswith("`spinbot jobs list` lists the jobs there")  # where it looked, and how to see

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from spinbot.samples import portrait_path, voice_path
-from tests.support.cli import run_cli, stored_job_files
+from tests.support.cli import made_database, run_cli, stored_job_files
 
 # What no error line may hold: control characters (C0, DEL, C1) and bidi overrides / isolates
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -39,6 +39,7 @@ def test_control_characters_an_error_quotes_are_escaped_on_its_one_line(new_job,
 
 @pytest.mark.parametrize("command", [["cancel"], ["run", "--resume"], ["params"], ["pipelines", "show"]])
 def test_a_hostile_id_or_name_is_one_inert_line(spinbot_env, command):
+    made_database()  # a job id is looked up (and quoted) where there are jobs
     code, lines = run_cli(*command, "abc\x1b[2J\r\nrm -rf")
     assert code == 2 and len(lines) == 1, lines
     assert "abc\\x1b[2J\\r\\nrm -rf" in lines[0] and not UNPRINTABLE.search(lines[0])

@@ -18,6 +18,7 @@ from spinbot.cli import app
 from spinbot.control.dispatch import InProcessDispatcher
 from spinbot.control.runner import Runner
 from spinbot.state.store import NodeView
+from tests.support.cli import made_database
 from tests.unit.test_lease import expire_lease
 from tests.unit.test_progress import ScriptedDispatcher, failing_after, request_  # noqa: F401 - request_: a fixture
 
@@ -92,6 +93,7 @@ def test_jobs_list_filters_by_status_and_limits_its_rows(jobs):
     ],
 )
 def test_bad_arguments_are_one_line_and_a_non_zero_exit(spinbot_env, args, expected):
+    made_database()
     result = invoke(*args)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith(expected), result.output

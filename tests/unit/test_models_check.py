@@ -92,6 +92,19 @@ def test_list_says_a_models_folder_is_missing_and_refuses_a_file(tmp_path):
         assert code == 2 and lines == [f"error: SPINBOT_MODELS_DIR={tmp_path / 'afile'} is a file, not a folder"]
 
 
+def test_check_says_which_folder_it_looked_in_and_how_to_fetch_what_is_missing(tmp_path, monkeypatch):
+    # "4 problem(s) in the model files of f5_to_tts" under four lines of paths relative to a folder it did not name
+    # (SPINBOT_MODELS_DIR's default is ./models, relative to wherever spinbot runs)
+    monkeypatch.chdir(tmp_path)
+    code, lines = run("models", "check", "--task", "f5_to_tts", "--models-dir", "nowhere")
+    assert code == 1 and len(lines) == 5 and all(": missing (" in line for line in lines[:4]), lines
+    assert lines[-1].startswith("4 problem(s) in the model files of f5_to_tts (")
+    assert lines[-1].endswith(
+        f" s); the files are looked up in {tmp_path / 'nowhere'} (SPINBOT_MODELS_DIR or --models-dir, no such folder "
+        "yet); 4 file(s) missing: `spinbot models pull` fetches them"
+    )
+
+
 def test_list_refuses_a_node_without_model_files(tiny):
     code, lines = run(
         "models",

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from spinbot.cli import app
 from spinbot.errors import SettingsError
 from spinbot.settings import get_settings, reset_settings
+from tests.support.cli import made_database
 
 
 @pytest.mark.parametrize(
@@ -37,8 +38,9 @@ def test_a_refused_setting_says_why_without_pydantics_prefix(monkeypatch, name, 
     ids=["show", "watch", "cancel", "resume"],
 )
 def test_an_unknown_job_names_the_database_looked_in_and_how_to_list_it(spinbot_env, args):
-    # `spinbot jobs show ID` from another folder than the one the job was made in read (and made) an empty
-    # ./spinbot-data there: "job 'ID' not found" said nothing of where it looked.
+    # `spinbot jobs show ID` from another folder than the one the job was made in: "job 'ID' not found" said nothing
+    # of where it looked (a folder with no database at all: tests/unit/test_cli_no_data.py)
+    made_database()
     result = CliRunner().invoke(app, list(args))
     db = spinbot_env.resolve() / "spinbot.db"
     assert result.exit_code == 2
@@ -49,6 +51,7 @@ def test_an_unknown_job_names_the_database_looked_in_and_how_to_list_it(spinbot_
 
 
 def test_no_jobs_names_the_database_looked_in(spinbot_env):
+    made_database()
     result = CliRunner().invoke(app, ["jobs", "list"])
     assert result.exit_code == 0
     db = spinbot_env.resolve() / "spinbot.db"
@@ -61,6 +64,7 @@ def test_a_database_url_is_named_by_its_setting_never_its_credentials(spinbot_en
     monkeypatch.setenv("SPINBOT_DATABASE_URL", f"sqlite:///{tmp_path / 'other.db'}")
     reset_settings()
     try:
+        made_database()
         result = CliRunner().invoke(app, ["jobs", "show", "nope"])
     finally:
         reset_settings()
