@@ -17,6 +17,7 @@ from spinbot import cli_progress
 from spinbot.cli import app
 from spinbot.control.dispatch import InProcessDispatcher
 from spinbot.control.runner import Runner
+from spinbot.state.models import utcnow
 from spinbot.state.store import NodeView
 from tests.support.cli import made_database
 from tests.unit.test_lease import expire_lease
@@ -168,7 +169,7 @@ def test_watching_shows_a_running_nodes_state_at_its_first_read_then_only_change
     # the first read came after a poll's sleep: a talking head at 59% showed 0% for a second under a job at 52%
     talk = NodeView("talk", "t", "python", "running", 0.59, "window 3/5", 1, None, None, None, None)
     done = NodeView("tts", "t", "python", "succeeded", 1.0, None, 1, None, None, None, None)
-    job = SimpleNamespace(id="j", status="running", progress=0.52, nodes=[done, talk])
+    job = SimpleNamespace(id="j", status="running", progress=0.52, nodes=[done, talk], now=utcnow())
     changes = cli_progress.RowChanges(job)
     assert [(e.node_id, e.progress, e.message, e.job_progress) for e in changes.events(job)] == [
         ("talk", 0.59, "window 3/5", 0.52)
@@ -179,6 +180,7 @@ def test_watching_shows_a_running_nodes_state_at_its_first_read_then_only_change
         status="failed",
         progress=0.52,
         nodes=[done, replace(talk, status="failed", error="the GPU fell over")],
+        now=utcnow(),
     )
     assert [(e.kind, e.status, e.message) for e in changes.events(ended)] == [
         ("node", "failed", "the GPU fell over"),
