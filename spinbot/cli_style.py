@@ -3,6 +3,7 @@ for click's usage errors, and help in plain words (TEXT, PATH, INTEGER; no type 
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -58,9 +59,24 @@ def plain_type(label: str | None) -> str:
     return PLAIN_TYPES.get(inner, inner.upper())
 
 
+def unwrapped(help_text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line, for rich to wrap at the terminal's width: typer's rich help keeps
+    a paragraph's single line breaks (click's plain help does not), so the source's wrapping at 120 columns broke
+    `spinbot run --help` mid-line at 80 ("exit status 128 + the" / "signal: ..."). A paragraph that starts with
+    click's \\b marker keeps its lines."""
+    if not help_text:
+        return help_text
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(part if part.startswith("\b") else " ".join(part.split()) for part in paragraphs)
+
+
 class FlagsWithoutType(_ClickCommand):
     """Help in plain words: no type for flags (-h/--help included), an argument's metavar (NAME, FILE), and plain
-    type names (TEXT, PATH, INTEGER) for every other param."""
+    type names (TEXT, PATH, INTEGER) for every other param; its paragraphs wrapped at the terminal's width."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = unwrapped(self.help)
 
     def get_help_option(self, ctx: Any) -> Any:
         option = super().get_help_option(ctx)
