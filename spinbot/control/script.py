@@ -171,13 +171,28 @@ def generate_script(prompt: str, words: int = 30) -> tuple[str, dict[str, str]]:
         return text, {"source": "ollama", "model": settings.ollama_model, "host": settings.ollama_host}
     except Exception as err:  # noqa: BLE001 - no server, timeout, HTTP error, garbage: the fallback text goes on
         reason = f"{type(err).__name__}: {err}".strip()[:300]
-        log.warning("script: Ollama failed, using the fallback text", extra={"reason": reason})
+        log.warning(
+            f"script: Ollama failed, using the fallback text; to avoid it, {_way_out(err)}, or give the script "
+            "yourself with --set script.text=...",
+            extra={"reason": reason},
+        )
         return fallback_script(prompt), {
             "source": "fallback",
             "reason": reason,
             "model": settings.ollama_model,
             "host": settings.ollama_host,
         }
+
+
+def _way_out(err: Exception) -> str:
+    """The setting that lets the next job's LLM answer, for this failure: the warning's user (most often one without
+    Ollama at all) learned that the fallback was spoken, not how to have a real script."""
+    if isinstance(err, TimeoutError):
+        return "give it more time with SPINBOT_OLLAMA_TIMEOUT"
+    # an unusable or unreadable answer, or Ollama's 404 for a model it does not have
+    if isinstance(err, ValueError) or getattr(err, "status_code", None) == 404:
+        return "set SPINBOT_OLLAMA_MODEL to a model that Ollama has"
+    return "point SPINBOT_OLLAMA_HOST at a running Ollama"
 
 
 def run(ctx: TaskContext, params: ScriptParams) -> NodeOutput:

@@ -12,7 +12,8 @@ from tests.support.quiet_server import QuietHTTPServer
 
 class FakeOllama:
     """mode: "ok" (a script), "hang" (never answers in time), "garbage" (not JSON), "empty" (empty response),
-    "trickle" (a whole answer's headers, then its body one byte every `trickle_s`: each read gets a byte in time)."""
+    "trickle" (a whole answer's headers, then its body one byte every `trickle_s`: each read gets a byte in time),
+    "no_model" (Ollama's 404 for a model it does not have)."""
 
     def __init__(
         self,
@@ -37,6 +38,9 @@ class FakeOllama:
                 owner.requests.append((self.path, body))
                 if owner.mode == "hang":
                     owner.release.wait(30)
+                    return
+                if owner.mode == "no_model":
+                    self._answer(404, json.dumps({"error": f"model '{body.get('model')}' not found"}).encode())
                     return
                 if owner.mode == "garbage":
                     payload = b"<html>502 bad gateway, definitely not json"
@@ -69,6 +73,13 @@ class FakeOllama:
                     self._trickle(payload)
                 else:
                     self.wfile.write(payload)
+
+            def _answer(self, status: int, payload: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def _trickle(self, payload: bytes) -> None:
                 try:

@@ -196,3 +196,30 @@ def test_a_host_name_whose_lookup_hangs_is_cut_at_the_deadline(ollama_at, monkey
         _, meta = generate_script("learning to fail")
     assert time.monotonic() - started < 2.5
     assert meta["source"] == "fallback" and "timed out" in meta["reason"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "way_out"),
+    [
+        ("refused", "point SPINBOT_OLLAMA_HOST at a running Ollama"),
+        ("hang", "give it more time with SPINBOT_OLLAMA_TIMEOUT"),
+        ("garbage", "set SPINBOT_OLLAMA_MODEL to a model that Ollama has"),
+        ("empty", "set SPINBOT_OLLAMA_MODEL to a model that Ollama has"),
+        ("no_model", "set SPINBOT_OLLAMA_MODEL to a model that Ollama has"),
+    ],
+)
+def test_the_fallback_warning_says_how_to_avoid_it(ollama_at, caplog, mode, way_out):
+    # `spinbot run` without Ollama warned that the fallback text was used, not what would give a real script
+    with FakeOllama("ok" if mode == "refused" else mode) as server:
+        url = server.url
+        if mode != "refused":
+            ollama_at(url, timeout=1.0)
+            generate_script("learning to fail")
+    if mode == "refused":  # the server is gone: nothing listens on its port now
+        ollama_at(url)
+        generate_script("learning to fail")
+    [record] = [r for r in caplog.records if r.name == "spinbot.control.script"]
+    assert record.getMessage() == (
+        f"script: Ollama failed, using the fallback text; to avoid it, {way_out}, or give the script yourself with "
+        "--set script.text=..."
+    )
