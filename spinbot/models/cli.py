@@ -75,8 +75,7 @@ def list_files(
             typer.echo(NONE_SELECTED)
             return
         needed = required_files(tasks, root, overrides)
-    no_folder = "" if root.is_dir() else " (no such folder yet: spinbot models pull makes it)"
-    typer.echo(f"SPINBOT_MODELS_DIR={root}{no_folder}")
+    typer.echo(_folder_line(root, "--models-dir" if models_dir else "SPINBOT_MODELS_DIR"))
     for f in needed:
         status = "present" if f.present else ("missing" if f.required else "absent (optional)")
         size = f.size if f.present else (f.source.size if f.source else None)
@@ -89,6 +88,14 @@ def list_files(
     typer.echo(
         f"{len(needed)} files, {len(missing)} missing" + ("; `spinbot models pull` fetches them" if missing else "")
     )
+
+
+def _folder_line(root: Path, named_by: str) -> str:
+    """The models folder as the files' places below are relative to: absolute, since a relative SPINBOT_MODELS_DIR
+    (its default, ./models) is the folder spinbot runs in, and "models" alone left the user guessing which."""
+    given = f"={root}" if not root.is_absolute() else ""
+    there = "" if root.is_dir() else "; no such folder yet: `spinbot models pull` makes it"
+    return f"models folder: {root.resolve()} ({named_by}{given}{there})"
 
 
 @app.command()
@@ -173,7 +180,7 @@ def pull(
         print_error(_unreachable_line(unreachable, not_tried, root))
     if failures or unreachable:
         raise typer.Exit(1)
-    typer.echo(f"ok: every file of {', '.join(tasks)} is in {root}")
+    typer.echo(f"ok: every file of {', '.join(tasks)} is in {root.resolve()}")
 
 
 def _unreachable_line(unreachable: dict, not_tried: list[str], root: Path) -> str:
@@ -183,7 +190,7 @@ def _unreachable_line(unreachable: dict, not_tried: list[str], root: Path) -> st
     return (
         f"cannot reach {', '.join(unreachable)} ({first.reason}): {count} not downloaded ({not_tried[0]}"
         f"{', ...' if len(not_tried) > 1 else ''}); check the network, set HF_ENDPOINT to a Hub mirror, or copy the "
-        f"files into {root} by hand (`spinbot models list` shows each one's place)"
+        f"files into {root.resolve()} by hand (`spinbot models list` shows each one's place)"
     )
 
 

@@ -73,7 +73,7 @@ def test_list_names_every_file_with_its_place_status_size_and_source(tiny, tmp_p
         "models", "list", *TASKS, "--models-dir", str(tmp_path), "--set", "upscale_video.model_name_1=mine.pth"
     )
     assert code == 0
-    assert lines[0] == f"SPINBOT_MODELS_DIR={tmp_path}"
+    assert lines[0] == f"models folder: {tmp_path} (--models-dir)"
     upscaler = next(line for line in lines if UPSCALER in line)
     assert upscaler.startswith("present") and "(upscale_video.model_name_0)" in upscaler
     assert "hf://ai-forever/Real-ESRGAN@ce23cf9d8a90d83437421b8c37811dec0e522924/RealESRGAN_x2.pth" in upscaler
@@ -85,11 +85,27 @@ def test_list_names_every_file_with_its_place_status_size_and_source(tiny, tmp_p
 
 def test_list_says_a_models_folder_is_missing_and_refuses_a_file(tmp_path):
     code, lines = run("models", "list", *TASKS, "--models-dir", str(tmp_path / "nowhere"))
-    assert code == 0 and lines[0].endswith("nowhere (no such folder yet: spinbot models pull makes it)")
+    assert code == 0
+    assert lines[0].endswith("nowhere (--models-dir; no such folder yet: `spinbot models pull` makes it)")
     (tmp_path / "afile").write_text("x")
     for command in ("list", "check", "pull"):
         code, lines = run("models", command, *TASKS, "--models-dir", str(tmp_path / "afile"))
         assert code == 2 and lines == [f"error: SPINBOT_MODELS_DIR={tmp_path / 'afile'} is a file, not a folder"]
+
+
+def test_list_names_a_relative_models_folder_by_its_full_path(tmp_path, monkeypatch, use_settings):
+    # SPINBOT_MODELS_DIR=models (the default's form) was shown as "SPINBOT_MODELS_DIR=models": which folder, from
+    # where, and is it there?
+    monkeypatch.chdir(tmp_path)
+    use_settings(models_dir=Path("models"))
+    code, lines = run("models", "list", "--task", "f5_to_tts")
+    assert code == 0 and lines[0] == (
+        f"models folder: {tmp_path / 'models'} (SPINBOT_MODELS_DIR=models; no such folder yet: `spinbot models pull` "
+        "makes it)"
+    )
+    (tmp_path / "models").mkdir()
+    code, lines = run("models", "list", "--task", "f5_to_tts")
+    assert code == 0 and lines[0] == f"models folder: {tmp_path / 'models'} (SPINBOT_MODELS_DIR=models)"
 
 
 def test_check_says_which_folder_it_looked_in_and_how_to_fetch_what_is_missing(tmp_path, monkeypatch):

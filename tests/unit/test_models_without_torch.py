@@ -83,7 +83,7 @@ def test_models_list_names_every_default_file_without_torch(tmp_path, spinbot_en
     result = spinbot_without_gpu_extra(tmp_path, "models", "list", *TASKS, "--models-dir", str(models))
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert lines[0] == f"SPINBOT_MODELS_DIR={models} (no such folder yet: spinbot models pull makes it)"
+    assert lines[0] == f"models folder: {models} (--models-dir; no such folder yet: `spinbot models pull` makes it)"
     assert [next(p for p in DEFAULTS if f"  {p}  " in line) for line in lines[1:-1]] == DEFAULTS
     assert "missing              32.8 GB  diffusion_models/wanvideo/wan2.1_i2v_720p_14B_bf16.safetensors" in lines[6]
     assert lines[-1] == "18 files, 16 missing; `spinbot models pull` fetches them"
