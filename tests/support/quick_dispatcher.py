@@ -15,7 +15,7 @@ class QuickDispatcher(Dispatcher):
     """Python nodes return at once; `fail` fails infinite_talk with one line, `hold` keeps it running until the job
     is cancelled (`holding` is set once it runs)."""
 
-    def __init__(self, fail: bool = False, hold: bool = False):
+    def __init__(self, *, fail: bool = False, hold: bool = False):  # by name: `QuickDispatcher(hold)` set fail
         self.fail, self.hold, self.holding = fail, hold, threading.Event()
 
     def run(self, request, report, is_cancelled):

@@ -30,8 +30,10 @@ def start_api(spinbot_env, use_settings, tmp_path) -> Iterator[Callable[..., Api
 
         def start(hold: bool = False, **settings: object) -> Api:
             use_settings(**{"api_keys": f"{KEY_A},{KEY_B}", "priority_api_keys": KEY_A, **settings})
-            runner = Runner(dispatcher=QuickDispatcher(hold))
-            return Api(stack.enter_context(local_client(create_app(runner=runner))), tmp_path)
+            dispatcher = QuickDispatcher(hold=hold)  # it was QuickDispatcher(hold): `fail`, and hold=True failed jobs
+            api = Api(stack.enter_context(local_client(create_app(runner=Runner(dispatcher=dispatcher)))), tmp_path)
+            api.dispatcher = dispatcher  # type: ignore[attr-defined]
+            return api
 
         yield start
 
@@ -109,6 +111,9 @@ def test_a_refused_request_stores_nothing_and_leaves_its_key_free(start_api, spi
     assert api.total() == 0 and stored_files(spinbot_env) == []
     first = api.post(api.body(), "retry-me")  # fixed: the key makes its job
     assert first.status_code == 201
+    # the job is active (held in infinite_talk) for the whole test: with `hold` read as `fail`, it failed, and the
+    # 429 below held only while the failure had not been recorded yet
+    assert api.dispatcher.holding.wait(20)  # type: ignore[attr-defined]
     # at the active-job limit (1, this job): a repeat is answered, not a 429, and counts nothing more
     assert api.post(api.body(), "retry-me").status_code == 200
     r = api.post(api.body(prompt="a second job"), "another-key")

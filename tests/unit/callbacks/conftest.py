@@ -23,7 +23,7 @@ def start_api(spinbot_env, use_settings, tmp_path) -> Iterator[Callable[..., Api
 
         def start(fail: bool = False, hold: bool = False, **settings: object) -> Api:
             use_settings(**{"api_keys": KEY, "callback_retry_seconds": 0.2, **settings})
-            runner = Runner(dispatcher=QuickDispatcher(fail, hold))
+            runner = Runner(dispatcher=QuickDispatcher(fail=fail, hold=hold))
             api = Api(stack.enter_context(local_client(create_app(runner=runner))), tmp_path)
             api.dispatcher = runner.dispatcher
             return api
