@@ -137,7 +137,8 @@ def run(
     out: Path | None = typer.Option(
         None,
         metavar="FILE",
-        help="Where to copy the final video (a folder: it goes in as JOB_ID.mp4; default: spinbot-out/JOB_ID.mp4).",
+        help="Where to copy the final video: an .mp4 file (its missing folders made) or a folder (it goes in as "
+        "JOB_ID.mp4); default: spinbot-out/JOB_ID.mp4.",
     ),
     resume: str | None = typer.Option(
         None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node, with its own inputs."

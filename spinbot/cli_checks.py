@@ -68,8 +68,8 @@ VIDEO_SUFFIX = ".mp4"  # what every pipeline's last node delivers (its `video`)
 
 def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
     """--out before any work: never one of the job's input files; an existing folder (the video goes in it), or an
-    .mp4 file whose folder exists or can be made and is writable. True when --out is a file there already (the video
-    will replace it)."""
+    .mp4 file whose folder exists or can be made and is writable (a folder not there yet is made as the video is
+    delivered). True when --out is a file there already (the video will replace it)."""
     if out is None:
         return False
     for option, path in inputs.items():
@@ -85,12 +85,18 @@ def check_out(out: Path | None, inputs: dict[str, Path | None]) -> bool:
             f"--out {out}: the video is an {VIDEO_SUFFIX} file; give a name ending in {VIDEO_SUFFIX} "
             f"(e.g. {out.with_suffix(VIDEO_SUFFIX) if out.suffix else f'{out}{VIDEO_SUFFIX}'}) or a folder that exists"
         )
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"--out {out}: cannot create its folder ({err.strerror or err})") from None
-    _check_writable(out, out.parent)
+    _check_writable(out, _nearest_existing(out))
     return out.exists()
+
+
+def _nearest_existing(out: Path) -> Path:
+    """out's folder, or its nearest parent that is there, which must be a folder: the folders in between are made
+    only as the video is delivered (made here, a run refused a moment later, for a missing --image say, left them
+    behind)."""
+    there = next((p for p in out.parents if os.path.lexists(p)), Path("."))  # a broken link counts
+    if not there.is_dir():
+        raise InputError(f"--out {out}: cannot make its folder: {there} is not a folder")
+    return there
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -104,6 +110,7 @@ def _check_writable(out: Path, folder: Path) -> None:
     try:
         _write_in(folder)
     except OSError as err:
+        # `folder` is out's own, or the parent its missing folders would be made in
         raise InputError(f"--out {out}: cannot write in {folder} ({err.strerror or err})") from None
 
 

@@ -3,6 +3,8 @@ code does when they are left out."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import click
 import typer
 from typer.testing import CliRunner
@@ -57,6 +59,6 @@ def test_every_help_wraps_at_the_terminal_width():
         paragraphs = _description(result.output)
         assert paragraphs, name
         for paragraph in paragraphs:
-            for line, following in zip(paragraph, paragraph[1:]):
+            for line, following in pairwise(paragraph):
                 # a line is broken early where the next line's first word would have fitted on it
                 assert len(line) + 1 + len(following.split()[0]) > text_width, (name, line)

@@ -100,6 +100,71 @@ def test_an_mp4_out_in_capitals_or_a_folder_is_taken(tmp_path):
     assert check_out(tmp_path, {}) is False
 
 
+def test_a_refused_run_leaves_no_folder_its_out_would_have_made(spinbot_env, tmp_path):
+    # the --out check made new/deeper/ for the video, and it stayed when the run was refused a moment later
+    out, image = tmp_path / "new" / "deeper" / "v.mp4", tmp_path / "none.png"
+    code, lines, exception = run_cli_result(
+        "run", "--prompt", "hi", "--image", str(image), "--voice", str(voice_path()), "--out", str(out)
+    )
+    assert (code, lines) == (2, [f"error: image not found: {image}"]), exception
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_out_in_folders_not_there_yet_gets_them_with_the_video(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from spinbot.cli_checks import check_out
+    from spinbot.cli_progress import deliver
+
+    out = tmp_path / "new" / "deeper" / "v.mp4"
+    assert check_out(out, {}) is False and not (tmp_path / "new").exists()
+    store = SimpleNamespace(download=lambda key, dest: dest.write_bytes(b"the video"))
+    runner = SimpleNamespace(final_artifact=lambda job: "jobs/j1/upscale_video/video.mp4", artifacts=store)
+    deliver(runner, SimpleNamespace(id="j1", status="succeeded"), out)
+    assert out.read_bytes() == b"the video" and capsys.readouterr().out == f"{out}\n"
+
+
+def test_an_out_under_a_file_is_one_line(tmp_path):
+    from spinbot.cli_checks import check_out
+    from spinbot.errors import InputError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError) as refused:
+        check_out(tmp_path / "afile" / "new" / "v.mp4", {})
+    assert str(refused.value) == (
+        f"--out {tmp_path / 'afile' / 'new' / 'v.mp4'}: cannot make its folder: {tmp_path / 'afile'} is not a folder"
+    )
+
+
+# root keeps its permission checks once it drops the capabilities that bypass them: a user's view of chmod 555
+AS_A_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def test_an_unwritable_out_is_one_line_before_any_job(spinbot_env, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.support.cli import stored_job_files
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv (util-linux): a chmod 555 folder is writable to root")
+    as_a_user = AS_A_USER if os.geteuid() == 0 else []
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    image = portrait_path(tmp_path)
+    for out in (locked / "v.mp4", locked / "new" / "v.mp4", locked):
+        result = subprocess.run(
+            [*as_a_user, sys.executable, "-m", "spinbot", "run", "--prompt", "hi", "--image", str(image),
+             "--voice", str(voice_path()), "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.splitlines() == [f"error: --out {out}: cannot write in {locked} (Permission denied)"]
+    assert stored_job_files(spinbot_env) == [] and not (locked / "new").exists()
+
+
 # ---- progress in a log file ---------------------------------------------------------------------------------------
 def test_a_failed_job_in_a_log_file_keeps_node_names_whole(spinbot_env, tmp_path, monkeypatch):
     # rich's final table, fitted to 80 columns where stderr is no terminal, cut names to `infinite_t…`
