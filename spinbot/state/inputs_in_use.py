@@ -49,10 +49,11 @@ def delete_unused(
 ) -> dict[str, str]:
     """Call `delete` with those of `keys` that no job of the owner (but `except_job`) names, under the owner's lock;
     returns {key: job} for each key kept because a job names it. No job naming one can be written meanwhile."""
+    wanted = set(keys)  # read twice below: a generator would be empty the second time
     with Session(engine) as s, s.begin():
         lock_owner(s, owner)
-        named = jobs_naming(s, owner, keys, except_job)
-        unused = sorted(set(keys) - named.keys())
+        named = jobs_naming(s, owner, wanted, except_job)
+        unused = sorted(wanted - named.keys())
         if unused:
             delete(unused)  # within the transaction: the lock is held until the files are gone
         return named
