@@ -16,7 +16,7 @@ from spinbot.control.runner import Runner
 from spinbot.state.inputs_in_use import delete_unused
 from tests.support import upload_race
 from tests.support.api_client import local_client
-from tests.support.idempotent_api import KEY_A, KEY_B, Api
+from tests.support.idempotent_api import KEY_A, KEY_B, Api, auth
 from tests.support.quick_dispatcher import QuickDispatcher
 
 
@@ -89,3 +89,27 @@ def test_delete_unused_reads_the_keys_once(start_api):
     keys = ["uploads/local/0123/voice.wav", "uploads/local/4567/portrait.png"]
     assert delete_unused(engine, None, (key for key in keys), deleted.append) == {}
     assert deleted == [sorted(keys)]
+
+
+def test_two_jobs_sharing_uploads_deleted_at_once_leave_none_behind(start_api):
+    """Each delete kept the uploads because the other job, being deleted too, still named them: the uploads stayed,
+    named by no job and counted against the key's storage. A job being deleted never reads its inputs again."""
+    api = start_api()
+    body = api.body()
+    first, second = (api.post(body, None).json()["id"] for _ in range(2))
+    assert api.settled(first)["status"] == api.settled(second)["status"] == "succeeded"
+    runner = api.client.app.state.services.runner
+    real, nested = runner.jobs.delete_job, []
+
+    def delete_the_other_first(job_id: str) -> None:
+        # `first` has judged its uploads (the other job named them) and is about to drop its rows: `second` is
+        # deleted now, judging its uploads while `first`, deleting, is still there
+        if not nested:
+            nested.append(job_id)
+            runner.delete_job(second)
+        real(job_id)
+
+    runner.jobs.delete_job = delete_the_other_first
+    assert api.client.delete(f"/v1/jobs/{first}", headers=auth(KEY_A)).status_code == 204
+    assert nested == [first] and api.total() == 0
+    assert upload_race.stored_uploads(api) == []
