@@ -291,10 +291,8 @@ def gc(
     from spinbot.control.lifecycle import expire_jobs, sweep_checkpoints
 
     try:
+        days = _retention_days(older_than, job)
         runner = open_runner(reachable=False, existing=True)  # deleting needs the database and storage, not Redis
-        days = older_than if older_than is not None else runner.settings.job_retention_days
-        if days is None and not job:
-            raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")
         ids = [runner.jobs.get(job_id).id for job_id in job]  # every named job exists, before deleting any
         if not dry_run:
             for job_id in ids:
@@ -315,6 +313,17 @@ def gc(
         err_console.print(
             f"removed {swept} file(s) of window checkpoints left behind by finished jobs", highlight=False
         )
+
+
+def _retention_days(older_than: float | None, jobs: list[str]) -> float | None:
+    """The age `gc` deletes from; InputError where neither it nor --job is given, checked before the data is looked
+    for, so the usage error is the same with or without data."""
+    from spinbot.settings import get_settings
+
+    days = older_than if older_than is not None else get_settings().job_retention_days
+    if days is None and not jobs:
+        raise InputError("nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS")
+    return days
 
 
 @app.command(cls=Command)

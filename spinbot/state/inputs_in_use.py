@@ -29,11 +29,17 @@ def lock_owner(s: Session, owner: str | None) -> None:
 
 def jobs_naming(s: Session, owner: str | None, keys: Iterable[str], except_job: str = "") -> dict[str, str]:
     """{key: the newest job of the owner, other than `except_job`, whose inputs name it} for each of `keys` named
-    (uploads are per owner, so no other owner's job can name them)."""
+    (uploads are per owner, so no other owner's job can name them). A job being deleted names none: it never reads
+    its inputs again, and two jobs deleted at once each kept their shared uploads for the other, which left them
+    named by no job."""
+    from spinbot.state.store import DELETING  # store.py imports this module
+
     wanted, named = set(keys), {}
     same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
     rows = s.execute(
-        select(Job.id, Job.inputs).where(Job.id != except_job, same_owner).order_by(Job.created_at, Job.id)
+        select(Job.id, Job.inputs)
+        .where(Job.id != except_job, same_owner, Job.status != DELETING)
+        .order_by(Job.created_at, Job.id)
     )
     for job_id, inputs in rows:  # oldest first: the newest job naming a key is the one kept
         named.update({key: job_id for key in (inputs or {}).get("artifacts", {}).values() if key in wanted})
@@ -49,10 +55,11 @@ def delete_unused(
 ) -> dict[str, str]:
     """Call `delete` with those of `keys` that no job of the owner (but `except_job`) names, under the owner's lock;
     returns {key: job} for each key kept because a job names it. No job naming one can be written meanwhile."""
+    wanted = set(keys)  # read twice below: a generator would be empty the second time
     with Session(engine) as s, s.begin():
         lock_owner(s, owner)
-        named = jobs_naming(s, owner, keys, except_job)
-        unused = sorted(set(keys) - named.keys())
+        named = jobs_naming(s, owner, wanted, except_job)
+        unused = sorted(wanted - named.keys())
         if unused:
             delete(unused)  # within the transaction: the lock is held until the files are gone
         return named

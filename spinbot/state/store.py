@@ -215,19 +215,7 @@ class JobStore:
                     _refuse_past_limit(s, owner, max_active)
                 if check_inputs is not None:
                     check_inputs()
-                for pos, (node_id, task, plane) in enumerate(nodes):
-                    s.add(
-                        NodeRun(
-                            job_id=job_id,
-                            node_id=node_id,
-                            position=pos,
-                            task=task,
-                            plane=plane,
-                            status=PENDING,
-                            progress=0.0,
-                            attempts=0,
-                        )
-                    )
+                s.add_all(_pending_nodes(job_id, nodes))
         except IntegrityError:
             keyed = find_keyed_job(self.engine, owner, idempotency[0]) if idempotency else None
             if keyed is None:
@@ -495,6 +483,23 @@ class JobStore:
                     row.size, row.content_type, row.name = art["size"], art.get("content_type"), art["name"]
             for stale in existing.values():
                 s.delete(stale)
+
+
+def _pending_nodes(job_id: str, nodes: Iterable[tuple[str, str, str]]) -> list[NodeRun]:
+    """A new job's node rows, (node id, task, plane) in the pipeline's order."""
+    return [
+        NodeRun(
+            job_id=job_id,
+            node_id=node_id,
+            position=pos,
+            task=task,
+            plane=plane,
+            status=PENDING,
+            progress=0.0,
+            attempts=0,
+        )
+        for pos, (node_id, task, plane) in enumerate(nodes)
+    ]
 
 
 def _count_unfinished(owner: str | None):

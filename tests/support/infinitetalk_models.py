@@ -1,5 +1,5 @@
 """The native infinite_talk backend's tiny models and the fixtures that run it (shared by
-tests/unit/test_infinitetalk_backend.py and test_infinitetalk_group.py).
+tests/unit/test_infinitetalk_backend.py, test_infinitetalk_loading.py and test_infinitetalk_group.py).
 
 Every model is the real architecture (same module classes, same key names) at the package's tiny sizes
 (spinbot/models/synth/talk.py's TINY) with random weights from the modules' own initialisation, saved in the official

@@ -103,3 +103,11 @@ def test_once_a_job_was_made_the_commands_read_it(spinbot_env):
     shown = invoke("jobs", "show", "nope")
     assert shown.exit_code == 2
     assert shown.output.startswith("error: job 'nope' not found in ")
+
+
+def test_gc_without_an_age_is_the_same_usage_error_with_or_without_data(spinbot_env):
+    # without data it said "nothing to delete" and exited 0: the missing --older-than went unnoticed
+    said = "error: nothing to delete: pass --older-than DAYS or --job ID, or set SPINBOT_JOB_RETENTION_DAYS"
+    result = invoke("gc")
+    assert (result.exit_code, result.output.strip()) == (2, said)
+    assert not spinbot_env.exists()

@@ -13,9 +13,10 @@ import pytest
 
 from spinbot.api.app import create_app
 from spinbot.control.runner import Runner
+from spinbot.state.inputs_in_use import delete_unused
 from tests.support import upload_race
 from tests.support.api_client import local_client
-from tests.support.idempotent_api import KEY_A, KEY_B, Api
+from tests.support.idempotent_api import KEY_A, KEY_B, Api, auth
 from tests.support.quick_dispatcher import QuickDispatcher
 
 
@@ -64,3 +65,51 @@ def test_the_upload_is_deleted_while_the_database_write_lock_is_held(start_api, 
     monkeypatch.setattr(store, "delete_prefix", delete_while_probing)
     assert upload_race.delete_upload(api, voice).status_code == 204
     assert refused == ["database is locked"]
+
+
+def test_an_upload_folder_with_a_file_a_job_names_is_kept_whole(start_api):
+    """The 409 deletes nothing: an upload whose folder holds a file no job names besides the one a job does was
+    deleted whole (its callback ignored which keys were unused), and only then answered 409."""
+    api = start_api()
+    body = api.body()
+    job_id = api.post(body, None).json()["id"]
+    assert api.settled(job_id)["status"] == "succeeded"
+    store = api.client.app.state.services.runner.artifacts
+    (voice_key,) = [key for key in upload_race.stored_uploads(api) if body["voice"] in key]
+    stray = voice_key.rsplit("/", 1)[0] + "/notes.txt"
+    store.put_bytes(stray, b"not named by any job")
+    answer = upload_race.delete_upload(api, body["voice"])
+    assert answer.status_code == 409, answer.text
+    assert {voice_key, stray} <= set(upload_race.stored_uploads(api))
+
+
+def test_delete_unused_reads_the_keys_once(start_api):
+    engine = start_api().client.app.state.services.runner.jobs.engine
+    deleted: list[list[str]] = []
+    keys = ["uploads/local/0123/voice.wav", "uploads/local/4567/portrait.png"]
+    assert delete_unused(engine, None, (key for key in keys), deleted.append) == {}
+    assert deleted == [sorted(keys)]
+
+
+def test_two_jobs_sharing_uploads_deleted_at_once_leave_none_behind(start_api):
+    """Each delete kept the uploads because the other job, being deleted too, still named them: the uploads stayed,
+    named by no job and counted against the key's storage. A job being deleted never reads its inputs again."""
+    api = start_api()
+    body = api.body()
+    first, second = (api.post(body, None).json()["id"] for _ in range(2))
+    assert api.settled(first)["status"] == api.settled(second)["status"] == "succeeded"
+    runner = api.client.app.state.services.runner
+    real, nested = runner.jobs.delete_job, []
+
+    def delete_the_other_first(job_id: str) -> None:
+        # `first` has judged its uploads (the other job named them) and is about to drop its rows: `second` is
+        # deleted now, judging its uploads while `first`, deleting, is still there
+        if not nested:
+            nested.append(job_id)
+            runner.delete_job(second)
+        real(job_id)
+
+    runner.jobs.delete_job = delete_the_other_first
+    assert api.client.delete(f"/v1/jobs/{first}", headers=auth(KEY_A)).status_code == 204
+    assert nested == [first] and api.total() == 0
+    assert upload_race.stored_uploads(api) == []

@@ -113,3 +113,19 @@ def test_the_talk_task_refuses_too_many_windows_before_rendering_one(tmp_path, m
     with pytest.raises(ParamsError, match=r"^infinite_talk: frame_window_size 2 with motion_frame 1 makes \d+ windows"):
         run_talk(tmp_path, portrait_path(tmp_path), speech, frame_window_size=2, motion_frame=1)
     assert not list((tmp_path / "store").rglob("chunk*")), "no window was rendered"
+
+
+def test_the_talk_task_refuses_denoising_over_the_limit_on_the_real_speech(tmp_path, spinbot_env, use_settings):
+    """Admission checks SPINBOT_MAX_TALK_FRAME_STEPS on the speech estimated; the task again on the speech it got,
+    before a window is rendered (2 s at 25 fps: one window of 81 frames x 6 steps x 1 pass, 486 frame-steps)."""
+    from spinbot.errors import ParamsError
+    from spinbot.media.audio import load_audio, write_wav
+    from spinbot.samples import portrait_path, voice_path
+    from tests.support.tasks import run_talk
+
+    use_settings(max_talk_frame_steps=485)
+    audio, sr = load_audio(voice_path())
+    speech = write_wav(tmp_path / "speech.wav", audio[: 2 * sr], sr)
+    with pytest.raises(ParamsError, match=r"^infinite_talk: 1 window of 81 frames x 6 sampling_steps x 1 model pass "):
+        run_talk(tmp_path, portrait_path(tmp_path), speech)
+    assert not list((tmp_path / "store").rglob("chunk*")), "no window was rendered"

@@ -90,11 +90,7 @@ def create_job(
         keyed = find_keyed_job(runner.jobs.engine, owner, idempotency[0])
         if keyed is not None:
             return _replay(services, response, keyed, idempotency)
-    if body.priority is not None and not may_set_priority:
-        raise Forbidden(
-            "this API key may not set a job's priority (only the keys in SPINBOT_PRIORITY_API_KEYS may); "
-            "send the job without priority"
-        )
+    _refuse_priority(body.priority, may_set_priority)
     _refuse_past_active_limit(runner, owner, services.settings.max_active_jobs)
     spec = get_pipeline(body.pipeline, services.settings.pipelines)  # the pipeline, then params, then uploads
     runner.validate_params(spec, dict(body.params))
@@ -302,6 +298,15 @@ class ShownProgress:
 
 def _snapshot(job: JobView) -> dict[str, Any]:
     return {"event": "snapshot", "data": JobOut.of(job).model_dump_json()}
+
+
+def _refuse_priority(priority: int | None, may_set_priority: bool) -> None:
+    """One key cannot put its jobs ahead of every other key's: only SPINBOT_PRIORITY_API_KEYS may set priority."""
+    if priority is not None and not may_set_priority:
+        raise Forbidden(
+            "this API key may not set a job's priority (only the keys in SPINBOT_PRIORITY_API_KEYS may); "
+            "send the job without priority"
+        )
 
 
 def _refuse_past_active_limit(runner, owner: str | None, limit: int) -> None:

@@ -104,8 +104,9 @@ def delete_upload(upload_id: str, services: ServicesDep, owner: Owner) -> Respon
     if not keys:
         raise JobNotFound(f"upload {echo(upload_id)} not found")
 
-    def delete(_: list[str]) -> None:
-        store.delete_prefix(f"{folder}{upload_id}")
+    def delete(unused: list[str]) -> None:
+        if len(unused) == len(keys):  # the folder goes whole: not while a job names one of its files
+            store.delete_prefix(f"{folder}{upload_id}/")
 
     kept = delete_unused(services.runner.jobs.engine, owner, keys, delete)
     if kept:

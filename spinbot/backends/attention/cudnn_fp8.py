@@ -151,9 +151,10 @@ def check_support(device: torch.device, setting: str = "attention") -> None:
 
 
 def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int, q_tokens: int | None = None):
-    """One cuDNN FP8 attention on the current stream: keys past `tokens` masked, and queries past `q_tokens` (default
-    `tokens`; q may hold fewer rows than k and v, a slice of the queries); the graph is built and its plan chosen
-    once per shape and layout; a shape cuDNN cannot run is refused in one line."""
+    """One cuDNN FP8 attention on the current stream: keys past `tokens` masked, and queries past `q_tokens`. q may
+    hold fewer rows than k and v, a slice of the queries: the default, `tokens` or q's rows if fewer, is right for
+    a slice from the first query only; a later slice passes its own count of real rows. The graph is built and its
+    plan chosen once per shape and layout; a shape cuDNN cannot run is refused in one line."""
     q_tokens = min(tokens, q.shape[1]) if q_tokens is None else q_tokens
     try:
         plan = _plan(
