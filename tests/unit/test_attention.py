@@ -375,3 +375,13 @@ def test_hopper_runs_the_measured_configuration_and_other_gpus_the_autotuner():
     assert pinned == kernels.HOPPER_CONFIG and pinned["BLOCK_N"] <= eight_bit.SCALE_BLOCK
     assert any(c.all_kwargs().items() >= pinned.items() for c in kernels.GPU_CONFIGS)  # one of those measured
     assert kernels.pinned_config((8, 9)) is None and kernels.pinned_config((10, 0)) is None
+
+
+def test_run_cudnn_refuses_real_counts_outside_its_tensors_before_any_kernel():
+    from spinbot.backends.attention import cudnn_fp8
+
+    q, k = torch.zeros(1, 8, 2, 16), torch.zeros(1, 16, 2, 16)  # CPU tensors: the check comes before cuDNN
+    scale = torch.ones(1, 1, 1, 1)
+    for tokens, q_tokens in ((16, 0), (16, 9), (17, 8), (0, 8)):
+        with pytest.raises(ValueError, match="real queries"):
+            cudnn_fp8.run_cudnn(q, k, k, scale, scale, scale, scale, tokens, q_tokens=q_tokens)

@@ -156,6 +156,8 @@ def run_cudnn(q, k, v, descale_q, descale_k, descale_v, scale_o, tokens: int, q_
     a slice from the first query only; a later slice passes its own count of real rows. The graph is built and its
     plan chosen once per shape and layout; a shape cuDNN cannot run is refused in one line."""
     q_tokens = min(tokens, q.shape[1]) if q_tokens is None else q_tokens
+    if not (0 < q_tokens <= q.shape[1] and 0 < tokens <= k.shape[1]):  # a caller's bug: cuDNN would read past
+        raise ValueError(f"run_cudnn: {q_tokens} real queries of {q.shape[1]} rows, {tokens} real keys of {k.shape[1]}")
     try:
         plan = _plan(
             tuple(q.shape),
