@@ -66,8 +66,8 @@ def test_the_kernel_runs_inside_a_compiled_function(name):
 @needs_cudnn_fp8
 def test_cudnn_fp8_over_slices_of_the_queries_equals_the_whole():
     """run_cudnn with q a slice of the query rows (its own graph and padding mask) gives those rows of the whole
-    attention (the split benchmarks/attention_overlap_gpu.py times; at 720p the halves were equal bit for bit, here
-    cuDNN may pick another plan for the smaller shape, so up to an e4m3 rounding step)."""
+    attention (the split benchmarks/attention_overlap_gpu.py times; at 720p the halves were equal bit for bit; here
+    cuDNN may pick another plan for the smaller shape, whose key tiles quantize P at other running maxima)."""
     from spinbot.backends.attention import cudnn_fp8
 
     x = cudnn_fp8.quantize(*qkv(3000), multiple=cudnn_fp8.TOKEN_MULTIPLE)  # 3,072 rows, 3,000 real
@@ -76,5 +76,6 @@ def test_cudnn_fp8_over_slices_of_the_queries_equals_the_whole():
     first = cudnn_fp8.run_cudnn(x.q[:, :1536], x.k, x.v, *args, q_tokens=1536).float()
     second = cudnn_fp8.run_cudnn(x.q[:, 1536:], x.k, x.v, *args, q_tokens=x.tokens - 1536).float()
     assert whole.abs().amax() > 0  # a real output
-    assert relative_error(first, whole[:, :1536]) < 2e-2
-    assert relative_error(second[:, : x.tokens - 1536], whole[:, 1536 : x.tokens]) < 2e-2
+    # a wrong slice (other rows, keys cut short) is tens of percent off; another plan's tiling of P: 2.3%
+    assert relative_error(first, whole[:, :1536]) < 5e-2
+    assert relative_error(second[:, : x.tokens - 1536], whole[:, 1536 : x.tokens]) < 5e-2
