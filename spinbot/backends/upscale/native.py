@@ -285,8 +285,9 @@ class NativeUpscaler(UpscaleBackend):
             step = self.config.faces_per_forward
             restored = torch.cat([self._run_restorer(chunk, fidelity, fast) for chunk in crops.split(step)])
             for i, face in zip(part, restored):
-                if regions[i] is not None:
-                    self._paste(frames[transforms[i][0]], face, paste_at[i], regions[i])
+                region = regions[i]
+                if region is not None:
+                    self._paste(frames[transforms[i][0]], face, paste_at[i], region)
 
     def _upload(self, array: np.ndarray) -> torch.Tensor:
         """A small float32 array to the device without waiting: from pageable memory, a copy would stall this
