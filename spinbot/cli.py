@@ -345,7 +345,8 @@ def serve(
     except SpinBotError as err:
         fail(str(err))
     setup_logging(settings.log_level)
-    run_server(create_app(settings), host, port, settings.api_request_timeout, settings.api_max_connections)
+    limits = settings.api_request_timeout, settings.api_max_connections, settings.api_send_timeout
+    run_server(create_app(settings), host, port, *limits)
 
 
 @app.command(cls=Command)

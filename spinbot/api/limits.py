@@ -20,6 +20,11 @@ to arrive, how many connections are open.
   to drain with no time limit, so a keyed client that stopped reading a download (or a live segment) held its
   connection, one of SPINBOT_API_MAX_CONNECTIONS, for as long as it stayed connected. Event streams bound their own
   writes the same way (routes/jobs.py), to give their key's slot back.
+- `DroppingTransport` (in `TimedH11Protocol`): a connection closed with bytes still to write (an answer abandoned
+  above, or one written whole at once: a live segment read from S3) is dropped once its client takes none of them
+  for SPINBOT_API_SEND_TIMEOUT. asyncio's close waits for the write buffer to drain without end, and uvicorn counts
+  the connection until it has: a few sockets that read nothing held the connection cap (every other client a 503)
+  and the bytes for as long as they stayed connected.
 
 Written here because neither uvicorn nor Starlette has a body-size limit, a request-head timeout or a write timeout.
 """
@@ -159,6 +164,34 @@ async def _answer(send: Send, err: HTTPException, close: bool = False) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class DroppingTransport:
+    """A connection's transport whose close() drops the connection (abort) where the client takes none of what is
+    left to write within `seconds` (see the module's docstring); everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, seconds: float):
+        self._transport, self._loop, self._seconds = transport, loop, seconds
+        self._watched = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._transport.close()
+        if not self._watched:
+            self._watched = True
+            self._watch(None)
+
+    def _watch(self, before: int | None) -> None:
+        left = self._transport.get_write_buffer_size()  # 0 once written, and once the connection is gone
+        if not left:
+            return
+        if left == before:
+            log.warning("a connection dropped: its client took nothing", extra={"unsent_bytes": left})
+            self._transport.abort()
+            return
+        self._loop.call_later(self._seconds, self._watch, left)
+
+
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head takes longer than `head_timeout_s` from its
     first byte (the first request's or a kept-alive connection's next one), bounding each request head to
@@ -167,6 +200,7 @@ class TimedH11Protocol(H11Protocol):
     cap: a request pipelined behind another is judged like the first."""
 
     head_timeout_s: float = 30.0
+    send_timeout_s: float = 60.0
     _head_timer: asyncio.TimerHandle | None = None
     _head_refused = False  # the last request's head was over HEADER_BYTES
     _over_cap = False  # the last request came in with the connections or requests at the cap
@@ -205,6 +239,7 @@ class TimedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it too
         super().connection_made(transport)
+        self.transport = DroppingTransport(transport, self.loop, self.send_timeout_s)  # type: ignore[assignment]
         # timed from the opening: a connection that never sends a byte would hold its place without end
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
@@ -258,20 +293,22 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def protocol_with_timeout(head_timeout_s: float) -> type[TimedH11Protocol]:
-    return type("TimedH11Protocol", (TimedH11Protocol,), {"head_timeout_s": head_timeout_s})
+def protocol_with_timeout(head_timeout_s: float, send_timeout_s: float) -> type[TimedH11Protocol]:
+    timeouts = {"head_timeout_s": head_timeout_s, "send_timeout_s": send_timeout_s}
+    return type("TimedH11Protocol", (TimedH11Protocol,), timeouts)
 
 
-def run_server(app: Any, host: str, port: int, timeout_s: float, max_connections: int) -> None:
+def run_server(app: Any, host: str, port: int, timeout_s: float, max_connections: int, send_timeout_s: float) -> None:
     """uvicorn with the bounds above."""
     import uvicorn
 
-    uvicorn.run(app, **server_options(timeout_s, max_connections), host=host, port=port, log_config=None)
+    options = server_options(timeout_s, max_connections, send_timeout_s)
+    uvicorn.run(app, **options, host=host, port=port, log_config=None)
 
 
-def server_options(timeout_s: float, max_connections: int) -> dict[str, Any]:
+def server_options(timeout_s: float, max_connections: int, send_timeout_s: float = 60.0) -> dict[str, Any]:
     return {
-        "http": protocol_with_timeout(timeout_s),
+        "http": protocol_with_timeout(timeout_s, send_timeout_s),
         "h11_max_incomplete_event_size": HEADER_BYTES,
         "limit_concurrency": max_connections,
     }

@@ -4,8 +4,8 @@ The same auth as artifacts: the header key or the media cookie (players load by 
 jobs. The playlist is an HLS EVENT playlist that the task extends window by window. It ends with ENDLIST exactly
 when the node has ended: held back while the node still runs (its last segment is written a moment before the node
 ends), and added for a node that ended without finishing it (failed, cancelled), so that a player stops waiting.
-Segments go through the API from any store: they are small, and players fetch them by XHR, which a redirect to
-S3 would expose to the bucket's CORS rules.
+Segments go through the API from any store, streamed (a window or an upscaler's batch can be megabytes): players
+fetch them by XHR, which a redirect to S3 would expose to the bucket's CORS rules.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from fastapi.responses import Response
 from spinbot.api.deps import MediaOwner, ServicesDep
 from spinbot.api.errors import error_responses
 from spinbot.api.files import FileDownload, stat_of
+from spinbot.api.routes.artifacts import streamed
 from spinbot.errors import JobNotFound, echo
 from spinbot.media.segments import ENDLIST, PLAYLIST, PLAYLIST_TYPE, SEGMENT_TYPE
 from spinbot.state.store import FINAL_STATES, JobView, NodeView
+from spinbot.storage.local import LocalStore
+from spinbot.storage.s3 import S3Store
 from spinbot.tasks.live import live_key
 
 router = APIRouter(tags=["live"])
@@ -55,7 +58,7 @@ def live_playlist(job_id: str, node_id: str, services: ServicesDep, owner: Media
     response_class=Response,
     responses={
         200: {"content": {SEGMENT_TYPE: {}}, "description": "one MPEG-TS segment"},
-        206: {"description": "the requested byte range of a segment (local storage)"},
+        206: {"description": "the requested byte range of a segment"},
         **error_responses(401, 404, 416, 422),
     },
 )
@@ -70,10 +73,15 @@ def live_segment(
     key = live_key(job.id, node.node_id, segment)
     store = services.runner.artifacts
     missing = f"no live segment '{segment}' for node '{node_id}' of job '{job_id}'"
-    if hasattr(store, "path"):  # the local store: served from the file, with range requests
+    if isinstance(store, LocalStore):  # served from the file, with range requests
         path = store.path(key)
         return FileDownload(path, stat_of(path, missing), media_type=SEGMENT_TYPE).with_range(request.headers)
-    return Response(_stored(services, key, missing), media_type=SEGMENT_TYPE)
+    if not isinstance(store, S3Store):
+        raise TypeError(f"no way to serve files from a {type(store).__name__}")
+    try:  # S3: streamed, as artifacts are; read whole, each slow client held a copy of a window or a batch
+        return streamed(store, key, SEGMENT_TYPE, request, download=False)
+    except FileNotFoundError:
+        raise JobNotFound(missing) from None
 
 
 def _node(job: JobView, node_id: str) -> NodeView:

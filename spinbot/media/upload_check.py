@@ -35,18 +35,23 @@ STORED_SUFFIXES = {
 }
 
 
-def check_upload(kind: str, path: str, max_image_pixels: int, max_voice_seconds: float, what: str = "") -> str:
+def check_upload(
+    kind: str, path: str, max_image_pixels: int, voice_seconds: tuple[float, float], what: str = ""
+) -> str:
     """Judge the file by its content, never its name: the header against the limits first (no decode of a file
-    that claims 30000x30000 or two hours), then a full decode. Every failure is an InputError that says why, and
-    starts with `what` (default: "the portrait upload", "the voice upload"). Returns the suffix to store it with
-    (STORED_SUFFIXES)."""
+    that claims 30000x30000 or two hours), then a full decode; a voice also as a job's narrator voice is judged
+    (`voice_seconds`: its shortest and longest; not silent), so that no upload is stored that every job would
+    refuse. Every failure is an InputError that says why, and starts with `what` (default: "the portrait upload",
+    "the voice upload"). Returns the suffix to store it with (STORED_SUFFIXES)."""
     what = what or f"the {kind} upload"
+    min_voice_seconds, max_voice_seconds = voice_seconds
+    voice = None
     try:
         if kind == "portrait":
             load_portrait(path, max_image_pixels)
             found = probe_image(path, max_image_pixels).format
         else:
-            load_voice(path, max_seconds=max_voice_seconds)
+            voice = load_voice(path, max_seconds=max_voice_seconds)
             found = probe_audio(path).format.split(",")[0]
     except InputTooLarge as err:
         raise InputTooLarge(f"{what} is refused: {err}") from None
@@ -59,6 +64,8 @@ def check_upload(kind: str, path: str, max_image_pixels: int, max_voice_seconds:
             log.warning("decoder failed on a user's file", extra={"what": what, "error": repr(err)})
         content = "an image" if kind == "portrait" else "audio"
         raise InputError(f"{what} is not {content} that can be decoded") from None
+    if voice is not None:  # outside the try: its one line is said as it is
+        refuse_unclonable(*voice, min_voice_seconds, what)
     return STORED_SUFFIXES.get(found, ".bin")
 
 
@@ -82,6 +89,11 @@ def check_voice_sample(path: str, max_seconds: float, min_seconds: float, what: 
         audio, sr = load_voice(Path(path), max_seconds=max_seconds)
     except InputTooLarge as err:
         raise InputTooLarge(f"{what}: {err}") from None
+    refuse_unclonable(audio, sr, min_seconds, what)
+
+
+def refuse_unclonable(audio: np.ndarray, sr: int, min_seconds: float, what: str) -> None:
+    """A decoded voice too short, or silent, to clone: the same line at upload and at submission."""
     seconds = len(audio) / sr
     if seconds < min_seconds:
         raise InputError(

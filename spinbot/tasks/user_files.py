@@ -34,5 +34,5 @@ def check_user_file(path: Path, kind: str, what: str) -> None:
     from spinbot.settings import get_settings
 
     settings = get_settings()
-    limits = (settings.max_image_pixels, settings.max_voice_seconds)
+    limits = (settings.max_image_pixels, (settings.min_voice_seconds, settings.max_voice_seconds))
     run_checked(settings, what, CHECK, kind, str(path), *limits, what)

@@ -123,15 +123,22 @@ def test_a_narrator_voice_the_server_refuses_is_shown_under_its_field_and_makes_
     open_page(page, server)
     choose_inputs(page, tmp_path)
     page.fill("#script_text", SHORT_SCRIPT)
-    choose_narrator(page, silent_wav(tmp_path / "silence.wav"))  # an upload decodes; a job's voice must speak
     before = jobs_total(server)
-    with page.expect_response(is_post("/v1/jobs")) as answer:
-        page.click("#submit")
+    # It decodes, but no job could use it: refused at upload (it was stored, and refused only by the job)
+    with page.expect_response(is_post(UPLOADS)) as answer:
+        page.set_input_files("#narrator", str(silent_wav(tmp_path / "silence.wav")))
     assert answer.value.status == 400
     message = answer.value.json()["error"]
-    assert message.startswith("f5_to_tts.narrator_voice is silent"), message
+    assert message.startswith("the voice upload is silent"), message
     expect_tied_error(page, page.locator("#narrator"), "narrator_voice", message)
-    expect(error_of(page, "form")).to_be_empty()
+    sent = []
+    page.on("request", lambda r: sent.append(r) if is_post("/v1/jobs")(r) else None)
+    with page.expect_response(is_post(UPLOADS)) as again:  # the submit tries the upload again, and stops there
+        page.click("#submit")
+    assert again.value.status == 400
+    expect_tied_error(page, page.locator("#narrator"), "narrator_voice", message)
+    assert sent == []
+    expect(error_of(page, "form")).to_have_text("the job was not sent: see the upload errors above")
     expect(page.locator("#job")).to_be_hidden()
     assert jobs_total(server) == before
 

@@ -15,12 +15,12 @@ from spinbot.api.limits import server_options
 
 
 @contextmanager
-def serving(app: Any, timeout_s: float, max_connections: int) -> Iterator[int]:
+def serving(app: Any, timeout_s: float, max_connections: int, send_timeout_s: float = 60.0) -> Iterator[int]:
     """The app served in a thread until the block ends; yields its port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    options = server_options(timeout_s, max_connections)
+    options = server_options(timeout_s, max_connections, send_timeout_s)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

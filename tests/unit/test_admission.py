@@ -49,6 +49,15 @@ def upload(client, kind: str, path: Path, key: str = KEY_A) -> str:
     return r.json()["id"]
 
 
+def upload_changed_since(client, data_dir: Path, path: Path) -> str:
+    """A voice upload whose stored file is `path` though its upload was a good voice: one changed in storage since,
+    or checked under a lower SPINBOT_MIN_VOICE_SECONDS (a voice that fails the check is refused at upload)."""
+    upload_id = upload(client, "voice", voice_path())
+    stored_file = next(p for p in (data_dir / "uploads").rglob("*") if p.is_file() and upload_id in p.parts)
+    stored_file.write_bytes(path.read_bytes())
+    return upload_id
+
+
 @pytest.fixture
 def uploaded(client, tmp_path):
     return {
@@ -210,7 +219,8 @@ def test_a_voice_too_short_or_silent_to_clone_is_refused_at_submission(
 ):
     voice = write_voice(tmp_path / "voice.wav", seconds, amplitude)
     assert voice.stat().st_size < 100_000
-    ids = {"image": upload(client, "portrait", portrait_path(tmp_path)), "voice": upload(client, "voice", voice)}
+    voice_id = upload_changed_since(client, spinbot_env, voice)
+    ids = {"image": upload(client, "portrait", portrait_path(tmp_path)), "voice": voice_id}
     refused(client, ids, spinbot_env, expected)
     result = CliRunner().invoke(
         cli_app, ["run", "--prompt", "p", "--image", str(portrait_path(tmp_path)), "--voice", str(voice)]
@@ -308,7 +318,7 @@ def test_a_narrator_voice_param_must_name_one_of_the_owners_stored_voices(client
         "is not in the artifact store",
         params={"f5_to_tts": {"narrator_voice": f"uploads/{owner_a}/{'0' * 32}/voice.wav"}},
     )
-    short_key = stored_key(spinbot_env, upload(client, "voice", write_voice(tmp_path / "short.wav", 0.2)))
+    short_key = stored_key(spinbot_env, upload_changed_since(client, spinbot_env, write_voice(tmp_path / "s.wav", 0.2)))
     refused(
         client,
         uploaded,
@@ -366,7 +376,7 @@ def test_a_narrator_voice_id_of_another_key_is_unknown_as_one_that_never_was(cli
     }
     assert len(set(lines.values())) == 1
     # the voice is checked like the job's own: a sample too short to clone is refused by its id too
-    short = upload(client, "voice", write_voice(tmp_path / "short.wav", 0.2))
+    short = upload_changed_since(client, spinbot_env, write_voice(tmp_path / "short.wav", 0.2))
     refused(
         client,
         uploaded,

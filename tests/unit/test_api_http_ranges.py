@@ -200,3 +200,20 @@ def test_s3_an_artifact_whose_object_is_gone_is_a_json_404_not_a_500(s3_client):
     answer = s3_client.get(url, headers=auth())
     assert answer.status_code == 404
     assert answer.json() == {"error": "file speech.wav is no longer stored"}
+
+
+def test_s3_a_live_segment_is_streamed_with_ranges_not_read_whole(s3_client, monkeypatch):
+    """A live segment (a window, an upscaler's batch: megabytes) was read whole into the server's memory for each
+    request and written at once, so every client that read slowly held a copy; and it ignored Range on S3."""
+    from spinbot.storage.s3 import S3Store
+
+    segment = artifact_url(s3_client).replace("artifacts/f5_to_tts/speech.wav", "live/infinite_talk/seg-00000.ts")
+    read_whole = []
+    monkeypatch.setattr(S3Store, "get_bytes", lambda self, key: read_whole.append(key))
+    answer = get(s3_client, segment, "bytes=0-3")
+    assert answer.status_code == 206 and answer.content == DATA[:4]
+    assert answer.headers["content-type"] == "video/mp2t"
+    whole = s3_client.get(segment, headers=auth())
+    assert whole.status_code == 200 and whole.content == DATA and read_whole == []
+    gone = s3_client.get(segment.replace("seg-00000", "seg-00001"), headers=auth())
+    assert gone.status_code == 404 and gone.json()["error"].startswith("no live segment 'seg-00001.ts'")

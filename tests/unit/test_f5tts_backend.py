@@ -37,6 +37,7 @@ from spinbot.media.audio import load_audio, rms
 from spinbot.models.synth.tts import MEL, TINY_ARCH
 from spinbot.samples import BECKETT_TRANSCRIPT, voice_path
 from spinbot.storage.local import LocalStore
+from spinbot.tasks.speech_length import SpeechTooLong
 from spinbot.tasks.tts import TextToSpeechParams
 from spinbot.worker.model_cache import get_model_cache
 from tests.support.random_weights import randomized
@@ -276,3 +277,19 @@ def test_reference_edges_are_trimmed_as_the_package_trims_them():
     audio, sr = load_audio(voice_path())
     start_s, end_s = (i / 24000 for i in f5.trim_silence_edges(resample(audio, sr, 24000)))
     assert start_s == pytest.approx(lead, abs=0.011) and end_s == pytest.approx(end, abs=0.011)
+
+
+def test_a_plan_longer_than_the_speech_limit_is_refused_before_any_sampling(native, tmp_path, monkeypatch):
+    """Attack, 2026-12-05: the chunks' lengths come from the reference's frames per byte of ref_text, which the
+    client sets. ref_text "a" over the sample's 12 s made about 280 frames a byte: 900 characters (60 s at
+    admission's estimate) planned 2,700 s of speech, all sampled (nfe_step 256 and both guidance passes: hours of a
+    GPU, and one sequence of 250,000 frames) before the spoken length was checked. Now the plan is checked first."""
+    sampled = []
+    monkeypatch.setattr(f5, "synthesize_chunks", lambda *args: sampled.append(args) or [])
+    script = "Every expert was once a beginner and every beginner fails more often than not " * 11
+    with pytest.raises(SpeechTooLong) as err:
+        speak(tmp_path, script, ref_text="a", nfe_step=256)
+    message = str(err.value)
+    assert "\n" not in message and sampled == []
+    assert "the script as this narrator voice and ref_text would speak it" in message
+    assert "over the limit of 300 s (SPINBOT_MAX_SPEECH_SECONDS)" in message

@@ -41,6 +41,10 @@ def hooks_sandbox():
     box.close()
 
 
+def voice_seconds(settings) -> tuple[float, float]:
+    return settings.min_voice_seconds, settings.max_voice_seconds
+
+
 def one_line(err: BaseException) -> str:
     message = str(err)
     assert "\n" not in message and "Traceback" not in message
@@ -64,7 +68,7 @@ def test_a_portrait_and_a_voice_pass_through_the_sandbox_with_the_suffix_they_ha
     settings = get_settings()
     assert settings.upload_check_sandbox  # the default, and what the tests run
     for kind in ("portrait", "voice"):
-        in_process = check_upload(kind, str(samples[kind]), settings.max_image_pixels, settings.max_voice_seconds)
+        in_process = check_upload(kind, str(samples[kind]), settings.max_image_pixels, voice_seconds(settings))
         assert check_content(kind, samples[kind], settings) == in_process
     assert in_process == ".wav"
     workers = sandbox.shared(Limits.from_settings(settings)).pids()
@@ -126,7 +130,7 @@ def test_a_real_decode_past_the_memory_limit_is_said_as_the_limit(tmp_path):
     box = Sandbox(Limits(700 * 1024**2, seconds=60, cpu_seconds=60, workers=1))
     try:
         with pytest.raises(CheckAbandoned) as refused:
-            box.run("the portrait upload", uploads.CHECK, "portrait", str(big), 40_000_000, 60.0)
+            box.run("the portrait upload", uploads.CHECK, "portrait", str(big), 40_000_000, (1.0, 60.0))
         assert one_line(refused.value) == (
             "the portrait upload could not be checked within the limits: it needed more than 0.684 GiB of memory "
             "(SPINBOT_UPLOAD_CHECK_MEMORY_BYTES)"
@@ -313,7 +317,7 @@ def test_the_memory_limit_is_on_top_of_what_the_interpreter_starts_with(tmp_path
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     box = Sandbox(Limits(1024**3, seconds=60, cpu_seconds=60, workers=1))
     settings = get_settings()
-    args = ("portrait", str(samples["portrait"]), settings.max_image_pixels, settings.max_voice_seconds)
+    args = ("portrait", str(samples["portrait"]), settings.max_image_pixels, voice_seconds(settings))
     try:
         assert box.run("the portrait", "spinbot.media.upload_check:check_upload", *args) == ".png"
     finally:

@@ -226,6 +226,39 @@ def test_protocol_path_restores_the_face_it_detected(use_models):
     assert not changed.any()
 
 
+def test_a_batchs_faces_are_cropped_and_restored_a_few_frames_at_a_time(use_models, monkeypatch):
+    """Attack, 2026-12-05: every face of a batch was cropped at once, each from a float32 copy of its whole upscaled
+    frame: a group photo's 8 faces a frame in a batch of 224 frames of 1664x960 (batch_size raised to its 1 GiB
+    cap) were 34 GB of copies and 5 GB of crops on the device. Now the faces go a few frames at a time (a frame's
+    faces together, so no crop sees another face of its frame restored), with the same pixels."""
+    backend = loaded(NativeConfig(faces_per_forward=2))
+    frames = backend._to_device(torch.from_numpy(np.stack([frame_with_texture(i) for i in range(4)])))
+    upscaled = backend._upscale(frames)
+    transforms = [
+        (i, similarity(face_alignment.upscaled_points(points, 2), backend._template()))
+        for i, found in enumerate(backend._detect(frames))
+        for points in found.landmarks[:2]
+    ]
+    assert len(transforms) == 8  # two faces in each frame
+    monkeypatch.setattr(backend, "_run_restorer", lambda crops, fidelity, fast=False: 1 - crops)  # CodeFormer: 10 s
+    cropped: list[list[int]] = []
+    crop = backend._crop
+    monkeypatch.setattr(
+        backend, "_crop", lambda f, indices, thetas: cropped.append(indices) or crop(f, indices, thetas)
+    )
+    chunked = upscaled.clone()
+    backend._restore(chunked, transforms, 0.5)
+    assert cropped == [[0, 0], [1, 1], [2, 2], [3, 3]]
+    whole = upscaled.clone()
+    backend.config = NativeConfig(faces_per_forward=100)
+    backend._restore(whole, transforms, 0.5)
+    assert cropped[-1] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert not torch.equal(whole, upscaled)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    # a frame with more faces than a group holds is one group of its own
+    assert face_alignment.face_groups([0, 0, 0, 1, 2, 2], 2) == [range(3), range(3, 4), range(4, 6)]
+
+
 # ---- the task end to end --------------------------------------------------------------------------------------
 
 

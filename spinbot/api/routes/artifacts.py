@@ -76,23 +76,23 @@ def stored_file(services: Services, key: str, content_type: str | None, request:
         url = store.public_presigned_url(key, public_url, content_type=media_type, disposition=disposition)
         return RedirectResponse(url, status_code=307)
     try:
-        return _streamed(store, key, media_type, request)
+        return streamed(store, key, media_type, request)
     except FileNotFoundError:  # its record outlived the object
         raise JobNotFound(missing) from None
 
 
-def _streamed(store: S3Store, key: str, media_type: str, request: Request) -> StreamingResponse:
+def streamed(store: S3Store, key: str, media_type: str, request: Request, download: bool = True) -> StreamingResponse:
+    """The object streamed through the API in chunks (never read whole: a slow client holds a chunk, not the file),
+    or the one range asked for; `download`: with an attachment Content-Disposition. FileNotFoundError if missing."""
     # This answer carries no validator, so an If-Range cannot be current: the whole object (RFC 9110 13.1.5).
     wanted = None if "if-range" in request.headers else requested_range(request.headers.get("range"))
     try:
         read = store.open_read(key, wanted.header() if wanted else None)
     except RangeNotSatisfiable:
         raise UnsatisfiableRange(store.size(key)) from None
-    headers = {
-        "Content-Length": str(read.length),
-        "Accept-Ranges": "bytes",
-        "Content-Disposition": f'attachment; filename="{Path(key).name}"',
-    }
+    headers = {"Content-Length": str(read.length), "Accept-Ranges": "bytes"}
+    if download:
+        headers["Content-Disposition"] = f'attachment; filename="{Path(key).name}"'
     if read.content_range:
         headers["Content-Range"] = read.content_range
     return ObjectStream(read, status_code=206 if read.content_range else 200, media_type=media_type, headers=headers)

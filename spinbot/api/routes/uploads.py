@@ -168,5 +168,5 @@ def check_content(kind: str, path: Path, settings: Settings) -> str:
     (a 503 when no checker could run). Returns the suffix to store it with."""
     from spinbot.media.sandbox import run_checked
 
-    limits = (settings.max_image_pixels, settings.max_voice_seconds)
+    limits = (settings.max_image_pixels, (settings.min_voice_seconds, settings.max_voice_seconds))
     return run_checked(settings, f"the {kind} upload", CHECK, kind, str(path), *limits)

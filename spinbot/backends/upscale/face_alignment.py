@@ -7,6 +7,8 @@ covers; plus the feathered mask that blends the pasted face in.
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import numpy as np
 import torch
 
@@ -94,3 +96,19 @@ def feathered_square(size: int, margin: float, feather: float) -> torch.Tensor:
     distance = torch.minimum(edge[:, None], edge[None, :])
     ramp = ((distance - margin) / feather).clamp(0, 1)
     return ramp * ramp * (3 - 2 * ramp)
+
+
+def face_groups(frame_of_face: list[int], per_group: int) -> list[range]:
+    """The faces (by the frame each is in, in frame order) in groups of at most `per_group`, or one frame's faces:
+    cropped and restored a group at a time, device memory follows the group, not the batch (all of a batch's faces
+    at once, each cropped from a float32 copy of its frame: 224 frames of 1664x960 with 8 faces each were 34 GB),
+    and a frame's faces are cropped together, before any of them is pasted back (the pixels of all at once)."""
+    groups: list[range] = []
+    start = end = 0
+    for _, faces in groupby(frame_of_face):
+        count = sum(1 for _ in faces)
+        if end > start and end - start + count > per_group:
+            groups.append(range(start, end))
+            start = end
+        end += count
+    return [*groups, range(start, end)] if end > start else groups

@@ -63,6 +63,7 @@ from spinbot.backends.upscale.face_alignment import (
     BOX_LANDMARKS,
     FFHQ_TEMPLATE_512,
     crop_theta,
+    face_groups,
     feathered_square,
     paste_region,
     paste_theta,
@@ -278,13 +279,15 @@ class NativeUpscaler(UpscaleBackend):
             for (_, matrix), region in zip(transforms, regions)
         ]
         thetas = self._upload(np.stack(crop_thetas + paste_thetas))
-        crops = self._crop(frames, [index for index, _ in transforms], thetas[: len(transforms)])
-        restored = torch.cat(
-            [self._run_restorer(chunk, fidelity, fast) for chunk in crops.split(self.config.faces_per_forward)]
-        )
-        for (index, _), face, theta, region in zip(transforms, restored, thetas[len(transforms) :], regions):
-            if region is not None:
-                self._paste(frames[index], face, theta, region)
+        crop_at, paste_at = thetas[: len(transforms)], thetas[len(transforms) :]
+        for part in face_groups([index for index, _ in transforms], self.config.faces_per_forward):
+            crops = self._crop(frames, [transforms[i][0] for i in part], crop_at[part.start : part.stop])
+            step = self.config.faces_per_forward
+            restored = torch.cat([self._run_restorer(chunk, fidelity, fast) for chunk in crops.split(step)])
+            for i, face in zip(part, restored):
+                region = regions[i]
+                if region is not None:
+                    self._paste(frames[transforms[i][0]], face, paste_at[i], region)
 
     def _upload(self, array: np.ndarray) -> torch.Tensor:
         """A small float32 array to the device without waiting: from pageable memory, a copy would stall this

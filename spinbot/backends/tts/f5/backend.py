@@ -119,6 +119,7 @@ class NativeF5Backend:
             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8, attention=settings.tts_attention),
         )
         chunks = plan(text, voice, params.speed, models.mel["hop_length"])
+        refuse_long_plan(chunks, models.mel["hop_length"], params.cross_fade_duration, settings.max_speech_seconds)
         waves = synthesize_chunks(models, voice, chunks, params, progress)
         audio, joins = crossfade_linear(waves, int(params.cross_fade_duration * SAMPLE_RATE))
         meta = [
@@ -228,6 +229,21 @@ def plan(text: str, voice: F5Voice, speed: float, hop_length: int) -> list[Chunk
     if not jobs:
         raise InputError("f5_to_tts native: the script has no text to speak")
     return jobs
+
+
+def refuse_long_plan(chunks: list[ChunkJob], hop_length: int, cross_fade_s: float, limit_s: float) -> None:
+    """The speech the plan would make, against SPINBOT_MAX_SPEECH_SECONDS before any sampling. Each chunk is timed by
+    the reference's frames per byte of ref_text, which the client sets (ref_text "a" over 12 s of voice: 280 frames
+    a byte), so admission's estimate from the script's characters bounds nothing here, and what was spoken is known
+    only after every chunk was sampled (nfe_step 256 and both guidance passes over 2,700 s: hours of a GPU)."""
+    from spinbot.tasks.speech_length import refuse_over_limit
+
+    generated = sum(c.frames - c.ref_frames for c in chunks) * hop_length / SAMPLE_RATE
+    what = (
+        "the script as this narrator voice and ref_text would speak it (F5-TTS times each chunk by the voice's "
+        "seconds per character of ref_text: give its whole transcript)"
+    )
+    refuse_over_limit(generated - cross_fade_s * (len(chunks) - 1), limit_s, what)
 
 
 def batches(chunks: list[ChunkJob], budget: int) -> list[list[ChunkJob]]:
