@@ -29,7 +29,7 @@ from spinbot.tasks.base import TaskParams, unstorable
 from spinbot.tasks.catalog import load_task
 from spinbot.tasks.speech_length import estimate_seconds, refuse_over_limit, words_to_chars
 from spinbot.tasks.talk import InfiniteTalkParams, check_talk_work
-from spinbot.tasks.tts import TextToSpeechParams
+from spinbot.tasks.tts import TextToSpeechParams, refuse_cpu_overwork
 from spinbot.tasks.windows import frame_count
 
 TALK_TRANSFORMER_PARAMS = ("wan_video_model", "infinitetalk_model")  # the 14B transformer's two files
@@ -96,6 +96,10 @@ class Admission:
                 chars, what = words_to_chars(given.words), f"{script}.words ({given.words} words asked of the LLM)"
             estimates[node_id] = estimate_seconds(chars, speech.speed)
             refuse_over_limit(estimates[node_id], self.settings.max_speech_seconds, what)
+            if backend_name("f5_to_tts", self.settings) == "native":
+                about = f"about {estimates[node_id]:.0f} s of speech ({what})"
+                limit = self.settings.max_speech_seconds
+                refuse_cpu_overwork(node_id, speech.device, speech.nfe_step, estimates[node_id], limit, about)
         return estimates
 
     def check_windows(self, spec: PipelineSpec, nodes: dict[str, Any], speech: dict[str, float]) -> None:

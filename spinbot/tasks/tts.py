@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from spinbot.backends.tts.base import Reference, ScriptSpeaker, ScriptVoice, SpeechBackend, Voice
-from spinbot.errors import InputError
+from spinbot.errors import InputError, ParamsError
 from spinbot.settings import get_settings
 from spinbot.tasks.base import NodeOutput, TaskContext, TaskDef, TaskParams, ignored_params
 from spinbot.tasks.model_files import model_folders
@@ -35,6 +35,7 @@ CLAUSE_PAUSE_S = 0.15
 EDGE_PAD_S = 0.1  # silence before the first word and after the last
 # Params the workflow itself acts on, whatever the backend.
 WORKFLOW_PARAMS = frozenset({"narrator_voice", "ref_text", "target_rms", "cross_fade_duration"})
+DEFAULT_NFE_STEP = 32  # TextToSpeechParams.nfe_step's default: the CPU budget below is counted in its steps
 
 
 class TextToSpeechParams(TaskParams):
@@ -55,7 +56,7 @@ class TextToSpeechParams(TaskParams):
         default=0.15, ge=0, le=2, description="Seconds of cross-fade between spoken chunks."
     )
     nfe_step: int = Field(
-        default=32, ge=1, le=256, description="Denoising steps of the model: more is slower and cleaner."
+        default=DEFAULT_NFE_STEP, ge=1, le=256, description="Denoising steps of the model: more is slower and cleaner."
     )
     cfg_strength: float = Field(
         default=2,
@@ -75,6 +76,22 @@ class TextToSpeechParams(TaskParams):
     seed: int = Field(
         default=290381, ge=0, le=2**53 - 1, description="Random seed: the same seed gives the same speech."
     )
+
+
+def refuse_cpu_overwork(node_id: str, device: str, nfe_step: int, seconds: float, limit_s: float, about: str) -> None:
+    """ParamsError, one line, where the native F5-TTS would run on the CPU (`device=cpu`: float32, hundreds of times
+    a GPU's time a step) for more than the default nfe_step over the longest speech (SPINBOT_MAX_SPEECH_SECONDS):
+    nfe_step 256 over 300 s there holds a worker's CPU for hours. More steps on the CPU come with shorter speech.
+    Run at submission on the speech estimated and by the backend on its chunk plan."""
+    if device.split(":")[0].strip() != "cpu":
+        return
+    work, limit = nfe_step * seconds, DEFAULT_NFE_STEP * limit_s
+    if work > limit:
+        raise ParamsError(
+            f"{node_id}: nfe_step {nfe_step} on device=cpu over {about} is {work:,.0f} step-seconds, over the CPU's "
+            f"{limit:,.0f} (nfe_step {DEFAULT_NFE_STEP} over SPINBOT_MAX_SPEECH_SECONDS): lower nfe_step or the "
+            "script, or run it on a GPU (device=cuda)"
+        )
 
 
 @dataclass(frozen=True)

@@ -73,3 +73,31 @@ def test_the_passes_counted_are_the_samplers(text, audio):
 def test_the_work_counts_each_window_whole_context_included():
     params = InfiniteTalkParams(frame_window_size=81, motion_frame=25, sampling_steps=6)
     assert denoising_work(7500, params) == (134, 134 * 81 * 6)  # the seed's recipe for 300 s at 25 fps: 65,124
+
+
+def test_f5_tts_on_the_cpu_with_many_steps_over_long_speech_is_a_400(spinbot_env, monkeypatch, tmp_path):
+    # device=cpu runs the native F5-TTS in float32 on the worker's CPU: nfe_step 256 over 276 s held it for hours
+    monkeypatch.setenv("SPINBOT_TTS_BACKEND", "native")
+    with api_client(monkeypatch, KEY) as client:
+        uploads = upload_both(client, portrait_path(tmp_path))
+        body = {"image": uploads["portrait"], "voice": uploads["voice"], "params": {"script": {"text": SCRIPT}}}
+        body["params"]["f5_to_tts"] = {"device": "cpu", "nfe_step": 256}
+        answer = client.post("/v1/jobs", json=body, headers=AUTH)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == (
+            "f5_to_tts: nfe_step 256 on device=cpu over about 276 s of speech (script.text) is 70,656 step-seconds, "
+            "over the CPU's 9,600 (nfe_step 32 over SPINBOT_MAX_SPEECH_SECONDS): lower nfe_step or the script, or "
+            "run it on a GPU (device=cuda)"
+        )
+        assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+
+
+def test_the_cpu_budget_counts_only_the_cpu_and_allows_the_default_steps_over_the_longest_speech():
+    from spinbot.errors import ParamsError
+    from spinbot.tasks.tts import refuse_cpu_overwork
+
+    refuse_cpu_overwork("tts", "cpu", 32, 300, 300, "300 s")  # the default steps over the longest speech
+    refuse_cpu_overwork("tts", "cuda:1", 256, 300, 300, "300 s")  # a GPU: minutes, no budget
+    refuse_cpu_overwork("tts", "cpu", 256, 37, 300, "37 s")  # more steps, shorter speech
+    with pytest.raises(ParamsError, match="nfe_step 256 on device=cpu over 38 s is 9,728 step-seconds"):
+        refuse_cpu_overwork("tts", "cpu:0", 256, 38, 300, "38 s")

@@ -32,7 +32,7 @@ from spinbot.backends.tts.base import Reference
 from spinbot.backends.tts.f5 import backend as f5
 from spinbot.backends.tts.f5.loading import load_models
 from spinbot.control.dispatch import TaskRequest, execute_task
-from spinbot.errors import BackendUnavailable, TaskFailed
+from spinbot.errors import BackendUnavailable, ParamsError, TaskFailed
 from spinbot.media.audio import load_audio, rms
 from spinbot.models.synth.tts import MEL, TINY_ARCH
 from spinbot.samples import BECKETT_TRANSCRIPT, voice_path
@@ -293,3 +293,15 @@ def test_a_plan_longer_than_the_speech_limit_is_refused_before_any_sampling(nati
     assert "\n" not in message and sampled == []
     assert "the script as this narrator voice and ref_text would speak it" in message
     assert "over the limit of 300 s (SPINBOT_MAX_SPEECH_SECONDS)" in message
+
+
+def test_the_cpu_budget_is_checked_on_the_chunk_plan_before_any_sampling(native, tmp_path, monkeypatch, use_settings):
+    # admission estimates the speech from the script's characters; the plan's own length is what the CPU would make
+    use_settings(tts_backend="native", models_dir=native, max_speech_seconds=5)
+    sampled = []
+    monkeypatch.setattr(f5, "synthesize_chunks", lambda *args: sampled.append(args) or [])
+    with pytest.raises(ParamsError) as err:
+        speak(tmp_path, SHORT, device="cpu", nfe_step=256)
+    assert sampled == [] and "\n" not in str(err.value)
+    assert str(err.value).startswith("f5_to_tts: nfe_step 256 on device=cpu over the ")
+    assert "s of speech its chunks plan" in str(err.value) and "over the CPU's 160 " in str(err.value)

@@ -110,6 +110,7 @@ class NativeF5Backend:
     ) -> SpokenScript:
         from spinbot.backends.tts.f5.loading import Speedups, load_models
         from spinbot.settings import get_settings
+        from spinbot.tasks.tts import refuse_cpu_overwork
 
         settings = get_settings()
         models = load_models(
@@ -119,7 +120,11 @@ class NativeF5Backend:
             Speedups(compile=settings.tts_compile, fp8=settings.tts_fp8, attention=settings.tts_attention),
         )
         chunks = plan(text, voice, params.speed, models.mel["hop_length"])
-        refuse_long_plan(chunks, models.mel["hop_length"], params.cross_fade_duration, settings.max_speech_seconds)
+        seconds = refuse_long_plan(
+            chunks, models.mel["hop_length"], params.cross_fade_duration, settings.max_speech_seconds
+        )
+        about = f"the {seconds:.0f} s of speech its chunks plan"
+        refuse_cpu_overwork("f5_to_tts", params.device, params.nfe_step, seconds, settings.max_speech_seconds, about)
         waves = synthesize_chunks(models, voice, chunks, params, progress)
         audio, joins = crossfade_linear(waves, int(params.cross_fade_duration * SAMPLE_RATE))
         meta = [
@@ -231,11 +236,12 @@ def plan(text: str, voice: F5Voice, speed: float, hop_length: int) -> list[Chunk
     return jobs
 
 
-def refuse_long_plan(chunks: list[ChunkJob], hop_length: int, cross_fade_s: float, limit_s: float) -> None:
-    """The speech the plan would make, against SPINBOT_MAX_SPEECH_SECONDS before any sampling. Each chunk is timed by
-    the reference's frames per byte of ref_text, which the client sets (ref_text "a" over 12 s of voice: 280 frames
-    a byte), so admission's estimate from the script's characters bounds nothing here, and what was spoken is known
-    only after every chunk was sampled (nfe_step 256 and both guidance passes over 2,700 s: hours of a GPU)."""
+def refuse_long_plan(chunks: list[ChunkJob], hop_length: int, cross_fade_s: float, limit_s: float) -> float:
+    """The speech the plan would make (returned), against SPINBOT_MAX_SPEECH_SECONDS before any sampling. Each chunk
+    is timed by the reference's frames per byte of ref_text, which the client sets (ref_text "a" over 12 s of voice:
+    280 frames a byte), so admission's estimate from the script's characters bounds nothing here, and what was
+    spoken is known only after every chunk was sampled (nfe_step 256 and both guidance passes over 2,700 s: hours
+    of a GPU)."""
     from spinbot.tasks.speech_length import refuse_over_limit
 
     generated = sum(c.frames - c.ref_frames for c in chunks) * hop_length / SAMPLE_RATE
@@ -243,7 +249,9 @@ def refuse_long_plan(chunks: list[ChunkJob], hop_length: int, cross_fade_s: floa
         "the script as this narrator voice and ref_text would speak it (F5-TTS times each chunk by the voice's "
         "seconds per character of ref_text: give its whole transcript)"
     )
-    refuse_over_limit(generated - cross_fade_s * (len(chunks) - 1), limit_s, what)
+    seconds = generated - cross_fade_s * (len(chunks) - 1)
+    refuse_over_limit(seconds, limit_s, what)
+    return seconds
 
 
 def batches(chunks: list[ChunkJob], budget: int) -> list[list[ChunkJob]]:
