@@ -2,11 +2,19 @@
 
 The live output is a preview of the node's real output, so a failure to write or store it stops the live output
 with a warning in the node's metadata; it never fails the node.
+
+Two runs of one node can overlap (a process whose lease or queue lock ran out during a long window rendered on while
+another took the node over, as in spinbot.tasks.talk_resume). Each run claims the live folder as it starts (OWNER,
+after removing what earlier runs left there) and checks its claim before it publishes each segment and each
+playlist: an older run that finds the claim gone stops its live output, so it never adds its segments to the newer
+run's playlist nor overwrites that playlist with its own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from fractions import Fraction
 from typing import Any, Self
 
@@ -20,6 +28,11 @@ log = logging.getLogger(__name__)
 
 LIVE_FOLDER = "live"
 LIVE_TASKS = frozenset({"infinite_talk", "upscale_video"})  # the tasks that write a live output
+OWNER = "owner.json"  # the run that writes the live output now (module docstring); no segment or playlist name
+
+
+class LiveSuperseded(Exception):
+    """Another run of the node claimed its live output: this one stops writing it."""
 
 
 def live_key(job_id: str, node_id: str, name: str = PLAYLIST) -> str:
@@ -46,9 +59,12 @@ class LiveOutput:
         self.warning: str | None = None
         self._segmenter: HlsSegmenter | None = None
         self._made: HlsSegmenter | None = None
+        self.token = uuid.uuid4().hex  # this run's claim on the live output (OWNER)
         if not ctx.live_output:
             return
         if self._guard(lambda: ctx.discard(LIVE_FOLDER)) is None:  # an earlier attempt's segments and playlist
+            return
+        if self._guard(self._claim) is None:
             return
         self._segmenter = self._guard(
             lambda: HlsSegmenter(
@@ -64,7 +80,22 @@ class LiveOutput:
         )
         self._made = self._segmenter  # kept after a stop, for describe()
 
+    def _claim(self) -> bool:
+        owner = json.dumps({"token": self.token}).encode()
+        self.ctx.store.put_bytes(live_key(self.ctx.job_id, self.ctx.node_id, OWNER), owner, "application/json")
+        return True
+
+    def _confirm_claim(self) -> None:
+        """LiveSuperseded unless the live folder is still this run's: a newer run removed the claim and made its own."""
+        try:
+            claim = json.loads(self.ctx.store.get_bytes(live_key(self.ctx.job_id, self.ctx.node_id, OWNER)))
+        except (FileNotFoundError, ValueError):  # removed by a newer run that has not claimed yet, or not a claim
+            claim = None
+        if not isinstance(claim, dict) or claim.get("token") != self.token:
+            raise LiveSuperseded(f"another run of node '{self.ctx.node_id}' writes it now")
+
     def _publish(self, name: str, path, content_type: str) -> None:
+        self._confirm_claim()  # before every write: the newer run's segments and playlist are never touched
         self.ctx.save(f"{LIVE_FOLDER}/{name}", path, content_type=content_type)
 
     def write(self, frame: np.ndarray) -> None:
@@ -98,7 +129,7 @@ class LiveOutput:
             log.warning(
                 "live output stopped",
                 extra={"job_id": self.ctx.job_id, "node_id": self.ctx.node_id, "error": str(err)},
-                exc_info=True,
+                exc_info=not isinstance(err, LiveSuperseded),  # a superseded run's stop is no fault to trace
             )
             self.warning = f"the live output stopped: {err}"
             self._stop()

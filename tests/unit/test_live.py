@@ -321,3 +321,42 @@ def test_windows_of_one_new_frame_publish_half_second_segments(tmp_path, talk_in
     frames = out.meta["steps"][-1]["frames"]
     assert out.meta["windows"]["count"] >= frames - 1 >= 40  # a window a frame
     assert out.meta["live"]["segments"] == -(-frames // 13)  # 13 frames (0.52 s at 25 fps) a segment
+
+
+def test_a_superseded_attempt_stops_writing_the_newer_attempts_live_output(tmp_path):
+    """Two runs of one node (the older one's lease ran out mid-render and it rendered on): once the newer one has
+    started its live output, the older one writes no segment or playlist into it, and the playlist the API serves
+    lists the newer one's segments only."""
+    from spinbot.tasks.base import TaskContext
+    from spinbot.tasks.live import LiveOutput
+
+    store = LocalStore(tmp_path / "store")
+    audio = (tone(4.0), RATE)
+
+    def attempt(name: str, start_frame: int) -> LiveOutput:
+        ctx = TaskContext(job_id="job1", node_id="infinite_talk", store=store, workdir=tmp_path / name)
+        return LiveOutput(ctx, FPS, *SIZE, 25, audio, start_frame=start_frame)
+
+    def window(live: LiveOutput, first: int) -> None:
+        for index in range(first, first + 25):
+            live.write(frame_at(index))
+        live.cut()
+
+    older = attempt("older", 0)
+    window(older, 0)
+    newer = attempt("newer", 25)  # resumed after the older one's first window
+    window(newer, 25)
+    window(older, 25)  # the older one woke up: its second window
+    window(older, 50)
+
+    playlist = store.get_bytes(live_key("job1", "infinite_talk")).decode()
+    assert segment_durations(playlist) == [1.0]  # the newer attempt's one window, not the older one's three
+    assert sorted(p.name for p in (tmp_path / "store/jobs/job1/infinite_talk/live").glob("seg-*.ts")) == [
+        "seg-00000.ts"
+    ]
+    assert older.warning == "the live output stopped: another run of node 'infinite_talk' writes it now"
+    assert newer.warning is None
+    window(newer, 50)
+    newer.finish()
+    playlist = store.get_bytes(live_key("job1", "infinite_talk")).decode()
+    assert segment_durations(playlist) == [1.0, 1.0] and ENDLIST in playlist
