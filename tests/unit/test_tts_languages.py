@@ -13,9 +13,11 @@ import soundfile as sf
 
 from spinbot.backends.tts import espeak
 from spinbot.backends.tts.languages import (
+    CYRILLIC_VOICES,
     LANGUAGES,
     LATIN_VOICES,
     MIN_CONFIDENCE,
+    cyrillic_language,
     espeak_languages,
     language_runs,
     latin_language,
@@ -55,6 +57,40 @@ STAYS_ENGLISH = [
     "We had croissants and café au lait in a little bistro.",
     # The fallback script around a German prompt: English and German mixed
     fallback_script("warum Scheitern zum Lernen dazugehört"),
+]
+
+# Cyrillic is not only Russian: two scripts of each Cyrillic-script language espeak-ng speaks (one for Tatar and
+# Bashkir), with its voice. The detector was sure of each, at 0.89 or more.
+CYRILLIC_SCRIPTS = [
+    ("Сон очень важен для здоровья. Постарайтесь ложиться спать в одно и то же время.", "ru"),
+    ("Большинство людей сдаются прямо перед тем, как всё становится проще.", "ru"),
+    ("Сон дуже важливий для здоров'я. Намагайтеся лягати спати в один і той самий час.", "uk"),
+    ("Більшість людей здаються саме тоді, коли все ось-ось стане легше.", "uk"),
+    ("Сон вельмі важны для здароўя. Старайцеся класціся спаць у адзін і той жа час.", "be"),
+    ("Большасць людзей здаюцца якраз перад тым, як усё становіцца прасцей.", "be"),
+    ("Сънят е много важен за здравето. Опитайте се да си лягате по едно и също време.", "bg"),
+    ("Повечето хора се отказват точно преди нещата да станат по-лесни.", "bg"),
+    ("Сан је веома важан за здравље. Покушајте да идете на спавање у исто време.", "sr"),
+    ("Већина људи одустане баш пре него што ствари постану лакше.", "sr"),
+    ("Сонот е многу важен за здравјето. Обидете се да одите на спиење во исто време.", "mk"),
+    ("Повеќето луѓе се откажуваат токму пред работите да станат полесни.", "mk"),
+    ("Ұйқы денсаулық үшін өте маңызды. Күн сайын бір уақытта ұйықтауға тырысыңыз.", "kk"),
+    ("Көптеген адамдар бәрі оңай болардың алдында ғана берілеміз деп шешеді.", "kk"),
+    ("Уйку ден соолук үчүн абдан маанилүү. Ар дайым бир убакта уктаганга аракет кылыңыз.", "ky"),
+    ("Көпчүлүк адамдар баары жеңилдей электе эле колун шилтеп коюшат.", "ky"),
+    ("Йокы сәламәтлек өчен бик мөһим. Көн саен бер үк вакытта ятарга тырышыгыз.", "tt"),
+    ("Йоҡо һаулыҡ өсөн бик мөһим. Көн һайын бер үк ваҡытта ятырға тырышығыҙ.", "ba"),
+]
+# Too few Cyrillic words to be sure of (Russian, Ukrainian, Serbian, Bulgarian phrases; English with Russian words):
+# the Russian voice, as before there was detection.
+STAYS_RUSSIAN = [
+    "Привет!",
+    "Спасибо большое.",
+    "Дякую!",
+    "Здраво, како си?",
+    "Благодаря!",
+    "We met Иван in Москва last summer.",
+    "The word for sleep is сон in Russian and Ukrainian.",
 ]
 
 
@@ -99,7 +135,9 @@ def test_the_backend_speaks_a_chinese_script_with_the_mandarin_voice(monkeypatch
     assert spoken == [("en-us+f4", "It is "), ("cmn+f4", "睡眠很重要.")] and len(audio) == 200
 
 
-@pytest.mark.parametrize("language", sorted(set(LANGUAGES.values()) | set(LATIN_VOICES.values())))
+@pytest.mark.parametrize(
+    "language", sorted(set(LANGUAGES.values()) | set(LATIN_VOICES.values()) | set(CYRILLIC_VOICES.values()))
+)
 def test_espeak_has_each_language_it_may_be_asked_for(language, capfd):
     assert len(espeak.synthesize_raw("a", f"{language}+m3", 175, 50, 0)) > 0  # an unknown voice raises
     assert "Can't read dictionary" not in capfd.readouterr().err  # Faroese has a voice file but no dictionary
@@ -111,6 +149,48 @@ def test_a_script_in_a_latin_script_language_gets_that_languages_voice(text, voi
     chosen = latin_language(text)
     assert (chosen.language, chosen.source) == (voice, "detected")
     assert chosen.confidence is not None and chosen.confidence >= MIN_CONFIDENCE
+
+
+@pytest.mark.parametrize(("text", "voice"), CYRILLIC_SCRIPTS)
+def test_a_script_in_a_cyrillic_script_language_gets_that_languages_voice(text, voice):
+    chosen = cyrillic_language(text)
+    assert chosen is not None and (chosen.language, chosen.source) == (voice, "detected")
+    assert chosen.confidence is not None and chosen.confidence >= MIN_CONFIDENCE
+    assert {language for language, _ in language_runs(text, "en-us", chosen.language)} == {voice}
+
+
+@pytest.mark.parametrize("text", STAYS_RUSSIAN)
+def test_a_short_or_mixed_cyrillic_text_stays_russian(text):
+    chosen = cyrillic_language(text)
+    assert chosen is not None and (chosen.language, chosen.source) == ("ru", "default")
+    assert "Russian" in chosen.reason
+
+
+def test_a_script_without_cyrillic_has_no_cyrillic_language():
+    assert cyrillic_language(ENGLISH_SCRIPT) is None and cyrillic_language("睡眠很重要.") is None
+
+
+def test_a_forced_cyrillic_language_wins_and_a_latin_one_leaves_cyrillic_detected():
+    ukrainian, russian = CYRILLIC_SCRIPTS[2][0], CYRILLIC_SCRIPTS[0][0]
+    assert (cyrillic_language(russian, "uk").language, cyrillic_language(russian, "uk").source) == ("uk", "forced")
+    assert cyrillic_language(ukrainian, "de").language == "uk"
+
+
+def test_the_backend_speaks_ukrainian_with_the_ukrainian_voice(monkeypatch, use_settings):
+    use_settings(tts_language="auto")
+    spoken = []
+
+    def recorded(text, voice, rate, pitch, seed):
+        spoken.append((voice, text))
+        return np.ones(100, np.int16)
+
+    monkeypatch.setattr(espeak, "synthesize_raw", recorded)
+    text = "Today: " + CYRILLIC_SCRIPTS[2][0]
+    backend = espeak.EspeakBackend()
+    voice = backend.for_script(espeak.EspeakVoice("en-us+f4", 50, 175, analysis=None), text)  # type: ignore[arg-type]
+    backend.synthesize(text, voice, type("Params", (), {"seed": 1})())
+    assert [name for name, _ in spoken] == ["en-us+f4", "uk+f4"]  # before, the Russian voice read it
+    assert voice.cyrillic is not None and voice.cyrillic.as_meta("voice")["voice"] == "uk"
 
 
 def test_an_english_script_stays_english():
@@ -174,6 +254,13 @@ def test_the_task_speaks_a_script_with_its_languages_voice(store, use_settings, 
     english, forced = speak(store, text)
     assert forced.meta["espeak"]["voice"] == "en-us+m3" and forced.meta["language"]["source"] == "forced"
     assert len(english) != len(audio) or not np.array_equal(english, audio)
+
+
+def test_the_task_says_which_voice_read_the_cyrillic_text(store):
+    _, output = speak(store, CYRILLIC_SCRIPTS[6][0])  # Bulgarian
+    cyrillic = output.meta["language"]["cyrillic"]
+    assert (cyrillic["voice"], cyrillic["source"], cyrillic["detected"]) == ("bg", "detected", "bg")
+    assert output.values["audio_duration"] > 1.5
 
 
 def test_the_task_keeps_english_for_a_short_text_and_says_why(store):

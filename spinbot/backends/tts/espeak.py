@@ -16,7 +16,14 @@ import numpy as np
 
 from spinbot.backends.tts.analysis import VoiceAnalysis, analyse_voice
 from spinbot.backends.tts.base import Reference
-from spinbot.backends.tts.languages import ENGLISH, LatinLanguage, language_runs, latin_language
+from spinbot.backends.tts.languages import (
+    ENGLISH,
+    RUSSIAN,
+    LatinLanguage,
+    cyrillic_language,
+    language_runs,
+    latin_language,
+)
 from spinbot.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -141,6 +148,7 @@ class EspeakVoice:
     rate: int  # espeak words per minute
     analysis: VoiceAnalysis
     language: LatinLanguage | None = None  # how the language in the name was chosen (None: before the script)
+    cyrillic: LatinLanguage | None = None  # the language of the script's Cyrillic text (None: it has none)
 
     @property
     def warnings(self) -> list[str]:
@@ -155,7 +163,12 @@ class EspeakVoice:
             "espeak": {"voice": self.name, "pitch": self.pitch, "rate": self.rate},
             "warnings": self.warnings,
         }
-        return meta | ({"language": self.language.as_meta()} if self.language is not None else {})
+        if self.language is None:
+            return meta
+        language = self.language.as_meta()
+        if self.cyrillic is not None:
+            language["cyrillic"] = self.cyrillic.as_meta("voice")
+        return meta | {"language": language}
 
 
 def choose_pitch(f0_hz: float | None) -> tuple[str, int]:
@@ -198,20 +211,25 @@ class EspeakBackend:
 
     def for_script(self, voice: EspeakVoice, text: str) -> EspeakVoice:
         """The voice in the language of the script's Latin-script text: SPINBOT_TTS_LANGUAGE where set, else the one
-        detected where the detector is sure of it, else English (spinbot.backends.tts.languages)."""
+        detected where the detector is sure of it, else English; its Cyrillic text's likewise, else Russian
+        (spinbot.backends.tts.languages)."""
         from spinbot.settings import get_settings
 
-        language = latin_language(text, get_settings().tts_language)
+        forced = get_settings().tts_language
+        language, cyrillic = latin_language(text, forced), cyrillic_language(text, forced)
         log.info("f5_to_tts lite: Latin-script text in '%s': %s", language.language, language.reason)
+        if cyrillic is not None:
+            log.info("f5_to_tts lite: Cyrillic text in '%s': %s", cyrillic.language, cyrillic.reason)
         variant = voice.name.partition("+")[2]
-        return replace(voice, name=f"{language.language}+{variant}", language=language)
+        return replace(voice, name=f"{language.language}+{variant}", language=language, cyrillic=cyrillic)
 
     def synthesize(self, text: str, voice: EspeakVoice, params: Any) -> np.ndarray:
         """Each stretch of the text in the language its writing system names (spinbot.backends.tts.languages),
         Latin letters in the voice's language; in the narrator's variant, pitch and rate."""
         latin, _, variant = voice.name.partition("+")
+        cyrillic = voice.cyrillic.language if voice.cyrillic is not None else RUSSIAN
         parts = [
             synthesize_raw(run, f"{language}+{variant}", voice.rate, voice.pitch, params.seed)
-            for language, run in language_runs(text, latin)
+            for language, run in language_runs(text, latin, cyrillic)
         ]
         return np.concatenate(parts).astype(np.float32) / 32768.0

@@ -1,12 +1,14 @@
 """The language each stretch of a script is spoken in by the lite backend.
 
 espeak-ng speaks one language per voice: its English voice read a Chinese script as "Chinese letter, Chinese
-letter, ..." and Cyrillic as noise. A writing system other than Latin names its language well enough (Cyrillic
-stands for Russian, Arabic script for Arabic). Latin letters do not: German, French or Vietnamese read with the
-English voice is mangled. The Latin-script text of a script is given to a language identifier (py3langid, whose
+letter, ..." and Cyrillic as noise. Most writing systems other than Latin name their language well enough (Arabic
+script stands for Arabic, Greek for Greek). Latin letters do not: German, French or Vietnamese read with the
+English voice is mangled; nor do Cyrillic ones: Ukrainian, Bulgarian or Serbian read with the Russian voice are. The
+Latin-script text of a script, and its Cyrillic text, are each given to a language identifier (py3langid, whose
 model ships in its wheel), once per script, and spoken in the language it names where it is sure of it and
-espeak-ng has a voice for it; otherwise (a few words, a mix of languages, a language without a voice) it stays in
-the seed's English. SPINBOT_TTS_LANGUAGE forces the language instead.
+espeak-ng has a voice for it; otherwise (a few words, a mix of languages, a language without a voice) Latin letters
+stay in the seed's English and Cyrillic ones in Russian. SPINBOT_TTS_LANGUAGE forces the Latin-script language
+instead (and the Cyrillic one, where it names a Cyrillic-script language).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ LANGUAGES = {
     "ARMENIAN": "hy",
 }
 _KANA = ("HIRAGANA", "KATAKANA")
+CYRILLIC = "CYRILLIC"
+RUSSIAN = LANGUAGES[CYRILLIC]  # Cyrillic letters are spoken in it unless detection says otherwise
 
 ENGLISH = "en-us"  # the seed's scripts are English: Latin letters are spoken in it unless detection says otherwise
 # Latin-script languages py3langid tells apart and espeak-ng has a voice for: the detector's code -> espeak-ng's voice.
@@ -53,6 +57,8 @@ LATIN_VOICES = {
     "no": "nb",  # Norwegian: espeak-ng's voice is Bokmål
     "nn": "nb",
 }
+# Cyrillic-script languages py3langid tells apart and espeak-ng has a voice for (Mongolian and Tajik have none).
+CYRILLIC_VOICES = {code: code for code in ("ba", "be", "bg", "kk", "ky", "mk", "ru", "sr", "tt", "uk")}
 # Closely related languages the detector splits its belief between (an Indonesian sentence scored 0.54 Indonesian
 # and 0.45 Malay): how sure it is that the text is in one of them is what counts, and the voice is the likelier one's.
 RELATED = (
@@ -70,17 +76,18 @@ MIN_WORDS = 3  # fewer Latin-script words than this are not given to the detecto
 _WORD = re.compile(r"[^\W\d_]+")
 
 
-def language_runs(text: str, default: str) -> list[tuple[str, str]]:
+def language_runs(text: str, default: str, cyrillic: str = RUSSIAN) -> list[tuple[str, str]]:
     """The text cut where the language of its letters changes, as (language, text) pairs in order. Latin letters
-    (and those of a writing system not in LANGUAGES) are in `default`; spaces, digits and punctuation stay with the
-    letters before them; Chinese characters in a text with kana are Japanese."""
+    (and those of a writing system not in LANGUAGES) are in `default`, Cyrillic ones in `cyrillic`; spaces, digits
+    and punctuation stay with the letters before them; Chinese characters in a text with kana are Japanese."""
     japanese = any(_script(ch) in _KANA for ch in text)
     runs: list[tuple[str, str]] = []
     current, start = None, 0
     for i, ch in enumerate(text):
         if not unicodedata.category(ch).startswith("L"):
             continue
-        language = LANGUAGES.get(_script(ch), default)
+        script = _script(ch)
+        language = cyrillic if script == CYRILLIC else LANGUAGES.get(script, default)
         language = "ja" if language == "cmn" and japanese else language
         if current is not None and language != current:
             runs.append((current, text[start:i]))
@@ -96,7 +103,7 @@ def _script(ch: str) -> str:
 
 @dataclass(frozen=True)
 class LatinLanguage:
-    """The language the Latin-script stretches of a script are spoken in, and why."""
+    """The language the Latin-script (or Cyrillic) stretches of a script are spoken in, and why."""
 
     language: str  # an espeak-ng language
     source: Literal["forced", "detected", "default"]
@@ -104,8 +111,8 @@ class LatinLanguage:
     detected: str | None = None  # the detector's likeliest language (its code), where it ran
     confidence: float | None = None  # its probability, pooled with RELATED languages'
 
-    def as_meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {"latin": self.language, "source": self.source, "reason": self.reason}
+    def as_meta(self, key: str = "latin") -> dict[str, Any]:
+        meta: dict[str, Any] = {key: self.language, "source": self.source, "reason": self.reason}
         if self.detected is not None:
             meta |= {"detected": self.detected, "confidence": self.confidence}
         return meta
@@ -117,21 +124,39 @@ def latin_language(text: str, forced: str = "auto") -> LatinLanguage:
     if forced != "auto":
         return LatinLanguage(forced, "forced", f"SPINBOT_TTS_LANGUAGE={forced}")
     latin = " ".join(run for language, run in language_runs(text, ENGLISH) if language == ENGLISH)
-    words = len(_WORD.findall(latin))
+    return _detected(latin, "Latin-script", ENGLISH, "English", LATIN_VOICES)
+
+
+def cyrillic_language(text: str, forced: str = "auto") -> LatinLanguage | None:
+    """The language for the script's Cyrillic stretches (None: it has none): `forced` where it is a Cyrillic-script
+    language, else the detected one where the detector is sure of it and espeak-ng can speak it, else Russian."""
+    cyrillic = " ".join(run for language, run in language_runs(text, ENGLISH, CYRILLIC) if language == CYRILLIC)
+    if not cyrillic:
+        return None
+    if forced in CYRILLIC_VOICES.values():
+        return LatinLanguage(forced, "forced", f"SPINBOT_TTS_LANGUAGE={forced}")
+    return _detected(cyrillic, "Cyrillic", RUSSIAN, "Russian", CYRILLIC_VOICES)
+
+
+def _detected(text: str, script: str, default: str, default_name: str, voices: dict[str, str]) -> LatinLanguage:
+    """The voice of the language py3langid finds in `text` (one writing system's stretches of a script), where it
+    is sure of it and `voices` has it; else `default`."""
+    words = len(_WORD.findall(text))
     if words < MIN_WORDS:
-        why = f"{words} Latin-script word{'s' * (words != 1)}, too few to tell the language: English"
-        return LatinLanguage(ENGLISH, "default", why)
-    scores = dict(_identifier().rank(latin))
+        why = f"{words} {script} word{'s' * (words != 1)}, too few to tell the language: {default_name}"
+        return LatinLanguage(default, "default", why)
+    scores = dict(_identifier().rank(text))
     best = max(scores, key=scores.__getitem__)
     related = next((group for group in RELATED if best in group), {best})
     confidence = round(float(sum(scores.get(code, 0.0) for code in related)), 3)
     guess = {"detected": best, "confidence": confidence}
     if confidence < MIN_CONFIDENCE:
-        why = f"not sure of its language (likeliest '{best}' at {confidence:.2f}, under {MIN_CONFIDENCE}): English"
-        return LatinLanguage(ENGLISH, "default", why, **guess)
-    if best not in LATIN_VOICES:
-        return LatinLanguage(ENGLISH, "default", f"'{best}' ({confidence:.2f}) has no lite voice: English", **guess)
-    voice = LATIN_VOICES[best]
+        why = f"not sure of its language (likeliest '{best}' at {confidence:.2f}, under {MIN_CONFIDENCE})"
+        return LatinLanguage(default, "default", f"{why}: {default_name}", **guess)
+    if best not in voices:
+        why = f"'{best}' ({confidence:.2f}) has no lite voice: {default_name}"
+        return LatinLanguage(default, "default", why, **guess)
+    voice = voices[best]
     return LatinLanguage(voice, "detected", f"detected '{best}' ({confidence:.2f}): spoken in '{voice}'", **guess)
 
 
