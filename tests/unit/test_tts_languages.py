@@ -3,6 +3,7 @@ English voice read a Chinese script as "Chinese letter, Chinese letter, ..." and
 text is spoken in the language py3langid detects in it, where it is sure and espeak-ng has the voice, else English;
 SPINBOT_TTS_LANGUAGE forces it."""
 
+# ruff: noqa: RUF001 - scripts in Turkish (its dotless i) and Cyrillic-script languages: their letters are meant
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,7 @@ SCRIPTS = [
     ("A maioria das pessoas desiste logo antes de as coisas ficarem mais fáceis.", "pt"),
     ("Drink een glas water als je wakker wordt. Je lichaam zal je dankbaar zijn.", "nl"),
     ("Od trzech lat pracuję z domu i oto, czego się nauczyłem.", "pl"),
-    ("Bilgisayarınızı güncellemeden önce dosyalarınızı yedeklemeyi unutmayın.", "tr"),  # noqa: RUF001 - the dotless i is Turkish
+    ("Bilgisayarınızı güncellemeden önce dosyalarınızı yedeklemeyi unutmayın.", "tr"),
     ("Giấc ngủ là một trong những điều quan trọng nhất bạn có thể làm cho sức khỏe của mình.", "vi"),
     ("Vår nya produkt lanseras nästa vecka och vi längtar efter att visa er vad den kan göra.", "sv"),
     ("Už tři roky pracuji z domova a tohle jsem se naučil.", "cs"),
