@@ -121,7 +121,10 @@ class _Collector:
 
 
 def _too_large(limit: int) -> UploadTooLarge:
-    return UploadTooLarge(f"upload is larger than the limit of {limit} bytes (SPINBOT_MAX_UPLOAD_BYTES)")
+    # In MiB first: "52428800 bytes" under a web page's file field left its user counting digits.
+    return UploadTooLarge(
+        f"upload is larger than the limit of {limit / 2**20:.3g} MiB ({limit} bytes, SPINBOT_MAX_UPLOAD_BYTES)"
+    )
 
 
 def refuse_declared_oversize(request: Request, max_file_bytes: int) -> None:

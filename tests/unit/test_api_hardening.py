@@ -136,6 +136,14 @@ def test_upload_over_the_limit_is_refused_from_its_content_length_before_its_bod
     assert (status, pulled) == (413, 0)
 
 
+def test_upload_over_the_limit_names_the_limit_in_mib_as_json(client):
+    r = client.post(
+        "/v1/uploads", headers=auth(), data={"kind": "portrait"}, files={"file": ("a.png", b"0" * (LIMIT + 1))}
+    )
+    assert r.status_code == 413
+    assert r.json()["error"] == f"upload is larger than the limit of 2 MiB ({LIMIT} bytes, SPINBOT_MAX_UPLOAD_BYTES)"
+
+
 def test_upload_without_a_length_stops_reading_once_past_the_limit(client, spinbot_env):
     headers = {**auth(), "Content-Type": "multipart/form-data; boundary=xyz", "Transfer-Encoding": "chunked"}
     status, pulled = call_upload_asgi(client.app, headers, chunks=4096)  # 1 GiB offered

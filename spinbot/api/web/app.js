@@ -69,7 +69,8 @@ async function fetchForm() {
     showPipelineParams();
     clearError(form, "form");
   } catch (err) {
-    showError(form, "form", `cannot load the form: ${err.message}`);
+    // A 401 opens the key panel, which says what is missing; the API's header advice would only confuse here.
+    if (err.status !== 401) showError(form, "form", `cannot load the form: ${err.message}`);
   }
 }
 
@@ -107,9 +108,10 @@ function showErrors(errors) {
 }
 
 /** Which field an API error is about: "f5_to_tts.nfe_step: ...", "prompt: ...", "unknown portrait upload ...",
- * "callback_url: ...". */
+ * "callback_url: ...", "script.text has 20000 characters, ...". */
 function fieldOfError(message) {
-  const named = /^([\w.]+): /.exec(message)?.[1];
+  // "ref_text has 3000 characters, over the limit ..." names its field too: shown there, not under the button.
+  const named = /^([\w.]+)(?:: | has )/.exec(message)?.[1];
   // "f5_to_tts.narrator_voice: unknown voice upload ...", "f5_to_tts.narrator_voice is silent: ...".
   if (narratorKey() && /^[\w.]+/.exec(message)?.[0] === narratorKey()) return "narrator_voice";
   if (named && (JOB_FIELDS.includes(named) || named === scriptKey() || advanced?.has(named))) return named;
@@ -162,11 +164,16 @@ async function uploadIds() {
   return results.map(({ value }) => value);
 }
 
+function formNotReady() {
+  return $("#key-panel").hidden ? "the form is not ready: the server's pipelines did not load"
+    : "give the API key above first: the form loads with it";
+}
+
 async function submitJob(event) {
   event.preventDefault();
   clearErrors(form);
   if (!advanced) await formLoad; // still loading (a click right after the key): not a failure
-  if (!advanced) return showError(form, "form", "the form is not ready: the server's pipelines did not load");
+  if (!advanced) return showError(form, "form", formNotReady());
   const { params, errors } = advanced.collect();
   const script = $("#script_text").value.trim();
   if (script && scriptKey()) {
@@ -174,6 +181,8 @@ async function submitJob(event) {
     (params[node] ||= {})[name] = $("#script_text").value;
   }
   if (!$("#prompt").value.trim() && !script) errors.prompt = "prompt is empty: give a prompt, or your own script";
+  // Every missing input at once: a user who fixed the prompt should not then learn the portrait was missing too.
+  for (const field of [portrait, voice]) if (field.missing()) errors[field.key] = field.missing();
   const webhook = webhookFields();
   Object.assign(errors, webhook.errors);
   if (Object.keys(errors).length) return showErrors(errors);

@@ -57,7 +57,8 @@ export class JobHistory {
       this.total = page.total;
       this.render(page.items);
     } catch (err) {
-      showError(this.root, "history", `cannot list the jobs: ${err.message}`);
+      // A 401 opens the key panel, which asks for what is missing; the list loads again once a key is given.
+      if (err.status !== 401) showError(this.root, "history", `cannot list the jobs: ${err.message}`);
     }
   }
 

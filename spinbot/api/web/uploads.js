@@ -85,14 +85,19 @@ export class UploadField {
     if (this.remove) this.remove.hidden = false;
   }
 
+  /** Why the job cannot have this field yet (a required file not chosen), or null. */
+  missing() {
+    return this.optional || this.kept || this.file ? null : `choose a ${this.kind} file`;
+  }
+
   /** The upload id for the job; uploads again when the last try failed (a key may have been given since). */
   async id() {
     if (this.kept) return this.kept;
     if (!this.file && this.optional) return null;
-    if (!this.file) {
-      const message = `choose a ${this.kind} file`;
-      showError(this.form, this.key, message);
-      throw new Error(message);
+    const missing = this.missing();
+    if (missing) {
+      showError(this.form, this.key, missing);
+      throw new Error(missing);
     }
     try {
       return await this.upload;
