@@ -292,7 +292,7 @@ def test_a_streamed_answer_closes_the_object_body_whether_or_not_the_client_stay
 
     from starlette.requests import Request
 
-    from spinbot.api.routes.artifacts import _streamed
+    from spinbot.api.routes.artifacts import streamed
 
     store.put_bytes("jobs/j/n/big.bin", b"x" * (3 * 1024 * 1024))
     closed = []
@@ -307,7 +307,7 @@ def test_a_streamed_answer_closes_the_object_body_whether_or_not_the_client_stay
 
     monkeypatch.setattr(store.client, "get_object", get_object)
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
-    response = _streamed(store, "jobs/j/n/big.bin", "application/octet-stream", Request(scope))
+    response = streamed(store, "jobs/j/n/big.bin", "application/octet-stream", Request(scope))
     sent: list[dict] = []
 
     async def receive():
@@ -330,7 +330,7 @@ def test_a_streamed_answer_abandoned_by_the_send_timeout_closes_the_object_body(
     from starlette.requests import Request
 
     from spinbot.api.limits import StalledClient
-    from spinbot.api.routes.artifacts import _streamed
+    from spinbot.api.routes.artifacts import streamed
 
     store.put_bytes("jobs/j/n/big.bin", b"x" * (3 * 1024 * 1024))
     closed = []
@@ -344,7 +344,7 @@ def test_a_streamed_answer_abandoned_by_the_send_timeout_closes_the_object_body(
 
     monkeypatch.setattr(store.client, "get_object", get_object)
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
-    response = _streamed(store, "jobs/j/n/big.bin", "application/octet-stream", Request(scope))
+    response = streamed(store, "jobs/j/n/big.bin", "application/octet-stream", Request(scope))
 
     async def receive():
         await asyncio.sleep(3600)
