@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from spinbot.samples import portrait_path
-from spinbot.tasks.talk import InfiniteTalkParams, denoising_work, guidance_passes
+from spinbot.tasks.talk import DenoisingWork, InfiniteTalkParams, denoising_work, guidance_passes
 from tests.support.api_client import AUTH, KEY, api_client
 from tests.unit.test_api_hostile_input import upload_both
 
@@ -64,7 +64,10 @@ def test_the_passes_counted_are_the_samplers(text, audio):
 
 def test_the_work_counts_each_window_whole_context_included():
     params = InfiniteTalkParams(frame_window_size=81, motion_frame=25, sampling_steps=6)
-    assert denoising_work(7500, params) == (134, 134 * 81 * 6)  # the seed's recipe for 300 s at 25 fps: 65,124
+    # the seed's recipe for 300 s at 25 fps: 65,124, one model pass a step (both guidance scales 1)
+    assert denoising_work(7500, params) == (134, 1, 134 * 81 * 6)
+    guided = params.model_copy(update={"sampling_cfg": 5.0, "audio_cfg_scale": 4.0})
+    assert denoising_work(7500, guided) == DenoisingWork(windows=134, passes=3, frame_steps=134 * 81 * 6 * 3)
 
 
 def test_f5_tts_on_the_cpu_with_many_steps_over_long_speech_is_a_400(spinbot_env, monkeypatch, tmp_path):
