@@ -193,6 +193,7 @@ class JobStore:
                 if guarded:
                     lock_owner(s, owner)
                 now = database_now(s)
+                # one flat list of the row's columns: what, with the params, keeps this function long
                 job = Job(
                     id=job_id,
                     pipeline=pipeline,
