@@ -117,48 +117,59 @@ def _new_job_request(
 
 SET_HELP = "NODE.PARAM=VALUE, repeatable (`spinbot params` lists them)."
 
+# `spinbot run`'s options, declared here so that the command below reads as its steps.
+_PROMPT = typer.Option(
+    None,
+    metavar="TEXT",
+    help="What the video is about (the LLM writes the "
+    "script from it). (required unless --resume or --set script.text=...)",
+)
+_IMAGE = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)")
+_VOICE = typer.Option(None, metavar="FILE", help="Narrator voice sample to clone. (required unless --resume)")
+_REF_TEXT = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice sample.")
+_PIPELINE = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json.")
+_SETS = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP)
+_OUT = typer.Option(
+    None,
+    metavar="FILE",
+    help="Where to copy the final video: an .mp4 file (its missing folders made) or a folder (it goes in as "
+    "JOB_ID.mp4); default: spinbot-out/JOB_ID.mp4.",
+)
+_RESUME = typer.Option(
+    None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node, with its own inputs."
+)
+_PRIORITY = typer.Option(
+    None,
+    min=PRIORITY_MIN,
+    max=PRIORITY_MAX,
+    metavar="INTEGER",
+    help="Queue priority of the job's tasks (1 runs first).",
+)
+_WATCH = typer.Option(
+    False,
+    "--watch",
+    help="Watch the video while it renders: prints each live HLS "
+    "playlist's path (local storage) or serves it on a loopback URL (S3).",
+)
+_WATCH_PORT = typer.Option(
+    0, "--watch-port", min=0, max=65535, metavar="INTEGER", help="Port for --watch on S3 (0: any free port)."
+)
+
 
 @app.command(cls=Command)
 def run(
     ctx: typer.Context,
-    prompt: str | None = typer.Option(
-        None,
-        metavar="TEXT",
-        help="What the video is about (the LLM writes the "
-        "script from it). (required unless --resume or --set script.text=...)",
-    ),
-    image: Path | None = typer.Option(None, metavar="FILE", help="Portrait image. (required unless --resume)"),
-    voice: Path | None = typer.Option(
-        None, metavar="FILE", help="Narrator voice sample to clone. (required unless --resume)"
-    ),
-    ref_text: str | None = typer.Option(None, "--ref-text", metavar="TEXT", help="Transcript of the voice sample."),
-    pipeline: str = typer.Option(DEFAULT_PIPELINE, metavar="NAME", help="Pipeline name from pipelines.json."),
-    set_: list[str] = typer.Option([], "--set", metavar="NODE.PARAM=VALUE", help=SET_HELP),
-    out: Path | None = typer.Option(
-        None,
-        metavar="FILE",
-        help="Where to copy the final video: an .mp4 file (its missing folders made) or a folder (it goes in as "
-        "JOB_ID.mp4); default: spinbot-out/JOB_ID.mp4.",
-    ),
-    resume: str | None = typer.Option(
-        None, metavar="JOB_ID", help="Continue job JOB_ID from its last finished node, with its own inputs."
-    ),
-    priority: int | None = typer.Option(
-        None,
-        min=PRIORITY_MIN,
-        max=PRIORITY_MAX,
-        metavar="INTEGER",
-        help="Queue priority of the job's tasks (1 runs first).",
-    ),
-    watch: bool = typer.Option(
-        False,
-        "--watch",
-        help="Watch the video while it renders: prints each live HLS "
-        "playlist's path (local storage) or serves it on a loopback URL (S3).",
-    ),
-    watch_port: int = typer.Option(
-        0, "--watch-port", min=0, max=65535, metavar="INTEGER", help="Port for --watch on S3 (0: any free port)."
-    ),
+    prompt: str | None = _PROMPT,
+    image: Path | None = _IMAGE,
+    voice: Path | None = _VOICE,
+    ref_text: str | None = _REF_TEXT,
+    pipeline: str = _PIPELINE,
+    set_: list[str] = _SETS,
+    out: Path | None = _OUT,
+    resume: str | None = _RESUME,
+    priority: int | None = _PRIORITY,
+    watch: bool = _WATCH,
+    watch_port: int = _WATCH_PORT,
 ) -> None:
     """Run a job to the end with a progress bar per node, then print the output path.
 
@@ -170,16 +181,28 @@ def run(
         runner = open_runner(watch, existing=bool(resume))
         _check_out(out, image=image, voice=voice)
         if resume:
-            job_id = runner.jobs.get(resume).id
-            runner.leases.require(job_id, wait_if_silent=True)  # another process's job: one line, no progress
+            job_id = _resumed_job(runner, resume)
         else:
             request = _new_job_request(prompt, image, voice, ref_text, pipeline, parse_sets(set_), priority)
-            job_id = runner.create_job(request)
-            err_console.print(f"job {job_id}", highlight=False)
+            job_id = _new_job(runner, request)
         job = _run_watched(runner, job_id, watch, watch_port, out)
         deliver(runner, job, out)
     except SpinBotError as err:
         fail(explain(err))
+
+
+def _resumed_job(runner, job_id: str) -> str:
+    """--resume's job, once this process holds its lease."""
+    job_id = runner.jobs.get(job_id).id
+    runner.leases.require(job_id, wait_if_silent=True)  # another process's job: one line, no progress
+    return job_id
+
+
+def _new_job(runner, request: JobRequest) -> str:
+    """The new job, its id said on stderr before any progress."""
+    job_id = runner.create_job(request)
+    err_console.print(f"job {job_id}", highlight=False)
+    return job_id
 
 
 @app.command(cls=Command)

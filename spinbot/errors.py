@@ -61,8 +61,16 @@ class NoData(SpinBotError):
     """A command that only reads (or acts on) existing jobs, where no database exists yet: nothing is created."""
 
 
-class InputTooLarge(InputError):
-    """An input over one of its limits (bytes, pixels, seconds); the message names the limit."""
+class InputOutOfLimits(InputError):
+    """An input outside one of its limits; the message names the limit, and an upload's answer passes it on."""
+
+
+class InputTooLarge(InputOutOfLimits):
+    """An input over one of its limits (bytes, pixels, seconds, a portrait's aspect); the message names the limit."""
+
+
+class InputTooSmall(InputOutOfLimits):
+    """An input under one of its limits (a portrait's short side); the message names the limit."""
 
 
 class UnusableFile(InputError):

@@ -11,7 +11,7 @@ from spinbot.api.public_errors import public_error, public_meta
 from spinbot.control.callback_url import url_host
 from spinbot.control.requests import PRIORITY_MAX, PRIORITY_MIN
 from spinbot.state.models import as_utc
-from spinbot.state.store import JobView
+from spinbot.state.store import JobView, NodeView
 from spinbot.storage.uploads import upload_id_of
 
 UploadKind = Literal["portrait", "voice"]
@@ -85,6 +85,25 @@ class NodeOut(BaseModel):
     meta: dict[str, Any] | None
     values: dict[str, Any] | None
 
+    @classmethod
+    def of(cls, node: NodeView, now: datetime) -> NodeOut:
+        """The node as a client sees it; `now` on the database's clock, which wrote its estimated end."""
+        output = node.output or {}
+        return cls(
+            id=node.node_id,
+            task=node.task,
+            plane=node.plane,
+            status=node.status,
+            progress=node.progress,
+            message=node.message,
+            attempts=node.attempts,
+            error=public_error(node.error),
+            seconds=node.seconds,
+            seconds_left=node.seconds_left(now),
+            meta=public_meta(output.get("meta")),
+            values=output.get("values"),
+        )
+
 
 class ArtifactOut(BaseModel):
     node_id: str
@@ -92,6 +111,17 @@ class ArtifactOut(BaseModel):
     size: int | None
     content_type: str | None
     url: str = Field(description="GET it with the API key, or the media cookie that every keyed answer sets")
+
+    @classmethod
+    def of(cls, artifact: dict[str, Any], job_id: str) -> ArtifactOut:
+        node_id, name = artifact["node_id"], artifact["name"]
+        return cls(
+            node_id=node_id,
+            name=name,
+            size=artifact["size"],
+            content_type=artifact["content_type"],
+            url=f"/v1/jobs/{job_id}/artifacts/{node_id}/{name}",
+        )
 
 
 class CallbackOut(BaseModel):
@@ -159,8 +189,6 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: JobView) -> JobOut:
-        base = f"/v1/jobs/{job.id}/artifacts"
-        script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
         values = job.inputs.get("values", {})
         now = job.now  # the database's clock, which wrote its nodes' estimated ends
         return cls(
@@ -173,41 +201,22 @@ class JobOut(BaseModel):
             error=public_error(job.error),
             prompt=values.get("prompt"),
             ref_text=values.get("ref_text"),
-            script=(script or {}).get("values", {}).get("text"),
+            script=_script_text(job),
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
             params=public_params(job.params),
-            nodes=[
-                NodeOut(
-                    id=n.node_id,
-                    task=n.task,
-                    plane=n.plane,
-                    status=n.status,
-                    progress=n.progress,
-                    message=n.message,
-                    attempts=n.attempts,
-                    error=public_error(n.error),
-                    seconds=n.seconds,
-                    seconds_left=n.seconds_left(now),
-                    meta=public_meta((n.output or {}).get("meta")),
-                    values=(n.output or {}).get("values"),
-                )
-                for n in job.nodes
-            ],
-            artifacts=[
-                ArtifactOut(
-                    node_id=a["node_id"],
-                    name=a["name"],
-                    size=a["size"],
-                    content_type=a["content_type"],
-                    url=f"{base}/{a['node_id']}/{a['name']}",
-                )
-                for a in job.artifacts
-            ],
+            nodes=[NodeOut.of(n, now) for n in job.nodes],
+            artifacts=[ArtifactOut.of(a, job.id) for a in job.artifacts],
             callback=CallbackOut.of(job.callback),
             idempotency_key=job.idempotency_key,
         )
+
+
+def _script_text(job: JobView) -> str | None:
+    """The script the job's script node wrote, once it has."""
+    script = next((n.output for n in job.nodes if n.task == "script.generateScript" and n.output), None)
+    return (script or {}).get("values", {}).get("text")
 
 
 class JobCreated(JobOut):

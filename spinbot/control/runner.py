@@ -134,19 +134,7 @@ class Runner:
         policy = CallbackPolicy.from_settings(self.settings)
         callback = new_job_callback(request.callback_url, request.callback_secret, policy, request.owner)
         job_id = self.jobs.new_id()
-        artifacts = dict(request.input_keys)
-        for name, path in (("source_image", request.image), ("narrator_voice", request.voice)):
-            if path is not None:
-                key = artifact_key(job_id, INPUTS_NODE, f"{name}{Path(path).suffix.lower() or '.bin'}")
-                self.artifacts.upload(Path(path), key, content_type=mimetypes.guess_type(str(path))[0])
-                artifacts[name] = key
-        for node_id, path in local_voices.items():  # `--set NODE.narrator_voice=FILE`: stored as `--voice` is
-            key = artifact_key(job_id, INPUTS_NODE, f"{node_id}.narrator_voice{path.suffix.lower() or '.bin'}")
-            self.artifacts.upload(path, key, content_type=mimetypes.guess_type(str(path))[0])
-            params[node_id]["narrator_voice"] = key
-        for node_id, given in params.items():  # an input of the job as its own voice is: an upload in use, kept
-            if given.get("narrator_voice"):  # while the job is, deleted with it where no other job names it
-                artifacts[f"{node_id}.narrator_voice"] = given["narrator_voice"]
+        artifacts = self._store_inputs(job_id, request, params, local_voices)
         inputs = {"values": {"prompt": request.prompt, "ref_text": request.ref_text or ""}, "artifacts": artifacts}
         nodes = [(n.id, n.task, n.plane) for n in spec.nodes]
         # Born leased to this process: no other one can start it before this one does.
@@ -172,6 +160,28 @@ class Runner:
         self.leases.adopt(job_id)
         self.events.publish(Event(job_id, "job", st.PENDING))
         return job_id
+
+    def _store_inputs(
+        self, job_id: str, request: JobRequest, params: dict[str, dict[str, Any]], local_voices: dict[str, Path]
+    ) -> dict[str, str]:
+        """The job's input artifacts by name: its uploads as they are, its local files (the CLI's --image, --voice
+        and `--set NODE.narrator_voice=FILE`, whose param becomes the stored key) copied under the job's inputs."""
+        artifacts = dict(request.input_keys)
+        for name, path in (("source_image", request.image), ("narrator_voice", request.voice)):
+            if path is not None:
+                artifacts[name] = self._store_input(job_id, name, Path(path))
+        for node_id, path in local_voices.items():  # `--set NODE.narrator_voice=FILE`: stored as `--voice` is
+            params[node_id]["narrator_voice"] = self._store_input(job_id, f"{node_id}.narrator_voice", path)
+        for node_id, given in params.items():  # an input of the job as its own voice is: an upload in use, kept
+            if given.get("narrator_voice"):  # while the job is, deleted with it where no other job names it
+                artifacts[f"{node_id}.narrator_voice"] = given["narrator_voice"]
+        return artifacts
+
+    def _store_input(self, job_id: str, name: str, path: Path) -> str:
+        """A local file stored as the job's input `name`, with its own suffix; its key."""
+        key = artifact_key(job_id, INPUTS_NODE, f"{name}{path.suffix.lower() or '.bin'}")
+        self.artifacts.upload(path, key, content_type=mimetypes.guess_type(str(path))[0])
+        return key
 
     # ---- running ------------------------------------------------------------------------------------------------
     @contextmanager

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from spinbot.errors import InputError, InputTooLarge, UnusableFile
+from spinbot.errors import InputError, InputTooLarge, InputTooSmall, UnusableFile
 from spinbot.media.image_layout import refuse_costly_layout
 from spinbot.media.paths import check_input_file
 
@@ -82,7 +82,7 @@ def load_portrait(path: Path | str, max_pixels: int) -> np.ndarray:
     with _opened(path, max_pixels) as (image, header):
         long_side, short_side = max(header.width, header.height), min(header.width, header.height)
         if short_side < MIN_PORTRAIT_SIDE:
-            raise InputTooLarge(  # a limit, as the aspect below: the upload route passes its message on
+            raise InputTooSmall(  # a limit, as the aspect below: the upload route passes its message on
                 f"the portrait is {header.width}x{header.height}: a side under {MIN_PORTRAIT_SIDE} pixels is too "
                 "small to show a face (send a larger photo)"
             )

@@ -9,8 +9,9 @@ worker is killed). A worker that died (a signal, a limit) or was killed makes it
 (400) and is replaced at the next call; the other workers, and the calls they run, are not touched. A worker
 whose parent died (even killed) reads the end of its pipe and exits. (A ProcessPoolExecutor did this before: one
 call's time limit killed all its workers, and they outlived a killed parent.)
-The function runs by name ("module:function"), so the server never imports the decoders for it; InputError and
-InputTooLarge raised in the child come back as themselves, by class name and message (never a pickled traceback).
+The function runs by name ("module:function"), so the server never imports the decoders for it; InputError,
+InputTooLarge and InputTooSmall raised in the child come back as themselves, by class name and message (never a
+pickled traceback).
 
 Used by the upload check (spinbot/api/routes/uploads.py), the checks at submission (spinbot/control/admission.py)
 and the check of a job's input file before a task decodes it (spinbot/tasks/user_files.py), so in the API, a CLI
@@ -30,14 +31,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from spinbot.errors import InputError, InputTooLarge, ParamsError, SpinBotError
+from spinbot.errors import InputError, InputTooLarge, InputTooSmall, ParamsError, SpinBotError
 
 log = logging.getLogger(__name__)
 
 # What a worker imports once as it starts: the check functions and the decoders they use.
 PRELOAD = ("spinbot.media.upload_check",)
 # Errors that cross back from the child as themselves (class name + message); any other error is a bug, said as one.
-_RETURNED = {cls.__name__: cls for cls in (InputTooLarge, ParamsError, InputError)}
+_RETURNED = {cls.__name__: cls for cls in (InputTooLarge, InputTooSmall, ParamsError, InputError)}
 # Threads that numeric and image libraries start per core: each reserves address space (stacks, allocator arenas),
 # which RLIMIT_AS counts, so a worker on a 128-core host would need several GB before decoding a byte.
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")

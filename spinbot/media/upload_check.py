@@ -12,7 +12,7 @@ import av  # noqa: F401 - imported once in the worker: audio.py imports it on it
 import numpy as np
 from PIL import Image
 
-from spinbot.errors import InputError, InputTooLarge, UnusableFile
+from spinbot.errors import InputError, InputOutOfLimits, InputTooLarge, UnusableFile
 from spinbot.media.audio import load_voice, probe_audio
 from spinbot.media.features import speech_bounds
 from spinbot.media.image import load_portrait, probe_image, probe_upright
@@ -53,8 +53,8 @@ def check_upload(
         else:
             voice = load_voice(path, max_seconds=max_voice_seconds)
             found = probe_audio(path).format.split(",")[0]
-    except InputTooLarge as err:
-        raise InputTooLarge(f"{what} is refused: {err}") from None
+    except InputOutOfLimits as err:  # over a limit or under one: the same class, its limit said
+        raise type(err)(f"{what} is refused: {err}") from None
     except UnusableFile as err:  # what it is and what to send instead: said, without the server's path
         raise InputError(f"{what} is refused: {err.reason}") from None
     except MemoryError:

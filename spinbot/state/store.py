@@ -193,6 +193,7 @@ class JobStore:
                 if guarded:
                     lock_owner(s, owner)
                 now = database_now(s)
+                # one flat list of the row's columns: what, with the params, keeps this function long
                 job = Job(
                     id=job_id,
                     pipeline=pipeline,
@@ -207,14 +208,9 @@ class JobStore:
                     idempotency_digest=idempotency[1] if idempotency else None,
                 )
                 if lease is not None:
-                    job.lease_owner, job.heartbeat_at = lease[0], now
-                    job.lease_expires_at = now + timedelta(seconds=lease[1])
+                    _lease_to(job, lease, now)
                 s.add(job)
-                if max_active is not None:
-                    s.flush()  # written first, so it is counted
-                    _refuse_past_limit(s, owner, max_active)
-                if check_inputs is not None:
-                    check_inputs()
+                _admit(s, owner, max_active, check_inputs)
                 s.add_all(_pending_nodes(job_id, nodes))
         except IntegrityError:
             keyed = find_keyed_job(self.engine, owner, idempotency[0]) if idempotency else None
@@ -483,6 +479,22 @@ class JobStore:
                     row.size, row.content_type, row.name = art["size"], art.get("content_type"), art["name"]
             for stale in existing.values():
                 s.delete(stale)
+
+
+def _lease_to(job: Job, lease: tuple[str, float], now: datetime) -> None:
+    """A new job born leased: to `lease`'s owner for its seconds from `now`, its heartbeat now."""
+    job.lease_owner, job.heartbeat_at = lease[0], now
+    job.lease_expires_at = now + timedelta(seconds=lease[1])
+
+
+def _admit(s: Session, owner: str | None, max_active: int | None, check_inputs: Callable[[], None] | None) -> None:
+    """The checks a new job (added to `s`, not yet flushed) passes under its owner's lock: its owner's active jobs
+    within `max_active`, then `check_inputs`; whatever they raise rolls the job back."""
+    if max_active is not None:
+        s.flush()  # written first, so it is counted
+        _refuse_past_limit(s, owner, max_active)
+    if check_inputs is not None:
+        check_inputs()
 
 
 def _pending_nodes(job_id: str, nodes: Iterable[tuple[str, str, str]]) -> list[NodeRun]:

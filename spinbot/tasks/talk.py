@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -155,12 +155,18 @@ def guidance_passes(sampling_cfg: float, audio_cfg_scale: float) -> int:
     return 1 + sum(not math.isclose(scale, 1.0) for scale in (sampling_cfg, audio_cfg_scale))
 
 
-def denoising_work(total_frames: int, params: InfiniteTalkParams) -> tuple[int, int]:
-    """The windows for `total_frames`, and the frame-steps they denoise: each window's frames (motion context
-    included: the model denoises them all) x sampling_steps x model passes a step."""
+class DenoisingWork(NamedTuple):
+    windows: int
+    passes: int  # model passes a denoising step makes (guidance_passes)
+    frame_steps: int
+
+
+def denoising_work(total_frames: int, params: InfiniteTalkParams) -> DenoisingWork:
+    """The windows for `total_frames`, the model passes a step makes, and the frame-steps they denoise: each
+    window's frames (motion context included: the model denoises them all) x sampling_steps x model passes a step."""
     windows = window_count(total_frames, params.frame_window_size, params.motion_frame)
     passes = guidance_passes(params.sampling_cfg, params.audio_cfg_scale)
-    return windows, windows * params.frame_window_size * params.sampling_steps * passes
+    return DenoisingWork(windows, passes, windows * params.frame_window_size * params.sampling_steps * passes)
 
 
 def check_talk_work(node_id: str, total_frames: int, params: InfiniteTalkParams, limit: int, about: str) -> None:
@@ -169,10 +175,9 @@ def check_talk_work(node_id: str, total_frames: int, params: InfiniteTalkParams,
     guidance passes over 300 s of speech are days of a GPU for one job. Run at submission on the speech estimated
     and again here on the real one."""
     refuse_too_many_windows(node_id, total_frames, params.frame_window_size, params.motion_frame, about)
-    windows, work = denoising_work(total_frames, params)
+    windows, passes, work = denoising_work(total_frames, params)
     if work <= limit:
         return
-    passes = guidance_passes(params.sampling_cfg, params.audio_cfg_scale)
     why = {1: "", 2: " (sampling_cfg or audio_cfg_scale not 1)", 3: " (sampling_cfg and audio_cfg_scale not 1)"}
     raise ParamsError(
         f"{node_id}: {windows:,} window{'s' if windows > 1 else ''} of {params.frame_window_size} frames x "
@@ -187,25 +192,11 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
     from spinbot.backends.registry import get_backend
 
     backend = get_backend("infinite_talk")
-    speech, steps, warnings = prepare_speech(ctx.input_path("audio"), params)
-    image, resize_step = prepare_image(ctx.input_path("source_image"), backend, params)
-    steps.append(resize_step)
-    about = f"{speech.frames / speech.fps:.1f} s of speech at {speech.fps} fps"
-    check_talk_work(ctx.node_id, speech.frames, params, get_settings().max_talk_frame_steps, about)
-    # on the real frame and speech, before any rendering: admission's estimate is a lower bound (tasks/video_budget);
-    # with the videos the upscales after this node will make of it, which would otherwise fail only once it rendered
-    size = (image.shape[1], image.shape[0])
-    made = Video(size, speech.frames, about, *talk_levers(ctx.node_id, backend.name, params.resolution))
-    check_videos(ctx.node_id, made, ctx.derived_videos, get_settings())
+    speech, image, steps, warnings = _checked_inputs(ctx, backend, params)
     windows = plan_windows(speech.frames, params.frame_window_size, params.motion_frame)
     ctx.progress(0.05, "speech and portrait ready")
     state = backend.prepare(image, speech, params)
-    numerics = backend.numerics(state)
-    digest = fingerprint(ctx, params, backend.name, numerics, windows, image.shape, speech.fps)
-    checkpoints = WindowCheckpoints(ctx, digest, len(windows), numerics)
-    start = checkpoints.resume(backend, state)
-    if start:
-        ctx.progress(0.05 + 0.9 * start / len(windows), _resume_message(start, len(windows)))
+    checkpoints, start = _resumed(ctx, backend, state, params, windows, image.shape, speech.fps)
     video = ctx.output_path("talk.mp4")
     live = combine_video(ctx, video, backend, state, windows, speech, image.shape, checkpoints)
     steps.append({"step": "generate", "backend": backend.name, "windows": len(windows) - start})
@@ -223,6 +214,58 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
         "backend": backend.name,
         "ignored_params": ignored_params(params, set(backend.honoured_params)),
         "steps": steps,
+        **_windows_meta(params, windows, start, checkpoints),
+        **described,
+        "live": live,
+        "warnings": warnings,
+    }
+    key = ctx.save("talk.mp4", video, content_type="video/mp4")
+    checkpoints.clear()
+    ctx.progress(1.0, "video written")
+    return NodeOutput(values={"video_duration": speech.frames / speech.fps}, artifacts={"video": key}, meta=meta)
+
+
+def _checked_inputs(
+    ctx: TaskContext, backend: TalkBackend, params: InfiniteTalkParams
+) -> tuple[SpeechTrack, np.ndarray, list[dict[str, Any]], list[str]]:
+    """The speech and the fitted portrait, with their steps and warnings, once their real sizes are within the
+    limits: checked before any rendering, since admission's estimate is a lower bound (tasks/video_budget)."""
+    speech, steps, warnings = prepare_speech(ctx.input_path("audio"), params)
+    image, resize_step = prepare_image(ctx.input_path("source_image"), backend, params)
+    steps.append(resize_step)
+    about = f"{speech.frames / speech.fps:.1f} s of speech at {speech.fps} fps"
+    check_talk_work(ctx.node_id, speech.frames, params, get_settings().max_talk_frame_steps, about)
+    # with the videos the upscales after this node will make of it, which would otherwise fail only once it rendered
+    size = (image.shape[1], image.shape[0])
+    made = Video(size, speech.frames, about, *talk_levers(ctx.node_id, backend.name, params.resolution))
+    check_videos(ctx.node_id, made, ctx.derived_videos, get_settings())
+    return speech, image, steps, warnings
+
+
+def _resumed(
+    ctx: TaskContext,
+    backend: TalkBackend,
+    state: Any,
+    params: InfiniteTalkParams,
+    windows: list[Window],
+    shape: tuple[int, ...],
+    fps: int,
+) -> tuple[WindowCheckpoints, int]:
+    """The job's window checkpoints (tasks/talk_resume) and the first window this run renders: past those an
+    earlier run of the same numerics finished, else 0."""
+    numerics = backend.numerics(state)
+    digest = fingerprint(ctx, params, backend.name, numerics, windows, shape, fps)
+    checkpoints = WindowCheckpoints(ctx, digest, len(windows), numerics)
+    start = checkpoints.resume(backend, state)
+    if start:
+        ctx.progress(0.05 + 0.9 * start / len(windows), _resume_message(start, len(windows)))
+    return checkpoints, start
+
+
+def _windows_meta(
+    params: InfiniteTalkParams, windows: list[Window], start: int, checkpoints: WindowCheckpoints
+) -> dict[str, Any]:
+    return {
         "windows": {
             "frame_window_size": params.frame_window_size,
             "motion_frame": params.motion_frame,
@@ -232,14 +275,7 @@ def run(ctx: TaskContext, params: InfiniteTalkParams) -> NodeOutput:
         # the first window this attempt rendered, when an earlier one had finished those before (tasks/talk_resume)
         "resumed_from_window": start or None,
         **({"checkpoint_ignored": checkpoints.ignored} if checkpoints.ignored else {}),
-        **described,
-        "live": live,
-        "warnings": warnings,
     }
-    key = ctx.save("talk.mp4", video, content_type="video/mp4")
-    checkpoints.clear()
-    ctx.progress(1.0, "video written")
-    return NodeOutput(values={"video_duration": speech.frames / speech.fps}, artifacts={"video": key}, meta=meta)
 
 
 def prepare_speech(path: Path, params: InfiniteTalkParams) -> tuple[SpeechTrack, list[dict[str, Any]], list[str]]:

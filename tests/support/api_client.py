@@ -16,6 +16,8 @@ from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import reset_settings
 
 LOOPBACK_URL = "http://localhost"  # a server without API keys answers requests to the loopback only
+KEY = "key-a-123"  # the one API key of the `keyed_client` fixture (tests/unit/conftest.py)
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def local_client(app, **options) -> TestClient:

@@ -52,3 +52,12 @@ def no_job_outlives_its_test():
             f"  {thread.name}:\n" + "".join(traceback.format_stack(frame, limit=6)) for thread, frame in running.items()
         )
         pytest.fail(f"a job this test started was still running {JOB_STOP_GRACE_SECONDS:.0f} s after it:\n{where}")
+
+
+@pytest.fixture
+def keyed_client(spinbot_env, monkeypatch):
+    """The API in this process with one key, tests.support.api_client's KEY (requests send its AUTH header)."""
+    from tests.support.api_client import KEY, api_client  # imported here: most unit tests need no app
+
+    with api_client(monkeypatch, KEY) as client:
+        yield client

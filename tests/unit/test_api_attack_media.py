@@ -12,16 +12,7 @@ from typer.testing import CliRunner
 
 from spinbot.cli import app as cli_app
 from spinbot.samples import portrait_path, voice_path
-from tests.support.api_client import api_client, stored
-
-KEY = "key-a-123"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
+from tests.support.api_client import AUTH, stored
 
 
 def float_voice(path: Path, value: float, subtype: str = "FLOAT") -> Path:
@@ -43,11 +34,11 @@ def upload(client, kind: str, path: Path):
     ids=["nan", "inf", "-inf", "past-float32"],
 )
 def test_a_voice_with_samples_that_are_no_numbers_is_a_400_at_upload_and_nothing_is_stored(
-    client, spinbot_env, tmp_path, value, subtype
+    keyed_client, spinbot_env, tmp_path, value, subtype
 ):
     # Was a 201: a NaN voice was then refused at submission as "silent", and an infinite one ran the whole job
     # (F5-TTS normalizes its reference by its RMS, infinite: a reference of NaN).
-    answer = upload(client, "voice", float_voice(tmp_path / "voice.wav", value, subtype))
+    answer = upload(keyed_client, "voice", float_voice(tmp_path / "voice.wav", value, subtype))
     assert answer.status_code == 400, answer.text
     assert answer.json() == {
         "error": "the voice upload is refused: some of its samples are not numbers (NaN or infinity): export it "
@@ -56,8 +47,8 @@ def test_a_voice_with_samples_that_are_no_numbers_is_a_400_at_upload_and_nothing
     assert stored(spinbot_env) == []
 
 
-def test_a_float_voice_of_ordinary_samples_is_accepted(client, tmp_path):
-    answer = upload(client, "voice", float_voice(tmp_path / "voice.wav", 0.5))
+def test_a_float_voice_of_ordinary_samples_is_accepted(keyed_client, tmp_path):
+    answer = upload(keyed_client, "voice", float_voice(tmp_path / "voice.wav", 0.5))
     assert answer.status_code == 201, answer.text
 
 
@@ -73,12 +64,12 @@ def test_the_cli_refuses_a_local_voice_of_nan_samples_with_one_line(spinbot_env,
 
 
 @pytest.mark.parametrize("size", [(1, 1), (63, 200), (300, 40)])
-def test_a_portrait_too_small_to_show_a_face_is_a_400_at_upload(client, spinbot_env, tmp_path, size):
+def test_a_portrait_too_small_to_show_a_face_is_a_400_at_upload(keyed_client, spinbot_env, tmp_path, size):
     # Was a 201, and a job that succeeded: a video of one colour (the native backend renders it at 480p, as long)
     from PIL import Image
 
     Image.new("RGB", size, (200, 120, 80)).save(tmp_path / "small.png")
-    answer = upload(client, "portrait", tmp_path / "small.png")
+    answer = upload(keyed_client, "portrait", tmp_path / "small.png")
     assert answer.status_code == 400, answer.text
     assert answer.json() == {
         "error": f"the portrait upload is refused: the portrait is {size[0]}x{size[1]}: a side under 64 pixels is "
@@ -87,11 +78,11 @@ def test_a_portrait_too_small_to_show_a_face_is_a_400_at_upload(client, spinbot_
     assert stored(spinbot_env) == []
 
 
-def test_a_portrait_of_64_pixels_a_side_is_accepted(client, tmp_path):
+def test_a_portrait_of_64_pixels_a_side_is_accepted(keyed_client, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 256), (200, 120, 80)).save(tmp_path / "small.png")
-    assert upload(client, "portrait", tmp_path / "small.png").status_code == 201
+    assert upload(keyed_client, "portrait", tmp_path / "small.png").status_code == 201
 
 
 def test_the_cli_refuses_a_1x1_portrait_with_one_line(spinbot_env, tmp_path):

@@ -6,24 +6,16 @@ from __future__ import annotations
 import pytest
 
 from spinbot.samples import portrait_path
-from spinbot.tasks.talk import InfiniteTalkParams, denoising_work, guidance_passes
-from tests.support.api_client import api_client
+from spinbot.tasks.talk import DenoisingWork, InfiniteTalkParams, denoising_work, guidance_passes
+from tests.support.api_client import AUTH, KEY, api_client
 from tests.unit.test_api_hostile_input import upload_both
 
-KEY = "key-a-123"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 SCRIPT = "Hello there my friend. " * 180  # about 276 s of speech: within SPINBOT_MAX_SPEECH_SECONDS
 
 
 @pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
-
-
-@pytest.fixture
-def uploads(client, tmp_path) -> dict[str, str]:
-    return upload_both(client, portrait_path(tmp_path))
+def uploads(keyed_client, tmp_path) -> dict[str, str]:
+    return upload_both(keyed_client, portrait_path(tmp_path))
 
 
 def submit(client, uploads, talk: dict):
@@ -32,12 +24,12 @@ def submit(client, uploads, talk: dict):
     return client.post("/v1/jobs", json=body, headers=AUTH)
 
 
-def test_guidance_params_in_range_that_together_cost_days_are_a_400_before_anything_is_stored(client, uploads):
+def test_guidance_params_in_range_that_together_cost_days_are_a_400_before_anything_is_stored(keyed_client, uploads):
     # Each in range, and the video within SPINBOT_MAX_VIDEO_PIXELS: 123 windows x 200 steps x 3 model passes a
     # step, 73,800 transformer passes (about 40 hours of an H100 at 1.95 s a pass) for one job of a key that may
     # have 20 waiting. Was a 201.
     costly = {"sampling_steps": 200, "sampling_cfg": 5, "audio_cfg_scale": 4}
-    answer = submit(client, uploads, costly)
+    answer = submit(keyed_client, uploads, costly)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == (
         "infinite_talk: 123 windows of 81 frames x 200 sampling_steps x 3 model passes a step (sampling_cfg and "
@@ -45,13 +37,13 @@ def test_guidance_params_in_range_that_together_cost_days_are_a_400_before_anyth
         "limit of 2,000,000 (SPINBOT_MAX_TALK_FRAME_STEPS): lower sampling_steps, set sampling_cfg or "
         "audio_cfg_scale to 1, or make the script shorter"
     )
-    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+    assert keyed_client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
 
 
-def test_the_official_40_step_recipe_with_both_guidance_passes_is_still_accepted(client, uploads):
-    answer = submit(client, uploads, {"sampling_steps": 40, "sampling_cfg": 5, "audio_cfg_scale": 4})
+def test_the_official_40_step_recipe_with_both_guidance_passes_is_still_accepted(keyed_client, uploads):
+    answer = submit(keyed_client, uploads, {"sampling_steps": 40, "sampling_cfg": 5, "audio_cfg_scale": 4})
     assert answer.status_code == 201, answer.text
-    client.post(f"/v1/jobs/{answer.json()['id']}/cancel", headers=AUTH)
+    keyed_client.post(f"/v1/jobs/{answer.json()['id']}/cancel", headers=AUTH)
 
 
 def test_the_limit_is_the_setting(spinbot_env, monkeypatch, tmp_path):
@@ -72,7 +64,10 @@ def test_the_passes_counted_are_the_samplers(text, audio):
 
 def test_the_work_counts_each_window_whole_context_included():
     params = InfiniteTalkParams(frame_window_size=81, motion_frame=25, sampling_steps=6)
-    assert denoising_work(7500, params) == (134, 134 * 81 * 6)  # the seed's recipe for 300 s at 25 fps: 65,124
+    # the seed's recipe for 300 s at 25 fps: 65,124, one model pass a step (both guidance scales 1)
+    assert denoising_work(7500, params) == (134, 1, 134 * 81 * 6)
+    guided = params.model_copy(update={"sampling_cfg": 5.0, "audio_cfg_scale": 4.0})
+    assert denoising_work(7500, guided) == DenoisingWork(windows=134, passes=3, frame_steps=134 * 81 * 6 * 3)
 
 
 def test_f5_tts_on_the_cpu_with_many_steps_over_long_speech_is_a_400(spinbot_env, monkeypatch, tmp_path):

@@ -11,17 +11,9 @@ from spinbot.api.app import create_app
 from spinbot.api.auth import owner_of
 from spinbot.samples import portrait_path, voice_path
 from spinbot.tasks.base import MAX_PARAM_CHARS
-from tests.support.api_client import api_client, local_client
+from tests.support.api_client import AUTH, KEY, local_client
 
-KEY = "key-a-123"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 MEGABYTE = "Q" * 1_000_000
-
-
-@pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +22,8 @@ def portrait(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def uploads(client, portrait) -> dict[str, str]:
-    return upload_both(client, portrait)
+def uploads(keyed_client, portrait) -> dict[str, str]:
+    return upload_both(keyed_client, portrait)
 
 
 def upload_both(client, portrait: Path) -> dict[str, str]:
@@ -56,27 +48,29 @@ def submit(client, uploads, body_text: str | None = None, **fields):
 
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 @pytest.mark.parametrize("param", ["f5_to_tts.temperature", "infinite_talk.sampling_cfg"])
-def test_nan_and_infinity_in_a_float_param_are_a_400_naming_it(client, uploads, constant, param):
+def test_nan_and_infinity_in_a_float_param_are_a_400_naming_it(keyed_client, uploads, constant, param):
     node, name = param.split(".")
     body = (
         '{"image": "%(image)s", "voice": "%(voice)s", "params": {"script": {"text": "Hello there."}, '
         f'"{node}": {{"{name}": {constant}}}}}}}'
     )
-    answer = submit(client, uploads, body_text=body)
+    answer = submit(keyed_client, uploads, body_text=body)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"].startswith(f"{param}: Input should be a finite number")
-    assert client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
+    assert keyed_client.get("/v1/jobs", headers=AUTH).json()["total"] == 0
 
 
-def test_an_offset_past_a_database_integer_is_a_422_not_a_500(client):
-    answer = client.get("/v1/jobs?offset=9223372036854775808", headers=AUTH)
+def test_an_offset_past_a_database_integer_is_a_422_not_a_500(keyed_client):
+    answer = keyed_client.get("/v1/jobs?offset=9223372036854775808", headers=AUTH)
     assert answer.status_code == 422 and answer.json()["error"].startswith("query.offset:")
 
 
 @pytest.mark.parametrize("param", ["infinite_talk.negative_prompt", "f5_to_tts.device", "upscale_video.model_name_1"])
-def test_every_text_param_has_a_length_limit(client, uploads, param):
+def test_every_text_param_has_a_length_limit(keyed_client, uploads, param):
     node, name = param.split(".")
-    answer = submit(client, uploads, params={"script": {"text": "Hi."}, node: {name: "p" * (MAX_PARAM_CHARS + 1)}})
+    answer = submit(
+        keyed_client, uploads, params={"script": {"text": "Hi."}, node: {name: "p" * (MAX_PARAM_CHARS + 1)}}
+    )
     assert answer.status_code == 400
     assert answer.json()["error"].startswith(f"{param}: at most {MAX_PARAM_CHARS:,} characters")
     assert len(answer.text) < 400
@@ -96,8 +90,8 @@ def test_a_long_script_is_bounded_by_its_own_setting_not_the_param_limit(spinbot
     [{"prompt": "a\x00b"}, {"params": {"script": {"text": "Hello\x00 there."}}}, {"ref_text": "me\x00"}],
     ids=["prompt", "script.text", "ref_text"],
 )
-def test_a_nul_character_in_any_text_is_refused(client, uploads, fields):
-    answer = submit(client, uploads, **fields)
+def test_a_nul_character_in_any_text_is_refused(keyed_client, uploads, fields):
+    answer = submit(keyed_client, uploads, **fields)
     assert answer.status_code == 400 and "NUL character" in answer.json()["error"]
 
 
@@ -111,19 +105,21 @@ def test_a_nul_character_in_any_text_is_refused(client, uploads, fields):
     ],
     ids=["pipeline", "param name", "node id", "node params not an object"],
 )
-def test_an_unknown_name_is_quoted_in_part_not_echoed_whole(client, uploads, fields):
-    answer = submit(client, uploads, **fields)
+def test_an_unknown_name_is_quoted_in_part_not_echoed_whole(keyed_client, uploads, fields):
+    answer = submit(keyed_client, uploads, **fields)
     assert answer.status_code in (400, 422), answer.text
     assert "QQQQ" in answer.json()["error"] and len(answer.text) < 1200
 
 
-def test_an_oversized_upload_id_or_pipeline_name_is_refused_by_its_length(client, uploads):
-    answer = submit(client, uploads, image="f" * 100_000, pipeline="p" * 300_000)  # under SPINBOT_MAX_REQUEST_BYTES
+def test_an_oversized_upload_id_or_pipeline_name_is_refused_by_its_length(keyed_client, uploads):
+    answer = submit(
+        keyed_client, uploads, image="f" * 100_000, pipeline="p" * 300_000
+    )  # under SPINBOT_MAX_REQUEST_BYTES
     assert answer.status_code == 422 and len(answer.text) < 300
 
 
-def test_a_long_job_id_in_a_path_is_not_echoed_whole(client):
-    answer = client.get(f"/v1/jobs/{'a' * 8000}", headers=AUTH)
+def test_a_long_job_id_in_a_path_is_not_echoed_whole(keyed_client):
+    answer = keyed_client.get(f"/v1/jobs/{'a' * 8000}", headers=AUTH)
     assert answer.status_code == 404 and len(answer.text) < 300
 
 
@@ -171,17 +167,17 @@ def body_with(fields: str) -> str:
     ],
     ids=["prompt", "script.text", "ref_text", "negative_prompt"],
 )
-def test_a_lone_surrogate_in_any_text_is_refused_and_nothing_is_stored(client, uploads, fields):
+def test_a_lone_surrogate_in_any_text_is_refused_and_nothing_is_stored(keyed_client, uploads, fields):
     """JSON's "\\ud800" decodes to a lone surrogate, no character: the job was stored and ran (its speech failed),
     the answer was a 500, and every later GET /v1/jobs of the key was a 500 too."""
-    answer = submit(client, uploads, body_text=body_with(fields))
+    answer = submit(keyed_client, uploads, body_text=body_with(fields))
     assert answer.status_code == 400, answer.text
     assert "a lone UTF-16 surrogate" in answer.json()["error"]
-    listed = client.get("/v1/jobs", headers=AUTH)
+    listed = keyed_client.get("/v1/jobs", headers=AUTH)
     assert listed.status_code == 200 and listed.json()["total"] == 0
 
 
-def test_a_lone_surrogate_echoed_in_an_error_is_escaped_not_a_500(client, uploads):
-    answer = submit(client, uploads, body_text=body_with('"params": {"\\ud800x": {}}'))
+def test_a_lone_surrogate_echoed_in_an_error_is_escaped_not_a_500(keyed_client, uploads):
+    answer = submit(keyed_client, uploads, body_text=body_with('"params": {"\\ud800x": {}}'))
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"].startswith("\\ud800x: no such node")

@@ -10,16 +10,7 @@ import pytest
 import soundfile as sf
 
 from spinbot.samples import voice_path
-from tests.support.api_client import api_client, stored
-
-KEY = "key-a-123"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
+from tests.support.api_client import AUTH, KEY, api_client, stored
 
 
 def tone(path: Path, seconds: float, amplitude: float = 0.3, rate: int = 24000) -> Path:
@@ -43,28 +34,30 @@ def upload(client, kind: str, path: Path):
     ids=["too-short", "silent", "too-long"],
 )
 def test_a_voice_no_job_can_use_is_a_400_at_upload_and_nothing_is_stored(
-    client, spinbot_env, tmp_path, seconds, amplitude, expected
+    keyed_client, spinbot_env, tmp_path, seconds, amplitude, expected
 ):
     # Was a 201 for the short and the silent one: stored, counted against the key's quota, refused only when a job
     # named it (the same checks as at submission now run on every voice upload).
-    answer = upload(client, "voice", tone(tmp_path / "voice.wav", seconds, amplitude, rate=8000))
+    answer = upload(keyed_client, "voice", tone(tmp_path / "voice.wav", seconds, amplitude, rate=8000))
     assert answer.status_code == 400, answer.text
     message = answer.json()["error"]
     assert message.startswith(expected) and "\n" not in message
     assert stored(spinbot_env) == []
 
 
-def test_a_constant_offset_voice_is_silent_at_upload_too(client, spinbot_env, tmp_path):
+def test_a_constant_offset_voice_is_silent_at_upload_too(keyed_client, spinbot_env, tmp_path):
     voice = tmp_path / "dc.wav"
     sf.write(voice, np.full(48_000, 0.25, np.float32), 24_000, subtype="PCM_16")
-    answer = upload(client, "voice", voice)
+    answer = upload(keyed_client, "voice", voice)
     assert answer.status_code == 400 and "the voice upload is silent" in answer.json()["error"]
     assert stored(spinbot_env) == []
 
 
-def test_the_minimum_follows_the_setting_and_a_good_voice_still_passes(client, spinbot_env, tmp_path, monkeypatch):
-    assert upload(client, "voice", tone(tmp_path / "two.wav", 2.0)).status_code == 201
-    assert upload(client, "voice", voice_path()).status_code == 201
+def test_the_minimum_follows_the_setting_and_a_good_voice_still_passes(
+    keyed_client, spinbot_env, tmp_path, monkeypatch
+):
+    assert upload(keyed_client, "voice", tone(tmp_path / "two.wav", 2.0)).status_code == 201
+    assert upload(keyed_client, "voice", voice_path()).status_code == 201
     monkeypatch.setenv("SPINBOT_MIN_VOICE_SECONDS", "2.5")
     with api_client(monkeypatch, KEY) as strict:
         answer = upload(strict, "voice", tone(tmp_path / "two.wav", 2.0))

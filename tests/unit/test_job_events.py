@@ -8,18 +8,14 @@ import asyncio
 import json
 from types import SimpleNamespace
 
-import pytest
-
 from spinbot.api.auth import owner_of
 from spinbot.api.routes import jobs as jobs_route
 from spinbot.control.requests import JobRequest
 from spinbot.control.runner import Runner
 from spinbot.state.event_feed import LocalEventFeed
 from spinbot.state.events import Event
-from tests.support.api_client import api_client
+from tests.support.api_client import KEY
 from tests.unit.test_progress import ScriptedDispatcher, failing_after, reports
-
-KEY = "key-events-1"
 
 
 async def collect_stream(stream, on_snapshot, timeout: float = 60.0) -> list[tuple[str, dict]]:
@@ -104,12 +100,6 @@ def test_events_older_than_the_snapshot_are_left_out():
     assert shown.admits(Event("j", "node", "running", "talk", progress=0.1))  # from a publisher without attempts
 
 
-@pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
-
-
 def stream_scope(path: str) -> dict:
     """The ASGI scope of a keyed GET of `path` (an event stream driven without a server)."""
     return {
@@ -160,21 +150,21 @@ async def read_stream(app, path: str, seconds: float) -> str:
     return b"".join(body).decode()
 
 
-def test_a_silent_stream_is_pinged_so_proxies_keep_it_open(client, monkeypatch):
+def test_a_silent_stream_is_pinged_so_proxies_keep_it_open(keyed_client, monkeypatch):
     monkeypatch.setattr(jobs_route, "PING_SECONDS", 0.2)
-    job_id = running_job(client.app.state.services.runner.jobs)
-    body = asyncio.run(read_stream(client.app, f"/v1/jobs/{job_id}/events", seconds=1.5))
+    job_id = running_job(keyed_client.app.state.services.runner.jobs)
+    body = asyncio.run(read_stream(keyed_client.app, f"/v1/jobs/{job_id}/events", seconds=1.5))
     assert body.startswith("event: snapshot")
     assert body.count(": ping") >= 3, body
     assert jobs_route.PING_SECONDS <= 30  # well inside the usual proxy idle timeouts (nginx: 60 s)
 
 
-def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, monkeypatch):
+def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(keyed_client, monkeypatch):
     """A client still connected that reads nothing: once its buffers are full every write waits (here: every write
     after the snapshot never returns). When the job ends the stream's last writes are abandoned after
     SPINBOT_API_SEND_TIMEOUT, and the stream ends, its generator closed and its key's slot given back. Before, the last
     write waited for ever."""
-    services = client.app.state.services
+    services = keyed_client.app.state.services
     monkeypatch.setattr(services, "settings", services.settings.model_copy(update={"api_send_timeout": 0.3}))
     job_id = running_job(services.runner.jobs)
     closed = []
@@ -215,7 +205,7 @@ def test_a_stream_whose_client_stopped_reading_ends_after_the_job_does(client, m
 
         asyncio.get_running_loop().call_later(0.5, job_ends)
         async with asyncio.timeout(10):
-            await client.app(scope, receive, send)
+            await keyed_client.app(scope, receive, send)
 
     asyncio.run(main())
     assert written[0].startswith(b"event: snapshot") and len(written) == 1

@@ -17,13 +17,11 @@ from spinbot.samples import portrait_path, voice_path
 from spinbot.storage.local import LocalStore
 from spinbot.tasks import base, user_files
 from spinbot.tasks.base import TaskContext
-from tests.support.api_client import api_client
+from tests.support.api_client import AUTH
 from tests.support.cli import run_cli, stored_job_files
 from tests.support.hostile_media import BOMB_LIMITS, BOMB_REFUSED, png_bomb
 
 SEGFAULT = "tests.support.sandbox_hooks:segfault"  # a decoder that crashes in C, as the next unknown one may
-KEY = "key-input-check-1"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +100,6 @@ def test_a_voice_a_param_names_is_checked_before_the_speech_task_reads_it(tmp_pa
 
 
 # ---- embedded mode: jobs the API's process runs ----------------------------------------------------------------------
-@pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
-
-
 def upload(client, kind: str, path: Path) -> str:
     with open(path, "rb") as f:
         answer = client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
@@ -133,35 +125,35 @@ def run_job(client, ids: dict[str, str]) -> dict:
 
 
 def test_a_portrait_bomb_put_in_storage_fails_its_embedded_job_in_one_line(
-    client, spinbot_env, use_settings, bomb, tmp_path
+    keyed_client, spinbot_env, use_settings, bomb, tmp_path
 ):
     ids = {
-        "portrait": upload(client, "portrait", portrait_path(tmp_path)),
-        "voice": upload(client, "voice", voice_path()),
+        "portrait": upload(keyed_client, "portrait", portrait_path(tmp_path)),
+        "voice": upload(keyed_client, "voice", voice_path()),
     }
     stored(spinbot_env, ids["portrait"]).write_bytes(bomb.read_bytes())  # storage written past the upload check
     use_settings(**BOMB_LIMITS)
-    job = run_job(client, ids)
+    job = run_job(keyed_client, ids)
     assert job["status"] == "failed"
     assert job["error"] == f"node 'infinite_talk' (infinite_talk) failed: {BOMB_REFUSED}"
     assert [n["status"] for n in job["nodes"]] == ["succeeded", "succeeded", "failed", "pending"]
-    assert client.get("/healthz").status_code == 200
+    assert keyed_client.get("/healthz").status_code == 200
 
 
-def test_a_voice_whose_decode_crashes_fails_its_embedded_job_in_one_line(client, monkeypatch, tmp_path):
+def test_a_voice_whose_decode_crashes_fails_its_embedded_job_in_one_line(keyed_client, monkeypatch, tmp_path):
     ids = {
-        "portrait": upload(client, "portrait", portrait_path(tmp_path)),
-        "voice": upload(client, "voice", voice_path()),
+        "portrait": upload(keyed_client, "portrait", portrait_path(tmp_path)),
+        "voice": upload(keyed_client, "voice", voice_path()),
     }
     monkeypatch.setattr(user_files, "CHECK", SEGFAULT)
-    job = run_job(client, ids)
+    job = run_job(keyed_client, ids)
     assert job["status"] == "failed"
     assert job["error"] == (
         "node 'f5_to_tts' (f5_to_tts) failed: the narrator voice (narrator_voice) could not be checked within the "
         "limits: its decoder process died (SIGSEGV)"
     )
     monkeypatch.undo()
-    assert run_job(client, ids)["status"] == "succeeded"  # the same API process, the next job
+    assert run_job(keyed_client, ids)["status"] == "succeeded"  # the same API process, the next job
 
 
 def test_spinbot_run_refuses_a_portrait_bomb_in_one_line(spinbot_env, use_settings, bomb):

@@ -19,7 +19,7 @@ from PIL import Image
 from spinbot.api.routes.uploads import check_content
 from spinbot.backends.tts.analysis import analyse_voice
 from spinbot.control.admission import check_voice
-from spinbot.errors import InputError, InputTooLarge
+from spinbot.errors import InputError, InputTooLarge, InputTooSmall
 from spinbot.media.audio import load_audio, load_voice
 from spinbot.media.image import load_image, load_portrait, probe_image
 from spinbot.samples import portrait_path
@@ -261,3 +261,16 @@ def test_the_tts_task_reads_its_voice_within_spinbot_max_voice_seconds(spinbot_e
         _reference(ctx, params)
     use_settings(max_voice_seconds=60)
     assert _reference(ctx, params).audio.shape[0] == 3 * 16_000
+
+
+# ---- a portrait under the size limit is refused as too small, not too large ------------------------------------
+def test_a_portrait_too_small_is_refused_as_too_small_also_from_the_sandbox(spinbot_env, tmp_path):
+    # was InputTooLarge, the class of inputs over a limit; the line and the answer's code (400) stay
+    Image.new("RGB", (63, 200), "red").save(tmp_path / "small.png")
+    line = "the portrait is 63x200: a side under 64 pixels is too small to show a face (send a larger photo)"
+    with pytest.raises(InputTooSmall) as refused:
+        load_portrait(tmp_path / "small.png", 40_000_000)
+    assert str(refused.value) == line and not isinstance(refused.value, InputTooLarge)
+    with pytest.raises(InputTooSmall) as refused:  # through a sandbox worker, as an upload is checked
+        check_content("portrait", tmp_path / "small.png", get_settings())
+    assert str(refused.value) == f"the portrait upload is refused: {line}"

@@ -26,11 +26,9 @@ from spinbot.media.sandbox import CheckAbandoned, CheckUnavailable, Limits, Sand
 from spinbot.media.upload_check import check_upload
 from spinbot.samples import portrait_path, voice_path
 from spinbot.settings import get_settings
-from tests.support.api_client import api_client
+from tests.support.api_client import AUTH
 
 HOOKS = "tests.support.sandbox_hooks"
-KEY = "key-sandbox-1"
-AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -272,40 +270,34 @@ def test_with_every_checker_busy_for_the_whole_time_a_check_is_unavailable():
 
 
 # ---- through the API ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def client(spinbot_env, monkeypatch):
-    with api_client(monkeypatch, KEY) as c:
-        yield c
-
-
 def post_upload(client, kind: str, path: Path):
     with open(path, "rb") as f:
         return client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
 
 
-def test_an_upload_whose_check_crashes_is_a_400_and_the_server_keeps_serving(client, monkeypatch, samples):
+def test_an_upload_whose_check_crashes_is_a_400_and_the_server_keeps_serving(keyed_client, monkeypatch, samples):
     monkeypatch.setattr(uploads, "CHECK", f"{HOOKS}:segfault")
-    answer = post_upload(client, "portrait", samples["portrait"])
+    answer = post_upload(keyed_client, "portrait", samples["portrait"])
     assert answer.status_code == 400
     assert answer.json() == {
         "error": "the portrait upload could not be checked within the limits: its decoder process died (SIGSEGV)"
     }
-    assert client.get("/healthz").status_code == 200
+    assert keyed_client.get("/healthz").status_code == 200
     monkeypatch.undo()
-    answer = post_upload(client, "portrait", samples["portrait"])
+    answer = post_upload(keyed_client, "portrait", samples["portrait"])
     assert answer.status_code == 201, answer.text
 
 
-def test_a_stored_voice_is_decoded_in_the_sandbox_at_submission(client, monkeypatch, samples):
-    ids = {kind: post_upload(client, kind, samples[kind]).json()["id"] for kind in ("portrait", "voice")}
+def test_a_stored_voice_is_decoded_in_the_sandbox_at_submission(keyed_client, monkeypatch, samples):
+    ids = {kind: post_upload(keyed_client, kind, samples[kind]).json()["id"] for kind in ("portrait", "voice")}
     monkeypatch.setattr(admission, "VOICE_CHECK", f"{HOOKS}:segfault")
     body = {"image": ids["portrait"], "voice": ids["voice"], "params": {"script": {"text": "Hello there."}}}
-    answer = client.post("/v1/jobs", json=body, headers=AUTH)
+    answer = keyed_client.post("/v1/jobs", json=body, headers=AUTH)
     assert answer.status_code == 400
     assert answer.json() == {
         "error": "the narrator voice could not be checked within the limits: its decoder process died (SIGSEGV)"
     }
-    assert client.get("/v1/jobs", headers=AUTH).json()["items"] == []  # nothing stored
+    assert keyed_client.get("/v1/jobs", headers=AUTH).json()["items"] == []  # nothing stored
 
 
 def test_the_memory_limit_is_on_top_of_what_the_interpreter_starts_with(tmp_path, monkeypatch, samples):
