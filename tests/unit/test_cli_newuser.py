@@ -184,7 +184,11 @@ def test_a_misspelled_setting_name_is_a_warning_not_a_silent_default(spinbot_env
             "error: f5_to_tts native: device 'cuda' asked for but torch sees no CUDA GPU; "
             "set f5_to_tts.device=cpu (slow) or run on a GPU worker",
         ),
-        ("gpu", "error: f5_to_tts: device 'gpu' is not a torch device (cpu, cuda, cuda:1, ...)"),
+        (
+            "gpu",
+            "error: f5_to_tts: device 'gpu' is not a device this backend runs on (cpu, cuda, cuda:1, ...); "
+            "this machine has: cpu",
+        ),
     ],
 )
 def test_native_tts_on_a_device_this_machine_lacks_is_refused_at_submission(
@@ -220,3 +224,34 @@ def test_the_cli_logs_plain_lines_for_a_person(spinbot_env, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "warning: script: Ollama failed, using the fallback text (reason: ConnectionError: refused second line)"
     ]
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [
+        ("cuda:7", "error: f5_to_tts: device 'cuda:7' is not on this machine (1 CUDA GPU(s)); it has: cpu, cuda, cuda:0"),
+        ("meta", "error: f5_to_tts: device 'meta' is not a device this backend runs on (cpu, cuda, cuda:1, ...); "
+         "this machine has: cpu, cuda, cuda:0"),
+        ("mps", "error: f5_to_tts: device 'mps' is not a device this backend runs on (cpu, cuda, cuda:1, ...); "
+         "this machine has: cpu, cuda, cuda:0"),
+        ("cuda:-1", "error: f5_to_tts: device 'cuda:-1' is not a device this backend runs on (cpu, cuda, cuda:1, "
+         "...); this machine has: cpu, cuda, cuda:0"),
+    ],
+)  # fmt: skip
+def test_native_tts_on_a_gpu_number_or_device_kind_this_machine_lacks_is_refused_at_submission(
+    spinbot_env, use_settings, monkeypatch, tmp_path, device, expected
+):
+    # torch.device accepts each of these, so admission let them through to fail at f5_to_tts after the script node
+    import torch
+
+    from spinbot.samples import portrait_path
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine of one GPU, wherever this runs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    use_settings(tts_backend="native", models_dir=tmp_path / "models")
+    code, lines, exception = run_cli_result(
+        "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
+        "--voice", str(voice_path()), "--set", f"f5_to_tts.device={device}",
+    )  # fmt: skip
+    assert (code, lines) == (2, [expected]), exception
+    assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())

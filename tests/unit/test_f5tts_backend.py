@@ -32,7 +32,7 @@ from spinbot.backends.tts.base import Reference
 from spinbot.backends.tts.f5 import backend as f5
 from spinbot.backends.tts.f5.loading import load_models
 from spinbot.control.dispatch import TaskRequest, execute_task
-from spinbot.errors import BackendUnavailable, ParamsError, TaskFailed
+from spinbot.errors import BackendUnavailable, InputError, ParamsError, TaskFailed
 from spinbot.media.audio import load_audio, rms
 from spinbot.models.synth.tts import MEL, TINY_ARCH
 from spinbot.samples import BECKETT_TRANSCRIPT, voice_path
@@ -305,3 +305,25 @@ def test_the_cpu_budget_is_checked_on_the_chunk_plan_before_any_sampling(native,
     assert sampled == [] and "\n" not in str(err.value)
     assert str(err.value).startswith("f5_to_tts: nfe_step 256 on device=cpu over the ")
     assert "s of speech its chunks plan" in str(err.value) and "over the CPU's 160 " in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "device, named",
+    [
+        ("cuda:7", "f5_to_tts: device 'cuda:7' is not on this machine (1 CUDA GPU(s)); it has: cpu, cuda, cuda:0"),
+        ("meta", "f5_to_tts: device 'meta' is not a device this backend runs on"),
+        ("mps", "f5_to_tts: device 'mps' is not a device this backend runs on"),
+        ("cuda:-1", "f5_to_tts: device 'cuda:-1' is not a device this backend runs on"),
+        ("cpu:1", "f5_to_tts: device 'cpu:1' is not a device this backend runs on"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_refused_before_the_models_load(native, tmp_path, monkeypatch, device, named):
+    # torch.device takes all of these: "cuda:7" on a one-GPU machine failed in load_models, "meta" deep in the model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # one GPU, wherever this runs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr("spinbot.backends.tts.f5.loading.load_models", lambda *a, **k: pytest.fail("models loaded"))
+    with pytest.raises((InputError, TaskFailed)) as err:
+        speak(tmp_path, device=device)
+    message = str(err.value)
+    assert named in message and "\n" not in message
+    assert message.endswith("has: cpu, cuda, cuda:0")  # the devices there are

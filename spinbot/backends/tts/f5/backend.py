@@ -135,18 +135,29 @@ class NativeF5Backend:
 
 
 def run_device(name: str) -> Any:
-    """The torch device f5_to_tts's `device` param names, if this process has it (admission asks it too)."""
+    """The torch device f5_to_tts's `device` param names, if this process has it (admission asks it too). Only
+    cpu and the CUDA GPUs torch sees here: torch.device also takes "meta" (no data: the run would fail deep in the
+    model), "mps" and "cuda:7" on a one-GPU machine, each failing only after the nodes before this one ran."""
     import torch
 
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    here = ", ".join(["cpu", *(["cuda"] if gpus else []), *(f"cuda:{i}" for i in range(gpus))])
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise InputError(f"f5_to_tts: device '{name}' is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise InputError(
+            f"f5_to_tts: device '{name}' is not a device this backend runs on (cpu, cuda, cuda:1, ...); "
+            f"this machine has: {here}"
+        )
+    if device.type == "cuda" and not gpus:
         raise BackendUnavailable(
-            "f5_to_tts native: device 'cuda' asked for but torch sees no CUDA GPU; "
+            f"f5_to_tts native: device '{name}' asked for but torch sees no CUDA GPU; "
             "set f5_to_tts.device=cpu (slow) or run on a GPU worker"
         )
+    if device.type == "cuda" and (device.index or 0) >= gpus:  # a GPU number this machine lacks: the input's fault
+        raise InputError(f"f5_to_tts: device '{name}' is not on this machine ({gpus} CUDA GPU(s)); it has: {here}")
     return device
 
 
