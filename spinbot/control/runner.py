@@ -291,11 +291,12 @@ class Runner:
         if status in st.FINAL_STATES and CallbackStore(self.jobs.engine).job_ended(job_id, status) and self.callbacks:
             self.callbacks.schedule(job_id)
 
-    def reopen(self, job_id: str, max_active: int | None = None) -> bool:
+    def reopen(self, job_id: str, max_active: int | None = None, keep_priority: bool = True) -> bool:
         """Mark a failed (or interrupted) job pending again (a retry); its finished nodes stay finished. False when
         the job was neither at that moment: of concurrent retries, exactly one reopens it. With `max_active`:
-        TooManyJobs where its owner would have more jobs waiting or running (SPINBOT_MAX_ACTIVE_JOBS)."""
-        if not self.jobs.reopen_failed(job_id, max_active):
+        TooManyJobs where its owner would have more jobs waiting or running (SPINBOT_MAX_ACTIVE_JOBS). Without
+        `keep_priority` it runs again at the tasks' default priority."""
+        if not self.jobs.reopen_failed(job_id, max_active, keep_priority):
             return False
         self._publish_job(job_id, st.PENDING)
         return True

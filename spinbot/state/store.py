@@ -294,14 +294,15 @@ class JobStore:
                 values["error"] = error
             s.execute(update(Job).where(Job.id == job_id).values(**values))
 
-    def reopen_failed(self, job_id: str, max_active: int | None = None) -> bool:
+    def reopen_failed(self, job_id: str, max_active: int | None = None, keep_priority: bool = True) -> bool:
         """failed (or interrupted) -> pending in one conditional UPDATE; True only for the caller whose update
         changed the row. With `max_active`: TooManyJobs, and the job left as it was, where its owner would have
-        more jobs waiting or running."""
+        more jobs waiting or running. Without `keep_priority` the job runs again at the tasks' default priority."""
+        values: dict[str, Any] = {"status": PENDING} if keep_priority else {"status": PENDING, "priority": None}
         with self.session() as s, s.begin():
             result = cast(
                 "CursorResult[Any]",
-                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(status=PENDING)),
+                s.execute(update(Job).where(Job.id == job_id, Job.status.in_(RETRYABLE_STATES)).values(**values)),
             )
             if result.rowcount == 1 and max_active is not None:  # written first, as in create_job
                 owner = s.scalar(select(Job.owner).where(Job.id == job_id))

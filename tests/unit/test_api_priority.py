@@ -77,6 +77,37 @@ def test_a_priority_key_sets_priority_and_its_replays_and_retries_keep_it(start_
     assert api.total() == 1
 
 
+class PriorityRecorder(QuickDispatcher):
+    """Fails infinite_talk, keeping the priority each task was sent with."""
+
+    def __init__(self) -> None:
+        super().__init__(fail=True)
+        self.priorities: list[int | None] = []
+
+    def run(self, request, report, is_cancelled):
+        self.priorities.append(request.priority)
+        return super().run(request, report, is_cancelled)
+
+
+def test_a_retry_by_a_key_taken_out_of_the_priority_keys_runs_at_the_default_priority(
+    spinbot_env, use_settings, tmp_path
+):
+    # the job kept its priority 2 on retry after KEY_A lost the right to set one (and the server restarted)
+    use_settings(api_keys=f"{KEY_A},{KEY_B}", priority_api_keys=KEY_A)
+    with local_client(create_app(runner=Runner(dispatcher=QuickDispatcher(fail=True)))) as client:
+        api = Api(client, tmp_path)
+        job_id = api.post(api.body(priority=2), None).json()["id"]
+        assert api.settled(job_id)["status"] == "failed"
+    use_settings(api_keys=f"{KEY_A},{KEY_B}", priority_api_keys=KEY_B)
+    recorder = PriorityRecorder()
+    with local_client(create_app(runner=Runner(dispatcher=recorder))) as client:
+        api = Api(client, tmp_path)
+        retried = client.post(f"/v1/jobs/{job_id}/retry", headers=auth(KEY_A))
+        assert retried.status_code == 202 and retried.json()["priority"] is None
+        assert api.settled(job_id)["priority"] is None
+    assert recorder.priorities and set(recorder.priorities) == {None}  # every task of the new run
+
+
 def test_without_api_keys_the_one_local_user_may_set_priority(spinbot_env, use_settings, tmp_path):
     use_settings(api_keys="")
     with local_client(create_app(runner=Runner(dispatcher=QuickDispatcher()))) as client:

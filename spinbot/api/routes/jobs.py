@@ -166,12 +166,14 @@ def cancel_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
     response_model=JobOut,
     responses=error_responses(401, 404, 409, 422, 429),
 )
-def retry_job(job_id: str, services: ServicesDep, owner: Owner) -> JobOut:
+def retry_job(job_id: str, services: ServicesDep, owner: Owner, may_set_priority: MaySetPriority) -> JobOut:
     """Run a failed (or interrupted) job again from its first unfinished node. Of concurrent retries one wins; the
-    others get 409. A retry counts against SPINBOT_MAX_ACTIVE_JOBS as a new job does (429)."""
+    others get 409. A retry counts against SPINBOT_MAX_ACTIVE_JOBS as a new job does (429). A retry by a key that
+    may no longer set priority (taken out of SPINBOT_PRIORITY_API_KEYS) runs at the default priority: refusing it
+    would leave the job no way to run again, and keeping it would keep a right the key has lost."""
     job = services.owned_job(job_id, owner)
     # pending again, with an event, before 202 (live readers follow the new run); only if it is still failed now
-    if not services.runner.reopen(job_id, services.settings.max_active_jobs):
+    if not services.runner.reopen(job_id, services.settings.max_active_jobs, keep_priority=may_set_priority):
         status = services.runner.jobs.get(job_id).status if job.status in RETRYABLE_STATES else job.status
         raise Conflict(f"job '{job_id}' is {status}; only failed jobs (or interrupted ones) can be retried")
     services.executor.submit(job_id)
