@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from spinbot.errors import InputError, InputTooLarge, UnusableFile
+from spinbot.errors import InputError, InputTooLarge, InputTooSmall, UnusableFile
 from spinbot.media.paths import check_input_file
 
 # Beyond any microphone or codec a voice sample comes from; a header claiming more is an attempt on memory
@@ -105,8 +105,9 @@ def check_voice_header(header: AudioHeader, max_seconds: float) -> None:
             f"the audio lasts {header.seconds:.1f} s, over the limit of {max_seconds:g} s (SPINBOT_MAX_VOICE_SECONDS)"
             f": {CUT_VOICE}"
         )
-    if not MIN_SAMPLE_RATE <= header.sample_rate <= MAX_SAMPLE_RATE:
-        raise InputTooLarge(  # a limit, like seconds: the upload route passes its message on
+    if not MIN_SAMPLE_RATE <= header.sample_rate <= MAX_SAMPLE_RATE:  # a limit, like seconds: its line is passed on
+        out_of_range = InputTooSmall if header.sample_rate < MIN_SAMPLE_RATE else InputTooLarge
+        raise out_of_range(
             f"the audio's sample rate {header.sample_rate} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz"
         )
     if not 0 < header.channels <= MAX_CHANNELS:

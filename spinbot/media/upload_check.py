@@ -12,7 +12,7 @@ import av  # noqa: F401 - imported once in the worker: audio.py imports it on it
 import numpy as np
 from PIL import Image
 
-from spinbot.errors import InputError, InputOutOfLimits, InputTooLarge, UnusableFile
+from spinbot.errors import InputError, InputOutOfLimits, UnusableFile
 from spinbot.media.audio import load_voice, probe_audio
 from spinbot.media.features import speech_bounds
 from spinbot.media.image import load_portrait, probe_image, probe_upright
@@ -87,8 +87,8 @@ def check_voice_sample(path: str, max_seconds: float, min_seconds: float, what: 
     is read whole), too short or silent to clone; decoding errors are one line too."""
     try:
         audio, sr = load_voice(Path(path), max_seconds=max_seconds)
-    except InputTooLarge as err:
-        raise InputTooLarge(f"{what}: {err}") from None
+    except InputOutOfLimits as err:  # too large or too small, kept as it is
+        raise type(err)(f"{what}: {err}") from None
     refuse_unclonable(audio, sr, min_seconds, what)
 
 

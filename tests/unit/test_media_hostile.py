@@ -122,13 +122,21 @@ def test_a_voice_under_8000_hz_is_refused_at_upload_and_submission_naming_the_fl
     spinbot_env, tmp_path, rate, samples
 ):
     voice = _tone(tmp_path / "low.wav", rate, samples)
+    # was InputTooLarge, the class of inputs over a limit; the line and the answer's code (400) stay
     limit = f"the audio's sample rate {rate} Hz is outside 8000..384000 Hz"
-    with pytest.raises(InputTooLarge) as refused:
+    with pytest.raises(InputTooSmall) as refused:
         check_content("voice", voice, get_settings())
     assert str(refused.value) == f"the voice upload is refused: {limit}"
-    with pytest.raises(InputTooLarge) as refused:
+    with pytest.raises(InputTooSmall) as refused:
         check_voice(voice, get_settings(), "the narrator voice")
     assert str(refused.value) == f"the narrator voice: {limit}"
+
+
+def test_a_voice_over_384000_hz_stays_refused_as_too_large(spinbot_env, tmp_path):
+    voice = _tone(tmp_path / "high.wav", 400_000, 400_000)
+    with pytest.raises(InputTooLarge, match="sample rate 400000 Hz is outside 8000..384000 Hz") as refused:
+        check_voice(voice, get_settings(), "the narrator voice")
+    assert not isinstance(refused.value, InputTooSmall)
 
 
 def test_a_voice_at_8000_hz_is_accepted(tmp_path):
