@@ -7,9 +7,10 @@ Without it, an upload deleted while a job's inputs were being checked left a job
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable
 
-from sqlalchemy import Engine, false, func, select, update
+from sqlalchemy import ColumnElement, Engine, Text, cast, false, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from spinbot.state.models import Job
@@ -38,12 +39,24 @@ def jobs_naming(s: Session, owner: str | None, keys: Iterable[str], except_job: 
     same_owner = Job.owner.is_(None) if owner is None else Job.owner == owner
     rows = s.execute(
         select(Job.id, Job.inputs)
-        .where(Job.id != except_job, same_owner, Job.status != DELETING)
+        .where(Job.id != except_job, same_owner, Job.status != DELETING, _may_name(wanted))
         .order_by(Job.created_at, Job.id)
     )
     for job_id, inputs in rows:  # oldest first: the newest job naming a key is the one kept
         named.update({key: job_id for key in (inputs or {}).get("artifacts", {}).values() if key in wanted})
     return named
+
+
+def _may_name(keys: set[str]) -> ColumnElement[bool]:
+    """The jobs whose inputs' JSON text holds one of `keys` as a JSON string: the database reads them, where decoding
+    every job's inputs here took 0.5 s for an owner of 50,000 jobs (SQLite) on each upload or job deletion. A filter
+    that may let more through (SQLite's LIKE ignores ASCII case; a key may be in `values`): jobs_naming checks each
+    job it passes. No filter where a key is not its own JSON text (a quote, a backslash, a non-ASCII letter), which
+    PostgreSQL and the JSON encoder may write differently."""
+    if any(not key.isascii() or json.dumps(key) != f'"{key}"' for key in keys):
+        return true()
+    escaped = (json.dumps(key).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for key in keys)
+    return or_(false(), *(cast(Job.inputs, Text).like(f"%{quoted}%", escape="\\") for quoted in escaped))
 
 
 def delete_unused(

@@ -229,7 +229,8 @@ def test_the_cli_logs_plain_lines_for_a_person(spinbot_env, capsys):
 @pytest.mark.parametrize(
     "device, expected",
     [
-        ("cuda:7", "error: f5_to_tts: device 'cuda:7' is not on this machine (1 CUDA GPU(s)); it has: cpu, cuda, cuda:0"),
+        ("cuda:7", "error: f5_to_tts: device 'cuda:7' is not on this machine (1 CUDA GPU(s)); it has: cpu, cuda, "
+         "cuda:0"),
         ("meta", "error: f5_to_tts: device 'meta' is not a device this backend runs on (cpu, cuda, cuda:1, ...); "
          "this machine has: cpu, cuda, cuda:0"),
         ("mps", "error: f5_to_tts: device 'mps' is not a device this backend runs on (cpu, cuda, cuda:1, ...); "
