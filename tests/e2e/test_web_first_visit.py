@@ -128,7 +128,10 @@ def test_a_file_over_the_upload_limit_is_refused_before_it_is_sent(page, server,
     with big.open("r+b") as out:
         out.truncate(limit + 1)
     uploads = []
-    page.on("request", lambda request: uploads.append((request.method, request.url)) if "/v1/uploads" in request.url else None)
+    page.on(
+        "request",
+        lambda request: uploads.append((request.method, request.url)) if "/v1/uploads" in request.url else None,
+    )
     open_page(page, server)
     expect(page.locator("#pipeline option")).not_to_have_count(0)  # the form's data, with the limit, has loaded
     page.fill("#prompt", "a portrait one byte over the limit")
@@ -141,7 +144,7 @@ def test_a_file_over_the_upload_limit_is_refused_before_it_is_sent(page, server,
 
 
 def test_the_fallback_scripts_reason_is_shown_once(page, server, tmp_path):
-    """"Script: the fallback script: the LLM could not be used (...)" repeated the long reason the script step
+    """ "Script: the fallback script: the LLM could not be used (...)" repeated the long reason the script step
     showed a few lines above."""
     open_page(page, server)
     fill_the_form(page, tmp_path)
