@@ -1,6 +1,7 @@
 """What the page needs beyond the params' JSON schemas (GET /v1/params): per task, a one-line description, the
-backend this server runs it on, and the model files each file param may take from the models folder; and a
-past job's inputs (the portrait and the voice sample), so that the page can show them and reuse them."""
+backend this server runs it on, and the model files each file param may take from the models folder; the limits
+the server holds its inputs to (so that the page can count characters and refuse an oversized file before sending
+it); and a past job's inputs (the portrait and the voice sample), so that the page can show them and reuse them."""
 
 from __future__ import annotations
 
@@ -25,11 +26,25 @@ JOB_INPUTS = ("source_image", "narrator_voice")
 def params_form(request: Request, owner: Owner) -> dict[str, Any]:
     """Per task: `description` (one line), `backend` and the `setting` that picks it (python-plane tasks), and
     `files`: for each param that names a model file, the files present in the models folder (`choices`) when the
-    configured backend loads them, or why the list is empty."""
+    configured backend loads them, or why the list is empty. Under `limits` (no task has that name): the upload's
+    byte limit and its 413 message, and the character limits of the prompt, the own script and ref_text."""
     from spinbot.tasks.catalog import TASK_PLANES, load_task
 
     settings = request.app.state.settings
-    return {name: _task_form(name, load_task(name), settings) for name in TASK_PLANES}
+    return {name: _task_form(name, load_task(name), settings) for name in TASK_PLANES} | {"limits": _limits(settings)}
+
+
+def _limits(settings: Any) -> dict[str, Any]:
+    """The limits the page checks before it sends: the same numbers, and the upload's message, the server uses."""
+    from spinbot.api.upload_body import too_large_message
+
+    return {
+        "upload_bytes": settings.max_upload_bytes,
+        "upload_too_large": too_large_message(settings.max_upload_bytes),
+        "prompt_chars": settings.max_prompt_chars,
+        "script_chars": settings.max_script_chars,
+        "ref_text_chars": settings.max_ref_text_chars,
+    }
 
 
 def _task_form(name: str, task: Any, settings: Any) -> dict[str, Any]:

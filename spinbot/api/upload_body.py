@@ -120,11 +120,14 @@ class _Collector:
             self._file.close()
 
 
-def _too_large(limit: int) -> UploadTooLarge:
+def too_large_message(limit: int) -> str:
+    """The 413's one line; the web page is given it too (GET /v1/params/form) to refuse a file before sending it."""
     # In MiB first: "52428800 bytes" under a web page's file field left its user counting digits.
-    return UploadTooLarge(
-        f"upload is larger than the limit of {limit / 2**20:.3g} MiB ({limit} bytes, SPINBOT_MAX_UPLOAD_BYTES)"
-    )
+    return f"upload is larger than the limit of {limit / 2**20:.3g} MiB ({limit} bytes, SPINBOT_MAX_UPLOAD_BYTES)"
+
+
+def _too_large(limit: int) -> UploadTooLarge:
+    return UploadTooLarge(too_large_message(limit))
 
 
 def refuse_declared_oversize(request: Request, max_file_bytes: int) -> None:

@@ -3,8 +3,17 @@ tells, and a job followed on a phone-sized screen."""
 
 from __future__ import annotations
 
+from spinbot.api.upload_body import too_large_message
+from spinbot.samples import portrait_path
 from spinbot.settings import Settings
-from tests.e2e.test_web import fill_the_form, no_script_errors, open_page, wait_for_job_end  # noqa: F401 (autouse)
+from tests.e2e.test_web import (  # noqa: F401 (no_script_errors: autouse)
+    fill_the_form,
+    job_error,
+    no_script_errors,
+    open_page,
+    wait_for_job_end,
+    wait_for_node,
+)
 from tests.e2e.views import at_size
 
 try:
@@ -81,3 +90,74 @@ def test_a_phone_shows_the_jobs_overall_percent(page, server, screenshot, tmp_pa
     expect(page.locator("#overall-percent")).to_have_text("100%")
     expect(page.locator("#nodes .node-percent").first).to_be_hidden()
     screenshot(page, "job-phone")
+
+
+def test_a_pasted_prompt_over_its_limit_is_kept_whole_counted_and_refused_under_its_field(page, server, tmp_path):
+    """maxlength=4000 cut a pasted 5,000-character prompt to 4,000 without a word; no box said its limit."""
+    limit = DEFAULTS["max_prompt_chars"].default
+    jobs_before = server.get("/v1/jobs")["total"]
+    open_page(page, server)
+    fill_the_form(page, tmp_path)
+    expect(page.locator("#script_text-count")).to_have_text(f"46 / {DEFAULTS['max_script_chars'].default:,} characters")
+    expect(page.locator("#ref_text-count")).to_contain_text(f" / {DEFAULTS['max_ref_text_chars'].default:,} characters")
+    page.fill("#script_text", "")
+    page.fill("#prompt", "")
+    pasted = "Fail better. " * ((limit + 1000) // 13)
+    page.focus("#prompt")
+    page.keyboard.insert_text(pasted)  # what a paste does: a maxlength cuts it
+    assert page.input_value("#prompt") == pasted
+    over = len(pasted) - limit
+    expect(page.locator("#prompt-count")).to_have_text(
+        f"{len(pasted):,} / {limit:,} characters: {over:,} over the limit, shorten it to send the job"
+    )
+    expect(page.locator("#prompt-count")).to_have_class("char-count muted over")
+    page.click("#submit")
+    expect(error_for(page, "prompt")).to_have_text(
+        f"prompt has {len(pasted)} characters, over the limit of {limit} (SPINBOT_MAX_PROMPT_CHARS)"
+    )
+    expect(error_for(page, "form")).to_be_empty()
+    assert page.input_value("#prompt") == pasted
+    assert server.get("/v1/jobs")["total"] == jobs_before
+
+
+def test_a_file_over_the_upload_limit_is_refused_before_it_is_sent(page, server, tmp_path):
+    """The page was not told the limit: a 50 MiB file was sent whole, to be refused with a 413 after the wait."""
+    limit = DEFAULTS["max_upload_bytes"].default
+    big = tmp_path / "portrait.png"
+    big.write_bytes(portrait_path(tmp_path).read_bytes())
+    with big.open("r+b") as out:
+        out.truncate(limit + 1)
+    uploads = []
+    page.on(
+        "request",
+        lambda request: uploads.append((request.method, request.url)) if "/v1/uploads" in request.url else None,
+    )
+    open_page(page, server)
+    expect(page.locator("#pipeline option")).not_to_have_count(0)  # the form's data, with the limit, has loaded
+    page.fill("#prompt", "a portrait one byte over the limit")
+    page.set_input_files("#portrait", str(big))
+    expect(error_for(page, "image")).to_have_text(too_large_message(limit))
+    page.click("#submit")
+    expect(error_for(page, "image")).to_have_text(too_large_message(limit))
+    expect(error_for(page, "voice")).to_have_text("choose a voice file")
+    assert uploads == []
+
+
+def test_the_fallback_scripts_reason_is_shown_once(page, server, tmp_path):
+    """ "Script: the fallback script: the LLM could not be used (...)" repeated the long reason the script step
+    showed a few lines above."""
+    open_page(page, server)
+    fill_the_form(page, tmp_path)
+    page.fill("#script_text", "")  # no LLM listens (conftest): the fallback script is written from the prompt
+    page.click("#submit")
+    assert wait_for_node(page, "script") == "succeeded", job_error(page, server)
+    details = page.locator('.node[data-node="script"] .node-details')
+    expect(details).to_contain_text("the fallback script: the LLM could not be used (")
+    reason = details.text_content().split("could not be used (", 1)[1]
+    assert len(reason) > 20, reason
+    expect(page.locator("#job-script-source")).to_have_text(
+        "Script: the fallback script: the LLM could not be used (why: see the script step)."
+    )
+    assert page.locator("#job").text_content().count(reason[:-1]) == 1
+    page.click("#cancel-job")
+    assert wait_for_job_end(page) in ("cancelled", "succeeded")

@@ -61,7 +61,7 @@ def test_every_param_of_every_task_has_a_description(client):
 
 def test_the_form_data_names_each_task_its_backend_and_no_files_for_lite(client):
     form = client.get("/v1/params/form", headers=auth(KEY_A)).json()
-    assert set(form) == set(TASK_PLANES)
+    assert set(form) == set(TASK_PLANES) | {"limits"}
     assert form["infinite_talk"]["description"].startswith("Portrait + speech -> lip-synced talking-head video")
     assert "backend" not in form["script.generateScript"]  # runs in the control plane, no backend to pick
     assert form["upscale_video"]["backend"] == "lite" and form["upscale_video"]["setting"] == "SPINBOT_UPSCALE_BACKEND"
@@ -69,6 +69,30 @@ def test_the_form_data_names_each_task_its_backend_and_no_files_for_lite(client)
         "choices": [],
         "note": "the lite backend loads no model file",
     }
+
+
+def test_the_form_data_gives_the_page_the_servers_input_limits_and_the_uploads_413_message(
+    spinbot_env, monkeypatch
+):
+    """The page could not refuse an oversized file before sending it: it was not told the limit."""
+    monkeypatch.setenv("SPINBOT_API_KEYS", KEY_A)
+    monkeypatch.setenv("SPINBOT_MAX_UPLOAD_BYTES", "2048")
+    monkeypatch.setenv("SPINBOT_MAX_PROMPT_CHARS", "300")
+    reset_settings()
+    with local_client(create_app()) as client:
+        limits = client.get("/v1/params/form", headers=auth(KEY_A)).json()["limits"]
+        refused = client.post(
+            "/v1/uploads", data={"kind": "voice"}, files={"file": ("v.wav", b"x" * 4096)}, headers=auth(KEY_A)
+        )
+    assert limits == {
+        "upload_bytes": 2048,
+        "upload_too_large": refused.json()["error"],
+        "prompt_chars": 300,
+        "script_chars": 10_000,
+        "ref_text_chars": 1000,
+    }
+    assert refused.status_code == 413
+    assert limits["upload_too_large"].startswith("upload is larger than the limit of 0.00195 MiB (2048 bytes, ")
 
 
 def test_the_form_data_lists_the_model_files_a_native_backend_finds(native_upscaler):

@@ -6,6 +6,7 @@ import { JobHistory } from "./history.js";
 import { JobView } from "./live.js";
 import { AdvancedParams } from "./params.js";
 import { UploadField } from "./uploads.js";
+import { CharCounts } from "./counts.js";
 import { callbackSecretError, callbackUrlError, webhookRequest } from "./webhook.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -23,6 +24,9 @@ const voice = new UploadField(form, { kind: "voice", key: "voice", input: $("#vo
 // The speech node's narrator_voice param: an upload id, so a file field of its own rather than a text in Advanced.
 const narrator = new UploadField(form, { kind: "voice", key: "narrator_voice", input: $("#narrator"),
   preview: $("#narrator-player"), optional: true, remove: $("#narrator-remove") });
+// The server's character limits, counted as the user types (no maxlength: a paste over it was cut without a word).
+const counts = new CharCounts({ prompt_chars: $("#prompt"), script_chars: $("#script_text"),
+  ref_text_chars: $("#ref_text") });
 let advanced = null;
 let pipelines = [];
 let formLoad = Promise.resolve(); // the form's data as it loads (again after a key is given): a submit waits for it
@@ -60,7 +64,10 @@ function loadForm() {
 
 async function fetchForm() {
   try {
-    const [catalog, schemas, about] = await Promise.all([api.pipelines(), api.paramSchemas(), api.paramForm()]);
+    const [catalog, schemas, { limits, ...about }] = await Promise.all([api.pipelines(), api.paramSchemas(),
+      api.paramForm()]);
+    counts.setLimits(limits);
+    for (const field of [portrait, voice, narrator]) field.setLimit(limits?.upload_bytes, limits?.upload_too_large);
     pipelines = catalog.pipelines;
     $("#pipeline").replaceChildren(...pipelines.map(({ name }) => el("option", { value: name }, name)));
     // The own script and the narrator voice have their fields at the top of the form, not in Advanced.
@@ -216,6 +223,7 @@ async function reuseJob(job, { edit = false } = {}) {
   const { [scriptNode]: scriptParams = {}, ...others } = job.params || {};
   const { [scriptName]: ownScript = "", ...scriptOthers } = scriptParams;
   $("#script_text").value = ownScript || "";
+  counts.refresh();
   const narratorId = takeNarrator(others);
   advanced.fill({ ...others, [scriptNode]: scriptOthers });
   if (Object.values(others).some((node) => Object.keys(node).length) || Object.keys(scriptOthers).length) {

@@ -15,11 +15,14 @@ export function nodeDetails(node) {
   return `backend ${meta.backend} · ${ignored.length ? `ignored: ${ignored.join(", ")}` : "no param ignored"}`;
 }
 
-/** Where the job's script came from, in words (the reason, when the fallback script was used). */
-export function scriptOrigin(meta) {
+/** Where the job's script came from, in words: under the script step, with the reason the fallback script was used;
+ * above the script itself (`brief`), without it: the long reason was shown twice, a few lines apart. */
+export function scriptOrigin(meta, { brief = false } = {}) {
   if (meta.source === "user") return "your own script";
   if (meta.source === "ollama") return `written by the LLM (${meta.model})`;
-  if (meta.source === "fallback") return `the fallback script: the LLM could not be used (${meta.reason})`;
+  if (meta.source === "fallback") {
+    return `the fallback script: the LLM could not be used (${brief ? "why: see the script step" : meta.reason})`;
+  }
   return meta.source ? `from ${meta.source}` : "";
 }
 

@@ -280,7 +280,7 @@ export class JobView {
   showScript(script, meta) {
     this.$("#job-script").hidden = !script;
     this.$("#job-script-text").textContent = script || "";
-    const origin = meta ? scriptOrigin(meta) : "";
+    const origin = meta ? scriptOrigin(meta, { brief: true }) : "";
     this.$("#job-script-source").textContent = origin ? `Script: ${origin}.` : "";
     this.$("#job-script-source").dataset.source = meta?.source || "";
   }

@@ -1,5 +1,6 @@
 // A file field that uploads as soon as a file is chosen (POST /v1/uploads), previews it, and shows the API's
-// verdict next to it: the server judges the file by its content, so its error is the one to show.
+// verdict next to it: the server judges the file by its content, so its error is the one to show. A file over the
+// server's byte limit is refused here, with the server's message, rather than sent to be refused after the wait.
 
 import { api } from "./api.js";
 import { clearError, showError } from "./dom.js";
@@ -12,10 +13,22 @@ export class UploadField {
     this.state = form.querySelector(`.upload-state[data-state-for="${key}"]`);
     this.upload = null; // the promise of the chosen file's upload id
     this.kept = null; // an upload id kept from a past job (no file chosen here): sent as it is
+    this.maxBytes = null; // the server's SPINBOT_MAX_UPLOAD_BYTES, once the form's data has loaded
+    this.tooLargeMessage = "";
     input.addEventListener("change", () => this.choose());
     remove?.addEventListener("click", () => this.clear());
     preview.addEventListener("error", () => (preview.hidden = true));
     preview.addEventListener(preview.tagName === "IMG" ? "load" : "loadedmetadata", () => (preview.hidden = false));
+  }
+
+  /** The server's byte limit and its one-line message for a file over it (GET /v1/params/form's `limits`). */
+  setLimit(maxBytes, message) {
+    Object.assign(this, { maxBytes: maxBytes ?? null, tooLargeMessage: message || "" });
+  }
+
+  /** The server's message when the chosen file is over its limit, or null. */
+  tooLarge() {
+    return this.file && this.maxBytes !== null && this.file.size > this.maxBytes ? this.tooLargeMessage : null;
   }
 
   get file() {
@@ -28,6 +41,12 @@ export class UploadField {
     if (this.remove) this.remove.hidden = !this.file;
     if (!this.file) this.state.textContent = "";
     this.showPreview();
+    if (this.tooLarge()) {
+      this.state.textContent = "";
+      showError(this.form, this.key, this.tooLarge());
+      this.upload = null; // missing() keeps refusing it: nothing is sent
+      return;
+    }
     this.upload = this.file ? this.send(this.file) : null;
     this.upload?.catch(() => {}); // shown next to the field already; id() tries again
   }
@@ -85,8 +104,9 @@ export class UploadField {
     if (this.remove) this.remove.hidden = false;
   }
 
-  /** Why the job cannot have this field yet (a required file not chosen), or null. */
+  /** Why the job cannot have this field yet (a required file not chosen, or one over the limit), or null. */
   missing() {
+    if (this.tooLarge()) return this.tooLarge();
     return this.optional || this.kept || this.file ? null : `choose a ${this.kind} file`;
   }
 
