@@ -71,9 +71,7 @@ def test_the_form_data_names_each_task_its_backend_and_no_files_for_lite(client)
     }
 
 
-def test_the_form_data_gives_the_page_the_servers_input_limits_and_the_uploads_413_message(
-    spinbot_env, monkeypatch
-):
+def test_the_form_data_gives_the_page_the_servers_input_limits_and_the_uploads_413_message(spinbot_env, monkeypatch):
     """The page could not refuse an oversized file before sending it: it was not told the limit."""
     monkeypatch.setenv("SPINBOT_API_KEYS", KEY_A)
     monkeypatch.setenv("SPINBOT_MAX_UPLOAD_BYTES", "2048")
