@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import json
 import shutil
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +100,26 @@ class Cancelled(Exception):
 class Superseded(Exception):
     """Raised inside a task that found another run of its node took the node over (this run's process lost its
     lease or queue lock and kept rendering through a stall): it stops, and its driver records nothing for it."""
+
+
+class RunClaim:
+    """One run's claim on a folder of a node's stored files: `take` writes a random token to `key`, `held` says
+    whether the file still holds it. Two runs of one node can overlap (a process whose lease or queue lock ran out
+    rendered on while another took the node over); the window checkpoint (talk_resume) and the live output (live)
+    each check their claim before they write, so the older run never writes over the newer one's files."""
+
+    def __init__(self, store: ArtifactStore, key: str):
+        self.store, self.key, self.token = store, key, uuid.uuid4().hex
+
+    def take(self) -> None:
+        self.store.put_bytes(self.key, json.dumps({"token": self.token}).encode(), content_type="application/json")
+
+    def held(self) -> bool:
+        try:
+            claim = json.loads(self.store.get_bytes(self.key))
+        except (FileNotFoundError, ValueError):  # removed by a newer run (or its success), or not a claim
+            return False
+        return isinstance(claim, dict) and claim.get("token") == self.token
 
 
 ProgressFn = Callable[[float, str], None]

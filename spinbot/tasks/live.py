@@ -12,9 +12,7 @@ run's playlist nor overwrites that playlist with its own.
 
 from __future__ import annotations
 
-import json
 import logging
-import uuid
 from fractions import Fraction
 from typing import Any, Self
 
@@ -22,7 +20,7 @@ import numpy as np
 
 from spinbot.media.segments import PLAYLIST, HlsSegmenter
 from spinbot.storage.base import artifact_key
-from spinbot.tasks.base import TaskContext
+from spinbot.tasks.base import RunClaim, TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ class LiveOutput:
         self.warning: str | None = None
         self._segmenter: HlsSegmenter | None = None
         self._made: HlsSegmenter | None = None
-        self.token = uuid.uuid4().hex  # this run's claim on the live output (OWNER)
+        self.claim = RunClaim(ctx.store, live_key(ctx.job_id, ctx.node_id, OWNER))  # this run's, on the live output
         if not ctx.live_output:
             return
         if self._guard(lambda: ctx.discard(LIVE_FOLDER)) is None:  # an earlier attempt's segments and playlist
@@ -81,17 +79,12 @@ class LiveOutput:
         self._made = self._segmenter  # kept after a stop, for describe()
 
     def _claim(self) -> bool:
-        owner = json.dumps({"token": self.token}).encode()
-        self.ctx.store.put_bytes(live_key(self.ctx.job_id, self.ctx.node_id, OWNER), owner, "application/json")
+        self.claim.take()
         return True
 
     def _confirm_claim(self) -> None:
         """LiveSuperseded unless the live folder is still this run's: a newer run removed the claim and made its own."""
-        try:
-            claim = json.loads(self.ctx.store.get_bytes(live_key(self.ctx.job_id, self.ctx.node_id, OWNER)))
-        except (FileNotFoundError, ValueError):  # removed by a newer run that has not claimed yet, or not a claim
-            claim = None
-        if not isinstance(claim, dict) or claim.get("token") != self.token:
+        if not self.claim.held():
             raise LiveSuperseded(f"another run of node '{self.ctx.node_id}' writes it now")
 
     def _publish(self, name: str, path, content_type: str) -> None:

@@ -27,14 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from spinbot.backends.talk.base import TalkBackend
 from spinbot.storage.base import artifact_key
-from spinbot.tasks.base import RESUME_FOLDER, Superseded, TaskContext, TaskParams
+from spinbot.tasks.base import RESUME_FOLDER, RunClaim, Superseded, TaskContext, TaskParams
 from spinbot.tasks.windows import Window
 
 log = logging.getLogger(__name__)
@@ -100,7 +99,7 @@ class WindowCheckpoints:
         self.ignored: str | None = None  # why a stored checkpoint was not used
         self.warning: str | None = None  # why checkpoints stopped being saved
         self._state_folder: str | None = None
-        self.token = uuid.uuid4().hex  # this run's claim on the checkpoint (OWNER)
+        self.claim = RunClaim(ctx.store, self._key(OWNER))  # this run's claim on the checkpoint
 
     @property
     def done(self) -> int:
@@ -136,17 +135,12 @@ class WindowCheckpoints:
 
     def _claim(self) -> None:
         """This run writes the checkpoint from now on: an older run still rendering stops at its next save."""
-        owner = json.dumps({"token": self.token}).encode()
-        self.ctx.store.put_bytes(self._key(OWNER), owner, content_type="application/json")
+        self.claim.take()
 
     def _confirm_claim(self) -> None:
         """Superseded unless the checkpoint is still this run's (the claim is gone once a newer run claimed it, or
         cleared it as it succeeded)."""
-        try:
-            claim = json.loads(self.ctx.store.get_bytes(self._key(OWNER)))
-        except (FileNotFoundError, ValueError):  # cleared (the newer run succeeded), or not a claim of ours
-            claim = None
-        if not isinstance(claim, dict) or claim.get("token") != self.token:
+        if not self.claim.held():
             raise Superseded(f"node '{self.ctx.node_id}' of job {self.ctx.job_id}: another run took it over")
 
     def reject(self, why: Exception | str) -> None:
