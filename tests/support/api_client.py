@@ -34,6 +34,12 @@ def api_client(monkeypatch: pytest.MonkeyPatch, *keys: str) -> Iterator[TestClie
         yield client
 
 
+def upload_file(client: TestClient, kind: str, path: Path):
+    """POST /v1/uploads of the file at `path` as `kind` (portrait, voice) with the keyed client's key: the answer."""
+    with open(path, "rb") as f:
+        return client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
+
+
 def stored(data_dir: Path) -> list[str]:
     """The files under the data folder's uploads/ and jobs/ (what a refused request must not leave behind)."""
     return sorted(

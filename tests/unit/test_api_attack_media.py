@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from spinbot.cli import app as cli_app
 from spinbot.samples import portrait_path, voice_path
-from tests.support.api_client import AUTH, stored
+from tests.support.api_client import stored, upload_file
 
 
 def float_voice(path: Path, value: float, subtype: str = "FLOAT") -> Path:
@@ -21,11 +21,6 @@ def float_voice(path: Path, value: float, subtype: str = "FLOAT") -> Path:
     audio[len(audio) // 3 : len(audio) // 3 + 10] = value
     sf.write(str(path), audio, rate, subtype=subtype)
     return path
-
-
-def upload(client, kind: str, path: Path):
-    with open(path, "rb") as f:
-        return client.post("/v1/uploads", data={"kind": kind}, files={"file": (path.name, f)}, headers=AUTH)
 
 
 @pytest.mark.parametrize(
@@ -38,7 +33,7 @@ def test_a_voice_with_samples_that_are_no_numbers_is_a_400_at_upload_and_nothing
 ):
     # Was a 201: a NaN voice was then refused at submission as "silent", and an infinite one ran the whole job
     # (F5-TTS normalizes its reference by its RMS, infinite: a reference of NaN).
-    answer = upload(keyed_client, "voice", float_voice(tmp_path / "voice.wav", value, subtype))
+    answer = upload_file(keyed_client, "voice", float_voice(tmp_path / "voice.wav", value, subtype))
     assert answer.status_code == 400, answer.text
     assert answer.json() == {
         "error": "the voice upload is refused: some of its samples are not numbers (NaN or infinity): export it "
@@ -48,7 +43,7 @@ def test_a_voice_with_samples_that_are_no_numbers_is_a_400_at_upload_and_nothing
 
 
 def test_a_float_voice_of_ordinary_samples_is_accepted(keyed_client, tmp_path):
-    answer = upload(keyed_client, "voice", float_voice(tmp_path / "voice.wav", 0.5))
+    answer = upload_file(keyed_client, "voice", float_voice(tmp_path / "voice.wav", 0.5))
     assert answer.status_code == 201, answer.text
 
 
@@ -69,7 +64,7 @@ def test_a_portrait_too_small_to_show_a_face_is_a_400_at_upload(keyed_client, sp
     from PIL import Image
 
     Image.new("RGB", size, (200, 120, 80)).save(tmp_path / "small.png")
-    answer = upload(keyed_client, "portrait", tmp_path / "small.png")
+    answer = upload_file(keyed_client, "portrait", tmp_path / "small.png")
     assert answer.status_code == 400, answer.text
     assert answer.json() == {
         "error": f"the portrait upload is refused: the portrait is {size[0]}x{size[1]}: a side under 64 pixels is "
@@ -82,7 +77,7 @@ def test_a_portrait_of_64_pixels_a_side_is_accepted(keyed_client, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 256), (200, 120, 80)).save(tmp_path / "small.png")
-    assert upload(keyed_client, "portrait", tmp_path / "small.png").status_code == 201
+    assert upload_file(keyed_client, "portrait", tmp_path / "small.png").status_code == 201
 
 
 def test_the_cli_refuses_a_1x1_portrait_with_one_line(spinbot_env, tmp_path):

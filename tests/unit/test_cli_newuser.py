@@ -198,16 +198,8 @@ def test_native_tts_on_a_device_this_machine_lacks_is_refused_at_submission(
     # and before the missing model files, so nobody pulls 54 GB for a machine that cannot run them
     import torch
 
-    from spinbot.samples import portrait_path
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    use_settings(tts_backend="native", models_dir=tmp_path / "models")
-    code, lines, exception = run_cli_result(
-        "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
-        "--voice", str(voice_path()), "--set", f"f5_to_tts.device={device}",
-    )  # fmt: skip
-    assert (code, lines) == (2, [expected]), exception
-    assert not (spinbot_env / "jobs").exists() or not any((spinbot_env / "jobs").iterdir())
+    assert_refused_before_any_job(spinbot_env, use_settings, tmp_path, device, expected)
 
 
 def test_the_cli_logs_plain_lines_for_a_person(spinbot_env, capsys):
@@ -245,10 +237,15 @@ def test_native_tts_on_a_gpu_number_or_device_kind_this_machine_lacks_is_refused
     # torch.device accepts each of these, so admission let them through to fail at f5_to_tts after the script node
     import torch
 
-    from spinbot.samples import portrait_path
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine of one GPU, wherever this runs
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert_refused_before_any_job(spinbot_env, use_settings, tmp_path, device, expected)
+
+
+def assert_refused_before_any_job(spinbot_env, use_settings, tmp_path, device: str, expected: str) -> None:
+    """`spinbot run` with the native TTS on `device`: exit 2 with `expected` as its one line, and no job stored."""
+    from spinbot.samples import portrait_path
+
     use_settings(tts_backend="native", models_dir=tmp_path / "models")
     code, lines, exception = run_cli_result(
         "run", "--prompt", "hi", "--ref-text", "hello", "--image", str(portrait_path(tmp_path)),
